@@ -1,0 +1,179 @@
+"""Tests of xmodel.reduction: agreement with pyFAI (no pixel splitting) and resumable scans."""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from xmodel.dectris import write_scan
+from xmodel.geometry import Geometry
+from xmodel.io import ScanError
+from xmodel.reduction import (ReductionError, build_bin_map, default_bins, reduce_frames, reduce_scan)
+
+SHAPE = (120, 100)
+
+
+def geometry() -> Geometry:
+    return Geometry(dist=0.05, poni1=60.3 * 75e-6, poni2=40.7 * 75e-6, rot1=0.02, rot2=-0.01, rot3=0.0,
+                    wavelength=0.898e-10, pixel1=75e-6, pixel2=75e-6, shape=SHAPE, detector_name="")
+
+
+def smooth_frame(geo: Geometry) -> np.ndarray:
+    q, chi = geo.q(), np.deg2rad(geo.chi())
+    return (100.0 + 50.0 * np.cos(2 * chi) + 30.0 * q).astype(np.float32)
+
+
+def mask() -> np.ndarray:
+    m = np.zeros(SHAPE, dtype=bool)
+    m[:, 50:53] = True
+    m[10:20, 10:30] = True
+    return m
+
+
+def pyfai_integrator(geo, tmp_path):
+    pyFAI = pytest.importorskip("pyFAI")
+    geo.to_poni(tmp_path / "g.poni")
+    return pyFAI.load(str(tmp_path / "g.poni"))
+
+
+@pytest.mark.parametrize("chi_range", [(-180.0, 180.0), (-100.0, 150.0)])
+def test_polar_matches_pyfai_no_splitting(tmp_path, chi_range):
+    geo = geometry()
+    ai = pyfai_integrator(geo, tmp_path)
+    bins = default_bins(geo, mask(), n_q=30, n_chi=18, q_range=(0.05, 0.6), chi_range=chi_range)
+    bin_map = build_bin_map(geo.q(), geo.chi(), mask(), bins)
+    frame = smooth_frame(geo)
+    polar, radial = reduce_frames(frame[None], bin_map)
+    res = ai.integrate2d_ng(frame, 30, 18, unit="q_A^-1", radial_range=(0.05, 0.6), azimuth_range=chi_range,
+                            mask=mask(), method=("no", "histogram", "cython"), correctSolidAngle=False,
+                            polarization_factor=None)
+    # pyFAI stretches the upper edge by one float32 epsilon (1.2e-7): same bins to that precision
+    np.testing.assert_allclose(res.radial, bins.q_centres, rtol=1e-6)
+    np.testing.assert_allclose(res.azimuthal, bins.chi_centres, atol=1e-4)
+    full = bin_map.counts >= 10
+    if chi_range[0] > -180.0:
+        # pyFAI (no splitting) truncates (chi - lower) / width towards zero, so pixels up to one
+        # bin below the azimuth range land in its first bin; we leave them out (they are outside).
+        full[0] = False
+    assert full.sum() > 100
+    np.testing.assert_allclose(polar[0][full], res.intensity[full], rtol=1e-4)
+    assert np.all(np.isnan(polar[0][bin_map.counts == 0]))
+
+
+def test_radial_matches_pyfai_integrate1d(tmp_path):
+    geo = geometry()
+    ai = pyfai_integrator(geo, tmp_path)
+    bins = default_bins(geo, mask(), n_q=50, n_chi=36, q_range=(0.02, 0.7))
+    bin_map = build_bin_map(geo.q(), geo.chi(), mask(), bins)
+    frame = smooth_frame(geo)
+    _, radial = reduce_frames(frame, bin_map)
+    res = ai.integrate1d_ng(frame, 50, unit="q_A^-1", radial_range=(0.02, 0.7), mask=mask(),
+                            method=("no", "histogram", "cython"), correctSolidAngle=False, polarization_factor=None)
+    full = bin_map.radial_counts >= 10
+    full[0] = False  # pyFAI also puts pixels up to one bin below the lower q edge in bin 0
+    np.testing.assert_allclose(radial[0][full], res.intensity[full], rtol=1e-4)
+
+
+def test_chi_range_across_cut_wraps():
+    geo = geometry()
+    chi = geo.chi()
+    bins = default_bins(geo, mask(), n_q=10, n_chi=4, chi_range=(90.0, 270.0))
+    bin_map = build_bin_map(geo.q(), chi, mask(), bins)
+    expected = ((chi >= 90) | (chi <= -90)) & ~mask()
+    assert bin_map.counts.sum() == expected.sum()
+    with pytest.raises(ReductionError, match=r"spans more than 360 degrees"):
+        default_bins(geo, mask(), chi_range=(-180.0, 200.0))
+
+
+def test_batch_equals_single_frames():
+    geo = geometry()
+    bin_map = build_bin_map(geo.q(), geo.chi(), mask(), default_bins(geo, mask(), n_q=30, n_chi=24))
+    frames = np.random.default_rng(1).poisson(5.0, (3, *SHAPE)).astype(np.uint32)
+    polar, radial = reduce_frames(frames, bin_map)
+    for i in range(3):
+        p1, r1 = reduce_frames(frames[i], bin_map)
+        np.testing.assert_allclose(polar[i], p1[0], rtol=1e-6)
+        np.testing.assert_allclose(radial[i], r1[0], rtol=1e-6)
+    with pytest.raises(ReductionError, match=r"Frames of shape \(5, 5\) do not match"):
+        reduce_frames(np.zeros((5, 5)), bin_map)
+
+
+@pytest.fixture
+def scan(tmp_path):
+    geo = geometry()
+    frames = np.random.default_rng(2).poisson(4.0, (7, *SHAPE)).astype(np.uint32)
+    master = write_scan(tmp_path / "raw", "s", iter(frames), 7, geo, positions_um=np.zeros((7, 2)),
+                        pixel_mask=mask(), frames_per_file=3)
+    return master, frames
+
+
+def poni_of(master):
+    return master.parent / "s.poni"
+
+
+class Killed(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_resume_after_kill(scan, tmp_path, workers):
+    master, frames = scan
+    reference = reduce_scan(master, tmp_path / "ref.h5", poni=poni_of(master), q_bins=30, chi_bins=24, batch_size=2, progress=False)
+
+    def kill_after_first_batch(done, total):
+        if done >= 2:
+            raise Killed("simulated kill")
+
+    out = tmp_path / "run.h5"
+    with pytest.raises(Killed):
+        reduce_scan(master, out, poni=poni_of(master), q_bins=30, chi_bins=24, batch_size=2, workers=workers,
+                    progress=kill_after_first_batch)
+    with h5py.File(out, "r") as f:
+        assert f["entry/reduction"].attrs["frames_done"] == 2
+        assert np.isnan(f["entry/reduction/polar"][4]).all()
+    seen = []
+    reduce_scan(master, out, poni=poni_of(master), q_bins=30, chi_bins=24, batch_size=2, workers=workers,
+                progress=lambda done, total: seen.append(done))
+    assert seen == [4, 6, 7]
+    with h5py.File(out, "r") as f, h5py.File(reference, "r") as g:
+        a, b = f["entry/reduction"], g["entry/reduction"]
+        assert a.attrs["frames_done"] == 7
+        np.testing.assert_array_equal(a["polar"][()], b["polar"][()])
+        np.testing.assert_array_equal(a["radial"][()], b["radial"][()])
+        assert a["q"].attrs["units"] == "1/angstrom" and a["polar"].shape == (7, 24, 30)
+        assert "Distance" in a.attrs["poni"]
+        # the stored polar images are reduce_frames of the frames (masked pixels excluded)
+        bin_map = build_bin_map(geometry().q(), geometry().chi(), mask(),
+                                default_bins(geometry(), mask(), n_q=30, n_chi=24))
+        polar, _ = reduce_frames(frames[5:7], bin_map)
+        np.testing.assert_allclose(a["polar"][5:7], polar, rtol=1e-6)
+
+
+def test_resume_refuses_other_bins(scan, tmp_path):
+    master, _ = scan
+    out = reduce_scan(master, tmp_path / "o.h5", q_bins=30, chi_bins=24, progress=False)
+    with pytest.raises(ReductionError, match=r"different frames, geometry, mask or bins.*delete it"):
+        reduce_scan(master, out, q_bins=31, chi_bins=24, progress=False)
+
+
+def test_progress_line(scan, tmp_path, capsys):
+    master, _ = scan
+    reduce_scan(master, tmp_path / "p.h5", q_bins=10, chi_bins=8, batch_size=4)
+    assert "7/7 frames" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_corrupt_frame_stops_with_scan_error_and_keeps_done_frames(scan, tmp_path, workers):
+    master, _ = scan
+    path = master.parent / "s_data_000002.h5"  # frames 3, 4, 5
+    with h5py.File(path, "r") as f:
+        offset = f["entry/data/data"].id.get_chunk_info(2).byte_offset
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\xff" * 64)
+    out = tmp_path / "c.h5"
+    with pytest.raises(ScanError, match=r"Cannot read frame 5 \(frame 2 of .*s_data_000002\.h5"):
+        reduce_scan(master, out, poni=poni_of(master), q_bins=30, chi_bins=24, batch_size=2, workers=workers,
+                    progress=False)
+    with h5py.File(out, "r") as f:
+        assert f["entry/reduction"].attrs["frames_done"] == 4

@@ -1,0 +1,696 @@
+"""Experiment and sample configuration: TOML files and ``--set`` overrides -> a validated `Config`.
+
+Files are merged in the order given (the experiment first, then the sample); a later file
+overrides an earlier one key by key inside each table. ``--set table.key=value`` overrides are
+applied last; their values are parsed as TOML, and a bare word (``conf1``) is read as a string.
+Every value is checked (type, length, range) and every error is a `ConfigError` that names the
+key, the file (or ``--set``) it came from, what was found and what is expected.
+
+Units follow ``docs/conventions.md`` at the edge: Angstrom and 1/Angstrom for crystallography,
+metres for the detector distance, pixels for beam centre and masks, degrees with ``_deg`` in the
+name. Paths (``detector.poni_file``, ``mask.files``) are resolved relative to the TOML file that
+names them (relative to the working directory for ``--set``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+EXPERIMENT_TOML = CONFIG_DIR / "experiment" / "p10_eiger4m.toml"
+DOMAINS = ("red", "purple", "yellow", "green", "orange")
+KNOWN_DETECTORS = ("Eiger4M",)
+CONFIGURATIONS = ("conf1", "conf2", "custom")
+MASK_SUFFIXES = (".npy", ".h5", ".hdf5", ".edf", ".tif", ".tiff")
+PONI_GEOMETRY_KEYS = ("distance_m", "beam_center_px", "rot1_deg", "rot2_deg", "rot3_deg")
+
+
+class ConfigError(ValueError):
+    """A configuration file or ``--set`` override is missing, malformed or out of range."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """What one TOML key accepts; stored in each dataclass field's metadata.
+
+    ``kind`` is one of number, integer, string, boolean, choice, vector, path, paths, pairs.
+    """
+
+    kind: str
+    unit: str = ""
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+    length: int = 3
+    nonzero: bool = False
+    choices: tuple[str, ...] = ()
+
+    def expected(self) -> str:
+        """Describe the accepted values in words, for error messages."""
+        bounds = []
+        if self.gt is not None:
+            bounds.append(f"> {self.gt:g}")
+        if self.ge is not None and self.le is not None:
+            bounds = [f"in [{self.ge:g}, {self.le:g}]"]
+        elif self.ge is not None:
+            bounds.append(f">= {self.ge:g}")
+        text = {
+            "number": "a finite number (int or float)",
+            "integer": "an integer",
+            "string": "a string",
+            "boolean": "true or false",
+            "choice": f"one of {list(self.choices)}",
+            "vector": f"a list of {self.length} finite numbers"
+            + (", not all zero" if self.nonzero else ""),
+            "path": 'a path string ("" for none), relative to the TOML file that names it',
+            "paths": f"a list of path strings to mask files ({', '.join(MASK_SUFFIXES)})",
+            "pairs": "two [sl_direction, al_direction] pairs of 3 numbers each, e.g. "
+            "[[[1, 1, 0], [1, 0, 0]], [[0, 0, 1], [0, 0, 1]]]",
+        }[self.kind]
+        text = " ".join([text, *bounds])
+        return f"{text} ({self.unit})" if self.unit else text
+
+
+def _key(default: Any, check: Check) -> Any:
+    return field(default=default, metadata={"check": check})
+
+
+def _number(default: float, unit: str = "", **bounds: float) -> Any:
+    return _key(default, Check("number", unit=unit, **bounds))
+
+
+@dataclass(frozen=True)
+class BeamConfig:
+    """Incident beam (``[beam]``).
+
+    Attributes
+    ----------
+    energy_kev : float
+        Photon energy (keV), > 0.
+    polarization_factor : float
+        pyFAI's polarization factor in [-1, 1]; horizontal linear polarization ~ +1.
+    exposure_s : float
+        Exposure per frame (s), > 0.
+    flux_photons_per_s : float
+        Incident flux for synthetic scans (photons/s), > 0.
+    """
+
+    energy_kev: float = _number(13.8, "keV", gt=0)
+    polarization_factor: float = _number(0.99, "pyFAI convention", ge=-1, le=1)
+    exposure_s: float = _number(0.3, "s", gt=0)
+    flux_photons_per_s: float = _number(1.0e10, "photons/s", gt=0)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Detector and its geometry (``[detector]``).
+
+    When ``poni_file`` is given it supplies the geometry and the five geometry attributes
+    (``distance_m``, ``beam_center_px``, ``rot1_deg``..``rot3_deg``) are None.
+
+    Attributes
+    ----------
+    name : str
+        One of `KNOWN_DETECTORS`.
+    poni_file : Path or None
+        Absolute path of a pyFAI ``.poni`` file (lab frame and rotations as in pyFAI).
+    distance_m : float or None
+        Sample -> detector distance, pyFAI ``dist`` (m), > 0.
+    beam_center_px : tuple of 2 floats or None
+        Direct beam on the detector, (row, col) in pixel-index coordinates (pixel (i, j)'s
+        centre at (i, j)).
+    rot1_deg, rot2_deg, rot3_deg : float or None
+        pyFAI detector rotations (degrees).
+    binning : int
+        Pixel binning, >= 1.
+    """
+
+    name: str = _key("Eiger4M", Check("choice", choices=KNOWN_DETECTORS))
+    poni_file: Path | None = _key(None, Check("path"))
+    distance_m: float | None = _number(0.41, "m", gt=0)
+    beam_center_px: tuple[float, float] | None = _key(
+        (1950.0, 200.0), Check("vector", unit="(row, col) pixels", length=2))
+    rot1_deg: float | None = _number(0.0, "degrees")
+    rot2_deg: float | None = _number(0.0, "degrees")
+    rot3_deg: float | None = _number(0.0, "degrees")
+    binning: int = _key(1, Check("integer", ge=1))
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """Masked pixels (``[mask]``).
+
+    Attributes
+    ----------
+    beamstop_radius_px : float
+        Beamstop radius around the beam centre (pixels), >= 0.
+    holder_width_px : float
+        Width of the beamstop holder strip (pixels), >= 0.
+    holder_angle_deg : float
+        Direction of the holder strip from the beam centre, pyFAI chi for an untilted
+        detector (degrees).
+    files : tuple of Path
+        Absolute paths of mask files (npy, h5, edf, tiff); nonzero = masked.
+    module_gaps : bool
+        Mask the detector's module gaps.
+    """
+
+    beamstop_radius_px: float = _number(12.0, "pixels", ge=0)
+    holder_width_px: float = _number(8.0, "pixels", ge=0)
+    holder_angle_deg: float = _number(225.0, "degrees, pyFAI chi")
+    files: tuple[Path, ...] = _key((), Check("paths"))
+    module_gaps: bool = _key(True, Check("boolean"))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Evaluation settings of the forward model (``[model]``).
+
+    Attributes
+    ----------
+    q_max_sl, q_max_al : float
+        Largest |G| of the superlattice / atomic-lattice reflections (1/A), > 0.
+    band_nsigma : float
+        Peaks are evaluated within this many sigmas, > 0.
+    form_factor_nodes : int
+        Quadrature nodes of the radius distribution, >= 1.
+    """
+
+    q_max_sl: float = _number(0.25, "1/A", gt=0)
+    q_max_al: float = _number(3.2, "1/A", gt=0)
+    band_nsigma: float = _number(5.0, "sigmas", gt=0)
+    form_factor_nodes: int = _key(40, Check("integer", ge=1))
+
+
+@dataclass(frozen=True)
+class SuperlatticeConfig:
+    """fcc superlattice of nanocrystals (``[superlattice]``); frames as in docs/conventions.md.
+
+    Attributes
+    ----------
+    lattice_constant : float
+        Cubic lattice constant a (A), > 0.
+    beam_direction : tuple of 3 floats
+        SL crystal direction along the incident beam (maps to +e3), not all zero.
+    inplane_reference : tuple of 3 floats
+        SL crystal direction whose component normal to ``beam_direction`` maps to +e2; must
+        not be parallel to ``beam_direction``.
+    inplane_deg, tilt1_deg, tilt2_deg : float
+        Rotations about e3, e1, e2 (degrees):
+        ``R_sl = R_e1(tilt1) R_e2(tilt2) R_e3(inplane) R_base``.
+    radial_width : float
+        sigma_r of the SL peaks (1/A), > 0.
+    mosaic_deg : float
+        sigma of the SL mosaic spread (degrees), > 0.
+    peak_scale : float
+        Counts/pixel at the peak of a reflection with P(q) = 1, before solid angle and
+        polarization, >= 0.
+    diffuse_scale : float
+        Isotropic P(q) term (counts/pixel), >= 0.
+    """
+
+    lattice_constant: float = _number(150.0, "A", gt=0)
+    beam_direction: tuple[float, float, float] = _key(
+        (0.0, 0.0, -1.0), Check("vector", unit="SL crystal coordinates", nonzero=True))
+    inplane_reference: tuple[float, float, float] = _key(
+        (1.0, 0.0, 0.0), Check("vector", unit="SL crystal coordinates", nonzero=True))
+    inplane_deg: float = _number(0.0, "degrees")
+    tilt1_deg: float = _number(0.0, "degrees")
+    tilt2_deg: float = _number(0.0, "degrees")
+    radial_width: float = _number(0.0015, "1/A", gt=0)
+    mosaic_deg: float = _number(1.0, "degrees", gt=0)
+    peak_scale: float = _number(5.0e3, "counts/pixel", ge=0)
+    diffuse_scale: float = _number(50.0, "counts/pixel", ge=0)
+
+
+@dataclass(frozen=True)
+class NanocrystalConfig:
+    """Nanocrystal core size distribution (``[nanocrystal]``).
+
+    Attributes
+    ----------
+    radius : float
+        Mean core radius (A), > 0 (DESIGN.md reads the S4 caption's 65 A as a diameter).
+    radius_sigma : float
+        Standard deviation of the Gaussian radius distribution (A), >= 0.
+    """
+
+    radius: float = _number(34.0, "A", gt=0)
+    radius_sigma: float = _number(2.5, "A", ge=0)
+
+
+@dataclass(frozen=True)
+class AtomicLatticeConfig:
+    """PbS atomic lattice and its orientation relationship to the SL (``[atomic_lattice]``).
+
+    Attributes
+    ----------
+    configuration : str
+        ``"conf1"``, ``"conf2"`` (Figure 5) or ``"custom"``.
+    custom_pairs : tuple
+        For ``"custom"``: two (sl_direction, al_direction) pairs of parallel directions (SL and
+        AL crystal coordinates) at equal angles; empty otherwise.
+    lattice_constant : float
+        Rock-salt lattice constant (A), > 0.
+    radial_width : float
+        sigma_s, Scherrer radial width (1/A), > 0.
+    disorder_fwhm_deg : float
+        dPhi of Eq. 7, FWHM of the NC orientational disorder (degrees), >= 0.
+    misorientation_deg : tuple of 3 floats
+        Rotation vector of the NCs relative to the ideal relationship (degrees).
+    peak_scale : float
+        Counts/pixel at the peak of 200_AL before solid angle and polarization, >= 0.
+    """
+
+    configuration: str = _key("conf1", Check("choice", choices=CONFIGURATIONS))
+    custom_pairs: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...] = _key(
+        (), Check("pairs"))
+    lattice_constant: float = _number(5.936, "A", gt=0)
+    radial_width: float = _number(0.039, "1/A", gt=0)
+    disorder_fwhm_deg: float = _number(15.0, "degrees FWHM", ge=0)
+    misorientation_deg: tuple[float, float, float] = _key(
+        (0.0, 0.0, 0.0), Check("vector", unit="rotation vector, degrees"))
+    peak_scale: float = _number(20.0, "counts/pixel", ge=0)
+
+
+@dataclass(frozen=True)
+class BackgroundConfig:
+    """Flat background (``[background]``).
+
+    Attributes
+    ----------
+    constant : float
+        Counts/pixel, >= 0.
+    """
+
+    constant: float = _number(0.05, "counts/pixel", ge=0)
+
+
+TABLES: dict[str, type] = {
+    "beam": BeamConfig, "detector": DetectorConfig, "mask": MaskConfig, "model": ModelConfig,
+    "superlattice": SuperlatticeConfig, "nanocrystal": NanocrystalConfig,
+    "atomic_lattice": AtomicLatticeConfig, "background": BackgroundConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A complete, validated configuration: experiment tables, sample tables, provenance.
+
+    Attributes
+    ----------
+    beam, detector, mask, model : BeamConfig, DetectorConfig, MaskConfig, ModelConfig
+        The experiment tables.
+    superlattice, nanocrystal, atomic_lattice, background : SuperlatticeConfig, ...
+        The sample tables.
+    name : str
+        The top-level ``name`` key (default: the stem of the last file).
+    sources : tuple of str
+        Absolute paths of the files read, in order, then each ``--set`` override as given.
+    """
+
+    beam: BeamConfig
+    detector: DetectorConfig
+    mask: MaskConfig
+    model: ModelConfig
+    superlattice: SuperlatticeConfig
+    nanocrystal: NanocrystalConfig
+    atomic_lattice: AtomicLatticeConfig
+    background: BackgroundConfig
+    name: str
+    sources: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        """Resolved values as nested plain dicts in TOML-edge units (for HDF5 attributes, JSON).
+
+        Tuples become lists, paths absolute strings, a missing ``poni_file`` ``""``; geometry
+        keys that a ``.poni`` file supplies are left out, so the result written as TOML loads
+        back to the same `Config`. ``sources`` is not included (write it separately).
+
+        Validation: written as TOML and loaded again it gives the same dict
+        (tests/xmodel/test_config.py).
+        """
+        out: dict[str, Any] = {"name": self.name}
+        for table in TABLES:
+            values = {}
+            for f in dataclasses.fields(getattr(self, table)):
+                value = getattr(getattr(self, table), f.name)
+                if f.name == "poni_file":
+                    values[f.name] = "" if value is None else str(value)
+                elif value is not None:
+                    values[f.name] = _plain(value)
+            out[table] = values
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def default_paths(domain: str) -> list[Path]:
+    """Return [experiment TOML, domain TOML] of the shipped configs for one of the paper's domains.
+
+    Parameters
+    ----------
+    domain
+        One of `DOMAINS` (the colours of Figure 1), case-insensitive.
+
+    Returns
+    -------
+    list of Path
+        ``configs/experiment/p10_eiger4m.toml`` and ``configs/domains/<domain>.toml`` of the
+        repository the package is installed from (editable install).
+
+    Validation: every returned pair loads with the paper's values (tests/xmodel/test_config.py).
+    """
+    name = domain.strip().lower() if isinstance(domain, str) else domain
+    if name not in DOMAINS:
+        raise ConfigError(
+            f"Unknown domain {domain!r}: the shipped configs are {list(DOMAINS)} "
+            f"(Figure 1 of the paper).{_did_you_mean(str(domain).lower(), DOMAINS)} "
+            f"For other samples pass your own TOML files to load_config.")
+    return [EXPERIMENT_TOML, CONFIG_DIR / "domains" / f"{name}.toml"]
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """Parse one ``--set`` override ``"table.key=value"`` into ``(table, key, value)``.
+
+    The value is parsed as a TOML value (``[1,1,2]``, ``140``, ``true``, ``"conf1"``); a bare word
+    that is not valid TOML (``conf1``, ``masks/extra.npy``) is taken as a string, an empty value
+    as ``""``. The top-level ``name`` is given without a table (``name=red``) and returns table
+    ``""``. Whether the table and key exist is checked by `load_config`.
+
+    Examples
+    --------
+    >>> parse_override("superlattice.beam_direction=[1,1,2]")
+    ('superlattice', 'beam_direction', [1, 1, 2])
+    >>> parse_override("atomic_lattice.configuration=conf1")
+    ('atomic_lattice', 'configuration', 'conf1')
+
+    Validation: pinned for arrays, numbers, strings, bools and bare words
+    (tests/xmodel/test_config.py).
+    """
+    if "=" not in text:
+        raise ConfigError(
+            f"--set {text!r} has no '=': write it as table.key=value, "
+            f"e.g. --set superlattice.lattice_constant=140.")
+    dotted, raw = (part.strip() for part in text.split("=", 1))
+    parts = dotted.split(".")
+    if len(parts) > 2 or not all(parts):
+        raise ConfigError(
+            f"--set {text!r}: the key {dotted!r} must be table.key with one dot (or the top-level "
+            f"'name'), e.g. --set superlattice.beam_direction=[1,1,2].")
+    table, key = ("", parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    if raw == "":
+        return table, key, ""
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError as exc:
+        if re.fullmatch(r"[\w./~:+-]+", raw):
+            return table, key, raw
+        raise ConfigError(
+            f"--set {text!r}: the value {raw!r} is not a TOML value ({exc}); write arrays as "
+            f"[1,1,2], strings as conf1 or \"conf 1\", booleans as true/false.") from None
+    return table, key, value
+
+
+def load_config(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> Config:
+    """Load, merge and validate TOML configuration files and ``--set`` overrides.
+
+    Parameters
+    ----------
+    paths
+        TOML files, merged in order (experiment first, then sample); later files override
+        earlier keys table by table. `default_paths` gives the shipped ones.
+    overrides
+        ``"table.key=value"`` strings (see `parse_override`), applied after all files.
+
+    Returns
+    -------
+    Config
+        Frozen, validated; paths absolute.
+
+    Raises
+    ------
+    ConfigError
+        For a missing file, invalid TOML (with file and line), an unknown table or key (with
+        the closest valid one), a wrong type, length or range, a contradiction between keys,
+        or no experiment ([beam] and [detector]) in any source.
+
+    Notes
+    -----
+    The radial width defaults follow Table S2 via sigma_s = |G_200| * radians(FWHM) / 2.3548;
+    the disorder is Eq. 7's dPhi (see docs/conventions.md).
+
+    Validation: tests/xmodel/test_config.py loads every shipped config and pins every error.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    values: dict[str, dict[str, Any]] = {}
+    origin: dict[tuple[str, str], tuple[str, Path]] = {}  # (table, key) -> (source, base dir)
+    sources: list[str] = []
+    for raw_path in paths:
+        path = Path(raw_path).expanduser().resolve()
+        _merge(values, origin, _read_toml(path), str(path), path.parent)
+        sources.append(str(path))
+    for text in overrides:
+        table, key, value = parse_override(text)
+        data = {key: value} if table == "" else {table: {key: value}}
+        _merge(values, origin, data, f"--set {text}", Path.cwd())
+        sources.append(f"--set {text}")
+    missing = [t for t in ("beam", "detector") if t not in values]
+    if missing:
+        raise ConfigError(
+            f"No experiment configuration: no table {', '.join(f'[{t}]' for t in missing)} in "
+            f"{sources or 'no files at all'}. Pass the experiment TOML first, e.g. "
+            f"load_config(default_paths('red')) or [{EXPERIMENT_TOML}, <sample.toml>].")
+    tables = {t: _build(t, cls, values.get(t, {}), origin) for t, cls in TABLES.items()}
+    name = values.get("", {}).get("name", Path(paths[-1]).stem if paths else "")
+    return Config(**tables, name=name, sources=tuple(sources))
+
+
+def _read_toml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(
+            f"Config file {str(path)!r} does not exist. Check the path; the shipped configs are "
+            f"in {CONFIG_DIR} (experiment/p10_eiger4m.toml, domains/<{'|'.join(DOMAINS)}>.toml), "
+            f"see default_paths(domain).")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Invalid TOML in {path}: {exc}. Fix the syntax there.") from None
+
+
+def _did_you_mean(word: str, valid: Sequence[str], prefix: str = "") -> str:
+    """Return " Did you mean 'closest'?" (difflib) or "" when nothing is close."""
+    match = difflib.get_close_matches(word, list(valid), n=1, cutoff=0.6)
+    return f" Did you mean {prefix + match[0]!r}?" if match else ""
+
+
+def _merge(values: dict, origin: dict, data: dict, source: str, base: Path) -> None:
+    for table, body in data.items():
+        if table == "name":
+            if not isinstance(body, str):
+                raise ConfigError(_type_message("name", body, source, "a string"))
+            values.setdefault("", {})["name"] = body
+            origin[("", "name")] = (source, base)
+            continue
+        if not isinstance(body, dict) and table in TABLES:
+            raise ConfigError(_type_message(table, body, source, f"a table [{table}]"))
+        if not isinstance(body, dict):
+            owner = [f"{t}.{table}" for t, cls in TABLES.items()
+                     if table in {f.name for f in dataclasses.fields(cls)}]
+            hint = f"; it belongs in a table: {owner[0]}" if owner else ""
+            raise ConfigError(
+                f"Unknown top-level key {table!r} in {source}{hint}. The only top-level key is "
+                f"'name'; all others belong in the tables {list(TABLES)}.")
+        if table not in TABLES:
+            raise ConfigError(
+                f"Unknown table [{table}] in {source}.{_did_you_mean(table, TABLES)} "
+                f"Valid tables: {list(TABLES)}.")
+        valid = [f.name for f in dataclasses.fields(TABLES[table])]
+        values.setdefault(table, {})
+        for key, value in body.items():
+            if key not in valid:
+                raise ConfigError(
+                    f"Unknown key {table}.{key} in {source}."
+                    f"{_did_you_mean(key, valid, prefix=table + '.')} "
+                    f"Valid keys of [{table}]: {valid}.")
+            values.setdefault(table, {})[key] = value
+            origin[(table, key)] = (source, base)
+
+
+def _show(value: Any) -> str:
+    """Write a parsed value the way it would appear in TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_show(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def _type_name(value: Any) -> str:
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a float"),
+                       (str, "a string"), (dict, "a table")):
+        if isinstance(value, kind):
+            return name
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    return type(value).__name__
+
+
+def _type_message(key: str, value: Any, source: str, expected: str) -> str:
+    return (f"{key} = {_show(value)} ({_type_name(value)}) in {source}: expected {expected}. "
+            f"Fix the value there or override it with --set {key}=<value>.")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _coerce(value: Any, check: Check, key: str, source: str, base: Path) -> Any:
+    bad = ConfigError(_type_message(key, value, source, check.expected()))
+    kind = check.kind
+    if kind in ("number", "integer"):
+        if not _is_number(value) or (kind == "integer" and not isinstance(value, int)):
+            raise bad
+        if ((check.gt is not None and not value > check.gt)
+                or (check.ge is not None and not value >= check.ge)
+                or (check.le is not None and not value <= check.le)):
+            raise bad
+        return float(value) if kind == "number" else int(value)
+    if kind in ("string", "choice"):
+        if not isinstance(value, str) or (kind == "choice" and value not in check.choices):
+            hint = _did_you_mean(value, check.choices) if isinstance(value, str) else ""
+            raise ConfigError(str(bad) + hint)
+        return value
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if kind == "vector":
+        if not (isinstance(value, list) and len(value) == check.length
+                and all(_is_number(v) for v in value)):
+            raise bad
+        if check.nonzero and not any(value):
+            raise bad
+        return tuple(float(v) for v in value)
+    if kind == "path":
+        if not isinstance(value, str):
+            raise bad
+        return _existing(value, key, source, base) if value else None
+    if kind == "paths":
+        if not (isinstance(value, list) and all(isinstance(v, str) and v for v in value)):
+            raise bad
+        files = tuple(_existing(v, key, source, base) for v in value)
+        for f in files:
+            if f.suffix.lower() not in MASK_SUFFIXES:
+                raise ConfigError(
+                    f"{key} names {str(f)!r} in {source}, which is not a mask file type: "
+                    f"expected one of {list(MASK_SUFFIXES)}. Convert the mask (nonzero = masked).")
+        return files
+    if kind == "pairs":
+        vec = Check("vector", nonzero=True)
+        if not (isinstance(value, list) and len(value) in (0, 2)
+                and all(isinstance(p, list) and len(p) == 2 for p in value)):
+            raise bad
+        try:
+            return tuple(tuple(_coerce(d, vec, key, source, base) for d in p) for p in value)
+        except ConfigError:
+            raise bad from None
+    raise TypeError(f"internal: unknown check kind {kind!r}")
+
+
+def _existing(text: str, key: str, source: str, base: Path) -> Path:
+    path = (base / Path(text).expanduser()).resolve()
+    if not path.is_file():
+        raise ConfigError(
+            f"{key} = {json.dumps(text)} in {source} resolves to {str(path)!r}, which does not "
+            f"exist. Relative paths are relative to the TOML file that names them (to the "
+            f"working directory for --set); fix the path.")
+    return path
+
+
+def _build(table: str, cls: type, given: dict[str, Any], origin: dict) -> Any:
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in given:
+            source, base = origin[(table, f.name)]
+            kwargs[f.name] = _coerce(given[f.name], f.metadata["check"], f"{table}.{f.name}",
+                                     source, base)
+    where = {k: origin[(table, k)][0] for k in given}
+    if table == "detector" and kwargs.get("poni_file") is not None:
+        both = [k for k in PONI_GEOMETRY_KEYS if k in given]
+        if both:
+            raise ConfigError(
+                f"detector.poni_file (from {where['poni_file']}) supplies the geometry, but "
+                f"{', '.join(f'detector.{k} (from {where[k]})' for k in both)} is also given. "
+                f"Remove {', '.join(both)} or set detector.poni_file = \"\".")
+        kwargs.update({k: None for k in PONI_GEOMETRY_KEYS})
+    config = cls(**kwargs)
+    if table == "superlattice":
+        _check_inplane_reference(config, where)
+    if table == "atomic_lattice":
+        _check_custom_pairs(config, where)
+    return config
+
+
+def _normal_part(v: Sequence[float], axis: Sequence[float]) -> list[float]:
+    n2 = sum(a * a for a in axis)
+    dot = sum(a * b for a, b in zip(v, axis))
+    return [a - dot / n2 * b for a, b in zip(v, axis)]
+
+
+def _angle_deg(u: Sequence[float], v: Sequence[float]) -> float:
+    cos = sum(a * b for a, b in zip(u, v)) / math.sqrt(sum(a * a for a in u) * sum(b * b for b in v))
+    return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+
+
+def _check_inplane_reference(sl: SuperlatticeConfig, where: dict[str, str]) -> None:
+    normal = _normal_part(sl.inplane_reference, sl.beam_direction)
+    if math.sqrt(sum(c * c for c in normal)) < 1e-6 * math.sqrt(sum(c * c for c in sl.inplane_reference)):
+        src = where.get("inplane_reference", "the default")
+        raise ConfigError(
+            f"superlattice.inplane_reference = {_show(list(sl.inplane_reference))} (from {src}) is "
+            f"parallel to superlattice.beam_direction = {_show(list(sl.beam_direction))} (from "
+            f"{where.get('beam_direction', 'the default')}): expected a direction with a component "
+            f"normal to the beam. Set superlattice.inplane_reference to another direction, "
+            f"e.g. [0, 1, 0] or [0, 0, 1].")
+
+
+def _check_custom_pairs(al: AtomicLatticeConfig, where: dict[str, str]) -> None:
+    src = where.get("custom_pairs", where.get("configuration", "the defaults"))
+    if al.configuration != "custom" and al.custom_pairs:
+        raise ConfigError(
+            f"atomic_lattice.custom_pairs is given (in {src}) but atomic_lattice.configuration = "
+            f"{json.dumps(al.configuration)}: the pairs are used only with configuration = "
+            f'"custom". Remove custom_pairs or set configuration = "custom".')
+    if al.configuration == "custom":
+        if not al.custom_pairs:
+            raise ConfigError(
+                f'atomic_lattice.configuration = "custom" (in {where.get("configuration")}) needs '
+                f"atomic_lattice.custom_pairs: expected {Check('pairs').expected()}.")
+        (sl1, al1), (sl2, al2) = al.custom_pairs
+        angle_sl, angle_al = _angle_deg(sl1, sl2), _angle_deg(al1, al2)
+        if min(angle_sl, 180 - angle_sl) < 1e-3:
+            raise ConfigError(
+                f"atomic_lattice.custom_pairs in {src}: the SL directions {_show(list(sl1))} and "
+                f"{_show(list(sl2))} are parallel; expected two non-parallel directions.")
+        if abs(angle_sl - angle_al) > 1.0:
+            raise ConfigError(
+                f"atomic_lattice.custom_pairs in {src}: the SL directions are {angle_sl:.2f} deg "
+                f"apart but the AL directions {angle_al:.2f} deg; expected equal angles (within "
+                f"1 deg) so that one rotation maps both pairs. Fix one of the directions.")

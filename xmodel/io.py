@@ -1,0 +1,393 @@
+"""Read Dectris Eiger scans (master file + linked data files), streaming the frames.
+
+The same reader opens files from a real Eiger and those written by
+:func:`xmodel.dectris.write_scan`: ``/entry/data/data_000001``, ``data_000002``, ... are
+external links (or datasets) of shape ``(frames, rows, cols)``; frames are numbered across
+them in link order. Metadata follow the Dectris names (see :mod:`xmodel.dectris`); scan
+positions (``/entry/sample/positions``, um) are optional.
+
+Every failure to read (a missing data file, a chunk that does not decompress, a frame of
+the wrong shape, the bitshuffle filter not available) raises :class:`ScanError` naming the
+file, the frame and what was expected.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+try:  # registers the bitshuffle/LZ4 filter with HDF5
+    import hdf5plugin  # noqa: F401
+except ImportError:  # pragma: no cover - reported when a frame fails to decompress
+    hdf5plugin = None
+
+DETECTOR = "/entry/instrument/detector"
+DATA_GROUP = "/entry/data"
+
+
+class ScanError(ValueError):
+    """A scan cannot be opened or one of its frames cannot be read."""
+
+
+@dataclass
+class _DataFile:
+    """One data file: its link name, path, first global frame and dataset."""
+
+    link: str
+    path: Path
+    first: int
+    n: int
+    dataset: h5py.Dataset
+    file: h5py.File | None  # None when the dataset lives in the master file
+
+
+def _read_scalar(f: h5py.File, key: str, master: Path):
+    if key not in f:
+        return None
+    value = f[key][()]
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _open_data_files(f: h5py.File, master: Path) -> list[_DataFile]:
+    if DATA_GROUP not in f:
+        raise ScanError(
+            f"{master} has no {DATA_GROUP} group: is this a Dectris master file "
+            f"(<name>_master.h5)? Pass the master file, not a data file."
+        )
+    group = f[DATA_GROUP]
+    names = sorted(n for n in group if n.startswith("data_"))
+    if not names:
+        raise ScanError(
+            f"{master}:{DATA_GROUP} holds no data_000001, data_000002, ... entries "
+            f"(found {sorted(group)}); the scan has no frames."
+        )
+    files: list[_DataFile] = []
+    first = 0
+    for name in names:
+        link = group.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            path = Path(link.filename)
+            if not path.is_absolute():
+                path = master.parent / path
+            if not path.exists():
+                raise ScanError(
+                    f"Data file {path} (linked from {master}:{DATA_GROUP}/{name}, frames from "
+                    f"{first} on) is missing: copy all <name>_data_*.h5 files next to the master file."
+                )
+            try:
+                handle = h5py.File(path, "r")
+                dataset = handle[link.path]
+            except (OSError, KeyError) as err:
+                raise ScanError(
+                    f"Data file {path} (linked from {master}:{DATA_GROUP}/{name}, frames from "
+                    f"{first} on) cannot be opened or lacks {link.path}: {err}. "
+                    f"It may be truncated; re-copy it from the beamline."
+                ) from err
+        else:
+            handle, path = None, master
+            dataset = group[name]
+        if dataset.ndim != 3:
+            raise ScanError(
+                f"{path}:{dataset.name} (frames from {first} on) has shape {dataset.shape}; "
+                f"expected (frames, rows, cols)."
+            )
+        files.append(_DataFile(name, path, first, int(dataset.shape[0]), dataset, handle))
+        first += int(dataset.shape[0])
+    return files
+
+
+def _nexus_geometry(f: h5py.File, master: Path, frame_shape: tuple[int, int]):
+    from xmodel.geometry import Geometry
+
+    keys = {
+        "detector_distance": f"{DETECTOR}/detector_distance",
+        "beam_center_x": f"{DETECTOR}/beam_center_x",
+        "beam_center_y": f"{DETECTOR}/beam_center_y",
+        "x_pixel_size": f"{DETECTOR}/x_pixel_size",
+        "y_pixel_size": f"{DETECTOR}/y_pixel_size",
+        "incident_wavelength": "/entry/instrument/beam/incident_wavelength",
+    }
+    values = {k: _read_scalar(f, v, master) for k, v in keys.items()}
+    missing = [keys[k] for k, v in values.items() if v is None]
+    if missing:
+        raise ScanError(
+            f"{master} lacks {', '.join(missing)}, needed for the geometry: pass poni=<file.poni> "
+            f"to open_scan."
+        )
+    units = f[keys["detector_distance"]].attrs.get("units", "m")
+    units = units.decode() if isinstance(units, bytes) else str(units)
+    dist = float(values["detector_distance"]) * {"m": 1.0, "mm": 1e-3}.get(units, 1.0)
+    pixel1, pixel2 = float(values["y_pixel_size"]), float(values["x_pixel_size"])
+    from xmodel.detector import EIGER4M_SHAPE, EIGER_PIXEL
+
+    eiger = frame_shape == EIGER4M_SHAPE and np.allclose((pixel1, pixel2), EIGER_PIXEL, rtol=1e-6)
+    name = "Eiger4M" if eiger else ""
+    return Geometry(
+        dist=dist,
+        poni1=(float(values["beam_center_y"]) + 0.5) * pixel1,
+        poni2=(float(values["beam_center_x"]) + 0.5) * pixel2,
+        rot1=0.0,
+        rot2=0.0,
+        rot3=0.0,
+        wavelength=float(values["incident_wavelength"]) * 1e-10,
+        pixel1=pixel1,
+        pixel2=pixel2,
+        shape=frame_shape,
+        detector_name=name,
+    )
+
+
+def _missing_filters(dataset: h5py.Dataset) -> list[int]:
+    """Ids of the dataset's HDF5 filters that are not registered in this process."""
+    plist = dataset.id.get_create_plist()
+    ids = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
+    return [i for i in ids if not h5py.h5z.filter_avail(i)]
+
+
+class Scan:
+    """An open Eiger scan; frames are read on demand. Use as a context manager.
+
+    Attributes
+    ----------
+    geometry : xmodel.geometry.Geometry
+        From the ``.poni`` if given, else from the NeXus metadata (untilted detector,
+        distance, beam centre, pixel size, wavelength).
+    mask : numpy.ndarray
+        bool, True = masked: master ``pixel_mask`` nonzero | Eiger module gaps | user mask.
+    n_frames : int
+    frame_shape : tuple[int, int]
+        (rows, cols).
+    positions_um : numpy.ndarray or None
+        (n_frames, 2) micrometres (slow, fast), None if the master has none.
+    scan_shape : tuple[int, int] or None
+        Raster (rows, cols), None if unknown.
+    """
+
+    def __init__(self, master: str | Path, poni=None, mask=None, mask_key: str | None = None):
+        self.master = Path(master)
+        if not self.master.exists():
+            raise ScanError(f"Master file {self.master} does not exist: pass the path of <name>_master.h5.")
+        try:
+            self._file = h5py.File(self.master, "r")
+        except OSError as err:
+            raise ScanError(f"{self.master} is not a readable HDF5 master file: {err}.") from err
+        self._files: list[_DataFile] = []
+        try:
+            self._open(poni, mask, mask_key)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, poni, mask, mask_key) -> None:
+        f = self._file
+        self._files = _open_data_files(f, self.master)
+        first = self._files[0]
+        self.frame_shape = tuple(int(s) for s in first.dataset.shape[1:])
+        expected = tuple(
+            int(v) for v in (
+                _read_scalar(f, f"{DETECTOR}/detectorSpecific/y_pixels_in_detector", self.master)
+                or self.frame_shape[0],
+                _read_scalar(f, f"{DETECTOR}/detectorSpecific/x_pixels_in_detector", self.master)
+                or self.frame_shape[1],
+            )
+        )
+        for data in self._files:
+            shape = tuple(int(s) for s in data.dataset.shape[1:])
+            if shape != expected:
+                raise ScanError(
+                    f"{data.path}:{data.dataset.name} (frames {data.first}-{data.first + data.n - 1}) "
+                    f"holds frames of shape {shape}, expected {expected} (y_pixels_in_detector, "
+                    f"x_pixels_in_detector of {self.master}); the file does not belong to this scan."
+                )
+        self.n_frames = sum(d.n for d in self._files)
+        self.dtype = first.dataset.dtype
+
+        if poni is not None:
+            from xmodel.geometry import Geometry
+
+            self.geometry = Geometry.from_poni(poni)
+            if tuple(self.geometry.shape) != self.frame_shape:
+                raise ScanError(
+                    f"The detector in {poni} has shape {tuple(self.geometry.shape)} but the frames "
+                    f"in {self.master} have shape {self.frame_shape}: use the .poni of this detector."
+                )
+        else:
+            self.geometry = _nexus_geometry(f, self.master, self.frame_shape)
+
+        pixel_key = f"{DETECTOR}/detectorSpecific/pixel_mask"
+        full = np.zeros(self.frame_shape, dtype=bool)
+        if pixel_key in f:
+            full |= np.asarray(f[pixel_key][()]) != 0
+        from xmodel import detector
+
+        if self.geometry.detector_name:
+            try:
+                gaps = detector.module_gap_mask(self.geometry.detector_name)
+            except ValueError:
+                gaps = None
+            if gaps is not None and gaps.shape == self.frame_shape:
+                full |= gaps
+        if mask is not None:
+            if isinstance(mask, np.ndarray):
+                user = mask.astype(bool)
+                if user.shape != self.frame_shape:
+                    raise ScanError(
+                        f"The mask array has shape {user.shape} but the frames have shape "
+                        f"{self.frame_shape}: pass a mask of the detector's shape (True = masked)."
+                    )
+            else:
+                user = detector.load_mask(mask, key=mask_key, shape=self.frame_shape)
+            full |= user
+        self.mask = full
+
+        self.positions_um = None
+        self.scan_shape = None
+        if "/entry/sample/positions" in f:
+            self.positions_um = np.asarray(f["/entry/sample/positions"][()], dtype=np.float64)
+            if self.positions_um.shape != (self.n_frames, 2):
+                raise ScanError(
+                    f"{self.master}:/entry/sample/positions has shape {self.positions_um.shape}, "
+                    f"expected ({self.n_frames}, 2) for {self.n_frames} frames."
+                )
+        if "/entry/sample/scan_shape" in f:
+            self.scan_shape = tuple(int(v) for v in f["/entry/sample/scan_shape"][()])
+
+    # -- context manager ------------------------------------------------------------------
+    def __enter__(self) -> Scan:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the master and all data files."""
+        for data in self._files:
+            if data.file is not None:
+                data.file.close()
+        self._files = []
+        if self._file:
+            self._file.close()
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    # -- reading --------------------------------------------------------------------------
+    def _locate(self, i: int) -> _DataFile:
+        for data in self._files:
+            if data.first <= i < data.first + data.n:
+                return data
+        raise IndexError(i)
+
+    def _check_index(self, i: int) -> int:
+        i = int(i)
+        if not 0 <= i < self.n_frames:
+            raise ScanError(
+                f"Frame {i} does not exist: {self.master} holds frames 0 to {self.n_frames - 1}."
+            )
+        return i
+
+    def _failure(self, data: _DataFile, i: int, err: Exception) -> ScanError:
+        text = str(err)
+        hint = "The file may be truncated or corrupt; re-copy it from the beamline."
+        missing = _missing_filters(data.dataset)
+        if missing or "filter" in text.lower():
+            hint = (
+                f"The HDF5 compression filter {missing or ''} (bitshuffle-LZ4 = 32008 on an Eiger) "
+                f"is not available: install hdf5plugin (pip install hdf5plugin) and import it "
+                f"before reading."
+            )
+        return ScanError(
+            f"Cannot read frame {i} (frame {i - data.first} of {data.path}:{data.dataset.name}, "
+            f"expected {self.dtype} of shape {self.frame_shape}): {text}. {hint}"
+        )
+
+    def read_into(self, start: int, out: np.ndarray) -> np.ndarray:
+        """Read frames ``start .. start + len(out) - 1`` into ``out`` (``(b, rows, cols)``).
+
+        ``out`` must be C-contiguous with the stored dtype; returns ``out``.
+        """
+        start = self._check_index(start)
+        stop = start + out.shape[0]
+        if stop > self.n_frames:
+            raise ScanError(
+                f"Frames {start} to {stop - 1} requested but {self.master} holds {self.n_frames} frames."
+            )
+        i = start
+        while i < stop:
+            data = self._locate(i)
+            n_here = min(stop, data.first + data.n) - i
+            lo = i - data.first
+            try:
+                data.dataset.read_direct(
+                    out, np.s_[lo:lo + n_here], np.s_[i - start:i - start + n_here]
+                )
+            except OSError:  # find the frame that failed
+                for j in range(i, i + n_here):
+                    try:
+                        data.dataset.read_direct(out, np.s_[j - data.first], np.s_[j - start])
+                    except OSError as err:
+                        raise self._failure(data, j, err) from err
+                raise
+            i += n_here
+        return out
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i`` (0-based over the whole scan), as stored (uint32 on an Eiger).
+
+        Raises
+        ------
+        ScanError
+            If the frame does not exist or cannot be read; the message names the file.
+        """
+        i = self._check_index(i)
+        out = np.empty((1, *self.frame_shape), dtype=self.dtype)
+        return self.read_into(i, out)[0]
+
+    def iter_batches(self, batch_size: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_index, frames)`` with ``frames`` of shape ``(b, rows, cols)``.
+
+        Batches hold ``batch_size`` frames (the last one fewer) and may span data files.
+        """
+        if int(batch_size) < 1:
+            raise ScanError(f"batch_size={batch_size} must be a positive integer, e.g. 16.")
+        if start == self.n_frames:
+            return
+        start = self._check_index(start)
+        for first in range(start, self.n_frames, int(batch_size)):
+            b = min(int(batch_size), self.n_frames - first)
+            out = np.empty((b, *self.frame_shape), dtype=self.dtype)
+            yield first, self.read_into(first, out)
+
+
+def open_scan(master: str | Path, poni: str | Path | None = None, mask=None, mask_key: str | None = None) -> Scan:
+    """Open an Eiger scan for streaming.
+
+    Parameters
+    ----------
+    master
+        ``<name>_master.h5``.
+    poni
+        pyFAI ``.poni`` file; default: geometry from the master's NeXus metadata.
+    mask
+        Mask file (``.npy``, HDF5, ``.edf``/``.tif``; nonzero = masked) or bool array; added
+        to the master's pixel mask and the module gaps.
+    mask_key
+        HDF5 dataset inside ``mask`` (see :func:`xmodel.detector.load_mask`).
+
+    Returns
+    -------
+    Scan
+
+    Notes
+    -----
+    Dectris master-file layout: see :mod:`xmodel.dectris` (NXmx, doi:10.1107/S2052252520006818).
+
+    Validation
+    ----------
+    Round trip with :func:`xmodel.dectris.write_scan` and a hand-made Dectris-style file
+    (tests/xmodel/test_io.py).
+    """
+    return Scan(master, poni=poni, mask=mask, mask_key=mask_key)

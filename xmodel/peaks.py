@@ -1,0 +1,127 @@
+"""Which reflections light up on the detector, and where.
+
+For every SL and AL reciprocal lattice vector G (rotated into the lab frame) the table gives
+the signed distance of G from the Ewald sphere, the point of the sphere closest to G, its
+|q| and chi, where that point falls on the detector and the height of the reflection's peak
+there in the simulated pattern.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from xmodel.experiment import Experiment
+from xmodel.form_factor import sphere_form_factor
+from xmodel.parameters import ModelParams, Structure
+from xmodel.pixels import weight_at
+
+TWO_PI = 2.0 * np.pi
+
+
+def ewald_projection(g_lab: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarray]:
+    """Closest point of the Ewald sphere to each G, and the signed distance.
+
+    Parameters
+    ----------
+    g_lab : (N, 3) reciprocal lattice vectors in the lab frame (1/A).
+    k : wave number 2 pi / lambda (1/A).
+
+    Returns
+    -------
+    q_star : (N, 3) points ``k (G + k_i)/|G + k_i| - k_i`` on the sphere ``|q + k_i| = k``.
+    distance : (N,) ``|G + k_i| - k`` (1/A), positive outside the sphere.
+
+    Notes
+    -----
+    Laue condition ``k_f = k_i + G`` with ``|k_f| = k`` (the Ewald construction); ``k_i = k e3``.
+    """
+    k_i = np.array([0.0, 0.0, k])
+    v = g_lab + k_i
+    norm = np.linalg.norm(v, axis=1)
+    return k * v / norm[:, None] - k_i, norm - k
+
+
+def _peak_height(dq: np.ndarray, g_lab: np.ndarray, sigma_r: np.ndarray, sigma_t: np.ndarray) -> np.ndarray:
+    gn = g_lab / np.linalg.norm(g_lab, axis=1, keepdims=True)
+    dr = np.sum(dq * gn, axis=1)
+    dt2 = np.maximum(np.sum(dq * dq, axis=1) - dr ** 2, 0.0)
+    return np.exp(-0.5 * (dr ** 2 / sigma_r ** 2 + dt2 / sigma_t ** 2))
+
+
+def reflection_table(experiment: Experiment, structure: Structure, params: ModelParams, *,
+                     min_relative: float = 1e-2, include_all: bool = False) -> list[dict]:
+    """Reflections that light up on the detector, brightest first within each lattice.
+
+    Parameters
+    ----------
+    min_relative : keep reflections whose peak height is at least this fraction of the
+        brightest reflection of the same lattice (SL or AL) on the detector.
+    include_all : keep every reflection, on the detector or not (``on_detector`` says which).
+
+    Returns
+    -------
+    list of dicts with keys ``lattice`` ("SL"/"AL"), ``hkl`` ([h, k, l]), ``q`` (1/A), ``chi``
+    (deg, pyFAI), ``row``/``col`` (pixel), ``intensity`` (peak height in the pattern, counts,
+    including solid angle and polarization), ``ewald_distance`` (1/A, signed, ``|G + k_i| - k``),
+    ``on_detector`` (bool).
+    """
+    p = params.astype(np.float64)
+    geom = experiment.geometry
+    k = geom.k
+    rows_out = []
+    lattices = []
+    r_sl = np.asarray(p.sl_orientation())
+    a = float(p.lattice_constant)
+    g_sl = (TWO_PI / a) * structure.sl_hkl @ r_sl.T
+    lattices.append(("SL", structure.sl_hkl, g_sl))
+    r_al = np.asarray(p.al_orientation())
+    g_al = (TWO_PI / structure.al_lattice_constant) * structure.al_hkl @ r_al.T
+    lattices.append(("AL", structure.al_hkl, g_al))
+    for name, hkl, g in lattices:
+        q_star, dist = ewald_projection(g, k)
+        gabs = np.linalg.norm(g, axis=1)
+        if name == "SL":
+            sr = np.full(gabs.shape, float(p.sl_radial_width))
+            st = gabs * float(p.sl_mosaic)
+            ff = np.asarray(sphere_form_factor(np.linalg.norm(q_star, axis=1), float(p.radius),
+                                               float(p.radius_sigma), n_nodes=structure.form_factor_nodes))
+            amp = float(p.sl_scale) * ff
+        else:
+            sr = np.full(gabs.shape, float(p.al_radial_width))
+            st = np.sqrt(sr ** 2 + (gabs * float(p.disorder)) ** 2)
+            amp = float(p.al_scale) * structure.al_weight
+        height = amp * _peak_height(q_star - g, g, sr, st)
+        row, col = geom.pixel_from_q_lab(q_star)
+        row = np.asarray(row, float).reshape(-1)
+        col = np.asarray(col, float).reshape(-1)
+        on = np.isfinite(row) & np.isfinite(col)
+        on &= (row > -0.5) & (row < geom.shape[0] - 0.5) & (col > -0.5) & (col < geom.shape[1] - 0.5)
+        ri = np.clip(np.rint(np.nan_to_num(row)).astype(int), 0, geom.shape[0] - 1)
+        ci = np.clip(np.rint(np.nan_to_num(col)).astype(int), 0, geom.shape[1] - 1)
+        on_valid = on & ~experiment.mask[ri, ci]
+        weight = np.zeros(height.shape)
+        if on.any():
+            weight[on] = weight_at(geom, q_star[on], row[on], col[on], experiment.polarization_factor)
+        height = height * weight
+        ref = height[on_valid].max() if on_valid.any() else 0.0
+        qabs = np.linalg.norm(q_star, axis=1)
+        chi = np.degrees(np.arctan2(q_star[:, 0], q_star[:, 1]))
+        for i in np.argsort(-height, kind="stable"):
+            lit = on_valid[i] and ref > 0 and height[i] >= min_relative * ref
+            if not (lit or include_all):
+                continue
+            rows_out.append(dict(lattice=name, hkl=[int(v) for v in hkl[i]], q=float(qabs[i]),
+                                 chi=float(chi[i]), row=float(row[i]), col=float(col[i]),
+                                 intensity=float(height[i]), ewald_distance=float(dist[i]),
+                                 on_detector=bool(on_valid[i])))
+    return rows_out
+
+
+def format_table(rows: list[dict]) -> str:
+    """A fixed-width text table of `reflection_table` rows."""
+    head = f"{'lattice':<7} {'hkl':>12} {'q (1/A)':>9} {'chi (deg)':>10} {'intensity':>11} {'ewald (1/A)':>12}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        hkl = " ".join(f"{v:d}" for v in r["hkl"])
+        lines.append(f"{r['lattice']:<7} {hkl:>12} {r['q']:9.4f} {r['chi']:10.2f} "
+                     f"{r['intensity']:11.4g} {r['ewald_distance']:12.5f}")
+    return "\n".join(lines)
