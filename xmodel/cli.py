@@ -24,7 +24,7 @@ def cmd_simulate(args) -> int:
     import numpy as np
 
     from xmodel.experiment import beam_center_px
-    from xmodel.figures import plot_pattern
+    from xmodel.figures import miller_label, plot_pattern
     from xmodel.simulate import Simulation, simulate_counts, write_pattern
 
     cfg = _load(args)
@@ -38,8 +38,8 @@ def cmd_simulate(args) -> int:
     print(f"wrote {args.out} ({image.shape[0]} x {image.shape[1]}, max {float(np.max(image)):.4g} counts)")
     if args.png:
         plot_pattern(image, sim.experiment.mask, beam_center_px(sim.experiment.geometry), args.png,
-                     reflections=refl, title=f"{cfg.name}: beam along {list(cfg.superlattice.beam_direction)}$_{{SL}}$, "
-                     f"{cfg.atomic_lattice.configuration}")
+                     reflections=refl, title=f"{cfg.name}: beam along " + miller_label(cfg.superlattice.beam_direction, "SL")
+                     + f", {cfg.atomic_lattice.configuration}")
         print(f"wrote {args.png}")
     return 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from xmodel.config import default_paths, load_config
 from xmodel.experiment import beam_center_px
-from xmodel.figures import plot_pattern
+from xmodel.figures import miller_label, plot_pattern
 from xmodel.peaks import format_table
 from xmodel.simulate import Simulation, simulate_counts, write_pattern
 
@@ -33,7 +33,7 @@ def run_demo(out: Path, binning: int | None = None, seed: int = 0) -> Path:
         counts = simulate_counts(expected, ~sim.experiment.mask, None, seed + i)
         refl = sim.reflections()
         write_pattern(out / f"{name}.h5", counts, sim, noisy=True, seed=seed + i, reflections=refl)
-        title = (f"{name}: beam || {list(cfg.superlattice.beam_direction)}$_{{SL}}$, "
+        title = (f"{name}: beam along " + miller_label(cfg.superlattice.beam_direction, "SL") + ", "
                  f"{cfg.atomic_lattice.configuration}")
         plot_pattern(counts, sim.experiment.mask, beam_center_px(sim.experiment.geometry),
                      out / f"{name}.png", reflections=refl, title=title)

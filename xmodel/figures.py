@@ -11,9 +11,17 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 
-def _hkl_label(hkl, lattice: str) -> str:
-    digits = "".join(f"\u0305{-v}" if v < 0 else str(v) for v in hkl)
-    return f"{digits}$_{{{lattice}}}$"
+def miller_label(hkl, subscript: str = "") -> str:
+    """Mathtext Miller indices with overlined negatives, e.g. ``$\\overline{2}00_{AL}$``."""
+    parts = []
+    for v in hkl:
+        v = float(v)
+        iv = int(round(v))
+        text = str(abs(iv)) if abs(v - iv) < 1e-9 else f"{abs(v):g}"
+        parts.append(rf"\overline{{{text}}}" if v < 0 else text)
+    sep = r"\,"if any(abs(float(v)) >= 10 for v in hkl) else ""
+    sub = rf"_{{\mathrm{{{subscript}}}}}" if subscript else ""
+    return "$" + sep.join(parts) + sub + "$"
 
 
 def plot_pattern(image: np.ndarray, mask: np.ndarray, beam_center: tuple[float, float], path: str | Path, *,
@@ -50,7 +58,9 @@ def plot_pattern(image: np.ndarray, mask: np.ndarray, beam_center: tuple[float, 
     h = saxs_half_width
     rows, cols = img.shape
     box = (max(0, int(r0 - h)), min(rows, int(r0 + h)), max(0, int(c0 - h)), min(cols, int(c0 + h)))
-    inset = ax.inset_axes([0.56, 0.04, 0.42, 0.42])
+    # the inset sits in the empty band between the SAXS and the WAXS rings (beam near the
+    # lower-left corner, WAXS ring across the upper right)
+    inset = ax.inset_axes([0.02, 0.30, 0.40, 0.40])
     inset.imshow(shown[box[0]:box[1], box[2]:box[3]], cmap=cmap, norm=norm, origin="upper",
                  extent=(box[2] - 0.5, box[3] - 0.5, box[1] - 0.5, box[0] - 0.5), interpolation="nearest")
     inset.set_xticks([])
@@ -63,7 +73,7 @@ def plot_pattern(image: np.ndarray, mask: np.ndarray, beam_center: tuple[float, 
         target = inset if r["lattice"] == "SL" else ax
         if r["lattice"] == "SL" and not (box[0] <= r["row"] < box[1] and box[2] <= r["col"] < box[3]):
             continue
-        target.annotate(_hkl_label(r["hkl"], r["lattice"]), (r["col"], r["row"]), color="cyan",
+        target.annotate(miller_label(r["hkl"], r["lattice"]), (r["col"], r["row"]), color="cyan",
                         fontsize=6 if r["lattice"] == "SL" else 8, ha="center", va="bottom",
                         xytext=(0, 4), textcoords="offset points")
         target.plot(r["col"], r["row"], "o", mfc="none", mec="cyan", ms=5 if r["lattice"] == "SL" else 9, mew=0.7)

@@ -41,7 +41,8 @@ RELATIONSHIPS = {
 
 #: below this squared angle (rad^2) `rotation_matrix` uses its Taylor series (error < 1e-16)
 _TAYLOR_THETA2 = 1.0e-4
-#: largest disorientation angle between two cubic orientations, 62.80 deg (Mackenzie 1958)
+#: largest disorientation angle between two cubic orientations, 62.80 deg (Mackenzie,
+#: Biometrika 45, 229 (1958), doi:10.1093/biomet/45.1-2.229)
 _CUBIC_MAX_ANGLE = 2.0 * np.arctan(np.sqrt(23.0 - 16.0 * np.sqrt(2.0)))
 #: smallest allowed step of `fundamental_zone_grid` (deg); 1 deg gives ~1e6 orientations
 _MIN_GRID_STEP_DEG = 1.0
@@ -80,7 +81,7 @@ def rotation_matrix(rotvec) -> jnp.ndarray:
     -----
     ``R = I + A [w]_x + B [w]_x^2`` with ``A = sin(t)/t``, ``B = (1 - cos t)/t^2 =
     2 sin^2(t/2)/t^2``, ``t = |w|`` (Morawiec, *Orientations and Rotations*, 2004,
-    doi:10.1007/978-3-662-09156-2, Eq. 2.6). For ``t^2 < 1e-4`` A and B are their Taylor series
+    doi:10.1007/978-3-662-09156-2). For ``t^2 < 1e-4`` A and B are their Taylor series
     to ``t^4`` and ``t`` is never evaluated at 0, so values and gradients are finite at
     ``w = 0`` (where ``dR/dw_i = [e_i]_x``).
 
@@ -120,7 +121,7 @@ def rotation_about_axis(axis: int, angle) -> jnp.ndarray:
 
     Notes
     -----
-    Elementary rotation matrices (Morawiec 2004, doi:10.1007/978-3-662-09156-2, Sec. 2.3).
+    Elementary rotation matrices (Morawiec 2004, doi:10.1007/978-3-662-09156-2).
 
     Validation: equals `rotation_matrix` of ``angle * e_axis`` (tests).
     """
@@ -216,7 +217,7 @@ def matrix_from_quaternion(q) -> jnp.ndarray:
     Notes
     -----
     ``R = (w^2 - |v|^2) I + 2 v v^T + 2 w [v]_x`` for the unit quaternion ``(w, v)``
-    (Rowenhorst et al. 2015, doi:10.1088/0965-0393/23/8/083501, Eq. 20 with P = +1).
+    (Rowenhorst et al. 2015, doi:10.1088/0965-0393/23/8/083501, with P = +1).
 
     Validation: scipy ``Rotation.from_quat(..., scalar_first=True).as_matrix()`` (tests).
     """
@@ -352,7 +353,7 @@ def orientation_relationship(name: str = "conf1", pairs=None) -> np.ndarray:
     Parameters
     ----------
     name : {"conf1", "conf2", "custom"}
-        ``"conf1"``: [110]SL || [100]AL and [001]SL || [001]AL. ``"conf2"``: [110]SL || [100]AL
+        Case-insensitive. ``"conf1"``: [110]SL || [100]AL and [001]SL || [001]AL. ``"conf2"``: [110]SL || [100]AL
         and [001]SL || [011]AL. ``"custom"``: from ``pairs``.
     pairs : sequence, optional
         Only for ``"custom"``: ``((sl_dir1, al_dir1), (sl_dir2, al_dir2))``, crystal directions
@@ -375,6 +376,7 @@ def orientation_relationship(name: str = "conf1", pairs=None) -> np.ndarray:
     from <111>AL (the paper's 4 {100}-{100} + 8 {111}-{111} contacts); Conf2 relation (tests).
     """
     func = "orientation_relationship"
+    name = name.lower() if isinstance(name, str) else name  # the paper writes "Conf1"
     if name not in ("conf1", "conf2", "custom"):
         raise ValueError(f"{func}: unknown orientation relationship {name!r}; valid names are "
                          f"'conf1', 'conf2' and 'custom' (check atomic_lattice.configuration).")
@@ -451,8 +453,8 @@ def cubic_symmetry_operators() -> np.ndarray:
 
     Notes
     -----
-    International Tables for Crystallography Vol. A (2016), point group 432,
-    doi:10.1107/97809553602060000114.
+    The rotation group of the cube, point group 432 (International Tables for
+    Crystallography Vol. A): the signed permutation matrices with det +1.
 
     Validation: closed under multiplication, 24 distinct, all det +1 (tests).
     """

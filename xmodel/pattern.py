@@ -260,7 +260,7 @@ def _evaluate(layout: _Layout, arrays: dict, params: ModelParams):
     rot = p.sl_orientation()
     for i, (n2, _) in enumerate(layout.sl_shells):
         pts = arrays["sl_points"][i]
-        g = TWO_PI * np.sqrt(n2) / p.lattice_constant
+        g = float(TWO_PI * np.sqrt(n2)) / p.lattice_constant
         g_rot = (TWO_PI / p.lattice_constant) * (arrays["sl_hkl"][i] @ rot.T)
         vals = shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], g_rot, g, p.sl_radial_width, g * p.sl_mosaic)
         saxs = saxs.at[pts].add(p.sl_scale * ff[pts] * vals, indices_are_sorted=True, unique_indices=True)
@@ -272,7 +272,7 @@ def _evaluate(layout: _Layout, arrays: dict, params: ModelParams):
         al = jnp.zeros(arrays["al_index"].shape[0], dtype)
         for i, (n2, _) in enumerate(layout.al_shells):
             pts = arrays["al_points"][i]
-            g = TWO_PI * np.sqrt(n2) / layout.al_a
+            g = float(TWO_PI * np.sqrt(n2) / layout.al_a)
             g_rot = (TWO_PI / layout.al_a) * (arrays["al_hkl"][i] @ rot_al.T)
             st = al_tangential_sigma(g, p.al_radial_width, p.disorder)
             vals = shell_sum(arrays["al_q"][i], arrays["al_q2"][i], g_rot, g, p.al_radial_width, st)

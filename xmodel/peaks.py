@@ -47,6 +47,35 @@ def _peak_height(dq: np.ndarray, g_lab: np.ndarray, sigma_r: np.ndarray, sigma_t
     return np.exp(-0.5 * (dr ** 2 / sigma_r ** 2 + dt2 / sigma_t ** 2))
 
 
+def _brightest_on_sphere(geom, g_lab, q_near, sigma_r, sigma_t, n: int = 601) -> np.ndarray:
+    """Point of the Ewald sphere where each reflection's Gaussian is largest.
+
+    The Gaussian is symmetric about G and the sphere about e3, so the maximum lies in the
+    plane spanned by G and e3: the points of the sphere at the azimuth chi of ``q_near`` (the
+    Euclidean projection of G), searched over |q| within 6 sigma of |G|.
+    """
+    chi = np.degrees(np.arctan2(q_near[:, 0], q_near[:, 1]))
+    gabs = np.linalg.norm(g_lab, axis=1)
+    span = 6.0 * np.maximum(sigma_r, sigma_t)
+    t = np.linspace(-1.0, 1.0, n)
+    qs = np.clip(gabs[:, None] + span[:, None] * t[None, :], 1e-9, 2 * geom.k * (1 - 1e-9))
+    pts = geom.q_lab_from_polar(qs, np.broadcast_to(chi[:, None], qs.shape))
+    d = pts - g_lab[:, None, :]
+    gn = g_lab / gabs[:, None]
+    dr = np.einsum("nij,nj->ni", d, gn)
+    dt2 = np.maximum(np.sum(d * d, axis=2) - dr ** 2, 0.0)
+    e = dr ** 2 / sigma_r[:, None] ** 2 + dt2 / sigma_t[:, None] ** 2
+    best = np.argmin(e, axis=1)
+    out = pts[np.arange(len(best)), best]
+    # keep the Euclidean projection where it is at least as bright (e.g. G on the sphere)
+    d0 = q_near - g_lab
+    dr0 = np.sum(d0 * gn, axis=1)
+    e0 = dr0 ** 2 / sigma_r ** 2 + np.maximum(np.sum(d0 * d0, axis=1) - dr0 ** 2, 0) / sigma_t ** 2
+    take = e0 <= e[np.arange(len(best)), best]
+    out[take] = q_near[take]
+    return out
+
+
 def reflection_table(experiment: Experiment, structure: Structure, params: ModelParams, *,
                      min_relative: float = 1e-2, include_all: bool = False) -> list[dict]:
     """Reflections that light up on the detector, brightest first within each lattice.
@@ -77,17 +106,21 @@ def reflection_table(experiment: Experiment, structure: Structure, params: Model
     g_al = (TWO_PI / structure.al_lattice_constant) * structure.al_hkl @ r_al.T
     lattices.append(("AL", structure.al_hkl, g_al))
     for name, hkl, g in lattices:
-        q_star, dist = ewald_projection(g, k)
+        q_near, dist = ewald_projection(g, k)
         gabs = np.linalg.norm(g, axis=1)
         if name == "SL":
             sr = np.full(gabs.shape, float(p.sl_radial_width))
             st = gabs * float(p.sl_mosaic)
-            ff = np.asarray(sphere_form_factor(np.linalg.norm(q_star, axis=1), float(p.radius),
-                                               float(p.radius_sigma), n_nodes=structure.form_factor_nodes))
-            amp = float(p.sl_scale) * ff
         else:
             sr = np.full(gabs.shape, float(p.al_radial_width))
             st = np.sqrt(sr ** 2 + (gabs * float(p.disorder)) ** 2)
+        q_star = _brightest_on_sphere(geom, g, q_near, sr, st)
+        qs_abs = np.linalg.norm(q_star, axis=1)
+        if name == "SL":
+            ff = np.asarray(sphere_form_factor(qs_abs, float(p.radius), float(p.radius_sigma),
+                                               n_nodes=structure.form_factor_nodes))
+            amp = float(p.sl_scale) * ff
+        else:
             amp = float(p.al_scale) * structure.al_weight
         height = amp * _peak_height(q_star - g, g, sr, st)
         row, col = geom.pixel_from_q_lab(q_star)
@@ -103,7 +136,7 @@ def reflection_table(experiment: Experiment, structure: Structure, params: Model
             weight[on] = weight_at(geom, q_star[on], row[on], col[on], experiment.polarization_factor)
         height = height * weight
         ref = height[on_valid].max() if on_valid.any() else 0.0
-        qabs = np.linalg.norm(q_star, axis=1)
+        qabs = qs_abs
         chi = np.degrees(np.arctan2(q_star[:, 0], q_star[:, 1]))
         for i in np.argsort(-height, kind="stable"):
             lit = on_valid[i] and ref > 0 and height[i] >= min_relative * ref

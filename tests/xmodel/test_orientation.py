@@ -196,7 +196,7 @@ def test_conf1_directions_and_facet_contacts():
 
 def test_conf2_is_conf1_turned_45_deg_about_100_al():
     R1 = ori.orientation_relationship("conf1")
-    R2 = ori.orientation_relationship("conf2")
+    R2 = ori.orientation_relationship("Conf2")
     np.testing.assert_allclose(R2, R1 @ Rotation.from_rotvec([np.pi / 4, 0, 0]).as_matrix(),
                                atol=1e-15)
     np.testing.assert_allclose(R2 @ E[0], _unit([1, 1, 0]), atol=1e-15)
