@@ -44,8 +44,7 @@ def plot_pattern(image: np.ndarray, mask: np.ndarray, beam_center: tuple[float, 
     vmin = max(np.percentile(pos, 5), 1e-3) if pos.size else 1e-3
     vmax = max(pos.max(), vmin * 10) if pos.size else 1.0
     shown = np.ma.masked_array(np.clip(img, vmin, None), ~valid)
-    cmap = matplotlib.colormaps["inferno"].copy()
-    cmap.set_bad("0.6")
+    cmap = matplotlib.colormaps["inferno"].with_extremes(bad="0.6")
     norm = LogNorm(vmin=vmin, vmax=vmax)
 
     fig, ax = plt.subplots(figsize=(8.2, 8))

@@ -1,0 +1,42 @@
+"""Regenerate docs/configuration.md from the schema in xmodel/config.py.
+
+Run: python docs/make_config_reference.py
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from xmodel import config
+
+TABLES = {"beam": config.BeamConfig, "detector": config.DetectorConfig, "mask": config.MaskConfig,
+          "model": config.ModelConfig, "superlattice": config.SuperlatticeConfig,
+          "nanocrystal": config.NanocrystalConfig, "atomic_lattice": config.AtomicLatticeConfig,
+          "background": config.BackgroundConfig}
+
+
+def main() -> str:
+    lines = ["# Configuration reference", "",
+             "Generated from `xmodel/config.py` by `docs/make_config_reference.py`; do not edit by hand.", "",
+             "TOML files are merged in order (experiment, then sample), key by key inside each table; "
+             "`--set table.key=value` overrides come last (values parsed as TOML, a bare word as a string). "
+             "Relative paths are resolved against the TOML file that names them. "
+             "An unknown key, a wrong type or an out-of-range value is an error naming the key and the file.", "",
+             "Top level: `name` (string, default: the stem of the last file).", ""]
+    for table, cls in TABLES.items():
+        lines += [f"## [{table}]", "", (cls.__doc__ or "").strip().splitlines()[0], "",
+                  "| key | default | accepts |", "|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            check = f.metadata.get("check")
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
+            accepts = check.expected() if check is not None else ""
+            lines.append(f"| `{f.name}` | `{default!r}` | {accepts} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    out = Path(__file__).with_name("configuration.md")
+    out.write_text(main())
+    print(f"wrote {out}")
