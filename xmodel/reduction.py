@@ -213,7 +213,7 @@ def build_bin_map(q: np.ndarray, chi_deg: np.ndarray, mask: np.ndarray, bins: Po
     return BinMap(bins, matrix, counts, q_index, counts.sum(axis=0), q.shape)
 
 
-def _as_columns(frames: np.ndarray, out: np.ndarray | None = None, block: int = 1 << 19) -> np.ndarray:
+def _as_columns(frames: np.ndarray, out: np.ndarray | None = None, block: int = 1 << 22) -> np.ndarray:
     """(b, rows, cols) -> (rows * cols, b) float32 in a few large blocks.
 
     Each block's copy releases the GIL; few blocks keep the GIL requests, which wait for the
@@ -229,17 +229,19 @@ def _as_columns(frames: np.ndarray, out: np.ndarray | None = None, block: int = 
 
 
 def _means(sums: np.ndarray, bin_map: BinMap) -> tuple[np.ndarray, np.ndarray]:
-    """Bin sums (n_bins, b) -> polar means (b, n_chi, n_q) float32, radial (b, n_q) float32."""
+    """Bin sums (n_bins, b) -> polar means (b, n_chi, n_q) float32, radial (b, n_q) float32.
+
+    One large numpy call per output: each releases the GIL, and each release can make the
+    calling thread wait for the reader thread's h5py call.
+    """
     bins = bin_map.bins
     b = sums.shape[1]
-    sums3 = sums.reshape(bins.n_chi, bins.n_q, b)
+    counts = bin_map.counts.reshape(1, -1).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
-        polar = sums3 / bin_map.counts[:, :, None].astype(np.float32)
-        radial = sums3.sum(axis=0, dtype=np.float64) / bin_map.radial_counts[:, None]
-    return (
-        np.ascontiguousarray(np.moveaxis(polar, 2, 0), dtype=np.float32),
-        np.ascontiguousarray(radial.T, dtype=np.float32),
-    )
+        polar = np.divide(sums.T, counts, dtype=np.float32)  # 0 / 0 = NaN for empty bins
+        radial = sums.reshape(bins.n_chi, bins.n_q, b).sum(axis=0, dtype=np.float64)
+        radial = (radial / bin_map.radial_counts[:, None]).T.astype(np.float32)
+    return polar.reshape(b, bins.n_chi, bins.n_q), radial
 
 
 def reduce_frames(frames: np.ndarray, bin_map: BinMap) -> tuple[np.ndarray, np.ndarray]:

@@ -409,3 +409,178 @@ def beam_fractions(sample: TwinSample) -> np.ndarray:
         layer += np.where(sample.overlap_raster == k, sample.overlap_fraction, 0.0)
         out[:, k] = ndimage.gaussian_filter(layer, sigma, mode="constant", truncate=3.0)[iy, ix]
     return np.clip(out, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- per point
+
+
+@dataclass(frozen=True)
+class Components:
+    """The (up to two) scattering components of every scan point, strongest first.
+
+    All arrays have shape (N, 2): ``label`` (-1 where there is no component), ``weight``
+    (area fraction in the beam), ``lattice_constant`` (A), ``tilt1``, ``tilt2`` (rad); and
+    (N,): ``material`` (material fraction in the beam), ``edge_distance_um``, ``edge_s``
+    (the boundary coordinate s in [0, 1]).
+    """
+
+    label: np.ndarray
+    weight: np.ndarray
+    lattice_constant: np.ndarray
+    tilt1: np.ndarray
+    tilt2: np.ndarray
+    material: np.ndarray
+    edge_distance_um: np.ndarray
+    edge_s: np.ndarray
+
+
+def components(sample: TwinSample) -> Components:
+    """Per-point components from the layout, the beam footprint and the boundary rule.
+
+    Notes
+    -----
+    Boundary rule of the module docstring, evaluated at the beam centre of each point with
+    the parameters of each component's own domain.
+    """
+    frac = beam_fractions(sample)
+    n = sample.n_points
+    order = np.argsort(-frac, axis=1, kind="stable")[:, :2]
+    weight = np.take_along_axis(frac, order, axis=1)
+    material = frac.sum(axis=1)
+    label = np.where(weight >= max(sample.min_fraction, 1e-12), order, -1)
+    label[material < sample.empty_threshold] = -1
+    weight = np.where(label >= 0, weight, 0.0)
+    iy, ix = _raster_index(sample, sample.positions_um())
+    e = sample.edge_distance[iy, ix]
+    ny, nx = sample.edge_normal[0][iy, ix], sample.edge_normal[1][iy, ix]
+    ty, tx = -nx, ny  # edge tangent (y, x), in the sample plane
+    a = np.full((n, 2), np.nan)
+    t1 = np.zeros((n, 2))
+    t2 = np.zeros((n, 2))
+    s_all = np.zeros(n)
+    for k, d in enumerate(sample.domains):
+        s = np.clip(1.0 - e / d.width_um, 0.0, 1.0)
+        sel = label == k
+        rows = np.nonzero(sel)[0]
+        a[sel] = (d.config.superlattice.lattice_constant * (1.0 - d.shrink * s))[rows]
+        if d.edge_tilt_deg is not None:
+            t1[sel] = np.radians(d.edge_tilt_deg[0]) * s[rows]
+            t2[sel] = np.radians(d.edge_tilt_deg[1]) * s[rows]
+        else:
+            theta = np.radians(d.tilt_deg) * s
+            t1[sel] = (theta * ty)[rows]
+            t2[sel] = (theta * tx)[rows]
+        first = label[:, 0] == k
+        s_all[first] = s[first]
+    return Components(label=label, weight=weight, lattice_constant=a, tilt1=t1, tilt2=t2,
+                      material=material, edge_distance_um=e, edge_s=s_all)
+
+
+def domain_params(sample: TwinSample, k: int, dtype=jnp.float32) -> ModelParams:
+    """`ModelParams` of domain ``k`` in its interior, with the twin's scales.
+
+    ``sl_scale``, ``diffuse_scale`` and ``al_scale`` are the incident photons per frame times
+    the ``[efficiency]`` values (counts per pixel at unit solid angle); the background is 0
+    (it is added once per frame, see `background_counts`); the in-plane angle is the twin's.
+    """
+    d = sample.domains[k]
+    eff = sample.efficiency
+    return params_from_config(d.config, dtype=dtype).replace(
+        sl_scale=sample.photons * eff["sl_peak"], diffuse_scale=sample.photons * eff["diffuse"],
+        al_scale=sample.photons * eff["al_peak"], background=0.0, inplane=np.radians(d.inplane_deg))
+
+
+def background_counts(sample: TwinSample) -> float:
+    """Background per pixel at unit solid angle (counts per frame), material or not."""
+    return sample.photons * sample.efficiency["background"]
+
+
+def point_params(sample: TwinSample, i: int, comps: Components | None = None) -> list[tuple[float, ModelParams]]:
+    """Weights and `ModelParams` of the (zero, one or two) components of scan point ``i``.
+
+    The expected frame is ``background_counts(sample) * w_pixel + sum_c weight_c *
+    model(params_c)`` with ``w_pixel`` the solid angle x polarization; an empty point has
+    no component. Pass ``comps = components(sample)`` when calling for many points.
+    """
+    if not 0 <= int(i) < sample.n_points:
+        raise IndexError(f"scan point {i} is outside the twin's {sample.n_points} points "
+                         f"({sample.shape[0]} x {sample.shape[1]}); use 0 <= i < {sample.n_points}.")
+    c = comps or components(sample)
+    out = []
+    for j in range(2):
+        k = int(c.label[i, j])
+        if k < 0:
+            continue
+        p = domain_params(sample, k).replace(lattice_constant=c.lattice_constant[i, j],
+                                             tilt1=c.tilt1[i, j], tilt2=c.tilt2[i, j])
+        out.append((float(c.weight[i, j]), p))
+    return out
+
+
+#: units and descriptions of the truth datasets (written to truth.h5)
+TRUTH_UNITS = {
+    "label": ("", "domain label of the strongest component (index into label_names), -1 empty"),
+    "orientation_matrix": ("", "SL crystal -> lab rotation of the strongest component (N, 3, 3)"),
+    "lattice_constant": ("angstrom", "SL lattice constant of the strongest component"),
+    "tilt_deg": ("degree", "out-of-plane rotation hypot(tilt1, tilt2) of the strongest component"),
+    "tilt1_deg": ("degree", "SL tilt about lab e1"),
+    "tilt2_deg": ("degree", "SL tilt about lab e2"),
+    "inplane_deg": ("degree", "SL in-plane angle about the beam"),
+    "disorder_deg": ("degree", "NC orientational disorder dPhi (FWHM, Eq. 7)"),
+    "configuration": ("", "NC orientation relationship (conf1, conf2, custom; '' empty)"),
+    "empty": ("", "no material in the beam (background only)"),
+    "mixed": ("", "a second orientation holds at least mixed_threshold of the beam"),
+    "fraction": ("", "area fraction of the strongest component in the beam"),
+    "second_label": ("", "domain label of the second component, -1 none"),
+    "second_fraction": ("", "area fraction of the second component in the beam"),
+    "material_fraction": ("", "area fraction of material (any domain) in the beam"),
+    "boundary_distance_um": ("um", "distance from the beam centre to the nearest empty area"),
+    "boundary_s": ("", "boundary coordinate s = clip(1 - distance / width, 0, 1)"),
+    "positions_um": ("um", "scan positions (slow y, fast x)"),
+}
+
+
+def point_truth(sample: TwinSample, comps: Components | None = None) -> dict[str, np.ndarray]:
+    """Ground truth of every scan point (keys and units: `TRUTH_UNITS`, plus ``label_names``).
+
+    Orientation, lattice constant, tilt, in-plane angle, disorder and configuration are those
+    of the strongest component (NaN / "" at empty points).
+
+    Validation
+    ----------
+    tests/xmodel/test_twin.py (fractions, boundary rule, empty and mixed flags).
+    """
+    c = comps or components(sample)
+    n = sample.n_points
+    lab = c.label[:, 0]
+    has = lab >= 0
+    bases = np.stack([np.asarray(domain_params(sample, k).base_orientation, np.float64)
+                      for k in range(len(sample.domains))])
+    inplane = np.array([d.inplane_deg for d in sample.domains])
+    disorder = np.array([d.config.atomic_lattice.disorder_fwhm_deg for d in sample.domains])
+    confs = np.array([d.config.atomic_lattice.configuration for d in sample.domains])
+    safe = np.where(has, lab, 0)
+    rot = np.asarray(orientation.sl_orientation(bases[safe], np.radians(inplane[safe]),
+                                                c.tilt1[:, 0], c.tilt2[:, 0]), np.float64)
+    nan = np.where(has, 1.0, np.nan)
+    return {
+        "label": lab.astype(np.int32),
+        "label_names": np.array(sample.label_names),
+        "orientation_matrix": rot * nan[:, None, None],
+        "lattice_constant": c.lattice_constant[:, 0],
+        "tilt_deg": np.degrees(np.hypot(c.tilt1[:, 0], c.tilt2[:, 0])) * nan,
+        "tilt1_deg": np.degrees(c.tilt1[:, 0]) * nan,
+        "tilt2_deg": np.degrees(c.tilt2[:, 0]) * nan,
+        "inplane_deg": inplane[safe] * nan,
+        "disorder_deg": disorder[safe] * nan,
+        "configuration": np.where(has, confs[safe], ""),
+        "empty": ~has,
+        "mixed": has & (c.label[:, 1] >= 0) & (c.weight[:, 1] >= sample.mixed_threshold),
+        "fraction": c.weight[:, 0],
+        "second_label": c.label[:, 1].astype(np.int32),
+        "second_fraction": c.weight[:, 1],
+        "material_fraction": c.material,
+        "boundary_distance_um": c.edge_distance_um,
+        "boundary_s": c.edge_s,
+        "positions_um": sample.positions_um(),
+    }

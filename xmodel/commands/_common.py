@@ -1,0 +1,20 @@
+"""Shared argument helpers for the ``xmodel`` subcommands."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_config_args(p: argparse.ArgumentParser, binning: bool = True) -> None:
+    """CONFIG... positional files plus ``--set`` overrides (and ``--binning``)."""
+    p.add_argument("configs", nargs="+", metavar="CONFIG",
+                   help="TOML files merged in order (experiment, then sample)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="override one value, parsed as TOML (e.g. superlattice.beam_direction=[1,1,2])")
+    if binning:
+        p.add_argument("--binning", type=int, default=None, help="bin the detector by this factor")
+
+
+def load(args):
+    """The merged, validated `Config` of the parsed CONFIG... and --set arguments."""
+    from xmodel.config import load_config
+    return load_config(args.configs, args.overrides)

@@ -1,0 +1,31 @@
+"""``xmodel peaks``: the reflections that light up on the detector."""
+from __future__ import annotations
+
+import json
+
+from xmodel.commands._common import add_config_args, load
+
+
+def run(args) -> int:
+    from xmodel.peaks import format_table
+    from xmodel.simulate import Simulation
+
+    cfg = load(args)
+    sim = Simulation.from_config(cfg, binning=args.binning)
+    rows = sim.reflections(min_relative=args.min_relative, include_all=args.all)
+    if args.json:
+        keys = ("lattice", "hkl", "q", "chi", "intensity", "ewald_distance", "row", "col", "on_detector")
+        print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=1))
+    else:
+        print(format_table(rows))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("peaks", help="list the reflections that light up on the detector")
+    add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--all", action="store_true", help="include reflections that do not light up")
+    p.add_argument("--min-relative", type=float, default=1e-2,
+                   help="minimum peak height relative to the brightest of the same lattice (default 0.01)")
+    p.set_defaults(func=run)
