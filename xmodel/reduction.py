@@ -30,7 +30,7 @@ class ReductionError(ValueError):
 
 @dataclass(frozen=True)
 class PolarBins:
-    """Regular bins in |q| (1/A) and chi (degrees, pyFAI's azimuth).
+    """Bins in |q| (1/A) and chi (degrees, pyFAI's azimuth); regular or, in q, log-spaced.
 
     ``q_edges`` (n_q + 1,) and ``chi_edges`` (n_chi + 1,) are the outer edges; a chi range may
     cross the +-180 degree cut (e.g. 90 to 270): chi is wrapped into it modulo 360.
@@ -73,8 +73,9 @@ def default_bins(
     n_chi: int = 360,
     q_range: tuple[float, float] | None = None,
     chi_range: tuple[float, float] | None = None,
+    q_spacing: str = "linear",
 ) -> PolarBins:
-    """Regular bins covering the valid pixels.
+    """Bins covering the valid pixels, regular in chi and regular or log-spaced in q.
 
     Parameters
     ----------
@@ -88,6 +89,11 @@ def default_bins(
         (lower, upper) outer edges in 1/A; default: min and max |q| of valid pixel centres.
     chi_range
         (lower, upper) outer edges in degrees, at most 360 apart; default (-180, 180).
+    q_spacing
+        "linear" (pyFAI's regular bins) or "log": constant relative width dq/q, which
+        resolves the narrow small-angle SL peaks and the broad wide-angle AL peaks with the
+        same number of bins per peak (500 log bins from 0.01 to 3.4 1/A are 1.2 % wide).
+        With "log" the lower edge defaults to max(min |q|, 0.005 1/A).
 
     Returns
     -------
@@ -109,6 +115,14 @@ def default_bins(
             raise ReductionError("Every pixel is masked: no q range to bin; check the mask.")
         q_range = (float(q.min()), float(q.max()))
     chi_range = (-180.0, 180.0) if chi_range is None else chi_range
+    if q_spacing not in ("linear", "log"):
+        raise ReductionError(f"q_spacing must be 'linear' or 'log', not {q_spacing!r}.")
+    if q_spacing == "log":
+        lo = max(float(q_range[0]), 0.005)
+        if not lo < q_range[1]:
+            raise ReductionError(f"q_range {tuple(q_range)} has no positive span for log-spaced bins.")
+        return PolarBins(q_edges=np.geomspace(lo, float(q_range[1]), n_q + 1),
+                         chi_edges=_regular_edges(*chi_range, n_chi, "chi (deg)"))
     if chi_range[1] - chi_range[0] > 360.0 + 1e-9:
         raise ReductionError(
             f"chi_range {tuple(chi_range)} spans more than 360 degrees; use e.g. (-180, 180) or (0, 360)."
@@ -147,10 +161,17 @@ class BinMap:
 
 
 def _bin_index(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Index of the regular bin holding x, -1 outside; the upper edge belongs to the last bin."""
+    """Index of the bin holding x, -1 outside; the upper edge belongs to the last bin.
+
+    Regular edges use one multiply (fast path); irregular ones (e.g. log-spaced q) a search.
+    """
     n = edges.size - 1
     lo, hi = edges[0], edges[-1]
-    index = np.floor((x - lo) * (n / (hi - lo))).astype(np.int64)
+    widths = np.diff(edges)
+    if np.allclose(widths, widths[0], rtol=1e-9, atol=0):
+        index = np.floor((x - lo) * (n / (hi - lo))).astype(np.int64)
+    else:
+        index = np.searchsorted(edges, x, side="right").astype(np.int64) - 1
     index[x == hi] = n - 1
     index[(x < lo) | (x > hi) | ~np.isfinite(x)] = -1
     return np.clip(index, -1, n - 1)

@@ -38,7 +38,7 @@ Counts. With ``N = flux_photons_per_s * exposure_s`` incident photons per frame,
 scales are ``sl_scale = N * efficiency.sl_peak``, ``diffuse_scale = N * efficiency.diffuse``,
 ``al_scale = N * efficiency.al_peak`` (counts per pixel at unit solid angle, times the area
 fraction of the component) and the background ``N * efficiency.background`` per pixel
-everywhere, material or not. The shipped efficiencies (1e-6, 1.5e-8, 1.5e-9, 1.5e-11 per
+everywhere, material or not. The shipped efficiencies (2e-6, 1.5e-8, 1.5e-9, 1.5e-11 per
 photon at 1e10 photons/s and 0.3 s) give SL peaks of hundreds to thousands of counts and AL
 peaks of a few counts per pixel, as in Fig. 1 of the paper.
 """
@@ -292,7 +292,7 @@ def load_twin(path: str | Path, overrides: Sequence[str] = ()) -> TwinSample:
     shrink_range = _pair(path, "boundary.shrink", bnd.get("shrink", [0.05, 0.13]), 0, 0.9, True)
     roughness = _number(path, "boundary.roughness", bnd.get("roughness", 0.05), 0, 0.5)
     eff = {k: _number(path, f"efficiency.{k}", data.get("efficiency", {}).get(k, d), lo=0)
-           for k, d in (("sl_peak", 1e-6), ("diffuse", 1.5e-8), ("al_peak", 1.5e-9), ("background", 1.5e-11))}
+           for k, d in (("sl_peak", 2e-6), ("diffuse", 1.5e-8), ("al_peak", 1.5e-9), ("background", 1.5e-11))}
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise _fail(path, "seed", seed, "an integer >= 0")
@@ -537,6 +537,7 @@ TRUTH_UNITS = {
     "boundary_distance_um": ("um", "distance from the beam centre to the nearest empty area"),
     "boundary_s": ("", "boundary coordinate s = clip(1 - distance / width, 0, 1)"),
     "positions_um": ("um", "scan positions (slow y, fast x)"),
+    "expected_counts": ("counts", "expected total counts of the frame on valid pixels (synth only)"),
 }
 
 

@@ -177,3 +177,27 @@ def test_corrupt_frame_stops_with_scan_error_and_keeps_done_frames(scan, tmp_pat
                     progress=False)
     with h5py.File(out, "r") as f:
         assert f["entry/reduction"].attrs["frames_done"] == 4
+
+
+def test_log_spaced_q_bins_equal_a_direct_histogram():
+    geo = geometry()
+    frame = np.random.default_rng(4).poisson(20.0, SHAPE).astype(np.float32)
+    bins = default_bins(geo, mask(), n_q=25, n_chi=8, q_spacing="log")
+    ratio = bins.q_edges[1:] / bins.q_edges[:-1]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-12)            # constant dq/q
+    polar, radial = reduce_frames(frame, build_bin_map(geo.q(), geo.chi(), mask(), bins))
+    q, chi, ok = geo.q(), geo.chi(), ~mask()
+    qi = np.searchsorted(bins.q_edges, q, side="right") - 1
+    ci = np.searchsorted(bins.chi_edges, chi, side="right") - 1
+    qi[q == bins.q_edges[-1]] = 24                                     # upper edge: last bin
+    ci[chi == bins.chi_edges[-1]] = 7
+    ok &= (qi >= 0) & (qi < 25) & (ci >= 0) & (ci < 8)
+    sums = np.zeros((8, 25))
+    cnt = np.zeros((8, 25))
+    np.add.at(sums, (ci[ok], qi[ok]), frame[ok])
+    np.add.at(cnt, (ci[ok], qi[ok]), 1)
+    with np.errstate(invalid="ignore"):
+        expected = sums / cnt
+    np.testing.assert_allclose(polar[0], expected, rtol=1e-5)
+    with pytest.raises(ReductionError, match="q_spacing must be 'linear' or 'log'"):
+        default_bins(geo, mask(), q_spacing="sqrt")

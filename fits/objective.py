@@ -1,0 +1,292 @@
+"""Poisson-appropriate objectives of one pattern and their JAX Jacobians.
+
+Data are either counts per pixel (``weight`` = 1 on valid pixels) or reduced polar images
+holding the *mean* count of the ``n`` pixels of each (chi, q) bin (``weight`` = n, the
+``/entry/reduction/counts`` dataset written by `xmodel.reduction`). The sum of a bin's counts
+is Poisson with mean ``n m`` (``m`` the model's count per pixel at the bin centre), so every
+objective below weights a point by ``n``. Points with ``weight <= 0`` or a non-finite
+observation are left out (residual 0, gradient 0, never NaN).
+
+* `poisson_deviance`: ``D = 2 sum w (m - d + d log(d / m))`` (the Poisson deviance,
+  ``d log(d/m) = 0`` at ``d = 0``); minimising it is maximum likelihood.
+* `deviance_residuals`: signed square roots of the per-point deviance (sum of squares = D), so
+  Levenberg-Marquardt minimises D.
+* `weighted_residuals`: Pearson ``(d - m) sqrt(w / max(m, floor))`` (variance of a bin mean
+  ``m / w`` from the model, floored).
+
+The model is floored at `MODEL_FLOOR` counts so that a model of exactly 0 on a valid point (a
+zero background far from any peak) gives a large but finite deviance.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fits.parameters import check_names, unpack
+from xmodel.parameters import ModelParams
+from xmodel.pattern import PatternModel
+
+#: smallest model value (counts per point) used in the objectives
+MODEL_FLOOR = 1e-6
+
+#: residual kinds accepted by `make_residual_fn`, `fits.pattern_fit`, `fits.batch`
+KINDS = ("deviance", "weighted")
+
+# Taylor coefficients of 2 h(1 + u) / u^2 with h(t) = 1 - t + t log t:
+# 2 h / u^2 = sum_k 2 (-1)^k u^k / ((k + 1)(k + 2))
+_SERIES = tuple(2.0 * (-1) ** k / ((k + 1) * (k + 2)) for k in range(10))
+_SMALL_U = 0.1
+
+
+def _valid(observed, weight):
+    return (weight > 0) & jnp.isfinite(observed)
+
+
+def _clean(model, observed, weight, floor):
+    """Floored model, observation and weight with safe values (m=d=w=1) on excluded points."""
+    ok = _valid(observed, weight)
+    d = jnp.where(ok, observed, 1.0)
+    w = jnp.where(ok, weight, 1.0)
+    m = jnp.where(ok, jnp.maximum(model, floor), 1.0)
+    return ok, m, d, w
+
+
+def _xlogx(t):
+    pos = t > 0
+    return jnp.where(pos, t * jnp.log(jnp.where(pos, t, 1.0)), 0.0)
+
+
+def pointwise_deviance(model, observed, weight, floor: float = MODEL_FLOOR):
+    """Per-point Poisson deviance ``2 w (m - d + d log(d / m))`` (0 on excluded points).
+
+    Parameters
+    ----------
+    model : (..., P) expected counts per pixel (counts).
+    observed : (..., P) observed counts per pixel, or mean counts per pixel of each bin.
+    weight : (..., P) pixels per point (1 for raw pixels, the bin's pixel count for reduced
+        images); 0 where invalid.
+    floor : smallest model value (counts).
+
+    Notes
+    -----
+    Poisson deviance (McCullagh & Nelder, Generalized Linear Models, 2nd ed., 1989, §2.3;
+    doi:10.1007/978-1-4899-3242-6) of the bin sum ``w d`` against mean ``w m``.
+    Validation: equals ``2 (log L_saturated - log L)`` from scipy.stats.poisson (tests).
+    """
+    ok, m, d, w = _clean(model, observed, weight, floor)
+    dev = 2.0 * w * (m - d + _xlogx(d) - jnp.where(d > 0, d * jnp.log(m), 0.0))
+    return jnp.where(ok, dev, 0.0)
+
+
+def poisson_deviance(model, observed, weight, floor: float = MODEL_FLOOR):
+    """Poisson deviance ``D = 2 sum w (m - d + d log(d / m))`` over the valid points (scalar).
+
+    See `pointwise_deviance` for the arguments; reduces over the last axis.
+    """
+    return jnp.sum(pointwise_deviance(model, observed, weight, floor), axis=-1)
+
+
+def _signed_root(u):
+    """``sign(u) sqrt(2 h(1 + u))``, smooth through u = 0 (series) and finite at u = -1."""
+    small = jnp.abs(u) < _SMALL_U
+    us = jnp.where(small, u, 0.0)
+    poly = jnp.zeros_like(us)
+    for c in reversed(_SERIES):
+        poly = poly * us + c
+    series = us * jnp.sqrt(poly)
+    ul = jnp.where(small, 1.0, u)
+    t = 1.0 + ul
+    h = jnp.maximum(1.0 - t + _xlogx(t), 0.0)
+    direct = jnp.sign(ul) * jnp.sqrt(jnp.where(small, 1.0, 2.0 * h))
+    return jnp.where(small, series, direct)
+
+
+def deviance_residuals(model, observed, weight, floor: float = MODEL_FLOOR):
+    """Signed deviance residuals ``sign(d - m) sqrt(per-point deviance)``, shape (..., P).
+
+    Their sum of squares is `poisson_deviance`, so least squares on them is maximum
+    likelihood. Arguments as in `pointwise_deviance`.
+
+    Notes
+    -----
+    Written as ``sqrt(w m) g(d / m - 1)`` with ``g(u) = sign(u) sqrt(2 h(1 + u))``,
+    ``h(t) = 1 - t + t log t``; near ``d = m`` ``g`` is evaluated from its Taylor series
+    (``g(u) = u sqrt(1 - u/3 + u^2/6 - ...)``), so the residual is smooth there and its
+    gradient is never NaN, also at ``d = 0`` and on excluded points. Deviance residuals:
+    McCullagh & Nelder (1989), §2.4.3, doi:10.1007/978-1-4899-3242-6.
+    Validation: sum of squares equals `poisson_deviance`; jax gradients against finite
+    differences at d = m, d = 0 and far from m (tests/fits/test_parameters.py).
+    """
+    ok, m, d, w = _clean(model, observed, weight, floor)
+    r = jnp.sqrt(w * m) * _signed_root(d / m - 1.0)
+    return jnp.where(ok, r, 0.0)
+
+
+def weighted_residuals(model, observed, weight, floor: float = MODEL_FLOOR):
+    """Pearson residuals ``(d - m) sqrt(w / max(m, floor))``, shape (..., P).
+
+    The stated weight: the Poisson variance of a bin mean, ``m / w``, taken from the model
+    (floored at ``floor`` counts). Arguments as in `pointwise_deviance`.
+
+    Notes
+    -----
+    Pearson's chi-square with model variance (McCullagh & Nelder 1989, §2.4.2). Biased at
+    a few counts per bin; prefer `deviance_residuals` there.
+    """
+    ok, m, d, w = _clean(model, observed, weight, floor)
+    return jnp.where(ok, (d - m) * jnp.sqrt(w / m), 0.0)
+
+
+def _residuals_of(kind: str):
+    if kind == "deviance":
+        return deviance_residuals
+    if kind == "weighted":
+        return weighted_residuals
+    raise ValueError(f"unknown objective kind {kind!r}; valid kinds are {list(KINDS)} "
+                     "(deviance: Poisson maximum likelihood; weighted: Pearson least squares)")
+
+
+def intensity_function(model: PatternModel) -> tuple[Callable, dict]:
+    """The model as a pure ``(arrays, params) -> (P,) intensities`` and its constant arrays.
+
+    Passing the arrays as arguments keeps them out of compiled programs (see
+    `PatternModel.compose`), and the function can be traced under jit, vmap and jacfwd.
+    """
+    return model._fn, model.arrays
+
+
+def residual_function(model: PatternModel, names: Sequence[str], kind: str = "deviance") -> Callable:
+    """Pure ``(arrays, vector, template, observed, weight) -> (P,) residuals`` (not jitted).
+
+    ``vector`` holds the named fit parameters in edge units (`fits.parameters`), ``template``
+    every other field; for use inside larger jitted/vmapped programs (e.g. `fits.batch`).
+    """
+    names = check_names(names)
+    res = _residuals_of(kind)
+    fn, _ = intensity_function(model)
+
+    def residuals(arrays, vector, template, observed, weight):
+        params = unpack(vector, names, template)
+        m = fn(arrays, params)
+        dtype = jnp.result_type(m.dtype, jnp.asarray(vector).dtype)
+        return res(m.astype(dtype), observed.astype(dtype), weight.astype(dtype))
+
+    return residuals
+
+
+def make_residual_fn(model: PatternModel, names: Sequence[str], template: ModelParams,
+                     kind: str = "deviance") -> tuple[Callable, Callable]:
+    """Jitted residuals and Jacobian of one pattern as functions of the named fit parameters.
+
+    Parameters
+    ----------
+    model : the forward model (build it with ``orientation_margin_deg=None`` and a
+        ``lattice_constant_range`` covering the fit, see `xmodel.pattern.build_support`).
+    names : fit parameters that vary (edge units, `fits.parameters.PARAMETER_TABLE`).
+    template : every other parameter (internal units).
+    kind : "deviance" (`deviance_residuals`) or "weighted" (`weighted_residuals`).
+
+    Returns
+    -------
+    residual : ``(vector, observed, weight) -> (P,)`` residuals; ``observed`` and ``weight``
+        are flat (P,) arrays in the model's point order (a polar image ``reshape(-1)``).
+    jacobian : ``(vector, observed, weight) -> (P, len(names))``, d residual / d vector in
+        edge units (forward mode, `jax.jacfwd`).
+
+    Notes
+    -----
+    Validation: the Jacobian against central finite differences in float64
+    (tests/fits/test_pattern_fit.py).
+    """
+    inner = residual_function(model, names, kind)
+    _, arrays = intensity_function(model)
+    res = jax.jit(inner)
+    jac = jax.jit(jax.jacfwd(inner, argnums=1))
+
+    def residual(vector, observed, weight):
+        return res(arrays, jnp.asarray(vector), template, jnp.asarray(observed).reshape(-1),
+                   jnp.asarray(weight).reshape(-1))
+
+    def jacobian(vector, observed, weight):
+        return jac(arrays, jnp.asarray(vector), template, jnp.asarray(observed).reshape(-1),
+                   jnp.asarray(weight).reshape(-1))
+
+    return residual, jacobian
+
+
+def null_deviance(background_shape, diffuse_shape, observed, weight, n_iter: int = 200):
+    """Deviance of the best model without peaks, ``b * A + c * B`` with ``b, c >= 0``.
+
+    Parameters
+    ----------
+    background_shape : (..., P) the model with background 1 and every other scale 0 (A).
+    diffuse_shape : (..., P) the model with diffuse_scale 1 and every other scale 0 (B).
+    observed, weight : as in `pointwise_deviance`.
+    n_iter : EM iterations.
+
+    Returns
+    -------
+    (...,) deviance of the fitted background + diffuse model (an upper bound on its minimum
+    that is tight after a few tens of iterations for two components).
+
+    Notes
+    -----
+    Maximum-likelihood EM for a non-negative Poisson linear model (Shepp & Vardi 1982,
+    doi:10.1109/TMI.1982.4307558): ``c_j <- c_j sum_i w_i A_ij d_i / m_i / sum_i w_i A_ij``.
+    """
+    ok = _valid(observed, weight)
+    d = jnp.where(ok, observed, 0.0)
+    w = jnp.where(ok, weight, 0.0)
+    comps = jnp.stack([background_shape, diffuse_shape], axis=-2)          # (..., 2, P)
+    comps = jnp.where(ok[..., None, :], jnp.maximum(comps, 0.0), 0.0)
+    norm = jnp.sum(w[..., None, :] * comps, axis=-1)                       # (..., 2)
+    total = jnp.sum(w * d, axis=-1)
+    safe_norm = jnp.where(norm > 0, norm, 1.0)
+    coef = jnp.where(norm > 0, 0.5 * total[..., None] / safe_norm, 0.0)
+
+    def step(_, c):
+        m = jnp.maximum(jnp.sum(c[..., :, None] * comps, axis=-2), MODEL_FLOOR)
+        ratio = jnp.sum(w[..., None, :] * comps * (d / m)[..., None, :], axis=-1)
+        return jnp.where(norm > 0, c * ratio / safe_norm, 0.0)
+
+    coef = jax.lax.fori_loop(0, n_iter, step, coef)
+    m = jnp.sum(coef[..., :, None] * comps, axis=-2)
+    return poisson_deviance(m, observed, weight)
+
+
+def peak_components(model: PatternModel, params: ModelParams) -> tuple[jax.Array, jax.Array]:
+    """(A, B) of `null_deviance` for ``params``: unit background and unit diffuse patterns."""
+    zero = jnp.zeros_like(jnp.asarray(params.sl_scale))
+    one = jnp.ones_like(zero)
+    base = params.replace(sl_scale=zero, al_scale=zero)
+    fn, arrays = intensity_function(model)
+    a = fn(arrays, base.replace(background=one, diffuse_scale=zero))
+    b = fn(arrays, base.replace(background=zero, diffuse_scale=one))
+    return a, b
+
+
+def check_observed(observed, weight, where: str = "observed") -> str | None:
+    """A sentence saying why ``observed``/``weight`` cannot be fitted, or None if they can.
+
+    Bad data: a non-finite or negative observation on a point with ``weight > 0``, a
+    non-finite or negative weight, or no point with ``weight > 0``.
+    """
+    d = np.asarray(observed, np.float64).reshape(-1)
+    w = np.asarray(weight, np.float64).reshape(-1)
+    if d.shape != w.shape:
+        return f"{where} has {d.size} points but the weight has {w.size}; pass arrays of the same shape"
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        i = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
+        return f"the weight must be finite and >= 0, but weight[{i}] = {w[i]!r}"
+    use = w > 0
+    if not np.any(use):
+        return f"{where} has no point with weight > 0 (everything masked)"
+    bad = use & (~np.isfinite(d) | (d < 0))
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        return (f"{where} has {int(bad.sum())} non-finite or negative counts on valid points "
+                f"(first flat index {i}, value {d[i]!r}); set their weight to 0 to leave them out")
+    return None

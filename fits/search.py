@@ -1,0 +1,417 @@
+"""Global orientation search on polar images: templates over the beam direction, in-plane angle by
+circular correlation along chi.
+
+Orientation fits are multi-modal, so every frame is first matched against a bank of templates.
+A template is a zone axis ``b`` (an SL crystal direction along the beam) with the orientation
+``R0 = base_orientation(b)`` at zero in-plane angle; its *angular signature* is, for each of the
+strongest SL shells ``n2 = h^2 + k^2 + l^2``, the intensity along the ring ``|q| = |G|`` on the
+Ewald sphere as a function of chi. A rotation by ``phi`` about the beam (``R = R_e3(phi) R0``)
+only shifts these ring profiles along chi, ``I_phi(chi) = I_0(chi + phi)`` (the Ewald sphere is
+symmetric about the beam), so the in-plane angle of each template falls out of one FFT
+cross-correlation along chi (masked and normalised, a cosine similarity). Beam directions cover
+the quarter cube face ``z >= x >= 0, z >= y >= 0`` (1/24 of the sphere: the directions modulo the
+24 proper cubic rotations) on a Fibonacci lattice of the requested spacing.
+
+The SL lattice constant comes first, from the chi-integrated anisotropic excess of the polar
+image matched against the shell positions ``q_s = 2 pi sqrt(n2) / a`` over a grid of ``a``.
+Frames whose ring profiles hold no peak above the noise get ``has_signal = False``.
+
+Conventions: chi is pyFAI's azimuth (deg), ``chi = atan2(q1, q2)``; orientations are SL
+crystal -> lab (docs/conventions.md). Everything here is numpy (float64 for geometry, float32
+for the correlation arrays), vectorised over frames.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xmodel import orientation
+
+TWO_PI = 2.0 * np.pi
+
+#: SL shells (h^2 + k^2 + l^2 of fcc reflections) used for the angular signatures
+DEFAULT_SHELLS = (3, 4, 8, 11, 12, 16, 19, 20, 24)
+#: chi grids must be regular and span 360 deg to this tolerance (deg)
+_CHI_TOL = 1e-6
+
+
+# --------------------------------------------------------------------------- templates
+
+
+@dataclass(frozen=True, eq=False)
+class TemplateBank:
+    """Angular signatures of the SL shells for a set of zone axes at zero in-plane angle.
+
+    Attributes
+    ----------
+    zone_axes : (K, 3) unit SL crystal directions along the beam.
+    bases : (K, 3, 3) ``R0 = base_orientation(zone_axis)`` (SL crystal -> lab).
+    shells : (S,) ``h^2 + k^2 + l^2`` of the shells.
+    chi_deg : (C,) the regular chi grid spanning 360 deg (deg).
+    signatures : (K, S, C) float32, compressed ring intensities (``sqrt`` of a sum of unit
+        Gaussians in the angle between ``R0 G`` and the ring point).
+    key : dict of the parameters the bank was built with (the cache key).
+    """
+
+    zone_axes: np.ndarray
+    bases: np.ndarray
+    shells: np.ndarray
+    chi_deg: np.ndarray
+    signatures: np.ndarray
+    key: dict
+
+    @property
+    def size(self) -> int:
+        return int(self.zone_axes.shape[0])
+
+    def spectra(self) -> tuple[np.ndarray, np.ndarray]:
+        """rfft along chi of the signatures and of their squares, (K, S, C//2 + 1) complex64."""
+        return (np.fft.rfft(self.signatures, axis=-1).astype(np.complex64),
+                np.fft.rfft(self.signatures ** 2, axis=-1).astype(np.complex64))
+
+
+def zone_axis_grid(step_deg: float) -> np.ndarray:
+    """Unit directions covering the sphere modulo the 24 proper cubic rotations.
+
+    Parameters
+    ----------
+    step_deg : spacing of the directions (deg), between 0.25 and 20.
+
+    Returns
+    -------
+    numpy.ndarray, shape (K, 3)
+        Directions with ``z >= x >= 0`` and ``z >= y >= 0`` (within a margin of half a step, so
+        the region's edges are covered), from a Fibonacci sphere of about ``4 pi / step^2`` points.
+
+    Notes
+    -----
+    The stabiliser of a cube face in the rotation group 432 is the 4-fold axis through it, so a
+    quarter of one face is a fundamental region for directions (1/24 of the sphere). Fibonacci
+    lattice: Gonzalez, Math. Geosci. 42, 49 (2010), doi:10.1007/s11004-009-9257-x.
+
+    Validation: every random direction has a symmetric copy within ``step_deg`` of the grid
+    (tests/fits/test_search.py).
+    """
+    step = float(step_deg)
+    if not np.isfinite(step) or not 0.25 <= step <= 20.0:
+        raise ValueError(f"zone_axis_grid: step_deg must be between 0.25 and 20 degrees, got "
+                         f"{step_deg!r}; 1 to 2 degrees is a good template spacing.")
+    h = np.radians(step)
+    n = int(np.ceil(4.0 * np.pi / h ** 2))
+    i = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * i / n
+    phi = np.pi * (1.0 + 5.0 ** 0.5) * i
+    r = np.sqrt(1.0 - z * z)
+    d = np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+    m = 0.5 * h
+    keep = (d[:, 2] > 0) & (d[:, 0] >= -m) & (d[:, 1] >= -m) & (d[:, 2] - d[:, 0] >= -m) & (d[:, 2] - d[:, 1] >= -m)
+    return d[keep]
+
+
+def shell_members(shell: int) -> np.ndarray:
+    """(M, 3) unit directions of the fcc reflections with ``h^2 + k^2 + l^2 = shell``."""
+    n = int(np.ceil(np.sqrt(shell)))
+    r = np.arange(-n, n + 1)
+    hkl = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    par = hkl % 2
+    fcc = np.all(par == par[:, :1], axis=1)
+    sel = hkl[fcc & (np.sum(hkl ** 2, axis=1) == shell)]
+    if sel.size == 0:
+        raise ValueError(f"shell_members: no fcc reflection has h^2 + k^2 + l^2 = {shell}; valid "
+                         f"shells are e.g. {DEFAULT_SHELLS}.")
+    return sel / np.sqrt(shell)
+
+
+def ring_directions(q: float, chi_deg: np.ndarray, wavelength_A: float) -> np.ndarray:
+    """Unit vectors of the scattering vectors of modulus ``q`` on the Ewald sphere at ``chi``.
+
+    Notes
+    -----
+    ``q = k_f - k_i`` with ``|k| = 2 pi / lambda``: ``q_hat = (cos a sin chi, cos a cos chi,
+    -sin a)``, ``sin a = q / (2 k)`` (docs/conventions.md, pyFAI's chi = atan2(q1, q2)).
+    """
+    k = TWO_PI / wavelength_A
+    a = np.arcsin(min(q / (2.0 * k), 1.0))
+    c = np.radians(chi_deg)
+    return np.stack([np.cos(a) * np.sin(c), np.cos(a) * np.cos(c), np.full(c.shape, -np.sin(a))], -1)
+
+
+def check_chi_grid(chi_deg: np.ndarray) -> float:
+    """The step (deg) of a regular chi grid spanning 360 deg, or a ValueError."""
+    chi = np.asarray(chi_deg, float).reshape(-1)
+    if chi.size < 8:
+        raise ValueError(f"the chi grid has {chi.size} bins; the orientation search needs a regular "
+                         f"grid over 360 deg with at least 8 bins (e.g. 360 bins of 1 deg, "
+                         f"/entry/reduction/chi).")
+    d = np.diff(chi)
+    step = 360.0 / chi.size
+    if np.max(np.abs(d - step)) > 1e-4 * step + _CHI_TOL:
+        raise ValueError(f"the chi grid ({chi[0]:g} .. {chi[-1]:g} deg, {chi.size} bins) is not "
+                         f"regular over 360 deg (steps {d.min():g} .. {d.max():g} deg); the orientation "
+                         f"search correlates along a full circle: reduce with chi_range=(-180, 180).")
+    return step
+
+
+def build_template_bank(chi_deg: np.ndarray, *, wavelength_A: float, lattice_constant: float = 150.0,
+                        step_deg: float = 1.5, mosaic_deg: float = 1.0,
+                        shells: tuple[int, ...] = DEFAULT_SHELLS, cache_dir: str | Path | None = None
+                        ) -> TemplateBank:
+    """Angular signatures of every zone axis of `zone_axis_grid` (cached as npz if asked).
+
+    Parameters
+    ----------
+    chi_deg : (C,) regular chi grid over 360 deg (deg, pyFAI chi), as in the polar images.
+    wavelength_A : X-ray wavelength (A).
+    lattice_constant : nominal SL lattice constant (A); only sets the Ewald offset of each ring.
+    step_deg : spacing of the zone axes (deg).
+    mosaic_deg : angular sigma of the SL peaks (deg); widened by half the step so that a
+        direction between two templates still overlaps both.
+    shells : SL shells ``h^2 + k^2 + l^2``.
+    cache_dir : folder for ``templates-<hash>.npz``; reused when the parameters agree.
+
+    Notes
+    -----
+    Signature of shell ``s`` at chi: ``sqrt(sum_G exp(-(1 - u_G . q_hat(chi)) / sigma^2))``, the
+    small-angle form of a Gaussian of sigma ``sigma`` in the angle between ``u_G = R0 G / |G|``
+    and the ring direction (the tangential SL peak of DESIGN.md, "Superlattice").
+
+    Validation: the in-plane angle and zone axis of forward-model patterns are recovered
+    (tests/fits/test_search.py).
+    """
+    step_chi = check_chi_grid(chi_deg)
+    chi = np.asarray(chi_deg, float).reshape(-1)
+    key = {"chi0": round(float(chi[0]), 9), "n_chi": int(chi.size), "wavelength_A": round(float(wavelength_A), 9),
+           "lattice_constant": round(float(lattice_constant), 6), "step_deg": float(step_deg),
+           "mosaic_deg": float(mosaic_deg), "shells": [int(s) for s in shells], "version": 1}
+    path = None
+    if cache_dir is not None:
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"templates-{digest}.npz"
+        if path.exists():
+            with np.load(path) as z:
+                return TemplateBank(z["zone_axes"], z["bases"], z["shells"], chi, z["signatures"], key)
+    zones = zone_axis_grid(step_deg)
+    bases = np.stack([orientation.base_orientation(b) for b in zones])
+    sigma = np.radians(np.hypot(max(mosaic_deg, 0.1), 0.5 * float(step_deg)) + 0.5 * step_chi)
+    sig = np.zeros((zones.shape[0], len(shells), chi.size), np.float32)
+    for j, s in enumerate(shells):
+        g = shell_members(int(s))
+        ring = ring_directions(TWO_PI * np.sqrt(s) / lattice_constant, chi, wavelength_A)
+        for start in range(0, zones.shape[0], 256):
+            u = np.einsum("kij,mj->kmi", bases[start:start + 256], g)       # (k, M, 3) lab
+            cos = np.einsum("kmi,ci->kmc", u, ring)
+            val = np.exp(-(1.0 - cos) / sigma ** 2).sum(axis=1)
+            sig[start:start + 256, j] = np.sqrt(val)
+    bank = TemplateBank(zones, bases, np.asarray(shells, int), chi, sig, key)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, zone_axes=zones, bases=bases, shells=bank.shells, signatures=sig)
+    return bank
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def _nan_median(x: np.ndarray, axis: int) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(x, axis=axis)
+
+
+def anisotropic_excess(polar: np.ndarray) -> np.ndarray:
+    """(B, Q) chi-summed positive excess over the ring median, relative to ``median + 1``.
+
+    ``polar`` is (B, C, Q) mean counts per bin, NaN where a bin has no valid pixel.
+    """
+    med = _nan_median(polar, axis=1)
+    ex = np.clip(np.nan_to_num(polar - med[:, None, :], nan=0.0), 0.0, None)
+    return ex.sum(axis=1) / (np.nan_to_num(med, nan=0.0) + 1.0)
+
+
+def estimate_lattice_constant(polar: np.ndarray, q: np.ndarray, a_range: tuple[float, float], *,
+                              shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = 0.0015,
+                              n_grid: int = 400) -> np.ndarray:
+    """SL lattice constant (A) per frame from the anisotropic radial profile.
+
+    Parameters
+    ----------
+    polar : (B, C, Q) polar images (counts per bin, NaN masked).
+    q : (Q,) bin centres (1/A), increasing, not necessarily regular.
+    a_range : (a_min, a_max) searched (A).
+    sigma_q : radial smoothing (1/A), about the SL radial peak sigma.
+
+    Notes
+    -----
+    ``score(a) = sum_s sqrt(E_s(2 pi sqrt(s) / a))`` with ``E`` the chi-summed excess
+    (`anisotropic_excess`) smoothed by a Gaussian of ``sigma_q``; shells outside the q range
+    count 0. fcc shell positions: Table S1 indexing. The sqrt lets several lit shells outweigh a
+    single bright one. The best grid point is refined by a parabola.
+
+    Validation: recovers ``a`` of forward-model patterns to < 0.3% (tests/fits/test_search.py).
+    """
+    q = np.asarray(q, float)
+    ex = anisotropic_excess(np.asarray(polar, np.float64))
+    a = np.linspace(min(a_range), max(a_range), n_grid)
+    score = np.zeros((ex.shape[0], a.size))
+    dq = np.gradient(q) if q.size > 1 else np.ones(1)
+    w_sig = np.maximum(sigma_q, 0.5 * dq)
+    for s in shells:
+        qs = TWO_PI * np.sqrt(s) / a                                      # (A,)
+        inside = (qs >= q.min()) & (qs <= q.max())
+        w = np.exp(-0.5 * ((q[None, :] - qs[:, None]) / w_sig[None, :]) ** 2)   # (A, Q)
+        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        score += np.sqrt(np.clip(ex @ w.T, 0.0, None)) * inside[None, :]
+    best = np.argmax(score, axis=1)
+    i = np.clip(best, 1, a.size - 2)
+    y0, y1, y2 = (np.take_along_axis(score, (i + d)[:, None], 1)[:, 0] for d in (-1, 0, 1))
+    den = y0 - 2 * y1 + y2
+    off = np.where(np.abs(den) > 1e-12, 0.5 * (y0 - y2) / np.where(den == 0, 1, den), 0.0)
+    off = np.where((best == i), np.clip(off, -1, 1), 0.0)
+    return a[i] + off * (a[1] - a[0])
+
+
+def ring_profiles(polar: np.ndarray, q: np.ndarray, lattice_constant: np.ndarray,
+                  shells: tuple[int, ...] | np.ndarray, sigma_q: float = 0.0015
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Ring intensity versus chi at each shell's ``|G|``, per frame.
+
+    Returns
+    -------
+    profile : (B, S, C) Gaussian-weighted mean over q around ``q_s = 2 pi sqrt(s) / a`` (counts),
+        NaN where no valid bin contributes or the ring is outside the q range.
+    level : (B, S) the median of each ring over chi (counts).
+    """
+    polar = np.asarray(polar, np.float64)
+    q = np.asarray(q, float)
+    a = np.asarray(lattice_constant, float).reshape(-1)
+    qs = TWO_PI * np.sqrt(np.asarray(shells, float))[None, :] / a[:, None]        # (B, S)
+    dq = np.gradient(q) if q.size > 1 else np.ones(1)
+    w_sig = np.maximum(sigma_q, 0.5 * dq)
+    w = np.exp(-0.5 * ((q[None, None, :] - qs[:, :, None]) / w_sig) ** 2)      # (B, S, Q)
+    w *= np.abs(q[None, None, :] - qs[:, :, None]) < 3.0 * w_sig
+    valid = np.isfinite(polar)
+    num = np.einsum("bcq,bsq->bsc", np.where(valid, polar, 0.0), w)
+    den = np.einsum("bcq,bsq->bsc", valid.astype(np.float64), w)
+    inside = (qs > q.min()) & (qs < q.max())
+    ok = (den > 0.25 * np.maximum(w.sum(axis=2), 1e-12)[:, :, None]) & inside[:, :, None]
+    profile = np.where(ok, num / np.where(den > 0, den, 1.0), np.nan)
+    return profile, _nan_median(profile, axis=2)
+
+
+def ring_significance(profile: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """(B, S) peak significance of each ring: ``(max - median) / noise``.
+
+    ``noise = max(1.4826 MAD, sqrt(median + 1))`` over chi: the robust spread of the ring, at
+    least the Poisson spread of a pixel at the ring's level (counts), so that rings of a few
+    counts per pixel or of zeros are not called peaks.
+    """
+    dev = np.abs(profile - level[:, :, None])
+    mad = 1.4826 * _nan_median(dev, axis=2)
+    noise = np.maximum(np.nan_to_num(mad, nan=0.0), np.sqrt(np.clip(np.nan_to_num(level), 0, None) + 1.0))
+    with np.errstate(all="ignore"):
+        peak = np.nanmax(np.where(np.isfinite(profile), profile, -np.inf), axis=2) - level
+    return np.nan_to_num(peak / noise, nan=0.0, neginf=0.0, posinf=0.0)
+
+
+@dataclass(frozen=True, eq=False)
+class SearchResult:
+    """Best template matches per frame.
+
+    Attributes
+    ----------
+    has_signal : (B,) bool, some SL ring holds a peak above ``min_significance``.
+    significance : (B,) the largest ring significance (`ring_significance`).
+    lattice_constant : (B,) SL lattice constant estimate (A).
+    orientation : (B, T) (3, 3) SL crystal -> lab of the T best matches, ``R_e3(phi) R0``.
+    zone_axis : (B, T, 3) unit SL crystal direction of each match's template (along the beam).
+    inplane_deg : (B, T) in-plane angle ``phi`` about the beam (deg).
+    score : (B, T) cosine similarity of the match (0..1), best first.
+    """
+
+    has_signal: np.ndarray
+    significance: np.ndarray
+    lattice_constant: np.ndarray
+    orientation: np.ndarray
+    zone_axis: np.ndarray
+    inplane_deg: np.ndarray
+    score: np.ndarray
+
+
+def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
+                        a_range: tuple[float, float], n_best: int = 3, sigma_q: float = 0.0015,
+                        min_significance: float = 8.0, batch: int = 16) -> SearchResult:
+    """Match every frame against the template bank; vectorised over frames.
+
+    Parameters
+    ----------
+    polar : (B, C, Q) polar images (mean counts per bin, NaN masked), chi rows as ``bank.chi_deg``.
+    q : (Q,) q bin centres (1/A).
+    bank : `build_template_bank` for the same chi grid.
+    a_range : (a_min, a_max) of the SL lattice constant (A).
+    n_best : matches kept per frame (distinct templates).
+    sigma_q : SL radial peak sigma (1/A) for the ring extraction.
+    min_significance : ring peak significance below which a frame has no signal.
+    batch : frames correlated at once (memory ~ batch x K x C x 8 bytes).
+
+    Notes
+    -----
+    Per frame and template, ``c(s) = sum_{shell, chi} f(chi) t(chi + s) / sqrt(sum m(chi)
+    t(chi + s)^2) / |f|`` with ``f = sqrt(max(profile - median, 0) / (median + 1))`` (0 where
+    masked, ``m`` the validity), all three sums by FFT along chi (cross-correlation theorem).
+    The best shift of each template is refined by a parabola; ``phi = s`` since
+    ``R_e3(phi)`` maps the ring point at chi to chi - phi.
+
+    Validation: zone axis, in-plane angle within 1 deg for the five domains with Poisson noise
+    (tests/fits/test_search.py).
+    """
+    polar = np.asarray(polar, np.float64)
+    if polar.ndim != 3 or polar.shape[1] != bank.chi_deg.size or polar.shape[2] != np.size(q):
+        raise ValueError(f"polar images have shape {polar.shape}; expected (frames, {bank.chi_deg.size} "
+                         f"chi, {np.size(q)} q) to match the template bank and q; build the bank "
+                         f"on the chi grid of /entry/reduction/chi.")
+    B, C = polar.shape[0], bank.chi_deg.size
+    step = 360.0 / C
+    spec, spec2 = bank.spectra()
+    a_est = estimate_lattice_constant(polar, q, a_range, shells=tuple(bank.shells), sigma_q=sigma_q)
+    prof, level = ring_profiles(polar, q, a_est, bank.shells, sigma_q)
+    sig = ring_significance(prof, level)
+    significance = sig.max(axis=1)
+    has = significance >= min_significance
+    f = np.sqrt(np.clip(np.nan_to_num(prof - level[:, :, None], nan=0.0), 0, None)
+                / (np.nan_to_num(level, nan=0.0)[:, :, None] + 1.0))
+    m = np.isfinite(prof).astype(np.float64)
+    T = max(1, min(int(n_best), bank.size))
+    out_k = np.zeros((B, T), int)
+    out_phi = np.zeros((B, T))
+    out_score = np.zeros((B, T))
+    for start in range(0, B, batch):
+        sl = slice(start, start + batch)
+        F = np.fft.rfft(f[sl], axis=-1).astype(np.complex64)
+        M = np.fft.rfft(m[sl], axis=-1).astype(np.complex64)
+        num = np.fft.irfft(np.einsum("bsf,ksf->bkf", np.conj(F), spec), n=C, axis=-1)
+        den = np.fft.irfft(np.einsum("bsf,ksf->bkf", np.conj(M), spec2), n=C, axis=-1)
+        norm = np.sqrt(np.sum(f[sl] ** 2, axis=(1, 2)))[:, None, None]
+        score = num / np.sqrt(np.maximum(den, 1e-6)) / np.maximum(norm, 1e-12)
+        shift = np.argmax(score, axis=2)                                   # (b, K)
+        best = np.take_along_axis(score, shift[..., None], 2)[..., 0]
+        order = np.argsort(-best, axis=1)[:, :T]
+        for bi in range(order.shape[0]):
+            for t, k in enumerate(order[bi]):
+                s0 = shift[bi, k]
+                y0, y1, y2 = score[bi, k, (s0 - 1) % C], score[bi, k, s0], score[bi, k, (s0 + 1) % C]
+                den2 = y0 - 2 * y1 + y2
+                off = 0.5 * (y0 - y2) / den2 if den2 < -1e-12 else 0.0
+                out_k[start + bi, t] = k
+                out_phi[start + bi, t] = (s0 + float(np.clip(off, -0.5, 0.5))) * step
+                out_score[start + bi, t] = y1
+    phi = (out_phi + 180.0) % 360.0 - 180.0
+    rot = np.asarray(orientation.rotation_about_axis(2, np.radians(phi)), np.float64) @ bank.bases[out_k]
+    return SearchResult(has_signal=has, significance=significance, lattice_constant=a_est,
+                        orientation=rot, zone_axis=bank.zone_axes[out_k], inplane_deg=phi,
+                        score=out_score)

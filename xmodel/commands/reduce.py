@@ -1,0 +1,35 @@
+"""``xmodel reduce``: every frame of a scan to a polar image and a radial profile."""
+from __future__ import annotations
+
+
+def run(args) -> int:
+    from xmodel.io import open_scan
+    from xmodel.reduction import default_bins, reduce_scan
+
+    with open_scan(args.master, poni=args.poni, mask=args.mask) as scan:
+        bins = default_bins(scan.geometry, scan.mask, n_q=args.q_bins, n_chi=args.chi_bins,
+                            q_range=tuple(args.q_range) if args.q_range else None,
+                            chi_range=tuple(args.chi_range) if args.chi_range else None,
+                            q_spacing=args.q_spacing)
+    out = reduce_scan(args.master, args.out, poni=args.poni, mask=args.mask, bins=bins,
+                      batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    print(f"wrote {out}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("reduce", help="reduce a scan to polar images and radial profiles (resumable)")
+    p.add_argument("master", help="Eiger <name>_master.h5")
+    p.add_argument("--out", required=True, help="results HDF5 (an unfinished run there is resumed)")
+    p.add_argument("--poni", help="pyFAI .poni geometry (default: the NeXus metadata of the master)")
+    p.add_argument("--mask", help="mask file (npy, h5, edf, tiff; nonzero = masked)")
+    p.add_argument("--q-bins", type=int, default=500, help="number of q bins (default 500)")
+    p.add_argument("--chi-bins", type=int, default=360, help="number of chi bins (default 360)")
+    p.add_argument("--q-range", type=float, nargs=2, metavar=("LO", "HI"), help="q range in 1/A")
+    p.add_argument("--chi-range", type=float, nargs=2, metavar=("LO", "HI"), help="chi range in degrees")
+    p.add_argument("--q-spacing", choices=("log", "linear"), default="log",
+                   help="log (default: constant dq/q, resolves SAXS and WAXS peaks alike) or linear (pyFAI's)")
+    p.add_argument("--batch-size", type=int, default=16, help="frames per sparse product (default 16)")
+    p.add_argument("--workers", type=int, default=2, help="threads (1 or 2; default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=run)

@@ -1,0 +1,251 @@
+"""Render a digital-twin scan (`xmodel.twin`) to Dectris Eiger files and a ground-truth file.
+
+``synthesize`` evaluates the forward model (`xmodel.pattern.PatternModel`, one per domain,
+vmapped over batches of scan points), adds the background, draws Poisson counts and streams
+the frames to `xmodel.dectris.write_scan`; the ground truth of every point goes to
+``truth.h5``. Only one batch of expected frames is in memory at a time.
+
+Interruption. Everything is written into ``DIR/.<name>.partial/`` and moved into ``DIR`` when
+complete, the master file last, so a killed run never leaves a master that looks complete. A
+new run starts from scratch (it removes a stale ``.partial`` folder).
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xmodel import dectris
+from xmodel.experiment import Experiment
+from xmodel.parameters import ModelParams, Structure, structure_from_config
+from xmodel.pattern import PatternModel, Support, build_support
+from xmodel.pixels import PixelSet
+from xmodel.twin import (TRUTH_UNITS, Components, TwinError, TwinSample, background_counts, components,
+                         domain_params, load_twin, point_truth)
+
+#: the orientation margin (deg) added to a domain's largest edge rotation for its model support
+SUPPORT_MARGIN_DEG = 3.0
+
+
+def _split_support(pixels: PixelSet, structure: Structure, params: ModelParams,
+                   a_range: tuple[float, float], margin_deg: float) -> Support:
+    """`build_support` evaluated on the SAXS and the WAXS pixels separately (same result, faster).
+
+    The SL shells are searched only among pixels with ``|q| <= 2 q_max_sl`` and the AL
+    shells only among pixels with ``|q| >= 0.5 |G_111|``, instead of every pixel for every
+    shell and lattice constant; the indices are mapped back to the full pixel set.
+    """
+    qabs = pixels.q_abs
+    valid = pixels.valid
+    saxs = np.flatnonzero(valid & (qabs <= 2.0 * structure.q_max_sl * 1.001))
+    waxs = np.flatnonzero(valid & (qabs >= 0.5 * 2 * np.pi * np.sqrt(3) / structure.al_lattice_constant))
+    empty = np.zeros((0, 3), np.int64)
+    s_sl = build_support(pixels.subset(saxs), dataclasses.replace(structure, al_hkl=empty, al_weight=np.zeros(0)),
+                         params, lattice_constant_range=a_range, orientation_margin_deg=margin_deg)
+    s_al = build_support(pixels.subset(waxs), dataclasses.replace(structure, sl_hkl=empty), params,
+                         orientation_margin_deg=margin_deg)
+    return Support(saxs_points=saxs[s_sl.saxs_points], sl_shells=s_sl.sl_shells,
+                   al_points=waxs[s_al.al_points], al_shells=s_al.al_shells)
+
+
+def domain_models(sample: TwinSample, pixels: PixelSet, comps: Components) -> list:
+    """One batched model per domain: ``f(batch of ModelParams) -> (B, P)`` expected counts.
+
+    The support of domain ``k`` covers the lattice constants and tilts its points take
+    (plus `SUPPORT_MARGIN_DEG`), so one compiled model serves every point of the domain.
+    """
+    out = []
+    for k, d in enumerate(sample.domains):
+        params = domain_params(sample, k)
+        a0 = float(np.asarray(params.lattice_constant))
+        sel = comps.label == k
+        a_vals = comps.lattice_constant[sel]
+        a_range = (min(a0, float(a_vals.min())) - 0.5, a0 + 0.5) if a_vals.size else (a0 - 0.5, a0 + 0.5)
+        tilt = np.degrees(np.hypot(comps.tilt1[sel], comps.tilt2[sel]))
+        margin = float(tilt.max() if tilt.size else 0.0) + SUPPORT_MARGIN_DEG
+        structure = structure_from_config(d.config, lattice_constant_range=a_range)
+        support = _split_support(pixels, structure, params, a_range, margin)
+        model = PatternModel(pixels, structure, params, support=support)
+        out.append((model, jax.jit(jax.vmap(model._fn, in_axes=(None, 0)))))
+    return out
+
+
+def _batch_params(base: ModelParams, a: np.ndarray, t1: np.ndarray, t2: np.ndarray) -> ModelParams:
+    n = a.size
+    stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), base)
+    dtype = jnp.asarray(base.lattice_constant).dtype
+    return dataclasses.replace(stacked, lattice_constant=jnp.asarray(a, dtype),
+                               tilt1=jnp.asarray(t1, dtype), tilt2=jnp.asarray(t2, dtype))
+
+
+def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, models: list,
+                    batch_size: int = 8) -> Iterator[np.ndarray]:
+    """Yield the expected counts (P,) float64 of every scan point, in scan order.
+
+    ``background_counts * weight + sum_c weight_c * model_c(params_c)`` (see
+    `xmodel.twin.point_params`), 0 where masked. Batches of ``batch_size`` points; each
+    domain's components in a batch are evaluated in one vmapped call, padded to
+    ``batch_size`` so that each model compiles once.
+    """
+    weight = np.where(pixels.valid, pixels.weight, 0.0)
+    background = background_counts(sample) * weight
+    bases = [domain_params(sample, k) for k in range(len(sample.domains))]
+    for start in range(0, sample.n_points, batch_size):
+        stop = min(start + batch_size, sample.n_points)
+        acc = np.zeros((stop - start, pixels.size), np.float32)
+        lab = comps.label[start:stop]
+        for k, (_, fn) in enumerate(models):
+            rows, cols = np.nonzero(lab == k)
+            for s in range(0, rows.size, batch_size):
+                r, c = rows[s:s + batch_size], cols[s:s + batch_size]
+                pad = batch_size - r.size
+                idx = (r + start, c)
+                take = lambda x: np.concatenate([x[idx], np.repeat(x[idx][:1], pad)])  # noqa: E731
+                p = _batch_params(bases[k], take(comps.lattice_constant), take(comps.tilt1), take(comps.tilt2))
+                out = np.asarray(fn(models[k][0].arrays, p))[: r.size]
+                for j in range(r.size):
+                    acc[r[j]] += comps.weight[r[j] + start, c[j]] * out[j]
+        for j in range(stop - start):
+            yield background + acc[j]
+
+
+class _Progress:
+    """A line printer on stderr: frames done / total, rate and ETA, about every 2 s."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled = label, enabled
+        self.start = time.perf_counter()
+        self.last = -np.inf
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (done < total and now - self.last < 2.0):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        print(f"{self.label}: {done}/{total} frames ({100 * done / max(total, 1):.0f} %), "
+              f"{rate:.2f} frames/s, ETA {int(eta // 60)}:{int(eta % 60):02d}", file=sys.stderr, flush=True)
+
+
+def write_truth(path: str | Path, sample: TwinSample, truth: dict[str, np.ndarray]) -> Path:
+    """Write the ground truth to HDF5: ``/truth/<key>`` with ``units`` and ``description``.
+
+    Root attributes: ``label_names`` (also the dataset ``/truth/label_names``), ``seed``,
+    ``scan_shape``, ``step_um``, ``twin_file`` and its text ``twin_toml``; ``/domains/<name>``
+    attributes hold each domain's boundary width (um), shrink, edge tilt (deg) and in-plane angle.
+    """
+    path = Path(path)
+    with h5py.File(path, "w") as f:
+        f.attrs["description"] = ("Ground truth of the xmodel digital-twin scan: one entry per scan "
+                                  "point, in scan order (row-major, slow then fast).")
+        f.attrs["label_names"] = np.array(sample.label_names, dtype=h5py.string_dtype())
+        f.attrs["seed"] = sample.seed
+        f.attrs["scan_shape"] = np.asarray(sample.shape)
+        f.attrs["step_um"] = sample.step_um
+        f.attrs["twin_file"] = str(sample.path)
+        f.attrs["twin_toml"] = sample.path.read_text()
+        g = f.create_group("truth")
+        for key, value in truth.items():
+            if value.dtype.kind == "U":
+                ds = g.create_dataset(key, data=value.astype(object), dtype=h5py.string_dtype())
+            else:
+                ds = g.create_dataset(key, data=value)
+            units, desc = TRUTH_UNITS.get(key, ("", "domain names, index = label"))
+            ds.attrs["units"] = units
+            ds.attrs["description"] = desc
+        dom = f.create_group("domains")
+        for d in sample.domains:
+            h = dom.create_group(d.name)
+            h.attrs["config"] = str(d.config.sources[-1] if d.config.sources else "")
+            h.attrs["boundary_width_um"] = d.width_um
+            h.attrs["shrink"] = d.shrink
+            h.attrs["edge_tilt_deg"] = d.tilt_deg if d.edge_tilt_deg is None else np.hypot(*d.edge_tilt_deg)
+            h.attrs["inplane_deg"] = d.inplane_deg
+    return path
+
+
+def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overrides: Sequence[str] = (),
+               progress: bool = True, batch_size: int = 8) -> Path:
+    """Render a twin scan: ``DIR/<name>_master.h5`` + data files, ``<name>.poni``, ``truth.h5``.
+
+    Parameters
+    ----------
+    config_paths
+        One twin TOML (e.g. ``["configs/twin.toml"]``).
+    out_dir
+        Output folder (created if missing).
+    overrides
+        ``--set`` strings for the twin (``scan.shape=[4,4]``, ``seed=3``) or the experiment
+        (``beam.flux_photons_per_s=1e9``); see `xmodel.twin.load_twin`.
+    progress
+        Print frames done / total, rate and ETA on stderr.
+    batch_size
+        Scan points per vmapped model call.
+
+    Returns
+    -------
+    Path
+        The master file.
+
+    Notes
+    -----
+    Counts: Poisson(expected) per pixel (photon counting), drawn with
+    ``numpy.random.default_rng(SeedSequence(seed, spawn_key=(i,)))`` for frame ``i``, so every
+    frame is deterministic for a given seed. Full Eiger frames, uint32, masked pixels filled
+    by `xmodel.dectris.write_scan`. A killed run leaves only ``DIR/.<name>.partial/``.
+
+    Validation
+    ----------
+    tests/xmodel/test_synth.py: determinism, read back with `xmodel.io.open_scan`, frame sums
+    against the expected counts.
+    """
+    paths = [config_paths] if isinstance(config_paths, (str, Path)) else list(config_paths)
+    if len(paths) != 1:
+        raise TwinError(f"synthesize takes one twin TOML, got {len(paths)} paths {[str(p) for p in paths]}: "
+                        f"pass e.g. configs/twin.toml (it names its experiment file in its 'experiment' key).")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size={batch_size} must be a positive integer, e.g. 8.")
+    sample = load_twin(paths[0], overrides)
+    out_dir = Path(out_dir)
+    tmp = out_dir / f".{sample.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+
+    experiment = Experiment.from_config(sample.domains[0].config)  # [detector] binning applies
+    pixels = experiment.pixels()
+    comps = components(sample)
+    truth = point_truth(sample, comps)
+    write_truth(tmp / "truth.h5", sample, truth)
+    models = domain_models(sample, pixels, comps)
+    shape = tuple(pixels.shape)
+
+    expected_sums = np.zeros(sample.n_points)
+
+    def frames() -> Iterator[np.ndarray]:
+        for i, expected in enumerate(expected_frames(sample, pixels, comps, models, batch_size)):
+            expected_sums[i] = float(expected.sum())
+            rng = np.random.default_rng(np.random.SeedSequence(sample.seed, spawn_key=(i,)))
+            yield rng.poisson(expected).astype(np.uint32).reshape(shape)
+
+    master = dectris.write_scan(
+        tmp, sample.name, frames(), sample.n_points, experiment.geometry,
+        positions_um=sample.positions_um(), pixel_mask=experiment.mask,
+        count_time_s=sample.domains[0].config.beam.exposure_s,
+        progress=_Progress(f"synth {sample.name}", progress))
+    with h5py.File(tmp / "truth.h5", "a") as f:
+        ds = f["truth"].create_dataset("expected_counts", data=expected_sums)
+        ds.attrs["units"], ds.attrs["description"] = TRUTH_UNITS["expected_counts"]
+    for item in sorted(tmp.iterdir(), key=lambda p: p == master):
+        item.replace(out_dir / item.name)
+    tmp.rmdir()
+    return out_dir / master.name
