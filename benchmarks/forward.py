@@ -266,7 +266,7 @@ def main() -> None:
     from xmodel.experiment import Experiment
     from xmodel.parameters import params_from_config, structure_from_config
 
-    print(f"command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
+    print(f"command: {' '.join(getattr(sys, 'orig_argv', [sys.executable] + sys.argv))}")
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores "
           f"({len(os.sched_getaffinity(0))} usable), load average "
           f"{load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f} at start")

@@ -237,7 +237,7 @@ def fit_al_peak(image: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, *, q_nomi
     qs, cs = q[qsel], chi[csel]
     smooth = np.where(np.isfinite(sub), sub, -np.inf)
     i, j = np.unravel_index(np.argmax(smooth), smooth.shape)
-    chi0 = cs[i]
+    chi0, peak = cs[i], float(sub[i, j])
     rows = np.abs(cs - chi0) <= chi_halfwidth_deg
     cs, sub = cs[rows], sub[rows]
     cc, qq = np.meshgrid(cs, qs, indexing="ij")
@@ -249,7 +249,7 @@ def fit_al_peak(image: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, *, q_nomi
                         independent_vars=["q", "chi"])
     dq = float(np.median(np.diff(qs))) if qs.size > 1 else 0.01
     dc = float(np.median(np.abs(np.diff(cs)))) if cs.size > 1 else 1.0
-    params = model.make_params(height=max(float(sub[i, j]) - bg0, 1e-12), q0=float(qs[j]),
+    params = model.make_params(height=max(peak - bg0, 1e-12), q0=float(qs[j]),
                                chi0=float(chi0), sigma_q=max(0.02, dq), sigma_chi=max(5.0, dc),
                                background=bg0)
     params["sigma_q"].set(min=dq / 4, max=q_halfwidth)

@@ -19,6 +19,7 @@ zero background far from any peak) gives a large but finite deviance.
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 
 import jax
@@ -177,6 +178,26 @@ def residual_function(model: PatternModel, names: Sequence[str], kind: str = "de
     return residuals
 
 
+_COMPILED: "weakref.WeakKeyDictionary[PatternModel, dict]" = weakref.WeakKeyDictionary()
+
+
+def compiled(model: PatternModel, key: tuple, build: Callable):
+    """``build(model, *key[1:])``, made once per model and ``key`` and kept while the model lives.
+
+    Jitted functions are cached by identity, so a fit called many times on one model (a scan,
+    a boundary line) must reuse the same jitted object to compile only once.
+    """
+    table = _COMPILED.setdefault(model, {})
+    if key not in table:
+        table[key] = build(model, *key[1:])
+    return table[key]
+
+
+def _build_residual_and_jacobian(model, names, kind):
+    inner = residual_function(model, names, kind)
+    return jax.jit(inner), jax.jit(jax.jacfwd(inner, argnums=1))
+
+
 def make_residual_fn(model: PatternModel, names: Sequence[str], template: ModelParams,
                      kind: str = "deviance") -> tuple[Callable, Callable]:
     """Jitted residuals and Jacobian of one pattern as functions of the named fit parameters.
@@ -201,10 +222,9 @@ def make_residual_fn(model: PatternModel, names: Sequence[str], template: ModelP
     Validation: the Jacobian against central finite differences in float64
     (tests/fits/test_pattern_fit.py).
     """
-    inner = residual_function(model, names, kind)
+    names = check_names(names)
     _, arrays = intensity_function(model)
-    res = jax.jit(inner)
-    jac = jax.jit(jax.jacfwd(inner, argnums=1))
+    res, jac = compiled(model, ("residual", names, kind), _build_residual_and_jacobian)
 
     def residual(vector, observed, weight):
         return res(arrays, jnp.asarray(vector), template, jnp.asarray(observed).reshape(-1),
@@ -257,17 +277,6 @@ def null_deviance(background_shape, diffuse_shape, observed, weight, n_iter: int
     return poisson_deviance(m, observed, weight)
 
 
-def peak_components(model: PatternModel, params: ModelParams) -> tuple[jax.Array, jax.Array]:
-    """(A, B) of `null_deviance` for ``params``: unit background and unit diffuse patterns."""
-    zero = jnp.zeros_like(jnp.asarray(params.sl_scale))
-    one = jnp.ones_like(zero)
-    base = params.replace(sl_scale=zero, al_scale=zero)
-    fn, arrays = intensity_function(model)
-    a = fn(arrays, base.replace(background=one, diffuse_scale=zero))
-    b = fn(arrays, base.replace(background=zero, diffuse_scale=one))
-    return a, b
-
-
 def check_observed(observed, weight, where: str = "observed") -> str | None:
     """A sentence saying why ``observed``/``weight`` cannot be fitted, or None if they can.
 
@@ -280,7 +289,7 @@ def check_observed(observed, weight, where: str = "observed") -> str | None:
         return f"{where} has {d.size} points but the weight has {w.size}; pass arrays of the same shape"
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         i = int(np.flatnonzero(~np.isfinite(w) | (w < 0))[0])
-        return f"the weight must be finite and >= 0, but weight[{i}] = {w[i]!r}"
+        return f"the weight must be finite and >= 0, but weight[{i}] = {float(w[i])!r}"
     use = w > 0
     if not np.any(use):
         return f"{where} has no point with weight > 0 (everything masked)"
@@ -288,5 +297,5 @@ def check_observed(observed, weight, where: str = "observed") -> str | None:
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
         return (f"{where} has {int(bad.sum())} non-finite or negative counts on valid points "
-                f"(first flat index {i}, value {d[i]!r}); set their weight to 0 to leave them out")
+                f"(first flat index {i}, value {float(d[i])!r}); set their weight to 0 to leave them out")
     return None

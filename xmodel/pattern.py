@@ -131,17 +131,26 @@ def _shells(hkl: np.ndarray) -> dict[int, np.ndarray]:
     return {int(v): np.flatnonzero(n2 == v) for v in np.unique(n2)}
 
 
-def _lattice_support(q_lab, qabs, hkl, rot, a_values, sigma_r, sigma_t_of_g, nsigma, margin_rad,
+def _lattice_support(q_lab, qabs, order, hkl, rot, a_values, sigma_r, sigma_t_of_g, nsigma, margin_rad,
                      prune):
-    """Points and members per shell for one lattice (numpy, float64)."""
+    """Points and members per shell for one lattice (numpy, float64).
+
+    ``order`` sorts ``qabs``; since ``|q - G| >= ||q| - |G||``, only points with
+    ``||q| - g| < nsigma * max(sigma_r, sigma_t)`` can pass, and they are found by bisection
+    before the exact test.
+    """
     limit = nsigma ** 2
+    sorted_q = qabs[order]
     shells = []
     for n2, members in _shells(hkl).items():
         gs = TWO_PI * np.sqrt(n2) / np.asarray(a_values)
-        keep = np.zeros(qabs.shape, bool)
+        reach = nsigma * max(sigma_r, max(sigma_t_of_g(g) for g in gs))
+        lo, hi = np.searchsorted(sorted_q, [gs.min() - reach, gs.max() + reach])
+        cand = np.sort(order[lo:hi])
+        keep = np.zeros(cand.size, bool)
         for g in gs:
-            keep |= _min_exponent(qabs, g, sigma_r, sigma_t_of_g(g)) < limit
-        pts = np.flatnonzero(keep)
+            keep |= _min_exponent(qabs[cand], g, sigma_r, sigma_t_of_g(g)) < limit
+        pts = cand[keep]
         if pts.size == 0:
             continue
         if prune:
@@ -187,6 +196,7 @@ def build_support(pixels: PixelSet, structure: Structure, params: ModelParams, *
     valid = np.flatnonzero(pixels.valid)
     q_lab = pixels.q_lab[valid]
     qabs = np.linalg.norm(q_lab, axis=1)
+    order = np.argsort(qabs, kind="stable")
     p = {k: float(np.asarray(v)) for k, v in params.to_dict().items() if np.asarray(v).ndim == 0}
     if any(np.asarray(v).ndim > 0 for k, v in params.to_dict().items()
            if k not in ("misorientation", "base_orientation", "relationship")):
@@ -206,7 +216,7 @@ def build_support(pixels: PixelSet, structure: Structure, params: ModelParams, *
     rot_sl = np.asarray(params.sl_orientation(), np.float64)
     # the diffuse P(q) term is kept out to 2 q_max_sl, where it has decayed as q^-4
     saxs_mask = qabs <= 2.0 * structure.q_max_sl
-    sl_all = _lattice_support(q_lab, qabs, structure.sl_hkl, rot_sl, a_values, sr,
+    sl_all = _lattice_support(q_lab, qabs, order, structure.sl_hkl, rot_sl, a_values, sr,
                               lambda g: g * mosaic, n, margin, prune)
     for s in sl_all:
         saxs_mask[s.points] = True
@@ -219,7 +229,7 @@ def build_support(pixels: PixelSet, structure: Structure, params: ModelParams, *
     ss = p["al_radial_width"] * wf
     dis = p["disorder"] * wf
     rot_al = np.asarray(params.al_orientation(), np.float64)
-    al_all = _lattice_support(q_lab, qabs, structure.al_hkl, rot_al, [structure.al_lattice_constant],
+    al_all = _lattice_support(q_lab, qabs, order, structure.al_hkl, rot_al, [structure.al_lattice_constant],
                               ss, lambda g: float(np.sqrt(ss ** 2 + (g * dis) ** 2)), n, margin, prune)
     al_mask = np.zeros(qabs.size, bool)
     for s in al_all:

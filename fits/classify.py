@@ -1,0 +1,394 @@
+"""Domain classification of scan points from the angular positions of the ring peaks.
+
+The paper's method (supplementary, "Resolving the domain structure"): for every pattern the
+angular positions of the strongest peaks on the q_SL = 0.083 1/A (SAXS) and q_AL = 2.12 1/A
+(WAXS) rings decide its class, SAXS and WAXS independently; patterns with peaks of several
+classes are "mixed" (the paper's grey), patterns without peaks "empty" (white).
+
+Here each ring profile (`fits.xcca.ring_profile`) is decomposed into non-negative multiples of
+class templates plus a free constant (non-negative least squares). A template is the ring
+profile of one class: given (the forward model of the five domains on the same polar grid,
+`templates_from_model`) or found by clustering the profiles (`cluster_templates`). A class
+counts when its amplitude is ``min_significance`` noise sigmas above zero; the label is the
+class with the largest integrated share, "mixed" when a second class holds at least
+``mixed_fraction`` of the fitted peak intensity, "empty" when no class counts. Labels: class
+index >= 0, `EMPTY` = -1, `MIXED` = -2. Angles in degrees (pyFAI chi), q in 1/A.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import nnls
+
+__all__ = [
+    "EMPTY", "MIXED", "FIG1_COLORS", "RingClasses", "fit_templates", "cluster_templates",
+    "templates_from_model", "combine_labels", "match_classes", "classify_orientations",
+    "plot_label_maps",
+]
+
+EMPTY = -1
+MIXED = -2
+#: colours of the paper's Fig. 1a,b (mixed grey, empty white)
+FIG1_COLORS = {"red": "#d62728", "purple": "#8e44ad", "yellow": "#f1c40f", "green": "#27ae60",
+               "orange": "#e67e22"}
+_EXTRA_COLORS = ("#1f77b4", "#17becf", "#bcbd22", "#e377c2", "#8c564b", "#7f7f7f")
+
+
+@dataclass(frozen=True)
+class RingClasses:
+    """Classes of the points of one ring.
+
+    Attributes
+    ----------
+    label : (N,) int, class index, `EMPTY` or `MIXED`.
+    confidence : (N,) in [0, 1]: the dominant class's share of the fitted peak intensity times
+        the fit's R^2 (for empty points: 1 - best significance / threshold).
+    fraction : (N, K) share of each class in the fitted peak intensity.
+    significance : (N, K) amplitude of each class in noise sigmas.
+    """
+
+    label: np.ndarray
+    confidence: np.ndarray
+    fraction: np.ndarray
+    significance: np.ndarray
+
+
+def _baseline(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Profiles minus their 20th percentile over the valid bins (0 where masked)."""
+    xm = np.where(w > 0, x, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # rows without valid bins
+        base = np.nanpercentile(xm, 20, axis=-1, keepdims=True)
+    return np.where(w > 0, x - np.nan_to_num(base), 0.0)
+
+
+def _groups(templates: np.ndarray, threshold: float) -> np.ndarray:
+    """Group index of each template: templates correlating above ``threshold`` are one group."""
+    k = templates.shape[0]
+    t = templates - templates.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(t, axis=1)
+    corr = (t @ t.T) / np.maximum(np.outer(norm, norm), 1e-300)
+    group = np.arange(k)
+    for i in range(k):
+        for j in range(i):
+            if corr[i, j] > threshold:
+                group[group == group[i]] = group[j]
+    return np.unique(group, return_inverse=True)[1]
+
+
+def fit_templates(profiles: np.ndarray, weight: np.ndarray, templates: np.ndarray, *,
+                  min_significance: float = 6.0, mixed_fraction: float = 0.1,
+                  group_correlation: float = 0.9) -> RingClasses:
+    """Classify ring profiles by non-negative decomposition onto class templates.
+
+    Parameters
+    ----------
+    profiles : (N, n_chi) ring intensities (counts per pixel); weight : (N, n_chi) or (n_chi,)
+        the ring mask W (1 valid, 0 masked).
+    templates : (K, n_chi) ring profile of each class on the same chi grid (any scale).
+    min_significance : a class counts when its amplitude exceeds this many noise sigmas (the
+        noise is the fit's residual RMS).
+    mixed_fraction : a point is mixed when a second counted class (or group) holds at least
+        this share of the fitted peak intensity (the twin's rule: 10 % of the beam).
+    group_correlation : templates correlating above this are one group for the mixed rule
+        (e.g. WAXS patterns that two SAXS domains share, Fig. 1 yellow and green); the label
+        is then the group's strongest member.
+
+    Notes
+    -----
+    Non-negative least squares (Lawson & Hanson, "Solving Least Squares Problems", 1974,
+    doi:10.1137/1.9781611971217) of ``x = sum_c a_c T_c + b`` with ``a_c >= 0`` and a free
+    constant b (columns +1 and -1). Significance ``a_c ||T_c|| / sigma``.
+    Validation: tests/fits/test_classify.py (all labels right, empty and mixed points flagged).
+    """
+    x = np.atleast_2d(np.asarray(profiles, float))
+    w = np.broadcast_to(np.asarray(weight, float), x.shape)
+    t_all = np.atleast_2d(np.asarray(templates, float))
+    n, k = x.shape[0], t_all.shape[0]
+    if t_all.shape[1] != x.shape[1]:
+        raise ValueError(f"templates have {t_all.shape[1]} chi bins but the profiles {x.shape[1]}; "
+                         "build them on the same polar grid.")
+    group = _groups(_baseline(t_all, np.ones_like(t_all)), group_correlation)
+    label = np.full(n, EMPTY, int)
+    conf = np.zeros(n)
+    frac = np.zeros((n, k))
+    sig = np.zeros((n, k))
+    for i in range(n):
+        v = w[i] > 0
+        if v.sum() < k + 3:
+            continue
+        xi = x[i, v]
+        t = t_all[:, v]
+        t = t - t.min(axis=1, keepdims=True)
+        scale = t.max(axis=1)
+        ok = scale > 0
+        t = np.where(ok[:, None], t / np.where(ok, scale, 1.0)[:, None], 0.0)
+        a_mat = np.column_stack([t.T, np.ones(v.sum()), -np.ones(v.sum())])
+        coef, rnorm = nnls(a_mat, xi, maxiter=50 * a_mat.shape[1])
+        amp = coef[:k]
+        dof = max(v.sum() - k - 1, 1)
+        sigma = max(rnorm / np.sqrt(dof), 1e-9 * (np.abs(xi).max() + 1e-30))
+        sig[i] = amp * np.linalg.norm(t, axis=1) / sigma
+        share = amp * t.sum(axis=1)
+        tss = np.sum((xi - xi.mean()) ** 2)
+        r2 = 1.0 - rnorm ** 2 / tss if tss > 0 else 0.0
+        counted = sig[i] >= min_significance
+        if not counted.any():
+            conf[i] = float(np.clip(1.0 - sig[i].max() / min_significance, 0, 1))
+            continue
+        total = share[counted].sum()
+        frac[i] = np.where(counted, share / total, 0.0)
+        gfrac = np.bincount(group, weights=frac[i], minlength=group.max() + 1)
+        best = int(np.argmax(frac[i]))
+        conf[i] = float(np.clip(gfrac.max() * r2, 0, 1))
+        label[i] = MIXED if np.sum(gfrac >= mixed_fraction) >= 2 else best
+    return RingClasses(label, conf, frac, sig)
+
+
+def _smooth(x: np.ndarray, sigma_bins: float) -> tuple[np.ndarray, float]:
+    """Circular Gaussian smoothing along the last axis; returns (smoothed, ||kernel||_2)."""
+    n = x.shape[-1]
+    d = np.minimum(np.arange(n), n - np.arange(n))
+    ker = np.exp(-0.5 * (d / max(sigma_bins, 1e-6)) ** 2)
+    ker /= ker.sum()
+    out = np.fft.irfft(np.fft.rfft(x, axis=-1) * np.fft.rfft(ker), n=n, axis=-1)
+    return out, float(np.linalg.norm(ker))
+
+
+def peak_significance(profiles: np.ndarray, weight: np.ndarray, smooth_bins: float = 2.0) -> np.ndarray:
+    """Height of the strongest (smoothed) peak of each profile in noise sigmas.
+
+    The noise is 1.4826 MAD of the first differences / sqrt(2) (robust to the peaks), reduced by
+    the smoothing kernel's norm.
+    """
+    x = _baseline(np.atleast_2d(profiles), np.broadcast_to(weight, np.shape(np.atleast_2d(profiles))))
+    s, knorm = _smooth(x, smooth_bins)
+    d = np.diff(np.where(np.broadcast_to(weight, x.shape) > 0, x, np.nan), axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # rows without valid bins
+        noise = 1.4826 * np.nanmedian(np.abs(d - np.nanmedian(d, axis=-1, keepdims=True)), axis=-1) / np.sqrt(2)
+    noise = np.maximum(np.nan_to_num(noise), 1e-9 * (np.abs(x).max(axis=-1) + 1e-30))
+    return s.max(axis=-1) / (noise * knorm)
+
+
+def cluster_templates(profiles: np.ndarray, weight: np.ndarray, *, n_classes: int | None = None,
+                      min_similarity: float = 0.5, smooth_deg: float = 3.0, chi_step_deg: float = 1.0,
+                      min_significance: float = 8.0, max_frames: int = 1500,
+                      min_cluster_size: int = 2) -> np.ndarray:
+    """Class templates found by clustering the ring profiles (no prior knowledge of the classes).
+
+    Parameters
+    ----------
+    profiles, weight : (N, n_chi) ring profiles and masks.
+    n_classes : number of classes; None cuts the tree where the mean cosine similarity between
+        clusters drops below ``min_similarity``.
+    smooth_deg : circular Gaussian smoothing (deg) before comparing: profiles whose peaks sit
+        within a few degrees (small in-plane rotations, e.g. near boundaries) count as alike,
+        while peaks tens of degrees apart (another in-plane angle) stay distinct. Profiles are
+        compared on the circle, so in-plane angles equivalent under the ring's symmetry (e.g.
+        90 deg for [001]_SL) give the same profile and the same class.
+    min_significance : only profiles with a peak this many sigmas high are clustered.
+    max_frames : at most this many profiles (evenly spaced) enter the hierarchical clustering.
+    min_cluster_size : smaller clusters are dropped.
+
+    Returns
+    -------
+    (K, n_chi) templates (median baseline-subtracted profile of each cluster), largest first;
+    clusters whose median profile is a non-negative mixture of two others (R^2 >= 0.9, each
+    >= 10 %) are dropped, so mixed points do not become classes.
+
+    Notes
+    -----
+    Average-linkage agglomerative clustering on cosine distances (scipy.cluster.hierarchy;
+    Mullner 2011, arXiv:1109.2378).
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    x = np.atleast_2d(np.asarray(profiles, float))
+    w = np.broadcast_to(np.asarray(weight, float), x.shape)
+    z = peak_significance(x, w)
+    cand = np.flatnonzero(z >= min_significance)
+    if cand.size < 2:
+        raise ValueError(f"only {cand.size} pattern(s) hold a peak {min_significance:g} sigma above the "
+                         "noise on this ring; clustering needs at least 2. Lower min_significance or "
+                         "use the given templates (--templates five).")
+    if cand.size > max_frames:
+        cand = cand[np.linspace(0, cand.size - 1, max_frames).round().astype(int)]
+    xb = _baseline(x[cand], w[cand])
+    s, _ = _smooth(np.clip(xb, 0, None), smooth_deg / chi_step_deg)
+    s /= np.maximum(np.linalg.norm(s, axis=1, keepdims=True), 1e-300)
+    tree = linkage(s, method="average", metric="cosine")
+    if n_classes is not None:
+        if int(n_classes) < 1:
+            raise ValueError(f"--n-classes {n_classes} must be a positive integer, e.g. 5.")
+        cl = fcluster(tree, t=int(n_classes), criterion="maxclust")
+    else:
+        cl = fcluster(tree, t=1.0 - min_similarity, criterion="distance")
+    ids, counts = np.unique(cl, return_counts=True)
+    keep = ids[counts >= min_cluster_size][np.argsort(-counts[counts >= min_cluster_size], kind="stable")]
+    temps = np.array([np.median(xb[cl == c], axis=0) for c in keep])
+    if temps.shape[0] > 2:
+        drop = []
+        for i in range(temps.shape[0]):
+            others = [j for j in range(temps.shape[0]) if j != i and j not in drop]
+            a_mat = np.column_stack([temps[others].T, np.ones(temps.shape[1]), -np.ones(temps.shape[1])])
+            coef, rnorm = nnls(a_mat, temps[i])
+            tss = np.sum((temps[i] - temps[i].mean()) ** 2)
+            share = coef[:len(others)] * temps[others].sum(axis=1)
+            share = share / share.sum() if share.sum() > 0 else share
+            if tss > 0 and 1 - rnorm ** 2 / tss >= 0.9 and np.sum(share >= 0.1) >= 2:
+                drop.append(i)
+        temps = np.delete(temps, drop, axis=0)
+    return temps
+
+
+def templates_from_model(params_list: list, experiment, structure, q_values: np.ndarray,
+                         chi_deg: np.ndarray, q0: float, dq: float) -> np.ndarray:
+    """Ring profiles (K, n_chi) of the forward model for each `ModelParams` in ``params_list``.
+
+    One `xmodel.pattern.PatternModel` with an orientation-free support
+    (``orientation_margin_deg=None``) on ``experiment.polar_pixels(q_values, chi_deg)`` is
+    compiled once and evaluated for every class (same grid and mask as the data).
+    """
+    from fits.xcca import model_polar_image, ring_profile
+    from xmodel.pattern import PatternModel
+
+    a = [float(np.asarray(p.lattice_constant)) for p in params_list]
+    model = PatternModel(experiment.polar_pixels(q_values, chi_deg), structure, params_list[0],
+                         orientation_margin_deg=None, lattice_constant_range=(min(a), max(a)))
+    return np.array([ring_profile(model_polar_image(model, p), q_values, chi_deg, q0, dq).intensity
+                     for p in params_list])
+
+
+def match_classes(src: np.ndarray, dst: np.ndarray) -> dict[int, int]:
+    """Map each class of ``src`` to the ``dst`` class it co-occurs with most (labels >= 0)."""
+    out = {}
+    both = (src >= 0) & (dst >= 0)
+    for c in np.unique(src[src >= 0]):
+        d = dst[both & (src == c)]
+        if d.size:
+            out[int(c)] = int(np.bincount(d).argmax())
+    return out
+
+
+def combine_labels(saxs: RingClasses, waxs: RingClasses,
+                   waxs_to_saxs: dict[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Point labels from the SAXS and WAXS classes (SAXS first, as the paper's domains).
+
+    The SAXS label where SAXS holds a class or is mixed; where SAXS is empty, the WAXS class
+    (mapped by ``waxs_to_saxs``, identity for given templates; unmapped -> `MIXED`, signal
+    without a known class) or `MIXED`/`EMPTY` from WAXS.
+    """
+    label = saxs.label.copy()
+    conf = saxs.confidence.copy()
+    only_waxs = (saxs.label == EMPTY) & (waxs.label != EMPTY)
+    for i in np.flatnonzero(only_waxs):
+        wl = int(waxs.label[i])
+        if wl == MIXED:
+            label[i] = MIXED
+        elif waxs_to_saxs is None:
+            label[i] = wl
+        else:
+            label[i] = waxs_to_saxs.get(wl, MIXED)
+        conf[i] = waxs.confidence[i]
+    both_empty = (saxs.label == EMPTY) & (waxs.label == EMPTY)
+    conf[both_empty] = np.minimum(saxs.confidence[both_empty], waxs.confidence[both_empty])
+    return label, conf
+
+
+def classify_orientations(matrices: np.ndarray, ok: np.ndarray, templates: np.ndarray | None = None, *,
+                          tolerance_deg: float = 10.0, n_classes: int | None = None,
+                          max_seeds: int = 500, min_cluster_size: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Classes of fitted SL orientations by symmetry-aware (cubic) misorientation.
+
+    Parameters
+    ----------
+    matrices : (N, 3, 3) fitted SL crystal -> lab orientations; ok : (N,) fit succeeded.
+    templates : (K, 3, 3) class orientations, or None to find them: greedy clustering of up to
+        ``max_seeds`` orientations, the orientation with most neighbours within
+        ``tolerance_deg`` first (``n_classes`` at most).
+    tolerance_deg : a point joins the nearest class within this misorientation (deg), else it is
+        `MIXED` (no class); failed fits are `EMPTY`.
+
+    Returns
+    -------
+    label (N,), misorientation to the assigned class (deg, NaN where none).
+
+    Notes
+    -----
+    `xmodel.orientation.misorientation_angle` (cubic disorientation angle, Heinz & Neumann,
+    Acta Cryst. A47, 780 (1991), doi:10.1107/S0108767391006864).
+    """
+    from xmodel.orientation import misorientation_angle
+
+    r = np.asarray(matrices, float)
+    ok = np.asarray(ok, bool) & np.all(np.isfinite(r), axis=(1, 2))
+    good = np.flatnonzero(ok)
+    label = np.full(r.shape[0], EMPTY, int)
+    angle = np.full(r.shape[0], np.nan)
+    if good.size == 0:
+        return label, angle
+    tol = np.radians(tolerance_deg)
+    if templates is None:
+        sub = good[np.linspace(0, good.size - 1, min(max_seeds, good.size)).round().astype(int)]
+        d = misorientation_angle(r[sub][:, None], r[sub][None, :])
+        free = np.ones(sub.size, bool)
+        seeds = []
+        while free.any() and (n_classes is None or len(seeds) < n_classes):
+            near = (d < tol) & free[None, :] & free[:, None]
+            count = near.sum(axis=1)
+            best = int(np.argmax(count))
+            if count[best] < min_cluster_size:
+                break
+            seeds.append(sub[best])
+            free &= ~(d[best] < tol)
+        templates = r[seeds]
+    templates = np.asarray(templates, float)
+    if templates.shape[0] == 0:
+        label[good] = MIXED
+        return label, angle
+    d = np.stack([misorientation_angle(r[good], t[None]) for t in templates], axis=1)
+    best = np.argmin(d, axis=1)
+    dmin = d[np.arange(good.size), best]
+    label[good] = np.where(dmin < tol, best, MIXED)
+    angle[good] = np.where(dmin < tol, np.degrees(dmin), np.nan)
+    return label, angle
+
+
+def class_colors(names: list[str]) -> list[str]:
+    """Fig. 1 colours for the domain names, other colours for other classes."""
+    extra = iter(_EXTRA_COLORS * 4)
+    return [FIG1_COLORS.get(n, None) or next(extra) for n in names]
+
+
+def plot_label_maps(maps: dict[str, np.ndarray], names: list[str], shape: tuple[int, int], path,
+                    extent=None):
+    """Domain maps coloured like Fig. 1a,b: class colours, grey mixed, white empty.
+
+    ``maps``: panel title -> (N,) labels (row-major over ``shape``); ``extent`` (um) for imshow.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    colors = ["#ffffff", "#9e9e9e"] + class_colors(names)
+    cmap = ListedColormap(colors)
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.0 * len(maps) + 1.5, 4.0), squeeze=False)
+    for ax, (title, lab) in zip(axes[0], maps.items()):
+        img = np.where(lab == EMPTY, 0, np.where(lab == MIXED, 1, lab + 2)).reshape(shape)
+        ax.imshow(img, cmap=cmap, vmin=-0.5, vmax=len(colors) - 0.5, interpolation="nearest",
+                  origin="upper", extent=extent)
+        ax.set_title(title)
+        ax.set_xlabel("x (um)" if extent is not None else "column")
+        ax.set_ylabel("y (um)" if extent is not None else "row")
+    handles = [Patch(color=c, label=n) for c, n in zip(colors, ["empty", "mixed"] + list(names))]
+    fig.legend(handles=handles, loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.85, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

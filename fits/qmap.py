@@ -1,0 +1,516 @@
+"""Peak-position maps of a superlattice family from radial profiles (Fig. 3, S7).
+
+Contract
+--------
+* `family_window` gives the q window (1/A) of a family for a nominal lattice constant.
+* `fit_profiles` fits ``Gaussian + linear background`` to many radial profiles at once by a
+  vectorised Levenberg-Marquardt (numpy, no Python loop over profiles) and never raises for
+  one bad profile: each gets a status (`STATUS`).
+* `fit_profile` is the interactive path for one profile with lmfit's ``GaussianModel +
+  LinearModel`` (or ``ConstantModel``), returning lmfit's ``ModelResult``.
+* `line_profile` samples a map along a segment between two scan positions.
+* `qmap_scan` runs a whole reduced scan, writes ``/entry/qmap/<family>/`` and the figures.
+
+Units: q, widths in 1/A; amplitudes as lmfit's ``GaussianModel`` (area, intensity x 1/A);
+lattice constants and d-spacings in Angstrom; positions in micrometres (column 0 slow y,
+column 1 fast x, as ``/entry/reduction/positions``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from xmodel.lattice import lattice_constant_from_q, q_of
+
+__all__ = ["FAMILIES", "STATUS", "family_window", "fit_profiles", "fit_profile", "line_profile",
+           "qmap_scan", "LineProfile"]
+
+#: family -> (hkl, window low, window high) with the window relative to q_hkl(a_nominal).
+#: 311: 0.936..1.152 gives the paper's 0.130..0.160 1/A at a = 150 A (Fig. S7); 200:
+#: 0.90..1.20 gives 0.0754..0.1005 1/A (the paper's "0.083 rising to 0.10" in Fig. 3),
+#: starting above the 111 peak at 0.0726.
+FAMILIES = {"200": ((2, 0, 0), 0.90, 1.20), "311": ((3, 1, 1), 0.936, 1.152)}
+
+#: fit outcome codes stored in ``status`` (also as the attribute ``status_names``).
+STATUS = {0: "ok", 1: "no peak", 2: "fit failed", 3: "no data"}
+
+_SQRT2PI = np.sqrt(2.0 * np.pi)
+_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
+def family_window(family: str, a_nominal: float = 150.0,
+                  window: tuple[float, float] | None = None) -> tuple[tuple[int, int, int], float, float]:
+    """The Miller indices and the q window (1/A) of a family.
+
+    Parameters
+    ----------
+    family
+        ``"200"`` or ``"311"``.
+    a_nominal
+        Nominal SL lattice constant, Angstrom; the window follows ``q_hkl(a_nominal)``.
+    window
+        Explicit ``(q_lo, q_hi)`` in 1/A, overriding the relative default.
+
+    Returns
+    -------
+    (hkl, q_lo, q_hi)
+
+    Notes
+    -----
+    ``q_hkl = 2 pi sqrt(h^2+k^2+l^2) / a`` (Table S1). Validation: 311 at 150 A gives
+    0.130..0.160 1/A (paper, S7).
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; valid are {sorted(FAMILIES)} (--family 200 or 311).")
+    if not np.isfinite(a_nominal) or a_nominal <= 0:
+        raise ValueError(f"a_nominal must be a positive lattice constant in Angstrom, got {a_nominal!r}.")
+    hkl, lo, hi = FAMILIES[family]
+    if window is not None:
+        q_lo, q_hi = (float(x) for x in window)
+        if not (np.isfinite(q_lo) and np.isfinite(q_hi) and 0 < q_lo < q_hi):
+            raise ValueError(f"window must be (q_lo, q_hi) with 0 < q_lo < q_hi in 1/A, got {window!r}.")
+        return hkl, q_lo, q_hi
+    q0 = float(q_of(np.array(hkl), a_nominal))
+    return hkl, q0 * lo, q0 * hi
+
+
+def _model(x, p):
+    """Gaussian (area, centre, sigma) + linear background about the window centre ``x`` = q - qc."""
+    A, mu, s, b0, b1 = (p[:, i:i + 1] for i in range(5))
+    z = (x - mu) / s
+    g = np.exp(-0.5 * z * z) / (s * _SQRT2PI)
+    f = A * g + b0 + b1 * x
+    J = np.stack([g, A * g * z / s, A * g * (z * z - 1.0) / s, np.ones_like(f), np.broadcast_to(x, f.shape)],
+                 axis=-1)
+    return f, J
+
+
+def fit_profiles(q: np.ndarray, profiles: np.ndarray, q_window: tuple[float, float], *,
+                 background: str = "linear", min_points: int = 8, snr_min: float = 3.0,
+                 max_iter: int = 60) -> dict[str, np.ndarray]:
+    """Gaussian + background fits of many radial profiles at once (vectorised).
+
+    Parameters
+    ----------
+    q
+        Bin centres, 1/A, shape ``(n_q,)``.
+    profiles
+        Radial profiles, shape ``(N, n_q)`` (any intensity unit); NaN = empty bin (ignored).
+    q_window
+        ``(q_lo, q_hi)`` fitted, 1/A.
+    background
+        ``"linear"`` (LinearModel) or ``"constant"`` (ConstantModel).
+    min_points
+        Fewer finite bins in the window -> status "no data".
+    snr_min
+        A fit with ``amplitude < snr_min * amplitude_err``, a non-positive amplitude, a sigma
+        below half a bin or above the window width, or a centre outside the window -> status
+        "no peak"; non-finite parameters or a singular covariance otherwise -> "fit failed".
+    max_iter
+        Levenberg-Marquardt iterations.
+
+    Returns
+    -------
+    dict of numpy.ndarray, each shape ``(N,)``
+        ``center``, ``center_err`` (1/A), ``sigma``, ``sigma_err`` (1/A), ``fwhm`` (1/A),
+        ``amplitude``, ``amplitude_err`` (area, as lmfit's GaussianModel), ``height``,
+        ``intercept``, ``slope`` (background at ``q`` is ``intercept + slope (q - q_c)``,
+        ``q_c`` the window centre), ``redchi``, ``status`` (int8, `STATUS`). Values are NaN
+        where status != 0.
+
+    Notes
+    -----
+    Levenberg-Marquardt with Marquardt's diagonal scaling (Marquardt 1963,
+    doi:10.1137/0111030), one damping per profile; errors from ``(J^T J)^-1`` scaled by the
+    reduced chi-square, as lmfit's default ``scale_covar=True``. The Gaussian is lmfit's
+    ``GaussianModel`` parametrisation ``A / (sigma sqrt(2 pi)) exp(-(q - mu)^2 / 2 sigma^2)``.
+
+    Validation
+    ----------
+    Agrees with lmfit's GaussianModel + LinearModel to 1e-6 relative in the centre and 2 %
+    in its error on synthetic Poisson profiles; broken profiles get statuses, not
+    exceptions (tests/fits/test_qmap.py).
+    """
+    if background not in ("linear", "constant"):
+        raise ValueError(f"background must be 'linear' or 'constant', got {background!r}.")
+    q = np.asarray(q, float)
+    y_all = np.atleast_2d(np.asarray(profiles, float))
+    if y_all.shape[-1] != q.size:
+        raise ValueError(f"profiles have {y_all.shape[-1]} q bins but q has {q.size}; pass "
+                         f"/entry/reduction/radial with its /entry/reduction/q.")
+    lo, hi = float(q_window[0]), float(q_window[1])
+    sel = (q >= lo) & (q <= hi)
+    n = y_all.shape[0]
+    out = {k: np.full(n, np.nan) for k in ("center", "center_err", "sigma", "sigma_err", "fwhm", "amplitude",
+                                           "amplitude_err", "height", "intercept", "slope", "redchi")}
+    status = np.full(n, 3, np.int8)
+    if np.count_nonzero(sel) < min_points:
+        out["status"] = status
+        return out
+    qc = 0.5 * (lo + hi)
+    x = (q[sel] - qc)[None, :]
+    y = y_all[:, sel]
+    w = np.isfinite(y).astype(float)
+    y = np.where(w > 0, y, 0.0)
+    npts = w.sum(axis=1)
+    has = npts >= min_points
+    dq = float(np.median(np.diff(q[sel])))
+    width = hi - lo
+    # initial guesses: background through the window edges, peak at the largest excess
+    k = 3
+    idx = np.where(w > 0, np.arange(x.shape[1])[None, :], -1)
+    left = np.sort(np.where(w > 0, np.arange(x.shape[1]), x.shape[1] + 1), axis=1)[:, :k]
+    right = np.sort(idx, axis=1)[:, -k:]
+    take = lambda a, i: np.take_along_axis(a, np.clip(i, 0, x.shape[1] - 1), axis=1)  # noqa: E731
+    xl, yl = take(np.broadcast_to(x, y.shape), left).mean(1), take(y, left).mean(1)
+    xr, yr = take(np.broadcast_to(x, y.shape), right).mean(1), take(y, right).mean(1)
+    slope0 = np.where(xr > xl, (yr - yl) / np.where(xr > xl, xr - xl, 1.0), 0.0)
+    if background == "constant":
+        slope0[:] = 0.0
+        b00 = np.minimum(yl, yr)
+    else:
+        b00 = yl - slope0 * xl
+    excess = np.where(w > 0, y - (b00[:, None] + slope0[:, None] * x), -np.inf)
+    imax = np.argmax(excess, axis=1)
+    h0 = np.maximum(excess[np.arange(n), imax], 1e-12)
+    above = (excess >= 0.5 * h0[:, None]).sum(axis=1)
+    s0 = np.clip(above * dq / _FWHM_PER_SIGMA, dq, width / 4)
+    p = np.stack([h0 * s0 * _SQRT2PI, x[0, imax], s0, b00, slope0], axis=1)
+    p[~has] = 0.0
+    p[~has, 2] = 1.0
+    free = np.array([1, 1, 1, 1, 1 if background == "linear" else 0], float)
+
+    def cost_of(params):
+        f, J = _model(x, params)
+        r = (f - y) * w
+        return r, J * w[..., None] * free, np.sum(r * r, axis=1)
+
+    r, J, cost = cost_of(p)
+    lam = np.full(n, 1e-3)
+    eye = np.eye(5)
+    for _ in range(max_iter):
+        JtJ = np.einsum("nij,nik->njk", J, J)
+        g = np.einsum("nij,ni->nj", J, r)
+        diag = np.einsum("njj->nj", JtJ) + (1 - free)[None, :]
+        A = JtJ + lam[:, None, None] * diag[:, :, None] * eye + (1 - free)[None, :, None] * eye
+        try:
+            step = -np.linalg.solve(A, g[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            step = np.zeros_like(p)
+            for i in range(n):
+                try:
+                    step[i] = -np.linalg.solve(A[i], g[i])
+                except np.linalg.LinAlgError:
+                    pass
+        trial = p + step
+        trial[:, 2] = np.maximum(np.abs(trial[:, 2]), 1e-3 * dq)
+        r_t, J_t, cost_t = cost_of(trial)
+        better = np.isfinite(cost_t) & (cost_t < cost) & has
+        p = np.where(better[:, None], trial, p)
+        r = np.where(better[:, None], r_t, r)
+        J = np.where(better[:, None, None], J_t, J)
+        rel = np.where(better, (cost - cost_t) / np.maximum(cost, 1e-300), 0.0)
+        cost = np.where(better, cost_t, cost)
+        lam = np.where(better, np.maximum(lam / 10, 1e-12), np.minimum(lam * 10, 1e12))
+        if np.all((rel < 1e-12) | ~has | (lam >= 1e12)):
+            break
+    nfree = int(free.sum())
+    dof = np.maximum(npts - nfree, 1)
+    redchi = cost / dof
+    JtJ = np.einsum("nij,nik->njk", J, J) + (1 - free)[None, :, None] * eye
+    with np.errstate(all="ignore"):
+        det_ok = np.abs(np.linalg.det(JtJ)) > 0
+        cov = np.linalg.pinv(np.where(det_ok[:, None, None], JtJ, eye)) * redchi[:, None, None]
+        err = np.sqrt(np.einsum("njj->nj", cov))
+    A_, mu, s = p[:, 0], p[:, 1] + qc, np.abs(p[:, 2])
+    finite_p = np.all(np.isfinite(p), axis=1)
+    finite = finite_p & np.all(np.isfinite(err[:, :4]), axis=1) & det_ok
+    # a collapsed Gaussian (area <= 0, narrower than half a bin, wider than the window, or
+    # centred outside it) is "no peak" even when its covariance is singular
+    degenerate = finite_p & ((A_ <= 0) | (s < 0.5 * dq) | (s > width) | (mu < lo) | (mu > hi))
+    status = np.where(~has, 3, np.where(degenerate, 1, np.where(~finite, 2, 0))).astype(np.int8)
+    no_peak = A_ < snr_min * err[:, 0]
+    status = np.where((status == 0) & no_peak, 1, status).astype(np.int8)
+    ok = status == 0
+    vals = {"center": mu, "center_err": err[:, 1], "sigma": s, "sigma_err": err[:, 2],
+            "fwhm": _FWHM_PER_SIGMA * s, "amplitude": A_, "amplitude_err": err[:, 0],
+            "height": A_ / (s * _SQRT2PI), "intercept": p[:, 3], "slope": p[:, 4], "redchi": redchi}
+    for key, v in vals.items():
+        out[key] = np.where(ok, v, np.nan)
+    out["status"] = status
+    return out
+
+
+def fit_profile(q: np.ndarray, profile: np.ndarray, q_window: tuple[float, float], *,
+                background: str = "linear"):
+    """lmfit fit of one radial profile: ``GaussianModel + LinearModel`` (or ``ConstantModel``).
+
+    Parameters
+    ----------
+    q, profile
+        Bin centres (1/A) and one radial profile (NaN bins ignored).
+    q_window
+        ``(q_lo, q_hi)``, 1/A.
+    background
+        ``"linear"`` or ``"constant"``.
+
+    Returns
+    -------
+    lmfit.model.ModelResult
+        Parameters ``g_amplitude``, ``g_center``, ``g_sigma``, ``g_fwhm``, ``g_height`` and
+        ``b_intercept``/``b_slope`` (linear, the background about 0, not the window centre) or
+        ``b_c``; ``fit_report()`` for the interactive user.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 6 finite bins in the window.
+
+    Notes
+    -----
+    lmfit built-in models (Newville et al., doi:10.5281/zenodo.11813), the paper's
+    Gaussian fit of the radial average (S7). Validation: `fit_profiles` agrees (tests).
+    """
+    from lmfit.models import ConstantModel, GaussianModel, LinearModel
+
+    q = np.asarray(q, float)
+    y = np.asarray(profile, float)
+    sel = (q >= q_window[0]) & (q <= q_window[1]) & np.isfinite(y)
+    if np.count_nonzero(sel) < 6:
+        raise ValueError(f"the window {tuple(q_window)} 1/A holds {np.count_nonzero(sel)} finite bins of the "
+                         f"profile (need >= 6): the ring is masked or outside the reduction's q range "
+                         f"({q.min():.3g}..{q.max():.3g} 1/A).")
+    if background not in ("linear", "constant"):
+        raise ValueError(f"background must be 'linear' or 'constant', got {background!r}.")
+    xs, ys = q[sel], y[sel]
+    bg = LinearModel(prefix="b_") if background == "linear" else ConstantModel(prefix="b_")
+    model = GaussianModel(prefix="g_") + bg
+    params = bg.guess(np.r_[ys[:3], ys[-3:]], x=np.r_[xs[:3], xs[-3:]])
+    excess = ys - np.interp(xs, [xs[0], xs[-1]], [ys[:3].mean(), ys[-3:].mean()])
+    params.update(GaussianModel(prefix="g_").guess(np.maximum(excess, 0), x=xs))
+    params["g_sigma"].set(min=1e-6, max=float(xs[-1] - xs[0]))
+    return model.fit(ys, params, x=xs)
+
+
+@dataclass(frozen=True)
+class LineProfile:
+    """Values of a map sampled along a segment (Fig. 3b,c, S7b).
+
+    ``distance_um`` along the segment from the start, ``frame`` the nearest scan point of
+    each sample, ``x_um``/``y_um`` its position, and ``values`` a dict of the sampled arrays.
+    """
+
+    distance_um: np.ndarray
+    frame: np.ndarray
+    x_um: np.ndarray
+    y_um: np.ndarray
+    values: dict
+
+
+def line_profile(positions_um: np.ndarray, values: dict, start_xy_um: tuple[float, float],
+                 end_xy_um: tuple[float, float], step_um: float | None = None) -> LineProfile:
+    """Sample per-point values along the segment from ``start`` to ``end``.
+
+    Parameters
+    ----------
+    positions_um
+        Scan positions, shape ``(N, 2)``: column 0 slow (y), column 1 fast (x), micrometres.
+    values
+        Name -> array of shape ``(N,)``.
+    start_xy_um, end_xy_um
+        ``(x, y)`` of the segment ends, micrometres.
+    step_um
+        Sampling step; default the smallest positive spacing of the scan positions.
+
+    Returns
+    -------
+    LineProfile
+        One sample per step (nearest scan point, repeated points dropped).
+
+    Raises
+    ------
+    ValueError
+        If the segment has zero length or the ends lie more than two steps outside the scan.
+
+    Notes
+    -----
+    Nearest-neighbour sampling (scipy.spatial.cKDTree). Validation: a diagonal of a raster
+    visits the diagonal points in order (tests).
+    """
+    from scipy.spatial import cKDTree
+
+    pos = np.asarray(positions_um, float)
+    xy = np.stack([pos[:, 1], pos[:, 0]], axis=1)
+    a, b = np.asarray(start_xy_um, float), np.asarray(end_xy_um, float)
+    length = float(np.linalg.norm(b - a))
+    if not np.isfinite(length) or length == 0:
+        raise ValueError(f"the line from {tuple(a)} to {tuple(b)} um has zero length; give two different "
+                         f"points as --from X0,Y0 --to X1,Y1 (micrometres, x fast, y slow).")
+    if step_um is None:
+        steps = [np.diff(np.unique(xy[:, i])) for i in (0, 1)]
+        steps = np.concatenate([s[s > 0] for s in steps] + [np.array([length / 100])])
+        step_um = float(steps.min())
+    lo, hi = xy.min(axis=0) - 2 * step_um, xy.max(axis=0) + 2 * step_um
+    for name, p in (("start", a), ("end", b)):
+        if np.any(p < lo) or np.any(p > hi):
+            raise ValueError(f"the line's {name} {tuple(p)} um lies outside the scan (x {xy[:, 0].min():g}.."
+                             f"{xy[:, 0].max():g}, y {xy[:, 1].min():g}..{xy[:, 1].max():g} um).")
+    t = np.linspace(0.0, 1.0, int(np.ceil(length / step_um)) + 1)
+    pts = a[None, :] + t[:, None] * (b - a)[None, :]
+    _, frame = cKDTree(xy).query(pts)
+    keep = np.r_[True, frame[1:] != frame[:-1]]
+    frame = frame[keep]
+    dist = (xy[frame] - a) @ (b - a) / length
+    return LineProfile(dist, frame, xy[frame, 0], xy[frame, 1],
+                       {k: np.asarray(v)[frame] for k, v in values.items()})
+
+
+def _save_map(path: Path, image: np.ndarray, title: str, label: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
+    fig, ax = plt.subplots(figsize=(5, 4.4))
+    im = ax.imshow(np.ma.masked_invalid(image), cmap=cmap, origin="upper", interpolation="nearest")
+    ax.set_title(title)
+    ax.set_xlabel("fast axis (point)")
+    ax.set_ylabel("slow axis (point)")
+    fig.colorbar(im, ax=ax, label=label)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _save_line(path: Path, line: LineProfile, family: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    v = line.values
+    ax.errorbar(line.distance_um, v["q"], yerr=v["q_err"], fmt="o-", ms=3)
+    ax.set_xlabel("distance along the line (um)")
+    ax.set_ylabel(f"q_{family} (1/A)")
+    ax2 = ax.twinx()
+    ax2.plot(line.distance_um, v["d100"], "s--", color="tab:red", ms=3)
+    ax2.set_ylabel("d_100 = a (A)", color="tab:red")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
+              window: tuple[float, float] | None = None, background: str = "linear",
+              line: tuple[tuple[float, float], tuple[float, float]] | None = None,
+              figures: str | Path | None = None, batch: int = 4096) -> dict:
+    """Fit every radial profile of a reduced scan; write maps, an optional line and figures.
+
+    Parameters
+    ----------
+    results
+        Reduced scan HDF5 (``/entry/reduction/radial``, ``q``, optional ``positions``,
+        ``scan_shape``); the results go to ``/entry/qmap/<family>/`` of the same file.
+    family
+        ``"200"`` or ``"311"``.
+    a_nominal, window, background
+        As `family_window` and `fit_profiles`.
+    line
+        ``((x0, y0), (x1, y1))`` um for a line profile (needs positions).
+    figures
+        Folder for ``qmap_<family>.png`` and ``qmap_<family>_line.png``; default beside
+        ``results``.
+    batch
+        Profiles fitted at once.
+
+    Returns
+    -------
+    dict
+        ``fits`` (from `fit_profiles`, plus ``lattice_constant``, ``lattice_constant_err``),
+        ``scan_shape``, ``window``, ``line`` (LineProfile or None), ``figures`` (paths).
+
+    Notes
+    -----
+    ``a = 2 pi sqrt(h^2+k^2+l^2) / q`` and ``d_100 = a``, ``d_hkl = 2 pi / q`` (Table S1);
+    error ``a * q_err / q``. Validation: a synthetic compressed boundary is recovered
+    within 0.5 % (tests/fits/test_qmap.py).
+    """
+    path = Path(results)
+    if not path.exists():
+        raise FileNotFoundError(f"results file {str(path)!r} does not exist; run `xmodel reduce` first.")
+    hkl, lo, hi = family_window(family, a_nominal, window)
+    with h5py.File(path, "r") as f:
+        if "/entry/reduction/radial" not in f:
+            raise ValueError(f"{str(path)!r} has no /entry/reduction/radial; it is not a reduced scan "
+                             f"(run `xmodel reduce MASTER OUT` and pass OUT).")
+        q = f["/entry/reduction/q"][()]
+        radial = f["/entry/reduction/radial"]
+        n = radial.shape[0]
+        parts = [fit_profiles(q, radial[s:s + batch], (lo, hi), background=background)
+                 for s in range(0, n, batch)]
+        positions = f["/entry/reduction/positions"][()] if "/entry/reduction/positions" in f else None
+        shape = tuple(int(x) for x in f["/entry/reduction/scan_shape"][()]) \
+            if "/entry/reduction/scan_shape" in f else (1, n)
+    fits = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    fits["lattice_constant"] = lattice_constant_from_q(fits["center"], np.array(hkl))
+    fits["lattice_constant_err"] = fits["lattice_constant"] * fits["center_err"] / fits["center"]
+    if int(np.prod(shape)) != n:
+        shape = (1, n)
+    prof = None
+    if line is not None:
+        if positions is None:
+            raise ValueError(f"{str(path)!r} has no /entry/reduction/positions, so --from/--to (um) cannot "
+                             f"be placed; reduce a scan whose master file holds positions.")
+        prof = line_profile(positions, {"q": fits["center"], "q_err": fits["center_err"],
+                                        "lattice_constant": fits["lattice_constant"],
+                                        "status": fits["status"]}, line[0], line[1])
+        prof.values["d_spacing"] = 2 * np.pi / prof.values["q"]
+        prof.values["d100"] = prof.values["lattice_constant"]
+    units = {"center": ("1/angstrom", "peak position q of the family (Gaussian centre)"),
+             "center_err": ("1/angstrom", "one-sigma error of q"),
+             "sigma": ("1/angstrom", "Gaussian sigma"), "sigma_err": ("1/angstrom", "error of sigma"),
+             "fwhm": ("1/angstrom", "2.3548 sigma"),
+             "amplitude": ("counts per pixel * 1/angstrom", "Gaussian area (lmfit GaussianModel amplitude)"),
+             "amplitude_err": ("counts per pixel * 1/angstrom", "error of the area"),
+             "height": ("counts per pixel", "peak height above background"),
+             "intercept": ("counts per pixel", "background at the window centre"),
+             "slope": ("counts per pixel * angstrom", "background slope"),
+             "redchi": ("(counts per pixel)^2", "reduced chi-square (unweighted)"),
+             "status": ("", "fit outcome, see attribute status_names"),
+             "lattice_constant": ("angstrom", "a = 2 pi sqrt(h^2+k^2+l^2) / q"),
+             "lattice_constant_err": ("angstrom", "error of a from q_err")}
+    with h5py.File(path, "a") as f:
+        base = f"/entry/qmap/{family}"
+        if base in f:
+            del f[base]
+        g = f.require_group(base)
+        g.attrs.update({"family": family, "hkl": np.array(hkl), "q_window": np.array([lo, hi]),
+                        "q_window_units": "1/angstrom", "a_nominal": a_nominal, "a_nominal_units": "angstrom",
+                        "background": background, "scan_shape": np.array(shape),
+                        "status_names": [f"{k}: {v}" for k, v in STATUS.items()],
+                        "description": "per-point Gaussian + background fits of the radial profile "
+                                       "(Fig. 3a, S7a); arrays are per frame, reshape with scan_shape"})
+        for k, v in fits.items():
+            ds = g.create_dataset(k, data=v)
+            ds.attrs["units"], ds.attrs["description"] = units[k]
+        if prof is not None:
+            lg = g.create_group("line")
+            lg.attrs.update({"start_xy_um": np.array(line[0]), "end_xy_um": np.array(line[1]),
+                             "description": "line profile (Fig. 3b,c, S7b), nearest scan points"})
+            for k, v, u in (("distance_um", prof.distance_um, "um"), ("frame", prof.frame, ""),
+                            ("x_um", prof.x_um, "um"), ("y_um", prof.y_um, "um"),
+                            ("q", prof.values["q"], "1/angstrom"), ("q_err", prof.values["q_err"], "1/angstrom"),
+                            ("d_spacing", prof.values["d_spacing"], "angstrom"),
+                            ("lattice_constant", prof.values["lattice_constant"], "angstrom")):
+                lg.create_dataset(k, data=v).attrs["units"] = u
+    outdir = Path(figures) if figures is not None else path.parent
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = [outdir / f"qmap_{family}.png"]
+    _save_map(paths[0], fits["center"].reshape(shape), f"q_{family} (SL) map", "q (1/A)")
+    if prof is not None:
+        paths.append(outdir / f"qmap_{family}_line.png")
+        _save_line(paths[1], prof, family)
+    return {"fits": fits, "scan_shape": shape, "window": (lo, hi), "line": prof, "figures": paths}

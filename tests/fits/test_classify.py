@@ -1,0 +1,161 @@
+"""Domain classification on a small synthetic scan of polar images from the forward model."""
+import numpy as np
+import pytest
+
+from fits import classify, xcca
+
+CHI = np.arange(-180.0, 180.0, 1.0) + 0.5
+DOMAINS = ("red", "purple", "yellow")
+Q_SL, Q_AL = 0.0837, 2.12
+DQ_SL, DQ_AL = 0.002, xcca.default_dq(2.12)
+SHAPE = (5, 6)
+
+
+@pytest.fixture(scope="module")
+def scan():
+    """5 x 6 points: three domains in blocks, one empty point, one mixed (red + purple) point."""
+    from xmodel.config import default_paths, load_config
+    from xmodel.experiment import Experiment
+    from xmodel.noise import poisson_counts
+    from xmodel.parameters import params_from_config, structure_from_config
+
+    cfgs = [load_config(default_paths(d)) for d in DOMAINS]
+    exp = Experiment.from_config(cfgs[0])
+    params = [params_from_config(c).replace(background=0.5) for c in cfgs]
+    structure = structure_from_config(cfgs[0], lattice_constant_range=(145.0, 155.0))
+    q = np.concatenate([np.linspace(Q_SL - DQ_SL, Q_SL + DQ_SL, 3), np.linspace(Q_AL - DQ_AL, Q_AL + DQ_AL, 5)])
+    t_sl = classify.templates_from_model(params, exp, structure, q, CHI, Q_SL, DQ_SL)
+    t_al = classify.templates_from_model(params, exp, structure, q, CHI, Q_AL, DQ_AL)
+    from xmodel.pattern import PatternModel
+    model = PatternModel(exp.polar_pixels(q, CHI), structure, params[0], orientation_margin_deg=None,
+                         lattice_constant_range=(145.0, 155.0))
+    images = [xcca.model_polar_image(model, p) for p in params]
+    empty = xcca.model_polar_image(model, params[0].replace(sl_scale=0.0, al_scale=0.0, diffuse_scale=0.0))
+    truth = np.repeat(np.array([0, 0, 1, 1, 2, 2]), 5).reshape(6, 5).T.ravel()    # columns in pairs
+    truth[7] = classify.EMPTY
+    truth[20] = classify.MIXED
+    frames = []
+    for i, t in enumerate(truth):
+        if t == classify.EMPTY:
+            expct = empty
+        elif t == classify.MIXED:
+            expct = 0.6 * images[0] + 0.4 * images[1]
+        else:
+            expct = images[t]
+        valid = np.isfinite(expct)
+        counts = poisson_counts(np.where(valid, expct, 0.0), seed=i).astype(float)
+        frames.append(np.where(valid, counts, np.nan))
+    polar = np.array(frames)
+    return dict(polar=polar, q=q, truth=truth, t_sl=t_sl, t_al=t_al, params=params)
+
+
+def _rings(s):
+    r_sl = xcca.ring_profile(s["polar"], s["q"], CHI, Q_SL, DQ_SL)
+    r_al = xcca.ring_profile(s["polar"], s["q"], CHI, Q_AL, DQ_AL)
+    return r_sl, r_al
+
+
+def test_given_templates_label_every_point(scan):
+    r_sl, r_al = _rings(scan)
+    saxs = classify.fit_templates(r_sl.intensity, r_sl.weight, scan["t_sl"])
+    waxs = classify.fit_templates(r_al.intensity, r_al.weight, scan["t_al"])
+    np.testing.assert_array_equal(saxs.label, scan["truth"])
+    label, conf = classify.combine_labels(saxs, waxs)
+    np.testing.assert_array_equal(label, scan["truth"])
+    pure = scan["truth"] >= 0
+    assert np.all(conf[pure] > 0.8) and np.all((conf >= 0) & (conf <= 1))
+    # the WAXS ring alone also separates the domains (AL peaks of a few counts)
+    assert np.mean(waxs.label[pure] == scan["truth"][pure]) == 1.0
+    assert waxs.label[7] == classify.EMPTY
+
+
+def test_clustering_finds_the_classes(scan):
+    r_sl, r_al = _rings(scan)
+    temps = classify.cluster_templates(r_sl.intensity, r_sl.weight, n_classes=4)
+    assert temps.shape[0] == 3            # the mixed point does not become a class
+    saxs = classify.fit_templates(r_sl.intensity, r_sl.weight, temps)
+    truth = scan["truth"]
+    mapping = classify.match_classes(saxs.label, truth)
+    mapped = np.array([mapping.get(v, v) if v >= 0 else v for v in saxs.label])
+    np.testing.assert_array_equal(mapped, truth)
+    # without n_classes: cut by similarity
+    temps2 = classify.cluster_templates(r_sl.intensity, r_sl.weight)
+    assert temps2.shape[0] == 3
+
+
+def test_cluster_without_signal_raises():
+    flat = np.ones((4, CHI.size))
+    with pytest.raises(ValueError, match="clustering needs at least 2"):
+        classify.cluster_templates(flat, np.ones(CHI.size))
+
+
+def test_orientation_clustering_is_symmetry_aware(scan):
+    from xmodel.orientation import cubic_symmetry_operators, rotation_matrix
+
+    base = np.array([np.asarray(p.astype(np.float64).sl_orientation()) for p in scan["params"]])
+    ops = cubic_symmetry_operators()
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(3), 6)
+    mats = []
+    for k in truth:
+        small = np.asarray(rotation_matrix(rng.normal(0, np.radians(1.0), 3)))
+        mats.append(small @ base[k] @ ops[rng.integers(24)])     # symmetry-equivalent settings
+    mats = np.array(mats)
+    ok = np.ones(truth.size, bool)
+    ok[4] = False
+    label, angle = classify.classify_orientations(mats, ok, base)
+    expect = truth.copy(); expect[4] = classify.EMPTY
+    np.testing.assert_array_equal(label, expect)
+    assert np.nanmax(angle) < 5.0
+    # red and yellow SL orientations differ by only 8.6 deg (both [001], Conf1 vs Conf2): a tighter
+    # tolerance separates them when no templates are given
+    label2, _ = classify.classify_orientations(mats, ok, tolerance_deg=5.0)
+    mapping = classify.match_classes(label2, truth)
+    np.testing.assert_array_equal([mapping[v] for v in label2[ok]], truth[ok])
+
+
+def _write_reduced(path, s):
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/reduction")
+        g.create_dataset("polar", data=s["polar"].astype(np.float32), chunks=(1,) + s["polar"].shape[1:])
+        g["q"] = s["q"]
+        g["chi"] = CHI
+        g["scan_shape"] = np.array(SHAPE)
+
+
+def test_cli_classify_cluster_and_ccf_by_domain(scan, tmp_path, capsys):
+    import json
+
+    import h5py
+
+    from xmodel.cli import main
+
+    path = tmp_path / "scan.h5"
+    _write_reduced(path, scan)
+    assert main(["classify", str(path), "--templates", "cluster", "--n-classes", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert Path(out["figure"]).exists()
+    with h5py.File(path, "r") as f:
+        g = f["entry/classification"]
+        label = g["label"][()]
+        names = json.loads(g.attrs["class_names"])
+        assert g["confidence"].shape == (30,) and "saxs_label" in g and "waxs_label" in g
+    assert len(names) == 3 and label[7] == classify.EMPTY and label[20] == classify.MIXED
+    mapping = classify.match_classes(label, scan["truth"])
+    assert [mapping.get(v, v) if v >= 0 else v for v in label] == scan["truth"].tolist()
+    # the CCF of one class of the classification, then of a frame list
+    assert main(["ccf", str(path), "--q1", "0.0837", "--q2", "2.12", "--dq", "0.002", "0.042",
+                 "--domain", names[0], "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["delta_deg"]) == len(res["ccf"]) == 360 and res["n_frames"] >= 9
+    assert main(["ccf", str(path), "--q1", "0.0837", "--q2", "2.12", "--domain", "0,1,2"]) == 0
+    assert "maxima at" in capsys.readouterr().out
+    assert main(["ccf", str(path), "--q1", "0.0837", "--q2", "2.12", "--domain", "blue"]) == 2
+    assert "is not a class of" in capsys.readouterr().err
+    assert main(["classify", str(path), "--templates", "six"]) == 2
+    assert "use 'five' or 'cluster'" in capsys.readouterr().err
+
+
+from pathlib import Path  # noqa: E402

@@ -1,0 +1,109 @@
+"""Tests of fits.qmap: vectorised peak fits, statuses, maps, line profiles, command."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from fits.qmap import family_window, fit_profile, fit_profiles, line_profile, qmap_scan
+from xmodel import cli
+
+Q = np.linspace(0.05, 0.2, 300)
+
+
+def _profiles(a, rng, height=60.0, sigma=0.0025):
+    q311 = 2 * np.pi * np.sqrt(11) / a
+    lam = height * np.exp(-0.5 * ((Q - q311[:, None]) / sigma) ** 2) + 30.0 - 60.0 * (Q - 0.14)
+    return rng.poisson(lam).astype(float), q311
+
+
+def test_windows():
+    assert family_window("311") [1:] == pytest.approx((0.130, 0.160), abs=5e-4)
+    _, lo, hi = family_window("200", a_nominal=140.0)
+    assert lo == pytest.approx(0.9 * 4 * np.pi / 140.0) and hi == pytest.approx(1.2 * 4 * np.pi / 140.0)
+    with pytest.raises(ValueError, match="unknown family '111'"):
+        family_window("111")
+    with pytest.raises(ValueError, match="window must be"):
+        family_window("311", window=(0.2, 0.1))
+
+
+def test_vectorised_matches_lmfit_and_statuses():
+    rng = np.random.default_rng(1)
+    y, q311 = _profiles(rng.uniform(140, 155, 40), rng)
+    y[0] = np.nan                        # fully masked ring
+    y[1] = 30.0                          # no peak
+    y[2, (Q > 0.12) & (Q < 0.17)] = np.nan  # too few bins
+    y[3] = np.inf                        # broken frame: no finite bin
+    res = fit_profiles(Q, y, (0.130, 0.160))
+    assert res["status"][:4].tolist() == [3, 1, 3, 3]
+    assert np.all(res["status"][4:] == 0)
+    assert np.all(np.isnan(res["center"][:4]))
+    np.testing.assert_allclose(res["center"][4:], q311[4:], atol=6e-4)
+    for i in (4, 5, 6):
+        ref = fit_profile(Q, y[i], (0.130, 0.160))
+        assert res["center"][i] == pytest.approx(ref.params["g_center"].value, rel=1e-6)
+        assert res["center_err"][i] == pytest.approx(ref.params["g_center"].stderr, rel=0.02)
+        assert res["amplitude"][i] == pytest.approx(ref.params["g_amplitude"].value, rel=1e-4)
+    with pytest.raises(ValueError, match="holds 0 finite bins"):
+        fit_profile(Q, y[0], (0.130, 0.160))
+    with pytest.raises(ValueError, match="background must be 'linear' or 'constant'"):
+        fit_profiles(Q, y, (0.13, 0.16), background="cubic")
+
+
+def test_line_profile():
+    yy, xx = np.meshgrid(np.arange(5) * 0.25, np.arange(5) * 0.25, indexing="ij")
+    pos = np.stack([yy.ravel(), xx.ravel()], axis=1)
+    line = line_profile(pos, {"v": np.arange(25.0)}, (0.0, 0.0), (1.0, 1.0))
+    assert line.frame.tolist() == [0, 6, 12, 18, 24]
+    assert line.distance_um[-1] == pytest.approx(np.sqrt(2))
+    with pytest.raises(ValueError, match="has zero length"):
+        line_profile(pos, {}, (0.0, 0.0), (0.0, 0.0))
+    with pytest.raises(ValueError, match="lies outside the scan"):
+        line_profile(pos, {}, (0.0, 0.0), (9.0, 0.0))
+
+
+@pytest.fixture
+def reduced(tmp_path):
+    """A 10 x 12 raster: a compressed boundary at x = 0 (a drops 8 %), an empty column."""
+    rng = np.random.default_rng(2)
+    ny, nx, step = 10, 12, 0.25
+    yy, xx = np.meshgrid(np.arange(ny) * step, np.arange(nx) * step, indexing="ij")
+    a_true = 150.0 * (1 - 0.08 * np.exp(-xx / 0.5))
+    y, _ = _profiles(a_true.ravel(), rng, height=80.0)
+    y[(xx.ravel() > 2.6)] = rng.poisson(30.0 - 60.0 * (Q - 0.14), size=(ny, Q.size)).astype(float)
+    path = tmp_path / "scan.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/reduction")
+        g["radial"], g["q"] = y, Q
+        g["positions"] = np.stack([yy.ravel(), xx.ravel()], axis=1)
+        g["scan_shape"] = np.array([ny, nx])
+    return path, a_true
+
+
+def test_qmap_scan(reduced, tmp_path):
+    path, a_true = reduced
+    res = qmap_scan(path, "311", line=((0.0, 1.0), (2.5, 1.0)), figures=tmp_path / "fig")
+    fits = res["fits"]
+    status = fits["status"].reshape(a_true.shape)
+    assert np.all(status[:, -1] == 1) and np.all(status[:, :-1] == 0)
+    a = fits["lattice_constant"].reshape(a_true.shape)[:, :-1]
+    np.testing.assert_allclose(a, a_true[:, :-1], rtol=0.005)
+    assert all(p.exists() for p in res["figures"])
+    line = res["line"]
+    assert np.all(np.diff(line.values["lattice_constant"][:6]) > 0)  # a grows away from the boundary
+    with h5py.File(path, "r") as f:
+        g = f["/entry/qmap/311"]
+        assert g["center"].attrs["units"] == "1/angstrom"
+        assert g["line/lattice_constant"].shape == line.distance_um.shape
+        assert tuple(g.attrs["scan_shape"]) == a_true.shape
+
+
+def test_cli(reduced, tmp_path, capsys):
+    path, _ = reduced
+    assert cli.main(["qmap", str(path), "--family", "311", "--figures", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status_counts"]["ok"] == 110 and out["status_counts"]["no peak"] == 10
+    assert cli.main(["qmap", str(path), "--family", "311", "--from", "0,0"]) == 2
+    assert "give both --from X0,Y0 and --to X1,Y1" in capsys.readouterr().err
+    assert cli.main(["qmap", str(tmp_path / "missing.h5"), "--family", "200"]) == 2
+    assert "does not exist" in capsys.readouterr().err

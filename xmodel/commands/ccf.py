@@ -1,0 +1,160 @@
+"""``xmodel ccf``: X-ray cross-correlation function of two rings (Eqs. 1-6, Fig. 2a-e)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+CHI_EDGES = np.linspace(-180.0, 180.0, 361)
+
+
+def _domain_frames(path: Path, domain: str) -> np.ndarray:
+    """Frame indices of ``--domain``: a list "0,5,7" or a class name / index of the classification."""
+    text = domain.strip()
+    if all(p.strip().lstrip("-").isdigit() for p in text.split(",")) and "," in text:
+        return np.array([int(p) for p in text.split(",")])
+    with h5py.File(path, "r") as f:
+        if "entry/classification/label" not in f:
+            raise ValueError(f"--domain {domain!r} needs /entry/classification/label in {path}; run "
+                             "`xmodel classify` first or pass frame indices, e.g. --domain 0,1,2.")
+        grp = f["entry/classification"]
+        labels = grp["label"][()]
+        names = list(json.loads(grp.attrs["class_names"]))
+    if text.lstrip("-").isdigit():
+        idx = int(text)
+    elif text.lower() in [n.lower() for n in names]:
+        idx = [n.lower() for n in names].index(text.lower())
+    else:
+        raise ValueError(f"--domain {domain!r} is not a class of {path}; valid: {names} (or an index, "
+                         "or a comma-separated list of frame indices).")
+    frames = np.flatnonzero(labels == idx)
+    if frames.size == 0:
+        raise ValueError(f"class {domain!r} of {path} holds no scan point; choose another --domain.")
+    return frames
+
+
+def _pattern_rings(path: Path, rings):
+    """Rings of a single pattern of `xmodel simulate`, binned without pixel splitting."""
+    from fits.xcca import Ring
+    from xmodel.geometry import Geometry
+    from xmodel.reduction import PolarBins, build_bin_map, reduce_frames
+
+    with h5py.File(path, "r") as f:
+        image = f["entry/pattern/intensity"][()]
+        mask = f["entry/pattern/mask"][()].astype(bool) if "entry/pattern/mask" in f else np.zeros(image.shape, bool)
+        g = dict(f["entry/geometry"].attrs)
+    geom = Geometry(**{k: float(g[k]) for k in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3",
+                                                 "wavelength", "pixel1", "pixel2")},
+                    shape=tuple(int(v) for v in g["shape"]), detector_name=str(g.get("detector", "")))
+    q, chi = geom.q(), geom.chi()
+    out = []
+    for q0, dq in rings:
+        bins = PolarBins(np.array([q0 - dq, q0 + dq]), CHI_EDGES)
+        polar, _ = reduce_frames(image, build_bin_map(q, chi, mask, bins))
+        prof = polar[0, :, 0].astype(np.float64)
+        w = np.isfinite(prof).astype(float)
+        out.append(Ring(np.where(w > 0, prof, 0.0), w, bins.chi_centres, float(q0), float(dq)))
+    return out, 1
+
+
+def run(args) -> int:
+    from fits import xcca
+
+    path = Path(args.input)
+    if not path.exists():
+        raise FileNotFoundError(f"input {path} does not exist; pass a reduced scan or a pattern of "
+                                "`xmodel simulate`.")
+    dq = args.dq or [None]
+    if len(dq) > 2:
+        raise ValueError(f"--dq takes one or two values (1/A), got {dq}.")
+    dq1 = dq[0] if dq[0] is not None else xcca.default_dq(args.q1)
+    dq2 = dq[-1] if dq[-1] is not None else xcca.default_dq(args.q2)
+    with h5py.File(path, "r") as f:
+        kind = "scan" if "entry/reduction/polar" in f else "pattern" if "entry/pattern/intensity" in f else None
+    if kind is None:
+        raise ValueError(f"{path} holds neither /entry/reduction/polar (xmodel reduce) nor "
+                         "/entry/pattern/intensity (xmodel simulate).")
+    if kind == "scan":
+        frames = _domain_frames(path, args.domain) if args.domain else None
+        (r1, r2), _ = xcca.read_rings(path, [(args.q1, dq1), (args.q2, dq2)], frames=frames)
+    else:
+        if args.domain:
+            raise ValueError("--domain applies to reduced scans only; a single pattern is one frame.")
+        (r1, r2), _ = _pattern_rings(path, [(args.q1, dq1), (args.q2, dq2)])
+    res = xcca.ccf_of_rings(r1, r2)
+    out = {"input": str(path), "q1": args.q1, "q2": args.q2, "dq1": dq1, "dq2": dq2,
+           "n_frames": res.n_frames, "delta_deg": res.delta_deg.tolist(), "ccf": res.ccf.tolist(),
+           "maxima_deg": xcca.ccf_maxima(res.delta_deg, res.ccf).tolist()}
+    sim = None
+    if args.simulate:
+        sim = _simulate(args.simulate, r1, r2, dq1, dq2)
+        out["ccf_simulated"] = sim["model"].ccf.tolist()
+        out["ccf_gaussian"] = sim["gaussian"].ccf.tolist()
+        out["score"] = xcca.ccf_score(res.ccf, sim["model"].ccf)
+        out["score_gaussian"] = xcca.ccf_score(res.ccf, sim["gaussian"].ccf)
+    if args.figure:
+        xcca.plot_ccfs([{"title": f"q1 = {args.q1:g}, q2 = {args.q2:g} 1/A", "delta_deg": res.delta_deg,
+                         "ccf": res.ccf, "ccf_simulated": None if sim is None else sim["model"].ccf}],
+                       args.figure)
+        out["figure"] = str(args.figure)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"CCF of q1 = {args.q1:g} +- {dq1:g} and q2 = {args.q2:g} +- {dq2:g} 1/A over "
+              f"{res.n_frames} frame(s); maxima at Delta = "
+              + ", ".join(f"{v:.1f}" for v in out["maxima_deg"]) + " deg")
+        if sim is not None:
+            print(f"correlation with the forward-model CCF {out['score']:.3f}, "
+                  f"with the Gaussian-peak CCF {out['score_gaussian']:.3f}")
+    return 0
+
+
+def _simulate(configs, r1, r2, dq1, dq2) -> dict:
+    """Forward-model and Gaussian-peak (Eqs. 4-6) CCFs of a config on the data's chi grid."""
+    from fits import xcca
+    from xmodel.config import load_config
+    from xmodel.experiment import Experiment
+    from xmodel.parameters import params_from_config, structure_from_config
+    from xmodel.pattern import PatternModel
+    from xmodel.peaks import reflection_table
+
+    cfg = load_config(configs)
+    exp = Experiment.from_config(cfg, binning=1)
+    params = params_from_config(cfg)
+    structure = structure_from_config(cfg)
+    chi = r1.chi_deg
+    q = np.concatenate([np.linspace(r1.q0 - dq1, r1.q0 + dq1, 5), np.linspace(r2.q0 - dq2, r2.q0 + dq2, 7)])
+    model = PatternModel(exp.polar_pixels(q, chi), structure, params)
+    polar = xcca.model_polar_image(model, params)
+    s1 = xcca.ring_profile(polar, q, chi, r1.q0, dq1)
+    s2 = xcca.ring_profile(polar, q, chi, r2.q0, dq2)
+    model_ccf = xcca.ccf_of_rings(s1, s2)
+    rows = reflection_table(exp, structure, params)
+    step = float(np.mean(np.diff(chi)))
+    saxs = xcca.ring_peaks(rows, "SL", r1.q0, dq1 + 0.001, params, chi_step_deg=step)
+    waxs = xcca.ring_peaks(rows, "AL", r2.q0, dq2, params, chi_step_deg=step)
+    if saxs[0].size == 0 or waxs[0].size == 0:
+        raise ValueError(f"the simulated pattern of {list(map(str, configs))} has no peak on the ring "
+                         f"at q1 = {r1.q0:g} or q2 = {r2.q0:g} 1/A; check q1, q2 and the domain config.")
+    w2 = np.asarray(r2.weight).reshape(-1, chi.size).max(axis=0)
+    gauss = xcca.gaussian_ccf(chi, saxs, waxs, w_waxs=w2, q1=r1.q0, q2=r2.q0)
+    return {"model": model_ccf, "gaussian": gauss}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("ccf", help="cross-correlation function of two rings (XCCA, Eqs. 1-6)")
+    p.add_argument("input", metavar="INPUT", help="reduced scan (xmodel reduce) or pattern (xmodel simulate)")
+    p.add_argument("--q1", type=float, required=True, help="first ring, 1/A (e.g. 0.083 for 200_SL)")
+    p.add_argument("--q2", type=float, required=True, help="second ring, 1/A (e.g. 2.12 for 200_AL)")
+    p.add_argument("--dq", type=float, nargs="+", default=None, metavar="DQ",
+                   help="band half-width(s) in 1/A: one for both rings or DQ1 DQ2 "
+                        "(default max(0.002, 0.02 q))")
+    p.add_argument("--domain", default=None,
+                   help="class name or index of /entry/classification/label, or frame indices 0,1,2")
+    p.add_argument("--simulate", nargs="+", metavar="CONFIG", default=None,
+                   help="TOML files (experiment, domain) whose simulated CCF is compared")
+    p.add_argument("--figure", default=None, help="write a figure like Fig. 2a-e to this path")
+    p.add_argument("--json", action="store_true", help="print delta_deg, ccf (and ccf_simulated) as JSON")
+    p.set_defaults(func=run)

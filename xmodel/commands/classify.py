@@ -1,0 +1,154 @@
+"""``xmodel classify``: SAXS/WAXS domain classes of every scan point (Fig. 1a,b)."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+Q_SL, DQ_SL = 0.083, 0.005      # 200_SL ring; wide enough for the 5-13 % compression at edges
+Q_AL, DQ_AL = 2.12, 0.042       # 200_AL ring
+
+
+def _experiment(path: Path, cfg):
+    """Geometry and mask of the reduction (its PONI text and mask), else the config's."""
+    from xmodel.experiment import Experiment
+    from xmodel.geometry import Geometry
+
+    with h5py.File(path, "r") as f:
+        grp = f["entry/reduction"]
+        poni = grp.attrs.get("poni")
+        mask = grp["mask"][()].astype(bool) if "mask" in grp else None
+    base = Experiment.from_config(cfg, binning=1)
+    if not poni or mask is None:
+        return base
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "scan.poni"
+        p.write_text(poni if isinstance(poni, str) else poni.decode())
+        geom = Geometry.from_poni(p, detector=base.geometry.detector_name or None)
+    return Experiment(geometry=geom, mask=mask, polarization_factor=base.polarization_factor)
+
+
+def _given_templates(args, path, chi, q_grid):
+    """Names, SL orientations and (SAXS, WAXS) templates of the five domains (or a twin's)."""
+    from fits.classify import templates_from_model
+    from xmodel.config import DOMAINS, default_paths, load_config
+    from xmodel.parameters import params_from_config, structure_from_config
+
+    if args.twin:
+        from xmodel.twin import domain_params, load_twin
+
+        sample = load_twin(args.twin)
+        names = list(sample.label_names)
+        cfgs = list(sample.configs)
+        params = [domain_params(sample, k) for k in range(len(names))]
+    else:
+        names = list(DOMAINS)
+        cfgs = [load_config(default_paths(d)) for d in names]
+        params = [params_from_config(c) for c in cfgs]
+    params = [p.replace(background=0.0) for p in params]
+    exp = _experiment(path, cfgs[0])
+    a = [c.superlattice.lattice_constant for c in cfgs]
+    structure = structure_from_config(cfgs[0], lattice_constant_range=(min(a), max(a)))
+    t_sl = templates_from_model(params, exp, structure, q_grid, chi, Q_SL, DQ_SL)
+    t_al = templates_from_model(params, exp, structure, q_grid, chi, Q_AL, DQ_AL)
+    rot = np.array([np.asarray(p.astype(np.float64).sl_orientation()) for p in params])
+    return names, rot, t_sl, t_al
+
+
+def run(args) -> int:
+    from fits import classify
+    from fits.xcca import read_rings
+
+    path = Path(args.results)
+    if not path.exists():
+        raise FileNotFoundError(f"results file {path} does not exist; run `xmodel reduce` first.")
+    if args.templates not in ("five", "cluster"):
+        raise ValueError(f"--templates {args.templates!r} is not valid; use 'five' or 'cluster'.")
+    (r_sl, r_al), n = read_rings(path, [(Q_SL, DQ_SL), (Q_AL, DQ_AL)])
+    with h5py.File(path, "r") as f:
+        grp = f["entry/reduction"]
+        q_all, chi = grp["q"][()], grp["chi"][()]
+        shape = tuple(int(v) for v in grp["scan_shape"][()]) if "scan_shape" in grp else (1, n)
+        fits_r = f["entry/fits/orientation_matrix"][()] if "entry/fits/orientation_matrix" in f else None
+        status = f["entry/fits/status"][()] if "entry/fits/status" in f else None
+    opts = dict(min_significance=args.min_significance, mixed_fraction=args.mixed_fraction)
+    rot = None
+    if args.templates == "five":
+        band = (np.abs(q_all - Q_SL) <= DQ_SL) | (np.abs(q_all - Q_AL) <= DQ_AL)
+        names, rot, t_sl, t_al = _given_templates(args, path, chi, q_all[band])
+        saxs = classify.fit_templates(r_sl.intensity, r_sl.weight, t_sl, **opts)
+        waxs = classify.fit_templates(r_al.intensity, r_al.weight, t_al, **opts)
+        label, conf = classify.combine_labels(saxs, waxs)
+    else:
+        t_sl = classify.cluster_templates(r_sl.intensity, r_sl.weight, n_classes=args.n_classes)
+        saxs = classify.fit_templates(r_sl.intensity, r_sl.weight, t_sl, **opts)
+        try:
+            t_al = classify.cluster_templates(r_al.intensity, r_al.weight, n_classes=args.n_classes)
+            waxs = classify.fit_templates(r_al.intensity, r_al.weight, t_al, **opts)
+        except ValueError:          # no WAXS peaks anywhere: WAXS empty everywhere
+            waxs = classify.RingClasses(np.full(n, classify.EMPTY), np.ones(n), np.zeros((n, 0)), np.zeros((n, 0)))
+        names = [f"class{k}" for k in range(t_sl.shape[0])]
+        mapping = classify.match_classes(waxs.label, saxs.label)
+        label, conf = classify.combine_labels(saxs, waxs, mapping)
+    orient = None
+    if fits_r is not None and status is not None:
+        st = np.asarray(status)
+        ok = (st == 0) if st.dtype.kind in "iub" else np.char.lower(st.astype(str)) == "ok"
+        orient = classify.classify_orientations(fits_r, ok, rot if args.templates == "five" else None,
+                                                n_classes=args.n_classes)[0]
+    _write(path, names, saxs, waxs, label, conf, orient, args)
+    figure = Path(args.figure) if args.figure else path.with_name(path.stem + "_domains.png")
+    maps = {"SAXS (q = 0.083 1/A)": saxs.label, "WAXS (q = 2.12 1/A)": waxs.label, "label": label}
+    if orient is not None:
+        maps["fitted orientations"] = orient
+    classify.plot_label_maps(maps, names, shape, figure)
+    counts = {nm: int(np.sum(label == k)) for k, nm in enumerate(names)}
+    counts.update(mixed=int(np.sum(label == classify.MIXED)), empty=int(np.sum(label == classify.EMPTY)))
+    print(json.dumps({"results": str(path), "figure": str(figure), "class_names": names, "counts": counts}))
+    return 0
+
+
+def _write(path, names, saxs, waxs, label, conf, orient, args) -> None:
+    with h5py.File(path, "a") as f:
+        if "entry/classification" in f:
+            del f["entry/classification"]
+        g = f.require_group("entry").create_group("classification")
+        g.attrs["class_names"] = json.dumps(names)
+        g.attrs["labels"] = "class index >= 0 into class_names; -1 empty (no peaks); -2 mixed"
+        g.attrs["method"] = (f"ring peaks, templates={args.templates}, n_classes={args.n_classes}, "
+                             f"rings q_SL={Q_SL}+-{DQ_SL}, q_AL={Q_AL}+-{DQ_AL} 1/A, "
+                             f"min_significance={args.min_significance}, mixed_fraction={args.mixed_fraction}")
+        from fits.classify import class_colors
+
+        g.attrs["class_colors"] = json.dumps(class_colors(names))
+        for key, val, desc in (
+            ("saxs_label", saxs.label, "class from the SL ring at q = 0.083 1/A"),
+            ("waxs_label", waxs.label, "class from the AL ring at q = 2.12 1/A"),
+            ("label", label, "point label: SAXS class, WAXS class where SAXS is empty"),
+            ("confidence", conf, "dominant share of the fitted peak intensity times the fit's R^2"),
+            ("saxs_confidence", saxs.confidence, "as confidence, SL ring"),
+            ("waxs_confidence", waxs.confidence, "as confidence, AL ring"),
+        ) + ((("orientation_label", orient, "class of the fitted SL orientation (cubic misorientation)"),)
+             if orient is not None else ()):
+            d = g.create_dataset(key, data=np.asarray(val, np.int32 if "label" in key else np.float64))
+            d.attrs["description"] = desc
+            d.attrs["units"] = ""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("classify", help="SAXS/WAXS domain classes of every scan point (Fig. 1a,b)")
+    p.add_argument("results", metavar="RESULTS", help="reduced scan (xmodel reduce), optionally with fits")
+    p.add_argument("--templates", default="five",
+                   help="'five': the paper's five domains (configs/domains, or --twin); 'cluster': "
+                        "classes found by clustering the ring profiles")
+    p.add_argument("--twin", default=None, help="twin TOML whose domains (in-plane angles) give the templates")
+    p.add_argument("--n-classes", type=int, default=None, help="number of classes for clustering")
+    p.add_argument("--min-significance", type=float, default=6.0,
+                   help="a class counts when its amplitude is this many noise sigmas (default 6)")
+    p.add_argument("--mixed-fraction", type=float, default=0.1,
+                   help="second class share that makes a point mixed (default 0.1)")
+    p.add_argument("--figure", default=None, help="map figure path (default RESULTS_domains.png)")
+    p.set_defaults(func=run)

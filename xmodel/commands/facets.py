@@ -1,0 +1,29 @@
+"""``xmodel facets``: facet-facet interactions of the twelve nearest neighbours (Fig. 5, S12)."""
+from __future__ import annotations
+
+import json
+
+
+def run(args) -> int:
+    from fits.facets import facet_interactions
+
+    table = facet_interactions(args.configuration, d100=args.d100, d111=args.d111,
+                               max_angle_deg=args.max_angle)
+    print(json.dumps(table.as_dict(), indent=1) if args.json else table.format())
+    return 0
+
+
+def add_parser(sub) -> None:
+    from fits.facets import DEFAULT_D100, DEFAULT_D111, DEFAULT_MAX_ANGLE_DEG
+
+    p = sub.add_parser("facets", help="{100}/{111} facet interactions of nearest neighbours (Fig. 5)")
+    p.add_argument("--configuration", required=True, help="conf1 or conf2")
+    p.add_argument("--d100", type=float, default=DEFAULT_D100,
+                   help=f"{{100}} facet distance from the NC centre (A, default {DEFAULT_D100})")
+    p.add_argument("--d111", type=float, default=DEFAULT_D111,
+                   help=f"{{111}} facet distance from the NC centre (A, default {DEFAULT_D111})")
+    p.add_argument("--max-angle", type=float, default=DEFAULT_MAX_ANGLE_DEG,
+                   help=f"largest angle between a neighbour and its facet normal (deg, default "
+                        f"{DEFAULT_MAX_ANGLE_DEG})")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)

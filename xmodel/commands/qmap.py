@@ -1,0 +1,66 @@
+"""``xmodel qmap``: maps and line profiles of the SL 200/311 peak position (Fig. 3, S7)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+
+def _point(text: str, name: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{name} must be X,Y in micrometres (x fast, y slow), got {text!r}; "
+                         f"e.g. {name} 3.5,10.") from None
+    return x, y
+
+
+def run(args) -> int:
+    from fits.qmap import STATUS, qmap_scan
+
+    if (args.start is None) != (args.end is None):
+        raise ValueError("give both --from X0,Y0 and --to X1,Y1 (um) for a line profile, or neither.")
+    line = None if args.start is None else (_point(args.start, "--from"), _point(args.end, "--to"))
+    window = None
+    if args.window is not None:
+        lo, hi = _point(args.window, "--window")
+        window = (lo, hi)
+    res = qmap_scan(args.results, args.family, a_nominal=args.a_nominal, window=window,
+                    background=args.background, line=line, figures=args.figures)
+    fits = res["fits"]
+    counts = {STATUS[k]: int(np.count_nonzero(fits["status"] == k)) for k in STATUS}
+    summary = {"family": args.family, "q_window": list(res["window"]), "status_counts": counts,
+               "median_q": float(np.nanmedian(fits["center"])) if counts["ok"] else None,
+               "figures": [str(p) for p in res["figures"]]}
+    if res["line"] is not None:
+        ln = res["line"]
+        summary["line"] = {"distance_um": ln.distance_um.tolist(),
+                           "q": [None if not np.isfinite(v) else float(v) for v in ln.values["q"]],
+                           "lattice_constant": [None if not np.isfinite(v) else float(v)
+                                                for v in ln.values["lattice_constant"]]}
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        lo, hi = res["window"]
+        print(f"q_{args.family}: window {lo:.4f}..{hi:.4f} 1/A; " +
+              ", ".join(f"{v} {k}" for k, v in counts.items()))
+        if summary["median_q"] is not None:
+            print(f"median q = {summary['median_q']:.4f} 1/A; written to {args.results}:/entry/qmap/{args.family}")
+        for p in res["figures"]:
+            print(f"figure: {p}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("qmap", help="maps and line profiles of the SL 200/311 peak position (Fig. 3, S7)")
+    p.add_argument("results", help="reduced scan (HDF5); results go to /entry/qmap/<family>")
+    p.add_argument("--family", required=True, choices=["200", "311"], help="SL peak family")
+    p.add_argument("--a-nominal", type=float, default=150.0,
+                   help="nominal lattice constant (A) the default q window follows (default 150)")
+    p.add_argument("--window", help="explicit q window Q_LO,Q_HI (1/A)")
+    p.add_argument("--background", choices=["linear", "constant"], default="linear")
+    p.add_argument("--from", dest="start", help="line start X0,Y0 (um)")
+    p.add_argument("--to", dest="end", help="line end X1,Y1 (um)")
+    p.add_argument("--figures", help="folder for the PNG figures (default beside RESULTS)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=run)
