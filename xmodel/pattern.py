@@ -3,19 +3,24 @@
 ``I = w * (background + I_SL + I_AL)`` with ``w`` the solid angle times polarization
 (DESIGN.md, "Pattern"), zero where masked, and
 
-* ``I_SL(q) = diffuse_scale * P(|q|) + sl_scale * P(|q|) * sum_G g(q - R_sl G)`` over the fcc
-  SL reflections, ``P`` the polydisperse sphere form factor, ``g`` a 3D Gaussian with radial
-  sigma ``sigma_r`` and tangential sigma ``|G| sigma_mosaic``;
-* ``I_AL(q) = al_scale * sum_G |F_G|^2/|F_200|^2 g(q - R_al G)`` over the rock-salt PbS
+* ``I_SL(q) = diffuse_scale * P(|q|) + sl_scale * P(|q|) * sum_G g(q; R_sl G)`` over the fcc
+  SL reflections, ``P`` the polydisperse sphere form factor, ``g`` a Gaussian peak with
+  radial sigma ``sigma_r`` and tangential sigma ``|G| sigma_mosaic``;
+* ``I_AL(q) = al_scale * sum_G |F_G|^2/|F_200|^2 g(q; R_al G)`` over the rock-salt PbS
   reflections, radial sigma ``sigma_s`` and tangential ``sqrt(sigma_s^2 + (|G| sigma_Phi)^2)``
   (the model behind the paper's Eq. 7).
 
+Peak shape. A peak is Gaussian in the radial distance ``|q| - |G|`` and in the tangential
+chord ``|G| |q_hat - G_hat|`` (a cap on the sphere of radius |G|, which is where an
+orientational spread — SL mosaic, NC disorder — moves G; DESIGN.md's 3D Gaussian is its
+small-angle limit). With this shape the azimuthal FWHM measured along a ring equals the
+tangential one, so Eq. 7 applied to simulated patterns returns the model's disorder.
+
 Cost. A naive evaluation tests every pixel against every reflection. Here reflections are
 grouped in shells of equal ``h^2 + k^2 + l^2`` (equal |G|), and the static `Support` keeps,
-for each shell, only the pixels where some member can reach ``band_nsigma`` sigmas (the
-q-band, widened for the curvature of the Ewald sphere across a broad tangential peak) and
-only the members that reach some of those pixels. With ``c = q . G_hat`` both Gaussian
-distances come from one matrix product: ``dq_r = c - |G|`` and ``dq_t^2 = |q|^2 - c^2``.
+for each shell, only the pixels of its q-band (``||q| - |G|| < band_nsigma sigma_r``) where
+some member reaches ``band_nsigma`` sigmas, and only the members that reach some of those
+pixels. With ``c = q . G_hat`` the distances need one product per pair, fused by XLA.
 The support is computed once, outside `jit`, for given parameters and parameter ranges
 (like a neighbour list); rebuild it when a fit moves outside those ranges.
 """
@@ -53,7 +58,7 @@ def gaussian_peak(dq_r2, dq_t2, sigma_r, sigma_t):
 
 
 def shell_sum(q_t, q2, g_rot, g, sigma_r, sigma_t):
-    """Sum of the Gaussian peaks of one shell (reflections of equal |G| = g) at points q.
+    """Sum of the peaks of one shell (reflections of equal |G| = g) at points q.
 
     Parameters
     ----------
@@ -63,16 +68,21 @@ def shell_sum(q_t, q2, g_rot, g, sigma_r, sigma_t):
 
     Notes
     -----
-    With ``c = q . G / g``: radial distance ``c - g``, tangential ``|q|^2 - c^2`` (exact
-    decomposition of ``|q - G|^2`` along and across ``G``). Written as an elementwise
-    expression over (m, n) rather than a matrix product with an inner dimension of 3, which
-    XLA fuses into one loop.
+    Each peak is a Gaussian in spherical coordinates about the origin (a "curved cap"):
+    radial distance ``|q| - g`` and tangential distance the chord ``g |q_hat - G_hat|``,
+    ``dq_t^2 = 2 g^2 (1 - q_hat . G_hat)``. A spread of orientations (SL mosaic, NC
+    disorder) keeps |G| and moves G over the sphere of radius g, so the peak follows that
+    sphere rather than its tangent plane; the azimuthal width measured along a ring of
+    constant |q| is then the tangential sigma itself, as assumed by Eq. 7. Written as an
+    elementwise expression over (m, n) rather than a matrix product with an inner
+    dimension of 3, which XLA fuses into one loop.
     """
+    qa = jnp.sqrt(q2)
     gn = g_rot / g
     c = gn[:, 0:1] * q_t[0][None, :] + gn[:, 1:2] * q_t[1][None, :] + gn[:, 2:3] * q_t[2][None, :]
-    dr = c - g
-    dt2 = jnp.maximum(q2[None, :] - c * c, 0.0)
-    return jnp.sum(gaussian_peak(dr * dr, dt2, sigma_r, sigma_t), axis=0)
+    dr = qa - g
+    dt2 = (2.0 * g * g) * jnp.maximum(1.0 - c / jnp.maximum(qa, 1e-12)[None, :], 0.0)
+    return jnp.sum(gaussian_peak((dr * dr)[None, :], dt2, sigma_r, sigma_t), axis=0)
 
 
 def al_tangential_sigma(g, al_radial_width, disorder):
@@ -115,17 +125,6 @@ class Support:
         return int(sum(s.points.size * s.members.size for s in self.sl_shells + self.al_shells))
 
 
-def _min_exponent(qabs, g, sigma_r, sigma_t):
-    """Smallest ``dq_r^2/sigma_r^2 + dq_t^2/sigma_t^2`` over all directions at fixed |q|."""
-    cands = [qabs, -qabs]
-    if sigma_t > sigma_r:
-        cands.append(np.clip(g * sigma_t ** 2 / (sigma_t ** 2 - sigma_r ** 2), -qabs, qabs))
-    best = np.full(qabs.shape, np.inf)
-    for c in cands:
-        best = np.minimum(best, (c - g) ** 2 / sigma_r ** 2 + np.maximum(qabs ** 2 - c ** 2, 0) / sigma_t ** 2)
-    return best
-
-
 def _shells(hkl: np.ndarray) -> dict[int, np.ndarray]:
     n2 = np.sum(np.asarray(hkl) ** 2, axis=1)
     return {int(v): np.flatnonzero(n2 == v) for v in np.unique(n2)}
@@ -144,12 +143,13 @@ def _lattice_support(q_lab, qabs, order, hkl, rot, a_values, sigma_r, sigma_t_of
     shells = []
     for n2, members in _shells(hkl).items():
         gs = TWO_PI * np.sqrt(n2) / np.asarray(a_values)
-        reach = nsigma * max(sigma_r, max(sigma_t_of_g(g) for g in gs))
+        reach = nsigma * sigma_r
         lo, hi = np.searchsorted(sorted_q, [gs.min() - reach, gs.max() + reach])
         cand = np.sort(order[lo:hi])
+        qc = qabs[cand]
         keep = np.zeros(cand.size, bool)
-        for g in gs:
-            keep |= _min_exponent(qabs[cand], g, sigma_r, sigma_t_of_g(g)) < limit
+        for g in gs:     # at fixed |q| the tangential distance can vanish: the band is radial
+            keep |= (qc - g) ** 2 / sigma_r ** 2 < limit
         pts = cand[keep]
         if pts.size == 0:
             continue
@@ -164,8 +164,9 @@ def _lattice_support(q_lab, qabs, order, hkl, rot, a_values, sigma_r, sigma_t_of
             near = np.zeros((pts.size, members.size), bool)
             for start in range(0, pts.size, 200_000):
                 sl = slice(start, start + 200_000)
-                c = q_lab[pts[sl]] @ gn.T
-                e = (c - g0) ** 2 / sr ** 2 + np.maximum(qabs[pts[sl], None] ** 2 - c ** 2, 0) / st ** 2
+                qa = qabs[pts[sl], None]
+                cos = (q_lab[pts[sl]] @ gn.T) / np.maximum(qa, 1e-12)
+                e = (qa - g0) ** 2 / sr ** 2 + 2 * g0 ** 2 * np.maximum(1 - cos, 0) / st ** 2
                 near[sl] = e < limit
             used = near.any(axis=0)
             if not used.any():
@@ -400,9 +401,11 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
 
         def peaks(G, sr, st):
             gn = jnp.linalg.norm(G, axis=1)
-            d = q[:, None, :] - G[None, :, :]
-            dr = jnp.sum(d * (G / gn[:, None])[None], axis=2)
-            dt2 = jnp.sum(d * d, axis=2) - dr * dr
+            # radial |q| - |G| and chord |G| |q_hat - G_hat| (module docstring)
+            dr = qa[:, None] - gn[None, :]
+            u = q / jnp.maximum(qa, 1e-12)[:, None]
+            chord = u[:, None, :] * gn[None, :, None] - G[None, :, :]
+            dt2 = jnp.sum(chord * chord, axis=2)
             return gaussian_peak(dr * dr, dt2, sr, st)
 
         ff = sphere_form_factor(qa, p.radius, p.radius_sigma, n_nodes=nodes)

@@ -41,10 +41,19 @@ def ewald_projection(g_lab: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarra
 
 
 def _peak_height(dq: np.ndarray, g_lab: np.ndarray, sigma_r: np.ndarray, sigma_t: np.ndarray) -> np.ndarray:
-    gn = g_lab / np.linalg.norm(g_lab, axis=1, keepdims=True)
-    dr = np.sum(dq * gn, axis=1)
-    dt2 = np.maximum(np.sum(dq * dq, axis=1) - dr ** 2, 0.0)
-    return np.exp(-0.5 * (dr ** 2 / sigma_r ** 2 + dt2 / sigma_t ** 2))
+    return np.exp(-0.5 * peak_exponent(dq + g_lab, g_lab, sigma_r, sigma_t))
+
+
+def peak_exponent(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t) -> np.ndarray:
+    """``dq_r^2/sigma_r^2 + dq_t^2/sigma_t^2`` of the curved-cap peak (`xmodel.pattern.shell_sum`).
+
+    Radial ``|q| - |G|``, tangential chord ``|G| |q_hat - G_hat|``; broadcasts over leading axes.
+    """
+    qa = np.linalg.norm(q_lab, axis=-1)
+    ga = np.linalg.norm(g_lab, axis=-1)
+    u = q_lab / np.maximum(qa, 1e-12)[..., None]
+    chord = u * ga[..., None] - g_lab
+    return (qa - ga) ** 2 / sigma_r ** 2 + np.sum(chord * chord, axis=-1) / sigma_t ** 2
 
 
 def _brightest_on_sphere(geom, g_lab, q_near, sigma_r, sigma_t, n: int = 601) -> np.ndarray:
@@ -60,17 +69,11 @@ def _brightest_on_sphere(geom, g_lab, q_near, sigma_r, sigma_t, n: int = 601) ->
     t = np.linspace(-1.0, 1.0, n)
     qs = np.clip(gabs[:, None] + span[:, None] * t[None, :], 1e-9, 2 * geom.k * (1 - 1e-9))
     pts = geom.q_lab_from_polar(qs, np.broadcast_to(chi[:, None], qs.shape))
-    d = pts - g_lab[:, None, :]
-    gn = g_lab / gabs[:, None]
-    dr = np.einsum("nij,nj->ni", d, gn)
-    dt2 = np.maximum(np.sum(d * d, axis=2) - dr ** 2, 0.0)
-    e = dr ** 2 / sigma_r[:, None] ** 2 + dt2 / sigma_t[:, None] ** 2
+    e = peak_exponent(pts, g_lab[:, None, :], sigma_r[:, None], sigma_t[:, None])
     best = np.argmin(e, axis=1)
     out = pts[np.arange(len(best)), best]
     # keep the Euclidean projection where it is at least as bright (e.g. G on the sphere)
-    d0 = q_near - g_lab
-    dr0 = np.sum(d0 * gn, axis=1)
-    e0 = dr0 ** 2 / sigma_r ** 2 + np.maximum(np.sum(d0 * d0, axis=1) - dr0 ** 2, 0) / sigma_t ** 2
+    e0 = peak_exponent(q_near, g_lab, sigma_r, sigma_t)
     take = e0 <= e[np.arange(len(best)), best]
     out[take] = q_near[take]
     return out

@@ -1,0 +1,46 @@
+"""``xmodel boundary``: warm-started fits along a line; rotation and a versus distance."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _point(text: str, name: str) -> tuple[float, float]:
+    try:
+        y, x = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{name} {text!r} is not a point; write it as Y,X in um, e.g. {name} 2.5,7.0") from None
+    return y, x
+
+
+def run(args) -> int:
+    import h5py
+
+    from fits.boundary import fit_line, line_points, read_line, write_line
+    from fits.scan_fit import FitSettings, setup_from_reduction
+    from xmodel.config import load_config
+
+    p0, p1 = _point(args.start, "--from"), _point(args.end, "--to")
+    cfg = load_config(args.configs, args.overrides)
+    with h5py.File(args.results, "r") as f:
+        if "entry/reduction/positions" not in f:
+            raise ValueError(f"{args.results} has no /entry/reduction/positions; reduce the scan first.")
+        pos = f["entry/reduction/positions"][()]
+    index, dist = line_points(pos, p0, p1)
+    settings = FitSettings(max_iter=args.max_iter)
+    setup = setup_from_reduction(args.results, cfg, settings)
+    result = fit_line(read_line(args.results, index), setup, settings)
+    for path in write_line(result, dist, index, pos, Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("boundary", help="fit the points along a line with warm starts (rotation, a vs distance)")
+    p.add_argument("results", help="results file with /entry/reduction")
+    p.add_argument("--from", dest="start", required=True, metavar="Y0,X0", help="line start (um)")
+    p.add_argument("--to", dest="end", required=True, metavar="Y1,X1", help="line end (um)")
+    p.add_argument("--config", dest="configs", action="append", required=True, metavar="TOML")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE")
+    p.add_argument("--out", default="boundary", help="output prefix for .csv, .json, .png")
+    p.add_argument("--max-iter", type=int, default=30)
+    p.set_defaults(func=run)
