@@ -48,8 +48,15 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from fits.objective import (_residuals_of, check_observed, compiled, intensity_function, null_deviance,
-                            poisson_deviance, residual_function)
+from fits.objective import (
+    _residuals_of,
+    check_observed,
+    compiled,
+    intensity_function,
+    null_deviance,
+    poisson_deviance,
+    residual_function,
+)
 from fits.parameters import check_names, pack, spec, unpack
 from fits.status import FitStatus
 from xmodel.parameters import ModelParams
@@ -124,8 +131,8 @@ def _lm_frame(residual, arrays, x0, template, observed, weight, lo, hi, max_iter
         return r, jac, jnp.sum(r * r)
 
     r0, j0, c0 = evaluate(x0)
-    state0 = dict(x=x0, r=r0, jac=j0, cost=c0, lam=jnp.asarray(_LAMBDA0, x0.dtype),
-                  it=jnp.asarray(0), done=jnp.asarray(False))
+    state0 = {"x": x0, "r": r0, "jac": j0, "cost": c0, "lam": jnp.asarray(_LAMBDA0, x0.dtype),
+                  "it": jnp.asarray(0), "done": jnp.asarray(False)}
 
     def cond(s):
         return (~s["done"]) & (s["it"] < max_iter)
@@ -146,11 +153,11 @@ def _lm_frame(residual, arrays, x0, template, observed, weight, lo, hi, max_iter
         decrease = s["cost"] - c_new
         small = decrease <= tol * jnp.maximum(s["cost"], 1.0)
         stuck = (~better) & (s["lam"] * 4.0 > _LAMBDA_MAX)
-        pick = lambda new, old: jnp.where(better, new, old)  # noqa: E731
-        return dict(x=pick(x_new, x), r=pick(r_new, r), jac=pick(j_new, jac),
-                    cost=pick(c_new, s["cost"]),
-                    lam=jnp.where(better, jnp.maximum(s["lam"] / 3.0, 1e-12), s["lam"] * 4.0),
-                    it=s["it"] + 1, done=(better & small) | stuck)
+        pick = lambda new, old: jnp.where(better, new, old)
+        return {"x": pick(x_new, x), "r": pick(r_new, r), "jac": pick(j_new, jac),
+                    "cost": pick(c_new, s["cost"]),
+                    "lam": jnp.where(better, jnp.maximum(s["lam"] / 3.0, 1e-12), s["lam"] * 4.0),
+                    "it": s["it"] + 1, "done": (better & small) | stuck}
 
     s = jax.lax.while_loop(cond, body, state0)
     a = s["jac"].T @ s["jac"]

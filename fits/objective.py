@@ -156,7 +156,7 @@ def intensity_function(model: PatternModel) -> tuple[Callable, dict]:
     Passing the arrays as arguments keeps them out of compiled programs (see
     `PatternModel.compose`), and the function can be traced under jit, vmap and jacfwd.
     """
-    return model._fn, model.arrays
+    return model.evaluate, model.arrays
 
 
 def residual_function(model: PatternModel, names: Sequence[str], kind: str = "deviance") -> Callable:
@@ -178,7 +178,7 @@ def residual_function(model: PatternModel, names: Sequence[str], kind: str = "de
     return residuals
 
 
-_COMPILED: "weakref.WeakKeyDictionary[PatternModel, dict]" = weakref.WeakKeyDictionary()
+_COMPILED: weakref.WeakKeyDictionary[PatternModel, dict] = weakref.WeakKeyDictionary()
 
 
 def compiled(model: PatternModel, key: tuple, build: Callable):

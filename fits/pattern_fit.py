@@ -29,7 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from fits.objective import _residuals_of, check_observed, make_residual_fn
-from fits.parameters import NAMES, PARAMETER_TABLE, check_names, edge_value, from_lmfit, to_lmfit
+from fits.parameters import (
+    NAMES,
+    PARAMETER_TABLE,
+    check_names,
+    edge_value,
+    from_lmfit,
+    to_lmfit,
+)
 from fits.status import FitStatus
 from xmodel.parameters import ModelParams
 from xmodel.pattern import PatternModel
@@ -212,7 +219,7 @@ def fit_pattern(observed, weight, model: PatternModel, init: ModelParams, vary: 
     try:
         mini, dfun = lmfit_problem(d, w, model, init, lp, names, kind)
         result = mini.minimize(method="leastsq", Dfun=dfun, col_deriv=False, max_nfev=max_nfev)
-    except Exception as err:  # noqa: BLE001 - recorded as FAILED when throw=False
+    except Exception as err:
         if throw:
             raise
         return _placeholder(init, names, FitStatus.FAILED, f"{type(err).__name__}: {err}")

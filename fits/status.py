@@ -37,7 +37,7 @@ class FitStatus(enum.Enum):
         return _ORDER.index(self)
 
     @classmethod
-    def from_code(cls, code: int) -> "FitStatus":
+    def from_code(cls, code: int) -> FitStatus:
         """The status stored as ``code`` (see `code`).
 
         Raises

@@ -473,3 +473,33 @@ def plot_ccfs(panels: list[dict], path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def simulate_ccfs(experiment, structure, params, r1: Ring, r2: Ring, dq1: float, dq2: float) -> dict:
+    """Forward-model and Gaussian-peak (Eqs. 4-6) CCFs of ``params`` on the chi grid of ``r1``.
+
+    The forward model is evaluated on a polar grid through both rings under the
+    experiment's mask; the Gaussian-peak CCF places the lit reflections of
+    `xmodel.peaks.reflection_table` on the rings with the WAXS window of ``r2``'s mask (Eq. 5).
+    Returns ``{"model": CCF, "gaussian": CCF}``.
+    """
+    from xmodel.pattern import PatternModel
+    from xmodel.peaks import reflection_table
+
+    chi = r1.chi_deg
+    q = np.concatenate([np.linspace(r1.q0 - dq1, r1.q0 + dq1, 5), np.linspace(r2.q0 - dq2, r2.q0 + dq2, 7)])
+    model = PatternModel(experiment.polar_pixels(q, chi), structure, params)
+    polar = model_polar_image(model, params)
+    s1 = ring_profile(polar, q, chi, r1.q0, dq1)
+    s2 = ring_profile(polar, q, chi, r2.q0, dq2)
+    model_ccf = ccf_of_rings(s1, s2)
+    rows = reflection_table(experiment, structure, params)
+    step = float(np.mean(np.diff(chi)))
+    saxs = ring_peaks(rows, "SL", r1.q0, dq1 + 0.001, params, chi_step_deg=step)
+    waxs = ring_peaks(rows, "AL", r2.q0, dq2, params, chi_step_deg=step)
+    if saxs[0].size == 0 or waxs[0].size == 0:
+        raise ValueError(f"the simulated pattern has no peak on the ring at q1 = {r1.q0:g} or "
+                         f"q2 = {r2.q0:g} 1/A; check q1, q2 and the domain config.")
+    w2 = np.asarray(r2.weight).reshape(-1, chi.size).max(axis=0)
+    gauss = gaussian_ccf(chi, saxs, waxs, w_waxs=w2, q1=r1.q0, q2=r2.q0)
+    return {"model": model_ccf, "gaussian": gauss}

@@ -1,40 +1,92 @@
-"""``xmodel demo``: the paper's five domains, simulated end to end, with a report."""
+"""``xmodel demo``: the paper's analysis end to end on a synthetic sample, with a report.
+
+Stages (each writes into ``out`` and appends to ``report.md``):
+
+1. the five domain patterns of the paper simulated on the P10 Eiger 4M (Fig. 1d-m, 2f-j, S4);
+2. the demo digital twin (configs/demo.toml) synthesised as an Eiger scan, reduced to polar
+   images, mapped at q_SL = 0.083 and q_AL = 2.12 1/A (Fig. 1a,b in grey levels), with the
+   polar image and radial profile of every domain;
+3. the analyses: domain classification (Fig. 1a,b), the q200 map (Fig. 3a), the Table S1 and
+   S2 analogues, the CCF of every domain against the forward model (Fig. 2a-e) and the facet
+   table (Fig. 5);
+4. the per-frame fits of the scan and the recovered-vs-true table.
+"""
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
 
-from xmodel.config import default_paths, load_config
+import h5py
+import numpy as np
+
+from xmodel.config import CONFIG_DIR, default_paths, load_config
 from xmodel.experiment import beam_center_px
 from xmodel.figures import miller_label, plot_pattern
 from xmodel.peaks import format_table
 from xmodel.simulate import Simulation, simulate_counts, write_pattern
 
 DOMAINS = ("red", "purple", "yellow", "green", "orange")
+#: rings the paper correlates (main text, XCCA): q1 = 200_SL for yellow and red, 311_SL otherwise
+CCF_Q1 = {"red": 0.0838, "yellow": 0.0838, "purple": 0.139, "green": 0.139, "orange": 0.139}
 
 
-def run_demo(out: Path, binning: int | None = None, seed: int = 0) -> Path:
-    """Simulate the five domains of the paper (Fig. 1d-m, 2f-j, S4) into ``out``.
+class Report:
+    """Markdown report assembled stage by stage."""
 
-    Writes per domain ``<name>.h5`` (Poisson counts, mask, parameters), ``<name>.png`` and
-    ``<name>_reflections.{txt,json}``, and ``report.md`` linking them.
-    """
+    def __init__(self, out: Path):
+        self.out = out
+        self.lines: list[str] = []
+        self.t0 = time.perf_counter()
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def stage(self, title: str) -> None:
+        print(f"== {title} ({time.perf_counter() - self.t0:.0f} s)", flush=True)
+        self.add(f"## {title}", "")
+
+    def write(self) -> Path:
+        path = self.out / "report.md"
+        path.write_text("\n".join(self.lines) + "\n")
+        return path
+
+
+def run_demo(out: Path, binning: int | None = None, seed: int = 0, scan: bool = True) -> Path:
+    """Run every stage into ``out``; returns the report path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["# xmodel demo: the five domains of Mukharamova et al.", "",
-             "Simulated single patterns (Poisson counts) of the paper's five SL domains on the "
-             "P10 Eiger 4M geometry (configs/experiment/p10_eiger4m.toml).", ""]
+    rep = Report(out)
+    rep.add("# xmodel demo", "",
+            "Synthetic data modelled on Mukharamova et al. (PbS nanocrystal superlattices, P10, "
+            "13.8 keV, Eiger 4M at 0.41 m). Every number below is recomputed by this run.", "")
+    domain_patterns(out, rep, binning, seed)
+    if scan:
+        results, truth = scan_stage(out, rep)
+        analyses_stage(out, rep, results, truth)
+        fits_stage(out, rep, results, truth)
+    path = rep.write()
+    print(f"wrote {path} ({time.perf_counter() - rep.t0:.0f} s in all)")
+    return path
+
+
+# --------------------------------------------------------------------------- stage 1
+
+
+def domain_patterns(out: Path, rep: Report, binning: int | None, seed: int) -> None:
+    """The five domain patterns: HDF5, PNG, reflection tables."""
+    rep.stage("1. The five domains of the paper, one simulated pattern each")
+    rep.add("Poisson counts of one 0.3 s frame per domain (configs/domains/*.toml), beam along the "
+            "zone axis of Fig. S4; SAXS enlarged in the inset, reflections labelled.", "")
     for i, name in enumerate(DOMAINS):
         t0 = time.perf_counter()
         cfg = load_config(default_paths(name))
         sim = Simulation.from_config(cfg, binning=binning)
-        expected = sim.expected()
-        counts = simulate_counts(expected, ~sim.experiment.mask, None, seed + i)
+        counts = simulate_counts(sim.expected(), ~sim.experiment.mask, None, seed + i)
         refl = sim.reflections()
         write_pattern(out / f"{name}.h5", counts, sim, noisy=True, seed=seed + i, reflections=refl)
-        title = (f"{name}: beam along " + miller_label(cfg.superlattice.beam_direction, "SL") + ", "
-                 f"{cfg.atomic_lattice.configuration}")
+        title = (f"{name}: beam along " + miller_label(cfg.superlattice.beam_direction, "SL")
+                 + f", {cfg.atomic_lattice.configuration}")
         plot_pattern(counts, sim.experiment.mask, beam_center_px(sim.experiment.geometry),
                      out / f"{name}.png", reflections=refl, title=title)
         table = format_table(refl)
@@ -42,15 +94,196 @@ def run_demo(out: Path, binning: int | None = None, seed: int = 0) -> Path:
         (out / f"{name}_reflections.json").write_text(json.dumps(refl, indent=1))
         n_sl = sum(r["lattice"] == "SL" for r in refl)
         n_al = sum(r["lattice"] == "AL" for r in refl)
-        dt = time.perf_counter() - t0
-        print(f"[{i + 1}/{len(DOMAINS)}] {name}: {n_sl} SL and {n_al} AL reflections on the detector "
-              f"({dt:.1f} s)", flush=True)
-        lines += [f"## {name}", "",
-                  f"Beam along {list(cfg.superlattice.beam_direction)} (SL), configuration "
-                  f"{cfg.atomic_lattice.configuration}, a = {cfg.superlattice.lattice_constant} A, "
-                  f"disorder dPhi = {cfg.atomic_lattice.disorder_fwhm_deg} deg (FWHM).", "",
-                  f"![{name}]({name}.png)", "", "```", table, "```", ""]
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
-    print(f"wrote {report}")
-    return report
+        print(f"   [{i + 1}/{len(DOMAINS)}] {name}: {n_sl} SL and {n_al} AL reflections on the detector "
+              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        rep.add(f"### {name}", "",
+                f"Beam along {list(cfg.superlattice.beam_direction)} (SL), {cfg.atomic_lattice.configuration}, "
+                f"a = {cfg.superlattice.lattice_constant} A, dPhi = {cfg.atomic_lattice.disorder_fwhm_deg} deg "
+                f"(FWHM); {n_sl} SL and {n_al} AL reflections on the detector.", "",
+                f"![{name}]({name}.png)", "", "```", table, "```", "")
+
+
+# --------------------------------------------------------------------------- stage 2
+
+
+def scan_stage(out: Path, rep: Report) -> tuple[Path, Path]:
+    """Synthesise and reduce the demo scan; intensity maps; per-domain polar images."""
+    from xmodel import maps
+    from xmodel.io import open_scan
+    from xmodel.reduction import default_bins, reduce_scan
+    from xmodel.synth import synthesize
+
+    rep.stage("2. A scan of the digital twin: synthesis, reduction, intensity maps")
+    scan_dir = out / "scan"
+    master = scan_dir / "demo_master.h5"
+    if not master.exists():
+        master = synthesize([CONFIG_DIR / "demo.toml"], scan_dir, progress=True)
+    results = out / "results.h5"
+    with open_scan(master) as s:
+        bins = default_bins(s.geometry, s.mask, n_q=500, n_chi=360, q_spacing="log")
+        n_frames, shape = s.n_frames, s.scan_shape
+    reduce_scan(master, results, bins=bins, progress=True)
+    truth = scan_dir / "truth.h5"
+    with h5py.File(truth, "r") as f:
+        step = float(np.median(np.diff(np.unique(f["/truth/positions_um"][:, 1]))))
+        label = f["/truth/label"][()]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["/truth/label_names"][()]]
+        empty, mixed = f["/truth/empty"][()], f["/truth/mixed"][()]
+    rep.add(f"`xmodel synth configs/demo.toml` wrote {n_frames} Eiger 4M frames ({shape[0]} x {shape[1]} "
+            f"points, {step:g} um steps) to `scan/`, with the ground truth in `scan/truth.h5`; "
+            f"`xmodel reduce` wrote 360 x 500 polar images (log-spaced q) to `results.h5`.", "")
+    for q0, hw, tag in ((0.083, 0.004, "q_SL = 0.083"), (2.12, 0.05, "q_AL = 2.12")):
+        values = maps.ring_intensity(results, q0, hw)
+        png = f"map_q{q0:g}.png"
+        maps.plot_map(values, shape, out / png, title=f"intensity at {tag} 1/A", step_um=step)
+        rep.add(f"![{tag}]({png})")
+    rep.add("", "Per domain (in-domain, unmixed points of the truth), the mean polar image and radial profile:", "")
+    with h5py.File(results, "r") as f:
+        q = f["/entry/reduction/q"][()]
+        chi = f["/entry/reduction/chi"][()]
+    for k, name in enumerate(names):
+        frames = np.flatnonzero((label == k) & ~empty & ~mixed)
+        if frames.size == 0:
+            continue
+        polar, radial = maps.average_frames(results, frames)
+        png = f"domain_{name}_polar.png"
+        maps.plot_polar_and_radial(polar, radial, q, chi, out / png, title=f"{name} ({frames.size} points)")
+        rep.add(f"![{name}]({png})")
+    rep.add("")
+    return results, truth
+
+
+# --------------------------------------------------------------------------- stage 3
+
+
+def _cli_json(args: list[str]) -> dict:
+    """Run an ``xmodel`` subcommand in-process and parse its JSON output."""
+    import contextlib
+    import io
+
+    from xmodel.cli import main
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(args)
+    if rc != 0:
+        raise RuntimeError(f"xmodel {' '.join(args)} failed with exit code {rc}")
+    return json.loads(buf.getvalue())
+
+
+def analyses_stage(out: Path, rep: Report, results: Path, truth: Path) -> None:
+    """Classification, q200 map, Table S1/S2 analogues, CCFs, facets."""
+    from fits import xcca
+    from xmodel.experiment import Experiment
+    from xmodel.parameters import structure_from_config
+    from xmodel.twin import domain_params, load_twin
+
+    rep.stage("3. Analyses: domains, compression, indexing, disorder, XCCA, facets")
+    twin_toml = CONFIG_DIR / "demo.toml"
+    cls = _cli_json(["classify", str(results), "--twin", str(twin_toml), "--figure", str(out / "domains.png")])
+    with h5py.File(results, "r") as f, h5py.File(truth, "r") as t:
+        lab = f["/entry/classification/label"][()]
+        tl, empty, mixed = t["/truth/label"][()], t["/truth/empty"][()], t["/truth/mixed"][()]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in t["/truth/label_names"][()]]
+    inside = ~empty & ~mixed
+    rep.add("### Domain maps (Fig. 1a,b)", "", "![domains](domains.png)", "",
+            "| points | count | recovered |", "|---|---|---|",
+            f"| in a domain (truth) | {inside.sum()} | {np.mean(lab[inside] == tl[inside]):.1%} true label |",
+            f"| empty | {empty.sum()} | {np.mean(lab[empty] == -1):.1%} flagged empty |",
+            f"| mixed | {mixed.sum()} | {np.mean(lab[mixed] == -2):.1%} flagged mixed |", "",
+            "Most in-domain misses lie in the boundary zones, where the SL is tilted by 8-23 deg and "
+            "compressed by up to 13 %, so its peaks leave the 0.083 1/A ring the method reads "
+            "(the paper shows such points grey or white).", "")
+
+    qm = _cli_json(["qmap", str(results), "--family", "200", "--figures", str(out), "--json"])
+    rep.add("### q200 map (Fig. 3a)", "", "![q200](qmap_200.png)", "",
+            f"Median q_200 = {qm.get('median_q', float('nan')):.4f} 1/A; points per status: "
+            + ", ".join(f"{k} {v}" for k, v in qm.get("status_counts", qm.get("counts", {})).items()), "")
+
+    rep.add("### Table S1 analogue: indexing of each domain's radial profile", "",
+            "| domain | peaks (q 1/A: hkl) | <a> (A) | true a (A, median) |", "|---|---|---|---|")
+    with h5py.File(truth, "r") as t:
+        ta = t["/truth/lattice_constant"][()]
+    for k, name in enumerate(names):
+        try:
+            r = _cli_json(["index", str(results), "--domain", name, "--labels", str(truth), "--json"])
+        except (RuntimeError, ValueError) as exc:
+            rep.add(f"| {name} | {exc} | | |")
+            continue
+        peaks = "; ".join(f"{p['q']:.4f}: " + ("/".join(p.get("candidates", [])) if p.get("ambiguous") else
+                          "".join(str(v) for v in (p.get("hkl") or [])))
+                          for p in r.get("peaks", []))
+        rep.add(f"| {name} | {peaks} | {r['mean_lattice_constant']:.1f} +- {r['std_lattice_constant']:.1f} | "
+                f"{np.median(ta[(tl == k) & inside]):.1f} |")
+    rep.add("")
+
+    rep.add("### Table S2 analogue: orientational disorder from the 200_AL peak (Eq. 7)", "",
+            "| domain | azimuthal FWHM (deg) | radial FWHM (deg) | dPhi (deg) | true dPhi (deg) |", "|---|---|---|---|---|")
+    with h5py.File(truth, "r") as t:
+        tdis = t["/truth/disorder_deg"][()]
+    for k, name in enumerate(names):
+        try:
+            d = _cli_json(["disorder", str(results), "--domain", name, "--labels", str(truth), "--json"])
+        except (RuntimeError, ValueError) as exc:
+            rep.add(f"| {name} | {exc} | | | |")
+            continue
+        rep.add(f"| {name} | {d.get('fwhm_az_deg', float('nan')):.1f} | {d.get('fwhm_rad_deg', float('nan')):.1f} | "
+                f"{d['dphi_deg']:.1f} +- {d.get('dphi_err_deg', float('nan')):.1f} | "
+                f"{np.median(tdis[(tl == k) & inside]):.1f} |")
+    rep.add("")
+
+    rep.add("### XCCA (Fig. 2a-e): experiment (solid) against the forward model (dashed)", "",
+            "| domain | q1, q2 (1/A) | maxima (deg) | correlation with the model | with Gaussian peaks |",
+            "|---|---|---|---|---|")
+    sample = load_twin(twin_toml)
+    panels = []
+    for k, name in enumerate(names):
+        frames = np.flatnonzero((tl == k) & inside)
+        if frames.size == 0:
+            continue
+        q1, q2 = CCF_Q1.get(name, 0.0838), 2.12
+        dq1, dq2 = 0.002, xcca.default_dq(q2)
+        (r1, r2), _ = xcca.read_rings(results, [(q1, dq1), (q2, dq2)], frames=frames)
+        exp_ccf = xcca.ccf_of_rings(r1, r2)
+        cfg = sample.domains[k].config
+        try:
+            sim = xcca.simulate_ccfs(Experiment.from_config(cfg), structure_from_config(cfg),
+                                     domain_params(sample, k), r1, r2, dq1, dq2)
+        except ValueError as exc:
+            rep.add(f"| {name} | {q1:g}, {q2:g} | - | {exc} | |")
+            continue
+        score = xcca.ccf_score(exp_ccf.ccf, sim["model"].ccf)
+        score_g = xcca.ccf_score(exp_ccf.ccf, sim["gaussian"].ccf)
+        maxima = ", ".join(f"{v:.0f}" for v in xcca.ccf_maxima(exp_ccf.delta_deg, exp_ccf.ccf))
+        rep.add(f"| {name} | {q1:g}, {q2:g} | {maxima} | {score:.3f} | {score_g:.3f} |")
+        panels.append({"title": f"{name}: q1 = {q1:g}, q2 = {q2:g} 1/A", "delta_deg": exp_ccf.delta_deg,
+                       "ccf": exp_ccf.ccf, "ccf_simulated": sim["model"].ccf})
+    if panels:
+        xcca.plot_ccfs(panels, out / "ccf.png")
+        rep.add("", "![ccf](ccf.png)")
+    rep.add("")
+
+    rep.add("### Facet interactions (Fig. 5, S12)", "")
+    for conf in ("conf1", "conf2"):
+        fac = _cli_json(["facets", "--configuration", conf, "--json"])
+        rep.add(f"* {conf}: {fac.get('n_100_100', fac.get('counts', {}).get('100-100'))} {{100}}-{{100}} and "
+                f"{fac.get('n_111_111', fac.get('counts', {}).get('111-111'))} {{111}}-{{111}} interactions "
+                "(paper: Conf1 4 + 8, Conf2 10 + 0)")
+    rep.add("")
+
+
+# --------------------------------------------------------------------------- stage 4
+
+
+def fits_stage(out: Path, rep: Report, results: Path, truth: Path) -> None:
+    """Fit every frame of the demo scan and compare with the truth."""
+    from fits.scan_fit import fit_scan
+    from fits.truth import compare_to_truth, format_truth_table
+
+    rep.stage("4. Fits of every pattern, against the truth")
+    cfg = load_config([CONFIG_DIR / "experiment" / "p10_eiger4m.toml"])
+    fitted = fit_scan(results, cfg, out=out / "fits.h5")
+    table = compare_to_truth(fitted, truth)
+    text = format_truth_table(table)
+    print(text)
+    rep.add("Search over zone-axis templates, then gradient refinement of every frame "
+            "(`xmodel fit`); results in `fits.h5` (`/entry/fits`).", "", text, "")

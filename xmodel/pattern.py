@@ -344,6 +344,15 @@ class PatternModel:
     def __call__(self, params: ModelParams) -> jax.Array:
         return self._fn(self.arrays, params)
 
+    @property
+    def evaluate(self):
+        """The pure function ``(arrays, params) -> intensities`` behind the model (not jitted).
+
+        Compose it inside your own `jax.jit` with ``self.arrays`` passed as an argument, so
+        that the model's constants are not baked into the compiled program.
+        """
+        return partial(_evaluate, self.layout)
+
     def image(self, params: ModelParams) -> jax.Array:
         """Intensities reshaped to the pixel set's shape (counts; 0 where masked)."""
         return self(params).reshape(self.pixels.shape)

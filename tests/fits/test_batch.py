@@ -84,7 +84,7 @@ def test_broken_and_empty_frames_are_recorded_and_the_batch_finishes(scan):
 
 def test_good_frames_recover_known_parameters(scan):
     _, _, weights, _, truths, fit = scan
-    tol = dict(lattice_constant=0.03, inplane_deg=0.03, tilt1_deg=0.25, tilt2_deg=0.25, disorder_deg=1.0)
+    tol = {"lattice_constant": 0.03, "inplane_deg": 0.03, "tilt1_deg": 0.25, "tilt2_deg": 0.25, "disorder_deg": 1.0}
     n = int((weights[0] > 0).sum())
     for i in (0, 1, 2, 5):
         true = dict(zip(VARY, np.asarray(pack(truths[i], VARY))))

@@ -10,8 +10,16 @@ import scipy.special
 import scipy.stats
 
 from fits import objective
-from fits.parameters import (NAMES, PARAMETER_TABLE, from_lmfit, pack, spec, table_markdown, to_lmfit,
-                             unpack)
+from fits.parameters import (
+    NAMES,
+    PARAMETER_TABLE,
+    from_lmfit,
+    pack,
+    spec,
+    table_markdown,
+    to_lmfit,
+    unpack,
+)
 from fits.status import FitStatus
 from xmodel.parameters import FWHM_PER_SIGMA, make_params
 

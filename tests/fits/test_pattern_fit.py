@@ -57,9 +57,9 @@ def _start(truth):
 # certified-fit style: stated absolute tolerances (edge units) per total counts; the
 # tolerances are about 4-5 standard errors and shrink roughly as 1/sqrt(counts)
 TOLERANCE = {
-    1e5: dict(lattice_constant=0.1, inplane_deg=0.1, tilt1_deg=0.8, tilt2_deg=0.6, disorder_deg=3.0),
-    1e6: dict(lattice_constant=0.03, inplane_deg=0.03, tilt1_deg=0.25, tilt2_deg=0.2, disorder_deg=1.0),
-    1e7: dict(lattice_constant=0.01, inplane_deg=0.01, tilt1_deg=0.08, tilt2_deg=0.06, disorder_deg=0.3),
+    1e5: {"lattice_constant": 0.1, "inplane_deg": 0.1, "tilt1_deg": 0.8, "tilt2_deg": 0.6, "disorder_deg": 3.0},
+    1e6: {"lattice_constant": 0.03, "inplane_deg": 0.03, "tilt1_deg": 0.25, "tilt2_deg": 0.2, "disorder_deg": 1.0},
+    1e7: {"lattice_constant": 0.01, "inplane_deg": 0.01, "tilt1_deg": 0.08, "tilt2_deg": 0.06, "disorder_deg": 0.3},
 }
 
 

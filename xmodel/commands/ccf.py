@@ -117,30 +117,13 @@ def _simulate(configs, r1, r2, dq1, dq2) -> dict:
     from xmodel.config import load_config
     from xmodel.experiment import Experiment
     from xmodel.parameters import params_from_config, structure_from_config
-    from xmodel.pattern import PatternModel
-    from xmodel.peaks import reflection_table
 
     cfg = load_config(configs)
-    exp = Experiment.from_config(cfg, binning=1)
-    params = params_from_config(cfg)
-    structure = structure_from_config(cfg)
-    chi = r1.chi_deg
-    q = np.concatenate([np.linspace(r1.q0 - dq1, r1.q0 + dq1, 5), np.linspace(r2.q0 - dq2, r2.q0 + dq2, 7)])
-    model = PatternModel(exp.polar_pixels(q, chi), structure, params)
-    polar = xcca.model_polar_image(model, params)
-    s1 = xcca.ring_profile(polar, q, chi, r1.q0, dq1)
-    s2 = xcca.ring_profile(polar, q, chi, r2.q0, dq2)
-    model_ccf = xcca.ccf_of_rings(s1, s2)
-    rows = reflection_table(exp, structure, params)
-    step = float(np.mean(np.diff(chi)))
-    saxs = xcca.ring_peaks(rows, "SL", r1.q0, dq1 + 0.001, params, chi_step_deg=step)
-    waxs = xcca.ring_peaks(rows, "AL", r2.q0, dq2, params, chi_step_deg=step)
-    if saxs[0].size == 0 or waxs[0].size == 0:
-        raise ValueError(f"the simulated pattern of {list(map(str, configs))} has no peak on the ring "
-                         f"at q1 = {r1.q0:g} or q2 = {r2.q0:g} 1/A; check q1, q2 and the domain config.")
-    w2 = np.asarray(r2.weight).reshape(-1, chi.size).max(axis=0)
-    gauss = xcca.gaussian_ccf(chi, saxs, waxs, w_waxs=w2, q1=r1.q0, q2=r2.q0)
-    return {"model": model_ccf, "gaussian": gauss}
+    try:
+        return xcca.simulate_ccfs(Experiment.from_config(cfg, binning=1), structure_from_config(cfg),
+                                  params_from_config(cfg), r1, r2, dq1, dq2)
+    except ValueError as exc:
+        raise ValueError(f"{list(map(str, configs))}: {exc}") from None
 
 
 def add_parser(sub) -> None:
