@@ -109,7 +109,7 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
     valid_model = np.asarray(setup.model.pixels.valid)
     for i in range(M):
         if prev is None:
-            r = fit_frames(polar[i:i + 1], setup.q, setup.model, setup.template, setup.bank, settings)
+            r = fit_frames(polar[i:i + 1], setup, settings)
             if not FitStatus.from_code(r["status"][0]).success:
                 out["status"][i], out["message"][i] = r["status"][0], r["message"][0]
                 continue
@@ -119,16 +119,18 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
                 lattice_constant=r["lattice_constant"][0], sl_scale=r["sl_scale"][0],
                 diffuse_scale=r["diffuse_scale"][0], al_scale=r["al_scale"][0],
                 background=r["background"][0],
-                disorder=np.radians(r["disorder_deg"][0]) / FWHM_PER_SIGMA,
-                relationship=orientation.orientation_relationship(r["configuration"][0]))
+                disorder=(np.radians(r["disorder_deg"][0]) / FWHM_PER_SIGMA if np.isfinite(r["disorder_deg"][0])
+                          else setup.template.disorder),
+                relationship=(orientation.orientation_relationship(r["configuration"][0])
+                              if r["configuration"][0] else setup.template.relationship))
         else:
-            obs = polar[i].reshape(-1)
-            v = np.isfinite(obs) & valid_model
+            obs = polar[i].reshape(-1)[setup.index]
+            v = np.isfinite(obs) & valid_model & (setup.weight > 0)
             prof, level = ring_profiles(polar[i:i + 1], setup.q, [float(prev.lattice_constant)], setup.bank.shells)
             if ring_significance(prof, level).max() < settings.min_significance:
                 continue
             init = jax.tree_util.tree_map(lambda x: x[None], prev)
-            fit = fit_batch(np.where(v, obs, 0.0)[None].astype(np.float32), v[None].astype(np.float32),
+            fit = fit_batch(np.where(v, obs, 0.0)[None], np.where(v, setup.weight, 0.0)[None],
                             setup.model, init, list(settings.vary), bounds={"lattice_constant": a_range},
                             max_iter=settings.max_iter)
             p1 = jax.tree_util.tree_map(lambda x: x[0], fit.params)

@@ -22,6 +22,7 @@ magnitude among the symmetric equivalents. This is the convention of the twin's 
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.parameters import FWHM_PER_SIGMA, ModelParams
 from xmodel.pattern import PatternModel
+
+TWO_PI = 2.0 * np.pi
 
 #: parameters refined per frame (edge names of fits.parameters.PARAMETER_TABLE)
 DEFAULT_VARY = ("inplane_deg", "tilt1_deg", "tilt2_deg", "lattice_constant", "sl_scale",
@@ -60,7 +63,10 @@ FIT_DATASETS = {
     "diffuse_scale": ("counts", "isotropic diffuse SAXS scale"),
     "al_scale": ("counts", "200 AL peak height per pixel at unit solid angle"),
     "background": ("counts", "constant background per pixel at unit solid angle"),
-    "objective": ("", "Poisson deviance of the fit (sum over valid bins)"),
+    "objective": ("", "Poisson deviance of the fit (sum over the fitted bins, weighted by their pixels)"),
+    "al_gain": ("", "Poisson deviance gain of the AL term in the linear-scale fit (AL signal strength)"),
+    "configuration_margin": ("", "deviance of the other configuration's fit minus that of the chosen one "
+                                 "(> 0; small values mean Conf1/Conf2 is barely decided)"),
     "search_score": ("", "cosine similarity of the best template match (0..1)"),
     "significance": ("", "largest SL ring peak significance (peak over robust noise)"),
     "status": ("", "fits.status.FitStatus code: 0 ok, 1 no signal, 2 not converged, 3 bad data, "
@@ -162,6 +168,11 @@ class FitSettings:
     max_iter : iterations of the batched least squares.
     min_significance : SL ring peak significance below which a frame has no signal.
     n_candidates : best template matches ranked by the deviance of their linear-scale fit.
+    conf_margin : a configuration is refined when the deviance of its linear-scale fit is within
+        this of the best one (``inf``: always refine both and keep the lower final deviance).
+    al_min_gain : Poisson deviance gain of the AL term (linear-scale fits with and without it)
+        below which a frame has no AL signal: configuration and disorder are then left
+        undetermined ('' and NaN) and not refined.
     cache_dir : template bank cache folder (None: no cache).
     """
 
@@ -172,15 +183,18 @@ class FitSettings:
     max_iter: int = 30
     min_significance: float = 8.0
     n_candidates: int = 2
+    conf_margin: float = np.inf
+    al_min_gain: float = 25.0
     cache_dir: str | None = None
     zones: tuple = field(default=DEFAULT_ZONES)
 
 
-def _poisson_deviance_np(mu: np.ndarray, y: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _poisson_deviance_np(mu: np.ndarray, y: np.ndarray, valid: np.ndarray, n: np.ndarray | float = 1.0
+                         ) -> np.ndarray:
     mu = np.maximum(mu, 1e-6)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0) - (y - mu)
-    return 2.0 * np.sum(np.where(valid, t, 0.0), axis=-1)
+    return 2.0 * np.sum(np.where(valid, n * t, 0.0), axis=-1)
 
 
 def component_images(model: PatternModel, params: ModelParams) -> np.ndarray:
@@ -199,28 +213,39 @@ def component_images(model: PatternModel, params: ModelParams) -> np.ndarray:
     return np.stack([np.asarray(c, np.float64) for c in comps], axis=1)
 
 
-def linear_scales(components: np.ndarray, observed: np.ndarray, valid: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def linear_scales(components: np.ndarray, observed: np.ndarray, valid: np.ndarray,
+                  weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Non-negative scales (B, 4) and the Poisson deviance (B,) of ``sum_j c_j component_j``.
+
+    Parameters
+    ----------
+    components : (B, 4, P) unit-scale model components (`component_images`), counts per pixel.
+    observed : (B, P) mean counts per pixel of each point (0 where invalid).
+    valid : (B, P) bool.
+    weight : (B, P) or (P,) pixels per point (``/entry/reduction/counts``); default 1.
 
     Notes
     -----
-    Weighted least squares with the Pearson weight ``1 / max(y, 1)`` (Poisson variance ~ y),
-    solved by NNLS (Lawson & Hanson, doi:10.1137/1.9781611971217); the deviance is
-    ``2 sum [y log(y/mu) - (y - mu)]``.
+    Weighted least squares with the Pearson weight ``n / max(y, 1/n)`` (a bin mean of ``n``
+    Poisson pixels has variance ``mu / n``), solved by NNLS (Lawson & Hanson,
+    doi:10.1137/1.9781611971217); the deviance is ``2 sum n [y log(y/mu) - (y - mu)]``
+    (`fits.objective.poisson_deviance`).
     """
     B = observed.shape[0]
+    n = np.ones_like(observed) if weight is None else np.broadcast_to(np.asarray(weight, float), observed.shape)
     scales = np.zeros((B, components.shape[1]))
     for b in range(B):
-        v = valid[b]
-        y = observed[b, v]
-        w = 1.0 / np.sqrt(np.maximum(y, 1.0))
+        v = valid[b] & (n[b] > 0)
+        if not v.any():
+            continue
+        y, nb = observed[b, v], n[b, v]
+        w = np.sqrt(nb / np.maximum(y, 1.0 / nb))
         A = components[b][:, v].T * w[:, None]
         norm = np.maximum(np.linalg.norm(A, axis=0), 1e-30)
         x, _ = nnls(A / norm, y * w, maxiter=200)
         scales[b] = x / norm
     mu = np.einsum("bj,bjp->bp", scales, components)
-    return scales, _poisson_deviance_np(mu, np.nan_to_num(observed), valid)
+    return scales, _poisson_deviance_np(mu, np.nan_to_num(observed), valid & (n > 0), n)
 
 
 # --------------------------------------------------------------------------- one batch
@@ -230,111 +255,165 @@ def _stack(params: list[ModelParams]) -> ModelParams:
     return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *params)
 
 
-def fit_frames(polar: np.ndarray, q: np.ndarray, model: PatternModel, template: ModelParams,
-               bank: TemplateBank, settings: FitSettings = FitSettings(),
-               relationships: dict[str, np.ndarray] | None = None,
-               pixel_counts: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Search, choose the configuration and refine a batch of polar frames.
+def _frame_checks(obs: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Valid points (B, P) and broken frames (B,): negative or infinite counts, or nothing valid."""
+    finite = np.isfinite(obs)
+    valid = finite & (weight[None, :] > 0)
+    neg = np.any(np.where(valid, obs, 0.0) < 0, axis=1)
+    inf = np.any(np.isinf(obs) & (weight[None, :] > 0), axis=1)
+    return valid, neg | inf | (valid.sum(axis=1) == 0)
+
+
+def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = FitSettings(),
+               timings: dict | None = None) -> dict[str, np.ndarray]:
+    """Search, choose the configuration and refine a batch of polar frames; never raises per frame.
 
     Parameters
     ----------
-    polar : (B, C, Q) polar images (mean counts per bin, NaN where no valid pixel), on the
-        grid of ``model`` (its `PixelSet.from_polar` with the same q and chi).
-    q : (Q,) q bin centres (1/A).
-    model : `PatternModel` on that grid, built with ``orientation_margin_deg=None`` and a
-        ``lattice_constant_range`` covering ``settings.a_range_rel``.
-    template : `ModelParams` of the sample (config values: widths, radius, disorder).
-    bank : template bank on the chi grid.
-    pixel_counts : (C, Q) detector pixels per bin (``/entry/reduction/counts``), the weight of
-        each bin's mean in the Poisson objective; default 1.
+    polar : (B, C, Q) polar images (mean counts per bin, NaN where no valid pixel) on the
+        grid of ``setup`` (``/entry/reduction/polar``).
+    setup : model on the fit points, sample template, template bank (`setup_from_reduction`,
+        `FitSetup.build`).
+    settings : options.
+    timings : if given, seconds spent per stage are added to it (``search``, ``refine_search``,
+        ``linear``, ``refine``).
 
     Returns
     -------
     dict of per-frame arrays, keys of `FIT_DATASETS` plus ``<name>_stderr``.
+
+    Notes
+    -----
+    Stages: template search on the whole polar image (`fits.search`); candidate matches and
+    Conf1/Conf2 ranked by the Poisson deviance of their non-negative linear-scale fit
+    (`linear_scales`); batched Levenberg-Marquardt (`fits.batch.fit_batch`) on the fit points
+    (`fit_point_index`) under the configurations whose linear deviance is within
+    ``settings.conf_margin`` of the best, the lower final deviance deciding (the WAXS part decides,
+    since only the AL term differs between them).
     """
     from fits.batch import fit_batch
 
+    tm = timings if timings is not None else {}
+    clock = time.perf_counter
     polar = np.asarray(polar, np.float64)
     B = polar.shape[0]
+    model, template, bank = setup.model, setup.template, setup.bank
     a0 = float(template.lattice_constant)
     a_range = (settings.a_range_rel[0] * a0, settings.a_range_rel[1] * a0)
-    obs = polar.reshape(B, -1)
-    valid = np.isfinite(obs) & np.asarray(model.pixels.valid)[None, :]
-    bad = np.any(np.where(np.isfinite(obs), obs, 0.0) < 0, axis=1) | (valid.sum(axis=1) == 0)
-    res = search_orientations(polar, q, bank, a_range=a_range, n_best=max(1, settings.n_candidates),
-                              min_significance=settings.min_significance)
-    res = refine_matches(polar, q, res, bank)
+    obs = polar.reshape(B, -1)[:, setup.index]
+    valid, bad = _frame_checks(obs, setup.weight)
     out = _empty_results(B)
+    t = clock()
+    clean = np.where(bad[:, None, None], np.nan, polar)
+    res = search_orientations(clean, setup.q, bank, a_range=a_range, n_best=max(1, settings.n_candidates),
+                              min_significance=settings.min_significance)
+    tm["search"] = tm.get("search", 0.0) + clock() - t
+    t = clock()
+    res = refine_matches(clean, setup.q, res, bank)
+    tm["refine_search"] = tm.get("refine_search", 0.0) + clock() - t
     out["search_score"][:] = res.score[:, 0]
     out["significance"][:] = res.significance
     out["status"][:] = FitStatus.NO_SIGNAL.code
-    out["message"][:] = FitStatus.NO_SIGNAL.value
+    out["message"][:] = [f"{FitStatus.NO_SIGNAL.value}: largest SL ring significance {s:.1f} < "
+                         f"{settings.min_significance:g}" for s in res.significance]
     out["status"][bad] = FitStatus.BAD_DATA.code
     out["message"][bad] = FitStatus.BAD_DATA.value
     todo = np.flatnonzero(res.has_signal & ~bad)
     if todo.size == 0:
         return out
-    rels = relationships or {c: orientation.orientation_relationship(c) for c in CONFIGURATIONS}
+    rels = setup.relationships
+    names = list(rels)
     y = np.where(valid, obs, 0.0)[todo]
     v = valid[todo]
+    w = np.where(v, setup.weight[None, :], 0.0)
     a_est = np.clip(res.lattice_constant[todo], *a_range)
-    # candidates ranked by the deviance of their linear fit (first configuration)
-    best_rot = res.orientation[todo, 0]
-    if res.orientation.shape[1] > 1:
-        devs = []
-        for t in range(res.orientation.shape[1]):
-            p = _stack([template.replace(base_orientation=res.orientation[i, t], inplane=0.0, tilt1=0.0,
-                                         tilt2=0.0, lattice_constant=a_est[j])
+    t = clock()
+    # every (candidate, configuration) pair ranked by the deviance of its linear-scale fit
+    n_t = res.orientation.shape[1]
+    dev = np.full((todo.size, n_t, len(names)), np.inf)
+    dev_sl = np.full((todo.size, n_t), np.inf)
+    lin = {}
+    for ti in range(n_t):
+        for ci, conf in enumerate(names):
+            p = _stack([template.replace(base_orientation=res.orientation[i, ti], inplane=0.0, tilt1=0.0,
+                                         tilt2=0.0, lattice_constant=a_est[j], relationship=rels[conf])
                         for j, i in enumerate(todo)])
-            devs.append(linear_scales(component_images(model, p), y, v)[1])
-        pick = np.argmin(np.stack(devs, 1), axis=1)
-        best_rot = res.orientation[todo, pick]
-    # configuration by the WAXS part
-    fits_by_conf = {}
-    for conf, rel in rels.items():
-        p = _stack([template.replace(base_orientation=best_rot[j], inplane=0.0, tilt1=0.0, tilt2=0.0,
-                                     lattice_constant=a_est[j], relationship=rel) for j in range(todo.size)])
-        fits_by_conf[conf] = (p,) + linear_scales(component_images(model, p), y, v)
-    names = list(fits_by_conf)
-    wt = v * (1.0 if pixel_counts is None else np.asarray(pixel_counts, float).reshape(1, -1))
-    refined = []
-    for conf in names:   # refine under each relationship; the lower deviance decides (WAXS part)
-        p0, scales, _ = fits_by_conf[conf]
-        s = np.maximum(scales, [1e-3, 1e-3, 1e-3, 1e-4])
-        init = p0.replace(sl_scale=s[:, 0], diffuse_scale=s[:, 1], al_scale=s[:, 2], background=s[:, 3])
-        refined.append(fit_batch(y.astype(np.float32), wt.astype(np.float32), model, init,
-                                 list(settings.vary), bounds={"lattice_constant": a_range},
-                                 max_iter=settings.max_iter))
-    obj = np.stack([np.where(np.isfinite(f.objective), f.objective, np.inf) for f in refined], 1)
-    choice = np.argmin(obj, axis=1)
-    pick = lambda x: np.stack([np.asarray(x[c])[j] for j, c in enumerate(choice)])  # noqa: E731
-    fit_params = jax.tree_util.tree_map(lambda *xs: pick(xs), *[f.params for f in refined])
-    status = [refined[c].status[j] for j, c in enumerate(choice)]
-    messages = [refined[c].messages[j] for j, c in enumerate(choice)]
-    stderr = {k: pick([f.stderr[k] for f in refined]) for k in refined[0].stderr}
-    objective = pick([f.objective for f in refined])
-    rot = np.asarray(jax.vmap(lambda p: p.sl_orientation())(fit_params), np.float64)
+            comps = component_images(model, p)
+            sc, d = linear_scales(comps, y, v, w)
+            dev[:, ti, ci] = d
+            lin[ti, ci] = (p, sc)
+            if ci == 0:
+                sc0, d0 = linear_scales(comps[:, [0, 1, 3]], y, v, w)
+                dev_sl[:, ti] = d0
+                lin[ti, -1] = (p, np.insert(sc0, 2, 0.0, axis=1))
+    cand = np.argmin(np.minimum(dev.min(axis=2), dev_sl), axis=1)
+    rows_ = np.arange(todo.size)
+    dev_c = dev[rows_, cand]                                     # (n, confs)
+    al_gain = dev_sl[rows_, cand] - dev_c.min(axis=1)
+    has_al = al_gain >= settings.al_min_gain
+    tm["linear"] = tm.get("linear", 0.0) + clock() - t
+    t = clock()
+    # groups: (configuration index or -1 for "no AL signal", frame rows, vary)
+    vary_sl = [n for n in settings.vary if n not in ("al_scale", "disorder_deg")]
+    groups = [(-1, np.flatnonzero(~has_al), vary_sl)]
+    for ci in range(len(names)):
+        need = has_al & (dev_c[:, ci] <= dev_c.min(axis=1) + settings.conf_margin)
+        groups.append((ci, np.flatnonzero(need), list(settings.vary)))
+    obj = np.full((todo.size, len(names) + 1), np.inf)
+    fitted = {}
+    for ci, rows, vary in groups:
+        if rows.size == 0:
+            continue
+        p0 = _stack([jax.tree_util.tree_map(lambda x: x[j], lin[cand[j], ci][0]) for j in rows])
+        sc = np.stack([lin[cand[j], ci][1][j] for j in rows])
+        s_ = np.maximum(sc, [1e-3, 1e-3, 0.0 if ci < 0 else 1e-3, 1e-4])
+        init = p0.replace(sl_scale=jnp.asarray(s_[:, 0]), diffuse_scale=jnp.asarray(s_[:, 1]),
+                          al_scale=jnp.asarray(s_[:, 2]), background=jnp.asarray(s_[:, 3]))
+        f = fit_batch(y[rows], w[rows], model, init, vary, bounds={"lattice_constant": a_range},
+                      max_iter=settings.max_iter)
+        obj[rows, ci] = np.where(np.isfinite(f.objective), f.objective, np.inf)
+        for k, j in enumerate(rows):
+            fitted[j, ci] = (f, k)
+    tm["refine"] = tm.get("refine", 0.0) + clock() - t
+    rot = np.full((todo.size, 3, 3), np.nan)
+    for j in range(todo.size):
+        ci = -1 if not has_al[j] else int(np.argmin(obj[j, :len(names)]))
+        f, k = fitted[j, ci]
+        p = jax.tree_util.tree_map(lambda x: x[k], f.params)
+        st = f.status[k]
+        i = todo[j]
+        rot[j] = np.asarray(p.sl_orientation(), np.float64)
+        out["lattice_constant"][i] = float(p.lattice_constant)
+        for name in ("sl_scale", "diffuse_scale", "al_scale", "background"):
+            out[name][i] = float(getattr(p, name))
+        out["al_gain"][i] = al_gain[j]
+        if ci >= 0:
+            out["disorder_deg"][i] = float(np.degrees(p.disorder)) * FWHM_PER_SIGMA
+            out["configuration"][i] = names[ci]
+            other = [obj[j, c] for c in range(len(names)) if c != ci and np.isfinite(obj[j, c])]
+            lin_other = [dev_c[j, c] - dev_c[j, ci] for c in range(len(names)) if c != ci]
+            out["configuration_margin"][i] = (min(other) - obj[j, ci]) if other else (
+                min(lin_other) if lin_other else np.inf)
+        out["objective"][i] = float(f.objective[k])
+        out["status"][i] = st.code
+        out["message"][i] = re.sub(r"^frame \d+: ", "", f.messages[k]) if f.messages[k] else st.value
+        if ci < 0 and st.success:
+            out["message"][i] += (f"; no AL peaks above noise (linear deviance gain {al_gain[j]:.1f} < "
+                                  f"{settings.al_min_gain:g}): configuration and disorder not determined")
+        for name in STDERR_OF:
+            if name in f.stderr:
+                out[name + "_stderr"][i] = float(f.stderr[name][k])
     ang = decompose_orientation(rot, list(settings.zones))
     out["orientation_matrix"][todo] = rot
     for k in ("zone_axis", "tilt_deg", "tilt1_deg", "tilt2_deg", "inplane_deg"):
         out[k][todo] = ang[k]
-    pd = fit_params
-    out["lattice_constant"][todo] = np.asarray(pd.lattice_constant, float)
-    out["disorder_deg"][todo] = np.degrees(np.asarray(pd.disorder, float)) * FWHM_PER_SIGMA
-    for k in ("sl_scale", "diffuse_scale", "al_scale", "background"):
-        out[k][todo] = np.asarray(getattr(pd, k), float)
-    out["configuration"][todo] = [names[c] for c in choice]
-    out["objective"][todo] = np.asarray(objective, float)
-    out["status"][todo] = [s.code for s in status]
-    out["message"][todo] = [m if m else s.value for s, m in zip(status, messages)]
-    for k in STDERR_OF:
-        if k in stderr:
-            out[k + "_stderr"][todo] = np.asarray(stderr[k], float)
     return out
 
 
 def _empty_results(n: int) -> dict[str, np.ndarray]:
     out = {k: np.full(n, np.nan) for k in FIT_DATASETS}
+    out["configuration_margin"] = np.full(n, np.nan)
+    out["al_gain"] = np.full(n, np.nan)
     out["orientation_matrix"] = np.full((n, 3, 3), np.nan)
     out["zone_axis"] = np.full((n, 3), np.nan)
     out["configuration"] = np.array([""] * n, dtype=object)
@@ -345,32 +424,131 @@ def _empty_results(n: int) -> dict[str, np.ndarray]:
     return out
 
 
+
+def fit_point_index(pixels, structure, template: ModelParams, a_range: tuple[float, float],
+                    width_factor: float = 1.5, pixel_counts: np.ndarray | None = None,
+                    nsigma: float = 4.0) -> np.ndarray:
+    """Flat indices of the polar points that carry SL or AL peaks: the points a fit uses.
+
+    Parameters
+    ----------
+    pixels : `xmodel.pixels.PixelSet` of the whole polar grid (``Experiment.polar_pixels``).
+    structure : `xmodel.parameters.Structure` (SL and AL reflection lists).
+    template : sample parameters (radial widths ``sl_radial_width``, ``al_radial_width``, 1/A).
+    a_range : (a_min, a_max) SL lattice constants the fit may reach (A).
+    width_factor : radial widths may grow by this factor.
+    pixel_counts : (C, Q) detector pixels per bin; bins without pixels are left out.
+    nsigma : half-width of each band in radial sigmas.
+
+    Returns
+    -------
+    numpy.ndarray of int
+        Valid points with ``|q|`` in the SL band (``2 pi |hkl|_min / a_max - n sigma_r`` to
+        ``q_max_sl + n sigma_r``) or within ``n sigma_s`` of an AL shell ``2 pi |hkl| / a_AL``.
+
+    Notes
+    -----
+    Points outside these bands hold background and the isotropic diffuse term only; leaving
+    them out changes no peak parameter and cuts the cost of a fit by the ratio of the counts
+    (the "pixels of the SL and AL q-bands" objective of issue 4; Gaussian bands of the model,
+    `xmodel.pattern`).
+
+    Validation: every support point of an orientation-free `PatternModel` over ``a_range`` lies
+    in the selection (tests/fits/test_scan_fit.py).
+    """
+    qa = np.linalg.norm(np.asarray(pixels.q_lab, np.float64), axis=-1).reshape(-1)
+    wf = max(1.0, float(width_factor))
+    sr = float(template.sl_radial_width) * wf * nsigma
+    ss = float(template.al_radial_width) * wf * nsigma
+    n_sl = np.sqrt(np.sum(np.asarray(structure.sl_hkl, float) ** 2, axis=1))
+    lo = TWO_PI * n_sl.min() / max(a_range) - sr
+    keep = (qa >= lo) & (qa <= structure.q_max_sl + sr)
+    g_al = np.unique(np.round(TWO_PI * np.sqrt(np.sum(np.asarray(structure.al_hkl, float) ** 2, axis=1))
+                              / structure.al_lattice_constant, 9))
+    for g in g_al:
+        keep |= np.abs(qa - g) <= ss
+    keep &= np.asarray(pixels.valid, bool).reshape(-1)
+    if pixel_counts is not None:
+        keep &= np.asarray(pixel_counts).reshape(-1) > 0
+    return np.flatnonzero(keep)
+
+
 # --------------------------------------------------------------------------- scans
 
 
 @dataclass(frozen=True, eq=False)
 class FitSetup:
-    """What a scan fit needs besides the frames: model, sample template, template bank, q, chi."""
+    """What a scan fit needs besides the frames.
+
+    Attributes
+    ----------
+    model : orientation-free `PatternModel` on the fit points (``index`` of the polar grid).
+    template : sample `ModelParams` (config values: widths, radius, disorder; internal units).
+    bank : template bank on the chi grid (`fits.search.build_template_bank`).
+    q : (Q,) q bin centres (1/A); chi_deg : (C,) chi bin centres (deg).
+    index : (P,) flat indices (row-major, (chi, q)) of the model's points in the polar grid.
+    weight : (P,) detector pixels per fit point (``/entry/reduction/counts``; 1 if unknown).
+    relationships : configuration name -> ``R_or`` (3, 3) tried for every frame.
+    """
 
     model: PatternModel
     template: ModelParams
     bank: TemplateBank
     q: np.ndarray
     chi_deg: np.ndarray
-    pixel_counts: np.ndarray | None = None
+    index: np.ndarray
+    weight: np.ndarray
+    relationships: dict = field(default_factory=lambda: {
+        c: np.asarray(orientation.orientation_relationship(c), np.float64) for c in CONFIGURATIONS})
+
+    @classmethod
+    def build(cls, cfg, q: np.ndarray, chi_deg: np.ndarray, pixel_counts: np.ndarray | None = None,
+              settings: FitSettings = FitSettings(), dtype=jnp.float32) -> "FitSetup":
+        """Model on the fit points of the polar grid ``(chi_deg, q)`` for the sample of ``cfg``.
+
+        Parameters
+        ----------
+        cfg : loaded config (experiment geometry and mask, sample starting values).
+        q : (Q,) q bin centres (1/A); chi_deg : (C,) regular chi bin centres over 360 deg (deg).
+        pixel_counts : (C, Q) detector pixels per bin (``/entry/reduction/counts``).
+
+        Notes
+        -----
+        The polar points lie at the bin centres on the Ewald sphere with the geometry and mask of
+        the config (`xmodel.experiment.Experiment`); the model is orientation-free, covers the
+        allowed lattice constants and 1.5x wider peaks, and holds only the points of the SL and
+        AL bands (`fit_point_index`).
+        """
+        from xmodel.experiment import Experiment
+        from xmodel.parameters import params_from_config, structure_from_config
+
+        q = np.asarray(q, float)
+        chi = np.asarray(chi_deg, float)
+        exp = Experiment.from_config(cfg)
+        template = params_from_config(cfg, dtype=dtype)
+        a0 = float(template.lattice_constant)
+        a_range = (settings.a_range_rel[0] * a0, settings.a_range_rel[1] * a0)
+        structure = structure_from_config(cfg, a_range)
+        pixels = exp.polar_pixels(q, chi)
+        counts = None if pixel_counts is None else np.asarray(pixel_counts, float).reshape(chi.size, q.size)
+        index = fit_point_index(pixels, structure, template, a_range, 1.5, counts)
+        if index.size == 0:
+            raise ValueError(f"no valid polar bin lies in the SL or AL q-bands (q {q.min():.3g} .. "
+                             f"{q.max():.3g} 1/A); check the config's geometry and mask against the "
+                             f"reduction, or reduce over a q range that holds the peaks.")
+        model = PatternModel(pixels.subset(index), structure, template, dtype=dtype,
+                             orientation_margin_deg=None, lattice_constant_range=a_range, width_factor=1.5)
+        bank = build_template_bank(chi, wavelength_A=float(exp.geometry.wavelength) * 1e10,
+                                   lattice_constant=a0, step_deg=settings.step_deg,
+                                   mosaic_deg=float(np.degrees(template.sl_mosaic)),
+                                   cache_dir=settings.cache_dir)
+        weight = np.ones(index.size) if counts is None else counts.reshape(-1)[index]
+        return cls(model=model, template=template, bank=bank, q=q, chi_deg=chi, index=index, weight=weight)
 
 
 def setup_from_reduction(path: str | Path, cfg, settings: FitSettings = FitSettings(),
                          dtype=jnp.float32) -> FitSetup:
-    """Model on the polar grid of ``/entry/reduction`` of ``path`` for the sample of ``cfg``.
-
-    The polar grid's points lie at the bin centres on the Ewald sphere with the geometry and mask
-    of the config (`xmodel.experiment.Experiment`); the model is orientation-free and covers the
-    allowed lattice constants and 1.5x wider peaks.
-    """
-    from xmodel.experiment import Experiment
-    from xmodel.parameters import params_from_config, structure_from_config
-
+    """`FitSetup.build` on the polar grid of ``/entry/reduction`` of ``path``."""
     with h5py.File(path, "r") as f:
         if "entry/reduction/polar" not in f:
             raise ValueError(f"{path} has no /entry/reduction/polar; pass a Dectris master file (it is "
@@ -378,18 +556,7 @@ def setup_from_reduction(path: str | Path, cfg, settings: FitSettings = FitSetti
         q = np.asarray(f["entry/reduction/q"], float)
         chi = np.asarray(f["entry/reduction/chi"], float)
         counts = np.asarray(f["entry/reduction/counts"], float) if "entry/reduction/counts" in f else None
-    exp = Experiment.from_config(cfg)
-    template = params_from_config(cfg, dtype=dtype)
-    a0 = float(template.lattice_constant)
-    a_range = (settings.a_range_rel[0] * a0, settings.a_range_rel[1] * a0)
-    structure = structure_from_config(cfg, a_range)
-    pixels = exp.polar_pixels(q, chi)
-    model = PatternModel(pixels, structure, template, dtype=dtype, orientation_margin_deg=None,
-                         lattice_constant_range=a_range, width_factor=1.5)
-    bank = build_template_bank(chi, wavelength_A=float(exp.geometry.wavelength) * 1e10,
-                               lattice_constant=a0, step_deg=settings.step_deg,
-                               mosaic_deg=float(np.degrees(template.sl_mosaic)), cache_dir=settings.cache_dir)
-    return FitSetup(model=model, template=template, bank=bank, q=q, chi_deg=chi, pixel_counts=counts)
+    return FitSetup.build(cfg, q, chi, counts, settings, dtype)
 
 
 def _prepare(out: Path, n: int, source: Path, settings: FitSettings) -> int:
@@ -461,8 +628,7 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
         with h5py.File(results, "r") as f:
             polar = np.asarray(f["entry/reduction/polar"][start:stop], np.float64)
         try:
-            r = fit_frames(polar, setup.q, setup.model, setup.template, setup.bank, settings,
-                           pixel_counts=setup.pixel_counts)
+            r = fit_frames(polar, setup, settings)
         except Exception as exc:  # one bad batch never stops the scan
             r = _empty_results(stop - start)
             r["message"][:] = f"{FitStatus.FAILED.value}: {type(exc).__name__}: {exc}"

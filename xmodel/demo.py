@@ -199,8 +199,12 @@ def analyses_stage(out: Path, rep: Report, results: Path, truth: Path) -> None:
             f"Median q_200 = {qm.get('median_q', float('nan')):.4f} 1/A; points per status: "
             + ", ".join(f"{k} {v}" for k, v in qm.get("status_counts", qm.get("counts", {})).items()), "")
 
+    sample = load_twin(twin_toml)
     rep.add("### Table S1 analogue: indexing of each domain's radial profile", "",
-            "| domain | peaks (q 1/A: hkl) | <a> (A) | true a (A, median) |", "|---|---|---|---|")
+            "Mean radial profile of the domain's points (boundaries included, so <a> sits between "
+            "the bulk value and the compressed edges).", "",
+            "| domain | peaks (q 1/A: hkl) | <a> (A) | bulk a (A) | median true a of the points (A) |",
+            "|---|---|---|---|---|")
     with h5py.File(truth, "r") as t:
         ta = t["/truth/lattice_constant"][()]
     for k, name in enumerate(names):
@@ -212,8 +216,9 @@ def analyses_stage(out: Path, rep: Report, results: Path, truth: Path) -> None:
         peaks = "; ".join(f"{p['q']:.4f}: " + ("/".join(p.get("candidates", [])) if p.get("ambiguous") else
                           "".join(str(v) for v in (p.get("hkl") or [])))
                           for p in r.get("peaks", []))
+        bulk = sample.domains[k].config.superlattice.lattice_constant
         rep.add(f"| {name} | {peaks} | {r['mean_lattice_constant']:.1f} +- {r['std_lattice_constant']:.1f} | "
-                f"{np.median(ta[(tl == k) & inside]):.1f} |")
+                f"{bulk:.1f} | {np.median(ta[(tl == k) & inside]):.1f} |")
     rep.add("")
 
     rep.add("### Table S2 analogue: orientational disorder from the 200_AL peak (Eq. 7)", "",
@@ -232,12 +237,15 @@ def analyses_stage(out: Path, rep: Report, results: Path, truth: Path) -> None:
     rep.add("")
 
     rep.add("### XCCA (Fig. 2a-e): experiment (solid) against the forward model (dashed)", "",
+            "Averaged over each domain's points away from its boundaries (boundary coordinate s < 0.5 "
+            "in the truth), where the SL has its bulk orientation.", "",
             "| domain | q1, q2 (1/A) | maxima (deg) | correlation with the model | with Gaussian peaks |",
             "|---|---|---|---|---|")
-    sample = load_twin(twin_toml)
     panels = []
+    with h5py.File(truth, "r") as t:
+        bulk_zone = t["/truth/boundary_s"][()] < 0.5
     for k, name in enumerate(names):
-        frames = np.flatnonzero((tl == k) & inside)
+        frames = np.flatnonzero((tl == k) & inside & bulk_zone)
         if frames.size == 0:
             continue
         q1, q2 = CCF_Q1.get(name, 0.0838), 2.12

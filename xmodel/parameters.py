@@ -75,7 +75,12 @@ class ModelParams:
         return dataclasses.replace(self, **{k: jnp.asarray(v, dtype) for k, v in changes.items()})
 
     def astype(self, dtype) -> "ModelParams":
-        """All leaves cast to ``dtype`` (float32 for images, float64 for gradient checks)."""
+        """All leaves cast to ``dtype`` (float32 for images, float64 for gradient checks).
+
+        float64 needs ``jax_enable_x64``; without it the leaves stay float32 (JAX's widest).
+        """
+        if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+            dtype = jnp.float32
         return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), self)
 
     def sl_orientation(self) -> jax.Array:

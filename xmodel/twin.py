@@ -463,13 +463,16 @@ def components(sample: TwinSample) -> Components:
         sel = label == k
         rows = np.nonzero(sel)[0]
         a[sel] = (d.config.superlattice.lattice_constant * (1.0 - d.shrink * s))[rows]
+        # the domain's own (bulk) tilt, e.g. red's, plus the boundary rotation toward the edge
+        base1 = np.radians(d.config.superlattice.tilt1_deg)
+        base2 = np.radians(d.config.superlattice.tilt2_deg)
         if d.edge_tilt_deg is not None:
-            t1[sel] = np.radians(d.edge_tilt_deg[0]) * s[rows]
-            t2[sel] = np.radians(d.edge_tilt_deg[1]) * s[rows]
+            t1[sel] = base1 + np.radians(d.edge_tilt_deg[0]) * s[rows]
+            t2[sel] = base2 + np.radians(d.edge_tilt_deg[1]) * s[rows]
         else:
             theta = np.radians(d.tilt_deg) * s
-            t1[sel] = (theta * ty)[rows]
-            t2[sel] = (theta * tx)[rows]
+            t1[sel] = base1 + (theta * ty)[rows]
+            t2[sel] = base2 + (theta * tx)[rows]
         first = label[:, 0] == k
         s_all[first] = s[first]
     return Components(label=label, weight=weight, lattice_constant=a, tilt1=t1, tilt2=t2,

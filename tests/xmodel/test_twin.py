@@ -45,15 +45,18 @@ def test_boundary_rule(twin):
         assert 0.05 <= d.shrink <= 0.13
         assert np.all(a <= a0 + 1e-9) and np.all(a >= a0 * (1 - 0.13) - 1e-9)
         assert s.max() == 1.0 and s.min() == 0.0  # every domain has an interior and an edge
-        tilt = truth["tilt_deg"][own]
+        # boundary tilt = the point's tilt minus the domain's own bulk tilt (e.g. red's -7 deg)
+        t1 = truth["tilt1_deg"][own] - d.config.superlattice.tilt1_deg
+        t2 = truth["tilt2_deg"][own] - d.config.superlattice.tilt2_deg
+        tilt = np.hypot(t1, t2)
         if d.edge_tilt_deg is None:
             assert 8.0 <= d.tilt_deg <= 14.0
             np.testing.assert_allclose(tilt, d.tilt_deg * s, atol=1e-6)
             # the tilt axis lies in the sample plane, along the edge: |axis| = 1
             assert tilt[s == 1].min() >= 8.0 - 1e-6 and tilt.max() <= 14.0 + 1e-6
         else:  # orange: scan S2, 22 deg about [010]_SL (lab e2) plus 7 deg about e1
-            np.testing.assert_allclose(truth["tilt2_deg"][own], 22.0 * s, atol=1e-6)
-            np.testing.assert_allclose(truth["tilt1_deg"][own], 7.0 * s, atol=1e-6)
+            np.testing.assert_allclose(t2, 22.0 * s, atol=1e-6)
+            np.testing.assert_allclose(t1, 7.0 * s, atol=1e-6)
         # deeper inside (larger distance to the edge) never means a smaller lattice constant
         e = truth["boundary_distance_um"][own]
         order = np.argsort(e)

@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--step-deg", type=float, default=1.5, help="template zone-axis spacing (deg)")
     p.add_argument("--batch", type=int, default=16, help="frames per batch (one checkpoint each)")
     p.add_argument("--max-iter", type=int, default=30, help="least-squares iterations per frame")
-    p.add_argument("--q-bins", type=int, default=1000, help="q bins when reducing a master file")
+    p.add_argument("--q-bins", type=int, default=500, help="log-spaced q bins when reducing a master file")
     p.add_argument("--chi-bins", type=int, default=360, help="chi bins when reducing a master file")
     p.add_argument("--cache-dir", default=None, help="folder for the template bank cache")
     p.add_argument("--quiet", action="store_true", help="no progress line")
