@@ -274,15 +274,27 @@ def match_classes(src: np.ndarray, dst: np.ndarray) -> dict[int, int]:
 
 
 def combine_labels(saxs: RingClasses, waxs: RingClasses,
-                   waxs_to_saxs: dict[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   waxs_to_saxs: dict[int, int] | None = None,
+                   saxs_similarity: np.ndarray | None = None,
+                   similar: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
     """Point labels from the SAXS and WAXS classes (SAXS first, as the paper's domains).
 
     The SAXS label where SAXS holds a class or is mixed; where SAXS is empty, the WAXS class
     (mapped by ``waxs_to_saxs``, identity for given templates; unmapped -> `MIXED`, signal
-    without a known class) or `MIXED`/`EMPTY` from WAXS.
+    without a known class) or `MIXED`/`EMPTY` from WAXS. Where the two rings name different
+    classes whose SAXS templates look alike (``saxs_similarity[s, w] >= similar``, e.g. two
+    zone axes whose 200_SL pairs fall at the same azimuth), the SAXS ring cannot tell them
+    apart and the WAXS class decides.
     """
     label = saxs.label.copy()
     conf = saxs.confidence.copy()
+    if saxs_similarity is not None and waxs_to_saxs is None:
+        both = np.flatnonzero((saxs.label >= 0) & (waxs.label >= 0) & (saxs.label != waxs.label))
+        for i in both:
+            s_, w_ = int(saxs.label[i]), int(waxs.label[i])
+            if saxs_similarity[s_, w_] >= similar:
+                label[i] = w_
+                conf[i] = min(saxs.confidence[i], waxs.confidence[i])
     only_waxs = (saxs.label == EMPTY) & (waxs.label != EMPTY)
     for i in np.flatnonzero(only_waxs):
         wl = int(waxs.label[i])
@@ -392,3 +404,77 @@ def plot_label_maps(maps: dict[str, np.ndarray], names: list[str], shape: tuple[
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def scaled_ring(path, q_nominal: float, *, search=(0.93, 1.18), half_width: float = 0.03,
+                batch: int = 256):
+    """SAXS ring profiles read at each frame's own peak position (compression-aware).
+
+    A compressed superlattice (5-13 % near boundaries, paper Fig. 3) moves the 200_SL ring
+    from 0.083 to up to 0.095 1/A, out of a fixed band. For each frame the ring centre is
+    the maximum of its radial profile within ``search`` x ``q_nominal`` (after removing a
+    straight background through the window's ends); the profile is then the mean over
+    ``|q - q_peak| <= half_width q_peak``. Frames without a peak above the background keep
+    ``q_nominal``.
+
+    Returns
+    -------
+    ring : `fits.xcca.Ring` with (n_frames, n_chi) intensity and weight; ``q0`` is nominal.
+    q_peak : (n_frames,) the ring centres used (1/A).
+    """
+    import h5py
+
+    from fits.xcca import Ring
+
+    with h5py.File(path, "r") as f:
+        grp = f["entry/reduction"]
+        q = grp["q"][()]
+        chi = grp["chi"][()]
+        polar = grp["polar"]
+        radial = grp["radial"]
+        n = polar.shape[0]
+        win = np.flatnonzero((q >= search[0] * q_nominal * (1 - half_width)) &
+                             (q <= search[1] * q_nominal * (1 + half_width)))
+        if win.size < 3:
+            raise ValueError(f"{path}: the q grid has fewer than 3 bins around q = {q_nominal} 1/A; "
+                             "reduce with finer q bins")
+        lo, hi = win[0], win[-1] + 1
+        qs = q[lo:hi]
+        inner = (qs >= search[0] * q_nominal) & (qs <= search[1] * q_nominal)
+        out = np.zeros((n, chi.size))
+        wts = np.zeros((n, chi.size))
+        q_peak = np.full(n, float(q_nominal))
+        for s in range(0, n, batch):
+            rad = np.nan_to_num(radial[s:s + batch, lo:hi])
+            base = rad[:, :1] + (rad[:, -1:] - rad[:, :1]) * (qs - qs[0]) / (qs[-1] - qs[0])
+            excess = np.where(inner[None, :], rad - base, -np.inf)
+            best = np.argmax(excess, axis=1)
+            has = excess[np.arange(rad.shape[0]), best] > 0
+            q_peak[s:s + rad.shape[0]] = np.where(has, qs[best], q_nominal)
+            block = polar[s:s + batch, :, lo:hi]
+            for j in range(block.shape[0]):
+                sel = np.abs(qs - q_peak[s + j]) <= half_width * q_peak[s + j]
+                band = block[j][:, sel]
+                fin = np.isfinite(band)
+                cnt = fin.sum(axis=1)
+                out[s + j] = np.where(cnt > 0, np.where(fin, band, 0).sum(axis=1) / np.maximum(cnt, 1), 0.0)
+                wts[s + j] = cnt > 0
+    return Ring(out, wts, chi, float(q_nominal), half_width * float(q_nominal)), q_peak
+
+
+def template_similarity(templates: np.ndarray) -> np.ndarray:
+    """(K, K) Pearson correlations of class templates (flattened angular profiles)."""
+    t = np.asarray(templates, float).reshape(len(templates), -1)
+    t = t - t.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(t, axis=1)
+    norm[norm == 0] = 1.0
+    return (t @ t.T) / np.outer(norm, norm)
+
+
+def merge_classes(base: RingClasses, other: RingClasses, index: np.ndarray) -> RingClasses:
+    """``base`` with the points ``index`` replaced by ``other`` (whose rows are those points)."""
+    label, conf = base.label.copy(), base.confidence.copy()
+    frac, sig = base.fraction.copy(), base.significance.copy()
+    label[index], conf[index] = other.label, other.confidence
+    frac[index], sig[index] = other.fraction, other.significance
+    return RingClasses(label, conf, frac, sig)

@@ -36,6 +36,7 @@ from scipy.optimize import nnls
 
 from fits.search import (SearchResult, TemplateBank, build_template_bank, refine_matches,
                          search_orientations)
+from fits.objective import compiled, intensity_function
 from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.parameters import FWHM_PER_SIGMA, ModelParams
@@ -197,20 +198,34 @@ def _poisson_deviance_np(mu: np.ndarray, y: np.ndarray, valid: np.ndarray, n: np
     return 2.0 * np.sum(np.where(valid, n * t, 0.0), axis=-1)
 
 
+def _build_components(model: PatternModel):
+    fn, _ = intensity_function(model)
+
+    def one(arrays, p):
+        z = jnp.zeros_like(p.sl_scale)
+        o = jnp.ones_like(p.sl_scale)
+        return jnp.stack([fn(arrays, p.replace(sl_scale=o, diffuse_scale=z, al_scale=z, background=z)),
+                          fn(arrays, p.replace(sl_scale=z, diffuse_scale=o, al_scale=z, background=z)),
+                          fn(arrays, p.replace(sl_scale=z, diffuse_scale=z, al_scale=o, background=z)),
+                          fn(arrays, p.replace(sl_scale=z, diffuse_scale=z, al_scale=z, background=o))])
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+
+
 def component_images(model: PatternModel, params: ModelParams) -> np.ndarray:
     """(B, 4, P) model components with unit scales: SL peaks, diffuse, AL, background.
 
     ``params`` is a stacked batch; each component is the model with its own scale 1 and the
-    other three 0 (the model is linear in them, `xmodel.pattern`).
+    other three 0 (the model is linear in them, `xmodel.pattern`). The batch is padded to a
+    power of two so that a scan compiles few shapes.
     """
-    z = jnp.zeros_like(params.sl_scale)
-    o = jnp.ones_like(params.sl_scale)
-    f = jax.vmap(model)
-    comps = [f(params.replace(sl_scale=o, diffuse_scale=z, al_scale=z, background=z)),
-             f(params.replace(sl_scale=z, diffuse_scale=o, al_scale=z, background=z)),
-             f(params.replace(sl_scale=z, diffuse_scale=z, al_scale=o, background=z)),
-             f(params.replace(sl_scale=z, diffuse_scale=z, al_scale=z, background=o))]
-    return np.stack([np.asarray(c, np.float64) for c in comps], axis=1)
+    b = int(np.shape(params.sl_scale)[0])
+    n = max(4, 1 << (b - 1).bit_length())
+    if n > b:
+        params = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], n - b, axis=0)]), params)
+    run = compiled(model, ("components",), _build_components)
+    _, arrays = intensity_function(model)
+    return np.asarray(run(arrays, params), np.float64)[:b]
 
 
 def linear_scales(components: np.ndarray, observed: np.ndarray, valid: np.ndarray,
@@ -353,27 +368,31 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     has_al = al_gain >= settings.al_min_gain
     tm["linear"] = tm.get("linear", 0.0) + clock() - t
     t = clock()
-    # groups: (configuration index or -1 for "no AL signal", frame rows, vary)
-    vary_sl = [n for n in settings.vary if n not in ("al_scale", "disorder_deg")]
-    groups = [(-1, np.flatnonzero(~has_al), vary_sl)]
+    # one batched refinement of every (frame, configuration) pair to try; frames without AL
+    # signal once (their al_scale starts at 0 and disorder is not reported). Rows are padded
+    # with empty frames to a power of two so that few shapes are ever compiled.
+    pairs = [(j, -1) for j in np.flatnonzero(~has_al)]
     for ci in range(len(names)):
-        need = has_al & (dev_c[:, ci] <= dev_c.min(axis=1) + settings.conf_margin)
-        groups.append((ci, np.flatnonzero(need), list(settings.vary)))
+        pairs += [(j, ci) for j in np.flatnonzero(has_al & (dev_c[:, ci] <= dev_c.min(axis=1) + settings.conf_margin))]
     obj = np.full((todo.size, len(names) + 1), np.inf)
     fitted = {}
-    for ci, rows, vary in groups:
-        if rows.size == 0:
-            continue
-        p0 = _stack([jax.tree_util.tree_map(lambda x: x[j], lin[cand[j], ci][0]) for j in rows])
-        sc = np.stack([lin[cand[j], ci][1][j] for j in rows])
-        s_ = np.maximum(sc, [1e-3, 1e-3, 0.0 if ci < 0 else 1e-3, 1e-4])
-        init = p0.replace(sl_scale=jnp.asarray(s_[:, 0]), diffuse_scale=jnp.asarray(s_[:, 1]),
-                          al_scale=jnp.asarray(s_[:, 2]), background=jnp.asarray(s_[:, 3]))
-        f = fit_batch(y[rows], w[rows], model, init, vary, bounds={"lattice_constant": a_range},
-                      max_iter=settings.max_iter)
-        obj[rows, ci] = np.where(np.isfinite(f.objective), f.objective, np.inf)
-        for k, j in enumerate(rows):
-            fitted[j, ci] = (f, k)
+    n_rows = max(4, 1 << (len(pairs) - 1).bit_length())
+    pad = [pairs[0]] * (n_rows - len(pairs))
+    rows = np.array([j for j, _ in pairs + pad])
+    p0 = _stack([jax.tree_util.tree_map(lambda x: x[j], lin[cand[j], ci][0]) for j, ci in pairs + pad])
+    sc = np.stack([lin[cand[j], ci][1][j] for j, ci in pairs + pad])
+    floor = np.where(np.array([ci for _, ci in pairs + pad])[:, None] < 0, [1e-3, 1e-3, 0.0, 1e-4],
+                     [1e-3, 1e-3, 1e-3, 1e-4])
+    s_ = np.maximum(sc, floor)
+    init = p0.replace(sl_scale=jnp.asarray(s_[:, 0]), diffuse_scale=jnp.asarray(s_[:, 1]),
+                      al_scale=jnp.asarray(s_[:, 2]), background=jnp.asarray(s_[:, 3]))
+    w_rows = w[rows].copy()
+    w_rows[len(pairs):] = 0.0                                     # padding: not fitted (bad data)
+    f = fit_batch(y[rows], w_rows, model, init, list(settings.vary), bounds={"lattice_constant": a_range},
+                  max_iter=settings.max_iter)
+    for k, (j, ci) in enumerate(pairs):
+        obj[j, ci] = f.objective[k] if np.isfinite(f.objective[k]) else np.inf
+        fitted[j, ci] = (f, k)
     tm["refine"] = tm.get("refine", 0.0) + clock() - t
     rot = np.full((todo.size, 3, 3), np.nan)
     for j in range(todo.size):
@@ -395,13 +414,18 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
             out["configuration_margin"][i] = (min(other) - obj[j, ci]) if other else (
                 min(lin_other) if lin_other else np.inf)
         out["objective"][i] = float(f.objective[k])
+        msg = re.sub(r"^frame \d+: ", "", f.messages[k]) if f.messages[k] else st.value
+        if ci < 0 and st is FitStatus.AT_BOUND:
+            held = set(msg.split("at a bound:")[-1].replace(" ", "").split(","))
+            if held <= {"al_scale", "disorder_deg"}:     # no AL signal: these are not measured
+                st, msg = FitStatus.OK, f"converged in {f.n_iter[k]} iterations"
         out["status"][i] = st.code
-        out["message"][i] = re.sub(r"^frame \d+: ", "", f.messages[k]) if f.messages[k] else st.value
+        out["message"][i] = msg
         if ci < 0 and st.success:
             out["message"][i] += (f"; no AL peaks above noise (linear deviance gain {al_gain[j]:.1f} < "
                                   f"{settings.al_min_gain:g}): configuration and disorder not determined")
         for name in STDERR_OF:
-            if name in f.stderr:
+            if name in f.stderr and (ci >= 0 or name not in ("al_scale", "disorder_deg")):
                 out[name + "_stderr"][i] = float(f.stderr[name][k])
     ang = decompose_orientation(rot, list(settings.zones))
     out["orientation_matrix"][todo] = rot

@@ -159,3 +159,37 @@ def test_cli_classify_cluster_and_ccf_by_domain(scan, tmp_path, capsys):
 
 
 from pathlib import Path  # noqa: E402
+
+
+def test_similar_saxs_classes_are_decided_by_waxs():
+    from fits.classify import RingClasses, combine_labels, template_similarity
+    t = np.array([[0, 1, 0, 1.0], [0, 1, 0, 0.9], [1, 0, 1, 0.0]])
+    sim = template_similarity(t)
+    assert sim.shape == (3, 3) and np.allclose(np.diag(sim), 1)
+    saxs = RingClasses(np.array([0, 0, 2]), np.ones(3), np.zeros((3, 3)), np.zeros((3, 3)))
+    waxs = RingClasses(np.array([1, 2, 2]), np.ones(3), np.zeros((3, 3)), np.zeros((3, 3)))
+    label, _ = combine_labels(saxs, waxs, saxs_similarity=sim)
+    # point 0: SAXS 0 and 1 look alike -> WAXS decides; point 1: 0 and 2 differ -> SAXS kept
+    np.testing.assert_array_equal(label, [1, 0, 2])
+
+
+def test_scaled_ring_follows_a_compressed_superlattice(tmp_path):
+    import h5py
+
+    from fits.classify import scaled_ring
+    q = np.geomspace(0.05, 0.2, 120)
+    chi = np.arange(-179.5, 180, 5.0)
+    centres = [0.083, 0.094]                                   # bulk and 13 % compressed
+    polar = np.zeros((2, chi.size, q.size))
+    for j, qc in enumerate(centres):
+        prof = np.exp(-0.5 * ((q - qc) / 0.001) ** 2)
+        polar[j] = 1.0 + np.outer(1 + np.cos(np.radians(2 * chi)), prof)
+    path = tmp_path / "r.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/reduction")
+        g["polar"], g["radial"], g["q"], g["chi"] = polar, polar.mean(axis=1), q, chi
+    ring, q_peak = scaled_ring(path, 0.083)
+    np.testing.assert_allclose(q_peak, centres, rtol=0.012)       # one log bin
+    assert ring.intensity.shape == (2, chi.size)
+    # both frames show the same two-fold profile, at their own q
+    assert np.corrcoef(ring.intensity[0], ring.intensity[1])[0, 1] > 0.99

@@ -80,8 +80,15 @@ def run(args) -> int:
         band = (np.abs(q_all - Q_SL) <= DQ_SL) | (np.abs(q_all - Q_AL) <= DQ_AL)
         names, rot, t_sl, t_al = _given_templates(args, path, chi, q_all[band])
         saxs = classify.fit_templates(r_sl.intensity, r_sl.weight, t_sl, **opts)
+        # frames without peaks in the fixed band: read the ring at their own 200_SL position,
+        # so that compressed boundary points (q_200 up to 0.095 1/A) are still classified
+        retry = np.flatnonzero(saxs.label == classify.EMPTY)
+        if retry.size:
+            r_scaled, _ = classify.scaled_ring(path, Q_SL)
+            again = classify.fit_templates(r_scaled.intensity[retry], r_scaled.weight[retry], t_sl, **opts)
+            saxs = classify.merge_classes(saxs, again, retry)
         waxs = classify.fit_templates(r_al.intensity, r_al.weight, t_al, **opts)
-        label, conf = classify.combine_labels(saxs, waxs)
+        label, conf = classify.combine_labels(saxs, waxs, saxs_similarity=classify.template_similarity(t_sl))
     else:
         t_sl = classify.cluster_templates(r_sl.intensity, r_sl.weight, n_classes=args.n_classes)
         saxs = classify.fit_templates(r_sl.intensity, r_sl.weight, t_sl, **opts)

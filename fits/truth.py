@@ -1,0 +1,201 @@
+"""Recovered versus true parameters of a scan fit on the digital twin (issue 4, "Done when").
+
+`compare_to_truth` reads ``/entry/fits`` of a results file (`fits.scan_fit.fit_scan`) and
+``/truth`` of the twin's ``truth.h5`` (`xmodel.synth`), and summarises the errors over the
+*in-domain* points (a domain label, neither empty nor mixed):
+
+* orientation: misorientation angle under cubic symmetry between the fitted and true SL
+  orientation (`xmodel.orientation.misorientation_angle`), degrees;
+* lattice constant: ``|a_fit - a_true| / a_true`` in percent;
+* disorder: ``|dPhi_fit - dPhi_true|`` (FWHM) in degrees, over points where the fit determined it;
+* configuration: fraction of in-domain points whose Conf1/Conf2 matches (undetermined counts as
+  wrong), and the fraction undetermined;
+* status: fraction of in-domain points whose status is not ok;
+* empty and mixed points: how their statuses are distributed (flagged = not ok or no signal).
+
+A point the fit left without a value counts as an infinite error (it fails every tolerance and
+lifts the percentiles), so the table never looks better than the fit is.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from fits.status import FitStatus
+from xmodel import orientation
+
+#: the issue's tolerances: parameter -> (tolerance, units)
+TOLERANCES = {"orientation": (0.5, "deg"), "lattice_constant": (0.5, "%"), "disorder": (1.5, "deg")}
+
+
+def _strings(x) -> np.ndarray:
+    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(x).reshape(-1)])
+
+
+def read_truth(path: str | Path) -> dict[str, np.ndarray]:
+    """Every dataset of ``/truth`` of a twin's ``truth.h5`` (strings decoded).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        If the file is missing or has no ``/truth`` group.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"truth file {path} does not exist; it is written by `xmodel synth` next to "
+                                f"the master file (truth.h5).")
+    with h5py.File(path, "r") as f:
+        if "truth" not in f:
+            raise ValueError(f"{path} has no /truth group; pass the truth.h5 written by `xmodel synth`.")
+        out = {}
+        for k, ds in f["truth"].items():
+            v = ds[()]
+            out[k] = _strings(v) if np.asarray(v).dtype.kind in "OSU" else np.asarray(v)
+    return out
+
+
+def _stats(err: np.ndarray, tol: float) -> dict:
+    e = np.where(np.isfinite(err), err, np.inf)
+    n = int(e.size)
+    if n == 0:
+        return {"n": 0, "median": np.nan, "p95": np.nan, "within": np.nan, "tolerance": tol}
+    return {"n": n, "median": float(np.median(e)), "p95": float(np.percentile(e, 95, method="higher")),
+            "within": float(np.mean(e <= tol)), "tolerance": tol}
+
+
+def compare_to_truth(fits_h5: str | Path, truth_h5: str | Path) -> dict:
+    """Errors of a scan fit against the twin's truth, per parameter, over in-domain points.
+
+    Parameters
+    ----------
+    fits_h5 : results file with ``/entry/fits`` (`fits.scan_fit.fit_scan`).
+    truth_h5 : the twin's ``truth.h5`` (``/truth/label``, ``orientation_matrix`` (N, 3, 3, SL
+        crystal -> lab), ``lattice_constant`` (A), ``disorder_deg`` (FWHM, deg),
+        ``configuration``, ``empty``, ``mixed``).
+
+    Returns
+    -------
+    dict with
+        ``n_points``, ``n_in_domain``, ``n_empty``, ``n_mixed``, ``frames_done``;
+        ``orientation``, ``lattice_constant``, ``disorder``: ``{"n", "median", "p95", "within",
+        "tolerance"}`` (deg, %, deg; ``within`` the fraction inside the issue's tolerance);
+        ``disorder_determined``: fraction of in-domain points with a disorder value;
+        ``configuration_accuracy`` (undetermined counts as wrong), ``configuration_undetermined``;
+        ``not_ok``: fraction of in-domain points whose status is not ok, ``in_domain_status``,
+        ``empty_status``, ``mixed_status``: ``{status name: count}``; ``empty_flagged``,
+        ``mixed_flagged``: fraction with a status other than ok (no signal, at bound, ...);
+        ``per_domain``: ``{label name: {"n", "orientation_median", "orientation_p95",
+        "lattice_median", "configuration_accuracy"}}``.
+
+    Raises
+    ------
+    ValueError
+        If the two files describe different numbers of scan points.
+
+    Notes
+    -----
+    Orientation error: ``acos((tr(R_t^T R_f S) - 1) / 2)`` minimised over the 24 cubic ``S``
+    (`xmodel.orientation.misorientation_angle`). Percentiles by the "higher" method (an actual
+    error of a point, never an interpolation).
+
+    Validation: a results file written from the truth itself gives zero errors and full accuracy
+    (tests/fits/test_scan_fit.py).
+    """
+    from fits.scan_fit import read_fits
+
+    fit = read_fits(fits_h5)
+    tr = read_truth(truth_h5)
+    n = int(tr["label"].shape[0])
+    if fit["status"].shape[0] != n:
+        raise ValueError(f"{fits_h5} holds fits of {fit['status'].shape[0]} points but {truth_h5} describes "
+                         f"{n}; compare a scan's fits with that scan's truth.h5.")
+    label = np.asarray(tr["label"], int)
+    empty = np.asarray(tr["empty"], bool)
+    mixed = np.asarray(tr["mixed"], bool)
+    inside = (label >= 0) & ~empty & ~mixed
+    status = np.asarray(fit["status"], int)
+    ok_code = FitStatus.OK.code
+
+    R_f = np.asarray(fit["orientation_matrix"], float)
+    R_t = np.asarray(tr["orientation_matrix"], float)
+    have = np.all(np.isfinite(R_f), axis=(1, 2)) & np.all(np.isfinite(R_t), axis=(1, 2))
+    mis = np.full(n, np.inf)
+    if have.any():
+        mis[have] = np.degrees(np.asarray(orientation.misorientation_angle(R_t[have], R_f[have]), float))
+    a_err = 100.0 * np.abs(np.asarray(fit["lattice_constant"], float) - tr["lattice_constant"]) / tr["lattice_constant"]
+    d_fit = np.asarray(fit["disorder_deg"], float)
+    d_err = np.abs(d_fit - np.asarray(tr["disorder_deg"], float))
+    conf_f = _strings(fit["configuration"])
+    conf_t = _strings(tr["configuration"])
+
+    def counts(sel):
+        names = [FitStatus.from_code(c).name.lower() for c in status[sel]]
+        return {k: names.count(k) for k in sorted(set(names))}
+
+    idx = np.flatnonzero(inside)
+    table = {
+        "n_points": n, "n_in_domain": int(idx.size), "n_empty": int(empty.sum()), "n_mixed": int(mixed.sum()),
+        "frames_done": int(fit.get("frames_done", n)),
+        "orientation": _stats(mis[idx], TOLERANCES["orientation"][0]),
+        "lattice_constant": _stats(a_err[idx], TOLERANCES["lattice_constant"][0]),
+        "disorder": _stats(d_err[idx][np.isfinite(d_fit[idx])], TOLERANCES["disorder"][0]),
+        "disorder_determined": float(np.mean(np.isfinite(d_fit[idx]))) if idx.size else np.nan,
+        "configuration_accuracy": float(np.mean(conf_f[idx] == conf_t[idx])) if idx.size else np.nan,
+        "configuration_undetermined": float(np.mean(conf_f[idx] == "")) if idx.size else np.nan,
+        "not_ok": float(np.mean(status[idx] != ok_code)) if idx.size else np.nan,
+        "in_domain_status": counts(inside),
+        "empty_status": counts(empty),
+        "mixed_status": counts(mixed),
+        "empty_flagged": float(np.mean(status[empty] != ok_code)) if empty.any() else np.nan,
+        "mixed_flagged": float(np.mean(status[mixed] != ok_code)) if mixed.any() else np.nan,
+    }
+    names = list(tr.get("label_names", []))
+    per = {}
+    for k in np.unique(label[inside]):
+        sel = inside & (label == k)
+        e = np.where(np.isfinite(mis[sel]), mis[sel], np.inf)
+        per[names[k] if k < len(names) else str(k)] = {
+            "n": int(sel.sum()), "orientation_median": float(np.median(e)),
+            "orientation_p95": float(np.percentile(e, 95, method="higher")),
+            "lattice_median": float(np.median(np.where(np.isfinite(a_err[sel]), a_err[sel], np.inf))),
+            "configuration_accuracy": float(np.mean(conf_f[sel] == conf_t[sel]))}
+    table["per_domain"] = per
+    return table
+
+
+def format_truth_table(table: dict) -> str:
+    """Markdown summary of `compare_to_truth` (errors, tolerances, accuracies, statuses)."""
+    def pct(x):
+        return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
+
+    def num(x, f="{:.3g}"):
+        return "n/a" if not np.isfinite(x) else ("inf" if np.isinf(x) else f.format(x))
+
+    lines = [f"Recovered vs true over {table['n_in_domain']} in-domain points "
+             f"({table['n_points']} points, {table['n_empty']} empty, {table['n_mixed']} mixed).", "",
+             "| parameter | median error | 95th percentile | within tolerance | tolerance |",
+             "|---|---|---|---|---|"]
+    rows = (("orientation (misorientation)", "orientation", "deg"),
+            ("lattice constant a", "lattice_constant", "%"),
+            ("disorder dPhi (FWHM)", "disorder", "deg"))
+    for title, key, unit in rows:
+        s = table[key]
+        lines.append(f"| {title} | {num(s['median'])} {unit} | {num(s['p95'])} {unit} | {pct(s['within'])} "
+                     f"(n = {s['n']}) | {s['tolerance']:g} {unit} |")
+    fmt = lambda d: ", ".join(f"{k} {v}" for k, v in d.items()) or "none"  # noqa: E731
+    lines += ["", "| check | value |", "|---|---|",
+              f"| configuration right | {pct(table['configuration_accuracy'])} "
+              f"(undetermined {pct(table['configuration_undetermined'])}) |",
+              f"| disorder determined | {pct(table['disorder_determined'])} |",
+              f"| in-domain status other than ok | {pct(table['not_ok'])} ({fmt(table['in_domain_status'])}) |",
+              f"| empty points flagged | {pct(table['empty_flagged'])} ({fmt(table['empty_status'])}) |",
+              f"| mixed points flagged | {pct(table['mixed_flagged'])} ({fmt(table['mixed_status'])}) |"]
+    if table.get("per_domain"):
+        lines += ["", "| domain | points | orientation median / p95 (deg) | a median (%) | configuration right |",
+                  "|---|---|---|---|---|"]
+        for name, d in table["per_domain"].items():
+            lines.append(f"| {name} | {d['n']} | {num(d['orientation_median'])} / {num(d['orientation_p95'])} | "
+                         f"{num(d['lattice_median'])} | {pct(d['configuration_accuracy'])} |")
+    return "\n".join(lines)
