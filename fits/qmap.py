@@ -80,11 +80,13 @@ def family_window(family: str, a_nominal: float = 150.0,
 def _model(x, p):
     """Gaussian (area, centre, sigma) + linear background about the window centre ``x`` = q - qc."""
     A, mu, s, b0, b1 = (p[:, i:i + 1] for i in range(5))
-    z = (x - mu) / s
-    g = np.exp(-0.5 * z * z) / (s * _SQRT2PI)
-    f = A * g + b0 + b1 * x
-    J = np.stack([g, A * g * z / s, A * g * (z * z - 1.0) / s, np.ones_like(f), np.broadcast_to(x, f.shape)],
-                 axis=-1)
+    # rows of failed profiles (width 0 or NaN) give non-finite values; fit_profiles flags them
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        z = (x - mu) / s
+        g = np.exp(-0.5 * z * z) / (s * _SQRT2PI)
+        f = A * g + b0 + b1 * x
+        J = np.stack([g, A * g * z / s, A * g * (z * z - 1.0) / s, np.ones_like(f), np.broadcast_to(x, f.shape)],
+                     axis=-1)
     return f, J
 
 

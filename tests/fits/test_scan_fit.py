@@ -1,8 +1,21 @@
-"""Tests of fits/scan_fit.py helpers that need no refinement."""
+"""Tests of fits/scan_fit.py and fits/truth.py: a tiny results file fitted end to end, resumed,
+with an empty and a broken frame, Conf1 and Conf2 recovered; truth comparison."""
+import h5py
 import numpy as np
+import pytest
 
-from fits.scan_fit import decompose_orientation
+from fits.scan_fit import (FIT_DATASETS, FitSettings, FitSetup, decompose_orientation, fit_point_index,
+                           fit_scan, read_fits)
+from fits.status import FitStatus
+from fits.truth import compare_to_truth, format_truth_table
 from xmodel import orientation
+from xmodel.config import default_paths, load_config
+from xmodel.noise import poisson_counts
+from xmodel.parameters import params_from_config
+
+CHI = np.arange(180) * 2.0 - 179.0
+Q = np.concatenate([np.geomspace(0.06, 0.24, 80), np.geomspace(1.72, 2.3, 24)])
+SETTINGS = FitSettings(batch=2, max_iter=20, n_candidates=2)
 
 
 def test_decompose_orientation_recovers_the_twin_angles():
@@ -13,3 +26,115 @@ def test_decompose_orientation_recovers_the_twin_angles():
     np.testing.assert_allclose([out["tilt1_deg"][0], out["tilt2_deg"][0], out["inplane_deg"][0]],
                                [3.0, -2.0, -20.0], atol=1e-6)
     np.testing.assert_allclose(out["tilt_deg"][0], np.hypot(3.0, 2.0), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    """A 4-point results file: a Conf1 (red) and a Conf2 (orange) pattern, an empty and a broken frame."""
+    tmp = tmp_path_factory.mktemp("scanfit")
+    cfg = load_config(default_paths("red"))
+    setup = FitSetup.build(cfg, Q, CHI, None, SETTINGS)
+    truth = []
+    frames = []
+    for seed, dom in enumerate(("red", "orange")):
+        p = params_from_config(load_config(default_paths(dom)))
+        p = p.replace(sl_scale=3000.0, diffuse_scale=45.0, al_scale=20.0, background=0.05)
+        mu = np.asarray(setup.model(p), float)
+        img = np.full(CHI.size * Q.size, np.nan)
+        img[setup.index] = poisson_counts(mu, seed=seed)
+        frames.append(img)
+        truth.append(p)
+    empty = np.full(CHI.size * Q.size, np.nan)
+    empty[setup.index] = poisson_counts(np.full(setup.index.size, 0.05), seed=5)
+    broken = frames[0].copy()
+    broken[setup.index[:50]] = -3.0
+    polar = np.stack([frames[0], frames[1], empty, broken]).reshape(4, CHI.size, Q.size).astype(np.float32)
+    path = tmp / "results.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/reduction")
+        g["polar"] = polar
+        g["q"] = Q
+        g["chi"] = CHI
+        g["positions"] = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    out = tmp / "fits.h5"
+    fit_scan(path, cfg, out, SETTINGS, progress=False, stop_after=1, setup=setup)
+    with h5py.File(out, "r") as f:
+        done_first = int(f["entry/fits"].attrs["frames_done"])
+    fit_scan(path, cfg, out, SETTINGS, progress=False, setup=setup)
+    return dict(out=out, path=path, truth=truth, done_first=done_first, setup=setup, cfg=cfg, tmp=tmp)
+
+
+def test_scan_fit_writes_every_dataset_and_resumes(scan):
+    assert scan["done_first"] == 2
+    fits = read_fits(scan["out"])
+    assert fits["frames_done"] == 4
+    for k in FIT_DATASETS:
+        assert k in fits and fits[k].shape[0] == 4
+    with h5py.File(scan["out"], "r") as f:
+        assert f["entry/fits/lattice_constant"].attrs["units"] == "angstrom"
+        assert "entry/reduction/polar" in f          # linked from the reduction file
+
+
+def test_empty_and_broken_frames_get_statuses(scan):
+    fits = read_fits(scan["out"])
+    assert fits["status"][2] == FitStatus.NO_SIGNAL.code
+    assert fits["status"][3] == FitStatus.BAD_DATA.code
+    assert np.all(np.isnan(fits["lattice_constant"][2:]))
+
+
+def test_conf1_and_conf2_patterns_are_recovered(scan):
+    fits = read_fits(scan["out"])
+    assert list(fits["configuration"][:2]) == ["conf1", "conf2"]
+    for i, p in enumerate(scan["truth"]):
+        assert FitStatus.from_code(fits["status"][i]).success, fits["message"][i]
+        mis = np.degrees(orientation.misorientation_angle(np.asarray(p.sl_orientation(), float),
+                                                          fits["orientation_matrix"][i]))
+        assert mis < 0.5, (i, mis, fits["message"][i], fits["tilt_deg"][i])
+        assert abs(fits["lattice_constant"][i] / float(p.lattice_constant) - 1) < 0.005
+
+
+def test_fit_scan_refuses_a_file_of_another_run(scan):
+    other = FitSettings(batch=2, step_deg=2.0)
+    with pytest.raises(ValueError, match="already holds /entry/fits of another run"):
+        fit_scan(scan["path"], scan["cfg"], scan["out"], other, progress=False, setup=scan["setup"])
+
+
+def test_fit_scan_needs_a_reduction(tmp_path):
+    bare = tmp_path / "bare.h5"
+    with h5py.File(bare, "w") as f:
+        f.create_group("entry")
+    with pytest.raises(ValueError, match="has no /entry/reduction/polar"):
+        fit_scan(bare, None, tmp_path / "x.h5", progress=False)
+
+
+def test_fit_points_cover_the_bands(scan):
+    setup = scan["setup"]
+    qa = np.linalg.norm(np.asarray(setup.model.pixels.q_lab, float), axis=-1)
+    assert qa.min() > 0.05 and np.any(qa > 1.8)
+    assert setup.index.size == np.unique(setup.index).size
+
+
+def test_truth_table_of_the_truth_itself(scan, tmp_path):
+    fits = read_fits(scan["out"])
+    truth = tmp_path / "truth.h5"
+    with h5py.File(truth, "w") as f:
+        g = f.create_group("truth")
+        g["label"] = np.array([0, 1, -1, 0])
+        g["label_names"] = np.array([b"red", b"orange"])
+        g["empty"] = np.array([False, False, True, False])
+        g["mixed"] = np.array([False, False, False, False])
+        g["orientation_matrix"] = fits["orientation_matrix"]
+        g["lattice_constant"] = fits["lattice_constant"]
+        g["disorder_deg"] = fits["disorder_deg"]
+        g.create_dataset("configuration", data=np.array(["conf1", "conf2", "", "conf1"], dtype=object),
+                         dtype=h5py.string_dtype())
+    t = compare_to_truth(scan["out"], truth)
+    assert t["n_in_domain"] == 3 and t["n_empty"] == 1
+    assert t["orientation"]["median"] == 0.0
+    assert t["orientation"]["p95"] == np.inf          # the broken frame has no fit
+    assert t["empty_flagged"] == 1.0
+    assert abs(t["not_ok"] - 1 / 3) < 1e-12
+    text = format_truth_table(t)
+    assert "| orientation (misorientation) |" in text and "empty points flagged" in text
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        compare_to_truth(scan["out"], tmp_path / "nope.h5")

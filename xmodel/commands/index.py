@@ -31,7 +31,10 @@ def run(args) -> int:
             qs = f["/entry/reduction/q"][()]
             radial = f["/entry/reduction/radial"]
             frames = domain_frames(args.labels, args.domain, radial.shape[0])
-            profile = np.nanmean(radial[np.sort(frames)], axis=0)
+            block = radial[np.sort(frames)]
+            with np.errstate(invalid="ignore"):        # all-NaN q bins (no pixel) stay NaN
+                n = np.isfinite(block).sum(axis=0)
+                profile = np.where(n > 0, np.nansum(block, axis=0) / np.maximum(n, 1), np.nan)
         q = radial_peaks(qs, profile)
         if q.size == 0:
             raise ValueError(f"no SAXS peaks found in the averaged radial profile of {args.results!r}; "
