@@ -171,7 +171,7 @@ def format_truth_table(table: dict) -> str:
         return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
 
     def num(x, f="{:.3g}"):
-        return "n/a" if not np.isfinite(x) else ("inf" if np.isinf(x) else f.format(x))
+        return "inf" if np.isinf(x) else ("n/a" if not np.isfinite(x) else f.format(x))
 
     lines = [f"Recovered vs true over {table['n_in_domain']} in-domain points "
              f"({table['n_points']} points, {table['n_empty']} empty, {table['n_mixed']} mixed).", "",

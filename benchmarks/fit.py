@@ -1,0 +1,69 @@
+"""Amortised time per frame of the scan fit (search + refinement), banded vs dense model.
+
+Usage: python benchmarks/fit.py RESULTS.h5 [--domain red] [--frames 32] [--batch 16]
+
+Fits ``--frames`` frames of ``/entry/reduction/polar`` twice with `fits.scan_fit.fit_frames`
+(the first pass compiles; the second is timed) on the model restricted to the SL and AL q-bands
+(`fits.scan_fit.fit_point_index`, the default) and on the dense model (every valid polar bin),
+and prints seconds per frame and per stage. Figures: benchmarks/fit_results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+
+import h5py
+import numpy as np
+
+from fits.scan_fit import FitSettings, FitSetup, fit_frames
+from xmodel.config import default_paths, load_config
+
+
+def run(path: str, domain: str, n_frames: int, batch: int, dense: bool) -> dict:
+    cfg = load_config(default_paths(domain))
+    settings = FitSettings(batch=batch, cache_dir=os.path.expanduser("~/.cache/xmodel"))
+    with h5py.File(path, "r") as f:
+        q, chi = f["entry/reduction/q"][()], f["entry/reduction/chi"][()]
+        counts = f["entry/reduction/counts"][()] if "entry/reduction/counts" in f else None
+        polar = f["entry/reduction/polar"][:n_frames].astype(np.float64)
+    setup = FitSetup.build(cfg, q, chi, counts, settings)
+    if dense:
+        from xmodel.experiment import Experiment
+        from xmodel.pattern import PatternModel
+        px = Experiment.from_config(cfg).polar_pixels(q, chi)
+        idx = np.flatnonzero(np.asarray(px.valid).reshape(-1) & (counts.reshape(-1) > 0))
+        a0 = float(setup.template.lattice_constant)
+        a_range = (settings.a_range_rel[0] * a0, settings.a_range_rel[1] * a0)
+        model = PatternModel(px.subset(idx), setup.model.structure, setup.template, orientation_margin_deg=None,
+                             lattice_constant_range=a_range, width_factor=1.5)
+        setup = dataclasses.replace(setup, model=model, index=idx, weight=counts.reshape(-1)[idx].astype(float))
+    out = {}
+    for rep in range(2):
+        tm = {}
+        t0 = time.perf_counter()
+        for s in range(0, n_frames, batch):
+            fit_frames(polar[s:s + batch], setup, settings, timings=tm)
+        out = {"seconds_per_frame": (time.perf_counter() - t0) / n_frames, "points": int(setup.index.size),
+               **{k: v / n_frames for k, v in tm.items()}}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results")
+    ap.add_argument("--domain", default="red")
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--no-dense", action="store_true")
+    a = ap.parse_args()
+    for dense in ((False,) if a.no_dense else (False, True)):
+        r = run(a.results, a.domain, a.frames, a.batch, dense)
+        name = "dense (all valid bins)" if dense else "banded (SL + AL q-bands)"
+        stages = ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k not in ("seconds_per_frame", "points"))
+        print(f"{name}: {r['points']} points, {r['seconds_per_frame']:.2f} s per frame amortised ({stages})")
+
+
+if __name__ == "__main__":
+    main()
