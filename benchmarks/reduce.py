@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from xmodel.dectris import write_scan

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xmodel.lattice import families, fcc_reflections, lattice_constant_from_q, q_of
+from xmodel.lattice import families, fcc_reflections, lattice_constant_from_q
 
 __all__ = ["PeakAssignment", "index_peaks", "domain_lattice_constant", "radial_peaks",
            "zone_members", "format_assignments"]

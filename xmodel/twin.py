@@ -44,7 +44,6 @@ peaks of a few counts per pixel, as in Fig. 1 of the paper.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import tomllib
 from collections.abc import Sequence

@@ -6,12 +6,15 @@ from pathlib import Path
 
 def run(args) -> int:
     from xmodel.demo import run_demo
-    run_demo(Path(args.out), binning=args.binning)
+    run_demo(Path(args.out), binning=args.binning, fit_frames=args.fit_frames)
     return 0
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="simulate the paper's sample end to end and write a report")
     p.add_argument("--out", default="xmodel-demo", help="output directory (default ./xmodel-demo)")
-    p.add_argument("--binning", type=int, default=None, help="bin the detector (faster preview)")
+    p.add_argument("--binning", type=int, default=None,
+                   help="bin the detector of the five single patterns (faster preview)")
+    p.add_argument("--fit-frames", type=int, default=40,
+                   help="fit about this many frames of the demo scan, evenly spread (0: all; default 40)")
     p.set_defaults(func=run)

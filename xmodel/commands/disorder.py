@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 
 def run(args) -> int:
     from fits.disorder import average_polar, domain_disorder, domain_frames, orientational_disorder
