@@ -1,0 +1,52 @@
+"""Scan maps and per-domain averages of reduced scans (xmodel.maps)."""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from xmodel import maps
+
+
+@pytest.fixture
+def results(tmp_path):
+    """A 2 x 3 scan: frame i has intensity i + 1 everywhere, one NaN column of bins."""
+    q = np.geomspace(0.05, 2.5, 60)
+    chi = np.arange(-179.5, 180, 10.0)
+    polar = np.stack([np.full((chi.size, q.size), i + 1.0) for i in range(6)])
+    polar[:, :, 5] = np.nan
+    path = tmp_path / "r.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/reduction")
+        g["polar"], g["radial"], g["q"], g["chi"] = polar, polar[:, 0, :], q, chi
+        g["scan_shape"] = np.array([2, 3])
+    return path, q
+
+
+def test_ring_intensity_is_the_band_mean_per_frame(results):
+    path, q = results
+    np.testing.assert_allclose(maps.ring_intensity(path, 2.12, 0.1), np.arange(1, 7))
+    assert maps.scan_grid(path) == (2, 3)
+    with pytest.raises(ValueError, match="no q bin within"):
+        maps.ring_intensity(path, 5.0, 0.01)
+
+
+def test_average_frames_and_figures(results, tmp_path):
+    path, q = results
+    polar, radial = maps.average_frames(path, [0, 2, 4])
+    np.testing.assert_allclose(polar[:, 0], 3.0)
+    assert np.all(np.isnan(polar[:, 5]))                     # a bin without pixels stays NaN
+    np.testing.assert_allclose(radial[0], 3.0)
+    png = maps.plot_polar_and_radial(polar, radial, q, np.arange(-179.5, 180, 10.0), tmp_path / "p.png", title="t")
+    assert png.stat().st_size > 5000
+    png = maps.plot_map(np.arange(6.0), (2, 3), tmp_path / "m.png", title="m", step_um=0.25)
+    assert png.stat().st_size > 5000
+    with pytest.raises(ValueError, match="no frames to average"):
+        maps.average_frames(path, [])
+
+
+def test_missing_reduction_is_a_clear_error(tmp_path):
+    path = tmp_path / "x.h5"
+    h5py.File(path, "w").close()
+    with pytest.raises(ValueError, match="run `xmodel reduce`"):
+        maps.ring_intensity(path, 0.083)
