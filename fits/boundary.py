@@ -121,8 +121,8 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
                 background=r["background"][0],
                 disorder=(np.radians(r["disorder_deg"][0]) / FWHM_PER_SIGMA if np.isfinite(r["disorder_deg"][0])
                           else setup.template.disorder),
-                relationship=(orientation.orientation_relationship(r["configuration"][0])
-                              if r["configuration"][0] else setup.template.relationship))
+                relationship=(r["relationship"][0] if np.all(np.isfinite(r["relationship"][0]))
+                              else setup.template.relationship))
         else:
             obs = polar[i].reshape(-1)[setup.index]
             v = np.isfinite(obs) & valid_model & (setup.weight > 0)
@@ -132,7 +132,7 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
             init = jax.tree_util.tree_map(lambda x: x[None], prev)
             fit = fit_batch(np.where(v, obs, 0.0)[None], np.where(v, setup.weight, 0.0)[None],
                             setup.model, init, list(settings.vary), bounds={"lattice_constant": a_range},
-                            max_iter=settings.max_iter)
+                            max_iter=settings.max_iter, tol=settings.tol)
             p1 = jax.tree_util.tree_map(lambda x: x[0], fit.params)
             st = fit.status[0]
             out["status"][i], out["message"][i] = st.code, st.value

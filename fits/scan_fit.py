@@ -60,6 +60,8 @@ FIT_DATASETS = {
     "inplane_deg": ("degree", "rotation about the beam e3 relative to base_orientation(zone, reference)"),
     "disorder_deg": ("degree", "NC orientational disorder dPhi (FWHM, Eq. 7)"),
     "configuration": ("", "NC orientation relationship conf1 / conf2 ('' without a fit)"),
+    "relationship": ("", "AL crystal -> SL crystal (N, 3, 3) of the fit: the symmetric variant S R_or of the "
+                         "configuration that matches the WAXS peaks (fits.scan_fit.relationship_variants)"),
     "sl_scale": ("counts", "SL peak height at P(q) = 1 per pixel at unit solid angle"),
     "diffuse_scale": ("counts", "isotropic diffuse SAXS scale"),
     "al_scale": ("counts", "200 AL peak height per pixel at unit solid angle"),
@@ -167,10 +169,15 @@ class FitSettings:
     vary : refined parameters (``fits.parameters`` edge names).
     batch : frames per batch (one checkpoint per batch).
     max_iter : iterations of the batched least squares.
+    tol : relative decrease of the Poisson deviance below which a frame's refinement has
+        converged (`fits.batch.fit_batch`); the deviance of a fit is about the number of fit
+        points (~5e4), so 2e-5 stops at changes of about one deviance unit (one standard error).
     min_significance : SL ring peak significance below which a frame has no signal.
-    n_candidates : best template matches ranked by the deviance of their linear-scale fit.
+    n_candidates : best distinct template matches (zone axes at least 3 bank steps apart, each
+        refined on a finer cone) ranked by the deviance of their linear-scale fit.
     conf_margin : a configuration is refined when the deviance of its linear-scale fit is within
-        this of the best one (``inf``: always refine both and keep the lower final deviance).
+        this of the best one (``inf``: always refine both and keep the lower final deviance;
+        the default refines only the clearly better one, which halves the refinement cost).
     al_min_gain : Poisson deviance gain of the AL term (linear-scale fits with and without it)
         below which a frame has no AL signal: configuration and disorder are then left
         undetermined ('' and NaN) and not refined.
@@ -181,10 +188,11 @@ class FitSettings:
     a_range_rel: tuple[float, float] = (0.85, 1.05)
     vary: tuple[str, ...] = DEFAULT_VARY
     batch: int = 16
-    max_iter: int = 30
+    max_iter: int = 15
+    tol: float = 2e-5
     min_significance: float = 8.0
-    n_candidates: int = 2
-    conf_margin: float = np.inf
+    n_candidates: int = 4
+    conf_margin: float = 50.0
     al_min_gain: float = 25.0
     cache_dir: str | None = None
     zones: tuple = field(default=DEFAULT_ZONES)
@@ -226,6 +234,61 @@ def component_images(model: PatternModel, params: ModelParams) -> np.ndarray:
     run = compiled(model, ("components",), _build_components)
     _, arrays = intensity_function(model)
     return np.asarray(run(arrays, params), np.float64)[:b]
+
+
+def _build_al_component(model: PatternModel):
+    fn, _ = intensity_function(model)
+
+    def one(arrays, p):
+        z = jnp.zeros_like(p.sl_scale)
+        return fn(arrays, p.replace(sl_scale=z, diffuse_scale=z, al_scale=jnp.ones_like(z), background=z))
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+
+
+def al_component(model: PatternModel, params: ModelParams) -> np.ndarray:
+    """(B, P) AL component with unit ``al_scale`` (one forward per frame; batch padded as
+    `component_images`)."""
+    b = int(np.shape(params.sl_scale)[0])
+    n = max(4, 1 << (b - 1).bit_length())
+    if n > b:
+        params = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], n - b, axis=0)]), params)
+    run = compiled(model, ("al_component",), _build_al_component)
+    _, arrays = intensity_function(model)
+    return np.asarray(run(arrays, params), np.float64)[:b]
+
+
+def relationship_variants(relationship: np.ndarray) -> list[np.ndarray]:
+    """Distinct ``S R_or`` over the 24 cubic ``S``: the NC orientations one relationship allows.
+
+    Parameters
+    ----------
+    relationship : (3, 3) ``R_or``, AL crystal -> SL crystal.
+
+    Returns
+    -------
+    list of (3, 3) representatives of the cosets ``{S R_or T}`` (``S``, ``T`` cubic): 3 for Conf1,
+    6 for Conf2.
+
+    Notes
+    -----
+    The template search returns the SL orientation only up to a cubic symmetry operator ``S``
+    (``R_sl`` and ``R_sl S`` give the same SL pattern), but the NC orientation
+    ``R_sl S R_or`` (`xmodel.orientation.al_orientation`) and hence the WAXS pattern depend on
+    which copy unless ``R_or^T S R_or`` is itself cubic. Each representative is one distinct AL
+    pattern for the same SL orientation; the WAXS part picks the one present.
+
+    Validation: counts 3 and 6 for `xmodel.orientation.orientation_relationship` Conf1 and Conf2
+    (tests/fits/test_scan_fit.py).
+    """
+    ops = np.asarray(orientation.cubic_symmetry_operators(), np.float64)
+    R = np.asarray(relationship, np.float64)
+    reps: list[np.ndarray] = []
+    for S in ops:
+        M = S @ R
+        if not any(np.any(np.all(np.abs(N.T @ M - ops) < 1e-6, axis=(1, 2))) for N in reps):
+            reps.append(M)
+    return reps
 
 
 def linear_scales(components: np.ndarray, observed: np.ndarray, valid: np.ndarray,
@@ -324,7 +387,7 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
                               min_significance=settings.min_significance)
     tm["search"] = tm.get("search", 0.0) + clock() - t
     t = clock()
-    res = refine_matches(clean, setup.q, res, bank)
+    res = refine_matches(clean, setup.q, res, bank, n_refine=max(1, settings.n_candidates))
     tm["refine_search"] = tm.get("refine_search", 0.0) + clock() - t
     out["search_score"][:] = res.score[:, 0]
     out["significance"][:] = res.significance
@@ -348,21 +411,36 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     dev = np.full((todo.size, n_t, len(names)), np.inf)
     dev_sl = np.full((todo.size, n_t), np.inf)
     lin = {}
+    # 1. candidates ranked by the linear fit without AL (SL peaks, diffuse, background: these
+    #    do not depend on the configuration; the AL term would favour any SL orientation whose
+    #    NC copy matches the WAXS peaks)
+    comps_t = []
     for ti in range(n_t):
-        for ci, conf in enumerate(names):
-            p = _stack([template.replace(base_orientation=res.orientation[i, ti], inplane=0.0, tilt1=0.0,
-                                         tilt2=0.0, lattice_constant=a_est[j], relationship=rels[conf])
-                        for j, i in enumerate(todo)])
-            comps = component_images(model, p)
-            sc, d = linear_scales(comps, y, v, w)
-            dev[:, ti, ci] = d
-            lin[ti, ci] = (p, sc)
-            if ci == 0:
-                sc0, d0 = linear_scales(comps[:, [0, 1, 3]], y, v, w)
-                dev_sl[:, ti] = d0
-                lin[ti, -1] = (p, np.insert(sc0, 2, 0.0, axis=1))
-    cand = np.argmin(np.minimum(dev.min(axis=2), dev_sl), axis=1)
+        p = _stack([template.replace(base_orientation=res.orientation[todo[j], ti], inplane=0.0, tilt1=0.0,
+                                     tilt2=0.0, lattice_constant=a_est[j], relationship=rels[names[0]])
+                    for j in range(todo.size)])
+        comps = component_images(model, p)
+        sc0, d0 = linear_scales(comps[:, [0, 1, 3]], y, v, w)
+        dev_sl[:, ti] = d0
+        comps_t.append((jax.tree_util.tree_map(np.asarray, p), comps, sc0))
+    best_t = np.argmin(dev_sl, axis=1)
     rows_ = np.arange(todo.size)
+    pn = jax.tree_util.tree_map(lambda *x: np.stack(x)[best_t, rows_], *[c[0] for c in comps_t])
+    base = np.stack([comps_t[ti][1][j] for j, ti in enumerate(best_t)])
+    for j, ti in enumerate(best_t):
+        lin[ti, -1, j] = (jax.tree_util.tree_map(lambda x: x[j], pn), np.insert(comps_t[ti][2][j], 2, 0.0))
+    # 2. configuration and its symmetric variant (`relationship_variants`) by the WAXS part
+    for ci, name in enumerate(names):
+        for R_v in relationship_variants(rels[name]):
+            p = pn.replace(relationship=np.broadcast_to(R_v, (todo.size, 3, 3)))
+            comps = base.copy()
+            comps[:, 2] = al_component(model, jax.tree_util.tree_map(jnp.asarray, p))
+            sc, d = linear_scales(comps, y, v, w)
+            better = d < dev[rows_, best_t, ci]
+            dev[rows_[better], best_t[better], ci] = d[better]
+            for j in np.flatnonzero(better):
+                lin[best_t[j], ci, j] = (jax.tree_util.tree_map(lambda x: x[j], p), sc[j])
+    cand = best_t
     dev_c = dev[rows_, cand]                                     # (n, confs)
     al_gain = dev_sl[rows_, cand] - dev_c.min(axis=1)
     has_al = al_gain >= settings.al_min_gain
@@ -379,8 +457,8 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     n_rows = max(4, 1 << (len(pairs) - 1).bit_length())
     pad = [pairs[0]] * (n_rows - len(pairs))
     rows = np.array([j for j, _ in pairs + pad])
-    p0 = _stack([jax.tree_util.tree_map(lambda x: x[j], lin[cand[j], ci][0]) for j, ci in pairs + pad])
-    sc = np.stack([lin[cand[j], ci][1][j] for j, ci in pairs + pad])
+    p0 = _stack([lin[cand[j], ci, j][0] for j, ci in pairs + pad])
+    sc = np.stack([lin[cand[j], ci, j][1] for j, ci in pairs + pad])
     floor = np.where(np.array([ci for _, ci in pairs + pad])[:, None] < 0, [1e-3, 1e-3, 0.0, 1e-4],
                      [1e-3, 1e-3, 1e-3, 1e-4])
     s_ = np.maximum(sc, floor)
@@ -389,7 +467,7 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     w_rows = w[rows].copy()
     w_rows[len(pairs):] = 0.0                                     # padding: not fitted (bad data)
     f = fit_batch(y[rows], w_rows, model, init, list(settings.vary), bounds={"lattice_constant": a_range},
-                  max_iter=settings.max_iter)
+                  max_iter=settings.max_iter, tol=settings.tol)
     for k, (j, ci) in enumerate(pairs):
         obj[j, ci] = f.objective[k] if np.isfinite(f.objective[k]) else np.inf
         fitted[j, ci] = (f, k)
@@ -409,6 +487,7 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
         if ci >= 0:
             out["disorder_deg"][i] = float(np.degrees(p.disorder)) * FWHM_PER_SIGMA
             out["configuration"][i] = names[ci]
+            out["relationship"][i] = np.asarray(p.relationship, np.float64)
             other = [obj[j, c] for c in range(len(names)) if c != ci and np.isfinite(obj[j, c])]
             lin_other = [dev_c[j, c] - dev_c[j, ci] for c in range(len(names)) if c != ci]
             out["configuration_margin"][i] = (min(other) - obj[j, ci]) if other else (
@@ -439,6 +518,7 @@ def _empty_results(n: int) -> dict[str, np.ndarray]:
     out["configuration_margin"] = np.full(n, np.nan)
     out["al_gain"] = np.full(n, np.nan)
     out["orientation_matrix"] = np.full((n, 3, 3), np.nan)
+    out["relationship"] = np.full((n, 3, 3), np.nan)
     out["zone_axis"] = np.full((n, 3), np.nan)
     out["configuration"] = np.array([""] * n, dtype=object)
     out["message"] = np.array([""] * n, dtype=object)
@@ -595,7 +675,7 @@ def _prepare(out: Path, n: int, source: Path, settings: FitSettings) -> int:
             return int(g.attrs["frames_done"])
         str_dt = h5py.string_dtype()
         for k, (units, desc) in FIT_DATASETS.items():
-            shape = (n, 3, 3) if k == "orientation_matrix" else (n, 3) if k == "zone_axis" else (n,)
+            shape = (n, 3, 3) if k in ("orientation_matrix", "relationship") else (n, 3) if k == "zone_axis" else (n,)
             dt = str_dt if k in ("configuration", "message") else np.int32 if k == "status" else np.float64
             ds = g.create_dataset(k, shape=shape, dtype=dt, fillvalue=None if dt is str_dt else (
                 FitStatus.FAILED.code if k == "status" else np.nan))

@@ -345,7 +345,8 @@ class SearchResult:
 
 def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
                         a_range: tuple[float, float], n_best: int = 3, sigma_q: float = 0.0015,
-                        min_significance: float = 8.0, batch: int = 16) -> SearchResult:
+                        min_significance: float = 8.0, batch: int = 16,
+                        min_separation_deg: float | None = None) -> SearchResult:
     """Match every frame against the template bank; vectorised over frames.
 
     Parameters
@@ -358,6 +359,9 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     sigma_q : SL radial peak sigma (1/A) for the ring extraction.
     min_significance : ring peak significance below which a frame has no signal.
     batch : frames correlated at once (memory ~ batch x K x C x 8 bytes).
+    min_separation_deg : kept matches of a frame have zone axes at least this far apart (deg;
+        default 3 bank steps), so that the ``n_best`` candidates are distinct orientations and not
+        the neighbours of one peak of the score (non-maximum suppression).
 
     Notes
     -----
@@ -387,6 +391,8 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
                 / (np.nan_to_num(level, nan=0.0)[:, :, None] + 1.0))
     m = np.isfinite(prof).astype(np.float64)
     T = max(1, min(int(n_best), bank.size))
+    sep = 3.0 * float(bank.key.get("step_deg", 1.5)) if min_separation_deg is None else float(min_separation_deg)
+    sep_cos = np.cos(np.radians(sep))
     out_k = np.zeros((B, T), int)
     out_phi = np.zeros((B, T))
     out_score = np.zeros((B, T))
@@ -400,7 +406,7 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
         score = num / np.sqrt(np.maximum(den, 1e-6)) / np.maximum(norm, 1e-12)
         shift = np.argmax(score, axis=2)                                   # (b, K)
         best = np.take_along_axis(score, shift[..., None], 2)[..., 0]
-        order = np.argsort(-best, axis=1)[:, :T]
+        order = _distinct_best(best, bank.zone_axes, T, sep_cos)
         for bi in range(order.shape[0]):
             for t, k in enumerate(order[bi]):
                 s0 = shift[bi, k]
@@ -415,6 +421,26 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     return SearchResult(has_signal=has, significance=significance, lattice_constant=a_est,
                         orientation=rot, zone_axis=bank.zone_axes[out_k], inplane_deg=phi,
                         score=out_score)
+
+
+def _distinct_best(best: np.ndarray, zone_axes: np.ndarray, n: int, sep_cos: float) -> np.ndarray:
+    """(b, n) template indices, best score first, zone axes more than ``acos(sep_cos)`` apart.
+
+    Greedy non-maximum suppression on the (b, K) scores; when fewer than ``n`` distinct maxima
+    exist, the list is filled with the next best templates regardless of separation.
+    """
+    out = np.zeros((best.shape[0], n), int)
+    ranked = np.argsort(-best, axis=1)
+    for bi in range(best.shape[0]):
+        kept: list[int] = []
+        for k in ranked[bi]:
+            if all(abs(float(zone_axes[k] @ zone_axes[j])) < sep_cos for j in kept):
+                kept.append(int(k))
+                if len(kept) == n:
+                    break
+        rest = [int(k) for k in ranked[bi] if int(k) not in kept][: n - len(kept)]
+        out[bi] = (kept + rest)[:n]
+    return out
 
 
 def _cone_directions(center: np.ndarray, radius_deg: float, step_deg: float) -> np.ndarray:
@@ -433,13 +459,14 @@ def _cone_directions(center: np.ndarray, radius_deg: float, step_deg: float) -> 
 
 def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank: TemplateBank, *,
                    radius_deg: float | None = None, step_deg: float = 0.4, mosaic_deg: float = 1.0,
-                   sigma_q: float = 0.0015) -> SearchResult:
-    """Refine the best match of every frame on a finer cone of zone axes around it.
+                   sigma_q: float = 0.0015, n_refine: int = 1) -> SearchResult:
+    """Refine the best ``n_refine`` matches of every frame on a finer cone of zone axes around each.
 
     Templates are built on the fly for directions within ``radius_deg`` (default the bank's
     step) of the best zone axis, with the narrower angular sigma of the finer step, and the
     correlation of `search_orientations` is repeated; the best match replaces the first one
-    when it scores higher. Frames without signal are left as they are.
+    when it scores higher. Frames without signal are left as they are. The matches are then
+    re-ordered by their refined score.
 
     Validation: brings the zone axis and in-plane angle within 1 deg (tests/fits/test_search.py).
     """
@@ -460,27 +487,32 @@ def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank:
     zone = result.zone_axis.copy()
     phi_out = result.inplane_deg.copy()
     score_out = result.score.copy()
+    n_ref = max(1, min(int(n_refine), rot.shape[1]))
     for b in np.flatnonzero(result.has_signal):
-        dirs = _cone_directions(result.zone_axis[b, 0], radius, step_deg)
-        bases = np.stack([orientation.base_orientation(d) for d in dirs])
-        sig = np.zeros((dirs.shape[0], len(members), C))
-        for j, (g, ring) in enumerate(zip(members, rings)):
-            cos = np.einsum("kij,mj,ci->kmc", bases, g, ring, optimize=True)
-            sig[:, j] = np.sqrt(np.exp(-(1.0 - cos) / sigma ** 2).sum(axis=1))
         F = np.fft.rfft(f[b], axis=-1)
         M = np.fft.rfft(m[b], axis=-1)
-        num = np.fft.irfft(np.einsum("sf,ksf->kf", np.conj(F), np.fft.rfft(sig, axis=-1)), n=C, axis=-1)
-        den = np.fft.irfft(np.einsum("sf,ksf->kf", np.conj(M), np.fft.rfft(sig ** 2, axis=-1)), n=C, axis=-1)
-        score = num / np.sqrt(np.maximum(den, 1e-6)) / max(np.sqrt(np.sum(f[b] ** 2)), 1e-12)
-        k, s0 = np.unravel_index(np.argmax(score), score.shape)
-        y0, y1, y2 = score[k, (s0 - 1) % C], score[k, s0], score[k, (s0 + 1) % C]
-        d2 = y0 - 2 * y1 + y2
-        off = float(np.clip(0.5 * (y0 - y2) / d2, -0.5, 0.5)) if d2 < -1e-12 else 0.0
-        phi = ((s0 + off) * 360.0 / C + 180.0) % 360.0 - 180.0
-        rot[b, 0] = np.asarray(orientation.rotation_about_axis(2, np.radians(phi)), np.float64) @ bases[k]
-        zone[b, 0] = dirs[k]
-        phi_out[b, 0] = phi
-        score_out[b, 0] = y1
+        for t in range(n_ref):
+            dirs = _cone_directions(result.zone_axis[b, t], radius, step_deg)
+            bases = np.stack([orientation.base_orientation(d) for d in dirs])
+            sig = np.zeros((dirs.shape[0], len(members), C))
+            for j, (g, ring) in enumerate(zip(members, rings)):
+                cos = np.einsum("kij,mj,ci->kmc", bases, g, ring, optimize=True)
+                sig[:, j] = np.sqrt(np.exp(-(1.0 - cos) / sigma ** 2).sum(axis=1))
+            num = np.fft.irfft(np.einsum("sf,ksf->kf", np.conj(F), np.fft.rfft(sig, axis=-1)), n=C, axis=-1)
+            den = np.fft.irfft(np.einsum("sf,ksf->kf", np.conj(M), np.fft.rfft(sig ** 2, axis=-1)), n=C, axis=-1)
+            score = num / np.sqrt(np.maximum(den, 1e-6)) / max(np.sqrt(np.sum(f[b] ** 2)), 1e-12)
+            k, s0 = np.unravel_index(np.argmax(score), score.shape)
+            y0, y1, y2 = score[k, (s0 - 1) % C], score[k, s0], score[k, (s0 + 1) % C]
+            d2 = y0 - 2 * y1 + y2
+            off = float(np.clip(0.5 * (y0 - y2) / d2, -0.5, 0.5)) if d2 < -1e-12 else 0.0
+            phi = ((s0 + off) * 360.0 / C + 180.0) % 360.0 - 180.0
+            rot[b, t] = np.asarray(orientation.rotation_about_axis(2, np.radians(phi)), np.float64) @ bases[k]
+            zone[b, t] = dirs[k]
+            phi_out[b, t] = phi
+            score_out[b, t] = y1
+        order = np.argsort(-score_out[b, :n_ref])
+        for arr in (rot, zone, phi_out, score_out):
+            arr[b, :n_ref] = arr[b, :n_ref][order]
     return SearchResult(has_signal=result.has_signal, significance=result.significance,
                         lattice_constant=result.lattice_constant, orientation=rot, zone_axis=zone,
                         inplane_deg=phi_out, score=score_out)

@@ -21,3 +21,46 @@ def test_mean_orientation_under_symmetry():
     S = orientation.cubic_symmetry_operators()
     m = _mean_orientation(np.stack([R, R @ S[3], R @ S[7]]))
     assert np.degrees(orientation.misorientation_angle(m, R)) < 1e-6
+
+
+# --------------------------------------------------------------------------- rotation ramp
+
+CHI = np.arange(180) * 2.0 - 179.0
+Q = np.concatenate([np.geomspace(0.06, 0.24, 80), np.geomspace(1.72, 2.3, 24)])
+
+
+def test_fit_line_follows_a_known_rotation_ramp():
+    """Certified-fit style: a red domain tilted out of plane by 0 .. 6 deg along a line of 6
+    points, plus a point without signal; fit_line's rotation is within 1 deg of the truth."""
+    from fits.boundary import fit_line
+    from fits.scan_fit import FitSettings, FitSetup
+    from xmodel.config import default_paths, load_config
+    from xmodel.noise import poisson_counts
+    from xmodel.parameters import params_from_config
+
+    settings = FitSettings(batch=1, max_iter=20, n_candidates=2, tol=2e-5)
+    cfg = load_config(default_paths("red"))
+    setup = FitSetup.build(cfg, Q, CHI, None, settings)
+    p0 = params_from_config(cfg).replace(sl_scale=3000.0, diffuse_scale=45.0, al_scale=20.0, background=0.05)
+    ramp = np.array([0.0, 0.0, 0.0, 2.0, 4.0, 6.0])
+    frames, truth = [], []
+    for i, t in enumerate(ramp):
+        p = p0.replace(tilt1=p0.tilt1 + np.radians(t))
+        truth.append(np.asarray(p.sl_orientation(), float))
+        img = np.full(CHI.size * Q.size, np.nan)
+        img[setup.index] = poisson_counts(np.asarray(setup.model(p), float), seed=i)
+        frames.append(img)
+    empty = np.full(CHI.size * Q.size, np.nan)
+    empty[setup.index] = poisson_counts(np.full(setup.index.size, 0.05), seed=9)
+    frames.insert(4, empty)
+    polar = np.stack(frames).reshape(len(frames), CHI.size, Q.size)
+    r = fit_line(polar, setup, settings)
+    assert r["status"][4] == 1                                    # no signal, skipped
+    got = np.delete(r["rotation_deg"], 4)
+    assert np.all(np.isfinite(got))
+    bulk = truth[0]
+    want = np.degrees([float(orientation.misorientation_angle(bulk, R)) for R in truth])
+    np.testing.assert_allclose(got, want, atol=1.0)
+    mis = [float(np.degrees(orientation.misorientation_angle(R, F)))
+           for R, F in zip(truth, np.delete(r["orientation_matrix"], 4, axis=0))]
+    assert max(mis) < 0.5

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fits.scan_fit import (FIT_DATASETS, FitSettings, FitSetup, decompose_orientation, fit_point_index,
-                           fit_scan, read_fits)
+                           fit_scan, read_fits, relationship_variants)
 from fits.status import FitStatus
 from fits.truth import compare_to_truth, format_truth_table
 from xmodel import orientation
@@ -26,6 +26,17 @@ def test_decompose_orientation_recovers_the_twin_angles():
     np.testing.assert_allclose([out["tilt1_deg"][0], out["tilt2_deg"][0], out["inplane_deg"][0]],
                                [3.0, -2.0, -20.0], atol=1e-6)
     np.testing.assert_allclose(out["tilt_deg"][0], np.hypot(3.0, 2.0), atol=1e-6)
+
+
+def test_relationship_variants_are_the_distinct_nc_orientations():
+    ops = np.asarray(orientation.cubic_symmetry_operators(), float)
+    for conf, n in (("conf1", 3), ("conf2", 6)):
+        R = np.asarray(orientation.orientation_relationship(conf), float)
+        reps = relationship_variants(R)
+        assert len(reps) == n
+        for S in ops:          # every S R_or equals one representative up to a cubic T on the right
+            hits = [np.any(np.all(np.abs(M.T @ S @ R - ops) < 1e-6, axis=(1, 2))) for M in reps]
+            assert sum(hits) == 1
 
 
 @pytest.fixture(scope="module")
