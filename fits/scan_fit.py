@@ -5,10 +5,13 @@ Per batch of reduced polar images (``/entry/reduction/polar``):
 1. `fits.search.search_orientations` + `refine_matches`: SL lattice constant, zone axis and
    in-plane angle; frames without SL peaks get `FitStatus.NO_SIGNAL` and no fit.
 2. `linear_scales`: with the orientation fixed the model is linear in (sl_scale, diffuse_scale,
-   al_scale, background); a non-negative weighted least squares gives the starting scales, once
-   with the Conf1 and once with the Conf2 relationship. The one with the lower Poisson deviance
-   (`fits.objective.poisson_deviance`) is the configuration (the WAXS part decides, since only
-   the AL term differs).
+   al_scale, background); a non-negative weighted least squares gives the starting scales. The
+   ``n_candidates`` distinct search matches are ranked by the Poisson deviance
+   (`fits.objective.poisson_deviance`) of the fit without the AL term (the SL peaks decide the SL
+   orientation); for the best one every symmetric variant of the Conf1 and Conf2 relationships
+   (`relationship_variants`: the search knows the SL orientation only up to a cubic symmetry,
+   which changes the NC orientation) is tried with the AL term, and the WAXS part decides the
+   configuration and the variant.
 3. `fits.batch.fit_batch`: refinement of in-plane angle, tilts, a, scales, background and
    disorder around the search orientation (``base_orientation`` = the search result).
 
@@ -362,12 +365,13 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
 
     Notes
     -----
-    Stages: template search on the whole polar image (`fits.search`); candidate matches and
-    Conf1/Conf2 ranked by the Poisson deviance of their non-negative linear-scale fit
-    (`linear_scales`); batched Levenberg-Marquardt (`fits.batch.fit_batch`) on the fit points
-    (`fit_point_index`) under the configurations whose linear deviance is within
-    ``settings.conf_margin`` of the best, the lower final deviance deciding (the WAXS part decides,
-    since only the AL term differs between them).
+    Stages: template search on the whole polar image (`fits.search`, distinct matches, each
+    refined on a finer cone); candidate matches ranked by the Poisson deviance of their
+    non-negative linear-scale fit without the AL term, then every `relationship_variants` of
+    Conf1/Conf2 for the best match by the same fit with it (`linear_scales`); batched
+    Levenberg-Marquardt (`fits.batch.fit_batch`) on the fit points (`fit_point_index`) under the
+    configurations whose linear deviance is within ``settings.conf_margin`` of the best, the lower
+    final deviance deciding (the WAXS part decides, since only the AL term differs between them).
     """
     from fits.batch import fit_batch
 
@@ -739,7 +743,8 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
         with h5py.File(out, "a") as f:
             g = f["entry/fits"]
             for k, v in r.items():
-                g[k][start:stop] = v
+                if k in g:                       # files begun by an older version lack new datasets
+                    g[k][start:stop] = v
             g.attrs["frames_done"] = stop
             f.flush()
         batches += 1

@@ -85,3 +85,16 @@ def test_search_finds_orientation_and_lattice_constant(frames):
 def test_search_shape_message(frames):
     with pytest.raises(ValueError, match="expected \\(frames, 180 chi"):
         search_orientations(frames["imgs"][:, :10], Q, frames["bank"], a_range=(130, 160))
+
+
+def test_kept_matches_are_distinct_and_all_refined(frames):
+    a0 = frames["a0"]
+    bank = frames["bank"]
+    res = search_orientations(frames["imgs"][:5], Q, bank, a_range=(0.85 * a0, 1.05 * a0), n_best=4)
+    step = float(bank.key["step_deg"])
+    for z in res.zone_axis:                            # non-maximum suppression: >= 3 steps apart
+        cos = np.abs(z @ z.T)[np.triu_indices(4, 1)]
+        assert np.all(np.degrees(np.arccos(np.clip(cos, -1, 1))) >= 3 * step - 1e-6)
+    ref = refine_matches(frames["imgs"][:5], Q, res, bank, n_refine=4)
+    assert np.all(np.diff(ref.score, axis=1) <= 1e-12)          # re-ordered by refined score
+    assert np.all(ref.score[:, 0] >= res.score[:, 0] - 0.05)
