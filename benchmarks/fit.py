@@ -5,7 +5,7 @@ Usage: python benchmarks/fit.py RESULTS.h5 [--domain red] [--frames 32] [--batch
 Fits ``--frames`` frames of ``/entry/reduction/polar`` twice with `fits.scan_fit.fit_frames`
 (the first pass compiles; the second is timed) on the model restricted to the SL and AL q-bands
 (`fits.scan_fit.fit_point_index`, the default) and on the dense model (every valid polar bin),
-and prints seconds per frame and per stage. Figures: benchmarks/fit_results.md.
+and prints seconds per frame and per stage. Figures: docs/performance.md ("Fits").
 """
 from __future__ import annotations
 
