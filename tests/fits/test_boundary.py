@@ -64,3 +64,10 @@ def test_fit_line_follows_a_known_rotation_ramp():
     mis = [float(np.degrees(orientation.misorientation_angle(R, F)))
            for R, F in zip(truth, np.delete(r["orientation_matrix"], 3, axis=0))]
     assert max(mis) < 0.5
+
+
+def test_boundary_command_reads_points_as_x_y():
+    from xmodel.commands.boundary import _point
+    assert _point("7.0,2.5", "--from") == (2.5, 7.0)          # (y, x), the order of the positions
+    with pytest.raises(ValueError, match="write it as X,Y in um"):
+        _point("7.0", "--to")

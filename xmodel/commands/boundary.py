@@ -5,10 +5,12 @@ from pathlib import Path
 
 
 def _point(text: str, name: str) -> tuple[float, float]:
+    """``X,Y`` in um (as the issue and `xmodel qmap` write it) -> (y, x), the positions' order."""
     try:
-        y, x = (float(v) for v in text.split(","))
+        x, y = (float(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"{name} {text!r} is not a point; write it as Y,X in um, e.g. {name} 2.5,7.0") from None
+        raise ValueError(f"{name} {text!r} is not a point; write it as X,Y in um (x the fast scan axis), "
+                         f"e.g. {name} 7.0,2.5") from None
     return y, x
 
 
@@ -37,8 +39,8 @@ def run(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("boundary", help="fit the points along a line with warm starts (rotation, a vs distance)")
     p.add_argument("results", help="results file with /entry/reduction")
-    p.add_argument("--from", dest="start", required=True, metavar="Y0,X0", help="line start (um)")
-    p.add_argument("--to", dest="end", required=True, metavar="Y1,X1", help="line end (um)")
+    p.add_argument("--from", dest="start", required=True, metavar="X0,Y0", help="line start (um; x the fast scan axis)")
+    p.add_argument("--to", dest="end", required=True, metavar="X1,Y1", help="line end (um)")
     p.add_argument("--config", dest="configs", action="append", required=True, metavar="TOML")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE")
     p.add_argument("--out", default="boundary", help="output prefix for .csv, .json, .png")
