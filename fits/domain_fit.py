@@ -133,7 +133,9 @@ def _solve_one(model, observed, weight, init: ModelParams, max_iter: int, tol: f
     s = np.where(d > 0, 1.0 / np.sqrt(np.where(d > 0, d, 1.0)), 0.0)
     try:
         cov = np.linalg.inv(A * s[:, None] * s[None, :] + np.diag(np.where(s > 0, 0.0, 1.0))) * np.outer(s, s)
-        err = np.sqrt(np.clip(np.diag(cov), 0, None))
+        var = np.diag(cov)
+        # a parameter the data do not constrain (zero Jacobian column) has no error bar: inf, not 0
+        err = np.where((d > 0) & np.isfinite(var) & (var > 0), np.sqrt(np.where(var > 0, var, 1.0)), np.inf)
     except np.linalg.LinAlgError:
         err = np.full(n, np.inf)
     x = np.concatenate([np.broadcast_to(vec[:2], (M, 2)), vec[2:].reshape(M, 7)], axis=1)

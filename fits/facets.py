@@ -188,8 +188,9 @@ def facet_interactions(configuration: str = "conf1", *, d100: float = DEFAULT_D1
         if relationship is None:
             raise ValueError("configuration 'custom' needs relationship=R_or (3x3, AL crystal -> SL crystal).")
         R = np.asarray(relationship, float)
-        if R.shape != (3, 3) or not np.allclose(R @ R.T, np.eye(3), atol=1e-6):
-            raise ValueError(f"relationship must be a 3x3 rotation matrix, got shape {R.shape}; build it "
+        if R.shape != (3, 3) or not np.allclose(R @ R.T, np.eye(3), atol=1e-6) or np.linalg.det(R) <= 0:
+            raise ValueError(f"relationship must be a 3x3 proper rotation matrix (orthogonal, det +1), got "
+                             f"shape {R.shape}; build it "
                              f"with xmodel.orientation.orientation_relationship('custom', pairs).")
     elif name in ("conf1", "conf2"):
         if relationship is not None:

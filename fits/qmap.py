@@ -193,6 +193,7 @@ def fit_profiles(q: np.ndarray, profiles: np.ndarray, q_window: tuple[float, flo
     r, J, cost = cost_of(p)
     lam = np.full(n, 1e-3)
     eye = np.eye(5)
+    done = np.zeros(n, bool)      # converged: an accepted step that no longer lowers the cost
     for _ in range(max_iter):
         JtJ = np.einsum("nij,nik->njk", J, J)
         g = np.einsum("nij,ni->nj", J, r)
@@ -214,10 +215,13 @@ def fit_profiles(q: np.ndarray, profiles: np.ndarray, q_window: tuple[float, flo
         p = np.where(better[:, None], trial, p)
         r = np.where(better[:, None], r_t, r)
         J = np.where(better[:, None, None], J_t, J)
-        rel = np.where(better, (cost - cost_t) / np.maximum(cost, 1e-300), 0.0)
+        rel = np.where(better, (cost - cost_t) / np.maximum(cost, 1e-300), np.inf)
         cost = np.where(better, cost_t, cost)
         lam = np.where(better, np.maximum(lam / 10, 1e-12), np.minimum(lam * 10, 1e12))
-        if np.all((rel < 1e-12) | ~has | (lam >= 1e12)):
+        # a rejected step only raises the damping; each profile stops on its own criterion, so
+        # its result does not depend on the other profiles of the batch
+        done |= better & (rel < 1e-12)
+        if np.all(done | ~has | (lam >= 1e12)):
             break
     nfree = int(free.sum())
     dof = np.maximum(npts - nfree, 1)

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import nnls
 
-from fits.search import (SearchResult, TemplateBank, build_template_bank, refine_matches,
+from fits.search import (TemplateBank, build_template_bank, refine_matches,
                          search_orientations)
 from fits.objective import compiled, intensity_function
 from fits.status import FitStatus
@@ -478,7 +478,8 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     tm["refine"] = tm.get("refine", 0.0) + clock() - t
     rot = np.full((todo.size, 3, 3), np.nan)
     for j in range(todo.size):
-        ci = -1 if not has_al[j] else int(np.argmin(obj[j, :len(names)]))
+        tried = [c for c in range(len(names)) if (j, c) in fitted]
+        ci = -1 if not has_al[j] else min(tried, key=lambda c: obj[j, c])   # only configurations refined
         f, k = fitted[j, ci]
         p = jax.tree_util.tree_map(lambda x: x[k], f.params)
         st = f.status[k]

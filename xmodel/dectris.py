@@ -207,7 +207,7 @@ def write_scan(
         data = _group(entry, "data", "NXdata")
         instrument = _group(entry, "instrument", "NXinstrument")
         det = _group(instrument, "detector", "NXdetector")
-        _dataset(det, "description", "Dectris EIGER X 4M (xmodel synthetic)")
+        _dataset(det, "description", f"{geometry.detector_name or 'detector'} (xmodel synthetic)")
         _dataset(det, "detector_distance", direct_dist, "m")
         _dataset(det, "x_pixel_size", float(geometry.pixel2), "m")
         _dataset(det, "y_pixel_size", float(geometry.pixel1), "m")

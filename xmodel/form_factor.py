@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import operator
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -164,6 +165,9 @@ def sphere_form_factor(q, radius, sigma, n_nodes: int = 40, n_sigma: float = 3.0
     dtype = jnp.result_type(q, radius, sigma)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(dtype, 1.0)
+    if not isinstance(radius, jax.core.Tracer) and np.any(np.asarray(radius) <= 0):
+        raise ValueError(f"sphere radius must be > 0 Angstrom, got {np.asarray(radius)!r}; P(q) of a "
+                         "non-positive radius is undefined (0/0).")
     q = jnp.asarray(q, dtype)
     radius = jnp.asarray(radius, dtype)
     sigma = jnp.asarray(sigma, dtype)

@@ -119,7 +119,11 @@ def _nexus_geometry(f: h5py.File, master: Path, frame_shape: tuple[int, int]):
         )
     units = f[keys["detector_distance"]].attrs.get("units", "m")
     units = units.decode() if isinstance(units, bytes) else str(units)
-    dist = float(values["detector_distance"]) * {"m": 1.0, "mm": 1e-3}.get(units, 1.0)
+    to_m = {"m": 1.0, "meter": 1.0, "metre": 1.0, "mm": 1e-3, "millimeter": 1e-3, "millimetre": 1e-3}
+    if units not in to_m:
+        raise ScanError(f"{master}: {keys['detector_distance']} has units {units!r}; expected one of "
+                        f"{sorted(to_m)}. Pass poni=<file.poni> to open_scan to give the geometry instead.")
+    dist = float(values["detector_distance"]) * to_m[units]
     pixel1, pixel2 = float(values["y_pixel_size"]), float(values["x_pixel_size"])
     from xmodel.detector import EIGER4M_SHAPE, EIGER_PIXEL
 
@@ -330,7 +334,8 @@ class Scan:
                         data.dataset.read_direct(out, np.s_[j - data.first], np.s_[j - start])
                     except OSError as err:
                         raise self._failure(data, j, err) from err
-                raise
+                raise self._failure(data, i, OSError("the batch read failed but every single frame "
+                                                     "read succeeded"))
             i += n_here
         return out
 

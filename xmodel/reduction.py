@@ -93,7 +93,7 @@ def default_bins(
         "linear" (pyFAI's regular bins) or "log": constant relative width dq/q, which
         resolves the narrow small-angle SL peaks and the broad wide-angle AL peaks with the
         same number of bins per peak (500 log bins from 0.01 to 3.4 1/A are 1.2 % wide).
-        With "log" the lower edge defaults to max(min |q|, 0.005 1/A).
+        With "log" and no ``q_range`` the lower edge is max(min |q|, 0.005 1/A).
 
     Returns
     -------
@@ -109,6 +109,7 @@ def default_bins(
     Centres equal pyFAI's ``radial`` / ``azimuthal`` for the same ranges to 1e-6
     (tests/xmodel/test_reduction.py).
     """
+    given_q_range = q_range is not None
     if q_range is None:
         q = np.asarray(geometry.q())[~np.asarray(mask, dtype=bool)]
         if q.size == 0:
@@ -117,16 +118,17 @@ def default_bins(
     chi_range = (-180.0, 180.0) if chi_range is None else chi_range
     if q_spacing not in ("linear", "log"):
         raise ReductionError(f"q_spacing must be 'linear' or 'log', not {q_spacing!r}.")
-    if q_spacing == "log":
-        lo = max(float(q_range[0]), 0.005)
-        if not lo < q_range[1]:
-            raise ReductionError(f"q_range {tuple(q_range)} has no positive span for log-spaced bins.")
-        return PolarBins(q_edges=np.geomspace(lo, float(q_range[1]), n_q + 1),
-                         chi_edges=_regular_edges(*chi_range, n_chi, "chi (deg)"))
     if chi_range[1] - chi_range[0] > 360.0 + 1e-9:
         raise ReductionError(
             f"chi_range {tuple(chi_range)} spans more than 360 degrees; use e.g. (-180, 180) or (0, 360)."
         )
+    if q_spacing == "log":
+        _regular_edges(*q_range, n_q, "q (1/A)")        # validates n_q and the span
+        lo = float(q_range[0]) if given_q_range else max(float(q_range[0]), 0.005)
+        if not 0 < lo < q_range[1]:
+            raise ReductionError(f"q_range {tuple(q_range)} must be positive for log-spaced bins.")
+        q_edges = np.geomspace(lo, float(q_range[1]), n_q + 1)
+        return PolarBins(q_edges=q_edges, chi_edges=_regular_edges(*chi_range, n_chi, "chi (deg)"))
     return PolarBins(
         q_edges=_regular_edges(*q_range, n_q, "q (1/A)"),
         chi_edges=_regular_edges(*chi_range, n_chi, "chi (deg)"),

@@ -45,7 +45,8 @@ def domain_models(sample: TwinSample, pixels: PixelSet, comps: Components) -> li
         sel = comps.label == k
         a_vals = comps.lattice_constant[sel]
         a_range = (min(a0, float(a_vals.min())) - 0.5, a0 + 0.5) if a_vals.size else (a0 - 0.5, a0 + 0.5)
-        tilt = np.degrees(np.hypot(comps.tilt1[sel], comps.tilt2[sel]))
+        # how far the points' tilts move from the domain's own (bulk) tilt in `params`
+        tilt = np.degrees(np.hypot(comps.tilt1[sel] - float(params.tilt1), comps.tilt2[sel] - float(params.tilt2)))
         margin = float(tilt.max() if tilt.size else 0.0) + SUPPORT_MARGIN_DEG
         structure = structure_from_config(d.config, lattice_constant_range=a_range)
         model = PatternModel(pixels, structure, params, lattice_constant_range=a_range,
@@ -62,8 +63,8 @@ def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, mod
     `xmodel.twin.point_params`), 0 where masked. The components of ``batch_size`` points
     are dispatched together (JAX evaluates them asynchronously) and collected after. One call
     per component rather than `jax.vmap` over a batch: a batch of consecutive points spans
-    several domains (several models), so vmapped calls would be padded, and DESIGN.md measured
-    vmap at 1.57x the cost of single calls per pattern.
+    several domains (several models), so vmapped calls would need padding to one model (not
+    measured here).
     """
     weight = np.where(pixels.valid, pixels.weight, 0.0)
     background = background_counts(sample) * weight

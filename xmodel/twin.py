@@ -442,6 +442,8 @@ def components(sample: TwinSample) -> Components:
     the parameters of each component's own domain.
     """
     frac = beam_fractions(sample)
+    if frac.shape[1] == 1:          # one domain: a zero second column keeps (N, 2) components
+        frac = np.concatenate([frac, np.zeros_like(frac)], axis=1)
     n = sample.n_points
     order = np.argsort(-frac, axis=1, kind="stable")[:, :2]
     weight = np.take_along_axis(frac, order, axis=1)
@@ -554,7 +556,6 @@ def point_truth(sample: TwinSample, comps: Components | None = None) -> dict[str
     tests/xmodel/test_twin.py (fractions, boundary rule, empty and mixed flags).
     """
     c = comps or components(sample)
-    n = sample.n_points
     lab = c.label[:, 0]
     has = lab >= 0
     bases = np.stack([np.asarray(domain_params(sample, k).base_orientation, np.float64)

@@ -109,8 +109,11 @@ def test_lmfit_jacobian_with_bounds_matches_finite_differences(setup):
         fd = (residual(x + e) - residual(x - e)) / (2 * h)
         scale = np.abs(fd).max()
         assert np.allclose(jac[:, i], fd, atol=2e-5 * scale), name
-    # bounded columns really are rescaled (d p / d x != 1)
-    assert abs(mini.result.params["lattice_constant"].scale_gradient(x[0])) < 2.0
+    # bounded columns really are rescaled: lmfit's MINUIT transform p = lo + (hi - lo)(sin x + 1)/2
+    # has d p / d x = (hi - lo) cos(x) / 2, here 1.5 cos x, not 1
+    sg = mini.result.params["lattice_constant"].scale_gradient(x[0])
+    assert sg == pytest.approx(1.5 * np.cos(x[0]), rel=1e-9)
+    assert abs(sg - 1.0) > 0.01
 
 
 def test_at_bound_status_and_report(setup):

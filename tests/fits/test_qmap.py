@@ -107,3 +107,18 @@ def test_cli(reduced, tmp_path, capsys):
     assert "give both --from X0,Y0 and --to X1,Y1" in capsys.readouterr().err
     assert cli.main(["qmap", str(tmp_path / "missing.h5"), "--family", "200"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_batch_results_do_not_depend_on_the_other_profiles():
+    """Each profile converges on its own: fitted alone or in a batch, the same result."""
+    from fits.qmap import fit_profiles
+    rng = np.random.default_rng(3)
+    q = np.linspace(0.07, 0.10, 60)
+    centres = rng.uniform(0.080, 0.088, 200)
+    profiles = np.array([5 + 8 * np.exp(-0.5 * ((q - c) / 0.0015) ** 2) for c in centres])
+    profiles = rng.poisson(profiles).astype(float)
+    together = fit_profiles(q, profiles, (0.07, 0.10))
+    for i in range(200):
+        alone = fit_profiles(q, profiles[i:i + 1], (0.07, 0.10))
+        assert alone["status"][0] == together["status"][i]
+        np.testing.assert_allclose(alone["center"][0], together["center"][i], rtol=1e-6)

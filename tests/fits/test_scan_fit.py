@@ -4,8 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from fits.scan_fit import (FIT_DATASETS, FitSettings, FitSetup, decompose_orientation, fit_point_index,
-                           fit_scan, read_fits, relationship_variants)
+from fits.scan_fit import (FIT_DATASETS, FitSettings, FitSetup, decompose_orientation, fit_scan, read_fits, relationship_variants)
 from fits.status import FitStatus
 from fits.truth import compare_to_truth, format_truth_table
 from xmodel import orientation

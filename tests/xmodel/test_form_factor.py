@@ -123,3 +123,8 @@ def test_errors_are_clear():
         sphere_form_factor(0.1, 34.0, 2.5, n_nodes=0)
     with pytest.raises(ValueError, match=r"n_sigma must be a positive Python number .* got -3"):
         sphere_form_factor(0.1, 34.0, 2.5, n_sigma=-3)
+
+
+def test_non_positive_radius_is_an_error_not_nan():
+    with pytest.raises(ValueError, match="radius must be > 0"):
+        sphere_form_factor(jnp.asarray([0.1]), 0.0, 0.0)

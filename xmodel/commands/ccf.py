@@ -12,6 +12,8 @@ CHI_EDGES = np.linspace(-180.0, 180.0, 361)
 
 def _domain_frames(path: Path, domain: str) -> np.ndarray:
     """Frame indices of ``--domain``: a list "0,5,7" or a class name / index of the classification."""
+    from fits.disorder import _label_names, domain_frames
+
     text = domain.strip()
     if all(p.strip().lstrip("-").isdigit() for p in text.split(",")) and "," in text:
         return np.array([int(p) for p in text.split(",")])
@@ -19,20 +21,12 @@ def _domain_frames(path: Path, domain: str) -> np.ndarray:
         if "entry/classification/label" not in f:
             raise ValueError(f"--domain {domain!r} needs /entry/classification/label in {path}; run "
                              "`xmodel classify` first or pass frame indices, e.g. --domain 0,1,2.")
-        grp = f["entry/classification"]
-        labels = grp["label"][()]
-        names = list(json.loads(grp.attrs["class_names"]))
-    if text.lstrip("-").isdigit():
-        idx = int(text)
-    elif text.lower() in [n.lower() for n in names]:
-        idx = [n.lower() for n in names].index(text.lower())
-    else:
+        n = int(f["entry/reduction/polar"].shape[0])
+        names = _label_names(f, "/entry/classification/label")
+    if not text.lstrip("-").isdigit() and text.lower() not in [m.lower() for m in names]:
         raise ValueError(f"--domain {domain!r} is not a class of {path}; valid: {names} (or an index, "
                          "or a comma-separated list of frame indices).")
-    frames = np.flatnonzero(labels == idx)
-    if frames.size == 0:
-        raise ValueError(f"class {domain!r} of {path} holds no scan point; choose another --domain.")
-    return frames
+    return domain_frames(path, text, n, dataset="/entry/classification/label")
 
 
 def _pattern_rings(path: Path, rings):

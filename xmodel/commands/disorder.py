@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("disorder", help="NC orientational disorder from 200_AL widths (Eq. 7, Table S2)")
     p.add_argument("results", nargs="?", default=None, help="reduced scan (HDF5)")
     p.add_argument("--domain", help="average only this domain's frames (name or integer label)")
-    p.add_argument("--labels", help="HDF5 with per-frame labels (/entry/classification/labels or /truth/label)")
+    p.add_argument("--labels", help="HDF5 with per-frame labels (results of `xmodel classify`, or a twin truth.h5)")
     p.add_argument("--fwhm-az", type=float, help="azimuthal FWHM (deg), instead of RESULTS")
     p.add_argument("--fwhm-rad", type=float, help="radial FWHM as an angle (deg), instead of RESULTS")
     p.add_argument("--fwhm-az-err", type=float, default=0.0, help="error of --fwhm-az (deg)")

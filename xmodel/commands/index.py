@@ -63,6 +63,6 @@ def add_parser(sub) -> None:
     p.add_argument("--tolerance", type=float, default=0.04,
                    help="largest relative deviation of the implied a from the nominal (default 0.04)")
     p.add_argument("--domain", help="average only this domain's frames (name or integer label)")
-    p.add_argument("--labels", help="HDF5 with per-frame labels (/entry/classification/labels or /truth/label)")
+    p.add_argument("--labels", help="HDF5 with per-frame labels (results of `xmodel classify`, or a twin truth.h5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
