@@ -3,14 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xmodel.commands._common import parse_pair
+
 
 def _point(text: str, name: str) -> tuple[float, float]:
     """``X,Y`` in um (as the issue and `xmodel qmap` write it) -> (y, x), the positions' order."""
-    try:
-        x, y = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"{name} {text!r} is not a point; write it as X,Y in um (x the fast scan axis), "
-                         f"e.g. {name} 7.0,2.5") from None
+    x, y = parse_pair(text, name)
     return y, x
 
 

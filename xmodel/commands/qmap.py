@@ -5,14 +5,7 @@ import json
 
 import numpy as np
 
-
-def _point(text: str, name: str) -> tuple[float, float]:
-    try:
-        x, y = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"{name} must be X,Y in micrometres (x fast, y slow), got {text!r}; "
-                         f"e.g. {name} 3.5,10.") from None
-    return x, y
+from xmodel.commands._common import parse_pair
 
 
 def run(args) -> int:
@@ -20,10 +13,10 @@ def run(args) -> int:
 
     if (args.start is None) != (args.end is None):
         raise ValueError("give both --from X0,Y0 and --to X1,Y1 (um) for a line profile, or neither.")
-    line = None if args.start is None else (_point(args.start, "--from"), _point(args.end, "--to"))
+    line = None if args.start is None else (parse_pair(args.start, "--from"), parse_pair(args.end, "--to"))
     window = None
     if args.window is not None:
-        lo, hi = _point(args.window, "--window")
+        lo, hi = parse_pair(args.window, "--window", what="Q_LO,Q_HI in 1/A", example="0.130,0.160")
         window = (lo, hi)
     res = qmap_scan(args.results, args.family, a_nominal=args.a_nominal, window=window,
                     background=args.background, line=line, figures=args.figures)
