@@ -25,7 +25,8 @@ from scipy.optimize import nnls
 __all__ = [
     "EMPTY", "MIXED", "FIG1_COLORS", "RingClasses", "fit_templates", "cluster_templates",
     "templates_from_model", "combine_labels", "match_classes", "classify_orientations",
-    "plot_label_maps",
+    "plot_label_maps", "tilted_params", "poisson_variance_factor", "fit_template_families",
+    "combine_rings",
 ]
 
 EMPTY = -1
@@ -478,3 +479,212 @@ def merge_classes(base: RingClasses, other: RingClasses, index: np.ndarray) -> R
     label[index], conf[index] = other.label, other.confidence
     frac[index], sig[index] = other.fraction, other.significance
     return RingClasses(label, conf, frac, sig)
+
+
+# --------------------------------------------------------------------------- tilt families
+
+
+def tilted_params(params_list: list, *, max_tilt_deg: float = 20.0, step_deg: float = 5.0) -> tuple[list, np.ndarray]:
+    """Each class's `ModelParams` tilted out of plane on a grid: the class's template family.
+
+    Boundary points tilt the SL (and the NCs with it) by 8-23 deg (paper Fig. 4, S10), which
+    moves the broad 200_AL peaks along the ring; a family of templates over the tilts keeps
+    such points in their class. Offsets ``(dt1, dt2)`` on a square grid of ``step_deg`` with
+    ``hypot(dt1, dt2) <= max_tilt_deg + step_deg / 2`` are added to each class's own tilt1,
+    tilt2 (about lab e1, e2).
+
+    Returns
+    -------
+    params : the tilted `ModelParams`, class by class (offset (0, 0) included).
+    classes : (M,) int, the class index of each.
+    """
+    if not (step_deg > 0 and max_tilt_deg >= 0):
+        raise ValueError(f"tilt grid step_deg={step_deg} and max_tilt_deg={max_tilt_deg} must be "
+                         "positive (e.g. 5 and 20 deg).")
+    n = int(np.floor(max_tilt_deg / step_deg + 0.5))
+    grid = np.arange(-n, n + 1) * step_deg
+    offsets = [(a, b) for a in grid for b in grid if np.hypot(a, b) <= max_tilt_deg + step_deg / 2]
+    out, classes = [], []
+    for k, p in enumerate(params_list):
+        for a, b in offsets:
+            out.append(p.replace(tilt1=p.tilt1 + np.radians(a), tilt2=p.tilt2 + np.radians(b)))
+            classes.append(k)
+    return out, np.asarray(classes, int)
+
+
+def poisson_variance_factor(pixel_counts: np.ndarray, q: np.ndarray, q0: float, dq: float) -> np.ndarray:
+    """Factor f(chi) with Var[I(chi)] = I(chi) f(chi) for a band-mean ring profile of Poisson counts.
+
+    Parameters
+    ----------
+    pixel_counts : (n_chi, n_q) valid pixels per polar bin (``/entry/reduction/counts``).
+    q : (n_q,) bin centres (1/A); q0, dq : ring centre and half-width (1/A), as given to
+        `fits.xcca.ring_profile`.
+
+    Notes
+    -----
+    The ring profile is the mean over the m valid q bins of bin means of n_q Poisson pixels,
+    so Var = sum_q mu_q / n_q / m^2 ~= I sum_q (1/n_q) / m^2 (Poisson variance equals the mean;
+    e.g. Bevington & Robinson, "Data Reduction and Error Analysis", 3rd ed., 2003, ch. 3).
+    Bins without pixels give f = 0 (they carry weight 0 in the ring).
+    Validation: tests/fits/test_classify.py (scatter of simulated Poisson rings).
+    """
+    n = np.asarray(pixel_counts, float)[:, np.abs(np.asarray(q, float) - q0) <= dq]
+    m = (n > 0).sum(axis=1)
+    inv = np.where(n > 0, 1.0 / np.maximum(n, 1.0), 0.0).sum(axis=1)
+    return np.where(m > 0, inv / np.maximum(m, 1) ** 2, 0.0)
+
+
+def _nnls_family(x: np.ndarray, sw: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weighted NNLS of ``x ~ sum_j a_j t_j + b`` (a_j >= 0, b free); returns (a, chi^2)."""
+    one = np.ones(x.size)
+    a_mat = np.column_stack([t.T, one, -one]) * sw[:, None]
+    coef, rnorm = nnls(a_mat, x * sw, maxiter=50 * a_mat.shape[1])
+    return coef[:-2], float(rnorm ** 2)
+
+
+def fit_template_families(profiles: np.ndarray, weight: np.ndarray, templates: np.ndarray,
+                          classes: np.ndarray, *, variance_factor: np.ndarray | None = None,
+                          min_significance: float = 6.0, mixed_fraction: float = 0.1,
+                          alike: np.ndarray | None = None, similar: float = 0.9) -> RingClasses:
+    """Classify ring profiles by template families, with a Poisson significance test per class.
+
+    Parameters
+    ----------
+    profiles : (N, n_chi) ring intensities (counts per pixel); weight : (N, n_chi) or (n_chi,)
+        the ring mask W (1 valid, 0 masked).
+    templates : (M, n_chi) ring profiles of the family members (e.g. `templates_from_model` of
+        `tilted_params`: each class at several out-of-plane tilts), any positive scale.
+    classes : (M,) class index of each member (0..K-1).
+    variance_factor : (n_chi,) `poisson_variance_factor` of the ring, or None when the pixel
+        counts are unknown (the noise is then set by the fit's residuals alone).
+    min_significance : a class counts when adding it improves chi^2 by ``min_significance^2``
+        noise units (the sigmas of a likelihood-ratio test).
+    mixed_fraction : a significant second class makes the point `MIXED` when it holds at least
+        this share of the fitted ring intensity (the twin's rule: 10 % of the beam).
+    alike : (K, K) similarity of the classes on this ring (e.g. `template_similarity` of the
+        untilted templates); a second class with ``alike >= similar`` to the first cannot be
+        told apart from it on this ring and never makes the point mixed.
+
+    Returns
+    -------
+    RingClasses
+        ``significance[:, k]``: for the best class its significance against a flat ring, for
+        the others their significance as a second class; ``fraction``: shares of the fitted ring
+        intensity (best class and each significant second class); ``confidence``: the best
+        class's share times ``1 - 1 / z`` (z its significance).
+
+    Notes
+    -----
+    Weighted non-negative least squares (Lawson & Hanson 1974, doi:10.1137/1.9781611971217) of
+    ``x = sum_j a_j T_j + b`` over the members of one class (a non-negative mix of tilts absorbs
+    tilts between grid points and tilt gradients in the beam), then of two classes. Poisson
+    variances ``Var = max(I_smooth, floor) f(chi)``. Significance of a nested fit:
+    ``z = sqrt(delta chi^2 / max(chi^2_nu, 1))`` (likelihood ratio, Wilks 1938,
+    doi:10.1214/aoms/1177732360; the reduced chi^2 of the larger fit inflates the Poisson noise
+    where the templates do not match the data exactly; without counts ``max(., 1)`` is dropped).
+    Validation: tests/fits/test_classify.py (tilted, mixed and empty synthetic Poisson rings);
+    the demo twin (README of the classify command: confusion table).
+    """
+    x_all = np.atleast_2d(np.asarray(profiles, float))
+    w_all = np.broadcast_to(np.asarray(weight, float), x_all.shape)
+    t_all = np.atleast_2d(np.asarray(templates, float))
+    classes = np.asarray(classes, int)
+    if t_all.shape[1] != x_all.shape[1] or classes.shape != (t_all.shape[0],):
+        raise ValueError(f"templates {t_all.shape} and classes {classes.shape} must be (M, n_chi) and "
+                         f"(M,) with n_chi = {x_all.shape[1]} as the profiles; build them on the same "
+                         "polar grid.")
+    n, k = x_all.shape[0], int(classes.max()) + 1
+    poisson = variance_factor is not None
+    label = np.full(n, EMPTY, int)
+    conf = np.zeros(n)
+    frac = np.zeros((n, k))
+    sig = np.zeros((n, k))
+    for i in range(n):
+        v = w_all[i] > 0
+        dof = int(v.sum()) - 1
+        if dof < 3:
+            continue
+        x = x_all[i, v]
+        if poisson:
+            smooth, _ = _smooth(np.where(v, x_all[i], 0.0)[None], 2.0)
+            floor = 1e-3 * max(float(np.mean(np.abs(x))), 1e-12)
+            var = np.maximum(smooth[0, v], floor) * np.asarray(variance_factor, float)[v]
+            sw = 1.0 / np.sqrt(np.maximum(var, 1e-300))
+        else:
+            sw = np.ones(v.sum())
+        t = t_all[:, v]
+
+        def z_of(chi_small: float, chi_big: float) -> float:
+            s = chi_big / dof
+            return float(np.sqrt(max(chi_small - chi_big, 0.0) / (max(s, 1.0) if poisson else max(s, 1e-300))))
+
+        chi0 = float(np.sum(((x - np.sum(x * sw ** 2) / np.sum(sw ** 2)) * sw) ** 2))
+        fits = [_nnls_family(x, sw, t[classes == c]) for c in range(k)]
+        k1 = int(np.argmin([f[1] for f in fits]))
+        a1, chi1 = fits[k1]
+        z1 = z_of(chi0, chi1)
+        sig[i, k1] = z1
+        if z1 < min_significance:
+            conf[i] = float(np.clip(1.0 - z1 / min_significance, 0, 1))
+            continue
+        t1 = t[classes == k1]
+        shares = {}
+        for c in range(k):
+            if c == k1:
+                continue
+            tc = t[classes == c]
+            a, chi2 = _nnls_family(x, sw, np.concatenate([t1, tc]))
+            sig[i, c] = z_of(chi1, chi2)
+            part1, partc = a[:t1.shape[0]] @ t1, a[t1.shape[0]:] @ tc
+            total = part1.sum() + partc.sum()
+            if sig[i, c] >= min_significance and total > 0 and (alike is None or alike[k1, c] < similar):
+                shares[c] = float(partc.sum() / total)
+        frac[i, list(shares)] = list(shares.values())
+        frac[i, k1] = 1.0 - max(shares.values(), default=0.0)
+        label[i] = MIXED if any(f >= mixed_fraction for f in shares.values()) else k1
+        conf[i] = float(np.clip(frac[i, k1] * (1.0 - 1.0 / z1), 0, 1))
+    return RingClasses(label, conf, frac, sig)
+
+
+def combine_rings(saxs: RingClasses, waxs: RingClasses, saxs_alike: np.ndarray, waxs_alike: np.ndarray,
+                  similar: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point labels from SAXS and WAXS classes of the same class list (given templates).
+
+    Rules, in order: either ring `MIXED` -> `MIXED`; both rings name the same class -> it; they
+    differ -> the ring that can tell the two apart decides (SAXS templates alike,
+    ``saxs_alike[s, w] >= similar``: WAXS; WAXS alike: SAXS), and if both rings can, the
+    point holds peaks of two classes -> `MIXED`; one ring empty -> the other's class (a tilted
+    boundary point whose SL peaks left the Ewald sphere keeps its WAXS class); both empty ->
+    `EMPTY`.
+
+    Returns
+    -------
+    label : (N,) point labels.
+    confidence : (N,) the deciding ring's confidence (the smaller of the two where both agree).
+    source : (N,) int, 3 both rings agree, 1 SAXS only, 2 WAXS only, 0 empty, -1 the rings
+        disagree (mixed or one ring overruled).
+    """
+    s, w = saxs.label, waxs.label
+    label = np.full(s.shape, EMPTY, int)
+    conf = np.minimum(saxs.confidence, waxs.confidence)
+    source = np.zeros(s.shape, int)
+    for i in range(s.size):
+        si, wi = int(s[i]), int(w[i])
+        if si == MIXED or wi == MIXED:
+            label[i], source[i] = MIXED, -1
+            conf[i] = saxs.confidence[i] if si == MIXED else waxs.confidence[i]
+        elif si >= 0 and wi >= 0:
+            if si == wi:
+                label[i], source[i] = si, 3
+            elif saxs_alike[si, wi] >= similar:
+                label[i], conf[i], source[i] = wi, waxs.confidence[i], -1
+            elif waxs_alike[si, wi] >= similar:
+                label[i], conf[i], source[i] = si, saxs.confidence[i], -1
+            else:
+                label[i], source[i] = MIXED, -1
+        elif si >= 0:
+            label[i], conf[i], source[i] = si, saxs.confidence[i], 1
+        elif wi >= 0:
+            label[i], conf[i], source[i] = wi, waxs.confidence[i], 2
+    return label, conf, source

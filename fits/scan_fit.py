@@ -75,8 +75,10 @@ FIT_DATASETS = {
                                  "(> 0; small values mean Conf1/Conf2 is barely decided)"),
     "search_score": ("", "cosine similarity of the best template match (0..1)"),
     "significance": ("", "largest SL ring peak significance (peak over robust noise)"),
+    "residual_significance": ("", "largest SL ring peak significance left after subtracting the fitted SL "
+                                  "peaks (a second orientation: mixed pattern)"),
     "status": ("", "fits.status.FitStatus code: 0 ok, 1 no signal, 2 not converged, 3 bad data, "
-                   "4 at bound, 5 failed"),
+                   "4 at bound, 5 failed, 6 mixed"),
     "message": ("", "status message"),
 }
 STDERR_OF = ("lattice_constant", "tilt1_deg", "tilt2_deg", "inplane_deg", "disorder_deg", "sl_scale",
@@ -184,6 +186,9 @@ class FitSettings:
     al_min_gain : Poisson deviance gain of the AL term (linear-scale fits with and without it)
         below which a frame has no AL signal: configuration and disorder are then left
         undetermined ('' and NaN) and not refined.
+    mixed_ratio : a converged frame is MIXED when the SL ring significance left after its fit
+        (`residual_significance`) reaches both ``min_significance`` and this fraction of the
+        frame's own significance.
     cache_dir : template bank cache folder (None: no cache).
     """
 
@@ -197,6 +202,7 @@ class FitSettings:
     n_candidates: int = 4
     conf_margin: float = 50.0
     al_min_gain: float = 25.0
+    mixed_ratio: float = 0.2
     cache_dir: str | None = None
     zones: tuple = field(default=DEFAULT_ZONES)
 
@@ -209,54 +215,39 @@ def _poisson_deviance_np(mu: np.ndarray, y: np.ndarray, valid: np.ndarray, n: np
     return 2.0 * np.sum(np.where(valid, n * t, 0.0), axis=-1)
 
 
-def _build_components(model: PatternModel):
+#: the terms the model is linear in (`xmodel.pattern`), in the order of `component_images`
+COMPONENTS = ("sl_scale", "diffuse_scale", "al_scale", "background")
+
+
+def _build_components(model: PatternModel, parts: tuple[str, ...]):
     fn, _ = intensity_function(model)
 
     def one(arrays, p):
         z = jnp.zeros_like(p.sl_scale)
         o = jnp.ones_like(p.sl_scale)
-        return jnp.stack([fn(arrays, p.replace(sl_scale=o, diffuse_scale=z, al_scale=z, background=z)),
-                          fn(arrays, p.replace(sl_scale=z, diffuse_scale=o, al_scale=z, background=z)),
-                          fn(arrays, p.replace(sl_scale=z, diffuse_scale=z, al_scale=o, background=z)),
-                          fn(arrays, p.replace(sl_scale=z, diffuse_scale=z, al_scale=z, background=o))])
+        return jnp.stack([fn(arrays, p.replace(**{c: (o if c == part else z) for c in COMPONENTS}))
+                          for part in parts])
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
 
-def component_images(model: PatternModel, params: ModelParams) -> np.ndarray:
-    """(B, 4, P) model components with unit scales: SL peaks, diffuse, AL, background.
+def component_images(model: PatternModel, params: ModelParams, parts: tuple[str, ...] = COMPONENTS) -> np.ndarray:
+    """(B, len(parts), P) model components with unit scales (default: SL peaks, diffuse, AL, background).
 
     ``params`` is a stacked batch; each component is the model with its own scale 1 and the
-    other three 0 (the model is linear in them, `xmodel.pattern`). The batch is padded to a
+    other three 0 (the model is linear in them, `xmodel.pattern`); ``parts`` names the scales
+    (`COMPONENTS`) whose components are computed (one forward each). The batch is padded to a
     power of two so that a scan compiles few shapes.
     """
+    parts = tuple(parts)
+    unknown = [c for c in parts if c not in COMPONENTS]
+    if unknown:
+        raise ValueError(f"component_images: unknown parts {unknown}; valid are {COMPONENTS}.")
     b = int(np.shape(params.sl_scale)[0])
     n = max(4, 1 << (b - 1).bit_length())
     if n > b:
         params = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], n - b, axis=0)]), params)
-    run = compiled(model, ("components",), _build_components)
-    _, arrays = intensity_function(model)
-    return np.asarray(run(arrays, params), np.float64)[:b]
-
-
-def _build_al_component(model: PatternModel):
-    fn, _ = intensity_function(model)
-
-    def one(arrays, p):
-        z = jnp.zeros_like(p.sl_scale)
-        return fn(arrays, p.replace(sl_scale=z, diffuse_scale=z, al_scale=jnp.ones_like(z), background=z))
-
-    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
-
-
-def al_component(model: PatternModel, params: ModelParams) -> np.ndarray:
-    """(B, P) AL component with unit ``al_scale`` (one forward per frame; batch padded as
-    `component_images`)."""
-    b = int(np.shape(params.sl_scale)[0])
-    n = max(4, 1 << (b - 1).bit_length())
-    if n > b:
-        params = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], n - b, axis=0)]), params)
-    run = compiled(model, ("al_component",), _build_al_component)
+    run = compiled(model, ("components", parts), _build_components)
     _, arrays = intensity_function(model)
     return np.asarray(run(arrays, params), np.float64)[:b]
 
@@ -408,7 +399,10 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     y = np.where(valid, obs, 0.0)[todo]
     v = valid[todo]
     w = np.where(v, setup.weight[None, :], 0.0)
-    a_est = np.clip(res.lattice_constant[todo], *a_range)
+    # the lattice constant each match was found at (the search tries several: fcc shells alias)
+    a_match = getattr(res, "match_lattice_constant", None)
+    a_match = np.broadcast_to(res.lattice_constant[:, None], res.score.shape) if a_match is None else a_match
+    a_est = np.clip(np.asarray(a_match, float)[todo], *a_range)               # (n, T)
     t = clock()
     # every (candidate, configuration) pair ranked by the deviance of its linear-scale fit
     n_t = res.orientation.shape[1]
@@ -421,16 +415,16 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     comps_t = []
     for ti in range(n_t):
         p = _stack([template.replace(base_orientation=res.orientation[todo[j], ti], inplane=0.0, tilt1=0.0,
-                                     tilt2=0.0, lattice_constant=a_est[j], relationship=rels[names[0]])
+                                     tilt2=0.0, lattice_constant=a_est[j, ti], relationship=rels[names[0]])
                     for j in range(todo.size)])
-        comps = component_images(model, p)
-        sc0, d0 = linear_scales(comps[:, [0, 1, 3]], y, v, w)
+        comps = component_images(model, p, ("sl_scale", "diffuse_scale", "background"))
+        sc0, d0 = linear_scales(comps, y, v, w)
         dev_sl[:, ti] = d0
         comps_t.append((jax.tree_util.tree_map(np.asarray, p), comps, sc0))
     best_t = np.argmin(dev_sl, axis=1)
     rows_ = np.arange(todo.size)
     pn = jax.tree_util.tree_map(lambda *x: np.stack(x)[best_t, rows_], *[c[0] for c in comps_t])
-    base = np.stack([comps_t[ti][1][j] for j, ti in enumerate(best_t)])
+    base = np.stack([np.insert(comps_t[ti][1][j], 2, 0.0, axis=0) for j, ti in enumerate(best_t)])
     for j, ti in enumerate(best_t):
         lin[ti, -1, j] = (jax.tree_util.tree_map(lambda x: x[j], pn), np.insert(comps_t[ti][2][j], 2, 0.0))
     # 2. configuration and its symmetric variant (`relationship_variants`) by the WAXS part
@@ -438,7 +432,7 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
         for R_v in relationship_variants(rels[name]):
             p = pn.replace(relationship=np.broadcast_to(R_v, (todo.size, 3, 3)))
             comps = base.copy()
-            comps[:, 2] = al_component(model, jax.tree_util.tree_map(jnp.asarray, p))
+            comps[:, 2] = component_images(model, jax.tree_util.tree_map(jnp.asarray, p), ("al_scale",))[:, 0]
             sc, d = linear_scales(comps, y, v, w)
             better = d < dev[rows_, best_t, ci]
             dev[rows_[better], best_t[better], ci] = d[better]
@@ -511,11 +505,63 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
         for name in STDERR_OF:
             if name in f.stderr and (ci >= 0 or name not in ("al_scale", "disorder_deg")):
                 out[name + "_stderr"][i] = float(f.stderr[name][k])
+    chosen = [jax.tree_util.tree_map(lambda x: x[fitted[j, c][1]], fitted[j, c][0].params)
+              for j, c in ((j, -1 if not has_al[j] else min([c for c in range(len(names)) if (j, c) in fitted],
+                                                                key=lambda c: obj[j, c]))
+                           for j in range(todo.size))]
+    t = clock()
+    left = residual_significance(clean[todo], setup, _stack(chosen), a_range)
+    tm["mixed"] = tm.get("mixed", 0.0) + clock() - t
+    out["residual_significance"][todo] = left
+    for j, i in enumerate(todo):
+        st = FitStatus.from_code(out["status"][i])
+        if (st.success or st is FitStatus.NOT_CONVERGED) and \
+                left[j] >= max(settings.min_significance, settings.mixed_ratio * out["significance"][i]):
+            out["status"][i] = FitStatus.MIXED.code
+            out["message"][i] = (f"{FitStatus.MIXED.value}: SL ring significance {left[j]:.1f} left after the fit "
+                                 f"(fitted pattern {out['significance'][i]:.1f}); the values are of the stronger "
+                                 f"orientation" + ("" if st.success else f" and did not converge ({out['message'][i]})"))
     ang = decompose_orientation(rot, list(settings.zones))
     out["orientation_matrix"][todo] = rot
     for k in ("zone_axis", "tilt_deg", "tilt1_deg", "tilt2_deg", "inplane_deg"):
         out[k][todo] = ang[k]
     return out
+
+
+def residual_significance(polar: np.ndarray, setup: "FitSetup", params: ModelParams,
+                          a_range: tuple[float, float]) -> np.ndarray:
+    """(B,) largest SL ring peak significance left when the fitted SL peaks are subtracted.
+
+    Parameters
+    ----------
+    polar : (B, C, Q) polar images (mean counts per bin, NaN masked) on the grid of ``setup``.
+    params : stacked fitted `ModelParams` of the B frames.
+    a_range : SL lattice constants searched for a second orientation (A).
+
+    Notes
+    -----
+    ``polar - sl_scale * SL_component(params)`` on the fit points keeps the diffuse scattering and
+    background (so the Poisson noise floor of `fits.search.ring_significance` still holds) and
+    removes the peaks the fit explains; the ring significance of what is left, at the lattice
+    constant `fits.search.estimate_lattice_constant` finds in it, measures peaks of a second
+    orientation (a mixed pattern) or of a misfit. Rings of the model's peaks that the fit
+    misses in shape (not in position) leave a fraction of their height, hence the relative
+    threshold of `FitSettings.mixed_ratio`.
+    """
+    from fits.search import estimate_lattice_constant, ring_profiles, ring_significance
+
+    polar = np.array(polar, np.float64)
+    B = polar.shape[0]
+    if B == 0:
+        return np.zeros(0)
+    comp = component_images(setup.model, params, ("sl_scale",))[:, 0]
+    flat = polar.reshape(B, -1)
+    flat[:, setup.index] -= np.asarray(params.sl_scale, np.float64).reshape(B, 1) * comp
+    left = flat.reshape(polar.shape)
+    shells = tuple(int(x) for x in setup.bank.shells)
+    a = estimate_lattice_constant(left, setup.q, a_range, shells=shells)
+    prof, level = ring_profiles(left, setup.q, a, shells)
+    return ring_significance(prof, level).max(axis=1)
 
 
 def _empty_results(n: int) -> dict[str, np.ndarray]:

@@ -14,7 +14,11 @@ class FitStatus(enum.Enum):
 
     Members, in the stable order of their integer `code`:
 
-    OK (0), NO_SIGNAL (1), NOT_CONVERGED (2), BAD_DATA (3), AT_BOUND (4), FAILED (5).
+    OK (0), NO_SIGNAL (1), NOT_CONVERGED (2), BAD_DATA (3), AT_BOUND (4), FAILED (5), MIXED (6).
+
+    MIXED: the fit converged, but SL peaks of a second orientation stand above the noise in
+    what it leaves (two grains in the beam, the paper's grey points); the fitted values describe
+    the stronger one.
 
     Examples
     --------
@@ -30,6 +34,7 @@ class FitStatus(enum.Enum):
     BAD_DATA = "frame has non-finite or negative counts"
     AT_BOUND = "converged with a parameter at a bound"
     FAILED = "the fit raised an error"
+    MIXED = "peaks of a second orientation remain after the fit (mixed pattern)"
 
     @property
     def code(self) -> int:

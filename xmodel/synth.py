@@ -28,6 +28,10 @@ from xmodel.pixels import PixelSet
 from xmodel.twin import (TRUTH_UNITS, Components, TwinError, TwinSample, background_counts, components,
                          domain_params, load_twin, point_truth)
 
+#: SL peaks count as visible at a point when their expected signal to noise (sqrt of
+#: `expected_frames`' ``sl_snr``) reaches this many standard deviations
+SL_VISIBLE_SNR = 10.0
+
 #: the orientation margin (deg) added to a domain's largest edge rotation for its model support
 SUPPORT_MARGIN_DEG = 3.0
 
@@ -56,7 +60,7 @@ def domain_models(sample: TwinSample, pixels: PixelSet, comps: Components) -> li
 
 
 def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, models: list,
-                    batch_size: int = 8) -> Iterator[np.ndarray]:
+                    batch_size: int = 8, sl_snr: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Yield the expected counts (P,) float64 of every scan point, in scan order.
 
     ``background_counts * weight + sum_c weight_c * model_c(params_c)`` (see
@@ -65,6 +69,14 @@ def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, mod
     per component rather than `jax.vmap` over a batch: a batch of consecutive points spans
     several domains (several models), so vmapped calls would need padding to one model (not
     measured here).
+
+    If ``sl_snr`` (N,) is given, it is filled with the expected detectability of the SL peaks of
+    each point, ``sum_p s_p^2 / mu_p`` over valid pixels, where ``s`` is the SL peak part alone
+    (diffuse, AL and background scales 0) and ``mu`` the whole expected frame: the expected
+    Pearson chi^2 (deviance) gain of the SL peak term, so ``sqrt(sl_snr)`` is the signal to noise
+    of the SL peaks in standard deviations (Cash 1979, doi:10.1086/156922, for the Poisson
+    likelihood-ratio form). Points without SL peaks on the Ewald sphere (tilted far from a
+    zone) get small values.
     """
     weight = np.where(pixels.valid, pixels.weight, 0.0)
     background = background_counts(sample) * weight
@@ -72,6 +84,7 @@ def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, mod
     for start in range(0, sample.n_points, batch_size):
         stop = min(start + batch_size, sample.n_points)
         acc = np.zeros((stop - start, pixels.size), np.float32)
+        sl = np.zeros((stop - start, pixels.size), np.float32) if sl_snr is not None else None
         lab = comps.label[start:stop]
         pending = []  # dispatched first (JAX runs them asynchronously), collected after
         for r, c in zip(*np.nonzero(lab >= 0)):
@@ -79,11 +92,22 @@ def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, mod
             i = start + r
             p = bases[k].replace(lattice_constant=comps.lattice_constant[i, c],
                                  tilt1=comps.tilt1[i, c], tilt2=comps.tilt2[i, c])
-            pending.append((r, comps.weight[i, c], models[k](p)))
-        for r, w, out in pending:
+            peaks_only = None
+            if sl is not None:
+                zero = np.zeros_like(np.asarray(p.al_scale))
+                peaks_only = models[k](p.replace(diffuse_scale=zero, al_scale=zero, background=zero))
+            pending.append((r, comps.weight[i, c], models[k](p), peaks_only))
+        for r, w, out, peaks_only in pending:
             acc[r] += np.float32(w) * np.asarray(out)
+            if sl is not None:
+                sl[r] += np.float32(w) * np.asarray(peaks_only)
         for j in range(stop - start):
-            yield background + acc[j]
+            frame = background + acc[j]
+            if sl is not None:
+                mu = frame.astype(np.float64)
+                s2 = np.square(sl[j].astype(np.float64))
+                sl_snr[start + j] = float(np.sum(np.where(mu > 0, s2 / np.where(mu > 0, mu, 1.0), 0.0)))
+            yield frame
 
 
 class _Progress:
@@ -200,9 +224,10 @@ def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overr
     shape = tuple(pixels.shape)
 
     expected_sums = np.zeros(sample.n_points)
+    sl_snr = np.zeros(sample.n_points)
 
     def frames() -> Iterator[np.ndarray]:
-        for i, expected in enumerate(expected_frames(sample, pixels, comps, models, batch_size)):
+        for i, expected in enumerate(expected_frames(sample, pixels, comps, models, batch_size, sl_snr)):
             expected_sums[i] = float(expected.sum())
             rng = np.random.default_rng(np.random.SeedSequence(sample.seed, spawn_key=(i,)))
             yield rng.poisson(expected).astype(np.uint32).reshape(shape)
@@ -215,6 +240,10 @@ def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overr
     with h5py.File(tmp / "truth.h5", "a") as f:
         ds = f["truth"].create_dataset("expected_counts", data=expected_sums)
         ds.attrs["units"], ds.attrs["description"] = TRUTH_UNITS["expected_counts"]
+        ds = f["truth"].create_dataset("sl_snr", data=sl_snr)
+        ds.attrs["units"], ds.attrs["description"] = TRUTH_UNITS["sl_snr"]
+        ds = f["truth"].create_dataset("sl_visible", data=sl_snr >= SL_VISIBLE_SNR ** 2)
+        ds.attrs["units"], ds.attrs["description"] = TRUTH_UNITS["sl_visible"]
     for item in sorted(tmp.iterdir(), key=lambda p: p == master):
         item.replace(out_dir / item.name)
     tmp.rmdir()

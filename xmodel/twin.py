@@ -542,6 +542,10 @@ TRUTH_UNITS = {
     "boundary_s": ("", "boundary coordinate s = clip(1 - distance / width, 0, 1)"),
     "positions_um": ("um", "scan positions (slow y, fast x)"),
     "expected_counts": ("counts", "expected total counts of the frame on valid pixels (synth only)"),
+    "sl_snr": ("", "expected chi^2 gain of the SL peaks, sum s^2 / mu over valid pixels (s: SL peaks alone, "
+                   "mu: whole frame; synth only, xmodel.synth.expected_frames)"),
+    "sl_visible": ("", "the SL peaks stand above the noise: sqrt(sl_snr) >= xmodel.synth.SL_VISIBLE_SNR "
+                       "(synth only)"),
 }
 
 

@@ -193,3 +193,86 @@ def test_scaled_ring_follows_a_compressed_superlattice(tmp_path):
     assert ring.intensity.shape == (2, chi.size)
     # both frames show the same two-fold profile, at their own q
     assert np.corrcoef(ring.intensity[0], ring.intensity[1])[0, 1] > 0.99
+
+
+# --------------------------------------------------------------------------- tilt families (H4)
+
+
+def _family(centres, shifts=(-10.0, -5.0, 0.0, 5.0, 10.0), sigma=6.4, chi=CHI[100:240]):
+    """Broad (15 deg FWHM) WAXS-like peaks of each class, shifted along the ring as a tilt would."""
+    temps, cls = [], []
+    for k, c in enumerate(centres):
+        for s in shifts:
+            temps.append(xcca.gaussian_ring(chi, [c + s], [1.0], sigma))
+            cls.append(k)
+    return np.array(temps), np.array(cls)
+
+
+def test_poisson_variance_factor_matches_the_scatter():
+    rng = np.random.default_rng(1)
+    n_pix = np.array([[4, 9, 0], [100, 100, 100]])           # pixels per (chi, q) bin
+    q = np.array([1.0, 1.01, 1.02])
+    f = classify.poisson_variance_factor(n_pix, q, 1.01, 0.011)
+    np.testing.assert_allclose(f, [(1 / 4 + 1 / 9) / 4, 3 / 100 / 9])
+    mu = 5.0
+    ring = [np.mean([rng.poisson(mu, n).mean() for n in (4, 9)]) for _ in range(4000)]
+    np.testing.assert_allclose(np.var(ring), mu * f[0], rtol=0.08)
+
+
+def test_tilted_params_grid_and_error():
+    from xmodel.config import default_paths, load_config
+    from xmodel.parameters import params_from_config
+
+    p = params_from_config(load_config(default_paths("red")))
+    out, cls = classify.tilted_params([p, p], max_tilt_deg=10.0, step_deg=5.0)
+    assert len(out) == cls.size == 2 * 21 and np.sum(cls == 1) == 21     # 5 x 5 grid minus corners
+    dt = np.degrees([float(q.tilt1 - p.tilt1) for q in out[:21]])
+    assert np.isclose(dt.min(), -10.0) and np.isclose(dt.max(), 10.0)
+    with pytest.raises(ValueError, match="must be positive"):
+        classify.tilted_params([p], step_deg=0.0)
+
+
+def test_families_keep_tilted_points_and_flag_mixed_and_empty():
+    chi = CHI[100:240]
+    temps, cls = _family([-60.0, -20.0, 30.0])
+    rng = np.random.default_rng(3)
+    n_pix = 300.0
+    truth = [0, 1, 2, 0, classify.MIXED, classify.EMPTY, 1]
+    expect = [
+        0.1 + 2.0 * xcca.gaussian_ring(chi, [-53.0], [1.0], 6.4),     # class 0 "tilted" by 7 deg
+        0.1 + 2.0 * xcca.gaussian_ring(chi, [-27.0], [1.0], 6.4),
+        0.1 + 2.0 * xcca.gaussian_ring(chi, [38.0], [1.0], 6.4),
+        0.1 + 0.2 * xcca.gaussian_ring(chi, [-60.0], [1.0], 6.4),      # weak but significant
+        0.1 + 1.4 * xcca.gaussian_ring(chi, [-60.0], [1.0], 6.4) + 0.6 * xcca.gaussian_ring(chi, [30.0], [1.0], 6.4),
+        0.1 + 0 * chi,
+        0.1 + 2.0 * xcca.gaussian_ring(chi, [-20.0], [1.0], 6.4) + 0.08 * xcca.gaussian_ring(chi, [30.0], [1.0], 6.4),
+    ]
+    prof = np.array([rng.poisson(e * n_pix) / n_pix for e in expect])
+    f = np.full(chi.size, 1.0 / n_pix)
+    res = classify.fit_template_families(prof, np.ones(chi.size), temps, cls, variance_factor=f)
+    np.testing.assert_array_equal(res.label, truth)
+    assert res.significance[6, 2] >= 6.0 and res.fraction[6, 2] < 0.1     # significant, too small
+    assert res.fraction[4, 2] == pytest.approx(0.3, abs=0.05)
+    assert np.all((res.confidence >= 0) & (res.confidence <= 1))
+    # look-alike classes never make a point mixed
+    alike = np.eye(3); alike[0, 2] = alike[2, 0] = 0.95
+    res2 = classify.fit_template_families(prof[4:5], np.ones(chi.size), temps, cls, variance_factor=f, alike=alike)
+    assert res2.label[0] == 0
+    with pytest.raises(ValueError, match="build them on the same polar grid"):
+        classify.fit_template_families(prof, np.ones(chi.size), temps[:, :50], cls)
+
+
+def test_combine_rings_rules():
+    def rc(lab):
+        lab = np.array(lab)
+        return classify.RingClasses(lab, np.full(lab.size, 0.9), np.zeros((lab.size, 3)), np.zeros((lab.size, 3)))
+    E, M = classify.EMPTY, classify.MIXED
+    saxs = rc([0, E, 0, M, 0, 0, 1, E])
+    waxs = rc([0, 1, M, 1, E, 2, 2, E])
+    sim_sl = np.eye(3); sim_sl[1, 2] = sim_sl[2, 1] = 0.95             # SAXS cannot tell 1 from 2
+    label, conf, source = classify.combine_rings(saxs, waxs, sim_sl, np.eye(3))
+    np.testing.assert_array_equal(label, [0, 1, M, M, 0, M, 2, E])
+    np.testing.assert_array_equal(source, [3, 2, -1, -1, 1, -1, -1, 0])
+    sim_al = np.eye(3); sim_al[0, 2] = sim_al[2, 0] = 0.95             # WAXS cannot tell 0 from 2
+    label2, _, _ = classify.combine_rings(saxs, waxs, np.eye(3), sim_al)
+    assert label2[5] == 0

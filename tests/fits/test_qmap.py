@@ -5,7 +5,8 @@ import h5py
 import numpy as np
 import pytest
 
-from fits.qmap import family_window, fit_profile, fit_profiles, line_profile, qmap_scan
+from fits.qmap import (family_window, fcc_shells, fit_lattice_comb, fit_profile, fit_profiles, line_profile,
+                       qmap_scan, spot_profiles)
 from xmodel import cli
 
 Q = np.linspace(0.05, 0.2, 300)
@@ -62,6 +63,15 @@ def test_line_profile():
         line_profile(pos, {}, (0.0, 0.0), (9.0, 0.0))
 
 
+def _comb_profiles(a, rng, shells=(3, 4, 8, 11, 12), height=80.0, sigma_rel=0.008):
+    """Radial profiles with the fcc shells ``N`` of lattice constants ``a`` on a smooth background."""
+    lam = 30.0 - 60.0 * (Q - 0.14) + 0 * a[:, None]
+    for nn in shells:
+        qn = 2 * np.pi * np.sqrt(nn) / a[:, None]
+        lam = lam + height * np.exp(-0.5 * ((Q - qn) / (sigma_rel * qn)) ** 2)
+    return rng.poisson(lam).astype(float)
+
+
 @pytest.fixture
 def reduced(tmp_path):
     """A 10 x 12 raster: a compressed boundary at x = 0 (a drops 8 %), an empty column."""
@@ -69,7 +79,7 @@ def reduced(tmp_path):
     ny, nx, step = 10, 12, 0.25
     yy, xx = np.meshgrid(np.arange(ny) * step, np.arange(nx) * step, indexing="ij")
     a_true = 150.0 * (1 - 0.08 * np.exp(-xx / 0.5))
-    y, _ = _profiles(a_true.ravel(), rng, height=80.0)
+    y = _comb_profiles(a_true.ravel(), rng)
     y[(xx.ravel() > 2.6)] = rng.poisson(30.0 - 60.0 * (Q - 0.14), size=(ny, Q.size)).astype(float)
     path = tmp_path / "scan.h5"
     with h5py.File(path, "w") as f:
@@ -94,6 +104,7 @@ def test_qmap_scan(reduced, tmp_path):
     with h5py.File(path, "r") as f:
         g = f["/entry/qmap/311"]
         assert g["center"].attrs["units"] == "1/angstrom"
+        assert g.attrs["spot_source"] == "radial" and "4: ambiguous" in list(g.attrs["status_names"])
         assert g["line/lattice_constant"].shape == line.distance_um.shape
         assert tuple(g.attrs["scan_shape"]) == a_true.shape
 
@@ -122,3 +133,52 @@ def test_batch_results_do_not_depend_on_the_other_profiles():
         alone = fit_profiles(q, profiles[i:i + 1], (0.07, 0.10))
         assert alone["status"][0] == together["status"][i]
         np.testing.assert_allclose(alone["center"][0], together["center"][i], rtol=1e-6)
+
+
+def test_fcc_shells():
+    n, names = fcc_shells(np.sqrt(20.5))
+    assert n.tolist() == [3, 4, 8, 11, 12, 16, 19, 20]
+    assert names[:5] == ["111", "200", "220", "311", "222"]
+
+
+def _spots(a, shells, q, z=30.0, sigma_rel=0.008):
+    out = np.zeros((len(a), q.size))
+    for i, (ai, sh) in enumerate(zip(a, shells)):
+        for nn in sh:
+            qn = 2 * np.pi * np.sqrt(nn) / ai
+            out[i] += z * np.exp(-0.5 * ((q - qn) / (sigma_rel * qn)) ** 2)
+    return out
+
+
+def test_comb_decides_the_111_200_alias_by_the_other_shells():
+    """111 of a = 132 A sits at the 200 position of a = 152.4 A: other shells decide, or 'ambiguous'."""
+    q = np.exp(np.linspace(np.log(0.055), np.log(0.2), 121))   # log bins as the reduction
+    rng = np.random.default_rng(4)
+    a = np.array([132.0, 132.0, 150.0, 150.0, 132.0, 150.0])
+    shells = [(3, 4, 8), (3, 11), (4, 8, 11), (4, 11), (3,), ()]
+    spots = np.maximum(_spots(a, shells, q) + rng.normal(0, 1.0, (len(a), q.size)), 0)
+    res = fit_lattice_comb(q, spots)
+    assert res["status"].tolist() == [0, 0, 0, 0, 4, 1]
+    np.testing.assert_allclose(res["lattice_constant"][:4], a[:4], rtol=0.005)
+    assert np.isnan(res["lattice_constant"][4]) and np.isnan(res["lattice_constant"][5])
+    alias = sorted([res["alias_lattice_constant"][4], res["lattice_constant"][4]])
+    assert res["alias_lattice_constant"][4] == pytest.approx(132.0 * np.sqrt(4 / 3), rel=0.01) or \
+        res["alias_lattice_constant"][4] == pytest.approx(132.0, rel=0.01), alias
+    with pytest.raises(ValueError, match="a_range must be"):
+        fit_lattice_comb(q, spots, a_range=(150.0, 120.0))
+
+
+def test_spot_profiles_keep_friedel_pairs_only():
+    rng = np.random.default_rng(5)
+    n_chi, n_q = 72, 40
+    npix = np.full((n_chi, n_q), 50.0)
+    npix[:, :2] = 0                                      # masked q bins
+    lam = np.full((3, n_chi, n_q), 0.5)
+    lam[0, 10, 20] += 3.0
+    lam[0, 46, 20] += 3.0                                # a Friedel pair (chi + 180 deg)
+    lam[1, 10, 20] += 3.0                                # no mate: a hot spot, not a Bragg peak
+    polar = rng.poisson(lam * npix) / np.maximum(npix, 1)
+    prof = spot_profiles(polar, npix)
+    assert prof.shape == (3, n_q)
+    assert prof[0, 20] > 5 and np.argmax(prof[0]) in (19, 20, 21)
+    assert np.all(prof[1] == 0) and np.all(prof[2] == 0)

@@ -100,6 +100,14 @@ def test_files_and_readback(runs):
     # the overlap patch gives a mixed point with both components
     assert truth["mixed"].any()
     assert set(truth["configuration"][~empty]) == {b"conf1", b"conf2"}
+    # SL detectability: none at empty points, SL peaks standing out at the red domain's
+    # untilted interior (one point is enough), visible == snr above the documented threshold
+    from xmodel.synth import SL_VISIBLE_SNR
+    snr = truth["sl_snr"]
+    assert np.all(np.isfinite(snr)) and np.all(snr >= 0)
+    np.testing.assert_array_equal(snr[empty], 0.0)
+    assert snr[~empty].max() > SL_VISIBLE_SNR ** 2
+    np.testing.assert_array_equal(truth["sl_visible"], snr >= SL_VISIBLE_SNR ** 2)
 
 
 def test_deterministic_for_a_seed(runs):

@@ -10,6 +10,18 @@ import numpy as np
 
 Q_SL, DQ_SL = 0.083, 0.005      # 200_SL ring; wide enough for the 5-13 % compression at edges
 Q_AL, DQ_AL = 2.12, 0.042       # 200_AL ring
+TILT_MAX_DEG, TILT_STEP_DEG = 20.0, 5.0     # WAXS template families over out-of-plane tilts
+
+
+def _variance_factor(path: Path, q0: float, dq: float):
+    """`fits.classify.poisson_variance_factor` of a ring, None without ``/entry/reduction/counts``."""
+    from fits.classify import poisson_variance_factor
+
+    with h5py.File(path, "r") as f:
+        grp = f["entry/reduction"]
+        if "counts" not in grp:
+            return None
+        return poisson_variance_factor(grp["counts"][()], grp["q"][()], q0, dq)
 
 
 def _experiment(path: Path, cfg):
@@ -33,7 +45,7 @@ def _experiment(path: Path, cfg):
 
 def _given_templates(args, path, chi, q_grid):
     """Names, SL orientations and (SAXS, WAXS) templates of the five domains (or a twin's)."""
-    from fits.classify import templates_from_model
+    from fits.classify import templates_from_model, tilted_params
     from xmodel.config import DOMAINS, default_paths, load_config
     from xmodel.parameters import params_from_config, structure_from_config
 
@@ -53,9 +65,18 @@ def _given_templates(args, path, chi, q_grid):
     a = [c.superlattice.lattice_constant for c in cfgs]
     structure = structure_from_config(cfgs[0], lattice_constant_range=(min(a), max(a)))
     t_sl = templates_from_model(params, exp, structure, q_grid, chi, Q_SL, DQ_SL)
-    t_al = templates_from_model(params, exp, structure, q_grid, chi, Q_AL, DQ_AL)
+    # WAXS: each domain at out-of-plane tilts up to 20 deg (boundaries tilt 8-23 deg; the broad
+    # 200_AL peaks move along the ring with the tilt), so that tilted points keep their class
+    tilted, fam_class = tilted_params(params, max_tilt_deg=TILT_MAX_DEG, step_deg=TILT_STEP_DEG)
+    t_al = templates_from_model(tilted, exp, structure, q_grid, chi, Q_AL, DQ_AL)
     rot = np.array([np.asarray(p.astype(np.float64).sl_orientation()) for p in params])
-    return names, rot, t_sl, t_al
+    return names, rot, t_sl, t_al, fam_class
+
+
+def _untilted(fam_class: np.ndarray) -> np.ndarray:
+    """Index of the untilted member of each class family (the centre of its tilt grid)."""
+    return np.array([np.flatnonzero(fam_class == c)[np.sum(fam_class == c) // 2]
+                     for c in range(int(fam_class.max()) + 1)])
 
 
 def run(args) -> int:
@@ -72,13 +93,15 @@ def run(args) -> int:
         grp = f["entry/reduction"]
         q_all, chi = grp["q"][()], grp["chi"][()]
         shape = tuple(int(v) for v in grp["scan_shape"][()]) if "scan_shape" in grp else (1, n)
+        if int(np.prod(shape)) != n:        # a subset of a scan's frames: draw them as one row
+            shape = (1, n)
         fits_r = f["entry/fits/orientation_matrix"][()] if "entry/fits/orientation_matrix" in f else None
         status = f["entry/fits/status"][()] if "entry/fits/status" in f else None
     opts = dict(min_significance=args.min_significance, mixed_fraction=args.mixed_fraction)
     rot = None
     if args.templates == "five":
         band = (np.abs(q_all - Q_SL) <= DQ_SL) | (np.abs(q_all - Q_AL) <= DQ_AL)
-        names, rot, t_sl, t_al = _given_templates(args, path, chi, q_all[band])
+        names, rot, t_sl, t_al, fam_class = _given_templates(args, path, chi, q_all[band])
         saxs = classify.fit_templates(r_sl.intensity, r_sl.weight, t_sl, **opts)
         # frames without peaks in the fixed band: read the ring at their own 200_SL position,
         # so that compressed boundary points (q_200 up to 0.095 1/A) are still classified
@@ -87,8 +110,12 @@ def run(args) -> int:
             r_scaled, _ = classify.scaled_ring(path, Q_SL)
             again = classify.fit_templates(r_scaled.intensity[retry], r_scaled.weight[retry], t_sl, **opts)
             saxs = classify.merge_classes(saxs, again, retry)
-        waxs = classify.fit_templates(r_al.intensity, r_al.weight, t_al, **opts)
-        label, conf = classify.combine_labels(saxs, waxs, saxs_similarity=classify.template_similarity(t_sl))
+        waxs = classify.fit_template_families(
+            r_al.intensity, r_al.weight, t_al, fam_class, variance_factor=_variance_factor(path, Q_AL, DQ_AL),
+            alike=classify.template_similarity(t_al[_untilted(fam_class)] * r_al.weight[:1]), **opts)
+        label, conf, source = classify.combine_rings(
+            saxs, waxs, classify.template_similarity(t_sl),
+            classify.template_similarity(t_al[_untilted(fam_class)] * r_al.weight[:1]))
     else:
         t_sl = classify.cluster_templates(r_sl.intensity, r_sl.weight, n_classes=args.n_classes)
         saxs = classify.fit_templates(r_sl.intensity, r_sl.weight, t_sl, **opts)
@@ -100,13 +127,14 @@ def run(args) -> int:
         names = [f"class{k}" for k in range(t_sl.shape[0])]
         mapping = classify.match_classes(waxs.label, saxs.label)
         label, conf = classify.combine_labels(saxs, waxs, mapping)
+        source = None
     orient = None
     if fits_r is not None and status is not None:
         st = np.asarray(status)
         ok = (st == 0) if st.dtype.kind in "iub" else np.char.lower(st.astype(str)) == "ok"
         orient = classify.classify_orientations(fits_r, ok, rot if args.templates == "five" else None,
                                                 n_classes=args.n_classes)[0]
-    _write(path, names, saxs, waxs, label, conf, orient, args)
+    _write(path, names, saxs, waxs, label, conf, orient, args, source)
     figure = Path(args.figure) if args.figure else path.with_name(path.stem + "_domains.png")
     maps = {"SAXS (q = 0.083 1/A)": saxs.label, "WAXS (q = 2.12 1/A)": waxs.label, "label": label}
     if orient is not None:
@@ -118,7 +146,7 @@ def run(args) -> int:
     return 0
 
 
-def _write(path, names, saxs, waxs, label, conf, orient, args) -> None:
+def _write(path, names, saxs, waxs, label, conf, orient, args, source=None) -> None:
     with h5py.File(path, "a") as f:
         if "entry/classification" in f:
             del f["entry/classification"]
@@ -134,12 +162,15 @@ def _write(path, names, saxs, waxs, label, conf, orient, args) -> None:
         for key, val, desc in (
             ("saxs_label", saxs.label, "class from the SL ring at q = 0.083 1/A"),
             ("waxs_label", waxs.label, "class from the AL ring at q = 2.12 1/A"),
-            ("label", label, "point label: SAXS class, WAXS class where SAXS is empty"),
+            ("label", label, "point label from both rings (fits.classify.combine_rings; cluster "
+                             "templates: SAXS class, WAXS class where SAXS is empty)"),
             ("confidence", conf, "dominant share of the fitted peak intensity times the fit's R^2"),
             ("saxs_confidence", saxs.confidence, "as confidence, SL ring"),
             ("waxs_confidence", waxs.confidence, "as confidence, AL ring"),
         ) + ((("orientation_label", orient, "class of the fitted SL orientation (cubic misorientation)"),)
-             if orient is not None else ()):
+             if orient is not None else ()) + ((("label_source", source, "3 both rings agree, 1 SAXS only, "
+                                                  "2 WAXS only (no SL peaks), 0 empty, -1 rings disagree"),)
+                                                if source is not None else ()):
             d = g.create_dataset(key, data=np.asarray(val, np.int32 if "label" in key else np.float64))
             d.attrs["description"] = desc
             d.attrs["units"] = ""
