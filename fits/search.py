@@ -13,7 +13,10 @@ the quarter cube face ``z >= x >= 0, z >= y >= 0`` (1/24 of the sphere: the dire
 24 proper cubic rotations) on a Fibonacci lattice of the requested spacing.
 
 The SL lattice constant comes first, from the chi-integrated anisotropic excess of the polar
-image matched against the shell positions ``q_s = 2 pi sqrt(n2) / a`` over a grid of ``a``.
+image matched against the shell positions ``q_s = 2 pi sqrt(n2) / a`` over a grid of ``a``. fcc
+shells alias (``a sqrt(s'/s)`` puts shell ``s'`` where shell ``s`` of ``a`` is), so the templates
+are correlated at the best few distinct maxima of that score and the matches of all of them are
+ranked together.
 Frames whose ring profiles hold no peak above the noise get ``has_signal = False``.
 
 Conventions: chi is pyFAI's azimuth (deg), ``chi = atan2(q1, q2)``; orientations are SL
@@ -234,27 +237,32 @@ def anisotropic_excess(polar: np.ndarray) -> np.ndarray:
     return ex.sum(axis=1) / (np.nan_to_num(med, nan=0.0) + 1.0)
 
 
-def estimate_lattice_constant(polar: np.ndarray, q: np.ndarray, a_range: tuple[float, float], *,
-                              shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = 0.0015,
-                              n_grid: int = 400) -> np.ndarray:
-    """SL lattice constant (A) per frame from the anisotropic radial profile.
+def lattice_constant_score(polar: np.ndarray, q: np.ndarray, a_range: tuple[float, float], *,
+                           shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = 0.0015,
+                           n_grid: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Shell-position score of the anisotropic radial profile on a grid of SL lattice constants.
 
     Parameters
     ----------
     polar : (B, C, Q) polar images (counts per bin, NaN masked).
     q : (Q,) bin centres (1/A), increasing, not necessarily regular.
     a_range : (a_min, a_max) searched (A).
+    shells : SL shells ``h^2 + k^2 + l^2``.
     sigma_q : radial smoothing (1/A), about the SL radial peak sigma.
+    n_grid : grid points over ``a_range``.
+
+    Returns
+    -------
+    a : (A,) the grid (A); score : (B, A) the score of every frame at every grid point.
 
     Notes
     -----
     ``score(a) = sum_s sqrt(E_s(2 pi sqrt(s) / a))`` with ``E`` the chi-summed excess
     (`anisotropic_excess`) smoothed by a Gaussian of ``sigma_q``; shells outside the q range
     count 0. fcc shell positions: Table S1 indexing. The sqrt lets several lit shells outweigh a
-    single bright one. The best grid point is refined by a parabola.
-
-    Validation: recovers ``a`` of forward-model patterns of the five domains within 1 %
-    (measured 0.8 % for orange; tests/fits/test_search.py).
+    single bright one. fcc shells alias: ``a' = a sqrt(s'/s)`` puts shell ``s'`` of ``a'`` on
+    shell ``s`` of ``a`` (111 of a = 132 A on 200 of a = 152 A), so the score has several
+    comparable maxima (`lattice_constant_candidates`).
     """
     q = np.asarray(q, float)
     ex = anisotropic_excess(np.asarray(polar, np.float64))
@@ -268,13 +276,103 @@ def estimate_lattice_constant(polar: np.ndarray, q: np.ndarray, a_range: tuple[f
         w = np.exp(-0.5 * ((q[None, :] - qs[:, None]) / w_sig[None, :]) ** 2)   # (A, Q)
         w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
         score += np.sqrt(np.clip(ex @ w.T, 0.0, None)) * inside[None, :]
-    best = np.argmax(score, axis=1)
+    return a, score
+
+
+def _parabola_peak(a: np.ndarray, score: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Grid maxima ``best`` (B,) of ``score`` (B, A) refined by a parabola through 3 points (A)."""
     i = np.clip(best, 1, a.size - 2)
     y0, y1, y2 = (np.take_along_axis(score, (i + d)[:, None], 1)[:, 0] for d in (-1, 0, 1))
     den = y0 - 2 * y1 + y2
     off = np.where(np.abs(den) > 1e-12, 0.5 * (y0 - y2) / np.where(den == 0, 1, den), 0.0)
     off = np.where((best == i), np.clip(off, -1, 1), 0.0)
     return a[i] + off * (a[1] - a[0])
+
+
+def estimate_lattice_constant(polar: np.ndarray, q: np.ndarray, a_range: tuple[float, float], *,
+                              shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = 0.0015,
+                              n_grid: int = 400) -> np.ndarray:
+    """SL lattice constant (A) per frame: the global maximum of `lattice_constant_score`.
+
+    Parameters
+    ----------
+    polar : (B, C, Q) polar images (counts per bin, NaN masked).
+    q : (Q,) bin centres (1/A), increasing, not necessarily regular.
+    a_range : (a_min, a_max) searched (A).
+    sigma_q : radial smoothing (1/A), about the SL radial peak sigma.
+
+    Notes
+    -----
+    The best grid point is refined by a parabola. On compressed, tilted boundary patterns the
+    global maximum is often an alias (`lattice_constant_score`): `search_orientations`
+    therefore correlates templates at several maxima (`lattice_constant_candidates`).
+
+    Validation: recovers ``a`` of forward-model patterns of the five domains within 1 %
+    (measured 0.8 % for orange; tests/fits/test_search.py).
+    """
+    a, score = lattice_constant_score(polar, q, a_range, shells=shells, sigma_q=sigma_q, n_grid=n_grid)
+    return _parabola_peak(a, score, np.argmax(score, axis=1))
+
+
+def lattice_constant_candidates(polar: np.ndarray, q: np.ndarray, a_range: tuple[float, float], *,
+                                n_candidates: int = 3, min_separation: float = 0.02,
+                                shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = 0.0015,
+                                n_grid: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """The best distinct local maxima of `lattice_constant_score` per frame.
+
+    Parameters
+    ----------
+    polar : (B, C, Q) polar images (counts per bin, NaN masked).
+    q : (Q,) bin centres (1/A), increasing.
+    a_range : (a_min, a_max) searched (A).
+    n_candidates : maxima kept per frame (at least 1).
+    min_separation : kept maxima differ by at least this fraction of ``a`` (0.02: 2 %).
+    shells, sigma_q, n_grid : as `lattice_constant_score`.
+
+    Returns
+    -------
+    a : (B, N) lattice constants (A), best score first, NaN where a frame has fewer than N
+        maxima; ``a[:, 0]`` is `estimate_lattice_constant`.
+    score : (B, N) their scores (`lattice_constant_score`, -inf where ``a`` is NaN).
+
+    Notes
+    -----
+    Local maxima of the grid (the ends count when they beat their one neighbour), greedily kept
+    from the highest, each refined by a parabola. Why several: fcc shells alias (``a sqrt(s'/s)``
+    maps shell ``s`` onto ``s'``): on the 13 x 13 demo twin the true ``a`` (within 1 %) was a
+    lower maximum than an alias in 17 of the 114 in-domain frames, 16 of them within 1 um of a
+    domain boundary.
+
+    Validation: the first candidate equals `estimate_lattice_constant`; for a green domain at
+    a = 0.88 a0 tilted 10 deg the true a is the second candidate (tests/fits/test_search.py).
+    """
+    n = int(n_candidates)
+    if n < 1:
+        raise ValueError(f"lattice_constant_candidates: n_candidates must be at least 1, got "
+                         f"{n_candidates!r}; 3 covers the fcc shell aliases.")
+    a, score = lattice_constant_score(polar, q, a_range, shells=shells, sigma_q=sigma_q, n_grid=n_grid)
+    B = score.shape[0]
+    left = np.concatenate([np.full((B, 1), -np.inf), score[:, :-1]], axis=1)
+    right = np.concatenate([score[:, 1:], np.full((B, 1), -np.inf)], axis=1)
+    peak = (score >= left) & (score >= right) & (score > 0)
+    out_a = np.full((B, n), np.nan)
+    out_s = np.full((B, n), -np.inf)
+    best = np.argmax(score, axis=1)
+    for b in range(B):
+        idx = np.flatnonzero(peak[b])
+        if best[b] not in idx:                     # a flat or all-zero score: the argmax still counts
+            idx = np.append(idx, best[b])
+        idx = idx[np.argsort(-score[b, idx], kind="stable")]
+        kept: list[float] = []
+        for i in idx:
+            ai = float(_parabola_peak(a, score[b:b + 1], np.array([i]))[0])
+            if all(abs(ai / aj - 1.0) >= min_separation for aj in kept):
+                out_s[b, len(kept)] = score[b, i]
+                kept.append(ai)
+                if len(kept) == n:
+                    break
+        out_a[b, :len(kept)] = kept
+    return out_a, out_s
 
 
 def ring_profiles(polar: np.ndarray, q: np.ndarray, lattice_constant: np.ndarray,
@@ -327,12 +425,15 @@ class SearchResult:
     Attributes
     ----------
     has_signal : (B,) bool, some SL ring holds a peak above ``min_significance``.
-    significance : (B,) the largest ring significance (`ring_significance`).
-    lattice_constant : (B,) SL lattice constant estimate (A).
+    significance : (B,) the largest ring significance (`ring_significance`) over the candidate
+        lattice constants.
+    lattice_constant : (B,) SL lattice constant of the best match (A), ``match_lattice_constant[:, 0]``.
     orientation : (B, T) (3, 3) SL crystal -> lab of the T best matches, ``R_e3(phi) R0``.
     zone_axis : (B, T, 3) unit SL crystal direction of each match's template (along the beam).
     inplane_deg : (B, T) in-plane angle ``phi`` about the beam (deg).
     score : (B, T) cosine similarity of the match (0..1), best first.
+    match_lattice_constant : (B, T) the SL lattice constant (A) each match was correlated at
+        (None: ``lattice_constant`` for every match, as results built before it existed).
     """
 
     has_signal: np.ndarray
@@ -342,13 +443,65 @@ class SearchResult:
     zone_axis: np.ndarray
     inplane_deg: np.ndarray
     score: np.ndarray
+    match_lattice_constant: np.ndarray | None = None
+
+    def match_lattice_constants(self) -> np.ndarray:
+        """(B, T) lattice constant of every match (A), filled from ``lattice_constant`` if unset."""
+        if self.match_lattice_constant is not None:
+            return np.asarray(self.match_lattice_constant, float)
+        return np.repeat(np.asarray(self.lattice_constant, float).reshape(-1, 1), self.score.shape[1], axis=1)
+
+
+def _ring_features(polar: np.ndarray, q: np.ndarray, lattice_constant: np.ndarray, shells: np.ndarray,
+                   sigma_q: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Compressed ring excess ``f`` (B, S, C), validity ``m`` (B, S, C) and significance (B,).
+
+    ``f = sqrt(max(profile - median, 0) / (median + 1))`` (0 where masked) of `ring_profiles` at
+    ``lattice_constant`` (B,) (A); significance is the largest `ring_significance` of the rings.
+    """
+    prof, level = ring_profiles(polar, q, lattice_constant, shells, sigma_q)
+    significance = ring_significance(prof, level).max(axis=1)
+    f = np.sqrt(np.clip(np.nan_to_num(prof - level[:, :, None], nan=0.0), 0, None)
+                / (np.nan_to_num(level, nan=0.0)[:, :, None] + 1.0))
+    return f, np.isfinite(prof).astype(np.float64), significance
+
+
+def _parabola_offset(y0: float, y1: float, y2: float) -> float:
+    """Sub-bin offset (-0.5 .. 0.5) of the maximum of a parabola through three samples."""
+    d2 = y0 - 2 * y1 + y2
+    return float(np.clip(0.5 * (y0 - y2) / d2, -0.5, 0.5)) if d2 < -1e-12 else 0.0
+
+
+def _correlate(f: np.ndarray, m: np.ndarray, bank: TemplateBank, spec: np.ndarray, spec2: np.ndarray,
+               n: int, sep_cos: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Template index (b, n), in-plane angle (deg, unwrapped) and score of the n distinct best."""
+    C = bank.chi_deg.size
+    F = np.fft.rfft(f, axis=-1).astype(np.complex64)
+    M = np.fft.rfft(m, axis=-1).astype(np.complex64)
+    num = np.fft.irfft(np.einsum("bsf,ksf->bkf", np.conj(F), spec), n=C, axis=-1)
+    den = np.fft.irfft(np.einsum("bsf,ksf->bkf", np.conj(M), spec2), n=C, axis=-1)
+    norm = np.sqrt(np.sum(f ** 2, axis=(1, 2)))[:, None, None]
+    score = num / np.sqrt(np.maximum(den, 1e-6)) / np.maximum(norm, 1e-12)
+    shift = np.argmax(score, axis=2)                                   # (b, K)
+    best = np.take_along_axis(score, shift[..., None], 2)[..., 0]
+    order = _distinct_best(best, bank.zone_axes, n, sep_cos)
+    out_phi = np.zeros(order.shape)
+    out_score = np.zeros(order.shape)
+    for bi in range(order.shape[0]):
+        for t, k in enumerate(order[bi]):
+            s0 = shift[bi, k]
+            y = score[bi, k, [(s0 - 1) % C, s0, (s0 + 1) % C]]
+            out_phi[bi, t] = (s0 + _parabola_offset(*y)) * 360.0 / C
+            out_score[bi, t] = y[1]
+    return order, out_phi, out_score
 
 
 def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
                         a_range: tuple[float, float], n_best: int = 3, sigma_q: float = 0.0015,
                         min_significance: float = 8.0, batch: int = 16,
-                        min_separation_deg: float | None = None) -> SearchResult:
-    """Match every frame against the template bank; vectorised over frames.
+                        min_separation_deg: float | None = None, n_lattice: int = 3,
+                        lattice_separation: float = 0.02) -> SearchResult:
+    """Match every frame against the template bank at several candidate lattice constants.
 
     Parameters
     ----------
@@ -356,73 +509,86 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     q : (Q,) q bin centres (1/A).
     bank : `build_template_bank` for the same chi grid.
     a_range : (a_min, a_max) of the SL lattice constant (A).
-    n_best : matches kept per frame (distinct templates).
+    n_best : matches kept per frame (distinct templates per lattice constant).
     sigma_q : SL radial peak sigma (1/A) for the ring extraction.
     min_significance : ring peak significance below which a frame has no signal.
     batch : frames correlated at once (memory ~ batch x K x C x 8 bytes).
-    min_separation_deg : kept matches of a frame have zone axes at least this far apart (deg;
-        default 3 bank steps), so that the ``n_best`` candidates are distinct orientations and not
-        the neighbours of one peak of the score (non-maximum suppression).
+    min_separation_deg : matches found at one lattice constant have zone axes at least this far
+        apart (deg; default 3 bank steps), so that the ``n_best`` candidates are distinct
+        orientations and not the neighbours of one peak of the score (non-maximum suppression).
+    n_lattice : candidate lattice constants per frame (`lattice_constant_candidates`); 1 gives
+        the single estimate of `estimate_lattice_constant`.
+    lattice_separation : candidate lattice constants differ by at least this fraction.
+
+    Returns
+    -------
+    SearchResult
+        The ``n_best`` best matches over all candidate lattice constants, ranked by score, each
+        with the lattice constant it was correlated at (``match_lattice_constant``).
 
     Notes
     -----
-    Per frame and template, ``c(s) = sum_{shell, chi} f(chi) t(chi + s) / sqrt(sum m(chi)
-    t(chi + s)^2) / |f|`` with ``f = sqrt(max(profile - median, 0) / (median + 1))`` (0 where
-    masked, ``m`` the validity), all three sums by FFT along chi (cross-correlation theorem).
-    The best shift of each template is refined by a parabola; ``phi = s`` since
-    ``R_e3(phi)`` maps the ring point at chi to chi - phi.
+    Per frame, candidate ``a`` and template, ``c(s) = sum_{shell, chi} f(chi) t(chi + s) /
+    sqrt(sum m(chi) t(chi + s)^2) / |f|`` with ``f = sqrt(max(profile - median, 0) / (median +
+    1))`` of the rings at ``2 pi sqrt(n2) / a`` (0 where masked, ``m`` the validity), all three sums
+    by FFT along chi (cross-correlation theorem). The best shift of each template is refined by a
+    parabola; ``phi = s`` since ``R_e3(phi)`` maps the ring point at chi to chi - phi. The score is
+    a cosine similarity for every ``a``, so matches at different ``a`` are ranked together.
+    ``has_signal`` uses the largest ring significance over the candidate ``a``.
 
     Validation: SL orientation within 5 deg (misorientation) for the five domains with Poisson
-    noise on a 2 deg chi grid (measured 0.4-4.1 deg; tests/fits/test_search.py); the
-    least-squares refinement of `fits.scan_fit` does the rest.
+    noise on a 2 deg chi grid (measured 0.4-4.1 deg), and a within 1 % and orientation within
+    3.5 deg for a compressed (a = 0.88 a0), 10 deg tilted green domain whose global radial
+    maximum is the 111 -> 200 alias (measured 0.2 % and 2.6 deg; tests/fits/test_search.py).
+    Demo twin (13 x 13, /tmp/twin_demo), the 82 in-domain, unmixed points that had signal before,
+    best match after `refine_matches` with a within 1 % and orientation within 3 deg: interior
+    (> 1 um from a boundary) 28 -> 29 of 37, boundary 18 -> 22 of 45 (single a -> 3 candidates);
+    the right answer among the 4 matches: 33 -> 34 and 19 -> 27. A wrong a scored higher than
+    the right one in 3 of 84 frames where both were candidates (near ties of the exact
+    111/200 alias, at most 0.002 apart), so the cosine score is not biased towards a wrong a; multiplying it
+    by the norm of the ring excess made that 6. ``has_signal``: 88 -> 96 frames, the 8 new ones
+    in-domain boundary points.
     """
+    if int(n_lattice) < 1:
+        raise ValueError(f"search_orientations: n_lattice must be at least 1, got {n_lattice!r}; "
+                         f"1 uses the single radial estimate, 3 (the default) covers the fcc shell "
+                         f"aliases of compressed boundary points.")
     polar = np.asarray(polar, np.float64)
     if polar.ndim != 3 or polar.shape[1] != bank.chi_deg.size or polar.shape[2] != np.size(q):
         raise ValueError(f"polar images have shape {polar.shape}; expected (frames, {bank.chi_deg.size} "
                          f"chi, {np.size(q)} q) to match the template bank and q; build the bank "
                          f"on the chi grid of /entry/reduction/chi.")
-    B, C = polar.shape[0], bank.chi_deg.size
-    step = 360.0 / C
+    B = polar.shape[0]
     spec, spec2 = bank.spectra()
-    a_est = estimate_lattice_constant(polar, q, a_range, shells=tuple(bank.shells), sigma_q=sigma_q)
-    prof, level = ring_profiles(polar, q, a_est, bank.shells, sigma_q)
-    sig = ring_significance(prof, level)
-    significance = sig.max(axis=1)
-    has = significance >= min_significance
-    f = np.sqrt(np.clip(np.nan_to_num(prof - level[:, :, None], nan=0.0), 0, None)
-                / (np.nan_to_num(level, nan=0.0)[:, :, None] + 1.0))
-    m = np.isfinite(prof).astype(np.float64)
+    a_cand, _ = lattice_constant_candidates(polar, q, a_range, n_candidates=n_lattice,
+                                            min_separation=lattice_separation, shells=tuple(bank.shells),
+                                            sigma_q=sigma_q)
+    N = a_cand.shape[1]
     T = max(1, min(int(n_best), bank.size))
     sep = 3.0 * float(bank.key.get("step_deg", 1.5)) if min_separation_deg is None else float(min_separation_deg)
     sep_cos = np.cos(np.radians(sep))
-    out_k = np.zeros((B, T), int)
-    out_phi = np.zeros((B, T))
-    out_score = np.zeros((B, T))
-    for start in range(0, B, batch):
-        sl = slice(start, start + batch)
-        F = np.fft.rfft(f[sl], axis=-1).astype(np.complex64)
-        M = np.fft.rfft(m[sl], axis=-1).astype(np.complex64)
-        num = np.fft.irfft(np.einsum("bsf,ksf->bkf", np.conj(F), spec), n=C, axis=-1)
-        den = np.fft.irfft(np.einsum("bsf,ksf->bkf", np.conj(M), spec2), n=C, axis=-1)
-        norm = np.sqrt(np.sum(f[sl] ** 2, axis=(1, 2)))[:, None, None]
-        score = num / np.sqrt(np.maximum(den, 1e-6)) / np.maximum(norm, 1e-12)
-        shift = np.argmax(score, axis=2)                                   # (b, K)
-        best = np.take_along_axis(score, shift[..., None], 2)[..., 0]
-        order = _distinct_best(best, bank.zone_axes, T, sep_cos)
-        for bi in range(order.shape[0]):
-            for t, k in enumerate(order[bi]):
-                s0 = shift[bi, k]
-                y0, y1, y2 = score[bi, k, (s0 - 1) % C], score[bi, k, s0], score[bi, k, (s0 + 1) % C]
-                den2 = y0 - 2 * y1 + y2
-                off = 0.5 * (y0 - y2) / den2 if den2 < -1e-12 else 0.0
-                out_k[start + bi, t] = k
-                out_phi[start + bi, t] = (s0 + float(np.clip(off, -0.5, 0.5))) * step
-                out_score[start + bi, t] = y1
-    phi = (out_phi + 180.0) % 360.0 - 180.0
+    all_k = np.zeros((B, N, T), int)
+    all_phi = np.zeros((B, N, T))
+    all_score = np.full((B, N, T), -np.inf)
+    significance = np.zeros(B)
+    for n in range(N):
+        ok = np.flatnonzero(np.isfinite(a_cand[:, n]))
+        for start in range(0, ok.size, batch):
+            rows = ok[start:start + batch]
+            f, m, sig = _ring_features(polar[rows], q, a_cand[rows, n], bank.shells, sigma_q)
+            significance[rows] = np.maximum(significance[rows], sig)
+            all_k[rows, n], all_phi[rows, n], all_score[rows, n] = _correlate(f, m, bank, spec, spec2, T, sep_cos)
+    # merge the candidates of every a, best score first (stable: ties keep the order of a)
+    flat = np.argsort(-all_score.reshape(B, N * T), axis=1, kind="stable")[:, :T]
+    all_a = np.repeat(a_cand[:, :, None], T, axis=2)
+    out_k, phi, out_score, a_match = (np.take_along_axis(x.reshape(B, N * T), flat, axis=1)
+                                      for x in (all_k, all_phi, all_score, all_a))
+    phi = (phi + 180.0) % 360.0 - 180.0
     rot = np.asarray(orientation.rotation_about_axis(2, np.radians(phi)), np.float64) @ bank.bases[out_k]
-    return SearchResult(has_signal=has, significance=significance, lattice_constant=a_est,
-                        orientation=rot, zone_axis=bank.zone_axes[out_k], inplane_deg=phi,
-                        score=out_score)
+    return SearchResult(has_signal=significance >= min_significance, significance=significance,
+                        lattice_constant=a_match[:, 0].copy(), orientation=rot,
+                        zone_axis=bank.zone_axes[out_k], inplane_deg=phi, score=out_score,
+                        match_lattice_constant=a_match)
 
 
 def _distinct_best(best: np.ndarray, zone_axes: np.ndarray, n: int, sep_cos: float) -> np.ndarray:
@@ -460,61 +626,84 @@ def _cone_directions(center: np.ndarray, radius_deg: float, step_deg: float) -> 
 
 
 def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank: TemplateBank, *,
-                   radius_deg: float | None = None, step_deg: float = 0.4, mosaic_deg: float = 1.0,
+                   radius_deg: float | None = None, step_deg: float = 0.4, mosaic_deg: float | None = None,
                    sigma_q: float = 0.0015, n_refine: int = 1) -> SearchResult:
     """Refine the best ``n_refine`` matches of every frame on a finer cone of zone axes around each.
 
-    Templates are built on the fly for directions within ``radius_deg`` (default the bank's
-    step) of the best zone axis, with the narrower angular sigma of the finer step, and the
-    correlation of `search_orientations` is repeated and the best match replaces the first
-    one (known issue: on the test patterns it does not always get closer; see the issue notes). Frames without signal are left as they are. The matches are then
-    re-ordered by their refined score.
+    Parameters
+    ----------
+    polar : (B, C, Q) polar images, as given to `search_orientations`.
+    q : (Q,) q bin centres (1/A).
+    result : `search_orientations` of the same frames.
+    bank : the template bank of the search.
+    radius_deg : cone radius around each match's zone axis (deg; default the bank's step).
+    step_deg : spacing of the cone's directions (deg).
+    mosaic_deg : angular sigma of the SL peaks (deg); default the bank's (``bank.key["mosaic_deg"]``).
+    sigma_q : SL radial peak sigma (1/A) for the ring extraction.
+    n_refine : matches refined per frame (the best ones).
 
-    Validation: keeps the orientation within 5 deg on the five domains (tests/fits/test_search.py).
+    Returns
+    -------
+    SearchResult
+        ``result`` with every refined match that scores higher than its coarse match replaced,
+        the first ``n_refine`` matches re-ordered by score and ``lattice_constant`` the best one's.
+
+    Notes
+    -----
+    Templates are built on the fly for the cone's directions with the narrower angular sigma of
+    the finer step, on the rings ``2 pi sqrt(n2) / a`` of each match's own lattice constant
+    (``match_lattice_constant``), and the correlation of `search_orientations` is repeated. A
+    refined match is kept only when its score beats the coarse one, so no score decreases.
+    Frames without signal are left as they are.
+
+    Validation: keeps the orientation within 5 deg on the five domains, never lowers a score
+    (tests/fits/test_search.py).
     """
     polar = np.asarray(polar, np.float64)
     C = bank.chi_deg.size
     chi = bank.chi_deg
     radius = float(radius_deg if radius_deg is not None else bank.key["step_deg"])
+    mosaic = float(bank.key.get("mosaic_deg", 1.0) if mosaic_deg is None else mosaic_deg)
     wavelength = float(bank.key["wavelength_A"])
-    a_nom = float(bank.key["lattice_constant"])
-    prof, level = ring_profiles(polar, q, result.lattice_constant, bank.shells, sigma_q)
-    f = np.sqrt(np.clip(np.nan_to_num(prof - level[:, :, None], nan=0.0), 0, None)
-                / (np.nan_to_num(level, nan=0.0)[:, :, None] + 1.0))
-    m = np.isfinite(prof).astype(np.float64)
-    sigma = np.radians(np.hypot(max(mosaic_deg, 0.1), 0.5 * step_deg) + 0.5 * 360.0 / C)
+    a_match = result.match_lattice_constants()
+    sigma = np.radians(np.hypot(max(mosaic, 0.1), 0.5 * step_deg) + 0.5 * 360.0 / C)
     members = [shell_members(int(s)) for s in bank.shells]
-    rings = [ring_directions(TWO_PI * np.sqrt(s) / a_nom, chi, wavelength) for s in bank.shells]
     rot = result.orientation.copy()
     zone = result.zone_axis.copy()
     phi_out = result.inplane_deg.copy()
     score_out = result.score.copy()
+    a_out = a_match.copy()
     n_ref = max(1, min(int(n_refine), rot.shape[1]))
     for b in np.flatnonzero(result.has_signal):
-        F = np.fft.rfft(f[b], axis=-1)
-        M = np.fft.rfft(m[b], axis=-1)
+        f, m, _ = _ring_features(np.broadcast_to(polar[b], (n_ref,) + polar.shape[1:]), q, a_match[b, :n_ref],
+                                 bank.shells, sigma_q)
         for t in range(n_ref):
+            a_t = float(a_match[b, t])
             dirs = _cone_directions(result.zone_axis[b, t], radius, step_deg)
             bases = np.stack([orientation.base_orientation(d) for d in dirs])
             sig = np.zeros((dirs.shape[0], len(members), C))
-            for j, (g, ring) in enumerate(zip(members, rings)):
+            for j, (g, s_) in enumerate(zip(members, bank.shells)):
+                ring = ring_directions(TWO_PI * np.sqrt(s_) / a_t, chi, wavelength)
                 cos = np.einsum("kij,mj,ci->kmc", bases, g, ring, optimize=True)
                 sig[:, j] = np.sqrt(np.exp(-(1.0 - cos) / sigma ** 2).sum(axis=1))
+            F = np.fft.rfft(f[t], axis=-1)
+            M = np.fft.rfft(m[t], axis=-1)
             num = np.fft.irfft(np.einsum("sf,ksf->kf", np.conj(F), np.fft.rfft(sig, axis=-1)), n=C, axis=-1)
             den = np.fft.irfft(np.einsum("sf,ksf->kf", np.conj(M), np.fft.rfft(sig ** 2, axis=-1)), n=C, axis=-1)
-            score = num / np.sqrt(np.maximum(den, 1e-6)) / max(np.sqrt(np.sum(f[b] ** 2)), 1e-12)
+            score = num / np.sqrt(np.maximum(den, 1e-6)) / max(np.sqrt(np.sum(f[t] ** 2)), 1e-12)
             k, s0 = np.unravel_index(np.argmax(score), score.shape)
-            y0, y1, y2 = score[k, (s0 - 1) % C], score[k, s0], score[k, (s0 + 1) % C]
-            d2 = y0 - 2 * y1 + y2
-            off = float(np.clip(0.5 * (y0 - y2) / d2, -0.5, 0.5)) if d2 < -1e-12 else 0.0
+            y1 = float(score[k, s0])
+            if not y1 > score_out[b, t]:
+                continue                                    # keep the coarse match
+            off = _parabola_offset(score[k, (s0 - 1) % C], y1, score[k, (s0 + 1) % C])
             phi = ((s0 + off) * 360.0 / C + 180.0) % 360.0 - 180.0
             rot[b, t] = np.asarray(orientation.rotation_about_axis(2, np.radians(phi)), np.float64) @ bases[k]
             zone[b, t] = dirs[k]
             phi_out[b, t] = phi
             score_out[b, t] = y1
-        order = np.argsort(-score_out[b, :n_ref])
-        for arr in (rot, zone, phi_out, score_out):
+        order = np.argsort(-score_out[b, :n_ref], kind="stable")
+        for arr in (rot, zone, phi_out, score_out, a_out):
             arr[b, :n_ref] = arr[b, :n_ref][order]
     return SearchResult(has_signal=result.has_signal, significance=result.significance,
-                        lattice_constant=result.lattice_constant, orientation=rot, zone_axis=zone,
-                        inplane_deg=phi_out, score=score_out)
+                        lattice_constant=a_out[:, 0].copy(), orientation=rot, zone_axis=zone,
+                        inplane_deg=phi_out, score=score_out, match_lattice_constant=a_out)
