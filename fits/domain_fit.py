@@ -25,15 +25,48 @@ import jax.numpy as jnp
 import numpy as np
 
 from fits.objective import compiled, intensity_function, residual_function
-from fits.parameters import pack, unpack
+from fits.parameters import pack, spec, unpack
+from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.parameters import FWHM_PER_SIGMA, ModelParams
 
 #: shared (domain) parameters, then per-pattern parameters (edge names of fits.parameters)
 SHARED = ("lattice_constant", "disorder_deg")
 LOCAL = ("inplane_deg", "tilt1_deg", "tilt2_deg", "sl_scale", "diffuse_scale", "al_scale", "background")
-_LO = {"lattice_constant": 50.0, "disorder_deg": 0.0, "sl_scale": 0.0, "diffuse_scale": 0.0, "al_scale": 0.0,
-       "background": 0.0}
+
+
+def parameter_bounds(names: tuple[str, ...] | list[str],
+                     bounds: dict[str, tuple[float, float]] | None = None) -> dict[str, tuple[float, float]]:
+    """``{name: (min, max)}`` (edge units) for the fitted ``names``: the rows of
+    `fits.parameters.PARAMETER_TABLE`, replaced by ``bounds`` where given.
+
+    Raises
+    ------
+    KeyError
+        For a name not in the table (the message lists the valid names).
+    ValueError
+        For bounds of a parameter that is not fitted, or that are not a (min < max) pair.
+
+    Notes
+    -----
+    One source of bounds: `fits.parameters.PARAMETER_TABLE` (sasmodels-style parameter table).
+    Validation: table rows and overrides checked in tests/fits/test_domain_fit.py.
+    """
+    names = tuple(names)
+    given = dict(bounds or {})
+    for n, b in given.items():
+        spec(n)
+        if n not in names:
+            raise ValueError(f"bounds given for {n!r}, which this fit does not vary (it fits {list(names)}); "
+                             f"drop its bounds or fit it.")
+        try:
+            lo, hi = (float(v) for v in b)
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds[{n!r}] = {b!r} is not a (min, max) pair of numbers; "
+                             "write e.g. bounds={'lattice_constant': (140.0, 160.0)}") from None
+        if not lo < hi:
+            raise ValueError(f"bounds[{n!r}] = {b!r} needs min < max; swap or widen them")
+    return {n: tuple(float(v) for v in given.get(n, (spec(n).min, spec(n).max))) for n in names}
 
 
 @dataclass
@@ -50,6 +83,9 @@ class DomainFit:
     orientation_matrix : (M, 3, 3) fitted SL orientations (SL crystal -> lab).
     objective : total Poisson deviance; ``objectives`` the total per configuration tried.
     n_iter : iterations; converged : whether the relative decrease fell below ``tol``.
+    offsets_stderr_deg : (M, 3) standard errors of ``offsets_deg`` (deg; inf where unconstrained).
+    status : OK, AT_BOUND (converged with a parameter on a bound of `parameter_bounds`) or
+        NOT_CONVERGED (`fits.status.FitStatus`).
     """
 
     lattice_constant: float
@@ -64,6 +100,8 @@ class DomainFit:
     objectives: dict
     n_iter: int
     converged: bool
+    status: FitStatus = FitStatus.OK
+    offsets_stderr_deg: np.ndarray | None = None
 
 
 def _build_blocks(model, names):
@@ -80,7 +118,8 @@ def _build_blocks(model, names):
     return jax.jit(jax.vmap(blocks, in_axes=(None, 0, 0, 0, 0)))
 
 
-def _solve_one(model, observed, weight, init: ModelParams, max_iter: int, tol: float):
+def _solve_one(model, observed, weight, init: ModelParams, max_iter: int, tol: float,
+               bounds: dict[str, tuple[float, float]]):
     names = SHARED + LOCAL
     run = compiled(model, ("domain_blocks", names), _build_blocks)
     _, arrays = intensity_function(model)
@@ -89,7 +128,8 @@ def _solve_one(model, observed, weight, init: ModelParams, max_iter: int, tol: f
     shared = np.mean(x0[:, :2], axis=0)
     local = x0[:, 2:].copy()
     n = 2 + 7 * M
-    lo = np.concatenate([[_LO[k] for k in SHARED], np.tile([_LO.get(k, -np.inf) for k in LOCAL], M)])
+    lo = np.concatenate([[bounds[k][0] for k in SHARED], np.tile([bounds[k][0] for k in LOCAL], M)])
+    hi = np.concatenate([[bounds[k][1] for k in SHARED], np.tile([bounds[k][1] for k in LOCAL], M)])
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     obs_j, w_j = jnp.asarray(observed, dtype), jnp.asarray(weight, dtype)
 
@@ -106,7 +146,7 @@ def _solve_one(model, observed, weight, init: ModelParams, max_iter: int, tol: f
         return float(np.sum(r * r)), A, g
 
     vec = np.concatenate([shared, local.reshape(-1)])
-    vec = np.maximum(vec, lo)
+    vec = np.clip(vec, lo, hi)
     cost, A, g = evaluate(vec)
     lam, it, converged = 1e-3, 0, False
     while it < max_iter:
@@ -115,7 +155,7 @@ def _solve_one(model, observed, weight, init: ModelParams, max_iter: int, tol: f
         s = np.where(d > 0, 1.0 / np.sqrt(np.where(d > 0, d, 1.0)), 0.0)
         As = A * s[:, None] * s[None, :] + lam * np.eye(n) + np.diag(np.where(s > 0, 0.0, 1.0))
         step = s * np.linalg.solve(As, -s * g)
-        trial = np.maximum(vec + step, lo)
+        trial = np.clip(vec + step, lo, hi)
         c1, A1, g1 = evaluate(trial)
         if np.isfinite(c1) and c1 < cost:
             small = cost - c1 <= tol * max(cost, 1.0)
@@ -139,12 +179,13 @@ def _solve_one(model, observed, weight, init: ModelParams, max_iter: int, tol: f
     except np.linalg.LinAlgError:
         err = np.full(n, np.inf)
     x = np.concatenate([np.broadcast_to(vec[:2], (M, 2)), vec[2:].reshape(M, 7)], axis=1)
-    return x, err, cost, it, converged
+    at_bound = bool(np.any((vec <= lo) | (vec >= hi)))
+    return x, err, cost, it, converged, at_bound
 
 
 def fit_domain(observed: np.ndarray, weight: np.ndarray, model, init: ModelParams,
                configurations: dict[str, np.ndarray] | None = None, *, max_iter: int = 30,
-               tol: float = 1e-7) -> DomainFit:
+               tol: float = 1e-7, bounds: dict[str, tuple[float, float]] | None = None) -> DomainFit:
     """Joint fit of M patterns of one domain: shared a and disorder, per-pattern offsets and scales.
 
     Parameters
@@ -158,17 +199,27 @@ def fit_domain(observed: np.ndarray, weight: np.ndarray, model, init: ModelParam
     configurations : name -> ``R_or`` (3, 3) tried (default: only ``init``'s relationship, named
         "init"); the lower total deviance decides.
     max_iter, tol : Levenberg-Marquardt iterations and relative decrease for convergence.
+    bounds : ``{name: (min, max)}`` (edge units) replacing the table's bounds of a name in
+        `SHARED` or `LOCAL` (`parameter_bounds`); the offsets inplane/tilt are bounded per pattern.
+        Keep ``lattice_constant`` inside the range the model was built for
+        (``FitSettings.a_range_rel`` for a `fits.scan_fit.FitSetup`).
 
     Returns
     -------
     DomainFit
+
+    Raises
+    ------
+    ValueError
+        For shapes that do not match the model or ``init``, or bad ``bounds``.
 
     Notes
     -----
     Levenberg-Marquardt with Marquardt scaling on the Poisson deviance residuals (Moré 1978,
     doi:10.1007/BFb0067700; `fits.objective.deviance_residuals`), the normal equations
     assembled from per-pattern Jacobian blocks (a bundle-adjustment "arrow" structure,
-    Triggs et al. 2000, doi:10.1007/3-540-44480-7_21); scales and disorder bounded below by 0.
+    Triggs et al. 2000, doi:10.1007/3-540-44480-7_21); every parameter is clipped into its bounds
+    from `fits.parameters.PARAMETER_TABLE` (projected LM).
     Standard errors from the inverse of ``J^T J`` (the Fisher information of the deviance).
 
     Validation: recovers the shared a and disorder of forward-model patterns with different
@@ -183,22 +234,25 @@ def fit_domain(observed: np.ndarray, weight: np.ndarray, model, init: ModelParam
     if np.shape(init.lattice_constant) != (M,):
         raise ValueError(f"init holds parameters of shape {np.shape(init.lattice_constant)}; stack one ModelParams "
                          f"per pattern (leading axis {M}).")
+    limits = parameter_bounds(SHARED + LOCAL, bounds)
     confs = configurations or {"init": None}
     best, tried = None, {}
     for name, rel in confs.items():
         p0 = init if rel is None else init.replace(
             relationship=jnp.broadcast_to(jnp.asarray(rel, init.relationship.dtype), init.relationship.shape))
-        x, err, cost, it, conv = _solve_one(model, observed, weight, p0, max_iter, tol)
+        x, err, cost, it, conv, at_bound = _solve_one(model, observed, weight, p0, max_iter, tol, limits)
         tried[name] = cost
         if best is None or cost < best[3]:
-            best = (name, p0, x, cost, err, it, conv)
-    name, p0, x, cost, err, it, conv = best
+            best = (name, p0, x, cost, err, it, conv, at_bound)
+    name, p0, x, cost, err, it, conv, at_bound = best
+    status = FitStatus.NOT_CONVERGED if not conv else FitStatus.AT_BOUND if at_bound else FitStatus.OK
     params = unpack(jnp.asarray(x), SHARED + LOCAL, p0)
     rot = np.asarray(jax.vmap(lambda p: p.sl_orientation())(params), np.float64)
     return DomainFit(lattice_constant=float(x[0, 0]), lattice_constant_stderr=float(err[0]),
                      disorder_deg=float(x[0, 1]), disorder_deg_stderr=float(err[1]), configuration=name,
                      offsets_deg=x[:, 2:5].copy(), scales=x[:, 5:9].copy(), orientation_matrix=rot,
-                     objective=float(cost), objectives=tried, n_iter=int(it), converged=bool(conv))
+                     objective=float(cost), objectives=tried, n_iter=int(it), converged=bool(conv),
+                     status=status, offsets_stderr_deg=np.asarray(err[2:]).reshape(M, 7)[:, :3].copy())
 
 
 def domain_init(fits: dict[str, np.ndarray], rows: np.ndarray, template: ModelParams) -> ModelParams:
@@ -226,7 +280,8 @@ def domain_init(fits: dict[str, np.ndarray], rows: np.ndarray, template: ModelPa
 
 
 def fit_domain_average(observed: np.ndarray, weight: np.ndarray, model, init: ModelParams,
-                       vary: tuple[str, ...] | None = None, max_iter: int = 50):
+                       vary: tuple[str, ...] | None = None, max_iter: int = 50,
+                       bounds: dict[str, tuple[float, float]] | None = None):
     """Fit the mean of M patterns of a domain as one pattern (`fits.batch.fit_batch`).
 
     Parameters
@@ -234,10 +289,18 @@ def fit_domain_average(observed: np.ndarray, weight: np.ndarray, model, init: Mo
     observed, weight : (M, P) as for `fit_domain`.
     init : one `ModelParams` (unstacked), e.g. the first pattern's fit.
     vary : fitted names (default `fits.scan_fit.DEFAULT_VARY`).
+    bounds : ``{name: (min, max)}`` (edge units) replacing the table's bounds of a varying name;
+        every varying name is passed to `fits.batch.fit_batch` with its bounds
+        (`parameter_bounds`). Keep ``lattice_constant`` inside the model's range.
 
     Returns
     -------
     fits.batch.BatchFit of one frame.
+
+    Raises
+    ------
+    ValueError, KeyError
+        For bad ``vary`` names or ``bounds`` (`parameter_bounds`).
 
     Notes
     -----
@@ -252,4 +315,6 @@ def fit_domain_average(observed: np.ndarray, weight: np.ndarray, model, init: Mo
     weight = np.asarray(weight, np.float64)
     wsum = weight.sum(axis=0)
     mean = np.where(wsum > 0, (observed * weight).sum(axis=0) / np.where(wsum > 0, wsum, 1.0), 0.0)
-    return fit_batch(mean[None], wsum[None], model, init, list(vary or DEFAULT_VARY), max_iter=max_iter)
+    names = tuple(vary or DEFAULT_VARY)
+    return fit_batch(mean[None], wsum[None], model, init, list(names), max_iter=max_iter,
+                     bounds=parameter_bounds(names, bounds))

@@ -16,11 +16,41 @@ def test_line_points_in_order():
         line_points(pos, (0.5, 0.0), (0.5, 0.0))
 
 
-def test_mean_orientation_under_symmetry():
-    R = np.asarray(orientation.rotation_matrix(np.radians([3.0, 1.0, 2.0])), float)
+def _rot(angle_deg: float, axis) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    return Rotation.from_rotvec(np.radians(angle_deg) * axis).as_matrix()
+
+
+def test_mean_orientation_of_different_rotations_under_symmetry():
+    """+-1.5 deg about crystal e1 and +-0.8 deg about crystal (0, 1, 1): the chordal mean of
+    R0 exp(+t K) and R0 exp(-t K) is R0 B with B symmetric positive definite, so the mean is R0
+    exactly; the members are given as cubic copies R S, and none of them is R0."""
+    R0 = _rot(37.0, (1.0, -2.0, 0.5))
     S = orientation.cubic_symmetry_operators()
-    m = _mean_orientation(np.stack([R, R @ S[3], R @ S[7]]))
-    assert np.degrees(orientation.misorientation_angle(m, R)) < 1e-6
+    members = [R0 @ _rot(1.5, (1, 0, 0)), R0 @ _rot(-1.5, (1, 0, 0)),
+               R0 @ _rot(0.8, (0, 1, 1)), R0 @ _rot(-0.8, (0, 1, 1))]
+    copies = np.stack([m @ S[k] for m, k in zip(members, (0, 3, 7, 17))])
+    m = _mean_orientation(copies)
+    assert np.degrees(orientation.misorientation_angle(m, R0)) < 1e-6
+    assert min(np.degrees(orientation.misorientation_angle(m, copies))) > 0.7      # not one of the members
+    # the order does not matter: the mean is the same orientation whichever member comes first
+    m2 = _mean_orientation(copies[::-1])
+    assert np.degrees(orientation.misorientation_angle(m2, R0)) < 1e-6
+
+
+def test_mean_orientation_of_unequal_rotations_about_one_axis():
+    """Rotations by 0, 1 and 5 deg about one axis: the chordal mean is the rotation by
+    atan2(mean sin, mean cos) about that axis (1.9997 deg), not the median (1 deg) or first."""
+    R0 = _rot(20.0, (0.3, 0.1, 1.0))
+    axis = np.array([2.0, -1.0, 1.0])
+    angles = np.radians([0.0, 1.0, 5.0])
+    S = orientation.cubic_symmetry_operators()
+    copies = np.stack([_rot(np.degrees(t), axis) @ R0 @ S[k] for t, k in zip(angles, (5, 0, 11))])
+    want = _rot(np.degrees(np.arctan2(np.mean(np.sin(angles)), np.mean(np.cos(angles)))), axis) @ R0
+    m = _mean_orientation(copies)
+    assert np.degrees(orientation.misorientation_angle(m, want)) < 1e-6
+    assert abs(np.degrees(orientation.misorientation_angle(m, R0)) - 1.9997) < 1e-3
 
 
 # --------------------------------------------------------------------------- rotation ramp

@@ -134,27 +134,51 @@ def test_fit_points_cover_the_bands(scan):
     assert setup.index.size == np.unique(setup.index).size
 
 
-def test_truth_table_of_the_truth_itself(scan, tmp_path):
-    fits = read_fits(scan["out"])
+def test_truth_table_against_the_forward_model_parameters(scan, tmp_path):
+    """The truth file holds the parameters the frames were simulated with (never the fit's own
+    output): red (Conf1), orange (Conf2), an empty point, and the broken copy of red (no fit)."""
+    from xmodel.parameters import FWHM_PER_SIGMA
+
+    red, orange = scan["truth"]
+    R = np.stack([np.asarray(p.sl_orientation(), float) for p in (red, orange, red, red)])
+    R[2] = np.nan
+    a = np.array([float(red.lattice_constant), float(orange.lattice_constant), np.nan, float(red.lattice_constant)])
+    d = np.array([float(np.degrees(p.disorder)) * FWHM_PER_SIGMA for p in (red, orange, red, red)])
+    d[2] = np.nan
     truth = tmp_path / "truth.h5"
     with h5py.File(truth, "w") as f:
         g = f.create_group("truth")
-        g["label"] = np.array([0, 1, -1, 0])
-        g["label_names"] = np.array([b"red", b"orange"])
+        g["label"] = np.array([0, 1, -1, 0], np.int32)
+        g.create_dataset("label_names", data=np.array(["red", "orange"], dtype=object), dtype=h5py.string_dtype())
         g["empty"] = np.array([False, False, True, False])
         g["mixed"] = np.array([False, False, False, False])
-        g["orientation_matrix"] = fits["orientation_matrix"]
-        g["lattice_constant"] = fits["lattice_constant"]
-        g["disorder_deg"] = fits["disorder_deg"]
+        g["orientation_matrix"] = R
+        g["lattice_constant"] = a
+        g["disorder_deg"] = d
         g.create_dataset("configuration", data=np.array(["conf1", "conf2", "", "conf1"], dtype=object),
                          dtype=h5py.string_dtype())
+    fits = read_fits(scan["out"])
     t = compare_to_truth(scan["out"], truth)
-    assert t["n_in_domain"] == 3 and t["n_empty"] == 1
-    assert t["orientation"]["median"] == 0.0
-    assert t["orientation"]["p95"] == np.inf          # the broken frame has no fit
-    assert t["empty_flagged"] == 1.0
-    assert abs(t["not_ok"] - 1 / 3) < 1e-12
+    assert (t["n_in_domain"], t["n_empty"], t["n_mixed"], t["frames_done"]) == (3, 1, 0, 4)
+    # errors of the fitted frames, computed here from the simulation parameters
+    mis = [float(np.degrees(orientation.misorientation_angle(R[i], fits["orientation_matrix"][i]))) for i in (0, 1)]
+    a_err = [100 * abs(fits["lattice_constant"][i] / a[i] - 1) for i in (0, 1)]
+    assert mis[0] < 2.5 and mis[1] < 0.5 and max(a_err) < 0.5, (mis, a_err)
+    # in-domain errors: red, orange, broken (no fit: inf); the median is the larger fitted one
+    assert t["orientation"]["median"] == pytest.approx(max(mis), rel=1e-9)
+    assert t["orientation"]["p95"] == np.inf
+    assert t["orientation"]["within"] == pytest.approx(((mis[0] <= 0.5) + (mis[1] <= 0.5)) / 3)
+    assert t["lattice_constant"]["median"] == pytest.approx(max(a_err), rel=1e-9)
+    assert t["lattice_constant"]["within"] == pytest.approx(2 / 3)
+    d_err = [abs(fits["disorder_deg"][i] - d[i]) for i in (0, 1) if np.isfinite(fits["disorder_deg"][i])]
+    assert t["disorder"]["n"] == len(d_err)
+    assert t["disorder_determined"] == pytest.approx(len(d_err) / 3)
+    assert t["configuration_accuracy"] == pytest.approx(2 / 3)       # the broken frame has none
+    assert t["configuration_undetermined"] == pytest.approx(1 / 3)
+    assert t["not_ok"] == pytest.approx(1 / 3)
+    assert t["in_domain_status"]["bad_data"] == 1
+    assert t["empty_status"] == {"no_signal": 1} and t["empty_flagged"] == 1.0
+    assert t["per_domain"]["orange"]["orientation_median"] == pytest.approx(mis[1], rel=1e-9)
+    assert t["per_domain"]["red"]["orientation_p95"] == np.inf
     text = format_truth_table(t)
     assert "| orientation (misorientation) |" in text and "empty points flagged" in text
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        compare_to_truth(scan["out"], tmp_path / "nope.h5")
