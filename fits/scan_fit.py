@@ -43,7 +43,7 @@ from fits.objective import compiled, intensity_function
 from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.parameters import FWHM_PER_SIGMA, ModelParams
-from xmodel.pattern import PatternModel
+from xmodel.pattern import TERMS, PatternModel
 
 TWO_PI = 2.0 * np.pi
 
@@ -215,28 +215,20 @@ def _poisson_deviance_np(mu: np.ndarray, y: np.ndarray, valid: np.ndarray, n: np
     return 2.0 * np.sum(np.where(valid, n * t, 0.0), axis=-1)
 
 
-#: the terms the model is linear in (`xmodel.pattern`), in the order of `component_images`
-COMPONENTS = ("sl_scale", "diffuse_scale", "al_scale", "background")
+#: the terms the model is linear in (`xmodel.pattern.TERMS`), in the order of `component_images`
+COMPONENTS = TERMS
 
 
 def _build_components(model: PatternModel, parts: tuple[str, ...]):
-    fn, _ = intensity_function(model)
-
-    def one(arrays, p):
-        z = jnp.zeros_like(p.sl_scale)
-        o = jnp.ones_like(p.sl_scale)
-        return jnp.stack([fn(arrays, p.replace(**{c: (o if c == part else z) for c in COMPONENTS}))
-                          for part in parts])
-
-    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+    return jax.jit(jax.vmap(model.components(parts), in_axes=(None, 0)))
 
 
 def component_images(model: PatternModel, params: ModelParams, parts: tuple[str, ...] = COMPONENTS) -> np.ndarray:
     """(B, len(parts), P) model components with unit scales (default: SL peaks, diffuse, AL, background).
 
     ``params`` is a stacked batch; each component is the model with its own scale 1 and the
-    other three 0 (the model is linear in them, `xmodel.pattern`); ``parts`` names the scales
-    (`COMPONENTS`) whose components are computed (one forward each). The batch is padded to a
+    other three 0 (the model is linear in them, `xmodel.pattern.PatternModel.components`);
+    ``parts`` names the scales (`COMPONENTS`) whose terms are computed (one pass for all). The batch is padded to a
     power of two so that a scan compiles few shapes.
     """
     parts = tuple(parts)

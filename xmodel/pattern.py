@@ -257,40 +257,70 @@ class _Layout:
     nodes: int
 
 
-def _evaluate(layout: _Layout, arrays: dict, params: ModelParams):
+#: the terms the model is linear in, named by their scale parameter (`ModelParams`)
+TERMS = ("sl_scale", "diffuse_scale", "al_scale", "background")
+
+
+def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str, ...] = TERMS):
+    """Unit-scale terms of the model, ``{name: (P,)}`` for the names in ``parts`` (`TERMS`).
+
+    The intensity is ``sum_t scale_t * term_t`` (DESIGN.md, "Forward model"): SL peaks times
+    P(q), isotropic diffuse P(q), AL peaks and a constant background, each times the point's
+    solid angle and polarization weight. Terms not asked for are not computed.
+    """
     dtype = arrays["weight"].dtype
     p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
-    out = jnp.full((layout.size,), p.background, dtype)
-
-    # --- superlattice + diffuse (SAXS points); P(q) tabulated on a fine |q| grid and
-    # interpolated (linear, 4096 nodes: relative error < 1e-5 for the default NCs)
-    grid = arrays["ff_grid"]
-    ff_table = sphere_form_factor(grid, p.radius, p.radius_sigma, n_nodes=layout.nodes)
-    ff = jnp.interp(arrays["saxs_qabs"], grid, ff_table)
-    saxs = p.diffuse_scale * ff
-    rot = p.sl_orientation()
-    for i, (n2, _) in enumerate(layout.sl_shells):
-        pts = arrays["sl_points"][i]
-        g = float(TWO_PI * np.sqrt(n2)) / p.lattice_constant
-        g_rot = (TWO_PI / p.lattice_constant) * (arrays["sl_hkl"][i] @ rot.T)
-        vals = shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], g_rot, g, p.sl_radial_width, g * p.sl_mosaic)
-        saxs = saxs.at[pts].add(p.sl_scale * ff[pts] * vals, indices_are_sorted=True, unique_indices=True)
-    out = out.at[arrays["saxs_index"]].add(saxs, indices_are_sorted=True, unique_indices=True)
-
-    # --- atomic lattice
-    if layout.al_shells:
-        rot_al = p.al_orientation()
+    w = arrays["weight"]
+    out = {}
+    if "background" in parts:
+        out["background"] = w
+    if "sl_scale" in parts or "diffuse_scale" in parts:
+        # P(q) tabulated on a fine |q| grid and interpolated (linear, 4096 nodes: relative error
+        # < 1e-5 for the default NCs)
+        grid = arrays["ff_grid"]
+        ff_table = sphere_form_factor(grid, p.radius, p.radius_sigma, n_nodes=layout.nodes)
+        ff = jnp.interp(arrays["saxs_qabs"], grid, ff_table)
+        place = lambda v: jnp.zeros((layout.size,), dtype).at[arrays["saxs_index"]].add(  # noqa: E731
+            v, indices_are_sorted=True, unique_indices=True) * w
+        if "diffuse_scale" in parts:
+            out["diffuse_scale"] = place(ff)
+        if "sl_scale" in parts:
+            rot = p.sl_orientation()
+            sl = jnp.zeros_like(ff)
+            for i, (n2, _) in enumerate(layout.sl_shells):
+                pts = arrays["sl_points"][i]
+                g = float(TWO_PI * np.sqrt(n2)) / p.lattice_constant
+                g_rot = (TWO_PI / p.lattice_constant) * (arrays["sl_hkl"][i] @ rot.T)
+                vals = shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], g_rot, g, p.sl_radial_width,
+                                 g * p.sl_mosaic)
+                sl = sl.at[pts].add(ff[pts] * vals, indices_are_sorted=True, unique_indices=True)
+            out["sl_scale"] = place(sl)
+    if "al_scale" in parts:
         al = jnp.zeros(arrays["al_index"].shape[0], dtype)
-        for i, (n2, _) in enumerate(layout.al_shells):
-            pts = arrays["al_points"][i]
-            g = float(TWO_PI * np.sqrt(n2) / layout.al_a)
-            g_rot = (TWO_PI / layout.al_a) * (arrays["al_hkl"][i] @ rot_al.T)
-            st = al_tangential_sigma(g, p.al_radial_width, p.disorder)
-            vals = shell_sum(arrays["al_q"][i], arrays["al_q2"][i], g_rot, g, p.al_radial_width, st)
-            al = al.at[pts].add(p.al_scale * arrays["al_weight"][i] * vals,
-                                indices_are_sorted=True, unique_indices=True)
-        out = out.at[arrays["al_index"]].add(al, indices_are_sorted=True, unique_indices=True)
-    return out * arrays["weight"]
+        if layout.al_shells:
+            rot_al = p.al_orientation()
+            for i, (n2, _) in enumerate(layout.al_shells):
+                pts = arrays["al_points"][i]
+                g = float(TWO_PI * np.sqrt(n2) / layout.al_a)
+                g_rot = (TWO_PI / layout.al_a) * (arrays["al_hkl"][i] @ rot_al.T)
+                st = al_tangential_sigma(g, p.al_radial_width, p.disorder)
+                vals = shell_sum(arrays["al_q"][i], arrays["al_q2"][i], g_rot, g, p.al_radial_width, st)
+                al = al.at[pts].add(arrays["al_weight"][i] * vals, indices_are_sorted=True, unique_indices=True)
+        out["al_scale"] = jnp.zeros((layout.size,), dtype).at[arrays["al_index"]].add(
+            al, indices_are_sorted=True, unique_indices=True) * w
+    return out
+
+
+def _evaluate(layout: _Layout, arrays: dict, params: ModelParams):
+    """``sum_t scale_t * term_t`` over `TERMS` (`_terms`): expected counts per point."""
+    dtype = arrays["weight"].dtype
+    t = _terms(layout, arrays, params)
+    return sum(jnp.asarray(getattr(params, name), dtype) * t[name] for name in TERMS)
+
+
+def _components(layout: _Layout, parts: tuple[str, ...], arrays: dict, params: ModelParams):
+    t = _terms(layout, arrays, params, parts)
+    return jnp.stack([t[name] for name in parts])
 
 
 class PatternModel:
@@ -352,6 +382,24 @@ class PatternModel:
         that the model's constants are not baked into the compiled program.
         """
         return partial(_evaluate, self.layout)
+
+    def components(self, parts: tuple[str, ...] = TERMS):
+        """The pure function ``(arrays, params) -> (len(parts), P)`` of unit-scale terms (not jitted).
+
+        The model is linear in ``sl_scale``, ``diffuse_scale``, ``al_scale`` and ``background``
+        (`TERMS`); term ``t`` is the intensity with scale ``t`` = 1 and the others 0, computed
+        without the terms not asked for (an AL term alone skips the SL shells).
+
+        Raises
+        ------
+        ValueError
+            If ``parts`` names anything but `TERMS`.
+        """
+        parts = tuple(parts)
+        bad = [t for t in parts if t not in TERMS]
+        if bad or not parts:
+            raise ValueError(f"components: unknown or no terms {bad or parts!r}; valid are {TERMS}.")
+        return partial(_components, self.layout, parts)
 
     def image(self, params: ModelParams) -> jax.Array:
         """Intensities reshaped to the pixel set's shape (counts; 0 where masked)."""
