@@ -73,6 +73,18 @@ def _mean_orientation(R: np.ndarray) -> np.ndarray:
     return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
 
 
+def _params_from_result(r: dict, setup: FitSetup):
+    """`ModelParams` of frame 0 of a `fits.scan_fit.fit_frames` result (for warm starts)."""
+    return setup.template.replace(
+        base_orientation=r["orientation_matrix"][0], inplane=0.0, tilt1=0.0, tilt2=0.0,
+        lattice_constant=r["lattice_constant"][0], sl_scale=r["sl_scale"][0],
+        diffuse_scale=r["diffuse_scale"][0], al_scale=r["al_scale"][0], background=r["background"][0],
+        disorder=(np.radians(r["disorder_deg"][0]) / FWHM_PER_SIGMA if np.isfinite(r["disorder_deg"][0])
+                  else setup.template.disorder),
+        relationship=(r["relationship"][0] if np.all(np.isfinite(r["relationship"][0]))
+                      else setup.template.relationship))
+
+
 def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSettings(),
              n_reference: int = 3) -> dict[str, np.ndarray]:
     """Fit frames in order along a line with warm starts.
@@ -92,8 +104,11 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
     Notes
     -----
     The first frame with signal is fitted by the full search (`fits.scan_fit.fit_frames`); every
-    later one starts from the previous fitted parameters, refined by `fits.batch.fit_batch`.
-    Frames without SL signal are skipped (status no signal) and do not reset the warm start.
+    later one is fitted twice, from the previous fitted parameters (`fits.batch.fit_batch`) and
+    by the full search, and the fit with the lower Poisson deviance is kept (the message says
+    which), so a sharp rotation (Fig. 4g-j: 90 deg over 4 um) is not followed into a wrong
+    minimum. Frames without SL signal are skipped (status no signal) and do not reset the warm
+    start.
     """
     from fits.batch import fit_batch
     from fits.search import ring_profiles, ring_significance
@@ -108,21 +123,14 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
     prev = None
     valid_model = np.asarray(setup.model.pixels.valid)
     for i in range(M):
+        searched = None
         if prev is None:
-            r = fit_frames(polar[i:i + 1], setup, settings)
-            if not FitStatus.from_code(r["status"][0]).success:
-                out["status"][i], out["message"][i] = r["status"][0], r["message"][0]
+            searched = fit_frames(polar[i:i + 1], setup, settings)
+            if not FitStatus.from_code(searched["status"][0]).success:
+                out["status"][i], out["message"][i] = searched["status"][0], searched["message"][0]
                 continue
-            # rebuild the fitted parameters from the search + refinement result
-            p = setup.template.replace(
-                base_orientation=r["orientation_matrix"][0], inplane=0.0, tilt1=0.0, tilt2=0.0,
-                lattice_constant=r["lattice_constant"][0], sl_scale=r["sl_scale"][0],
-                diffuse_scale=r["diffuse_scale"][0], al_scale=r["al_scale"][0],
-                background=r["background"][0],
-                disorder=(np.radians(r["disorder_deg"][0]) / FWHM_PER_SIGMA if np.isfinite(r["disorder_deg"][0])
-                          else setup.template.disorder),
-                relationship=(r["relationship"][0] if np.all(np.isfinite(r["relationship"][0]))
-                              else setup.template.relationship))
+            p, st, msg = _params_from_result(searched, setup), FitStatus.from_code(searched["status"][0]), \
+                searched["message"][0]
         else:
             obs = polar[i].reshape(-1)[setup.index]
             v = np.isfinite(obs) & valid_model & (setup.weight > 0)
@@ -134,17 +142,24 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
                             setup.model, init, list(settings.vary), bounds={"lattice_constant": a_range},
                             max_iter=settings.max_iter, tol=settings.tol)
             p1 = jax.tree_util.tree_map(lambda x: x[0], fit.params)
-            st = fit.status[0]
-            out["status"][i], out["message"][i] = st.code, st.value
-            if not st.success and st is not FitStatus.NOT_CONVERGED:
+            st, msg = fit.status[0], f"warm start: {fit.status[0].value}"
+            warm_ok = st.success or st is FitStatus.NOT_CONVERGED
+            # the warm start can follow a wrong minimum across a sharp rotation: the fresh search
+            # (`fits.scan_fit.fit_frames`) is tried too and the lower Poisson deviance wins
+            searched = fit_frames(polar[i:i + 1], setup, settings)
+            s_st = FitStatus.from_code(searched["status"][0])
+            if s_st.success and (not warm_ok or searched["objective"][0] < fit.objective[0]):
+                p, st, msg = _params_from_result(searched, setup), s_st, f"search: {searched['message'][0]}"
+            elif warm_ok:
+                R = np.asarray(p1.sl_orientation(), np.float64)
+                p = p1.replace(base_orientation=R, inplane=0.0, tilt1=0.0, tilt2=0.0)
+            else:
+                out["status"][i], out["message"][i] = st.code, msg
                 continue
-            R = np.asarray(p1.sl_orientation(), np.float64)
-            p = p1.replace(base_orientation=R, inplane=0.0, tilt1=0.0, tilt2=0.0)
         out["orientation_matrix"][i] = np.asarray(p.sl_orientation(), np.float64)
         out["lattice_constant"][i] = float(p.lattice_constant)
         out["disorder_deg"][i] = float(np.degrees(p.disorder) * FWHM_PER_SIGMA)
-        if prev is None:
-            out["status"][i], out["message"][i] = FitStatus.OK.code, FitStatus.OK.value
+        out["status"][i], out["message"][i] = st.code, msg
         prev = p
     fitted = np.flatnonzero(np.all(np.isfinite(out["orientation_matrix"]), axis=(1, 2)))
     out["rotation_deg"] = np.full(M, np.nan)
