@@ -8,12 +8,11 @@ Contract
   one bad profile: each gets a status (`STATUS`).
 * `fit_profile` is the interactive path for one profile with lmfit's ``GaussianModel +
   LinearModel`` (or ``ConstantModel``), returning lmfit's ``ModelResult``.
-* `fit_lattice_comb` decides which fcc shell a peak is by the other visible shells: the comb
-  ``q_N = 2 pi sqrt(N) / a`` of all shells (111, 200, 220, 311, 222, ...) is matched to the
-  Bragg spots of the polar image (`spot_profiles`, Friedel pairs only) or, without polar
-  images, to the peaks of the radial profile (`radial_spot_profiles`); one ``a`` per point,
-  "ambiguous" (NaN) when another indexing explains the spots as well (a lone 111 of a
-  compressed lattice at the 200 position of a = 150 A).
+* The lattice constant per point comes from `fits.shell_comb` (re-exported here:
+  `fit_lattice_comb`, `spot_profiles`, `radial_spot_profiles`, `fcc_shells`, `COMB_STATUS`):
+  the comb of all fcc shells matched to the Friedel-paired spots of the polar image (or the
+  peaks of the radial profile), "ambiguous" (NaN) when another indexing explains the spots as
+  well, unless the angles between the pairs on the rings decide it.
 * `line_profile` samples a map along a segment between two scan positions.
 * `qmap_scan` runs a whole reduced scan, writes ``/entry/qmap/<family>/`` and the figures.
 
@@ -29,10 +28,31 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from fits.shell_comb import (
+    COMB_STATUS,
+    fcc_shells,
+    fit_lattice_comb,
+    friedel_spots,
+    radial_spot_profiles,
+    spot_profiles,
+)
 from xmodel.lattice import q_of
 
-__all__ = ["FAMILIES", "STATUS", "COMB_STATUS", "family_window", "fit_profiles", "fit_profile", "fcc_shells",
-           "spot_profiles", "radial_spot_profiles", "fit_lattice_comb", "line_profile", "qmap_scan", "LineProfile"]
+__all__ = [
+    "COMB_STATUS",
+    "FAMILIES",
+    "STATUS",
+    "LineProfile",
+    "family_window",
+    "fcc_shells",
+    "fit_lattice_comb",
+    "fit_profile",
+    "fit_profiles",
+    "line_profile",
+    "qmap_scan",
+    "radial_spot_profiles",
+    "spot_profiles",
+]
 
 #: family -> (hkl, window low, window high) with the window relative to q_hkl(a_nominal).
 #: 311: 0.936..1.152 gives the paper's 0.130..0.160 1/A at a = 150 A (Fig. S7); 200:
@@ -172,7 +192,7 @@ def fit_profiles(q: np.ndarray, profiles: np.ndarray, q_window: tuple[float, flo
     idx = np.where(w > 0, np.arange(x.shape[1])[None, :], -1)
     left = np.sort(np.where(w > 0, np.arange(x.shape[1]), x.shape[1] + 1), axis=1)[:, :k]
     right = np.sort(idx, axis=1)[:, -k:]
-    take = lambda a, i: np.take_along_axis(a, np.clip(i, 0, x.shape[1] - 1), axis=1)  # noqa: E731
+    take = lambda a, i: np.take_along_axis(a, np.clip(i, 0, x.shape[1] - 1), axis=1)
     xl, yl = take(np.broadcast_to(x, y.shape), left).mean(1), take(y, left).mean(1)
     xr, yr = take(np.broadcast_to(x, y.shape), right).mean(1), take(y, right).mean(1)
     slope0 = np.where(xr > xl, (yr - yl) / np.where(xr > xl, xr - xl, 1.0), 0.0)
@@ -305,239 +325,6 @@ def fit_profile(q: np.ndarray, profile: np.ndarray, q_window: tuple[float, float
     params.update(GaussianModel(prefix="g_").guess(np.maximum(excess, 0), x=xs))
     params["g_sigma"].set(min=1e-6, max=float(xs[-1] - xs[0]))
     return model.fit(ys, params, x=xs)
-
-
-# ---------------------------------------------------------------------------------------------
-# Joint fcc comb: which shell a peak is, decided by the other visible shells
-# ---------------------------------------------------------------------------------------------
-
-#: status of the joint lattice constant (``/entry/qmap/<family>/status``); 0-3 as `STATUS`.
-COMB_STATUS = {**STATUS, 4: "ambiguous"}
-
-
-def fcc_shells(q_max_times_a: float) -> tuple[np.ndarray, list[str]]:
-    """The fcc shells ``N = h^2 + k^2 + l^2`` (h, k, l all even or all odd) up to ``q a / 2 pi``.
-
-    Parameters
-    ----------
-    q_max_times_a
-        Largest ``q a / (2 pi)`` kept (dimensionless; ``q`` in 1/A, ``a`` in A).
-
-    Returns
-    -------
-    (N, names)
-        ``N`` (int array, ascending) and one representative ``"hkl"`` name per shell.
-
-    Notes
-    -----
-    fcc extinction rule (Table S1). Validation: 3, 4, 8, 11, 12, 16, 19, 20 (111 ... 420).
-    """
-    hmax = int(np.ceil(q_max_times_a)) + 1
-    found: dict[int, str] = {}
-    for h in range(hmax, -1, -1):
-        for k in range(h, -1, -1):
-            for m in range(k, -1, -1):
-                n = h * h + k * k + m * m
-                if n == 0 or np.sqrt(n) > q_max_times_a or len({h % 2, k % 2, m % 2}) != 1:
-                    continue
-                found.setdefault(n, f"{h}{k}{m}")
-    keys = sorted(found)
-    return np.array(keys, int), [found[n] for n in keys]
-
-
-def spot_profiles(polar: np.ndarray, npix: np.ndarray, *, z_min: float = 5.0) -> np.ndarray:
-    """The Bragg-spot part of polar images as a radial profile in noise units.
-
-    Parameters
-    ----------
-    polar
-        Mean counts per pixel of each (chi, q) bin, shape ``(N, n_chi, n_q)``
-        (``/entry/reduction/polar``), chi spanning 360 degrees in equal bins.
-    npix
-        Pixels per bin, shape ``(n_chi, n_q)`` (``/entry/reduction/counts``); 0 = no data.
-    z_min
-        Significance (Poisson sigma, 3 x 3 bins summed) a spot and its Friedel mate at
-        ``chi + 180 deg`` must both reach.
-
-    Returns
-    -------
-    numpy.ndarray
-        Shape ``(N, n_q)``: per q the excess counts of the accepted spots summed over chi,
-        divided by the Poisson sigma of the ring's total counts (dimensionless, 0 = no spot).
-
-    Notes
-    -----
-    The isotropic part of each ring (form factor, diffuse SL term) is the mean over chi of the
-    bins below the ring's 90th percentile; spots are 3 x 3-bin excesses above it of at least
-    ``z_min`` Poisson sigma, kept only when the Friedel mate (``-G`` at ``chi + 180 deg``, which
-    the flat small-angle Ewald sphere shows together with ``G``) is also seen. Validation: the
-    synthetic demo twin (empty points give no spot, report in tests/fits/test_qmap.py).
-    """
-    from scipy.ndimage import binary_dilation, uniform_filter
-
-    pol = np.asarray(polar, float)
-    npix = np.asarray(npix, float)
-    valid = (npix > 0)[None] & np.isfinite(pol)
-    p = np.where(valid, pol, np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            p90 = np.nanpercentile(p, 90, axis=1, keepdims=True)
-            bg = np.nanmean(np.where(p <= p90, p, np.nan), axis=1)
-    bg = np.where(np.isfinite(bg), bg, 0.0)
-    exc = np.where(valid, npix * (np.nan_to_num(pol) - bg[:, None, :]), 0.0)
-    var = np.where(valid, npix * np.maximum(bg[:, None, :], 0.0), 0.0)
-    box = lambda x: uniform_filter(x, size=(1, 3, 3), mode=("nearest", "wrap", "nearest")) * 9  # noqa: E731
-    # a floor of one count per 3 x 3 box keeps empty rings from giving infinite significance
-    z = box(exc) / np.sqrt(np.maximum(box(var), 1.0))
-    half = z.shape[1] // 2
-    paired = np.minimum(z, np.roll(z, half, axis=1)) > z_min
-    mask = binary_dilation(paired, structure=np.ones((1, 3, 3), bool))
-    ring_sigma = np.sqrt(np.maximum(var.sum(axis=1), 1.0))
-    return np.where(mask, exc, 0.0).sum(axis=1) / ring_sigma
-
-
-def radial_spot_profiles(radial: np.ndarray, *, width_bins: int = 15) -> np.ndarray:
-    """Peak part of radial profiles in noise units, for scans reduced without polar images.
-
-    Parameters
-    ----------
-    radial
-        Radial profiles, shape ``(N, n_q)`` (any intensity unit).
-    width_bins
-        Running-median window (q bins) that estimates the smooth background.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(radial - running median)`` divided by its median absolute deviation (x 1.4826),
-        negative values set to 0, shape ``(N, n_q)``.
-
-    Notes
-    -----
-    Robust scale (Rousseeuw & Croux 1993, doi:10.1080/01621459.1993.10476408).
-    Validation: synthetic profiles in tests/fits/test_qmap.py.
-    """
-    from scipy.ndimage import median_filter
-
-    y = np.nan_to_num(np.atleast_2d(np.asarray(radial, float)))
-    r = y - median_filter(y, size=(1, width_bins), mode="nearest")
-    mad = 1.4826 * np.median(np.abs(r - np.median(r, axis=1, keepdims=True)), axis=1, keepdims=True)
-    return np.maximum(r, 0.0) / np.maximum(mad, 1e-30)
-
-
-def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, float] = (127.5, 156.0),
-                     sigma_rel: float = 0.011, score_min: float = 50.0, evidence_min: float = 25.0,
-                     alias_separation: float = 0.03, shell_window: float = 0.025) -> dict[str, np.ndarray]:
-    """One lattice constant per profile from all fcc shells at once (111, 200, 220, 311, 222, ...).
-
-    Parameters
-    ----------
-    q
-        Bin centres, 1/A, shape ``(n_q,)``.
-    spots
-        Spot profiles in noise units (`spot_profiles`, `radial_spot_profiles`), ``(N, n_q)``.
-    a_range
-        Lattice constants searched, Angstrom (default -15 % .. +4 % of 150 A: compressed
-        boundaries down to 13 % and the domains of Table S1).
-    sigma_rel
-        Relative Gaussian width of a shell in the comb (``sigma_q / q``).
-    score_min
-        Smallest comb score (sum of the shells' squared matched-filter significances) taken as
-        an SL signal; below -> status "no peak".
-    evidence_min
-        If an ``a`` more than ``alias_separation`` (relative) away scores within this of the
-        best (a chi-square difference, 25 = 5 sigma), nothing decides between them -> status
-        "ambiguous" (e.g. one shell at 0.0823 1/A: 111 of a = 132 A or 200 of a = 152 A).
-    alias_separation
-        Relative distance beyond which a second maximum counts as another indexing.
-    shell_window
-        Half width (relative q) of the per-shell Gaussian fits that refine ``a``.
-
-    Returns
-    -------
-    dict of numpy.ndarray
-        ``lattice_constant``, ``lattice_constant_err`` (A), ``alias_lattice_constant`` (A, the
-        best other indexing), ``score``, ``alias_ratio``, ``evidence`` (score minus the alias's score), ``n_shells`` (shells fitted with
-        status ok), ``status`` (int8, `COMB_STATUS`), ``shell_N`` (``(n_shell,)``) and
-        ``shell_center``, ``shell_center_err`` (1/A, ``(N, n_shell)``, NaN = not seen).
-        ``lattice_constant`` is NaN unless status is 0.
-
-    Notes
-    -----
-    Matched filter of the fcc comb ``q_N = 2 pi sqrt(N) / a`` (Table S1) with non-negative
-    shell amplitudes on a 0.1 % grid of ``a``; then each shell the best comb predicts is fitted
-    by `fit_profiles` (Gaussian + constant) in ``ln q`` and ``a`` is the inverse-variance mean
-    of ``2 pi sqrt(N) / q_N`` (each with a 0.1 % error floor) over the shells found within
-    ``sigma_rel`` of the prediction, its error scaled
-    by ``sqrt(chi2/dof)`` when the shells disagree.
-
-    Validation
-    ----------
-    Synthetic profiles with the 111/200 alias (tests/fits/test_qmap.py); the demo twin, see the
-    module's report in docs.
-    """
-    q = np.asarray(q, float)
-    S = np.atleast_2d(np.asarray(spots, float))
-    lo, hi = float(a_range[0]), float(a_range[1])
-    if not (0 < lo < hi):
-        raise ValueError(f"a_range must be (a_lo, a_hi) in Angstrom with 0 < a_lo < a_hi, got {a_range!r}.")
-    n = S.shape[0]
-    ok_q = np.isfinite(q) & (q > 0)
-    q_lo, q_hi = float(q[ok_q].min()), float(q[ok_q].max())
-    N, _ = fcc_shells(q_hi * hi / (2 * np.pi))
-    agrid = np.exp(np.arange(np.log(lo), np.log(hi) + 5e-4, 1e-3))
-    qc = 2 * np.pi * np.sqrt(N)[None, :] / agrid[:, None]                      # (n_a, n_shell)
-    inside = (qc * (1 - 2 * sigma_rel) > q_lo) & (qc * (1 + 2 * sigma_rel) < q_hi)
-    G = np.exp(-0.5 * ((q[None, None, :] - qc[..., None]) / (sigma_rel * qc[..., None])) ** 2)
-    G *= inside[..., None]
-    norm = np.sqrt(np.maximum(np.einsum("asq,asq->as", G, G), 1e-30))
-    c = np.einsum("pq,asq->pas", np.nan_to_num(S), G) / norm[None]
-    score_a = np.sum(np.maximum(c, 0.0) ** 2, axis=-1)                         # (N, n_a)
-    best = np.argmax(score_a, axis=1)
-    a0 = agrid[best]
-    score = score_a[np.arange(n), best]
-    far = np.abs(np.log(agrid[None, :] / a0[:, None])) > alias_separation
-    alt_score = np.where(far, score_a, -np.inf)
-    alt = np.argmax(alt_score, axis=1)
-    ratio = np.where(score > 0, alt_score[np.arange(n), alt] / np.maximum(score, 1e-300), 0.0)
-    # refine: fit every predicted shell in ln q about its predicted position
-    u = np.log(q[ok_q])
-    du = float(np.median(np.diff(u)))
-    ugrid = np.arange(-2 * shell_window, 2 * shell_window + du / 2, du / 2)
-    shell_c = np.full((n, N.size), np.nan)
-    shell_e = np.full((n, N.size), np.nan)
-    for j, nj in enumerate(N):
-        qj = 2 * np.pi * np.sqrt(nj) / a0
-        use = (qj * (1 - shell_window) > q_lo) & (qj * (1 + shell_window) < q_hi)
-        if not np.any(use):
-            continue
-        rows = np.nonzero(use)[0]
-        prof = np.array([np.interp(np.log(qj[r]) + ugrid, u, np.nan_to_num(S[r, ok_q])) for r in rows])
-        res = fit_profiles(ugrid, prof, (-shell_window, shell_window), background="constant",
-                           min_points=6, snr_min=3.0)
-        good = (res["status"] == 0) & (np.abs(res["center"]) < sigma_rel)
-        shell_c[rows[good], j] = qj[rows[good]] * np.exp(res["center"][good])
-        shell_e[rows[good], j] = shell_c[rows[good], j] * res["center_err"][good]
-    a_shell = 2 * np.pi * np.sqrt(N)[None, :] / shell_c
-    a_err = np.hypot(a_shell * shell_e / shell_c, 1e-3 * a_shell)   # 0.1 % floor per shell
-    w = np.where(np.isfinite(a_shell) & (a_err > 0), 1.0 / np.where(a_err > 0, a_err, 1.0) ** 2, 0.0)
-    n_shells = np.count_nonzero(w > 0, axis=1)
-    with np.errstate(all="ignore"):
-        a_mean = np.sum(w * np.nan_to_num(a_shell), axis=1) / np.sum(w, axis=1)
-        chi2 = np.sum(w * (np.nan_to_num(a_shell) - a_mean[:, None]) ** 2, axis=1)
-        a_sd = np.sqrt(1.0 / np.sum(w, axis=1) * np.maximum(1.0, chi2 / np.maximum(n_shells - 1, 1)))
-    a_fin = np.where(n_shells > 0, a_mean, a0)
-    a_sd = np.where(n_shells > 0, a_sd, a0 * 1e-3)
-    evidence = score - alt_score[np.arange(n), alt]
-    status = np.where(score < score_min, 1, np.where(evidence < evidence_min, 4, 0)).astype(np.int8)
-    status = np.where(np.all(S == 0, axis=1) & (score <= 0), 1, status).astype(np.int8)
-    okm = status == 0
-    return {"lattice_constant": np.where(okm, a_fin, np.nan), "lattice_constant_err": np.where(okm, a_sd, np.nan),
-            "alias_lattice_constant": np.where(status == 4, agrid[alt], np.nan),
-            "comb_lattice_constant": a0, "score": score, "alias_ratio": ratio, "evidence": evidence, "n_shells": n_shells,
-            "status": status, "shell_N": N, "shell_center": shell_c, "shell_center_err": shell_e}
 
 
 @dataclass(frozen=True)
@@ -683,7 +470,7 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
         ``fits``: ``center``, ``center_err`` (the family's q from the joint lattice constant,
         1/A), ``lattice_constant``, ``lattice_constant_err``, ``status`` (`COMB_STATUS`: NaN
         with 1 "no peak" or 4 "ambiguous" rather than a wrong shell), ``alias_lattice_constant``,
-        ``score``, ``evidence``, ``n_shells``; the family's own Gaussian of the radial profile
+        ``score``, ``evidence``, ``n_shells``, ``decided_by_angles``; the family's own Gaussian of the radial profile
         (``peak_center``, ``peak_center_err``, ``sigma``, ``amplitude``, ... as `fit_profiles`,
         NaN where it is not the peak the joint lattice predicts) and its ``peak_status``;
         ``scan_shape``, ``window``, ``line`` (LineProfile or None), ``figures`` (paths).
@@ -691,10 +478,14 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
     Notes
     -----
     ``a`` from all visible fcc shells at once (`fit_lattice_comb`, spots from the polar images
-    when the file has them, else peaks of the radial profile), ``q_family = 2 pi sqrt(h^2+k^2+l^2) / a``,
+    when the file has them, else peaks of the radial profile; with ``/entry/reduction/chi`` also
+    the angles between the Friedel pairs, `fits.shell_comb.friedel_spots`), ``q_family = 2 pi sqrt(h^2+k^2+l^2) / a``,
     ``d_100 = a``, ``d_hkl = 2 pi / q`` (Table S1). Validation: a synthetic compressed boundary
     is recovered within 0.5 % and a lone 111/200 alias is flagged (tests/fits/test_qmap.py);
-    demo twin: 66 of 114 in-domain points within 0.5 %, 3 wrong, the rest flagged.
+    demo twin (/tmp/twin_demo, 114 in-domain points): 68 within 0.5 % (interior 34 of 37,
+    boundary 34 of 77), 3 wrong by 0.6-1 %, 43 flagged; 2 of the 68 decided by the pair angles,
+    none wrongly; no empty point gets a value. Most flagged points show one pair, or only
+    parallel 111 || 222 pairs (= 200 || 400 of a 15.5 % larger a), which no angle decides.
     """
     path = Path(results)
     if not path.exists():
@@ -714,13 +505,21 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
             raise ValueError(f"sl_q_range {tuple(sl_q_range)} 1/A holds {np.count_nonzero(sl)} q bins of "
                              f"{str(path)!r} (need >= 16; the reduction spans {q.min():.3g}..{q.max():.3g} 1/A).")
         cols = np.nonzero(sl)[0]
+        axes = None
         if "/entry/reduction/polar" in f and "/entry/reduction/counts" in f:
             npix = f["/entry/reduction/counts"][:, cols[0]:cols[-1] + 1]
             polar = f["/entry/reduction/polar"]
             step = max(1, batch // 16)
-            spots = np.concatenate([spot_profiles(polar[s:s + step, :, cols[0]:cols[-1] + 1], npix)
-                                    for s in range(0, n, step)])
             spot_source = "polar"
+            if "/entry/reduction/chi" in f:     # with the azimuths: the angles between pairs too
+                chi_deg = f["/entry/reduction/chi"][()]
+                parts_sp = [friedel_spots(polar[s:s + step, :, cols[0]:cols[-1] + 1], npix,
+                                          q[cols[0]:cols[-1] + 1], chi_deg) for s in range(0, n, step)]
+                spots = np.concatenate([p[0] for p in parts_sp])
+                axes = [ax for p in parts_sp for ax in p[1]]
+            else:
+                spots = np.concatenate([spot_profiles(polar[s:s + step, :, cols[0]:cols[-1] + 1], npix)
+                                        for s in range(0, n, step)])
         else:
             spots = np.concatenate([radial_spot_profiles(radial[s:s + batch, cols[0]:cols[-1] + 1])
                                     for s in range(0, n, batch)])
@@ -729,7 +528,7 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
         shape = tuple(int(x) for x in f["/entry/reduction/scan_shape"][()]) \
             if "/entry/reduction/scan_shape" in f else (1, n)
     peak = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    comb = fit_lattice_comb(q[cols[0]:cols[-1] + 1], spots, a_range=a_range)
+    comb = fit_lattice_comb(q[cols[0]:cols[-1] + 1], spots, a_range=a_range, axes=axes)
     n_f = float(np.sum(np.array(hkl) ** 2))
     fits = {"center": 2 * np.pi * np.sqrt(n_f) / comb["lattice_constant"]}
     fits["center_err"] = fits["center"] * comb["lattice_constant_err"] / comb["lattice_constant"]
@@ -741,7 +540,8 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
     fits["peak_center_err"] = np.where(same, peak["center_err"], np.nan)
     fits["peak_status"] = peak["status"]
     fits["status"] = comb["status"]
-    for k in ("lattice_constant", "lattice_constant_err", "alias_lattice_constant", "score", "evidence", "n_shells"):
+    for k in ("lattice_constant", "lattice_constant_err", "alias_lattice_constant", "score", "evidence", "n_shells",
+              "decided_by_angles"):
         fits[k] = comb[k]
     if int(np.prod(shape)) != n:
         shape = (1, n)
@@ -774,7 +574,8 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
              "alias_lattice_constant": ("angstrom", "the other indexing an ambiguous point allows"),
              "score": ("", "fcc comb score: sum of squared shell significances (noise units)"),
              "evidence": ("", "score minus the best other indexing's score (chi-square units)"),
-             "n_shells": ("", "shells fitted to refine a")}
+             "n_shells": ("", "shells fitted to refine a"),
+             "decided_by_angles": ("", "true where the angles between Friedel pairs on a ring chose the indexing")}
     with h5py.File(path, "a") as f:
         base = f"/entry/qmap/{family}"
         if base in f:

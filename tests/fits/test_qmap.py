@@ -114,6 +114,7 @@ def test_cli(reduced, tmp_path, capsys):
     assert cli.main(["qmap", str(path), "--family", "311", "--figures", str(tmp_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["status_counts"]["ok"] == 110 and out["status_counts"]["no peak"] == 10
+    assert out["decided_by_angles"] == 0               # radial profiles only: no azimuths
     assert cli.main(["qmap", str(path), "--family", "311", "--from", "0,0"]) == 2
     assert "give both --from X0,Y0 and --to X1,Y1" in capsys.readouterr().err
     assert cli.main(["qmap", str(tmp_path / "missing.h5"), "--family", "200"]) == 2
@@ -182,3 +183,34 @@ def test_spot_profiles_keep_friedel_pairs_only():
     assert prof.shape == (3, n_q)
     assert prof[0, 20] > 5 and np.argmax(prof[0]) in (19, 20, 21)
     assert np.all(prof[1] == 0) and np.all(prof[2] == 0)
+
+
+def test_qmap_scan_decides_a_lone_ring_by_the_pair_angles(tmp_path):
+    """Polar images: 111 pairs 70.53 deg apart are decided, a single pair stays ambiguous."""
+    rng = np.random.default_rng(6)
+    q = np.exp(np.linspace(np.log(0.055), np.log(0.2), 121))
+    chi = -180 + (np.arange(180) + 0.5) * 2.0
+    npix = np.full((180, q.size), 50, np.int32)
+    frames = [(132.0, [(3, 10.0), (3, 80.53)]), (132.0, [(3, 10.0)]), (150.0, []),
+              (150.0, [(3, 20.0), (4, 74.7), (8, 20.0 + 90.0)])]
+    lam = np.full((len(frames), chi.size, q.size), 0.5)
+    for i, (a, pairs) in enumerate(frames):
+        for nn, c in pairs:
+            qn = 2 * np.pi * np.sqrt(nn) / a
+            for cc in (c, c - 180.0):
+                dchi = (chi - cc + 180) % 360 - 180
+                lam[i] += 4.0 * np.exp(-0.5 * (dchi[:, None] / 1.5) ** 2 - 0.5 * ((q - qn) / (0.008 * qn)) ** 2)
+    polar = (rng.poisson(lam * npix) / npix).astype(np.float32)
+    path = tmp_path / "polar.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/reduction")
+        g["polar"], g["counts"], g["chi"], g["q"] = polar, npix, chi, q
+        g["radial"] = polar.mean(axis=1)
+        g["scan_shape"] = np.array([1, len(frames)])
+    fits = qmap_scan(path, "311", figures=tmp_path)["fits"]
+    assert fits["status"].tolist() == [0, 4, 1, 0]
+    assert fits["decided_by_angles"].tolist() == [True, False, False, False]
+    np.testing.assert_allclose(fits["lattice_constant"][[0, 3]], [132.0, 150.0], rtol=0.01)
+    with h5py.File(path, "r") as f:
+        assert f["/entry/qmap/311"].attrs["spot_source"] == "polar"
+        assert f["/entry/qmap/311/decided_by_angles"][()].tolist() == [True, False, False, False]

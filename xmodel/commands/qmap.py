@@ -22,7 +22,9 @@ def run(args) -> int:
                     background=args.background, line=line, figures=args.figures)
     fits = res["fits"]
     counts = {STATUS[k]: int(np.count_nonzero(fits["status"] == k)) for k in STATUS}
+    n_angles = int(np.count_nonzero(fits["decided_by_angles"]))
     summary = {"family": args.family, "q_window": list(res["window"]), "status_counts": counts,
+               "decided_by_angles": n_angles,
                "median_q": float(np.nanmedian(fits["center"])) if counts["ok"] else None,
                "figures": [str(p) for p in res["figures"]]}
     if res["line"] is not None:
@@ -36,7 +38,8 @@ def run(args) -> int:
     else:
         lo, hi = res["window"]
         print(f"q_{args.family}: window {lo:.4f}..{hi:.4f} 1/A; " +
-              ", ".join(f"{v} {k}" for k, v in counts.items()))
+              ", ".join(f"{v} {k}" for k, v in counts.items()) +
+              f" ({n_angles} of the ok decided by the angles between Friedel pairs)")
         if summary["median_q"] is not None:
             print(f"median q = {summary['median_q']:.4f} 1/A; written to {args.results}:/entry/qmap/{args.family}")
         for p in res["figures"]:
