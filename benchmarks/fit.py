@@ -2,16 +2,21 @@
 
 Usage: python benchmarks/fit.py RESULTS.h5 [--domain red] [--frames 32] [--batch 16]
 
-Fits ``--frames`` frames of ``/entry/reduction/polar`` twice with `fits.scan_fit.fit_frames`
+Fits the first ``--frames`` frames of ``/entry/reduction/polar`` (fewer if the file holds fewer) twice with `fits.scan_fit.fit_frames`
 (the first pass compiles; the second is timed) on the model restricted to the SL and AL q-bands
 (`fits.scan_fit.fit_point_index`, the default) and on the dense model (every valid polar bin),
-and prints seconds per frame and per stage. Figures: docs/performance.md ("Fits").
+and prints seconds per frame and per stage, divided by the frames actually read, with the first
+(compiling) pass's time separately, the machine (cores, CPU model, jax version) and the command
+line. Figures: docs/performance.md ("Fits").
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
+import platform
+import shlex
+import sys
 import time
 
 import h5py
@@ -28,6 +33,7 @@ def run(path: str, domain: str, n_frames: int, batch: int, dense: bool) -> dict:
         q, chi = f["entry/reduction/q"][()], f["entry/reduction/chi"][()]
         counts = f["entry/reduction/counts"][()] if "entry/reduction/counts" in f else None
         polar = f["entry/reduction/polar"][:n_frames].astype(np.float64)
+    n_frames = polar.shape[0]              # the frames read, which the file may make fewer
     setup = FitSetup.build(cfg, q, chi, counts, settings)
     if dense:
         from xmodel.experiment import Experiment
@@ -42,12 +48,32 @@ def run(path: str, domain: str, n_frames: int, batch: int, dense: bool) -> dict:
     out = {}
     for rep in range(2):
         tm = {}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for s in range(0, n_frames, batch):
             fit_frames(polar[s:s + batch], setup, settings, timings=tm)
-        out = {"seconds_per_frame": (time.perf_counter() - t0) / n_frames, "points": int(setup.index.size),
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if rep == 0:
+            first = wall
+            continue
+        out = {"frames": n_frames, "seconds_per_frame": wall / n_frames, "cpu_per_frame": cpu / n_frames,
+               "first_pass_s": first, "points": int(setup.index.size),
                **{k: v / n_frames for k, v in tm.items()}}
     return out
+
+
+def machine() -> str:
+    """Cores, CPU model, load and library versions, for the record."""
+    import jax
+
+    model = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (f"{len(os.sched_getaffinity(0))} cores usable ({os.cpu_count()} online), {model}, load average {load}; "
+            f"jax {jax.__version__} ({jax.default_backend()}), numpy {np.__version__}, Python {platform.python_version()}")
 
 
 def main() -> None:
@@ -58,11 +84,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--no-dense", action="store_true")
     a = ap.parse_args()
+    print("command:", shlex.join([os.path.basename(sys.executable)] + sys.argv))
+    print("machine:", machine())
     for dense in ((False,) if a.no_dense else (False, True)):
         r = run(a.results, a.domain, a.frames, a.batch, dense)
         name = "dense (all valid bins)" if dense else "banded (SL + AL q-bands)"
-        stages = ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k not in ("seconds_per_frame", "points"))
-        print(f"{name}: {r['points']} points, {r['seconds_per_frame']:.2f} s per frame amortised ({stages})")
+        stages = ", ".join(f"{k} {v:.3f}" for k, v in r.items()
+                           if k not in ("frames", "seconds_per_frame", "cpu_per_frame", "first_pass_s", "points"))
+        print(f"{name}: {r['frames']} frames, {r['points']} points, {r['seconds_per_frame']:.3f} s per frame "
+              f"amortised, warm ({r['cpu_per_frame']:.3f} CPU-s per frame; per stage, s per frame: {stages}); "
+              f"first pass incl. compiling {r['first_pass_s']:.1f} s")
+    print("machine at the end:", machine())
 
 
 if __name__ == "__main__":

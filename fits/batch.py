@@ -1,11 +1,15 @@
 """The batch path for scans: a vectorised Levenberg-Marquardt over many frames at once.
 
-`fit_batch` fits B frames in one jitted program: `jax.vmap` over frames of a damped
-Gauss-Newton loop (`jax.lax.while_loop`, at most ``max_iter`` iterations, a convergence flag
-per frame). Each iteration evaluates the residuals and their Jacobian (`jax.jacfwd`) at a
-trial point, accepts the step if the objective decreased (damping / 3) or rejects it
-(damping x 4), per frame. The compiled program is cached per model, parameter names and
-objective kind, and compiles once per (B, P) shape.
+`fit_batch` fits B frames with one jitted single-frame program (a damped Gauss-Newton loop,
+`jax.lax.while_loop`, at most ``max_iter`` iterations), called per frame from the host in
+``XMODEL_FIT_THREADS`` threads (default: min(2, usable cores); XLA runs one frame on one core),
+so that a converged frame stops at once and frames without data are never run (a `jax.vmap`
+over frames ran every frame until the slowest stopped, padding included). Each iteration
+evaluates the residuals at a trial point; if the objective decreased the step is accepted
+(damping / 3) and ``J^T J``, ``J^T r`` are computed there (forward mode, nonlinear parameters
+and linear scales in two groups, `fits.objective.split_residual_function`), otherwise it is
+rejected (damping x 4) and the normal equations are kept. The compiled program is cached per
+model, parameter names and objective kind, and compiles once per number of points P.
 
 Algorithm, per frame (edge units, `fits.parameters`):
 
@@ -15,8 +19,10 @@ Algorithm, per frame (edge units, `fits.parameters`):
   gradient points outwards is held for that step, and the trial point is clipped into the
   bounds. Starting values outside the bounds are clipped first.
 * Converged when an accepted step lowers the objective by less than ``tol`` relative (or
-  ``tol`` absolute when the objective is below 1), or when no step within the damping limit
-  lowers it (a minimum to working precision).
+  ``tol`` absolute when the objective is below 1); when a step is rejected although the
+  undamped Gauss-Newton model predicts a gain ``g^T A^-1 g`` below that (the objective is at
+  its rounding floor); when after an accepted step that predicted gain is below 1e-3 of it; or
+  when no step within the damping limit lowers it (a minimum to working precision).
 * Standard errors from the final ``J^T J``: unscaled for the Poisson deviance (it is the
   Fisher information), scaled by the reduced chi-square for the Pearson ("weighted") kind;
   ``inf`` where the matrix is singular in that direction.
@@ -26,8 +32,8 @@ Per-frame outcome (`fits.status.FitStatus`), first that applies:
 * BAD_DATA: a non-finite or negative count on a point of positive weight (or a bad weight,
   or nothing valid); the frame is not fitted, its values are the (clipped) start, stderr and
   objective ``inf``.
-* FAILED: the batch raised (every frame of it), or the fit of this frame ended non-finite;
-  values are the start.
+* FAILED: the fit of this frame raised (the others go on), or ended non-finite; values are
+  the start.
 * NO_SIGNAL: the fitted model explains the frame no better than background + isotropic
   diffuse scattering: the Poisson deviance gain ``D0 - D1`` (``D0`` of the best
   ``b * background + c * diffuse`` pattern, `fits.objective.null_deviance`) is below
@@ -40,7 +46,9 @@ Per-frame outcome (`fits.status.FitStatus`), first that applies:
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import jax
@@ -56,6 +64,7 @@ from fits.objective import (
     null_deviance,
     poisson_deviance,
     residual_function,
+    split_residual_function,
 )
 from fits.parameters import check_names, pack, spec, unpack
 from fits.status import FitStatus
@@ -65,6 +74,7 @@ from xmodel.pattern import PatternModel
 _LAMBDA0 = 1e-3
 _LAMBDA_MAX = 1e10
 _NO_SIGNAL_P = 1e-6
+_TINY = 1e-3
 _PEAKLESS = ("background", "diffuse_scale")
 
 
@@ -99,6 +109,19 @@ class BatchFit:
         return np.array([s.code for s in self.status], np.int8)
 
 
+def _workers() -> int:
+    """Frames fitted at once: the cores this process may use, at most 2 unless
+    ``XMODEL_FIT_THREADS`` says otherwise."""
+    env = os.environ.get("XMODEL_FIT_THREADS", "")
+    if env.strip():
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"XMODEL_FIT_THREADS = {env!r} is not an integer; set it to the number of "
+                             "frames to fit in parallel (e.g. 2) or unset it") from None
+    return max(1, min(2, len(os.sched_getaffinity(0))))
+
+
 def _bounds(names, bounds):
     bounds = dict(bounds or {})
     for n, b in bounds.items():
@@ -118,49 +141,83 @@ def _bounds(names, bounds):
     return lo, hi
 
 
-def _lm_frame(residual, arrays, x0, template, observed, weight, lo, hi, max_iter, tol):
-    """Levenberg-Marquardt for one frame (traced under vmap); see the module docstring."""
+def _normal_equations(split, x, nonlinear, linear):
+    """``J^T J`` and ``J^T r`` at ``x`` from two forward-mode passes.
+
+    ``split(x_nonlinear, x_linear)`` is the residual with the parameters in two groups. The
+    tangents of the nonlinear group (orientation, a, widths) go through the whole model; those of
+    the linear scales (`xmodel.pattern.TERMS`) are taken with the nonlinear group held constant,
+    so JAX's symbolic zero tangents skip every peak sum and they cost one product each.
+    """
+    x_nl, x_lin = x[nonlinear], x[linear]
+    cols = []
+    r = None
+    for k, (v, fn) in enumerate(((x_nl, lambda t: split(t, x_lin)), (x_lin, lambda t: split(x_nl, t)))):
+        if v.shape[0] == 0:
+            continue
+        r, jvp = jax.linearize(fn, v)
+        cols.append(jax.vmap(jvp, out_axes=1)(jnp.eye(v.shape[0], dtype=v.dtype)))
+    jac = jnp.concatenate(cols, axis=1)[:, np.argsort(np.concatenate([nonlinear, linear]))]
+    return jac.T @ jac, jac.T @ r
+
+
+def _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, lo, hi, max_iter, tol):
+    """Levenberg-Marquardt for one frame (jitted per frame); see the module docstring."""
     n = x0.shape[0]
 
     def f(x):
-        r = residual(arrays, x, template, observed, weight)
-        return r, r
+        return residual(arrays, x, template, observed, weight)
 
-    def evaluate(x):
-        jac, r = jax.jacfwd(f, has_aux=True)(x)
-        return r, jac, jnp.sum(r * r)
+    def g_split(x_nl, x_lin):
+        return split(arrays, x_nl, x_lin, template, observed, weight)
 
-    r0, j0, c0 = evaluate(x0)
-    state0 = {"x": x0, "r": r0, "jac": j0, "cost": c0, "lam": jnp.asarray(_LAMBDA0, x0.dtype),
-                  "it": jnp.asarray(0), "done": jnp.asarray(False)}
+    def cost_of(x):
+        r = f(x)
+        return jnp.sum(r * r)
+
+    a0, g0 = _normal_equations(g_split, x0, *groups)
+    state0 = {"x": x0, "a": a0, "g": g0, "cost": cost_of(x0), "lam": jnp.asarray(_LAMBDA0, x0.dtype),
+              "it": jnp.asarray(0), "done": jnp.asarray(False)}
 
     def cond(s):
         return (~s["done"]) & (s["it"] < max_iter)
 
-    def body(s):
-        x, jac, r = s["x"], s["jac"], s["r"]
-        a = jac.T @ jac
-        g = jac.T @ r
+    def scaled(a, g, x):
         held = ((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0))
         diag = jnp.diag(a)
         scale = jnp.where((diag > 0) & ~held, 1.0 / jnp.sqrt(jnp.where(diag > 0, diag, 1.0)), 0.0)
-        a_s = a * scale[:, None] * scale[None, :] + s["lam"] * jnp.eye(n) + jnp.diag(jnp.where(scale > 0, 0.0, 1.0))
-        z = jnp.linalg.solve(a_s, -scale * g)
-        step = scale * z
-        x_new = jnp.clip(x + step, lo, hi)
-        r_new, j_new, c_new = evaluate(x_new)
-        better = jnp.isfinite(c_new) & (c_new < s["cost"])
-        decrease = s["cost"] - c_new
-        small = decrease <= tol * jnp.maximum(s["cost"], 1.0)
+        a_s = a * scale[:, None] * scale[None, :] + jnp.diag(jnp.where(scale > 0, 0.0, 1.0))
+        return a_s, scale * g, scale
+
+    def decrement(a, g, x):
+        """Decrease of the cost predicted for the undamped Gauss-Newton step, ``g^T A^-1 g``."""
+        a_s, g_s, _ = scaled(a, g, x)
+        dec = -g_s @ jnp.linalg.solve(a_s + 1e-12 * jnp.eye(n, dtype=a_s.dtype), -g_s)
+        return jnp.where(jnp.isfinite(dec), dec, jnp.inf)
+
+    def body(s):
+        x, a, g, cost = s["x"], s["a"], s["g"], s["cost"]
+        a_s, g_s, scale = scaled(a, g, x)
+        z = jnp.linalg.solve(a_s + s["lam"] * jnp.eye(n, dtype=a_s.dtype), -g_s)
+        x_new = jnp.clip(x + scale * z, lo, hi)
+        c_new = cost_of(x_new)
+        better = jnp.isfinite(c_new) & (c_new < cost)
+        limit = tol * jnp.maximum(cost, 1.0)
+        small = cost - c_new <= limit
         stuck = (~better) & (s["lam"] * 4.0 > _LAMBDA_MAX)
-        pick = lambda new, old: jnp.where(better, new, old)
-        return {"x": pick(x_new, x), "r": pick(r_new, r), "jac": pick(j_new, jac),
-                    "cost": pick(c_new, s["cost"]),
-                    "lam": jnp.where(better, jnp.maximum(s["lam"] / 3.0, 1e-12), s["lam"] * 4.0),
-                    "it": s["it"] + 1, "done": (better & small) | stuck}
+        # rejected although the undamped model promises less than the tolerance: the cost is
+        # at its floor (rounding), more damping cannot help
+        flat = (~better) & (decrement(a, g, x) <= limit)
+        a_new, g_new = jax.lax.cond(better, lambda: _normal_equations(g_split, x_new, *groups), lambda: (a, g))
+        # accepted and the next Gauss-Newton step would gain almost nothing (~0.03 standard error)
+        tiny = better & (decrement(a_new, g_new, x_new) <= _TINY * limit)
+        pick = lambda new, old: jnp.where(better, new, old)  # noqa: E731
+        return {"x": pick(x_new, x), "a": a_new, "g": g_new, "cost": pick(c_new, cost),
+                "lam": jnp.where(better, jnp.maximum(s["lam"] / 3.0, 1e-12), s["lam"] * 4.0),
+                "it": s["it"] + 1, "done": (better & small) | stuck | flat | tiny}
 
     s = jax.lax.while_loop(cond, body, state0)
-    a = s["jac"].T @ s["jac"]
+    a = s["a"]
     diag = jnp.diag(a)
     scale = jnp.where(diag > 0, 1.0 / jnp.sqrt(jnp.where(diag > 0, diag, 1.0)), 0.0)
     inv = jnp.linalg.inv(a * scale[:, None] * scale[None, :] + jnp.diag(jnp.where(diag > 0, 0.0, 1.0)))
@@ -171,23 +228,21 @@ def _lm_frame(residual, arrays, x0, template, observed, weight, lo, hi, max_iter
 
 def _build_batch(model: PatternModel, names: tuple[str, ...], kind: str):
     residual = residual_function(model, names, kind)
+    split, groups = split_residual_function(model, names, kind)
     fn, _ = intensity_function(model)
+    terms = model.components(("background", "diffuse_scale"))
 
     def frame(arrays, x0, template, observed, weight, lo, hi, max_iter, tol):
-        x, var, cost, it, done = _lm_frame(residual, arrays, x0, template, observed, weight, lo, hi,
+        x, var, cost, it, done = _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, lo, hi,
                                            max_iter, tol)
         params = unpack(x, names, template)
         m = fn(arrays, params)
         d1 = poisson_deviance(m, observed, weight)
-        zero = jnp.zeros_like(jnp.asarray(params.sl_scale))
-        base = params.replace(sl_scale=zero, al_scale=zero)
-        comp_a = fn(arrays, base.replace(background=jnp.ones_like(zero), diffuse_scale=zero))
-        comp_b = fn(arrays, base.replace(background=zero, diffuse_scale=jnp.ones_like(zero)))
+        comp_a, comp_b = terms(arrays, params)      # background and diffuse only: no peak sums
         d0 = null_deviance(comp_a, comp_b, observed, weight)
         return x, var, cost, it, done, d0 - d1
 
-    batched = jax.vmap(frame, in_axes=(None, 0, 0, 0, 0, None, None, None, None))
-    return jax.jit(batched)
+    return jax.jit(frame)
 
 
 def _stack(init: ModelParams, b: int) -> ModelParams:
@@ -279,23 +334,40 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     cost, gain = np.full(b, np.inf), np.zeros(b)
     n_iter, done = np.zeros(b, np.int64), np.zeros(b, bool)
     if good.any():
-        try:
-            run = compiled(model, ("batch", names, kind), _build_batch)
-            _, arrays = intensity_function(model)
-            dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-            out = run(arrays, jnp.asarray(x0, dtype), init, jnp.asarray(obs_c, dtype), jnp.asarray(w_c, dtype),
-                      jnp.asarray(lo, dtype), jnp.asarray(hi, dtype), jnp.asarray(int(max_iter)),
-                      jnp.asarray(float(tol), dtype))
-            xr, vr, cr, ir, dr, gr = (np.asarray(o) for o in out)
-            x = np.where(good[:, None], xr, x0)
-            var = np.where(good[:, None], vr, np.inf)
-            cost = np.where(good, cr, np.inf)
-            n_iter = np.where(good, ir, 0)
-            done = dr & good
-            gain = np.where(good, gr, 0.0)
-        except Exception as err:  # noqa: BLE001 - one batch failing must not stop a scan
-            for i in np.flatnonzero(good):
-                status[i], messages[i] = FitStatus.FAILED, f"the batch fit raised {type(err).__name__}: {err}"
+        run = compiled(model, ("batch", names, kind), _build_batch)
+        _, arrays = intensity_function(model)
+        dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        lo_j, hi_j = jnp.asarray(lo, dtype), jnp.asarray(hi, dtype)
+        it_j, tol_j = jnp.asarray(int(max_iter)), jnp.asarray(float(tol), dtype)
+        leaves = jax.tree_util.tree_map(np.asarray, init)
+
+        def one(i):
+            p_i = jax.tree_util.tree_map(lambda v: v[i], leaves)
+            out = run(arrays, jnp.asarray(x0[i], dtype), p_i, jnp.asarray(obs_c[i], dtype),
+                      jnp.asarray(w_c[i], dtype), lo_j, hi_j, it_j, tol_j)
+            return tuple(np.asarray(o) for o in out)
+
+        rows = [int(i) for i in np.flatnonzero(good)]
+        workers = min(_workers(), len(rows))
+        if workers > 1:          # XLA runs one frame on one core: frames in parallel threads
+            with ThreadPoolExecutor(workers) as pool:
+                futures = {i: pool.submit(one, i) for i in rows}
+            results = {}
+            for i, fut in futures.items():
+                err = fut.exception()
+                results[i] = err if err is not None else fut.result()
+        else:
+            results = {}
+            for i in rows:
+                try:
+                    results[i] = one(i)
+                except Exception as err:  # noqa: BLE001
+                    results[i] = err
+        for i, out in results.items():      # one frame failing never stops the batch
+            if isinstance(out, Exception):
+                status[i], messages[i] = FitStatus.FAILED, f"the fit of frame {i} raised {type(out).__name__}: {out}"
+            else:
+                x[i], var[i], cost[i], n_iter[i], done[i], gain[i] = out
 
     n_valid = (w_c > 0).sum(axis=1)
     if kind == "weighted":

@@ -178,6 +178,37 @@ def residual_function(model: PatternModel, names: Sequence[str], kind: str = "de
     return residuals
 
 
+def split_residual_function(model: PatternModel, names: Sequence[str], kind: str = "deviance"
+                            ) -> tuple[Callable, tuple[np.ndarray, np.ndarray]]:
+    """Residuals with the fit parameters in a nonlinear and a linear-scale group.
+
+    Returns ``(residuals, (nonlinear, linear))``: ``residuals(arrays, x_nonlinear, x_linear,
+    template, observed, weight) -> (P,)`` equals `residual_function`'s at the vector ``x`` with
+    ``x[nonlinear] = x_nonlinear`` and ``x[linear] = x_linear`` (index arrays into ``names``).
+    The linear group holds the scales of `xmodel.pattern.TERMS` (the model is linear in them):
+    differentiating with respect to one group while the other is a constant lets JAX skip the
+    peak sums for the scale tangents (symbolic zeros), which makes a forward-mode Jacobian
+    cheaper than one pass with every tangent.
+    """
+    from xmodel.pattern import TERMS
+
+    names = check_names(names)
+    res = _residuals_of(kind)
+    fn, _ = intensity_function(model)
+    linear = np.array([i for i, n in enumerate(names) if n in TERMS], int)
+    nonlinear = np.array([i for i, n in enumerate(names) if n not in TERMS], int)
+    names_nl = tuple(names[i] for i in nonlinear)
+    names_lin = tuple(names[i] for i in linear)
+
+    def residuals(arrays, x_nonlinear, x_linear, template, observed, weight):
+        params = unpack(x_linear, names_lin, unpack(x_nonlinear, names_nl, template))
+        m = fn(arrays, params)
+        dtype = jnp.result_type(m.dtype, jnp.asarray(x_nonlinear).dtype, jnp.asarray(x_linear).dtype)
+        return res(m.astype(dtype), observed.astype(dtype), weight.astype(dtype))
+
+    return residuals, (nonlinear, linear)
+
+
 _COMPILED: weakref.WeakKeyDictionary[PatternModel, dict] = weakref.WeakKeyDictionary()
 
 
@@ -237,7 +268,7 @@ def make_residual_fn(model: PatternModel, names: Sequence[str], template: ModelP
     return residual, jacobian
 
 
-def null_deviance(background_shape, diffuse_shape, observed, weight, n_iter: int = 200):
+def null_deviance(background_shape, diffuse_shape, observed, weight, n_iter: int = 12):
     """Deviance of the best model without peaks, ``b * A + c * B`` with ``b, c >= 0``.
 
     Parameters
@@ -245,17 +276,24 @@ def null_deviance(background_shape, diffuse_shape, observed, weight, n_iter: int
     background_shape : (..., P) the model with background 1 and every other scale 0 (A).
     diffuse_shape : (..., P) the model with diffuse_scale 1 and every other scale 0 (B).
     observed, weight : as in `pointwise_deviance`.
-    n_iter : EM iterations.
+    n_iter : iterations (each an EM step and a projected Newton step, the better one kept).
 
     Returns
     -------
-    (...,) deviance of the fitted background + diffuse model (an upper bound on its minimum
-    that is tight after a few tens of iterations for two components).
+    (...,) deviance of the fitted background + diffuse model (an upper bound on its minimum,
+    equal to it to about 1e-6 relative after a dozen iterations for two components).
 
     Notes
     -----
-    Maximum-likelihood EM for a non-negative Poisson linear model (Shepp & Vardi 1982,
-    doi:10.1109/TMI.1982.4307558): ``c_j <- c_j sum_i w_i A_ij d_i / m_i / sum_i w_i A_ij``.
+    The Poisson deviance is convex in ``(b, c)`` (identity link). Each iteration computes the
+    maximum-likelihood EM update for a non-negative Poisson linear model (Shepp & Vardi 1982,
+    doi:10.1109/TMI.1982.4307558), ``c_j <- c_j sum_i w_i A_ij d_i / m_i / sum_i w_i A_ij``,
+    which never increases the deviance, and the Newton step on the deviance clipped at 0
+    (projected Newton, Bertsekas 1982, doi:10.1137/0320018); the one with the lower deviance is
+    kept, so the iteration is monotone and converges quadratically near the minimum (200 EM
+    steps alone were needed before).
+    Validation: against scipy.optimize.minimize (L-BFGS-B) on a random problem
+    (tests/fits/test_parameters.py) and against 2000 EM iterations (tests/fits/test_batch.py).
     """
     ok = _valid(observed, weight)
     d = jnp.where(ok, observed, 0.0)
@@ -267,10 +305,23 @@ def null_deviance(background_shape, diffuse_shape, observed, weight, n_iter: int
     safe_norm = jnp.where(norm > 0, norm, 1.0)
     coef = jnp.where(norm > 0, 0.5 * total[..., None] / safe_norm, 0.0)
 
+    def model_of(c):
+        return jnp.maximum(jnp.sum(c[..., :, None] * comps, axis=-2), MODEL_FLOOR)
+
+    def dev_of(c):
+        return poisson_deviance(model_of(c), observed, weight)
+
     def step(_, c):
-        m = jnp.maximum(jnp.sum(c[..., :, None] * comps, axis=-2), MODEL_FLOOR)
+        m = model_of(c)
         ratio = jnp.sum(w[..., None, :] * comps * (d / m)[..., None, :], axis=-1)
-        return jnp.where(norm > 0, c * ratio / safe_norm, 0.0)
+        c_em = jnp.where(norm > 0, c * ratio / safe_norm, 0.0)
+        grad = norm - ratio                                               # half the gradient
+        hess = jnp.einsum("...ip,...jp->...ij", comps * (w * d / m ** 2)[..., None, :], comps)
+        hess = hess + 1e-12 * jnp.trace(hess, axis1=-2, axis2=-1)[..., None, None] * jnp.eye(2, dtype=hess.dtype)
+        c_nt = jnp.where(norm > 0, jnp.maximum(c - jnp.linalg.solve(hess, grad[..., None])[..., 0], 0.0), 0.0)
+        c_nt = jnp.where(jnp.all(jnp.isfinite(c_nt), axis=-1, keepdims=True), c_nt, c_em)
+        take_nt = (dev_of(c_nt) < dev_of(c_em))[..., None]
+        return jnp.where(take_nt, c_nt, c_em).astype(c.dtype)
 
     coef = jax.lax.fori_loop(0, n_iter, step, coef)
     m = jnp.sum(coef[..., :, None] * comps, axis=-2)

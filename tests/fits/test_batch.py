@@ -123,3 +123,75 @@ def test_not_converged_at_bound_and_argument_errors(scan):
         fit_batch(frames[:2], weights[:2], model, sub, VARY, bounds={"radius": (10, 40)})
     with pytest.raises(KeyError, match="unknown fit parameter 'a'"):
         fit_batch(frames[:2], weights[:2], model, sub, ["a"])
+
+
+def test_split_jacobian_equals_jacfwd(scan):
+    """The two-group forward-mode normal equations equal those of one jacfwd (float64)."""
+    from fits.batch import _normal_equations
+    from fits.objective import make_residual_fn, split_residual_function
+
+    model, frames, weights, init, _, _ = scan
+    one = jax.tree_util.tree_map(lambda x: x[0], init)
+    x = jnp.asarray(pack(one, VARY), jnp.float64)
+    obs, w = jnp.asarray(np.where(weights[0] > 0, frames[0], 0.0)), jnp.asarray(weights[0])
+    res, jacobian = make_residual_fn(model, VARY, one)          # jitted, shared with test_pattern_fit
+    split, (nl, lin) = split_residual_function(model, VARY)
+    assert sorted(VARY[i] for i in lin) == sorted(["sl_scale", "diffuse_scale", "al_scale", "background"])
+    r, jac = res(x, obs, w), jacobian(x, obs, w)
+    ne = jax.jit(lambda arrays, x, one: _normal_equations(lambda u, v: split(arrays, u, v, one, obs, w), x, nl, lin))
+    a, g = ne(model.arrays, x, one)
+    scale = np.sqrt(np.outer(np.diag(jac.T @ jac), np.diag(jac.T @ jac)))
+    np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(jac.T @ jac) / scale, atol=1e-10)
+    np.testing.assert_allclose(g, jac.T @ r, rtol=1e-9, atol=1e-9 * float(np.max(np.abs(jac.T @ r))))
+
+
+def test_null_deviance_equals_long_em():
+    """EM + projected Newton (12 iterations) reaches the minimum that 3000 EM steps approach,
+    also with the optimum on the bound c = 0."""
+    from fits.objective import poisson_deviance
+    from fits.objective import null_deviance
+
+    rng = np.random.default_rng(2)
+    a = rng.uniform(0.5, 1.5, 4000)
+    b = np.exp(-np.linspace(0, 4, 4000))
+    w = rng.integers(0, 4, 4000).astype(float)
+    for mu in (3.0 * a + 40.0 * b, 2.0 * a, 0.01 * a + 5.0 * b):
+        d = rng.poisson(mu * np.maximum(w, 1)) / np.maximum(w, 1)
+        c = np.array([1.0, 1.0])
+        for _ in range(3000):                  # plain EM (Shepp & Vardi 1982)
+            m = np.maximum(c[0] * a + c[1] * b, 1e-6)
+            c = c * np.array([np.sum(w * a * d / m), np.sum(w * b * d / m)]) / np.array([np.sum(w * a), np.sum(w * b)])
+        em = float(poisson_deviance(c[0] * a + c[1] * b, d, w))
+        got = float(null_deviance(a, b, d, w))
+        assert got <= em + 1e-6 * em and got == pytest.approx(em, rel=1e-6)
+
+
+def test_threads_agree_and_a_raising_frame_is_failed(scan, monkeypatch):
+    import fits.batch as batch
+
+    model, frames, weights, init, _, fit = scan
+    monkeypatch.setenv("XMODEL_FIT_THREADS", "1")
+    one = fit_batch(frames[:3], weights[:3], model, jax.tree_util.tree_map(lambda x: x[:3], init), VARY)
+    for name in VARY:                          # same single-frame program: identical numbers
+        np.testing.assert_array_equal(one.values[name], fit.values[name][:3])
+    real = batch.compiled
+
+    def flaky(model_, key, build):
+        run = real(model_, key, build)
+        calls = []
+
+        def wrapped(*args):
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("simulated XLA failure")
+            return run(*args)
+        return wrapped
+
+    monkeypatch.setattr(batch, "compiled", flaky)
+    f = fit_batch(frames[:3], weights[:3], model, jax.tree_util.tree_map(lambda x: x[:3], init), VARY)
+    assert f.status[1] is FitStatus.FAILED and f.status[0] is FitStatus.OK and f.status[2] is FitStatus.OK
+    assert "the fit of frame 1 raised RuntimeError: simulated XLA failure" in f.messages[1]
+    assert f.values["lattice_constant"][1] == 150.0 and np.isinf(f.objective[1])
+    monkeypatch.setenv("XMODEL_FIT_THREADS", "two")
+    with pytest.raises(ValueError, match="XMODEL_FIT_THREADS = 'two' is not an integer"):
+        fit_batch(frames[:3], weights[:3], model, jax.tree_util.tree_map(lambda x: x[:3], init), VARY)

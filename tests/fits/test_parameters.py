@@ -106,8 +106,9 @@ def test_lmfit_errors():
 
 
 def test_status_codes_are_stable_and_round_trip():
-    assert [s.code for s in FitStatus] == list(range(6))
-    assert FitStatus.OK.code == 0 and FitStatus.FAILED.code == 5
+    assert [s.code for s in FitStatus] == list(range(7))
+    assert FitStatus.OK.code == 0 and FitStatus.FAILED.code == 5 and FitStatus.MIXED.code == 6
+    assert not FitStatus.MIXED.success
     for s in FitStatus:
         assert FitStatus.from_code(s.code) is s
     assert FitStatus.BAD_DATA.value == "frame has non-finite or negative counts"
