@@ -555,7 +555,7 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
                                         "status": fits["status"]}, line[0], line[1])
         prof.values["d_spacing"] = 2 * np.pi / prof.values["q"]
         prof.values["d100"] = prof.values["lattice_constant"]
-    units = {"center": ("1/angstrom", "peak position q of the family (Gaussian centre)"),
+    units = {"center": ("1/angstrom", "q of the family, 2 pi sqrt(h^2+k^2+l^2) / a, a from the joint fcc shell comb"),
              "center_err": ("1/angstrom", "one-sigma error of q"),
              "sigma": ("1/angstrom", "Gaussian sigma"), "sigma_err": ("1/angstrom", "error of sigma"),
              "fwhm": ("1/angstrom", "2.3548 sigma"),

@@ -164,7 +164,8 @@ def _write(path, names, saxs, waxs, label, conf, orient, args, source=None) -> N
             ("waxs_label", waxs.label, "class from the AL ring at q = 2.12 1/A"),
             ("label", label, "point label from both rings (fits.classify.combine_rings; cluster "
                              "templates: SAXS class, WAXS class where SAXS is empty)"),
-            ("confidence", conf, "dominant share of the fitted peak intensity times the fit's R^2"),
+            ("confidence", conf, "dominant share of the fitted peak intensity times the fit quality: "
+                                 "R^2 of the SAXS fit, (1 - 1/z) of the WAXS Poisson significance z"),
             ("saxs_confidence", saxs.confidence, "as confidence, SL ring"),
             ("waxs_confidence", waxs.confidence, "as confidence, AL ring"),
         ) + ((("orientation_label", orient, "class of the fitted SL orientation (cubic misorientation)"),)
