@@ -435,12 +435,40 @@ def _save_line(path: Path, line: LineProfile, family: str) -> None:
     plt.close(fig)
 
 
+def fitted_lattice_constant(fits_file: str | Path, n: int) -> np.ndarray:
+    """(n,) SL lattice constants (A) of the model fits in ``/entry/fits`` of ``fits_file``; NaN
+    where the fit's status is not ok or the frame is not done.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        If the file is missing, has no ``/entry/fits``, or holds another number of frames.
+    """
+    from fits.status import FitStatus
+
+    path = Path(fits_file)
+    if not path.exists():
+        raise FileNotFoundError(f"fits file {str(path)!r} does not exist; run `xmodel fit RESULTS --out FILE` first.")
+    with h5py.File(path, "r") as f:
+        if "/entry/fits/lattice_constant" not in f or "/entry/fits/status" not in f:
+            raise ValueError(f"{str(path)!r} has no /entry/fits/lattice_constant and status; pass the file "
+                             f"written by `xmodel fit`.")
+        a = f["/entry/fits/lattice_constant"][()].astype(float)
+        st = f["/entry/fits/status"][()]
+        done = int(f["/entry/fits"].attrs.get("frames_done", a.size))
+    if a.size != n:
+        raise ValueError(f"{str(path)!r} holds fits of {a.size} frames but the reduced scan has {n}; pass the "
+                         f"fits of the same scan.")
+    ok = (st == FitStatus.OK.code) & (np.arange(n) < done)
+    return np.where(ok, a, np.nan)
+
+
 def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
               window: tuple[float, float] | None = None, background: str = "linear",
               line: tuple[tuple[float, float], tuple[float, float]] | None = None,
               figures: str | Path | None = None, batch: int = 4096,
               a_range: tuple[float, float] = (127.5, 156.0),
-              sl_q_range: tuple[float, float] = (0.055, 0.2)) -> dict:
+              sl_q_range: tuple[float, float] = (0.055, 0.2), fits_file: str | Path | None = None) -> dict:
     """Fit every radial profile of a reduced scan; write maps, an optional line and figures.
 
     Parameters
@@ -463,6 +491,10 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
         Lattice constants searched by the joint fcc comb, Angstrom (`fit_lattice_comb`).
     sl_q_range
         q range of the superlattice shells used by the comb, 1/A.
+    fits_file
+        A results file with ``/entry/fits`` of the same scan (`fits.scan_fit.fit_scan`, ``xmodel
+        fit``): its lattice constants (status ok only) decide the points whose spots alone are
+        ambiguous (`fit_lattice_comb` ``prior_lattice_constant``; ``decided_by_fit``).
 
     Returns
     -------
@@ -528,7 +560,9 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
         shape = tuple(int(x) for x in f["/entry/reduction/scan_shape"][()]) \
             if "/entry/reduction/scan_shape" in f else (1, n)
     peak = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    comb = fit_lattice_comb(q[cols[0]:cols[-1] + 1], spots, a_range=a_range, axes=axes)
+    prior = None if fits_file is None else fitted_lattice_constant(fits_file, n)
+    comb = fit_lattice_comb(q[cols[0]:cols[-1] + 1], spots, a_range=a_range, axes=axes,
+                            prior_lattice_constant=prior)
     n_f = float(np.sum(np.array(hkl) ** 2))
     fits = {"center": 2 * np.pi * np.sqrt(n_f) / comb["lattice_constant"]}
     fits["center_err"] = fits["center"] * comb["lattice_constant_err"] / comb["lattice_constant"]
@@ -541,7 +575,7 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
     fits["peak_status"] = peak["status"]
     fits["status"] = comb["status"]
     for k in ("lattice_constant", "lattice_constant_err", "alias_lattice_constant", "score", "evidence", "n_shells",
-              "decided_by_angles"):
+              "decided_by_angles", "decided_by_prior"):
         fits[k] = comb[k]
     if int(np.prod(shape)) != n:
         shape = (1, n)
@@ -575,7 +609,9 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
              "score": ("", "fcc comb score: sum of squared shell significances (noise units)"),
              "evidence": ("", "score minus the best other indexing's score (chi-square units)"),
              "n_shells": ("", "shells fitted to refine a"),
-             "decided_by_angles": ("", "true where the angles between Friedel pairs on a ring chose the indexing")}
+             "decided_by_angles": ("", "true where the angles between Friedel pairs on a ring chose the indexing"),
+             "decided_by_prior": ("", "true where the model fit's lattice constant (fits_file) chose the "
+                                      "indexing of ambiguous spots")}
     with h5py.File(path, "a") as f:
         base = f"/entry/qmap/{family}"
         if base in f:

@@ -476,7 +476,9 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
                      sigma_rel: float = 0.011, score_min: float = 50.0, evidence_min: float = 25.0,
                      alias_separation: float = 0.03, shell_window: float = 0.025,
                      axes: list[np.ndarray] | None = None, angle_tolerance_deg: float = 1.0,
-                     angle_refute_deg: float = 3.0, chance_max: float = 0.25) -> dict[str, np.ndarray]:
+                     angle_refute_deg: float = 3.0, chance_max: float = 0.25,
+                     prior_lattice_constant: np.ndarray | None = None, prior_tolerance: float = 0.015
+                     ) -> dict[str, np.ndarray]:
     """One lattice constant per profile from all fcc shells at once (111, 200, 220, 311, 222, ...).
 
     Parameters
@@ -519,6 +521,14 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
         Largest fraction of random (non-parallel) azimuths that the confirmed shells would
         also fit: shells with many zone angles (331 with 420, ...) confirm anything, so they
         decide nothing (a 111 pair: 0.05, a 311 pair: 0.19, 331 and 311 together: 0.29).
+    prior_lattice_constant
+        ``(N,)`` lattice constants from an independent measurement (A; NaN = none), e.g. the
+        model fits of `fits.scan_fit` (``/entry/fits/lattice_constant``), which see the whole 2D
+        pattern. A point the comb and the angles leave open is decided by it when exactly one
+        candidate indexing lies within ``prior_tolerance`` (relative) of it and every other one
+        more than ``alias_separation`` away; its ``a`` still comes from the spots.
+    prior_tolerance
+        See ``prior_lattice_constant``.
 
     Returns
     -------
@@ -527,7 +537,7 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
         best other indexing of an ambiguous point), ``comb_lattice_constant`` (A, the comb's
         best), ``score``, ``alias_ratio``, ``evidence`` (score minus the alias's score),
         ``n_shells`` (shells fitted with status ok), ``status`` (int8, `COMB_STATUS`),
-        ``decided_by_angles`` (bool), ``shell_N`` (``(n_shell,)``) and ``shell_center``,
+        ``decided_by_angles`` (bool), ``decided_by_prior`` (bool), ``shell_N`` (``(n_shell,)``) and ``shell_center``,
         ``shell_center_err`` (1/A, ``(N, n_shell)``, NaN = not seen). ``lattice_constant`` is
         NaN unless status is 0.
 
@@ -560,6 +570,12 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
     if not (0 < lo < hi):
         raise ValueError(f"a_range must be (a_lo, a_hi) in Angstrom with 0 < a_lo < a_hi, got {a_range!r}.")
     n = S.shape[0]
+    prior = None
+    if prior_lattice_constant is not None:
+        prior = np.asarray(prior_lattice_constant, float).reshape(-1)
+        if prior.size != n:
+            raise ValueError(f"prior_lattice_constant has {prior.size} values but spots has {n} profiles; "
+                             f"pass one lattice constant (A, NaN = none) per frame, in the same order.")
     if axes is not None and len(axes) != n:
         raise ValueError(f"axes has {len(axes)} entries but spots has {n} profiles; pass one `friedel_axes` "
                          f"array per frame, in the same order.")
@@ -607,10 +623,25 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
                 a_pick[r] = agrid[picked[verdict.index(1)]]
                 decided[r] = True
     status = np.where(decided, 0, status).astype(np.int8)
+    by_prior = np.zeros(n, bool)
+    if prior is not None:
+        is_max = np.zeros_like(score_a, bool)
+        is_max[:, 1:-1] = (score_a[:, 1:-1] >= score_a[:, :-2]) & (score_a[:, 1:-1] > score_a[:, 2:])
+        for r in np.nonzero((status == 4) & np.isfinite(prior))[0]:
+            cand = np.nonzero(is_max[r] & (score_a[r] >= score[r] - evidence_min))[0]
+            if cand.size == 0:
+                continue
+            d = np.abs(np.log(agrid[cand] / prior[r]))
+            near = d <= prior_tolerance
+            if np.count_nonzero(near) >= 1 and np.all(d[~near] > alias_separation) and \
+                    np.ptp(agrid[cand[near]]) / agrid[cand[near]].mean() <= alias_separation:
+                a_pick[r] = agrid[cand[near][np.argmax(score_a[r, cand[near]])]]
+                by_prior[r] = True
+    status = np.where(by_prior, 0, status).astype(np.int8)
     a_fin, a_sd, n_shells, shell_c, shell_e = _refine(q, S, a_pick, N, sigma_rel, shell_window)
     okm = status == 0
     return {"lattice_constant": np.where(okm, a_fin, np.nan), "lattice_constant_err": np.where(okm, a_sd, np.nan),
             "alias_lattice_constant": np.where(status == 4, agrid[alt], np.nan),
             "comb_lattice_constant": a0, "score": score, "alias_ratio": ratio, "evidence": evidence,
-            "n_shells": n_shells, "status": status, "decided_by_angles": decided, "shell_N": N,
+            "n_shells": n_shells, "status": status, "decided_by_angles": decided, "decided_by_prior": by_prior, "shell_N": N,
             "shell_center": shell_c, "shell_center_err": shell_e}

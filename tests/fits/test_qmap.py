@@ -214,3 +214,39 @@ def test_qmap_scan_decides_a_lone_ring_by_the_pair_angles(tmp_path):
     with h5py.File(path, "r") as f:
         assert f["/entry/qmap/311"].attrs["spot_source"] == "polar"
         assert f["/entry/qmap/311/decided_by_angles"][()].tolist() == [True, False, False, False]
+
+
+def test_comb_alias_decided_by_a_prior_lattice_constant():
+    """A lone 111 ring (a = 132 A, or 200 of 152.4 A) is decided by the model fit's a, and only
+    when the prior is near one indexing and far from the other."""
+    q = np.exp(np.linspace(np.log(0.055), np.log(0.2), 121))
+    rng = np.random.default_rng(5)
+    a = np.full(4, 132.0)
+    spots = np.maximum(_spots(a, [(3,)] * 4, q) + rng.normal(0, 1.0, (4, q.size)), 0)
+    prior = np.array([132.6, 152.0, 141.0, np.nan])          # near 132, near the alias, between, none
+    res = fit_lattice_comb(q, spots, prior_lattice_constant=prior)
+    assert res["status"].tolist() == [0, 0, 4, 4]
+    assert res["decided_by_prior"].tolist() == [True, True, False, False]
+    assert res["lattice_constant"][0] == pytest.approx(132.0, rel=0.005)
+    assert res["lattice_constant"][1] == pytest.approx(132.0 * np.sqrt(4 / 3), rel=0.005)
+    with pytest.raises(ValueError, match="prior_lattice_constant has 2 values but spots has 4"):
+        fit_lattice_comb(q, spots, prior_lattice_constant=prior[:2])
+
+
+def test_fitted_lattice_constant_reads_ok_fits_only(tmp_path):
+    import h5py
+
+    from fits.qmap import fitted_lattice_constant
+    from fits.status import FitStatus
+
+    path = tmp_path / "fits.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/fits")
+        g["lattice_constant"] = [140.0, 141.0, 142.0]
+        g["status"] = np.array([FitStatus.OK.code, FitStatus.MIXED.code, FitStatus.OK.code], np.int32)
+        g.attrs["frames_done"] = 2
+    np.testing.assert_array_equal(fitted_lattice_constant(path, 3), [140.0, np.nan, np.nan])
+    with pytest.raises(ValueError, match="holds fits of 3 frames but the reduced scan has 4"):
+        fitted_lattice_constant(path, 4)
+    with pytest.raises(FileNotFoundError, match="run `xmodel fit"):
+        fitted_lattice_constant(tmp_path / "none.h5", 3)

@@ -19,12 +19,13 @@ def run(args) -> int:
         lo, hi = parse_pair(args.window, "--window", what="Q_LO,Q_HI in 1/A", example="0.130,0.160")
         window = (lo, hi)
     res = qmap_scan(args.results, args.family, a_nominal=args.a_nominal, window=window,
-                    background=args.background, line=line, figures=args.figures)
+                    background=args.background, line=line, figures=args.figures, fits_file=args.fits)
     fits = res["fits"]
     counts = {STATUS[k]: int(np.count_nonzero(fits["status"] == k)) for k in STATUS}
     n_angles = int(np.count_nonzero(fits["decided_by_angles"]))
+    n_prior = int(np.count_nonzero(fits["decided_by_prior"]))
     summary = {"family": args.family, "q_window": list(res["window"]), "status_counts": counts,
-               "decided_by_angles": n_angles,
+               "decided_by_angles": n_angles, "decided_by_fit": n_prior,
                "median_q": float(np.nanmedian(fits["center"])) if counts["ok"] else None,
                "figures": [str(p) for p in res["figures"]]}
     if res["line"] is not None:
@@ -39,7 +40,8 @@ def run(args) -> int:
         lo, hi = res["window"]
         print(f"q_{args.family}: window {lo:.4f}..{hi:.4f} 1/A; " +
               ", ".join(f"{v} {k}" for k, v in counts.items()) +
-              f" ({n_angles} of the ok decided by the angles between Friedel pairs)")
+              f" ({n_angles} of the ok decided by the angles between Friedel pairs, {n_prior} by the model "
+              f"fits)")
         if summary["median_q"] is not None:
             print(f"median q = {summary['median_q']:.4f} 1/A; written to {args.results}:/entry/qmap/{args.family}")
         for p in res["figures"]:
@@ -58,5 +60,7 @@ def add_parser(sub) -> None:
     p.add_argument("--from", dest="start", help="line start X0,Y0 (um)")
     p.add_argument("--to", dest="end", help="line end X1,Y1 (um)")
     p.add_argument("--figures", help="folder for the PNG figures (default beside RESULTS)")
+    p.add_argument("--fits", help="results of `xmodel fit` for the same scan: their lattice constants decide "
+                                  "points whose spots are ambiguous (111 of a vs 200 of 1.155 a)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)
