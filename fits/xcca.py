@@ -444,6 +444,22 @@ def ccf_maxima(delta_deg: np.ndarray, ccf: np.ndarray, min_height: float = 0.2,
     return np.array(sorted(((np.array(out) + 180.0) % 360.0) - 180.0)) if out else np.zeros(0)
 
 
+def maxima_offset(measured_deg: np.ndarray, expected_deg: np.ndarray) -> float:
+    """Largest circular distance (deg) from an expected CCF maximum to the nearest measured one.
+
+    Each maximum the zone-axis geometry predicts (e.g. `ccf_maxima` of the Gaussian-peak CCF of
+    Eqs. 4-6) must have a measured maximum nearby; inf if none was measured. Issue 5: within 1 deg.
+    """
+    m = np.asarray(measured_deg, float).reshape(-1)
+    e = np.asarray(expected_deg, float).reshape(-1)
+    if e.size == 0:
+        return 0.0
+    if m.size == 0:
+        return float("inf")
+    d = np.abs((e[:, None] - m[None, :] + 180.0) % 360.0 - 180.0)
+    return float(d.min(axis=1).max())
+
+
 def plot_ccfs(panels: list[dict], path: str | Path) -> Path:
     """CCF figure like the paper's Fig. 2a-e: experiment solid red, simulation dashed blue.
 

@@ -169,3 +169,10 @@ def test_cli_ccf_on_single_simulated_pattern(tmp_path, capsys):
         assert np.abs((found - e + 180) % 360 - 180).min() < 1.0
     assert main(["ccf", str(path), "--q1", "0.03", "--q2", "5.0"]) == 2
     assert "is fully masked" in capsys.readouterr().err
+
+
+def test_maxima_offset_is_circular_and_flags_missing_maxima():
+    assert xcca.maxima_offset(np.array([-179.5, 45.2]), np.array([179.8, 45.0])) == pytest.approx(0.7)
+    assert xcca.maxima_offset(np.array([10.0]), np.array([10.0, 100.0])) == pytest.approx(90.0)
+    assert xcca.maxima_offset(np.zeros(0), np.array([5.0])) == float("inf")
+    assert xcca.maxima_offset(np.array([5.0]), np.zeros(0)) == 0.0
