@@ -1,11 +1,27 @@
 """Tests of the global orientation search (fits/search.py) on forward-model polar patterns."""
+import warnings
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from dataclasses import replace
-
-from fits.search import (build_template_bank, check_chi_grid, estimate_lattice_constant,
-                         lattice_constant_candidates, refine_matches, search_orientations, zone_axis_grid)
+from fits.search import (
+    _nan_median,
+    _ring_features,
+    _rotation_e3,
+    base_orientations,
+    build_template_bank,
+    check_chi_grid,
+    estimate_lattice_constant,
+    ewald_angle,
+    lattice_constant_candidates,
+    refine_matches,
+    ring_directions,
+    search_orientations,
+    shell_members,
+    shell_signatures,
+    zone_axis_grid,
+)
 from xmodel import orientation
 from xmodel.config import default_paths, load_config
 from xmodel.experiment import Experiment
@@ -42,7 +58,7 @@ def frames(tmp_path_factory):
     imgs.append(np.where(px.valid.reshape(empty.shape), empty, np.nan))
     bank = build_template_bank(CHI, wavelength_A=float(exp.geometry.wavelength) * 1e10, step_deg=1.5,
                                cache_dir=tmp_path_factory.mktemp("bank"))
-    return dict(model=model, imgs=np.stack(imgs), truth=truth, bank=bank, a0=a0, p0=p0, px=px)
+    return {"model": model, "imgs": np.stack(imgs), "truth": truth, "bank": bank, "a0": a0, "p0": p0, "px": px}
 
 
 def test_zone_axis_grid_covers_the_sphere():
@@ -155,3 +171,63 @@ def test_lattice_candidates_message_and_order(frames):
         assert np.all(np.abs(r[:, None] / r[None, :] - 1)[np.triu_indices(r.size, 1)] >= 0.02)
     with pytest.raises(ValueError, match="n_lattice must be at least 1, got 0"):
         search_orientations(frames["imgs"][:1], Q, frames["bank"], a_range=(130, 160), n_lattice=0)
+
+
+# zone axes with ties of the default reference ([111], [-110]), the paper's zones and random ones
+SPECIAL = np.array([[1, 1, 1], [0, 0, -1], [-1, 1, 0], [3, 0, -1], [1, 1, 2], [1, 0, 0], [0.3, -0.3, 0.9]], float)
+
+
+@pytest.mark.parametrize("sigma_deg, wavelength", [(1.5, 0.898), (3.0, 4.0), (60.0, 0.898)])
+def test_shell_signatures_equal_the_direct_sum(sigma_deg, wavelength):
+    # direct: every member at every chi bin (the former template code); 60 deg makes every window
+    # the full circle, 4 A makes the Ewald offset (u_z sin a) matter
+    rng = np.random.default_rng(3)
+    dirs = np.concatenate([SPECIAL, rng.normal(size=(5, 3))])
+    bases = base_orientations(dirs)
+    chi = np.arange(90) * 4.0 - 178.0
+    shells = (3, 4, 8, 11, 19)
+    a = rng.uniform(120.0, 160.0, size=dirs.shape[0])
+    q = 2 * np.pi * np.sqrt(np.array(shells, float))[None, :] / a[:, None]      # (D, S) 1/A
+    sigma = np.radians(sigma_deg)
+    fast = shell_signatures(bases, ewald_angle(q, wavelength), chi, sigma, shells)
+    direct = np.zeros(fast.shape)
+    for d in range(dirs.shape[0]):
+        for j, s in enumerate(shells):
+            ring = ring_directions(q[d, j], chi, wavelength)
+            cos = (bases[d] @ shell_members(s).T).T @ ring.T                       # (M, C)
+            direct[d, j] = np.exp(-(1.0 - cos) / sigma ** 2).sum(axis=0)
+    assert direct.max() > 0.9                                                   # the rings are lit
+    # terms below exp(-36) per member are dropped: 1e-14 absolute on the sum of Gaussians
+    np.testing.assert_allclose(fast ** 2, direct, rtol=1e-12, atol=1e-14)
+
+
+def test_base_orientations_equal_the_scalar_constructor():
+    dirs = np.concatenate([SPECIAL, -SPECIAL, np.random.default_rng(5).normal(size=(20, 3))])
+    want = np.stack([orientation.base_orientation(d) for d in dirs])
+    np.testing.assert_allclose(base_orientations(dirs), want, rtol=0, atol=1e-15)
+
+
+def test_numpy_rotation_and_median_helpers():
+    phi = np.array([-170.0, -3.2, 0.0, 47.5, 179.9])
+    want = np.asarray(orientation.rotation_about_axis(2, np.radians(phi)), float)
+    np.testing.assert_allclose(_rotation_e3(phi), want, rtol=0, atol=1e-15)
+    x = np.random.default_rng(2).normal(size=(4, 7, 30))
+    x[x > 1.0] = np.nan                                    # odd and even valid counts
+    x[1, 2] = np.nan                                       # an all-NaN slice -> NaN, no warning
+    for axis in (1, 2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = np.nanmedian(x, axis=axis)
+        np.testing.assert_array_equal(_nan_median(x, axis), want)
+
+
+def test_ring_features_of_several_lattice_constants_per_frame(frames):
+    # refine_matches extracts the rings of every match at once: (B, T) lattice constants
+    imgs, shells = frames["imgs"][:3], np.array([3, 4, 8, 11])
+    a = np.array([[140.0, 150.0], [152.0, 131.0], [145.0, 160.0]])
+    f, m, _ = _ring_features(imgs, Q, a, shells, 0.0015)
+    assert f.shape == (3, 2, 4, CHI.size)
+    for t in range(2):
+        f1, m1, _ = _ring_features(imgs, Q, a[:, t], shells, 0.0015)
+        np.testing.assert_allclose(f[:, t], f1, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(m[:, t], m1)
