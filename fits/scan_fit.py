@@ -189,6 +189,11 @@ class FitSettings:
     mixed_ratio : a converged frame is MIXED when the SL ring significance left after its fit
         (`residual_significance`) reaches both ``min_significance`` and this fraction of the
         frame's own significance.
+    neighbour_passes : passes of `neighbour_pass` after the last batch (doubtful frames refitted
+        from their scan neighbours' orientations; 0 = none).
+    neighbour_min_significance : SL ring significance from which a frame without a fit is tried
+        from its neighbours' orientations (below ``min_significance``: the refinement's
+        likelihood-ratio test decides whether there is SL signal).
     cache_dir : template bank cache folder (None: no cache).
     """
 
@@ -203,6 +208,8 @@ class FitSettings:
     conf_margin: float = 50.0
     al_min_gain: float = 25.0
     mixed_ratio: float = 0.2
+    neighbour_passes: int = 2
+    neighbour_min_significance: float = 3.0
     cache_dir: str | None = None
     zones: tuple = field(default=DEFAULT_ZONES)
 
@@ -463,49 +470,83 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
         fitted[j, ci] = (f, k)
     tm["refine"] = tm.get("refine", 0.0) + clock() - t
     rot = np.full((todo.size, 3, 3), np.nan)
+    chosen = []
     for j in range(todo.size):
         tried = [c for c in range(len(names)) if (j, c) in fitted]
         ci = -1 if not has_al[j] else min(tried, key=lambda c: obj[j, c])   # only configurations refined
         f, k = fitted[j, ci]
-        p = jax.tree_util.tree_map(lambda x: x[k], f.params)
-        st = f.status[k]
         i = todo[j]
-        rot[j] = np.asarray(p.sl_orientation(), np.float64)
-        out["lattice_constant"][i] = float(p.lattice_constant)
-        for name in ("sl_scale", "diffuse_scale", "al_scale", "background"):
-            out[name][i] = float(getattr(p, name))
+        rot[j], p = store_fit(out, i, f, k, names[ci] if ci >= 0 else None)
+        chosen.append(p)
         out["al_gain"][i] = al_gain[j]
         if ci >= 0:
-            out["disorder_deg"][i] = float(np.degrees(p.disorder)) * FWHM_PER_SIGMA
-            out["configuration"][i] = names[ci]
-            out["relationship"][i] = np.asarray(p.relationship, np.float64)
             other = [obj[j, c] for c in range(len(names)) if c != ci and np.isfinite(obj[j, c])]
             lin_other = [dev_c[j, c] - dev_c[j, ci] for c in range(len(names)) if c != ci]
             out["configuration_margin"][i] = (min(other) - obj[j, ci]) if other else (
                 min(lin_other) if lin_other else np.inf)
-        out["objective"][i] = float(f.objective[k])
-        msg = re.sub(r"^frame \d+: ", "", f.messages[k]) if f.messages[k] else st.value
-        if ci < 0 and st is FitStatus.AT_BOUND:
-            held = set(msg.split("at a bound:")[-1].replace(" ", "").split(","))
-            if held <= {"al_scale", "disorder_deg"}:     # no AL signal: these are not measured
-                st, msg = FitStatus.OK, f"converged in {f.n_iter[k]} iterations"
-        out["status"][i] = st.code
-        out["message"][i] = msg
-        if ci < 0 and st.success:
+        elif FitStatus.from_code(out["status"][i]).success:
             out["message"][i] += (f"; no AL peaks above noise (linear deviance gain {al_gain[j]:.1f} < "
                                   f"{settings.al_min_gain:g}): configuration and disorder not determined")
-        for name in STDERR_OF:
-            if name in f.stderr and (ci >= 0 or name not in ("al_scale", "disorder_deg")):
-                out[name + "_stderr"][i] = float(f.stderr[name][k])
-    chosen = [jax.tree_util.tree_map(lambda x: x[fitted[j, c][1]], fitted[j, c][0].params)
-              for j, c in ((j, -1 if not has_al[j] else min([c for c in range(len(names)) if (j, c) in fitted],
-                                                                key=lambda c: obj[j, c]))
-                           for j in range(todo.size))]
     t = clock()
-    left = residual_significance(clean[todo], setup, _stack(chosen), a_range)
+    flag_mixed(out, todo, clean[todo], setup, _stack(chosen), a_range, settings)
     tm["mixed"] = tm.get("mixed", 0.0) + clock() - t
-    out["residual_significance"][todo] = left
-    for j, i in enumerate(todo):
+    ang = decompose_orientation(rot, list(settings.zones))
+    out["orientation_matrix"][todo] = rot
+    for k in ("zone_axis", "tilt_deg", "tilt1_deg", "tilt2_deg", "inplane_deg"):
+        out[k][todo] = ang[k]
+    return out
+
+
+def store_fit(out: dict[str, np.ndarray], i: int, f, k: int, configuration: str | None
+              ) -> tuple[np.ndarray, ModelParams]:
+    """Write row ``k`` of a `fits.batch.BatchFit` into frame ``i`` of the per-frame arrays ``out``.
+
+    ``configuration`` is the Conf1/Conf2 name the row was fitted with, or None when the frame
+    has no AL signal (configuration, relationship and disorder are then not determined, and
+    ``al_scale``/``disorder_deg`` at a bound do not count). Returns the SL orientation (3, 3) and
+    the fitted `ModelParams` of the row.
+    """
+    p = jax.tree_util.tree_map(lambda x: x[k], f.params)
+    st = f.status[k]
+    rot = np.asarray(p.sl_orientation(), np.float64)
+    out["orientation_matrix"][i] = rot
+    out["lattice_constant"][i] = float(p.lattice_constant)
+    for name in ("sl_scale", "diffuse_scale", "al_scale", "background"):
+        out[name][i] = float(getattr(p, name))
+    if configuration is not None:
+        out["disorder_deg"][i] = float(np.degrees(p.disorder)) * FWHM_PER_SIGMA
+        out["configuration"][i] = configuration
+        out["relationship"][i] = np.asarray(p.relationship, np.float64)
+    else:
+        out["disorder_deg"][i] = np.nan
+        out["configuration"][i] = ""
+        out["relationship"][i] = np.nan
+    out["objective"][i] = float(f.objective[k])
+    msg = re.sub(r"^frame \d+: ", "", f.messages[k]) if f.messages[k] else st.value
+    if configuration is None and st is FitStatus.AT_BOUND:
+        held = set(msg.split("at a bound:")[-1].replace(" ", "").split(","))
+        if held <= {"al_scale", "disorder_deg"}:     # no AL signal: these are not measured
+            st, msg = FitStatus.OK, f"converged in {f.n_iter[k]} iterations"
+    out["status"][i] = st.code
+    out["message"][i] = msg
+    for name in STDERR_OF:
+        undetermined = configuration is None and name in ("al_scale", "disorder_deg")
+        out[name + "_stderr"][i] = float(f.stderr[name][k]) if name in f.stderr and not undetermined else np.nan
+    return rot, p
+
+
+def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray, setup: "FitSetup",
+               params: ModelParams, a_range: tuple[float, float], settings: FitSettings) -> None:
+    """Set ``residual_significance`` of ``frames`` and mark MIXED those with SL peaks left over.
+
+    ``polar`` (len(frames), C, Q) and the stacked fitted ``params`` are in the order of
+    ``frames``. A converged (or not converged) frame becomes `FitStatus.MIXED` when the SL ring
+    significance left after its fit (`residual_significance`) reaches both
+    ``settings.min_significance`` and ``settings.mixed_ratio`` of the frame's own.
+    """
+    left = residual_significance(polar, setup, params, a_range)
+    out["residual_significance"][frames] = left
+    for j, i in enumerate(frames):
         st = FitStatus.from_code(out["status"][i])
         if (st.success or st is FitStatus.NOT_CONVERGED) and \
                 left[j] >= max(settings.min_significance, settings.mixed_ratio * out["significance"][i]):
@@ -513,11 +554,6 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
             out["message"][i] = (f"{FitStatus.MIXED.value}: SL ring significance {left[j]:.1f} left after the fit "
                                  f"(fitted pattern {out['significance'][i]:.1f}); the values are of the stronger "
                                  f"orientation" + ("" if st.success else f" and did not converge ({out['message'][i]})"))
-    ang = decompose_orientation(rot, list(settings.zones))
-    out["orientation_matrix"][todo] = rot
-    for k in ("zone_axis", "tilt_deg", "tilt1_deg", "tilt2_deg", "inplane_deg"):
-        out[k][todo] = ang[k]
-    return out
 
 
 def residual_significance(polar: np.ndarray, setup: "FitSetup", params: ModelParams,
@@ -767,7 +803,9 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
                 f.require_group("entry")["reduction"] = h5py.ExternalLink(str(results.resolve()), "/entry/reduction")
     done = _prepare(out, n, results, settings)
     if done >= n:
-        return out
+        with h5py.File(out, "r") as f:
+            if int(f["entry/fits"].attrs.get("neighbour_passes_done", 0)) >= settings.neighbour_passes:
+                return out
     setup = setup or setup_from_reduction(results, cfg, settings)
     t0, batches = time.perf_counter(), 0
     for start in range(done, n, settings.batch):
@@ -795,7 +833,151 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
             break
     if progress:
         print(file=sys.stderr)
+    _neighbour_passes(out, results, setup, settings, progress, n)
     return out
+
+
+def _neighbour_passes(out: Path, results: Path, setup: "FitSetup", settings: FitSettings, progress: bool,
+                      n: int) -> None:
+    """Run the remaining `neighbour_pass` es once every frame is done (resumable by attribute)."""
+    with h5py.File(out, "r") as f:
+        all_done = int(f["entry/fits"].attrs["frames_done"]) >= n
+        passes_done = int(f["entry/fits"].attrs.get("neighbour_passes_done", 0))
+    if not all_done:
+        return
+    for k in range(passes_done, settings.neighbour_passes):
+        changed = neighbour_pass(out, results, setup, settings, progress)
+        with h5py.File(out, "a") as f:
+            f["entry/fits"].attrs["neighbour_passes_done"] = k + 1 if changed else settings.neighbour_passes
+        if progress:
+            print(f"\rxmodel fit: neighbour pass {k + 1}: {changed} frames improved", file=sys.stderr)
+        if changed == 0:
+            break
+
+
+def _neighbours(positions_um: np.ndarray) -> list[np.ndarray]:
+    """Indices of the scan points within 1.5 steps of each point (itself excluded)."""
+    from scipy.spatial import cKDTree
+
+    pos = np.asarray(positions_um, float)
+    tree = cKDTree(pos)
+    d, _ = tree.query(pos, k=2)
+    step = float(np.median(d[:, 1])) if pos.shape[0] > 1 else 1.0
+    return [np.array([k for k in nb if k != i], int) for i, nb in enumerate(tree.query_ball_point(pos, 1.5 * step))]
+
+
+def neighbour_pass(fits_path: str | Path, results: str | Path, setup: "FitSetup",
+                   settings: FitSettings = FitSettings(), progress: bool = True) -> int:
+    """Refit doubtful frames from the fitted orientations of their scan neighbours; returns the
+    number of frames whose fit improved.
+
+    A frame is doubtful when its SL ring significance reaches ``settings.neighbour_min_significance``
+    and its status is not ok, or when most of its ok neighbours' SL orientations differ from its
+    own by more than 2 deg (misorientation). Each distinct
+    orientation of its ok neighbours (up to 3, with their lattice constant, scales, disorder and
+    NC relationship) starts a batched refinement (`fits.batch.fit_batch`); the lowest Poisson
+    deviance wins if it is below the frame's own (or the frame had no usable fit). Results are
+    rewritten in place (``/entry/fits``), the message saying which neighbour the start came from.
+
+    Notes
+    -----
+    Orientation fits are multi-modal, and a boundary point's few SL peaks are often matched by
+    several orientations (`fits.search`); the SL rotates continuously across a boundary (paper,
+    Fig. 3-4: 8-14 deg over microns), so a neighbour's orientation is a start in the right basin.
+    One pass propagates one scan step; `fit_scan` runs ``settings.neighbour_passes``.
+    """
+    from fits.batch import fit_batch
+
+    fits_path, results = Path(fits_path), Path(results)
+    r = read_fits(fits_path)
+    with h5py.File(results, "r") as f:
+        if "entry/reduction/positions" not in f:
+            return 0
+        nbs = _neighbours(np.asarray(f["entry/reduction/positions"], float))
+        R = r["orientation_matrix"]
+        ok = r["status"] == FitStatus.OK.code
+        # weak rings too: the likelihood-ratio test of `fit_batch` decides whether a neighbour's
+        # orientation explains SL signal the ring search missed (empty frames score < 1)
+        has = np.isfinite(r["significance"]) & (r["significance"] >= settings.neighbour_min_significance) & \
+            (r["status"] != FitStatus.BAD_DATA.code)
+        pairs = []
+        for i in np.flatnonzero(has):
+            cand = [int(k) for k in nbs[i] if ok[k]]
+            if not cand:
+                continue
+            mine = bool(np.all(np.isfinite(R[i])))
+            mis = (np.degrees(np.atleast_1d(orientation.misorientation_angle(R[i], R[cand]))) if mine
+                   else np.full(len(cand), np.inf))
+            if ok[i] and np.mean(mis > 2.0) <= 0.5:   # an ok frame the majority of its ok neighbours agree with
+                continue
+            kept: list[int] = []
+            for c in np.argsort(r["objective"][cand]):
+                k = cand[c]
+                if ok[i] and mis[c] <= 1.0:
+                    continue
+                if all(np.degrees(orientation.misorientation_angle(R[k], R[m])) > 1.0 for m in kept):
+                    kept.append(k)
+            pairs += [(int(i), k) for k in kept[:3]]
+        if not pairs:
+            return 0
+        frames = sorted({i for i, _ in pairs})
+        polar = {i: np.asarray(f["entry/reduction/polar"][i], np.float64) for i in frames}
+    t = setup.template
+    a0 = float(t.lattice_constant)
+    a_range = (settings.a_range_rel[0] * a0, settings.a_range_rel[1] * a0)
+
+    def start(k: int) -> ModelParams:
+        rel, dis = r["relationship"][k], r["disorder_deg"][k]
+        return t.replace(base_orientation=R[k], inplane=0.0, tilt1=0.0, tilt2=0.0,
+                         lattice_constant=float(np.clip(r["lattice_constant"][k], *a_range)),
+                         sl_scale=max(float(r["sl_scale"][k]), 1e-3),
+                         diffuse_scale=max(float(r["diffuse_scale"][k]), 1e-3),
+                         al_scale=max(float(np.nan_to_num(r["al_scale"][k])), 1e-3),
+                         background=max(float(r["background"][k]), 1e-4),
+                         disorder=np.radians(dis) / FWHM_PER_SIGMA if np.isfinite(dis) else t.disorder,
+                         relationship=rel if np.all(np.isfinite(rel)) else t.relationship)
+
+    best: dict[int, tuple] = {}
+    for s0 in range(0, len(pairs), settings.batch):
+        chunk = pairs[s0:s0 + settings.batch]
+        obs = np.stack([polar[i].reshape(-1)[setup.index] for i, _ in chunk])
+        valid, bad = _frame_checks(obs, setup.weight)
+        w = np.where(valid & ~bad[:, None], setup.weight[None, :], 0.0)
+        fb = fit_batch(np.where(valid, obs, 0.0), w, setup.model, _stack([start(k) for _, k in chunk]),
+                       list(settings.vary), bounds={"lattice_constant": a_range},
+                       max_iter=settings.max_iter, tol=settings.tol)
+        for row, (i, k) in enumerate(chunk):
+            if fb.status[row].success and np.isfinite(fb.objective[row]) and \
+                    fb.objective[row] < best.get(i, (np.inf,))[0]:
+                best[i] = (float(fb.objective[row]), fb, row, k)
+        if progress:
+            print(f"\rxmodel fit: neighbour pass, {min(s0 + settings.batch, len(pairs))}/{len(pairs)} starts",
+                  end="", file=sys.stderr, flush=True)
+    improved = [i for i, (o, *_) in best.items()
+                if not (np.isfinite(r["objective"][i]) and FitStatus.from_code(r["status"][i]).success
+                        and r["objective"][i] <= o)]
+    if not improved:
+        return 0
+    out = {k: (v.astype(object) if v.dtype.kind == "U" else v.copy()) for k, v in r.items()
+           if isinstance(v, np.ndarray)}
+    chosen = []
+    for i in improved:
+        _, fb, row, k = best[i]
+        _, p = store_fit(out, i, fb, row, r["configuration"][k] or None)
+        chosen.append(p)
+        out["message"][i] = f"{out['message'][i]} (started from neighbour frame {k})"
+        out["configuration_margin"][i] = np.nan          # the other configuration was not refitted
+    idx = np.array(improved)
+    flag_mixed(out, idx, np.stack([polar[i] for i in improved]), setup, _stack(chosen), a_range, settings)
+    ang = decompose_orientation(out["orientation_matrix"][idx], list(settings.zones))
+    for key in ("zone_axis", "tilt_deg", "tilt1_deg", "tilt2_deg", "inplane_deg"):
+        out[key][idx] = ang[key]
+    with h5py.File(fits_path, "a") as f:
+        g = f["entry/fits"]
+        for key in list(FIT_DATASETS) + [k + "_stderr" for k in STDERR_OF]:
+            if key in g:
+                g[key][np.sort(idx)] = out[key][np.sort(idx)]
+    return len(improved)
 
 
 def read_fits(path: str | Path) -> dict[str, np.ndarray]:

@@ -182,3 +182,39 @@ def test_truth_table_against_the_forward_model_parameters(scan, tmp_path):
     assert t["per_domain"]["red"]["orientation_p95"] == np.inf
     text = format_truth_table(t)
     assert "| orientation (misorientation) |" in text and "empty points flagged" in text
+
+
+def test_neighbour_pass_repairs_a_frame_from_its_neighbour(scan, tmp_path):
+    """Two neighbouring red frames; the second's fit is replaced by a wrong one (20 deg off, not
+    ok): the neighbour pass refits it from the first frame's orientation."""
+    from fits.scan_fit import neighbour_pass
+
+    setup, cfg = scan["setup"], scan["cfg"]
+    p = scan["truth"][0]
+    img = np.full(CHI.size * Q.size, np.nan)
+    img[setup.index] = poisson_counts(np.asarray(setup.model(p), float), seed=11)
+    with h5py.File(scan["path"], "r") as f:
+        first = f["entry/reduction/polar"][0]
+    path = tmp_path / "pair.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/reduction")
+        g["polar"] = np.stack([first, img.reshape(CHI.size, Q.size).astype(np.float32)])
+        g["q"], g["chi"] = Q, CHI
+        g["positions"] = np.array([[0.0, 0.0], [0.0, 1.0]])
+    settings = FitSettings(batch=2, max_iter=40, n_candidates=4, neighbour_passes=0)
+    out = fit_scan(path, cfg, tmp_path / "fits.h5", settings, progress=False, setup=setup)
+    wrong = orientation.rotation_about_axis(0, np.radians(20.0)) @ np.asarray(p.sl_orientation(), float)
+    with h5py.File(out, "a") as f:
+        g = f["entry/fits"]
+        g["orientation_matrix"][1] = np.asarray(wrong, float)
+        g["status"][1] = FitStatus.MIXED.code
+        g["objective"][1] = 1e12
+    assert neighbour_pass(out, path, setup, settings, progress=False) == 1
+    fits = read_fits(out)
+    mis = np.degrees(orientation.misorientation_angle(np.asarray(p.sl_orientation(), float),
+                                                      fits["orientation_matrix"][1]))
+    assert mis < 2.5, (mis, fits["message"][1])   # as test_conf1_and_conf2_patterns_are_recovered (coarse grid)
+    assert fits["status"][1] == FitStatus.OK.code and "neighbour frame 0" in fits["message"][1]
+    assert fits["objective"][1] < 1e12
+    # nothing left to repair: a second pass changes nothing
+    assert neighbour_pass(out, path, setup, settings, progress=False) == 0
