@@ -208,7 +208,7 @@ class FitSettings:
     conf_margin: float = 50.0
     al_min_gain: float = 25.0
     mixed_ratio: float = 0.2
-    neighbour_passes: int = 2
+    neighbour_passes: int = 4
     neighbour_min_significance: float = 3.0
     cache_dir: str | None = None
     zones: tuple = field(default=DEFAULT_ZONES)
@@ -845,13 +845,14 @@ def _neighbour_passes(out: Path, results: Path, setup: "FitSetup", settings: Fit
         passes_done = int(f["entry/fits"].attrs.get("neighbour_passes_done", 0))
     if not all_done:
         return
+    changed = None                          # the first pass (or a resumed one) looks at every frame
     for k in range(passes_done, settings.neighbour_passes):
-        changed = neighbour_pass(out, results, setup, settings, progress)
+        changed = neighbour_pass(out, results, setup, settings, progress, near=changed)
         with h5py.File(out, "a") as f:
             f["entry/fits"].attrs["neighbour_passes_done"] = k + 1 if changed else settings.neighbour_passes
         if progress:
-            print(f"\rxmodel fit: neighbour pass {k + 1}: {changed} frames improved", file=sys.stderr)
-        if changed == 0:
+            print(f"\rxmodel fit: neighbour pass {k + 1}: {len(changed)} frames improved", file=sys.stderr)
+        if not changed:
             break
 
 
@@ -867,13 +868,18 @@ def _neighbours(positions_um: np.ndarray) -> list[np.ndarray]:
 
 
 def neighbour_pass(fits_path: str | Path, results: str | Path, setup: "FitSetup",
-                   settings: FitSettings = FitSettings(), progress: bool = True) -> int:
+                   settings: FitSettings = FitSettings(), progress: bool = True,
+                   near: np.ndarray | None = None) -> list[int]:
     """Refit doubtful frames from the fitted orientations of their scan neighbours; returns the
-    number of frames whose fit improved.
+    frames whose fit improved.
+
+    ``near``: if given, only frames with a neighbour in it are considered (the frames the
+    previous pass changed: nothing else has a new start to try).
 
     A frame is doubtful when its SL ring significance reaches ``settings.neighbour_min_significance``
     and its status is not ok, or when most of its ok neighbours' SL orientations differ from its
-    own by more than 2 deg (misorientation). Each distinct
+    own by more than 5 deg (misorientation; wrong fits are typically 30-60 deg off, while one
+    boundary step rotates the SL by a few degrees). Each distinct
     orientation of its ok neighbours (up to 3, with their lattice constant, scales, disorder and
     NC relationship) starts a batched refinement (`fits.batch.fit_batch`); the lowest Poisson
     deviance wins if it is below the frame's own (or the frame had no usable fit). Results are
@@ -892,8 +898,9 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: "FitSetup"
     r = read_fits(fits_path)
     with h5py.File(results, "r") as f:
         if "entry/reduction/positions" not in f:
-            return 0
+            return []
         nbs = _neighbours(np.asarray(f["entry/reduction/positions"], float))
+        changed = None if near is None else set(int(k) for k in near)
         R = r["orientation_matrix"]
         ok = r["status"] == FitStatus.OK.code
         # weak rings too: the likelihood-ratio test of `fit_batch` decides whether a neighbour's
@@ -902,13 +909,17 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: "FitSetup"
             (r["status"] != FitStatus.BAD_DATA.code)
         pairs = []
         for i in np.flatnonzero(has):
+            if changed is not None and not changed.intersection(nbs[i].tolist()):
+                continue
             cand = [int(k) for k in nbs[i] if ok[k]]
             if not cand:
                 continue
             mine = bool(np.all(np.isfinite(R[i])))
             mis = (np.degrees(np.atleast_1d(orientation.misorientation_angle(R[i], R[cand]))) if mine
                    else np.full(len(cand), np.inf))
-            if ok[i] and np.mean(mis > 2.0) <= 0.5:   # an ok frame the majority of its ok neighbours agree with
+            # an ok frame most of its ok neighbours agree with (within 5 deg: one boundary step can
+            # rotate the SL by several degrees) is left alone
+            if ok[i] and np.mean(mis > 5.0) <= 0.5:
                 continue
             kept: list[int] = []
             for c in np.argsort(r["objective"][cand]):
@@ -919,7 +930,7 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: "FitSetup"
                     kept.append(k)
             pairs += [(int(i), k) for k in kept[:3]]
         if not pairs:
-            return 0
+            return []
         frames = sorted({i for i, _ in pairs})
         polar = {i: np.asarray(f["entry/reduction/polar"][i], np.float64) for i in frames}
     t = setup.template
@@ -957,7 +968,7 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: "FitSetup"
                 if not (np.isfinite(r["objective"][i]) and FitStatus.from_code(r["status"][i]).success
                         and r["objective"][i] <= o)]
     if not improved:
-        return 0
+        return []
     out = {k: (v.astype(object) if v.dtype.kind == "U" else v.copy()) for k, v in r.items()
            if isinstance(v, np.ndarray)}
     chosen = []
@@ -977,7 +988,7 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: "FitSetup"
         for key in list(FIT_DATASETS) + [k + "_stderr" for k in STDERR_OF]:
             if key in g:
                 g[key][np.sort(idx)] = out[key][np.sort(idx)]
-    return len(improved)
+    return sorted(improved)
 
 
 def read_fits(path: str | Path) -> dict[str, np.ndarray]:

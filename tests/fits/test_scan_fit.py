@@ -209,7 +209,7 @@ def test_neighbour_pass_repairs_a_frame_from_its_neighbour(scan, tmp_path):
         g["orientation_matrix"][1] = np.asarray(wrong, float)
         g["status"][1] = FitStatus.MIXED.code
         g["objective"][1] = 1e12
-    assert neighbour_pass(out, path, setup, settings, progress=False) == 1
+    assert neighbour_pass(out, path, setup, settings, progress=False) == [1]
     fits = read_fits(out)
     mis = np.degrees(orientation.misorientation_angle(np.asarray(p.sl_orientation(), float),
                                                       fits["orientation_matrix"][1]))
@@ -217,4 +217,5 @@ def test_neighbour_pass_repairs_a_frame_from_its_neighbour(scan, tmp_path):
     assert fits["status"][1] == FitStatus.OK.code and "neighbour frame 0" in fits["message"][1]
     assert fits["objective"][1] < 1e12
     # nothing left to repair: a second pass changes nothing
-    assert neighbour_pass(out, path, setup, settings, progress=False) == 0
+    assert neighbour_pass(out, path, setup, settings, progress=False) == []
+    assert neighbour_pass(out, path, setup, settings, progress=False, near=np.array([1])) == []

@@ -15,6 +15,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="xmodel-demo", help="output directory (default ./xmodel-demo)")
     p.add_argument("--binning", type=int, default=None,
                    help="bin the detector of the five single patterns (faster preview)")
-    p.add_argument("--fit-frames", type=int, default=40,
-                   help="fit about this many frames of the demo scan, evenly spread (0: all; default 40)")
+    p.add_argument("--fit-frames", type=int, default=0,
+                   help="fit about this many frames of the demo scan, evenly spread (default 0: all; the "
+                        "neighbour passes of the fit need the whole map)")
     p.set_defaults(func=run)
