@@ -1,4 +1,6 @@
-"""Tests of the global orientation search (fits/search.py) on forward-model polar patterns."""
+"""Tests of the global orientation search (fits/search.py) on forward-model polar patterns.
+
+The template bank itself (fits/templates.py) is tested in tests/fits/test_templates.py."""
 import warnings
 from dataclasses import replace
 
@@ -9,18 +11,11 @@ from fits.search import (
     _nan_median,
     _ring_features,
     _rotation_e3,
-    base_orientations,
     build_template_bank,
-    check_chi_grid,
     estimate_lattice_constant,
-    ewald_angle,
     lattice_constant_candidates,
     refine_matches,
-    ring_directions,
     search_orientations,
-    shell_members,
-    shell_signatures,
-    zone_axis_grid,
 )
 from xmodel import orientation
 from xmodel.config import default_paths, load_config
@@ -59,31 +54,6 @@ def frames(tmp_path_factory):
     bank = build_template_bank(CHI, wavelength_A=float(exp.geometry.wavelength) * 1e10, step_deg=1.5,
                                cache_dir=tmp_path_factory.mktemp("bank"))
     return {"model": model, "imgs": np.stack(imgs), "truth": truth, "bank": bank, "a0": a0, "p0": p0, "px": px}
-
-
-def test_zone_axis_grid_covers_the_sphere():
-    grid = zone_axis_grid(3.0)
-    rng = np.random.default_rng(0)
-    d = rng.normal(size=(300, 3))
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    ops = orientation.cubic_symmetry_operators()
-    copies = np.einsum("sij,nj->nsi", ops, d)                      # every symmetric copy
-    cos = np.einsum("nsi,ki->nsk", copies, grid).max(axis=(1, 2))
-    assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() < 3.0
-
-
-def test_bad_step_and_chi_grid_messages():
-    with pytest.raises(ValueError, match="step_deg must be between 0.25 and 20"):
-        zone_axis_grid(0.01)
-    with pytest.raises(ValueError, match="not regular over 360 deg"):
-        check_chi_grid(np.linspace(-90, 90, 100))
-
-
-def test_bank_is_cached(frames, tmp_path):
-    b1 = build_template_bank(CHI, wavelength_A=0.898, step_deg=5.0, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("templates-*.npz"))) == 1
-    b2 = build_template_bank(CHI, wavelength_A=0.898, step_deg=5.0, cache_dir=tmp_path)
-    np.testing.assert_array_equal(b1.signatures, b2.signatures)
 
 
 def test_search_finds_orientation_and_lattice_constant(frames):
@@ -171,40 +141,6 @@ def test_lattice_candidates_message_and_order(frames):
         assert np.all(np.abs(r[:, None] / r[None, :] - 1)[np.triu_indices(r.size, 1)] >= 0.02)
     with pytest.raises(ValueError, match="n_lattice must be at least 1, got 0"):
         search_orientations(frames["imgs"][:1], Q, frames["bank"], a_range=(130, 160), n_lattice=0)
-
-
-# zone axes with ties of the default reference ([111], [-110]), the paper's zones and random ones
-SPECIAL = np.array([[1, 1, 1], [0, 0, -1], [-1, 1, 0], [3, 0, -1], [1, 1, 2], [1, 0, 0], [0.3, -0.3, 0.9]], float)
-
-
-@pytest.mark.parametrize("sigma_deg, wavelength", [(1.5, 0.898), (3.0, 4.0), (60.0, 0.898)])
-def test_shell_signatures_equal_the_direct_sum(sigma_deg, wavelength):
-    # direct: every member at every chi bin (the former template code); 60 deg makes every window
-    # the full circle, 4 A makes the Ewald offset (u_z sin a) matter
-    rng = np.random.default_rng(3)
-    dirs = np.concatenate([SPECIAL, rng.normal(size=(5, 3))])
-    bases = base_orientations(dirs)
-    chi = np.arange(90) * 4.0 - 178.0
-    shells = (3, 4, 8, 11, 19)
-    a = rng.uniform(120.0, 160.0, size=dirs.shape[0])
-    q = 2 * np.pi * np.sqrt(np.array(shells, float))[None, :] / a[:, None]      # (D, S) 1/A
-    sigma = np.radians(sigma_deg)
-    fast = shell_signatures(bases, ewald_angle(q, wavelength), chi, sigma, shells)
-    direct = np.zeros(fast.shape)
-    for d in range(dirs.shape[0]):
-        for j, s in enumerate(shells):
-            ring = ring_directions(q[d, j], chi, wavelength)
-            cos = (bases[d] @ shell_members(s).T).T @ ring.T                       # (M, C)
-            direct[d, j] = np.exp(-(1.0 - cos) / sigma ** 2).sum(axis=0)
-    assert direct.max() > 0.9                                                   # the rings are lit
-    # terms below exp(-36) per member are dropped: 1e-14 absolute on the sum of Gaussians
-    np.testing.assert_allclose(fast ** 2, direct, rtol=1e-12, atol=1e-14)
-
-
-def test_base_orientations_equal_the_scalar_constructor():
-    dirs = np.concatenate([SPECIAL, -SPECIAL, np.random.default_rng(5).normal(size=(20, 3))])
-    want = np.stack([orientation.base_orientation(d) for d in dirs])
-    np.testing.assert_allclose(base_orientations(dirs), want, rtol=0, atol=1e-15)
 
 
 def test_numpy_rotation_and_median_helpers():
