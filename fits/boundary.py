@@ -4,9 +4,11 @@ Table S3).
 The scan points nearest to a straight line from ``(y0, x0)`` to ``(y1, x1)`` (um, scan positions
 (slow, fast)) are fitted in order along the line; each fit starts from the previous point's
 result (orientation, lattice constant, scales), the first from the template search
-(`fits.search`). The rotation is reported relative to the domain's bulk orientation: the
-misorientation angle under cubic symmetry (`xmodel.orientation.misorientation_angle`) to the
-mean orientation of the first ``n_reference`` fitted points.
+(`fits.search`); the scan fit's result at the point (``xmodel fit``, with its neighbour passes)
+is one more start where it is given. The rotation is reported relative to the domain's bulk
+orientation: the misorientation angle under cubic symmetry
+(`xmodel.orientation.misorientation_angle`) to the mean orientation of the bulk plateau, the
+largest group of fitted points with the same orientation (`bulk_points`).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import h5py
 import jax
 import numpy as np
 
-from fits.scan_fit import (FitSettings, FitSetup, decompose_orientation, fit_frames)
+from fits.scan_fit import (FitSettings, FitSetup, decompose_orientation, fit_frames, read_fits)
 from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.parameters import FWHM_PER_SIGMA
@@ -73,42 +75,122 @@ def _mean_orientation(R: np.ndarray) -> np.ndarray:
     return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
 
 
-def _params_from_result(r: dict, setup: FitSetup):
-    """`ModelParams` of frame 0 of a `fits.scan_fit.fit_frames` result (for warm starts)."""
-    return setup.template.replace(
-        base_orientation=r["orientation_matrix"][0], inplane=0.0, tilt1=0.0, tilt2=0.0,
-        lattice_constant=r["lattice_constant"][0], sl_scale=r["sl_scale"][0],
-        diffuse_scale=r["diffuse_scale"][0], al_scale=r["al_scale"][0], background=r["background"][0],
-        disorder=(np.radians(r["disorder_deg"][0]) / FWHM_PER_SIGMA if np.isfinite(r["disorder_deg"][0])
-                  else setup.template.disorder),
-        relationship=(r["relationship"][0] if np.all(np.isfinite(r["relationship"][0]))
-                      else setup.template.relationship))
+def _start_params(r: dict, k: int, setup: FitSetup, a_range: tuple[float, float]):
+    """`ModelParams` to start a refinement from frame ``k`` of a fit result (`fits.scan_fit.fit_frames`
+    output or `fits.scan_fit.read_fits` rows): its SL orientation, lattice constant (clipped to
+    ``a_range``, A), scales (floored away from 0, as `fits.scan_fit.neighbour_pass` does),
+    disorder and NC relationship (the template's where the fit left them undetermined)."""
+    t = setup.template
+    dis, rel = r["disorder_deg"][k], r["relationship"][k]
+    return t.replace(
+        base_orientation=r["orientation_matrix"][k], inplane=0.0, tilt1=0.0, tilt2=0.0,
+        lattice_constant=float(np.clip(r["lattice_constant"][k], *a_range)),
+        sl_scale=max(float(r["sl_scale"][k]), 1e-3), diffuse_scale=max(float(r["diffuse_scale"][k]), 1e-3),
+        al_scale=max(float(np.nan_to_num(r["al_scale"][k])), 1e-3),
+        background=max(float(r["background"][k]), 1e-4),
+        disorder=np.radians(dis) / FWHM_PER_SIGMA if np.isfinite(dis) else t.disorder,
+        relationship=rel if np.all(np.isfinite(rel)) else t.relationship)
+
+
+def scan_fit_rows(fits_path: str | Path, index: np.ndarray, n_frames: int | None = None) -> dict[str, np.ndarray]:
+    """Rows ``index`` of ``/entry/fits`` of a scan fit (`fits.scan_fit.fit_scan`), for `fit_line`.
+
+    Parameters
+    ----------
+    fits_path : HDF5 file with ``/entry/fits`` (``xmodel fit``; its neighbour passes included).
+    index : (M,) scan point indices of the line (`line_points`).
+    n_frames : frames of the reduction the line was taken from; the scan fit must have as many.
+
+    Returns
+    -------
+    dict of arrays with leading axis M (`fits.scan_fit.FIT_DATASETS` keys).
+    """
+    r = read_fits(fits_path)
+    n = int(r["status"].shape[0])
+    if n_frames is not None and n != int(n_frames):
+        raise ValueError(f"{fits_path} holds fits of {n} frames but the reduction has {n_frames}; "
+                         f"pass the scan fit of the same scan (--fits), or leave --fits out.")
+    index = np.asarray(index, int)
+    return {k: v[index] for k, v in r.items() if isinstance(v, np.ndarray) and v.shape[:1] == (n,)}
+
+
+def bulk_points(R: np.ndarray, tolerance_deg: float = 1.0) -> np.ndarray:
+    """Indices of the points that define the bulk orientation: the largest group of orientations
+    within ``tolerance_deg`` (misorientation under cubic symmetry) of one of them.
+
+    Parameters
+    ----------
+    R : (M, 3, 3) fitted SL orientations (crystal -> lab) of the points along the line.
+    tolerance_deg : misorientation (deg) within which orientations belong to one plateau.
+
+    Returns
+    -------
+    (K,) sorted indices into ``R``; the centre is the point with the most orientations within
+    the tolerance, the earliest along the line on ties (the line's own domain when it crosses
+    a grain boundary into an equally long run of another).
+
+    Notes
+    -----
+    Across a domain boundary the SL rotates continuously by 8-14 deg over microns (paper,
+    Fig. 3b,c) or by up to 90 deg (Fig. 4), while the bulk is a plateau of constant
+    orientation; the densest plateau is therefore the bulk even where the first points of the
+    line already lie in the boundary (then "the first points" would be a tilted reference).
+    Validation: tests/fits/test_boundary.py (a line starting at a tilted point).
+    """
+    R = np.asarray(R, float)
+    if R.shape[0] == 0:
+        return np.zeros(0, int)
+    mis = np.degrees(np.stack([np.atleast_1d(orientation.misorientation_angle(R[j], R)) for j in range(R.shape[0])]))
+    near = mis <= tolerance_deg
+    centre = int(np.argmax(near.sum(axis=1)))          # argmax: the first of equal counts
+    return np.flatnonzero(near[centre])
+
+
+RANK = {FitStatus.OK: 0, FitStatus.AT_BOUND: 0, FitStatus.MIXED: 1, FitStatus.NOT_CONVERGED: 2}
+USABLE = tuple(RANK)
 
 
 def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSettings(),
-             n_reference: int = 3) -> dict[str, np.ndarray]:
+             scan_fit: dict[str, np.ndarray] | None = None, bulk_tolerance_deg: float = 1.0,
+             min_start_significance: float = 0.0) -> dict[str, np.ndarray]:
     """Fit frames in order along a line with warm starts.
 
     Parameters
     ----------
-    polar : (M, C, Q) polar images in order along the line.
+    polar : (M, C, Q) polar images in order along the line (``/entry/reduction/polar`` rows).
     setup : model, template and template bank (`fits.scan_fit.setup_from_reduction`).
-    n_reference : the bulk orientation is the mean of the first this many fitted points.
+    settings : scan fit options (search, refinement, significance thresholds).
+    scan_fit : the scan fit's results at the same M points (`scan_fit_rows`), each one more
+        start; None: warm starts and the search only.
+    bulk_tolerance_deg : misorientation (deg) within which fitted points form the bulk
+        plateau (`bulk_points`).
+    min_start_significance : SL ring significance from which a frame is refined from its starts
+        (warm, scan fit); below ``settings.min_significance`` it is not searched.
 
     Returns
     -------
-    dict of (M,) arrays: ``rotation_deg`` (misorientation to the bulk), ``lattice_constant``,
-    ``tilt_deg``, ``inplane_deg``, ``disorder_deg``, ``status``, ``message``,
-    ``orientation_matrix`` (M, 3, 3).
+    dict of (M,) arrays: ``rotation_deg`` (misorientation to the bulk orientation, deg),
+    ``lattice_constant`` (A), ``tilt_deg``, ``inplane_deg``, ``disorder_deg`` (FWHM, deg),
+    ``objective`` (Poisson deviance), ``bulk`` (bool: a point of the bulk plateau), ``status``,
+    ``message``; ``orientation_matrix`` (M, 3, 3) SL crystal -> lab; ``bulk_orientation`` (3, 3).
 
     Notes
     -----
-    The first frame with signal is fitted by the full search (`fits.scan_fit.fit_frames`); every
-    later one is fitted twice, from the previous fitted parameters (`fits.batch.fit_batch`) and
-    by the full search, and the fit with the lower Poisson deviance is kept (the message says
-    which), so a sharp rotation (Fig. 4g-j: 90 deg over 4 um) is not followed into a wrong
-    minimum. Frames without SL signal are skipped (status no signal) and do not reset the warm
-    start.
+    Each frame is refined (`fits.batch.fit_batch`) from the previous fitted point (warm start)
+    and from the scan fit's result at this point, and searched afresh
+    (`fits.scan_fit.fit_frames`); the lowest Poisson deviance wins (the message says which), so a
+    sharp rotation (Fig. 4g-j: 90 deg over 4 um) is not followed into a wrong minimum and a
+    wrong scan fit is not copied. Frames whose SL ring significance is below
+    ``settings.min_significance`` are not searched, but refined from the starts down to
+    ``min_start_significance`` (the refinement's likelihood-ratio test, `fits.batch.fit_batch`,
+    decides whether there is SL signal: the weak rings at a domain edge, where the rotation is
+    largest, are often below the search's threshold). Frames without SL signal are skipped (status no signal) and do not reset the
+    warm start. The rotation is the misorientation angle under cubic symmetry
+    (`xmodel.orientation.misorientation_angle`) to the chordal mean (`_mean_orientation`) of
+    the bulk plateau (`bulk_points` of the points with status ok), i.e. relative to the
+    domain's bulk orientation (issue 4, paper Fig. 3b,c).
+    Validation: synthetic rotation ramps (tests/fits/test_boundary.py); the 31 x 31 digital
+    twin's boundary lines against its truth (rotation within 1 deg where the SL is visible).
     """
     from fits.batch import fit_batch
     from fits.search import ring_profiles, ring_significance
@@ -116,56 +198,88 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
     polar = np.asarray(polar, np.float64)
     M = polar.shape[0]
     out = {"orientation_matrix": np.full((M, 3, 3), np.nan), "lattice_constant": np.full(M, np.nan),
-           "disorder_deg": np.full(M, np.nan), "status": np.full(M, FitStatus.NO_SIGNAL.code, np.int32),
+           "disorder_deg": np.full(M, np.nan), "objective": np.full(M, np.nan),
+           "status": np.full(M, FitStatus.NO_SIGNAL.code, np.int32),
            "message": np.array([FitStatus.NO_SIGNAL.value] * M, dtype=object)}
     a0 = float(setup.template.lattice_constant)
     a_range = (settings.a_range_rel[0] * a0, settings.a_range_rel[1] * a0)
+    if scan_fit is not None and scan_fit["orientation_matrix"].shape[0] != M:
+        raise ValueError(f"scan_fit has {scan_fit['orientation_matrix'].shape[0]} rows for {M} frames; "
+                         f"take its rows at the line's points (scan_fit_rows(fits, index)).")
     prev = None
     valid_model = np.asarray(setup.model.pixels.valid)
     for i in range(M):
-        searched = None
-        if prev is None:
-            searched = fit_frames(polar[i:i + 1], setup, settings)
-            if not FitStatus.from_code(searched["status"][0]).success:
-                out["status"][i], out["message"][i] = searched["status"][0], searched["message"][0]
-                continue
-            p, st, msg = _params_from_result(searched, setup), FitStatus.from_code(searched["status"][0]), \
-                searched["message"][0]
-        else:
+        starts = [] if prev is None else [("warm start", prev)]
+        if scan_fit is not None and np.all(np.isfinite(scan_fit["orientation_matrix"][i])):
+            starts.append(("scan fit start", _start_params(scan_fit, i, setup, a_range)))
+        a_ring = [float(s[1].lattice_constant) for s in starts] or [a0]
+        prof, level = ring_profiles(polar[i:i + 1], setup.q, a_ring[:1], setup.bank.shells)
+        significance = float(ring_significance(prof, level).max())
+        floor = min_start_significance if starts else settings.min_significance
+        if not significance >= floor:
+            out["message"][i] = (f"{FitStatus.NO_SIGNAL.value}: largest SL ring significance "
+                                 f"{significance:.1f} < {floor:g}")
+            continue
+        tried = []                                   # (objective, params, status, message)
+        if starts:
             obs = polar[i].reshape(-1)[setup.index]
             v = np.isfinite(obs) & valid_model & (setup.weight > 0)
-            prof, level = ring_profiles(polar[i:i + 1], setup.q, [float(prev.lattice_constant)], setup.bank.shells)
-            if ring_significance(prof, level).max() < settings.min_significance:
-                continue
-            init = jax.tree_util.tree_map(lambda x: x[None], prev)
-            fit = fit_batch(np.where(v, obs, 0.0)[None], np.where(v, setup.weight, 0.0)[None],
-                            setup.model, init, list(settings.vary), bounds={"lattice_constant": a_range},
+            rows = [p for _, p in starts] + [starts[0][1]] * (2 - len(starts))   # two rows: one compile
+            w = np.where(v, setup.weight, 0.0)[None].repeat(2, 0)
+            w[len(starts):] = 0.0
+            init = jax.tree_util.tree_map(lambda *x: np.stack([np.asarray(a) for a in x]), *rows)
+            fit = fit_batch(np.where(v, obs, 0.0)[None].repeat(2, 0), w, setup.model, init,
+                            list(settings.vary), bounds={"lattice_constant": a_range},
                             max_iter=settings.max_iter, tol=settings.tol)
-            p1 = jax.tree_util.tree_map(lambda x: x[0], fit.params)
-            st, msg = fit.status[0], f"warm start: {fit.status[0].value}"
-            warm_ok = st.success or st is FitStatus.NOT_CONVERGED
-            # the warm start can follow a wrong minimum across a sharp rotation: the fresh search
-            # (`fits.scan_fit.fit_frames`) is tried too and the lower Poisson deviance wins
+            # a weak frame (not searched) counts only with a converged fit (ok or at a bound)
+            weak_ok = (FitStatus.OK, FitStatus.AT_BOUND) if significance < settings.min_significance else USABLE
+            for k, (name, _) in enumerate(starts):
+                if fit.status[k] in weak_ok and np.isfinite(fit.objective[k]):
+                    p1 = jax.tree_util.tree_map(lambda x: x[k], fit.params)
+                    p1 = p1.replace(base_orientation=np.asarray(p1.sl_orientation(), np.float64),
+                                    inplane=0.0, tilt1=0.0, tilt2=0.0)
+                    tried.append((float(fit.objective[k]), p1, fit.status[k], f"{name}: {fit.status[k].value}"))
+        if significance >= settings.min_significance:
             searched = fit_frames(polar[i:i + 1], setup, settings)
             s_st = FitStatus.from_code(searched["status"][0])
-            if s_st.success and (not warm_ok or searched["objective"][0] < fit.objective[0]):
-                p, st, msg = _params_from_result(searched, setup), s_st, f"search: {searched['message'][0]}"
-            elif warm_ok:
-                R = np.asarray(p1.sl_orientation(), np.float64)
-                p = p1.replace(base_orientation=R, inplane=0.0, tilt1=0.0, tilt2=0.0)
-            else:
-                out["status"][i], out["message"][i] = st.code, msg
+            if s_st in USABLE and np.isfinite(searched["objective"][0]):
+                tried.append((float(searched["objective"][0]), _start_params(searched, 0, setup, a_range),
+                              s_st, f"search: {searched['message'][0]}"))
+            elif not tried:
+                out["status"][i], out["message"][i] = searched["status"][0], searched["message"][0]
                 continue
+        if not tried:
+            k = 0 if starts else None
+            out["message"][i] = (f"{FitStatus.NO_SIGNAL.value}: no start explains SL peaks"
+                                 + (f" ({fit.messages[k]})" if k is not None else ""))
+            continue
+        # ok / at bound first, then mixed, then not converged; the lower Poisson deviance among
+        # equals. A search that finds a mixed pattern (two orientations in the beam) loses to a
+        # clean refinement from the line's own orientation: the line follows its domain.
+        obj, p, st, msg = min(tried, key=lambda c: (RANK[c[2]], c[0]))
+        if st.success and any(c[2] is FitStatus.MIXED for c in tried):
+            st, msg = FitStatus.MIXED, f"{msg}; the search found a second orientation (mixed pattern)"
         out["orientation_matrix"][i] = np.asarray(p.sl_orientation(), np.float64)
         out["lattice_constant"][i] = float(p.lattice_constant)
         out["disorder_deg"][i] = float(np.degrees(p.disorder) * FWHM_PER_SIGMA)
+        out["objective"][i] = obj
         out["status"][i], out["message"][i] = st.code, msg
         prev = p
     fitted = np.flatnonzero(np.all(np.isfinite(out["orientation_matrix"]), axis=(1, 2)))
     out["rotation_deg"] = np.full(M, np.nan)
+    out["bulk"] = np.zeros(M, bool)
+    out["bulk_orientation"] = np.full((3, 3), np.nan)
     if fitted.size:
-        bulk = _mean_orientation(out["orientation_matrix"][fitted[:n_reference]])
-        out["rotation_deg"][fitted] = np.degrees(orientation.misorientation_angle(bulk, out["orientation_matrix"][fitted]))
+        # the bulk is taken from clean fits (status ok) where there are any: a mixed pattern or a
+        # fit at a bound is no reference
+        clean = fitted[out["status"][fitted] == FitStatus.OK.code]
+        pool = clean if clean.size else fitted
+        ref = pool[bulk_points(out["orientation_matrix"][pool], bulk_tolerance_deg)]
+        out["bulk"][ref] = True
+        bulk = _mean_orientation(out["orientation_matrix"][ref])
+        out["bulk_orientation"] = bulk
+        out["rotation_deg"][fitted] = np.degrees(np.atleast_1d(
+            orientation.misorientation_angle(bulk, out["orientation_matrix"][fitted])))
     ang = decompose_orientation(out["orientation_matrix"], list(settings.zones))
     out["tilt_deg"], out["inplane_deg"] = ang["tilt_deg"], ang["inplane_deg"]
     return out
@@ -175,8 +289,10 @@ def write_line(result: dict, distance_um: np.ndarray, index: np.ndarray, positio
                out_prefix: str | Path) -> list[Path]:
     """Write ``<prefix>.csv``, ``<prefix>.json`` and ``<prefix>.png`` (rotation and a vs distance).
 
-    Columns: distance_um, point, y_um, x_um, rotation_deg, lattice_constant (A), tilt_deg,
-    inplane_deg, disorder_deg, status, message.
+    Columns: distance_um, point, y_um, x_um, rotation_deg (to the bulk), lattice_constant (A),
+    tilt_deg, inplane_deg, disorder_deg, bulk (1: a point of the bulk plateau that defines the
+    reference, `bulk_points`), status, message. The JSON also holds ``bulk_orientation`` (SL
+    crystal -> lab, 3 x 3); the plot marks the bulk points (filled).
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -190,6 +306,7 @@ def write_line(result: dict, distance_um: np.ndarray, index: np.ndarray, positio
         row = {"distance_um": float(distance_um[j]), "point": int(index[j]),
                "y_um": float(positions_um[index[j], 0]), "x_um": float(positions_um[index[j], 1])}
         row.update({k: (None if not np.isfinite(result[k][j]) else float(result[k][j])) for k in keys})
+        row["bulk"] = int(bool(result["bulk"][j])) if "bulk" in result else 0
         row["status"] = int(result["status"][j])
         row["message"] = str(result["message"][j])
         rows.append(row)
@@ -198,12 +315,19 @@ def write_line(result: dict, distance_um: np.ndarray, index: np.ndarray, positio
         w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["distance_um"])
         w.writeheader()
         w.writerows(rows)
-    units = {"distance_um": "um", "rotation_deg": "degree (misorientation to the bulk, cubic symmetry)",
+    units = {"distance_um": "um", "rotation_deg": "degree (misorientation to the bulk orientation, cubic symmetry)",
              "lattice_constant": "angstrom", "tilt_deg": "degree", "inplane_deg": "degree",
              "disorder_deg": "degree (FWHM)"}
-    json_path.write_text(json.dumps({"units": units, "points": rows}, indent=1))
+    bulk_R = np.asarray(result.get("bulk_orientation", np.full((3, 3), np.nan)), float)
+    json_path.write_text(json.dumps({"units": units, "points": rows, "bulk_orientation": (
+        None if not np.all(np.isfinite(bulk_R)) else bulk_R.tolist())}, indent=1))
     fig, axes = plt.subplots(2, 1, figsize=(5, 5), sharex=True)
-    axes[0].plot(distance_um, result["rotation_deg"], "o-")
+    axes[0].plot(distance_um, result["rotation_deg"], "o-", mfc="none")
+    if "bulk" in result and np.any(result["bulk"]):
+        b = np.asarray(result["bulk"], bool)
+        axes[0].plot(np.asarray(distance_um)[b], np.asarray(result["rotation_deg"])[b], "o", color="C0",
+                     label="bulk reference")
+        axes[0].legend(loc="best", fontsize=8)
     axes[0].set_ylabel("rotation (deg)")
     axes[1].plot(distance_um, result["lattice_constant"], "s-", color="C1")
     axes[1].set_ylabel("a (A)")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fits.boundary import _mean_orientation, line_points
+from fits.boundary import _mean_orientation, bulk_points, line_points
 from xmodel import orientation
 
 
@@ -101,3 +101,103 @@ def test_boundary_command_reads_points_as_x_y():
     assert _point("7.0,2.5", "--from") == (2.5, 7.0)          # (y, x), the order of the positions
     with pytest.raises(ValueError, match="write it as X,Y in um"):
         _point("7.0", "--to")
+
+
+# --------------------------------------------------------------------------- bulk reference, scan fit starts
+
+def test_bulk_points_is_the_plateau_not_the_first_points():
+    """A line that starts inside the boundary (tilted 6 and 3 deg), crosses a 4-point bulk
+    plateau (orientations within 0.3 deg) and ends tilted again: the plateau is the bulk."""
+    R0 = _rot(25.0, (0.2, 1.0, -0.4))
+    tilts = [6.0, 3.0, 0.0, 0.3, -0.2, 0.1, 4.0, 9.0]
+    S = orientation.cubic_symmetry_operators()
+    R = np.stack([_rot(t, (1, 0, 0)) @ R0 @ S[k % 24] for k, t in enumerate(tilts)])
+    np.testing.assert_array_equal(bulk_points(R, 1.0), [2, 3, 4, 5])
+    # two equally long plateaus (a grain boundary): the first along the line is the bulk
+    R2 = np.stack([R0, R0, _rot(40.0, (0, 0, 1)) @ R0, _rot(40.0, (0, 0, 1)) @ R0])
+    np.testing.assert_array_equal(bulk_points(R2, 1.0), [0, 1])
+    assert bulk_points(np.zeros((0, 3, 3))).size == 0
+
+
+def _fits_file(path, n: int, R: np.ndarray) -> None:
+    """A minimal ``/entry/fits`` of ``n`` frames (`fits.scan_fit.read_fits` layout)."""
+    import h5py
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/fits")
+        g["orientation_matrix"] = R
+        g["status"] = np.zeros(n, np.int32)
+        g["lattice_constant"] = np.full(n, 150.0)
+        g["message"] = np.array(["ok"] * n, dtype=object).astype("S")
+        g.attrs["frames_done"] = n
+
+
+def test_scan_fit_rows_takes_the_line_points(tmp_path):
+    from fits.boundary import scan_fit_rows
+    R = np.stack([_rot(float(k), (0, 0, 1)) for k in range(6)])
+    _fits_file(tmp_path / "fits.h5", 6, R)
+    rows = scan_fit_rows(tmp_path / "fits.h5", np.array([4, 1]), 6)
+    np.testing.assert_allclose(rows["orientation_matrix"], R[[4, 1]])
+    assert list(rows["message"]) == ["ok", "ok"]
+    with pytest.raises(ValueError, match="holds fits of 6 frames but the reduction has 9"):
+        scan_fit_rows(tmp_path / "fits.h5", np.array([0]), 9)
+
+
+def test_fit_line_starts_from_the_scan_fit_and_reports_rotation_to_the_bulk():
+    """Certified-fit style, no search (min_significance = inf): a yellow line that starts tilted
+    (4 deg), crosses the bulk (3 points) and jumps by 35 deg at its end, where no warm start
+    reaches. The scan fit's orientations (0.4 deg off the truth) start every point; the fit
+    recovers each orientation within 0.5 deg and the rotation to the bulk plateau within 1 deg."""
+    from fits.boundary import fit_line
+    from fits.scan_fit import FitSettings, FitSetup
+    from xmodel.config import default_paths, load_config
+    from xmodel.noise import poisson_counts
+    from xmodel.parameters import params_from_config
+
+    settings = FitSettings(batch=1, max_iter=20, n_candidates=2, tol=2e-5, min_significance=np.inf)
+    cfg = load_config(default_paths("yellow"))
+    setup = FitSetup.build(cfg, Q, CHI, None, settings)
+    p0 = params_from_config(cfg).replace(sl_scale=3000.0, diffuse_scale=45.0, al_scale=20.0, background=0.05)
+    tilt1 = np.radians([4.0, 0.0, 0.0, 0.0, 0.0])
+    inplane = np.radians([0.0, 0.0, 0.0, 0.0, 35.0])
+    frames, truth = [], []
+    for i in range(5):
+        p = p0.replace(tilt1=p0.tilt1 + tilt1[i], inplane=p0.inplane + inplane[i])
+        truth.append(np.asarray(p.sl_orientation(), float))
+        img = np.full(CHI.size * Q.size, np.nan)
+        img[setup.index] = poisson_counts(np.asarray(setup.model(p), float), seed=20 + i)
+        frames.append(img)
+    polar = np.stack(frames).reshape(5, CHI.size, Q.size)
+    n = 5
+    start = np.stack([_rot(0.4, (1, 1, 0)) @ R for R in truth])
+    scan_fit = {"orientation_matrix": start, "lattice_constant": np.full(n, float(p0.lattice_constant)),
+                "sl_scale": np.full(n, 2000.0), "diffuse_scale": np.full(n, 40.0), "al_scale": np.full(n, 10.0),
+                "background": np.full(n, 0.05), "disorder_deg": np.full(n, np.nan),
+                "relationship": np.full((n, 3, 3), np.nan)}
+    r = fit_line(polar, setup, settings, scan_fit=scan_fit)
+    mis = [float(np.degrees(orientation.misorientation_angle(R, F))) for R, F in zip(truth, r["orientation_matrix"])]
+    assert max(mis) < 0.5, (mis, list(r["message"]))
+    assert r["message"][0].startswith("scan fit start") and r["message"][4].startswith("scan fit start")
+    np.testing.assert_array_equal(np.flatnonzero(r["bulk"]), [1, 2, 3])
+    want = np.degrees([float(orientation.misorientation_angle(truth[1], R)) for R in truth])
+    np.testing.assert_allclose(r["rotation_deg"], want, atol=1.0)
+    assert abs(r["rotation_deg"][0] - 4.0) < 1.0
+    with pytest.raises(ValueError, match="scan_fit has 2 rows for 5 frames"):
+        fit_line(polar, setup, settings, scan_fit={k: v[:2] for k, v in scan_fit.items()})
+
+
+def test_write_line_marks_the_bulk(tmp_path):
+    import json
+    from fits.boundary import write_line
+    R = _rot(10.0, (0, 0, 1))
+    result = {"rotation_deg": np.array([3.0, 0.1, np.nan]), "lattice_constant": np.array([140.0, 150.0, np.nan]),
+              "tilt_deg": np.array([3.0, 0.1, np.nan]), "inplane_deg": np.zeros(3), "disorder_deg": np.full(3, np.nan),
+              "bulk": np.array([False, True, False]), "bulk_orientation": R,
+              "status": np.array([0, 0, 1]), "message": np.array(["ok", "ok", "no signal"], dtype=object)}
+    pos = np.array([[0.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
+    paths = write_line(result, np.arange(3.0), np.arange(3), pos, tmp_path / "line")
+    assert all(p.exists() for p in paths)
+    doc = json.loads(paths[1].read_text())
+    assert [p["bulk"] for p in doc["points"]] == [0, 1, 0]
+    np.testing.assert_allclose(doc["bulk_orientation"], R)
+    assert doc["points"][2]["rotation_deg"] is None
+    assert paths[0].read_text().splitlines()[0].split(",")[-3:] == ["bulk", "status", "message"]

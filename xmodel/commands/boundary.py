@@ -15,7 +15,7 @@ def _point(text: str, name: str) -> tuple[float, float]:
 def run(args) -> int:
     import h5py
 
-    from fits.boundary import fit_line, line_points, read_line, write_line
+    from fits.boundary import fit_line, line_points, read_line, scan_fit_rows, write_line
     from fits.scan_fit import FitSettings, setup_from_reduction
     from xmodel.config import load_config
 
@@ -25,10 +25,15 @@ def run(args) -> int:
         if "entry/reduction/positions" not in f:
             raise ValueError(f"{args.results} has no /entry/reduction/positions; reduce the scan first.")
         pos = f["entry/reduction/positions"][()]
+        fits_path = args.fits if args.fits is not None else (args.results if "entry/fits" in f else None)
     index, dist = line_points(pos, p0, p1)
+    scan_fit = None
+    if fits_path is not None:
+        scan_fit = scan_fit_rows(fits_path, index, len(pos))
+        print(f"starting each point also from the scan fit in {fits_path}")
     settings = FitSettings(max_iter=args.max_iter)
     setup = setup_from_reduction(args.results, cfg, settings)
-    result = fit_line(read_line(args.results, index), setup, settings)
+    result = fit_line(read_line(args.results, index), setup, settings, scan_fit=scan_fit)
     for path in write_line(result, dist, index, pos, Path(args.out)):
         print(f"wrote {path}")
     return 0
@@ -42,5 +47,8 @@ def add_parser(sub) -> None:
     p.add_argument("--config", dest="configs", action="append", required=True, metavar="TOML")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE")
     p.add_argument("--out", default="boundary", help="output prefix for .csv, .json, .png")
+    p.add_argument("--fits", default=None, metavar="FILE",
+                   help="scan fit of the same scan (/entry/fits, xmodel fit): its result at each point is one "
+                        "more start (default: RESULTS itself if it holds /entry/fits)")
     p.add_argument("--max-iter", type=int, default=30)
     p.set_defaults(func=run)
