@@ -70,7 +70,8 @@ FIT_DATASETS = {
     "al_scale": ("counts", "200 AL peak height per pixel at unit solid angle"),
     "background": ("counts", "constant background per pixel at unit solid angle"),
     "objective": ("", "Poisson deviance of the fit (sum over the fitted bins, weighted by their pixels)"),
-    "al_gain": ("", "Poisson deviance gain of the AL term in the linear-scale fit (AL signal strength)"),
+    "al_gain": ("", "Poisson deviance gain of the AL term (AL signal strength): in the linear-scale fit, or of "
+                    "the fitted AL term for frames refitted in a neighbour pass"),
     "configuration_margin": ("", "deviance of the other configuration's fit minus that of the chosen one "
                                  "(> 0; small values mean Conf1/Conf2 is barely decided)"),
     "search_score": ("", "cosine similarity of the best template match (0..1)"),
@@ -971,12 +972,30 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: "FitSetup"
         return []
     out = {k: (v.astype(object) if v.dtype.kind == "U" else v.copy()) for k, v in r.items()
            if isinstance(v, np.ndarray)}
+    # the configuration counts only where the frame's own AL peaks carry it: the deviance gain of
+    # the fitted AL term (as `al_min_gain` in the linear stage), not the neighbour's say-so
+    rows_p = _stack([jax.tree_util.tree_map(lambda x: x[best[i][2]], best[i][1].params) for i in improved])
+    comps = component_images(setup.model, rows_p)                             # (n, 4, P)
+    scales = np.stack([np.asarray(getattr(rows_p, c), np.float64).reshape(-1) for c in COMPONENTS], 1)
+    mu = np.einsum("nc,ncp->np", scales, comps)
+    mu0 = mu - scales[:, 2:3] * comps[:, 2]
+    obs = np.stack([polar[i].reshape(-1)[setup.index] for i in improved])
+    valid, _ = _frame_checks(obs, setup.weight)
+    y = np.where(valid, obs, 0.0)
+    gain = _poisson_deviance_np(mu0, y, valid, setup.weight) - _poisson_deviance_np(mu, y, valid, setup.weight)
     chosen = []
-    for i in improved:
+    for j, i in enumerate(improved):
         _, fb, row, k = best[i]
-        _, p = store_fit(out, i, fb, row, r["configuration"][k] or None)
+        conf = r["configuration"][k] or None
+        if conf is not None and gain[j] < settings.al_min_gain:
+            conf = None
+        _, p = store_fit(out, i, fb, row, conf)
         chosen.append(p)
+        out["al_gain"][i] = gain[j]
         out["message"][i] = f"{out['message'][i]} (started from neighbour frame {k})"
+        if conf is None and FitStatus.from_code(out["status"][i]).success:
+            out["message"][i] += (f"; no AL peaks above noise (deviance gain of the AL term {gain[j]:.1f} < "
+                                  f"{settings.al_min_gain:g}): configuration and disorder not determined")
         out["configuration_margin"][i] = np.nan          # the other configuration was not refitted
     idx = np.array(improved)
     flag_mixed(out, idx, np.stack([polar[i] for i in improved]), setup, _stack(chosen), a_range, settings)
