@@ -27,13 +27,17 @@ def run(args) -> int:
         pos = f["entry/reduction/positions"][()]
         fits_path = args.fits if args.fits is not None else (args.results if "entry/fits" in f else None)
     index, dist = line_points(pos, p0, p1)
-    scan_fit = None
+    scan_fit = scan_bulk = None
     if fits_path is not None:
         scan_fit = scan_fit_rows(fits_path, index, len(pos))
-        print(f"starting each point also from the scan fit in {fits_path}")
+        with h5py.File(fits_path, "r") as f:
+            scan_bulk = {"orientation_matrix": f["entry/fits/orientation_matrix"][()],
+                         "status": f["entry/fits/status"][()]}
+        print(f"starting each point also from the scan fit in {fits_path}; rotation from the domain's bulk "
+              f"orientation over the whole map")
     settings = FitSettings(max_iter=args.max_iter)
     setup = setup_from_reduction(args.results, cfg, settings)
-    result = fit_line(read_line(args.results, index), setup, settings, scan_fit=scan_fit)
+    result = fit_line(read_line(args.results, index), setup, settings, scan_fit=scan_fit, scan_bulk=scan_bulk)
     for path in write_line(result, dist, index, pos, Path(args.out)):
         print(f"wrote {path}")
     return 0
