@@ -205,17 +205,22 @@ def test_write_line_marks_the_bulk(tmp_path):
 
 
 def test_scan_bulk_orientation_is_the_domains_plateau_over_the_map():
-    """A map of one domain: a plateau of 6 frames, a boundary ramp, another domain 40 deg away and
-    a not-ok frame; the line starts on the ramp (12 deg off): the bulk is still the plateau."""
+    """A map with a plateau of 6 frames, its boundary ramp, a bigger domain 7 deg away and a
+    not-ok frame; the line runs along the ramp into the plateau: the bulk is the plateau, not the
+    bigger neighbour domain (cubic orientations of other domains are often this close)."""
     from fits.boundary import scan_bulk_orientation
 
     R0 = np.asarray(orientation.base_orientation([0, 0, -1], [1, 0, 0]), float)
     rot = lambda ax, deg: np.asarray(orientation.rotation_about_axis(ax, np.radians(deg)), float)  # noqa: E731
     plateau = [rot(0, d) @ R0 for d in (0.0, 0.2, -0.2, 0.1, 0.0, -0.1)]
     ramp = [rot(0, d) @ R0 for d in (4.0, 8.0, 12.0)]
-    other = [rot(2, 40.0) @ R0] * 8                  # a bigger plateau, but out of reach of the line
+    other = [rot(2, 7.0) @ R0] * 10
     R = np.stack(plateau + ramp + other + [R0])
     status = np.array([FitStatus.OK.code] * (len(R) - 1) + [FitStatus.MIXED.code])
-    bulk = scan_bulk_orientation(R, status, start=ramp[-1])
+    line = np.stack(ramp[::-1] + plateau[:2])
+    bulk = scan_bulk_orientation(R, status, line)
     assert np.degrees(orientation.misorientation_angle(bulk, R0)) < 0.1
-    assert scan_bulk_orientation(R, np.full(len(R), FitStatus.NO_SIGNAL.code), start=R0) is None
+    # a grain-boundary line: its own (first) domain wins over a bigger one further along
+    gb = np.stack([plateau[0], plateau[1], other[0]])
+    assert np.degrees(orientation.misorientation_angle(scan_bulk_orientation(R, status, gb), R0)) < 0.1
+    assert scan_bulk_orientation(R, np.full(len(R), FitStatus.NO_SIGNAL.code), line) is None
