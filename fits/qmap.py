@@ -435,9 +435,11 @@ def _save_line(path: Path, line: LineProfile, family: str) -> None:
     plt.close(fig)
 
 
-def fitted_lattice_constant(fits_file: str | Path, n: int) -> np.ndarray:
+def fitted_lattice_constant(fits_file: str | Path, n: int, with_errors: bool = False
+                            ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """(n,) SL lattice constants (A) of the model fits in ``/entry/fits`` of ``fits_file``; NaN
-    where the fit's status is not ok or the frame is not done.
+    where the fit's status is not ok or the frame is not done. ``with_errors``: also their
+    standard errors (A; NaN where unknown).
 
     Raises
     ------
@@ -454,12 +456,16 @@ def fitted_lattice_constant(fits_file: str | Path, n: int) -> np.ndarray:
             raise ValueError(f"{str(path)!r} has no /entry/fits/lattice_constant and status; pass the file "
                              f"written by `xmodel fit`.")
         a = f["/entry/fits/lattice_constant"][()].astype(float)
+        a_err = (f["/entry/fits/lattice_constant_stderr"][()].astype(float)
+                 if "/entry/fits/lattice_constant_stderr" in f else np.full(a.shape, np.nan))
         st = f["/entry/fits/status"][()]
         done = int(f["/entry/fits"].attrs.get("frames_done", a.size))
     if a.size != n:
         raise ValueError(f"{str(path)!r} holds fits of {a.size} frames but the reduced scan has {n}; pass the "
                          f"fits of the same scan.")
     ok = (st == FitStatus.OK.code) & (np.arange(n) < done)
+    if with_errors:
+        return np.where(ok, a, np.nan), np.where(ok, a_err, np.nan)
     return np.where(ok, a, np.nan)
 
 
@@ -494,7 +500,8 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
     fits_file
         A results file with ``/entry/fits`` of the same scan (`fits.scan_fit.fit_scan`, ``xmodel
         fit``): its lattice constants (status ok only) decide the points whose spots alone are
-        ambiguous (`fit_lattice_comb` ``prior_lattice_constant``; ``decided_by_fit``).
+        ambiguous (`fit_lattice_comb` ``prior_lattice_constant``; ``decided_by_prior``), and give
+        ``a`` (status 5, "from the model fit") where the spots show no peak or stay ambiguous.
 
     Returns
     -------
@@ -560,9 +567,18 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
         shape = tuple(int(x) for x in f["/entry/reduction/scan_shape"][()]) \
             if "/entry/reduction/scan_shape" in f else (1, n)
     peak = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    prior = None if fits_file is None else fitted_lattice_constant(fits_file, n)
+    prior = prior_err = None
+    if fits_file is not None:
+        prior, prior_err = fitted_lattice_constant(fits_file, n, with_errors=True)
     comb = fit_lattice_comb(q[cols[0]:cols[-1] + 1], spots, a_range=a_range, axes=axes,
                             prior_lattice_constant=prior)
+    if prior is not None:
+        # where the spots decide nothing (no peak found by the comb, or still ambiguous) the model
+        # fit of the whole 2D pattern gives a: status 5, a and its standard error from /entry/fits
+        take = np.isin(comb["status"], (1, 4)) & np.isfinite(prior)
+        comb["lattice_constant"] = np.where(take, prior, comb["lattice_constant"])
+        comb["lattice_constant_err"] = np.where(take, prior_err, comb["lattice_constant_err"])
+        comb["status"] = np.where(take, 5, comb["status"]).astype(np.int8)
     n_f = float(np.sum(np.array(hkl) ** 2))
     fits = {"center": 2 * np.pi * np.sqrt(n_f) / comb["lattice_constant"]}
     fits["center_err"] = fits["center"] * comb["lattice_constant_err"] / comb["lattice_constant"]

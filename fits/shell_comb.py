@@ -43,7 +43,8 @@ __all__ = [
 
 #: status of the joint lattice constant (``/entry/qmap/<family>/status``); 0-3 as
 #: ``fits.qmap.STATUS`` (the Gaussian fit outcomes), 4 when nothing decides the indexing.
-COMB_STATUS = {0: "ok", 1: "no peak", 2: "fit failed", 3: "no data", 4: "ambiguous"}
+#: per-point status of the lattice constant; 5 is set by `fits.qmap.qmap_scan` only (``fits_file``)
+COMB_STATUS = {0: "ok", 1: "no peak", 2: "fit failed", 3: "no data", 4: "ambiguous", 5: "from the model fit"}
 
 
 def fcc_shells(q_max_times_a: float) -> tuple[np.ndarray, list[str]]:

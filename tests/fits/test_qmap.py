@@ -250,3 +250,30 @@ def test_fitted_lattice_constant_reads_ok_fits_only(tmp_path):
         fitted_lattice_constant(path, 4)
     with pytest.raises(FileNotFoundError, match="run `xmodel fit"):
         fitted_lattice_constant(tmp_path / "none.h5", 3)
+
+
+def test_qmap_scan_takes_the_model_fit_where_the_spots_say_nothing(reduced, tmp_path):
+    """The empty column has no SL peak: with --fits, frames whose fit is ok get the fit's a
+    (status 5), frames whose fit is not ok stay 'no peak'; frames the spots decide keep theirs."""
+    from fits.status import FitStatus
+
+    path, a_true = reduced
+    n = a_true.size
+    a_fit = np.full(n, 141.0)
+    status = np.full(n, FitStatus.OK.code, np.int32)
+    empty = np.flatnonzero(np.arange(n) % a_true.shape[1] == a_true.shape[1] - 1)   # the empty column
+    status[empty[0]] = FitStatus.NO_SIGNAL.code            # no usable fit there either
+    fits_h5 = tmp_path / "fits.h5"
+    with h5py.File(fits_h5, "w") as f:
+        g = f.create_group("entry/fits")
+        g["lattice_constant"], g["lattice_constant_stderr"], g["status"] = a_fit, np.full(n, 0.2), status
+        g.attrs["frames_done"] = n
+    res = qmap_scan(path, "200", fits_file=fits_h5, figures=tmp_path)["fits"]
+    assert res["status"][empty[0]] == 1 and np.isnan(res["lattice_constant"][empty[0]])
+    assert np.all(res["status"][empty[1:]] == 5) and np.allclose(res["lattice_constant"][empty[1:]], 141.0)
+    assert np.allclose(res["lattice_constant_err"][empty[1:]], 0.2)
+    spots = np.setdiff1d(np.arange(n), empty)
+    assert np.all(res["status"][spots] == 0)
+    np.testing.assert_allclose(res["lattice_constant"][spots], a_true.ravel()[spots], rtol=0.005)
+    with h5py.File(path, "r") as f:
+        assert "5: from the model fit" in list(f["/entry/qmap/200"].attrs["status_names"])
