@@ -371,8 +371,10 @@ def fits_stage(out: Path, rep: Report, results: Path, truth: Path, n_fit: int = 
             ta = t["/truth/lattice_constant"][()]
             inside = (t["/truth/label"][()] >= 0) & ~t["/truth/empty"][()] & ~t["/truth/mixed"][()]
         err = np.abs(a_map - ta) / ta
-        rep.add("q200 map again, the model fits deciding the points whose spots are ambiguous "
-                f"(`xmodel qmap --fits fits.h5`; {qm.get('decided_by_fit', 0)} points decided by the fits): "
+        n5 = qm.get("status_counts", {}).get("from the model fit", 0)
+        rep.add("q200 map again with the model fits (`xmodel qmap --fits fits.h5`): they decide "
+                f"{qm.get('decided_by_fit', 0)} points whose spots are ambiguous and give a for {n5} points "
+                "whose spots show none: "
                 f"in-domain lattice constant within 0.5 % of the truth on {np.mean(err[inside] <= 0.005):.1%}, "
                 f"no value on {np.mean(~np.isfinite(a_map[inside])):.1%}, off by more on "
                 f"{np.mean(np.isfinite(a_map[inside]) & (err[inside] > 0.005)):.1%} of {int(inside.sum())} points.", "")
