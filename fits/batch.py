@@ -66,7 +66,7 @@ from fits.objective import (
     residual_function,
     split_residual_function,
 )
-from fits.parameters import check_names, pack, spec, unpack
+from fits.parameters import check_names, pack, parameter_bounds, unpack
 from fits.status import FitStatus
 from xmodel.parameters import ModelParams
 from xmodel.pattern import PatternModel
@@ -123,22 +123,8 @@ def _workers() -> int:
 
 
 def _bounds(names, bounds):
-    bounds = dict(bounds or {})
-    for n, b in bounds.items():
-        spec(n)
-        if n not in names:
-            raise ValueError(f"bounds given for {n!r}, which does not vary (vary={list(names)}); "
-                             "add it to vary or drop its bounds")
-        try:
-            lo, hi = (float(v) for v in b)
-        except (TypeError, ValueError):
-            raise ValueError(f"bounds[{n!r}] = {b!r} is not a (min, max) pair of numbers; "
-                             "write e.g. bounds={'lattice_constant': (140.0, 160.0)}") from None
-        if not lo < hi:
-            raise ValueError(f"bounds[{n!r}] = {b!r} needs min < max; swap or widen them")
-    lo = np.array([float(bounds.get(n, (spec(n).min, spec(n).max))[0]) for n in names])
-    hi = np.array([float(bounds.get(n, (spec(n).min, spec(n).max))[1]) for n in names])
-    return lo, hi
+    b = parameter_bounds(names, bounds)
+    return np.array([b[n][0] for n in names]), np.array([b[n][1] for n in names])
 
 
 def _normal_equations(split, x, nonlinear, linear):

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fits.objective import compiled, intensity_function, residual_function
-from fits.parameters import pack, spec, unpack
+from fits.parameters import pack, unpack
+from fits.parameters import parameter_bounds as table_bounds
 from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.parameters import FWHM_PER_SIGMA, ModelParams
@@ -38,35 +39,11 @@ LOCAL = ("inplane_deg", "tilt1_deg", "tilt2_deg", "sl_scale", "diffuse_scale", "
 def parameter_bounds(names: tuple[str, ...] | list[str],
                      bounds: dict[str, tuple[float, float]] | None = None) -> dict[str, tuple[float, float]]:
     """``{name: (min, max)}`` (edge units) for the fitted ``names``: the rows of
-    `fits.parameters.PARAMETER_TABLE`, replaced by ``bounds`` where given.
-
-    Raises
-    ------
-    KeyError
-        For a name not in the table (the message lists the valid names).
-    ValueError
-        For bounds of a parameter that is not fitted, or that are not a (min < max) pair.
-
-    Notes
-    -----
-    One source of bounds: `fits.parameters.PARAMETER_TABLE` (sasmodels-style parameter table).
-    Validation: table rows and overrides checked in tests/fits/test_domain_fit.py.
+    `fits.parameters.PARAMETER_TABLE`, replaced by ``bounds`` where given
+    (`fits.parameters.parameter_bounds`; its errors for unknown names, bounds of a parameter
+    this fit does not vary, and pairs that are not min < max).
     """
-    names = tuple(names)
-    given = dict(bounds or {})
-    for n, b in given.items():
-        spec(n)
-        if n not in names:
-            raise ValueError(f"bounds given for {n!r}, which this fit does not vary (it fits {list(names)}); "
-                             f"drop its bounds or fit it.")
-        try:
-            lo, hi = (float(v) for v in b)
-        except (TypeError, ValueError):
-            raise ValueError(f"bounds[{n!r}] = {b!r} is not a (min, max) pair of numbers; "
-                             "write e.g. bounds={'lattice_constant': (140.0, 160.0)}") from None
-        if not lo < hi:
-            raise ValueError(f"bounds[{n!r}] = {b!r} needs min < max; swap or widen them")
-    return {n: tuple(float(v) for v in given.get(n, (spec(n).min, spec(n).max))) for n in names}
+    return table_bounds(names, bounds, owner="this fit ")
 
 
 @dataclass

@@ -142,6 +142,46 @@ def check_names(names: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def check_bounds(bounds: dict[str, tuple[float, float]] | None, varying: Sequence[str] | None = None,
+                 owner: str = "") -> dict[str, tuple[float, float]]:
+    """User bounds ``{name: (min, max)}`` (edge units) as floats, after checking them.
+
+    ``varying``: if given, bounds for any other name are refused (a fixed parameter has no
+    bounds); ``owner`` is named in that message (e.g. ``"this fit "``).
+
+    Raises
+    ------
+    KeyError
+        For a name not in the table (`spec`).
+    ValueError
+        For bounds of a parameter not in ``varying``, or that are not a (min < max) pair.
+    """
+    out = {}
+    for n, b in dict(bounds or {}).items():
+        spec(n)
+        if varying is not None and n not in varying:
+            raise ValueError(f"bounds given for {n!r}, which {owner}does not vary (it varies {list(varying)}); "
+                             "add it to vary or drop its bounds")
+        try:
+            lo, hi = (float(v) for v in b)
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds[{n!r}] = {b!r} is not a (min, max) pair of numbers; "
+                             "write e.g. bounds={'lattice_constant': (140.0, 160.0)}") from None
+        if not lo < hi:
+            raise ValueError(f"bounds[{n!r}] = {b!r} needs min < max; swap or widen them")
+        out[n] = (lo, hi)
+    return out
+
+
+def parameter_bounds(names: Sequence[str], bounds: dict[str, tuple[float, float]] | None = None,
+                     owner: str = "") -> dict[str, tuple[float, float]]:
+    """``{name: (min, max)}`` (edge units) for the varying ``names``: the table's rows, replaced
+    by ``bounds`` where given (`check_bounds`; one source of bounds, `PARAMETER_TABLE`)."""
+    names = tuple(names)
+    given = check_bounds(bounds, names, owner)
+    return {n: given.get(n, (spec(n).min, spec(n).max)) for n in names}
+
+
 def _component(params: ModelParams, s: ParamSpec):
     x = jnp.asarray(getattr(params, s.field))
     return x if s.index is None else x[..., s.index]
@@ -213,16 +253,7 @@ def to_lmfit(params: ModelParams, vary: Sequence[str] | None = None,
     import lmfit
 
     vary_set = {s.name for s in PARAMETER_TABLE if s.vary} if vary is None else set(check_names(vary))
-    bounds = dict(bounds or {})
-    for name, b in bounds.items():
-        spec(name)
-        try:
-            lo, hi = (float(v) for v in b)
-        except (TypeError, ValueError):
-            raise ValueError(f"bounds[{name!r}] = {b!r} is not a (min, max) pair of numbers; "
-                             "write e.g. bounds={'lattice_constant': (140.0, 160.0)}") from None
-        if not lo < hi:
-            raise ValueError(f"bounds[{name!r}] = {b!r} needs min < max; swap or widen them")
+    bounds = check_bounds(bounds)
     lp = lmfit.Parameters()
     for s in PARAMETER_TABLE:
         if np.asarray(_component(params, s)).size != 1:
