@@ -234,7 +234,7 @@ def analyses_stage(out: Path, rep: Report, results: Path, truth: Path) -> None:
         try:
             r = _cli_json(["index", str(results), "--domain", name, "--labels", str(truth), "--json"])
         except (RuntimeError, ValueError) as exc:
-            rep.add(f"| {name} | {exc} | | |")
+            rep.add(f"| {name} | {exc} | | | |")
             continue
         peaks = "; ".join(f"{p['q']:.4f}: " + ("/".join(p.get("candidates", [])) if p.get("ambiguous") else
                           "".join(str(v) for v in (p.get("hkl") or [])))
