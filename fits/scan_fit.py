@@ -492,7 +492,6 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     flag_mixed(out, todo, clean[todo], setup, _stack(chosen), a_range, settings)
     tm["mixed"] = tm.get("mixed", 0.0) + clock() - t
     ang = decompose_orientation(rot, list(settings.zones))
-    out["orientation_matrix"][todo] = rot
     for k in ("zone_axis", "tilt_deg", "tilt1_deg", "tilt2_deg", "inplane_deg"):
         out[k][todo] = ang[k]
     return out
