@@ -20,7 +20,8 @@ import h5py
 import jax
 import numpy as np
 
-from fits.scan_fit import (FitSettings, FitSetup, decompose_orientation, fit_frames, read_fits)
+from fits.scan_fit import (FitSettings, FitSetup, decompose_orientation, fit_frames, params_from_row,
+                           read_fits)
 from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.parameters import FWHM_PER_SIGMA
@@ -73,23 +74,6 @@ def _mean_orientation(R: np.ndarray) -> np.ndarray:
     aligned = [r @ ops[int(np.argmax(np.trace(ref.T @ r @ ops, axis1=1, axis2=2)))] for r in R]
     u, _, vt = np.linalg.svd(np.mean(aligned, axis=0))
     return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
-
-
-def _start_params(r: dict, k: int, setup: FitSetup, a_range: tuple[float, float]):
-    """`ModelParams` to start a refinement from frame ``k`` of a fit result (`fits.scan_fit.fit_frames`
-    output or `fits.scan_fit.read_fits` rows): its SL orientation, lattice constant (clipped to
-    ``a_range``, A), scales (floored away from 0, as `fits.scan_fit.neighbour_pass` does),
-    disorder and NC relationship (the template's where the fit left them undetermined)."""
-    t = setup.template
-    dis, rel = r["disorder_deg"][k], r["relationship"][k]
-    return t.replace(
-        base_orientation=r["orientation_matrix"][k], inplane=0.0, tilt1=0.0, tilt2=0.0,
-        lattice_constant=float(np.clip(r["lattice_constant"][k], *a_range)),
-        sl_scale=max(float(r["sl_scale"][k]), 1e-3), diffuse_scale=max(float(r["diffuse_scale"][k]), 1e-3),
-        al_scale=max(float(np.nan_to_num(r["al_scale"][k])), 1e-3),
-        background=max(float(r["background"][k]), 1e-4),
-        disorder=np.radians(dis) / FWHM_PER_SIGMA if np.isfinite(dis) else t.disorder,
-        relationship=rel if np.all(np.isfinite(rel)) else t.relationship)
 
 
 def scan_fit_rows(fits_path: str | Path, index: np.ndarray, n_frames: int | None = None) -> dict[str, np.ndarray]:
@@ -256,7 +240,7 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
     for i in range(M):
         starts = [] if prev is None else [("warm start", prev)]
         if scan_fit is not None and np.all(np.isfinite(scan_fit["orientation_matrix"][i])):
-            starts.append(("scan fit start", _start_params(scan_fit, i, setup, a_range)))
+            starts.append(("scan fit start", params_from_row(scan_fit, i, setup.template, a_range)))
         a_ring = [float(s[1].lattice_constant) for s in starts] or [a0]
         prof, level = ring_profiles(polar[i:i + 1], setup.q, a_ring[:1], setup.bank.shells)
         significance = float(ring_significance(prof, level).max())
@@ -288,7 +272,7 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
             searched = fit_frames(polar[i:i + 1], setup, settings)
             s_st = FitStatus.from_code(searched["status"][0])
             if s_st in USABLE and np.isfinite(searched["objective"][0]):
-                tried.append((float(searched["objective"][0]), _start_params(searched, 0, setup, a_range),
+                tried.append((float(searched["objective"][0]), params_from_row(searched, 0, setup.template, a_range),
                               s_st, f"search: {searched['message'][0]}"))
             elif not tried:
                 out["status"][i], out["message"][i] = searched["status"][0], searched["message"][0]

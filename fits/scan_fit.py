@@ -181,6 +181,9 @@ class FitSettings:
     min_significance : SL ring peak significance below which a frame has no signal.
     n_candidates : best distinct template matches (zone axes at least 3 bank steps apart, each
         refined on a finer cone) ranked by the deviance of their linear-scale fit.
+    n_refine : best candidates (by that deviance) refined by least squares per frame, plus the
+        best-scoring template when more than 1; the lowest final deviance wins. The main pass
+        refines 1; the neighbour passes' re-search of doubtful frames (`fits.neighbours`) 2.
     conf_margin : a configuration is refined when the deviance of its linear-scale fit is within
         this of the best one (``inf``: always refine both and keep the lower final deviance;
         the default refines only the clearly better one, which halves the refinement cost).
@@ -193,8 +196,14 @@ class FitSettings:
     neighbour_passes : passes of `neighbour_pass` after the last batch (doubtful frames refitted
         from their scan neighbours' orientations; 0 = none).
     neighbour_min_significance : SL ring significance from which a frame without a fit is tried
-        from its neighbours' orientations (below ``min_significance``: the refinement's
-        likelihood-ratio test decides whether there is SL signal).
+        from its neighbours' orientations (below ``min_significance``: ``sl_min_gain`` decides
+        whether there is SL signal). On the twin, empty frames reach 1.6 and in-domain frames
+        with weak SL peaks 1.8-3.
+    sl_min_gain : Poisson deviance gain of the fitted SL term (the model without it fits worse by
+        this much) that a frame without a fit of its own needs before a neighbour pass gives it
+        one (`fits.neighbours.neighbour_pass`); a likelihood-ratio test far beyond the chi2 tail
+        of the five SL parameters (chi2.isf(1e-6, 5) = 36), for the look-elsewhere effect of
+        trying many orientations.
     cache_dir : template bank cache folder (None: no cache).
     """
 
@@ -206,11 +215,13 @@ class FitSettings:
     tol: float = 2e-5
     min_significance: float = 8.0
     n_candidates: int = 4
+    n_refine: int = 1
     conf_margin: float = 50.0
     al_min_gain: float = 25.0
     mixed_ratio: float = 0.2
     neighbour_passes: int = 4
-    neighbour_min_significance: float = 3.0
+    neighbour_min_significance: float = 1.75
+    sl_min_gain: float = 100.0
     cache_dir: str | None = None
     zones: tuple = field(default=DEFAULT_ZONES)
 
@@ -337,7 +348,8 @@ def _frame_checks(obs: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = FitSettings(),
-               timings: dict | None = None) -> dict[str, np.ndarray]:
+               timings: dict | None = None, lattice_constants: np.ndarray | None = None,
+               signal_threshold: float | None = None) -> dict[str, np.ndarray]:
     """Search, choose the configuration and refine a batch of polar frames; never raises per frame.
 
     Parameters
@@ -349,6 +361,11 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     settings : options.
     timings : if given, seconds spent per stage are added to it (``search``, ``refine_search``,
         ``linear``, ``refine``).
+    lattice_constants : (B, N) or (N,) SL lattice constants (A) the template search correlates at
+        instead of the maxima of the radial profile (`fits.search.search_orientations`), e.g. a
+        grid over the allowed range (`fits.neighbours.lattice_grid`, the neighbour passes' re-search).
+    signal_threshold : SL ring significance below which a frame has no signal (default
+        ``settings.min_significance``; the mixed-pattern test keeps ``settings.min_significance``).
 
     Returns
     -------
@@ -359,10 +376,12 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     Stages: template search on the whole polar image (`fits.search`, distinct matches, each
     refined on a finer cone); candidate matches ranked by the Poisson deviance of their
     non-negative linear-scale fit without the AL term, then every `relationship_variants` of
-    Conf1/Conf2 for the best match by the same fit with it (`linear_scales`); batched
+    Conf1/Conf2 for the best ``settings.n_refine`` matches by the same fit with it
+    (`linear_scales`); batched
     Levenberg-Marquardt (`fits.batch.fit_batch`) on the fit points (`fit_point_index`) under the
     configurations whose linear deviance is within ``settings.conf_margin`` of the best, the lower
-    final deviance deciding (the WAXS part decides, since only the AL term differs between them).
+    final deviance deciding (the WAXS part decides, since only the AL term differs between them;
+    with ``n_refine > 1`` the lowest final deviance over the refined matches decides too).
     """
     from fits.batch import fit_batch
 
@@ -378,8 +397,12 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     out = _empty_results(B)
     t = clock()
     clean = np.where(bad[:, None, None], np.nan, polar)
+    if lattice_constants is not None:
+        lc = np.asarray(lattice_constants, float)
+        lattice_constants = np.broadcast_to(lc if lc.ndim == 2 else lc[None, :], (B, lc.shape[-1]))
     res = search_orientations(clean, setup.q, bank, a_range=a_range, n_best=max(1, settings.n_candidates),
-                              min_significance=settings.min_significance)
+                              min_significance=settings.min_significance if signal_threshold is None
+                              else signal_threshold, lattice_constants=lattice_constants)
     tm["search"] = tm.get("search", 0.0) + clock() - t
     t = clock()
     res = refine_matches(clean, setup.q, res, bank, n_refine=max(1, settings.n_candidates))
@@ -388,7 +411,8 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     out["significance"][:] = res.significance
     out["status"][:] = FitStatus.NO_SIGNAL.code
     out["message"][:] = [f"{FitStatus.NO_SIGNAL.value}: largest SL ring significance {s:.1f} < "
-                         f"{settings.min_significance:g}" for s in res.significance]
+                         f"{settings.min_significance if signal_threshold is None else signal_threshold:g}"
+                         for s in res.significance]
     out["status"][bad] = FitStatus.BAD_DATA.code
     out["message"][bad] = FitStatus.BAD_DATA.value
     todo = np.flatnonzero(res.has_signal & ~bad)
@@ -421,43 +445,56 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
         sc0, d0 = linear_scales(comps, y, v, w)
         dev_sl[:, ti] = d0
         comps_t.append((jax.tree_util.tree_map(np.asarray, p), comps, sc0))
-    best_t = np.argmin(dev_sl, axis=1)
+    n_ref = max(1, min(int(settings.n_refine), n_t))
+    order = np.argsort(dev_sl, axis=1, kind="stable")[:, :n_ref]          # (n, R) candidates to refine
+    if n_ref > 1:
+        # and the best template score (match 0), which the linear deviance sometimes ranks below an
+        # aliased a's match on strongly tilted boundary frames (a repeated column is refined once)
+        order = np.concatenate([order, np.where((order == 0).any(axis=1), order[:, 0], 0)[:, None]], axis=1)
+        n_ref += 1
     rows_ = np.arange(todo.size)
-    pn = jax.tree_util.tree_map(lambda *x: np.stack(x)[best_t, rows_], *[c[0] for c in comps_t])
-    base = np.stack([np.insert(comps_t[ti][1][j], 2, 0.0, axis=0) for j, ti in enumerate(best_t)])
-    for j, ti in enumerate(best_t):
-        lin[ti, -1, j] = (jax.tree_util.tree_map(lambda x: x[j], pn), np.insert(comps_t[ti][2][j], 2, 0.0))
-    # 2. configuration and its symmetric variant (`relationship_variants`) by the WAXS part
-    for ci, name in enumerate(names):
-        for R_v in relationship_variants(rels[name]):
-            p = pn.replace(relationship=np.broadcast_to(R_v, (todo.size, 3, 3)))
-            comps = base.copy()
-            comps[:, 2] = component_images(model, jax.tree_util.tree_map(jnp.asarray, p), ("al_scale",))[:, 0]
-            sc, d = linear_scales(comps, y, v, w)
-            better = d < dev[rows_, best_t, ci]
-            dev[rows_[better], best_t[better], ci] = d[better]
-            for j in np.flatnonzero(better):
-                lin[best_t[j], ci, j] = (jax.tree_util.tree_map(lambda x: x[j], p), sc[j])
-    cand = best_t
-    dev_c = dev[rows_, cand]                                     # (n, confs)
-    al_gain = dev_sl[rows_, cand] - dev_c.min(axis=1)
-    has_al = al_gain >= settings.al_min_gain
+    stacked = jax.tree_util.tree_map(lambda *x: np.stack(x), *[c[0] for c in comps_t])   # (T, n, ...)
+    for r_i in range(n_ref):
+        tr = order[:, r_i]
+        pn = jax.tree_util.tree_map(lambda x: x[tr, rows_], stacked)
+        base = np.stack([np.insert(comps_t[ti][1][j], 2, 0.0, axis=0) for j, ti in enumerate(tr)])
+        for j, ti in enumerate(tr):
+            lin[ti, -1, j] = (jax.tree_util.tree_map(lambda x: x[j], pn), np.insert(comps_t[ti][2][j], 2, 0.0))
+        # 2. configuration and its symmetric variant (`relationship_variants`) by the WAXS part
+        for ci, name in enumerate(names):
+            for R_v in relationship_variants(rels[name]):
+                p = pn.replace(relationship=np.broadcast_to(R_v, (todo.size, 3, 3)))
+                comps = base.copy()
+                comps[:, 2] = component_images(model, jax.tree_util.tree_map(jnp.asarray, p), ("al_scale",))[:, 0]
+                sc, d = linear_scales(comps, y, v, w)
+                better = d < dev[rows_, tr, ci]
+                dev[rows_[better], tr[better], ci] = d[better]
+                for j in np.flatnonzero(better):
+                    lin[tr[j], ci, j] = (jax.tree_util.tree_map(lambda x: x[j], p), sc[j])
+    dev_best = dev.min(axis=2)                                   # (n, T): inf where not refined
+    al_gain_t = dev_sl - dev_best                                # (n, T)
+    has_al_t = al_gain_t >= settings.al_min_gain
     tm["linear"] = tm.get("linear", 0.0) + clock() - t
     t = clock()
-    # one batched refinement of every (frame, configuration) pair to try; frames without AL
-    # signal once (their al_scale starts at 0 and disorder is not reported). Rows are padded
+    # one batched refinement of every (frame, candidate, configuration) to try; candidates without
+    # AL signal once (their al_scale starts at 0 and disorder is not reported). Rows are padded
     # with empty frames to a power of two so that few shapes are ever compiled.
-    pairs = [(j, -1) for j in np.flatnonzero(~has_al)]
-    for ci in range(len(names)):
-        pairs += [(j, ci) for j in np.flatnonzero(has_al & (dev_c[:, ci] <= dev_c.min(axis=1) + settings.conf_margin))]
-    obj = np.full((todo.size, len(names) + 1), np.inf)
+    pairs = []
+    for j in range(todo.size):
+        for ti in dict.fromkeys(order[j].tolist()):
+            if not has_al_t[j, ti]:
+                pairs.append((j, int(ti), -1))
+                continue
+            pairs += [(j, int(ti), ci) for ci in range(len(names))
+                      if dev[j, ti, ci] <= dev_best[j, ti] + settings.conf_margin]
+    obj = {}
     fitted = {}
     n_rows = max(4, 1 << (len(pairs) - 1).bit_length())
     pad = [pairs[0]] * (n_rows - len(pairs))
-    rows = np.array([j for j, _ in pairs + pad])
-    p0 = _stack([lin[cand[j], ci, j][0] for j, ci in pairs + pad])
-    sc = np.stack([lin[cand[j], ci, j][1] for j, ci in pairs + pad])
-    floor = np.where(np.array([ci for _, ci in pairs + pad])[:, None] < 0, [1e-3, 1e-3, 0.0, 1e-4],
+    rows = np.array([j for j, _, _ in pairs + pad])
+    p0 = _stack([lin[ti, ci, j][0] for j, ti, ci in pairs + pad])
+    sc = np.stack([lin[ti, ci, j][1] for j, ti, ci in pairs + pad])
+    floor = np.where(np.array([ci for _, _, ci in pairs + pad])[:, None] < 0, [1e-3, 1e-3, 0.0, 1e-4],
                      [1e-3, 1e-3, 1e-3, 1e-4])
     s_ = np.maximum(sc, floor)
     init = p0.replace(sl_scale=jnp.asarray(s_[:, 0]), diffuse_scale=jnp.asarray(s_[:, 1]),
@@ -466,27 +503,28 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     w_rows[len(pairs):] = 0.0                                     # padding: not fitted (bad data)
     f = fit_batch(y[rows], w_rows, model, init, list(settings.vary), bounds={"lattice_constant": a_range},
                   max_iter=settings.max_iter, tol=settings.tol)
-    for k, (j, ci) in enumerate(pairs):
-        obj[j, ci] = f.objective[k] if np.isfinite(f.objective[k]) else np.inf
-        fitted[j, ci] = (f, k)
+    for k, key in enumerate(pairs):
+        obj[key] = f.objective[k] if np.isfinite(f.objective[k]) else np.inf
+        fitted[key] = k
     tm["refine"] = tm.get("refine", 0.0) + clock() - t
     rot = np.full((todo.size, 3, 3), np.nan)
     chosen = []
     for j in range(todo.size):
-        tried = [c for c in range(len(names)) if (j, c) in fitted]
-        ci = -1 if not has_al[j] else min(tried, key=lambda c: obj[j, c])   # only configurations refined
-        f, k = fitted[j, ci]
+        mine = [key for key in pairs if key[0] == j]
+        # the lowest final deviance over the refined candidates and configurations; a candidate
+        # without AL signal was refined once (configuration undetermined)
+        _, ti, ci = min(mine, key=lambda key: (obj[key], key[1], key[2]))
         i = todo[j]
-        rot[j], p = store_fit(out, i, f, k, names[ci] if ci >= 0 else None)
+        rot[j], p = store_fit(out, i, f, fitted[j, ti, ci], names[ci] if ci >= 0 else None)
         chosen.append(p)
-        out["al_gain"][i] = al_gain[j]
+        out["al_gain"][i] = al_gain_t[j, ti]
         if ci >= 0:
-            other = [obj[j, c] for c in range(len(names)) if c != ci and np.isfinite(obj[j, c])]
-            lin_other = [dev_c[j, c] - dev_c[j, ci] for c in range(len(names)) if c != ci]
-            out["configuration_margin"][i] = (min(other) - obj[j, ci]) if other else (
+            other = [obj[j, ti, c] for c in range(len(names)) if c != ci and np.isfinite(obj.get((j, ti, c), np.inf))]
+            lin_other = [dev[j, ti, c] - dev[j, ti, ci] for c in range(len(names)) if c != ci]
+            out["configuration_margin"][i] = (min(other) - obj[j, ti, ci]) if other else (
                 min(lin_other) if lin_other else np.inf)
         elif FitStatus.from_code(out["status"][i]).success:
-            out["message"][i] += (f"; no AL peaks above noise (linear deviance gain {al_gain[j]:.1f} < "
+            out["message"][i] += (f"; no AL peaks above noise (linear deviance gain {al_gain_t[j, ti]:.1f} < "
                                   f"{settings.al_min_gain:g}): configuration and disorder not determined")
     t = clock()
     flag_mixed(out, todo, clean[todo], setup, _stack(chosen), a_range, settings)
@@ -533,6 +571,23 @@ def store_fit(out: dict[str, np.ndarray], i: int, f, k: int, configuration: str 
         undetermined = configuration is None and name in ("al_scale", "disorder_deg")
         out[name + "_stderr"][i] = float(f.stderr[name][k]) if name in f.stderr and not undetermined else np.nan
     return rot, p
+
+
+def params_from_row(r: dict, k: int, template: ModelParams, a_range: tuple[float, float]) -> ModelParams:
+    """`ModelParams` to start a refinement from row ``k`` of a fit result (`fit_frames` output or
+    `read_fits` rows): its SL orientation, lattice constant (clipped to ``a_range``, A), scales
+    (floored away from 0, so that none starts at its bound), disorder and NC relationship (the
+    template's where the fit left them undetermined)."""
+    dis, rel = r["disorder_deg"][k], r["relationship"][k]
+    return template.replace(
+        base_orientation=r["orientation_matrix"][k], inplane=0.0, tilt1=0.0, tilt2=0.0,
+        lattice_constant=float(np.clip(r["lattice_constant"][k], *a_range)),
+        sl_scale=max(float(np.nan_to_num(r["sl_scale"][k])), 1e-3),
+        diffuse_scale=max(float(np.nan_to_num(r["diffuse_scale"][k])), 1e-3),
+        al_scale=max(float(np.nan_to_num(r["al_scale"][k])), 1e-3),
+        background=max(float(np.nan_to_num(r["background"][k])), 1e-4),
+        disorder=np.radians(dis) / FWHM_PER_SIGMA if np.isfinite(dis) else template.disorder,
+        relationship=rel if np.all(np.isfinite(rel)) else template.relationship)
 
 
 def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray, setup: "FitSetup",
@@ -833,180 +888,10 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
             break
     if progress:
         print(file=sys.stderr)
-    _neighbour_passes(out, results, setup, settings, progress, n)
+    from fits.neighbours import neighbour_passes
+
+    neighbour_passes(out, results, setup, settings, progress, n)
     return out
-
-
-def _neighbour_passes(out: Path, results: Path, setup: "FitSetup", settings: FitSettings, progress: bool,
-                      n: int) -> None:
-    """Run the remaining `neighbour_pass` es once every frame is done (resumable by attribute)."""
-    with h5py.File(out, "r") as f:
-        all_done = int(f["entry/fits"].attrs["frames_done"]) >= n
-        passes_done = int(f["entry/fits"].attrs.get("neighbour_passes_done", 0))
-    if not all_done:
-        return
-    changed = None                          # the first pass (or a resumed one) looks at every frame
-    for k in range(passes_done, settings.neighbour_passes):
-        changed = neighbour_pass(out, results, setup, settings, progress, near=changed)
-        with h5py.File(out, "a") as f:
-            f["entry/fits"].attrs["neighbour_passes_done"] = k + 1 if changed else settings.neighbour_passes
-        if progress:
-            print(f"\rxmodel fit: neighbour pass {k + 1}: {len(changed)} frames improved", file=sys.stderr)
-        if not changed:
-            break
-
-
-def _neighbours(positions_um: np.ndarray) -> list[np.ndarray]:
-    """Indices of the scan points within 1.5 steps of each point (itself excluded)."""
-    from scipy.spatial import cKDTree
-
-    pos = np.asarray(positions_um, float)
-    tree = cKDTree(pos)
-    d, _ = tree.query(pos, k=2)
-    step = float(np.median(d[:, 1])) if pos.shape[0] > 1 else 1.0
-    return [np.array([k for k in nb if k != i], int) for i, nb in enumerate(tree.query_ball_point(pos, 1.5 * step))]
-
-
-def neighbour_pass(fits_path: str | Path, results: str | Path, setup: "FitSetup",
-                   settings: FitSettings = FitSettings(), progress: bool = True,
-                   near: np.ndarray | None = None) -> list[int]:
-    """Refit doubtful frames from the fitted orientations of their scan neighbours; returns the
-    frames whose fit improved.
-
-    ``near``: if given, only frames with a neighbour in it are considered (the frames the
-    previous pass changed: nothing else has a new start to try).
-
-    A frame is doubtful when its SL ring significance reaches ``settings.neighbour_min_significance``
-    and its status is not ok, or when most of its ok neighbours' SL orientations differ from its
-    own by more than 5 deg (misorientation; wrong fits are typically 30-60 deg off, while one
-    boundary step rotates the SL by a few degrees). Each distinct
-    orientation of its ok neighbours (up to 3, with their lattice constant, scales, disorder and
-    NC relationship) starts a batched refinement (`fits.batch.fit_batch`); the lowest Poisson
-    deviance wins if it is below the frame's own (or the frame had no usable fit). Results are
-    rewritten in place (``/entry/fits``), the message saying which neighbour the start came from.
-
-    Notes
-    -----
-    Orientation fits are multi-modal, and a boundary point's few SL peaks are often matched by
-    several orientations (`fits.search`); the SL rotates continuously across a boundary (paper,
-    Fig. 3-4: 8-14 deg over microns), so a neighbour's orientation is a start in the right basin.
-    One pass propagates one scan step; `fit_scan` runs ``settings.neighbour_passes``.
-    """
-    from fits.batch import fit_batch
-
-    fits_path, results = Path(fits_path), Path(results)
-    r = read_fits(fits_path)
-    with h5py.File(results, "r") as f:
-        if "entry/reduction/positions" not in f:
-            return []
-        nbs = _neighbours(np.asarray(f["entry/reduction/positions"], float))
-        changed = None if near is None else set(int(k) for k in near)
-        R = r["orientation_matrix"]
-        ok = r["status"] == FitStatus.OK.code
-        # weak rings too: the likelihood-ratio test of `fit_batch` decides whether a neighbour's
-        # orientation explains SL signal the ring search missed (empty frames score < 1)
-        has = np.isfinite(r["significance"]) & (r["significance"] >= settings.neighbour_min_significance) & \
-            (r["status"] != FitStatus.BAD_DATA.code)
-        pairs = []
-        for i in np.flatnonzero(has):
-            if changed is not None and not changed.intersection(nbs[i].tolist()):
-                continue
-            cand = [int(k) for k in nbs[i] if ok[k]]
-            if not cand:
-                continue
-            mine = bool(np.all(np.isfinite(R[i])))
-            mis = (np.degrees(np.atleast_1d(orientation.misorientation_angle(R[i], R[cand]))) if mine
-                   else np.full(len(cand), np.inf))
-            # an ok frame most of its ok neighbours agree with (within 5 deg: one boundary step can
-            # rotate the SL by several degrees) is left alone
-            if ok[i] and np.mean(mis > 5.0) <= 0.5:
-                continue
-            kept: list[int] = []
-            for c in np.argsort(r["objective"][cand]):
-                k = cand[c]
-                if ok[i] and mis[c] <= 1.0:
-                    continue
-                if all(np.degrees(orientation.misorientation_angle(R[k], R[m])) > 1.0 for m in kept):
-                    kept.append(k)
-            pairs += [(int(i), k) for k in kept[:3]]
-        if not pairs:
-            return []
-        frames = sorted({i for i, _ in pairs})
-        polar = {i: np.asarray(f["entry/reduction/polar"][i], np.float64) for i in frames}
-    t = setup.template
-    a0 = float(t.lattice_constant)
-    a_range = (settings.a_range_rel[0] * a0, settings.a_range_rel[1] * a0)
-
-    def start(k: int) -> ModelParams:
-        rel, dis = r["relationship"][k], r["disorder_deg"][k]
-        return t.replace(base_orientation=R[k], inplane=0.0, tilt1=0.0, tilt2=0.0,
-                         lattice_constant=float(np.clip(r["lattice_constant"][k], *a_range)),
-                         sl_scale=max(float(r["sl_scale"][k]), 1e-3),
-                         diffuse_scale=max(float(r["diffuse_scale"][k]), 1e-3),
-                         al_scale=max(float(np.nan_to_num(r["al_scale"][k])), 1e-3),
-                         background=max(float(r["background"][k]), 1e-4),
-                         disorder=np.radians(dis) / FWHM_PER_SIGMA if np.isfinite(dis) else t.disorder,
-                         relationship=rel if np.all(np.isfinite(rel)) else t.relationship)
-
-    best: dict[int, tuple] = {}
-    for s0 in range(0, len(pairs), settings.batch):
-        chunk = pairs[s0:s0 + settings.batch]
-        obs = np.stack([polar[i].reshape(-1)[setup.index] for i, _ in chunk])
-        valid, bad = _frame_checks(obs, setup.weight)
-        w = np.where(valid & ~bad[:, None], setup.weight[None, :], 0.0)
-        fb = fit_batch(np.where(valid, obs, 0.0), w, setup.model, _stack([start(k) for _, k in chunk]),
-                       list(settings.vary), bounds={"lattice_constant": a_range},
-                       max_iter=settings.max_iter, tol=settings.tol)
-        for row, (i, k) in enumerate(chunk):
-            if fb.status[row].success and np.isfinite(fb.objective[row]) and \
-                    fb.objective[row] < best.get(i, (np.inf,))[0]:
-                best[i] = (float(fb.objective[row]), fb, row, k)
-        if progress:
-            print(f"\rxmodel fit: neighbour pass, {min(s0 + settings.batch, len(pairs))}/{len(pairs)} starts",
-                  end="", file=sys.stderr, flush=True)
-    improved = [i for i, (o, *_) in best.items()
-                if not (np.isfinite(r["objective"][i]) and FitStatus.from_code(r["status"][i]).success
-                        and r["objective"][i] <= o)]
-    if not improved:
-        return []
-    out = {k: (v.astype(object) if v.dtype.kind == "U" else v.copy()) for k, v in r.items()
-           if isinstance(v, np.ndarray)}
-    # the configuration counts only where the frame's own AL peaks carry it: the deviance gain of
-    # the fitted AL term (as `al_min_gain` in the linear stage), not the neighbour's say-so
-    rows_p = _stack([jax.tree_util.tree_map(lambda x: x[best[i][2]], best[i][1].params) for i in improved])
-    comps = component_images(setup.model, rows_p)                             # (n, 4, P)
-    scales = np.stack([np.asarray(getattr(rows_p, c), np.float64).reshape(-1) for c in COMPONENTS], 1)
-    mu = np.einsum("nc,ncp->np", scales, comps)
-    mu0 = mu - scales[:, 2:3] * comps[:, 2]
-    obs = np.stack([polar[i].reshape(-1)[setup.index] for i in improved])
-    valid, _ = _frame_checks(obs, setup.weight)
-    y = np.where(valid, obs, 0.0)
-    gain = _poisson_deviance_np(mu0, y, valid, setup.weight) - _poisson_deviance_np(mu, y, valid, setup.weight)
-    chosen = []
-    for j, i in enumerate(improved):
-        _, fb, row, k = best[i]
-        conf = r["configuration"][k] or None
-        if conf is not None and gain[j] < settings.al_min_gain:
-            conf = None
-        _, p = store_fit(out, i, fb, row, conf)
-        chosen.append(p)
-        out["al_gain"][i] = gain[j]
-        out["message"][i] = f"{out['message'][i]} (started from neighbour frame {k})"
-        if conf is None and FitStatus.from_code(out["status"][i]).success:
-            out["message"][i] += (f"; no AL peaks above noise (deviance gain of the AL term {gain[j]:.1f} < "
-                                  f"{settings.al_min_gain:g}): configuration and disorder not determined")
-        out["configuration_margin"][i] = np.nan          # the other configuration was not refitted
-    idx = np.array(improved)
-    flag_mixed(out, idx, np.stack([polar[i] for i in improved]), setup, _stack(chosen), a_range, settings)
-    ang = decompose_orientation(out["orientation_matrix"][idx], list(settings.zones))
-    for key in ("zone_axis", "tilt_deg", "tilt1_deg", "tilt2_deg", "inplane_deg"):
-        out[key][idx] = ang[key]
-    with h5py.File(fits_path, "a") as f:
-        g = f["entry/fits"]
-        for key in list(FIT_DATASETS) + [k + "_stderr" for k in STDERR_OF]:
-            if key in g:
-                g[key][np.sort(idx)] = out[key][np.sort(idx)]
-    return sorted(improved)
 
 
 def read_fits(path: str | Path) -> dict[str, np.ndarray]:

@@ -387,7 +387,8 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
                         a_range: tuple[float, float], n_best: int = 3, sigma_q: float = 0.0015,
                         min_significance: float = 8.0, batch: int = 16,
                         min_separation_deg: float | None = None, n_lattice: int = 3,
-                        lattice_separation: float = 0.02) -> SearchResult:
+                        lattice_separation: float = 0.02,
+                        lattice_constants: np.ndarray | None = None) -> SearchResult:
     """Match every frame against the template bank at several candidate lattice constants.
 
     Parameters
@@ -406,6 +407,9 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     n_lattice : candidate lattice constants per frame (`lattice_constant_candidates`); 1 gives
         the single estimate of `estimate_lattice_constant`.
     lattice_separation : candidate lattice constants differ by at least this fraction.
+    lattice_constants : (B, N) lattice constants (A) to correlate at instead of the radial
+        candidates (NaN: unused slot), e.g. those of a frame's fitted scan neighbours
+        (`fits.scan_fit.neighbour_pass`); ``n_lattice`` and ``lattice_separation`` are then unused.
 
     Returns
     -------
@@ -447,9 +451,15 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
                          f"on the chi grid of /entry/reduction/chi.")
     B = polar.shape[0]
     spec, spec2 = (_real_pair(x) for x in bank.spectra())
-    a_cand, _ = lattice_constant_candidates(polar, q, a_range, n_candidates=n_lattice,
-                                            min_separation=lattice_separation, shells=tuple(bank.shells),
-                                            sigma_q=sigma_q)
+    if lattice_constants is None:
+        a_cand, _ = lattice_constant_candidates(polar, q, a_range, n_candidates=n_lattice,
+                                                min_separation=lattice_separation, shells=tuple(bank.shells),
+                                                sigma_q=sigma_q)
+    else:
+        a_cand = np.asarray(lattice_constants, float)
+        if a_cand.ndim != 2 or a_cand.shape[0] != B:
+            raise ValueError(f"search_orientations: lattice_constants has shape {a_cand.shape}; expected "
+                             f"({B}, N), N lattice constants (A, NaN for unused slots) per frame.")
     N = a_cand.shape[1]
     T = max(1, min(int(n_best), bank.size))
     sep = 3.0 * float(bank.key.get("step_deg", 1.5)) if min_separation_deg is None else float(min_separation_deg)

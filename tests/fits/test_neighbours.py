@@ -1,0 +1,126 @@
+"""Tests of fits/neighbours.py: doubtful frames refitted from their scan neighbours, the
+lattice-constant grid re-search, and the SL-gain gate that keeps noise and WAXS-only frames unfitted."""
+import h5py
+import numpy as np
+import pytest
+
+from fits.neighbours import lattice_grid, neighbour_pass
+from fits.scan_fit import FitSettings, FitSetup, fit_scan, read_fits
+from fits.status import FitStatus
+from xmodel import orientation
+from xmodel.config import default_paths, load_config
+from xmodel.noise import poisson_counts
+from xmodel.parameters import params_from_config
+
+CHI = np.arange(180) * 2.0 - 179.0
+Q = np.concatenate([np.geomspace(0.06, 0.24, 80), np.geomspace(1.72, 2.3, 24)])
+SETTINGS = FitSettings(batch=2, max_iter=40, n_candidates=4, neighbour_passes=0)
+
+
+def test_lattice_grid_spans_the_range_in_relative_steps():
+    g = lattice_grid((127.9, 158.0), 0.02)
+    assert g[0] == pytest.approx(127.9) and g[-1] <= 158.0 < g[-1] * 1.02
+    np.testing.assert_allclose(g[1:] / g[:-1], 1.02)
+    assert lattice_grid((150.0, 150.0)).tolist() == [150.0]
+    with pytest.raises(ValueError, match="a_min <= a_max"):
+        lattice_grid((0.0, 150.0))
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """Two neighbouring red frames (Poisson copies of one pattern), fitted without neighbour passes."""
+    tmp = tmp_path_factory.mktemp("neighbours")
+    cfg = load_config(default_paths("red"))
+    setup = FitSetup.build(cfg, Q, CHI, None, SETTINGS)
+    p = params_from_config(cfg).replace(sl_scale=3000.0, diffuse_scale=45.0, al_scale=20.0, background=0.05)
+    mu = np.asarray(setup.model(p), float)
+    imgs = []
+    for seed in (0, 11):
+        img = np.full(CHI.size * Q.size, np.nan)
+        img[setup.index] = poisson_counts(mu, seed=seed)
+        imgs.append(img.reshape(CHI.size, Q.size))
+    # the same sample without SL peaks: diffuse, background and the NCs' AL peaks only
+    waxs = np.full(CHI.size * Q.size, np.nan)
+    waxs[setup.index] = poisson_counts(np.asarray(setup.model(p.replace(sl_scale=0.0)), float), seed=3)
+    path = tmp / "pair.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/reduction")
+        g["polar"] = np.stack(imgs).astype(np.float32)
+        g["q"], g["chi"] = Q, CHI
+        g["positions"] = np.array([[0.0, 0.0], [0.0, 1.0]])
+    return dict(tmp=tmp, cfg=cfg, setup=setup, truth=p, path=path, waxs=waxs.reshape(CHI.size, Q.size))
+
+
+def _fitted(pair, name):
+    """A fresh copy of the pair's scan fit (no neighbour passes) to corrupt."""
+    out = pair["tmp"] / name
+    fit_scan(pair["path"], pair["cfg"], out, SETTINGS, progress=False, setup=pair["setup"])
+    return out
+
+
+def _mis_deg(p, R) -> float:
+    return float(np.degrees(orientation.misorientation_angle(np.asarray(p.sl_orientation(), float), R)))
+
+
+def test_neighbour_pass_repairs_a_frame_from_its_neighbour(pair):
+    """The second frame's fit is replaced by a wrong one (20 deg off, not ok): the neighbour pass
+    refits it from the first frame's orientation."""
+    setup, p = pair["setup"], pair["truth"]
+    out = _fitted(pair, "repair.h5")
+    wrong = orientation.rotation_about_axis(0, np.radians(20.0)) @ np.asarray(p.sl_orientation(), float)
+    with h5py.File(out, "a") as f:
+        g = f["entry/fits"]
+        g["orientation_matrix"][1] = np.asarray(wrong, float)
+        g["status"][1] = FitStatus.MIXED.code
+        g["objective"][1] = 1e12
+    assert neighbour_pass(out, pair["path"], setup, SETTINGS, progress=False, research=False) == [1]
+    fits = read_fits(out)
+    assert _mis_deg(p, fits["orientation_matrix"][1]) < 2.5, fits["message"][1]   # coarse test grid
+    assert fits["status"][1] == FitStatus.OK.code and "neighbour frame 0" in fits["message"][1]
+    assert fits["objective"][1] < 1e12
+    # nothing left to repair: a second pass changes nothing
+    assert neighbour_pass(out, pair["path"], setup, SETTINGS, progress=False) == []
+    assert neighbour_pass(out, pair["path"], setup, SETTINGS, progress=False, near=np.array([1])) == []
+
+
+def test_research_repairs_a_frame_whose_neighbour_is_wrong_too(pair):
+    """Both fits corrupted (the ok neighbour 45 deg off, the frame itself 20 deg off with an
+    aliased a): only the grid re-search can find the frame's orientation and lattice constant."""
+    setup, p = pair["setup"], pair["truth"]
+    out = _fitted(pair, "research.h5")
+    R = np.asarray(p.sl_orientation(), float)
+    with h5py.File(out, "a") as f:
+        g = f["entry/fits"]
+        g["orientation_matrix"][0] = orientation.rotation_about_axis(2, np.radians(45.0)) @ \
+            orientation.rotation_about_axis(0, np.radians(30.0)) @ R
+        g["orientation_matrix"][1] = orientation.rotation_about_axis(0, np.radians(20.0)) @ R
+        g["lattice_constant"][1] = float(p.lattice_constant) * np.sqrt(4.0 / 3.0)
+        g["status"][1] = FitStatus.MIXED.code
+        g["objective"][1] = 1e12
+    assert 1 in neighbour_pass(out, pair["path"], setup, SETTINGS, progress=False)
+    fits = read_fits(out)
+    assert "searched again" in fits["message"][1], fits["message"][1]
+    assert _mis_deg(p, fits["orientation_matrix"][1]) < 2.5
+    assert fits["lattice_constant"][1] == pytest.approx(float(p.lattice_constant), rel=0.01)
+    assert fits["status"][1] == FitStatus.OK.code and fits["configuration"][1] == "conf1"
+
+
+def test_a_frame_without_sl_peaks_gets_no_fit_from_its_neighbour(pair, tmp_path):
+    """A frame with the NCs' AL peaks but no SL peaks, beside a fitted frame and made to look
+    doubtful (ring significance 5): the SL deviance gain keeps it without a fit."""
+    setup = pair["setup"]
+    path = tmp_path / "waxs.h5"
+    with h5py.File(pair["path"], "r") as f, h5py.File(path, "w") as g:
+        r = g.create_group("entry/reduction")
+        r["polar"] = np.stack([f["entry/reduction/polar"][0], pair["waxs"].astype(np.float32)])
+        for k in ("q", "chi", "positions"):
+            r[k] = f["entry/reduction"][k][()]
+    out = tmp_path / "fits.h5"
+    fit_scan(path, pair["cfg"], out, SETTINGS, progress=False, setup=setup)
+    fits = read_fits(out)
+    assert fits["status"][1] == FitStatus.NO_SIGNAL.code
+    with h5py.File(out, "a") as f:
+        f["entry/fits/significance"][1] = 5.0
+    assert neighbour_pass(out, path, setup, SETTINGS, progress=False) == []
+    fits = read_fits(out)
+    assert fits["status"][1] == FitStatus.NO_SIGNAL.code and not np.isfinite(fits["objective"][1])
