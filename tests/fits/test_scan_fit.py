@@ -182,3 +182,26 @@ def test_truth_table_against_the_forward_model_parameters(scan, tmp_path):
     assert t["per_domain"]["red"]["orientation_p95"] == np.inf
     text = format_truth_table(t)
     assert "| orientation (misorientation) |" in text and "empty points flagged" in text
+
+
+def test_al_residual_sees_a_second_nc_orientation(scan):
+    """A red pattern plus the AL peaks (and weak SL peaks) of a second grain rotated 30 deg about
+    the beam: the true parameters of the first grain leave a strong AL excess; alone they leave
+    only noise."""
+    from fits.scan_fit import _stack, al_residual
+
+    setup, p = scan["setup"], scan["truth"][0]
+    R2 = orientation.rotation_about_axis(2, np.radians(30.0)) @ np.asarray(p.sl_orientation(), float)
+    p2 = p.replace(base_orientation=R2, inplane=0.0, tilt1=0.0, tilt2=0.0, sl_scale=300.0, al_scale=8.0,
+                   diffuse_scale=0.0, background=0.0)
+    mu1 = np.asarray(setup.model(p), float)
+    mu2 = np.asarray(setup.model(p2), float)
+    imgs = []
+    for seed, mu in ((21, mu1), (22, mu1 + mu2)):
+        img = np.full(CHI.size * Q.size, np.nan)
+        img[setup.index] = poisson_counts(mu, seed=seed)
+        imgs.append(img.reshape(CHI.size, Q.size))
+    z, rel = al_residual(np.stack(imgs), setup, _stack([p, p]))
+    assert z[0] < 6.0, (z, rel)
+    assert z[1] >= SETTINGS.mixed_al_significance and rel[1] >= SETTINGS.mixed_al_ratio, (z, rel)
+    assert al_residual(np.zeros((0, CHI.size, Q.size)), setup, p)[0].shape == (0,)
