@@ -151,7 +151,8 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: FitSetup,
     30-60 deg off, while one boundary step rotates the SL by a few degrees). Each distinct
     orientation of its ok neighbours (up to 3, with their lattice constant, scales, disorder and
     NC relationship) starts a batched refinement (`fits.batch.fit_batch`), and the re-search
-    (`fits.scan_fit.fit_frames` on the grid) gives more. The lowest Poisson deviance wins if it is
+    (`fits.scan_fit.fit_frames` on the grid) gives more; it runs first, and a frame it gives a
+    better ok fit that agrees with most of its ok neighbours skips the neighbour starts. The lowest Poisson deviance wins if it is
     below the frame's own by ``REPLACE_MARGIN`` (or the frame had no fit). A frame that had no fit must also need its SL
     term: the deviance gain of the SL peaks (`_term_gains`) reaches ``settings.sl_min_gain``, so
     a neighbour's orientation never turns noise or WAXS-only signal into an SL fit. A refitted
@@ -176,6 +177,35 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: FitSetup,
     a_range = (settings.a_range_rel[0] * a0, settings.a_range_rel[1] * a0)
     # candidates per frame: (objective, source, payload)
     best: dict[int, tuple] = {}
+    if research:
+        grid = lattice_grid(a_range)
+        rs_settings = replace(settings, n_refine=max(2, settings.n_refine))
+        for s0 in range(0, len(frames), settings.batch):
+            chunk = frames[s0:s0 + settings.batch]
+            rs = fit_frames(np.stack([polar[i] for i in chunk]), setup, rs_settings, lattice_constants=grid,
+                            signal_threshold=settings.neighbour_min_significance)
+            for j, i in enumerate(chunk):
+                st = FitStatus.from_code(rs["status"][j])
+                if (st.success or st is FitStatus.MIXED) and np.isfinite(rs["objective"][j]) and \
+                        rs["objective"][j] < best.get(i, (np.inf,))[0]:
+                    best[i] = (float(rs["objective"][j]), "research", {k: v[j:j + 1] for k, v in rs.items()})
+            if progress:
+                print(f"\rxmodel fit: neighbour pass, re-searched {min(s0 + settings.batch, len(frames))}/"
+                      f"{len(frames)} frames on {grid.size} lattice constants", end="", file=sys.stderr, flush=True)
+    if research and best:
+        # a frame the re-search gave a clearly better ok fit that agrees with most of its ok
+        # neighbours needs no neighbour starts
+        R, ok = r["orientation_matrix"], r["status"] == FitStatus.OK.code
+        settled = set()
+        for i, (o, _, row) in best.items():
+            nb_ok = [int(k) for k in nbs[i] if ok[k]]
+            if row["status"][0] != FitStatus.OK.code or not nb_ok or \
+                    (np.isfinite(r["objective"][i]) and r["objective"][i] <= o + REPLACE_MARGIN):
+                continue
+            mis = np.degrees(np.atleast_1d(orientation.misorientation_angle(row["orientation_matrix"][0], R[nb_ok])))
+            if np.mean(mis > 5.0) <= 0.5:
+                settled.add(i)
+        pairs = [(i, k) for i, k in pairs if i not in settled]
     for s0 in range(0, len(pairs), settings.batch):
         chunk = pairs[s0:s0 + settings.batch]
         obs = np.stack([polar[i].reshape(-1)[setup.index] for i, _ in chunk])
@@ -192,21 +222,6 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: FitSetup,
         if progress:
             print(f"\rxmodel fit: neighbour pass, {min(s0 + settings.batch, len(pairs))}/{len(pairs)} starts",
                   end="", file=sys.stderr, flush=True)
-    if research:
-        grid = lattice_grid(a_range)
-        rs_settings = replace(settings, n_refine=max(2, settings.n_refine))
-        for s0 in range(0, len(frames), settings.batch):
-            chunk = frames[s0:s0 + settings.batch]
-            rs = fit_frames(np.stack([polar[i] for i in chunk]), setup, rs_settings, lattice_constants=grid,
-                            signal_threshold=settings.neighbour_min_significance)
-            for j, i in enumerate(chunk):
-                st = FitStatus.from_code(rs["status"][j])
-                if (st.success or st is FitStatus.MIXED) and np.isfinite(rs["objective"][j]) and \
-                        rs["objective"][j] < best.get(i, (np.inf,))[0]:
-                    best[i] = (float(rs["objective"][j]), "research", {k: v[j:j + 1] for k, v in rs.items()})
-            if progress:
-                print(f"\rxmodel fit: neighbour pass, re-searched {min(s0 + settings.batch, len(frames))}/"
-                      f"{len(frames)} frames on {grid.size} lattice constants", end="", file=sys.stderr, flush=True)
     # a fit is replaced only by one that explains the frame clearly better: near ties are the
     # pseudo-symmetric twins of a pattern (a green Conf2 frame and a Conf1 orientation 45 deg
     # away fit one twin frame within 2 deviance units), which the frame alone cannot decide

@@ -167,3 +167,21 @@ def test_ring_features_of_several_lattice_constants_per_frame(frames):
         f1, m1, _ = _ring_features(imgs, Q, a[:, t], shells, 0.0015)
         np.testing.assert_allclose(f[:, t], f1, rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(m[:, t], m1)
+
+
+def test_search_at_given_lattice_constants(frames, compressed):
+    """The compressed frame searched on a 2 % grid of a (the neighbour passes' re-search): the
+    best match sits at the grid value nearest the true a, not at the radial alias."""
+    from fits.neighbours import lattice_grid
+
+    img, p = compressed
+    a_true, bank = float(p.lattice_constant), frames["bank"]
+    a_range = (0.85 * frames["a0"], 1.05 * frames["a0"])
+    grid = lattice_grid(a_range)
+    res = search_orientations(img, Q, bank, a_range=a_range, lattice_constants=grid[None, :])
+    assert abs(res.match_lattice_constant[0, 0] / a_true - 1) <= 0.011
+    assert set(np.round(res.match_lattice_constant[0], 6)) <= set(np.round(grid, 6))
+    mis = np.degrees(orientation.misorientation_angle(np.asarray(p.sl_orientation(), float), res.orientation[0, 0]))
+    assert mis < 5.0, mis
+    with pytest.raises(ValueError, match=r"lattice_constants has shape \(3,\); expected \(1, N\)"):
+        search_orientations(img, Q, bank, a_range=a_range, lattice_constants=grid[:3])
