@@ -19,9 +19,10 @@ import h5py
 import jax
 import numpy as np
 
-from fits.scan_fit import (COMPONENTS, FIT_DATASETS, STDERR_OF, FitSettings, FitSetup, _frame_checks,
-                           _poisson_deviance_np, _stack, component_images, decompose_orientation, fit_frames,
-                           flag_mixed, params_from_row, read_fits, store_fit)
+from fits.linear import COMPONENTS, _poisson_deviance_np, component_images
+from fits.mixed import flag_mixed
+from fits.scan_fit import (FIT_DATASETS, STDERR_OF, FitSettings, FitSetup, _frame_checks, _stack,
+                           decompose_orientation, fit_frames, params_from_row, read_fits, store_fit)
 from fits.status import FitStatus
 from xmodel import orientation
 

@@ -35,15 +35,15 @@ import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.optimize import nnls
 
 from fits.search import (TemplateBank, build_template_bank, refine_matches,
                          search_orientations)
-from fits.objective import compiled, intensity_function
+from fits.linear import component_images, linear_scales, relationship_variants
+from fits.mixed import flag_mixed
 from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.parameters import FWHM_PER_SIGMA, ModelParams
-from xmodel.pattern import TERMS, PatternModel
+from xmodel.pattern import PatternModel
 
 TWO_PI = 2.0 * np.pi
 
@@ -64,7 +64,7 @@ FIT_DATASETS = {
     "disorder_deg": ("degree", "NC orientational disorder dPhi (FWHM, Eq. 7)"),
     "configuration": ("", "NC orientation relationship conf1 / conf2 ('' without a fit)"),
     "relationship": ("", "AL crystal -> SL crystal (N, 3, 3) of the fit: the symmetric variant S R_or of the "
-                         "configuration that matches the WAXS peaks (fits.scan_fit.relationship_variants)"),
+                         "configuration that matches the WAXS peaks (fits.linear.relationship_variants)"),
     "sl_scale": ("counts", "SL peak height at P(q) = 1 per pixel at unit solid angle"),
     "diffuse_scale": ("counts", "isotropic diffuse SAXS scale"),
     "al_scale": ("counts", "200 AL peak height per pixel at unit solid angle"),
@@ -233,111 +233,6 @@ class FitSettings:
     sl_min_gain: float = 100.0
     cache_dir: str | None = None
     zones: tuple = field(default=DEFAULT_ZONES)
-
-
-def _poisson_deviance_np(mu: np.ndarray, y: np.ndarray, valid: np.ndarray, n: np.ndarray | float = 1.0
-                         ) -> np.ndarray:
-    mu = np.maximum(mu, 1e-6)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0) - (y - mu)
-    return 2.0 * np.sum(np.where(valid, n * t, 0.0), axis=-1)
-
-
-#: the terms the model is linear in (`xmodel.pattern.TERMS`), in the order of `component_images`
-COMPONENTS = TERMS
-
-
-def _build_components(model: PatternModel, parts: tuple[str, ...]):
-    return jax.jit(jax.vmap(model.components(parts), in_axes=(None, 0)))
-
-
-def component_images(model: PatternModel, params: ModelParams, parts: tuple[str, ...] = COMPONENTS) -> np.ndarray:
-    """(B, len(parts), P) model components with unit scales (default: SL peaks, diffuse, AL, background).
-
-    ``params`` is a stacked batch; each component is the model with its own scale 1 and the
-    other three 0 (the model is linear in them, `xmodel.pattern.PatternModel.components`);
-    ``parts`` names the scales (`COMPONENTS`) whose terms are computed (one pass for all). The batch is padded to a
-    power of two so that a scan compiles few shapes.
-    """
-    parts = tuple(parts)
-    unknown = [c for c in parts if c not in COMPONENTS]
-    if unknown:
-        raise ValueError(f"component_images: unknown parts {unknown}; valid are {COMPONENTS}.")
-    b = int(np.shape(params.sl_scale)[0])
-    n = max(4, 1 << (b - 1).bit_length())
-    if n > b:
-        params = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], n - b, axis=0)]), params)
-    run = compiled(model, ("components", parts), _build_components)
-    _, arrays = intensity_function(model)
-    return np.asarray(run(arrays, params), np.float64)[:b]
-
-
-def relationship_variants(relationship: np.ndarray) -> list[np.ndarray]:
-    """Distinct ``S R_or`` over the 24 cubic ``S``: the NC orientations one relationship allows.
-
-    Parameters
-    ----------
-    relationship : (3, 3) ``R_or``, AL crystal -> SL crystal.
-
-    Returns
-    -------
-    list of (3, 3) representatives of the cosets ``{S R_or T}`` (``S``, ``T`` cubic): 3 for Conf1,
-    6 for Conf2.
-
-    Notes
-    -----
-    The template search returns the SL orientation only up to a cubic symmetry operator ``S``
-    (``R_sl`` and ``R_sl S`` give the same SL pattern), but the NC orientation
-    ``R_sl S R_or`` (`xmodel.orientation.al_orientation`) and hence the WAXS pattern depend on
-    which copy unless ``R_or^T S R_or`` is itself cubic. Each representative is one distinct AL
-    pattern for the same SL orientation; the WAXS part picks the one present.
-
-    Validation: counts 3 and 6 for `xmodel.orientation.orientation_relationship` Conf1 and Conf2
-    (tests/fits/test_scan_fit.py).
-    """
-    ops = np.asarray(orientation.cubic_symmetry_operators(), np.float64)
-    R = np.asarray(relationship, np.float64)
-    reps: list[np.ndarray] = []
-    for S in ops:
-        M = S @ R
-        if not any(np.any(np.all(np.abs(N.T @ M - ops) < 1e-6, axis=(1, 2))) for N in reps):
-            reps.append(M)
-    return reps
-
-
-def linear_scales(components: np.ndarray, observed: np.ndarray, valid: np.ndarray,
-                  weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Non-negative scales (B, 4) and the Poisson deviance (B,) of ``sum_j c_j component_j``.
-
-    Parameters
-    ----------
-    components : (B, 4, P) unit-scale model components (`component_images`), counts per pixel.
-    observed : (B, P) mean counts per pixel of each point (0 where invalid).
-    valid : (B, P) bool.
-    weight : (B, P) or (P,) pixels per point (``/entry/reduction/counts``); default 1.
-
-    Notes
-    -----
-    Weighted least squares with the Pearson weight ``n / max(y, 1/n)`` (a bin mean of ``n``
-    Poisson pixels has variance ``mu / n``), solved by NNLS (Lawson & Hanson,
-    doi:10.1137/1.9781611971217); the deviance is ``2 sum n [y log(y/mu) - (y - mu)]``
-    (`fits.objective.poisson_deviance`).
-    """
-    B = observed.shape[0]
-    n = np.ones_like(observed) if weight is None else np.broadcast_to(np.asarray(weight, float), observed.shape)
-    scales = np.zeros((B, components.shape[1]))
-    for b in range(B):
-        v = valid[b] & (n[b] > 0)
-        if not v.any():
-            continue
-        y, nb = observed[b, v], n[b, v]
-        w = np.sqrt(nb / np.maximum(y, 1.0 / nb))
-        A = components[b][:, v].T * w[:, None]
-        norm = np.maximum(np.linalg.norm(A, axis=0), 1e-30)
-        x, _ = nnls(A / norm, y * w, maxiter=200)
-        scales[b] = x / norm
-    mu = np.einsum("bj,bjp->bp", scales, components)
-    return scales, _poisson_deviance_np(mu, np.nan_to_num(observed), valid & (n > 0), n)
 
 
 # --------------------------------------------------------------------------- one batch
@@ -597,118 +492,6 @@ def params_from_row(r: dict, k: int, template: ModelParams, a_range: tuple[float
         background=max(float(np.nan_to_num(r["background"][k])), 1e-4),
         disorder=np.radians(dis) / FWHM_PER_SIGMA if np.isfinite(dis) else template.disorder,
         relationship=rel if np.all(np.isfinite(rel)) else template.relationship)
-
-
-def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray, setup: "FitSetup",
-               params: ModelParams, a_range: tuple[float, float], settings: FitSettings) -> None:
-    """Set ``residual_significance`` and ``al_residual_significance`` of ``frames`` and mark MIXED
-    those with SL or AL peaks left over.
-
-    ``polar`` (len(frames), C, Q) and the stacked fitted ``params`` are in the order of
-    ``frames``. A converged (or not converged) frame becomes `FitStatus.MIXED` when the SL ring
-    significance left after its fit (`residual_significance`) reaches both
-    ``settings.min_significance`` and ``settings.mixed_ratio`` of the frame's own, or, for a frame
-    whose configuration was determined, when the AL excess left (`al_residual`) reaches
-    ``settings.mixed_al_significance`` and ``settings.mixed_al_ratio`` of the fitted AL peaks
-    (a second grain whose SL peaks are weak still shows its own NC orientation).
-    """
-    left = residual_significance(polar, setup, params, a_range)
-    z_al, rel_al = al_residual(polar, setup, params)
-    out["residual_significance"][frames] = left
-    if "al_residual_significance" in out:
-        out["al_residual_significance"][frames] = z_al
-    for j, i in enumerate(frames):
-        st = FitStatus.from_code(out["status"][i])
-        if not (st.success or st is FitStatus.NOT_CONVERGED):
-            continue
-        sl_left = left[j] >= max(settings.min_significance, settings.mixed_ratio * out["significance"][i])
-        al_left = bool(out["configuration"][i]) and z_al[j] >= settings.mixed_al_significance and \
-            rel_al[j] >= settings.mixed_al_ratio
-        if sl_left or al_left:
-            what = (f"SL ring significance {left[j]:.1f} left after the fit (fitted pattern "
-                    f"{out['significance'][i]:.1f})" if sl_left else
-                    f"AL peaks of {z_al[j]:.0f} sigma ({rel_al[j]:.0%} of the fitted ones) left after the fit")
-            out["status"][i] = FitStatus.MIXED.code
-            out["message"][i] = (f"{FitStatus.MIXED.value}: {what}; the values are of the stronger orientation"
-                                 + ("" if st.success else f" and did not converge ({out['message'][i]})"))
-
-
-def al_residual(polar: np.ndarray, setup: "FitSetup", params: ModelParams) -> tuple[np.ndarray, np.ndarray]:
-    """Largest AL excess left by a fit per chi bin: significance (B,) and fraction (B,) of the fitted AL peaks.
-
-    Parameters
-    ----------
-    polar : (B, C, Q) polar images (mean counts per pixel of each bin, NaN masked) on the grid of
-        ``setup``.
-    params : stacked fitted `ModelParams` of the B frames.
-
-    Notes
-    -----
-    On the fit points within ``3 sigma_r`` (``al_radial_width``) of an AL shell ``2 pi |hkl| /
-    a_AL``, the excess ``sum n (y - mu)`` per chi bin over its Poisson deviation ``sqrt(sum n
-    mu)`` (``n`` pixels per point, ``mu`` the fitted model): the significance of unexplained AL
-    intensity, which a second NC orientation (a mixed pattern) puts at other chi than the fitted
-    one. The fraction is that excess over the largest per-bin sum of the fitted AL term.
-    """
-    polar = np.asarray(polar, np.float64)
-    B = polar.shape[0]
-    if B == 0:
-        return np.zeros(0), np.zeros(0)
-    C, Q = setup.chi_deg.size, setup.q.size
-    chi_i = setup.index // Q
-    qv = setup.q[setup.index % Q]
-    st = setup.model.structure
-    g = np.unique(np.round(TWO_PI * np.linalg.norm(np.asarray(st.al_hkl, float), axis=1) / st.al_lattice_constant, 9))
-    band = np.min(np.abs(qv[:, None] - g[None, :]), axis=1) <= 3.0 * float(setup.template.al_radial_width)
-    comps = component_images(setup.model, params)
-    scales = np.stack([np.asarray(getattr(params, c), np.float64).reshape(-1) for c in COMPONENTS], 1)
-    mu = np.einsum("bc,bcp->bp", scales, comps)
-    y = polar.reshape(B, -1)[:, setup.index]
-    use = np.isfinite(y) & band[None, :] & (setup.weight[None, :] > 0)
-    n = setup.weight[None, :]
-    bins = (np.arange(B)[:, None] * C + chi_i[None, :])[use]                  # (frame, chi) bin of each point
-    acc = np.stack([np.bincount(bins, (v * n)[use], minlength=B * C).reshape(B, C)
-                    for v in (np.nan_to_num(y) - mu, mu, scales[:, 2:3] * comps[:, 2])])
-    z = acc[0] / np.sqrt(np.maximum(acc[1], 1e-12))
-    best = np.argmax(z, axis=1)
-    excess = np.take_along_axis(acc[0], best[:, None], 1)[:, 0]
-    return z.max(axis=1), excess / np.maximum(acc[2].max(axis=1), 1e-12)
-
-
-def residual_significance(polar: np.ndarray, setup: "FitSetup", params: ModelParams,
-                          a_range: tuple[float, float]) -> np.ndarray:
-    """(B,) largest SL ring peak significance left when the fitted SL peaks are subtracted.
-
-    Parameters
-    ----------
-    polar : (B, C, Q) polar images (mean counts per bin, NaN masked) on the grid of ``setup``.
-    params : stacked fitted `ModelParams` of the B frames.
-    a_range : SL lattice constants searched for a second orientation (A).
-
-    Notes
-    -----
-    ``polar - sl_scale * SL_component(params)`` on the fit points keeps the diffuse scattering and
-    background (so the Poisson noise floor of `fits.search.ring_significance` still holds) and
-    removes the peaks the fit explains; the ring significance of what is left, at the lattice
-    constant `fits.search.estimate_lattice_constant` finds in it, measures peaks of a second
-    orientation (a mixed pattern) or of a misfit. Rings of the model's peaks that the fit
-    misses in shape (not in position) leave a fraction of their height, hence the relative
-    threshold of `FitSettings.mixed_ratio`.
-    """
-    from fits.search import estimate_lattice_constant, ring_profiles, ring_significance
-
-    polar = np.array(polar, np.float64)
-    B = polar.shape[0]
-    if B == 0:
-        return np.zeros(0)
-    comp = component_images(setup.model, params, ("sl_scale",))[:, 0]
-    flat = polar.reshape(B, -1)
-    flat[:, setup.index] -= np.asarray(params.sl_scale, np.float64).reshape(B, 1) * comp
-    left = flat.reshape(polar.shape)
-    shells = tuple(int(x) for x in setup.bank.shells)
-    a = estimate_lattice_constant(left, setup.q, a_range, shells=shells)
-    prof, level = ring_profiles(left, setup.q, a, shells)
-    return ring_significance(prof, level).max(axis=1)
 
 
 def _empty_results(n: int) -> dict[str, np.ndarray]:

@@ -323,13 +323,13 @@ def _progress_printer(n_frames: int) -> Callable[[int, int], None]:
         state["last"] = now
         d0, t_start = state["first"]
         rate = (done - d0) / max(now - t_start, 1e-9) if done > d0 else 0.0
-        eta = (total - done) / rate if rate > 0 else float("nan")
+        # the first call has no rate yet: say so rather than print nan
+        speed = f"{1e3 / rate:.1f} ms/frame, ETA {(total - done) / rate:.0f} s" if rate > 0 else "timing..."
         width = 30
         filled = int(width * done / max(total, 1))
         sys.stderr.write(
             f"\rreduce [{'#' * filled}{'.' * (width - filled)}] {done}/{total} frames"
-            f" {1e3 / rate if rate else float('nan'):.1f} ms/frame, ETA {eta:.0f} s, "
-            f"{now - t0:.0f} s   "
+            f" {speed}, {now - t0:.0f} s   "
         )
         if done >= total:
             sys.stderr.write("\n")

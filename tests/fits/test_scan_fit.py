@@ -4,7 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from fits.scan_fit import (FIT_DATASETS, FitSettings, FitSetup, decompose_orientation, fit_scan, read_fits, relationship_variants)
+from fits.linear import relationship_variants
+from fits.scan_fit import FIT_DATASETS, FitSettings, FitSetup, decompose_orientation, fit_scan, read_fits
 from fits.status import FitStatus
 from fits.truth import compare_to_truth, format_truth_table
 from xmodel import orientation
@@ -188,7 +189,8 @@ def test_al_residual_sees_a_second_nc_orientation(scan):
     """A red pattern plus the AL peaks (and weak SL peaks) of a second grain rotated 30 deg about
     the beam: the true parameters of the first grain leave a strong AL excess; alone they leave
     only noise."""
-    from fits.scan_fit import _stack, al_residual
+    from fits.mixed import al_residual
+    from fits.scan_fit import _stack
 
     setup, p = scan["setup"], scan["truth"][0]
     R2 = orientation.rotation_about_axis(2, np.radians(30.0)) @ np.asarray(p.sl_orientation(), float)

@@ -1,0 +1,124 @@
+"""Linear stage of the scan fit: with the orientation fixed the model is linear in its scales.
+
+`component_images` evaluates the unit-scale terms of `xmodel.pattern.PatternModel` (SL peaks,
+isotropic diffuse, AL peaks, background) for a batch of parameter sets, and `linear_scales`
+fits their non-negative weights to the observed counts, which ranks template matches and
+decides the Conf1/Conf2 relationship variant (`relationship_variants`) before any gradient step
+(`fits.scan_fit.fit_frames`).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.optimize import nnls
+
+from fits.objective import compiled, intensity_function
+from xmodel import orientation
+from xmodel.parameters import ModelParams
+from xmodel.pattern import TERMS, PatternModel
+
+
+def _poisson_deviance_np(mu: np.ndarray, y: np.ndarray, valid: np.ndarray, n: np.ndarray | float = 1.0
+                         ) -> np.ndarray:
+    mu = np.maximum(mu, 1e-6)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0) - (y - mu)
+    return 2.0 * np.sum(np.where(valid, n * t, 0.0), axis=-1)
+
+
+#: the terms the model is linear in (`xmodel.pattern.TERMS`), in the order of `component_images`
+COMPONENTS = TERMS
+
+
+def _build_components(model: PatternModel, parts: tuple[str, ...]):
+    return jax.jit(jax.vmap(model.components(parts), in_axes=(None, 0)))
+
+
+def component_images(model: PatternModel, params: ModelParams, parts: tuple[str, ...] = COMPONENTS) -> np.ndarray:
+    """(B, len(parts), P) model components with unit scales (default: SL peaks, diffuse, AL, background).
+
+    ``params`` is a stacked batch; each component is the model with its own scale 1 and the
+    other three 0 (the model is linear in them, `xmodel.pattern.PatternModel.components`);
+    ``parts`` names the scales (`COMPONENTS`) whose terms are computed (one pass for all). The batch is padded to a
+    power of two so that a scan compiles few shapes.
+    """
+    parts = tuple(parts)
+    unknown = [c for c in parts if c not in COMPONENTS]
+    if unknown:
+        raise ValueError(f"component_images: unknown parts {unknown}; valid are {COMPONENTS}.")
+    b = int(np.shape(params.sl_scale)[0])
+    n = max(4, 1 << (b - 1).bit_length())
+    if n > b:
+        params = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], n - b, axis=0)]), params)
+    run = compiled(model, ("components", parts), _build_components)
+    _, arrays = intensity_function(model)
+    return np.asarray(run(arrays, params), np.float64)[:b]
+
+
+def relationship_variants(relationship: np.ndarray) -> list[np.ndarray]:
+    """Distinct ``S R_or`` over the 24 cubic ``S``: the NC orientations one relationship allows.
+
+    Parameters
+    ----------
+    relationship : (3, 3) ``R_or``, AL crystal -> SL crystal.
+
+    Returns
+    -------
+    list of (3, 3) representatives of the cosets ``{S R_or T}`` (``S``, ``T`` cubic): 3 for Conf1,
+    6 for Conf2.
+
+    Notes
+    -----
+    The template search returns the SL orientation only up to a cubic symmetry operator ``S``
+    (``R_sl`` and ``R_sl S`` give the same SL pattern), but the NC orientation
+    ``R_sl S R_or`` (`xmodel.orientation.al_orientation`) and hence the WAXS pattern depend on
+    which copy unless ``R_or^T S R_or`` is itself cubic. Each representative is one distinct AL
+    pattern for the same SL orientation; the WAXS part picks the one present.
+
+    Validation: counts 3 and 6 for `xmodel.orientation.orientation_relationship` Conf1 and Conf2
+    (tests/fits/test_scan_fit.py).
+    """
+    ops = np.asarray(orientation.cubic_symmetry_operators(), np.float64)
+    R = np.asarray(relationship, np.float64)
+    reps: list[np.ndarray] = []
+    for S in ops:
+        M = S @ R
+        if not any(np.any(np.all(np.abs(N.T @ M - ops) < 1e-6, axis=(1, 2))) for N in reps):
+            reps.append(M)
+    return reps
+
+
+def linear_scales(components: np.ndarray, observed: np.ndarray, valid: np.ndarray,
+                  weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative scales (B, 4) and the Poisson deviance (B,) of ``sum_j c_j component_j``.
+
+    Parameters
+    ----------
+    components : (B, 4, P) unit-scale model components (`component_images`), counts per pixel.
+    observed : (B, P) mean counts per pixel of each point (0 where invalid).
+    valid : (B, P) bool.
+    weight : (B, P) or (P,) pixels per point (``/entry/reduction/counts``); default 1.
+
+    Notes
+    -----
+    Weighted least squares with the Pearson weight ``n / max(y, 1/n)`` (a bin mean of ``n``
+    Poisson pixels has variance ``mu / n``), solved by NNLS (Lawson & Hanson,
+    doi:10.1137/1.9781611971217); the deviance is ``2 sum n [y log(y/mu) - (y - mu)]``
+    (`fits.objective.poisson_deviance`).
+    """
+    B = observed.shape[0]
+    n = np.ones_like(observed) if weight is None else np.broadcast_to(np.asarray(weight, float), observed.shape)
+    scales = np.zeros((B, components.shape[1]))
+    for b in range(B):
+        v = valid[b] & (n[b] > 0)
+        if not v.any():
+            continue
+        y, nb = observed[b, v], n[b, v]
+        w = np.sqrt(nb / np.maximum(y, 1.0 / nb))
+        A = components[b][:, v].T * w[:, None]
+        norm = np.maximum(np.linalg.norm(A, axis=0), 1e-30)
+        x, _ = nnls(A / norm, y * w, maxiter=200)
+        scales[b] = x / norm
+    mu = np.einsum("bj,bjp->bp", scales, components)
+    return scales, _poisson_deviance_np(mu, np.nan_to_num(observed), valid & (n > 0), n)

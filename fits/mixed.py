@@ -1,0 +1,133 @@
+"""Mixed patterns: peaks a scan fit leaves unexplained (a second grain in the beam).
+
+After a frame's fit, `residual_significance` subtracts the fitted SL peaks and looks for SL ring
+peaks left over, and `al_residual` does the same for the NCs' AL peaks; `flag_mixed` marks a
+frame `fits.status.FitStatus.MIXED` when either holds peaks of a second orientation (paper
+Fig. 1a,b: the grey points).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fits.linear import COMPONENTS, component_images
+from fits.status import FitStatus
+from xmodel.parameters import ModelParams
+
+if TYPE_CHECKING:
+    from fits.scan_fit import FitSettings, FitSetup
+
+TWO_PI = 2.0 * np.pi
+
+
+def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray, setup: "FitSetup",
+               params: ModelParams, a_range: tuple[float, float], settings: FitSettings) -> None:
+    """Set ``residual_significance`` and ``al_residual_significance`` of ``frames`` and mark MIXED
+    those with SL or AL peaks left over.
+
+    ``polar`` (len(frames), C, Q) and the stacked fitted ``params`` are in the order of
+    ``frames``. A converged (or not converged) frame becomes `FitStatus.MIXED` when the SL ring
+    significance left after its fit (`residual_significance`) reaches both
+    ``settings.min_significance`` and ``settings.mixed_ratio`` of the frame's own, or, for a frame
+    whose configuration was determined, when the AL excess left (`al_residual`) reaches
+    ``settings.mixed_al_significance`` and ``settings.mixed_al_ratio`` of the fitted AL peaks
+    (a second grain whose SL peaks are weak still shows its own NC orientation).
+    """
+    left = residual_significance(polar, setup, params, a_range)
+    z_al, rel_al = al_residual(polar, setup, params)
+    out["residual_significance"][frames] = left
+    if "al_residual_significance" in out:
+        out["al_residual_significance"][frames] = z_al
+    for j, i in enumerate(frames):
+        st = FitStatus.from_code(out["status"][i])
+        if not (st.success or st is FitStatus.NOT_CONVERGED):
+            continue
+        sl_left = left[j] >= max(settings.min_significance, settings.mixed_ratio * out["significance"][i])
+        al_left = bool(out["configuration"][i]) and z_al[j] >= settings.mixed_al_significance and \
+            rel_al[j] >= settings.mixed_al_ratio
+        if sl_left or al_left:
+            what = (f"SL ring significance {left[j]:.1f} left after the fit (fitted pattern "
+                    f"{out['significance'][i]:.1f})" if sl_left else
+                    f"AL peaks of {z_al[j]:.0f} sigma ({rel_al[j]:.0%} of the fitted ones) left after the fit")
+            out["status"][i] = FitStatus.MIXED.code
+            out["message"][i] = (f"{FitStatus.MIXED.value}: {what}; the values are of the stronger orientation"
+                                 + ("" if st.success else f" and did not converge ({out['message'][i]})"))
+
+
+def al_residual(polar: np.ndarray, setup: "FitSetup", params: ModelParams) -> tuple[np.ndarray, np.ndarray]:
+    """Largest AL excess left by a fit per chi bin: significance (B,) and fraction (B,) of the fitted AL peaks.
+
+    Parameters
+    ----------
+    polar : (B, C, Q) polar images (mean counts per pixel of each bin, NaN masked) on the grid of
+        ``setup``.
+    params : stacked fitted `ModelParams` of the B frames.
+
+    Notes
+    -----
+    On the fit points within ``3 sigma_r`` (``al_radial_width``) of an AL shell ``2 pi |hkl| /
+    a_AL``, the excess ``sum n (y - mu)`` per chi bin over its Poisson deviation ``sqrt(sum n
+    mu)`` (``n`` pixels per point, ``mu`` the fitted model): the significance of unexplained AL
+    intensity, which a second NC orientation (a mixed pattern) puts at other chi than the fitted
+    one. The fraction is that excess over the largest per-bin sum of the fitted AL term.
+    """
+    polar = np.asarray(polar, np.float64)
+    B = polar.shape[0]
+    if B == 0:
+        return np.zeros(0), np.zeros(0)
+    C, Q = setup.chi_deg.size, setup.q.size
+    chi_i = setup.index // Q
+    qv = setup.q[setup.index % Q]
+    st = setup.model.structure
+    g = np.unique(np.round(TWO_PI * np.linalg.norm(np.asarray(st.al_hkl, float), axis=1) / st.al_lattice_constant, 9))
+    band = np.min(np.abs(qv[:, None] - g[None, :]), axis=1) <= 3.0 * float(setup.template.al_radial_width)
+    comps = component_images(setup.model, params)
+    scales = np.stack([np.asarray(getattr(params, c), np.float64).reshape(-1) for c in COMPONENTS], 1)
+    mu = np.einsum("bc,bcp->bp", scales, comps)
+    y = polar.reshape(B, -1)[:, setup.index]
+    use = np.isfinite(y) & band[None, :] & (setup.weight[None, :] > 0)
+    n = setup.weight[None, :]
+    bins = (np.arange(B)[:, None] * C + chi_i[None, :])[use]                  # (frame, chi) bin of each point
+    acc = np.stack([np.bincount(bins, (v * n)[use], minlength=B * C).reshape(B, C)
+                    for v in (np.nan_to_num(y) - mu, mu, scales[:, 2:3] * comps[:, 2])])
+    z = acc[0] / np.sqrt(np.maximum(acc[1], 1e-12))
+    best = np.argmax(z, axis=1)
+    excess = np.take_along_axis(acc[0], best[:, None], 1)[:, 0]
+    return z.max(axis=1), excess / np.maximum(acc[2].max(axis=1), 1e-12)
+
+
+def residual_significance(polar: np.ndarray, setup: "FitSetup", params: ModelParams,
+                          a_range: tuple[float, float]) -> np.ndarray:
+    """(B,) largest SL ring peak significance left when the fitted SL peaks are subtracted.
+
+    Parameters
+    ----------
+    polar : (B, C, Q) polar images (mean counts per bin, NaN masked) on the grid of ``setup``.
+    params : stacked fitted `ModelParams` of the B frames.
+    a_range : SL lattice constants searched for a second orientation (A).
+
+    Notes
+    -----
+    ``polar - sl_scale * SL_component(params)`` on the fit points keeps the diffuse scattering and
+    background (so the Poisson noise floor of `fits.search.ring_significance` still holds) and
+    removes the peaks the fit explains; the ring significance of what is left, at the lattice
+    constant `fits.search.estimate_lattice_constant` finds in it, measures peaks of a second
+    orientation (a mixed pattern) or of a misfit. Rings of the model's peaks that the fit
+    misses in shape (not in position) leave a fraction of their height, hence the relative
+    threshold of `FitSettings.mixed_ratio`.
+    """
+    from fits.search import estimate_lattice_constant, ring_profiles, ring_significance
+
+    polar = np.array(polar, np.float64)
+    B = polar.shape[0]
+    if B == 0:
+        return np.zeros(0)
+    comp = component_images(setup.model, params, ("sl_scale",))[:, 0]
+    flat = polar.reshape(B, -1)
+    flat[:, setup.index] -= np.asarray(params.sl_scale, np.float64).reshape(B, 1) * comp
+    left = flat.reshape(polar.shape)
+    shells = tuple(int(x) for x in setup.bank.shells)
+    a = estimate_lattice_constant(left, setup.q, a_range, shells=shells)
+    prof, level = ring_profiles(left, setup.q, a, shells)
+    return ring_significance(prof, level).max(axis=1)
