@@ -3,11 +3,10 @@
 Contract
 --------
 * `family_window` gives the q window (1/A) of a family for a nominal lattice constant.
-* `fit_profiles` fits ``Gaussian + linear background`` to many radial profiles at once by a
-  vectorised Levenberg-Marquardt (numpy, no Python loop over profiles) and never raises for
-  one bad profile: each gets a status (`STATUS`).
-* `fit_profile` is the interactive path for one profile with lmfit's ``GaussianModel +
-  LinearModel`` (or ``ConstantModel``), returning lmfit's ``ModelResult``.
+* `fit_profiles` (from `fits.peak_profile`, re-exported here) fits ``Gaussian + linear
+  background`` to many radial profiles at once by a vectorised Levenberg-Marquardt and never
+  raises for one bad profile: each gets a status (`STATUS`); `fit_profile` is the interactive
+  path for one profile with lmfit's ``GaussianModel + LinearModel``.
 * The lattice constant per point comes from `fits.shell_comb` (re-exported here:
   `fit_lattice_comb`, `spot_profiles`, `radial_spot_profiles`, `fcc_shells`, `COMB_STATUS`):
   the comb of all fcc shells matched to the Friedel-paired spots of the polar image (or the
@@ -28,6 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from fits.peak_profile import STATUS, fit_profile, fit_profiles
 from fits.shell_comb import (
     COMB_STATUS,
     fcc_shells,
@@ -59,13 +59,6 @@ __all__ = [
 #: 0.90..1.20 gives 0.0754..0.1005 1/A (the paper's "0.083 rising to 0.10" in Fig. 3),
 #: starting above the 111 peak at 0.0726.
 FAMILIES = {"200": ((2, 0, 0), 0.90, 1.20), "311": ((3, 1, 1), 0.936, 1.152)}
-
-#: fit outcome codes stored in ``status`` (also as the attribute ``status_names``).
-STATUS = {0: "ok", 1: "no peak", 2: "fit failed", 3: "no data"}
-
-_SQRT2PI = np.sqrt(2.0 * np.pi)
-_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
-
 
 def family_window(family: str, a_nominal: float = 150.0,
                   window: tuple[float, float] | None = None) -> tuple[tuple[int, int, int], float, float]:
@@ -101,230 +94,6 @@ def family_window(family: str, a_nominal: float = 150.0,
         return hkl, q_lo, q_hi
     q0 = float(q_of(np.array(hkl), a_nominal))
     return hkl, q0 * lo, q0 * hi
-
-
-def _model(x, p):
-    """Gaussian (area, centre, sigma) + linear background about the window centre ``x`` = q - qc."""
-    A, mu, s, b0, b1 = (p[:, i:i + 1] for i in range(5))
-    # rows of failed profiles (width 0 or NaN) give non-finite values; fit_profiles flags them
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        z = (x - mu) / s
-        g = np.exp(-0.5 * z * z) / (s * _SQRT2PI)
-        f = A * g + b0 + b1 * x
-        J = np.stack([g, A * g * z / s, A * g * (z * z - 1.0) / s, np.ones_like(f), np.broadcast_to(x, f.shape)],
-                     axis=-1)
-    return f, J
-
-
-def fit_profiles(q: np.ndarray, profiles: np.ndarray, q_window: tuple[float, float], *,
-                 background: str = "linear", min_points: int = 8, snr_min: float = 3.0,
-                 max_iter: int = 60) -> dict[str, np.ndarray]:
-    """Gaussian + background fits of many radial profiles at once (vectorised).
-
-    Parameters
-    ----------
-    q
-        Bin centres, 1/A, shape ``(n_q,)``.
-    profiles
-        Radial profiles, shape ``(N, n_q)`` (any intensity unit); NaN = empty bin (ignored).
-    q_window
-        ``(q_lo, q_hi)`` fitted, 1/A.
-    background
-        ``"linear"`` (LinearModel) or ``"constant"`` (ConstantModel).
-    min_points
-        Fewer finite bins in the window -> status "no data".
-    snr_min
-        A fit with ``amplitude < snr_min * amplitude_err``, a non-positive amplitude, a sigma
-        below half a bin or above the window width, or a centre outside the window -> status
-        "no peak"; non-finite parameters or a singular covariance otherwise -> "fit failed".
-    max_iter
-        Levenberg-Marquardt iterations.
-
-    Returns
-    -------
-    dict of numpy.ndarray, each shape ``(N,)``
-        ``center``, ``center_err`` (1/A), ``sigma``, ``sigma_err`` (1/A), ``fwhm`` (1/A),
-        ``amplitude``, ``amplitude_err`` (area, as lmfit's GaussianModel), ``height``,
-        ``intercept``, ``slope`` (background at ``q`` is ``intercept + slope (q - q_c)``,
-        ``q_c`` the window centre), ``redchi``, ``status`` (int8, `STATUS`). Values are NaN
-        where status != 0.
-
-    Notes
-    -----
-    Levenberg-Marquardt with Marquardt's diagonal scaling (Marquardt 1963,
-    doi:10.1137/0111030), one damping per profile; errors from ``(J^T J)^-1`` scaled by the
-    reduced chi-square, as lmfit's default ``scale_covar=True``. The Gaussian is lmfit's
-    ``GaussianModel`` parametrisation ``A / (sigma sqrt(2 pi)) exp(-(q - mu)^2 / 2 sigma^2)``.
-
-    Validation
-    ----------
-    Agrees with lmfit's GaussianModel + LinearModel to 1e-6 relative in the centre and 2 %
-    in its error on synthetic Poisson profiles; broken profiles get statuses, not
-    exceptions (tests/fits/test_qmap.py).
-    """
-    if background not in ("linear", "constant"):
-        raise ValueError(f"background must be 'linear' or 'constant', got {background!r}.")
-    q = np.asarray(q, float)
-    y_all = np.atleast_2d(np.asarray(profiles, float))
-    if y_all.shape[-1] != q.size:
-        raise ValueError(f"profiles have {y_all.shape[-1]} q bins but q has {q.size}; pass "
-                         f"/entry/reduction/radial with its /entry/reduction/q.")
-    lo, hi = float(q_window[0]), float(q_window[1])
-    sel = (q >= lo) & (q <= hi)
-    n = y_all.shape[0]
-    out = {k: np.full(n, np.nan) for k in ("center", "center_err", "sigma", "sigma_err", "fwhm", "amplitude",
-                                           "amplitude_err", "height", "intercept", "slope", "redchi")}
-    status = np.full(n, 3, np.int8)
-    if np.count_nonzero(sel) < min_points:
-        out["status"] = status
-        return out
-    qc = 0.5 * (lo + hi)
-    x = (q[sel] - qc)[None, :]
-    y = y_all[:, sel]
-    w = np.isfinite(y).astype(float)
-    y = np.where(w > 0, y, 0.0)
-    npts = w.sum(axis=1)
-    has = npts >= min_points
-    dq = float(np.median(np.diff(q[sel])))
-    width = hi - lo
-    # initial guesses: background through the window edges, peak at the largest excess
-    k = 3
-    idx = np.where(w > 0, np.arange(x.shape[1])[None, :], -1)
-    left = np.sort(np.where(w > 0, np.arange(x.shape[1]), x.shape[1] + 1), axis=1)[:, :k]
-    right = np.sort(idx, axis=1)[:, -k:]
-    take = lambda a, i: np.take_along_axis(a, np.clip(i, 0, x.shape[1] - 1), axis=1)
-    xl, yl = take(np.broadcast_to(x, y.shape), left).mean(1), take(y, left).mean(1)
-    xr, yr = take(np.broadcast_to(x, y.shape), right).mean(1), take(y, right).mean(1)
-    slope0 = np.where(xr > xl, (yr - yl) / np.where(xr > xl, xr - xl, 1.0), 0.0)
-    if background == "constant":
-        slope0[:] = 0.0
-        b00 = np.minimum(yl, yr)
-    else:
-        b00 = yl - slope0 * xl
-    excess = np.where(w > 0, y - (b00[:, None] + slope0[:, None] * x), -np.inf)
-    imax = np.argmax(excess, axis=1)
-    h0 = np.maximum(excess[np.arange(n), imax], 1e-12)
-    above = (excess >= 0.5 * h0[:, None]).sum(axis=1)
-    s0 = np.clip(above * dq / _FWHM_PER_SIGMA, dq, width / 4)
-    p = np.stack([h0 * s0 * _SQRT2PI, x[0, imax], s0, b00, slope0], axis=1)
-    p[~has] = 0.0
-    p[~has, 2] = 1.0
-    free = np.array([1, 1, 1, 1, 1 if background == "linear" else 0], float)
-
-    def cost_of(params):
-        f, J = _model(x, params)
-        r = (f - y) * w
-        return r, J * w[..., None] * free, np.sum(r * r, axis=1)
-
-    r, J, cost = cost_of(p)
-    lam = np.full(n, 1e-3)
-    eye = np.eye(5)
-    done = np.zeros(n, bool)      # converged: an accepted step that no longer lowers the cost
-    for _ in range(max_iter):
-        JtJ = np.einsum("nij,nik->njk", J, J)
-        g = np.einsum("nij,ni->nj", J, r)
-        diag = np.einsum("njj->nj", JtJ) + (1 - free)[None, :]
-        A = JtJ + lam[:, None, None] * diag[:, :, None] * eye + (1 - free)[None, :, None] * eye
-        try:
-            step = -np.linalg.solve(A, g[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = np.zeros_like(p)
-            for i in range(n):
-                try:
-                    step[i] = -np.linalg.solve(A[i], g[i])
-                except np.linalg.LinAlgError:
-                    pass
-        trial = p + step
-        trial[:, 2] = np.maximum(np.abs(trial[:, 2]), 1e-3 * dq)
-        r_t, J_t, cost_t = cost_of(trial)
-        better = np.isfinite(cost_t) & (cost_t < cost) & has
-        p = np.where(better[:, None], trial, p)
-        r = np.where(better[:, None], r_t, r)
-        J = np.where(better[:, None, None], J_t, J)
-        rel = np.where(better, (cost - cost_t) / np.maximum(cost, 1e-300), np.inf)
-        cost = np.where(better, cost_t, cost)
-        lam = np.where(better, np.maximum(lam / 10, 1e-12), np.minimum(lam * 10, 1e12))
-        # a rejected step only raises the damping; each profile stops on its own criterion, so
-        # its result does not depend on the other profiles of the batch
-        done |= better & (rel < 1e-12)
-        if np.all(done | ~has | (lam >= 1e12)):
-            break
-    nfree = int(free.sum())
-    dof = np.maximum(npts - nfree, 1)
-    redchi = cost / dof
-    JtJ = np.einsum("nij,nik->njk", J, J) + (1 - free)[None, :, None] * eye
-    with np.errstate(all="ignore"):
-        det_ok = np.abs(np.linalg.det(JtJ)) > 0
-        cov = np.linalg.pinv(np.where(det_ok[:, None, None], JtJ, eye)) * redchi[:, None, None]
-        err = np.sqrt(np.einsum("njj->nj", cov))
-    A_, mu, s = p[:, 0], p[:, 1] + qc, np.abs(p[:, 2])
-    finite_p = np.all(np.isfinite(p), axis=1)
-    finite = finite_p & np.all(np.isfinite(err[:, :4]), axis=1) & det_ok
-    # a collapsed Gaussian (area <= 0, narrower than half a bin, wider than the window, or
-    # centred outside it) is "no peak" even when its covariance is singular
-    degenerate = finite_p & ((A_ <= 0) | (s < 0.5 * dq) | (s > width) | (mu < lo) | (mu > hi))
-    status = np.where(~has, 3, np.where(degenerate, 1, np.where(~finite, 2, 0))).astype(np.int8)
-    no_peak = A_ < snr_min * err[:, 0]
-    status = np.where((status == 0) & no_peak, 1, status).astype(np.int8)
-    ok = status == 0
-    vals = {"center": mu, "center_err": err[:, 1], "sigma": s, "sigma_err": err[:, 2],
-            "fwhm": _FWHM_PER_SIGMA * s, "amplitude": A_, "amplitude_err": err[:, 0],
-            "height": A_ / (s * _SQRT2PI), "intercept": p[:, 3], "slope": p[:, 4], "redchi": redchi}
-    for key, v in vals.items():
-        out[key] = np.where(ok, v, np.nan)
-    out["status"] = status
-    return out
-
-
-def fit_profile(q: np.ndarray, profile: np.ndarray, q_window: tuple[float, float], *,
-                background: str = "linear"):
-    """lmfit fit of one radial profile: ``GaussianModel + LinearModel`` (or ``ConstantModel``).
-
-    Parameters
-    ----------
-    q, profile
-        Bin centres (1/A) and one radial profile (NaN bins ignored).
-    q_window
-        ``(q_lo, q_hi)``, 1/A.
-    background
-        ``"linear"`` or ``"constant"``.
-
-    Returns
-    -------
-    lmfit.model.ModelResult
-        Parameters ``g_amplitude``, ``g_center``, ``g_sigma``, ``g_fwhm``, ``g_height`` and
-        ``b_intercept``/``b_slope`` (linear, the background about 0, not the window centre) or
-        ``b_c``; ``fit_report()`` for the interactive user.
-
-    Raises
-    ------
-    ValueError
-        Fewer than 6 finite bins in the window.
-
-    Notes
-    -----
-    lmfit built-in models (Newville et al., doi:10.5281/zenodo.11813), the paper's
-    Gaussian fit of the radial average (S7). Validation: `fit_profiles` agrees (tests).
-    """
-    from lmfit.models import ConstantModel, GaussianModel, LinearModel
-
-    q = np.asarray(q, float)
-    y = np.asarray(profile, float)
-    sel = (q >= q_window[0]) & (q <= q_window[1]) & np.isfinite(y)
-    if np.count_nonzero(sel) < 6:
-        raise ValueError(f"the window {tuple(q_window)} 1/A holds {np.count_nonzero(sel)} finite bins of the "
-                         f"profile (need >= 6): the ring is masked or outside the reduction's q range "
-                         f"({q.min():.3g}..{q.max():.3g} 1/A).")
-    if background not in ("linear", "constant"):
-        raise ValueError(f"background must be 'linear' or 'constant', got {background!r}.")
-    xs, ys = q[sel], y[sel]
-    bg = LinearModel(prefix="b_") if background == "linear" else ConstantModel(prefix="b_")
-    model = GaussianModel(prefix="g_") + bg
-    params = bg.guess(np.r_[ys[:3], ys[-3:]], x=np.r_[xs[:3], xs[-3:]])
-    excess = ys - np.interp(xs, [xs[0], xs[-1]], [ys[:3].mean(), ys[-3:].mean()])
-    params.update(GaussianModel(prefix="g_").guess(np.maximum(excess, 0), x=xs))
-    params["g_sigma"].set(min=1e-6, max=float(xs[-1] - xs[0]))
-    return model.fit(ys, params, x=xs)
 
 
 @dataclass(frozen=True)

@@ -742,15 +742,9 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
 
 
 def read_fits(path: str | Path) -> dict[str, np.ndarray]:
-    """Every dataset of ``/entry/fits`` as numpy arrays (strings decoded)."""
-    with h5py.File(path, "r") as f:
-        if "entry/fits" not in f:
-            raise ValueError(f"{path} has no /entry/fits; run xmodel fit first.")
-        out = {}
-        for k, ds in f["entry/fits"].items():
-            v = ds[()]
-            if v.dtype.kind in "OS":
-                v = np.array([x.decode() if isinstance(x, bytes) else str(x) for x in v])
-            out[k] = v
-        out["frames_done"] = int(f["entry/fits"].attrs["frames_done"])
+    """Every dataset of ``/entry/fits`` as numpy arrays (strings decoded), and ``frames_done``."""
+    from xmodel.io import read_group
+
+    out, attrs = read_group(path, "/entry/fits", "run xmodel fit first")
+    out["frames_done"] = int(attrs["frames_done"])
     return out

@@ -27,6 +27,7 @@ import warnings
 
 import numpy as np
 
+from fits.peak_profile import fit_profiles
 from xmodel.lattice import fcc_reflections
 
 __all__ = [
@@ -438,7 +439,6 @@ def _angle_verdict(q_spots: np.ndarray, axes: np.ndarray, a: float, n_shell_all:
 
 def _refine(q: np.ndarray, S: np.ndarray, a0: np.ndarray, N: np.ndarray, sigma_rel: float, shell_window: float):
     """Fit every shell the comb at ``a0`` predicts; inverse-variance mean of the shells' ``a``."""
-    from fits.qmap import fit_profiles  # the Gaussian fitter of the family maps
 
     n = S.shape[0]
     ok_q = np.isfinite(q) & (q > 0)
@@ -552,7 +552,7 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
     -----
     Matched filter of the fcc comb ``q_N = 2 pi sqrt(N) / a`` (Table S1) with non-negative
     shell amplitudes on a 0.1 % grid of ``a``; then each shell the best comb predicts is fitted
-    by ``fits.qmap.fit_profiles`` (Gaussian + constant) in ``ln q`` and ``a`` is the
+    by ``fits.peak_profile.fit_profiles`` (Gaussian + constant) in ``ln q`` and ``a`` is the
     inverse-variance mean of ``2 pi sqrt(N) / q_N`` (each with a 0.1 % error floor) over the
     shells found within ``sigma_rel`` of the prediction, its error scaled by ``sqrt(chi2/dof)``
     when the shells disagree. The candidates of an open point are the comb's local maxima

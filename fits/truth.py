@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from fits.status import FitStatus
@@ -44,18 +43,9 @@ def read_truth(path: str | Path) -> dict[str, np.ndarray]:
     FileNotFoundError, ValueError
         If the file is missing or has no ``/truth`` group.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"truth file {path} does not exist; it is written by `xmodel synth` next to "
-                                f"the master file (truth.h5).")
-    with h5py.File(path, "r") as f:
-        if "truth" not in f:
-            raise ValueError(f"{path} has no /truth group; pass the truth.h5 written by `xmodel synth`.")
-        out = {}
-        for k, ds in f["truth"].items():
-            v = ds[()]
-            out[k] = _strings(v) if np.asarray(v).dtype.kind in "OSU" else np.asarray(v)
-    return out
+    from xmodel.io import read_group
+
+    return read_group(path, "/truth", "pass the truth.h5 that `xmodel synth` writes next to the master file")[0]
 
 
 def _stats(err: np.ndarray, tol: float) -> dict:

@@ -396,3 +396,34 @@ def open_scan(master: str | Path, poni: str | Path | None = None, mask=None, mas
     (tests/xmodel/test_io.py).
     """
     return Scan(master, poni=poni, mask=mask, mask_key=mask_key)
+
+
+def read_group(path: str | Path, group: str, hint: str) -> tuple[dict[str, np.ndarray], dict]:
+    """Every dataset of ``group`` in the HDF5 file ``path`` (strings decoded) and the group's attributes.
+
+    Parameters
+    ----------
+    path : HDF5 file.
+    group : group path, e.g. ``/entry/fits`` or ``/truth``.
+    hint : what writes the group (ends the error messages), e.g. "run xmodel fit first".
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        If the file is missing or has no such group, naming both.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; {hint}.")
+    with h5py.File(path, "r") as f:
+        if group.strip("/") not in f:
+            raise ValueError(f"{path} has no {group}; {hint}.")
+        g = f[group]
+        out = {}
+        for k, ds in g.items():
+            v = ds[()]
+            if np.asarray(v).dtype.kind in "OSU":
+                a = np.asarray(v)
+                v = np.array([x.decode() if isinstance(x, bytes) else str(x) for x in a.reshape(-1)]).reshape(a.shape)
+            out[k] = v
+        return out, dict(g.attrs)

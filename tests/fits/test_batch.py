@@ -10,11 +10,8 @@ from fits.batch import fit_batch
 from fits.parameters import pack
 from fits.pattern_fit import fit_pattern
 from fits.status import FitStatus
-from xmodel.config import default_paths, load_config
-from xmodel.experiment import Experiment
 from xmodel.noise import poisson_counts
-from xmodel.parameters import FWHM_PER_SIGMA, Structure, params_from_config
-from xmodel.pattern import PatternModel
+from xmodel.parameters import FWHM_PER_SIGMA
 
 VARY = ["lattice_constant", "sl_scale", "diffuse_scale", "al_scale", "disorder_deg", "inplane_deg",
         "tilt1_deg", "tilt2_deg", "background"]
@@ -22,22 +19,13 @@ N_FRAMES, BROKEN, EMPTY = 6, 3, 4
 
 
 @pytest.fixture(scope="module")
-def scan():
+def scan(yellow_polar_model):
     """Six synthetic frames (1e6 counts) on a small polar grid; frame 3 has a NaN count on a
-    valid bin, frame 4 is background only. The grid equals tests/fits/test_pattern_fit.py's
-    so that the compiled model is shared through the persistent cache. The tilts start at half
-    their true values: from 0 the sign of a tilt is only weakly determined (through the
-    curvature of the Ewald sphere) and is the global search's job."""
-    cfg = load_config(default_paths("yellow"))
-    ex = Experiment.from_config(cfg, binning=8)
-    a0 = cfg.superlattice.lattice_constant
-    a_range = (0.9 * a0, 1.1 * a0)
-    st = Structure.build(lattice_constant=a0, q_max_sl=0.16, q_max_al=2.3, lattice_constant_range=a_range)
-    p = params_from_config(cfg, dtype=jnp.float64).replace(sl_mosaic=np.radians(3.0))
-    q = np.concatenate([np.linspace(0.065, 0.155, 45), np.linspace(1.75, 2.2, 25)])
-    px = ex.polar_pixels(q, np.linspace(-120, 30, 40))
-    model = PatternModel(px, st, p, dtype=jnp.float64, orientation_margin_deg=None,
-                         lattice_constant_range=a_range, width_factor=1.5)
+    valid bin, frame 4 is background only. The grid is the shared ``yellow_polar_model``
+    (tests/fits/conftest.py). The tilts start at half their true values: from 0 the sign of a
+    tilt is only weakly determined (through the curvature of the Ewald sphere) and is the global
+    search's job."""
+    model, px, p = yellow_polar_model
     weight = px.valid * 4.0
     rng = np.random.default_rng(0)
     truths, frames, starts = [], [], []

@@ -1,7 +1,6 @@
 """Interactive fits (lmfit + JAX Jacobian): certified-fit style recovery, bounds, errors."""
 from __future__ import annotations
 
-import jax.numpy as jnp
 import lmfit
 import numpy as np
 import pytest
@@ -9,11 +8,8 @@ import pytest
 from fits.parameters import pack, to_lmfit
 from fits.pattern_fit import fit_pattern, lmfit_problem
 from fits.status import FitStatus
-from xmodel.config import default_paths, load_config
-from xmodel.experiment import Experiment
 from xmodel.noise import poisson_counts
-from xmodel.parameters import FWHM_PER_SIGMA, Structure, params_from_config
-from xmodel.pattern import PatternModel
+from xmodel.parameters import FWHM_PER_SIGMA
 
 VARY = ["lattice_constant", "sl_scale", "diffuse_scale", "al_scale", "disorder_deg", "inplane_deg",
         "tilt1_deg", "tilt2_deg", "background"]
@@ -21,18 +17,9 @@ PIXELS_PER_BIN = 4.0
 
 
 @pytest.fixture(scope="module")
-def setup():
-    """A 40 chi x 70 q polar grid through the SL 111-311 bands and the AL 111/200 bands."""
-    cfg = load_config(default_paths("yellow"))
-    ex = Experiment.from_config(cfg, binning=8)
-    a0 = cfg.superlattice.lattice_constant
-    a_range = (0.9 * a0, 1.1 * a0)
-    st = Structure.build(lattice_constant=a0, q_max_sl=0.16, q_max_al=2.3, lattice_constant_range=a_range)
-    p = params_from_config(cfg, dtype=jnp.float64).replace(sl_mosaic=np.radians(3.0))
-    q = np.concatenate([np.linspace(0.065, 0.155, 45), np.linspace(1.75, 2.2, 25)])
-    px = ex.polar_pixels(q, np.linspace(-120, 30, 40))
-    model = PatternModel(px, st, p, dtype=jnp.float64, orientation_margin_deg=None,
-                         lattice_constant_range=a_range, width_factor=1.5)
+def setup(yellow_polar_model):
+    """The shared 40 chi x 70 q polar grid (tests/fits/conftest.py) and a tilted yellow truth."""
+    model, px, p = yellow_polar_model
     weight = px.valid * PIXELS_PER_BIN
     truth = p.replace(lattice_constant=152.0, inplane=p.inplane + np.radians(1.0), tilt1=np.radians(1.5),
                       tilt2=np.radians(-1.0), disorder=np.radians(12.0) / FWHM_PER_SIGMA, background=0.5)

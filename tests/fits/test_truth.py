@@ -199,9 +199,9 @@ def test_table_text_with_sl_peaks(tmp_path):
 
 def test_errors_are_explained(tmp_path):
     fits_h5, truth_h5 = _files(tmp_path)
-    with pytest.raises(FileNotFoundError, match="does not exist; it is written by `xmodel synth`"):
+    with pytest.raises(FileNotFoundError, match="nope.h5 does not exist; pass the truth.h5 that `xmodel synth` writes"):
         compare_to_truth(fits_h5, tmp_path / "nope.h5")
-    with pytest.raises(ValueError, match="has no /truth group"):
+    with pytest.raises(ValueError, match="has no /truth; pass the truth.h5"):
         read_truth(fits_h5)
     short = tmp_path / "short.h5"
     with h5py.File(truth_h5, "r") as src, h5py.File(short, "w") as f:

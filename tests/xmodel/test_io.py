@@ -178,3 +178,21 @@ def test_bad_arguments(small_scan, tmp_path):
     with pytest.raises(ValueError, match="frames yielded only 1 images but n_frames=2"):
         write_scan(tmp_path / "c", "c", iter(small_frames(1)), 2, small_geometry(), positions_um=np.zeros((2, 2)),
                    pixel_mask=None)
+
+
+def test_read_group_decodes_strings_and_names_what_is_missing(tmp_path):
+    from xmodel.io import read_group
+
+    path = tmp_path / "r.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/fits")
+        g["status"] = np.arange(3)
+        g.create_dataset("message", data=["ok", "no signal", ""], dtype=h5py.string_dtype())
+        g.attrs["frames_done"] = 3
+    out, attrs = read_group(path, "/entry/fits", "run xmodel fit first")
+    assert out["message"].tolist() == ["ok", "no signal", ""] and out["status"].tolist() == [0, 1, 2]
+    assert attrs["frames_done"] == 3
+    with pytest.raises(ValueError, match=r"r.h5 has no /truth; write it first"):
+        read_group(path, "/truth", "write it first")
+    with pytest.raises(FileNotFoundError, match=r"nope.h5 does not exist; write it first"):
+        read_group(tmp_path / "nope.h5", "/truth", "write it first")
