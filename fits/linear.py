@@ -105,20 +105,36 @@ def linear_scales(components: np.ndarray, observed: np.ndarray, valid: np.ndarra
     Weighted least squares with the Pearson weight ``n / max(y, 1/n)`` (a bin mean of ``n``
     Poisson pixels has variance ``mu / n``), solved by NNLS (Lawson & Hanson,
     doi:10.1137/1.9781611971217); the deviance is ``2 sum n [y log(y/mu) - (y - mu)]``
-    (`fits.objective.poisson_deviance`).
+    (`fits.objective.poisson_deviance`). The NNLS runs on the k x k normal equations:
+    with the Gram matrix ``G = A^T A = L L^T`` (columns of ``A`` scaled to unit norm, Cholesky),
+    ``|A x - b|^2 = |L^T x - L^-1 A^T b|^2 + const``, the same minimiser as NNLS on the (P, k)
+    system at a cost of O(P k^2) once instead of per NNLS iteration (10x faster for P ~ 5e4).
+
+    Validation: the scales and deviances of the full (P, k) NNLS to 1e-6 relative, also with a
+    zero component (tests/fits/test_linear.py).
     """
-    B = observed.shape[0]
+    B, k = observed.shape[0], components.shape[1]
     n = np.ones_like(observed) if weight is None else np.broadcast_to(np.asarray(weight, float), observed.shape)
-    scales = np.zeros((B, components.shape[1]))
+    use = valid & (n > 0)
+    y = np.where(use, np.nan_to_num(observed), 0.0)
+    w2 = np.where(use, n / np.maximum(y, 1.0 / np.where(use, n, 1.0)), 0.0)        # squared Pearson weights
+    cw = components * w2[:, None, :]
+    G = np.stack([cw[b] @ components[b].T for b in range(B)]) if B else np.zeros((0, k, k))   # A^T A
+    c = np.einsum("bip,bp->bi", cw, y)                                                        # A^T b
+    norm = np.sqrt(np.maximum(np.einsum("bii->bi", G), 0.0))
+    norm = np.where(norm > 1e-30, norm, 1.0)
+    Gn = G / norm[:, :, None] / norm[:, None, :]
+    cn = c / norm
+    scales = np.zeros((B, k))
+    eye = np.eye(k)
     for b in range(B):
-        v = valid[b] & (n[b] > 0)
-        if not v.any():
+        if not use[b].any():
             continue
-        y, nb = observed[b, v], n[b, v]
-        w = np.sqrt(nb / np.maximum(y, 1.0 / nb))
-        A = components[b][:, v].T * w[:, None]
-        norm = np.maximum(np.linalg.norm(A, axis=0), 1e-30)
-        x, _ = nnls(A / norm, y * w, maxiter=200)
-        scales[b] = x / norm
+        try:
+            L = np.linalg.cholesky(Gn[b] + 1e-12 * eye)
+        except np.linalg.LinAlgError:                      # numerically dependent columns
+            L = np.linalg.cholesky(Gn[b] + 1e-8 * eye)
+        x, _ = nnls(L.T, np.linalg.solve(L, cn[b]), maxiter=200)
+        scales[b] = x / norm[b]
     mu = np.einsum("bj,bjp->bp", scales, components)
-    return scales, _poisson_deviance_np(mu, np.nan_to_num(observed), valid & (n > 0), n)
+    return scales, _poisson_deviance_np(mu, np.nan_to_num(observed), use, n)

@@ -1,0 +1,40 @@
+"""The linear stage's NNLS on the normal equations equals NNLS on the full weighted system."""
+import numpy as np
+from scipy.optimize import nnls
+
+from fits.linear import _poisson_deviance_np, linear_scales
+
+
+def _full_nnls(components, observed, valid, weight):
+    """Reference: NNLS of the (P, k) Pearson-weighted system, columns scaled to unit norm."""
+    out = np.zeros((observed.shape[0], components.shape[1]))
+    for b in range(observed.shape[0]):
+        v = valid[b] & (weight > 0)
+        y, n = observed[b, v], weight[v]
+        w = np.sqrt(n / np.maximum(y, 1.0 / n))
+        A = components[b][:, v].T * w[:, None]
+        norm = np.maximum(np.linalg.norm(A, axis=0), 1e-30)
+        out[b] = nnls(A / norm, y * w, maxiter=200)[0] / norm
+    return out
+
+
+def test_normal_equation_nnls_matches_the_full_system():
+    rng = np.random.default_rng(4)
+    B, k, P = 4, 4, 3000
+    x = np.linspace(-1, 1, P)
+    base = np.stack([np.exp(-0.5 * ((x - 0.3) / 0.05) ** 2), np.exp(-2 * np.abs(x)), np.exp(-0.5 * (x / 0.02) ** 2),
+                     np.ones(P)])
+    comps = np.repeat(base[None], B, axis=0) * rng.uniform(0.5, 2.0, (B, k, 1))
+    comps[2, 2] = 0.0                                     # a frame without AL term
+    truth = np.array([[50.0, 3.0, 20.0, 0.5], [0.0, 3.0, 20.0, 0.5], [50.0, 3.0, 0.0, 0.5], [5.0, 0.0, 1.0, 0.1]])
+    weight = rng.integers(0, 5, P).astype(float)          # pixels per bin, some bins empty
+    counts = rng.poisson(np.einsum("bj,bjp->bp", truth, comps) * weight)
+    observed = counts / np.maximum(weight, 1.0)
+    valid = np.ones((B, P), bool)
+    valid[1, :200] = False
+    scales, dev = linear_scales(comps, observed, valid, weight)
+    ref = _full_nnls(comps, observed, valid, weight)
+    np.testing.assert_allclose(scales, ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
+    assert scales[2, 2] == 0.0 and np.all(scales >= 0)
+    mu = np.einsum("bj,bjp->bp", ref, comps)
+    np.testing.assert_allclose(dev, _poisson_deviance_np(mu, observed, valid & (weight > 0), weight), rtol=1e-9)
