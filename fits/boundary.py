@@ -214,7 +214,9 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
     ``min_start_significance`` (the refinement's likelihood-ratio test, `fits.batch.fit_batch`,
     decides whether there is SL signal: the weak rings at a domain edge, where the rotation is
     largest, are often below the search's threshold). Frames without SL signal are skipped (status no signal) and do not reset the
-    warm start. The rotation is the misorientation angle under cubic symmetry
+    warm start. At a mixed point (two grains in the beam) the lower deviance only says whose SL
+    peaks are stronger, so the line keeps its own grain (the warm start) when that fits too. The
+    rotation is the misorientation angle under cubic symmetry
     (`xmodel.orientation.misorientation_angle`) to the chordal mean (`_mean_orientation`) of
     the bulk plateau (`bulk_points` of the points with status ok), i.e. relative to the
     domain's bulk orientation (issue 4, paper Fig. 3b,c).
@@ -292,6 +294,13 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
         if st.success and any(c[2] is FitStatus.MIXED and np.degrees(orientation.misorientation_angle(
                 R_best, np.asarray(c[1].sl_orientation(), np.float64))) <= 2.0 for c in tried):
             st, msg = FitStatus.MIXED, f"{msg}; the search found a second orientation (mixed pattern)"
+        # a mixed pattern holds two grains, and the lower deviance only says whose SL peaks are
+        # stronger: the line keeps following its own grain when the warm start also fits
+        warm = [c for c in tried if c[3].startswith("warm start") and c[2].success]
+        if st is FitStatus.MIXED and warm and np.degrees(orientation.misorientation_angle(
+                R_best, np.asarray(warm[0][1].sl_orientation(), np.float64))) > 2.0:
+            obj, p, _, wmsg = warm[0]
+            msg = f"{wmsg}; mixed pattern: the line's own grain kept (the other fits {msg.split(':')[0]} better)"
         out["orientation_matrix"][i] = np.asarray(p.sl_orientation(), np.float64)
         out["lattice_constant"][i] = float(p.lattice_constant)
         out["disorder_deg"][i] = float(np.degrees(p.disorder) * FWHM_PER_SIGMA)

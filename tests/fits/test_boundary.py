@@ -224,3 +224,42 @@ def test_scan_bulk_orientation_is_the_domains_plateau_over_the_map():
     gb = np.stack([plateau[0], plateau[1], other[0]])
     assert np.degrees(orientation.misorientation_angle(scan_bulk_orientation(R, status, gb), R0)) < 0.1
     assert scan_bulk_orientation(R, np.full(len(R), FitStatus.NO_SIGNAL.code), line) is None
+
+
+def test_a_mixed_point_keeps_the_lines_grain():
+    """Three yellow points along a line, the third with a second grain 30 deg away about the beam
+    whose SL peaks are three times as strong, and a scan fit that took the second grain there:
+    the lower deviance alone would jump to it; fit_line keeps the line's own grain and flags the
+    point mixed."""
+    from fits.boundary import fit_line
+    from fits.scan_fit import FitSettings, FitSetup
+    from xmodel.config import default_paths, load_config
+    from xmodel.noise import poisson_counts
+    from xmodel.parameters import FWHM_PER_SIGMA, params_from_config
+
+    settings = FitSettings(batch=1, max_iter=20, n_candidates=2, tol=2e-5)
+    cfg = load_config(default_paths("yellow"))
+    setup = FitSetup.build(cfg, Q, CHI, None, settings)
+    p0 = params_from_config(cfg).replace(sl_scale=3000.0, diffuse_scale=45.0, al_scale=20.0, background=0.05)
+    R_own = np.asarray(p0.sl_orientation(), float)
+    R2 = orientation.rotation_about_axis(2, np.radians(30.0)) @ R_own
+    p2 = p0.replace(base_orientation=R2, inplane=0.0, tilt1=0.0, tilt2=0.0, sl_scale=9000.0, diffuse_scale=0.0,
+                    background=0.0)
+    mus = [np.asarray(setup.model(p0), float)] * 2 + [np.asarray(setup.model(p0), float)
+                                                      + np.asarray(setup.model(p2), float)]
+    frames = []
+    for i, mu in enumerate(mus):
+        img = np.full(CHI.size * Q.size, np.nan)
+        img[setup.index] = poisson_counts(mu, seed=20 + i)
+        frames.append(img)
+    nan3 = np.full((3, 3, 3), np.nan)
+    scan_fit = {"orientation_matrix": nan3.copy(), "relationship": nan3.copy(),
+                "lattice_constant": np.full(3, float(p0.lattice_constant)), "sl_scale": np.full(3, 9000.0),
+                "diffuse_scale": np.full(3, 45.0), "al_scale": np.full(3, 20.0), "background": np.full(3, 0.05),
+                "disorder_deg": np.full(3, float(np.degrees(p0.disorder)) * FWHM_PER_SIGMA)}
+    scan_fit["orientation_matrix"][2] = np.asarray(p2.sl_orientation(), float)
+    scan_fit["relationship"][2] = np.asarray(p0.relationship, float)
+    r = fit_line(np.stack(frames).reshape(3, CHI.size, Q.size), setup, settings, scan_fit=scan_fit)
+    mis = float(np.degrees(orientation.misorientation_angle(R_own, r["orientation_matrix"][2])))
+    assert r["status"][2] == FitStatus.MIXED.code, list(r["message"])
+    assert mis < 1.0 and "line's own grain kept" in r["message"][2], (mis, list(r["message"]))
