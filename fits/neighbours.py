@@ -158,7 +158,8 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: FitSetup,
     (`fits.scan_fit.fit_frames` on the grid) gives more; it runs first, and a frame it gives a
     better ok fit that agrees with most of its ok neighbours skips the neighbour starts. The
     lowest Poisson deviance wins if it is below the frame's own by ``REPLACE_MARGIN`` (or the
-    frame had no fit). A frame that had no fit must also need its SL term: the deviance gain of
+    frame had no fit); within that margin (a near tie, e.g. a pseudo-symmetric twin) it wins if
+    it agrees with most of the ok neighbours and the frame's own fit does not. A frame that had no fit must also need its SL term: the deviance gain of
     the SL peaks (`_term_gains`) reaches ``settings.sl_min_gain``, so a neighbour's orientation
     never turns noise or WAXS-only signal into an SL fit. A refitted frame keeps the neighbour's
     configuration only if its own AL term gains ``al_min_gain``.
@@ -231,11 +232,32 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: FitSetup,
         if progress:
             print(f"\rxmodel fit: neighbour pass, {min(s0 + settings.batch, len(pairs))}/{len(pairs)} starts",
                   end="", file=sys.stderr, flush=True)
-    # a fit is replaced only by one that explains the frame clearly better: near ties are the
-    # pseudo-symmetric twins of a pattern (a green Conf2 frame and a Conf1 orientation 45 deg
-    # away fit one twin frame within 2 deviance units), which the frame alone cannot decide
-    improved = [i for i, (o, *_) in best.items()
-                if not (np.isfinite(r["objective"][i]) and r["objective"][i] <= o + REPLACE_MARGIN)]
+    # a fit is replaced by one that explains the frame clearly better; near ties are the
+    # pseudo-symmetric twins of a pattern (a Conf2 frame and a Conf1 orientation 45 deg away fit
+    # some twin frames within 0-2 deviance units), which the frame alone cannot decide: there the
+    # grain's continuity does, and the fit that agrees with most of the ok neighbours is kept
+    ok_nb = r["status"] == FitStatus.OK.code
+
+    def agrees(i: int, R_i: np.ndarray) -> bool:
+        nb_ok = [int(k) for k in nbs[i] if ok_nb[k]]
+        return bool(nb_ok) and np.mean(np.degrees(np.atleast_1d(orientation.misorientation_angle(
+            R_i, r["orientation_matrix"][nb_ok]))) > 5.0) <= 0.5
+
+    def orientation_of(i: int) -> np.ndarray:
+        _, source, payload = best[i]
+        if source == "neighbour":
+            fb, row, _ = payload
+            return np.asarray(jax.tree_util.tree_map(lambda x: x[row], fb.params).sl_orientation(), np.float64)
+        return np.asarray(payload["orientation_matrix"][0], np.float64)
+
+    improved = []
+    for i, (o, *_) in best.items():
+        old = r["objective"][i]
+        if not np.isfinite(old) or o < old - REPLACE_MARGIN:
+            improved.append(i)
+        elif o <= old + REPLACE_MARGIN and np.all(np.isfinite(r["orientation_matrix"][i])) and \
+                not agrees(i, r["orientation_matrix"][i]) and agrees(i, orientation_of(i)):
+            improved.append(i)
     if not improved:
         return []
     # the fitted parameters of each winner, and how much its SL and AL terms are needed

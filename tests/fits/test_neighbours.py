@@ -124,3 +124,23 @@ def test_a_frame_without_sl_peaks_gets_no_fit_from_its_neighbour(pair, tmp_path)
     assert neighbour_pass(out, path, setup, SETTINGS, progress=False) == []
     fits = read_fits(out)
     assert fits["status"][1] == FitStatus.NO_SIGNAL.code and not np.isfinite(fits["objective"][1])
+
+
+def test_a_near_tie_goes_to_the_fit_that_agrees_with_the_neighbours(pair):
+    """The second frame's fit is made a near tie of the truth: 20 deg off, its deviance only 5 above
+    the true fit's (less than `REPLACE_MARGIN`). The deviance alone would keep it; the grain's
+    continuity replaces it with the fit from the neighbour's orientation."""
+    from fits.neighbours import REPLACE_MARGIN
+
+    setup, p = pair["setup"], pair["truth"]
+    out = _fitted(pair, "tie.h5")
+    fits = read_fits(out)
+    assert fits["status"][1] == FitStatus.OK.code
+    wrong = orientation.rotation_about_axis(0, np.radians(20.0)) @ np.asarray(p.sl_orientation(), float)
+    with h5py.File(out, "a") as f:
+        g = f["entry/fits"]
+        g["orientation_matrix"][1] = np.asarray(wrong, float)
+        g["objective"][1] = fits["objective"][1] + REPLACE_MARGIN / 2
+    assert neighbour_pass(out, pair["path"], setup, SETTINGS, progress=False, research=False) == [1]
+    fits = read_fits(out)
+    assert _mis_deg(p, fits["orientation_matrix"][1]) < 2.5 and "neighbour frame 0" in fits["message"][1]
