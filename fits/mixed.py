@@ -34,8 +34,9 @@ def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray
     ``settings.mixed_al_significance`` and ``settings.mixed_al_ratio`` of the fitted AL peaks
     (a second grain whose SL peaks are weak still shows its own NC orientation).
     """
-    left = residual_significance(polar, setup, params, a_range)
-    z_al, rel_al = al_residual(polar, setup, params)
+    comps = component_images(setup.model, params) if len(frames) else None    # one pass for both tests
+    left = residual_significance(polar, setup, params, a_range, components=comps)
+    z_al, rel_al = al_residual(polar, setup, params, components=comps)
     out["residual_significance"][frames] = left
     if "al_residual_significance" in out:
         out["al_residual_significance"][frames] = z_al
@@ -55,7 +56,8 @@ def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray
                                  + ("" if st.success else f" and did not converge ({out['message'][i]})"))
 
 
-def al_residual(polar: np.ndarray, setup: "FitSetup", params: ModelParams) -> tuple[np.ndarray, np.ndarray]:
+def al_residual(polar: np.ndarray, setup: "FitSetup", params: ModelParams,
+                components: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Largest AL excess left by a fit per chi bin: significance (B,) and fraction (B,) of the fitted AL peaks.
 
     Parameters
@@ -63,6 +65,7 @@ def al_residual(polar: np.ndarray, setup: "FitSetup", params: ModelParams) -> tu
     polar : (B, C, Q) polar images (mean counts per pixel of each bin, NaN masked) on the grid of
         ``setup``.
     params : stacked fitted `ModelParams` of the B frames.
+    components : (B, 4, P) their unit-scale terms (`fits.linear.component_images`) if already computed.
 
     Notes
     -----
@@ -71,6 +74,9 @@ def al_residual(polar: np.ndarray, setup: "FitSetup", params: ModelParams) -> tu
     mu)`` (``n`` pixels per point, ``mu`` the fitted model): the significance of unexplained AL
     intensity, which a second NC orientation (a mixed pattern) puts at other chi than the fitted
     one. The fraction is that excess over the largest per-bin sum of the fitted AL term.
+
+    Validation: a second grain's AL peaks are seen, Poisson noise is not
+    (tests/fits/test_scan_fit.py); the twin's figures at `fits.scan_fit.FitSettings`.
     """
     polar = np.asarray(polar, np.float64)
     B = polar.shape[0]
@@ -82,7 +88,7 @@ def al_residual(polar: np.ndarray, setup: "FitSetup", params: ModelParams) -> tu
     st = setup.model.structure
     g = np.unique(np.round(TWO_PI * np.linalg.norm(np.asarray(st.al_hkl, float), axis=1) / st.al_lattice_constant, 9))
     band = np.min(np.abs(qv[:, None] - g[None, :]), axis=1) <= 3.0 * float(setup.template.al_radial_width)
-    comps = component_images(setup.model, params)
+    comps = component_images(setup.model, params) if components is None else components
     scales = np.stack([np.asarray(getattr(params, c), np.float64).reshape(-1) for c in COMPONENTS], 1)
     mu = np.einsum("bc,bcp->bp", scales, comps)
     y = polar.reshape(B, -1)[:, setup.index]
@@ -98,7 +104,7 @@ def al_residual(polar: np.ndarray, setup: "FitSetup", params: ModelParams) -> tu
 
 
 def residual_significance(polar: np.ndarray, setup: "FitSetup", params: ModelParams,
-                          a_range: tuple[float, float]) -> np.ndarray:
+                          a_range: tuple[float, float], components: np.ndarray | None = None) -> np.ndarray:
     """(B,) largest SL ring peak significance left when the fitted SL peaks are subtracted.
 
     Parameters
@@ -106,6 +112,7 @@ def residual_significance(polar: np.ndarray, setup: "FitSetup", params: ModelPar
     polar : (B, C, Q) polar images (mean counts per bin, NaN masked) on the grid of ``setup``.
     params : stacked fitted `ModelParams` of the B frames.
     a_range : SL lattice constants searched for a second orientation (A).
+    components : (B, 4, P) unit-scale terms (`fits.linear.component_images`) if already computed.
 
     Notes
     -----
@@ -123,7 +130,8 @@ def residual_significance(polar: np.ndarray, setup: "FitSetup", params: ModelPar
     B = polar.shape[0]
     if B == 0:
         return np.zeros(0)
-    comp = component_images(setup.model, params, ("sl_scale",))[:, 0]
+    comp = (component_images(setup.model, params, ("sl_scale",))[:, 0] if components is None
+            else components[:, COMPONENTS.index("sl_scale")])
     flat = polar.reshape(B, -1)
     flat[:, setup.index] -= np.asarray(params.sl_scale, np.float64).reshape(B, 1) * comp
     left = flat.reshape(polar.shape)

@@ -5,8 +5,8 @@ several orientations (`fits.search`); the SL rotates continuously across a bound
 Fig. 3-4: 8-14 deg over microns), so a neighbour's fitted orientation is a start in the right
 basin. Compressed boundary points also put their lattice constant far from the radial profile's
 maxima (fcc shells alias, `fits.search.lattice_constant_score`), so the first pass also searches
-every doubtful frame again on a grid of lattice constants (`lattice_grid`). In every case the
-lower Poisson deviance wins. `neighbour_passes` runs them after the main pass of
+every doubtful frame again on a grid of lattice constants (`lattice_grid`). The clearly lower
+Poisson deviance wins, and in a near tie the fit that agrees with the neighbours. `neighbour_passes` runs them after the main pass of
 `fits.scan_fit.fit_scan` (resumable: ``/entry/fits`` attribute ``neighbour_passes_done``).
 """
 from __future__ import annotations
@@ -31,6 +31,9 @@ from xmodel import orientation
 REPLACE_MARGIN = 10.0
 #: distinct neighbour orientations tried per doubtful frame (the ok neighbours with the lowest deviance)
 MAX_NEIGHBOUR_STARTS = 3
+#: misorientation (deg) within which a frame agrees with a neighbour (one boundary step can rotate
+#: the SL by several degrees; wrong fits are typically 30-60 deg off)
+AGREE_DEG = 5.0
 #: relative spacing of the lattice-constant grid of the re-search (fcc shells are 5-15 % apart)
 GRID_STEP = 0.02
 
@@ -59,6 +62,13 @@ def neighbours(positions_um: np.ndarray) -> list[np.ndarray]:
     d, _ = tree.query(pos, k=2)
     step = float(np.median(d[:, 1])) if pos.shape[0] > 1 else 1.0
     return [np.array([k for k in nb if k != i], int) for i, nb in enumerate(tree.query_ball_point(pos, 1.5 * step))]
+
+
+def _agrees(R_i: np.ndarray, R_nb: np.ndarray) -> bool:
+    """True when most of the neighbour orientations ``R_nb`` (n, 3, 3) lie within `AGREE_DEG` of ``R_i``."""
+    if len(R_nb) == 0 or not np.all(np.isfinite(R_i)):
+        return False
+    return bool(np.mean(np.degrees(np.atleast_1d(orientation.misorientation_angle(R_i, R_nb))) > AGREE_DEG) <= 0.5)
 
 
 def neighbour_passes(out: Path, results: Path, setup: FitSetup, settings: FitSettings, progress: bool,
@@ -96,18 +106,15 @@ def _doubtful(r: dict, nbs: list[np.ndarray], settings: FitSettings, changed: se
         cand = [int(k) for k in nbs[i] if ok[k]]
         if not cand:
             continue
-        mine = bool(np.all(np.isfinite(R[i])))
-        mis = (np.degrees(np.atleast_1d(orientation.misorientation_angle(R[i], R[cand]))) if mine
-               else np.full(len(cand), np.inf))
-        # an ok frame most of its ok neighbours agree with (within 5 deg: one boundary step can
-        # rotate the SL by several degrees) is left alone
-        if ok[i] and np.mean(mis > 5.0) <= 0.5:
+        # an ok frame that agrees with most of its ok neighbours is left alone
+        if ok[i] and _agrees(R[i], R[cand]):
             continue
+        mis = np.degrees(np.atleast_1d(orientation.misorientation_angle(R[i], R[cand]))) if ok[i] else None
         frames.append(int(i))
         kept: list[int] = []
         for c in np.argsort(r["objective"][cand]):
             k = cand[c]
-            if ok[i] and mis[c] <= 1.0:
+            if mis is not None and mis[c] <= 1.0:
                 continue
             if all(np.degrees(orientation.misorientation_angle(R[k], R[m])) > 1.0 for m in kept):
                 kept.append(k)
@@ -151,17 +158,17 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: FitSetup,
     A frame is doubtful when its SL ring significance reaches
     ``settings.neighbour_min_significance``, it has an ok neighbour, and either its status is not
     ok or most of its ok neighbours' SL orientations differ from its own by more than 5 deg
-    (misorientation; wrong fits are typically 30-60 deg off, while one boundary step rotates the
-    SL by a few degrees). Each distinct orientation of its ok neighbours (up to
+    (`AGREE_DEG`). Each distinct orientation of its ok neighbours (up to
     `MAX_NEIGHBOUR_STARTS`, with their lattice constant, scales, disorder and NC relationship)
     starts a batched refinement (`fits.batch.fit_batch`), and the re-search
     (`fits.scan_fit.fit_frames` on the grid) gives more; it runs first, and a frame it gives a
     better ok fit that agrees with most of its ok neighbours skips the neighbour starts. The
     lowest Poisson deviance wins if it is below the frame's own by ``REPLACE_MARGIN`` (or the
     frame had no fit); within that margin (a near tie, e.g. a pseudo-symmetric twin) it wins if
-    it agrees with most of the ok neighbours and the frame's own fit does not. A frame that had no fit must also need its SL term: the deviance gain of
-    the SL peaks (`_term_gains`) reaches ``settings.sl_min_gain``, so a neighbour's orientation
-    never turns noise or WAXS-only signal into an SL fit. A refitted frame keeps the neighbour's
+    it agrees with most of the ok neighbours and the frame's own fit does not. A frame that had
+    no fit must also need its SL term: the deviance gain of the SL peaks (`_term_gains`) reaches
+    ``settings.sl_min_gain``, so a neighbour's orientation never turns noise or WAXS-only signal
+    into an SL fit. A refitted frame keeps the neighbour's
     configuration only if its own AL term gains ``al_min_gain``.
     Results are rewritten in place, the message saying where the start came from.
 
@@ -185,10 +192,15 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: FitSetup,
     t = setup.template
     a0 = float(t.lattice_constant)
     a_range = (settings.a_range_rel[0] * a0, settings.a_range_rel[1] * a0)
+    grid = lattice_grid(a_range)
+    R, ok = r["orientation_matrix"], r["status"] == FitStatus.OK.code
+
+    def agrees(i: int, R_i: np.ndarray) -> bool:
+        return _agrees(R_i, R[[int(k) for k in nbs[i] if ok[k]]])
+
     # candidates per frame: (objective, source, payload)
     best: dict[int, tuple] = {}
     if research:
-        grid = lattice_grid(a_range)
         rs_settings = replace(settings, n_refine=max(2, settings.n_refine))
         for s0 in range(0, len(frames), settings.batch):
             chunk = frames[s0:s0 + settings.batch]
@@ -205,16 +217,9 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: FitSetup,
     if research and best:
         # a frame the re-search gave a clearly better ok fit that agrees with most of its ok
         # neighbours needs no neighbour starts
-        R, ok = r["orientation_matrix"], r["status"] == FitStatus.OK.code
-        settled = set()
-        for i, (o, _, row) in best.items():
-            nb_ok = [int(k) for k in nbs[i] if ok[k]]
-            if row["status"][0] != FitStatus.OK.code or not nb_ok or \
-                    (np.isfinite(r["objective"][i]) and r["objective"][i] <= o + REPLACE_MARGIN):
-                continue
-            mis = np.degrees(np.atleast_1d(orientation.misorientation_angle(row["orientation_matrix"][0], R[nb_ok])))
-            if np.mean(mis > 5.0) <= 0.5:
-                settled.add(i)
+        settled = {i for i, (o, _, row) in best.items()
+                   if row["status"][0] == FitStatus.OK.code and agrees(i, row["orientation_matrix"][0])
+                   and not (np.isfinite(r["objective"][i]) and r["objective"][i] <= o + REPLACE_MARGIN)}
         pairs = [(i, k) for i, k in pairs if i not in settled]
     for s0 in range(0, len(pairs), settings.batch):
         chunk = pairs[s0:s0 + settings.batch]
@@ -236,13 +241,6 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: FitSetup,
     # pseudo-symmetric twins of a pattern (a Conf2 frame and a Conf1 orientation 45 deg away fit
     # some twin frames within 0-2 deviance units), which the frame alone cannot decide: there the
     # grain's continuity does, and the fit that agrees with most of the ok neighbours is kept
-    ok_nb = r["status"] == FitStatus.OK.code
-
-    def agrees(i: int, R_i: np.ndarray) -> bool:
-        nb_ok = [int(k) for k in nbs[i] if ok_nb[k]]
-        return bool(nb_ok) and np.mean(np.degrees(np.atleast_1d(orientation.misorientation_angle(
-            R_i, r["orientation_matrix"][nb_ok]))) > 5.0) <= 0.5
-
     def orientation_of(i: int) -> np.ndarray:
         _, source, payload = best[i]
         if source == "neighbour":
@@ -255,8 +253,8 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: FitSetup,
         old = r["objective"][i]
         if not np.isfinite(old) or o < old - REPLACE_MARGIN:
             improved.append(i)
-        elif o <= old + REPLACE_MARGIN and np.all(np.isfinite(r["orientation_matrix"][i])) and \
-                not agrees(i, r["orientation_matrix"][i]) and agrees(i, orientation_of(i)):
+        elif o <= old + REPLACE_MARGIN and np.all(np.isfinite(R[i])) and not agrees(i, R[i]) and \
+                agrees(i, orientation_of(i)):
             improved.append(i)
     if not improved:
         return []
@@ -293,8 +291,7 @@ def neighbour_pass(fits_path: str | Path, results: str | Path, setup: FitSetup,
             for k, v in payload.items():
                 if k in out:
                     out[k][i] = v[0]
-            out["message"][i] = (f"{out['message'][i]} (searched again on {lattice_grid(a_range).size} "
-                                 f"lattice constants)")
+            out["message"][i] = f"{out['message'][i]} (searched again on {grid.size} lattice constants)"
     if not kept:
         return []
     done = [improved[j] for j in kept]

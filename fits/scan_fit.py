@@ -304,9 +304,9 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     if lattice_constants is not None:
         lc = np.asarray(lattice_constants, float)
         lattice_constants = np.broadcast_to(lc if lc.ndim == 2 else lc[None, :], (B, lc.shape[-1]))
+    threshold = settings.min_significance if signal_threshold is None else signal_threshold
     res = search_orientations(clean, setup.q, bank, a_range=a_range, n_best=max(1, settings.n_candidates),
-                              min_significance=settings.min_significance if signal_threshold is None
-                              else signal_threshold, lattice_constants=lattice_constants)
+                              min_significance=threshold, lattice_constants=lattice_constants)
     tm["search"] = tm.get("search", 0.0) + clock() - t
     t = clock()
     res = refine_matches(clean, setup.q, res, bank, n_refine=max(1, settings.n_candidates))
@@ -314,8 +314,7 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     out["search_score"][:] = res.score[:, 0]
     out["significance"][:] = res.significance
     out["status"][:] = FitStatus.NO_SIGNAL.code
-    out["message"][:] = [f"{FitStatus.NO_SIGNAL.value}: largest SL ring significance {s:.1f} < "
-                         f"{settings.min_significance if signal_threshold is None else signal_threshold:g}"
+    out["message"][:] = [f"{FitStatus.NO_SIGNAL.value}: largest SL ring significance {s:.1f} < {threshold:g}"
                          for s in res.significance]
     out["status"][bad] = FitStatus.BAD_DATA.code
     out["message"][bad] = FitStatus.BAD_DATA.value
@@ -356,25 +355,28 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
         # aliased a's match on strongly tilted boundary frames (a repeated column is refined once)
         order = np.concatenate([order, np.where((order == 0).any(axis=1), order[:, 0], 0)[:, None]], axis=1)
         n_ref += 1
-    rows_ = np.arange(todo.size)
     stacked = jax.tree_util.tree_map(lambda *x: np.stack(x), *[c[0] for c in comps_t])   # (T, n, ...)
     for r_i in range(n_ref):
-        tr = order[:, r_i]
-        pn = jax.tree_util.tree_map(lambda x: x[tr, rows_], stacked)
-        base = np.stack([np.insert(comps_t[ti][1][j], 2, 0.0, axis=0) for j, ti in enumerate(tr)])
-        for j, ti in enumerate(tr):
-            lin[ti, -1, j] = (jax.tree_util.tree_map(lambda x: x[j], pn), np.insert(comps_t[ti][2][j], 2, 0.0))
+        # the frames whose candidate in this column is new (a repeated one is not tried twice)
+        sel = np.flatnonzero(~np.any(order[:, :r_i] == order[:, r_i:r_i + 1], axis=1))
+        if sel.size == 0:
+            continue
+        tr = order[sel, r_i]
+        pn = jax.tree_util.tree_map(lambda x: x[tr, sel], stacked)
+        base = np.stack([np.insert(comps_t[ti][1][j], 2, 0.0, axis=0) for j, ti in zip(sel, tr)])
+        for k, (j, ti) in enumerate(zip(sel, tr)):
+            lin[ti, -1, j] = (jax.tree_util.tree_map(lambda x: x[k], pn), np.insert(comps_t[ti][2][j], 2, 0.0))
         # 2. configuration and its symmetric variant (`relationship_variants`) by the WAXS part
         for ci, name in enumerate(names):
             for R_v in relationship_variants(rels[name]):
-                p = pn.replace(relationship=np.broadcast_to(R_v, (todo.size, 3, 3)))
+                p = pn.replace(relationship=np.broadcast_to(R_v, (sel.size, 3, 3)))
                 comps = base.copy()
                 comps[:, 2] = component_images(model, jax.tree_util.tree_map(jnp.asarray, p), ("al_scale",))[:, 0]
-                sc, d = linear_scales(comps, y, v, w)
-                better = d < dev[rows_, tr, ci]
-                dev[rows_[better], tr[better], ci] = d[better]
-                for j in np.flatnonzero(better):
-                    lin[tr[j], ci, j] = (jax.tree_util.tree_map(lambda x: x[j], p), sc[j])
+                sc, d = linear_scales(comps, y[sel], v[sel], w[sel])
+                better = d < dev[sel, tr, ci]
+                dev[sel[better], tr[better], ci] = d[better]
+                for k in np.flatnonzero(better):
+                    lin[tr[k], ci, sel[k]] = (jax.tree_util.tree_map(lambda x: x[k], p), sc[k])
     dev_best = dev.min(axis=2)                                   # (n, T): inf where not refined
     al_gain_t = dev_sl - dev_best                                # (n, T)
     has_al_t = al_gain_t >= settings.al_min_gain
