@@ -297,10 +297,12 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
         # a mixed pattern holds two grains, and the lower deviance only says whose SL peaks are
         # stronger: the line keeps following its own grain when the warm start also fits
         warm = [c for c in tried if c[3].startswith("warm start") and c[2].success]
-        if st is FitStatus.MIXED and warm and np.degrees(orientation.misorientation_angle(
-                R_best, np.asarray(warm[0][1].sl_orientation(), np.float64))) > 2.0:
+        away = np.degrees(orientation.misorientation_angle(
+            R_best, np.asarray(warm[0][1].sl_orientation(), np.float64))) if warm else 0.0
+        if st is FitStatus.MIXED and away > 2.0:
             obj, p, _, wmsg = warm[0]
-            msg = f"{wmsg}; mixed pattern: the line's own grain kept (the other fits {msg.split(':')[0]} better)"
+            msg = (f"{wmsg}; mixed pattern: the line's own grain kept (the {msg.split(':')[0]} fit, "
+                   f"{away:.0f} deg away, has the lower deviance)")
         out["orientation_matrix"][i] = np.asarray(p.sl_orientation(), np.float64)
         out["lattice_constant"][i] = float(p.lattice_constant)
         out["disorder_deg"][i] = float(np.degrees(p.disorder) * FWHM_PER_SIGMA)
