@@ -176,7 +176,7 @@ def _cli_json(args: list[str]) -> dict:
 
 def analyses_stage(out: Path, rep: Report, results: Path, truth: Path) -> None:
     """Classification, q200 map, Table S1/S2 analogues, CCFs, facets."""
-    from fits import xcca
+    from fits.analyses import xcca
     from xmodel.experiment import Experiment
     from xmodel.parameters import structure_from_config
     from xmodel.twin import domain_params, load_twin

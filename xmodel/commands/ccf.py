@@ -12,7 +12,7 @@ CHI_EDGES = np.linspace(-180.0, 180.0, 361)
 
 def _domain_frames(path: Path, domain: str) -> np.ndarray:
     """Frame indices of ``--domain``: a list "0,5,7" or a class name / index of the classification."""
-    from fits.disorder import _label_names, domain_frames
+    from fits.analyses.disorder import _label_names, domain_frames
 
     text = domain.strip()
     if all(p.strip().lstrip("-").isdigit() for p in text.split(",")) and "," in text:
@@ -31,7 +31,7 @@ def _domain_frames(path: Path, domain: str) -> np.ndarray:
 
 def _pattern_rings(path: Path, rings):
     """Rings of a single pattern of `xmodel simulate`, binned without pixel splitting."""
-    from fits.xcca import Ring
+    from fits.analyses.xcca import Ring
     from xmodel.geometry import Geometry
     from xmodel.reduction import PolarBins, build_bin_map, reduce_frames
 
@@ -54,7 +54,7 @@ def _pattern_rings(path: Path, rings):
 
 
 def run(args) -> int:
-    from fits import xcca
+    from fits.analyses import xcca
 
     path = Path(args.input)
     if not path.exists():
@@ -107,7 +107,7 @@ def run(args) -> int:
 
 def _simulate(configs, r1, r2, dq1, dq2) -> dict:
     """Forward-model and Gaussian-peak (Eqs. 4-6) CCFs of a config on the data's chi grid."""
-    from fits import xcca
+    from fits.analyses import xcca
     from xmodel.config import load_config
     from xmodel.experiment import Experiment
     from xmodel.parameters import params_from_config, structure_from_config

@@ -14,8 +14,8 @@ TILT_MAX_DEG, TILT_STEP_DEG = 20.0, 5.0     # WAXS template families over out-of
 
 
 def _variance_factor(path: Path, q0: float, dq: float):
-    """`fits.classify.poisson_variance_factor` of a ring, None without ``/entry/reduction/counts``."""
-    from fits.classify import poisson_variance_factor
+    """`fits.analyses.classify.poisson_variance_factor` of a ring, None without ``/entry/reduction/counts``."""
+    from fits.analyses.classify import poisson_variance_factor
 
     with h5py.File(path, "r") as f:
         grp = f["entry/reduction"]
@@ -45,7 +45,7 @@ def _experiment(path: Path, cfg):
 
 def _given_templates(args, path, chi, q_grid):
     """Names, SL orientations and (SAXS, WAXS) templates of the five domains (or a twin's)."""
-    from fits.classify import templates_from_model, tilted_params
+    from fits.analyses.classify import templates_from_model, tilted_params
     from xmodel.config import DOMAINS, default_paths, load_config
     from xmodel.parameters import params_from_config, structure_from_config
 
@@ -80,8 +80,8 @@ def _untilted(fam_class: np.ndarray) -> np.ndarray:
 
 
 def run(args) -> int:
-    from fits import classify
-    from fits.xcca import read_rings
+    from fits.analyses import classify
+    from fits.analyses.xcca import read_rings
 
     path = Path(args.results)
     if not path.exists():
@@ -156,13 +156,13 @@ def _write(path, names, saxs, waxs, label, conf, orient, args, source=None) -> N
         g.attrs["method"] = (f"ring peaks, templates={args.templates}, n_classes={args.n_classes}, "
                              f"rings q_SL={Q_SL}+-{DQ_SL}, q_AL={Q_AL}+-{DQ_AL} 1/A, "
                              f"min_significance={args.min_significance}, mixed_fraction={args.mixed_fraction}")
-        from fits.classify import class_colors
+        from fits.analyses.classify import class_colors
 
         g.attrs["class_colors"] = json.dumps(class_colors(names))
         for key, val, desc in (
             ("saxs_label", saxs.label, "class from the SL ring at q = 0.083 1/A"),
             ("waxs_label", waxs.label, "class from the AL ring at q = 2.12 1/A"),
-            ("label", label, "point label from both rings (fits.classify.combine_rings; cluster "
+            ("label", label, "point label from both rings (fits.analyses.classify.combine_rings; cluster "
                              "templates: SAXS class, WAXS class where SAXS is empty)"),
             ("confidence", conf, "dominant share of the fitted peak intensity times the fit quality: "
                                  "R^2 of the SAXS fit, (1 - 1/z) of the WAXS Poisson significance z"),

@@ -5,7 +5,7 @@ import json
 
 
 def run(args) -> int:
-    from fits.disorder import average_polar, domain_disorder, domain_frames, orientational_disorder
+    from fits.analyses.disorder import average_polar, domain_disorder, domain_frames, orientational_disorder
 
     if args.results is None:
         if args.fwhm_az is None or args.fwhm_rad is None:

@@ -5,7 +5,7 @@ import json
 
 
 def run(args) -> int:
-    from fits.facets import facet_interactions
+    from fits.analyses.facets import facet_interactions
 
     table = facet_interactions(args.configuration, d100=args.d100, d111=args.d111,
                                max_angle_deg=args.max_angle)
@@ -14,7 +14,7 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    from fits.facets import DEFAULT_D100, DEFAULT_D111, DEFAULT_MAX_ANGLE_DEG
+    from fits.analyses.facets import DEFAULT_D100, DEFAULT_D111, DEFAULT_MAX_ANGLE_DEG
 
     p = sub.add_parser("facets", help="{100}/{111} facet interactions of nearest neighbours (Fig. 5)")
     p.add_argument("--configuration", required=True, help="conf1 or conf2")

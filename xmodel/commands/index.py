@@ -14,8 +14,8 @@ def _floats(text: str, name: str) -> list[float]:
 
 
 def run(args) -> int:
-    from fits.disorder import domain_frames
-    from fits.indexing import domain_lattice_constant, format_assignments, index_peaks, radial_peaks
+    from fits.analyses.disorder import domain_frames
+    from fits.analyses.indexing import domain_lattice_constant, format_assignments, index_peaks, radial_peaks
 
     zone = None
     if args.zone is not None:

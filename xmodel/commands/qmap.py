@@ -9,7 +9,7 @@ from xmodel.commands._common import parse_pair
 
 
 def run(args) -> int:
-    from fits.qmap import COMB_STATUS as STATUS, qmap_scan
+    from fits.analyses.qmap import COMB_STATUS as STATUS, qmap_scan
 
     if (args.start is None) != (args.end is None):
         raise ValueError("give both --from X0,Y0 and --to X1,Y1 (um) for a line profile, or neither.")

@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 
-from fits.peak_profile import fit_profiles
+from fits.analyses.peak_profile import fit_profiles
 from xmodel.lattice import fcc_reflections
 
 __all__ = [
@@ -43,8 +43,8 @@ __all__ = [
 ]
 
 #: status of the joint lattice constant (``/entry/qmap/<family>/status``); 0-3 as
-#: ``fits.qmap.STATUS`` (the Gaussian fit outcomes), 4 when nothing decides the indexing.
-#: per-point status of the lattice constant; 5 is set by `fits.qmap.qmap_scan` only (``fits_file``)
+#: ``fits.analyses.qmap.STATUS`` (the Gaussian fit outcomes), 4 when nothing decides the indexing.
+#: per-point status of the lattice constant; 5 is set by `fits.analyses.qmap.qmap_scan` only (``fits_file``)
 COMB_STATUS = {0: "ok", 1: "no peak", 2: "fit failed", 3: "no data", 4: "ambiguous", 5: "from the model fit"}
 
 
@@ -135,7 +135,7 @@ def spot_profiles(polar: np.ndarray, npix: np.ndarray, *, z_min: float = 5.0) ->
     bins below the ring's 90th percentile; spots are 3 x 3-bin excesses above it of at least
     ``z_min`` Poisson sigma, kept only when the Friedel mate (``-G`` at ``chi + 180 deg``, which
     the flat small-angle Ewald sphere shows together with ``G``) is also seen. Validation: the
-    synthetic demo twin (empty points give no spot) and tests/fits/test_shell_comb.py.
+    synthetic demo twin (empty points give no spot) and tests/fits/analyses/test_shell_comb.py.
     """
     return _profiles_of(*_friedel_significance(polar, npix), z_min)
 
@@ -175,7 +175,7 @@ def friedel_axes(polar: np.ndarray, npix: np.ndarray, q: np.ndarray, chi_deg: np
     pair is one axis. Pairs are the local maxima (5 x 5 bins) of the pair significance
     ``min(z(chi), z(chi + pi))`` above ``z_min``; position by the vertex of the parabola
     through the maximum and its two neighbours, in chi and in q. Validation: synthetic polar images with
-    pairs at known azimuths (tests/fits/test_shell_comb.py).
+    pairs at known azimuths (tests/fits/analyses/test_shell_comb.py).
     """
     return _axes_of(_friedel_significance(polar, npix)[2], q, chi_deg, z_min)
 
@@ -244,7 +244,7 @@ def radial_spot_profiles(radial: np.ndarray, *, width_bins: int = 15) -> np.ndar
     Notes
     -----
     Robust scale (Rousseeuw & Croux 1993, doi:10.1080/01621459.1993.10476408).
-    Validation: synthetic profiles in tests/fits/test_qmap.py.
+    Validation: synthetic profiles in tests/fits/analyses/test_qmap.py.
     """
     from scipy.ndimage import median_filter
 
@@ -319,7 +319,7 @@ def shell_zone_axes(n_shell: int) -> tuple[tuple[tuple[int, int, int], np.ndarra
     ``h u + k v + l w = 0``, e.g. Cullity, Elements of X-ray Diffraction, 2.6); every zone with
     two members is the cross product of two of them. Validation: the axis angles of 111 are
     70.53 deg, of 200 90 deg, of 220 60 and 90 deg, of 311 35.10, 50.48, 62.96 and 84.78 deg
-    (``arccos`` of the members' dot products; tests/fits/test_shell_comb.py).
+    (``arccos`` of the members' dot products; tests/fits/analyses/test_shell_comb.py).
     """
     return tuple((zone, per[0]) for zone, per in _zones((int(n_shell),)))
 
@@ -356,7 +356,7 @@ def axis_misfit(shells: int | np.ndarray, axes_rad: np.ndarray) -> float:
     angles up to a rotation and a mirror. One rotation anchors the first axis on each member
     of its shell in turn; then it is shifted to the middle of the residual range (the minimax
     fit for that assignment). Validation: exact member azimuths give 0; a 111 pair (70.53 deg)
-    misses 200 by 9.7 deg (tests/fits/test_shell_comb.py).
+    misses 200 by 9.7 deg (tests/fits/analyses/test_shell_comb.py).
     """
     x = np.asarray(axes_rad, float).ravel() % np.pi
     nn = np.broadcast_to(np.asarray(shells, int), x.shape)
@@ -552,7 +552,7 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
     -----
     Matched filter of the fcc comb ``q_N = 2 pi sqrt(N) / a`` (Table S1) with non-negative
     shell amplitudes on a 0.1 % grid of ``a``; then each shell the best comb predicts is fitted
-    by ``fits.peak_profile.fit_profiles`` (Gaussian + constant) in ``ln q`` and ``a`` is the
+    by ``fits.analyses.peak_profile.fit_profiles`` (Gaussian + constant) in ``ln q`` and ``a`` is the
     inverse-variance mean of ``2 pi sqrt(N) / q_N`` (each with a 0.1 % error floor) over the
     shells found within ``sigma_rel`` of the prediction, its error scaled by ``sqrt(chi2/dof)``
     when the shells disagree. The candidates of an open point are the comb's local maxima
@@ -562,8 +562,8 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
     Validation
     ----------
     Synthetic profiles with the 111/200 alias, and synthetic pair sets decided by their angles
-    (tests/fits/test_qmap.py, tests/fits/test_shell_comb.py); the demo twin: see the report in
-    `fits.qmap.qmap_scan`.
+    (tests/fits/analyses/test_qmap.py, tests/fits/analyses/test_shell_comb.py); the demo twin: see the report in
+    `fits.analyses.qmap.qmap_scan`.
     """
     q = np.asarray(q, float)
     S = np.atleast_2d(np.asarray(spots, float))

@@ -1,6 +1,6 @@
 """Gaussian-plus-background fits of radial profiles: the peak position, width and height of one
-SL family per scan point (paper Fig. 3a, S7a; `fits.qmap`), and of each fcc shell in the
-comb of `fits.shell_comb`.
+SL family per scan point (paper Fig. 3a, S7a; `fits.analyses.qmap`), and of each fcc shell in the
+comb of `fits.analyses.shell_comb`.
 
 `fit_profiles` runs a vectorised Levenberg-Marquardt over many profiles at once (numpy, no
 Python loop over profiles) and never raises for one bad profile: each gets a status
@@ -75,7 +75,7 @@ def fit_profiles(q: np.ndarray, profiles: np.ndarray, q_window: tuple[float, flo
     ----------
     Agrees with lmfit's GaussianModel + LinearModel to 1e-6 relative in the centre and 2 %
     in its error on synthetic Poisson profiles; broken profiles get statuses, not
-    exceptions (tests/fits/test_qmap.py).
+    exceptions (tests/fits/analyses/test_qmap.py).
     """
     if background not in ("linear", "constant"):
         raise ValueError(f"background must be 'linear' or 'constant', got {background!r}.")

@@ -5,7 +5,7 @@ angular positions of the strongest peaks on the q_SL = 0.083 1/A (SAXS) and q_AL
 (WAXS) rings decide its class, SAXS and WAXS independently; patterns with peaks of several
 classes are "mixed" (the paper's grey), patterns without peaks "empty" (white).
 
-Here each ring profile (`fits.xcca.ring_profile`) is decomposed into non-negative multiples of
+Here each ring profile (`fits.analyses.xcca.ring_profile`) is decomposed into non-negative multiples of
 class templates plus a free constant (non-negative least squares). A template is the ring
 profile of one class: given (the forward model of the five domains on the same polar grid,
 `templates_from_model`) or found by clustering the profiles (`cluster_templates`). A class
@@ -102,7 +102,7 @@ def fit_templates(profiles: np.ndarray, weight: np.ndarray, templates: np.ndarra
     Non-negative least squares (Lawson & Hanson, "Solving Least Squares Problems", 1974,
     doi:10.1137/1.9781611971217) of ``x = sum_c a_c T_c + b`` with ``a_c >= 0`` and a free
     constant b (columns +1 and -1). Significance ``a_c ||T_c|| / sigma``.
-    Validation: tests/fits/test_classify.py (all labels right, empty and mixed points flagged).
+    Validation: tests/fits/analyses/test_classify.py (all labels right, empty and mixed points flagged).
     """
     x = np.atleast_2d(np.asarray(profiles, float))
     w = np.broadcast_to(np.asarray(weight, float), x.shape)
@@ -253,7 +253,7 @@ def templates_from_model(params_list: list, experiment, structure, q_values: np.
     (``orientation_margin_deg=None``) on ``experiment.polar_pixels(q_values, chi_deg)`` is
     compiled once and evaluated for every class (same grid and mask as the data).
     """
-    from fits.xcca import model_polar_image, ring_profile
+    from fits.analyses.xcca import model_polar_image, ring_profile
     from xmodel.pattern import PatternModel
 
     a = [float(np.asarray(p.lattice_constant)) for p in params_list]
@@ -420,12 +420,12 @@ def scaled_ring(path, q_nominal: float, *, search=(0.93, 1.18), half_width: floa
 
     Returns
     -------
-    ring : `fits.xcca.Ring` with (n_frames, n_chi) intensity and weight; ``q0`` is nominal.
+    ring : `fits.analyses.xcca.Ring` with (n_frames, n_chi) intensity and weight; ``q0`` is nominal.
     q_peak : (n_frames,) the ring centres used (1/A).
     """
     import h5py
 
-    from fits.xcca import Ring
+    from fits.analyses.xcca import Ring
 
     with h5py.File(path, "r") as f:
         grp = f["entry/reduction"]
@@ -519,7 +519,7 @@ def poisson_variance_factor(pixel_counts: np.ndarray, q: np.ndarray, q0: float, 
     ----------
     pixel_counts : (n_chi, n_q) valid pixels per polar bin (``/entry/reduction/counts``).
     q : (n_q,) bin centres (1/A); q0, dq : ring centre and half-width (1/A), as given to
-        `fits.xcca.ring_profile`.
+        `fits.analyses.xcca.ring_profile`.
 
     Notes
     -----
@@ -527,7 +527,7 @@ def poisson_variance_factor(pixel_counts: np.ndarray, q: np.ndarray, q0: float, 
     so Var = sum_q mu_q / n_q / m^2 ~= I sum_q (1/n_q) / m^2 (Poisson variance equals the mean;
     e.g. Bevington & Robinson, "Data Reduction and Error Analysis", 3rd ed., 2003, ch. 3).
     Bins without pixels give f = 0 (they carry weight 0 in the ring).
-    Validation: tests/fits/test_classify.py (scatter of simulated Poisson rings).
+    Validation: tests/fits/analyses/test_classify.py (scatter of simulated Poisson rings).
     """
     n = np.asarray(pixel_counts, float)[:, np.abs(np.asarray(q, float) - q0) <= dq]
     m = (n > 0).sum(axis=1)
@@ -583,7 +583,7 @@ def fit_template_families(profiles: np.ndarray, weight: np.ndarray, templates: n
     ``z = sqrt(delta chi^2 / max(chi^2_nu, 1))`` (likelihood ratio, Wilks 1938,
     doi:10.1214/aoms/1177732360; the reduced chi^2 of the larger fit inflates the Poisson noise
     where the templates do not match the data exactly; without counts ``max(., 1)`` is dropped).
-    Validation: tests/fits/test_classify.py (tilted, mixed and empty synthetic Poisson rings);
+    Validation: tests/fits/analyses/test_classify.py (tilted, mixed and empty synthetic Poisson rings);
     the demo twin (README of the classify command: confusion table).
     """
     x_all = np.atleast_2d(np.asarray(profiles, float))

@@ -1,11 +1,11 @@
-"""Tests of fits.qmap: vectorised peak fits, statuses, maps, line profiles, command."""
+"""Tests of fits.analyses.qmap: vectorised peak fits, statuses, maps, line profiles, command."""
 import json
 
 import h5py
 import numpy as np
 import pytest
 
-from fits.qmap import (family_window, fcc_shells, fit_lattice_comb, fit_profile, fit_profiles, line_profile,
+from fits.analyses.qmap import (family_window, fcc_shells, fit_lattice_comb, fit_profile, fit_profiles, line_profile,
                        qmap_scan, spot_profiles)
 from xmodel import cli
 
@@ -123,7 +123,7 @@ def test_cli(reduced, tmp_path, capsys):
 
 def test_batch_results_do_not_depend_on_the_other_profiles():
     """Each profile converges on its own: fitted alone or in a batch, the same result."""
-    from fits.qmap import fit_profiles
+    from fits.analyses.qmap import fit_profiles
     rng = np.random.default_rng(3)
     q = np.linspace(0.07, 0.10, 60)
     centres = rng.uniform(0.080, 0.088, 200)
@@ -236,7 +236,7 @@ def test_comb_alias_decided_by_a_prior_lattice_constant():
 def test_fitted_lattice_constant_reads_ok_fits_only(tmp_path):
     import h5py
 
-    from fits.qmap import fitted_lattice_constant
+    from fits.analyses.qmap import fitted_lattice_constant
     from fits.status import FitStatus
 
     path = tmp_path / "fits.h5"

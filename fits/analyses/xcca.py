@@ -118,7 +118,7 @@ def ring_profile(polar: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, q0: floa
     Notes
     -----
     ``W`` is Eq. 2 of the supplementary (0 for gaps, beamstop, outside the detector).
-    Validation: tests/fits/test_xcca.py (masked bins give W = 0, band mean by hand).
+    Validation: tests/fits/analyses/test_xcca.py (masked bins give W = 0, band mean by hand).
     """
     polar = np.asarray(polar, np.float64)
     dq = default_dq(q0) if dq is None else float(dq)
@@ -168,7 +168,7 @@ def cross_correlation(i1: np.ndarray, w1: np.ndarray, i2: np.ndarray, w2: np.nda
     -----
     Eq. 3 of the supplementary as a Riemann sum on the chi grid; the circular correlation
     ``C_k = sum_j a_j b_(j+k)`` equals ``IFFT(conj(FFT(a)) FFT(b))`` (correlation theorem).
-    Validation: equals the direct double sum of Eq. 3 with gapped masks (tests/fits/test_xcca.py).
+    Validation: equals the direct double sum of Eq. 3 with gapped masks (tests/fits/analyses/test_xcca.py).
     """
     step, n_full = _full_circle(chi_deg)
     a = np.asarray(i1, np.float64) * np.asarray(w1, np.float64)
@@ -226,7 +226,7 @@ def domain_ccf(polar: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, q1: float,
     -----
     Eq. 3 per pattern, averaged over the patterns "to obtain statistically meaningful data",
     then scaled to 0..1 (supplementary, "X-ray cross-correlation analysis").
-    Validation: tests/fits/test_xcca.py (FFT vs direct sum; zone-axis positions of the maxima).
+    Validation: tests/fits/analyses/test_xcca.py (FFT vs direct sum; zone-axis positions of the maxima).
     """
     polar = np.asarray(polar)
     if polar.ndim == 2:
@@ -349,7 +349,7 @@ def gaussian_ccf(chi_deg: np.ndarray, saxs: tuple, waxs: tuple, *, w_saxs: np.nd
     ``C_sim(Delta) = int I_SAXS(q1, phi) I_WAXS(q2, phi + Delta) W(phi + Delta) dphi`` (Eq. 6)
     with I from Eq. 4, then scaled to 0..1.
     Validation: correlates >= 0.95 with the forward-model CCF for the yellow and purple
-    domains (tests/fits/test_xcca.py).
+    domains (tests/fits/analyses/test_xcca.py).
     """
     i1 = gaussian_ring(chi_deg, *saxs)
     i2 = gaussian_ring(chi_deg, *waxs)

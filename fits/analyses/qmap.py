@@ -3,11 +3,11 @@
 Contract
 --------
 * `family_window` gives the q window (1/A) of a family for a nominal lattice constant.
-* `fit_profiles` (from `fits.peak_profile`, re-exported here) fits ``Gaussian + linear
+* `fit_profiles` (from `fits.analyses.peak_profile`, re-exported here) fits ``Gaussian + linear
   background`` to many radial profiles at once by a vectorised Levenberg-Marquardt and never
   raises for one bad profile: each gets a status (`STATUS`); `fit_profile` is the interactive
   path for one profile with lmfit's ``GaussianModel + LinearModel``.
-* The lattice constant per point comes from `fits.shell_comb` (re-exported here:
+* The lattice constant per point comes from `fits.analyses.shell_comb` (re-exported here:
   `fit_lattice_comb`, `spot_profiles`, `radial_spot_profiles`, `fcc_shells`, `COMB_STATUS`):
   the comb of all fcc shells matched to the Friedel-paired spots of the polar image (or the
   peaks of the radial profile), "ambiguous" (NaN) when another indexing explains the spots as
@@ -27,8 +27,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from fits.peak_profile import STATUS, fit_profile, fit_profiles
-from fits.shell_comb import (
+from fits.analyses.peak_profile import STATUS, fit_profile, fit_profiles
+from fits.analyses.shell_comb import (
     COMB_STATUS,
     fcc_shells,
     fit_lattice_comb,
@@ -287,9 +287,9 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
     -----
     ``a`` from all visible fcc shells at once (`fit_lattice_comb`, spots from the polar images
     when the file has them, else peaks of the radial profile; with ``/entry/reduction/chi`` also
-    the angles between the Friedel pairs, `fits.shell_comb.friedel_spots`), ``q_family = 2 pi sqrt(h^2+k^2+l^2) / a``,
+    the angles between the Friedel pairs, `fits.analyses.shell_comb.friedel_spots`), ``q_family = 2 pi sqrt(h^2+k^2+l^2) / a``,
     ``d_100 = a``, ``d_hkl = 2 pi / q`` (Table S1). Validation: a synthetic compressed boundary
-    is recovered within 0.5 % and a lone 111/200 alias is flagged (tests/fits/test_qmap.py);
+    is recovered within 0.5 % and a lone 111/200 alias is flagged (tests/fits/analyses/test_qmap.py);
     demo twin (/tmp/twin_demo, 114 in-domain points): 68 within 0.5 % (interior 34 of 37,
     boundary 34 of 77), 3 wrong by 0.6-1 %, 43 flagged; 2 of the 68 decided by the pair angles,
     none wrongly; no empty point gets a value. Most flagged points show one pair, or only

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fits import classify, xcca
+from fits.analyses import classify, xcca
 
 CHI = np.arange(-180.0, 180.0, 1.0) + 0.5
 DOMAINS = ("red", "purple", "yellow")
@@ -162,7 +162,7 @@ from pathlib import Path  # noqa: E402
 
 
 def test_similar_saxs_classes_are_decided_by_waxs():
-    from fits.classify import RingClasses, combine_labels, template_similarity
+    from fits.analyses.classify import RingClasses, combine_labels, template_similarity
     t = np.array([[0, 1, 0, 1.0], [0, 1, 0, 0.9], [1, 0, 1, 0.0]])
     sim = template_similarity(t)
     assert sim.shape == (3, 3) and np.allclose(np.diag(sim), 1)
@@ -176,7 +176,7 @@ def test_similar_saxs_classes_are_decided_by_waxs():
 def test_scaled_ring_follows_a_compressed_superlattice(tmp_path):
     import h5py
 
-    from fits.classify import scaled_ring
+    from fits.analyses.classify import scaled_ring
     q = np.geomspace(0.05, 0.2, 120)
     chi = np.arange(-179.5, 180, 5.0)
     centres = [0.083, 0.094]                                   # bulk and 13 % compressed

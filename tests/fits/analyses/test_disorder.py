@@ -1,11 +1,11 @@
-"""Tests of fits.disorder: Eq. 7 on Table S2 and a forward-model cross-check."""
+"""Tests of fits.analyses.disorder: Eq. 7 on Table S2 and a forward-model cross-check."""
 import json
 
 import h5py
 import numpy as np
 import pytest
 
-from fits.disorder import (average_polar, domain_disorder, domain_frames, fit_al_peak,
+from fits.analyses.disorder import (average_polar, domain_disorder, domain_frames, fit_al_peak,
                            orientational_disorder)
 from xmodel import cli
 

@@ -173,7 +173,7 @@ def facet_interactions(configuration: str = "conf1", *, d100: float = DEFAULT_D1
     ----------
     Default shape reproduces the paper's counts for both configurations; the regular
     truncated octahedron (d100/d111 = 2/sqrt 3) gives Conf2 2 + 8; the window edges
-    0.7174 and 0.9856 (tests/fits/test_facets.py).
+    0.7174 and 0.9856 (tests/fits/analyses/test_facets.py).
     """
     d100 = _positive(d100, "d100")
     d111 = _positive(d111, "d111")

@@ -1,11 +1,11 @@
-"""Tests of fits.shell_comb: zone angles of fcc shells, Friedel axes, angle decision of the comb."""
+"""Tests of fits.analyses.shell_comb: zone angles of fcc shells, Friedel axes, angle decision of the comb."""
 import itertools
 
 import numpy as np
 import pytest
 
-from fits.qmap import STATUS
-from fits.shell_comb import (
+from fits.analyses.qmap import STATUS
+from fits.analyses.shell_comb import (
     COMB_STATUS,
     axis_misfit,
     fit_lattice_comb,

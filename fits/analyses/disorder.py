@@ -117,7 +117,7 @@ def orientational_disorder(fwhm_az_deg: float, fwhm_rad_deg: float, fwhm_az_err_
     Validation
     ----------
     Table S2: red 13.1 +- 0.5, 2.5 +- 0.1 -> 12.9 +- 0.5 (the table gives +- 0.6); all five
-    rows within 0.05 deg in dPhi and 0.15 deg in the error (tests/fits/test_disorder.py).
+    rows within 0.05 deg in dPhi and 0.15 deg in the error (tests/fits/analyses/test_disorder.py).
 
     Examples
     --------
@@ -215,7 +215,7 @@ def fit_al_peak(image: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, *, q_nomi
     Validation
     ----------
     A synthetic averaged pattern of the forward model with known disorder gives dPhi within
-    1.5 deg (tests/fits/test_disorder.py).
+    1.5 deg (tests/fits/analyses/test_disorder.py).
     """
     import lmfit
 
@@ -325,7 +325,7 @@ def domain_frames(labels_file: str | Path | None, domain: str | int | None, n_fr
 
     Validation
     ----------
-    tests/fits/test_disorder.py (names, integers, bad names).
+    tests/fits/analyses/test_disorder.py (names, integers, bad names).
     """
     if domain is None:
         return np.arange(n_frames)
@@ -386,7 +386,7 @@ def average_polar(results: str | Path, frames: np.ndarray | None = None,
 
     Validation
     ----------
-    tests/fits/test_disorder.py (equals numpy's nanmean).
+    tests/fits/analyses/test_disorder.py (equals numpy's nanmean).
     """
     path = Path(results)
     if not path.exists():
@@ -439,7 +439,7 @@ def domain_disorder(image: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, *,
     Validation
     ----------
     Forward-model pattern of the red domain (dPhi = 12.9 deg): recovered within 0.3 deg,
-    closer with the Ewald factor than without (tests/fits/test_disorder.py).
+    closer with the Ewald factor than without (tests/fits/analyses/test_disorder.py).
     """
     if ewald_correction and wavelength_A is None:
         raise ValueError("the Ewald cos(theta) correction needs the wavelength (wavelength_A, or "

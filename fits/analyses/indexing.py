@@ -231,7 +231,7 @@ def index_peaks(q, chi_deg=None, *, zone=None, a_nominal: float = 150.0, toleran
     ----------
     Table S1's q values give its hkl, with 0.143 and 0.141 1/A reported as 311/222
     ambiguous; with the [110] zone and azimuths the ambiguity resolves
-    (tests/fits/test_indexing.py).
+    (tests/fits/analyses/test_indexing.py).
     """
     qv = np.atleast_1d(np.asarray(q, float))
     if qv.size == 0 or not np.all(np.isfinite(qv)) or np.any(qv <= 0):

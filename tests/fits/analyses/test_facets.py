@@ -1,9 +1,9 @@
-"""Tests of fits.facets: the paper's facet-interaction counts and the shape window."""
+"""Tests of fits.analyses.facets: the paper's facet-interaction counts and the shape window."""
 import json
 
 import pytest
 
-from fits.facets import facet_interactions, nearest_neighbour_directions, paper_shape_window
+from fits.analyses.facets import facet_interactions, nearest_neighbour_directions, paper_shape_window
 from xmodel import cli
 
 

@@ -1,10 +1,10 @@
-"""Tests of fits.indexing on Table S1 and on zone geometry."""
+"""Tests of fits.analyses.indexing on Table S1 and on zone geometry."""
 import json
 
 import numpy as np
 import pytest
 
-from fits.indexing import domain_lattice_constant, index_peaks, radial_peaks, zone_members
+from fits.analyses.indexing import domain_lattice_constant, index_peaks, radial_peaks, zone_members
 from xmodel import cli
 
 # Table S1: q (1/A) -> hkl as the paper indexes it

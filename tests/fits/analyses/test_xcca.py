@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fits import xcca
+from fits.analyses import xcca
 
 CHI = np.arange(-180.0, 180.0, 1.0) + 0.5
 
