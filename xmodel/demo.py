@@ -337,6 +337,7 @@ def _subset(src: Path, dst: Path, group: str, frames: np.ndarray, n: int) -> Pat
 def fits_stage(out: Path, rep: Report, results: Path, truth: Path, n_fit: int = 0) -> None:
     """Fit frames of the demo scan (every k-th, about ``n_fit``; 0 = all) and compare with the truth."""
     from fits.scan_fit import FitSettings, fit_scan
+    from fits.status import FitStatus
     from fits.truth import compare_to_truth, format_truth_table
 
     rep.stage("4. Fits of the patterns, against the truth")
@@ -371,7 +372,7 @@ def fits_stage(out: Path, rep: Report, results: Path, truth: Path, n_fit: int = 
             ta = t["/truth/lattice_constant"][()]
             inside = (t["/truth/label"][()] >= 0) & ~t["/truth/empty"][()] & ~t["/truth/mixed"][()]
         err = np.abs(a_map - ta) / ta
-        n5 = qm.get("status_counts", {}).get("from the model fit", 0)
+        n5 = qm.get("status_counts", {}).get(FitStatus.FROM_MODEL_FIT.value, 0)
         rep.add("q200 map again with the model fits (`xmodel qmap --fits fits.h5`): they decide "
                 f"{qm.get('decided_by_fit', 0)} points whose spots are ambiguous and give a for {n5} points "
                 "whose spots show none: "

@@ -4,15 +4,18 @@ comb of `fits.analyses.shell_comb`.
 
 `fit_profiles` runs a vectorised Levenberg-Marquardt over many profiles at once (numpy, no
 Python loop over profiles) and never raises for one bad profile: each gets a status
-(`STATUS`). `fit_profile` is the interactive path for one profile with lmfit's
+(`fits.status.FitStatus` code: OK, NO_PEAK, PEAK_FIT_FAILED or NO_DATA). `fit_profile` is the
+interactive path for one profile with lmfit's
 ``GaussianModel + LinearModel`` (or ``ConstantModel``), returning lmfit's ``ModelResult``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-#: fit outcome codes stored in ``status`` (also as the attribute ``status_names``).
-STATUS = {0: "ok", 1: "no peak", 2: "fit failed", 3: "no data"}
+from fits.status import FitStatus
+
+_OK, _NO_PEAK = FitStatus.OK.code, FitStatus.NO_PEAK.code
+_FIT_FAILED, _NO_DATA = FitStatus.PEAK_FIT_FAILED.code, FitStatus.NO_DATA.code
 
 _SQRT2PI = np.sqrt(2.0 * np.pi)
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
@@ -47,11 +50,11 @@ def fit_profiles(q: np.ndarray, profiles: np.ndarray, q_window: tuple[float, flo
     background
         ``"linear"`` (LinearModel) or ``"constant"`` (ConstantModel).
     min_points
-        Fewer finite bins in the window -> status "no data".
+        Fewer finite bins in the window -> status NO_DATA.
     snr_min
         A fit with ``amplitude < snr_min * amplitude_err``, a non-positive amplitude, a sigma
         below half a bin or above the window width, or a centre outside the window -> status
-        "no peak"; non-finite parameters or a singular covariance otherwise -> "fit failed".
+        NO_PEAK; non-finite parameters or a singular covariance otherwise -> PEAK_FIT_FAILED.
     max_iter
         Levenberg-Marquardt iterations.
 
@@ -61,8 +64,8 @@ def fit_profiles(q: np.ndarray, profiles: np.ndarray, q_window: tuple[float, flo
         ``center``, ``center_err`` (1/A), ``sigma``, ``sigma_err`` (1/A), ``fwhm`` (1/A),
         ``amplitude``, ``amplitude_err`` (area, as lmfit's GaussianModel), ``height``,
         ``intercept``, ``slope`` (background at ``q`` is ``intercept + slope (q - q_c)``,
-        ``q_c`` the window centre), ``redchi``, ``status`` (int8, `STATUS`). Values are NaN
-        where status != 0.
+        ``q_c`` the window centre), ``redchi``, ``status`` (int8 `fits.status.FitStatus` codes,
+        `fits.status.PROFILE_OUTCOMES`). Values are NaN where the status is not OK.
 
     Notes
     -----
@@ -89,7 +92,7 @@ def fit_profiles(q: np.ndarray, profiles: np.ndarray, q_window: tuple[float, flo
     n = y_all.shape[0]
     out = {k: np.full(n, np.nan) for k in ("center", "center_err", "sigma", "sigma_err", "fwhm", "amplitude",
                                            "amplitude_err", "height", "intercept", "slope", "redchi")}
-    status = np.full(n, 3, np.int8)
+    status = np.full(n, _NO_DATA, np.int8)
     if np.count_nonzero(sel) < min_points:
         out["status"] = status
         return out
@@ -178,10 +181,10 @@ def fit_profiles(q: np.ndarray, profiles: np.ndarray, q_window: tuple[float, flo
     # a collapsed Gaussian (area <= 0, narrower than half a bin, wider than the window, or
     # centred outside it) is "no peak" even when its covariance is singular
     degenerate = finite_p & ((A_ <= 0) | (s < 0.5 * dq) | (s > width) | (mu < lo) | (mu > hi))
-    status = np.where(~has, 3, np.where(degenerate, 1, np.where(~finite, 2, 0))).astype(np.int8)
+    status = np.where(~has, _NO_DATA, np.where(degenerate, _NO_PEAK, np.where(~finite, _FIT_FAILED, _OK)))
     no_peak = A_ < snr_min * err[:, 0]
-    status = np.where((status == 0) & no_peak, 1, status).astype(np.int8)
-    ok = status == 0
+    status = np.where((status == _OK) & no_peak, _NO_PEAK, status).astype(np.int8)
+    ok = status == _OK
     vals = {"center": mu, "center_err": err[:, 1], "sigma": s, "sigma_err": err[:, 2],
             "fwhm": _FWHM_PER_SIGMA * s, "amplitude": A_, "amplitude_err": err[:, 0],
             "height": A_ / (s * _SQRT2PI), "intercept": p[:, 3], "slope": p[:, 4], "redchi": redchi}

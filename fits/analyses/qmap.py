@@ -5,10 +5,10 @@ Contract
 * `family_window` gives the q window (1/A) of a family for a nominal lattice constant.
 * `fit_profiles` (from `fits.analyses.peak_profile`, re-exported here) fits ``Gaussian + linear
   background`` to many radial profiles at once by a vectorised Levenberg-Marquardt and never
-  raises for one bad profile: each gets a status (`STATUS`); `fit_profile` is the interactive
+  raises for one bad profile: each gets a status (`fits.status.FitStatus`); `fit_profile` is the interactive
   path for one profile with lmfit's ``GaussianModel + LinearModel``.
 * The lattice constant per point comes from `fits.analyses.shell_comb` (re-exported here:
-  `fit_lattice_comb`, `spot_profiles`, `radial_spot_profiles`, `fcc_shells`, `COMB_STATUS`):
+  `fit_lattice_comb`, `spot_profiles`, `radial_spot_profiles`, `fcc_shells`):
   the comb of all fcc shells matched to the Friedel-paired spots of the polar image (or the
   peaks of the radial profile), "ambiguous" (NaN) when another indexing explains the spots as
   well, unless the angles between the pairs on the rings decide it.
@@ -27,21 +27,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from fits.analyses.peak_profile import STATUS, fit_profile, fit_profiles
+from fits.analyses.peak_profile import fit_profile, fit_profiles
 from fits.analyses.shell_comb import (
-    COMB_STATUS,
     fcc_shells,
     fit_lattice_comb,
     friedel_spots,
     radial_spot_profiles,
     spot_profiles,
 )
+from fits.status import FitStatus, read_status, status_codes_attribute
 from xmodel.lattice import q_of
 
 __all__ = [
-    "COMB_STATUS",
     "FAMILIES",
-    "STATUS",
     "LineProfile",
     "family_window",
     "fcc_shells",
@@ -215,8 +213,6 @@ def fitted_lattice_constant(fits_file: str | Path, n: int, with_errors: bool = F
     FileNotFoundError, ValueError
         If the file is missing, has no ``/entry/fits``, or holds another number of frames.
     """
-    from fits.status import FitStatus
-
     path = Path(fits_file)
     if not path.exists():
         raise FileNotFoundError(f"fits file {str(path)!r} does not exist; run `xmodel fit RESULTS --out FILE` first.")
@@ -227,7 +223,7 @@ def fitted_lattice_constant(fits_file: str | Path, n: int, with_errors: bool = F
         a = f["/entry/fits/lattice_constant"][()].astype(float)
         a_err = (f["/entry/fits/lattice_constant_stderr"][()].astype(float)
                  if "/entry/fits/lattice_constant_stderr" in f else np.full(a.shape, np.nan))
-        st = f["/entry/fits/status"][()]
+        st = read_status(f["/entry/fits/status"])
         done = int(f["/entry/fits"].attrs.get("frames_done", a.size))
     if a.size != n:
         raise ValueError(f"{str(path)!r} holds fits of {a.size} frames but the reduced scan has {n}; pass the "
@@ -270,14 +266,15 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
         A results file with ``/entry/fits`` of the same scan (`fits.scan_fit.fit_scan`, ``xmodel
         fit``): its lattice constants (status ok only) decide the points whose spots alone are
         ambiguous (`fit_lattice_comb` ``prior_lattice_constant``; ``decided_by_prior``), and give
-        ``a`` (status 5, "from the model fit") where the spots show no peak or stay ambiguous.
+        ``a`` (status FROM_MODEL_FIT) where the spots show no peak or stay ambiguous.
 
     Returns
     -------
     dict
         ``fits``: ``center``, ``center_err`` (the family's q from the joint lattice constant,
-        1/A), ``lattice_constant``, ``lattice_constant_err``, ``status`` (`COMB_STATUS`: NaN
-        with 1 "no peak" or 4 "ambiguous" rather than a wrong shell), ``alias_lattice_constant``,
+        1/A), ``lattice_constant``, ``lattice_constant_err``, ``status`` (`fits.status.FitStatus`
+        codes of `fits.status.LATTICE_OUTCOMES`: NaN with NO_PEAK or AMBIGUOUS rather than a
+        wrong shell), ``alias_lattice_constant``,
         ``score``, ``evidence``, ``n_shells``, ``decided_by_angles``; the family's own Gaussian of the radial profile
         (``peak_center``, ``peak_center_err``, ``sigma``, ``amplitude``, ... as `fit_profiles`,
         NaN where it is not the peak the joint lattice predicts) and its ``peak_status``;
@@ -343,11 +340,11 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
                             prior_lattice_constant=prior)
     if prior is not None:
         # where the spots decide nothing (no peak found by the comb, or still ambiguous) the model
-        # fit of the whole 2D pattern gives a: status 5, a and its standard error from /entry/fits
-        take = np.isin(comb["status"], (1, 4)) & np.isfinite(prior)
+        # fit of the whole 2D pattern gives a and its standard error from /entry/fits
+        take = np.isin(comb["status"], (FitStatus.NO_PEAK.code, FitStatus.AMBIGUOUS.code)) & np.isfinite(prior)
         comb["lattice_constant"] = np.where(take, prior, comb["lattice_constant"])
         comb["lattice_constant_err"] = np.where(take, prior_err, comb["lattice_constant_err"])
-        comb["status"] = np.where(take, 5, comb["status"]).astype(np.int8)
+        comb["status"] = np.where(take, FitStatus.FROM_MODEL_FIT.code, comb["status"]).astype(np.int8)
     n_f = float(np.sum(np.array(hkl) ** 2))
     fits = {"center": 2 * np.pi * np.sqrt(n_f) / comb["lattice_constant"]}
     fits["center_err"] = fits["center"] * comb["lattice_constant_err"] / comb["lattice_constant"]
@@ -384,12 +381,12 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
              "intercept": ("counts per pixel", "background at the window centre"),
              "slope": ("counts per pixel * angstrom", "background slope"),
              "redchi": ("(counts per pixel)^2", "reduced chi-square (unweighted)"),
-             "status": ("", "outcome of the joint lattice constant, see attribute status_names"),
+             "status": ("", "outcome of the joint lattice constant, see attribute status_codes"),
              "lattice_constant": ("angstrom", "joint fcc lattice constant from all visible shells"),
              "lattice_constant_err": ("angstrom", "one-sigma error of a"),
              "peak_center": ("1/angstrom", "centre of the family's own Gaussian in the radial profile"),
              "peak_center_err": ("1/angstrom", "one-sigma error of peak_center"),
-             "peak_status": ("", "outcome of the family's own Gaussian fit, see status_names 0-3"),
+             "peak_status": ("", "outcome of the family's own Gaussian fit, see attribute status_codes"),
              "alias_lattice_constant": ("angstrom", "the other indexing an ambiguous point allows"),
              "score": ("", "fcc comb score: sum of squared shell significances (noise units)"),
              "evidence": ("", "score minus the best other indexing's score (chi-square units)"),
@@ -405,7 +402,6 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
         g.attrs.update({"family": family, "hkl": np.array(hkl), "q_window": np.array([lo, hi]),
                         "q_window_units": "1/angstrom", "a_nominal": a_nominal, "a_nominal_units": "angstrom",
                         "background": background, "scan_shape": np.array(shape),
-                        "status_names": [f"{k}: {v}" for k, v in COMB_STATUS.items()],
                         "spot_source": spot_source, "a_range": np.array(a_range), "a_range_units": "angstrom",
                         "description": "per-point family q from the joint fcc lattice constant and the family's "
                                        "Gaussian + background fit of the radial profile (Fig. 3a, S7a); "
@@ -413,6 +409,8 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
         for k, v in fits.items():
             ds = g.create_dataset(k, data=v)
             ds.attrs["units"], ds.attrs["description"] = units[k]
+            if k in ("status", "peak_status"):
+                ds.attrs["status_codes"] = status_codes_attribute()
         if prof is not None:
             lg = g.create_group("line")
             lg.attrs.update({"start_xy_um": np.array(line[0]), "end_xy_um": np.array(line[1]),

@@ -28,10 +28,10 @@ import warnings
 import numpy as np
 
 from fits.analyses.peak_profile import fit_profiles
+from fits.status import FitStatus
 from xmodel.lattice import fcc_reflections
 
 __all__ = [
-    "COMB_STATUS",
     "axis_misfit",
     "fcc_shells",
     "fit_lattice_comb",
@@ -42,10 +42,7 @@ __all__ = [
     "spot_profiles",
 ]
 
-#: status of the joint lattice constant (``/entry/qmap/<family>/status``); 0-3 as
-#: ``fits.analyses.qmap.STATUS`` (the Gaussian fit outcomes), 4 when nothing decides the indexing.
-#: per-point status of the lattice constant; 5 is set by `fits.analyses.qmap.qmap_scan` only (``fits_file``)
-COMB_STATUS = {0: "ok", 1: "no peak", 2: "fit failed", 3: "no data", 4: "ambiguous", 5: "from the model fit"}
+_OK, _NO_PEAK, _AMBIGUOUS = FitStatus.OK.code, FitStatus.NO_PEAK.code, FitStatus.AMBIGUOUS.code
 
 
 def fcc_shells(q_max_times_a: float) -> tuple[np.ndarray, list[str]]:
@@ -457,7 +454,7 @@ def _refine(q: np.ndarray, S: np.ndarray, a0: np.ndarray, N: np.ndarray, sigma_r
         prof = np.array([np.interp(np.log(qj[r]) + ugrid, u, np.nan_to_num(S[r, ok_q])) for r in rows])
         res = fit_profiles(ugrid, prof, (-shell_window, shell_window), background="constant",
                            min_points=6, snr_min=3.0)
-        good = (res["status"] == 0) & (np.abs(res["center"]) < sigma_rel)
+        good = (res["status"] == _OK) & (np.abs(res["center"]) < sigma_rel)
         shell_c[rows[good], j] = qj[rows[good]] * np.exp(res["center"][good])
         shell_e[rows[good], j] = shell_c[rows[good], j] * res["center_err"][good]
     a_shell = 2 * np.pi * np.sqrt(N)[None, :] / shell_c
@@ -495,7 +492,7 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
         Relative Gaussian width of a shell in the comb (``sigma_q / q``).
     score_min
         Smallest comb score (sum of the shells' squared matched-filter significances) taken as
-        an SL signal; below -> status "no peak".
+        an SL signal; below -> status NO_PEAK.
     evidence_min
         If an ``a`` more than ``alias_separation`` (relative) away scores within this of the
         best (a chi-square difference, 25 = 5 sigma), the comb does not decide between them
@@ -537,10 +534,11 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
         ``lattice_constant``, ``lattice_constant_err`` (A), ``alias_lattice_constant`` (A, the
         best other indexing of an ambiguous point), ``comb_lattice_constant`` (A, the comb's
         best), ``score``, ``alias_ratio``, ``evidence`` (score minus the alias's score),
-        ``n_shells`` (shells fitted with status ok), ``status`` (int8, `COMB_STATUS`),
+        ``n_shells`` (shells fitted with status ok), ``status`` (int8 `fits.status.FitStatus`
+        codes: OK, NO_PEAK or AMBIGUOUS),
         ``decided_by_angles`` (bool), ``decided_by_prior`` (bool), ``shell_N`` (``(n_shell,)``) and ``shell_center``,
         ``shell_center_err`` (1/A, ``(N, n_shell)``, NaN = not seen). ``lattice_constant`` is
-        NaN unless status is 0.
+        NaN unless the status is OK.
 
     Raises
     ------
@@ -599,8 +597,8 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
     alt = np.argmax(alt_score, axis=1)
     ratio = np.where(score > 0, alt_score[np.arange(n), alt] / np.maximum(score, 1e-300), 0.0)
     evidence = score - alt_score[np.arange(n), alt]
-    status = np.where(score < score_min, 1, np.where(evidence < evidence_min, 4, 0)).astype(np.int8)
-    status = np.where(np.all(S == 0, axis=1) & (score <= 0), 1, status).astype(np.int8)
+    status = np.where(score < score_min, _NO_PEAK, np.where(evidence < evidence_min, _AMBIGUOUS, _OK))
+    status = np.where(np.all(S == 0, axis=1) & (score <= 0), _NO_PEAK, status).astype(np.int8)
     decided = np.zeros(n, bool)
     a_pick = a0.copy()
     if axes is not None:
@@ -608,7 +606,7 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
         # the comb's local maxima: one per indexing
         is_max = np.zeros_like(score_a, bool)
         is_max[:, 1:-1] = (score_a[:, 1:-1] >= score_a[:, :-2]) & (score_a[:, 1:-1] > score_a[:, 2:])
-        for r in np.nonzero(status == 4)[0]:
+        for r in np.nonzero(status == _AMBIGUOUS)[0]:
             ax = np.asarray(axes[r], float).reshape(-1, 3)
             if ax.shape[0] < 2:
                 continue
@@ -623,12 +621,12 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
             if verdict.count(1) == 1 and verdict.count(-1) == len(verdict) - 1:
                 a_pick[r] = agrid[picked[verdict.index(1)]]
                 decided[r] = True
-    status = np.where(decided, 0, status).astype(np.int8)
+    status = np.where(decided, _OK, status).astype(np.int8)
     by_prior = np.zeros(n, bool)
     if prior is not None:
         is_max = np.zeros_like(score_a, bool)
         is_max[:, 1:-1] = (score_a[:, 1:-1] >= score_a[:, :-2]) & (score_a[:, 1:-1] > score_a[:, 2:])
-        for r in np.nonzero((status == 4) & np.isfinite(prior))[0]:
+        for r in np.nonzero((status == _AMBIGUOUS) & np.isfinite(prior))[0]:
             cand = np.nonzero(is_max[r] & (score_a[r] >= score[r] - evidence_min))[0]
             if cand.size == 0:
                 continue
@@ -638,11 +636,11 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
                     np.ptp(agrid[cand[near]]) / agrid[cand[near]].mean() <= alias_separation:
                 a_pick[r] = agrid[cand[near][np.argmax(score_a[r, cand[near]])]]
                 by_prior[r] = True
-    status = np.where(by_prior, 0, status).astype(np.int8)
+    status = np.where(by_prior, _OK, status).astype(np.int8)
     a_fin, a_sd, n_shells, shell_c, shell_e = _refine(q, S, a_pick, N, sigma_rel, shell_window)
-    okm = status == 0
+    okm = status == _OK
     return {"lattice_constant": np.where(okm, a_fin, np.nan), "lattice_constant_err": np.where(okm, a_sd, np.nan),
-            "alias_lattice_constant": np.where(status == 4, agrid[alt], np.nan),
+            "alias_lattice_constant": np.where(status == _AMBIGUOUS, agrid[alt], np.nan),
             "comb_lattice_constant": a0, "score": score, "alias_ratio": ratio, "evidence": evidence,
             "n_shells": n_shells, "status": status, "decided_by_angles": decided, "decided_by_prior": by_prior, "shell_N": N,
             "shell_center": shell_c, "shell_center_err": shell_e}

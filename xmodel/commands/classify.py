@@ -82,6 +82,7 @@ def _untilted(fam_class: np.ndarray) -> np.ndarray:
 def run(args) -> int:
     from fits.analyses import classify
     from fits.analyses.xcca import read_rings
+    from fits.status import FitStatus, read_status
 
     path = Path(args.results)
     if not path.exists():
@@ -96,7 +97,7 @@ def run(args) -> int:
         if int(np.prod(shape)) != n:        # a subset of a scan's frames: draw them as one row
             shape = (1, n)
         fits_r = f["entry/fits/orientation_matrix"][()] if "entry/fits/orientation_matrix" in f else None
-        status = f["entry/fits/status"][()] if "entry/fits/status" in f else None
+        status = read_status(f["entry/fits/status"]) if "entry/fits/status" in f else None
     opts = dict(min_significance=args.min_significance, mixed_fraction=args.mixed_fraction)
     rot = None
     if args.templates == "five":
@@ -130,8 +131,7 @@ def run(args) -> int:
         source = None
     orient = None
     if fits_r is not None and status is not None:
-        st = np.asarray(status)
-        ok = (st == 0) if st.dtype.kind in "iub" else np.char.lower(st.astype(str)) == "ok"
+        ok = status == FitStatus.OK.code
         orient = classify.classify_orientations(fits_r, ok, rot if args.templates == "five" else None,
                                                 n_classes=args.n_classes)[0]
     _write(path, names, saxs, waxs, label, conf, orient, args, source)

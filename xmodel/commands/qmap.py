@@ -9,7 +9,8 @@ from xmodel.commands._common import parse_pair
 
 
 def run(args) -> int:
-    from fits.analyses.qmap import COMB_STATUS as STATUS, qmap_scan
+    from fits.analyses.qmap import qmap_scan
+    from fits.status import LATTICE_OUTCOMES, FitStatus
 
     if (args.start is None) != (args.end is None):
         raise ValueError("give both --from X0,Y0 and --to X1,Y1 (um) for a line profile, or neither.")
@@ -21,12 +22,12 @@ def run(args) -> int:
     res = qmap_scan(args.results, args.family, a_nominal=args.a_nominal, window=window,
                     background=args.background, line=line, figures=args.figures, fits_file=args.fits)
     fits = res["fits"]
-    counts = {STATUS[k]: int(np.count_nonzero(fits["status"] == k)) for k in STATUS}
+    counts = {s.value: int(np.count_nonzero(fits["status"] == s.code)) for s in LATTICE_OUTCOMES}
     n_angles = int(np.count_nonzero(fits["decided_by_angles"]))
     n_prior = int(np.count_nonzero(fits["decided_by_prior"]))
     summary = {"family": args.family, "q_window": list(res["window"]), "status_counts": counts,
                "decided_by_angles": n_angles, "decided_by_fit": n_prior,
-               "median_q": float(np.nanmedian(fits["center"])) if counts["ok"] else None,
+               "median_q": float(np.nanmedian(fits["center"])) if counts[FitStatus.OK.value] else None,
                "figures": [str(p) for p in res["figures"]]}
     if res["line"] is not None:
         ln = res["line"]

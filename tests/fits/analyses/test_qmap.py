@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from fits.analyses.qmap import (family_window, fcc_shells, fit_lattice_comb, fit_profile, fit_profiles, line_profile,
-                       qmap_scan, spot_profiles)
+                                qmap_scan, spot_profiles)
+from fits.status import FitStatus, read_status
 from xmodel import cli
+
+OK, NO_PEAK, NO_DATA = FitStatus.OK.code, FitStatus.NO_PEAK.code, FitStatus.NO_DATA.code
+AMBIGUOUS, FROM_MODEL_FIT = FitStatus.AMBIGUOUS.code, FitStatus.FROM_MODEL_FIT.code
 
 Q = np.linspace(0.05, 0.2, 300)
 
@@ -36,8 +40,8 @@ def test_vectorised_matches_lmfit_and_statuses():
     y[2, (Q > 0.12) & (Q < 0.17)] = np.nan  # too few bins
     y[3] = np.inf                        # broken frame: no finite bin
     res = fit_profiles(Q, y, (0.130, 0.160))
-    assert res["status"][:4].tolist() == [3, 1, 3, 3]
-    assert np.all(res["status"][4:] == 0)
+    assert res["status"][:4].tolist() == [NO_DATA, NO_PEAK, NO_DATA, NO_DATA]
+    assert np.all(res["status"][4:] == OK)
     assert np.all(np.isnan(res["center"][:4]))
     np.testing.assert_allclose(res["center"][4:], q311[4:], atol=6e-4)
     for i in (4, 5, 6):
@@ -95,7 +99,7 @@ def test_qmap_scan(reduced, tmp_path):
     res = qmap_scan(path, "311", line=((0.0, 1.0), (2.5, 1.0)), figures=tmp_path / "fig")
     fits = res["fits"]
     status = fits["status"].reshape(a_true.shape)
-    assert np.all(status[:, -1] == 1) and np.all(status[:, :-1] == 0)
+    assert np.all(status[:, -1] == NO_PEAK) and np.all(status[:, :-1] == OK)
     a = fits["lattice_constant"].reshape(a_true.shape)[:, :-1]
     np.testing.assert_allclose(a, a_true[:, :-1], rtol=0.005)
     assert all(p.exists() for p in res["figures"])
@@ -104,7 +108,11 @@ def test_qmap_scan(reduced, tmp_path):
     with h5py.File(path, "r") as f:
         g = f["/entry/qmap/311"]
         assert g["center"].attrs["units"] == "1/angstrom"
-        assert g.attrs["spot_source"] == "radial" and "4: ambiguous" in list(g.attrs["status_names"])
+        assert g.attrs["spot_source"] == "radial"
+        assert "10 AMBIGUOUS: another indexing explains the spots as well (ambiguous)" in list(
+            g["status"].attrs["status_codes"])
+        np.testing.assert_array_equal(read_status(g["status"]), fits["status"])
+        np.testing.assert_array_equal(read_status(g["peak_status"]), fits["peak_status"])
         assert g["line/lattice_constant"].shape == line.distance_um.shape
         assert tuple(g.attrs["scan_shape"]) == a_true.shape
 
@@ -113,7 +121,9 @@ def test_cli(reduced, tmp_path, capsys):
     path, _ = reduced
     assert cli.main(["qmap", str(path), "--family", "311", "--figures", str(tmp_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["status_counts"]["ok"] == 110 and out["status_counts"]["no peak"] == 10
+    counts = out["status_counts"]
+    assert counts[FitStatus.OK.value] == 110 and counts[FitStatus.NO_PEAK.value] == 10
+    assert sum(counts.values()) == 120
     assert out["decided_by_angles"] == 0               # radial profiles only: no azimuths
     assert cli.main(["qmap", str(path), "--family", "311", "--from", "0,0"]) == 2
     assert "give both --from X0,Y0 and --to X1,Y1" in capsys.readouterr().err
@@ -159,7 +169,7 @@ def test_comb_decides_the_111_200_alias_by_the_other_shells():
     shells = [(3, 4, 8), (3, 11), (4, 8, 11), (4, 11), (3,), ()]
     spots = np.maximum(_spots(a, shells, q) + rng.normal(0, 1.0, (len(a), q.size)), 0)
     res = fit_lattice_comb(q, spots)
-    assert res["status"].tolist() == [0, 0, 0, 0, 4, 1]
+    assert res["status"].tolist() == [OK, OK, OK, OK, AMBIGUOUS, NO_PEAK]
     np.testing.assert_allclose(res["lattice_constant"][:4], a[:4], rtol=0.005)
     assert np.isnan(res["lattice_constant"][4]) and np.isnan(res["lattice_constant"][5])
     alias = sorted([res["alias_lattice_constant"][4], res["lattice_constant"][4]])
@@ -208,7 +218,7 @@ def test_qmap_scan_decides_a_lone_ring_by_the_pair_angles(tmp_path):
         g["radial"] = polar.mean(axis=1)
         g["scan_shape"] = np.array([1, len(frames)])
     fits = qmap_scan(path, "311", figures=tmp_path)["fits"]
-    assert fits["status"].tolist() == [0, 4, 1, 0]
+    assert fits["status"].tolist() == [OK, AMBIGUOUS, NO_PEAK, OK]
     assert fits["decided_by_angles"].tolist() == [True, False, False, False]
     np.testing.assert_allclose(fits["lattice_constant"][[0, 3]], [132.0, 150.0], rtol=0.01)
     with h5py.File(path, "r") as f:
@@ -225,7 +235,7 @@ def test_comb_alias_decided_by_a_prior_lattice_constant():
     spots = np.maximum(_spots(a, [(3,)] * 4, q) + rng.normal(0, 1.0, (4, q.size)), 0)
     prior = np.array([132.6, 152.0, 141.0, np.nan])          # near 132, near the alias, between, none
     res = fit_lattice_comb(q, spots, prior_lattice_constant=prior)
-    assert res["status"].tolist() == [0, 0, 4, 4]
+    assert res["status"].tolist() == [OK, OK, AMBIGUOUS, AMBIGUOUS]
     assert res["decided_by_prior"].tolist() == [True, True, False, False]
     assert res["lattice_constant"][0] == pytest.approx(132.0, rel=0.005)
     assert res["lattice_constant"][1] == pytest.approx(132.0 * np.sqrt(4 / 3), rel=0.005)
@@ -237,7 +247,6 @@ def test_fitted_lattice_constant_reads_ok_fits_only(tmp_path):
     import h5py
 
     from fits.analyses.qmap import fitted_lattice_constant
-    from fits.status import FitStatus
 
     path = tmp_path / "fits.h5"
     with h5py.File(path, "w") as f:
@@ -254,9 +263,7 @@ def test_fitted_lattice_constant_reads_ok_fits_only(tmp_path):
 
 def test_qmap_scan_takes_the_model_fit_where_the_spots_say_nothing(reduced, tmp_path):
     """The empty column has no SL peak: with --fits, frames whose fit is ok get the fit's a
-    (status 5), frames whose fit is not ok stay 'no peak'; frames the spots decide keep theirs."""
-    from fits.status import FitStatus
-
+    (FROM_MODEL_FIT), frames whose fit is not ok stay NO_PEAK; frames the spots decide keep theirs."""
     path, a_true = reduced
     n = a_true.size
     a_fit = np.full(n, 141.0)
@@ -269,11 +276,11 @@ def test_qmap_scan_takes_the_model_fit_where_the_spots_say_nothing(reduced, tmp_
         g["lattice_constant"], g["lattice_constant_stderr"], g["status"] = a_fit, np.full(n, 0.2), status
         g.attrs["frames_done"] = n
     res = qmap_scan(path, "200", fits_file=fits_h5, figures=tmp_path)["fits"]
-    assert res["status"][empty[0]] == 1 and np.isnan(res["lattice_constant"][empty[0]])
-    assert np.all(res["status"][empty[1:]] == 5) and np.allclose(res["lattice_constant"][empty[1:]], 141.0)
+    assert res["status"][empty[0]] == NO_PEAK and np.isnan(res["lattice_constant"][empty[0]])
+    assert np.all(res["status"][empty[1:]] == FROM_MODEL_FIT) and np.allclose(res["lattice_constant"][empty[1:]], 141.0)
     assert np.allclose(res["lattice_constant_err"][empty[1:]], 0.2)
     spots = np.setdiff1d(np.arange(n), empty)
-    assert np.all(res["status"][spots] == 0)
+    assert np.all(res["status"][spots] == OK)
     np.testing.assert_allclose(res["lattice_constant"][spots], a_true.ravel()[spots], rtol=0.005)
     with h5py.File(path, "r") as f:
-        assert "5: from the model fit" in list(f["/entry/qmap/200"].attrs["status_names"])
+        np.testing.assert_array_equal(read_status(f["/entry/qmap/200/status"]), res["status"])

@@ -4,9 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from fits.analyses.qmap import STATUS
 from fits.analyses.shell_comb import (
-    COMB_STATUS,
     axis_misfit,
     fit_lattice_comb,
     friedel_axes,
@@ -14,6 +12,9 @@ from fits.analyses.shell_comb import (
     shell_zone_axes,
     spot_profiles,
 )
+from fits.status import FitStatus
+
+OK, AMBIGUOUS = FitStatus.OK.code, FitStatus.AMBIGUOUS.code
 
 Q = np.exp(np.linspace(np.log(0.055), np.log(0.2), 121))   # log bins as the reduction
 
@@ -81,28 +82,28 @@ def test_angles_decide_one_shell_points_or_keep_them_ambiguous():
     """One ring: 111 of 132 A = 200 of 152.4 A, 311 of 140 A = 222 of 146.2 A; angles decide, or nothing does."""
     rng = np.random.default_rng(7)
     cases = [  # (a of the spots, shells seen, pairs (N, chi deg), expected status, expected a)
-        (132.0, (3,), [(3, 15.0), (3, 85.6)], 0, 132.0),                    # 70.53 deg apart: 111
-        (132.0, (3,), [(3, 15.0), (3, 105.0)], 0, 132.0 * np.sqrt(4 / 3)),  # 90 deg apart: 200 of 152.4 A
-        (132.0, (3,), [(3, 15.0)], 4, np.nan),                              # one pair: nothing decides
-        (132.0, (3,), [(3, 15.0), (3, 95.0)], 4, np.nan),                   # 80 deg: neither shell, no guess
-        (140.0, (11,), [(11, 40.0), (11, 90.48)], 0, 140.0),                # 50.48 deg: 311
-        (140.0, (11,), [(11, 40.0), (11, 110.53)], 0, 140.0 * np.sqrt(12 / 11)),  # 70.53 deg: 222
-        (140.0, (11,), [(11, 40.0), (11, 106.0)], 4, np.nan),               # 66 deg: 311 off by 3, 222 by 4.5
-        (132.0, (3, 12), [(3, 30.0), (12, 30.0)], 4, np.nan),               # 111 || 222 = 200 || 400: no decision
-        (132.0, (3,), [(3, 15.0), (3, 85.6), (5.3, 150.0)], 4, np.nan),     # a pair neither indexing explains
+        (132.0, (3,), [(3, 15.0), (3, 85.6)], OK, 132.0),                    # 70.53 deg apart: 111
+        (132.0, (3,), [(3, 15.0), (3, 105.0)], OK, 132.0 * np.sqrt(4 / 3)),  # 90 deg apart: 200 of 152.4 A
+        (132.0, (3,), [(3, 15.0)], AMBIGUOUS, np.nan),                              # one pair: nothing decides
+        (132.0, (3,), [(3, 15.0), (3, 95.0)], AMBIGUOUS, np.nan),                   # 80 deg: neither shell, no guess
+        (140.0, (11,), [(11, 40.0), (11, 90.48)], OK, 140.0),                # 50.48 deg: 311
+        (140.0, (11,), [(11, 40.0), (11, 110.53)], OK, 140.0 * np.sqrt(12 / 11)),  # 70.53 deg: 222
+        (140.0, (11,), [(11, 40.0), (11, 106.0)], AMBIGUOUS, np.nan),               # 66 deg: 311 off by 3, 222 by 4.5
+        (132.0, (3, 12), [(3, 30.0), (12, 30.0)], AMBIGUOUS, np.nan),               # 111 || 222 = 200 || 400: no decision
+        (132.0, (3,), [(3, 15.0), (3, 85.6), (5.3, 150.0)], AMBIGUOUS, np.nan),     # a pair neither indexing explains
     ]
     spots = np.array([np.maximum(_ring(a, sh) + rng.normal(0, 1.0, Q.size), 0) for a, sh, *_ in cases])
     axes = [_axes(a, pairs) for a, _, pairs, *_ in cases]
     plain = fit_lattice_comb(Q, spots)
-    assert np.all(plain["status"] == 4) and not np.any(plain["decided_by_angles"])
+    assert np.all(plain["status"] == AMBIGUOUS) and not np.any(plain["decided_by_angles"])
     res = fit_lattice_comb(Q, spots, axes=axes)
     assert res["status"].tolist() == [c[3] for c in cases]
     expected = np.array([c[4] for c in cases])
-    ok = res["status"] == 0
+    ok = res["status"] == OK
     assert np.all(np.isnan(res["lattice_constant"][~ok]))
     # one noisy ring (z = 30, clipped at 0) refines a to about 0.5 %, not better
     np.testing.assert_allclose(res["lattice_constant"][ok], expected[ok], rtol=0.01)
-    assert res["decided_by_angles"].tolist() == [c[3] == 0 for c in cases]
+    assert res["decided_by_angles"].tolist() == [c[3] == OK for c in cases]
     with pytest.raises(ValueError, match="axes has 2 entries but spots has 9 profiles"):
         fit_lattice_comb(Q, spots, axes=axes[:2])
 
@@ -130,7 +131,3 @@ def test_friedel_axes_find_pairs_at_their_azimuths():
     assert np.degrees(axis_misfit(3, axes[0][:, 1])) < 0.5
     with pytest.raises(ValueError, match="need an even number of chi bins"):
         friedel_axes(polar[:, :-1], npix[:-1], q, chi_deg[:-1])
-
-
-def test_status_tables_agree():
-    assert {k: v for k, v in COMB_STATUS.items() if k in STATUS} == STATUS and COMB_STATUS[4] == "ambiguous"
