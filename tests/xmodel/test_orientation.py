@@ -340,3 +340,93 @@ def test_fundamental_zone_grid_rejects_bad_step():
         ori.fundamental_zone_grid(0.5)
     with pytest.raises(ValueError, match=r"got 'fine'"):
         ori.fundamental_zone_grid("fine")
+
+
+# --- decomposition into zone axis, tilts and in-plane angle ---------------------------------
+
+def test_decompose_orientation_recovers_the_angles_of_a_cubic_copy():
+    base = ori.base_orientation([-1, 1, 0], [0, 0, 1])
+    R = np.asarray(ori.sl_orientation(base, np.radians(-20.0), np.radians(3.0), np.radians(-2.0)), float)
+    S = ori.cubic_symmetry_operators()[5]
+    zones = [((0, 0, -1), (1, 0, 0)), ((-1, 1, 0), (0, 0, 1))]
+    out = ori.decompose_orientation(np.stack([R @ S, np.full((3, 3), np.nan)]), zones)
+    np.testing.assert_allclose([out["tilt1_deg"][0], out["tilt2_deg"][0], out["inplane_deg"][0]],
+                               [3.0, -2.0, -20.0], atol=1e-6)
+    np.testing.assert_allclose(out["tilt_deg"][0], np.hypot(3.0, 2.0), atol=1e-6)
+    np.testing.assert_allclose(out["zone_axis"][0], _unit([-1, 1, 0]), atol=1e-15)
+    assert np.all(np.isnan(out["zone_axis"][1])) and np.isnan(out["inplane_deg"][1])
+    with pytest.raises(ValueError, match="decompose_orientation: zones is empty"):
+        ori.decompose_orientation(R, [])
+    with pytest.raises(ValueError, match="decompose_orientation: zone axis 0 is the zero vector"):
+        ori.decompose_orientation(R, [((0, 0, 0), None)])
+    with pytest.raises(ValueError, match=r"decompose_orientation: R must have shape \(\.\.\., 3, 3\)"):
+        ori.decompose_orientation(np.eye(2), zones)
+
+
+def test_rotation_about_beam_equals_the_jax_elementary_rotation():
+    phi = np.array([-170.0, -3.2, 0.0, 47.5, 179.9])
+    want = np.asarray(ori.rotation_about_axis(2, np.radians(phi)), float)
+    got = ori.rotation_about_beam(phi)
+    assert got.dtype == np.float64 and got.shape == (5, 3, 3)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+
+
+# --- orientation relationships: the NC orientations one relationship allows -----------------
+
+def test_relationship_variants_are_the_distinct_nc_orientations():
+    ops = ori.cubic_symmetry_operators()
+    for conf, n in (("conf1", 3), ("conf2", 6)):
+        R = ori.orientation_relationship(conf)
+        reps = ori.relationship_variants(R)
+        assert len(reps) == n
+        np.testing.assert_array_equal(reps[0], R)         # the identity's copy comes first
+        for S in ops:          # every S R_or equals one representative up to a cubic T on the right
+            hits = [np.any(np.all(np.abs(M.T @ S @ R - ops) < 1e-6, axis=(1, 2))) for M in reps]
+            assert sum(hits) == 1
+    with pytest.raises(ValueError, match=r"relationship must be one \(3, 3\) matrix R_or, got shape \(2, 3, 3\)"):
+        ori.relationship_variants(np.stack([np.eye(3)] * 2))
+
+
+# --- mean under cubic symmetry ---------------------------------------------------------------
+
+def _rot(angle_deg, axis):
+    return Rotation.from_rotvec(np.radians(angle_deg) * _unit(axis)).as_matrix()
+
+
+def test_mean_orientation_of_different_rotations_under_symmetry():
+    """+-1.5 deg about crystal e1 and +-0.8 deg about crystal (0, 1, 1): the chordal mean of
+    R0 exp(+t K) and R0 exp(-t K) is R0 B with B symmetric positive definite, so the mean is R0
+    exactly; the members are given as cubic copies R S, and none of them is R0."""
+    R0 = _rot(37.0, (1.0, -2.0, 0.5))
+    S = ori.cubic_symmetry_operators()
+    members = [R0 @ _rot(1.5, (1, 0, 0)), R0 @ _rot(-1.5, (1, 0, 0)),
+               R0 @ _rot(0.8, (0, 1, 1)), R0 @ _rot(-0.8, (0, 1, 1))]
+    copies = np.stack([m @ S[k] for m, k in zip(members, (0, 3, 7, 17))])
+    m = ori.mean_orientation(copies)
+    assert np.degrees(ori.misorientation_angle(m, R0)) < 1e-6
+    assert min(np.degrees(ori.misorientation_angle(m, copies))) > 0.7      # not one of the members
+    m2 = ori.mean_orientation(copies[::-1])                                # order does not matter
+    assert np.degrees(ori.misorientation_angle(m2, R0)) < 1e-6
+
+
+def test_mean_orientation_of_unequal_rotations_about_one_axis():
+    """Rotations by 0, 1 and 5 deg about one axis: the chordal mean is the rotation by
+    atan2(mean sin, mean cos) about that axis (1.9997 deg), not the median (1 deg) or first."""
+    R0 = _rot(20.0, (0.3, 0.1, 1.0))
+    axis = np.array([2.0, -1.0, 1.0])
+    angles = np.radians([0.0, 1.0, 5.0])
+    S = ori.cubic_symmetry_operators()
+    copies = np.stack([_rot(np.degrees(t), axis) @ R0 @ S[k] for t, k in zip(angles, (5, 0, 11))])
+    want = _rot(np.degrees(np.arctan2(np.mean(np.sin(angles)), np.mean(np.cos(angles)))), axis) @ R0
+    m = ori.mean_orientation(copies)
+    assert np.degrees(ori.misorientation_angle(m, want)) < 1e-6
+    assert abs(np.degrees(ori.misorientation_angle(m, R0)) - 1.9997) < 1e-3
+    np.testing.assert_allclose(m @ m.T, E, atol=1e-14)
+    assert np.linalg.det(m) == pytest.approx(1.0, abs=1e-14)
+
+
+def test_mean_orientation_errors():
+    with pytest.raises(ValueError, match=r"mean_orientation: R must be N >= 1 finite .* got shape \(0, 3, 3\)"):
+        ori.mean_orientation(np.zeros((0, 3, 3)))
+    with pytest.raises(ValueError, match="with non-finite values; drop the frames without a fitted"):
+        ori.mean_orientation(np.full((2, 3, 3), np.nan))
