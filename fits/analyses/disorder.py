@@ -45,6 +45,7 @@ __all__ = [
     "PeakWidths",
     "orientational_disorder",
     "fit_al_peak",
+    "class_names",
     "domain_frames",
     "average_polar",
     "domain_disorder",
@@ -283,9 +284,23 @@ def fit_al_peak(image: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, *, q_nomi
                       redchi=float(result.redchi), report=result.fit_report())
 
 
-def _label_names(f: h5py.File, key: str) -> list[str]:
-    """Class names of the labels ``key``: a JSON ``class_names`` attribute of its group
-    (``xmodel classify``), a ``label_names`` dataset beside it (twin truth) or attribute."""
+def class_names(f: h5py.File, key: str) -> list[str]:
+    """Class names of the labels ``key`` of an open HDF5 file, in the order of the label codes.
+
+    Parameters
+    ----------
+    f : h5py.File
+        Open results or truth file.
+    key : str
+        Path of an integer label dataset, e.g. ``/entry/classification/label``.
+
+    Returns
+    -------
+    list of str
+        From a JSON ``class_names`` attribute of its group (``xmodel classify``), a
+        ``label_names`` dataset beside it (twin truth) or a ``label_names`` attribute; empty
+        when none is there.
+    """
     group = f[key].parent
     if "class_names" in group.attrs:
         names = json.loads(group.attrs["class_names"])
@@ -343,7 +358,7 @@ def domain_frames(labels_file: str | Path | None, domain: str | int | None, n_fr
             raise ValueError(f"labels file {str(path)!r} has none of the datasets {names}; pass the "
                              f"results of `xmodel classify` or a twin's truth.h5.")
         labels = np.asarray(f[key][()]).reshape(-1)
-        label_names = _label_names(f, key)
+        label_names = class_names(f, key)
     if labels.size != n_frames:
         raise ValueError(f"labels dataset {key!r} in {str(path)!r} has {labels.size} entries but the scan "
                          f"has {n_frames} frames; use the labels of the same scan.")

@@ -12,7 +12,7 @@ CHI_EDGES = np.linspace(-180.0, 180.0, 361)
 
 def _domain_frames(path: Path, domain: str) -> np.ndarray:
     """Frame indices of ``--domain``: a list "0,5,7" or a class name / index of the classification."""
-    from fits.analyses.disorder import _label_names, domain_frames
+    from fits.analyses.disorder import class_names, domain_frames
 
     text = domain.strip()
     if all(p.strip().lstrip("-").isdigit() for p in text.split(",")) and "," in text:
@@ -22,7 +22,7 @@ def _domain_frames(path: Path, domain: str) -> np.ndarray:
             raise ValueError(f"--domain {domain!r} needs /entry/classification/label in {path}; run "
                              "`xmodel classify` first or pass frame indices, e.g. --domain 0,1,2.")
         n = int(f["entry/reduction/polar"].shape[0])
-        names = _label_names(f, "/entry/classification/label")
+        names = class_names(f, "/entry/classification/label")
     if not text.lstrip("-").isdigit() and text.lower() not in [m.lower() for m in names]:
         raise ValueError(f"--domain {domain!r} is not a class of {path}; valid: {names} (or an index, "
                          "or a comma-separated list of frame indices).")
