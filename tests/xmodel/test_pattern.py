@@ -9,7 +9,7 @@ import pytest
 from xmodel.config import default_paths, load_config
 from xmodel.experiment import Experiment
 from xmodel.parameters import CONTINUOUS, ModelParams, params_from_config, structure_from_config
-from xmodel.pattern import PatternModel, build_support, dense_pattern
+from xmodel.pattern import TERMS, PatternModel, build_support, dense_pattern
 from xmodel.pixels import PixelSet
 from xmodel.peaks import reflection_table
 
@@ -108,6 +108,22 @@ def test_jacobian_forward_mode_matches_reverse():
     _, grad = model.value_and_grad(lambda intensity, p: jnp.sum(jnp.asarray(w) * intensity))(params)
     for name in ("lattice_constant", "disorder", "inplane", "al_scale", "radius"):
         np.testing.assert_allclose(np.asarray(getattr(jac, name))[7], np.asarray(getattr(grad, name)), rtol=1e-9, atol=1e-12)
+
+
+def test_components_weighted_by_the_scales_sum_to_the_model():
+    cfg, ex, st, params = _setup("purple", binning=8, dtype=jnp.float64)
+    params = _fd_params(params)
+    px = _small_pixels(ex)
+    model = PatternModel(px, st, params, orientation_margin_deg=None, dtype=jnp.float64)
+    terms = np.asarray(model.components()(model.arrays, params))
+    assert terms.shape == (len(TERMS), px.size)
+    scales = np.array([float(getattr(params, t)) for t in TERMS])
+    full = np.asarray(model(params))
+    np.testing.assert_allclose(scales @ terms, full, rtol=1e-12, atol=1e-12 * full.max())
+    al_only = np.asarray(model.components(("al_scale",))(model.arrays, params))
+    np.testing.assert_array_equal(al_only[0], terms[TERMS.index("al_scale")])
+    with pytest.raises(ValueError, match=r"components: unknown or no terms \['radius'\]"):
+        model.components(("radius",))
 
 
 def test_vmap_equals_loop():
