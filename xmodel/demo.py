@@ -263,7 +263,7 @@ def analyses_stage(out: Path, rep: Report, results: Path, truth: Path) -> None:
             "Averaged over each domain's points away from its boundaries (boundary coordinate s < 0.5 "
             "in the truth), where the SL has its bulk orientation. Geometry maxima: those of the "
             "Gaussian-peak CCF (Eqs. 4-6) of the domain's zone axis; largest offset: from each of them "
-            "to the nearest measured maximum (issue 5: within 1 deg).", "",
+            "to the nearest measured maximum (target: within 1 deg).", "",
             "| domain | q1, q2 (1/A) | maxima (deg) | geometry maxima (deg) | largest offset (deg) | "
             "correlation with the model | with Gaussian peaks |",
             "|---|---|---|---|---|---|---|")

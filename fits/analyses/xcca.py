@@ -448,7 +448,8 @@ def maxima_offset(measured_deg: np.ndarray, expected_deg: np.ndarray) -> float:
     """Largest circular distance (deg) from an expected CCF maximum to the nearest measured one.
 
     Each maximum the zone-axis geometry predicts (e.g. `ccf_maxima` of the Gaussian-peak CCF of
-    Eqs. 4-6) must have a measured maximum nearby; inf if none was measured. Issue 5: within 1 deg.
+    Eqs. 4-6) must have a measured maximum nearby (the acceptance target is 1 deg); inf if none
+    was measured.
     """
     m = np.asarray(measured_deg, float).reshape(-1)
     e = np.asarray(expected_deg, float).reshape(-1)

@@ -7,7 +7,7 @@ from xmodel.commands._common import parse_pair
 
 
 def _point(text: str, name: str) -> tuple[float, float]:
-    """``X,Y`` in um (as the issue and `xmodel qmap` write it) -> (y, x), the positions' order."""
+    """``X,Y`` in um (x fast, y slow, as `xmodel qmap --from/--to` takes it) -> (y, x), the positions' order."""
     x, y = parse_pair(text, name)
     return y, x
 
