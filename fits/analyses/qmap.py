@@ -284,11 +284,13 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
     -----
     ``a`` from all visible fcc shells at once (`fit_lattice_comb`, spots from the polar images
     when the file has them, else peaks of the radial profile; with ``/entry/reduction/chi`` also
-    the angles between the Friedel pairs, `fits.analyses.shell_comb.friedel_spots`), ``q_family = 2 pi sqrt(h^2+k^2+l^2) / a``,
-    ``d_100 = a``, ``d_hkl = 2 pi / q`` (Table S1). Validation: a synthetic compressed boundary
-    is recovered within 0.5 % and a lone 111/200 alias is flagged (tests/fits/analyses/test_qmap.py);
-    demo twin (`xmodel demo`, configs/demo.toml, 114 in-domain points): 68 within 0.5 % (interior 34 of 37,
-    boundary 34 of 77), 3 wrong by 0.6-1 %, 43 flagged; 2 of the 68 decided by the pair angles,
+    the angles between the Friedel pairs, `fits.analyses.shell_comb.friedel_spots`),
+    ``q_family = 2 pi sqrt(h^2+k^2+l^2) / a``, ``d_100 = a``, ``d_hkl = 2 pi / q`` (Table S1).
+
+    Validation: a synthetic compressed boundary is recovered within 0.5 % and a lone 111/200
+    alias is flagged (tests/fits/analyses/test_qmap.py); demo twin (`xmodel demo`,
+    configs/demo.toml, 114 in-domain points): 68 within 0.5 % (interior 34 of 37, boundary 34
+    of 77), 3 wrong by 0.6-1 %, 43 flagged; 2 of the 68 decided by the pair angles,
     none wrongly; no empty point gets a value. Most flagged points show one pair, or only
     parallel 111 || 222 pairs (= 200 || 400 of a 15.5 % larger a), which no angle decides.
     """

@@ -82,15 +82,15 @@ def test_angles_decide_one_shell_points_or_keep_them_ambiguous():
     """One ring: 111 of 132 A = 200 of 152.4 A, 311 of 140 A = 222 of 146.2 A; angles decide, or nothing does."""
     rng = np.random.default_rng(7)
     cases = [  # (a of the spots, shells seen, pairs (N, chi deg), expected status, expected a)
-        (132.0, (3,), [(3, 15.0), (3, 85.6)], OK, 132.0),                    # 70.53 deg apart: 111
-        (132.0, (3,), [(3, 15.0), (3, 105.0)], OK, 132.0 * np.sqrt(4 / 3)),  # 90 deg apart: 200 of 152.4 A
-        (132.0, (3,), [(3, 15.0)], AMBIGUOUS, np.nan),                              # one pair: nothing decides
-        (132.0, (3,), [(3, 15.0), (3, 95.0)], AMBIGUOUS, np.nan),                   # 80 deg: neither shell, no guess
-        (140.0, (11,), [(11, 40.0), (11, 90.48)], OK, 140.0),                # 50.48 deg: 311
+        (132.0, (3,), [(3, 15.0), (3, 85.6)], OK, 132.0),                          # 70.53 deg apart: 111
+        (132.0, (3,), [(3, 15.0), (3, 105.0)], OK, 132.0 * np.sqrt(4 / 3)),        # 90 deg apart: 200 of 152.4 A
+        (132.0, (3,), [(3, 15.0)], AMBIGUOUS, np.nan),                             # one pair: nothing decides
+        (132.0, (3,), [(3, 15.0), (3, 95.0)], AMBIGUOUS, np.nan),                  # 80 deg: neither shell, no guess
+        (140.0, (11,), [(11, 40.0), (11, 90.48)], OK, 140.0),                      # 50.48 deg: 311
         (140.0, (11,), [(11, 40.0), (11, 110.53)], OK, 140.0 * np.sqrt(12 / 11)),  # 70.53 deg: 222
-        (140.0, (11,), [(11, 40.0), (11, 106.0)], AMBIGUOUS, np.nan),               # 66 deg: 311 off by 3, 222 by 4.5
-        (132.0, (3, 12), [(3, 30.0), (12, 30.0)], AMBIGUOUS, np.nan),               # 111 || 222 = 200 || 400: no decision
-        (132.0, (3,), [(3, 15.0), (3, 85.6), (5.3, 150.0)], AMBIGUOUS, np.nan),     # a pair neither indexing explains
+        (140.0, (11,), [(11, 40.0), (11, 106.0)], AMBIGUOUS, np.nan),              # 66 deg: 311 off by 3, 222 4.5
+        (132.0, (3, 12), [(3, 30.0), (12, 30.0)], AMBIGUOUS, np.nan),              # 111 || 222 = 200 || 400: open
+        (132.0, (3,), [(3, 15.0), (3, 85.6), (5.3, 150.0)], AMBIGUOUS, np.nan),    # a pair neither indexing explains
     ]
     spots = np.array([np.maximum(_ring(a, sh) + rng.normal(0, 1.0, Q.size), 0) for a, sh, *_ in cases])
     axes = [_axes(a, pairs) for a, _, pairs, *_ in cases]
