@@ -19,8 +19,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import h5py
 import numpy as np
 from scipy.optimize import nnls
+
+from fits.analyses.xcca import Ring, model_polar_image, ring_profile
+from xmodel.orientation import misorientation_angle
 
 __all__ = [
     "EMPTY", "MIXED", "FIG1_COLORS", "RingClasses", "fit_templates", "cluster_templates",
@@ -253,7 +257,6 @@ def templates_from_model(params_list: list, experiment, structure, q_values: np.
     (``orientation_margin_deg=None``) on ``experiment.polar_pixels(q_values, chi_deg)`` is
     compiled once and evaluated for every class (same grid and mask as the data).
     """
-    from fits.analyses.xcca import model_polar_image, ring_profile
     from xmodel.pattern import PatternModel
 
     a = [float(np.asarray(p.lattice_constant)) for p in params_list]
@@ -334,8 +337,6 @@ def classify_orientations(matrices: np.ndarray, ok: np.ndarray, templates: np.nd
     `xmodel.orientation.misorientation_angle` (cubic disorientation angle, Heinz & Neumann,
     Acta Cryst. A47, 780 (1991), doi:10.1107/S0108767391006864).
     """
-    from xmodel.orientation import misorientation_angle
-
     r = np.asarray(matrices, float)
     ok = np.asarray(ok, bool) & np.all(np.isfinite(r), axis=(1, 2))
     good = np.flatnonzero(ok)
@@ -423,10 +424,6 @@ def scaled_ring(path, q_nominal: float, *, search=(0.93, 1.18), half_width: floa
     ring : `fits.analyses.xcca.Ring` with (n_frames, n_chi) intensity and weight; ``q0`` is nominal.
     q_peak : (n_frames,) the ring centres used (1/A).
     """
-    import h5py
-
-    from fits.analyses.xcca import Ring
-
     with h5py.File(path, "r") as f:
         grp = f["entry/reduction"]
         q = grp["q"][()]
