@@ -106,15 +106,17 @@ def test_lmfit_errors():
 
 
 def test_status_codes_are_stable_and_round_trip():
-    assert [s.code for s in FitStatus] == list(range(7))
+    assert [s.code for s in FitStatus] == list(range(len(FitStatus)))
+    assert [s.name for s in FitStatus][:7] == ["OK", "NO_SIGNAL", "NOT_CONVERGED", "BAD_DATA", "AT_BOUND",
+                                               "FAILED", "MIXED"]        # the scan fit's codes 0-6
     assert FitStatus.OK.code == 0 and FitStatus.FAILED.code == 5 and FitStatus.MIXED.code == 6
     assert not FitStatus.MIXED.success
     for s in FitStatus:
         assert FitStatus.from_code(s.code) is s
     assert FitStatus.BAD_DATA.value == "frame has non-finite or negative counts"
     assert FitStatus.AT_BOUND.success and not FitStatus.NO_SIGNAL.success
-    with pytest.raises(ValueError, match=r"unknown fit status code 9; valid codes are 0 \(OK\)"):
-        FitStatus.from_code(9)
+    with pytest.raises(ValueError, match=r"unknown fit status code 12; valid codes are 0 \(OK\)"):
+        FitStatus.from_code(12)
 
 
 # --------------------------------------------------------------------------- objectives
