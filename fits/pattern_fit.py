@@ -230,14 +230,21 @@ def fit_pattern(observed, weight, model: PatternModel, init: ModelParams, vary: 
               for n in names}
     correl = {n: {k: float(v) for k, v in (result.params[n].correl or {}).items()} for n in names}
     message = result.message
-    if getattr(result, "aborted", False) or getattr(result, "ier", 1) == 5:
+    at_bound = _at_bound(result.params, names)
+    if (getattr(result, "aborted", False) or getattr(result, "ier", 1) == 5) and at_bound:
+        # A parameter held at its bound by lmfit's sin transform has a vanishing derivative, so
+        # MINPACK's tolerances may never be met there: the bound, not the start, is the cause.
+        status = FitStatus.AT_BOUND
+        message = (f"stopped after {result.nfev} evaluations (max_nfev={max_nfev}) with "
+                   f"{', '.join(at_bound)} at a bound: {result.message} At a bound: {', '.join(at_bound)}.")
+    elif getattr(result, "aborted", False) or getattr(result, "ier", 1) == 5:
         status = FitStatus.NOT_CONVERGED
         message = f"stopped after {result.nfev} evaluations (max_nfev={max_nfev}): {result.message}"
     elif not result.success:
         status = FitStatus.FAILED
-    elif _at_bound(result.params, names):
+    elif at_bound:
         status = FitStatus.AT_BOUND
-        message = f"{result.message} At a bound: {', '.join(_at_bound(result.params, names))}."
+        message = f"{result.message} At a bound: {', '.join(at_bound)}."
     else:
         status = FitStatus.OK
     if throw and status is FitStatus.NOT_CONVERGED:
