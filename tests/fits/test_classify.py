@@ -152,9 +152,9 @@ def test_cli_classify_cluster_and_ccf_by_domain(scan, tmp_path, capsys):
     assert len(res["delta_deg"]) == len(res["ccf"]) == 360 and res["n_frames"] >= 9
     assert main(["ccf", str(path), "--q1", "0.0837", "--q2", "2.12", "--domain", "0,1,2"]) == 0
     assert "maxima at" in capsys.readouterr().out
-    assert main(["ccf", str(path), "--q1", "0.0837", "--q2", "2.12", "--domain", "blue"]) == 2
+    assert main(["ccf", str(path), "--q1", "0.0837", "--q2", "2.12", "--domain", "blue"]) == 3
     assert "is not a class of" in capsys.readouterr().err
-    assert main(["classify", str(path), "--templates", "six"]) == 2
+    assert main(["classify", str(path), "--templates", "six"]) == 3
     assert "use 'five' or 'cluster'" in capsys.readouterr().err
 
 

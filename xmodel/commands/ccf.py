@@ -4,14 +4,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
-import numpy as np
-
-CHI_EDGES = np.linspace(-180.0, 180.0, 361)
+#: chi bin edges (deg) of a single pattern's rings: 1 deg bins over the full circle
+CHI_RANGE_DEG, N_CHI = (-180.0, 180.0), 360
 
 
 def _domain_frames(path: Path, domain: str) -> np.ndarray:
     """Frame indices of ``--domain``: a list "0,5,7" or a class name / index of the classification."""
+    import h5py
+    import numpy as np
+
     from fits.disorder import _label_names, domain_frames
 
     text = domain.strip()
@@ -31,6 +32,9 @@ def _domain_frames(path: Path, domain: str) -> np.ndarray:
 
 def _pattern_rings(path: Path, rings):
     """Rings of a single pattern of `xmodel simulate`, binned without pixel splitting."""
+    import h5py
+    import numpy as np
+
     from fits.xcca import Ring
     from xmodel.geometry import Geometry
     from xmodel.reduction import PolarBins, build_bin_map, reduce_frames
@@ -45,7 +49,7 @@ def _pattern_rings(path: Path, rings):
     q, chi = geom.q(), geom.chi()
     out = []
     for q0, dq in rings:
-        bins = PolarBins(np.array([q0 - dq, q0 + dq]), CHI_EDGES)
+        bins = PolarBins(np.array([q0 - dq, q0 + dq]), np.linspace(*CHI_RANGE_DEG, N_CHI + 1))
         polar, _ = reduce_frames(image, build_bin_map(q, chi, mask, bins))
         prof = polar[0, :, 0].astype(np.float64)
         w = np.isfinite(prof).astype(float)
@@ -54,6 +58,8 @@ def _pattern_rings(path: Path, rings):
 
 
 def run(args) -> int:
+    import h5py
+
     from fits import xcca
 
     path = Path(args.input)

@@ -5,9 +5,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import h5py
-import numpy as np
-
 Q_SL, DQ_SL = 0.083, 0.005      # 200_SL ring; wide enough for the 5-13 % compression at edges
 Q_AL, DQ_AL = 2.12, 0.042       # 200_AL ring
 TILT_MAX_DEG, TILT_STEP_DEG = 20.0, 5.0     # WAXS template families over out-of-plane tilts
@@ -15,6 +12,8 @@ TILT_MAX_DEG, TILT_STEP_DEG = 20.0, 5.0     # WAXS template families over out-of
 
 def _variance_factor(path: Path, q0: float, dq: float):
     """`fits.classify.poisson_variance_factor` of a ring, None without ``/entry/reduction/counts``."""
+    import h5py
+
     from fits.classify import poisson_variance_factor
 
     with h5py.File(path, "r") as f:
@@ -26,6 +25,8 @@ def _variance_factor(path: Path, q0: float, dq: float):
 
 def _experiment(path: Path, cfg):
     """Geometry and mask of the reduction (its PONI text and mask), else the config's."""
+    import h5py
+
     from xmodel.experiment import Experiment
     from xmodel.geometry import Geometry
 
@@ -45,6 +46,8 @@ def _experiment(path: Path, cfg):
 
 def _given_templates(args, path, chi, q_grid):
     """Names, SL orientations and (SAXS, WAXS) templates of the five domains (or a twin's)."""
+    import numpy as np
+
     from fits.classify import templates_from_model, tilted_params
     from xmodel.config import DOMAINS, default_paths, load_config
     from xmodel.parameters import params_from_config, structure_from_config
@@ -75,11 +78,16 @@ def _given_templates(args, path, chi, q_grid):
 
 def _untilted(fam_class: np.ndarray) -> np.ndarray:
     """Index of the untilted member of each class family (the centre of its tilt grid)."""
+    import numpy as np
+
     return np.array([np.flatnonzero(fam_class == c)[np.sum(fam_class == c) // 2]
                      for c in range(int(fam_class.max()) + 1)])
 
 
 def run(args) -> int:
+    import h5py
+    import numpy as np
+
     from fits import classify
     from fits.xcca import read_rings
 
@@ -147,6 +155,9 @@ def run(args) -> int:
 
 
 def _write(path, names, saxs, waxs, label, conf, orient, args, source=None) -> None:
+    import h5py
+    import numpy as np
+
     with h5py.File(path, "a") as f:
         if "entry/classification" in f:
             del f["entry/classification"]

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import json
 
+#: the defaults of `fits.facets` (31 and 34 A facet distances, 33 deg), repeated here so that
+#: building the parser does not import JAX; a test checks that they agree
+DEFAULT_D100, DEFAULT_D111, DEFAULT_MAX_ANGLE_DEG = 31.0, 34.0, 33.0
+
 
 def run(args) -> int:
     from fits.facets import facet_interactions
@@ -14,8 +18,6 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    from fits.facets import DEFAULT_D100, DEFAULT_D111, DEFAULT_MAX_ANGLE_DEG
-
     p = sub.add_parser("facets", help="{100}/{111} facet interactions of nearest neighbours (Fig. 5)")
     p.add_argument("--configuration", required=True, help="conf1 or conf2")
     p.add_argument("--d100", type=float, default=DEFAULT_D100,

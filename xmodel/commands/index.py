@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 
 def _floats(text: str, name: str) -> list[float]:
     try:
@@ -14,6 +12,8 @@ def _floats(text: str, name: str) -> list[float]:
 
 
 def run(args) -> int:
+    import numpy as np
+
     from fits.disorder import domain_frames
     from fits.indexing import domain_lattice_constant, format_assignments, index_peaks, radial_peaks
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from xmodel.commands._common import parse_pair
 
 
 def run(args) -> int:
+    import numpy as np
+
     from fits.qmap import COMB_STATUS as STATUS, qmap_scan
 
     if (args.start is None) != (args.end is None):

@@ -1,0 +1,143 @@
+"""Conventions of the ``xmodel`` command line: start-up, exit codes, closed pipes, caches."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xmodel import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _python(code: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.update(kwargs.pop("env", {}))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=REPO, **kwargs)
+
+
+def _run(func, command: str = "demo") -> int:
+    return cli.run_command(argparse.Namespace(command=command, func=func, verbose=0, quiet_level=0))
+
+
+def test_parser_and_help_import_no_jax():
+    """``xmodel --help`` builds every subparser without importing JAX, NumPy or matplotlib."""
+    res = _python("import sys\nfrom xmodel.cli import build_parser\np = build_parser()\n"
+                  "p.parse_args(['facets', '--configuration', 'conf1'])\n"
+                  "print(sorted(m for m in ('jax', 'numpy', 'matplotlib', 'h5py') if m in sys.modules))")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_import_xmodel_is_lazy_but_exports_work():
+    res = _python("import sys, xmodel\nassert 'jax' not in sys.modules\n"
+                  "from xmodel import Geometry, PatternModel\nprint(Geometry.__module__, 'jax' in sys.modules)")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["xmodel.geometry", "True"]
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        import xmodel
+        xmodel.nothing  # noqa: B018
+
+
+def test_version(capsys):
+    from xmodel import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"xmodel {__version__}"
+
+
+def test_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["peaks"])
+    assert exc.value.code == cli.EXIT_USAGE == 2
+    assert "the following arguments are required: CONFIG" in capsys.readouterr().err
+
+
+def test_missing_input_file_exits_3_without_traceback(tmp_path, capsys):
+    assert cli.main(["peaks", str(tmp_path / "nothing.toml")]) == cli.EXIT_INPUT == 3
+    err = capsys.readouterr().err
+    assert "nothing.toml" in err and "does not exist" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad value in x.toml"), KeyError("no key 'a' in x.toml"),
+                                 FileNotFoundError("no x.h5"), OSError("cannot read frame 3 of x.h5")])
+def test_every_input_error_class_exits_3(exc, capsys):
+    def fail(args):
+        raise exc
+    assert _run(fail) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("xmodel demo: error: ") and "Traceback" not in err
+    assert "no key 'a'" in err if isinstance(exc, KeyError) else str(exc) in err
+
+
+def test_internal_error_exits_1_with_traceback_and_report_hint(capsys):
+    def bug(args):
+        raise RuntimeError("unexpected state")
+    assert _run(bug) == cli.EXIT_INTERNAL == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "unexpected state" in err and "please report it" in err
+
+
+def test_missing_optional_package_names_what_to_install(capsys):
+    def needs_fabio(args):
+        raise ModuleNotFoundError("No module named 'fabio'", name="fabio")
+    assert _run(needs_fabio, "reduce") == 1
+    err = capsys.readouterr().err
+    assert "optional package 'fabio'" in err and "pip install fabio" in err
+    assert "Traceback" not in err and "report" not in err
+
+
+def test_missing_core_module_is_an_internal_error(capsys):
+    def broken(args):
+        raise ModuleNotFoundError("No module named 'xmodel.gone'", name="xmodel.gone")
+    assert _run(broken) == 1
+    assert "please report it" in capsys.readouterr().err
+
+
+def test_closed_pipe_is_quiet():
+    """``xmodel facets --json | head -0``: no 'Broken pipe' message, exit 141 (128 + SIGPIPE)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "xmodel.cli", "facets", "--configuration", "conf1",
+                               "--json"], stdout=write, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        os.close(write)
+    assert proc.returncode == cli.EXIT_PIPE
+    assert proc.stderr == ""
+
+
+def test_cache_dir_follows_xdg_and_override(monkeypatch, tmp_path):
+    monkeypatch.delenv("XMODEL_CACHE_DIR", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cli.cache_dir() == tmp_path / "xdg" / "xmodel"
+    monkeypatch.setenv("XMODEL_CACHE_DIR", str(tmp_path / "mine"))
+    assert cli.cache_dir() == tmp_path / "mine"
+
+
+def test_compilation_cache_is_set_before_jax_is_imported(tmp_path):
+    res = _python("import os\nfrom xmodel.cli import enable_compilation_cache\n"
+                  "folder = enable_compilation_cache()\nimport jax\n"
+                  "print(folder, jax.config.jax_compilation_cache_dir)",
+                  env={"XMODEL_CACHE_DIR": str(tmp_path), "JAX_COMPILATION_CACHE_DIR": ""})
+    assert res.returncode == 0, res.stderr
+    folder, configured = res.stdout.split()
+    assert folder == configured == str(tmp_path / "jax")
+    assert (tmp_path / "jax").is_dir()
+
+
+def test_facets_defaults_agree_with_the_library():
+    from fits import facets
+    from xmodel.commands import facets as command
+
+    assert (command.DEFAULT_D100, command.DEFAULT_D111, command.DEFAULT_MAX_ANGLE_DEG) == (
+        facets.DEFAULT_D100, facets.DEFAULT_D111, facets.DEFAULT_MAX_ANGLE_DEG)
