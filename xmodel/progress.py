@@ -60,7 +60,6 @@ def configure_logging(verbosity: int = 0, stream=None) -> None:
             logger.removeHandler(h)
         logger.addHandler(handler)
         logger.setLevel(level_for(verbosity))
-        logger.propagate = False
     _state["enabled"] = verbosity >= 0
 
 
@@ -163,13 +162,15 @@ def progress_bar(total: int | None = None, *, desc: str = "", unit: str = "it", 
     interval : float
         Seconds between two log lines when ``stream`` is not a terminal.
     stream : file-like, optional
-        Where a bar is drawn (default stderr). A terminal gets a tqdm bar, anything else log
-        lines through ``logger`` (default the ``xmodel.progress`` logger).
+        Where a bar is drawn (default stderr). A terminal or a Jupyter kernel gets a tqdm bar
+        (a widget in notebooks), anything else log lines through ``logger`` (default the
+        ``xmodel.progress`` logger).
     """
     if not enabled or not _state["enabled"]:
         return _Silent()
+    notebook = stream is None and "ipykernel" in sys.modules
     stream = sys.stderr if stream is None else stream
-    if _isatty(stream):
+    if notebook or _isatty(stream):
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=desc, unit=f" {unit}", file=stream, dynamic_ncols=True, leave=True)

@@ -1,7 +1,11 @@
 """``xmodel simulate``: one pattern from TOML configs, as HDF5 (+ PNG)."""
 from __future__ import annotations
 
+import logging
+
 from xmodel.commands._common import add_config_args, load
+
+log = logging.getLogger(__name__)
 
 
 def run(args) -> int:
@@ -19,12 +23,12 @@ def run(args) -> int:
         image = simulate_counts(image, ~sim.experiment.mask, args.counts, args.seed)
     refl = sim.reflections()
     write_pattern(args.out, image, sim, noisy=noisy, seed=args.seed, counts=args.counts, reflections=refl)
-    print(f"wrote {args.out} ({image.shape[0]} x {image.shape[1]}, max {float(np.max(image)):.4g} counts)")
+    log.info(f"wrote {args.out} ({image.shape[0]} x {image.shape[1]}, max {float(np.max(image)):.4g} counts)")
     if args.png:
         plot_pattern(image, sim.experiment.mask, beam_center_px(sim.experiment.geometry), args.png,
                      reflections=refl, title=f"{cfg.name}: beam along " + miller_label(cfg.superlattice.beam_direction, "SL")
                      + f", {cfg.atomic_lattice.configuration}")
-        print(f"wrote {args.png}")
+        log.info(f"wrote {args.png}")
     return 0
 
 
