@@ -95,9 +95,14 @@ def run(args) -> int:
         out["score"] = xcca.ccf_score(res.ccf, sim["model"].ccf)
         out["score_gaussian"] = xcca.ccf_score(res.ccf, sim["gaussian"].ccf)
     if args.figure:
-        xcca.plot_ccfs([{"title": f"q1 = {args.q1:g}, q2 = {args.q2:g} 1/A", "delta_deg": res.delta_deg,
-                         "ccf": res.ccf, "ccf_simulated": None if sim is None else sim["model"].ccf}],
-                       args.figure)
+        from xmodel.figures import plot_ccf, save_figure
+
+        what = "reduced scan" if kind == "scan" else "pattern"
+        fig = plot_ccf(res.delta_deg, res.ccf, ccf_model=None if sim is None else sim["model"].ccf,
+                       data_label=f"{what} {path.name}",
+                       model_label="forward model of " + ", ".join(Path(c).stem for c in args.simulate or []),
+                       title=f"q1 = {args.q1:g}, q2 = {args.q2:g} 1/Å")
+        save_figure(fig, args.figure)
         out["figure"] = str(args.figure)
     if args.json:
         print(json.dumps(out))

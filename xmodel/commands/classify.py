@@ -90,6 +90,8 @@ def run(args) -> int:
 
     from fits import classify
     from fits.xcca import read_rings
+    from xmodel.figures import save_figure
+    from xmodel.maps import plot_label_maps, scan_axes
 
     path = Path(args.results)
     if not path.exists():
@@ -103,6 +105,7 @@ def run(args) -> int:
         shape = tuple(int(v) for v in grp["scan_shape"][()]) if "scan_shape" in grp else (1, n)
         if int(np.prod(shape)) != n:        # a subset of a scan's frames: draw them as one row
             shape = (1, n)
+        positions = grp["positions"][()] if "positions" in grp else None
         fits_r = f["entry/fits/orientation_matrix"][()] if "entry/fits/orientation_matrix" in f else None
         status = f["entry/fits/status"][()] if "entry/fits/status" in f else None
     opts = dict(min_significance=args.min_significance, mixed_fraction=args.mixed_fraction)
@@ -147,7 +150,9 @@ def run(args) -> int:
     maps = {"SAXS (q = 0.083 1/A)": saxs.label, "WAXS (q = 2.12 1/A)": waxs.label, "label": label}
     if orient is not None:
         maps["fitted orientations"] = orient
-    classify.plot_label_maps(maps, names, shape, figure)
+    axes_um = scan_axes(positions, shape)
+    x_um, y_um = axes_um if axes_um is not None else (None, None)
+    save_figure(plot_label_maps(maps, names, classify.class_colors(names), shape, x_um=x_um, y_um=y_um), figure)
     counts = {nm: int(np.sum(label == k)) for k, nm in enumerate(names)}
     counts.update(mixed=int(np.sum(label == classify.MIXED)), empty=int(np.sum(label == classify.EMPTY)))
     print(json.dumps({"results": str(path), "figure": str(figure), "class_names": names, "counts": counts}))

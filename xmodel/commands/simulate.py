@@ -12,7 +12,7 @@ def run(args) -> int:
     import numpy as np
 
     from xmodel.experiment import beam_center_px
-    from xmodel.figures import miller_label, plot_pattern
+    from xmodel.figures import miller_label, plot_pattern, save_figure
     from xmodel.simulate import Simulation, simulate_counts, write_pattern
 
     cfg = load(args)
@@ -25,9 +25,11 @@ def run(args) -> int:
     write_pattern(args.out, image, sim, noisy=noisy, seed=args.seed, counts=args.counts, reflections=refl)
     log.info(f"wrote {args.out} ({image.shape[0]} x {image.shape[1]}, max {float(np.max(image)):.4g} counts)")
     if args.png:
-        plot_pattern(image, sim.experiment.mask, beam_center_px(sim.experiment.geometry), args.png,
-                     reflections=refl, title=f"{cfg.name}: beam along " + miller_label(cfg.superlattice.beam_direction, "SL")
-                     + f", {cfg.atomic_lattice.configuration}")
+        fig = plot_pattern(image, sim.experiment.mask, beam_center_px(sim.experiment.geometry),
+                           q=sim.experiment.geometry.q(), reflections=sim.reflections(include_all=True),
+                           title=f"{cfg.name}: beam along " + miller_label(cfg.superlattice.beam_direction, "SL")
+                           + f", {cfg.atomic_lattice.configuration}")
+        save_figure(fig, args.png, dpi=110)
         log.info(f"wrote {args.png}")
     return 0
 
