@@ -145,12 +145,12 @@ def run(args) -> int:
         ok = (st == 0) if st.dtype.kind in "iub" else np.char.lower(st.astype(str)) == "ok"
         orient = classify.classify_orientations(fits_r, ok, rot if args.templates == "five" else None,
                                                 n_classes=args.n_classes)[0]
-    _write(path, names, saxs, waxs, label, conf, orient, args, source)
+    axes_um = scan_axes(positions, shape)
+    _write(path, names, saxs, waxs, label, conf, orient, args, source, shape=shape, axes_um=axes_um)
     figure = Path(args.figure) if args.figure else path.with_name(path.stem + "_domains.png")
     maps = {"SAXS (q = 0.083 1/A)": saxs.label, "WAXS (q = 2.12 1/A)": waxs.label, "label": label}
     if orient is not None:
         maps["fitted orientations"] = orient
-    axes_um = scan_axes(positions, shape)
     x_um, y_um = axes_um if axes_um is not None else (None, None)
     save_figure(plot_label_maps(maps, names, classify.class_colors(names), shape, x_um=x_um, y_um=y_um), figure)
     counts = {nm: int(np.sum(label == k)) for k, nm in enumerate(names)}
@@ -159,14 +159,27 @@ def run(args) -> int:
     return 0
 
 
-def _write(path, names, saxs, waxs, label, conf, orient, args, source=None) -> None:
+def _write(path, names, saxs, waxs, label, conf, orient, args, source=None, *, shape, axes_um) -> None:
+    """``/entry/classification``: an NXprocess with the per-frame labels and a 2D NXdata ``map``.
+
+    The per-frame datasets (``label``, ``confidence``, ...) keep the frame order of the scan;
+    ``map`` shows the same labels as an image over the scan positions (um), with the
+    confidences as auxiliary signals, and becomes the entry's default plot when the entry
+    has none.
+    """
     import h5py
     import numpy as np
+
+    from xmodel import nexus
 
     with h5py.File(path, "a") as f:
         if "entry/classification" in f:
             del f["entry/classification"]
-        g = f.require_group("entry").create_group("classification")
+        entry = nexus.create_entry(f)
+        g = entry.create_group("classification")
+        nexus.describe_process(g, program="xmodel classify", parameters=dict(
+            templates=args.templates, n_classes=args.n_classes, twin=args.twin,
+            min_significance=args.min_significance, mixed_fraction=args.mixed_fraction))
         g.attrs["class_names"] = json.dumps(names)
         g.attrs["labels"] = "class index >= 0 into class_names; -1 empty (no peaks); -2 mixed"
         g.attrs["method"] = (f"ring peaks, templates={args.templates}, n_classes={args.n_classes}, "
@@ -190,7 +203,17 @@ def _write(path, names, saxs, waxs, label, conf, orient, args, source=None) -> N
                                                 if source is not None else ()):
             d = g.create_dataset(key, data=np.asarray(val, np.int32 if "label" in key else np.float64))
             d.attrs["description"] = desc
-            d.attrs["units"] = ""
+        x_um, y_um = axes_um if axes_um is not None else (None, None)
+        aux = {"saxs_label": (saxs.label, None, "SAXS class"), "waxs_label": (waxs.label, None, "WAXS class"),
+               "confidence": (conf, None, "confidence")}
+        if orient is not None:
+            aux["orientation_label"] = (orient, None, "class of the fitted orientation")
+        m = nexus.create_map(g, "map", "label", np.asarray(label, np.int32), shape, x_um, y_um,
+                             long_name="domain class (-1 empty, -2 mixed)", title="domain classes",
+                             auxiliary=aux)
+        m.attrs["class_names"] = json.dumps(names)
+        nexus.set_default(m, overwrite=False)
+        g.attrs["default"] = "map"
 
 
 def add_parser(sub) -> None:
