@@ -141,3 +141,94 @@ def test_facets_defaults_agree_with_the_library():
 
     assert (command.DEFAULT_D100, command.DEFAULT_D111, command.DEFAULT_MAX_ANGLE_DEG) == (
         facets.DEFAULT_D100, facets.DEFAULT_D111, facets.DEFAULT_MAX_ANGLE_DEG)
+
+
+# --------------------------------------------------------------------------- every --help
+
+#: commands whose output is files only (a "wrote ..." line); every other command prints results
+#: and needs --json
+WRITES_FILES_ONLY = {"reduce", "synth", "fit", "boundary", "demo"}
+#: commands rewritten to the conventions; the others are checked too, and listed as expected
+#: failures with the conventions they still miss
+CONVENTIONAL = {"simulate", "peaks", "classify", "qmap", "index", "disorder", "ccf", "facets", "demo"}
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _violations(name: str, p: argparse.ArgumentParser) -> list[str]:
+    """The conventions of `xmodel.commands._common` that subcommand ``name`` does not follow."""
+    out = []
+    visible = [a for a in p._actions if a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)]
+    options = {s: a for a in visible for s in a.option_strings}
+    if not issubclass(p.formatter_class, argparse.ArgumentDefaultsHelpFormatter):
+        out.append("defaults not shown in --help (use ArgumentDefaultsHelpFormatter)")
+    else:
+        text = p.format_help().replace("\n", " ")
+        for a in visible:
+            if a.option_strings and a.default not in (None, False, [], argparse.SUPPRESS) and \
+                    f"(default: {a.default})" not in " ".join(text.split()):
+                out.append(f"{a.option_strings[-1]}: default {a.default!r} not shown")
+    configs = [a for a in p._actions if a.dest == "configs"]
+    if any(a.option_strings for a in configs):
+        out.append("configs passed with --config (convention: positional CONFIG...)")
+    if configs and "--set" not in options:
+        out.append("configs without --set TABLE.KEY=VALUE")
+    for flag in ("--png", "--plot"):
+        if flag in options:
+            out.append(f"figure flag {flag} (convention: --figure FILE or --figures DIR)")
+    if "--figure" in options and options["--figure"].metavar != "FILE":
+        out.append("--figure without metavar FILE (one figure file)")
+    if "--figures" in options and options["--figures"].metavar != "DIR":
+        out.append("--figures without metavar DIR (a folder of figures)")
+    for short, long in (("-v", "--verbose"), ("-q", "--quiet")):
+        a = options.get(long)
+        if a is None or short not in a.option_strings or not isinstance(a, argparse._CountAction):
+            out.append(f"no counted {short}/{long} (xmodel.progress.add_verbosity_args)")
+    if "--batch" in options:
+        out.append("batch flag --batch (convention: --batch-size)")
+    if name not in WRITES_FILES_ONLY and "--json" not in options:
+        out.append("prints results but has no --json")
+    undocumented = [a.option_strings[-1] if a.option_strings else a.dest for a in visible if not a.help]
+    if undocumented:
+        out.append(f"arguments without help: {', '.join(undocumented)}")
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_subparsers()))
+def test_subcommand_help_follows_the_conventions(name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([name, "--help"])
+    assert exc.value.code == 0 and f"usage: xmodel {name}" in capsys.readouterr().out
+    problems = _violations(name, _subparsers()[name])
+    if problems and name not in CONVENTIONAL:
+        pytest.xfail(f"xmodel {name} does not follow yet: " + "; ".join(problems))
+    assert problems == []
+
+
+def test_global_verbosity_and_subcommand_verbosity_agree():
+    parser = cli.build_parser()
+    before = parser.parse_args(["-v", "facets", "--configuration", "conf1"])
+    after = parser.parse_args(["facets", "--configuration", "conf1", "-v"])
+    quiet = parser.parse_args(["facets", "-q", "--configuration", "conf1"])
+    assert before.verbose == after.verbose == 1 and quiet.quiet_level == 1 and quiet.verbose == 0
+
+
+def test_fixed_values_are_choices(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["facets", "--configuration", "conf3"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'conf3' (choose from 'conf1', 'conf2')" in capsys.readouterr().err
+
+
+def test_ccf_takes_positional_configs_and_the_earlier_simulate_flag():
+    parser = cli.build_parser()
+    a = parser.parse_args(["ccf", "scan.h5", "e.toml", "d.toml", "--q1", "0.08", "--q2", "2.1",
+                           "--set", "superlattice.lattice_constant=151"])
+    assert a.configs == ["e.toml", "d.toml"] and a.overrides == ["superlattice.lattice_constant=151"]
+    b = parser.parse_args(["ccf", "scan.h5", "--q1", "0.08", "--q2", "2.1", "--simulate", "e.toml", "d.toml"])
+    assert b.configs == [] and b.simulate_configs == ["e.toml", "d.toml"]
+    assert "--simulate" not in _subparsers()["ccf"].format_help()

@@ -5,6 +5,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from xmodel.commands._common import add_command, add_json_arg
+
 Q_SL, DQ_SL = 0.083, 0.005      # 200_SL ring; wide enough for the 5-13 % compression at edges
 Q_AL, DQ_AL = 2.12, 0.042       # 200_AL ring
 TILT_MAX_DEG, TILT_STEP_DEG = 20.0, 5.0     # WAXS template families over out-of-plane tilts
@@ -96,8 +98,6 @@ def run(args) -> int:
     path = Path(args.results)
     if not path.exists():
         raise FileNotFoundError(f"results file {path} does not exist; run `xmodel reduce` first.")
-    if args.templates not in ("five", "cluster"):
-        raise ValueError(f"--templates {args.templates!r} is not valid; use 'five' or 'cluster'.")
     (r_sl, r_al), n = read_rings(path, [(Q_SL, DQ_SL), (Q_AL, DQ_AL)])
     with h5py.File(path, "r") as f:
         grp = f["entry/reduction"]
@@ -155,7 +155,11 @@ def run(args) -> int:
     save_figure(plot_label_maps(maps, names, classify.class_colors(names), shape, x_um=x_um, y_um=y_um), figure)
     counts = {nm: int(np.sum(label == k)) for k, nm in enumerate(names)}
     counts.update(mixed=int(np.sum(label == classify.MIXED)), empty=int(np.sum(label == classify.EMPTY)))
-    print(json.dumps({"results": str(path), "figure": str(figure), "class_names": names, "counts": counts}))
+    if args.json:
+        print(json.dumps({"results": str(path), "figure": str(figure), "class_names": names, "counts": counts}))
+    else:
+        print(f"{path}:/entry/classification: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        print(f"figure: {figure}")
     return 0
 
 
@@ -217,16 +221,18 @@ def _write(path, names, saxs, waxs, label, conf, orient, args, source=None, *, s
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("classify", help="SAXS/WAXS domain classes of every scan point (Fig. 1a,b)")
+    p = add_command(sub, "classify", "SAXS/WAXS domain classes of every scan point (Fig. 1a,b)")
     p.add_argument("results", metavar="RESULTS", help="reduced scan (xmodel reduce), optionally with fits")
-    p.add_argument("--templates", default="five",
+    p.add_argument("--templates", default="five", choices=["five", "cluster"],
                    help="'five': the paper's five domains (configs/domains, or --twin); 'cluster': "
                         "classes found by clustering the ring profiles")
-    p.add_argument("--twin", default=None, help="twin TOML whose domains (in-plane angles) give the templates")
+    p.add_argument("--twin", default=None, metavar="CONFIG",
+                   help="twin TOML whose domains (in-plane angles) give the templates")
     p.add_argument("--n-classes", type=int, default=None, help="number of classes for clustering")
     p.add_argument("--min-significance", type=float, default=6.0,
-                   help="a class counts when its amplitude is this many noise sigmas (default 6)")
+                   help="a class counts when its amplitude is this many noise sigmas")
     p.add_argument("--mixed-fraction", type=float, default=0.1,
-                   help="second class share that makes a point mixed (default 0.1)")
-    p.add_argument("--figure", default=None, help="map figure path (default RESULTS_domains.png)")
+                   help="second class share that makes a point mixed")
+    p.add_argument("--figure", default=None, metavar="FILE", help="map figure (default: RESULTS_domains.png)")
+    add_json_arg(p, "the class names, counts and files")
     p.set_defaults(func=run)
