@@ -232,3 +232,58 @@ def test_ccf_takes_positional_configs_and_the_earlier_simulate_flag():
     b = parser.parse_args(["ccf", "scan.h5", "--q1", "0.08", "--q2", "2.1", "--simulate", "e.toml", "d.toml"])
     assert b.configs == [] and b.simulate_configs == ["e.toml", "d.toml"]
     assert "--simulate" not in _subparsers()["ccf"].format_help()
+
+
+# --------------------------------------------------------------------------- commands in the docs
+
+DOCS = ["README.md", "docs/analyses.md", "docs/xcca.md"]
+
+
+def _doc_commands(text: str) -> list[str]:
+    """``xmodel ...`` command lines of the code blocks (fenced or indented) of a Markdown text."""
+    out, block, fenced = [], [], False
+    for line in text.splitlines():
+        if line.strip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced or line.startswith("    "):
+            block.append(line.strip())
+    joined = "\n".join(block).replace("\\\n", " ")
+    for line in joined.splitlines():
+        for part in line.split("&&"):
+            part = part.split(" #")[0].strip()
+            if part.startswith("xmodel "):
+                out.append(part)
+    return out
+
+
+def _unbracket(line: str) -> str:
+    """The line with the brackets of optional parts (``[--json]``) removed, TOML lists kept."""
+    out, stack = [], []
+    for k, ch in enumerate(line):
+        if ch == "[":
+            optional = k == 0 or line[k - 1] == " "
+            stack.append(optional)
+            if optional:
+                continue
+        elif ch == "]" and stack and stack.pop():
+            continue
+        out.append(ch)
+    return "".join(out)
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_commands_shown_in_the_docs_parse(doc):
+    """Every ``xmodel`` command line of the docs' code blocks is accepted by the parser
+    (optional parts in brackets included)."""
+    import shlex
+
+    commands = _doc_commands((REPO / doc).read_text())
+    assert commands, f"{doc} shows no xmodel command"
+    parser = cli.build_parser()
+    for line in commands:
+        argv = shlex.split(_unbracket(line))[1:]
+        try:
+            parser.parse_args(argv)
+        except SystemExit as exc:
+            pytest.fail(f"{doc}: `{line}` does not parse (exit {exc.code})")
