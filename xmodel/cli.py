@@ -27,6 +27,9 @@ from xmodel import __version__
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_PIPE = 130, 141
 
+#: size limit of the compilation cache (bytes)
+CACHE_MAX_BYTES = 2 * 1024 ** 3
+
 #: exception classes that mean bad input data or configuration (exit code 3). They are raised
 #: with a message naming the file, key or frame at fault (`xmodel.config`, `xmodel.io`, ...).
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError, OSError)
@@ -74,7 +77,8 @@ def enable_compilation_cache() -> Path | None:
     Uses JAX's environment variables, so nothing is imported here; a cache folder the user
     already chose (``JAX_COMPILATION_CACHE_DIR``) is kept, and ``XMODEL_NO_CACHE=1`` turns the
     cache off. Every compilation is cached (no minimum compile time): a CLI call compiles about
-    a hundred small programs, which together dominate its run time.
+    a hundred small programs, which together dominate its run time. JAX evicts the least
+    recently used entries beyond `CACHE_MAX_BYTES` (one call of a command adds about 1 MB).
     Returns the folder, or None when switched off or JAX was already imported (a Python
     session that configured JAX itself).
     """
@@ -88,6 +92,7 @@ def enable_compilation_cache() -> Path | None:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(folder)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(CACHE_MAX_BYTES))
     return folder
 
 

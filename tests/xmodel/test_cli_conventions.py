@@ -127,11 +127,13 @@ def test_cache_dir_follows_xdg_and_override(monkeypatch, tmp_path):
 def test_compilation_cache_is_set_before_jax_is_imported(tmp_path):
     res = _python("import os\nfrom xmodel.cli import enable_compilation_cache\n"
                   "folder = enable_compilation_cache()\nimport jax\n"
-                  "print(folder, jax.config.jax_compilation_cache_dir)",
+                  "print(folder, jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size,"
+                  " jax.config.jax_persistent_cache_min_compile_time_secs)",
                   env={"XMODEL_CACHE_DIR": str(tmp_path), "JAX_COMPILATION_CACHE_DIR": ""})
     assert res.returncode == 0, res.stderr
-    folder, configured = res.stdout.split()
+    folder, configured, max_size, min_time = res.stdout.split()
     assert folder == configured == str(tmp_path / "jax")
+    assert int(max_size) == cli.CACHE_MAX_BYTES and float(min_time) == 0.0
     assert (tmp_path / "jax").is_dir()
 
 
