@@ -16,6 +16,9 @@ EWALD_TOLERANCE = 0.25
 #: a label needs the pattern near the reflection to be this many times the median of its
 #: q ring (the arc or spot stands out of the ring's background)
 VISIBILITY = 2.0
+#: the inset of `plot_pattern` enlarges the detector region out to this |q| (1/A): the SAXS
+#: reflections up to about 440_SL of a 150 A superlattice
+SAXS_Q_MAX = 0.3
 
 
 def miller_label(hkl, subscript: str = "") -> str:
@@ -129,6 +132,16 @@ def _ring_medians(q: np.ndarray, img: np.ndarray, valid: np.ndarray, rel_width: 
     return lookup
 
 
+def _saxs_reach(q: np.ndarray | None, centre: tuple[float, float], default: float) -> float:
+    """Largest row or column distance (pixels) from ``centre`` of the pixels with q <= SAXS_Q_MAX."""
+    if q is None:
+        return default
+    r, c = np.nonzero(np.asarray(q) <= SAXS_Q_MAX)
+    if r.size == 0:
+        return default
+    return float(max(np.abs(r - centre[0]).max(), np.abs(c - centre[1]).max()))
+
+
 def _q_rings(ax, q: np.ndarray, region: tuple[int, int, int, int], n: int, color: str, fontsize: float) -> None:
     """Contours of constant |q| (1/A) at round values over ``region`` = (r0, r1, c0, c1)."""
     from matplotlib.ticker import MaxNLocator
@@ -149,7 +162,7 @@ def _q_rings(ax, q: np.ndarray, region: tuple[int, int, int, int], n: int, color
 
 def plot_pattern(image: np.ndarray, mask: np.ndarray, beam_center: tuple[float, float],
                  path: str | Path | None = None, *, ax=None, q: np.ndarray | None = None,
-                 reflections: list[dict] | None = None, title: str = "", saxs_half_width: float = 220,
+                 reflections: list[dict] | None = None, title: str = "", saxs_half_width: float | None = None,
                  max_labels: int = 24, ewald_tolerance: float = EWALD_TOLERANCE,
                  visibility: float = VISIBILITY):
     """Detector image on a log scale with the SAXS region enlarged as an inset.
@@ -166,7 +179,9 @@ def plot_pattern(image: np.ndarray, mask: np.ndarray, beam_center: tuple[float, 
     reflections : rows of `xmodel.peaks.reflection_table`; those that pass
         `visible_reflections` (close to the Ewald sphere, standing out of their ring) are
         labelled, AL on the main image and SL in the inset, at most ``max_labels`` each.
-    saxs_half_width : half size of the inset region (pixels).
+    saxs_half_width : half size of the inset region (pixels); default: the reach of
+        ``q <= SAXS_Q_MAX`` around the beam when ``q`` is given, else 10 % of the image height
+        (both follow the binning).
 
     Returns
     -------
@@ -195,8 +210,8 @@ def plot_pattern(image: np.ndarray, mask: np.ndarray, beam_center: tuple[float, 
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="counts per pixel")
     r0, c0 = beam_center
-    h = saxs_half_width
     rows, cols = img.shape
+    h = saxs_half_width if saxs_half_width is not None else _saxs_reach(q, (r0, c0), 0.1 * rows)
     box = (max(0, int(r0 - h)), min(rows, int(r0 + h)), max(0, int(c0 - h)), min(cols, int(c0 + h)))
     # the inset sits in the empty band between the SAXS and the WAXS rings (beam near the
     # lower-left corner, WAXS ring across the upper right)
