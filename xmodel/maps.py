@@ -1,18 +1,18 @@
 """Scan maps and per-domain views of reduced scans (the grey-level analogue of Fig. 1a,b).
 
 Inputs are results files written by `xmodel.reduction.reduce_scan`
-(``/entry/reduction/{polar, radial, q, chi, positions}``).
+(``/entry/reduction/{polar, radial, q, chi, positions}``). The plotting functions draw into a
+given ``ax`` (or a new pyplot-free Figure) and return the Figure; they never choose a
+matplotlib backend, so they are safe in notebooks.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import h5py
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from xmodel.figures import new_axes, save_figure
 
 
 def ring_intensity(results: str | Path, q_centre: float, half_width: float | None = None,
@@ -60,25 +60,129 @@ def scan_grid(results: str | Path) -> tuple[int, int]:
     return side, side
 
 
-def plot_map(values: np.ndarray, shape: tuple[int, int], path: str | Path, *, title: str, step_um: float | None = None,
-             label: str = "mean intensity (counts/pixel)", log: bool = False) -> Path:
-    """A scan map in grey levels; NaN (no data) shown white."""
+def scan_axes(positions_um: np.ndarray | None, shape: tuple[int, int]
+              ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Column positions x and row positions y (um) of a raster scan, or None if not a grid.
+
+    ``positions_um`` are (N, 2) motor positions (y, x) in um, row-major over ``shape`` (the
+    order of ``/entry/reduction/positions``); x is the fast axis along a row.
+    """
+    if positions_um is None:
+        return None
+    pos = np.asarray(positions_um, float)
+    if pos.ndim != 2 or pos.shape != (int(np.prod(shape)), 2):
+        return None
+    grid = pos.reshape(shape[0], shape[1], 2)
+    y, x = grid[:, 0, 0], grid[0, :, 1]
+    if not (np.allclose(grid[..., 0], y[:, None], atol=1e-3 * max(np.ptp(y), 1e-9) + 1e-9)
+            and np.allclose(grid[..., 1], x[None, :], atol=1e-3 * max(np.ptp(x), 1e-9) + 1e-9)):
+        return None
+    return x, y
+
+
+def _extent(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """imshow extent whose pixel centres are the scan positions (rows downwards)."""
+    dx = float(x[1] - x[0]) if x.size > 1 else 1.0
+    dy = float(y[1] - y[0]) if y.size > 1 else 1.0
+    return (x[0] - dx / 2, x[-1] + dx / 2, y[-1] + dy / 2, y[0] - dy / 2)
+
+
+def _map_axes(ax, shape, x_um, y_um, step_um):
+    """Set extent, labels and ticks of a scan map; returns the imshow extent (None: indices)."""
+    from matplotlib.ticker import MaxNLocator
+
+    if x_um is None and step_um:
+        x_um, y_um = np.arange(shape[1]) * step_um, np.arange(shape[0]) * step_um
+    if x_um is not None:
+        ax.set_xlabel("x (µm)")
+        ax.set_ylabel("y (µm)")
+        return _extent(np.asarray(x_um, float), np.asarray(y_um, float))
+    ax.set_xlabel("scan column")
+    ax.set_ylabel("scan row")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return None
+
+
+def plot_map(values: np.ndarray, shape: tuple[int, int], path: str | Path | None = None, *, title: str,
+             ax=None, step_um: float | None = None, x_um: np.ndarray | None = None,
+             y_um: np.ndarray | None = None, label: str = "mean intensity (counts/pixel)", log: bool = False):
+    """A scan map in grey levels; NaN (no data) shown white.
+
+    Parameters
+    ----------
+    values : (rows * cols,) one value per scan point, row-major over ``shape``.
+    path : also save the figure there.
+    ax : matplotlib axes to draw into (default: a new Figure).
+    x_um, y_um : positions of the columns and rows (um), e.g. from `scan_axes`; or
+        ``step_um``, the step of a grid starting at 0. Without either the axes are indices.
+    label : colour-bar label with units.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+    from matplotlib.colors import LogNorm
+
     img = np.asarray(values, float).reshape(shape)
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    fig, ax = new_axes(ax, figsize=(5.2, 4.6))
     cmap = matplotlib.colormaps["Greys_r"].with_extremes(bad="white")
-    extent = None
-    if step_um:
-        extent = (0, shape[1] * step_um, shape[0] * step_um, 0)
-        ax.set_xlabel("x (um)")
-        ax.set_ylabel("y (um)")
-    norm = matplotlib.colors.LogNorm() if log and np.nanmax(img) > 0 else None
+    extent = _map_axes(ax, shape, x_um, y_um, step_um)
+    norm = LogNorm() if log and np.nanmax(img) > 0 else None
     im = ax.imshow(np.ma.masked_invalid(img), cmap=cmap, norm=norm, extent=extent, interpolation="nearest")
     fig.colorbar(im, ax=ax, label=label)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+#: label values of a class map that are not classes (as in `fits.analyses.classify`)
+EMPTY_LABEL, MIXED_LABEL = -1, -2
+
+
+def plot_label_maps(maps: dict[str, np.ndarray], names: list[str], colors: list[str], shape: tuple[int, int],
+                    path: str | Path | None = None, *, axes=None, x_um: np.ndarray | None = None,
+                    y_um: np.ndarray | None = None, step_um: float | None = None):
+    """Domain maps coloured like Fig. 1a,b: class colours, grey mixed, white empty.
+
+    Parameters
+    ----------
+    maps : panel title -> (rows * cols,) labels (class index, -1 empty, -2 mixed), row-major.
+    names, colors : class names and their colours (index k -> ``names[k]``, ``colors[k]``).
+    shape : (rows, cols) of the scan.
+    axes : sequence of ``len(maps)`` matplotlib axes (default: a new Figure, one row).
+    x_um, y_um, step_um : scan positions as in `plot_map`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure; the legend shows every class, "mixed" and "empty" (outlined, so
+    that the white of empty points is visible).
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    all_colors = ["#ffffff", "#9e9e9e"] + list(colors)
+    cmap = ListedColormap(all_colors)
+    if axes is None:
+        fig = Figure(figsize=(4.0 * len(maps) + 1.8, 4.0), layout="constrained")
+        axes = fig.subplots(1, len(maps), squeeze=False)[0]
+    fig = axes[0].figure
+    for ax, (title, lab) in zip(axes, maps.items()):
+        lab = np.asarray(lab)
+        img = np.where(lab == EMPTY_LABEL, 0, np.where(lab == MIXED_LABEL, 1, lab + 2)).reshape(shape)
+        extent = _map_axes(ax, shape, x_um, y_um, step_um)
+        ax.imshow(img, cmap=cmap, vmin=-0.5, vmax=len(all_colors) - 0.5, interpolation="nearest",
+                  origin="upper", extent=extent)
+        ax.set_title(title)
+    handles = [Patch(facecolor=c, edgecolor="0.3", linewidth=0.8, label=n)
+               for c, n in zip(all_colors, ["empty", "mixed"] + list(names))]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, title="class")
+    if path is not None:
+        save_figure(fig, path)
+    return fig
 
 
 def average_frames(results: str | Path, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,27 +211,49 @@ def average_frames(results: str | Path, frames: np.ndarray) -> tuple[np.ndarray,
 
 
 def plot_polar_and_radial(polar: np.ndarray, radial: np.ndarray, q: np.ndarray, chi: np.ndarray,
-                          path: str | Path, *, title: str) -> Path:
-    """A polar image (chi vs log q) and its radial profile, for one domain."""
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.4, 1]})
+                          path: str | Path | None = None, *, title: str, axes=None):
+    """A polar image (chi vs log q) and its radial profile, for one domain.
+
+    Parameters
+    ----------
+    polar : (n_chi, n_q) mean intensity (counts/pixel); radial : (n_q,) its radial profile.
+    q : (n_q,) bin centres (1/A); chi : (n_chi,) bin centres (deg).
+    path : also save the figure there.
+    axes : two matplotlib axes (default: a new Figure).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    if axes is None:
+        fig = Figure(figsize=(11, 4.2), layout="constrained")
+        a0, a1 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
+    else:
+        a0, a1 = axes
+        fig = a0.figure
     pos = polar[np.isfinite(polar) & (polar > 0)]
-    norm = matplotlib.colors.LogNorm(vmin=max(np.percentile(pos, 2), 1e-3), vmax=pos.max()) if pos.size else None
+    norm = LogNorm(vmin=max(np.percentile(pos, 2), 1e-3), vmax=pos.max()) if pos.size else None
     cmap = matplotlib.colormaps["inferno"].with_extremes(bad="0.6")
-    a0.pcolormesh(q, chi, np.ma.masked_invalid(polar), cmap=cmap, norm=norm, shading="nearest")
+    mesh = a0.pcolormesh(q, chi, np.ma.masked_invalid(polar), cmap=cmap, norm=norm, shading="nearest")
+    fig.colorbar(mesh, ax=a0, label="counts/pixel")
     a0.set_xscale("log")
-    a0.set_xlabel("q (1/A)")
-    a0.set_ylabel("chi (deg)")
+    a0.set_xlabel("q (1/Å)")
+    a0.set_ylabel("χ (deg)")
     a0.set_title(title)
     a1.loglog(q, radial, lw=1)
-    a1.set_xlabel("q (1/A)")
+    a1.set_xlabel("q (1/Å)")
     a1.set_ylabel("mean intensity (counts/pixel)")
+    a1.set_title("radial profile")
     for qq, lab in ((0.083, "200$_{SL}$"), (1.84, "111$_{AL}$"), (2.12, "200$_{AL}$")):
         a1.axvline(qq, color="0.6", lw=0.6, ls="--")
         a1.text(qq, a1.get_ylim()[1], lab, fontsize=7, ha="center", va="top")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
 
 
 def _reduction(f: h5py.File, name) -> h5py.Group:

@@ -64,47 +64,64 @@ def simulate_counts(expected: np.ndarray, valid: np.ndarray, counts: float | Non
 def write_pattern(path: str | Path, image: np.ndarray, sim: Simulation, *, noisy: bool,
                   seed: int | None = None, counts: float | None = None,
                   reflections: list[dict] | None = None) -> Path:
-    """Write a simulated pattern, its mask and the resolved parameters to HDF5.
+    """Write a simulated pattern, its mask and the resolved parameters as NeXus/HDF5.
 
-    Layout: ``/entry/pattern/intensity`` (rows, cols), ``/entry/pattern/mask`` (1 = masked),
-    ``/entry/parameters/<name>`` with ``units`` attributes, ``/entry/config`` (resolved
-    TOML values as JSON), ``/entry/geometry`` (PONI values, metres and radians),
-    ``/entry/reflections`` (JSON table of `reflection_table`).
+    Layout (every group with its ``NX_class``; ``@default`` from the root to the pattern):
+
+    - ``/entry`` NXentry; ``/entry/pattern`` NXdata: ``intensity`` (rows, cols) counts per
+      pixel with axes ``row`` and ``column`` (pixel indices) and ``mask`` (1 = masked);
+    - ``/entry/geometry`` NXcollection: PONI values as fields with units (m, rad) and,
+      for readers of earlier files, the same values as attributes;
+    - ``/entry/parameters`` NXparameters: `ModelParams` fields with units;
+    - ``/entry/process`` NXprocess: program, version, date, command line, config files and
+      ``--set`` overrides; ``/entry/config`` the resolved config (JSON);
+    - ``/entry/reflections`` the JSON table of `reflection_table`.
     """
+    from xmodel import nexus
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     geom = sim.experiment.geometry
+    rows, cols = image.shape
     with h5py.File(path, "w") as f:
-        entry = f.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        entry.attrs["program"] = "xmodel simulate"
-        pat = entry.create_group("pattern")
-        pat.attrs["NX_class"] = "NXdata"
-        pat.attrs["signal"] = "intensity"
-        ds = pat.create_dataset("intensity", data=image, compression="gzip", compression_opts=4,
-                                chunks=True)
-        ds.attrs["units"] = "counts"
-        ds.attrs["description"] = ("Poisson counts" if noisy else "expected counts") + \
+        entry = nexus.create_entry(f, title=f"xmodel simulate: {sim.config.name}")
+        desc = ("Poisson counts" if noisy else "expected counts") + \
             " per pixel incl. solid angle and polarization; 0 where masked"
+        pat = nexus.create_nxdata(
+            entry, "pattern", "intensity", image, units="counts", long_name="intensity (counts per pixel)",
+            axes=[("row", np.arange(rows), "pixel", "detector row"),
+                  ("column", np.arange(cols), "pixel", "detector column")],
+            title=f"{sim.config.name}: simulated pattern")
+        ds = pat["intensity"]
+        ds.attrs["description"] = desc
         if noisy:
             ds.attrs["seed"] = -1 if seed is None else int(seed)
             if counts is not None:
                 ds.attrs["total_counts"] = float(counts)
-        m = pat.create_dataset("mask", data=sim.experiment.mask.astype(np.uint8), compression="gzip")
-        m.attrs["description"] = "1 = masked (module gaps, beamstop, holder, user masks)"
-        g = entry.create_group("geometry")
+        nexus.write_field(pat, "mask", sim.experiment.mask.astype(np.uint8), compress=True,
+                          description="1 = masked (module gaps, beamstop, holder, user masks)")
+        nexus.set_default(pat)
+        g = nexus.require_group(entry, "geometry", "NXcollection")
+        g.attrs["convention"] = "pyFAI PONI (distances in m, angles in rad)"
         for key in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength", "pixel1", "pixel2"):
-            g.attrs[key] = float(getattr(geom, key))
-        g.attrs["units"] = "m and rad (pyFAI PONI convention)"
+            value = float(getattr(geom, key))
+            g.attrs[key] = value
+            nexus.write_field(g, key, value, units="rad" if key.startswith("rot") else "m")
         g.attrs["shape"] = np.asarray(geom.shape)
         g.attrs["detector"] = geom.detector_name
         g.attrs["binning"] = sim.experiment.binning
         g.attrs["polarization_factor"] = sim.experiment.polarization_factor
         g.attrs["beam_center_px"] = np.asarray(beam_center_px(geom))
-        par = entry.create_group("parameters")
+        nexus.write_field(g, "beam_center", np.asarray(beam_center_px(geom), float), units="pixel",
+                          description="(row, column) of the direct beam")
+        par = nexus.require_group(entry, "parameters", "NXparameters")
         for name, value in sim.params.to_dict().items():
-            d = par.create_dataset(name, data=np.asarray(value, np.float64))
-            d.attrs["units"] = PARAM_UNITS.get(name, "")
+            nexus.write_field(par, name, np.asarray(value, np.float64), units=PARAM_UNITS.get(name) or None)
+        sources = list(getattr(sim.config, "sources", ()))
+        files = [s for s in sources if Path(s).is_file()]
+        nexus.write_process(entry, program="xmodel simulate", configs=files,
+                            parameters={"overrides": [s for s in sources if s not in files], "noisy": noisy,
+                                        "seed": seed, "counts": counts, "binning": sim.experiment.binning})
         entry.create_dataset("config", data=json.dumps(_jsonable(sim.config.to_dict()), indent=1))
         refl = reflections if reflections is not None else sim.reflections()
         entry.create_dataset("reflections", data=json.dumps(refl))

@@ -72,6 +72,6 @@ def test_bad_config_reports_key_and_file(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[superlattice]\nlatice_constant = 150\n")
     rc = main(["peaks", YELLOW[0], str(bad)])
-    assert rc == 2
+    assert rc == 3                                                  # bad input, not a usage error
     err = capsys.readouterr().err
     assert "latice_constant" in err and "bad.toml" in err and "lattice_constant" in err

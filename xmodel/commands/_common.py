@@ -1,17 +1,49 @@
-"""Shared argument helpers for the ``xmodel`` subcommands."""
+"""Shared argument helpers for the ``xmodel`` subcommands.
+
+The conventions every command follows (tests/xmodel/test_cli_conventions.py checks them):
+configs are positional ``CONFIG...`` TOML files with repeatable ``--set TABLE.KEY=VALUE``;
+``--figure FILE`` for one figure, ``--figures DIR`` for several; ``--json`` where results
+are printed; ``-v``/``-q``; defaults shown in ``--help``; ``choices`` where values are fixed.
+"""
 from __future__ import annotations
 
 import argparse
 
 
-def add_config_args(p: argparse.ArgumentParser, binning: bool = True) -> None:
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, but not for flags or options without one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def add_command(sub, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand parser with the shared help formatter and ``-v``/``-q``."""
+    from xmodel.progress import add_verbosity_args
+
+    p = sub.add_parser(name, help=help, description=description or help[:1].upper() + help[1:] + ".",
+                       formatter_class=HelpFormatter)
+    add_verbosity_args(p, sub=True)
+    return p
+
+
+def add_config_args(p: argparse.ArgumentParser, binning: bool = True, *, required: bool = True) -> None:
     """CONFIG... positional files plus ``--set`` overrides (and ``--binning``)."""
-    p.add_argument("configs", nargs="+", metavar="CONFIG",
+    p.add_argument("configs", nargs="+" if required else "*", metavar="CONFIG",
                    help="TOML files merged in order (experiment, then sample)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
-                   help="override one value, parsed as TOML (e.g. superlattice.beam_direction=[1,1,2])")
+                   help="override one value, parsed as TOML (e.g. superlattice.beam_direction=[1,1,2]); "
+                        "repeatable")
     if binning:
-        p.add_argument("--binning", type=int, default=None, help="bin the detector by this factor")
+        p.add_argument("--binning", type=int, default=None,
+                       help="bin the detector by this factor (default: the config's detector.binning)")
+
+
+def add_json_arg(p: argparse.ArgumentParser, what: str = "the results") -> None:
+    """``--json``: print the results as JSON on standard output instead of text."""
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON instead of text")
 
 
 def load(args):

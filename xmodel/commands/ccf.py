@@ -1,17 +1,21 @@
 """``xmodel ccf``: X-ray cross-correlation function of two rings (Eqs. 1-6, Fig. 2a-e)."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
-import h5py
-import numpy as np
+from xmodel.commands._common import add_command, add_json_arg
 
-CHI_EDGES = np.linspace(-180.0, 180.0, 361)
+#: chi bin edges (deg) of a single pattern's rings: 1 deg bins over the full circle
+CHI_RANGE_DEG, N_CHI = (-180.0, 180.0), 360
 
 
 def _domain_frames(path: Path, domain: str) -> np.ndarray:
     """Frame indices of ``--domain``: a list "0,5,7" or a class name / index of the classification."""
+    import h5py
+    import numpy as np
+
     from fits.analyses.disorder import class_names, domain_frames
 
     text = domain.strip()
@@ -31,6 +35,9 @@ def _domain_frames(path: Path, domain: str) -> np.ndarray:
 
 def _pattern_rings(path: Path, rings):
     """Rings of a single pattern of `xmodel simulate`, binned without pixel splitting."""
+    import h5py
+    import numpy as np
+
     from fits.analyses.xcca import Ring
     from xmodel.geometry import Geometry
     from xmodel.reduction import PolarBins, build_bin_map, reduce_frames
@@ -45,7 +52,7 @@ def _pattern_rings(path: Path, rings):
     q, chi = geom.q(), geom.chi()
     out = []
     for q0, dq in rings:
-        bins = PolarBins(np.array([q0 - dq, q0 + dq]), CHI_EDGES)
+        bins = PolarBins(np.array([q0 - dq, q0 + dq]), np.linspace(*CHI_RANGE_DEG, N_CHI + 1))
         polar, _ = reduce_frames(image, build_bin_map(q, chi, mask, bins))
         prof = polar[0, :, 0].astype(np.float64)
         w = np.isfinite(prof).astype(float)
@@ -54,6 +61,8 @@ def _pattern_rings(path: Path, rings):
 
 
 def run(args) -> int:
+    import h5py
+
     from fits.analyses import xcca
 
     path = Path(args.input)
@@ -82,16 +91,25 @@ def run(args) -> int:
            "n_frames": res.n_frames, "delta_deg": res.delta_deg.tolist(), "ccf": res.ccf.tolist(),
            "maxima_deg": xcca.ccf_maxima(res.delta_deg, res.ccf).tolist()}
     sim = None
-    if args.simulate:
-        sim = _simulate(args.simulate, r1, r2, dq1, dq2)
+    configs = list(args.configs) + list(args.simulate_configs or [])
+    if args.overrides and not configs:
+        raise ValueError("--set overrides a value of the CONFIG files; give the configs to compare with, "
+                         "e.g. configs/experiment/p10_eiger4m.toml configs/domains/yellow.toml")
+    if configs:
+        sim = _simulate(configs, args.overrides, r1, r2, dq1, dq2)
         out["ccf_simulated"] = sim["model"].ccf.tolist()
         out["ccf_gaussian"] = sim["gaussian"].ccf.tolist()
         out["score"] = xcca.ccf_score(res.ccf, sim["model"].ccf)
         out["score_gaussian"] = xcca.ccf_score(res.ccf, sim["gaussian"].ccf)
     if args.figure:
-        xcca.plot_ccfs([{"title": f"q1 = {args.q1:g}, q2 = {args.q2:g} 1/A", "delta_deg": res.delta_deg,
-                         "ccf": res.ccf, "ccf_simulated": None if sim is None else sim["model"].ccf}],
-                       args.figure)
+        from xmodel.figures import plot_ccf, save_figure
+
+        what = "reduced scan" if kind == "scan" else "pattern"
+        fig = plot_ccf(res.delta_deg, res.ccf, ccf_model=None if sim is None else sim["model"].ccf,
+                       data_label=f"{what} {path.name}",
+                       model_label="forward model of " + ", ".join(Path(c).stem for c in configs),
+                       title=f"q1 = {args.q1:g}, q2 = {args.q2:g} 1/Å")
+        save_figure(fig, args.figure)
         out["figure"] = str(args.figure)
     if args.json:
         print(json.dumps(out))
@@ -105,14 +123,14 @@ def run(args) -> int:
     return 0
 
 
-def _simulate(configs, r1, r2, dq1, dq2) -> dict:
+def _simulate(configs, overrides, r1, r2, dq1, dq2) -> dict:
     """Forward-model and Gaussian-peak (Eqs. 4-6) CCFs of a config on the data's chi grid."""
     from fits.analyses import xcca
     from xmodel.config import load_config
     from xmodel.experiment import Experiment
     from xmodel.parameters import params_from_config, structure_from_config
 
-    cfg = load_config(configs)
+    cfg = load_config(configs, overrides)
     try:
         return xcca.simulate_ccfs(Experiment.from_config(cfg, binning=1), structure_from_config(cfg),
                                   params_from_config(cfg), r1, r2, dq1, dq2)
@@ -121,17 +139,22 @@ def _simulate(configs, r1, r2, dq1, dq2) -> dict:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("ccf", help="cross-correlation function of two rings (XCCA, Eqs. 1-6)")
+    p = add_command(sub, "ccf", "cross-correlation function of two rings (XCCA, Eqs. 1-6)")
     p.add_argument("input", metavar="INPUT", help="reduced scan (xmodel reduce) or pattern (xmodel simulate)")
+    p.add_argument("configs", nargs="*", metavar="CONFIG",
+                   help="TOML files (experiment, domain), right after INPUT, whose forward-model CCF is "
+                        "compared with INPUT's")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="override one value of the CONFIG files, parsed as TOML; repeatable")
+    p.add_argument("--simulate", dest="simulate_configs", nargs="+", default=None,
+                   help=argparse.SUPPRESS)      # the earlier spelling of the CONFIG... arguments
     p.add_argument("--q1", type=float, required=True, help="first ring, 1/A (e.g. 0.083 for 200_SL)")
     p.add_argument("--q2", type=float, required=True, help="second ring, 1/A (e.g. 2.12 for 200_AL)")
     p.add_argument("--dq", type=float, nargs="+", default=None, metavar="DQ",
                    help="band half-width(s) in 1/A: one for both rings or DQ1 DQ2 "
-                        "(default max(0.002, 0.02 q))")
+                        "(default: max(0.002, 0.02 q))")
     p.add_argument("--domain", default=None,
                    help="class name or index of /entry/classification/label, or frame indices 0,1,2")
-    p.add_argument("--simulate", nargs="+", metavar="CONFIG", default=None,
-                   help="TOML files (experiment, domain) whose simulated CCF is compared")
-    p.add_argument("--figure", default=None, help="write a figure like Fig. 2a-e to this path")
-    p.add_argument("--json", action="store_true", help="print delta_deg, ccf (and ccf_simulated) as JSON")
+    p.add_argument("--figure", default=None, metavar="FILE", help="write a figure like Fig. 2a-e")
+    add_json_arg(p, "delta_deg, ccf (and the model CCFs)")
     p.set_defaults(func=run)

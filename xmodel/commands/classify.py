@@ -5,8 +5,7 @@ import json
 import tempfile
 from pathlib import Path
 
-import h5py
-import numpy as np
+from xmodel.commands._common import add_command, add_json_arg
 
 Q_SL, DQ_SL = 0.083, 0.005      # 200_SL ring; wide enough for the 5-13 % compression at edges
 Q_AL, DQ_AL = 2.12, 0.042       # 200_AL ring
@@ -15,6 +14,8 @@ TILT_MAX_DEG, TILT_STEP_DEG = 20.0, 5.0     # WAXS template families over out-of
 
 def _variance_factor(path: Path, q0: float, dq: float):
     """`fits.analyses.classify.poisson_variance_factor` of a ring, None without ``/entry/reduction/counts``."""
+    import h5py
+
     from fits.analyses.classify import poisson_variance_factor
 
     with h5py.File(path, "r") as f:
@@ -26,6 +27,8 @@ def _variance_factor(path: Path, q0: float, dq: float):
 
 def _experiment(path: Path, cfg):
     """Geometry and mask of the reduction (its PONI text and mask), else the config's."""
+    import h5py
+
     from xmodel.experiment import Experiment
     from xmodel.geometry import Geometry
 
@@ -45,6 +48,8 @@ def _experiment(path: Path, cfg):
 
 def _given_templates(args, path, chi, q_grid):
     """Names, SL orientations and (SAXS, WAXS) templates of the five domains (or a twin's)."""
+    import numpy as np
+
     from fits.analyses.classify import templates_from_model, tilted_params
     from xmodel.config import DOMAINS, default_paths, load_config
     from xmodel.parameters import params_from_config, structure_from_config
@@ -75,20 +80,25 @@ def _given_templates(args, path, chi, q_grid):
 
 def _untilted(fam_class: np.ndarray) -> np.ndarray:
     """Index of the untilted member of each class family (the centre of its tilt grid)."""
+    import numpy as np
+
     return np.array([np.flatnonzero(fam_class == c)[np.sum(fam_class == c) // 2]
                      for c in range(int(fam_class.max()) + 1)])
 
 
 def run(args) -> int:
+    import h5py
+    import numpy as np
+
     from fits.analyses import classify
     from fits.analyses.xcca import read_rings
     from fits.status import FitStatus, read_status
+    from xmodel.figures import save_figure
+    from xmodel.maps import plot_label_maps, scan_axes
 
     path = Path(args.results)
     if not path.exists():
         raise FileNotFoundError(f"results file {path} does not exist; run `xmodel reduce` first.")
-    if args.templates not in ("five", "cluster"):
-        raise ValueError(f"--templates {args.templates!r} is not valid; use 'five' or 'cluster'.")
     (r_sl, r_al), n = read_rings(path, [(Q_SL, DQ_SL), (Q_AL, DQ_AL)])
     with h5py.File(path, "r") as f:
         grp = f["entry/reduction"]
@@ -96,6 +106,7 @@ def run(args) -> int:
         shape = tuple(int(v) for v in grp["scan_shape"][()]) if "scan_shape" in grp else (1, n)
         if int(np.prod(shape)) != n:        # a subset of a scan's frames: draw them as one row
             shape = (1, n)
+        positions = grp["positions"][()] if "positions" in grp else None
         fits_r = f["entry/fits/orientation_matrix"][()] if "entry/fits/orientation_matrix" in f else None
         status = read_status(f["entry/fits/status"]) if "entry/fits/status" in f else None
     opts = dict(min_significance=args.min_significance, mixed_fraction=args.mixed_fraction)
@@ -134,23 +145,45 @@ def run(args) -> int:
         ok = status == FitStatus.OK.code
         orient = classify.classify_orientations(fits_r, ok, rot if args.templates == "five" else None,
                                                 n_classes=args.n_classes)[0]
-    _write(path, names, saxs, waxs, label, conf, orient, args, source)
+    axes_um = scan_axes(positions, shape)
+    _write(path, names, saxs, waxs, label, conf, orient, args, source, shape=shape, axes_um=axes_um)
     figure = Path(args.figure) if args.figure else path.with_name(path.stem + "_domains.png")
     maps = {"SAXS (q = 0.083 1/A)": saxs.label, "WAXS (q = 2.12 1/A)": waxs.label, "label": label}
     if orient is not None:
         maps["fitted orientations"] = orient
-    classify.plot_label_maps(maps, names, shape, figure)
+    x_um, y_um = axes_um if axes_um is not None else (None, None)
+    save_figure(plot_label_maps(maps, names, classify.class_colors(names), shape, x_um=x_um, y_um=y_um), figure)
     counts = {nm: int(np.sum(label == k)) for k, nm in enumerate(names)}
     counts.update(mixed=int(np.sum(label == classify.MIXED)), empty=int(np.sum(label == classify.EMPTY)))
-    print(json.dumps({"results": str(path), "figure": str(figure), "class_names": names, "counts": counts}))
+    if args.json:
+        print(json.dumps({"results": str(path), "figure": str(figure), "class_names": names, "counts": counts}))
+    else:
+        print(f"{path}:/entry/classification: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        print(f"figure: {figure}")
     return 0
 
 
-def _write(path, names, saxs, waxs, label, conf, orient, args, source=None) -> None:
+def _write(path, names, saxs, waxs, label, conf, orient, args, source=None, *, shape, axes_um) -> None:
+    """``/entry/classification``: an NXprocess with the per-frame labels and a 2D NXdata ``map``.
+
+    The per-frame datasets (``label``, ``confidence``, ...) keep the frame order of the scan;
+    ``map`` shows the same labels as an image over the scan positions (um), with the
+    confidences as auxiliary signals, and becomes the entry's default plot when the entry
+    has none.
+    """
+    import h5py
+    import numpy as np
+
+    from xmodel import nexus
+
     with h5py.File(path, "a") as f:
         if "entry/classification" in f:
             del f["entry/classification"]
-        g = f.require_group("entry").create_group("classification")
+        entry = nexus.create_entry(f)
+        g = entry.create_group("classification")
+        nexus.describe_process(g, program="xmodel classify", parameters=dict(
+            templates=args.templates, n_classes=args.n_classes, twin=args.twin,
+            min_significance=args.min_significance, mixed_fraction=args.mixed_fraction))
         g.attrs["class_names"] = json.dumps(names)
         g.attrs["labels"] = "class index >= 0 into class_names; -1 empty (no peaks); -2 mixed"
         g.attrs["method"] = (f"ring peaks, templates={args.templates}, n_classes={args.n_classes}, "
@@ -174,20 +207,32 @@ def _write(path, names, saxs, waxs, label, conf, orient, args, source=None) -> N
                                                 if source is not None else ()):
             d = g.create_dataset(key, data=np.asarray(val, np.int32 if "label" in key else np.float64))
             d.attrs["description"] = desc
-            d.attrs["units"] = ""
+        x_um, y_um = axes_um if axes_um is not None else (None, None)
+        aux = {"saxs_label": (saxs.label, None, "SAXS class"), "waxs_label": (waxs.label, None, "WAXS class"),
+               "confidence": (conf, None, "confidence")}
+        if orient is not None:
+            aux["orientation_label"] = (orient, None, "class of the fitted orientation")
+        m = nexus.create_map(g, "map", "label", np.asarray(label, np.int32), shape, x_um, y_um,
+                             long_name="domain class (-1 empty, -2 mixed)", title="domain classes",
+                             auxiliary=aux)
+        m.attrs["class_names"] = json.dumps(names)
+        nexus.set_default(m, overwrite=False)
+        g.attrs["default"] = "map"
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("classify", help="SAXS/WAXS domain classes of every scan point (Fig. 1a,b)")
+    p = add_command(sub, "classify", "SAXS/WAXS domain classes of every scan point (Fig. 1a,b)")
     p.add_argument("results", metavar="RESULTS", help="reduced scan (xmodel reduce), optionally with fits")
-    p.add_argument("--templates", default="five",
+    p.add_argument("--templates", default="five", choices=["five", "cluster"],
                    help="'five': the paper's five domains (configs/domains, or --twin); 'cluster': "
                         "classes found by clustering the ring profiles")
-    p.add_argument("--twin", default=None, help="twin TOML whose domains (in-plane angles) give the templates")
+    p.add_argument("--twin", default=None, metavar="CONFIG",
+                   help="twin TOML whose domains (in-plane angles) give the templates")
     p.add_argument("--n-classes", type=int, default=None, help="number of classes for clustering")
     p.add_argument("--min-significance", type=float, default=6.0,
-                   help="a class counts when its amplitude is this many noise sigmas (default 6)")
+                   help="a class counts when its amplitude is this many noise sigmas")
     p.add_argument("--mixed-fraction", type=float, default=0.1,
-                   help="second class share that makes a point mixed (default 0.1)")
-    p.add_argument("--figure", default=None, help="map figure path (default RESULTS_domains.png)")
+                   help="second class share that makes a point mixed")
+    p.add_argument("--figure", default=None, metavar="FILE", help="map figure (default: RESULTS_domains.png)")
+    add_json_arg(p, "the class names, counts and files")
     p.set_defaults(func=run)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xmodel.commands._common import add_command
+
 
 def run(args) -> int:
     from xmodel.demo import run_demo
@@ -11,11 +13,11 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="simulate the paper's sample end to end and write a report")
-    p.add_argument("--out", default="xmodel-demo", help="output directory (default ./xmodel-demo)")
+    p = add_command(sub, "demo", "simulate the paper's sample end to end and write a report")
+    p.add_argument("--out", default="xmodel-demo", metavar="DIR", help="output directory")
     p.add_argument("--binning", type=int, default=None,
                    help="bin the detector of the five single patterns (faster preview)")
     p.add_argument("--fit-frames", type=int, default=0,
-                   help="fit about this many frames of the demo scan, evenly spread (default 0: all; the "
+                   help="fit about this many frames of the demo scan, evenly spread (0: all; the "
                         "neighbour passes of the fit need the whole map)")
     p.set_defaults(func=run)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from xmodel.commands._common import add_command, add_json_arg
+
 
 def run(args) -> int:
     from fits.analyses.disorder import average_polar, domain_disorder, domain_frames, orientational_disorder
@@ -46,17 +48,18 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("disorder", help="NC orientational disorder from 200_AL widths (Eq. 7, Table S2)")
-    p.add_argument("results", nargs="?", default=None, help="reduced scan (HDF5)")
+    p = add_command(sub, "disorder", "NC orientational disorder from 200_AL widths (Eq. 7, Table S2)")
+    p.add_argument("results", nargs="?", default=None, metavar="RESULTS", help="reduced scan (HDF5)")
     p.add_argument("--domain", help="average only this domain's frames (name or integer label)")
-    p.add_argument("--labels", help="HDF5 with per-frame labels (results of `xmodel classify`, or a twin truth.h5)")
+    p.add_argument("--labels", metavar="FILE",
+                   help="HDF5 with per-frame labels (results of `xmodel classify`, or a twin truth.h5)")
     p.add_argument("--fwhm-az", type=float, help="azimuthal FWHM (deg), instead of RESULTS")
     p.add_argument("--fwhm-rad", type=float, help="radial FWHM as an angle (deg), instead of RESULTS")
     p.add_argument("--fwhm-az-err", type=float, default=0.0, help="error of --fwhm-az (deg)")
     p.add_argument("--fwhm-rad-err", type=float, default=0.0, help="error of --fwhm-rad (deg)")
     p.add_argument("--wavelength", type=float, default=None,
-                   help="wavelength (A) for the Ewald cos(theta) correction; default from the PONI")
+                   help="wavelength (A) for the Ewald cos(theta) correction (default: from the PONI)")
     p.add_argument("--no-ewald-correction", action="store_true",
                    help="use the raw chi FWHM (no cos(theta) factor)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_arg(p, "the widths and dPhi")
     p.set_defaults(func=run)

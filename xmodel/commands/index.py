@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
+from xmodel.commands._common import add_command, add_json_arg
 
 
 def _floats(text: str, name: str) -> list[float]:
@@ -14,6 +14,8 @@ def _floats(text: str, name: str) -> list[float]:
 
 
 def run(args) -> int:
+    import numpy as np
+
     from fits.analyses.disorder import domain_frames
     from fits.analyses.indexing import domain_lattice_constant, format_assignments, index_peaks, radial_peaks
 
@@ -53,16 +55,17 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("index", help="fcc indexing of SL peaks and <a> per domain (Table S1)")
-    p.add_argument("results", nargs="?", default=None,
+    p = add_command(sub, "index", "fcc indexing of SL peaks and <a> per domain (Table S1)")
+    p.add_argument("results", nargs="?", default=None, metavar="RESULTS",
                    help="reduced scan (HDF5): index the peaks of its averaged radial profile")
-    p.add_argument("--q", nargs="+", type=float, help="peak positions (1/A)")
+    p.add_argument("--q", nargs="+", type=float, help="peak positions (1/A), instead of RESULTS")
     p.add_argument("--chi", nargs="+", type=float, help="peak azimuths (deg), one per --q (nan = unknown)")
     p.add_argument("--zone", help="SL zone axis along the beam, e.g. 1,1,0")
-    p.add_argument("--a-nominal", type=float, default=150.0, help="nominal lattice constant (A, default 150)")
+    p.add_argument("--a-nominal", type=float, default=150.0, help="nominal lattice constant (A)")
     p.add_argument("--tolerance", type=float, default=0.04,
-                   help="largest relative deviation of the implied a from the nominal (default 0.04)")
+                   help="largest relative deviation of the implied a from the nominal")
     p.add_argument("--domain", help="average only this domain's frames (name or integer label)")
-    p.add_argument("--labels", help="HDF5 with per-frame labels (results of `xmodel classify`, or a twin truth.h5)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--labels", metavar="FILE",
+                   help="HDF5 with per-frame labels (results of `xmodel classify`, or a twin truth.h5)")
+    add_json_arg(p, "the assignments and <a>")
     p.set_defaults(func=run)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from xmodel.commands._common import add_config_args, load
+from xmodel.commands._common import add_command, add_config_args, add_json_arg, load
 
 
 def run(args) -> int:
@@ -22,10 +22,10 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("peaks", help="list the reflections that light up on the detector")
+    p = add_command(sub, "peaks", "list the reflections that light up on the detector")
     add_config_args(p)
-    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--all", action="store_true", help="include reflections that do not light up")
     p.add_argument("--min-relative", type=float, default=1e-2,
-                   help="minimum peak height relative to the brightest of the same lattice (default 0.01)")
+                   help="minimum peak height relative to the brightest of the same lattice")
+    add_json_arg(p, "the reflections (a list)")
     p.set_defaults(func=run)

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import json
+import logging
 
-import numpy as np
+from xmodel.commands._common import add_command, add_json_arg, parse_pair
 
-from xmodel.commands._common import parse_pair
+log = logging.getLogger(__name__)
 
 
 def run(args) -> int:
-    from fits.analyses.qmap import qmap_scan
-    from fits.status import LATTICE_OUTCOMES, FitStatus
+    import numpy as np
+
+    from fits.analyses.qmap import COMB_STATUS as STATUS, qmap_scan
 
     if (args.start is None) != (args.end is None):
         raise ValueError("give both --from X0,Y0 and --to X1,Y1 (um) for a line profile, or neither.")
@@ -46,22 +48,24 @@ def run(args) -> int:
         if summary["median_q"] is not None:
             print(f"median q = {summary['median_q']:.4f} 1/A; written to {args.results}:/entry/qmap/{args.family}")
         for p in res["figures"]:
-            print(f"figure: {p}")
+            log.info(f"wrote {p}")
     return 0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("qmap", help="maps and line profiles of the SL 200/311 peak position (Fig. 3, S7)")
-    p.add_argument("results", help="reduced scan (HDF5); results go to /entry/qmap/<family>")
+    p = add_command(sub, "qmap", "maps and line profiles of the SL 200/311 peak position (Fig. 3, S7)")
+    p.add_argument("results", metavar="RESULTS", help="reduced scan (HDF5); results go to /entry/qmap/<family>")
     p.add_argument("--family", required=True, choices=["200", "311"], help="SL peak family")
     p.add_argument("--a-nominal", type=float, default=150.0,
-                   help="nominal lattice constant (A) the default q window follows (default 150)")
-    p.add_argument("--window", help="explicit q window Q_LO,Q_HI (1/A)")
-    p.add_argument("--background", choices=["linear", "constant"], default="linear")
-    p.add_argument("--from", dest="start", help="line start X0,Y0 (um)")
-    p.add_argument("--to", dest="end", help="line end X1,Y1 (um)")
-    p.add_argument("--figures", help="folder for the PNG figures (default beside RESULTS)")
-    p.add_argument("--fits", help="results of `xmodel fit` for the same scan: their lattice constants decide "
-                                  "points whose spots are ambiguous (111 of a vs 200 of 1.155 a)")
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
+                   help="nominal lattice constant (A) the default q window follows")
+    p.add_argument("--window", metavar="Q_LO,Q_HI", help="explicit q window (1/A)")
+    p.add_argument("--background", choices=["linear", "constant"], default="linear",
+                   help="background under the peak")
+    p.add_argument("--from", dest="start", metavar="X0,Y0", help="line start (um)")
+    p.add_argument("--to", dest="end", metavar="X1,Y1", help="line end (um)")
+    p.add_argument("--figures", metavar="DIR", help="folder for the figures (default: beside RESULTS)")
+    p.add_argument("--fits", metavar="FILE",
+                   help="results of `xmodel fit` for the same scan: their lattice constants decide "
+                        "points whose spots are ambiguous (111 of a vs 200 of 1.155 a)")
+    add_json_arg(p, "a summary")
     p.set_defaults(func=run)

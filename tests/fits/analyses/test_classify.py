@@ -134,7 +134,7 @@ def test_cli_classify_cluster_and_ccf_by_domain(scan, tmp_path, capsys):
 
     path = tmp_path / "scan.h5"
     _write_reduced(path, scan)
-    assert main(["classify", str(path), "--templates", "cluster", "--n-classes", "4"]) == 0
+    assert main(["classify", str(path), "--templates", "cluster", "--n-classes", "4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert Path(out["figure"]).exists()
     with h5py.File(path, "r") as f:
@@ -152,10 +152,12 @@ def test_cli_classify_cluster_and_ccf_by_domain(scan, tmp_path, capsys):
     assert len(res["delta_deg"]) == len(res["ccf"]) == 360 and res["n_frames"] >= 9
     assert main(["ccf", str(path), "--q1", "0.0837", "--q2", "2.12", "--domain", "0,1,2"]) == 0
     assert "maxima at" in capsys.readouterr().out
-    assert main(["ccf", str(path), "--q1", "0.0837", "--q2", "2.12", "--domain", "blue"]) == 2
+    assert main(["ccf", str(path), "--q1", "0.0837", "--q2", "2.12", "--domain", "blue"]) == 3
     assert "is not a class of" in capsys.readouterr().err
-    assert main(["classify", str(path), "--templates", "six"]) == 2
-    assert "use 'five' or 'cluster'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:                          # a usage error
+        main(["classify", str(path), "--templates", "six"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'six' (choose from 'five', 'cluster')" in capsys.readouterr().err
 
 
 from pathlib import Path  # noqa: E402

@@ -44,7 +44,7 @@ def test_cli_widths(capsys):
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["dphi_deg"] == pytest.approx(12.86, abs=0.01)
-    assert cli.main(["disorder", "--fwhm-az", "13.1"]) == 2
+    assert cli.main(["disorder", "--fwhm-az", "13.1"]) == 3
     assert "give a reduced scan RESULTS, or both --fwhm-az and --fwhm-rad" in capsys.readouterr().err
 
 

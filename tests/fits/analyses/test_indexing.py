@@ -89,5 +89,5 @@ def test_cli(capsys):
     assert out["peaks"][3]["lattice_constant"] == pytest.approx(149.7, abs=0.05)
     assert cli.main(["index", "--q", "0.0838", "0.143", "--chi", "0", "25.24", "--zone", "1,1,0"]) == 0
     assert "311" in capsys.readouterr().out
-    assert cli.main(["index"]) == 2
+    assert cli.main(["index"]) == 3
     assert "give peak positions with --q" in capsys.readouterr().err

@@ -125,9 +125,9 @@ def test_cli(reduced, tmp_path, capsys):
     assert counts[FitStatus.OK.value] == 110 and counts[FitStatus.NO_PEAK.value] == 10
     assert sum(counts.values()) == 120
     assert out["decided_by_angles"] == 0               # radial profiles only: no azimuths
-    assert cli.main(["qmap", str(path), "--family", "311", "--from", "0,0"]) == 2
+    assert cli.main(["qmap", str(path), "--family", "311", "--from", "0,0"]) == 3
     assert "give both --from X0,Y0 and --to X1,Y1" in capsys.readouterr().err
-    assert cli.main(["qmap", str(tmp_path / "missing.h5"), "--family", "200"]) == 2
+    assert cli.main(["qmap", str(tmp_path / "missing.h5"), "--family", "200"]) == 3
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -167,7 +167,7 @@ def test_cli_ccf_on_single_simulated_pattern(tmp_path, capsys):
     found = np.array(res["maxima_deg"])
     for e in (30.0, -60.0, 120.0, -150.0):      # Delta = 30 - (0, 90, 180, -90)
         assert np.abs((found - e + 180) % 360 - 180).min() < 1.0
-    assert main(["ccf", str(path), "--q1", "0.03", "--q2", "5.0"]) == 2
+    assert main(["ccf", str(path), "--q1", "0.03", "--q2", "5.0"]) == 3
     assert "is fully masked" in capsys.readouterr().err
 
 

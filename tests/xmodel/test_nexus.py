@@ -1,0 +1,119 @@
+"""NeXus structure of xmodel's files, validated with silx's NXdata reader."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import h5py
+import numpy as np
+import pytest
+from silx.io.nxdata import NXdata, get_default, is_valid_nxdata
+
+from xmodel import nexus
+from xmodel.cli import main
+from xmodel.config import default_paths
+
+
+def _units_are_unit_strings(group: h5py.Group) -> None:
+    """Every ``units`` attribute below ``group`` is a short unit string, not a sentence."""
+    found = []
+    group.visititems(lambda name, obj: found.append((name, obj.attrs["units"])) if "units" in obj.attrs else None)
+    for name, units in found:
+        assert isinstance(units, str) and units and " " not in units and len(units) <= 12, (name, units)
+
+
+def _nx_classes(f: h5py.File) -> None:
+    """Every group has an NX_class."""
+    missing = []
+    f.visititems(lambda name, obj: missing.append(name)
+                 if isinstance(obj, h5py.Group) and "NX_class" not in obj.attrs else None)
+    assert missing == []
+
+
+def test_nxdata_with_axes_indices_and_default_chain(tmp_path):
+    path = tmp_path / "a.h5"
+    with h5py.File(path, "w") as f:
+        entry = nexus.create_entry(f, title="t")
+        grp = nexus.create_nxdata(entry, "polar", "intensity", np.ones((2, 3, 4)), units="counts",
+                                  axes=[None, ("chi", np.arange(3.0), "degree", "chi (deg)"),
+                                        ("q", np.linspace(0.1, 1, 4), "1/angstrom", "q (1/A)")])
+        nexus.set_default(grp)
+        nexus.write_process(entry, program="xmodel test", parameters={"a": 1})
+    with h5py.File(path, "r") as f:
+        assert f.attrs["NX_class"] == "NXroot" and f.attrs["default"] == "entry"
+        assert f["entry"].attrs["default"] == "polar"
+        assert list(f["entry/polar"].attrs["axes"]) == [".", "chi", "q"]
+        assert f["entry/polar"].attrs["q_indices"] == 2
+        assert is_valid_nxdata(f["entry/polar"])
+        nx = get_default(f)
+        assert nx is not None and nx.signal.name == "/entry/polar/intensity" and nx.axes_dataset_names == [None, "chi", "q"]
+        proc = f["entry/process"]
+        assert proc.attrs["NX_class"] == "NXprocess" and proc["program"][()].decode() == "xmodel test"
+        assert proc["version"][()].decode() and proc["date"][()].decode()[:2] == "20"
+        assert json.loads(proc["parameters"][()]) == {"a": 1}
+        _nx_classes(f)
+        _units_are_unit_strings(f)
+
+
+def test_nxdata_rejects_mismatched_axes(tmp_path):
+    with h5py.File(tmp_path / "b.h5", "w") as f:
+        with pytest.raises(ValueError, match="axis 'q' has shape \\(5,\\), dimension 1 of 'y' has length 4"):
+            nexus.create_nxdata(f, "d", "y", np.ones((3, 4)), axes=[None, ("q", np.ones(5), None, "q")])
+        with pytest.raises(ValueError, match="1 axes for a 2-dimensional signal 'y'"):
+            nexus.create_nxdata(f, "d", "y", np.ones((3, 4)), axes=[None])
+
+
+def test_set_default_keeps_another_writers_default(tmp_path):
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        entry = nexus.create_entry(f)
+        first = nexus.create_nxdata(entry, "first", "y", np.ones(3))
+        nexus.set_default(first)
+        second = nexus.create_map(entry, "second", "z", np.arange(6), (2, 3), None, None)
+        nexus.set_default(second, overwrite=False)
+        assert entry.attrs["default"] == "first"
+        assert list(second.attrs["axes"]) == ["row", "column"] and second["z"].shape == (2, 3)
+
+
+def test_simulated_pattern_opens_as_an_image(tmp_path):
+    out = tmp_path / "y.h5"
+    assert main(["simulate", *map(str, default_paths("yellow")), "--binning", "8", "--out", str(out)]) == 0
+    with h5py.File(out, "r") as f:
+        nx = get_default(f)
+        assert nx is not None and nx.group.name == "/entry/pattern" and nx.is_image
+        assert nx.axes_dataset_names == ["row", "column"]
+        assert f["entry/pattern/intensity"].attrs["units"] == "counts"
+        assert f["entry/geometry/dist"].attrs["units"] == "m" and f["entry/geometry/rot1"].attrs["units"] == "rad"
+        proc = f["entry/process"]
+        assert proc["program"][()].decode() == "xmodel simulate"
+        assert proc["config_1"]["file_name"][()].decode().endswith("yellow.toml")
+        assert "lattice_constant" in proc["config_1"]["data"][()].decode()
+        assert f.attrs["file_name"] == str(out.resolve())
+        _nx_classes(f)
+        _units_are_unit_strings(f)
+
+
+def test_classification_map_in_micrometres(tmp_path):
+    from xmodel.commands.classify import _write
+    from xmodel.maps import scan_axes
+
+    path = tmp_path / "r.h5"
+    shape = (2, 3)
+    pos = np.stack(np.meshgrid(np.arange(2) * 0.5, np.arange(3) * 0.25, indexing="ij"), -1).reshape(-1, 2)
+    with h5py.File(path, "w") as f:
+        f.create_group("entry").attrs["NX_class"] = "NXentry"
+    ring = SimpleNamespace(label=np.array([0, 1, -1, -2, 0, 1]), confidence=np.linspace(0, 1, 6))
+    args = SimpleNamespace(templates="five", n_classes=None, twin=None, min_significance=6.0, mixed_fraction=0.1)
+    _write(path, ["red", "blue"], ring, ring, ring.label, ring.confidence, None, args,
+           shape=shape, axes_um=scan_axes(pos, shape))
+    with h5py.File(path, "r") as f:
+        g = f["entry/classification"]
+        assert g.attrs["NX_class"] == "NXprocess" and g["label"].shape == (6,)   # per-frame labels stay
+        nx = get_default(f)
+        assert nx is not None and nx.group.name == "/entry/classification/map" and nx.is_image
+        assert nx.axes_dataset_names == ["y", "x"]
+        np.testing.assert_allclose(f["entry/classification/map/x"][()], [0, 0.25, 0.5])
+        assert f["entry/classification/map/x"].attrs["units"] == "um"
+        np.testing.assert_array_equal(nx.signal[()], [[0, 1, -1], [-2, 0, 1]])
+        assert isinstance(NXdata(g["map"]).auxiliary_signals_names, list)
+        _nx_classes(f)
+        _units_are_unit_strings(f)
