@@ -12,7 +12,8 @@ log = logging.getLogger(__name__)
 def run(args) -> int:
     import numpy as np
 
-    from fits.analyses.qmap import COMB_STATUS as STATUS, qmap_scan
+    from fits.analyses.qmap import qmap_scan
+    from fits.status import LATTICE_OUTCOMES, FitStatus
 
     if (args.start is None) != (args.end is None):
         raise ValueError("give both --from X0,Y0 and --to X1,Y1 (um) for a line profile, or neither.")
