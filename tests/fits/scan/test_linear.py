@@ -1,8 +1,10 @@
-"""The linear stage's NNLS on the normal equations equals NNLS on the full weighted system."""
+"""Tests of fits/scan/linear.py: the NNLS on the normal equations equals NNLS on the full weighted
+system; the relationship variants are the distinct NC orientations."""
 import numpy as np
 from scipy.optimize import nnls
 
-from fits.linear import _poisson_deviance_np, linear_scales
+from fits.scan.linear import linear_scales, poisson_deviance_np, relationship_variants
+from xmodel import orientation
 
 
 def _full_nnls(components, observed, valid, weight):
@@ -37,4 +39,15 @@ def test_normal_equation_nnls_matches_the_full_system():
     np.testing.assert_allclose(scales, ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
     assert scales[2, 2] == 0.0 and np.all(scales >= 0)
     mu = np.einsum("bj,bjp->bp", ref, comps)
-    np.testing.assert_allclose(dev, _poisson_deviance_np(mu, observed, valid & (weight > 0), weight), rtol=1e-9)
+    np.testing.assert_allclose(dev, poisson_deviance_np(mu, observed, valid & (weight > 0), weight), rtol=1e-9)
+
+
+def test_relationship_variants_are_the_distinct_nc_orientations():
+    ops = np.asarray(orientation.cubic_symmetry_operators(), float)
+    for conf, n in (("conf1", 3), ("conf2", 6)):
+        R = np.asarray(orientation.orientation_relationship(conf), float)
+        reps = relationship_variants(R)
+        assert len(reps) == n
+        for S in ops:          # every S R_or equals one representative up to a cubic T on the right
+            hits = [np.any(np.all(np.abs(M.T @ S @ R - ops) < 1e-6, axis=(1, 2))) for M in reps]
+            assert sum(hits) == 1

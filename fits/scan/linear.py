@@ -4,7 +4,7 @@
 isotropic diffuse, AL peaks, background) for a batch of parameter sets, and `linear_scales`
 fits their non-negative weights to the observed counts, which ranks template matches and
 decides the Conf1/Conf2 relationship variant (`relationship_variants`) before any gradient step
-(`fits.scan_fit.fit_frames`).
+(`fits.scan.frames.fit_frames`).
 """
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ from xmodel.parameters import ModelParams
 from xmodel.pattern import TERMS, PatternModel
 
 
-def _poisson_deviance_np(mu: np.ndarray, y: np.ndarray, valid: np.ndarray, n: np.ndarray | float = 1.0
+def poisson_deviance_np(mu: np.ndarray, y: np.ndarray, valid: np.ndarray, n: np.ndarray | float = 1.0
                          ) -> np.ndarray:
+    """Poisson deviance ``2 sum n [y log(y/mu) - (y - mu)]`` over the last axis (numpy): valid points,
+    ``n`` pixels per point (McCullagh & Nelder 1989; `fits.objective.poisson_deviance`)."""
     mu = np.maximum(mu, 1e-6)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0) - (y - mu)
@@ -77,7 +79,7 @@ def relationship_variants(relationship: np.ndarray) -> list[np.ndarray]:
     pattern for the same SL orientation; the WAXS part picks the one present.
 
     Validation: counts 3 and 6 for `xmodel.orientation.orientation_relationship` Conf1 and Conf2
-    (tests/fits/test_scan_fit.py).
+    (tests/fits/scan/test_linear.py).
     """
     ops = np.asarray(orientation.cubic_symmetry_operators(), np.float64)
     R = np.asarray(relationship, np.float64)
@@ -111,7 +113,7 @@ def linear_scales(components: np.ndarray, observed: np.ndarray, valid: np.ndarra
     system at a cost of O(P k^2) once instead of per NNLS iteration (10x faster for P ~ 5e4).
 
     Validation: the scales and deviances of the full (P, k) NNLS to 1e-6 relative, also with a
-    zero component (tests/fits/test_linear.py).
+    zero component (tests/fits/scan/test_linear.py).
     """
     B, k = observed.shape[0], components.shape[1]
     n = np.ones_like(observed) if weight is None else np.broadcast_to(np.asarray(weight, float), observed.shape)
@@ -137,4 +139,4 @@ def linear_scales(components: np.ndarray, observed: np.ndarray, valid: np.ndarra
         x, _ = nnls(L.T, np.linalg.solve(L, cn[b]), maxiter=200)
         scales[b] = x / norm[b]
     mu = np.einsum("bj,bjp->bp", scales, components)
-    return scales, _poisson_deviance_np(mu, np.nan_to_num(observed), use, n)
+    return scales, poisson_deviance_np(mu, np.nan_to_num(observed), use, n)

@@ -1,7 +1,7 @@
 """Global orientation search on polar images: the frame side of template matching.
 
 Orientation fits are multi-modal, so every frame is first matched against a bank of templates
-(`fits.templates`: the angular signatures of the SL shells for each zone axis at zero in-plane
+(`fits.scan.templates`: the angular signatures of the SL shells for each zone axis at zero in-plane
 angle). A rotation by ``phi`` about the beam only shifts the ring profiles along chi, so the
 in-plane angle of each template falls out of one FFT cross-correlation along chi (masked and
 normalised, a cosine similarity).
@@ -16,8 +16,8 @@ ranked together (`search_orientations`), then refined on finer cones of zone axe
 
 Holds: lattice-constant scores and candidates, ring profiles and their significance,
 `SearchResult`, `search_orientations` and `refine_matches`. The template side (`TemplateBank`,
-`build_template_bank`, `zone_axis_grid`, `shell_signatures`, ...) lives in `fits.templates` and
-is re-exported here, so ``from fits.search import TemplateBank`` keeps working.
+`build_template_bank`, `zone_axis_grid`, `shell_signatures`, ...) lives in `fits.scan.templates` and
+is re-exported here, so ``from fits.scan.search import TemplateBank`` keeps working.
 
 Conventions: chi is pyFAI's azimuth (deg), ``chi = atan2(q1, q2)``; orientations are SL
 crystal -> lab (docs/conventions.md). Everything here is numpy (float64 for geometry, float32
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fits.templates import (
+from fits.scan.templates import (
     DEFAULT_SHELLS,
     TWO_PI,
     TemplateBank,
@@ -45,9 +45,9 @@ from fits.templates import (
     zone_axis_grid,
 )
 
-#: public names; the template side is re-exported so ``from fits.search import TemplateBank`` works
+#: public names; the template side is re-exported so ``from fits.scan.search import TemplateBank`` works
 __all__ = [
-    # fits.templates
+    # fits.scan.templates
     "DEFAULT_SHELLS", "TWO_PI", "TemplateBank", "base_orientations", "build_template_bank",
     "check_chi_grid", "ewald_angle", "ring_directions", "shell_members", "shell_signatures",
     "zone_axis_grid",
@@ -70,7 +70,7 @@ def _nan_median(x: np.ndarray, axis: int) -> np.ndarray:
 
     One sort (NaN last) and the mean of the two middle valid values; numpy's nanmedian goes
     through masked arrays for axes shorter than 600. Validation: bit-identical to
-    ``np.nanmedian`` on the demo twin's polar images (tests/fits/test_search.py).
+    ``np.nanmedian`` on the demo twin's polar images (tests/fits/scan/test_search.py).
     """
     x = np.moveaxis(np.asarray(x, float), axis, -1)
     srt = np.sort(x, axis=-1)
@@ -162,7 +162,7 @@ def estimate_lattice_constant(polar: np.ndarray, q: np.ndarray, a_range: tuple[f
     therefore correlates templates at several maxima (`lattice_constant_candidates`).
 
     Validation: recovers ``a`` of forward-model patterns of the five domains within 1 %
-    (measured 0.8 % for orange; tests/fits/test_search.py).
+    (measured 0.8 % for orange; tests/fits/scan/test_search.py).
     """
     a, score = lattice_constant_score(polar, q, a_range, shells=shells, sigma_q=sigma_q, n_grid=n_grid)
     return _parabola_peak(a, score, np.argmax(score, axis=1))
@@ -198,7 +198,7 @@ def lattice_constant_candidates(polar: np.ndarray, q: np.ndarray, a_range: tuple
     domain boundary.
 
     Validation: the first candidate equals `estimate_lattice_constant`; for a green domain at
-    a = 0.88 a0 tilted 10 deg the true a is the second candidate (tests/fits/test_search.py).
+    a = 0.88 a0 tilted 10 deg the true a is the second candidate (tests/fits/scan/test_search.py).
     """
     n = int(n_candidates)
     if n < 1:
@@ -409,7 +409,7 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     lattice_separation : candidate lattice constants differ by at least this fraction.
     lattice_constants : (B, N) lattice constants (A) to correlate at instead of the radial
         candidates (NaN: unused slot), e.g. those of a frame's fitted scan neighbours
-        (`fits.scan_fit.neighbour_pass`); ``n_lattice`` and ``lattice_separation`` are then unused.
+        (`fits.scan.neighbours.neighbour_pass`); ``n_lattice`` and ``lattice_separation`` are then unused.
 
     Returns
     -------
@@ -430,8 +430,8 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     Validation: SL orientation within 5 deg (misorientation) for the five domains with Poisson
     noise on a 2 deg chi grid (measured 0.4-4.1 deg), and a within 1 % and orientation within
     3.5 deg for a compressed (a = 0.88 a0), 10 deg tilted green domain whose global radial
-    maximum is the 111 -> 200 alias (measured 0.2 % and 2.6 deg; tests/fits/test_search.py).
-    Demo twin (13 x 13, /tmp/twin_demo), the 82 in-domain, unmixed points that had signal before,
+    maximum is the 111 -> 200 alias (measured 0.2 % and 2.6 deg; tests/fits/scan/test_search.py).
+    Demo twin (13 x 13), the 82 in-domain, unmixed points that had signal before,
     best match after `refine_matches` with a within 1 % and orientation within 3 deg: interior
     (> 1 um from a boundary) 28 -> 29 of 37, boundary 18 -> 22 of 45 (single a -> 3 candidates);
     the right answer among the 4 matches: 33 -> 34 and 19 -> 27. A wrong a scored higher than
@@ -557,7 +557,7 @@ def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank:
     correlated in float64.
 
     Validation: keeps the orientation within 5 deg on the five domains, never lowers a score
-    (tests/fits/test_search.py). Demo twin (/tmp/twin_demo, 32 frames, 4 matches): the same
+    (tests/fits/scan/test_search.py). Demo twin (32 frames, 4 matches): the same
     matches as the direct evaluation over all members and chi bins (zone axis and in-plane angle
     within 1e-5 deg, score within 1e-7) at 11 instead of 160-260 ms per frame.
     """
