@@ -66,6 +66,7 @@ def test_scan_fit_writes_every_dataset_and_resumes(scan):
     with h5py.File(scan["out"], "r") as f:
         assert f["entry/fits/lattice_constant"].attrs["units"] == "angstrom"
         assert "entry/reduction/polar" in f          # linked from the reduction file
+        assert f["entry/fits"].attrs["neighbour_passes_done"] == SETTINGS.neighbours.neighbour_passes == 4
 
 
 def test_empty_and_broken_frames_get_statuses(scan):

@@ -65,6 +65,23 @@ def _mis_deg(p, R) -> float:
     return float(np.degrees(orientation.misorientation_angle(np.asarray(p.sl_orientation(), float), R)))
 
 
+def test_set_fit_neighbour_passes_0_turns_the_passes_off(pair):
+    """The fixture's settings as --set fit.KEY=VALUE give a run without neighbour passes (the
+    default run of tests/fits/scan/test_driver.py records 4)."""
+    from fits.scan.results import read_settings
+    from fits.scan.settings import settings_from_config
+
+    cfg = load_config(default_paths("red"), ["fit.batch=2", "fit.max_iter=40", "fit.n_candidates=4",
+                                             "fit.neighbour_passes=0"])
+    settings = settings_from_config(cfg)
+    assert settings == SETTINGS
+    out = pair["tmp"] / "no_passes.h5"
+    fit_scan(pair["path"], pair["cfg"], out, settings, progress=False, setup=pair["setup"])
+    assert read_settings(out)["neighbour_passes"] == 0
+    with h5py.File(out, "r") as f:
+        assert f["entry/fits"].attrs["neighbour_passes_done"] == 0
+
+
 def test_neighbour_pass_repairs_a_frame_from_its_neighbour(pair):
     """The second frame's fit is replaced by a wrong one (20 deg off, not ok): the neighbour pass
     refits it from the first frame's orientation."""
