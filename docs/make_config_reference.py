@@ -1,4 +1,4 @@
-"""Regenerate docs/configuration.md from the schema in xmodel/config.py.
+"""Regenerate docs/configuration.md from the schema in xmodel/config.py and fits/scan/settings.py.
 
 Run: python docs/make_config_reference.py
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from fits.scan import settings as fit_settings
 from xmodel import config
 
 TABLES = {"beam": config.BeamConfig, "detector": config.DetectorConfig, "mask": config.MaskConfig,
@@ -33,7 +34,31 @@ def main() -> str:
             accepts = check.expected() if check is not None else ""
             lines.append(f"| `{f.name}` | `{default!r}` | {accepts} |")
         lines.append("")
+    lines += fit_table()
     return "\n".join(lines)
+
+
+def fit_table() -> list[str]:
+    """The ``[fit]`` table: every tuning number of the scan fit (`fits.scan.settings`)."""
+    lines = ["## [fit]", "",
+             "Tuning of the scan fit (`xmodel fit`, `xmodel boundary`; `fits/scan/settings.py`). Every number "
+             "that steers the fit is a key here, with its unit and the reason for its default. Precedence: "
+             "these defaults, then the `[fit]` tables of the config files in order, then "
+             "`--set fit.KEY=VALUE`, then the command-line options `--step-deg`, `--batch`, `--max-iter`, "
+             "`--cache-dir` (which have no defaults of their own). The settings and the resolved config are "
+             "stored with the results (`/entry/fits` attributes `settings`, `config`); a resumed run must "
+             "use the same ones (all keys but `cache_dir`), or it is refused with the differing keys named. "
+             "An example: `configs/fit.toml`.", ""]
+    for group, cls in fit_settings.GROUPS.items():
+        lines += [f"### {group}", "", (cls.__doc__ or "").strip().splitlines()[0], "",
+                  "| key | default | unit | why this value |", "|---|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            spec = f.metadata["setting"]
+            default = fit_settings.default_of(f.name)
+            lines.append(f"| `{f.name}` | `{fit_settings.plain_value(default)!r}` | {spec.unit} | "
+                         f"{spec.reason}; accepts {spec.expected().removesuffix(f' ({spec.unit})')} |")
+        lines.append("")
+    return lines
 
 
 if __name__ == "__main__":

@@ -245,7 +245,7 @@ class FitSettings:
             for f in dataclasses.fields(getattr(self, g)):
                 if fingerprint and f.name in NOT_FINGERPRINTED:
                     continue
-                out[f.name] = _plain(getattr(getattr(self, g), f.name))
+                out[f.name] = plain_value(getattr(getattr(self, g), f.name))
         return out
 
 
@@ -266,7 +266,7 @@ def default_of(key: str) -> Any:
 
 def describe() -> list[tuple[str, str, Any, str, str]]:
     """(key, group, default, unit, reason) of every setting, for docs and ``--help``."""
-    return [(k, g, _plain(default_of(k)), s.unit, s.reason) for k, (g, s) in key_index().items()]
+    return [(k, g, plain_value(default_of(k)), s.unit, s.reason) for k, (g, s) in key_index().items()]
 
 
 def settings_from_config(cfg, base: FitSettings | None = None) -> FitSettings:
@@ -286,7 +286,7 @@ def settings_from_config(cfg, base: FitSettings | None = None) -> FitSettings:
 def differing_keys(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Keys whose values differ between two flat dicts (missing on one side counts)."""
     keys = sorted(set(stored) | set(current))
-    return [k for k in keys if _plain(stored.get(k, "<missing>")) != _plain(current.get(k, "<missing>"))]
+    return [k for k in keys if plain_value(stored.get(k, "<missing>")) != plain_value(current.get(k, "<missing>"))]
 
 
 # --------------------------------------------------------------------------- command line
@@ -304,7 +304,7 @@ def add_cli_options(parser, keys: tuple[str, ...]) -> None:
     types = {"number": float, "integer": int, "path": str}
     for key in keys:
         _, spec = index[key]
-        default = _plain(default_of(key))
+        default = plain_value(default_of(key))
         parser.add_argument("--" + key.replace("_", "-"), dest="fit_" + key, type=types[spec.kind], default=None,
                             help=f"{spec.reason} ({spec.unit + ', ' if spec.unit else ''}default "
                                  f"{default if default != '' else 'none'}; also --set fit.{key}=VALUE)")
@@ -319,9 +319,10 @@ def apply_cli(settings: FitSettings, args, keys: tuple[str, ...]) -> FitSettings
 # --------------------------------------------------------------------------- values
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """A setting as TOML/JSON writes it: lists for tuples, "" for None, "inf" for infinity."""
     if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
+        return [plain_value(v) for v in value]
     if value is None:
         return ""
     if isinstance(value, float) and math.isinf(value):

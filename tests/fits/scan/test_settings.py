@@ -73,3 +73,18 @@ def test_fit_options_take_their_defaults_from_the_settings(tmp_path, monkeypatch
 def test_differing_keys_names_both_sides():
     assert differing_keys({"a": 1, "b": [1, 2]}, {"a": 1, "b": (1, 2), "c": 3}) == ["c"]
     assert differing_keys({"a": 1.0}, {"a": 2.0}) == ["a"]
+
+
+def test_the_shipped_fit_table_and_the_reference_are_the_defaults():
+    """configs/fit.toml holds every key at its default; docs/configuration.md is regenerated."""
+    import importlib.util
+    from pathlib import Path
+
+    REPO = Path(__file__).resolve().parents[3]
+    CONFIGS = REPO / "configs"
+    cfg = load_config([*default_paths("red"), CONFIGS / "fit.toml"])
+    assert settings_from_config(cfg) == FitSettings() and set(cfg.fit) | {"cache_dir"} == set(key_index())
+    spec = importlib.util.spec_from_file_location("make_config_reference", REPO / "docs" / "make_config_reference.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert (REPO / "docs" / "configuration.md").read_text() == mod.main()
