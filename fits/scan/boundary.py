@@ -238,7 +238,8 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
         if scan_fit is not None and np.all(np.isfinite(scan_fit["orientation_matrix"][i])):
             starts.append(Start(0, params_from_row(scan_fit, i, setup, settings), "scan fit start", (0, 1)))
         a_ring = [float(s.params.lattice_constant) for s in starts] or [a0]
-        prof, level = ring_profiles(polar[i:i + 1], setup.q, a_ring[:1], setup.bank.shells)
+        prof, level = ring_profiles(polar[i:i + 1], setup.q, a_ring[:1], setup.bank.shells,
+                                    settings.search.ring_sigma_q)
         significance = float(ring_significance(prof, level).max())
         floor = line.min_start_significance if starts else min_sig
         if not significance >= floor:

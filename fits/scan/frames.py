@@ -90,11 +90,15 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
         lc = np.asarray(lattice_constants, float)
         lattice_constants = np.broadcast_to(lc if lc.ndim == 2 else lc[None, :], (B, lc.shape[-1]))
     threshold = settings.search.min_significance if signal_threshold is None else signal_threshold
-    res = search_orientations(clean, setup.q, bank, a_range=a_range, n_best=max(1, settings.search.n_candidates),
-                              min_significance=threshold, lattice_constants=lattice_constants)
+    ss = settings.search
+    res = search_orientations(clean, setup.q, bank, a_range=a_range, n_best=max(1, ss.n_candidates),
+                              min_significance=threshold, lattice_constants=lattice_constants,
+                              sigma_q=ss.ring_sigma_q, n_lattice=ss.n_lattice, lattice_separation=ss.lattice_separation,
+                              min_separation_deg=ss.match_separation_steps * ss.step_deg, n_grid=ss.lattice_grid_points)
     tm["search"] = tm.get("search", 0.0) + clock() - t
     t = clock()
-    res = refine_matches(clean, setup.q, res, bank, n_refine=max(1, settings.search.n_candidates))
+    res = refine_matches(clean, setup.q, res, bank, n_refine=max(1, ss.n_candidates), step_deg=ss.refine_step_deg,
+                         radius_deg=ss.refine_radius_steps * ss.step_deg, sigma_q=ss.ring_sigma_q)
     tm["refine_search"] = tm.get("refine_search", 0.0) + clock() - t
     out["search_score"][:] = res.score[:, 0]
     out["significance"][:] = res.significance

@@ -11,7 +11,7 @@ import numpy as np
 
 from fits.scan.linear import COMPONENTS, component_images
 from fits.scan.search import estimate_lattice_constant, ring_profiles, ring_significance
-from fits.scan.settings import FitSettings
+from fits.scan.settings import FitSettings, SearchSettings
 from fits.scan.setup import FitSetup
 from fits.status import FitStatus
 from xmodel.parameters import ModelParams
@@ -33,7 +33,8 @@ def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray
     (a second grain whose SL peaks are weak still shows its own NC orientation).
     """
     comps = component_images(setup.model, params) if len(frames) else None    # one pass for both tests
-    left = residual_significance(polar, setup, params, setup.a_range, components=comps)
+    left = residual_significance(polar, setup, params, setup.a_range, components=comps,
+                                 sigma_q=settings.search.ring_sigma_q, n_grid=settings.search.lattice_grid_points)
     z_al, rel_al = al_residual(polar, setup, params, settings.evidence.mixed_al_band_sigma, components=comps)
     out["residual_significance"][frames] = left
     if "al_residual_significance" in out:
@@ -103,7 +104,9 @@ def al_residual(polar: np.ndarray, setup: FitSetup, params: ModelParams, band_si
 
 
 def residual_significance(polar: np.ndarray, setup: FitSetup, params: ModelParams,
-                          a_range: tuple[float, float], components: np.ndarray | None = None) -> np.ndarray:
+                          a_range: tuple[float, float], components: np.ndarray | None = None,
+                          sigma_q: float = SearchSettings.ring_sigma_q,
+                          n_grid: int = SearchSettings.lattice_grid_points) -> np.ndarray:
     """(B,) largest SL ring peak significance left when the fitted SL peaks are subtracted.
 
     Parameters
@@ -112,6 +115,8 @@ def residual_significance(polar: np.ndarray, setup: FitSetup, params: ModelParam
     params : stacked fitted `ModelParams` of the B frames.
     a_range : SL lattice constants searched for a second orientation (A).
     components : (B, 4, P) unit-scale terms (`fits.scan.linear.component_images`) if already computed.
+    sigma_q, n_grid : ring extraction width (1/A) and lattice-constant grid of the search
+        (`SearchSettings.ring_sigma_q`, ``lattice_grid_points``).
 
     Notes
     -----
@@ -133,6 +138,6 @@ def residual_significance(polar: np.ndarray, setup: FitSetup, params: ModelParam
     flat[:, setup.index] -= np.asarray(params.sl_scale, np.float64).reshape(B, 1) * comp
     left = flat.reshape(polar.shape)
     shells = tuple(int(x) for x in setup.bank.shells)
-    a = estimate_lattice_constant(left, setup.q, a_range, shells=shells)
-    prof, level = ring_profiles(left, setup.q, a, shells)
+    a = estimate_lattice_constant(left, setup.q, a_range, shells=shells, sigma_q=sigma_q, n_grid=n_grid)
+    prof, level = ring_profiles(left, setup.q, a, shells, sigma_q)
     return ring_significance(prof, level).max(axis=1)

@@ -59,12 +59,12 @@ def neighbours(positions_um: np.ndarray, radius_steps: float) -> list[np.ndarray
             for i, nb in enumerate(tree.query_ball_point(pos, radius_steps * step))]
 
 
-def agrees(R_i: np.ndarray, R_nb: np.ndarray, agree_deg: float) -> bool:
-    """True when most of the neighbour orientations ``R_nb`` (n, 3, 3) lie within ``agree_deg``
-    (`NeighbourSettings.agree_deg`) of ``R_i``."""
+def agrees(R_i: np.ndarray, R_nb: np.ndarray, agree_deg: float, share: float) -> bool:
+    """True when at most ``share`` of the neighbour orientations ``R_nb`` (n, 3, 3) lie further than
+    ``agree_deg`` from ``R_i`` (`NeighbourSettings.agree_deg`, ``agree_share``)."""
     if len(R_nb) == 0 or not np.all(np.isfinite(R_i)):
         return False
-    return bool(np.mean(np.degrees(np.atleast_1d(orientation.misorientation_angle(R_i, R_nb))) > agree_deg) <= 0.5)
+    return bool(np.mean(np.degrees(np.atleast_1d(orientation.misorientation_angle(R_i, R_nb))) > agree_deg) <= share)
 
 
 def neighbour_passes(out: Path, results: ReducedScan | str | Path, setup: FitSetup, settings: FitSettings,
@@ -103,7 +103,7 @@ def doubtful(r: dict, nbs: list[np.ndarray], settings: FitSettings, changed: set
         if not cand:
             continue
         # an ok frame that agrees with most of its ok neighbours is left alone
-        if ok[i] and agrees(R[i], R[cand], ns.agree_deg):
+        if ok[i] and agrees(R[i], R[cand], ns.agree_deg, ns.agree_share):
             continue
         mis = np.degrees(np.atleast_1d(orientation.misorientation_angle(R[i], R[cand]))) if ok[i] else None
         frames.append(int(i))
@@ -187,7 +187,7 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     R, ok = r["orientation_matrix"], r["status"] == FitStatus.OK.code
 
     def agrees_nb(i: int, R_i: np.ndarray) -> bool:
-        return agrees(R_i, R[[int(k) for k in nbs[i] if ok[k]]], ns.agree_deg)
+        return agrees(R_i, R[[int(k) for k in nbs[i] if ok[k]]], ns.agree_deg, ns.agree_share)
 
     def orientation_of(c: Candidate) -> np.ndarray:
         return np.asarray(c.result["orientation_matrix"][0], np.float64) if c.result is not None else c.orientation

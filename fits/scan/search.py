@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fits.scan.settings import SearchSettings
 from fits.scan.templates import (
     DEFAULT_SHELLS,
     TWO_PI,
@@ -91,8 +92,8 @@ def anisotropic_excess(polar: np.ndarray) -> np.ndarray:
 
 
 def lattice_constant_score(polar: np.ndarray, q: np.ndarray, a_range: tuple[float, float], *,
-                           shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = 0.0015,
-                           n_grid: int = 400) -> tuple[np.ndarray, np.ndarray]:
+                           shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = SearchSettings.ring_sigma_q,
+                           n_grid: int = SearchSettings.lattice_grid_points) -> tuple[np.ndarray, np.ndarray]:
     """Shell-position score of the anisotropic radial profile on a grid of SL lattice constants.
 
     Parameters
@@ -144,8 +145,8 @@ def _parabola_peak(a: np.ndarray, score: np.ndarray, best: np.ndarray) -> np.nda
 
 
 def estimate_lattice_constant(polar: np.ndarray, q: np.ndarray, a_range: tuple[float, float], *,
-                              shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = 0.0015,
-                              n_grid: int = 400) -> np.ndarray:
+                              shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = SearchSettings.ring_sigma_q,
+                              n_grid: int = SearchSettings.lattice_grid_points) -> np.ndarray:
     """SL lattice constant (A) per frame: the global maximum of `lattice_constant_score`.
 
     Parameters
@@ -169,9 +170,10 @@ def estimate_lattice_constant(polar: np.ndarray, q: np.ndarray, a_range: tuple[f
 
 
 def lattice_constant_candidates(polar: np.ndarray, q: np.ndarray, a_range: tuple[float, float], *,
-                                n_candidates: int = 3, min_separation: float = 0.02,
-                                shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = 0.0015,
-                                n_grid: int = 400) -> tuple[np.ndarray, np.ndarray]:
+                                n_candidates: int = SearchSettings.n_lattice,
+                                min_separation: float = SearchSettings.lattice_separation,
+                                shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = SearchSettings.ring_sigma_q,
+                                n_grid: int = SearchSettings.lattice_grid_points) -> tuple[np.ndarray, np.ndarray]:
     """The best distinct local maxima of `lattice_constant_score` per frame.
 
     Parameters
@@ -230,7 +232,7 @@ def lattice_constant_candidates(polar: np.ndarray, q: np.ndarray, a_range: tuple
 
 
 def ring_profiles(polar: np.ndarray, q: np.ndarray, lattice_constant: np.ndarray,
-                  shells: tuple[int, ...] | np.ndarray, sigma_q: float = 0.0015
+                  shells: tuple[int, ...] | np.ndarray, sigma_q: float = SearchSettings.ring_sigma_q
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Ring intensity versus chi at each shell's ``|G|``, per frame.
 
@@ -384,11 +386,13 @@ def _correlate(f: np.ndarray, m: np.ndarray, bank: TemplateBank, spec: tuple, sp
 
 
 def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
-                        a_range: tuple[float, float], n_best: int = 3, sigma_q: float = 0.0015,
-                        min_significance: float = 8.0, batch: int = 16,
-                        min_separation_deg: float | None = None, n_lattice: int = 3,
-                        lattice_separation: float = 0.02,
-                        lattice_constants: np.ndarray | None = None) -> SearchResult:
+                        a_range: tuple[float, float], n_best: int = 3,
+                        sigma_q: float = SearchSettings.ring_sigma_q,
+                        min_significance: float = SearchSettings.min_significance, batch: int = 16,
+                        min_separation_deg: float | None = None, n_lattice: int = SearchSettings.n_lattice,
+                        lattice_separation: float = SearchSettings.lattice_separation,
+                        lattice_constants: np.ndarray | None = None,
+                        n_grid: int = SearchSettings.lattice_grid_points) -> SearchResult:
     """Match every frame against the template bank at several candidate lattice constants.
 
     Parameters
@@ -402,7 +406,7 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     min_significance : ring peak significance below which a frame has no signal.
     batch : frames correlated at once (memory ~ batch x K x C x 8 bytes).
     min_separation_deg : matches found at one lattice constant have zone axes at least this far
-        apart (deg; default 3 bank steps), so that the ``n_best`` candidates are distinct
+        apart (deg; default ``SearchSettings.match_separation_steps`` bank steps), so that the ``n_best`` candidates are distinct
         orientations and not the neighbours of one peak of the score (non-maximum suppression).
     n_lattice : candidate lattice constants per frame (`lattice_constant_candidates`); 1 gives
         the single estimate of `estimate_lattice_constant`.
@@ -410,6 +414,7 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     lattice_constants : (B, N) lattice constants (A) to correlate at instead of the radial
         candidates (NaN: unused slot), e.g. those of a frame's fitted scan neighbours
         (`fits.scan.neighbours.neighbour_pass`); ``n_lattice`` and ``lattice_separation`` are then unused.
+    n_grid : lattice constants of the radial score over ``a_range`` (`lattice_constant_score`).
 
     Returns
     -------
@@ -454,7 +459,7 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     if lattice_constants is None:
         a_cand, _ = lattice_constant_candidates(polar, q, a_range, n_candidates=n_lattice,
                                                 min_separation=lattice_separation, shells=tuple(bank.shells),
-                                                sigma_q=sigma_q)
+                                                sigma_q=sigma_q, n_grid=n_grid)
     else:
         a_cand = np.asarray(lattice_constants, float)
         if a_cand.ndim != 2 or a_cand.shape[0] != B:
@@ -462,7 +467,8 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
                              f"({B}, N), N lattice constants (A, NaN for unused slots) per frame.")
     N = a_cand.shape[1]
     T = max(1, min(int(n_best), bank.size))
-    sep = 3.0 * float(bank.key.get("step_deg", 1.5)) if min_separation_deg is None else float(min_separation_deg)
+    sep = (SearchSettings.match_separation_steps * float(bank.key["step_deg"]) if min_separation_deg is None
+           else float(min_separation_deg))
     sep_cos = np.cos(np.radians(sep))
     all_k = np.zeros((B, N, T), int)
     all_phi = np.zeros((B, N, T))
@@ -523,8 +529,9 @@ def _cone_directions(center: np.ndarray, radius_deg: float, step_deg: float) -> 
 
 
 def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank: TemplateBank, *,
-                   radius_deg: float | None = None, step_deg: float = 0.4, mosaic_deg: float | None = None,
-                   sigma_q: float = 0.0015, n_refine: int = 1, batch: int = 16) -> SearchResult:
+                   radius_deg: float | None = None, step_deg: float = SearchSettings.refine_step_deg,
+                   mosaic_deg: float | None = None, sigma_q: float = SearchSettings.ring_sigma_q,
+                   n_refine: int = 1, batch: int = 16) -> SearchResult:
     """Refine the best ``n_refine`` matches of every frame on a finer cone of zone axes around each.
 
     Parameters
@@ -533,7 +540,8 @@ def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank:
     q : (Q,) q bin centres (1/A).
     result : `search_orientations` of the same frames.
     bank : the template bank of the search.
-    radius_deg : cone radius around each match's zone axis (deg; default the bank's step).
+    radius_deg : cone radius around each match's zone axis (deg; default
+        ``SearchSettings.refine_radius_steps`` bank steps).
     step_deg : spacing of the cone's directions (deg).
     mosaic_deg : angular sigma of the SL peaks (deg); default the bank's (``bank.key["mosaic_deg"]``).
     sigma_q : SL radial peak sigma (1/A) for the ring extraction.
@@ -563,7 +571,8 @@ def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank:
     """
     polar = np.asarray(polar, np.float64)
     C = bank.chi_deg.size
-    radius = float(radius_deg if radius_deg is not None else bank.key["step_deg"])
+    radius = float(radius_deg if radius_deg is not None
+                   else SearchSettings.refine_radius_steps * float(bank.key["step_deg"]))
     mosaic = float(bank.key.get("mosaic_deg", 1.0) if mosaic_deg is None else mosaic_deg)
     wavelength = float(bank.key["wavelength_A"])
     a_match = result.match_lattice_constants()

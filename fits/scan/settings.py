@@ -96,6 +96,21 @@ class SearchSettings:
     min_significance: float = _s(8.0, "number", "", "SL ring peak significance (peak over robust noise) "
                                  "below which a frame has no signal: empty frames reach 1.6, weak "
                                  "in-domain frames 1.8-3 on the twin", ge=0)
+    ring_sigma_q: float = _s(0.0015, "number", "1/A", "radial sigma of the SL rings the search extracts "
+                             "(the SL peaks' radial width, domain configs 0.0012-0.0018)", gt=0)
+    lattice_grid_points: int = _s(400, "integer", "", "lattice constants scored over the allowed range "
+                                  "by the radial shell-position score (0.05 % steps over the default range)", ge=2)
+    n_lattice: int = _s(3, "integer", "", "candidate lattice constants per frame (maxima of that score): fcc "
+                        "shells alias, 111 of a = 132 A sits where 200 of 152 A does", ge=1)
+    lattice_separation: float = _s(0.02, "number", "relative", "candidate lattice constants differ by at "
+                                   "least this fraction (the search tolerates 1-2 % error in a)", ge=0)
+    match_separation_steps: float = _s(3.0, "number", "bank steps", "matches at one lattice constant have zone "
+                                       "axes at least this many bank steps apart (distinct orientations, not "
+                                       "the neighbours of one score peak)", ge=0)
+    refine_step_deg: float = _s(0.4, "number", "deg", "spacing of the finer cone of zone axes around each "
+                                "match", gt=0)
+    refine_radius_steps: float = _s(1.0, "number", "bank steps", "radius of that cone: the coarse match is "
+                                    "within one bank step of the best template", gt=0)
     zones: tuple = _s(DEFAULT_ZONES, "zones", "SL crystal directions",
                       "zone axes the reported tilt and in-plane angle refer to (the domains of Fig. 1, S4)")
 
@@ -154,6 +169,9 @@ class NeighbourSettings:
     agree_deg: float = _s(5.0, "number", "deg", "misorientation within which a frame agrees with a "
                           "neighbour: a boundary step rotates the SL by a few deg, wrong fits are 30-60 deg off",
                           gt=0)
+    agree_share: float = _s(0.5, "number", "of the ok neighbours", "a frame agrees with its neighbours when "
+                            "at most this share of them is further than agree_deg (a majority: a boundary "
+                            "frame has neighbours on both sides)", ge=0, le=1)
     distinct_deg: float = _s(1.0, "number", "deg", "neighbour orientations closer than this to each other "
                              "(or to the frame's own) are one start", ge=0)
     grid_step: float = _s(0.02, "number", "relative", "spacing of the lattice-constant grid of the re-search: "
