@@ -19,10 +19,10 @@ import shlex
 import sys
 import time
 
-import h5py
 import numpy as np
 
 from fits.scan.frames import fit_frames
+from fits.scan.reduced import open_reduced
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
 from xmodel.config import default_paths, load_config
@@ -31,10 +31,9 @@ from xmodel.config import default_paths, load_config
 def run(path: str, domain: str, n_frames: int, batch: int, dense: bool) -> dict:
     cfg = load_config(default_paths(domain))
     settings = FitSettings.of(batch=batch, cache_dir=os.path.expanduser("~/.cache/xmodel"))
-    with h5py.File(path, "r") as f:
-        q, chi = f["entry/reduction/q"][()], f["entry/reduction/chi"][()]
-        counts = f["entry/reduction/counts"][()] if "entry/reduction/counts" in f else None
-        polar = f["entry/reduction/polar"][:n_frames].astype(np.float64)
+    scan = open_reduced(path)
+    q, chi, counts = scan.q, scan.chi_deg, scan.pixel_counts
+    polar = scan.polar(slice(0, n_frames))
     n_frames = polar.shape[0]              # the frames read, which the file may make fewer
     setup = FitSetup.build(cfg, q, chi, counts, settings)
     if dense:

@@ -70,6 +70,11 @@ def row_shape(key: str) -> tuple[int, ...]:
     return (3, 3) if key in _MATRICES else (3,) if key == "zone_axis" else ()
 
 
+def dtype_of(key: str):
+    """HDF5 dtype of dataset ``key``: variable-length strings, int32 status codes, else float64."""
+    return h5py.string_dtype() if key in _STRINGS else np.int32 if key == "status" else np.float64
+
+
 def empty_results(n: int) -> dict[str, np.ndarray]:
     """Per-frame arrays of ``n`` frames in the schema's layout: NaN, '' and status FAILED."""
     out: dict[str, np.ndarray] = {}
@@ -125,9 +130,7 @@ def prepare(out: Path, n: int, source: Path, cfg, settings: FitSettings) -> int:
             done = int(g.attrs.get("frames_done", 0))
             stored = {part: json.loads(g.attrs[part + "_fingerprint"]) if part + "_fingerprint" in g.attrs else
                       {"<written by an older xmodel>": True} for part in mine}
-            diff = [f"{part}.{k}" if part != "settings" else f"fit.{k}"
-                    for part in mine for k in differing_keys(stored[part], mine[part])]
-            if not diff:
+            if not any(differing_keys(stored[part], mine[part]) for part in mine):
                 return done
             if done > 0:
                 shown = []
@@ -141,10 +144,9 @@ def prepare(out: Path, n: int, source: Path, cfg, settings: FitSettings) -> int:
                                  f"or delete /entry/fits or choose another --out.")
             del f[FITS]                   # nothing was written into it: start afresh
         g = f.require_group(FITS)
-        str_dt = h5py.string_dtype()
         for k in ALL_DATASETS:
-            dt = str_dt if k in _STRINGS else np.int32 if k == "status" else np.float64
-            fill = None if dt is str_dt else (FitStatus.FAILED.code if k == "status" else np.nan)
+            dt = dtype_of(k)
+            fill = None if k in _STRINGS else (FitStatus.FAILED.code if k == "status" else np.nan)
             ds = g.create_dataset(k, shape=(n,) + row_shape(k), dtype=dt, fillvalue=fill)
             if k.endswith("_stderr"):
                 base = k[:-len("_stderr")]
