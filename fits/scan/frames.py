@@ -39,7 +39,8 @@ from fits.scan.starts import Start, choose, frame_checks, refine_starts, stack_p
 from fits.status import FitStatus
 from xmodel.parameters import FWHM_PER_SIGMA, ModelParams
 
-def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = FitSettings(),
+
+def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSettings(),
                timings: dict | None = None, lattice_constants: np.ndarray | None = None,
                signal_threshold: float | None = None) -> dict[str, np.ndarray]:
     """Search, choose the configuration and refine a batch of polar frames; never raises per frame.
@@ -48,9 +49,9 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     ----------
     polar : (B, C, Q) polar images (mean counts per bin, NaN where no valid pixel) on the
         grid of ``setup`` (``/entry/reduction/polar``).
-    setup : model on the fit points, sample template, template bank (`setup_from_reduction`,
-        `FitSetup.build`).
-    settings : options.
+    setup : model on the fit points, sample template, template bank, lattice-constant range
+        (`fits.scan.setup.FitSetup`).
+    settings : `SearchSettings`, `RefineSettings`, `EvidenceSettings` of the fit.
     timings : if given, seconds spent per stage are added to it (``search``, ``refine_search``,
         ``linear``, ``refine``).
     lattice_constants : (B, N) or (N,) SL lattice constants (A) the template search correlates at
@@ -61,7 +62,8 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
 
     Returns
     -------
-    dict of per-frame arrays, keys of `FIT_DATASETS` plus ``<name>_stderr``.
+    dict of per-frame arrays, the datasets of `fits.scan.results` (``FIT_DATASETS`` and
+    ``<name>_stderr``).
 
     Notes
     -----
@@ -69,8 +71,8 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
     refined on a finer cone); candidate matches ranked by the Poisson deviance of their
     non-negative linear-scale fit without the AL term, then every `relationship_variants` of
     Conf1/Conf2 for the best ``settings.refine.n_refine`` matches by the same fit with it
-    (`linear_scales`); batched
-    Levenberg-Marquardt (`fits.batch.fit_batch`) on the fit points (`fit_point_index`) under the
+    (`linear_scales`); batched Levenberg-Marquardt (`fits.scan.starts.refine_starts`) on the fit
+    points (`fits.scan.setup.fit_point_index`) under the
     configurations whose linear deviance is within ``settings.refine.conf_margin`` of the best, the lower
     final deviance deciding (the WAXS part decides, since only the AL term differs between them;
     with ``n_refine > 1`` the lowest final deviance over the refined matches decides too).
@@ -205,8 +207,9 @@ def fit_frames(polar: np.ndarray, setup: "FitSetup", settings: FitSettings = Fit
         chosen.append(p)
         out["al_gain"][i] = al_gain_t[j, ti]
         if ci >= 0:
-            other = [obj[j, ti, c] for c in range(len(names)) if c != ci and np.isfinite(obj.get((j, ti, c), np.inf))]
-            lin_other = [dev[j, ti, c] - dev[j, ti, ci] for c in range(len(names)) if c != ci]
+            other = [obj[j, ti, co] for co in range(len(names))
+                     if co != ci and np.isfinite(obj.get((j, ti, co), np.inf))]
+            lin_other = [dev[j, ti, co] - dev[j, ti, ci] for co in range(len(names)) if co != ci]
             out["configuration_margin"][i] = (min(other) - obj[j, ti, ci]) if other else (
                 min(lin_other) if lin_other else np.inf)
         elif FitStatus.from_code(out["status"][i]).success:
