@@ -335,8 +335,8 @@ class Config:
     background: BackgroundConfig
     name: str
     sources: tuple[str, ...]
-    fit: dict = dataclasses.field(default_factory=dict)
-    fit_sources: dict = dataclasses.field(default_factory=dict)
+    fit: dict = dataclasses.field(default_factory=dict, hash=False)
+    fit_sources: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
 
     def to_dict(self) -> dict:
         """Resolved values as nested plain dicts in TOML-edge units (for HDF5 attributes, JSON).

@@ -39,6 +39,7 @@ def test_a_fit_table_and_set_fit_key_change_the_settings(tmp_path):
     s = settings_from_config(cfg)
     assert (s.refine.max_iter, s.neighbours.neighbour_passes, s.evidence.mixed_ratio) == (25, 0, 0.25)
     assert cfg.to_dict()["fit"] == {"max_iter": 25, "mixed_ratio": 0.25, "neighbour_passes": 0}
+    assert isinstance(hash(cfg), int)                     # a Config stays hashable with its [fit] table
     toml.write_text("[fit]\nmax_iters = 25\n")
     with pytest.raises(ValueError, match=r"unknown fit setting 'max_iters' in .*fit\.toml\. Did you mean fit\.max_iter\?"):
         settings_from_config(load_config([*default_paths("red"), toml]))
