@@ -128,8 +128,11 @@ def prepare(out: Path, n: int, source: Path, cfg, settings: FitSettings) -> int:
         g = f.get(FITS)
         if g is not None:
             done = int(g.attrs.get("frames_done", 0))
-            stored = {part: json.loads(g.attrs[part + "_fingerprint"]) if part + "_fingerprint" in g.attrs else
-                      {"<written by an older xmodel>": True} for part in mine}
+            if done > 0 and any(part + "_fingerprint" not in g.attrs for part in mine):
+                raise ValueError(f"{out} already holds /entry/fits of another run ({done} frames done) written "
+                                 f"by an older xmodel, without the settings it ran with; delete /entry/fits "
+                                 f"or choose another --out.")
+            stored = {part: json.loads(g.attrs.get(part + "_fingerprint", "{}")) for part in mine}
             if not any(differing_keys(stored[part], mine[part]) for part in mine):
                 return done
             if done > 0:

@@ -40,3 +40,13 @@ def test_a_group_without_frames_is_replaced_and_one_with_frames_is_kept(tmp_path
         assert f["entry/fits/status"][:2].tolist() == [0, 0]
         assert f["entry/fits/lattice_constant"].attrs["units"] == "angstrom"
         assert f["entry/fits/tilt1_deg_stderr"].attrs["units"] == "degree"
+
+
+def test_fits_of_an_older_version_are_not_resumed(tmp_path):
+    out = tmp_path / "old.h5"
+    with h5py.File(out, "w") as f:
+        g = f.create_group("entry/fits")
+        g.attrs["fingerprint"] = "results.h5|1.5|(0.85, 1.05)|..."
+        g.attrs["frames_done"] = 3
+    with pytest.raises(ValueError, match=r"3 frames done\) written by an older xmodel"):
+        store.prepare(out, 5, tmp_path / "results.h5", load_config(default_paths("red")), FitSettings())
