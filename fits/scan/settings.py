@@ -324,6 +324,7 @@ def add_cli_options(parser, keys: tuple[str, ...]) -> None:
         _, spec = index[key]
         default = plain_value(default_of(key))
         parser.add_argument("--" + key.replace("_", "-"), dest="fit_" + key, type=types[spec.kind], default=None,
+                            metavar=key.upper(),
                             help=f"{spec.reason} ({spec.unit + ', ' if spec.unit else ''}default "
                                  f"{default if default != '' else 'none'}; also --set fit.{key}=VALUE)")
 
