@@ -88,8 +88,8 @@ class SupportSettings:
 class SearchSettings:
     """Template search of the SL orientation."""
 
-    step_deg: float = _s(1.5, "number", "deg", "zone-axis spacing of the template bank: the search's "
-                         "orientation error stays below the refinement's basin (a few deg)", gt=0, le=10)
+    step_deg: float = _s(1.5, "number", "deg", "zone-axis spacing of the template bank (810 zone axes of "
+                         "the fundamental zone); each match is then refined on a finer cone", gt=0, le=10)
     n_candidates: int = _s(4, "integer", "", "distinct template matches (zone axes >= 3 bank steps apart) "
                            "ranked by their linear-scale deviance: fcc shells alias, the best score is "
                            "not always the right match", ge=1)
@@ -97,7 +97,7 @@ class SearchSettings:
                                  "below which a frame has no signal: empty frames reach 1.6, weak "
                                  "in-domain frames 1.8-3 on the twin", ge=0)
     ring_sigma_q: float = _s(0.0015, "number", "1/A", "radial sigma of the SL rings the search extracts "
-                             "(the SL peaks' radial width, domain configs 0.0012-0.0018)", gt=0)
+                             "(superlattice.radial_width of the five domain configs)", gt=0)
     lattice_grid_points: int = _s(400, "integer", "", "lattice constants scored over the allowed range "
                                   "by the radial shell-position score (0.05 % steps over the default range)", ge=2)
     n_lattice: int = _s(3, "integer", "", "candidate lattice constants per frame (maxima of that score): fcc "
@@ -120,8 +120,8 @@ class RefineSettings:
     """Linear stage and Levenberg-Marquardt refinement."""
 
     vary: tuple[str, ...] = _s(DEFAULT_VARY, "names", "", "parameters refined per frame")
-    max_iter: int = _s(15, "integer", "", "iterations of the batched least squares: converged frames "
-                       "stop after 4-10; more only lets wrong basins wander", ge=1)
+    max_iter: int = _s(15, "integer", "", "Levenberg-Marquardt iterations per start (the library's default; "
+                       "converged demo-twin frames stop after 2-9)", ge=1)
     tol: float = _s(2e-5, "number", "relative deviance decrease", "the deviance is about the number of fit "
                     "points (~5e4), so 2e-5 stops at changes of about one deviance unit", gt=0)
     n_refine: int = _s(1, "integer", "", "best candidates (by linear deviance) refined per frame in the "
@@ -204,8 +204,8 @@ class LineSettings:
 class RunSettings:
     """How the run is cut up; these do not change a frame's result."""
 
-    batch: int = _s(16, "integer", "frames", "frames per batch and checkpoint: the compiled shapes are "
-                    "padded to powers of two, 16 keeps them few", ge=1)
+    batch: int = _s(16, "integer", "frames", "frames per batch and checkpoint (a killed run loses at most "
+                    "one batch; the refinement pads its rows to powers of two)", ge=1)
     cache_dir: str | None = _s(None, "path", "", "folder for the template bank cache (none: no cache)")
 
 
