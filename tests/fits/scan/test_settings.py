@@ -89,3 +89,4 @@ def test_the_shipped_fit_table_and_the_reference_are_the_defaults():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert (REPO / "docs" / "configuration.md").read_text() == mod.main()
+    assert (CONFIGS / "fit.toml").read_text() == mod.fit_toml()
