@@ -43,7 +43,8 @@ def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray
         st = FitStatus.from_code(out["status"][i])
         if not (st.success or st is FitStatus.NOT_CONVERGED):
             continue
-        sl_left = left[j] >= max(settings.search.min_significance, settings.evidence.mixed_ratio * out["significance"][i])
+        sl_left = left[j] >= max(settings.search.min_significance,
+                                 settings.evidence.mixed_ratio * out["significance"][i])
         al_left = bool(out["configuration"][i]) and z_al[j] >= settings.evidence.mixed_al_significance and \
             rel_al[j] >= settings.evidence.mixed_al_ratio
         if sl_left or al_left:

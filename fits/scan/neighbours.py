@@ -236,7 +236,8 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     # some twin frames within 0-2 deviance units), which the frame alone cannot decide: there the
     # grain's continuity does, and the fit that agrees with most of the ok neighbours is kept
     improved = [i for i, c in best.items()
-                if replaces(c.objective, r["objective"][i], ns.replace_margin, old_fitted=bool(np.all(np.isfinite(R[i]))),
+                if replaces(c.objective, r["objective"][i], ns.replace_margin,
+                            old_fitted=bool(np.all(np.isfinite(R[i]))),
                             old_agrees=agrees_nb(i, R[i]), new_agrees=agrees_nb(i, orientation_of(c)))]
     if not improved:
         return []

@@ -51,8 +51,8 @@ def frames(tmp_path_factory):
         truth.append(p)
     empty = poisson_counts(np.full(imgs[0].shape, 0.045), seed=99).astype(np.float64)
     imgs.append(np.where(px.valid.reshape(empty.shape), empty, np.nan))
-    bank = build_template_bank(CHI, wavelength_A=float(exp.geometry.wavelength) * 1e10, lattice_constant=a0, step_deg=1.5,
-                               cache_dir=tmp_path_factory.mktemp("bank"))
+    bank = build_template_bank(CHI, wavelength_A=float(exp.geometry.wavelength) * 1e10, lattice_constant=a0,
+                               step_deg=1.5, cache_dir=tmp_path_factory.mktemp("bank"))
     return {"model": model, "imgs": np.stack(imgs), "truth": truth, "bank": bank, "a0": a0, "p0": p0, "px": px}
 
 

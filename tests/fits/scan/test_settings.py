@@ -22,9 +22,11 @@ def test_flat_keys_replace_values_and_bad_values_are_refused():
     assert s.neighbours.neighbour_passes == 0 and s.support.a_range_rel == (0.9, 1.1)
     assert s.refine.conf_margin == float("inf")
     assert FitSettings.of(cache_dir="").run.cache_dir is None
-    with pytest.raises(ValueError, match=r"fit\.step_deg = 0 in FitSettings.of: expected a number > 0 and <= 10 \(deg\)"):
+    with pytest.raises(ValueError, match=r"fit\.step_deg = 0 in FitSettings.of: expected a number > 0 and "
+                                         r"<= 10 \(deg\)"):
         FitSettings.of(step_deg=0)
-    with pytest.raises(ValueError, match=r"unknown fit setting 'neighbour_pass' .* Did you mean fit\.neighbour_passes\?"):
+    with pytest.raises(ValueError, match=r"unknown fit setting 'neighbour_pass' .* "
+                                         r"Did you mean fit\.neighbour_passes\?"):
         FitSettings.of(neighbour_pass=1)
     with pytest.raises(ValueError, match=r"fit\.max_iter = 2\.5 .* expected an integer >= 1"):
         FitSettings.of(max_iter=2.5)
@@ -41,7 +43,8 @@ def test_a_fit_table_and_set_fit_key_change_the_settings(tmp_path):
     assert cfg.to_dict()["fit"] == {"max_iter": 25, "mixed_ratio": 0.25, "neighbour_passes": 0}
     assert isinstance(hash(cfg), int)                     # a Config stays hashable with its [fit] table
     toml.write_text("[fit]\nmax_iters = 25\n")
-    with pytest.raises(ValueError, match=r"unknown fit setting 'max_iters' in .*fit\.toml\. Did you mean fit\.max_iter\?"):
+    with pytest.raises(ValueError, match=r"unknown fit setting 'max_iters' in .*fit\.toml\. "
+                                         r"Did you mean fit\.max_iter\?"):
         settings_from_config(load_config([*default_paths("red"), toml]))
     assert settings_from_config(load_config(default_paths("red"))) == FitSettings()
 
