@@ -2,9 +2,9 @@
 
 Usage: python benchmarks/fit.py RESULTS.h5 [--domain red] [--frames 32] [--batch 16]
 
-Fits the first ``--frames`` frames of ``/entry/reduction/polar`` (fewer if the file holds fewer) twice with `fits.scan_fit.fit_frames`
+Fits the first ``--frames`` frames of ``/entry/reduction/polar`` (fewer if the file holds fewer) twice with `fits.scan.frames.fit_frames`
 (the first pass compiles; the second is timed) on the model restricted to the SL and AL q-bands
-(`fits.scan_fit.fit_point_index`, the default) and on the dense model (every valid polar bin),
+(`fits.scan.setup.fit_point_index`, the default) and on the dense model (every valid polar bin),
 and prints seconds per frame and per stage, divided by the frames actually read, with the first
 (compiling) pass's time separately, the machine (cores, CPU model, jax version) and the command
 line. Figures: docs/performance.md ("Fits").
@@ -19,31 +19,28 @@ import shlex
 import sys
 import time
 
-import h5py
 import numpy as np
 
-from fits.scan_fit import FitSettings, FitSetup, fit_frames
+from fits.scan.frames import fit_frames
+from fits.scan.reduced import open_reduced
+from fits.scan.settings import FitSettings
+from fits.scan.setup import FitSetup
 from xmodel.config import default_paths, load_config
 
 
 def run(path: str, domain: str, n_frames: int, batch: int, dense: bool) -> dict:
     cfg = load_config(default_paths(domain))
-    settings = FitSettings(batch=batch, cache_dir=os.path.expanduser("~/.cache/xmodel"))
-    with h5py.File(path, "r") as f:
-        q, chi = f["entry/reduction/q"][()], f["entry/reduction/chi"][()]
-        counts = f["entry/reduction/counts"][()] if "entry/reduction/counts" in f else None
-        polar = f["entry/reduction/polar"][:n_frames].astype(np.float64)
+    settings = FitSettings.of(batch=batch, cache_dir=os.path.expanduser("~/.cache/xmodel"))
+    scan = open_reduced(path)
+    q, chi, counts = scan.q, scan.chi_deg, scan.pixel_counts
+    polar = scan.polar(slice(0, n_frames))
     n_frames = polar.shape[0]              # the frames read, which the file may make fewer
     setup = FitSetup.build(cfg, q, chi, counts, settings)
     if dense:
         from xmodel.experiment import Experiment
-        from xmodel.pattern import PatternModel
         px = Experiment.from_config(cfg).polar_pixels(q, chi)
         idx = np.flatnonzero(np.asarray(px.valid).reshape(-1) & (counts.reshape(-1) > 0))
-        a0 = float(setup.template.lattice_constant)
-        a_range = (settings.a_range_rel[0] * a0, settings.a_range_rel[1] * a0)
-        model = PatternModel(px.subset(idx), setup.model.structure, setup.template, orientation_margin_deg=None,
-                             lattice_constant_range=a_range, width_factor=1.5)
+        model = setup.model_on(px.subset(idx))
         setup = dataclasses.replace(setup, model=model, index=idx, weight=counts.reshape(-1)[idx].astype(float))
     out = {}
     for rep in range(2):

@@ -1,12 +1,15 @@
-"""Regenerate docs/configuration.md from the schema in xmodel/config.py.
+"""Regenerate docs/configuration.md from the schema in xmodel/config.py and fits/scan/settings.py,
+and configs/fit.toml (the [fit] table with every key at its default).
 
 Run: python docs/make_config_reference.py
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
+from fits.scan import settings as fit_settings
 from xmodel import config
 
 TABLES = {"beam": config.BeamConfig, "detector": config.DetectorConfig, "mask": config.MaskConfig,
@@ -33,6 +36,58 @@ def main() -> str:
             accepts = check.expected() if check is not None else ""
             lines.append(f"| `{f.name}` | `{default!r}` | {accepts} |")
         lines.append("")
+    lines += fit_table()
+    return "\n".join(lines)
+
+
+def fit_table() -> list[str]:
+    """The ``[fit]`` table: every tuning number of the scan fit (`fits.scan.settings`)."""
+    lines = ["## [fit]", "",
+             "Tuning of the scan fit (`xmodel fit`, `xmodel boundary`; `fits/scan/settings.py`). Every number "
+             "that steers the fit is a key here, with its unit and the reason for its default. Precedence: "
+             "these defaults, then the `[fit]` tables of the config files in order, then "
+             "`--set fit.KEY=VALUE`, then the command-line options `--step-deg`, `--batch`, `--max-iter`, "
+             "`--cache-dir` (which have no defaults of their own). The settings and the resolved config are "
+             "stored with the results (`/entry/fits` attributes `settings`, `config`); a resumed run must "
+             "use the same ones (all keys but `cache_dir`), or it is refused with the differing keys named. "
+             "An example: `configs/fit.toml`.", ""]
+    for group, cls in fit_settings.GROUPS.items():
+        lines += [f"### {group}", "", (cls.__doc__ or "").strip().splitlines()[0], "",
+                  "| key | default | unit | why this value |", "|---|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            spec = f.metadata["setting"]
+            default = fit_settings.default_of(f.name)
+            lines.append(f"| `{f.name}` | `{fit_settings.plain_value(default)!r}` | {spec.unit} | "
+                         f"{spec.reason}; accepts {spec.expected().removesuffix(f' ({spec.unit})')} |")
+        lines.append("")
+    return lines
+
+
+def fit_toml() -> str:
+    """configs/fit.toml: the ``[fit]`` table with every key at its default and its reason."""
+    def toml(v):
+        if isinstance(v, list):
+            return "[" + ", ".join(toml(x) for x in v) + "]"
+        return json.dumps(v) if isinstance(v, str) else repr(v)
+
+    lines = ["# The [fit] table with every tuning number of the scan fit at its default (fits/scan/settings.py,",
+             "# docs/configuration.md). Pass it after the experiment and sample configs and edit what you",
+             "# need, e.g. `xmodel fit results.h5 --config configs/experiment/p10_eiger4m.toml",
+             "# --config configs/domains/red.toml --config configs/fit.toml --out fits.h5`; one key can also",
+             "# be set with --set fit.KEY=VALUE. A resumed run must use the same values.", "", "[fit]"]
+    for group, cls in fit_settings.GROUPS.items():
+        lines.append(f"# {group}: {cls.__doc__.strip().splitlines()[0]}")
+        for f in dataclasses.fields(cls):
+            spec = f.metadata["setting"]
+            v = fit_settings.plain_value(fit_settings.default_of(f.name))
+            if f.name == "zones":                      # a zone without a reference: [b]
+                v = [[z[0]] if z[1] == "" else z for z in v]
+            if f.name == "cache_dir":
+                lines.append(f'# {f.name} = "cache"   # {spec.reason}; none by default')
+                continue
+            unit = f" ({spec.unit})" if spec.unit else ""
+            lines.append(f"{f.name} = {toml(v)}   #{unit} {spec.reason}")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -40,3 +95,6 @@ if __name__ == "__main__":
     out = Path(__file__).with_name("configuration.md")
     out.write_text(main())
     print(f"wrote {out}")
+    toml_path = Path(__file__).resolve().parents[1] / "configs" / "fit.toml"
+    toml_path.write_text(fit_toml())
+    print(f"wrote {toml_path}")

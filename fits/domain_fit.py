@@ -11,7 +11,7 @@ come from one vmapped `jax.jacfwd`, and the normal equations ``J^T J`` (2 + 7M s
 assembled from them in numpy.
 
 `fit_domain_average` fits the mean pattern of a domain, one pattern with every parameter of
-`fits.scan_fit.DEFAULT_VARY` free (`fits.batch.fit_batch`).
+`fits.scan.settings.DEFAULT_VARY` free (`fits.batch.fit_batch`).
 
 Units: edge units of `fits.parameters` (A, deg with ``_deg``, counts); orientations SL crystal
 -> lab (docs/conventions.md).
@@ -24,9 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fits.batch import fit_batch
 from fits.objective import compiled, intensity_function, residual_function
 from fits.parameters import pack, unpack
 from fits.parameters import parameter_bounds as table_bounds
+from fits.scan.settings import DEFAULT_VARY
 from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.parameters import FWHM_PER_SIGMA, ModelParams
@@ -168,9 +170,9 @@ def fit_domain(observed: np.ndarray, weight: np.ndarray, model, init: ModelParam
     Parameters
     ----------
     observed : (M, P) mean counts per point in the model's point order (``polar.reshape(M, -1)
-        [:, setup.index]`` for a `fits.scan_fit.FitSetup`), 0 where invalid.
+        [:, setup.index]`` for a `fits.scan.setup.FitSetup`), 0 where invalid.
     weight : (M, P) pixels per point, 0 where invalid.
-    model : orientation-free `PatternModel` on those points (`fits.scan_fit.FitSetup.model`).
+    model : orientation-free `PatternModel` on those points (`fits.scan.setup.FitSetup.model`).
     init : stacked `ModelParams` (leading axis M), e.g. the per-pattern fits; each pattern's
         orientation is held in ``base_orientation`` with inplane, tilt1, tilt2 as offsets.
     configurations : name -> ``R_or`` (3, 3) tried (default: only ``init``'s relationship, named
@@ -179,7 +181,7 @@ def fit_domain(observed: np.ndarray, weight: np.ndarray, model, init: ModelParam
     bounds : ``{name: (min, max)}`` (edge units) replacing the table's bounds of a name in
         `SHARED` or `LOCAL` (`parameter_bounds`); the offsets inplane/tilt are bounded per pattern.
         Keep ``lattice_constant`` inside the range the model was built for
-        (``FitSettings.a_range_rel`` for a `fits.scan_fit.FitSetup`).
+        (``FitSetup.a_range`` for a `fits.scan.setup.FitSetup`).
 
     Returns
     -------
@@ -233,7 +235,7 @@ def fit_domain(observed: np.ndarray, weight: np.ndarray, model, init: ModelParam
 
 
 def domain_init(fits: dict[str, np.ndarray], rows: np.ndarray, template: ModelParams) -> ModelParams:
-    """Stacked starting parameters of `fit_domain` from per-pattern fits (`fits.scan_fit.read_fits`).
+    """Stacked starting parameters of `fit_domain` from per-pattern fits (`fits.scan.results.read_fits`).
 
     ``rows`` are the scan points of the domain; their fitted orientation goes into
     ``base_orientation`` (offsets 0), a, scales and disorder are the fitted ones (the domain
@@ -265,7 +267,7 @@ def fit_domain_average(observed: np.ndarray, weight: np.ndarray, model, init: Mo
     ----------
     observed, weight : (M, P) as for `fit_domain`.
     init : one `ModelParams` (unstacked), e.g. the first pattern's fit.
-    vary : fitted names (default `fits.scan_fit.DEFAULT_VARY`).
+    vary : fitted names (default `fits.scan.settings.DEFAULT_VARY`).
     bounds : ``{name: (min, max)}`` (edge units) replacing the table's bounds of a varying name;
         every varying name is passed to `fits.batch.fit_batch` with its bounds
         (`parameter_bounds`). Keep ``lattice_constant`` inside the model's range.
@@ -285,9 +287,6 @@ def fit_domain_average(observed: np.ndarray, weight: np.ndarray, model, init: Mo
     the weights (Poisson; `fits.objective`). Averaging blurs orientation differences inside the
     domain into the peak widths (the "domain-averaged pattern" of issue 4).
     """
-    from fits.batch import fit_batch
-    from fits.scan_fit import DEFAULT_VARY
-
     observed = np.asarray(observed, np.float64)
     weight = np.asarray(weight, np.float64)
     wsum = weight.sum(axis=0)

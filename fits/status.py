@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import enum
 import re
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:              # numpy is imported where used: the CLI parser imports this module
+    import numpy as np
 
 __all__ = [
     "FitStatus",
@@ -127,6 +129,7 @@ def _text(x) -> str:
 
 def _translation(entries, where: str, legacy: bool) -> dict[int, int]:
     """file code -> today's code from the entries of a ``status_codes`` (or legacy) attribute."""
+    import numpy as np
     table = {}
     for raw in np.atleast_1d(entries):
         entry = _text(raw)
@@ -164,6 +167,7 @@ def read_status(dataset) -> np.ndarray:
         If an entry of the file's vocabulary names no known outcome, or the dataset holds a code
         its vocabulary does not list.
     """
+    import numpy as np
     where = f"{dataset.file.filename}:{dataset.name}"
     raw = np.asarray(dataset[()])
     if "status_codes" in dataset.attrs:

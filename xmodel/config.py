@@ -294,6 +294,9 @@ class BackgroundConfig:
     constant: float = _number(0.05, "counts/pixel", ge=0)
 
 
+#: the scan fit's tuning table: passed through as given, checked by fits.scan.settings
+FIT_TABLE = "fit"
+
 TABLES: dict[str, type] = {
     "beam": BeamConfig, "detector": DetectorConfig, "mask": MaskConfig, "model": ModelConfig,
     "superlattice": SuperlatticeConfig, "nanocrystal": NanocrystalConfig,
@@ -315,6 +318,11 @@ class Config:
         The top-level ``name`` key (default: the stem of the last file).
     sources : tuple of str
         Absolute paths of the files read, in order, then each ``--set`` override as given.
+    fit : dict
+        The ``[fit]`` table as given (tuning of the scan fit; checked by
+        `fits.scan.settings.settings_from_config`, which this layer does not import).
+    fit_sources : dict
+        Where each ``[fit]`` key came from (file or ``--set``), for error messages.
     """
 
     beam: BeamConfig
@@ -327,6 +335,8 @@ class Config:
     background: BackgroundConfig
     name: str
     sources: tuple[str, ...]
+    fit: dict = dataclasses.field(default_factory=dict, hash=False)
+    fit_sources: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
 
     def to_dict(self) -> dict:
         """Resolved values as nested plain dicts in TOML-edge units (for HDF5 attributes, JSON).
@@ -348,6 +358,8 @@ class Config:
                 elif value is not None:
                     values[f.name] = _plain(value)
             out[table] = values
+        if self.fit:
+            out["fit"] = {k: _plain(v) for k, v in self.fit.items()}
         return out
 
 
@@ -476,7 +488,9 @@ def load_config(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> C
             f"load_config(default_paths('red')) or [{EXPERIMENT_TOML}, <sample.toml>].")
     tables = {t: _build(t, cls, values.get(t, {}), origin) for t, cls in TABLES.items()}
     name = values.get("", {}).get("name", Path(paths[-1]).stem if paths else "")
-    return Config(**tables, name=name, sources=tuple(sources))
+    fit = dict(values.get(FIT_TABLE, {}))
+    return Config(**tables, name=name, sources=tuple(sources), fit=fit,
+                  fit_sources={k: origin[(FIT_TABLE, k)][0] for k in fit})
 
 
 def _read_toml(path: Path) -> dict:
@@ -500,6 +514,13 @@ def _did_you_mean(word: str, valid: Sequence[str], prefix: str = "") -> str:
 
 def _merge(values: dict, origin: dict, data: dict, source: str, base: Path) -> None:
     for table, body in data.items():
+        if table == FIT_TABLE:
+            if not isinstance(body, dict):
+                raise ConfigError(_type_message(FIT_TABLE, body, source, f"a table [{FIT_TABLE}]"))
+            for key, value in body.items():
+                values.setdefault(FIT_TABLE, {})[key] = value
+                origin[(FIT_TABLE, key)] = (source, base)
+            continue
         if table == "name":
             if not isinstance(body, str):
                 raise ConfigError(_type_message("name", body, source, "a string"))
@@ -517,8 +538,8 @@ def _merge(values: dict, origin: dict, data: dict, source: str, base: Path) -> N
                 f"'name'; all others belong in the tables {list(TABLES)}.")
         if table not in TABLES:
             raise ConfigError(
-                f"Unknown table [{table}] in {source}.{_did_you_mean(table, TABLES)} "
-                f"Valid tables: {list(TABLES)}.")
+                f"Unknown table [{table}] in {source}.{_did_you_mean(table, [*TABLES, FIT_TABLE])} "
+                f"Valid tables: {[*TABLES, FIT_TABLE]}.")
         valid = [f.name for f in dataclasses.fields(TABLES[table])]
         values.setdefault(table, {})
         for key, value in body.items():

@@ -336,9 +336,10 @@ def _subset(src: Path, dst: Path, group: str, frames: np.ndarray, n: int) -> Pat
 
 def fits_stage(out: Path, rep: Report, results: Path, truth: Path, n_fit: int = 0) -> None:
     """Fit frames of the demo scan (every k-th, about ``n_fit``; 0 = all) and compare with the truth."""
-    from fits.scan_fit import FitSettings, fit_scan
+    from fits.scan.driver import fit_scan
+    from fits.scan.settings import FitSettings
+    from fits.scan.truth import compare_to_truth, format_truth_table
     from fits.status import FitStatus
-    from fits.truth import compare_to_truth, format_truth_table
 
     rep.stage("4. Fits of the patterns, against the truth")
     with h5py.File(results, "r") as f:
@@ -351,7 +352,7 @@ def fits_stage(out: Path, rep: Report, results: Path, truth: Path, n_fit: int = 
         fit_truth = _subset(truth, out / "truth_subset.h5", "truth", frames, n)
     cfg = load_config(default_paths("red"))       # experiment + starting values of the widths and scales
     t0 = time.perf_counter()
-    fitted = fit_scan(fit_in, cfg, out=out / "fits.h5", settings=FitSettings(cache_dir=str(out / "cache")))
+    fitted = fit_scan(fit_in, cfg, out=out / "fits.h5", settings=FitSettings.of(cache_dir=str(out / "cache")))
     dt = time.perf_counter() - t0
     text = format_truth_table(compare_to_truth(fitted, fit_truth))
     print(text)
@@ -389,15 +390,17 @@ DEMO_LINE = ((9.6, 8.6), (9.6, 12.0))
 
 def boundary_line(out: Path, rep: Report, results: Path, truth: Path, fits_h5: Path) -> None:
     """`xmodel boundary` on `DEMO_LINE` with the scan fit, against the truth's rotation."""
-    from fits.boundary import fit_line, line_points, read_line, scan_fit_rows, write_line
-    from fits.scan_fit import FitSettings, read_fits, setup_from_reduction
+    from fits.scan.boundary import fit_line, line_points, read_line, scan_fit_rows, write_line
+    from fits.scan.results import read_fits
+    from fits.scan.settings import FitSettings
+    from fits.scan.setup import setup_from_reduction
     from xmodel import orientation
 
     with h5py.File(results, "r") as f:
         pos = f["/entry/reduction/positions"][()]
     index, dist = line_points(pos, *DEMO_LINE)
     scan = read_fits(fits_h5)
-    settings = FitSettings(cache_dir=str(out / "cache"))
+    settings = FitSettings.of(cache_dir=str(out / "cache"))
     setup = setup_from_reduction(results, load_config(default_paths("red")), settings)
     res = fit_line(read_line(results, index), setup, settings, scan_fit=scan_fit_rows(fits_h5, index, len(pos)),
                    scan_bulk={"orientation_matrix": scan["orientation_matrix"], "status": scan["status"]})

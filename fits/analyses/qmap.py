@@ -263,7 +263,7 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
     sl_q_range
         q range of the superlattice shells used by the comb, 1/A.
     fits_file
-        A results file with ``/entry/fits`` of the same scan (`fits.scan_fit.fit_scan`, ``xmodel
+        A results file with ``/entry/fits`` of the same scan (`fits.scan.driver.fit_scan`, ``xmodel
         fit``): its lattice constants (status ok only) decide the points whose spots alone are
         ambiguous (`fit_lattice_comb` ``prior_lattice_constant``; ``decided_by_prior``), and give
         ``a`` (status FROM_MODEL_FIT) where the spots show no peak or stay ambiguous.

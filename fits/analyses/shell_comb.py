@@ -521,7 +521,7 @@ def fit_lattice_comb(q: np.ndarray, spots: np.ndarray, *, a_range: tuple[float, 
         decide nothing (a 111 pair: 0.05, a 311 pair: 0.19, 331 and 311 together: 0.29).
     prior_lattice_constant
         ``(N,)`` lattice constants from an independent measurement (A; NaN = none), e.g. the
-        model fits of `fits.scan_fit` (``/entry/fits/lattice_constant``), which see the whole 2D
+        model fits of `fits.scan.driver` (``/entry/fits/lattice_constant``), which see the whole 2D
         pattern. A point the comb and the angles leave open is decided by it when exactly one
         candidate indexing lies within ``prior_tolerance`` (relative) of it and every other one
         more than ``alias_separation`` away; its ``a`` still comes from the spots.

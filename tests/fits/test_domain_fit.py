@@ -11,7 +11,8 @@ from scipy.spatial.transform import Rotation
 
 from fits.domain_fit import LOCAL, SHARED, fit_domain, fit_domain_average, parameter_bounds
 from fits.parameters import spec
-from fits.scan_fit import FitSettings, FitSetup
+from fits.scan.settings import FitSettings
+from fits.scan.setup import FitSetup
 from fits.status import FitStatus
 from xmodel.config import default_paths, load_config
 from xmodel.noise import poisson_counts

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fits.scan.settings import BOUNDARY_CLI_KEYS, add_cli_options
 from xmodel.commands._common import parse_pair
 
 
@@ -13,38 +14,40 @@ def _point(text: str, name: str) -> tuple[float, float]:
 
 
 def run(args) -> int:
-    import h5py
-
-    from fits.boundary import fit_line, line_points, read_line, scan_fit_rows, write_line
-    from fits.scan_fit import FitSettings, setup_from_reduction
+    from fits.scan import results as store
+    from fits.scan.boundary import fit_line, line_points, read_line, scan_fit_rows, write_line
+    from fits.scan.reduced import open_reduced
+    from fits.scan.settings import apply_cli, settings_from_config
+    from fits.scan.setup import setup_from_reduction
     from xmodel.config import load_config
 
     p0, p1 = _point(args.start, "--from"), _point(args.end, "--to")
     cfg = load_config(args.configs, args.overrides)
-    with h5py.File(args.results, "r") as f:
-        if "entry/reduction/positions" not in f:
-            raise ValueError(f"{args.results} has no /entry/reduction/positions; reduce the scan first.")
-        pos = f["entry/reduction/positions"][()]
-        fits_path = args.fits if args.fits is not None else (args.results if "entry/fits" in f else None)
+    settings = apply_cli(settings_from_config(cfg), args, BOUNDARY_CLI_KEYS)
+    scan = open_reduced(args.results)
+    if scan.positions_um is None:
+        raise ValueError(f"{args.results} has no /entry/reduction/positions; reduce the scan first.")
+    pos = scan.positions_um
+    fits_path = args.fits if args.fits is not None else (args.results if store.has_fits(args.results) else None)
     index, dist = line_points(pos, p0, p1)
     scan_fit = scan_bulk = None
     if fits_path is not None:
         scan_fit = scan_fit_rows(fits_path, index, len(pos))
-        with h5py.File(fits_path, "r") as f:
-            scan_bulk = {"orientation_matrix": f["entry/fits/orientation_matrix"][()],
-                         "status": f["entry/fits/status"][()]}
+        whole = store.read_fits(fits_path)
+        scan_bulk = {"orientation_matrix": whole["orientation_matrix"], "status": whole["status"]}
         print(f"starting each point also from the scan fit in {fits_path}; rotation from the domain's bulk "
               f"orientation over the whole map")
-    settings = FitSettings(max_iter=args.max_iter)
-    setup = setup_from_reduction(args.results, cfg, settings)
-    result = fit_line(read_line(args.results, index), setup, settings, scan_fit=scan_fit, scan_bulk=scan_bulk)
+    setup = setup_from_reduction(scan, cfg, settings)
+    result = fit_line(read_line(scan, index), setup, settings, scan_fit=scan_fit, scan_bulk=scan_bulk)
     for path in write_line(result, dist, index, pos, Path(args.out)):
         print(f"wrote {path}")
     return 0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("boundary", help="fit the points along a line with warm starts (rotation, a vs distance)")
+    p = sub.add_parser("boundary", help="fit the points along a line with warm starts (rotation, a vs distance)",
+                       epilog="Every tuning number of the fit is a setting of a [fit] table "
+                              "(docs/configuration.md); set one with --set fit.KEY=VALUE.")
     p.add_argument("results", help="results file with /entry/reduction")
     p.add_argument("--from", dest="start", required=True, metavar="X0,Y0", help="line start (um; x the fast scan axis)")
     p.add_argument("--to", dest="end", required=True, metavar="X1,Y1", help="line end (um)")
@@ -54,5 +57,5 @@ def add_parser(sub) -> None:
     p.add_argument("--fits", default=None, metavar="FILE",
                    help="scan fit of the same scan (/entry/fits, xmodel fit): its result at each point is one "
                         "more start (default: RESULTS itself if it holds /entry/fits)")
-    p.add_argument("--max-iter", type=int, default=30)
+    add_cli_options(p, BOUNDARY_CLI_KEYS)
     p.set_defaults(func=run)

@@ -1,8 +1,8 @@
-"""Tests of fits/boundary.py helpers that need no refinement."""
+"""Tests of fits/scan/boundary.py helpers that need no refinement."""
 import numpy as np
 import pytest
 
-from fits.boundary import _mean_orientation, bulk_points, line_points
+from fits.scan.boundary import bulk_points, line_points
 from fits.status import FitStatus
 from xmodel import orientation
 
@@ -23,37 +23,6 @@ def _rot(angle_deg: float, axis) -> np.ndarray:
     return Rotation.from_rotvec(np.radians(angle_deg) * axis).as_matrix()
 
 
-def test_mean_orientation_of_different_rotations_under_symmetry():
-    """+-1.5 deg about crystal e1 and +-0.8 deg about crystal (0, 1, 1): the chordal mean of
-    R0 exp(+t K) and R0 exp(-t K) is R0 B with B symmetric positive definite, so the mean is R0
-    exactly; the members are given as cubic copies R S, and none of them is R0."""
-    R0 = _rot(37.0, (1.0, -2.0, 0.5))
-    S = orientation.cubic_symmetry_operators()
-    members = [R0 @ _rot(1.5, (1, 0, 0)), R0 @ _rot(-1.5, (1, 0, 0)),
-               R0 @ _rot(0.8, (0, 1, 1)), R0 @ _rot(-0.8, (0, 1, 1))]
-    copies = np.stack([m @ S[k] for m, k in zip(members, (0, 3, 7, 17))])
-    m = _mean_orientation(copies)
-    assert np.degrees(orientation.misorientation_angle(m, R0)) < 1e-6
-    assert min(np.degrees(orientation.misorientation_angle(m, copies))) > 0.7      # not one of the members
-    # the order does not matter: the mean is the same orientation whichever member comes first
-    m2 = _mean_orientation(copies[::-1])
-    assert np.degrees(orientation.misorientation_angle(m2, R0)) < 1e-6
-
-
-def test_mean_orientation_of_unequal_rotations_about_one_axis():
-    """Rotations by 0, 1 and 5 deg about one axis: the chordal mean is the rotation by
-    atan2(mean sin, mean cos) about that axis (1.9997 deg), not the median (1 deg) or first."""
-    R0 = _rot(20.0, (0.3, 0.1, 1.0))
-    axis = np.array([2.0, -1.0, 1.0])
-    angles = np.radians([0.0, 1.0, 5.0])
-    S = orientation.cubic_symmetry_operators()
-    copies = np.stack([_rot(np.degrees(t), axis) @ R0 @ S[k] for t, k in zip(angles, (5, 0, 11))])
-    want = _rot(np.degrees(np.arctan2(np.mean(np.sin(angles)), np.mean(np.cos(angles)))), axis) @ R0
-    m = _mean_orientation(copies)
-    assert np.degrees(orientation.misorientation_angle(m, want)) < 1e-6
-    assert abs(np.degrees(orientation.misorientation_angle(m, R0)) - 1.9997) < 1e-3
-
-
 # --------------------------------------------------------------------------- rotation ramp
 
 CHI = np.arange(180) * 2.0 - 179.0
@@ -63,13 +32,14 @@ Q = np.concatenate([np.geomspace(0.06, 0.24, 80), np.geomspace(1.72, 2.3, 24)])
 def test_fit_line_follows_a_known_rotation_ramp():
     """Certified-fit style: a yellow domain tilted out of plane by 0 .. 6 deg along a line of 5
     points, plus a point without signal; fit_line's rotation is within 1 deg of the truth."""
-    from fits.boundary import fit_line
-    from fits.scan_fit import FitSettings, FitSetup
+    from fits.scan.boundary import fit_line
+    from fits.scan.settings import FitSettings
+    from fits.scan.setup import FitSetup
     from xmodel.config import default_paths, load_config
     from xmodel.noise import poisson_counts
     from xmodel.parameters import params_from_config
 
-    settings = FitSettings(batch=1, max_iter=20, n_candidates=2, tol=2e-5)
+    settings = FitSettings.of(batch=1, max_iter=20, n_candidates=2, tol=2e-5)
     cfg = load_config(default_paths("yellow"))
     setup = FitSetup.build(cfg, Q, CHI, None, settings)
     p0 = params_from_config(cfg).replace(sl_scale=3000.0, diffuse_scale=45.0, al_scale=20.0, background=0.05)
@@ -117,11 +87,11 @@ def test_bulk_points_is_the_plateau_not_the_first_points():
     # two equally long plateaus (a grain boundary): the first along the line is the bulk
     R2 = np.stack([R0, R0, _rot(40.0, (0, 0, 1)) @ R0, _rot(40.0, (0, 0, 1)) @ R0])
     np.testing.assert_array_equal(bulk_points(R2, 1.0), [0, 1])
-    assert bulk_points(np.zeros((0, 3, 3))).size == 0
+    assert bulk_points(np.zeros((0, 3, 3)), 1.0).size == 0
 
 
 def _fits_file(path, n: int, R: np.ndarray) -> None:
-    """A minimal ``/entry/fits`` of ``n`` frames (`fits.scan_fit.read_fits` layout)."""
+    """A minimal ``/entry/fits`` of ``n`` frames (`fits.scan.results.read_fits` layout)."""
     import h5py
     with h5py.File(path, "w") as f:
         g = f.create_group("entry/fits")
@@ -133,7 +103,7 @@ def _fits_file(path, n: int, R: np.ndarray) -> None:
 
 
 def test_scan_fit_rows_takes_the_line_points(tmp_path):
-    from fits.boundary import scan_fit_rows
+    from fits.scan.boundary import scan_fit_rows
     R = np.stack([_rot(float(k), (0, 0, 1)) for k in range(6)])
     _fits_file(tmp_path / "fits.h5", 6, R)
     rows = scan_fit_rows(tmp_path / "fits.h5", np.array([4, 1]), 6)
@@ -148,13 +118,14 @@ def test_fit_line_starts_from_the_scan_fit_and_reports_rotation_to_the_bulk():
     (4 deg), crosses the bulk (3 points) and jumps by 35 deg at its end, where no warm start
     reaches. The scan fit's orientations (0.4 deg off the truth) start every point; the fit
     recovers each orientation within 0.5 deg and the rotation to the bulk plateau within 1 deg."""
-    from fits.boundary import fit_line
-    from fits.scan_fit import FitSettings, FitSetup
+    from fits.scan.boundary import fit_line
+    from fits.scan.settings import FitSettings
+    from fits.scan.setup import FitSetup
     from xmodel.config import default_paths, load_config
     from xmodel.noise import poisson_counts
     from xmodel.parameters import params_from_config
 
-    settings = FitSettings(batch=1, max_iter=20, n_candidates=2, tol=2e-5, min_significance=np.inf)
+    settings = FitSettings.of(batch=1, max_iter=20, n_candidates=2, tol=2e-5, min_significance=np.inf)
     cfg = load_config(default_paths("yellow"))
     setup = FitSetup.build(cfg, Q, CHI, None, settings)
     p0 = params_from_config(cfg).replace(sl_scale=3000.0, diffuse_scale=45.0, al_scale=20.0, background=0.05)
@@ -188,7 +159,7 @@ def test_fit_line_starts_from_the_scan_fit_and_reports_rotation_to_the_bulk():
 
 def test_write_line_marks_the_bulk(tmp_path):
     import json
-    from fits.boundary import write_line
+    from fits.scan.boundary import write_line
     R = _rot(10.0, (0, 0, 1))
     result = {"rotation_deg": np.array([3.0, 0.1, np.nan]), "lattice_constant": np.array([140.0, 150.0, np.nan]),
               "tilt_deg": np.array([3.0, 0.1, np.nan]), "inplane_deg": np.zeros(3), "disorder_deg": np.full(3, np.nan),
@@ -208,7 +179,7 @@ def test_scan_bulk_orientation_is_the_domains_plateau_over_the_map():
     """A map with a plateau of 6 frames, its boundary ramp, a bigger domain 7 deg away and a
     not-ok frame; the line runs along the ramp into the plateau: the bulk is the plateau, not the
     bigger neighbour domain (cubic orientations of other domains are often this close)."""
-    from fits.boundary import scan_bulk_orientation
+    from fits.scan.boundary import scan_bulk_orientation
 
     R0 = np.asarray(orientation.base_orientation([0, 0, -1], [1, 0, 0]), float)
     rot = lambda ax, deg: np.asarray(orientation.rotation_about_axis(ax, np.radians(deg)), float)  # noqa: E731
@@ -218,12 +189,12 @@ def test_scan_bulk_orientation_is_the_domains_plateau_over_the_map():
     R = np.stack(plateau + ramp + other + [R0])
     status = np.array([FitStatus.OK.code] * (len(R) - 1) + [FitStatus.MIXED.code])
     line = np.stack(ramp[::-1] + plateau[:2])
-    bulk = scan_bulk_orientation(R, status, line)
+    bulk = scan_bulk_orientation(R, status, line, 1.0, 0.5)
     assert np.degrees(orientation.misorientation_angle(bulk, R0)) < 0.1
     # a grain-boundary line: its own (first) domain wins over a bigger one further along
     gb = np.stack([plateau[0], plateau[1], other[0]])
-    assert np.degrees(orientation.misorientation_angle(scan_bulk_orientation(R, status, gb), R0)) < 0.1
-    assert scan_bulk_orientation(R, np.full(len(R), FitStatus.NO_SIGNAL.code), line) is None
+    assert np.degrees(orientation.misorientation_angle(scan_bulk_orientation(R, status, gb, 1.0, 0.5), R0)) < 0.1
+    assert scan_bulk_orientation(R, np.full(len(R), FitStatus.NO_SIGNAL.code), line, 1.0, 0.5) is None
 
 
 def test_a_mixed_point_keeps_the_lines_grain():
@@ -231,13 +202,14 @@ def test_a_mixed_point_keeps_the_lines_grain():
     whose SL peaks are three times as strong, and a scan fit that took the second grain there:
     the lower deviance alone would jump to it; fit_line keeps the line's own grain and flags the
     point mixed."""
-    from fits.boundary import fit_line
-    from fits.scan_fit import FitSettings, FitSetup
+    from fits.scan.boundary import fit_line
+    from fits.scan.settings import FitSettings
+    from fits.scan.setup import FitSetup
     from xmodel.config import default_paths, load_config
     from xmodel.noise import poisson_counts
     from xmodel.parameters import FWHM_PER_SIGMA, params_from_config
 
-    settings = FitSettings(batch=1, max_iter=20, n_candidates=2, tol=2e-5)
+    settings = FitSettings.of(batch=1, max_iter=20, n_candidates=2, tol=2e-5)
     cfg = load_config(default_paths("yellow"))
     setup = FitSetup.build(cfg, Q, CHI, None, settings)
     p0 = params_from_config(cfg).replace(sl_scale=3000.0, diffuse_scale=45.0, al_scale=20.0, background=0.05)

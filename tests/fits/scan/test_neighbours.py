@@ -1,11 +1,14 @@
-"""Tests of fits/neighbours.py: doubtful frames refitted from their scan neighbours, the
+"""Tests of fits/scan/neighbours.py: doubtful frames refitted from their scan neighbours, the
 lattice-constant grid re-search, and the SL-gain gate that keeps noise and WAXS-only frames unfitted."""
 import h5py
 import numpy as np
 import pytest
 
-from fits.neighbours import lattice_grid, neighbour_pass
-from fits.scan_fit import FitSettings, FitSetup, fit_scan, read_fits
+from fits.scan.driver import fit_scan
+from fits.scan.neighbours import lattice_grid, neighbour_pass
+from fits.scan.results import read_fits
+from fits.scan.settings import FitSettings, settings_from_config
+from fits.scan.setup import FitSetup
 from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.config import default_paths, load_config
@@ -14,16 +17,18 @@ from xmodel.parameters import params_from_config
 
 CHI = np.arange(180) * 2.0 - 179.0
 Q = np.concatenate([np.geomspace(0.06, 0.24, 80), np.geomspace(1.72, 2.3, 24)])
-SETTINGS = FitSettings(batch=2, max_iter=40, n_candidates=4, neighbour_passes=0)
+#: as `xmodel fit --set fit.batch=2 ...` gives them; neighbour_passes=0: the passes are run by hand
+SETTINGS = settings_from_config(load_config(default_paths("red"), [
+    "fit.batch=2", "fit.max_iter=40", "fit.n_candidates=4", "fit.neighbour_passes=0"]))
 
 
 def test_lattice_grid_spans_the_range_in_relative_steps():
     g = lattice_grid((127.9, 158.0), 0.02)
     assert g[0] == pytest.approx(127.9) and g[-1] <= 158.0 < g[-1] * 1.02
     np.testing.assert_allclose(g[1:] / g[:-1], 1.02)
-    assert lattice_grid((150.0, 150.0)).tolist() == [150.0]
+    assert lattice_grid((150.0, 150.0), 0.02).tolist() == [150.0]
     with pytest.raises(ValueError, match="a_min <= a_max"):
-        lattice_grid((0.0, 150.0))
+        lattice_grid((0.0, 150.0), 0.02)
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +67,19 @@ def _mis_deg(p, R) -> float:
     return float(np.degrees(orientation.misorientation_angle(np.asarray(p.sl_orientation(), float), R)))
 
 
+def test_set_fit_keys_give_the_settings_of_these_runs():
+    """The runs below take their settings from --set fit.KEY=VALUE (`SETTINGS`)."""
+    assert SETTINGS == FitSettings.of(batch=2, max_iter=40, n_candidates=4, neighbour_passes=0)
+
+
 def test_neighbour_pass_repairs_a_frame_from_its_neighbour(pair):
     """The second frame's fit is replaced by a wrong one (20 deg off, not ok): the neighbour pass
     refits it from the first frame's orientation."""
     setup, p = pair["setup"], pair["truth"]
     out = _fitted(pair, "repair.h5")
+    with h5py.File(out, "r") as f:          # fit.neighbour_passes=0 changed the run: no pass ran
+        assert f["entry/fits"].attrs["neighbour_passes_done"] == 0
+        assert '"neighbour_passes": 0' in f["entry/fits"].attrs["settings"]
     wrong = orientation.rotation_about_axis(0, np.radians(20.0)) @ np.asarray(p.sl_orientation(), float)
     with h5py.File(out, "a") as f:
         g = f["entry/fits"]
@@ -128,9 +141,9 @@ def test_a_frame_without_sl_peaks_gets_no_fit_from_its_neighbour(pair, tmp_path)
 
 def test_a_near_tie_goes_to_the_fit_that_agrees_with_the_neighbours(pair):
     """The second frame's fit is made a near tie of the truth: 20 deg off, its deviance only 5 above
-    the true fit's (less than `REPLACE_MARGIN`). The deviance alone would keep it; the grain's
+    the true fit's (less than the replace margin, `NeighbourSettings.replace_margin`). The deviance alone would keep it; the grain's
     continuity replaces it with the fit from the neighbour's orientation."""
-    from fits.neighbours import REPLACE_MARGIN
+    REPLACE_MARGIN = SETTINGS.neighbours.replace_margin
 
     setup, p = pair["setup"], pair["truth"]
     out = _fitted(pair, "tie.h5")

@@ -4,7 +4,7 @@
 isotropic diffuse, AL peaks, background) for a batch of parameter sets, and `linear_scales`
 fits their non-negative weights to the observed counts, which ranks template matches and
 decides the Conf1/Conf2 relationship variant (`relationship_variants`) before any gradient step
-(`fits.scan_fit.fit_frames`).
+(`fits.scan.frames.fit_frames`).
 """
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ import numpy as np
 from scipy.optimize import nnls
 
 from fits.objective import compiled, intensity_function
-from xmodel import orientation
 from xmodel.parameters import ModelParams
 from xmodel.pattern import TERMS, PatternModel
 
 
-def _poisson_deviance_np(mu: np.ndarray, y: np.ndarray, valid: np.ndarray, n: np.ndarray | float = 1.0
+def poisson_deviance_np(mu: np.ndarray, y: np.ndarray, valid: np.ndarray, n: np.ndarray | float = 1.0
                          ) -> np.ndarray:
+    """Poisson deviance ``2 sum n [y log(y/mu) - (y - mu)]`` over the last axis (numpy): valid points,
+    ``n`` pixels per point (McCullagh & Nelder 1989; `fits.objective.poisson_deviance`)."""
     mu = np.maximum(mu, 1e-6)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0) - (y - mu)
@@ -56,39 +57,6 @@ def component_images(model: PatternModel, params: ModelParams, parts: tuple[str,
     return np.asarray(run(arrays, params), np.float64)[:b]
 
 
-def relationship_variants(relationship: np.ndarray) -> list[np.ndarray]:
-    """Distinct ``S R_or`` over the 24 cubic ``S``: the NC orientations one relationship allows.
-
-    Parameters
-    ----------
-    relationship : (3, 3) ``R_or``, AL crystal -> SL crystal.
-
-    Returns
-    -------
-    list of (3, 3) representatives of the cosets ``{S R_or T}`` (``S``, ``T`` cubic): 3 for Conf1,
-    6 for Conf2.
-
-    Notes
-    -----
-    The template search returns the SL orientation only up to a cubic symmetry operator ``S``
-    (``R_sl`` and ``R_sl S`` give the same SL pattern), but the NC orientation
-    ``R_sl S R_or`` (`xmodel.orientation.al_orientation`) and hence the WAXS pattern depend on
-    which copy unless ``R_or^T S R_or`` is itself cubic. Each representative is one distinct AL
-    pattern for the same SL orientation; the WAXS part picks the one present.
-
-    Validation: counts 3 and 6 for `xmodel.orientation.orientation_relationship` Conf1 and Conf2
-    (tests/fits/test_scan_fit.py).
-    """
-    ops = np.asarray(orientation.cubic_symmetry_operators(), np.float64)
-    R = np.asarray(relationship, np.float64)
-    reps: list[np.ndarray] = []
-    for S in ops:
-        M = S @ R
-        if not any(np.any(np.all(np.abs(N.T @ M - ops) < 1e-6, axis=(1, 2))) for N in reps):
-            reps.append(M)
-    return reps
-
-
 def linear_scales(components: np.ndarray, observed: np.ndarray, valid: np.ndarray,
                   weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Non-negative scales (B, 4) and the Poisson deviance (B,) of ``sum_j c_j component_j``.
@@ -111,7 +79,7 @@ def linear_scales(components: np.ndarray, observed: np.ndarray, valid: np.ndarra
     system at a cost of O(P k^2) once instead of per NNLS iteration (10x faster for P ~ 5e4).
 
     Validation: the scales and deviances of the full (P, k) NNLS to 1e-6 relative, also with a
-    zero component (tests/fits/test_linear.py).
+    zero component (tests/fits/scan/test_linear.py).
     """
     B, k = observed.shape[0], components.shape[1]
     n = np.ones_like(observed) if weight is None else np.broadcast_to(np.asarray(weight, float), observed.shape)
@@ -137,4 +105,4 @@ def linear_scales(components: np.ndarray, observed: np.ndarray, valid: np.ndarra
         x, _ = nnls(L.T, np.linalg.solve(L, cn[b]), maxiter=200)
         scales[b] = x / norm[b]
     mu = np.einsum("bj,bjp->bp", scales, components)
-    return scales, _poisson_deviance_np(mu, np.nan_to_num(observed), use, n)
+    return scales, poisson_deviance_np(mu, np.nan_to_num(observed), use, n)

@@ -1,8 +1,9 @@
-"""The linear stage's NNLS on the normal equations equals NNLS on the full weighted system."""
+"""Tests of fits/scan/linear.py: the NNLS on the normal equations equals NNLS on the full weighted
+system; the relationship variants are the distinct NC orientations."""
 import numpy as np
 from scipy.optimize import nnls
 
-from fits.linear import _poisson_deviance_np, linear_scales
+from fits.scan.linear import linear_scales, poisson_deviance_np
 
 
 def _full_nnls(components, observed, valid, weight):
@@ -37,4 +38,5 @@ def test_normal_equation_nnls_matches_the_full_system():
     np.testing.assert_allclose(scales, ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
     assert scales[2, 2] == 0.0 and np.all(scales >= 0)
     mu = np.einsum("bj,bjp->bp", ref, comps)
-    np.testing.assert_allclose(dev, _poisson_deviance_np(mu, observed, valid & (weight > 0), weight), rtol=1e-9)
+    np.testing.assert_allclose(dev, poisson_deviance_np(mu, observed, valid & (weight > 0), weight), rtol=1e-9)
+

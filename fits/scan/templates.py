@@ -5,7 +5,7 @@ A template is a zone axis ``b`` (an SL crystal direction along the beam) with th
 strongest SL shells ``n2 = h^2 + k^2 + l^2``, the intensity along the ring ``|q| = |G|`` on the
 Ewald sphere as a function of chi. A rotation by ``phi`` about the beam (``R = R_e3(phi) R0``)
 only shifts these ring profiles along chi, ``I_phi(chi) = I_0(chi + phi)`` (the Ewald sphere is
-symmetric about the beam), so `fits.search` finds the in-plane angle of each template by one FFT
+symmetric about the beam), so `fits.scan.search` finds the in-plane angle of each template by one FFT
 cross-correlation along chi. Beam directions cover the quarter cube face ``z >= x >= 0,
 z >= y >= 0`` (1/24 of the sphere: the directions modulo the 24 proper cubic rotations) on a
 Fibonacci lattice of the requested spacing (`zone_axis_grid`).
@@ -13,7 +13,7 @@ Fibonacci lattice of the requested spacing (`zone_axis_grid`).
 Holds: the zone-axis grid, the fcc shell members, the Ewald ring geometry (`ring_directions`,
 `ewald_angle`), the signatures (`shell_signatures`), the vectorised base orientations, the chi
 grid check and the (npz-cached) `TemplateBank` (`build_template_bank`). The frame side
-(lattice-constant candidates, ring profiles, correlation, refinement) is `fits.search`, which
+(lattice-constant candidates, ring profiles, correlation, refinement) is `fits.scan.search`, which
 re-exports every public name of this module.
 
 Conventions: chi is pyFAI's azimuth (deg), ``chi = atan2(q1, q2)``; orientations are SL
@@ -92,7 +92,7 @@ def zone_axis_grid(step_deg: float) -> np.ndarray:
     lattice: Gonzalez, Math. Geosci. 42, 49 (2010), doi:10.1007/s11004-009-9257-x.
 
     Validation: every random direction has a symmetric copy within ``step_deg`` of the grid
-    (tests/fits/test_templates.py).
+    (tests/fits/scan/test_templates.py).
     """
     step = float(step_deg)
     if not np.isfinite(step) or not 0.25 <= step <= 20.0:
@@ -172,7 +172,7 @@ def shell_signatures(bases: np.ndarray, alpha: np.ndarray, chi_deg: np.ndarray, 
     within it are skipped. The dropped terms are below ``exp(-36) = 2e-16`` each.
 
     Validation: squared, equals the direct sum over all members and chi bins to 1e-14 (rtol 1e-12),
-    also for windows spanning the full circle and a 4 A wavelength (tests/fits/test_templates.py).
+    also for windows spanning the full circle and a 4 A wavelength (tests/fits/scan/test_templates.py).
     """
     chi = np.asarray(chi_deg, float).reshape(-1)
     C = chi.size
@@ -221,7 +221,7 @@ def base_orientations(beam_directions: np.ndarray) -> np.ndarray:
     -----
     Gram-Schmidt triad as `xmodel.orientation.base_orientation` (docs/conventions.md).
 
-    Validation: equal to `xmodel.orientation.base_orientation` to 1e-15 (tests/fits/test_templates.py).
+    Validation: equal to `xmodel.orientation.base_orientation` to 1e-15 (tests/fits/scan/test_templates.py).
     """
     b = np.asarray(beam_directions, float).reshape(-1, 3)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
@@ -249,8 +249,8 @@ def check_chi_grid(chi_deg: np.ndarray) -> float:
     return step
 
 
-def build_template_bank(chi_deg: np.ndarray, *, wavelength_A: float, lattice_constant: float = 150.0,
-                        step_deg: float = 1.5, mosaic_deg: float = 1.0,
+def build_template_bank(chi_deg: np.ndarray, *, wavelength_A: float, lattice_constant: float,
+                        step_deg: float, mosaic_deg: float = 1.0,
                         shells: tuple[int, ...] = DEFAULT_SHELLS, cache_dir: str | Path | None = None
                         ) -> TemplateBank:
     """Angular signatures of every zone axis of `zone_axis_grid` (cached as npz if asked).
@@ -259,8 +259,9 @@ def build_template_bank(chi_deg: np.ndarray, *, wavelength_A: float, lattice_con
     ----------
     chi_deg : (C,) regular chi grid over 360 deg (deg, pyFAI chi), as in the polar images.
     wavelength_A : X-ray wavelength (A).
-    lattice_constant : nominal SL lattice constant (A); only sets the Ewald offset of each ring.
-    step_deg : spacing of the zone axes (deg).
+    lattice_constant : nominal SL lattice constant (A, the config's); only sets the Ewald offset
+        of each ring.
+    step_deg : spacing of the zone axes (deg, `fits.scan.settings.SearchSettings.step_deg`).
     mosaic_deg : angular sigma of the SL peaks (deg); widened by half the step so that a
         direction between two templates still overlaps both.
     shells : SL shells ``h^2 + k^2 + l^2``.
@@ -275,8 +276,8 @@ def build_template_bank(chi_deg: np.ndarray, *, wavelength_A: float, lattice_con
     bins, was 0.9 s).
 
     Validation: the in-plane angle and zone axis of forward-model patterns are recovered
-    (tests/fits/test_search.py); the npz cache returns the same signatures
-    (tests/fits/test_templates.py).
+    (tests/fits/scan/test_search.py); the npz cache returns the same signatures
+    (tests/fits/scan/test_templates.py).
     """
     step_chi = check_chi_grid(chi_deg)
     chi = np.asarray(chi_deg, float).reshape(-1)

@@ -1,13 +1,16 @@
-"""Tests of fits/scan_fit.py and fits/truth.py: a tiny results file fitted end to end, resumed,
-with an empty and a broken frame, Conf1 and Conf2 recovered; truth comparison."""
+"""Tests of the scan fit (fits/scan/driver.py, frames.py, setup.py, mixed.py) and fits/scan/truth.py:
+a tiny results file fitted end to end, resumed, with an empty and a broken frame, Conf1 and Conf2
+recovered; the resume fingerprint; truth comparison."""
 import h5py
 import numpy as np
 import pytest
 
-from fits.linear import relationship_variants
-from fits.scan_fit import FIT_DATASETS, FitSettings, FitSetup, decompose_orientation, fit_scan, read_fits
+from fits.scan.driver import fit_scan
+from fits.scan.results import FIT_DATASETS, read_fits
+from fits.scan.settings import FitSettings
+from fits.scan.setup import FitSetup
+from fits.scan.truth import compare_to_truth, format_truth_table
 from fits.status import FitStatus
-from fits.truth import compare_to_truth, format_truth_table
 from xmodel import orientation
 from xmodel.config import default_paths, load_config
 from xmodel.noise import poisson_counts
@@ -15,28 +18,7 @@ from xmodel.parameters import params_from_config
 
 CHI = np.arange(180) * 2.0 - 179.0
 Q = np.concatenate([np.geomspace(0.06, 0.24, 80), np.geomspace(1.72, 2.3, 24)])
-SETTINGS = FitSettings(batch=2, max_iter=40, n_candidates=4)
-
-
-def test_decompose_orientation_recovers_the_twin_angles():
-    base = orientation.base_orientation([-1, 1, 0], [0, 0, 1])
-    R = np.asarray(orientation.sl_orientation(base, np.radians(-20.0), np.radians(3.0), np.radians(-2.0)), float)
-    S = orientation.cubic_symmetry_operators()[5]
-    out = decompose_orientation((R @ S)[None], [((0, 0, -1), (1, 0, 0)), ((-1, 1, 0), (0, 0, 1))])
-    np.testing.assert_allclose([out["tilt1_deg"][0], out["tilt2_deg"][0], out["inplane_deg"][0]],
-                               [3.0, -2.0, -20.0], atol=1e-6)
-    np.testing.assert_allclose(out["tilt_deg"][0], np.hypot(3.0, 2.0), atol=1e-6)
-
-
-def test_relationship_variants_are_the_distinct_nc_orientations():
-    ops = np.asarray(orientation.cubic_symmetry_operators(), float)
-    for conf, n in (("conf1", 3), ("conf2", 6)):
-        R = np.asarray(orientation.orientation_relationship(conf), float)
-        reps = relationship_variants(R)
-        assert len(reps) == n
-        for S in ops:          # every S R_or equals one representative up to a cubic T on the right
-            hits = [np.any(np.all(np.abs(M.T @ S @ R - ops) < 1e-6, axis=(1, 2))) for M in reps]
-            assert sum(hits) == 1
+SETTINGS = FitSettings.of(batch=2, max_iter=40, n_candidates=4)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +66,7 @@ def test_scan_fit_writes_every_dataset_and_resumes(scan):
     with h5py.File(scan["out"], "r") as f:
         assert f["entry/fits/lattice_constant"].attrs["units"] == "angstrom"
         assert "entry/reduction/polar" in f          # linked from the reduction file
+        assert f["entry/fits"].attrs["neighbour_passes_done"] == SETTINGS.neighbours.neighbour_passes == 4
 
 
 def test_empty_and_broken_frames_get_statuses(scan):
@@ -115,9 +98,34 @@ def test_orange_orientation_is_recovered(scan):
 
 
 def test_fit_scan_refuses_a_file_of_another_run(scan):
-    other = FitSettings(batch=2, step_deg=2.0)
-    with pytest.raises(ValueError, match="already holds /entry/fits of another run"):
+    other = SETTINGS.replace(step_deg=2.0)
+    with pytest.raises(ValueError, match=r"already holds /entry/fits of another run .* differs in "
+                                         r"fit\.step_deg \(stored 1\.5, now 2\.0\)"):
         fit_scan(scan["path"], scan["cfg"], scan["out"], other, progress=False, setup=scan["setup"])
+
+
+def test_a_resume_with_a_changed_setting_or_config_is_refused_naming_the_key(scan):
+    """Every setting and the resolved config are part of the fingerprint: a threshold or another
+    lattice constant would otherwise mix two runs' frames."""
+    with pytest.raises(ValueError, match=r"fit\.al_min_gain \(stored 25\.0, now 30\.0\)"):
+        fit_scan(scan["path"], scan["cfg"], scan["out"], SETTINGS.replace(al_min_gain=30.0), progress=False,
+                 setup=scan["setup"])
+    cfg = load_config(default_paths("red"), ["superlattice.lattice_constant=140"])
+    with pytest.raises(ValueError, match=r"config\.superlattice\.lattice_constant \(stored 1\d\d"):
+        fit_scan(scan["path"], cfg, scan["out"], SETTINGS, progress=False, setup=scan["setup"])
+
+
+def test_the_run_stores_its_settings_and_resolved_config(scan):
+    import json
+
+    from fits.scan.results import read_settings
+
+    assert read_settings(scan["out"]) == SETTINGS.to_flat()
+    with h5py.File(scan["out"], "r") as f:
+        cfg = json.loads(f["entry/fits"].attrs["config"])
+        codes = f["entry/fits"].attrs["status_codes"]
+    assert cfg["superlattice"]["lattice_constant"] == scan["cfg"].superlattice.lattice_constant
+    assert "6: " + FitStatus.MIXED.value in codes
 
 
 def test_fit_scan_needs_a_reduction(tmp_path):
@@ -189,8 +197,8 @@ def test_al_residual_sees_a_second_nc_orientation(scan):
     """A red pattern plus the AL peaks (and weak SL peaks) of a second grain rotated 30 deg about
     the beam: the true parameters of the first grain leave a strong AL excess; alone they leave
     only noise."""
-    from fits.mixed import al_residual
-    from fits.scan_fit import _stack
+    from fits.scan.mixed import al_residual
+    from fits.scan.starts import stack_params
 
     setup, p = scan["setup"], scan["truth"][0]
     R2 = orientation.rotation_about_axis(2, np.radians(30.0)) @ np.asarray(p.sl_orientation(), float)
@@ -203,7 +211,8 @@ def test_al_residual_sees_a_second_nc_orientation(scan):
         img = np.full(CHI.size * Q.size, np.nan)
         img[setup.index] = poisson_counts(mu, seed=seed)
         imgs.append(img.reshape(CHI.size, Q.size))
-    z, rel = al_residual(np.stack(imgs), setup, _stack([p, p]))
+    ev = SETTINGS.evidence
+    z, rel = al_residual(np.stack(imgs), setup, stack_params([p, p]), ev.mixed_al_band_sigma)
     assert z[0] < 6.0, (z, rel)
-    assert z[1] >= SETTINGS.mixed_al_significance and rel[1] >= SETTINGS.mixed_al_ratio, (z, rel)
-    assert al_residual(np.zeros((0, CHI.size, Q.size)), setup, p)[0].shape == (0,)
+    assert z[1] >= ev.mixed_al_significance and rel[1] >= ev.mixed_al_ratio, (z, rel)
+    assert al_residual(np.zeros((0, CHI.size, Q.size)), setup, p, ev.mixed_al_band_sigma)[0].shape == (0,)

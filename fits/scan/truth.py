@@ -1,6 +1,6 @@
-"""Recovered versus true parameters of a scan fit on the digital twin (issue 4, "Done when").
+"""Recovered versus true parameters of a scan fit on the digital twin (the acceptance tolerances of the scan fit).
 
-`compare_to_truth` reads ``/entry/fits`` of a results file (`fits.scan_fit.fit_scan`) and
+`compare_to_truth` reads ``/entry/fits`` of a results file (`fits.scan.driver.fit_scan`) and
 ``/truth`` of the twin's ``truth.h5`` (`xmodel.synth`), and summarises the errors over the
 *in-domain* points (a domain label, neither empty nor mixed):
 
@@ -24,10 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fits.scan.results import read_fits
 from fits.status import FitStatus
 from xmodel import orientation
+from xmodel.io import read_group
 
-#: the issue's tolerances: parameter -> (tolerance, units)
+#: the acceptance tolerances: parameter -> (tolerance, units)
 TOLERANCES = {"orientation": (0.5, "deg"), "lattice_constant": (0.5, "%"), "disorder": (1.5, "deg")}
 
 
@@ -43,8 +45,6 @@ def read_truth(path: str | Path) -> dict[str, np.ndarray]:
     FileNotFoundError, ValueError
         If the file is missing or has no ``/truth`` group.
     """
-    from xmodel.io import read_group
-
     return read_group(path, "/truth", "pass the truth.h5 that `xmodel synth` writes next to the master file")[0]
 
 
@@ -62,7 +62,7 @@ def compare_to_truth(fits_h5: str | Path, truth_h5: str | Path) -> dict:
 
     Parameters
     ----------
-    fits_h5 : results file with ``/entry/fits`` (`fits.scan_fit.fit_scan`).
+    fits_h5 : results file with ``/entry/fits`` (`fits.scan.driver.fit_scan`).
     truth_h5 : the twin's ``truth.h5`` (``/truth/label``, ``orientation_matrix`` (N, 3, 3, SL
         crystal -> lab), ``lattice_constant`` (A), ``disorder_deg`` (FWHM, deg),
         ``configuration``, ``empty``, ``mixed``; optionally ``sl_visible``, a boolean per point
@@ -73,7 +73,7 @@ def compare_to_truth(fits_h5: str | Path, truth_h5: str | Path) -> dict:
     dict with
         ``n_points``, ``n_in_domain``, ``n_empty``, ``n_mixed``, ``frames_done``;
         ``orientation``, ``lattice_constant``, ``disorder``: ``{"n", "median", "p95", "within",
-        "tolerance"}`` (deg, %, deg; ``within`` the fraction inside the issue's tolerance);
+        "tolerance"}`` (deg, %, deg; ``within`` the fraction inside the tolerance);
         ``disorder_determined``: fraction of in-domain points with a disorder value;
         ``configuration_accuracy`` (undetermined counts as wrong), ``configuration_undetermined``;
         ``not_ok``: fraction of in-domain points whose status is not ok, ``in_domain_status``,
@@ -102,11 +102,9 @@ def compare_to_truth(fits_h5: str | Path, truth_h5: str | Path) -> dict:
     Validation: hand-made fits and truth files with known errors (orientations 0.3 and 1 deg off
     about known axes, symmetric copies, a off by 0.2 and 1 %, missing fits, wrong and undetermined
     configurations, empty and mixed points) reproduce every number of the summary
-    (tests/fits/test_truth.py); a scan fit of forward-model frames against their true parameters
-    (tests/fits/test_scan_fit.py).
+    (tests/fits/scan/test_truth.py); a scan fit of forward-model frames against their true parameters
+    (tests/fits/scan/test_driver.py).
     """
-    from fits.scan_fit import read_fits
-
     fit = read_fits(fits_h5)
     tr = read_truth(truth_h5)
     n = int(tr["label"].shape[0])

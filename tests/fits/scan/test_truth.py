@@ -1,4 +1,4 @@
-"""Tests of fits/truth.py: hand-made fits.h5 and truth.h5 with known errors, every number of the
+"""Tests of fits/scan/truth.py: hand-made fits.h5 and truth.h5 with known errors, every number of the
 summary checked against arithmetic done by hand (not against the code's own output).
 
 The scan has 10 points: red (label 0) points 0-3, blue (label 1) points 4-6, two empty points
@@ -23,7 +23,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from fits.status import FitStatus
-from fits.truth import compare_to_truth, format_truth_table, read_truth
+from fits.scan.truth import compare_to_truth, format_truth_table, read_truth
 
 N = 10
 A_TRUE = np.array([150.0, 150.0, 150.0, 150.0, 140.0, 140.0, 140.0, np.nan, np.nan, 150.0])
@@ -68,7 +68,7 @@ def _files(tmp_path, sl_visible=None):
 
     strings = h5py.string_dtype()
     fits_h5 = tmp_path / "fits.h5"
-    with h5py.File(fits_h5, "w") as f:          # the layout of fits.scan_fit (FIT_DATASETS)
+    with h5py.File(fits_h5, "w") as f:          # the layout of fits.scan.results (FIT_DATASETS)
         g = f.create_group("entry/fits")
         g["orientation_matrix"] = R_fit
         g["lattice_constant"] = a_fit

@@ -7,36 +7,35 @@ Fig. 1a,b: the grey points).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from fits.linear import COMPONENTS, component_images
+from fits.scan.linear import COMPONENTS, component_images
+from fits.scan.search import estimate_lattice_constant, ring_profiles, ring_significance
+from fits.scan.settings import FitSettings, SearchSettings
+from fits.scan.setup import FitSetup
 from fits.status import FitStatus
 from xmodel.parameters import ModelParams
-
-if TYPE_CHECKING:
-    from fits.scan_fit import FitSettings, FitSetup
 
 TWO_PI = 2.0 * np.pi
 
 
-def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray, setup: "FitSetup",
-               params: ModelParams, a_range: tuple[float, float], settings: FitSettings) -> None:
+def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray, setup: FitSetup,
+               params: ModelParams, settings: FitSettings) -> None:
     """Set ``residual_significance`` and ``al_residual_significance`` of ``frames`` and mark MIXED
     those with SL or AL peaks left over.
 
     ``polar`` (len(frames), C, Q) and the stacked fitted ``params`` are in the order of
     ``frames``. A converged (or not converged) frame becomes `FitStatus.MIXED` when the SL ring
     significance left after its fit (`residual_significance`) reaches both
-    ``settings.min_significance`` and ``settings.mixed_ratio`` of the frame's own, or, for a frame
+    ``settings.search.min_significance`` and ``settings.evidence.mixed_ratio`` of the frame's own, or, for a frame
     whose configuration was determined, when the AL excess left (`al_residual`) reaches
-    ``settings.mixed_al_significance`` and ``settings.mixed_al_ratio`` of the fitted AL peaks
+    ``settings.evidence.mixed_al_significance`` and ``settings.evidence.mixed_al_ratio`` of the fitted AL peaks
     (a second grain whose SL peaks are weak still shows its own NC orientation).
     """
     comps = component_images(setup.model, params) if len(frames) else None    # one pass for both tests
-    left = residual_significance(polar, setup, params, a_range, components=comps)
-    z_al, rel_al = al_residual(polar, setup, params, components=comps)
+    left = residual_significance(polar, setup, params, setup.a_range, components=comps,
+                                 sigma_q=settings.search.ring_sigma_q, n_grid=settings.search.lattice_grid_points)
+    z_al, rel_al = al_residual(polar, setup, params, settings.evidence.mixed_al_band_sigma, components=comps)
     out["residual_significance"][frames] = left
     if "al_residual_significance" in out:
         out["al_residual_significance"][frames] = z_al
@@ -44,9 +43,10 @@ def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray
         st = FitStatus.from_code(out["status"][i])
         if not (st.success or st is FitStatus.NOT_CONVERGED):
             continue
-        sl_left = left[j] >= max(settings.min_significance, settings.mixed_ratio * out["significance"][i])
-        al_left = bool(out["configuration"][i]) and z_al[j] >= settings.mixed_al_significance and \
-            rel_al[j] >= settings.mixed_al_ratio
+        sl_left = left[j] >= max(settings.search.min_significance,
+                                 settings.evidence.mixed_ratio * out["significance"][i])
+        al_left = bool(out["configuration"][i]) and z_al[j] >= settings.evidence.mixed_al_significance and \
+            rel_al[j] >= settings.evidence.mixed_al_ratio
         if sl_left or al_left:
             what = (f"SL ring significance {left[j]:.1f} left after the fit (fitted pattern "
                     f"{out['significance'][i]:.1f})" if sl_left else
@@ -56,7 +56,7 @@ def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray
                                  + ("" if st.success else f" and did not converge ({out['message'][i]})"))
 
 
-def al_residual(polar: np.ndarray, setup: "FitSetup", params: ModelParams,
+def al_residual(polar: np.ndarray, setup: FitSetup, params: ModelParams, band_sigma: float,
                 components: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Largest AL excess left by a fit per chi bin: significance (B,) and fraction (B,) of the fitted AL peaks.
 
@@ -65,18 +65,19 @@ def al_residual(polar: np.ndarray, setup: "FitSetup", params: ModelParams,
     polar : (B, C, Q) polar images (mean counts per pixel of each bin, NaN masked) on the grid of
         ``setup``.
     params : stacked fitted `ModelParams` of the B frames.
-    components : (B, 4, P) their unit-scale terms (`fits.linear.component_images`) if already computed.
+    band_sigma : half-width of the AL shells in radial sigmas (`EvidenceSettings.mixed_al_band_sigma`).
+    components : (B, 4, P) their unit-scale terms (`fits.scan.linear.component_images`) if already computed.
 
     Notes
     -----
-    On the fit points within ``3 sigma_r`` (``al_radial_width``) of an AL shell ``2 pi |hkl| /
+    On the fit points within ``band_sigma sigma_r`` (``al_radial_width``) of an AL shell ``2 pi |hkl| /
     a_AL``, the excess ``sum n (y - mu)`` per chi bin over its Poisson deviation ``sqrt(sum n
     mu)`` (``n`` pixels per point, ``mu`` the fitted model): the significance of unexplained AL
     intensity, which a second NC orientation (a mixed pattern) puts at other chi than the fitted
     one. The fraction is that excess over the largest per-bin sum of the fitted AL term.
 
     Validation: a second grain's AL peaks are seen, Poisson noise is not
-    (tests/fits/test_scan_fit.py); the twin's figures at `fits.scan_fit.FitSettings`.
+    (tests/fits/scan/test_driver.py); the twin's figures at `fits.scan.settings.EvidenceSettings`.
     """
     polar = np.asarray(polar, np.float64)
     B = polar.shape[0]
@@ -87,7 +88,7 @@ def al_residual(polar: np.ndarray, setup: "FitSetup", params: ModelParams,
     qv = setup.q[setup.index % Q]
     st = setup.model.structure
     g = np.unique(np.round(TWO_PI * np.linalg.norm(np.asarray(st.al_hkl, float), axis=1) / st.al_lattice_constant, 9))
-    band = np.min(np.abs(qv[:, None] - g[None, :]), axis=1) <= 3.0 * float(setup.template.al_radial_width)
+    band = np.min(np.abs(qv[:, None] - g[None, :]), axis=1) <= band_sigma * float(setup.template.al_radial_width)
     comps = component_images(setup.model, params) if components is None else components
     scales = np.stack([np.asarray(getattr(params, c), np.float64).reshape(-1) for c in COMPONENTS], 1)
     mu = np.einsum("bc,bcp->bp", scales, comps)
@@ -103,8 +104,10 @@ def al_residual(polar: np.ndarray, setup: "FitSetup", params: ModelParams,
     return z.max(axis=1), excess / np.maximum(acc[2].max(axis=1), 1e-12)
 
 
-def residual_significance(polar: np.ndarray, setup: "FitSetup", params: ModelParams,
-                          a_range: tuple[float, float], components: np.ndarray | None = None) -> np.ndarray:
+def residual_significance(polar: np.ndarray, setup: FitSetup, params: ModelParams,
+                          a_range: tuple[float, float], components: np.ndarray | None = None,
+                          sigma_q: float = SearchSettings.ring_sigma_q,
+                          n_grid: int = SearchSettings.lattice_grid_points) -> np.ndarray:
     """(B,) largest SL ring peak significance left when the fitted SL peaks are subtracted.
 
     Parameters
@@ -112,20 +115,20 @@ def residual_significance(polar: np.ndarray, setup: "FitSetup", params: ModelPar
     polar : (B, C, Q) polar images (mean counts per bin, NaN masked) on the grid of ``setup``.
     params : stacked fitted `ModelParams` of the B frames.
     a_range : SL lattice constants searched for a second orientation (A).
-    components : (B, 4, P) unit-scale terms (`fits.linear.component_images`) if already computed.
+    components : (B, 4, P) unit-scale terms (`fits.scan.linear.component_images`) if already computed.
+    sigma_q, n_grid : ring extraction width (1/A) and lattice-constant grid of the search
+        (`SearchSettings.ring_sigma_q`, ``lattice_grid_points``).
 
     Notes
     -----
     ``polar - sl_scale * SL_component(params)`` on the fit points keeps the diffuse scattering and
-    background (so the Poisson noise floor of `fits.search.ring_significance` still holds) and
+    background (so the Poisson noise floor of `fits.scan.search.ring_significance` still holds) and
     removes the peaks the fit explains; the ring significance of what is left, at the lattice
-    constant `fits.search.estimate_lattice_constant` finds in it, measures peaks of a second
+    constant `fits.scan.search.estimate_lattice_constant` finds in it, measures peaks of a second
     orientation (a mixed pattern) or of a misfit. Rings of the model's peaks that the fit
     misses in shape (not in position) leave a fraction of their height, hence the relative
-    threshold of `FitSettings.mixed_ratio`.
+    threshold of `EvidenceSettings.mixed_ratio`.
     """
-    from fits.search import estimate_lattice_constant, ring_profiles, ring_significance
-
     polar = np.array(polar, np.float64)
     B = polar.shape[0]
     if B == 0:
@@ -136,6 +139,6 @@ def residual_significance(polar: np.ndarray, setup: "FitSetup", params: ModelPar
     flat[:, setup.index] -= np.asarray(params.sl_scale, np.float64).reshape(B, 1) * comp
     left = flat.reshape(polar.shape)
     shells = tuple(int(x) for x in setup.bank.shells)
-    a = estimate_lattice_constant(left, setup.q, a_range, shells=shells)
-    prof, level = ring_profiles(left, setup.q, a, shells)
+    a = estimate_lattice_constant(left, setup.q, a_range, shells=shells, sigma_q=sigma_q, n_grid=n_grid)
+    prof, level = ring_profiles(left, setup.q, a, shells, sigma_q)
     return ring_significance(prof, level).max(axis=1)

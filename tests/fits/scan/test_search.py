@@ -1,16 +1,15 @@
-"""Tests of the global orientation search (fits/search.py) on forward-model polar patterns.
+"""Tests of the global orientation search (fits/scan/search.py) on forward-model polar patterns.
 
-The template bank itself (fits/templates.py) is tested in tests/fits/test_templates.py."""
+The template bank itself (fits/scan/templates.py) is tested in tests/fits/scan/test_templates.py."""
 import warnings
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from fits.search import (
+from fits.scan.search import (
     _nan_median,
     _ring_features,
-    _rotation_e3,
     build_template_bank,
     estimate_lattice_constant,
     lattice_constant_candidates,
@@ -51,8 +50,8 @@ def frames(tmp_path_factory):
         truth.append(p)
     empty = poisson_counts(np.full(imgs[0].shape, 0.045), seed=99).astype(np.float64)
     imgs.append(np.where(px.valid.reshape(empty.shape), empty, np.nan))
-    bank = build_template_bank(CHI, wavelength_A=float(exp.geometry.wavelength) * 1e10, step_deg=1.5,
-                               cache_dir=tmp_path_factory.mktemp("bank"))
+    bank = build_template_bank(CHI, wavelength_A=float(exp.geometry.wavelength) * 1e10, lattice_constant=a0,
+                               step_deg=1.5, cache_dir=tmp_path_factory.mktemp("bank"))
     return {"model": model, "imgs": np.stack(imgs), "truth": truth, "bank": bank, "a0": a0, "p0": p0, "px": px}
 
 
@@ -66,7 +65,7 @@ def test_search_finds_orientation_and_lattice_constant(frames):
         R = np.asarray(p.sl_orientation(), float)
         mis = np.degrees(orientation.misorientation_angle(R, res.orientation[i, 0]))
         # template search only (1.5 deg templates, 2 deg chi bins); the least-squares refinement of
-        # fits.scan_fit brings interior points to ~0.1 deg (tests/fits/test_scan_fit.py)
+        # the scan fit brings interior points to ~0.1 deg (tests/fits/scan/test_driver.py)
         assert mis < 5.0, (DOMAINS[i], mis)   # red (7 deg tilt) is the worst, ~4 deg
         assert abs(res.lattice_constant[i] / float(p.lattice_constant) - 1) < 0.01
 
@@ -146,7 +145,7 @@ def test_lattice_candidates_message_and_order(frames):
 def test_numpy_rotation_and_median_helpers():
     phi = np.array([-170.0, -3.2, 0.0, 47.5, 179.9])
     want = np.asarray(orientation.rotation_about_axis(2, np.radians(phi)), float)
-    np.testing.assert_allclose(_rotation_e3(phi), want, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(orientation.rotation_about_beam(phi), want, rtol=0, atol=1e-15)
     x = np.random.default_rng(2).normal(size=(4, 7, 30))
     x[x > 1.0] = np.nan                                    # odd and even valid counts
     x[1, 2] = np.nan                                       # an all-NaN slice -> NaN, no warning
@@ -172,12 +171,12 @@ def test_ring_features_of_several_lattice_constants_per_frame(frames):
 def test_search_at_given_lattice_constants(frames, compressed):
     """The compressed frame searched on a 2 % grid of a (the neighbour passes' re-search): the
     best match sits at the grid value nearest the true a, not at the radial alias."""
-    from fits.neighbours import lattice_grid
+    from fits.scan.neighbours import lattice_grid
 
     img, p = compressed
     a_true, bank = float(p.lattice_constant), frames["bank"]
     a_range = (0.85 * frames["a0"], 1.05 * frames["a0"])
-    grid = lattice_grid(a_range)
+    grid = lattice_grid(a_range, 0.02)
     res = search_orientations(img, Q, bank, a_range=a_range, lattice_constants=grid[None, :])
     assert abs(res.match_lattice_constant[0, 0] / a_true - 1) <= 0.011
     assert set(np.round(res.match_lattice_constant[0], 6)) <= set(np.round(grid, 6))

@@ -1,7 +1,7 @@
 """Global orientation search on polar images: the frame side of template matching.
 
 Orientation fits are multi-modal, so every frame is first matched against a bank of templates
-(`fits.templates`: the angular signatures of the SL shells for each zone axis at zero in-plane
+(`fits.scan.templates`: the angular signatures of the SL shells for each zone axis at zero in-plane
 angle). A rotation by ``phi`` about the beam only shifts the ring profiles along chi, so the
 in-plane angle of each template falls out of one FFT cross-correlation along chi (masked and
 normalised, a cosine similarity).
@@ -16,8 +16,8 @@ ranked together (`search_orientations`), then refined on finer cones of zone axe
 
 Holds: lattice-constant scores and candidates, ring profiles and their significance,
 `SearchResult`, `search_orientations` and `refine_matches`. The template side (`TemplateBank`,
-`build_template_bank`, `zone_axis_grid`, `shell_signatures`, ...) lives in `fits.templates` and
-is re-exported here, so ``from fits.search import TemplateBank`` keeps working.
+`build_template_bank`, `zone_axis_grid`, `shell_signatures`, ...) lives in `fits.scan.templates` and
+is re-exported here, so ``from fits.scan.search import TemplateBank`` keeps working.
 
 Conventions: chi is pyFAI's azimuth (deg), ``chi = atan2(q1, q2)``; orientations are SL
 crystal -> lab (docs/conventions.md). Everything here is numpy (float64 for geometry, float32
@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fits.templates import (
+from fits.scan.settings import SearchSettings
+from fits.scan.templates import (
     DEFAULT_SHELLS,
     TWO_PI,
     TemplateBank,
@@ -44,10 +45,11 @@ from fits.templates import (
     shell_signatures,
     zone_axis_grid,
 )
+from xmodel import orientation
 
-#: public names; the template side is re-exported so ``from fits.search import TemplateBank`` works
+#: public names; the template side is re-exported so ``from fits.scan.search import TemplateBank`` works
 __all__ = [
-    # fits.templates
+    # fits.scan.templates
     "DEFAULT_SHELLS", "TWO_PI", "TemplateBank", "base_orientations", "build_template_bank",
     "check_chi_grid", "ewald_angle", "ring_directions", "shell_members", "shell_signatures",
     "zone_axis_grid",
@@ -58,19 +60,12 @@ __all__ = [
 ]
 
 
-def _rotation_e3(phi_deg: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) ``R_e3(phi)`` (numpy float64), as `xmodel.orientation.rotation_about_axis`."""
-    p = np.radians(np.asarray(phi_deg, float))
-    c, s, z, o = np.cos(p), np.sin(p), np.zeros(p.shape), np.ones(p.shape)
-    return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
-
-
 def _nan_median(x: np.ndarray, axis: int) -> np.ndarray:
     """``np.nanmedian(x, axis)`` (NaN where a slice is all NaN, silently), about 5x faster.
 
     One sort (NaN last) and the mean of the two middle valid values; numpy's nanmedian goes
     through masked arrays for axes shorter than 600. Validation: bit-identical to
-    ``np.nanmedian`` on the demo twin's polar images (tests/fits/test_search.py).
+    ``np.nanmedian`` on the demo twin's polar images (tests/fits/scan/test_search.py).
     """
     x = np.moveaxis(np.asarray(x, float), axis, -1)
     srt = np.sort(x, axis=-1)
@@ -91,8 +86,8 @@ def anisotropic_excess(polar: np.ndarray) -> np.ndarray:
 
 
 def lattice_constant_score(polar: np.ndarray, q: np.ndarray, a_range: tuple[float, float], *,
-                           shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = 0.0015,
-                           n_grid: int = 400) -> tuple[np.ndarray, np.ndarray]:
+                           shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = SearchSettings.ring_sigma_q,
+                           n_grid: int = SearchSettings.lattice_grid_points) -> tuple[np.ndarray, np.ndarray]:
     """Shell-position score of the anisotropic radial profile on a grid of SL lattice constants.
 
     Parameters
@@ -144,8 +139,8 @@ def _parabola_peak(a: np.ndarray, score: np.ndarray, best: np.ndarray) -> np.nda
 
 
 def estimate_lattice_constant(polar: np.ndarray, q: np.ndarray, a_range: tuple[float, float], *,
-                              shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = 0.0015,
-                              n_grid: int = 400) -> np.ndarray:
+                              shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = SearchSettings.ring_sigma_q,
+                              n_grid: int = SearchSettings.lattice_grid_points) -> np.ndarray:
     """SL lattice constant (A) per frame: the global maximum of `lattice_constant_score`.
 
     Parameters
@@ -162,16 +157,17 @@ def estimate_lattice_constant(polar: np.ndarray, q: np.ndarray, a_range: tuple[f
     therefore correlates templates at several maxima (`lattice_constant_candidates`).
 
     Validation: recovers ``a`` of forward-model patterns of the five domains within 1 %
-    (measured 0.8 % for orange; tests/fits/test_search.py).
+    (measured 0.8 % for orange; tests/fits/scan/test_search.py).
     """
     a, score = lattice_constant_score(polar, q, a_range, shells=shells, sigma_q=sigma_q, n_grid=n_grid)
     return _parabola_peak(a, score, np.argmax(score, axis=1))
 
 
 def lattice_constant_candidates(polar: np.ndarray, q: np.ndarray, a_range: tuple[float, float], *,
-                                n_candidates: int = 3, min_separation: float = 0.02,
-                                shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = 0.0015,
-                                n_grid: int = 400) -> tuple[np.ndarray, np.ndarray]:
+                                n_candidates: int = SearchSettings.n_lattice,
+                                min_separation: float = SearchSettings.lattice_separation,
+                                shells: tuple[int, ...] = DEFAULT_SHELLS, sigma_q: float = SearchSettings.ring_sigma_q,
+                                n_grid: int = SearchSettings.lattice_grid_points) -> tuple[np.ndarray, np.ndarray]:
     """The best distinct local maxima of `lattice_constant_score` per frame.
 
     Parameters
@@ -198,7 +194,7 @@ def lattice_constant_candidates(polar: np.ndarray, q: np.ndarray, a_range: tuple
     domain boundary.
 
     Validation: the first candidate equals `estimate_lattice_constant`; for a green domain at
-    a = 0.88 a0 tilted 10 deg the true a is the second candidate (tests/fits/test_search.py).
+    a = 0.88 a0 tilted 10 deg the true a is the second candidate (tests/fits/scan/test_search.py).
     """
     n = int(n_candidates)
     if n < 1:
@@ -230,7 +226,7 @@ def lattice_constant_candidates(polar: np.ndarray, q: np.ndarray, a_range: tuple
 
 
 def ring_profiles(polar: np.ndarray, q: np.ndarray, lattice_constant: np.ndarray,
-                  shells: tuple[int, ...] | np.ndarray, sigma_q: float = 0.0015
+                  shells: tuple[int, ...] | np.ndarray, sigma_q: float = SearchSettings.ring_sigma_q
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Ring intensity versus chi at each shell's ``|G|``, per frame.
 
@@ -384,11 +380,13 @@ def _correlate(f: np.ndarray, m: np.ndarray, bank: TemplateBank, spec: tuple, sp
 
 
 def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
-                        a_range: tuple[float, float], n_best: int = 3, sigma_q: float = 0.0015,
-                        min_significance: float = 8.0, batch: int = 16,
-                        min_separation_deg: float | None = None, n_lattice: int = 3,
-                        lattice_separation: float = 0.02,
-                        lattice_constants: np.ndarray | None = None) -> SearchResult:
+                        a_range: tuple[float, float], n_best: int = 3,
+                        sigma_q: float = SearchSettings.ring_sigma_q,
+                        min_significance: float = SearchSettings.min_significance, batch: int = 16,
+                        min_separation_deg: float | None = None, n_lattice: int = SearchSettings.n_lattice,
+                        lattice_separation: float = SearchSettings.lattice_separation,
+                        lattice_constants: np.ndarray | None = None,
+                        n_grid: int = SearchSettings.lattice_grid_points) -> SearchResult:
     """Match every frame against the template bank at several candidate lattice constants.
 
     Parameters
@@ -402,14 +400,15 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     min_significance : ring peak significance below which a frame has no signal.
     batch : frames correlated at once (memory ~ batch x K x C x 8 bytes).
     min_separation_deg : matches found at one lattice constant have zone axes at least this far
-        apart (deg; default 3 bank steps), so that the ``n_best`` candidates are distinct
+        apart (deg; default ``SearchSettings.match_separation_steps`` bank steps), so that the ``n_best`` candidates are distinct
         orientations and not the neighbours of one peak of the score (non-maximum suppression).
     n_lattice : candidate lattice constants per frame (`lattice_constant_candidates`); 1 gives
         the single estimate of `estimate_lattice_constant`.
     lattice_separation : candidate lattice constants differ by at least this fraction.
     lattice_constants : (B, N) lattice constants (A) to correlate at instead of the radial
         candidates (NaN: unused slot), e.g. those of a frame's fitted scan neighbours
-        (`fits.scan_fit.neighbour_pass`); ``n_lattice`` and ``lattice_separation`` are then unused.
+        (`fits.scan.neighbours.neighbour_pass`); ``n_lattice`` and ``lattice_separation`` are then unused.
+    n_grid : lattice constants of the radial score over ``a_range`` (`lattice_constant_score`).
 
     Returns
     -------
@@ -430,8 +429,8 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     Validation: SL orientation within 5 deg (misorientation) for the five domains with Poisson
     noise on a 2 deg chi grid (measured 0.4-4.1 deg), and a within 1 % and orientation within
     3.5 deg for a compressed (a = 0.88 a0), 10 deg tilted green domain whose global radial
-    maximum is the 111 -> 200 alias (measured 0.2 % and 2.6 deg; tests/fits/test_search.py).
-    Demo twin (13 x 13, /tmp/twin_demo), the 82 in-domain, unmixed points that had signal before,
+    maximum is the 111 -> 200 alias (measured 0.2 % and 2.6 deg; tests/fits/scan/test_search.py).
+    Demo twin (13 x 13), the 82 in-domain, unmixed points that had signal before,
     best match after `refine_matches` with a within 1 % and orientation within 3 deg: interior
     (> 1 um from a boundary) 28 -> 29 of 37, boundary 18 -> 22 of 45 (single a -> 3 candidates);
     the right answer among the 4 matches: 33 -> 34 and 19 -> 27. A wrong a scored higher than
@@ -454,7 +453,7 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     if lattice_constants is None:
         a_cand, _ = lattice_constant_candidates(polar, q, a_range, n_candidates=n_lattice,
                                                 min_separation=lattice_separation, shells=tuple(bank.shells),
-                                                sigma_q=sigma_q)
+                                                sigma_q=sigma_q, n_grid=n_grid)
     else:
         a_cand = np.asarray(lattice_constants, float)
         if a_cand.ndim != 2 or a_cand.shape[0] != B:
@@ -462,7 +461,8 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
                              f"({B}, N), N lattice constants (A, NaN for unused slots) per frame.")
     N = a_cand.shape[1]
     T = max(1, min(int(n_best), bank.size))
-    sep = 3.0 * float(bank.key.get("step_deg", 1.5)) if min_separation_deg is None else float(min_separation_deg)
+    sep = (SearchSettings.match_separation_steps * float(bank.key["step_deg"]) if min_separation_deg is None
+           else float(min_separation_deg))
     sep_cos = np.cos(np.radians(sep))
     all_k = np.zeros((B, N, T), int)
     all_phi = np.zeros((B, N, T))
@@ -481,7 +481,7 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     out_k, phi, out_score, a_match = (np.take_along_axis(x.reshape(B, N * T), flat, axis=1)
                                       for x in (all_k, all_phi, all_score, all_a))
     phi = (phi + 180.0) % 360.0 - 180.0
-    rot = _rotation_e3(phi) @ bank.bases[out_k]
+    rot = orientation.rotation_about_beam(phi) @ bank.bases[out_k]
     return SearchResult(has_signal=significance >= min_significance, significance=significance,
                         lattice_constant=a_match[:, 0].copy(), orientation=rot,
                         zone_axis=bank.zone_axes[out_k], inplane_deg=phi, score=out_score,
@@ -523,8 +523,9 @@ def _cone_directions(center: np.ndarray, radius_deg: float, step_deg: float) -> 
 
 
 def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank: TemplateBank, *,
-                   radius_deg: float | None = None, step_deg: float = 0.4, mosaic_deg: float | None = None,
-                   sigma_q: float = 0.0015, n_refine: int = 1, batch: int = 16) -> SearchResult:
+                   radius_deg: float | None = None, step_deg: float = SearchSettings.refine_step_deg,
+                   mosaic_deg: float | None = None, sigma_q: float = SearchSettings.ring_sigma_q,
+                   n_refine: int = 1, batch: int = 16) -> SearchResult:
     """Refine the best ``n_refine`` matches of every frame on a finer cone of zone axes around each.
 
     Parameters
@@ -533,7 +534,8 @@ def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank:
     q : (Q,) q bin centres (1/A).
     result : `search_orientations` of the same frames.
     bank : the template bank of the search.
-    radius_deg : cone radius around each match's zone axis (deg; default the bank's step).
+    radius_deg : cone radius around each match's zone axis (deg; default
+        ``SearchSettings.refine_radius_steps`` bank steps).
     step_deg : spacing of the cone's directions (deg).
     mosaic_deg : angular sigma of the SL peaks (deg); default the bank's (``bank.key["mosaic_deg"]``).
     sigma_q : SL radial peak sigma (1/A) for the ring extraction.
@@ -557,13 +559,14 @@ def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank:
     correlated in float64.
 
     Validation: keeps the orientation within 5 deg on the five domains, never lowers a score
-    (tests/fits/test_search.py). Demo twin (/tmp/twin_demo, 32 frames, 4 matches): the same
+    (tests/fits/scan/test_search.py). Demo twin (32 frames, 4 matches): the same
     matches as the direct evaluation over all members and chi bins (zone axis and in-plane angle
     within 1e-5 deg, score within 1e-7) at 11 instead of 160-260 ms per frame.
     """
     polar = np.asarray(polar, np.float64)
     C = bank.chi_deg.size
-    radius = float(radius_deg if radius_deg is not None else bank.key["step_deg"])
+    radius = float(radius_deg if radius_deg is not None
+                   else SearchSettings.refine_radius_steps * float(bank.key["step_deg"]))
     mosaic = float(bank.key.get("mosaic_deg", 1.0) if mosaic_deg is None else mosaic_deg)
     wavelength = float(bank.key["wavelength_A"])
     a_match = result.match_lattice_constants()
@@ -599,7 +602,7 @@ def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank:
                     continue                                    # keep the coarse match
                 off = _parabola_offset(score[t, k, (s0 - 1) % C], y1, score[t, k, (s0 + 1) % C])
                 phi = ((s0 + off) * 360.0 / C + 180.0) % 360.0 - 180.0
-                rot[b, t] = _rotation_e3(phi) @ bases[t * D + k]
+                rot[b, t] = orientation.rotation_about_beam(phi) @ bases[t * D + k]
                 zone[b, t] = dirs[t, k]
                 phi_out[b, t] = phi
                 score_out[b, t] = y1

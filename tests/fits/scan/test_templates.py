@@ -1,11 +1,11 @@
-"""Tests of the template bank of the orientation search (fits/templates.py): zone-axis grid, shell
+"""Tests of the template bank of the orientation search (fits/scan/templates.py): zone-axis grid, shell
 signatures, base orientations, the chi grid check and the npz cache."""
 import numpy as np
 import pytest
 
-import fits.search
-import fits.templates
-from fits.templates import (
+import fits.scan.search
+import fits.scan.templates
+from fits.scan.templates import (
     base_orientations,
     build_template_bank,
     check_chi_grid,
@@ -23,13 +23,13 @@ SPECIAL = np.array([[1, 1, 1], [0, 0, -1], [-1, 1, 0], [3, 0, -1], [1, 1, 2], [1
 
 
 def test_search_re_exports_the_template_side():
-    # other modules and older callers import the template bank from fits.search
+    # other modules and older callers import the template bank from fits.scan.search
     for name in ("DEFAULT_SHELLS", "TWO_PI", "TemplateBank", "base_orientations", "build_template_bank",
                  "check_chi_grid", "ewald_angle", "ring_directions", "shell_members", "shell_signatures",
                  "zone_axis_grid"):
-        assert getattr(fits.search, name) is getattr(fits.templates, name), name
-        assert name in fits.search.__all__, name
-    assert all(hasattr(fits.search, name) for name in fits.search.__all__)
+        assert getattr(fits.scan.search, name) is getattr(fits.scan.templates, name), name
+        assert name in fits.scan.search.__all__, name
+    assert all(hasattr(fits.scan.search, name) for name in fits.scan.search.__all__)
 
 
 def test_zone_axis_grid_covers_the_sphere():
@@ -51,9 +51,9 @@ def test_bad_step_and_chi_grid_messages():
 
 
 def test_bank_is_cached(tmp_path):
-    b1 = build_template_bank(CHI, wavelength_A=0.898, step_deg=5.0, cache_dir=tmp_path)
+    b1 = build_template_bank(CHI, wavelength_A=0.898, lattice_constant=150.0, step_deg=5.0, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("templates-*.npz"))) == 1
-    b2 = build_template_bank(CHI, wavelength_A=0.898, step_deg=5.0, cache_dir=tmp_path)
+    b2 = build_template_bank(CHI, wavelength_A=0.898, lattice_constant=150.0, step_deg=5.0, cache_dir=tmp_path)
     np.testing.assert_array_equal(b1.signatures, b2.signatures)
 
 

@@ -4,7 +4,7 @@ Table S3).
 The scan points nearest to a straight line from ``(y0, x0)`` to ``(y1, x1)`` (um, scan positions
 (slow, fast)) are fitted in order along the line; each fit starts from the previous point's
 result (orientation, lattice constant, scales), the first from the template search
-(`fits.search`); the scan fit's result at the point (``xmodel fit``, with its neighbour passes)
+(`fits.scan.search`); the scan fit's result at the point (``xmodel fit``, with its neighbour passes)
 is one more start where it is given. The rotation is reported relative to the domain's bulk
 orientation: the misorientation angle under cubic symmetry
 (`xmodel.orientation.misorientation_angle`) to the mean orientation of the bulk plateau, the
@@ -16,12 +16,15 @@ import csv
 import json
 from pathlib import Path
 
-import h5py
-import jax
 import numpy as np
 
-from fits.scan_fit import (FitSettings, FitSetup, decompose_orientation, fit_frames, params_from_row,
-                           read_fits)
+from fits.scan import results as store
+from fits.scan.frames import fit_frames
+from fits.scan.reduced import ReducedScan, open_reduced
+from fits.scan.search import ring_profiles, ring_significance
+from fits.scan.settings import FitSettings
+from fits.scan.setup import FitSetup
+from fits.scan.starts import Candidate, Start, choose, params_from_row, refine_starts
 from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.parameters import FWHM_PER_SIGMA
@@ -62,22 +65,8 @@ def line_points(positions_um: np.ndarray, start_um, end_um, step_um: float | Non
     return index, (pos[index] - p0[None, :]) @ u
 
 
-def _mean_orientation(R: np.ndarray) -> np.ndarray:
-    """Chordal mean of orientations close to each other under cubic symmetry.
-
-    Each orientation is replaced by its symmetric copy ``R S`` nearest the first one, the
-    matrices are averaged and projected back onto SO(3) by SVD (Moakher, SIAM J. Matrix Anal.
-    Appl. 24, 1 (2002), doi:10.1137/S0895479801383877).
-    """
-    ops = orientation.cubic_symmetry_operators()
-    ref = R[0]
-    aligned = [r @ ops[int(np.argmax(np.trace(ref.T @ r @ ops, axis1=1, axis2=2)))] for r in R]
-    u, _, vt = np.linalg.svd(np.mean(aligned, axis=0))
-    return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
-
-
 def scan_fit_rows(fits_path: str | Path, index: np.ndarray, n_frames: int | None = None) -> dict[str, np.ndarray]:
-    """Rows ``index`` of ``/entry/fits`` of a scan fit (`fits.scan_fit.fit_scan`), for `fit_line`.
+    """Rows ``index`` of ``/entry/fits`` of a scan fit (`fits.scan.driver.fit_scan`), for `fit_line`.
 
     Parameters
     ----------
@@ -87,25 +76,20 @@ def scan_fit_rows(fits_path: str | Path, index: np.ndarray, n_frames: int | None
 
     Returns
     -------
-    dict of arrays with leading axis M (`fits.scan_fit.FIT_DATASETS` keys).
+    dict of arrays with leading axis M (`fits.scan.results.FIT_DATASETS` keys).
     """
-    r = read_fits(fits_path)
-    n = int(r["status"].shape[0])
-    if n_frames is not None and n != int(n_frames):
-        raise ValueError(f"{fits_path} holds fits of {n} frames but the reduction has {n_frames}; "
-                         f"pass the scan fit of the same scan (--fits), or leave --fits out.")
-    index = np.asarray(index, int)
-    return {k: v[index] for k, v in r.items() if isinstance(v, np.ndarray) and v.shape[:1] == (n,)}
+    return store.read_rows(fits_path, index, n_frames)
 
 
-def bulk_points(R: np.ndarray, tolerance_deg: float = 1.0) -> np.ndarray:
+def bulk_points(R: np.ndarray, tolerance_deg: float) -> np.ndarray:
     """Indices of the points that define the bulk orientation: the largest group of orientations
     within ``tolerance_deg`` (misorientation under cubic symmetry) of one of them.
 
     Parameters
     ----------
     R : (M, 3, 3) fitted SL orientations (crystal -> lab) of the points along the line.
-    tolerance_deg : misorientation (deg) within which orientations belong to one plateau.
+    tolerance_deg : misorientation (deg) within which orientations belong to one plateau
+        (`LineSettings.bulk_tolerance_deg`).
 
     Returns
     -------
@@ -119,7 +103,7 @@ def bulk_points(R: np.ndarray, tolerance_deg: float = 1.0) -> np.ndarray:
     Fig. 3b,c) or by up to 90 deg (Fig. 4), while the bulk is a plateau of constant
     orientation; the densest plateau is therefore the bulk even where the first points of the
     line already lie in the boundary (then "the first points" would be a tilted reference).
-    Validation: tests/fits/test_boundary.py (a line starting at a tilted point).
+    Validation: tests/fits/scan/test_boundary.py (a line starting at a tilted point).
     """
     R = np.asarray(R, float)
     if R.shape[0] == 0:
@@ -131,7 +115,7 @@ def bulk_points(R: np.ndarray, tolerance_deg: float = 1.0) -> np.ndarray:
 
 
 def scan_bulk_orientation(R_scan: np.ndarray, status: np.ndarray, R_line: np.ndarray,
-                          tolerance_deg: float = 1.0, share: float = 0.5) -> np.ndarray | None:
+                          tolerance_deg: float, share: float) -> np.ndarray | None:
     """The line's domain's bulk SL orientation from a whole scan fit.
 
     Parameters
@@ -151,7 +135,7 @@ def scan_bulk_orientation(R_scan: np.ndarray, status: np.ndarray, R_line: np.nda
     Notes
     -----
     A line can start inside a boundary zone, or cross a domain too small for a plateau along the
-    line itself (Fig. 4: a few microns); the issue asks for the rotation "relative to the
+    line itself (Fig. 4: a few microns); the rotation is wanted "relative to the
     domain's bulk orientation", which the whole map shows best: the bulk is the orientation that
     the most map frames share. The candidates are the line's own orientations, not every map
     frame, because under cubic symmetry orientations of other domains are often within 20-30 deg.
@@ -168,30 +152,27 @@ def scan_bulk_orientation(R_scan: np.ndarray, status: np.ndarray, R_line: np.nda
     if count.max() == 0:
         return None
     k = int(np.flatnonzero(count >= share * count.max())[0])
-    return _mean_orientation(cand[near[k]])
+    return orientation.mean_orientation(cand[near[k]])
 
 
-RANK = {FitStatus.OK: 0, FitStatus.AT_BOUND: 0, FitStatus.MIXED: 1, FitStatus.NOT_CONVERGED: 2}
-USABLE = tuple(RANK)
+def status_rank(settings: FitSettings) -> dict[FitStatus, int]:
+    """Rank of each usable status on a line (`LineSettings.line_preference`; lower is preferred)."""
+    return {FitStatus[name.upper()]: g for g, names in enumerate(settings.line.line_preference) for name in names}
 
 
 def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSettings(),
-             scan_fit: dict[str, np.ndarray] | None = None, bulk_tolerance_deg: float = 1.0,
-             min_start_significance: float = 0.0, scan_bulk: dict[str, np.ndarray] | None = None
+             scan_fit: dict[str, np.ndarray] | None = None, scan_bulk: dict[str, np.ndarray] | None = None
              ) -> dict[str, np.ndarray]:
     """Fit frames in order along a line with warm starts.
 
     Parameters
     ----------
     polar : (M, C, Q) polar images in order along the line (``/entry/reduction/polar`` rows).
-    setup : model, template and template bank (`fits.scan_fit.setup_from_reduction`).
-    settings : scan fit options (search, refinement, significance thresholds).
+    setup : model, template and template bank (`fits.scan.setup.setup_from_reduction`).
+    settings : scan fit options (search, refinement, significance thresholds) and `LineSettings`
+        (bulk tolerance, start significance, status preference, the same-orientation angle).
     scan_fit : the scan fit's results at the same M points (`scan_fit_rows`), each one more
         start; None: warm starts and the search only.
-    bulk_tolerance_deg : misorientation (deg) within which fitted points form the bulk
-        plateau (`bulk_points`).
-    min_start_significance : SL ring significance from which a frame is refined from its starts
-        (warm, scan fit); below ``settings.min_significance`` it is not searched.
     scan_bulk : ``{"orientation_matrix": (N, 3, 3), "status": (N,)}`` of the whole scan fit: the
         rotation is then measured from the domain's bulk over the map (`scan_bulk_orientation`)
         instead of the densest plateau along the line.
@@ -205,102 +186,92 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
 
     Notes
     -----
-    Each frame is refined (`fits.batch.fit_batch`) from the previous fitted point (warm start)
-    and from the scan fit's result at this point, and searched afresh
-    (`fits.scan_fit.fit_frames`); the lowest Poisson deviance wins (the message says which), so a
+    Each frame is refined (`fits.scan.starts.refine_starts`) from the previous fitted point (warm
+    start) and from the scan fit's result at this point, and searched afresh
+    (`fits.scan.frames.fit_frames`); the best-ranked status (``line_preference``) with the lowest
+    Poisson deviance wins (`fits.scan.starts.choose`; the message says which), so a
     sharp rotation (Fig. 4g-j: 90 deg over 4 um) is not followed into a wrong minimum and a
     wrong scan fit is not copied. Frames whose SL ring significance is below
-    ``settings.min_significance`` are not searched, but refined from the starts down to
+    ``min_significance`` are not searched, but refined from the starts down to
     ``min_start_significance`` (the refinement's likelihood-ratio test, `fits.batch.fit_batch`,
     decides whether there is SL signal: the weak rings at a domain edge, where the rotation is
     largest, are often below the search's threshold). Frames without SL signal are skipped (status no signal) and do not reset the
     warm start. At a mixed point (two grains in the beam) the lower deviance only says whose SL
     peaks are stronger, so the line keeps its own grain (the warm start) when that fits too. The
     rotation is the misorientation angle under cubic symmetry
-    (`xmodel.orientation.misorientation_angle`) to the chordal mean (`_mean_orientation`) of
+    (`xmodel.orientation.misorientation_angle`) to the chordal mean (`mean_orientation`) of
     the bulk plateau (`bulk_points` of the points with status ok), i.e. relative to the
-    domain's bulk orientation (issue 4, paper Fig. 3b,c).
-    Validation: synthetic rotation ramps (tests/fits/test_boundary.py); the 31 x 31 digital
+    domain's bulk orientation (paper Fig. 3b,c).
+    Validation: synthetic rotation ramps (tests/fits/scan/test_boundary.py); the 31 x 31 digital
     twin's boundary lines against its truth (rotation within 1 deg where the SL is visible).
     """
-    from fits.batch import fit_batch
-    from fits.search import ring_profiles, ring_significance
-
     polar = np.asarray(polar, np.float64)
     M = polar.shape[0]
+    line, min_sig = settings.line, settings.search.min_significance
+    rank = status_rank(settings)
     out = {"orientation_matrix": np.full((M, 3, 3), np.nan), "lattice_constant": np.full(M, np.nan),
            "disorder_deg": np.full(M, np.nan), "objective": np.full(M, np.nan),
            "status": np.full(M, FitStatus.NO_SIGNAL.code, np.int32),
            "message": np.array([FitStatus.NO_SIGNAL.value] * M, dtype=object)}
     a0 = float(setup.template.lattice_constant)
-    a_range = (settings.a_range_rel[0] * a0, settings.a_range_rel[1] * a0)
     if scan_fit is not None and scan_fit["orientation_matrix"].shape[0] != M:
         raise ValueError(f"scan_fit has {scan_fit['orientation_matrix'].shape[0]} rows for {M} frames; "
                          f"take its rows at the line's points (scan_fit_rows(fits, index)).")
     prev = None
-    valid_model = np.asarray(setup.model.pixels.valid)
     for i in range(M):
-        starts = [] if prev is None else [("warm start", prev)]
+        starts = [] if prev is None else [Start(0, prev, "warm start", (0, 0))]
         if scan_fit is not None and np.all(np.isfinite(scan_fit["orientation_matrix"][i])):
-            starts.append(("scan fit start", params_from_row(scan_fit, i, setup.template, a_range)))
-        a_ring = [float(s[1].lattice_constant) for s in starts] or [a0]
-        prof, level = ring_profiles(polar[i:i + 1], setup.q, a_ring[:1], setup.bank.shells)
+            starts.append(Start(0, params_from_row(scan_fit, i, setup, settings), "scan fit start", (0, 1)))
+        a_ring = [float(s.params.lattice_constant) for s in starts] or [a0]
+        prof, level = ring_profiles(polar[i:i + 1], setup.q, a_ring[:1], setup.bank.shells,
+                                    settings.search.ring_sigma_q)
         significance = float(ring_significance(prof, level).max())
-        floor = min_start_significance if starts else settings.min_significance
+        floor = line.min_start_significance if starts else min_sig
         if not significance >= floor:
             out["message"][i] = (f"{FitStatus.NO_SIGNAL.value}: largest SL ring significance "
                                  f"{significance:.1f} < {floor:g}")
             continue
-        tried = []                                   # (objective, params, status, message)
-        if starts:
-            obs = polar[i].reshape(-1)[setup.index]
-            v = np.isfinite(obs) & valid_model & (setup.weight > 0)
-            rows = [p for _, p in starts] + [starts[0][1]] * (2 - len(starts))   # two rows: one compile
-            w = np.where(v, setup.weight, 0.0)[None].repeat(2, 0)
-            w[len(starts):] = 0.0
-            init = jax.tree_util.tree_map(lambda *x: np.stack([np.asarray(a) for a in x]), *rows)
-            fit = fit_batch(np.where(v, obs, 0.0)[None].repeat(2, 0), w, setup.model, init,
-                            list(settings.vary), bounds={"lattice_constant": a_range},
-                            max_iter=settings.max_iter, tol=settings.tol)
-            # a weak frame (not searched) counts only with a converged fit (ok or at a bound)
-            weak_ok = (FitStatus.OK, FitStatus.AT_BOUND) if significance < settings.min_significance else USABLE
-            for k, (name, _) in enumerate(starts):
-                if fit.status[k] in weak_ok and np.isfinite(fit.objective[k]):
-                    p1 = jax.tree_util.tree_map(lambda x: x[k], fit.params)
-                    p1 = p1.replace(base_orientation=np.asarray(p1.sl_orientation(), np.float64),
-                                    inplane=0.0, tilt1=0.0, tilt2=0.0)
-                    tried.append((float(fit.objective[k]), p1, fit.status[k], f"{name}: {fit.status[k].value}"))
-        if significance >= settings.min_significance:
+        tried: list[Candidate] = []
+        refined = refine_starts(setup, polar[i].reshape(1, -1)[:, setup.index], starts, settings, min_rows=2)
+        # a weak frame (not searched) counts only with a converged fit (ok or at a bound)
+        weak_ok = (FitStatus.OK, FitStatus.AT_BOUND) if significance < min_sig else tuple(rank)
+        for c in refined:
+            if c.status in weak_ok and np.isfinite(c.objective):
+                p1 = c.params.replace(base_orientation=c.orientation, inplane=0.0, tilt1=0.0, tilt2=0.0)
+                tried.append(Candidate(i, c.objective, c.status, p1, c.source, c.order,
+                                       message=f"{c.source}: {c.status.value}"))
+        if significance >= min_sig:
             searched = fit_frames(polar[i:i + 1], setup, settings)
             s_st = FitStatus.from_code(searched["status"][0])
-            if s_st in USABLE and np.isfinite(searched["objective"][0]):
-                tried.append((float(searched["objective"][0]), params_from_row(searched, 0, setup.template, a_range),
-                              s_st, f"search: {searched['message'][0]}"))
+            if s_st in rank and np.isfinite(searched["objective"][0]):
+                tried.append(Candidate(i, float(searched["objective"][0]), s_st,
+                                       params_from_row(searched, 0, setup, settings), "search", (1,),
+                                       result=searched, message=f"search: {searched['message'][0]}"))
             elif not tried:
                 out["status"][i], out["message"][i] = searched["status"][0], searched["message"][0]
                 continue
         if not tried:
-            k = 0 if starts else None
             out["message"][i] = (f"{FitStatus.NO_SIGNAL.value}: no start explains SL peaks"
-                                 + (f" ({fit.messages[k]})" if k is not None else ""))
+                                 + (f" ({refined[0].fit.messages[refined[0].row]})" if refined else ""))
             continue
         # ok / at bound first, then mixed, then not converged; the lower Poisson deviance among
         # equals. A search that finds a mixed pattern (two orientations in the beam) loses to a
         # clean refinement from the line's own orientation: the line follows its domain.
-        obj, p, st, msg = min(tried, key=lambda c: (RANK[c[2]], c[0]))
-        # ... but a search that found this same orientation (within 2 deg) with SL peaks left over
-        # is evidence of a second grain; a mixed verdict on another orientation is only a worse fit
-        R_best = np.asarray(p.sl_orientation(), np.float64)
-        if st.success and any(c[2] is FitStatus.MIXED and np.degrees(orientation.misorientation_angle(
-                R_best, np.asarray(c[1].sl_orientation(), np.float64))) <= 2.0 for c in tried):
+        c = choose(tried, rank=lambda c: rank[c.status])[i]
+        obj, p, st, msg = c.objective, c.params, c.status, c.message
+        # ... but a search that found this same orientation (within same_orientation_deg) with SL
+        # peaks left over is evidence of a second grain; a mixed verdict on another orientation
+        # is only a worse fit
+        R_best = c.orientation
+        if st.success and any(t.status is FitStatus.MIXED and np.degrees(orientation.misorientation_angle(
+                R_best, t.orientation)) <= line.same_orientation_deg for t in tried):
             st, msg = FitStatus.MIXED, f"{msg}; the search found a second orientation (mixed pattern)"
         # a mixed pattern holds two grains, and the lower deviance only says whose SL peaks are
         # stronger: the line keeps following its own grain when the warm start also fits
-        warm = [c for c in tried if c[3].startswith("warm start") and c[2].success]
-        away = np.degrees(orientation.misorientation_angle(
-            R_best, np.asarray(warm[0][1].sl_orientation(), np.float64))) if warm else 0.0
-        if st is FitStatus.MIXED and away > 2.0:
-            obj, p, _, wmsg = warm[0]
+        warm = [t for t in tried if t.source == "warm start" and t.status.success]
+        away = np.degrees(orientation.misorientation_angle(R_best, warm[0].orientation)) if warm else 0.0
+        if st is FitStatus.MIXED and away > line.same_orientation_deg:
+            obj, p, wmsg = warm[0].objective, warm[0].params, warm[0].message
             msg = (f"{wmsg}; mixed pattern: the line's own grain kept (the {msg.split(':')[0]} fit, "
                    f"{away:.0f} deg away, has the lower deviance)")
         out["orientation_matrix"][i] = np.asarray(p.sl_orientation(), np.float64)
@@ -318,21 +289,21 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
         # fit at a bound is no reference
         clean = fitted[out["status"][fitted] == FitStatus.OK.code]
         pool = clean if clean.size else fitted
-        ref = pool[bulk_points(out["orientation_matrix"][pool], bulk_tolerance_deg)]
+        ref = pool[bulk_points(out["orientation_matrix"][pool], line.bulk_tolerance_deg)]
         bulk = None
         if scan_bulk is not None:       # the domain's plateau over the whole map
             bulk = scan_bulk_orientation(scan_bulk["orientation_matrix"], scan_bulk["status"],
-                                         out["orientation_matrix"][pool], tolerance_deg=bulk_tolerance_deg)
+                                         out["orientation_matrix"][pool], line.bulk_tolerance_deg, line.bulk_share)
         if bulk is not None:
             ref = pool[np.degrees(np.atleast_1d(orientation.misorientation_angle(
-                bulk, out["orientation_matrix"][pool]))) <= bulk_tolerance_deg]
+                bulk, out["orientation_matrix"][pool]))) <= line.bulk_tolerance_deg]
         else:
-            bulk = _mean_orientation(out["orientation_matrix"][ref])
+            bulk = orientation.mean_orientation(out["orientation_matrix"][ref])
         out["bulk"][ref] = True
         out["bulk_orientation"] = bulk
         out["rotation_deg"][fitted] = np.degrees(np.atleast_1d(
             orientation.misorientation_angle(bulk, out["orientation_matrix"][fitted])))
-    ang = decompose_orientation(out["orientation_matrix"], list(settings.zones))
+    ang = orientation.decompose_orientation(out["orientation_matrix"], list(settings.search.zones))
     out["tilt_deg"], out["inplane_deg"] = ang["tilt_deg"], ang["inplane_deg"]
     return out
 
@@ -390,14 +361,7 @@ def write_line(result: dict, distance_um: np.ndarray, index: np.ndarray, positio
     return [csv_path, json_path, png_path]
 
 
-def read_line(results: str | Path, index: np.ndarray) -> np.ndarray:
-    """Polar images ``/entry/reduction/polar`` of the points ``index`` (any order)."""
-    with h5py.File(results, "r") as f:
-        if "entry/reduction/polar" not in f:
-            raise ValueError(f"{results} has no /entry/reduction/polar; reduce the scan first (xmodel reduce).")
-        ds = f["entry/reduction/polar"]
-        order = np.argsort(index)
-        data = ds[np.asarray(index)[order].tolist()]
-    out = np.empty_like(data)
-    out[order] = data
-    return out
+def read_line(results, index: np.ndarray) -> np.ndarray:
+    """Polar images of the points ``index`` (any order) of a reduced scan (`fits.scan.reduced`)."""
+    scan = results if isinstance(results, ReducedScan) else open_reduced(results)
+    return scan.polar(index)

@@ -1,0 +1,77 @@
+"""Fit every frame of a scan into ``/entry/fits``: batches, checkpoints, resume, neighbour passes.
+
+`fit_scan` reads the reduced scan (`fits.scan.reduced`), builds the model and template bank
+once (`fits.scan.setup.FitSetup`), fits the frames batch by batch (`fits.scan.frames.fit_frames`),
+writing each batch before it advances ``frames_done`` (`fits.scan.results`), and then runs the
+neighbour passes (`fits.scan.neighbours.neighbour_passes`). A killed run resumes at the first
+unfinished batch or pass; a resume with other settings or another config is refused
+(`fits.scan.results.prepare`).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from fits.scan import results as store
+from fits.scan.frames import fit_frames
+from fits.scan.neighbours import neighbour_passes
+from fits.scan.reduced import open_reduced
+from fits.scan.settings import FitSettings
+from fits.scan.setup import FitSetup, setup_from_reduction
+from fits.status import FitStatus
+
+
+def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: FitSettings = FitSettings(),
+             progress: bool = True, stop_after: int | None = None, setup: FitSetup | None = None) -> Path:
+    """Fit every frame of ``/entry/reduction/polar`` and write ``/entry/fits`` (resumable).
+
+    Parameters
+    ----------
+    results : HDF5 file with ``/entry/reduction`` (`xmodel.reduction.reduce_scan`).
+    cfg : loaded config of the experiment and the sample (starting values, widths, geometry);
+        its resolved values are stored with the fits and a resume must agree with them.
+    out : output file (default: ``results`` itself); ``/entry/reduction`` is linked in when it
+        is another file.
+    settings : every tuning number of the fit (`fits.scan.settings`); stored with the fits, and a
+        resume must agree with them.
+    stop_after : stop after this many batches (tests of the resume path).
+    setup : a prebuilt `FitSetup` for ``cfg`` and ``settings`` (default: built here).
+
+    Notes
+    -----
+    Each batch's results are written and flushed before ``frames_done`` advances, so a killed run
+    resumes at the first unfinished batch. A batch that raises is recorded as failed frames and
+    the scan goes on.
+    """
+    results = Path(results)
+    out = Path(out) if out is not None else results
+    scan = open_reduced(results)
+    n = scan.n_frames
+    store.link_reduction(out, results)
+    done = store.prepare(out, n, results, cfg, settings)
+    if done >= n and store.progress(out)[1] >= settings.neighbours.neighbour_passes:
+        return out
+    setup = setup or setup_from_reduction(scan, cfg, settings)
+    batch = settings.run.batch
+    t0, batches = time.perf_counter(), 0
+    for start in range(done, n, batch):
+        stop = min(start + batch, n)
+        polar = scan.polar(slice(start, stop))
+        try:
+            r = fit_frames(polar, setup, settings)
+        except Exception as exc:  # one bad batch never stops the scan
+            r = store.empty_results(stop - start)
+            r["message"][:] = f"{FitStatus.FAILED.value}: {type(exc).__name__}: {exc}"
+        store.write_batch(out, start, stop, r)
+        batches += 1
+        if progress:
+            el = time.perf_counter() - t0
+            print(f"\rxmodel fit: {stop}/{n} frames, {el / max(stop - done, 1):.2f} s per frame",
+                  end="", file=sys.stderr, flush=True)
+        if stop_after is not None and batches >= stop_after:
+            break
+    if progress:
+        print(file=sys.stderr)
+    neighbour_passes(out, scan, setup, settings, progress)
+    return out

@@ -1,0 +1,288 @@
+"""Neighbour passes of a scan fit: doubtful frames refitted from their scan neighbours.
+
+Orientation fits are multi-modal, and a boundary point's few SL peaks are often matched by
+several orientations (`fits.scan.search`); the SL rotates continuously across a boundary (paper,
+Fig. 3-4: 8-14 deg over microns), so a neighbour's fitted orientation is a start in the right
+basin. Compressed boundary points also put their lattice constant far from the radial profile's
+maxima (fcc shells alias, `fits.scan.search.lattice_constant_score`), so the first pass also searches
+every doubtful frame again on a grid of lattice constants (`lattice_grid`). The clearly lower
+Poisson deviance wins, and in a near tie the fit that agrees with the neighbours. `neighbour_passes` runs them after the main pass of
+`fits.scan.driver.fit_scan` (resumable: ``/entry/fits`` attribute ``neighbour_passes_done``).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from fits.scan import results as store
+from fits.scan.angles import ANGLE_KEYS
+from fits.scan.frames import fit_frames, store_fit
+from fits.scan.linear import COMPONENTS, component_images, poisson_deviance_np
+from fits.scan.mixed import flag_mixed
+from fits.scan.reduced import ReducedScan, open_reduced
+from fits.scan.settings import FitSettings
+from fits.scan.setup import FitSetup
+from fits.scan.starts import (Candidate, Start, choose, frame_checks, params_from_row, refine_starts, replaces,
+                              stack_params)
+from fits.status import FitStatus
+from xmodel import orientation
+
+
+def lattice_grid(a_range: tuple[float, float], step: float) -> np.ndarray:
+    """Lattice constants (A) from ``a_range[0]`` to ``a_range[1]`` spaced by the factor ``1 + step``
+    (`NeighbourSettings.grid_step`).
+
+    The template search (`fits.scan.search.search_orientations`) tolerates about 1-2 % of error in
+    ``a`` (the ring extraction's radial width), so a 2 % grid always holds a usable value, also
+    where the radial profile's maxima are all aliases of the true ``a``.
+    """
+    lo, hi = float(min(a_range)), float(max(a_range))
+    if not (lo > 0 and np.isfinite(hi)) or step <= 0:
+        raise ValueError(f"lattice_grid: need 0 < a_min <= a_max and step > 0, got a_range {a_range!r}, "
+                         f"step {step!r}.")
+    n = int(np.floor(np.log(hi / lo) / np.log1p(step) + 1e-9)) + 1
+    return lo * (1.0 + step) ** np.arange(n)
+
+
+def neighbours(positions_um: np.ndarray, radius_steps: float) -> list[np.ndarray]:
+    """Indices of the scan points within ``radius_steps`` scan steps (the median nearest-neighbour
+    distance) of each point, itself excluded (`NeighbourSettings.neighbour_radius_steps`)."""
+    pos = np.asarray(positions_um, float)
+    tree = cKDTree(pos)
+    d, _ = tree.query(pos, k=2)
+    step = float(np.median(d[:, 1])) if pos.shape[0] > 1 else 1.0
+    return [np.array([k for k in nb if k != i], int)
+            for i, nb in enumerate(tree.query_ball_point(pos, radius_steps * step))]
+
+
+def agrees(R_i: np.ndarray, R_nb: np.ndarray, agree_deg: float, share: float) -> bool:
+    """True when at most ``share`` of the neighbour orientations ``R_nb`` (n, 3, 3) lie further than
+    ``agree_deg`` from ``R_i`` (`NeighbourSettings.agree_deg`, ``agree_share``)."""
+    if len(R_nb) == 0 or not np.all(np.isfinite(R_i)):
+        return False
+    return bool(np.mean(np.degrees(np.atleast_1d(orientation.misorientation_angle(R_i, R_nb))) > agree_deg) <= share)
+
+
+def neighbour_passes(out: Path, results: ReducedScan | str | Path, setup: FitSetup, settings: FitSettings,
+                     progress: bool) -> None:
+    """Run the remaining `neighbour_pass` es once every frame is done (resumable by attribute)."""
+    scan = results if isinstance(results, ReducedScan) else open_reduced(results)
+    frames_done, passes_done = store.progress(out)
+    if frames_done < scan.n_frames:
+        return
+    n_passes = settings.neighbours.neighbour_passes
+    changed = None                          # the first pass (or a resumed one) looks at every frame
+    for k in range(passes_done, n_passes):
+        changed = neighbour_pass(out, scan, setup, settings, progress, near=changed, research=k == 0)
+        store.set_neighbour_passes_done(out, k + 1 if changed else n_passes)
+        if progress:
+            print(f"\rxmodel fit: neighbour pass {k + 1}: {len(changed)} frames improved", file=sys.stderr)
+        if not changed:
+            break
+
+
+def doubtful(r: dict, nbs: list[np.ndarray], settings: FitSettings, changed: set | None
+             ) -> tuple[list[int], list[tuple[int, int]]]:
+    """Doubtful frames and the (frame, neighbour) starts to try for each (see `neighbour_pass`)."""
+    ns = settings.neighbours
+    R = r["orientation_matrix"]
+    ok = r["status"] == FitStatus.OK.code
+    # weak rings too: the SL deviance gain decides whether a neighbour's orientation explains SL
+    # signal the ring search missed (empty frames of the twin score below 1.6)
+    has = np.isfinite(r["significance"]) & (r["significance"] >= ns.neighbour_min_significance) & \
+        (r["status"] != FitStatus.BAD_DATA.code)
+    frames, pairs = [], []
+    for i in np.flatnonzero(has):
+        if changed is not None and not changed.intersection(nbs[i].tolist()):
+            continue
+        cand = [int(k) for k in nbs[i] if ok[k]]
+        if not cand:
+            continue
+        # an ok frame that agrees with most of its ok neighbours is left alone
+        if ok[i] and agrees(R[i], R[cand], ns.agree_deg, ns.agree_share):
+            continue
+        mis = np.degrees(np.atleast_1d(orientation.misorientation_angle(R[i], R[cand]))) if ok[i] else None
+        frames.append(int(i))
+        kept: list[int] = []
+        for c in np.argsort(r["objective"][cand]):
+            k = cand[c]
+            if mis is not None and mis[c] <= ns.distinct_deg:
+                continue
+            if all(np.degrees(orientation.misorientation_angle(R[k], R[m])) > ns.distinct_deg for m in kept):
+                kept.append(k)
+        pairs += [(int(i), k) for k in kept[:ns.max_neighbour_starts]]
+    return frames, pairs
+
+
+def term_gains(setup: FitSetup, params, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson deviance gains (n,) of the SL and of the AL term of the fitted ``params`` (stacked).
+
+    ``D(model without the term) - D(model)`` on the fit points: how much the frame's data need the
+    term (a likelihood ratio, Wilks 1938, doi:10.1214/aoms/1177732360).
+    """
+    comps = component_images(setup.model, params)                             # (n, 4, P)
+    scales = np.stack([np.asarray(getattr(params, c), np.float64).reshape(-1) for c in COMPONENTS], 1)
+    mu = np.einsum("nc,ncp->np", scales, comps)
+    valid, _ = frame_checks(obs, setup.weight)
+    y = np.where(valid, obs, 0.0)
+    d = poisson_deviance_np(mu, y, valid, setup.weight)
+    gain = [poisson_deviance_np(mu - scales[:, c:c + 1] * comps[:, c], y, valid, setup.weight) - d
+            for c in (COMPONENTS.index("sl_scale"), COMPONENTS.index("al_scale"))]
+    return gain[0], gain[1]
+
+
+def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, setup: FitSetup,
+                   settings: FitSettings = FitSettings(), progress: bool = True,
+                   near: np.ndarray | None = None, research: bool | None = None) -> list[int]:
+    """Refit doubtful frames from their scan neighbours' orientations; returns the improved frames.
+
+    Parameters
+    ----------
+    fits_path : file with ``/entry/fits`` (rewritten in place).
+    results : the reduced scan (polar images, scan positions; `fits.scan.reduced`).
+    near : if given, only frames with a neighbour in it are considered (the frames the previous
+        pass changed: nothing else has a new start to try).
+    research : also search each doubtful frame again, at the lattice constants of `lattice_grid`
+        with ``research_n_refine`` candidates refined (default: when ``near`` is None, the first pass).
+
+    Notes
+    -----
+    A frame is doubtful (`doubtful`) when its SL ring significance reaches
+    ``neighbour_min_significance``, it has an ok neighbour, and either its status is not ok or most
+    of its ok neighbours' SL orientations differ from its own by more than ``agree_deg``. Each
+    distinct orientation of its ok neighbours (up to ``max_neighbour_starts``, with their lattice
+    constant, scales, disorder and NC relationship) starts a refinement
+    (`fits.scan.starts.refine_starts`), and the re-search (`fits.scan.frames.fit_frames` on the
+    grid) gives more; it runs first, and a frame it gives a better ok fit that agrees with most of
+    its ok neighbours skips the neighbour starts. The lowest Poisson deviance
+    (`fits.scan.starts.choose`) replaces the frame's fit by the margin and near-tie rules of
+    `fits.scan.starts.replaces` (``replace_margin``; in a near tie, e.g. a pseudo-symmetric twin,
+    the fit that agrees with most of the ok neighbours). A frame that had no fit must also need
+    its SL term: the deviance gain of the SL peaks (`term_gains`) reaches ``sl_min_gain``, so a
+    neighbour's orientation never turns noise or WAXS-only signal into an SL fit. A refitted
+    frame keeps the neighbour's configuration only if its own AL term gains ``al_min_gain``.
+    Results are rewritten in place, the message saying where the start came from.
+
+    Validation: a frame repaired from its neighbour, one only the re-search can repair, and a
+    WAXS-only frame left without a fit (tests/fits/scan/test_neighbours.py); the 31 x 31 twin, 133
+    frames changed, none for the worse (docs/performance.md, "Fits").
+    """
+    ns, ev = settings.neighbours, settings.evidence
+    fits_path = Path(fits_path)
+    scan = results if isinstance(results, ReducedScan) else open_reduced(results)
+    research = near is None if research is None else bool(research)
+    r = store.read_fits(fits_path)
+    if scan.positions_um is None:
+        return []
+    nbs = neighbours(scan.positions_um, ns.neighbour_radius_steps)
+    frames, pairs = doubtful(r, nbs, settings, None if near is None else set(int(k) for k in near))
+    if not frames:
+        return []
+    polar = dict(zip(frames, scan.polar(frames)))
+    grid = lattice_grid(setup.a_range, ns.grid_step)
+    R, ok = r["orientation_matrix"], r["status"] == FitStatus.OK.code
+
+    def agrees_nb(i: int, R_i: np.ndarray) -> bool:
+        return agrees(R_i, R[[int(k) for k in nbs[i] if ok[k]]], ns.agree_deg, ns.agree_share)
+
+    def orientation_of(c: Candidate) -> np.ndarray:
+        return np.asarray(c.result["orientation_matrix"][0], np.float64) if c.result is not None else c.orientation
+
+    def usable(c: Candidate) -> bool:
+        st_ok = c.status.success or (c.result is not None and c.status is FitStatus.MIXED)
+        return st_ok and np.isfinite(c.objective)
+
+    cands: list[Candidate] = []
+    if research:
+        rs_settings = replace(settings, refine=replace(settings.refine, n_refine=max(ns.research_n_refine,
+                                                                                  settings.refine.n_refine)))
+        batch = settings.run.batch
+        for s0 in range(0, len(frames), batch):
+            chunk = frames[s0:s0 + batch]
+            rs = fit_frames(np.stack([polar[i] for i in chunk]), setup, rs_settings, lattice_constants=grid,
+                            signal_threshold=ns.neighbour_min_significance)
+            for j, i in enumerate(chunk):
+                row = {k: v[j:j + 1] for k, v in rs.items()}
+                obj = float(rs["objective"][j])
+                cands.append(Candidate(frame=i, objective=obj if np.isfinite(obj) else np.inf,
+                                       status=FitStatus.from_code(rs["status"][j]),
+                                       params=params_from_row(row, 0, setup, settings), source="research",
+                                       order=(0, s0 + j), result=row))
+            if progress:
+                print(f"\rxmodel fit: neighbour pass, re-searched {min(s0 + batch, len(frames))}/"
+                      f"{len(frames)} frames on {grid.size} lattice constants", end="", file=sys.stderr, flush=True)
+        # a frame the re-search gave a clearly better ok fit that agrees with most of its ok
+        # neighbours needs no neighbour starts
+        settled = {i for i, c in choose(cands, usable).items()
+                   if c.status is FitStatus.OK and agrees_nb(i, orientation_of(c))
+                   and not (np.isfinite(r["objective"][i]) and r["objective"][i] <= c.objective + ns.replace_margin)}
+        pairs = [(i, k) for i, k in pairs if i not in settled]
+    row_of = {i: j for j, i in enumerate(frames)}
+    obs = np.stack([polar[i].reshape(-1)[setup.index] for i in frames])
+    starts = [Start(frame=row_of[i], params=params_from_row(r, k, setup, settings),
+                    source=f"neighbour frame {k}", order=(1, n)) for n, (i, k) in enumerate(pairs)]
+    refined = refine_starts(setup, obs, starts, settings, chunk=settings.run.batch)
+    if progress and pairs:
+        print(f"\rxmodel fit: neighbour pass, {len(pairs)}/{len(pairs)} starts", end="", file=sys.stderr, flush=True)
+    cands += [Candidate(frame=frames[c.frame], objective=c.objective, status=c.status, params=c.params,
+                        source=c.source, order=c.order, fit=c.fit, row=c.row) for c in refined]
+    best = choose(cands, usable)
+    # a fit is replaced by one that explains the frame clearly better; near ties are the
+    # pseudo-symmetric twins of a pattern (a Conf2 frame and a Conf1 orientation 45 deg away fit
+    # some twin frames within 0-2 deviance units), which the frame alone cannot decide: there the
+    # grain's continuity does, and the fit that agrees with most of the ok neighbours is kept
+    improved = [i for i, c in best.items()
+                if replaces(c.objective, r["objective"][i], ns.replace_margin,
+                            old_fitted=bool(np.all(np.isfinite(R[i]))),
+                            old_agrees=agrees_nb(i, R[i]), new_agrees=agrees_nb(i, orientation_of(c)))]
+    if not improved:
+        return []
+    # the fitted parameters of each winner, and how much its SL and AL terms are needed
+    params = stack_params([best[i].params for i in improved])
+    obs = np.stack([polar[i].reshape(-1)[setup.index] for i in improved])
+    sl_gain, al_gain = term_gains(setup, params, obs)
+    out = {k: (v.astype(object) if v.dtype.kind == "U" else v.copy()) for k, v in r.items()
+           if isinstance(v, np.ndarray)}
+    kept, from_nb = [], []
+    for j, i in enumerate(improved):
+        had_fit = np.isfinite(r["objective"][i])
+        if not had_fit and sl_gain[j] < ev.sl_min_gain:
+            continue                                   # no SL peaks in it after all (noise, WAXS only)
+        kept.append(j)
+        c = best[i]
+        if c.result is None:
+            k = pairs[c.order[1]][1]
+            # the configuration counts only where the frame's own AL peaks carry it
+            conf = r["configuration"][k] or None
+            if conf is not None and al_gain[j] < ev.al_min_gain:
+                conf = None
+            store_fit(out, i, c.fit, c.row, conf)
+            out["al_gain"][i] = al_gain[j]
+            out["message"][i] = f"{out['message'][i]} (started from {c.source})"
+            if conf is None and FitStatus.from_code(out["status"][i]).success:
+                out["message"][i] += (f"; no AL peaks above noise (deviance gain of the AL term {al_gain[j]:.1f} < "
+                                      f"{ev.al_min_gain:g}): configuration and disorder not determined")
+            out["configuration_margin"][i] = np.nan          # the other configuration was not refitted
+            from_nb.append(j)
+        else:
+            for k, v in c.result.items():
+                if k in out:
+                    out[k][i] = v[0]
+            out["message"][i] = f"{out['message'][i]} (searched again on {grid.size} lattice constants)"
+    if not kept:
+        return []
+    done = [improved[j] for j in kept]
+    if from_nb:
+        idx = np.array([improved[j] for j in from_nb])
+        flag_mixed(out, idx, np.stack([polar[i] for i in idx]), setup,
+                   stack_params([best[i].params for i in idx]), settings)
+    idx = np.array(done)
+    ang = orientation.decompose_orientation(out["orientation_matrix"][idx], list(settings.search.zones))
+    for key in ANGLE_KEYS:
+        out[key][idx] = ang[key]
+    store.write_frames(fits_path, idx, out)
+    return sorted(done)

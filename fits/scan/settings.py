@@ -1,0 +1,419 @@
+"""Every tuning number of the scan fit, in one place, with its unit and the reason for its value.
+
+`FitSettings` groups them by the stage they steer: the model support (`SupportSettings`), the
+template search (`SearchSettings`), the refinement (`RefineSettings`), the evidence thresholds
+that give a frame its status (`EvidenceSettings`), the neighbour passes (`NeighbourSettings`),
+the boundary lines (`LineSettings`) and the run itself (`RunSettings`). Each field carries its
+unit, its accepted range and the reason for its default in the field metadata (`Setting`);
+`describe` lists them (docs/configuration.md, table ``[fit]``).
+
+Names are unique across the groups, so one flat key addresses each setting: a ``[fit]`` table
+of the TOML configs (``[fit] neighbour_passes = 0``), ``--set fit.neighbour_passes=0`` on the
+command line (`settings_from_config`), and the few options of ``xmodel fit`` / ``xmodel
+boundary`` (`add_cli_options`, which take their defaults and help from here). The resume
+fingerprint of a scan fit is `FitSettings.to_flat` (`fits.scan.results`).
+
+Precedence: the defaults below, then the ``[fit]`` tables of the config files in order, then
+``--set fit.KEY=VALUE``, then explicit command-line options.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from fits.status import FitStatus
+
+#: parameters refined per frame (edge names of fits.parameters.PARAMETER_TABLE)
+DEFAULT_VARY = ("inplane_deg", "tilt1_deg", "tilt2_deg", "lattice_constant", "sl_scale",
+                "diffuse_scale", "al_scale", "background", "disorder_deg")
+#: zone axes (b, in-plane reference r or None) the reported angles refer to (paper: Fig. 1, S4)
+DEFAULT_ZONES = (((0, 0, -1), (1, 0, 0)), ((-1, 1, 0), (0, 0, 1)), ((3, 0, -1), (0, 1, 0)),
+                 ((1, 1, 1), None), ((1, 1, 2), None))
+#: FitStatus names in the order a boundary line prefers them (one group per rank); a status
+#: not listed is not a usable fit on a line
+DEFAULT_LINE_PREFERENCE = (("ok", "at_bound"), ("mixed",), ("not_converged",))
+#: keys that do not change a result and are left out of the resume fingerprint
+NOT_FINGERPRINTED = ("cache_dir",)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What one setting accepts and why it has its default (a field's metadata).
+
+    ``kind``: number, integer, pair (two numbers), names (list of strings), zones, preference
+    or path; ``gt``/``ge``/``le``: bounds; ``unit`` and ``reason``: for docs and messages.
+    """
+
+    kind: str
+    unit: str
+    reason: str
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+
+    def expected(self) -> str:
+        """The accepted values in words, for error messages."""
+        text = {"number": "a number", "integer": "an integer", "pair": "two numbers [lo, hi] with lo < hi",
+                "names": "a list of parameter names", "zones": "a list of [zone_axis] or [zone_axis, reference]",
+                "preference": "a list of lists of fit status names", "path": 'a folder path ("" for none)'}[self.kind]
+        bounds = [f"> {self.gt:g}" if self.gt is not None else "", f">= {self.ge:g}" if self.ge is not None else "",
+                  f"<= {self.le:g}" if self.le is not None else ""]
+        bounds = [b for b in bounds if b]
+        text = f"{text} {' and '.join(bounds)}" if bounds else text
+        return f"{text} ({self.unit})" if self.unit else text
+
+
+def _s(default: Any, kind: str, unit: str, reason: str, **bounds: float) -> Any:
+    return field(default=default, metadata={"setting": Setting(kind, unit, reason, **bounds)})
+
+
+@dataclass(frozen=True)
+class SupportSettings:
+    """Which lattice constants and peak widths the model covers, hence its fit points."""
+
+    a_range_rel: tuple[float, float] = _s(
+        (0.85, 1.05), "pair", "of the config's superlattice.lattice_constant",
+        "compressed boundary points reach -13 % (paper Table S3); +5 % covers the bulk's spread", gt=0)
+    width_factor: float = _s(
+        1.5, "number", "", "radial widths may grow by this factor in a fit (disorder broadens the peaks)", ge=1)
+    band_nsigma: float = _s(
+        4.0, "number", "radial sigmas", "half-width of the SL and AL q-bands kept as fit points: "
+        "the Gaussian peaks are below 3e-4 of their height outside", gt=0)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Template search of the SL orientation."""
+
+    step_deg: float = _s(1.5, "number", "deg", "zone-axis spacing of the template bank (810 zone axes of "
+                         "the fundamental zone); each match is then refined on a finer cone", gt=0, le=10)
+    n_candidates: int = _s(4, "integer", "", "distinct template matches (zone axes >= 3 bank steps apart) "
+                           "ranked by their linear-scale deviance: fcc shells alias, the best score is "
+                           "not always the right match", ge=1)
+    min_significance: float = _s(8.0, "number", "", "SL ring peak significance (peak over robust noise) "
+                                 "below which a frame has no signal: empty frames reach 1.6, weak "
+                                 "in-domain frames 1.8-3 on the twin", ge=0)
+    ring_sigma_q: float = _s(0.0015, "number", "1/A", "radial sigma of the SL rings the search extracts "
+                             "(superlattice.radial_width of the five domain configs)", gt=0)
+    lattice_grid_points: int = _s(400, "integer", "", "lattice constants scored over the allowed range "
+                                  "by the radial shell-position score (0.05 % steps over the default range)", ge=2)
+    n_lattice: int = _s(3, "integer", "", "candidate lattice constants per frame (maxima of that score): fcc "
+                        "shells alias, 111 of a = 132 A sits where 200 of 152 A does", ge=1)
+    lattice_separation: float = _s(0.02, "number", "relative", "candidate lattice constants differ by at "
+                                   "least this fraction (the search tolerates 1-2 % error in a)", ge=0)
+    match_separation_steps: float = _s(3.0, "number", "bank steps", "matches at one lattice constant have zone "
+                                       "axes at least this many bank steps apart (distinct orientations, not "
+                                       "the neighbours of one score peak)", ge=0)
+    refine_step_deg: float = _s(0.4, "number", "deg", "spacing of the finer cone of zone axes around each "
+                                "match", gt=0)
+    refine_radius_steps: float = _s(1.0, "number", "bank steps", "radius of that cone: the coarse match is "
+                                    "within one bank step of the best template", gt=0)
+    zones: tuple = _s(DEFAULT_ZONES, "zones", "SL crystal directions",
+                      "zone axes the reported tilt and in-plane angle refer to (the domains of Fig. 1, S4)")
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Linear stage and Levenberg-Marquardt refinement."""
+
+    vary: tuple[str, ...] = _s(DEFAULT_VARY, "names", "", "parameters refined per frame")
+    max_iter: int = _s(15, "integer", "", "Levenberg-Marquardt iterations per start (the library's default; "
+                       "converged demo-twin frames stop after 2-9)", ge=1)
+    tol: float = _s(2e-5, "number", "relative deviance decrease", "the deviance is about the number of fit "
+                    "points (~5e4), so 2e-5 stops at changes of about one deviance unit", gt=0)
+    n_refine: int = _s(1, "integer", "", "best candidates (by linear deviance) refined per frame in the "
+                       "main pass, plus the best-scoring template when more than 1", ge=1)
+    conf_margin: float = _s(50.0, "number", "deviance", "a configuration is refined when its linear-scale "
+                            "deviance is within this of the best one (inf: always both)", ge=0)
+    scale_floor: float = _s(1e-3, "number", "counts", "smallest starting sl/diffuse/al scale, so that none "
+                            "starts on its bound", gt=0)
+    background_floor: float = _s(1e-4, "number", "counts", "smallest starting background", gt=0)
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    """Likelihood and residual thresholds that decide what a frame shows."""
+
+    al_min_gain: float = _s(25.0, "number", "deviance", "gain of the AL term below which a frame has no "
+                            "AL signal (configuration and disorder undetermined)", ge=0)
+    sl_min_gain: float = _s(100.0, "number", "deviance", "gain of the SL term a frame without a fit of its "
+                            "own needs before a neighbour pass gives it one: far beyond chi2.isf(1e-6, 5) = 36 "
+                            "for the look-elsewhere effect of many orientations", ge=0)
+    mixed_ratio: float = _s(0.2, "number", "of the frame's significance", "SL ring significance left after "
+                            "the fit (and >= min_significance) that makes a frame mixed", ge=0)
+    mixed_al_significance: float = _s(12.0, "number", "Poisson sigma", "AL excess left after the fit that "
+                                      "makes a frame mixed: 31 x 31 twin mixed frames 19-113, single grains "
+                                      "<= 5.9", ge=0)
+    mixed_al_ratio: float = _s(0.1, "number", "of the fitted AL peaks", "and this fraction of the fitted AL "
+                               "peak height", ge=0)
+    mixed_al_band_sigma: float = _s(3.0, "number", "AL radial sigmas", "half-width of the AL shells searched "
+                                    "for a second NC orientation", gt=0)
+
+
+@dataclass(frozen=True)
+class NeighbourSettings:
+    """Neighbour passes: doubtful frames refitted from their scan neighbours' orientations."""
+
+    neighbour_passes: int = _s(4, "integer", "", "passes after the main pass (0: none); each looks only at "
+                               "the neighbours of what the last changed, and 2-3 suffice on the twin", ge=0)
+    neighbour_min_significance: float = _s(1.75, "number", "", "SL ring significance from which a frame "
+                                           "without a fit is tried from its neighbours (empty twin frames "
+                                           "reach 1.6)", ge=0)
+    replace_margin: float = _s(10.0, "number", "deviance", "decrease a refit needs to replace a frame's fit "
+                               "(a likelihood ratio of exp(5); chi2.isf(0.01, 2) = 9.2)", ge=0)
+    max_neighbour_starts: int = _s(3, "integer", "", "distinct neighbour orientations tried per doubtful "
+                                   "frame (the ok neighbours with the lowest deviance)", ge=1)
+    agree_deg: float = _s(5.0, "number", "deg", "misorientation within which a frame agrees with a "
+                          "neighbour: a boundary step rotates the SL by a few deg, wrong fits are 30-60 deg off",
+                          gt=0)
+    agree_share: float = _s(0.5, "number", "of the ok neighbours", "a frame agrees with its neighbours when "
+                            "at most this share of them is further than agree_deg (a majority: a boundary "
+                            "frame has neighbours on both sides)", ge=0, le=1)
+    distinct_deg: float = _s(1.0, "number", "deg", "neighbour orientations closer than this to each other "
+                             "(or to the frame's own) are one start", ge=0)
+    grid_step: float = _s(0.02, "number", "relative", "spacing of the lattice-constant grid of the re-search: "
+                          "the search tolerates 1-2 % error in a, fcc shells are 5-15 % apart", gt=0)
+    research_n_refine: int = _s(2, "integer", "", "candidates refined per frame in the re-search", ge=1)
+    neighbour_radius_steps: float = _s(1.5, "number", "scan steps", "scan points within this distance are "
+                                       "neighbours (the 8 around a point of a square raster)", gt=1)
+
+
+@dataclass(frozen=True)
+class LineSettings:
+    """Boundary lines (``xmodel boundary``)."""
+
+    same_orientation_deg: float = _s(2.0, "number", "deg", "a search's mixed verdict within this of the "
+                                     "chosen orientation marks the point mixed; a mixed winner further than "
+                                     "this from the warm start gives way to the line's own grain", ge=0)
+    bulk_tolerance_deg: float = _s(1.0, "number", "deg", "misorientation within which fitted points form "
+                                   "the bulk plateau", gt=0)
+    bulk_share: float = _s(0.5, "number", "", "the first line orientation shared by this fraction of the "
+                           "best-supported one's map frames is the bulk", gt=0, le=1)
+    min_start_significance: float = _s(0.0, "number", "", "SL ring significance from which a point is "
+                                       "refined from its starts (the refinement's likelihood-ratio test "
+                                       "decides below min_significance)", ge=0)
+    line_preference: tuple = _s(DEFAULT_LINE_PREFERENCE, "preference", "fit status names",
+                                "a clean fit beats a mixed one beats an unconverged one; the deviance "
+                                "decides within a group")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How the run is cut up; these do not change a frame's result."""
+
+    batch: int = _s(16, "integer", "frames", "frames per batch and checkpoint (a killed run loses at most "
+                    "one batch; the refinement pads its rows to powers of two)", ge=1)
+    cache_dir: str | None = _s(None, "path", "", "folder for the template bank cache (none: no cache)")
+
+
+GROUPS = {"support": SupportSettings, "search": SearchSettings, "refine": RefineSettings,
+          "evidence": EvidenceSettings, "neighbours": NeighbourSettings, "line": LineSettings,
+          "run": RunSettings}
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """All settings of the scan fit, by group (`GROUPS`); `of` builds one from flat keys."""
+
+    support: SupportSettings = field(default_factory=SupportSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    refine: RefineSettings = field(default_factory=RefineSettings)
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+    neighbours: NeighbourSettings = field(default_factory=NeighbourSettings)
+    line: LineSettings = field(default_factory=LineSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    @classmethod
+    def of(cls, source: str = "FitSettings.of", **values: Any) -> FitSettings:
+        """Defaults with the flat keys ``values`` replaced (validated; ``source`` names them in errors)."""
+        return cls().replace(source=source, **values)
+
+    def replace(self, source: str = "FitSettings.replace", **values: Any) -> FitSettings:
+        """A copy with the flat keys ``values`` replaced, each checked against its `Setting`.
+
+        Raises
+        ------
+        ValueError
+            For an unknown key (with the closest one) or a value of the wrong type or range,
+            naming ``source``.
+        """
+        index = key_index()
+        groups: dict[str, dict[str, Any]] = {}
+        for key, value in values.items():
+            if key not in index:
+                close = difflib.get_close_matches(key, list(index), n=1, cutoff=0.6)
+                hint = f" Did you mean fit.{close[0]}?" if close else ""
+                raise ValueError(f"unknown fit setting {key!r} in {source}.{hint} Valid keys of [fit]: "
+                                 f"{sorted(index)}.")
+            group, spec = index[key]
+            groups.setdefault(group, {})[key] = _coerce(value, spec, key, source)
+        new = {g: dataclasses.replace(getattr(self, g), **kv) for g, kv in groups.items()}
+        return dataclasses.replace(self, **new)
+
+    def to_flat(self, fingerprint: bool = False) -> dict[str, Any]:
+        """Flat key -> plain value (lists for tuples; TOML/JSON-ready; None as "").
+
+        ``fingerprint``: leave out `NOT_FINGERPRINTED` keys (those that change no result).
+        """
+        out = {}
+        for g in GROUPS:
+            for f in dataclasses.fields(getattr(self, g)):
+                if fingerprint and f.name in NOT_FINGERPRINTED:
+                    continue
+                out[f.name] = plain_value(getattr(getattr(self, g), f.name))
+        return out
+
+
+def key_index() -> dict[str, tuple[str, Setting]]:
+    """Flat key -> (group, `Setting`) of every setting."""
+    out = {}
+    for g, cls in GROUPS.items():
+        for f in dataclasses.fields(cls):
+            out[f.name] = (g, f.metadata["setting"])
+    return out
+
+
+def default_of(key: str) -> Any:
+    """The default value of the flat key ``key``."""
+    group, _ = key_index()[key]
+    return getattr(getattr(FitSettings(), group), key)
+
+
+def describe() -> list[tuple[str, str, Any, str, str]]:
+    """(key, group, default, unit, reason) of every setting, for docs and ``--help``."""
+    return [(k, g, plain_value(default_of(k)), s.unit, s.reason) for k, (g, s) in key_index().items()]
+
+
+def settings_from_config(cfg, base: FitSettings | None = None) -> FitSettings:
+    """`FitSettings` from the ``[fit]`` table of a loaded config (files and ``--set fit.KEY=VALUE``).
+
+    ``cfg.fit`` holds the raw values and ``cfg.fit_sources`` where each came from
+    (`xmodel.config.load_config`); errors name that source.
+    """
+    out = base or FitSettings()
+    raw = dict(getattr(cfg, "fit", {}) or {})
+    sources = dict(getattr(cfg, "fit_sources", {}) or {})
+    for key, value in raw.items():
+        out = out.replace(source=sources.get(key, "[fit]"), **{key: value})
+    return out
+
+
+def differing_keys(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Keys whose values differ between two flat dicts (missing on one side counts)."""
+    keys = sorted(set(stored) | set(current))
+    return [k for k in keys if plain_value(stored.get(k, "<missing>")) != plain_value(current.get(k, "<missing>"))]
+
+
+# --------------------------------------------------------------------------- command line
+
+#: the options ``xmodel fit`` offers directly (all others: --set fit.KEY=VALUE)
+FIT_CLI_KEYS = ("step_deg", "batch", "max_iter", "cache_dir")
+#: the options ``xmodel boundary`` offers directly
+BOUNDARY_CLI_KEYS = ("max_iter",)
+
+
+def add_cli_options(parser, keys: tuple[str, ...]) -> None:
+    """Add ``--key-name`` options for ``keys``: no default of their own (None = the setting's),
+    the help text from the setting's unit, reason and default."""
+    index = key_index()
+    types = {"number": float, "integer": int, "path": str}
+    for key in keys:
+        _, spec = index[key]
+        default = plain_value(default_of(key))
+        parser.add_argument("--" + key.replace("_", "-"), dest="fit_" + key, type=types[spec.kind], default=None,
+                            metavar=key.upper(),
+                            help=f"{spec.reason} ({spec.unit + ', ' if spec.unit else ''}default "
+                                 f"{default if default != '' else 'none'}; also --set fit.{key}=VALUE)")
+
+
+def apply_cli(settings: FitSettings, args, keys: tuple[str, ...]) -> FitSettings:
+    """``settings`` with the options of `add_cli_options` that were given on the command line."""
+    given = {k: getattr(args, "fit_" + k) for k in keys if getattr(args, "fit_" + k, None) is not None}
+    return settings.replace(source="the command line", **given) if given else settings
+
+
+# --------------------------------------------------------------------------- values
+
+
+def plain_value(value: Any) -> Any:
+    """A setting as TOML/JSON writes it: lists for tuples, "" for None, "inf" for infinity."""
+    if isinstance(value, (tuple, list)):
+        return [plain_value(v) for v in value]
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _fail(key: str, value: Any, spec: Setting, source: str) -> ValueError:
+    return ValueError(f"fit.{key} = {value!r} in {source}: expected {spec.expected()}.")
+
+
+def _coerce(value: Any, spec: Setting, key: str, source: str) -> Any:
+    """Check ``value`` against ``spec``; returns it in the dataclass's form (tuples, None)."""
+    kind, given = spec.kind, value
+    if kind in ("number", "integer"):
+        if isinstance(value, str) and value in ("inf", "-inf") and kind == "number":
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(key, value, spec, source)
+        if kind == "integer":
+            if float(value) != int(value):
+                raise _fail(key, value, spec, source)
+            value = int(value)
+        else:
+            value = float(value)
+            if math.isnan(value):
+                raise _fail(key, value, spec, source)
+        if (spec.gt is not None and not value > spec.gt) or (spec.ge is not None and not value >= spec.ge) \
+                or (spec.le is not None and not value <= spec.le):
+            raise _fail(key, given, spec, source)
+        return value
+    if kind == "pair":
+        try:
+            lo, hi = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise _fail(key, value, spec, source) from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi) or (spec.gt is not None and not lo > spec.gt):
+            raise _fail(key, value, spec, source)
+        return (lo, hi)
+    if kind == "names":
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value) or not value:
+            raise _fail(key, value, spec, source)
+        return tuple(value)
+    if kind == "path":
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise _fail(key, value, spec, source)
+        return value
+    if kind == "zones":
+        out = []
+        try:
+            for z in value:
+                b = tuple(float(x) for x in z[0])
+                r = tuple(float(x) for x in z[1]) if len(z) > 1 and z[1] not in (None, "", []) else None
+                if len(b) != 3 or (r is not None and len(r) != 3) or not any(b):
+                    raise ValueError
+                out.append((b, r))
+        except (TypeError, ValueError, IndexError):
+            raise _fail(key, value, spec, source) from None
+        if not out:
+            raise _fail(key, value, spec, source)
+        return tuple(out)
+    if kind == "preference":
+        names = {s.name.lower() for s in FitStatus}
+        try:
+            groups = tuple(tuple(str(n).lower() for n in g) for g in value)
+        except TypeError:
+            raise _fail(key, value, spec, source) from None
+        bad = [n for g in groups for n in g if n not in names]
+        if bad or not groups or isinstance(value, str):
+            raise ValueError(f"fit.{key} = {value!r} in {source}: unknown fit status names {bad}; valid are "
+                             f"{sorted(names)}.")
+        return groups
+    raise AssertionError(kind)
