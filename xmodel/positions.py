@@ -345,21 +345,28 @@ class ScanGrid:
 
 
 def _axis(values: np.ndarray, tol: float) -> tuple[np.ndarray, float, float] | None:
-    s = np.sort(values)
+    """Grid index, step and origin of one axis, or None when the values are not on a grid."""
+    order = np.argsort(values)
+    s = values[order]
     gaps = np.diff(s)
     if gaps.size == 0 or gaps.max() <= 0:
         return np.zeros(values.size, dtype=np.int64), float("nan"), float(s[0])
+    # clusters: split where a gap is at least half the typical large gap (jitter makes only small ones)
     big = gaps[gaps > 0.2 * gaps.max()]
-    step = float(np.median(big))
-    index = np.rint((values - s[0]) / step).astype(np.int64)
+    cut = gaps > 0.5 * float(np.median(big))
+    cluster = np.concatenate([[0], np.cumsum(cut)])
+    means = np.array([s[cluster == c].mean() for c in range(cluster[-1] + 1)])
+    if means.size == 1:
+        index = np.zeros(values.size, dtype=np.int64)
+        return index, float("nan"), float(means[0])
+    step = float(np.median(np.diff(means)))
+    c_index = np.rint((means - means[0]) / step).astype(np.int64)
+    index = np.empty(values.size, dtype=np.int64)
+    index[order] = c_index[cluster]
     # refine step and origin by least squares over all frames
-    if index.max() > 0:
-        a = np.vstack([index, np.ones_like(index)]).T.astype(np.float64)
-        (step, origin), *_ = np.linalg.lstsq(a, values, rcond=None)
-    else:
-        origin = float(s[0])
-    index = np.rint((values - origin) / step).astype(np.int64)
-    if np.max(np.abs(values - origin - index * step)) > tol * abs(step) or index.min() < 0:
+    a = np.vstack([index, np.ones_like(index)]).T.astype(np.float64)
+    (step, origin), *_ = np.linalg.lstsq(a, values, rcond=None)
+    if np.max(np.abs(values - origin - index * step)) > tol * abs(step):
         return None
     return index, float(step), float(origin)
 
@@ -367,9 +374,9 @@ def _axis(values: np.ndarray, tol: float) -> tuple[np.ndarray, float, float] | N
 def derive_grid(positions_um: np.ndarray, tolerance: float = GRID_TOLERANCE) -> ScanGrid | None:
     """The regular grid the positions sample, or None when they are not on one.
 
-    Each axis: the step is the median of the large gaps between sorted positions (gaps above
-    a fifth of the largest; jitter makes only small ones), refined by least squares of
-    position = origin + index * step; every frame must sit within ``tolerance`` steps of its
+    Each axis: sorted positions split into clusters where a gap reaches half the typical large
+    gap (jitter makes only small ones); the step is the median spacing of the cluster means,
+    refined by least squares of position = origin + index * step; every frame must sit within ``tolerance`` steps of its
     grid point and no two frames on one point. Missing points are allowed (NaN in images).
     """
     pos = np.asarray(positions_um, dtype=np.float64)

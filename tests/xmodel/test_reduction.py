@@ -358,3 +358,32 @@ def test_hot_pixels_are_masked_for_the_scan(tmp_path):
     assert set(zip(*np.nonzero(hot))) == {(40, 40)}
     red = open_reduced(reduce_scan(master, tmp_path / "h.h5", q_bins=10, chi_bins=6, progress=False, hot_pixels=5))
     assert red.mask[40, 40] and not red.mask[41, 60] and red.attrs["hot_pixels"] == 5
+
+
+def test_cli_reduce_with_scan_shape_and_with_a_fio_scan_file(tmp_path, capsys):
+    """`xmodel reduce MASTER --scan-shape 2x3 --step-um 1 --q-spacing linear`, then the same scan
+    with its positions and monitor from a P10-style .fio file; both stored in the results."""
+    from xmodel.cli import main
+    from xmodel.fio import write_fio
+    from xmodel.positions import grid_positions
+    from xmodel.reduced import open_reduced
+
+    master, _ = dummy_scan(tmp_path)
+    out = tmp_path / "shape.h5"
+    assert main(["reduce", str(master), "--out", str(out), "--scan-shape", "2x3", "--step-um", "1",
+                 "--q-spacing", "linear", "--q-bins", "20", "--chi-bins", "12", "--quiet"]) == 0
+    red = open_reduced(out)
+    assert red.scan_shape == (2, 3) and red.positions_um.tolist() == grid_positions((2, 3), 1.0).tolist()
+    assert red.attrs["positions_source"].startswith("--scan-shape 2x3")
+    pos_mm = grid_positions((2, 3), 0.25, "snake") / 1000.0
+    write_fio(tmp_path / "p10.fio", {"smpx": pos_mm[:, 1], "smpy": pos_mm[:, 0], "ion1": [9, 10, 11, 10, 12, 8]},
+              parameters={"smpx_unit": "mm", "smpy_unit": "mm"})
+    out = tmp_path / "fio.h5"
+    assert main(["reduce", str(master), "--out", str(out), "--positions", str(tmp_path / "p10.fio"),
+                 "--position-columns", "smpx,smpy", "--monitor", f"{tmp_path / 'p10.fio'}:ion1",
+                 "--q-bins", "20", "--chi-bins", "12", "--quiet"]) == 0
+    red = open_reduced(out)
+    np.testing.assert_allclose(red.positions_um, grid_positions((2, 3), 0.25, "snake"), atol=1e-9)
+    assert red.monitor.tolist() == [9, 10, 11, 10, 12, 8] and red.grid.shape == (2, 3)
+    assert main(["reduce", str(master), "--out", str(tmp_path / "x.h5"), "--scan-shape", "4x4", "--quiet"]) == 2
+    assert "--scan-shape 4x4 holds 16 points but the scan has 6 frames" in capsys.readouterr().err
