@@ -93,6 +93,23 @@ def grid_positions(scan_shape: tuple[int, int], step_um: float | tuple[float, fl
     return np.stack([iy.ravel() * sy, ix.ravel() * sx], axis=1).astype(np.float64)
 
 
+def acquisition_order(scan_shape: tuple[int, int], order: str = "raster") -> np.ndarray:
+    """Row-major point index (row * cols + col) of every frame, in acquisition order.
+
+    Examples
+    --------
+    >>> acquisition_order((2, 3), "snake").tolist()
+    [0, 1, 2, 5, 4, 3]
+    """
+    rows, cols = (int(v) for v in scan_shape)
+    if order not in ("raster", "snake"):
+        raise PositionsError(f"--scan-order {order!r} must be 'raster' or 'snake'.")
+    index = np.arange(rows * cols).reshape(rows, cols)
+    if order == "snake":
+        index[1::2] = index[1::2, ::-1]
+    return index.ravel()
+
+
 # ----------------------------------------------------------------------------- tables
 def _unit_of_name(name: str) -> str | None:
     """A unit spelled in a column name: ``x_mm``, ``x (mm)``, ``x[um]``."""
