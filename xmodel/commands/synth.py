@@ -3,9 +3,11 @@ from __future__ import annotations
 
 
 def run(args) -> int:
+    from xmodel.config import shipped_config
     from xmodel.synth import synthesize
 
-    master = synthesize(args.configs, args.out, overrides=args.overrides, progress=not args.quiet,
+    configs = [shipped_config(c) for c in args.configs]  # "twin" or "demo" name the shipped twins
+    master = synthesize(configs, args.out, overrides=args.overrides, progress=not args.quiet,
                         batch_size=args.batch_size, scan_order=args.scan_order,
                         monitor_variation=args.monitor_variation, dummy_fraction=args.dummy_frames,
                         position_jitter_um=args.position_jitter_um)
@@ -16,7 +18,7 @@ def run(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("synth", help="synthesise a scan of the digital-twin sample (Eiger HDF5 + truth.h5)")
     p.add_argument("configs", nargs="+", metavar="CONFIG",
-                   help="the twin TOML (e.g. configs/twin.toml or configs/demo.toml)")
+                   help="the twin TOML (e.g. configs/twin.toml, or by name: twin, demo)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override one value, parsed as TOML (e.g. scan.shape=[21,21], seed=3)")
     p.add_argument("--out", required=True, help="output directory")
