@@ -306,8 +306,9 @@ def _exclude_invalid(frames: np.ndarray, sums: np.ndarray, bin_map: BinMap, scan
     sums : (n_bins, b) bin sums of the frames as read; corrected in place
     scan : the open scan (:meth:`xmodel.io.Scan.invalid_pixels`)
     full_check : test every frame pixel by pixel (signed or float data); otherwise only the
-        frames with a bin sum above ``scan.invalid_above`` (a value above it makes the sum of
-        its bin larger still, counts being non-negative)
+        pixels of bins whose sum is above ``scan.invalid_above`` (a value above it makes the
+        sum of its bin larger still, unsigned counts being non-negative), so a frame without
+        invalid values costs one comparison per bin
 
     Returns
     -------
@@ -319,17 +320,23 @@ def _exclude_invalid(frames: np.ndarray, sums: np.ndarray, bin_map: BinMap, scan
     invalid = np.zeros(b, dtype=np.int32)
     lost_rows = []
     counts = None
+    high = None
     if full_check:
         suspects = range(b)
     elif scan.invalid_above is None:
         suspects = []
     else:
         # float32 sums round: a little slack only adds suspects, which are then checked exactly
-        suspects = np.flatnonzero((sums > np.float32(scan.invalid_above) * np.float32(0.999)).any(axis=0))
+        high = sums > np.float32(scan.invalid_above) * np.float32(0.999)
+        suspects = np.flatnonzero(high.any(axis=0))
     for k in suspects:
         flat = frames[k].reshape(-1)
-        bad = np.flatnonzero(scan.invalid_pixels(flat))
-        bad = bad[bin_map.pixel_bin[bad] >= 0]
+        if high is None:  # every pixel of the frame
+            bad = np.flatnonzero(scan.invalid_pixels(flat))
+            bad = bad[bin_map.pixel_bin[bad] >= 0]
+        else:  # only the pixels of the bins whose sum is high enough to hide an invalid value
+            pixels = bin_map.matrix[np.flatnonzero(high[:, k])].indices
+            bad = pixels[scan.invalid_pixels(flat[pixels])]
         if bad.size == 0:
             continue
         column = flat.astype(np.float32)

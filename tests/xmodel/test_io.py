@@ -280,3 +280,31 @@ def test_read_group_decodes_strings_and_names_what_is_missing(tmp_path):
         read_group(path, "/truth", "write it first")
     with pytest.raises(FileNotFoundError, match=r"nope.h5 does not exist; write it first"):
         read_group(tmp_path / "nope.h5", "/truth", "write it first")
+
+
+def test_eiger2_master_via_pyfai_registry(tmp_path):
+    """An Eiger2 4M master: recognised from its frame shape, module gaps from pyFAI's mask."""
+    pyFAI = pytest.importorskip("pyFAI")
+    reference = pyFAI.detector_factory("Eiger2_4M")
+    shape = tuple(reference.max_shape)
+    geo = Geometry(dist=0.41, poni1=0.08, poni2=0.07, rot1=0.0, rot2=0.0, rot3=0.0, wavelength=0.898e-10,
+                   pixel1=75e-6, pixel2=75e-6, shape=shape, detector_name="Eiger2_4M")
+    master = write_scan(tmp_path, "e2", iter([np.ones(shape, np.uint32)]), 1, geo, positions_um=None,
+                        pixel_mask=None)
+    with open_scan(master) as scan:
+        assert scan.geometry.detector_name == "Eiger2_4M"
+        np.testing.assert_array_equal(scan.mask, np.asarray(reference.mask, dtype=bool))
+        assert np.all(scan.frame(0)[scan.mask] == EIGER_MASKED_VALUE_UINT32)
+
+
+def test_pixel_mask_not_applied(tmp_path):
+    """With pixel_mask_applied = 0 the flagged pixels keep their counts; the reader masks them."""
+    frames = small_frames(1)
+    bad = np.zeros(SHAPE, dtype=bool)
+    bad[5, 7] = True
+    master = write_scan(tmp_path, "n", iter(frames), 1, small_geometry(), positions_um=None, pixel_mask=bad,
+                        pixel_mask_applied=False)
+    with open_scan(master) as scan:
+        assert scan.pixel_mask_applied is False
+        np.testing.assert_array_equal(scan.frame(0), frames[0])
+        assert scan.mask[5, 7] and scan.mask.sum() == 1
