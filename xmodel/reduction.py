@@ -460,15 +460,23 @@ def _prepare_output(out: Path, scan, bin_map: BinMap, poni_text: str, mask: np.n
                         "failed); reducing them again", out, really, done - 1)
         return really
     tmp = out.with_name(out.name + ".partial")
-    reduced.create(
-        tmp, n_frames=scan.n_frames, bins=bin_map.bins, bin_counts=bin_map.counts,
-        radial_counts=bin_map.radial_counts, mask=mask, positions_um=positions_um, grid=grid,
-        monitor=monitor, count_time=scan.count_time,
-        attrs={"poni": poni_text, "master": str(scan.master), "master_identity": identity, "fingerprint": key,
-               "method": "histogram, no pixel splitting, no corrections; pixels invalid in a frame excluded",
-               "positions_source": source, "hot_pixels": int(hot_pixels)})
-    tmp.replace(out)
+    try:
+        _create_output(
+            tmp, n_frames=scan.n_frames, bins=bin_map.bins, bin_counts=bin_map.counts,
+            radial_counts=bin_map.radial_counts, mask=mask, positions_um=positions_um, grid=grid,
+            monitor=monitor, count_time=scan.count_time,
+            attrs={"poni": poni_text, "master": str(scan.master), "master_identity": identity, "fingerprint": key,
+                   "method": "histogram, no pixel splitting, no corrections; pixels invalid in a frame excluded",
+                   "positions_source": source, "hot_pixels": int(hot_pixels)})
+        tmp.replace(out)
+    except OSError as err:
+        raise _write_failure(out, err, 0, scan.n_frames, 0) from err
     return 0
+
+
+def _create_output(path: Path, **kwargs) -> None:
+    """`xmodel.reduced.create`; one place for tests to make the creation fail."""
+    reduced.create(path, **kwargs)
 
 
 def hot_pixel_mask(scan, n_frames: int, mask: np.ndarray, threshold_sigma: float = HOT_SIGMA) -> np.ndarray:
@@ -525,10 +533,11 @@ def _write_failure(out: Path, err: OSError, start: int, stop: int, done: int) ->
     """The message of a failed write: what failed, where the checkpoint is, what to do."""
     full = getattr(err, "errno", None) == errno.ENOSPC or "no space left" in str(err).lower()
     cause = "the disk is full (ENOSPC)" if full else f"{err}"
+    kept = f"frames 0 to {done - 1} are safely written" if done else "no frame is written yet"
     return ReductionError(
         f"Writing frames {start} to {stop - 1} to {out} failed: {cause}. The checkpoint stays at frame "
-        f"{done} (frames 0 to {done - 1} are safely written); "
-        f"{'free some space' if full else 'fix the cause'} and run the same command again to finish the scan."
+        f"{done} ({kept}); {'free some space' if full else 'fix the cause'} and run the same command "
+        f"again to finish the scan."
     )
 
 

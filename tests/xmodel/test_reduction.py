@@ -387,3 +387,18 @@ def test_cli_reduce_with_scan_shape_and_with_a_fio_scan_file(tmp_path, capsys):
     assert red.monitor.tolist() == [9, 10, 11, 10, 12, 8] and red.grid.shape == (2, 3)
     assert main(["reduce", str(master), "--out", str(tmp_path / "x.h5"), "--scan-shape", "4x4", "--quiet"]) == 2
     assert "--scan-shape 4x4 holds 16 points but the scan has 6 frames" in capsys.readouterr().err
+
+
+def test_failed_creation_of_the_output_is_a_clear_error(scan, tmp_path, monkeypatch):
+    import errno
+
+    from xmodel import reduction
+
+    def disk_full(path, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(reduction, "_create_output", disk_full)
+    master, _ = scan
+    with pytest.raises(ReductionError, match=r"to .*new\.h5 failed: the disk is full \(ENOSPC\)\. The checkpoint "
+                                             r"stays at frame 0 \(no frame is written yet\)"):
+        reduce_scan(master, tmp_path / "new.h5", q_bins=10, chi_bins=6, progress=False)
