@@ -4,7 +4,10 @@ Each valid pixel falls, by its centre, into one (chi, q) bin (no pixel splitting
 ``("no", "histogram", "cython")``); the bin assignment is a sparse pixel -> bin matrix built
 once (:func:`build_bin_map`) and applied to batches of frames (:func:`reduce_frames`).
 :func:`reduce_scan` streams a whole Eiger scan through it with a reader thread overlapping
-the decompression with the sparse products, and resumes an interrupted run.
+the decompression with the sparse products, and resumes an interrupted run. Pixels invalid in
+one frame (the dtype's dummy value, saturated, negative) are left out of that frame's bins
+only; the scan positions, monitor and exposure time are stored with the results, whose
+schema :mod:`xmodel.reduced` owns.
 """
 from __future__ import annotations
 
