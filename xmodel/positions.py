@@ -166,27 +166,28 @@ def read_table(path: str | Path) -> Table:
         return Table(path, columns, units)
     lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
     lines = [ln for ln in lines if ln]
-    header = None
-    body = []
-    for ln in lines:
-        if header is None:
-            text = ln.lstrip("#").strip()
-            words = [w.strip() for w in re.split(r"[,\s;]+" if "," not in text else r"\s*,\s*", text) if w.strip()]
-            if words and not all(_is_number(w) for w in words):
-                header = words
-                delimiter = "," if "," in text else None
-            elif not ln.startswith("#"):
-                raise PositionsError(f"{path} has no header line naming its columns (e.g. 'x_um,y_um'); "
-                                     f"add one, or pass an .npy array of shape (frames, 2).")
-            continue
-        if ln.startswith("#"):
-            continue
-        body.append(ln)
-    if header is None:
+
+    def words_of(text: str) -> list[str]:
+        text = text.lstrip("#").strip()
+        return [w.strip() for w in (text.split(",") if "," in text else text.split()) if w.strip()]
+
+    # the header: the first line that is not a comment, unless it holds numbers; then the last
+    # comment line before it (as numpy.savetxt writes "# x_um,y_um")
+    first = next((k for k, ln in enumerate(lines) if not ln.startswith("#")), None)
+    if first is None:
         raise PositionsError(f"{path} is empty: expected a header line and one row per frame.")
+    if not all(_is_number(w) for w in words_of(lines[first])):
+        header_line, body = lines[first], lines[first + 1:]
+    elif first > 0:
+        header_line, body = lines[first - 1], lines[first:]
+    else:
+        raise PositionsError(f"{path} has no header line naming its columns (e.g. 'x_um,y_um'); "
+                             f"add one, or pass an .npy array of shape (frames, 2).")
+    header = words_of(header_line)
+    comma = "," in header_line
     rows = []
-    for k, ln in enumerate(body):
-        words = [w.strip() for w in (ln.split(",") if delimiter == "," else ln.split())]
+    for k, ln in enumerate(ln for ln in body if not ln.startswith("#")):
+        words = [w.strip() for w in (ln.split(",") if comma else ln.split())]
         if len(words) != len(header):
             raise PositionsError(f"{path}: data row {k + 1} has {len(words)} values but the header names "
                                  f"{len(header)} columns {header}.")

@@ -34,6 +34,13 @@ def test_csv_default_and_named_columns(tmp_path):
     path = tmp_path / "pos.csv"
     path.write_text("# x_um,y_um,t\n0,0,a\n1,0,b\n2,0,c\n2,2,d\n1,2,e\n0,2,f\n")
     np.testing.assert_allclose(read_positions(path, 6), [[0, 0], [0, 1], [0, 2], [2, 2], [2, 1], [2, 0]])
+    commented = tmp_path / "c.csv"
+    commented.write_text("# written by the beamline, scan 42\nx (mm),y (mm)\n0.001,0\n0.002,0.001\n")
+    np.testing.assert_allclose(read_positions(commented, 2, columns=("x (mm)", "y (mm)")), [[0, 1], [1, 2]])
+    bare = tmp_path / "bare.txt"
+    bare.write_text("0 0\n1 0\n")
+    with pytest.raises(PositionsError, match="has no header line naming its columns"):
+        read_positions(bare, 2)
     other = tmp_path / "motors.txt"
     other.write_text("idx  sx_mm  sy_mm\n0 0.000 0.0\n1 0.001 0.0\n")
     np.testing.assert_allclose(read_positions(other, 2, columns=("sx_mm", "sy_mm")), [[0, 0], [0, 1.0]])
