@@ -171,12 +171,12 @@ def read_table(path: str | Path) -> Table:
         text = text.lstrip("#").strip()
         return [w.strip() for w in (text.split(",") if "," in text else text.split()) if w.strip()]
 
-    # the header: the first line that is not a comment, unless it holds numbers; then the last
+    # the header: the first line that is not a comment, unless it holds a number; then the last
     # comment line before it (as numpy.savetxt writes "# x_um,y_um")
     first = next((k for k, ln in enumerate(lines) if not ln.startswith("#")), None)
     if first is None:
         raise PositionsError(f"{path} is empty: expected a header line and one row per frame.")
-    if not all(_is_number(w) for w in words_of(lines[first])):
+    if not any(_is_number(w) for w in words_of(lines[first])):
         header_line, body = lines[first], lines[first + 1:]
     elif first > 0:
         header_line, body = lines[first - 1], lines[first:]
