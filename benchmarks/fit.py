@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from fits.scan.frames import fit_frames
-from fits.scan.reduced import open_reduced
+from xmodel.reduced import open_reduced
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
 from xmodel.config import default_paths, load_config
@@ -32,7 +32,7 @@ def run(path: str, domain: str, n_frames: int, batch: int, dense: bool) -> dict:
     cfg = load_config(default_paths(domain))
     settings = FitSettings.of(batch=batch, cache_dir=os.path.expanduser("~/.cache/xmodel"))
     scan = open_reduced(path)
-    q, chi, counts = scan.q, scan.chi_deg, scan.pixel_counts
+    q, chi, counts = scan.q, scan.chi, scan.pixel_counts
     polar = scan.polar(slice(0, n_frames))
     n_frames = polar.shape[0]              # the frames read, which the file may make fewer
     setup = FitSetup.build(cfg, q, chi, counts, settings)

@@ -24,7 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _config_dir() -> Path:
+    """The shipped configs: package data ``xmodel/configs`` of an installed wheel
+    (`importlib.resources`), else the repository's top-level ``configs/`` (a source checkout or
+    an editable install, where the files are edited)."""
+    from importlib.resources import files
+
+    packaged = Path(str(files("xmodel").joinpath("configs")))
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+#: folder of the shipped configs (`shipped_config` finds one by name)
+CONFIG_DIR = _config_dir()
 EXPERIMENT_TOML = CONFIG_DIR / "experiment" / "p10_eiger4m.toml"
 DOMAINS = ("red", "purple", "yellow", "green", "orange")
 KNOWN_DETECTORS = ("Eiger4M",)
@@ -380,8 +395,9 @@ def default_paths(domain: str) -> list[Path]:
     Returns
     -------
     list of Path
-        ``configs/experiment/p10_eiger4m.toml`` and ``configs/domains/<domain>.toml`` of the
-        repository the package is installed from (editable install).
+        ``experiment/p10_eiger4m.toml`` and ``domains/<domain>.toml`` under `CONFIG_DIR`: the
+        repository's ``configs/`` (source checkout, editable install) or the package data
+        ``xmodel/configs`` of an installed wheel.
 
     Validation: every returned pair loads with the paper's values (tests/xmodel/test_config.py).
     """
@@ -392,6 +408,38 @@ def default_paths(domain: str) -> list[Path]:
             f"(Figure 1 of the paper).{_did_you_mean(str(domain).lower(), DOMAINS)} "
             f"For other samples pass your own TOML files to load_config.")
     return [EXPERIMENT_TOML, CONFIG_DIR / "domains" / f"{name}.toml"]
+
+
+def shipped_config(name: str | Path) -> Path:
+    """The path of a shipped config named without folder or suffix, or ``name`` itself if it
+    is a file.
+
+    ``"p10_eiger4m"`` -> ``CONFIG_DIR/experiment/p10_eiger4m.toml``, ``"yellow"`` ->
+    ``CONFIG_DIR/domains/yellow.toml``, ``"twin"`` / ``"demo"`` -> ``CONFIG_DIR/<name>.toml``;
+    ``"configs/domains/red.toml"`` also works from anywhere. So an installed user (no
+    repository checkout) writes ``xmodel peaks p10_eiger4m yellow`` or
+    ``load_config(default_paths("yellow"))``.
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is neither a file nor a shipped config; lists the shipped names.
+    """
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    text = str(name)
+    if text.startswith("configs/"):
+        candidate = CONFIG_DIR / text[len("configs/"):]
+        if candidate.is_file():
+            return candidate
+    stem = Path(text).stem if text.endswith(".toml") else text
+    shipped = {p.stem: p for p in sorted(CONFIG_DIR.rglob("*.toml"))}
+    if "/" not in text and stem in shipped:
+        return shipped[stem]
+    raise ConfigError(
+        f"Config file {text!r} does not exist and is not a shipped config; the shipped ones "
+        f"(in {CONFIG_DIR}) are {sorted(shipped)}.{_did_you_mean(stem, list(shipped))}")
 
 
 def parse_override(text: str) -> tuple[str, str, object]:
@@ -472,7 +520,13 @@ def load_config(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> C
     origin: dict[tuple[str, str], tuple[str, Path]] = {}  # (table, key) -> (source, base dir)
     sources: list[str] = []
     for raw_path in paths:
-        path = Path(raw_path).expanduser().resolve()
+        path = Path(raw_path).expanduser()
+        if not path.is_file():
+            try:
+                path = shipped_config(raw_path)
+            except ConfigError:
+                pass  # _read_toml names the missing file
+        path = path.resolve()
         _merge(values, origin, _read_toml(path), str(path), path.parent)
         sources.append(str(path))
     for text in overrides:

@@ -2,35 +2,40 @@
 
 A scan is ``DIR/<name>_master.h5`` holding the NeXus metadata and, under ``/entry/data``,
 external links ``data_000001``, ``data_000002``, ... to ``DIR/<name>_data_00000N.h5``, each
-holding ``/entry/data/data`` of shape ``(frames, rows, cols)``, uint32, one frame per chunk,
-compressed with bitshuffle-LZ4 (hdf5plugin), exactly as an Eiger writes them. The geometry
-also goes to ``DIR/<name>.poni`` so that the scan opens in pyFAI. Frames are streamed: only
-one frame is in memory at a time.
+holding ``/entry/data/data`` of shape ``(frames, rows, cols)`` (1 to ``frames_per_file``
+frames), uint32, one frame per chunk, compressed with bitshuffle-LZ4 (hdf5plugin), exactly as
+an Eiger writes them. The master holds no scan positions (a real one never does): they go,
+with the per-frame monitor, into the beamline-style scan file ``DIR/<name>.fio``
+(:mod:`xmodel.fio`; columns ``x_um``, ``y_um``, ``monitor``). The geometry also goes to
+``DIR/<name>.poni`` so that the scan opens in pyFAI. Frames are streamed: only one frame is in
+memory at a time.
 
 Layout (field names, units) follows the Dectris EIGER HDF5 master files as read by fabio's
-``eiger2cbf`` / ``hdf2neggia`` and pyFAI's ``eiger-mask``:
+``EigerImage`` / ``eiger2cbf`` and pyFAI's ``eiger-mask``:
 
-=============================================================  ==========  ==================
-path                                                           unit        meaning
-=============================================================  ==========  ==================
-/entry/instrument/detector/detector_distance                   m           sample-detector
-/entry/instrument/detector/x_pixel_size, y_pixel_size          m           pixel2, pixel1
-/entry/instrument/detector/beam_center_x, beam_center_y        pixel       direct beam (col, row)
-/entry/instrument/detector/count_time, frame_time              s
-/entry/instrument/detector/detectorSpecific/pixel_mask         (uint32)    nonzero = masked
-/entry/instrument/detector/detectorSpecific/x_pixels_in_detector           cols
-/entry/instrument/detector/detectorSpecific/y_pixels_in_detector           rows
-/entry/instrument/detector/detectorSpecific/nimages                        frames
-/entry/instrument/beam/incident_wavelength                     angstrom
-/entry/sample/positions  (xmodel, not Dectris)                 um          (frames, 2)
-/entry/sample/scan_shape (xmodel, not Dectris)                             (rows, cols)
-=============================================================  ==========  ==================
+=====================================================================  ========  ==================
+path                                                                   unit      meaning
+=====================================================================  ========  ==================
+/entry/instrument/detector/detector_distance                           m         sample-detector
+/entry/instrument/detector/x_pixel_size, y_pixel_size                  m         pixel2, pixel1
+/entry/instrument/detector/beam_center_x, beam_center_y                pixel     direct beam (col, row)
+/entry/instrument/detector/count_time, frame_time                      s
+/entry/instrument/detector/bit_depth_image                                       32
+/entry/instrument/detector/detectorSpecific/pixel_mask                 (uint32)  nonzero = masked
+/entry/instrument/detector/detectorSpecific/pixel_mask_applied                   1: masked pixels hold 2**32-1
+/entry/instrument/detector/detectorSpecific/countrate_correction_count_cutoff    more counts = saturated
+/entry/instrument/detector/detectorSpecific/x_pixels_in_detector                 cols
+/entry/instrument/detector/detectorSpecific/y_pixels_in_detector                 rows
+/entry/instrument/detector/detectorSpecific/nimages, ntrigger                    frames
+/entry/instrument/detector/detectorSpecific/data_collection_date                 ISO time
+/entry/instrument/beam/incident_wavelength                             angstrom
+=====================================================================  ========  ==================
 
-The beam centre is the direct-beam position in pixel-index coordinates (the centre of pixel
-``(i, j)`` at ``(i, j)``, as in :meth:`xmodel.geometry.Geometry.from_beam_center`), so that
-``poni = (centre + 0.5) * pixel`` for an untilted detector. (pyFAI's Fit2D export measures
-from the pixel corner instead: Fit2D centre = this centre + 0.5.) The NeXus metadata describe
-an untilted detector; a tilted geometry is stored exactly only in the ``.poni``.
+The beam centre is the direct-beam position in pixels from the detector's outer corner (the
+centre of pixel ``(i, j)`` at ``(i + 0.5, j + 0.5)``), the convention pyFAI writes into NeXus
+files (``pyFAI.io.nexus``: ``beam_center_x = poni2 / pixel2``) and Fit2D's centre, so that
+``poni = centre * pixel`` for an untilted detector. The NeXus metadata describe an untilted
+detector; a tilted geometry is stored exactly only in the ``.poni``.
 """
 from __future__ import annotations
 
@@ -52,7 +57,7 @@ PIXEL_MASK_DEAD = 2
 
 
 def _fit2d_beam_centre(geometry) -> tuple[float, float, float]:
-    """Direct-beam position (row, col) in pixel-index coordinates and distance along the beam (m).
+    """Direct-beam position (row, col) in pixels from the outer corner and distance along the beam (m).
 
     Notes
     -----
@@ -71,8 +76,8 @@ def _fit2d_beam_centre(geometry) -> tuple[float, float, float]:
         cos_tpr = max(-1.0, min(1.0, -math.cos(geometry.rot2) * math.sin(geometry.rot1) / sin_tilt))
         sin_tpr = math.sin(geometry.rot2) / sin_tilt
         tan_tilt = sin_tilt / cos_tilt
-    col = (geometry.poni2 + geometry.dist * tan_tilt * cos_tpr) / geometry.pixel2 - 0.5
-    row = (geometry.poni1 + geometry.dist * tan_tilt * sin_tpr) / geometry.pixel1 - 0.5
+    col = (geometry.poni2 + geometry.dist * tan_tilt * cos_tpr) / geometry.pixel2
+    row = (geometry.poni1 + geometry.dist * tan_tilt * sin_tpr) / geometry.pixel1
     return row, col, geometry.dist / cos_tilt
 
 
@@ -103,13 +108,6 @@ def _group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
     return grp
 
 
-def _scan_shape(positions_um: np.ndarray, n_frames: int) -> tuple[int, int] | None:
-    """(rows, cols) of a raster: unique slow (column 0) and fast (column 1) positions."""
-    n_slow = np.unique(positions_um[:, 0]).size
-    n_fast = np.unique(positions_um[:, 1]).size
-    return (n_slow, n_fast) if n_slow * n_fast == n_frames else None
-
-
 def write_scan(
     out_dir: str | Path,
     name: str,
@@ -117,21 +115,25 @@ def write_scan(
     n_frames: int,
     geometry,
     *,
-    positions_um: np.ndarray,
+    positions_um: np.ndarray | None,
     pixel_mask: np.ndarray | None,
+    monitor: np.ndarray | None = None,
     frames_per_file: int = 100,
     count_time_s: float = 0.3,
+    count_cutoff: int | None = None,
+    pixel_mask_applied: bool = True,
     gap_value: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Write a scan as an Eiger would: master file, linked data files, and a ``.poni``.
+    """Write a scan as an Eiger would: master file, linked data files, a ``.poni`` and a ``.fio``.
 
     Parameters
     ----------
     out_dir
         Folder for the files (created if missing).
     name
-        Scan name; files are ``<name>_master.h5``, ``<name>_data_00000N.h5``, ``<name>.poni``.
+        Scan name; files are ``<name>_master.h5``, ``<name>_data_00000N.h5``, ``<name>.poni``
+        and ``<name>.fio`` (when there are positions or a monitor).
     frames
         Iterable of ``n_frames`` images, each of shape ``geometry.shape`` (rows = dim1 = slow,
         cols = dim2 = fast), counts; cast to uint32 (values are clipped to [0, 2**32 - 1]).
@@ -141,20 +143,27 @@ def write_scan(
     geometry
         :class:`xmodel.geometry.Geometry` (PONI: metres, radians).
     positions_um
-        Scan positions, shape ``(n_frames, 2)``, micrometres; column 0 the slow motor,
-        column 1 the fast one. ``/entry/sample/scan_shape`` is written when they form a
-        full raster.
+        Scan positions in acquisition order, shape ``(n_frames, 2)``, micrometres; column 0 the
+        slow motor (y), column 1 the fast one (x). Written to the scan file ``<name>.fio``
+        (columns ``y_um``, ``x_um``), not to the master; None for none.
     pixel_mask
         Extra masked pixels, shape ``geometry.shape``: bool (True = masked, stored as the
         Dectris "dead" bit 2) or Dectris uint32 bits (nonzero = masked); None for none.
-        Module gaps (bit 1) are added for an Eiger 4M.
+        Module gaps (bit 1) are added for a known detector.
+    monitor
+        Per-frame incident-flux monitor (e.g. ion-chamber counts), ``(n_frames,)``; written as
+        the ``monitor`` column of ``<name>.fio``.
     frames_per_file
-        Frames per data file (an Eiger's ``nimages_per_file``).
+        Frames per data file (an Eiger's ``nimages_per_file``); the last file holds the rest.
     count_time_s
         Exposure time per frame, seconds.
+    count_cutoff
+        ``countrate_correction_count_cutoff`` (counts above it are saturated); None omits it.
+    pixel_mask_applied
+        True (the Eiger default): every pixel flagged in the pixel mask holds ``gap_value``;
+        False: flagged pixels keep their counts (the reader masks them from ``pixel_mask``).
     gap_value
-        Value written into every pixel flagged in the pixel mask; None (default) writes
-        2**32 - 1 like an Eiger with ``pixel_mask_applied`` (the default on the detector).
+        Value written into flagged pixels; None (default) writes 2**32 - 1 as an Eiger does.
     progress
         Called as ``progress(frames_written, n_frames)`` after each frame.
 
@@ -167,21 +176,31 @@ def write_scan(
     -----
     Dectris layout: DECTRIS EIGER2 User Manual v1.8 (pixel mask, section 11) and the NXmx
     application definition (doi:10.1107/S2052252520006818); the beam centre follows pyFAI's
-    Fit2D conversion (see ``_fit2d_beam_centre``).
+    NeXus / Fit2D convention (see ``_fit2d_beam_centre``).
 
     Validation
     ----------
-    Read back by :func:`xmodel.io.open_scan` and by fabio/pyFAI in tests/xmodel/test_io.py.
+    Read back by :func:`xmodel.io.open_scan` and by fabio (``EigerImage``, every frame) and
+    pyFAI in tests/xmodel/test_io.py.
     """
+    import datetime
+
+    from xmodel.fio import write_fio
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(s) for s in geometry.shape)
-    positions_um = np.asarray(positions_um, dtype=np.float64)
-    if positions_um.shape != (n_frames, 2):
-        raise ValueError(
-            f"positions_um has shape {positions_um.shape}, but the scan has n_frames={n_frames} "
-            f"frames: pass an array of shape ({n_frames}, 2) in micrometres (slow, fast)."
-        )
+    if positions_um is not None:
+        positions_um = np.asarray(positions_um, dtype=np.float64)
+        if positions_um.shape != (n_frames, 2):
+            raise ValueError(
+                f"positions_um has shape {positions_um.shape}, but the scan has n_frames={n_frames} "
+                f"frames: pass an array of shape ({n_frames}, 2) in micrometres (slow, fast)."
+            )
+    if monitor is not None:
+        monitor = np.asarray(monitor, dtype=np.float64).reshape(-1)
+        if monitor.shape != (n_frames,):
+            raise ValueError(f"monitor has {monitor.size} values but the scan has n_frames={n_frames} frames.")
     if frames_per_file < 1:
         raise ValueError(f"frames_per_file={frames_per_file} must be a positive integer, e.g. 100.")
     mask_bits = np.where(_gap_mask(geometry, shape), PIXEL_MASK_GAP, 0).astype(np.uint32)
@@ -194,11 +213,20 @@ def write_scan(
             )
         extra = np.where(pixel_mask, PIXEL_MASK_DEAD, 0) if pixel_mask.dtype == bool else pixel_mask
         mask_bits |= extra.astype(np.uint32)
-    flagged = mask_bits != 0
+    flagged = mask_bits != 0 if pixel_mask_applied else np.zeros(shape, dtype=bool)
     fill = EIGER_MASKED_VALUE_UINT32 if gap_value is None else int(gap_value)
 
     master = out_dir / f"{name}_master.h5"
     geometry.to_poni(out_dir / f"{name}.poni")
+    if positions_um is not None or monitor is not None:
+        columns = {}
+        if positions_um is not None:
+            columns.update(x_um=positions_um[:, 1], y_um=positions_um[:, 0])
+        if monitor is not None:
+            columns["monitor"] = monitor
+        write_fio(out_dir / f"{name}.fio", {"point_nb": np.arange(n_frames), **columns},
+                  comments=[f"xmodel synthetic scan {name}: {n_frames} points, detector {name}_master.h5"],
+                  parameters={"count_time": float(count_time_s)})
     row_c, col_c, direct_dist = _fit2d_beam_centre(geometry)
     n_files = max(1, math.ceil(n_frames / frames_per_file))
     with h5py.File(master, "w") as f:
@@ -207,7 +235,7 @@ def write_scan(
         data = _group(entry, "data", "NXdata")
         instrument = _group(entry, "instrument", "NXinstrument")
         det = _group(instrument, "detector", "NXdetector")
-        _dataset(det, "description", f"{geometry.detector_name or 'detector'} (xmodel synthetic)")
+        _dataset(det, "description", f"Dectris {geometry.detector_name or 'detector'} (xmodel synthetic)")
         _dataset(det, "detector_distance", direct_dist, "m")
         _dataset(det, "x_pixel_size", float(geometry.pixel2), "m")
         _dataset(det, "y_pixel_size", float(geometry.pixel1), "m")
@@ -216,22 +244,23 @@ def write_scan(
         _dataset(det, "count_time", float(count_time_s), "s")
         _dataset(det, "frame_time", float(count_time_s), "s")
         _dataset(det, "bit_depth_image", 32)
+        _dataset(det, "bit_depth_readout", 32)
         _dataset(det, "sensor_material", "Si")
         _dataset(det, "sensor_thickness", 450e-6, "m")
         spec = _group(det, "detectorSpecific", "NXcollection")
         spec.create_dataset("pixel_mask", data=mask_bits, compression="gzip", compression_opts=1)
+        _dataset(spec, "pixel_mask_applied", int(bool(pixel_mask_applied)))
         _dataset(spec, "x_pixels_in_detector", shape[1])
         _dataset(spec, "y_pixels_in_detector", shape[0])
         _dataset(spec, "nimages", n_frames)
         _dataset(spec, "ntrigger", 1)
+        _dataset(spec, "nframes_sum", 1)
         _dataset(spec, "saturation_value", EIGER_MASKED_VALUE_UINT32 - 1)
+        if count_cutoff is not None:
+            _dataset(spec, "countrate_correction_count_cutoff", int(count_cutoff))
+        _dataset(spec, "data_collection_date", datetime.datetime.now(datetime.timezone.utc).isoformat())
         beam = _group(instrument, "beam", "NXbeam")
         _dataset(beam, "incident_wavelength", float(geometry.wavelength) * 1e10, "angstrom")
-        sample = _group(entry, "sample", "NXsample")
-        _dataset(sample, "positions", positions_um, "um")
-        scan_shape = _scan_shape(positions_um, n_frames)
-        if scan_shape is not None:
-            _dataset(sample, "scan_shape", np.asarray(scan_shape, dtype=np.int64))
         for k in range(n_files):
             data[f"data_{k + 1:06d}"] = h5py.ExternalLink(f"{name}_data_{k + 1:06d}.h5", "/entry/data/data")
 

@@ -114,6 +114,7 @@ def scan_stage(out: Path, rep: Report) -> tuple[Path, Path]:
     """Synthesise and reduce the demo scan; intensity maps; per-domain polar images."""
     from xmodel import maps
     from xmodel.io import open_scan
+    from xmodel.positions import read_monitor, read_positions
     from xmodel.reduction import default_bins, reduce_scan
     from xmodel.synth import synthesize
 
@@ -125,8 +126,13 @@ def scan_stage(out: Path, rep: Report) -> tuple[Path, Path]:
     results = out / "results.h5"
     with open_scan(master) as s:
         bins = default_bins(s.geometry, s.mask, n_q=500, n_chi=360, q_spacing="log")
-        n_frames, shape = s.n_frames, s.scan_shape
-    reduce_scan(master, results, bins=bins, progress=True)
+        n_frames = s.n_frames
+    # positions and monitor live in the scan file beside the master, as at the beamline
+    positions = read_positions(scan_dir / "demo.fio", n_frames)
+    reduce_scan(master, results, bins=bins, progress=True, positions_um=positions,
+                monitor=read_monitor(f"{scan_dir / 'demo.fio'}:monitor", n_frames),
+                positions_source=str(scan_dir / "demo.fio"))
+    shape = maps.scan_grid(results)
     truth = scan_dir / "truth.h5"
     with h5py.File(truth, "r") as f:
         step = float(np.median(np.diff(np.unique(f["/truth/positions_um"][:, 1]))))

@@ -10,11 +10,14 @@ Contract
 
 The Eiger (v1) family is described by a table (:data:`DETECTOR_SPECS`) with the same
 numbers as pyFAI's ``pyFAI.detectors.Eiger*`` classes (module 514 x 1030 pixels, gaps
-37 x 10 pixels, 75 um pixels).
+37 x 10 pixels, 75 um pixels); it works without pyFAI. Every other detector (Eiger2 4M/9M/16M,
+Pilatus, ...) comes from pyFAI's detector registry when pyFAI is installed (the ``beamline``
+extra): shape, pixel size and pyFAI's module-gap mask.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import h5py
@@ -75,30 +78,91 @@ def _normalized(name: str) -> str:
 def get_detector_spec(name: str) -> DetectorSpec:
     """Look up a detector by name (case, spaces, ``_`` and ``-`` ignored: "Eiger 4M" works).
 
+    The built-in table (:data:`DETECTOR_SPECS`, the Eiger v1 family) needs nothing else; any
+    other name is looked up in pyFAI's detector registry (``pyFAI.detector_factory``: Eiger2
+    4M/9M/16M, Pilatus, ...) when pyFAI is installed (the ``beamline`` extra).
+
     Parameters
     ----------
     name : str
-        Detector name, e.g. ``"Eiger4M"``.
+        Detector name, e.g. ``"Eiger4M"``, ``"Eiger2_4M"``, ``"Pilatus 1M"``.
 
     Returns
     -------
     DetectorSpec
-        The table entry.
+        The table entry, or one built from pyFAI's class (``MAX_SHAPE``, pixel sizes,
+        ``MODULE_SIZE`` and ``MODULE_GAP``; module size and gap 0 for a detector without modules).
 
     Raises
     ------
     ValueError
-        If the name is not in :data:`DETECTOR_SPECS`; the message lists the known names.
+        If neither the table nor pyFAI knows the name; the message lists the built-in names and
+        says which extra to install when pyFAI is missing.
     """
     wanted = _normalized(str(name))
     for spec in DETECTOR_SPECS.values():
         if _normalized(spec.name) == wanted:
             return spec
+    return _pyfai_spec(str(name))
+
+
+def _pyfai_detector(name: str):
+    """pyFAI's detector object of that name (tried as given, then normalised), or a clear ValueError."""
+    try:
+        from pyFAI.detectors import ALL_DETECTORS, detector_factory
+    except ImportError:
+        raise ValueError(
+            f"Detector {name!r} is not built in (built in: {', '.join(DETECTOR_SPECS)}); other detectors "
+            f"come from pyFAI's registry: install the beamline extra, pip install 'xmodel[beamline]' "
+            f"(pyFAI and fabio)."
+        ) from None
+    for candidate in (name.lower(), name.lower().replace(" ", "_"), _normalized(name)):
+        if candidate in ALL_DETECTORS:
+            return detector_factory(candidate)
     raise ValueError(
-        f"Unknown detector {name!r}. Known detectors: {', '.join(DETECTOR_SPECS)}. "
-        "For another detector build a Geometry with explicit pixel1, pixel2 and shape "
-        "(detector_name='')."
+        f"Unknown detector {name!r}: neither built in ({', '.join(DETECTOR_SPECS)}) nor in pyFAI's "
+        f"registry (e.g. Eiger2_4M, Eiger2_9M, Eiger2_16M, Pilatus1M; see pyFAI.detectors.ALL_DETECTORS). "
+        f"For another detector build a Geometry with explicit pixel1, pixel2 and shape (detector_name='')."
     )
+
+
+@lru_cache(maxsize=16)
+def _pyfai_spec(name: str) -> DetectorSpec:
+    det = _pyfai_detector(name)
+    if det.max_shape is None:
+        raise ValueError(f"pyFAI's detector {name!r} has no fixed shape; build a Geometry with explicit "
+                         f"pixel1, pixel2 and shape (detector_name='').")
+    size = tuple(getattr(det, "MODULE_SIZE", None) or det.max_shape)
+    gap = tuple(getattr(det, "MODULE_GAP", None) or (0, 0))
+    return DetectorSpec(type(det).__name__, tuple(int(s) for s in det.max_shape),
+                        (float(det.pixel1), float(det.pixel2)), size, gap)
+
+
+def find_detector(shape: tuple[int, int], pixel: tuple[float, float]) -> str:
+    """Name of a known detector with this full frame shape and pixel size, or "" if none.
+
+    The built-in table first, then pyFAI's Dectris Eiger and Eiger2 detectors when pyFAI is
+    installed; the master files of Dectris detectors name the model only in free text, so the
+    frame shape and pixel size identify it.
+    """
+    shape = tuple(int(s) for s in shape)
+    for spec in DETECTOR_SPECS.values():
+        if spec.shape == shape and np.allclose(spec.pixel, pixel, rtol=1e-6):
+            return spec.name
+    for name in _REGISTRY_CANDIDATES:
+        try:
+            spec = _pyfai_spec(name)
+        except ValueError:
+            return ""
+        if spec.shape == shape and np.allclose(spec.pixel, pixel, rtol=1e-6):
+            return spec.name
+    return ""
+
+
+#: pyFAI detectors tried by :func:`find_detector` (Dectris hybrid pixel detectors at beamlines)
+_REGISTRY_CANDIDATES = ("Eiger2_1M", "Eiger2_4M", "Eiger2_9M", "Eiger2_16M", "Eiger2CdTe_1M",
+                        "Eiger2CdTe_4M", "Eiger2CdTe_9M", "Eiger2CdTe_16M", "Pilatus1M", "Pilatus2M",
+                        "Pilatus6M")
 
 
 def detector_spec(name: str) -> tuple[tuple[int, int], tuple[float, float]]:
@@ -134,7 +198,7 @@ def module_gap_mask(name: str = "Eiger4M") -> np.ndarray:
     Parameters
     ----------
     name : str
-        Detector name from :data:`DETECTOR_SPECS`.
+        Detector name from :data:`DETECTOR_SPECS` or pyFAI's registry (then pyFAI's mask).
 
     Returns
     -------
@@ -150,6 +214,9 @@ def module_gap_mask(name: str = "Eiger4M") -> np.ndarray:
     in the table (tests/xmodel/test_detector.py).
     """
     spec = get_detector_spec(name)
+    if spec.name not in DETECTOR_SPECS:  # from pyFAI's registry: its own mask (gaps, chip borders)
+        mask = _pyfai_detector(spec.name).mask
+        return np.zeros(spec.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     mask = np.zeros(spec.shape, dtype=bool)
     for axis in (0, 1):
         period = spec.module_size[axis] + spec.module_gap[axis]

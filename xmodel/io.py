@@ -3,8 +3,21 @@
 The same reader opens files from a real Eiger and those written by
 :func:`xmodel.dectris.write_scan`: ``/entry/data/data_000001``, ``data_000002``, ... are
 external links (or datasets) of shape ``(frames, rows, cols)``; frames are numbered across
-them in link order. Metadata follow the Dectris names (see :mod:`xmodel.dectris`); scan
-positions (``/entry/sample/positions``, um) are optional.
+them in link order (each file may hold 1 to N frames). Metadata follow the Dectris names
+(see :mod:`xmodel.dectris`). Real masters carry no scan positions: they come from the
+beamline's scan file (:mod:`xmodel.positions`); ``/entry/sample/positions`` (um), written by
+earlier versions of xmodel, is still read when present.
+
+Beam centre. ``beam_center_x`` / ``beam_center_y`` are read in pixels from the detector's
+outer corner, the convention of pyFAI (``pyFAI.io.nexus`` writes ``poni2 / pixel2``) and of
+Fit2D's centre: for an untilted detector ``poni1 = beam_center_y * y_pixel_size`` and
+``poni2 = beam_center_x * x_pixel_size``; the centre of the first pixel is at 0.5.
+
+Invalid values. A pixel that holds the dtype's dummy value (2**32 - 1 for uint32, 2**16 - 1
+for uint16, 2**8 - 1 for uint8: the Eiger's overflow / gap value), a negative or non-finite
+value (float data), or more counts than the master's
+``detectorSpecific/countrate_correction_count_cutoff`` is invalid in that frame
+(:meth:`Scan.invalid_pixels`).
 
 Every failure to read (a missing data file, a chunk that does not decompress, a frame of
 the wrong shape, the bitshuffle filter not available) raises :class:`ScanError` naming the
@@ -12,6 +25,7 @@ file, the frame and what was expected.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,14 +139,13 @@ def _nexus_geometry(f: h5py.File, master: Path, frame_shape: tuple[int, int]):
                         f"{sorted(to_m)}. Pass poni=<file.poni> to open_scan to give the geometry instead.")
     dist = float(values["detector_distance"]) * to_m[units]
     pixel1, pixel2 = float(values["y_pixel_size"]), float(values["x_pixel_size"])
-    from xmodel.detector import EIGER4M_SHAPE, EIGER_PIXEL
+    from xmodel.detector import find_detector
 
-    eiger = frame_shape == EIGER4M_SHAPE and np.allclose((pixel1, pixel2), EIGER_PIXEL, rtol=1e-6)
-    name = "Eiger4M" if eiger else ""
+    name = find_detector(frame_shape, (pixel1, pixel2))
     return Geometry(
         dist=dist,
-        poni1=(float(values["beam_center_y"]) + 0.5) * pixel1,
-        poni2=(float(values["beam_center_x"]) + 0.5) * pixel2,
+        poni1=float(values["beam_center_y"]) * pixel1,  # from the outer corner, as pyFAI
+        poni2=float(values["beam_center_x"]) * pixel2,
         rot1=0.0,
         rot2=0.0,
         rot3=0.0,
@@ -168,6 +181,14 @@ class Scan:
         (n_frames, 2) micrometres (slow, fast), None if the master has none.
     scan_shape : tuple[int, int] or None
         Raster (rows, cols), None if unknown.
+    count_time : float or None
+        Exposure per frame (s), ``detector/count_time``.
+    count_cutoff : float or None
+        ``detectorSpecific/countrate_correction_count_cutoff``: more counts are saturated.
+    dummy_value : int or None
+        The dtype's dummy (2**bits - 1 for unsigned integers), None for signed and float data.
+    pixel_mask_applied : bool or None
+        ``detectorSpecific/pixel_mask_applied``: masked pixels hold the dummy value.
     """
 
     def __init__(self, master: str | Path, poni=None, mask=None, mask_key: str | None = None):
@@ -247,6 +268,18 @@ class Scan:
             full |= user
         self.mask = full
 
+        self.count_time = _read_scalar(f, f"{DETECTOR}/count_time", self.master)
+        self.count_time = None if self.count_time is None else float(self.count_time)
+        cutoff = _read_scalar(f, f"{DETECTOR}/detectorSpecific/countrate_correction_count_cutoff", self.master)
+        self.count_cutoff = None if cutoff is None else float(cutoff)
+        applied = _read_scalar(f, f"{DETECTOR}/detectorSpecific/pixel_mask_applied", self.master)
+        self.pixel_mask_applied = None if applied is None else bool(applied)
+        self.dummy_value = int(np.iinfo(self.dtype).max) if self.dtype.kind == "u" else None
+        limits = [v for v in (self.count_cutoff, None if self.dummy_value is None else self.dummy_value - 1)
+                  if v is not None]
+        #: values above this are invalid (dummy or saturated); None: only the sign / finiteness test
+        self.invalid_above = min(limits) if limits else None
+
         self.positions_um = None
         self.scan_shape = None
         if "/entry/sample/positions" in f:
@@ -258,6 +291,40 @@ class Scan:
                 )
         if "/entry/sample/scan_shape" in f:
             self.scan_shape = tuple(int(v) for v in f["/entry/sample/scan_shape"][()])
+
+    def identity(self) -> str:
+        """SHA-256 of the master file's bytes and of the data files' names and sizes.
+
+        Two scans of one detector shape have different masters (start time, metadata), so a
+        resumed reduction can tell them apart; a copied scan keeps its identity.
+        """
+        digest = hashlib.sha256()
+        with open(self.master, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+        for data in self._files:
+            digest.update(f"{data.link} {data.path.name} {data.n}".encode())
+            if data.file is not None:
+                digest.update(str(data.path.stat().st_size).encode())
+        return digest.hexdigest()
+
+    def invalid_pixels(self, frames: np.ndarray) -> np.ndarray:
+        """bool (same shape as ``frames``): True where a value is invalid in its frame.
+
+        Invalid: above :attr:`invalid_above` (the dtype's dummy 2**bits - 1 of unsigned data,
+        or above the master's count cutoff, i.e. saturated), or, for signed and float data,
+        negative or not finite. Static masks (``pixel_mask``, gaps) are not applied here.
+        """
+        frames = np.asarray(frames)
+        if frames.dtype.kind == "f":
+            bad = ~(frames >= 0) | np.isinf(frames)
+        elif frames.dtype.kind == "i":
+            bad = frames < 0
+        else:
+            bad = np.zeros(frames.shape, dtype=bool)
+        if self.invalid_above is not None:
+            bad |= frames > self.invalid_above
+        return bad
 
     # -- context manager ------------------------------------------------------------------
     def __enter__(self) -> Scan:

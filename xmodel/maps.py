@@ -1,63 +1,75 @@
 """Scan maps and per-domain views of reduced scans (the grey-level analogue of Fig. 1a,b).
 
-Inputs are results files written by `xmodel.reduction.reduce_scan`
-(``/entry/reduction/{polar, radial, q, chi, positions}``). The plotting functions draw into a
-given ``ax`` (or a new pyplot-free Figure) and return the Figure; they never choose a
-matplotlib backend, so they are safe in notebooks.
+Inputs are results files written by `xmodel.reduction.reduce_scan`, read through
+`xmodel.reduced.open_reduced`. Intensities are normalised to the median incident-flux monitor
+when the reduction stored one (`xmodel.reduced.ReducedScan.flux_factor`); frames are placed on
+the map by their scan positions (a snake scan's reversed rows go back in place).
+The plotting functions draw into a given ``ax`` (or a new pyplot-free Figure) and return the
+Figure; they never choose a matplotlib backend, so they are safe in notebooks.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from xmodel.figures import new_axes, save_figure
+from xmodel.reduced import open_reduced
 
 
 def ring_intensity(results: str | Path, q_centre: float, half_width: float | None = None,
-                   batch: int = 256) -> np.ndarray:
+                   batch: int = 256, normalised: bool = True) -> np.ndarray:
     """Mean intensity per frame in the band ``|q - q_centre| <= half_width`` (counts per pixel).
 
     Averages the valid (non-NaN) polar bins of the band, over all chi: the quantity mapped in
     the paper's Fig. 1a,b (at q_SL = 0.083 and q_AL = 2.12 1/A). ``half_width`` defaults to
-    3 % of ``q_centre``. Frames with no valid bin in the band are NaN (there is no data).
+    3 % of ``q_centre``. Frames with no valid bin in the band are NaN (there is no data). With
+    ``normalised`` (default) each frame is scaled to the median monitor (no monitor: unchanged).
     """
     hw = 0.03 * q_centre if half_width is None else half_width
-    with h5py.File(results, "r") as f:
-        red = _reduction(f, results)
-        q = red["q"][()]
-        band = np.flatnonzero(np.abs(q - q_centre) <= hw)
-        if band.size == 0:
-            raise ValueError(f"{results}: no q bin within {hw:.4g} 1/A of q = {q_centre} "
-                             f"(bins span {q.min():.4g}..{q.max():.4g} 1/A)")
-        polar = red["polar"]
-        n = int(red.attrs.get("frames_done", polar.shape[0]))
-        out = np.full(polar.shape[0], np.nan)
-        lo, hi = band[0], band[-1] + 1
-        for s in range(0, n, batch):
-            block = polar[s:min(n, s + batch), :, lo:hi]
-            with np.errstate(invalid="ignore"):
-                valid = np.isfinite(block)
-                cnt = valid.sum(axis=(1, 2))
-                out[s:s + block.shape[0]] = np.where(cnt > 0, np.nansum(block, axis=(1, 2)) / np.maximum(cnt, 1), np.nan)
-    return out
+    red = open_reduced(results)
+    q = red.q
+    band = np.flatnonzero(np.abs(q - q_centre) <= hw)
+    if band.size == 0:
+        raise ValueError(f"{results}: no q bin within {hw:.4g} 1/A of q = {q_centre} "
+                         f"(bins span {q.min():.4g}..{q.max():.4g} 1/A)")
+    n = red.frames_done
+    out = np.full(red.n_frames, np.nan)
+    lo, hi = band[0], band[-1] + 1
+    for s in range(0, n, batch):
+        block = red.polar(np.s_[s:min(n, s + batch)])[:, :, lo:hi]
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(block)
+            cnt = valid.sum(axis=(1, 2))
+            out[s:s + block.shape[0]] = np.where(cnt > 0, np.nansum(block, axis=(1, 2)) / np.maximum(cnt, 1), np.nan)
+    return out * red.flux_factor() if normalised else out
 
 
 def scan_grid(results: str | Path) -> tuple[int, int]:
-    """(rows, cols) of the raster: the ``scan_shape`` attribute / dataset, else a square."""
-    with h5py.File(results, "r") as f:
-        red = _reduction(f, results)
-        for key in ("scan_shape",):
-            if key in red.attrs:
-                return tuple(int(v) for v in red.attrs[key])
-            if key in red:
-                return tuple(int(v) for v in red[key][()])
-        n = red["polar"].shape[0]
-    side = int(round(np.sqrt(n)))
-    if side * side != n:
-        raise ValueError(f"{results}: {n} frames and no scan_shape; cannot arrange them on a raster")
+    """(rows, cols) of the map: the grid of the scan positions or the stored scan shape.
+
+    Without either, says once that there are no scan positions and falls back to a square of
+    the frames (ValueError if their number is not a square).
+    """
+    red = open_reduced(results)
+    if red.grid is not None:
+        return red.grid.shape
+    if red.scan_shape is not None:
+        return red.scan_shape
+    red.has_positions()
+    side = int(round(np.sqrt(red.n_frames)))
+    if side * side != red.n_frames:
+        raise ValueError(f"{results}: {red.n_frames} frames and no scan positions or shape; cannot arrange "
+                         f"them on a map: reduce again with --scan-shape ROWSxCOLS or --positions FILE.")
     return side, side
+
+
+def scan_image(results: str | Path, values: np.ndarray) -> np.ndarray:
+    """Per-frame values as a map image (rows, cols), each frame at its grid point (NaN: no frame)."""
+    red = open_reduced(results)
+    if red.grid is not None:
+        return red.grid.image(values)
+    return np.asarray(values, float).reshape(scan_grid(results))
 
 
 def scan_axes(positions_um: np.ndarray | None, shape: tuple[int, int]
@@ -111,7 +123,8 @@ def plot_map(values: np.ndarray, shape: tuple[int, int], path: str | Path | None
 
     Parameters
     ----------
-    values : (rows * cols,) one value per scan point, row-major over ``shape``.
+    values : (rows * cols,) one value per scan point, row-major over ``shape``, or an image
+        from :func:`scan_image` (frames placed at their grid points).
     path : also save the figure there.
     ax : matplotlib axes to draw into (default: a new Figure).
     x_um, y_um : positions of the columns and rows (um), e.g. from `scan_axes`; or
@@ -185,27 +198,26 @@ def plot_label_maps(maps: dict[str, np.ndarray], names: list[str], colors: list[
     return fig
 
 
-def average_frames(results: str | Path, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean polar image and radial profile over the given frame indices (NaN-aware)."""
+def average_frames(results: str | Path, frames: np.ndarray, normalised: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Mean polar image and radial profile over the given frame indices (NaN-aware), each frame
+    scaled to the median monitor when ``normalised`` (default) and a monitor is stored."""
     frames = np.sort(np.asarray(frames, int))
     if frames.size == 0:
         raise ValueError(f"{results}: no frames to average")
-    with h5py.File(results, "r") as f:
-        red = _reduction(f, results)
-        polar = red["polar"]
-        radial = red["radial"]
-        acc = np.zeros(polar.shape[1:])
-        cnt = np.zeros(polar.shape[1:])
-        rad = np.zeros(radial.shape[1:])
-        rcnt = np.zeros(radial.shape[1:])
-        for s in range(0, frames.size, 128):
-            idx = frames[s:s + 128]
-            p = polar[idx]
-            r = radial[idx]
-            acc += np.nansum(p, axis=0)
-            cnt += np.isfinite(p).sum(axis=0)
-            rad += np.nansum(r, axis=0)
-            rcnt += np.isfinite(r).sum(axis=0)
+    red = open_reduced(results)
+    factor = red.flux_factor() if normalised else np.ones(red.n_frames)
+    acc = cnt = rad = rcnt = None
+    for s in range(0, frames.size, 128):
+        idx = frames[s:s + 128]
+        p = red.polar(idx) * factor[idx, None, None]
+        r = red.radial(idx) * factor[idx, None]
+        if acc is None:
+            acc, cnt = np.zeros(p.shape[1:]), np.zeros(p.shape[1:])
+            rad, rcnt = np.zeros(r.shape[1:]), np.zeros(r.shape[1:])
+        acc += np.nansum(p, axis=0)
+        cnt += np.isfinite(p).sum(axis=0)
+        rad += np.nansum(r, axis=0)
+        rcnt += np.isfinite(r).sum(axis=0)
     with np.errstate(invalid="ignore"):
         return np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan), np.where(rcnt > 0, rad / np.maximum(rcnt, 1), np.nan)
 
@@ -254,9 +266,3 @@ def plot_polar_and_radial(polar: np.ndarray, radial: np.ndarray, q: np.ndarray, 
     if path is not None:
         save_figure(fig, path)
     return fig
-
-
-def _reduction(f: h5py.File, name) -> h5py.Group:
-    if "/entry/reduction/polar" not in f:
-        raise ValueError(f"{name}: no /entry/reduction/polar; run `xmodel reduce` on the scan first")
-    return f["/entry/reduction"]

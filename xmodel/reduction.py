@@ -4,15 +4,21 @@ Each valid pixel falls, by its centre, into one (chi, q) bin (no pixel splitting
 ``("no", "histogram", "cython")``); the bin assignment is a sparse pixel -> bin matrix built
 once (:func:`build_bin_map`) and applied to batches of frames (:func:`reduce_frames`).
 :func:`reduce_scan` streams a whole Eiger scan through it with a reader thread overlapping
-the decompression with the sparse products, and resumes an interrupted run.
+the decompression with the sparse products, and resumes an interrupted run. Pixels invalid in
+one frame (the dtype's dummy value, saturated, negative) are left out of that frame's bins
+only; the scan positions, monitor and exposure time are stored with the results, whose
+schema :mod:`xmodel.reduced` owns.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import queue
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +27,13 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
+from xmodel import reduced
 from xmodel.io import ScanError, open_scan
+
+log = logging.getLogger(__name__)
+
+#: Poisson standard deviations above its neighbourhood that make a pixel hot (`hot_pixel_mask`)
+HOT_SIGMA = 10.0
 
 
 class ReductionError(ValueError):
@@ -152,6 +164,8 @@ class BinMap:
         (n_q,) pixels per q bin (over the chi range).
     shape : tuple[int, int]
         Detector (rows, cols).
+    pixel_bin : numpy.ndarray
+        (rows * cols,) flat bin (chi * n_q + q) of every pixel, -1 for pixels in no bin.
     """
 
     bins: PolarBins
@@ -160,18 +174,26 @@ class BinMap:
     q_index: np.ndarray
     radial_counts: np.ndarray
     shape: tuple[int, int]
+    pixel_bin: np.ndarray
 
 
 def _bin_index(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Index of the bin holding x, -1 outside; the upper edge belongs to the last bin.
 
-    Regular edges use one multiply (fast path); irregular ones (e.g. log-spaced q) a search.
+    Bin k holds ``edges[k] <= x < edges[k + 1]`` exactly (as ``numpy.searchsorted``). Regular
+    edges use one multiply and a one-step correction where it rounded across an edge (fast
+    path); irregular ones (e.g. log-spaced q) a search.
     """
     n = edges.size - 1
     lo, hi = edges[0], edges[-1]
     widths = np.diff(edges)
     if np.allclose(widths, widths[0], rtol=1e-9, atol=0):
         index = np.floor((x - lo) * (n / (hi - lo))).astype(np.int64)
+        # the multiply rounds: move values that landed across an edge to the bin the edges say
+        inside = (index >= 0) & (index < n)
+        k = np.clip(index, 0, n - 1)
+        index = np.where(inside & (x < edges[k]), index - 1, index)
+        index = np.where(inside & (k + 1 <= n - 1) & (x >= edges[np.minimum(k + 1, n)]), index + 1, index)
     else:
         index = np.searchsorted(edges, x, side="right").astype(np.int64) - 1
     index[x == hi] = n - 1
@@ -233,7 +255,9 @@ def build_bin_map(q: np.ndarray, chi_deg: np.ndarray, mask: np.ndarray, bins: Po
         (np.ones(pixels.size, dtype=np.float32), indices, indptr), shape=(n_bins, q.size)
     )
     counts = np.diff(indptr).reshape(bins.n_chi, bins.n_q)
-    return BinMap(bins, matrix, counts, q_index, counts.sum(axis=0), q.shape)
+    pixel_bin = np.full(q.size, -1, dtype=np.int32)
+    pixel_bin[pixels] = rows
+    return BinMap(bins, matrix, counts, q_index, counts.sum(axis=0), q.shape, pixel_bin)
 
 
 def _as_columns(frames: np.ndarray, out: np.ndarray | None = None, block: int = 1 << 22) -> np.ndarray:
@@ -251,20 +275,85 @@ def _as_columns(frames: np.ndarray, out: np.ndarray | None = None, block: int = 
     return out
 
 
-def _means(sums: np.ndarray, bin_map: BinMap) -> tuple[np.ndarray, np.ndarray]:
+def _means(sums: np.ndarray, bin_map: BinMap, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Bin sums (n_bins, b) -> polar means (b, n_chi, n_q) float32, radial (b, n_q) float32.
+
+    ``counts`` (n_bins, b): valid pixels per bin and frame when some frames lost pixels
+    (invalid values); default the bin map's counts for every frame.
 
     One large numpy call per output: each releases the GIL, and each release can make the
     calling thread wait for the reader thread's h5py call.
     """
     bins = bin_map.bins
     b = sums.shape[1]
-    counts = bin_map.counts.reshape(1, -1).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
-        polar = np.divide(sums.T, counts, dtype=np.float32)  # 0 / 0 = NaN for empty bins
+        if counts is None:
+            per_bin = bin_map.counts.reshape(1, -1).astype(np.float32)
+            polar = np.divide(sums.T, per_bin, dtype=np.float32)  # 0 / 0 = NaN for empty bins
+            radial_counts = bin_map.radial_counts[:, None]
+        else:
+            polar = np.divide(sums.T, counts.T, dtype=np.float32)
+            radial_counts = counts.reshape(bins.n_chi, bins.n_q, b).sum(axis=0, dtype=np.float64)
         radial = sums.reshape(bins.n_chi, bins.n_q, b).sum(axis=0, dtype=np.float64)
-        radial = (radial / bin_map.radial_counts[:, None]).T.astype(np.float32)
+        radial = (radial / radial_counts).T.astype(np.float32)
     return polar.reshape(b, bins.n_chi, bins.n_q), radial
+
+
+def _exclude_invalid(frames: np.ndarray, sums: np.ndarray, bin_map: BinMap, scan,
+                     full_check: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Take the pixels invalid in their own frame out of the bin sums.
+
+    Parameters
+    ----------
+    frames : (b, rows, cols) as read
+    sums : (n_bins, b) bin sums of the frames as read; corrected in place
+    scan : the open scan (:meth:`xmodel.io.Scan.invalid_pixels`)
+    full_check : test every frame pixel by pixel (signed or float data); otherwise only the
+        pixels of bins whose sum is above ``scan.invalid_above`` (a value above it makes the
+        sum of its bin larger still, unsigned counts being non-negative), so a frame without
+        invalid values costs one comparison per bin
+
+    Returns
+    -------
+    counts : (n_bins, b) valid pixels per bin and frame, None when no frame lost a pixel
+    invalid : (b,) binned pixels invalid in each frame
+    lost : (K, 3) frame offset in the batch, flat bin, pixels lost
+    """
+    b = frames.shape[0]
+    invalid = np.zeros(b, dtype=np.int32)
+    lost_rows = []
+    counts = None
+    high = None
+    if full_check:
+        suspects = range(b)
+    elif scan.invalid_above is None:
+        suspects = []
+    else:
+        # float32 sums round: a little slack only adds suspects, which are then checked exactly
+        high = sums > np.float32(scan.invalid_above) * np.float32(0.999)
+        suspects = np.flatnonzero(high.any(axis=0))
+    for k in suspects:
+        flat = frames[k].reshape(-1)
+        if high is None:  # every pixel of the frame
+            bad = np.flatnonzero(scan.invalid_pixels(flat))
+            bad = bad[bin_map.pixel_bin[bad] >= 0]
+        else:  # only the pixels of the bins whose sum is high enough to hide an invalid value
+            pixels = bin_map.matrix[np.flatnonzero(high[:, k])].indices
+            bad = pixels[scan.invalid_pixels(flat[pixels])]
+        if bad.size == 0:
+            continue
+        column = flat.astype(np.float32)
+        column[bad] = 0.0
+        sums[:, k] = bin_map.matrix @ column
+        lost = np.bincount(bin_map.pixel_bin[bad], minlength=sums.shape[0])
+        if counts is None:
+            counts = np.repeat(bin_map.counts.reshape(-1, 1), b, axis=1).astype(np.float32)
+        counts[:, k] -= lost
+        invalid[k] = bad.size
+        where = np.flatnonzero(lost)
+        lost_rows.append(np.stack([np.full(where.size, k), where, lost[where]], axis=1))
+    lost = np.concatenate(lost_rows).astype(np.int64) if lost_rows else np.zeros((0, 3), np.int64)
+    return counts, invalid, lost
 
 
 def reduce_frames(frames: np.ndarray, bin_map: BinMap) -> tuple[np.ndarray, np.ndarray]:
@@ -338,74 +427,93 @@ def _progress_printer(n_frames: int) -> Callable[[int, int], None]:
     return show
 
 
-def _fingerprint(scan, bin_map: BinMap, poni_text: str) -> str:
+def _fingerprint(scan, bin_map: BinMap, poni_text: str, mask: np.ndarray, positions_um, monitor,
+                 identity: str) -> str:
+    """What a resumed run must share with the first: the master's identity (its bytes), the
+    frames, geometry, mask, bins, positions and monitor."""
     digest = hashlib.sha256()
-    digest.update(f"{scan.n_frames} {scan.frame_shape}".encode())
+    digest.update(f"{identity} {scan.n_frames} {scan.frame_shape}".encode())
     digest.update(np.ascontiguousarray(bin_map.bins.q_edges).tobytes())
     digest.update(np.ascontiguousarray(bin_map.bins.chi_edges).tobytes())
-    digest.update(np.packbits(scan.mask).tobytes())
+    digest.update(np.packbits(mask).tobytes())
     digest.update(poni_text.encode())
+    for extra in (positions_um, monitor):
+        digest.update(b"none" if extra is None else np.ascontiguousarray(extra, np.float64).tobytes())
     return digest.hexdigest()
 
 
-def _prepare_output(out: Path, scan, bin_map: BinMap, poni_text: str) -> int:
-    """Create the output file, or check an existing one; return frames already done."""
-    key = _fingerprint(scan, bin_map, poni_text)
-    bins = bin_map.bins
+def _prepare_output(out: Path, scan, bin_map: BinMap, poni_text: str, mask: np.ndarray,
+                    positions_um, grid, monitor, hot_pixels: int, source: str) -> int:
+    """Create the output file, or check an existing one; return frames already really written."""
+    identity = scan.identity()
+    key = _fingerprint(scan, bin_map, poni_text, mask, positions_um, monitor, identity)
     if out.exists():
-        try:
-            with h5py.File(out, "r") as f:
-                grp = f["/entry/reduction"]
-                old_key = grp.attrs["fingerprint"]
-                done = int(grp.attrs["frames_done"])
-                old_master = grp.attrs.get("master", "?")
-        except (OSError, KeyError) as err:
+        done, attrs = reduced.checkpoint(out)
+        if attrs.get("fingerprint") != key:
+            same_master = attrs.get("master_identity") == identity
+            what = ("geometry, mask, bins, positions or monitor" if same_master
+                    else "scan (another master file, even if of the same shape)")
             raise ReductionError(
-                f"{out} exists but is not an xmodel reduction file ({err}); delete it or choose "
-                f"another output path."
-            ) from err
-        if old_key != key:
-            raise ReductionError(
-                f"{out} holds a reduction of {old_master} with different frames, geometry, mask or "
-                f"bins than requested for {scan.master}; delete it to start again or choose another "
-                f"output path."
+                f"{out} holds a reduction of {attrs.get('master', '?')} with a different {what} than "
+                f"requested for {scan.master}; delete it to start again or choose another output path."
             )
-        return done
+        really = reduced.first_unwritten(out, done)
+        if really < done:
+            log.warning("%s: frames %d to %d were recorded as done but hold no data (an earlier write "
+                        "failed); reducing them again", out, really, done - 1)
+        return really
     tmp = out.with_name(out.name + ".partial")
-    with h5py.File(tmp, "w") as f:
-        entry = f.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        grp = entry.create_group("reduction")
-        grp.attrs["NX_class"] = "NXprocess"
-        n, nc, nq = scan.n_frames, bins.n_chi, bins.n_q
-        polar = grp.create_dataset(
-            "polar", (n, nc, nq), dtype=np.float32, chunks=(1, nc, nq), fillvalue=np.nan
-        )
-        polar.attrs["units"] = "counts per pixel"
-        polar.attrs["axes"] = "frame,chi,q"
-        radial = grp.create_dataset(
-            "radial", (n, nq), dtype=np.float32, chunks=(min(n, 64), nq), fillvalue=np.nan
-        )
-        radial.attrs["units"] = "counts per pixel"
-        for name, values, units in (
-            ("q", bins.q_centres, "1/angstrom"), ("q_edges", bins.q_edges, "1/angstrom"),
-            ("chi", bins.chi_centres, "degree"), ("chi_edges", bins.chi_edges, "degree"),
-        ):
-            grp.create_dataset(name, data=values).attrs["units"] = units
-        grp.create_dataset("counts", data=bin_map.counts.astype(np.int32)).attrs["units"] = "pixels"
-        grp.create_dataset("radial_counts", data=bin_map.radial_counts.astype(np.int32))
-        grp.create_dataset("mask", data=scan.mask.astype(np.uint8), compression="gzip", compression_opts=1)
-        if scan.positions_um is not None:
-            grp.create_dataset("positions", data=scan.positions_um).attrs["units"] = "um"
-        if scan.scan_shape is not None:
-            grp.create_dataset("scan_shape", data=np.asarray(scan.scan_shape))
-        grp.attrs["poni"] = poni_text
-        grp.attrs["master"] = str(scan.master)
-        grp.attrs["fingerprint"] = key
-        grp.attrs["frames_done"] = 0
-        grp.attrs["method"] = "histogram, no pixel splitting, no corrections"
-    tmp.replace(out)
+    try:
+        _create_output(
+            tmp, n_frames=scan.n_frames, bins=bin_map.bins, bin_counts=bin_map.counts,
+            radial_counts=bin_map.radial_counts, mask=mask, positions_um=positions_um, grid=grid,
+            monitor=monitor, count_time=scan.count_time,
+            attrs={"poni": poni_text, "master": str(scan.master), "master_identity": identity, "fingerprint": key,
+                   "method": "histogram, no pixel splitting, no corrections; pixels invalid in a frame excluded",
+                   "positions_source": source, "hot_pixels": int(hot_pixels)})
+        tmp.replace(out)
+    except OSError as err:
+        raise _write_failure(out, err, 0, scan.n_frames, 0) from err
     return 0
+
+
+def _create_output(path: Path, **kwargs) -> None:
+    """`xmodel.reduced.create`; one place for tests to make the creation fail."""
+    reduced.create(path, **kwargs)
+
+
+def hot_pixel_mask(scan, n_frames: int, mask: np.ndarray, threshold_sigma: float = HOT_SIGMA) -> np.ndarray:
+    """Pixels that are high in most frames: True = hot, for the whole scan.
+
+    The per-pixel median over ``n_frames`` frames spread over the scan (frame-invalid values
+    left out) is compared with the median of its 5 x 5 neighbourhood; a pixel is hot when it
+    exceeds that by more than ``threshold_sigma`` Poisson standard deviations,
+    ``m - m_local > threshold_sigma * sqrt(m_local + 1)``.
+
+    Notes
+    -----
+    A median over frames ignores a pixel that is high in a minority of frames (a real
+    diffraction spot that moves); a hot pixel is high in most of them. The Poisson scale
+    ``sqrt(mean)`` of counting statistics sets the threshold.
+    """
+    from scipy.ndimage import median_filter
+
+    n = max(1, min(int(n_frames), scan.n_frames))
+    picks = np.unique(np.linspace(0, scan.n_frames - 1, n).round().astype(int))
+    stack = np.empty((picks.size, *scan.frame_shape), dtype=np.float32)
+    for k, i in enumerate(picks):
+        frame = scan.frame(int(i))
+        values = frame.astype(np.float32)
+        values[scan.invalid_pixels(frame) | mask] = np.nan
+        stack[k] = values
+    with warnings.catch_warnings():  # masked pixels are NaN in every frame
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(stack, axis=0)
+    filled = np.where(np.isfinite(med), med, np.nanmedian(med))
+    local = median_filter(filled, size=5, mode="nearest")
+    with np.errstate(invalid="ignore"):
+        hot = np.isfinite(med) & (med - local > threshold_sigma * np.sqrt(local + 1.0))
+    return hot & ~mask
 
 
 def _reader(scan, starts: list[int], batch_size: int, pool: queue.Queue, ready: queue.Queue, stop: threading.Event) -> None:
@@ -424,6 +532,18 @@ def _reader(scan, starts: list[int], batch_size: int, pool: queue.Queue, ready: 
         ready.put(err)
 
 
+def _write_failure(out: Path, err: OSError, start: int, stop: int, done: int) -> ReductionError:
+    """The message of a failed write: what failed, where the checkpoint is, what to do."""
+    full = getattr(err, "errno", None) == errno.ENOSPC or "no space left" in str(err).lower()
+    cause = "the disk is full (ENOSPC)" if full else f"{err}"
+    kept = f"frames 0 to {done - 1} are safely written" if done else "no frame is written yet"
+    return ReductionError(
+        f"Writing frames {start} to {stop - 1} to {out} failed: {cause}. The checkpoint stays at frame "
+        f"{done} ({kept}); {'free some space' if full else 'fix the cause'} and run the same command "
+        f"again to finish the scan."
+    )
+
+
 def reduce_scan(
     master: str | Path,
     out: str | Path,
@@ -436,6 +556,10 @@ def reduce_scan(
     batch_size: int = 16,
     workers: int = 2,
     progress: bool | Callable[[int, int], None] = True,
+    positions_um: np.ndarray | None = None,
+    monitor: np.ndarray | None = None,
+    hot_pixels: int = 0,
+    positions_source: str = "",
 ) -> Path:
     """Reduce every frame of a scan to polar images and radial profiles, resumably.
 
@@ -444,8 +568,10 @@ def reduce_scan(
     master
         Eiger ``<name>_master.h5``.
     out
-        Output HDF5 file. If it exists and holds a run of the same input, geometry, mask and
-        bins, the run resumes at the first unfinished frame; otherwise ReductionError.
+        Output HDF5 file (schema: :mod:`xmodel.reduced`). If it exists and holds a run of the
+        same scan (the master's identity, not only its shape), geometry, mask, bins, positions
+        and monitor, the run resumes at the first frame not really written; otherwise
+        ReductionError.
     poni, mask
         Passed to :func:`xmodel.io.open_scan`.
     bins
@@ -463,25 +589,48 @@ def reduce_scan(
     progress
         True for a progress line on stderr, False for none, or a callable
         ``progress(frames_done, n_frames)`` called after each batch is saved.
+    positions_um
+        (frames, 2) scan positions in um (y, x), acquisition order, from the beamline's scan
+        file or the nominal grid (:mod:`xmodel.positions`); default: the master's own
+        ``/entry/sample/positions`` if it has any, else none (said once in the log: maps and
+        the neighbour passes need positions).
+    monitor
+        (frames,) incident-flux monitor, stored (counts are not divided by it).
+    hot_pixels
+        If > 0, the number of frames whose per-pixel median finds hot pixels
+        (:func:`hot_pixel_mask`), masked for the whole scan.
+    positions_source
+        Words saying where the positions came from (stored as an attribute).
 
     Returns
     -------
     Path
-        ``out``, with ``/entry/reduction/{polar (frames, n_chi, n_q), radial (frames, n_q),
-        q, chi, q_edges, chi_edges, counts, mask, positions}`` and the attributes ``poni``,
-        ``master``, ``frames_done``.
+        ``out``, with ``/entry/reduction/{polar, radial, q, chi, q_edges, chi_edges, counts,
+        mask, invalid_pixels, invalid_bins, positions, scan_shape, grid_index, monitor,
+        count_time}`` (see :mod:`xmodel.reduced`).
+
+    Raises
+    ------
+    ReductionError
+        Bad arguments, an output of another run, or a failed write (a full disk): the message
+        names the file and the frames; the checkpoint stays at the last batch really written
+        and a rerun finishes the scan.
 
     Notes
     -----
-    Each batch is written and flushed, then ``frames_done`` is advanced, so a killed run
-    loses at most the batch in flight. Binning as :func:`reduce_frames`.
+    Each batch is written and flushed, then ``frames_done`` is advanced and flushed, so a
+    killed or failed run loses at most the batch in flight. Binning as :func:`reduce_frames`;
+    values invalid in their own frame (:meth:`xmodel.io.Scan.invalid_pixels`) are left out of
+    that frame's bin sums and pixel counts only.
 
     Validation
     ----------
-    An interrupted and resumed run equals an uninterrupted one; polar images equal
-    :func:`reduce_frames` on the frames (tests/xmodel/test_reduction.py).
+    An interrupted and resumed run equals an uninterrupted one; polar images equal an exact
+    float64 histogram over pyFAI's pixel centres with the frame's dummy pixels left out
+    (tests/xmodel/test_reduction.py).
     """
     from xmodel.geometry import _poni_text
+    from xmodel.positions import NO_POSITIONS, PositionsError, derive_grid, grid_from_shape
 
     out = Path(out)
     if int(batch_size) < 1 or int(workers) < 1:
@@ -491,6 +640,32 @@ def reduce_scan(
     batch_size = int(batch_size)
     with open_scan(master, poni=poni, mask=mask) as scan:
         geometry = scan.geometry
+        if positions_um is None and scan.positions_um is not None:
+            positions_um, positions_source = scan.positions_um, f"{scan.master}:/entry/sample/positions"
+        grid = None
+        if positions_um is not None:
+            positions_um = np.asarray(positions_um, dtype=np.float64)
+            if positions_um.shape != (scan.n_frames, 2):
+                raise ReductionError(f"positions_um has shape {positions_um.shape} but {scan.master} holds "
+                                     f"{scan.n_frames} frames: give one (y, x) row per frame.")
+            grid = derive_grid(positions_um)
+        else:
+            log.warning("%s: %s", scan.master, NO_POSITIONS)
+            if scan.scan_shape is not None:
+                try:
+                    grid = grid_from_shape(scan.n_frames, scan.scan_shape)
+                except PositionsError:
+                    grid = None
+        if monitor is not None:
+            monitor = np.asarray(monitor, dtype=np.float64).reshape(-1)
+            if monitor.shape != (scan.n_frames,):
+                raise ReductionError(f"monitor has {monitor.size} values but {scan.master} holds "
+                                     f"{scan.n_frames} frames.")
+        full_mask = scan.mask
+        if int(hot_pixels) > 0:
+            hot = hot_pixel_mask(scan, int(hot_pixels), scan.mask)
+            log.info("%s: %d hot pixels masked for the whole scan", scan.master, int(hot.sum()))
+            full_mask = scan.mask | hot
         if isinstance(bins, BinMap):
             bin_map = bins
             if tuple(bin_map.shape) != scan.frame_shape:
@@ -498,12 +673,15 @@ def reduce_scan(
                     f"The bin map is for a detector of shape {tuple(bin_map.shape)} but {scan.master} "
                     f"holds frames of shape {scan.frame_shape}: build it from this scan's geometry."
                 )
+            if int(hot_pixels) > 0:
+                bin_map = build_bin_map(geometry.q(), geometry.chi(), full_mask, bin_map.bins)
         else:
             if bins is None:
-                bins = default_bins(geometry, scan.mask, n_q=q_bins, n_chi=chi_bins)
-            bin_map = build_bin_map(geometry.q(), geometry.chi(), scan.mask, bins)
+                bins = default_bins(geometry, full_mask, n_q=q_bins, n_chi=chi_bins)
+            bin_map = build_bin_map(geometry.q(), geometry.chi(), full_mask, bins)
         poni_text = _poni_text(geometry)
-        done = _prepare_output(out, scan, bin_map, poni_text)
+        done = _prepare_output(out, scan, bin_map, poni_text, full_mask, positions_um, grid, monitor,
+                               int(hot_pixels), positions_source)
         if progress is True:
             report = _progress_printer(scan.n_frames)
         elif callable(progress):
@@ -512,6 +690,7 @@ def reduce_scan(
             report = None
         if done >= scan.n_frames:
             return out
+        full_check = scan.dtype.kind in "if"
         starts = list(range(done, scan.n_frames, batch_size))
         n_buffers = 2 if workers > 1 else 1  # the reader fills one while the other is converted
         pool: queue.Queue = queue.Queue()
@@ -526,38 +705,57 @@ def reduce_scan(
                 target=_reader, args=(scan, starts, batch_size, pool, ready, stop), daemon=True
             )
             thread.start()
+        f = None
         try:
-            with h5py.File(out, "r+") as f:
-                grp = f["/entry/reduction"]
-                for start in starts:
-                    if thread is None:
-                        buffer = pool.get()
-                        b = min(batch_size, scan.n_frames - start)
-                        scan.read_into(start, buffer[:b])
-                    else:
-                        item = ready.get()
-                        if isinstance(item, BaseException):
-                            raise item
-                        start, buffer, b = item
-                    cols = _as_columns(buffer[:b], columns[:, :b] if b == batch_size else None)
-                    pool.put(buffer)
-                    polar, radial = _means(bin_map.matrix @ cols, bin_map)
-                    grp["polar"][start:start + b] = polar
-                    grp["radial"][start:start + b] = radial
+            try:
+                f = h5py.File(out, "r+")
+            except OSError as err:
+                raise _write_failure(out, err, done, scan.n_frames, done) from err
+            for start in starts:
+                if thread is None:
+                    buffer = pool.get()
+                    b = min(batch_size, scan.n_frames - start)
+                    scan.read_into(start, buffer[:b])
+                else:
+                    item = ready.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    start, buffer, b = item
+                cols = _as_columns(buffer[:b], columns[:, :b] if b == batch_size else None)
+                sums = bin_map.matrix @ cols
+                counts, invalid, lost = _exclude_invalid(buffer[:b], sums, bin_map, scan, full_check)
+                pool.put(buffer)
+                polar, radial = _means(sums, bin_map, counts)
+                lost[:, 0] += start
+                try:
+                    _write_batch(f, start, polar, radial, invalid, lost)
                     f.flush()
-                    grp.attrs["frames_done"] = start + b
+                    reduced.set_frames_done(f, start + b)
                     f.flush()
-                    if report is not None:
-                        report(start + b, scan.n_frames)
+                except OSError as err:
+                    raise _write_failure(out, err, start, start + b, start) from err
+                done = start + b
+                if report is not None:
+                    report(start + b, scan.n_frames)
         finally:
             stop.set()
             if thread is not None:
                 pool.put(None)  # wakes a reader waiting for a free buffer
                 thread.join()
+            if f is not None:
+                try:
+                    f.close()
+                except OSError as err:  # a failed write may fail the close too; the checkpoint holds
+                    log.warning("closing %s after a failed write: %s", out, err)
     return out
 
 
+def _write_batch(f: h5py.File, start: int, polar, radial, invalid, lost) -> None:
+    """Store one batch (`xmodel.reduced.write_batch`); one place for tests to make a write fail."""
+    reduced.write_batch(f, start, polar, radial, invalid, lost)
+
+
 __all__ = [
-    "BinMap", "PolarBins", "ReductionError", "ScanError", "build_bin_map", "default_bins",
+    "HOT_SIGMA", "hot_pixel_mask", "BinMap", "PolarBins", "ReductionError", "ScanError", "build_bin_map", "default_bins",
     "reduce_frames", "reduce_scan",
 ]

@@ -5,6 +5,13 @@ dispatched for batches of scan points), adds the background, draws Poisson count
 the frames to `xmodel.dectris.write_scan`; the ground truth of every point goes to
 ``truth.h5``. Only one batch of expected frames is in memory at a time.
 
+Beamline realism. As a scan reaches a user at P10: the master holds no positions (they go with
+the per-frame monitor into ``<name>.fio``), frames may come in snake order
+(``scan_order="snake"``, the truth follows the frames), the incident flux may vary from frame
+to frame (``monitor_variation``: frame counts and the monitor column scale together), a few
+frames may hold dummy pixels (2**32 - 1) outside the pixel mask (``dummy_fraction``), and the
+encoder positions may jitter (``position_jitter_um``).
+
 Interruption. Everything is written into ``DIR/.<name>.partial/`` and moved into ``DIR`` when
 complete, the master file last, so a killed run never leaves a master that looks complete. A
 new run starts from scratch (it removes a stale ``.partial`` folder).
@@ -25,6 +32,7 @@ from xmodel.experiment import Experiment
 from xmodel.parameters import structure_from_config
 from xmodel.pattern import PatternModel
 from xmodel.pixels import PixelSet
+from xmodel.positions import acquisition_order
 from xmodel.twin import (TRUTH_UNITS, Components, TwinError, TwinSample, background_counts, components,
                          domain_params, load_twin, point_truth)
 
@@ -138,8 +146,8 @@ def write_truth(path: str | Path, sample: TwinSample, truth: dict[str, np.ndarra
     """
     path = Path(path)
     with h5py.File(path, "w") as f:
-        f.attrs["description"] = ("Ground truth of the xmodel digital-twin scan: one entry per scan "
-                                  "point, in scan order (row-major, slow then fast).")
+        f.attrs["description"] = ("Ground truth of the xmodel digital-twin scan: one entry per frame, in "
+                                  "the frames' (acquisition) order; see the scan_order attribute.")
         f.attrs["label_names"] = np.array(sample.label_names, dtype=h5py.string_dtype())
         f.attrs["seed"] = sample.seed
         f.attrs["scan_shape"] = np.asarray(sample.shape)
@@ -167,7 +175,9 @@ def write_truth(path: str | Path, sample: TwinSample, truth: dict[str, np.ndarra
 
 
 def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overrides: Sequence[str] = (),
-               progress: bool = True, batch_size: int = 8) -> Path:
+               progress: bool = True, batch_size: int = 8, scan_order: str = "raster",
+               monitor_variation: float = 0.0, dummy_fraction: float = 0.0,
+               position_jitter_um: float = 0.0) -> Path:
     """Render a twin scan: ``DIR/<name>_master.h5`` + data files, ``<name>.poni``, ``truth.h5``.
 
     Parameters
@@ -184,6 +194,19 @@ def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overr
     batch_size
         Scan points whose model calls are dispatched together (bounds memory:
         ``batch_size`` expected frames in float32).
+    scan_order
+        "raster" or "snake" (every other row reversed): the order frames are acquired and
+        written; ``truth.h5`` follows the frames.
+    monitor_variation
+        Relative flux of frame i drawn uniformly in ``1 +- monitor_variation`` (0.2: +-20 %);
+        its expected counts scale with it and the ``monitor`` column of ``<name>.fio`` holds
+        the incident photons of the frame (truth: ``relative_flux``).
+    dummy_fraction
+        Fraction of frames given 3 dummy pixels (2**32 - 1) outside the pixel mask
+        (truth: ``dummy_pixels``).
+    position_jitter_um
+        Standard deviation (um) of Gaussian encoder noise added to the positions in ``<name>.fio``
+        (truth keeps the nominal ``positions_um``).
 
     Returns
     -------
@@ -195,7 +218,9 @@ def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overr
     Counts: Poisson(expected) per pixel (photon counting), drawn with
     ``numpy.random.default_rng(SeedSequence(seed, spawn_key=(i,)))`` for frame ``i``, so every
     frame is deterministic for a given seed. Full Eiger frames, uint32, masked pixels filled
-    by `xmodel.dectris.write_scan`. A killed run leaves only ``DIR/.<name>.partial/``.
+    by `xmodel.dectris.write_scan`. A killed run leaves only ``DIR/.<name>.partial/``. The
+    beamline-realism draws (flux, dummy pixels, jitter) use their own stream of the seed, so the
+    counts of a frame at unit flux do not depend on them.
 
     Validation
     ----------
@@ -217,27 +242,53 @@ def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overr
 
     experiment = Experiment.from_config(sample.domains[0].config)  # [detector] binning applies
     pixels = experiment.pixels()
+    n = sample.n_points
+    order = acquisition_order(sample.shape, scan_order)
     comps = components(sample)
     truth = point_truth(sample, comps)
+    comps = Components(**{k: getattr(comps, k)[order] for k in comps.__dataclass_fields__})
+    truth = {k: (v[order] if k != "label_names" and np.ndim(v) and len(v) == n else v) for k, v in truth.items()}
     write_truth(tmp / "truth.h5", sample, truth)
     models = domain_models(sample, pixels, comps)
     shape = tuple(pixels.shape)
 
-    expected_sums = np.zeros(sample.n_points)
-    sl_snr = np.zeros(sample.n_points)
+    beamline = np.random.default_rng(np.random.SeedSequence(sample.seed, spawn_key=(2**31 - 1,)))
+    flux = 1.0 + float(monitor_variation) * beamline.uniform(-1.0, 1.0, n)
+    valid_pixels = np.flatnonzero(np.asarray(pixels.valid).reshape(-1))
+    n_dummy = int(round(float(dummy_fraction) * n))
+    dummy_frames = set(beamline.choice(n, size=n_dummy, replace=False).tolist()) if n_dummy else set()
+    dummy_pixels = np.zeros(n, np.int32)
+    positions = truth["positions_um"] + (beamline.normal(0.0, position_jitter_um, (n, 2))
+                                         if position_jitter_um > 0 else 0.0)
+    beam = sample.domains[0].config.beam
+    photons = flux * beam.flux_photons_per_s * beam.exposure_s
+
+    expected_sums = np.zeros(n)
+    sl_snr = np.zeros(n)
 
     def frames() -> Iterator[np.ndarray]:
         for i, expected in enumerate(expected_frames(sample, pixels, comps, models, batch_size, sl_snr)):
+            expected = expected * flux[i]
             expected_sums[i] = float(expected.sum())
             rng = np.random.default_rng(np.random.SeedSequence(sample.seed, spawn_key=(i,)))
-            yield rng.poisson(expected).astype(np.uint32).reshape(shape)
+            frame = rng.poisson(expected).astype(np.uint32).reshape(-1)
+            if i in dummy_frames:
+                picks = beamline.choice(valid_pixels, size=3, replace=False)
+                frame[picks] = dectris.EIGER_MASKED_VALUE_UINT32
+                dummy_pixels[i] = picks.size
+            yield frame.reshape(shape)
 
     master = dectris.write_scan(
-        tmp, sample.name, frames(), sample.n_points, experiment.geometry,
-        positions_um=sample.positions_um(), pixel_mask=experiment.mask,
-        count_time_s=sample.domains[0].config.beam.exposure_s,
+        tmp, sample.name, frames(), n, experiment.geometry,
+        positions_um=positions, monitor=photons, pixel_mask=experiment.mask,
+        count_time_s=beam.exposure_s,
         progress=_Progress(f"synth {sample.name}", progress))
     with h5py.File(tmp / "truth.h5", "a") as f:
+        f.attrs["scan_order"] = scan_order
+        ds = f["truth"].create_dataset("relative_flux", data=flux)
+        ds.attrs["units"], ds.attrs["description"] = "", "incident flux of the frame / nominal flux"
+        ds = f["truth"].create_dataset("dummy_pixels", data=dummy_pixels)
+        ds.attrs["units"], ds.attrs["description"] = "pixels", "dummy pixels (2**32 - 1) outside the pixel mask"
         ds = f["truth"].create_dataset("expected_counts", data=expected_sums)
         ds.attrs["units"], ds.attrs["description"] = TRUTH_UNITS["expected_counts"]
         ds = f["truth"].create_dataset("sl_snr", data=sl_snr)

@@ -20,7 +20,7 @@ import numpy as np
 
 from fits.scan import results as store
 from fits.scan.frames import fit_frames
-from fits.scan.reduced import ReducedScan, open_reduced
+from xmodel.reduced import ReducedScan, open_reduced
 from fits.scan.search import ring_profiles, ring_significance
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
@@ -362,6 +362,6 @@ def write_line(result: dict, distance_um: np.ndarray, index: np.ndarray, positio
 
 
 def read_line(results, index: np.ndarray) -> np.ndarray:
-    """Polar images of the points ``index`` (any order) of a reduced scan (`fits.scan.reduced`)."""
+    """Polar images of the points ``index`` (any order) of a reduced scan (`xmodel.reduced`)."""
     scan = results if isinstance(results, ReducedScan) else open_reduced(results)
     return scan.polar(index)

@@ -1,6 +1,6 @@
 """Fit every frame of a scan into ``/entry/fits``: batches, checkpoints, resume, neighbour passes.
 
-`fit_scan` reads the reduced scan (`fits.scan.reduced`), builds the model and template bank
+`fit_scan` reads the reduced scan (`xmodel.reduced`), builds the model and template bank
 once (`fits.scan.setup.FitSetup`), fits the frames batch by batch (`fits.scan.frames.fit_frames`),
 writing each batch before it advances ``frames_done`` (`fits.scan.results`), and then runs the
 neighbour passes (`fits.scan.neighbours.neighbour_passes`). A killed run resumes at the first
@@ -16,7 +16,7 @@ from pathlib import Path
 from fits.scan import results as store
 from fits.scan.frames import fit_frames
 from fits.scan.neighbours import neighbour_passes
-from fits.scan.reduced import open_reduced
+from xmodel.reduced import open_reduced
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup, setup_from_reduction
 from fits.status import FitStatus

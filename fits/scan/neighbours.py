@@ -23,7 +23,7 @@ from fits.scan.angles import ANGLE_KEYS
 from fits.scan.frames import fit_frames, store_fit
 from fits.scan.linear import COMPONENTS, component_images, poisson_deviance_np
 from fits.scan.mixed import flag_mixed
-from fits.scan.reduced import ReducedScan, open_reduced
+from xmodel.reduced import ReducedScan, open_reduced
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
 from fits.scan.starts import (Candidate, Start, choose, frame_checks, params_from_row, refine_starts, replaces,
@@ -143,7 +143,7 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     Parameters
     ----------
     fits_path : file with ``/entry/fits`` (rewritten in place).
-    results : the reduced scan (polar images, scan positions; `fits.scan.reduced`).
+    results : the reduced scan (polar images, scan positions; `xmodel.reduced`).
     near : if given, only frames with a neighbour in it are considered (the frames the previous
         pass changed: nothing else has a new start to try).
     research : also search each doubtful frame again, at the lattice constants of `lattice_grid`

@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from fits.scan.reduced import REDUCTION
+from xmodel.reduced import GROUP as REDUCTION_GROUP
 from fits.scan.settings import FitSettings, differing_keys
 from fits.status import FitStatus
 from xmodel.io import read_group
@@ -177,8 +177,8 @@ def link_reduction(out: Path, results: Path) -> None:
     if Path(out).resolve() == Path(results).resolve():
         return
     with h5py.File(out, "a") as f:
-        if REDUCTION not in f:
-            f.require_group("entry")["reduction"] = h5py.ExternalLink(str(Path(results).resolve()), "/" + REDUCTION)
+        if REDUCTION_GROUP not in f:
+            f.require_group("entry")["reduction"] = h5py.ExternalLink(str(Path(results).resolve()), REDUCTION_GROUP)
 
 
 def write_batch(out: Path, start: int, stop: int, rows: dict[str, np.ndarray]) -> None:

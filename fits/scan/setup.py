@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import jax.numpy as jnp
 import numpy as np
 
-from fits.scan.reduced import ReducedScan, open_reduced
+from xmodel.reduced import ReducedScan, open_reduced
 from fits.scan.settings import FitSettings
 from fits.scan.templates import TemplateBank, build_template_bank
 from xmodel import orientation
@@ -162,6 +162,6 @@ def support_model(pixels, structure, template: ModelParams, a_range: tuple[float
 
 def setup_from_reduction(reduced: ReducedScan | str, cfg, settings: FitSettings = FitSettings(),
                          dtype=jnp.float32) -> FitSetup:
-    """`FitSetup.build` on the polar grid of a reduced scan (`fits.scan.reduced.open_reduced`)."""
+    """`FitSetup.build` on the polar grid of a reduced scan (`xmodel.reduced.open_reduced`)."""
     scan = reduced if isinstance(reduced, ReducedScan) else open_reduced(reduced)
-    return FitSetup.build(cfg, scan.q, scan.chi_deg, scan.pixel_counts, settings, dtype)
+    return FitSetup.build(cfg, scan.q, scan.chi, scan.pixel_counts, settings, dtype)

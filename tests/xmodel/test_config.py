@@ -287,3 +287,16 @@ def test_experiment_is_required(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"No experiment configuration: no table \[beam\], \[detector\] in "
                                           r"\[.*red.toml'\]. Pass the experiment TOML first"):
         load_config([default_paths("red")[1]])
+
+
+def test_shipped_configs_by_name_and_through_importlib_resources():
+    """An installed user names a shipped config without its folder: `xmodel peaks p10_eiger4m yellow`."""
+    from xmodel.config import CONFIG_DIR, shipped_config
+
+    assert shipped_config("p10_eiger4m") == CONFIG_DIR / "experiment" / "p10_eiger4m.toml"
+    assert shipped_config("yellow") == CONFIG_DIR / "domains" / "yellow.toml"
+    assert shipped_config("configs/twin.toml").resolve() == (CONFIG_DIR / "twin.toml").resolve()
+    cfg = load_config(["p10_eiger4m", "yellow"])
+    assert cfg == load_config(default_paths("yellow"))
+    with pytest.raises(ConfigError, match=r"'yelow' does not exist and is not a shipped config.*Did you mean 'yellow'"):
+        shipped_config("yelow")

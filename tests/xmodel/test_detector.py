@@ -46,9 +46,47 @@ def test_detector_spec_names_and_errors():
     assert detector_spec("Eiger 4M") == (EIGER4M_SHAPE, (EIGER_PIXEL, EIGER_PIXEL))
     assert detector_spec("eiger4m") == detector_spec("Eiger4M")
     assert "Eiger4M" in DETECTOR_SPECS
-    with pytest.raises(ValueError, match=r"Unknown detector 'Pilatus 1M'\. Known detectors: Eiger500k, Eiger1M, "
-                                         r"Eiger4M, Eiger9M, Eiger16M\."):
-        detector_spec("Pilatus 1M")
+    with pytest.raises(ValueError, match=r"Unknown detector 'Foo 1M': neither built in \(Eiger500k, Eiger1M, "
+                                         r"Eiger4M, Eiger9M, Eiger16M\) nor in pyFAI's registry"):
+        detector_spec("Foo 1M")
+
+
+@pytest.mark.parametrize("name", ["Eiger2_4M", "Eiger2 9M", "Eiger2_16M", "Pilatus 1M"])
+def test_detectors_from_pyfai_registry(name):
+    pyFAI = pytest.importorskip("pyFAI")
+    reference = pyFAI.detector_factory(name.replace(" ", "_"))
+    shape, pixel = detector_spec(name)
+    assert shape == tuple(reference.max_shape)
+    assert pixel == (reference.pixel1, reference.pixel2)
+    np.testing.assert_array_equal(module_gap_mask(name), np.asarray(reference.mask, dtype=bool))
+
+
+def test_eiger2_geometry_from_poni(tmp_path):
+    pytest.importorskip("pyFAI")
+    from xmodel.detector import find_detector
+    from xmodel.geometry import Geometry
+
+    poni = tmp_path / "eiger2.poni"
+    poni.write_text("poni_version: 2.1\nDetector: Eiger2_4M\nDetector_config: {}\nDistance: 0.41\n"
+                    "Poni1: 0.08\nPoni2: 0.07\nRot1: 0\nRot2: 0\nRot3: 0\nWavelength: 8.98e-11\n")
+    geo = Geometry.from_poni(poni)
+    assert tuple(geo.shape) == (2162, 2068)
+    assert find_detector((2162, 2068), (75e-6, 75e-6)) == "Eiger2_4M"
+    assert find_detector((2167, 2070), (75e-6, 75e-6)) == "Eiger4M"
+    assert find_detector((10, 10), (75e-6, 75e-6)) == ""
+
+
+def test_registry_needs_the_beamline_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyFAI.detectors", None)  # as if pyFAI were not installed
+    from xmodel import detector
+
+    detector._pyfai_spec.cache_clear()
+    with pytest.raises(ValueError, match=r"pip install 'xmodel\[beamline\]'"):
+        detector_spec("Eiger2_4M")
+    assert detector_spec("Eiger4M")[0] == EIGER4M_SHAPE  # built in: no pyFAI needed
+    detector._pyfai_spec.cache_clear()
 
 
 def test_beamstop_disc_and_holder_direction():

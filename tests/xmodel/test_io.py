@@ -10,6 +10,7 @@ from xmodel.dectris import EIGER_MASKED_VALUE_UINT32, write_scan
 from xmodel.detector import EIGER4M_SHAPE, module_gap_mask
 from xmodel.geometry import Geometry
 from xmodel.io import ScanError, open_scan
+from xmodel.positions import read_positions
 
 SHAPE = (64, 48)
 
@@ -42,11 +43,14 @@ def small_scan(tmp_path):
 def test_round_trip_small(small_scan):
     master, frames, bad = small_scan
     assert sorted(p.name for p in master.parent.iterdir()) == [
-        "scan.poni", "scan_data_000001.h5", "scan_data_000002.h5", "scan_master.h5"]
+        "scan.fio", "scan.poni", "scan_data_000001.h5", "scan_data_000002.h5", "scan_master.h5"]
+    with h5py.File(master, "r") as f:
+        assert "entry/sample" not in f  # positions live in the scan file, as at a beamline
+    np.testing.assert_allclose(read_positions(master.parent / "scan.fio", 6), raster(2, 3))
     with open_scan(master) as scan:
         assert scan.n_frames == 6 and scan.frame_shape == SHAPE
-        assert scan.scan_shape == (2, 3)
-        np.testing.assert_allclose(scan.positions_um, raster(2, 3))
+        assert scan.scan_shape is None and scan.positions_um is None
+        assert scan.count_time == pytest.approx(0.3) and scan.pixel_mask_applied
         expected = frames[4].copy()
         expected[5, 7] = EIGER_MASKED_VALUE_UINT32  # Eiger fills flagged pixels with 2**32 - 1
         got = scan.frame(4)
@@ -103,8 +107,88 @@ def test_real_eiger_layout_without_positions(tmp_path):
         assert scan.n_frames == 3 and scan.positions_um is None and scan.scan_shape is None
         np.testing.assert_array_equal(scan.frame(2), data[2])
         assert scan.mask.sum() == 1 and scan.mask[0, 0]
-        assert scan.geometry.poni2 == pytest.approx(4.5 * 75e-6)
+        assert scan.geometry.poni2 == pytest.approx(4.0 * 75e-6)  # from the outer corner, as pyFAI
         assert scan.geometry.wavelength == pytest.approx(0.898e-10)
+
+
+@pytest.mark.parametrize("frames_per_file", [1, 2, 5])
+def test_fabio_opens_every_master_we_write(tmp_path, frames_per_file):
+    """fabio's Eiger reader sees the same frames, whatever the number of frames per data file."""
+    fabio = pytest.importorskip("fabio")
+    frames = small_frames(5)
+    bad = np.zeros(SHAPE, dtype=bool)
+    bad[3, 4] = True
+    master = write_scan(tmp_path, "f", iter(frames), 5, small_geometry(), positions_um=None, pixel_mask=bad,
+                        frames_per_file=frames_per_file)
+    image = fabio.open(str(master))
+    assert image.nframes == 5
+    with open_scan(master) as scan:
+        for i in range(5):
+            np.testing.assert_array_equal(image.getframe(i).data, scan.frame(i))
+        assert scan.frame(4)[3, 4] == EIGER_MASKED_VALUE_UINT32
+
+
+def test_beam_centre_convention_matches_pyfai(tmp_path):
+    """The master's beam centre is pyFAI's Fit2D centre of the .poni written beside it (tilted too),
+    and reading the master gives pyFAI's PONI for an untilted detector."""
+    pyFAI = pytest.importorskip("pyFAI")
+    geo = Geometry(dist=0.2, poni1=20.3 * 75e-6, poni2=30.7 * 75e-6, rot1=0.02, rot2=-0.01, rot3=0.0,
+                   wavelength=0.898e-10, pixel1=75e-6, pixel2=75e-6, shape=SHAPE, detector_name="")
+    master = write_scan(tmp_path, "t", iter(small_frames(1)), 1, geo, positions_um=None, pixel_mask=None)
+    fit2d = pyFAI.load(str(tmp_path / "t.poni")).getFit2D()
+    with h5py.File(master, "r") as f:
+        det = f["entry/instrument/detector"]
+        assert det["beam_center_x"][()] == pytest.approx(fit2d["centerX"], abs=1e-9)
+        assert det["beam_center_y"][()] == pytest.approx(fit2d["centerY"], abs=1e-9)
+        assert det["detector_distance"][()] * 1e3 == pytest.approx(fit2d["directDist"], rel=1e-9)
+    flat = Geometry(dist=0.2, poni1=20.3 * 75e-6, poni2=30.7 * 75e-6, rot1=0.0, rot2=0.0, rot3=0.0,
+                    wavelength=0.898e-10, pixel1=75e-6, pixel2=75e-6, shape=SHAPE, detector_name="")
+    master = write_scan(tmp_path / "flat", "u", iter(small_frames(1)), 1, flat, positions_um=None, pixel_mask=None)
+    with h5py.File(master, "r") as f:
+        det = f["entry/instrument/detector"]
+        ai = pyFAI.integrator.azimuthal.AzimuthalIntegrator(pixel1=75e-6, pixel2=75e-6)
+        ai.setFit2D(det["detector_distance"][()] * 1e3, det["beam_center_x"][()], det["beam_center_y"][()])
+    with open_scan(master) as scan:
+        assert scan.geometry.poni1 == pytest.approx(ai.poni1, rel=1e-9)
+        assert scan.geometry.poni2 == pytest.approx(ai.poni2, rel=1e-9)
+        assert scan.geometry.poni1 == pytest.approx(flat.poni1, rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.int32, np.float32])
+def test_invalid_pixels_of_each_dtype(tmp_path, dtype):
+    """The dtype's dummy (2**bits - 1), negative and non-finite values are invalid; the count
+    cutoff flags saturated pixels."""
+    frames = np.ones((2, 4, 5), dtype=dtype)
+    if np.dtype(dtype).kind == "u":
+        frames[1, 2, 3] = np.iinfo(dtype).max
+    elif np.dtype(dtype).kind == "i":
+        frames[1, 2, 3] = -1
+    else:
+        frames[1, 2, 3] = np.nan
+        frames[1, 0, 0] = -2.0
+    frames[0, 1, 1] = 90  # above the cutoff below
+    with h5py.File(tmp_path / "d_data_000001.h5", "w") as f:
+        f["entry/data/data"] = frames
+    with h5py.File(tmp_path / "d_master.h5", "w") as f:
+        f["entry/data/data_000001"] = h5py.ExternalLink("d_data_000001.h5", "/entry/data/data")
+        f["entry/instrument/detector/detectorSpecific/countrate_correction_count_cutoff"] = 50
+    geo = Geometry(dist=0.2, poni1=0.0, poni2=0.0, rot1=0.0, rot2=0.0, rot3=0.0, wavelength=1e-10,
+                   pixel1=75e-6, pixel2=75e-6, shape=(4, 5), detector_name="")
+    geo.to_poni(tmp_path / "d.poni")
+    with open_scan(tmp_path / "d_master.h5", poni=tmp_path / "d.poni") as scan:
+        bad = scan.invalid_pixels(scan.frame(1))
+        expected = {(2, 3)} | ({(0, 0)} if np.dtype(dtype).kind == "f" else set())
+        assert set(zip(*np.nonzero(bad))) == expected
+        assert set(zip(*np.nonzero(scan.invalid_pixels(scan.frame(0))))) == {(1, 1)}  # saturated
+
+
+def test_identity_tells_two_scans_of_one_shape_apart(tmp_path):
+    a = write_scan(tmp_path / "a", "s", iter(small_frames(2)), 2, small_geometry(), positions_um=None,
+                   pixel_mask=None)
+    b = write_scan(tmp_path / "b", "s", iter(small_frames(2, seed=1)), 2, small_geometry(), positions_um=None,
+                   pixel_mask=None)
+    with open_scan(a) as sa, open_scan(b) as sb:
+        assert sa.identity() != sb.identity() and sa.identity() == sa.identity()
 
 
 def test_user_mask_file(small_scan, tmp_path):
@@ -196,3 +280,31 @@ def test_read_group_decodes_strings_and_names_what_is_missing(tmp_path):
         read_group(path, "/truth", "write it first")
     with pytest.raises(FileNotFoundError, match=r"nope.h5 does not exist; write it first"):
         read_group(tmp_path / "nope.h5", "/truth", "write it first")
+
+
+def test_eiger2_master_via_pyfai_registry(tmp_path):
+    """An Eiger2 4M master: recognised from its frame shape, module gaps from pyFAI's mask."""
+    pyFAI = pytest.importorskip("pyFAI")
+    reference = pyFAI.detector_factory("Eiger2_4M")
+    shape = tuple(reference.max_shape)
+    geo = Geometry(dist=0.41, poni1=0.08, poni2=0.07, rot1=0.0, rot2=0.0, rot3=0.0, wavelength=0.898e-10,
+                   pixel1=75e-6, pixel2=75e-6, shape=shape, detector_name="Eiger2_4M")
+    master = write_scan(tmp_path, "e2", iter([np.ones(shape, np.uint32)]), 1, geo, positions_um=None,
+                        pixel_mask=None)
+    with open_scan(master) as scan:
+        assert scan.geometry.detector_name == "Eiger2_4M"
+        np.testing.assert_array_equal(scan.mask, np.asarray(reference.mask, dtype=bool))
+        assert np.all(scan.frame(0)[scan.mask] == EIGER_MASKED_VALUE_UINT32)
+
+
+def test_pixel_mask_not_applied(tmp_path):
+    """With pixel_mask_applied = 0 the flagged pixels keep their counts; the reader masks them."""
+    frames = small_frames(1)
+    bad = np.zeros(SHAPE, dtype=bool)
+    bad[5, 7] = True
+    master = write_scan(tmp_path, "n", iter(frames), 1, small_geometry(), positions_um=None, pixel_mask=bad,
+                        pixel_mask_applied=False)
+    with open_scan(master) as scan:
+        assert scan.pixel_mask_applied is False
+        np.testing.assert_array_equal(scan.frame(0), frames[0])
+        assert scan.mask[5, 7] and scan.mask.sum() == 1

@@ -152,7 +152,7 @@ def test_resume_after_kill(scan, tmp_path, workers):
 def test_resume_refuses_other_bins(scan, tmp_path):
     master, _ = scan
     out = reduce_scan(master, tmp_path / "o.h5", q_bins=30, chi_bins=24, progress=False)
-    with pytest.raises(ReductionError, match=r"different frames, geometry, mask or bins.*delete it"):
+    with pytest.raises(ReductionError, match=r"different geometry, mask, bins, positions or monitor.*delete it"):
         reduce_scan(master, out, q_bins=31, chi_bins=24, progress=False)
 
 
@@ -201,3 +201,204 @@ def test_log_spaced_q_bins_equal_a_direct_histogram():
     np.testing.assert_allclose(polar[0], expected, rtol=1e-5)
     with pytest.raises(ReductionError, match="q_spacing must be 'linear' or 'log'"):
         default_bins(geo, mask(), q_spacing="sqrt")
+
+
+# ----------------------------------------------------------------------------- real scans
+def dummy_scan(tmp_path, n=6, name="d", seed=5, **kwargs):
+    """A scan with pixel_mask applied, a few frames with dummy pixels outside the pixel mask."""
+    geo = geometry()
+    frames = np.random.default_rng(seed).poisson(20.0, (n, *SHAPE)).astype(np.uint32)
+    frames[1, 70, 30] = 2**32 - 1       # dummy (overflow) in frame 1 only
+    frames[1, 90:92, 60] = 2**32 - 1
+    frames[4, 5, 80] = 2**32 - 1
+    master = write_scan(tmp_path / name, name, iter(frames), n, geo, positions_um=None, pixel_mask=mask(),
+                        frames_per_file=4, **kwargs)
+    return master, frames
+
+
+def test_polar_equals_exact_histogram_over_pyfai_pixel_centres(tmp_path):
+    """Polar images are exact float64 histograms over pyFAI's own pixel-centre q and chi
+    (AzimuthalIntegrator.center_array), each frame's dummy pixels left out of that frame only."""
+    master, frames = dummy_scan(tmp_path)
+    ai = pyfai_integrator(geometry(), tmp_path)
+    q = ai.center_array(SHAPE, unit="q_A^-1")
+    chi = ai.center_array(SHAPE, unit="chi_deg")
+    bins = default_bins(geometry(), mask(), n_q=20, n_chi=12, q_range=(0.05, 0.95), q_spacing="linear")
+    out = reduce_scan(master, tmp_path / "r.h5", poni=master.parent / "d.poni", bins=bins, batch_size=4,
+                      progress=False, positions_um=np.zeros((6, 2)) + np.arange(6)[:, None])
+    from xmodel.reduced import open_reduced
+
+    red = open_reduced(out)
+    polar = red.polar()
+    qi = np.searchsorted(bins.q_edges, q, side="right") - 1      # exact: edges[k] <= q < edges[k + 1]
+    ci = np.searchsorted(bins.chi_edges, chi, side="right") - 1
+    for i in range(6):
+        ok = ~mask() & (frames[i] != 2**32 - 1) & (qi >= 0) & (qi < 20) & (ci >= 0) & (ci < 12)
+        sums = np.zeros((12, 20))
+        cnt = np.zeros((12, 20))
+        np.add.at(sums, (ci[ok], qi[ok]), frames[i][ok].astype(np.float64))
+        np.add.at(cnt, (ci[ok], qi[ok]), 1)
+        full = cnt >= 10
+        np.testing.assert_allclose(polar[i][full], sums[full] / cnt[full], rtol=1e-3)
+        if i == 1:  # the frame's own pixel counts lose exactly its dummy pixels
+            assert red.frame_pixel_counts(1).sum() == red.pixel_counts.sum() - 3
+    assert red.invalid_pixels.tolist() == [0, 3, 0, 0, 1, 0]
+    assert red.count_time == pytest.approx(0.3)
+    assert np.all(np.isfinite(red.radial()[:, red.radial_counts > 0]))
+
+
+def test_saturated_pixels_above_the_count_cutoff_are_masked_in_their_frame(tmp_path):
+    master, frames = dummy_scan(tmp_path, count_cutoff=60)
+    frames_hot = frames.copy()
+    out = reduce_scan(master, tmp_path / "s.h5", q_bins=10, chi_bins=6, progress=False)
+    from xmodel.reduced import open_reduced
+
+    red = open_reduced(out)
+    binned = build_bin_map(geometry().q(), geometry().chi(), mask(), default_bins(geometry(), mask(), 10, 6))
+    expected = [int(((frames_hot[i].reshape(-1) > 60) & (binned.pixel_bin >= 0)).sum()) for i in range(6)]
+    assert red.invalid_pixels.tolist() == expected and expected[1] >= 3
+
+
+def test_failed_write_stops_with_a_clear_message_and_the_rerun_finishes(scan, tmp_path, monkeypatch):
+    """A full disk mid-run: ReductionError naming ENOSPC and the file, checkpoint at the last batch
+    really written, and the rerun finishes with the same result as an uninterrupted run."""
+    import errno
+
+    from xmodel import reduction
+
+    master, _ = scan
+    reference = reduce_scan(master, tmp_path / "ref.h5", q_bins=30, chi_bins=24, batch_size=2, progress=False)
+    real = reduction._write_batch
+    calls = []
+
+    def disk_full(f, start, polar, radial, *rest):
+        calls.append(start)
+        if len(calls) == 2:
+            f["/entry/reduction/polar"][start] = np.nan  # half a batch, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(f, start, polar, radial, *rest)
+
+    monkeypatch.setattr(reduction, "_write_batch", disk_full)
+    out = tmp_path / "full.h5"
+    with pytest.raises(ReductionError, match=r"Writing frames 2 to 3 to .*full\.h5 failed: the disk is full "
+                                             r"\(ENOSPC\)\. The checkpoint stays at frame 2 .*run the same command again"):
+        reduce_scan(master, out, q_bins=30, chi_bins=24, batch_size=2, progress=False)
+    with h5py.File(out, "r") as f:
+        assert f["entry/reduction"].attrs["frames_done"] == 2
+    monkeypatch.setattr(reduction, "_write_batch", real)
+    reduce_scan(master, out, q_bins=30, chi_bins=24, batch_size=2, progress=False)
+    with h5py.File(out, "r") as f, h5py.File(reference, "r") as g:
+        np.testing.assert_array_equal(f["entry/reduction/polar"][()], g["entry/reduction/polar"][()])
+
+
+def test_frames_recorded_done_without_data_are_reduced_again(scan, tmp_path):
+    master, _ = scan
+    out = reduce_scan(master, tmp_path / "n.h5", q_bins=30, chi_bins=24, batch_size=2, progress=False)
+    reference = h5py.File(out, "r")["entry/reduction/polar"][()]
+    with h5py.File(out, "r+") as f:  # what an older version left after a full disk: done, but NaN
+        f["entry/reduction/polar"][4:] = np.nan
+        f["entry/reduction/radial"][4:] = np.nan
+    reduce_scan(master, out, q_bins=30, chi_bins=24, batch_size=2, progress=False)
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["entry/reduction/polar"][()], reference)
+
+
+def test_resume_refuses_another_master_of_the_same_shape(tmp_path):
+    a, _ = dummy_scan(tmp_path, name="a", seed=1)
+    b, _ = dummy_scan(tmp_path, name="b", seed=2)
+    out = tmp_path / "o.h5"
+    reduce_scan(a, out, q_bins=10, chi_bins=6, progress=False)
+    with h5py.File(out, "r+") as f:
+        f["entry/reduction"].attrs["frames_done"] = 2  # as if killed
+    with pytest.raises(ReductionError, match=r"different scan \(another master file, even if of the same shape\)"):
+        reduce_scan(b, out, q_bins=10, chi_bins=6, progress=False)
+
+
+def test_positions_monitor_and_the_no_positions_message(tmp_path, caplog):
+    from xmodel.positions import grid_positions
+    from xmodel.reduced import open_reduced
+
+    master, _ = dummy_scan(tmp_path)
+    with caplog.at_level("WARNING"):
+        out = reduce_scan(master, tmp_path / "none.h5", q_bins=10, chi_bins=6, progress=False)
+    assert caplog.text.count("no scan positions: maps need --scan-shape or --positions; the neighbour "
+                             "passes are skipped") == 1
+    red = open_reduced(out)
+    assert red.positions_um is None and red.grid is None and not red.has_positions()
+    with pytest.raises(ValueError, match="cannot be arranged on a map: no scan positions"):
+        red.map_image(np.arange(6))
+
+    pos = grid_positions((2, 3), (0.5, 0.25), "snake")
+    monitor = np.array([100.0, 50.0, 100.0, 100.0, 120.0, 80.0])
+    out = reduce_scan(master, tmp_path / "pos.h5", q_bins=10, chi_bins=6, progress=False, positions_um=pos,
+                      monitor=monitor)
+    red = open_reduced(out)
+    np.testing.assert_array_equal(red.positions_um, pos)
+    assert red.scan_shape == (2, 3)
+    np.testing.assert_array_equal(red.map_image(np.arange(6)), [[0, 1, 2], [5, 4, 3]])  # snake undone
+    np.testing.assert_array_equal(red.monitor, monitor)
+    # counts are stored as measured; the normalised view scales frame 1 (half flux) by 2
+    np.testing.assert_allclose(red.flux_factor(), 100.0 / monitor)
+    np.testing.assert_allclose(red.polar_normalised(1), red.polar(1) * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(red.radial_normalised([0, 1])[1], red.radial(1) * 2.0, rtol=1e-6)
+
+
+def test_hot_pixels_are_masked_for_the_scan(tmp_path):
+    geo = geometry()
+    frames = np.random.default_rng(3).poisson(20.0, (5, *SHAPE)).astype(np.uint32)
+    frames[:, 40, 40] = 5000     # hot in every frame
+    frames[2, 41, 60] = 5000     # bright in one frame only: not hot
+    master = write_scan(tmp_path / "h", "h", iter(frames), 5, geo, positions_um=None, pixel_mask=mask())
+    from xmodel.reduced import open_reduced
+    from xmodel.reduction import hot_pixel_mask
+    from xmodel.io import open_scan
+
+    with open_scan(master) as sc:
+        hot = hot_pixel_mask(sc, 5, sc.mask)
+    assert set(zip(*np.nonzero(hot))) == {(40, 40)}
+    red = open_reduced(reduce_scan(master, tmp_path / "h.h5", q_bins=10, chi_bins=6, progress=False, hot_pixels=5))
+    assert red.mask[40, 40] and not red.mask[41, 60] and red.attrs["hot_pixels"] == 5
+
+
+def test_cli_reduce_with_scan_shape_and_with_a_fio_scan_file(tmp_path, capsys):
+    """`xmodel reduce MASTER --scan-shape 2x3 --step-um 1 --q-spacing linear`, then the same scan
+    with its positions and monitor from a P10-style .fio file; both stored in the results."""
+    from xmodel.cli import main
+    from xmodel.fio import write_fio
+    from xmodel.positions import grid_positions
+    from xmodel.reduced import open_reduced
+
+    master, _ = dummy_scan(tmp_path)
+    out = tmp_path / "shape.h5"
+    assert main(["reduce", str(master), "--out", str(out), "--scan-shape", "2x3", "--step-um", "1",
+                 "--q-spacing", "linear", "--q-bins", "20", "--chi-bins", "12", "--quiet"]) == 0
+    red = open_reduced(out)
+    assert red.scan_shape == (2, 3) and red.positions_um.tolist() == grid_positions((2, 3), 1.0).tolist()
+    assert red.attrs["positions_source"].startswith("--scan-shape 2x3")
+    pos_mm = grid_positions((2, 3), 0.25, "snake") / 1000.0
+    write_fio(tmp_path / "p10.fio", {"smpx": pos_mm[:, 1], "smpy": pos_mm[:, 0], "ion1": [9, 10, 11, 10, 12, 8]},
+              parameters={"smpx_unit": "mm", "smpy_unit": "mm"})
+    out = tmp_path / "fio.h5"
+    assert main(["reduce", str(master), "--out", str(out), "--positions", str(tmp_path / "p10.fio"),
+                 "--position-columns", "smpx,smpy", "--monitor", f"{tmp_path / 'p10.fio'}:ion1",
+                 "--q-bins", "20", "--chi-bins", "12", "--quiet"]) == 0
+    red = open_reduced(out)
+    np.testing.assert_allclose(red.positions_um, grid_positions((2, 3), 0.25, "snake"), atol=1e-9)
+    assert red.monitor.tolist() == [9, 10, 11, 10, 12, 8] and red.grid.shape == (2, 3)
+    assert main(["reduce", str(master), "--out", str(tmp_path / "x.h5"), "--scan-shape", "4x4", "--quiet"]) == 3
+    assert "--scan-shape 4x4 holds 16 points but the scan has 6 frames" in capsys.readouterr().err
+
+
+def test_failed_creation_of_the_output_is_a_clear_error(scan, tmp_path, monkeypatch):
+    import errno
+
+    from xmodel import reduction
+
+    def disk_full(path, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(reduction, "_create_output", disk_full)
+    master, _ = scan
+    with pytest.raises(ReductionError, match=r"to .*new\.h5 failed: the disk is full \(ENOSPC\)\. The checkpoint "
+                                             r"stays at frame 0 \(no frame is written yet\)"):
+        reduce_scan(master, tmp_path / "new.h5", q_bins=10, chi_bins=6, progress=False)

@@ -9,6 +9,7 @@ import pytest
 from xmodel.config import CONFIG_DIR
 from xmodel.experiment import Experiment
 from xmodel.io import open_scan
+from xmodel.positions import acquisition_order, derive_grid, read_monitor, read_positions
 from xmodel.synth import synthesize
 from xmodel.twin import TwinError, background_counts, load_twin
 
@@ -70,12 +71,12 @@ def test_files_and_readback(runs):
     toml, master, _, _ = runs
     out = master.parent
     assert master.name == "small_master.h5"
-    assert sorted(p.name for p in out.iterdir()) == ["small.poni", "small_data_000001.h5",
+    assert sorted(p.name for p in out.iterdir()) == ["small.fio", "small.poni", "small_data_000001.h5",
                                                      "small_master.h5", "truth.h5"]
     scan, frames = _frames(master)
-    assert scan.n_frames == 16 and scan.scan_shape == (4, 4)
+    assert scan.n_frames == 16 and scan.scan_shape is None and scan.positions_um is None  # as a real master
     assert frames.dtype == np.uint32
-    np.testing.assert_allclose(scan.positions_um[5], [2.0, 2.0])
+    np.testing.assert_allclose(read_positions(out / "small.fio", 16)[5], [2.0, 2.0])
     truth, attrs = _truth(out / "truth.h5")
     assert list(attrs["label_names"]) == ["red", "orange"]
     with h5py.File(out / "truth.h5") as f:
@@ -129,3 +130,37 @@ def test_no_partial_left_and_errors(runs, tmp_path):
         synthesize([toml, toml], tmp_path)
     with pytest.raises(ValueError, match="batch_size=0 must be a positive integer"):
         synthesize([toml], tmp_path, batch_size=0)
+
+
+def test_a_scan_as_it_reaches_a_p10_user(runs, tmp_path):
+    """Snake order, +-20 % flux with a monitor column, dummy pixels outside the pixel mask and
+    jittered encoder positions in the .fio; the truth follows the frames; the reduction with the
+    .fio's positions and monitor masks the dummy pixels and maps the frames back in place."""
+    from xmodel.reduced import open_reduced
+    from xmodel.reduction import reduce_scan
+
+    toml, raster_master, _, _ = runs
+    master = synthesize([toml], tmp_path / "p10", progress=False, batch_size=4, scan_order="snake",
+                        monitor_variation=0.2, dummy_fraction=0.25, position_jitter_um=0.05)
+    truth, attrs = _truth(master.parent / "truth.h5")
+    raster, _ = _truth(raster_master.parent / "truth.h5")
+    order = acquisition_order((4, 4), "snake")
+    assert attrs["scan_order"] == "snake"
+    np.testing.assert_array_equal(truth["label"], raster["label"][order])
+    np.testing.assert_allclose(truth["expected_counts"] / truth["relative_flux"], raster["expected_counts"][order],
+                               rtol=1e-5)
+    assert np.all(np.abs(truth["relative_flux"] - 1) <= 0.2) and truth["relative_flux"].std() > 0.05
+    fio = master.parent / "small.fio"
+    monitor = read_monitor(f"{fio}:monitor", 16)
+    np.testing.assert_allclose(monitor / monitor.mean(), truth["relative_flux"] / truth["relative_flux"].mean())
+    positions = read_positions(fio, 16)
+    assert 0 < np.abs(positions - truth["positions_um"]).max() < 0.3
+    assert derive_grid(positions).shape == (4, 4)
+    assert (truth["dummy_pixels"] > 0).sum() == 4
+
+    out = reduce_scan(master, tmp_path / "r.h5", q_bins=40, chi_bins=16, progress=False,
+                      positions_um=positions, monitor=monitor)
+    red = open_reduced(out)
+    assert red.invalid_pixels.tolist() == truth["dummy_pixels"].tolist()
+    assert np.nanmax(red.polar()) < 1e6  # no dummy value in any mean
+    np.testing.assert_array_equal(red.map_image(truth["label"]), raster["label"].reshape(4, 4))

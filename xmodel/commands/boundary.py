@@ -16,7 +16,7 @@ def _point(text: str, name: str) -> tuple[float, float]:
 def run(args) -> int:
     from fits.scan import results as store
     from fits.scan.boundary import fit_line, line_points, read_line, scan_fit_rows, write_line
-    from fits.scan.reduced import open_reduced
+    from xmodel.reduced import open_reduced
     from fits.scan.settings import apply_cli, settings_from_config
     from fits.scan.setup import setup_from_reduction
     from xmodel.config import load_config

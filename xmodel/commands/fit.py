@@ -4,11 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fits.scan.settings import FIT_CLI_KEYS, add_cli_options
+from xmodel.commands._scan_args import add_scan_arguments, resolve_scan_arguments
 
 
 def run(args) -> int:
     from fits.scan.driver import fit_scan
-    from fits.scan.reduced import is_reduced
+    from xmodel.reduced import is_reduced
     from fits.scan.settings import apply_cli, settings_from_config
     from xmodel.config import load_config
 
@@ -21,9 +22,25 @@ def run(args) -> int:
     # before anything is written, so a bad value leaves nothing behind
     settings = apply_cli(settings_from_config(cfg), args, FIT_CLI_KEYS)
     if not is_reduced(src):
+        from xmodel.io import open_scan
         from xmodel.reduction import reduce_scan
+
+        with open_scan(src) as scan:
+            given = resolve_scan_arguments(args, scan.n_frames)
         reduced_path = Path(args.out).with_name(Path(args.out).stem + "_reduced.h5")
-        src = reduce_scan(src, reduced_path, q_bins=args.q_bins, chi_bins=args.chi_bins)
+        src = reduce_scan(src, reduced_path, q_bins=args.q_bins, chi_bins=args.chi_bins,
+                          positions_um=given.positions_um, monitor=given.monitor,
+                          positions_source=given.source, progress=not args.quiet)
+    else:
+        from xmodel.reduced import open_reduced, store_scan_metadata
+
+        given = resolve_scan_arguments(args, open_reduced(src).n_frames)
+        if given.positions_um is not None or given.monitor is not None:
+            store_scan_metadata(src, given.positions_um, given.monitor, given.source)
+    # says once, in plain words, when the scan has no positions (the neighbour passes are skipped)
+    from xmodel.reduced import open_reduced
+
+    open_reduced(src).has_positions()
     fit_scan(src, cfg, args.out, settings, progress=not args.quiet)
     print(f"wrote {args.out}")
     return 0
@@ -40,7 +57,8 @@ def add_parser(sub) -> None:
                    help="override one config value, also of the [fit] table (e.g. fit.neighbour_passes=0)")
     p.add_argument("--out", required=True, help="results HDF5 file (/entry/fits); a killed run resumes")
     add_cli_options(p, FIT_CLI_KEYS)
-    p.add_argument("--q-bins", type=int, default=500, help="log-spaced q bins when reducing a master file")
+    add_scan_arguments(p)
+    p.add_argument("--q-bins", type=int, default=500, help="q bins, linearly spaced, when reducing a master file (xmodel reduce gives the choice)")
     p.add_argument("--chi-bins", type=int, default=360, help="chi bins when reducing a master file")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=run)

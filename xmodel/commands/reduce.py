@@ -1,6 +1,8 @@
 """``xmodel reduce``: every frame of a scan to a polar image and a radial profile."""
 from __future__ import annotations
 
+from xmodel.commands._scan_args import add_scan_arguments, resolve_scan_arguments
+
 
 def run(args) -> int:
     from xmodel.io import open_scan
@@ -11,8 +13,12 @@ def run(args) -> int:
                             q_range=tuple(args.q_range) if args.q_range else None,
                             chi_range=tuple(args.chi_range) if args.chi_range else None,
                             q_spacing=args.q_spacing)
+        n_frames = scan.n_frames
+    given = resolve_scan_arguments(args, n_frames)
     out = reduce_scan(args.master, args.out, poni=args.poni, mask=args.mask, bins=bins,
-                      batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+                      batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
+                      positions_um=given.positions_um, monitor=given.monitor, hot_pixels=args.hot_pixels,
+                      positions_source=given.source)
     print(f"wrote {out}")
     return 0
 
@@ -29,7 +35,11 @@ def add_parser(sub) -> None:
     p.add_argument("--chi-range", type=float, nargs=2, metavar=("LO", "HI"), help="chi range in degrees")
     p.add_argument("--q-spacing", choices=("log", "linear"), default="log",
                    help="log (default: constant dq/q, resolves SAXS and WAXS peaks alike) or linear (pyFAI's)")
+    p.add_argument("--hot-pixels", type=int, default=0, metavar="N",
+                   help="mask pixels that are high in most of N frames spread over the scan (a median test); "
+                        "default 0: off")
     p.add_argument("--batch-size", type=int, default=16, help="frames per sparse product (default 16)")
     p.add_argument("--workers", type=int, default=2, help="threads (1 or 2; default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    add_scan_arguments(p)
     p.set_defaults(func=run)

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 
 def run(args) -> int:
+    from xmodel.config import shipped_config
     from xmodel.synth import synthesize
 
-    master = synthesize(args.configs, args.out, overrides=args.overrides, progress=not args.quiet,
-                        batch_size=args.batch_size)
+    configs = [shipped_config(c) for c in args.configs]  # "twin" or "demo" name the shipped twins
+    master = synthesize(configs, args.out, overrides=args.overrides, progress=not args.quiet,
+                        batch_size=args.batch_size, scan_order=args.scan_order,
+                        monitor_variation=args.monitor_variation, dummy_fraction=args.dummy_frames,
+                        position_jitter_um=args.position_jitter_um)
     print(f"wrote {master}")
     return 0
 
@@ -14,10 +18,18 @@ def run(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("synth", help="synthesise a scan of the digital-twin sample (Eiger HDF5 + truth.h5)")
     p.add_argument("configs", nargs="+", metavar="CONFIG",
-                   help="the twin TOML (e.g. configs/twin.toml or configs/demo.toml)")
+                   help="the twin TOML (e.g. configs/twin.toml, or by name: twin, demo)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override one value, parsed as TOML (e.g. scan.shape=[21,21], seed=3)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--batch-size", type=int, default=8, help="scan points dispatched together (default 8)")
+    p.add_argument("--scan-order", choices=("raster", "snake"), default="raster",
+                   help="order the frames are acquired in (snake: every other row reversed); default raster")
+    p.add_argument("--monitor-variation", type=float, default=0.0, metavar="F",
+                   help="incident flux per frame drawn in 1 +- F (0.2: +-20 %%), in the counts and the .fio monitor")
+    p.add_argument("--dummy-frames", type=float, default=0.0, metavar="F",
+                   help="fraction of frames given 3 dummy pixels (2**32-1) outside the pixel mask")
+    p.add_argument("--position-jitter-um", type=float, default=0.0, metavar="S",
+                   help="Gaussian encoder noise (um) on the positions written to the .fio")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=run)

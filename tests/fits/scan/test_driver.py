@@ -132,7 +132,7 @@ def test_fit_scan_needs_a_reduction(tmp_path):
     bare = tmp_path / "bare.h5"
     with h5py.File(bare, "w") as f:
         f.create_group("entry")
-    with pytest.raises(ValueError, match="has no /entry/reduction/polar"):
+    with pytest.raises(ValueError, match=r"is not a reduced scan \(no /entry/reduction/polar\): run `xmodel reduce"):
         fit_scan(bare, None, tmp_path / "x.h5", progress=False)
 
 

@@ -1,0 +1,96 @@
+"""The scan-position and monitor options shared by ``xmodel reduce`` and ``xmodel fit``.
+
+``add_scan_arguments(parser)`` adds them; ``resolve_scan_arguments(args, n_frames)`` turns the
+parsed options into per-frame positions and monitor (`xmodel.positions`).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:            # numpy is not needed to build the parser (xmodel --help stays fast)
+    import numpy as np
+
+
+def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--scan-shape``, ``--step-um``, ``--scan-order``, ``--positions``, ``--position-columns``,
+    ``--position-units`` and ``--monitor`` to ``parser``."""
+    g = parser.add_argument_group("scan positions and incident flux (when the master has none)")
+    g.add_argument("--scan-shape", metavar="ROWSxCOLS",
+                   help="the scan's grid, e.g. 121x121 (rows along the slow motor); with --step-um")
+    g.add_argument("--step-um", metavar="S|SY,SX", help="scan step in um, one for both axes or SY,SX (default 1)")
+    g.add_argument("--scan-order", choices=("raster", "snake"), default="raster",
+                   help="raster: every row in the same direction (default); snake: every other row reversed")
+    g.add_argument("--positions", metavar="FILE",
+                   help="per-frame positions: CSV/text with a header (columns x_um,y_um), .npy (frames, 2) "
+                        "as (y, x) um, FILE.h5:/path, or a P10 .fio scan file")
+    g.add_argument("--position-columns", metavar="NAME_X,NAME_Y",
+                   help="columns of --positions holding x (fast) and y (slow); default x_um,y_um")
+    g.add_argument("--position-units", choices=("um", "mm", "nm"),
+                   help="unit of the --positions values when the file does not say (default um)")
+    g.add_argument("--monitor", metavar="FILE[:COLUMN]",
+                   help="per-frame incident-flux monitor: a column of a .fio/CSV file (FILE:COLUMN), "
+                        "FILE.h5:/path or FILE.npy; counts are normalised to its median")
+
+
+@dataclass(frozen=True)
+class ScanArguments:
+    """What the options resolved to.
+
+    Attributes
+    ----------
+    positions_um : (frames, 2) um (y, x) or None when no option gave positions
+    scan_shape : (rows, cols) or None
+    monitor : (frames,) or None
+    source : words saying where the positions came from (for the log)
+    """
+
+    positions_um: np.ndarray | None
+    scan_shape: tuple[int, int] | None
+    monitor: np.ndarray | None
+    source: str
+
+
+def resolve_scan_arguments(args: argparse.Namespace, n_frames: int) -> ScanArguments:
+    """Positions, scan shape and monitor of ``n_frames`` frames from the parsed options.
+
+    Raises
+    ------
+    xmodel.positions.PositionsError
+        For contradicting options, an unreadable file, or a file whose rows do not match the
+        frames.
+    """
+    from xmodel.positions import (PositionsError, grid_positions, parse_scan_shape, parse_step, read_monitor,
+                                  read_positions)
+
+    shape = parse_scan_shape(args.scan_shape) if getattr(args, "scan_shape", None) else None
+    positions = None
+    source = "none"
+    if getattr(args, "positions", None):
+        columns = None
+        if args.position_columns:
+            columns = tuple(c.strip() for c in args.position_columns.split(","))
+            if len(columns) != 2 or not all(columns):
+                raise PositionsError(f"--position-columns {args.position_columns!r} must name two columns, "
+                                     f"NAME_X,NAME_Y (x the fast axis).")
+        positions = read_positions(args.positions, n_frames, columns=columns, units=args.position_units)
+        source = f"--positions {args.positions}"
+        if shape is not None:
+            from xmodel.positions import derive_grid
+
+            grid = derive_grid(positions)
+            if grid is not None and grid.shape != shape:
+                raise PositionsError(f"--scan-shape {args.scan_shape} does not match the grid of --positions "
+                                     f"{args.positions} ({grid.shape[0]}x{grid.shape[1]}); drop one of them.")
+    elif shape is not None:
+        if shape[0] * shape[1] != n_frames:
+            raise PositionsError(f"--scan-shape {args.scan_shape} holds {shape[0] * shape[1]} points but the scan "
+                                 f"has {n_frames} frames.")
+        step = parse_step(args.step_um) if args.step_um else (1.0, 1.0)
+        positions = grid_positions(shape, step, args.scan_order)
+        source = f"--scan-shape {args.scan_shape} --step-um {args.step_um or 1} --scan-order {args.scan_order}"
+    elif getattr(args, "step_um", None):
+        raise PositionsError("--step-um needs --scan-shape ROWSxCOLS (the grid it steps over).")
+    monitor = read_monitor(args.monitor, n_frames) if getattr(args, "monitor", None) else None
+    return ScanArguments(positions, shape, monitor, source)

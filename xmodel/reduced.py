@@ -1,0 +1,396 @@
+"""The reduced-scan file schema, ``/entry/reduction``: the one module that spells its paths.
+
+`xmodel.reduction.reduce_scan` writes it (through :func:`create`, :func:`write_batch`,
+:func:`set_frames_done`); everything else reads it through :func:`open_reduced`.
+
+==========================  =====================  ===========================================
+dataset                     shape, unit            meaning
+==========================  =====================  ===========================================
+polar                       (N, n_chi, n_q)        mean counts per valid pixel of each bin
+                            counts per pixel       (NaN: no valid pixel, or frame not reduced)
+radial                      (N, n_q)               the same over all chi
+q, q_edges                  (n_q [+1],) 1/A        bin centres and edges
+chi, chi_edges              (n_chi [+1],) deg      bin centres and edges (pyFAI's chi)
+counts                      (n_chi, n_q) pixels    valid pixels per bin (static mask)
+radial_counts               (n_q,) pixels          valid pixels per q bin
+mask                        (rows, cols) uint8     1 = masked for the whole scan
+invalid_pixels              (N,) pixels            pixels invalid in that frame only (dummy,
+                                                   saturated, negative; -1: not reduced yet)
+invalid_bins                (K, 3) int             frame, bin (chi * n_q + q), pixels lost
+positions                   (N, 2) um              scan positions (y slow, x fast), acquisition
+                                                   order (absent when none are known)
+scan_shape                  (2,)                   grid (rows, cols) the positions lie on
+grid_index                  (N, 2)                 grid (row, col) of every frame
+monitor                     (N,)                   incident-flux monitor (absent: none)
+count_time                  () s                   exposure per frame from the master
+==========================  =====================  ===========================================
+
+Attributes: ``poni``, ``master``, ``master_identity``, ``fingerprint``, ``frames_done``,
+``method``, ``positions_source``, ``hot_pixels``.
+
+Counts are stored as measured: the monitor is not divided into them, so the Poisson
+statistics of the fits stay those of the counts. :meth:`ReducedScan.flux_factor` gives
+``median(monitor) / monitor`` per frame; a fit models counts with per-frame scales (a frame at
+half flux has half the scales), and maps show counts times the flux factor
+(:meth:`ReducedScan.polar_normalised`).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from xmodel.positions import NO_POSITIONS, ScanGrid, grid_from_shape
+
+log = logging.getLogger(__name__)
+
+GROUP = "/entry/reduction"
+_WARNED: set[str] = set()
+
+
+class NotReducedError(ValueError):
+    """A file that is not a reduced scan (no ``/entry/reduction/polar``)."""
+
+
+@dataclass(frozen=True)
+class ReducedScan:
+    """What a reduction file holds, apart from the per-frame images (read on demand).
+
+    Attributes
+    ----------
+    path : the file
+    n_frames : frames of the scan (N)
+    frames_done : frames reduced so far (a resumable run may be unfinished)
+    q, q_edges : 1/A
+    chi, chi_edges : degrees
+    pixel_counts : (n_chi, n_q) valid pixels per bin (static mask)
+    radial_counts : (n_q,)
+    mask : (rows, cols) bool, True = masked for the whole scan
+    positions_um : (N, 2) um (y, x) or None
+    scan_shape : (rows, cols) or None
+    grid : `xmodel.positions.ScanGrid` or None (frames placed on the map grid)
+    monitor : (N,) or None
+    count_time : s or None
+    invalid_pixels : (N,) pixels invalid in each frame only (-1 where not reduced)
+    invalid_bins : (K, 3) frame, flat bin, pixels lost
+    poni : the geometry as .poni text
+    master : the master file reduced
+    attrs : every attribute of the group
+    """
+
+    path: Path
+    n_frames: int
+    frames_done: int
+    q: np.ndarray
+    q_edges: np.ndarray
+    chi: np.ndarray
+    chi_edges: np.ndarray
+    pixel_counts: np.ndarray
+    radial_counts: np.ndarray
+    mask: np.ndarray
+    positions_um: np.ndarray | None
+    scan_shape: tuple[int, int] | None
+    grid: ScanGrid | None
+    monitor: np.ndarray | None
+    count_time: float | None
+    invalid_pixels: np.ndarray
+    invalid_bins: np.ndarray
+    poni: str
+    master: str
+    attrs: dict = field(default_factory=dict)
+
+    # -- per-frame data ---------------------------------------------------------------------
+    def _read(self, name: str, frames) -> np.ndarray:
+        """Rows ``frames`` of a per-frame dataset as float64: an index, a slice, or indices in any
+        order (returned in that order; h5py itself takes only increasing indices)."""
+        with h5py.File(self.path, "r") as f:
+            ds = f[GROUP][name]
+            if isinstance(frames, (slice, int, np.integer)):
+                return np.asarray(ds[frames], np.float64)
+            idx = np.asarray(frames, int).reshape(-1)
+            order = np.argsort(idx, kind="stable")
+            uniq, inv = np.unique(idx[order], return_inverse=True)
+            data = (np.asarray(ds[uniq.tolist()], np.float64) if uniq.size
+                    else np.zeros((0,) + ds.shape[1:], np.float64))
+            out = np.empty((idx.size,) + data.shape[1:], np.float64)
+            out[order] = data[inv]
+            return out
+
+    def polar(self, frames=slice(None)) -> np.ndarray:
+        """Polar images (counts per pixel, float64, NaN where no valid pixel) of ``frames``: an
+        index, a slice, or indices in any order (returned in that order)."""
+        return self._read("polar", frames)
+
+    def radial(self, frames=slice(None)) -> np.ndarray:
+        """Radial profiles (counts per pixel, float64) of ``frames``, as `polar`."""
+        return self._read("radial", frames)
+
+    def flux_factor(self) -> np.ndarray:
+        """(N,) ``median(monitor) / monitor``; ones without a monitor.
+
+        Notes
+        -----
+        Normalisation to the median monitor: counts scale with the incident flux, so
+        ``counts * flux_factor`` is what every frame would have counted at the median flux.
+        """
+        if self.monitor is None:
+            return np.ones(self.n_frames)
+        return float(np.median(self.monitor)) / self.monitor
+
+    def polar_normalised(self, frames=slice(None)) -> np.ndarray:
+        """Polar images times the flux factor (counts per pixel at the median monitor), for maps."""
+        idx = np.arange(self.n_frames)[frames]
+        return self.polar(frames) * self.flux_factor()[idx].reshape(np.shape(idx) + (1, 1))
+
+    def radial_normalised(self, frames=slice(None)) -> np.ndarray:
+        """Radial profiles times the flux factor, for maps."""
+        idx = np.arange(self.n_frames)[frames]
+        return self.radial(frames) * self.flux_factor()[idx].reshape(np.shape(idx) + (1,))
+
+    def frame_pixel_counts(self, frame: int) -> np.ndarray:
+        """(n_chi, n_q) valid pixels per bin in ``frame``: the static counts minus the pixels
+        invalid in that frame (the weights of that frame's bins in a fit)."""
+        counts = self.pixel_counts.astype(np.int64).copy()
+        rows = self.invalid_bins[self.invalid_bins[:, 0] == int(frame)]
+        if rows.size:
+            np.subtract.at(counts.reshape(-1), rows[:, 1], rows[:, 2])
+        return counts
+
+    # -- maps --------------------------------------------------------------------------------
+    def has_positions(self) -> bool:
+        """True when the file knows the scan positions; otherwise says so once (logging)."""
+        if self.positions_um is not None:
+            return True
+        key = str(self.path)
+        if key not in _WARNED:
+            _WARNED.add(key)
+            log.warning("%s: %s", self.path, NO_POSITIONS)
+        return False
+
+    def map_image(self, values: np.ndarray) -> np.ndarray:
+        """Per-frame values (N, ...) as a map (rows, cols, ...) on the scan grid (NaN where no frame).
+
+        Raises
+        ------
+        ValueError
+            When neither positions on a grid nor a scan shape are known.
+        """
+        if self.grid is None:
+            self.has_positions()
+            raise ValueError(f"{self.path}: the frames cannot be arranged on a map: {NO_POSITIONS}; "
+                             f"reduce again with --scan-shape ROWSxCOLS or --positions FILE.")
+        return self.grid.image(values)
+
+
+def _attr(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def is_reduced(path: str | Path) -> bool:
+    """True when ``path`` is an HDF5 file with polar images under ``/entry/reduction``."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f"{GROUP}/polar" in f
+    except OSError:
+        return False
+
+
+def open_reduced(path: str | Path) -> ReducedScan:
+    """Read the description of a reduced scan (not its images, see `ReducedScan.polar`).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    NotReducedError
+        If it is not an HDF5 file with ``/entry/reduction/polar`` (e.g. a master file or a
+        fits file): the message says to run ``xmodel reduce``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run `xmodel reduce MASTER --out {path}` first.")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise NotReducedError(f"{path} is not an HDF5 file ({err}); pass the results of `xmodel reduce`.") from err
+    with f:
+        if f"{GROUP}/polar" not in f:
+            raise NotReducedError(f"{path} is not a reduced scan (no {GROUP}/polar): run "
+                                  f"`xmodel reduce MASTER --out {path.name}` on the scan first.")
+        g = f[GROUP]
+        n = int(g["polar"].shape[0])
+
+        def get(name, default=None):
+            return np.asarray(g[name][()]) if name in g else default
+
+        positions = get("positions")
+        positions = None if positions is None else positions.astype(np.float64)
+        shape = get("scan_shape")
+        if shape is None and "scan_shape" in g.attrs:
+            shape = np.asarray(g.attrs["scan_shape"])
+        shape = None if shape is None else tuple(int(v) for v in shape)
+        grid = None
+        index = get("grid_index")
+        if index is not None and shape is not None:
+            grid = ScanGrid(shape, index[:, 0].astype(np.int64), index[:, 1].astype(np.int64),
+                            (float("nan"),) * 2, (0.0, 0.0))
+        elif positions is not None:
+            from xmodel.positions import derive_grid
+
+            grid = derive_grid(positions)
+            shape = grid.shape if grid is not None else shape
+        elif shape is not None and shape[0] * shape[1] == n:
+            grid = grid_from_shape(n, shape)
+        count_time = get("count_time")
+        invalid = get("invalid_pixels")
+        return ReducedScan(
+            path=path, n_frames=n, frames_done=int(g.attrs.get("frames_done", n)),
+            q=get("q"), q_edges=get("q_edges"), chi=get("chi"), chi_edges=get("chi_edges"),
+            pixel_counts=get("counts"), radial_counts=get("radial_counts"),
+            mask=None if "mask" not in g else get("mask").astype(bool),
+            positions_um=positions, scan_shape=shape, grid=grid,
+            monitor=None if "monitor" not in g else get("monitor").astype(np.float64),
+            count_time=None if count_time is None else float(count_time),
+            invalid_pixels=np.zeros(n, np.int64) if invalid is None else invalid.astype(np.int64),
+            invalid_bins=np.zeros((0, 3), np.int64) if "invalid_bins" not in g else get("invalid_bins").astype(np.int64),
+            poni=str(_attr(g.attrs.get("poni", ""))), master=str(_attr(g.attrs.get("master", ""))),
+            attrs={k: _attr(v) for k, v in g.attrs.items()},
+        )
+
+
+# ----------------------------------------------------------------------------- writing
+def create(path: Path, *, n_frames: int, bins, bin_counts: np.ndarray, radial_counts: np.ndarray,
+           mask: np.ndarray, positions_um: np.ndarray | None, grid: ScanGrid | None,
+           monitor: np.ndarray | None, count_time: float | None, attrs: dict) -> None:
+    """Create an empty reduction file (frames NaN, ``frames_done`` 0) at ``path``."""
+    with h5py.File(path, "w") as f:
+        entry = f.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        grp = entry.create_group("reduction")
+        grp.attrs["NX_class"] = "NXprocess"
+        n, nc, nq = n_frames, bins.n_chi, bins.n_q
+        polar = grp.create_dataset("polar", (n, nc, nq), dtype=np.float32, chunks=(1, nc, nq), fillvalue=np.nan)
+        polar.attrs["units"] = "counts per pixel"
+        polar.attrs["axes"] = "frame,chi,q"
+        radial = grp.create_dataset("radial", (n, nq), dtype=np.float32, chunks=(min(n, 64), nq), fillvalue=np.nan)
+        radial.attrs["units"] = "counts per pixel"
+        for name, values, units in (
+            ("q", bins.q_centres, "1/angstrom"), ("q_edges", bins.q_edges, "1/angstrom"),
+            ("chi", bins.chi_centres, "degree"), ("chi_edges", bins.chi_edges, "degree"),
+        ):
+            grp.create_dataset(name, data=values).attrs["units"] = units
+        grp.create_dataset("counts", data=bin_counts.astype(np.int32)).attrs["units"] = "pixels"
+        grp.create_dataset("radial_counts", data=radial_counts.astype(np.int32))
+        grp.create_dataset("mask", data=mask.astype(np.uint8), compression="gzip", compression_opts=1)
+        inv = grp.create_dataset("invalid_pixels", (n,), dtype=np.int32, fillvalue=-1)
+        inv.attrs["units"] = "pixels"
+        inv.attrs["description"] = "pixels invalid in this frame only (dummy, saturated, negative); -1 not reduced"
+        grp.create_dataset("invalid_bins", (0, 3), dtype=np.int64, maxshape=(None, 3), chunks=(1024, 3))
+        if positions_um is not None:
+            grp.create_dataset("positions", data=positions_um).attrs["units"] = "um"
+        if grid is not None:
+            grp.create_dataset("scan_shape", data=np.asarray(grid.shape))
+            grp.create_dataset("grid_index", data=np.stack([grid.row, grid.col], axis=1).astype(np.int32))
+        if monitor is not None:
+            grp.create_dataset("monitor", data=np.asarray(monitor, np.float64))
+        if count_time is not None:
+            grp.create_dataset("count_time", data=float(count_time)).attrs["units"] = "s"
+        for k, v in attrs.items():
+            grp.attrs[k] = v
+        grp.attrs["frames_done"] = 0
+
+
+def write_batch(f: h5py.File, start: int, polar: np.ndarray, radial: np.ndarray, invalid: np.ndarray,
+                invalid_bins: np.ndarray) -> None:
+    """Store the results of frames ``start .. start + len(polar) - 1`` (not yet marked done)."""
+    grp = f[GROUP]
+    b = polar.shape[0]
+    grp["polar"][start:start + b] = polar
+    grp["radial"][start:start + b] = radial
+    grp["invalid_pixels"][start:start + b] = invalid
+    if invalid_bins.size:
+        ds = grp["invalid_bins"]
+        keep = ds[()]
+        keep = keep[keep[:, 0] < start]  # rows of an earlier failed attempt at these frames go
+        ds.resize((keep.shape[0] + invalid_bins.shape[0], 3))
+        ds[:keep.shape[0]] = keep
+        ds[keep.shape[0]:] = invalid_bins
+
+
+def store_scan_metadata(path: str | Path, positions_um: np.ndarray | None = None,
+                        monitor: np.ndarray | None = None, source: str = "") -> None:
+    """Add scan positions (um, (N, 2) as (y, x)) and/or a monitor (N,) to an existing reduction.
+
+    For a scan reduced without them (e.g. ``xmodel fit RESULTS --scan-shape 13x13``), so that later
+    commands read them from the file. The grid (``scan_shape``, ``grid_index``) is derived from
+    the positions as `xmodel.reduction.reduce_scan` does.
+
+    Raises
+    ------
+    ValueError
+        If the file already holds different positions or a different monitor, or the number of
+        rows is not the number of frames.
+    """
+    from xmodel.positions import derive_grid
+
+    red = open_reduced(path)
+    with h5py.File(red.path, "r+") as f:
+        g = f[GROUP]
+        for name, value, unit in (("positions", positions_um, "um"), ("monitor", monitor, "")):
+            if value is None:
+                continue
+            value = np.asarray(value, np.float64)
+            if value.shape[0] != red.n_frames:
+                raise ValueError(f"{red.path}: {name} has {value.shape[0]} rows but the scan has "
+                                 f"{red.n_frames} frames.")
+            if name in g:
+                if not np.allclose(g[name][()], value, rtol=1e-9, atol=1e-9, equal_nan=True):
+                    raise ValueError(f"{red.path} already holds other {GROUP}/{name}; reduce the scan again "
+                                     f"(xmodel reduce) to change them.")
+                continue
+            g.create_dataset(name, data=value).attrs["units"] = unit
+            if name == "positions":
+                grid = derive_grid(value)
+                if grid is not None:
+                    for old in ("scan_shape", "grid_index"):
+                        if old in g:
+                            del g[old]
+                    g.create_dataset("scan_shape", data=np.asarray(grid.shape))
+                    g.create_dataset("grid_index", data=np.stack([grid.row, grid.col], axis=1).astype(np.int32))
+                g.attrs["positions_source"] = source
+
+
+def set_frames_done(f: h5py.File, done: int) -> None:
+    """Advance the checkpoint (call after the batch's data are flushed)."""
+    f[GROUP].attrs["frames_done"] = int(done)
+
+
+def checkpoint(path: Path) -> tuple[int, dict]:
+    """(frames_done, attributes) of an existing reduction file; NotReducedError if it is none."""
+    try:
+        with h5py.File(path, "r") as f:
+            grp = f[GROUP]
+            return int(grp.attrs["frames_done"]), {k: _attr(v) for k, v in grp.attrs.items()}
+    except (OSError, KeyError) as err:
+        raise NotReducedError(f"{path} exists but is not an xmodel reduction file ({err}); delete it or "
+                              f"choose another output path.") from err
+
+
+def first_unwritten(path: Path, done: int) -> int:
+    """The first of the ``done`` frames whose radial profile is all NaN although the q bins hold
+    pixels (a batch recorded as done that was never really written), else ``done``."""
+    with h5py.File(path, "r") as f:
+        grp = f[GROUP]
+        has_pixels = np.asarray(grp["radial_counts"][()]) > 0
+        if not has_pixels.any() or done == 0:
+            return done
+        radial = grp["radial"]
+        for s in range(0, done, 1024):
+            block = np.asarray(radial[s:min(done, s + 1024)])[:, has_pixels]
+            empty = np.flatnonzero(~np.isfinite(block).any(axis=1))
+            if empty.size:
+                return s + int(empty[0])
+    return done
