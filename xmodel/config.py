@@ -480,14 +480,31 @@ def load_config(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> C
 
 
 def _read_toml(path: Path) -> dict:
+    if path.is_dir():
+        raise ConfigError(
+            f"Config path {str(path)!r} is a directory, not a TOML file. Pass the TOML files "
+            f"themselves, e.g. {str(path / 'experiment.toml')!r}; the shipped configs are "
+            f"{EXPERIMENT_TOML} and {CONFIG_DIR / 'domains'}/<{'|'.join(DOMAINS)}>.toml.")
     if not path.is_file():
         raise ConfigError(
             f"Config file {str(path)!r} does not exist. Check the path; the shipped configs are "
             f"in {CONFIG_DIR} (experiment/p10_eiger4m.toml, domains/<{'|'.join(DOMAINS)}>.toml), "
             f"see default_paths(domain).")
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Config file {str(path)!r} cannot be read: {exc.strerror or exc}. Check its "
+                          f"permissions.") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"Config file {str(path)!r} is not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line} "
+            f"(offset {exc.start}) cannot be decoded. TOML files must be UTF-8; re-save it as UTF-8 "
+            f"(e.g. iconv -f latin1 -t utf-8).") from None
+    try:
+        return tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Invalid TOML in {path}: {exc}. Fix the syntax there.") from None
 
@@ -548,7 +565,7 @@ def _type_name(value: Any) -> str:
         if isinstance(value, kind):
             return name
     if isinstance(value, list):
-        return f"a list of {len(value)} items"
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
     return type(value).__name__
 
 
