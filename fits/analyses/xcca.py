@@ -27,6 +27,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from fits.analyses.arguments import finite_number, positive_int
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -409,6 +411,7 @@ def read_rings(path: str | Path, rings: list[tuple[float, float | None]], frames
     n_frames : frames in the file.
     """
     path = Path(path)
+    batch = positive_int(batch, "batch", example="256")
     if not path.exists():
         raise FileNotFoundError(f"reduced scan {path} does not exist; run `xmodel reduce` first.")
     with h5py.File(path, "r") as f:
@@ -457,6 +460,8 @@ def gaussian_ring(chi_deg: np.ndarray, centres_deg, amplitudes, sigma_deg) -> np
     chi_deg : (n,) azimuths (deg); centres_deg, amplitudes, sigma_deg : per peak (deg, counts,
         deg; sigma may be one value). Distances are taken on the circle (wrapped to +-180).
     """
+    for s_ in np.atleast_1d(np.asarray(sigma_deg, float)):
+        finite_number(float(s_), "sigma_deg", gt=0.0, unit="deg", example="1.0")
     chi = np.asarray(chi_deg, float)[:, None]
     c = np.atleast_1d(np.asarray(centres_deg, float))[None, :]
     a = np.broadcast_to(np.asarray(amplitudes, float), c.shape[1:])
@@ -468,6 +473,8 @@ def gaussian_ring(chi_deg: np.ndarray, centres_deg, amplitudes, sigma_deg) -> np
 def angular_window(chi_deg: np.ndarray, phi1_deg: float, phi2_deg: float) -> np.ndarray:
     """The WAXS window of Eq. 5: 1 for ``phi1 < phi < phi2`` (deg, going counter-clockwise
     from phi1, so a window may cross +-180), 0 otherwise."""
+    phi1_deg = finite_number(phi1_deg, "phi1_deg", unit="deg", example="-90")
+    phi2_deg = finite_number(phi2_deg, "phi2_deg", unit="deg", example="0")
     chi = np.asarray(chi_deg, float)
     span = (phi2_deg - phi1_deg) % 360.0
     return (((chi - phi1_deg) % 360.0) < span).astype(np.float64)
@@ -571,6 +578,8 @@ def ccf_maxima(delta_deg: np.ndarray, ccf: np.ndarray, min_height: float = 0.2,
     """Positions (deg) of the local maxima of a 0..1 CCF on the circle, parabola-refined."""
     from scipy.signal import find_peaks
 
+    min_height = finite_number(min_height, "min_height", ge=0.0, le=1.0, unit="of the 0..1 CCF", example="0.2")
+    min_prominence = finite_number(min_prominence, "min_prominence", ge=0.0, le=1.0, example="0.05")
     c = np.asarray(ccf, float)
     n = c.size
     step = float(np.mean(np.diff(delta_deg)))
