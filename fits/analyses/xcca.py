@@ -43,6 +43,8 @@ HOT_NSIGMA = 8.0
 #: a hot bin's chi neighbours stay below this fraction of its excess over the median; a Gaussian
 #: peak of angular sigma >= 0.6 chi bins has both neighbours above it (exp(-1 / (2 0.6^2)) = 0.25)
 HOT_NEIGHBOUR_FRACTION = 0.25
+#: ... by at least this many robust sigmas (so that noise on a weak peak does not mimic a spike)
+HOT_NEIGHBOUR_MARGIN = 3.0
 
 #: chi grids must be uniform to this fraction of their step
 _UNIFORM_RTOL = 1e-4
@@ -121,14 +123,19 @@ def check_dq(dq, q0: float, name: str = "dq") -> float:
     return value
 
 
+def _checked_q0(q0) -> float:
+    try:
+        value = float(q0)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"ring q = {q0!r} 1/A must be a positive number, e.g. 0.083 (200_SL) or 2.12 (200_AL).")
+    return value
+
+
 def _band(q: np.ndarray, q0: float, dq: float) -> np.ndarray:
     q = np.asarray(q, float)
-    try:
-        q0 = float(q0)
-    except (TypeError, ValueError):
-        q0 = float("nan")
-    if not np.isfinite(q0) or q0 <= 0:
-        raise ValueError(f"ring q = {q0!r} 1/A must be a positive number, e.g. 0.083 (200_SL) or 2.12 (200_AL).")
+    q0 = _checked_q0(q0)
     dq = check_dq(dq, q0)
     sel = np.flatnonzero(np.abs(q - q0) <= dq)
     if sel.size == 0:
@@ -153,7 +160,7 @@ def hot_bins(profiles: np.ndarray, circular: bool, nsigma: float = HOT_NSIGMA,
     circular : the chi grid spans the full circle (the first and last bins are neighbours).
     nsigma : a bin may be hot when it lies this many robust sigmas above the profile's median.
     neighbour_fraction : ... and both chi neighbours (the valid ones) stay below this fraction of
-        its excess over the median.
+        its excess over the median, by more than `HOT_NEIGHBOUR_MARGIN` robust sigmas.
 
     Returns
     -------
@@ -164,7 +171,9 @@ def hot_bins(profiles: np.ndarray, circular: bool, nsigma: float = HOT_NSIGMA,
     Robust location and scale: the median and ``1.4826 MAD`` of the valid bins of the profile
     (Hampel 1974, doi:10.1080/01621459.1974.10482962; Leys et al. 2013,
     doi:10.1016/j.jesp.2013.03.013), so that the peaks and the spike itself do not inflate the
-    scale. A hot pixel lights one polar bin; a diffraction peak spreads over neighbouring chi bins
+    scale. A bin is hot when ``x - m > nsigma s`` and both neighbours satisfy
+    ``x_nb - m < f (x - m) - 3 s`` (m median, s robust sigma, f `HOT_NEIGHBOUR_FRACTION`): the
+    neighbours lie 3 sigma below the least a peak would give them. A hot pixel lights one polar bin; a diffraction peak spreads over neighbouring chi bins
     (its angular sigma, mosaic 1 deg and more, spans at least one bin of the 1 deg grid). Peaks of
     angular sigma below ~0.6 chi bins cannot be told from hot pixels by this test: reduce with
     finer chi bins. Validation: tests/faults/test_analyses_faults.py (hot pixels removed, every
@@ -185,7 +194,8 @@ def hot_bins(profiles: np.ndarray, circular: bool, nsigma: float = HOT_NSIGMA,
     neighbour = np.fmax(left, right)            # NaN only when both neighbours are invalid
     excess = x - med
     with np.errstate(invalid="ignore"):
-        return (excess > nsigma * scale) & (neighbour - med < neighbour_fraction * excess)
+        return (excess > nsigma * scale) & (
+            neighbour - med < neighbour_fraction * excess - HOT_NEIGHBOUR_MARGIN * scale)
 
 
 def ring_profile(polar: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, q0: float,
@@ -216,6 +226,7 @@ def ring_profile(polar: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, q0: floa
     Validation: tests/fits/analyses/test_xcca.py (masked bins give W = 0, band mean by hand).
     """
     polar = np.asarray(polar, np.float64)
+    q0 = _checked_q0(q0)
     dq = default_dq(q0) if dq is None else check_dq(dq, q0)
     sel = _band(q, q0, dq)
     band = polar[..., sel]
@@ -427,7 +438,7 @@ def read_rings(path: str | Path, rings: list[tuple[float, float | None]], frames
         if idx.size and (idx.min() < 0 or idx.max() >= n_total):
             raise ValueError(f"frame indices must lie in 0..{n_total - 1} for {path}; got "
                              f"{idx.min()}..{idx.max()}.")
-        rings = [(q0, default_dq(q0) if dq is None else check_dq(dq, q0)) for q0, dq in rings]
+        rings = [(_checked_q0(q0), default_dq(q0) if dq is None else check_dq(dq, q0)) for q0, dq in rings]
         bands = [_band(q, q0, dq) for q0, dq in rings]
         lo = min(b.min() for b in bands)
         hi = max(b.max() for b in bands) + 1
