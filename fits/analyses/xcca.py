@@ -173,8 +173,9 @@ def hot_bins(profiles: np.ndarray, circular: bool, nsigma: float = HOT_NSIGMA,
     doi:10.1016/j.jesp.2013.03.013), so that the peaks and the spike itself do not inflate the
     scale. A bin is hot when ``x - m > nsigma s`` and both neighbours satisfy
     ``x_nb - m < f (x - m) - 3 s`` (m median, s robust sigma, f `HOT_NEIGHBOUR_FRACTION`): the
-    neighbours lie 3 sigma below the least a peak would give them. A hot pixel lights one polar bin; a diffraction peak spreads over neighbouring chi bins
-    (its angular sigma, mosaic 1 deg and more, spans at least one bin of the 1 deg grid). Peaks of
+    neighbours lie 3 sigma below the least a peak would give them. A hot pixel lights one polar
+    bin; a diffraction peak spreads over neighbouring chi bins (its angular sigma, mosaic 1 deg
+    and more, spans at least one bin of the 1 deg grid). Peaks of
     angular sigma below ~0.6 chi bins cannot be told from hot pixels by this test: reduce with
     finer chi bins. Validation: tests/faults/test_analyses_faults.py (hot pixels removed, every
     peak of a noisy ring kept).

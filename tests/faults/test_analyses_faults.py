@@ -134,16 +134,19 @@ XCCA_ARGUMENT_FAULTS = [
      r"dq \(--dq\) = 0 1/A for the ring at q = 2.12 1/A"),
     (lambda: xcca.ring_profile(np.ones((360, 6)), QS, CHI, 0.0, 0.01), r"ring q = 0.0 1/A must be a positive number"),
     (lambda: xcca.ring_profile(np.ones((360, 6)), QS, CHI, np.nan, 0.01), r"ring q = nan 1/A must be a positive"),
-    (lambda: xcca.ring_profile(np.ones((360, 6)), QS, CHI, 5.0, 0.01), r"ring q = 5 1/A .* lies outside the polar grid"),
+    (lambda: xcca.ring_profile(np.ones((360, 6)), QS, CHI, 5.0, 0.01),
+     r"ring q = 5 1/A .* lies outside the polar grid"),
     (lambda: xcca.domain_ccf(np.ones((2, 360, 6)), QS, CHI, 0.083, 2.12, frames=[0, 2]),
      r"frames must be indices in 0..1 of the 2 patterns; got \[0, 2\]"),
-    (lambda: xcca.domain_ccf(np.ones((2, 360, 6)), QS, CHI, 0.083, 2.12, frames=[-1]), r"frames must be indices in 0..1"),
+    (lambda: xcca.domain_ccf(np.ones((2, 360, 6)), QS, CHI, 0.083, 2.12, frames=[-1]),
+     r"frames must be indices in 0..1"),
     (lambda: xcca.domain_ccf(np.ones((2, 360, 6)), QS, CHI, 0.083, 2.12, frames=[0.5]), r"frames must be indices"),
     (lambda: xcca.domain_ccf(np.ones((2, 360, 6)), QS, CHI, 0.083, 2.12, frames=[]), r"no frames selected for the CCF"),
     (lambda: xcca.domain_ccf(np.ones(6), QS, CHI, 0.083, 2.12), r"polar images must be \(n_chi, n_q\) or"),
     (lambda: xcca.cross_correlation(np.ones(7), 1, np.ones(7), 1, np.arange(7) * 50.0 + 0.5),
      r"chi step 50 deg does not divide 360 deg"),
-    (lambda: xcca.ccf_maxima(CHI, np.zeros(360), min_height=2), r"min_height = 2: expected a finite number >= 0 and <= 1"),
+    (lambda: xcca.ccf_maxima(CHI, np.zeros(360), min_height=2),
+     r"min_height = 2: expected a finite number >= 0 and <= 1"),
     (lambda: xcca.ccf_maxima(CHI, np.zeros(360), min_prominence=-0.1), r"min_prominence = -0.1: expected"),
     (lambda: xcca.gaussian_ring(CHI, [10.0], 1.0, 0.0), r"sigma_deg = 0.0: expected a finite number > 0 \(deg\)"),
     (lambda: xcca.angular_window(CHI, np.nan, 10.0), r"phi1_deg = nan: expected a finite number \(deg\)"),
@@ -152,7 +155,8 @@ XCCA_ARGUMENT_FAULTS = [
 ]
 
 
-@pytest.mark.parametrize("call, match", XCCA_ARGUMENT_FAULTS, ids=[f"xcca{i}" for i in range(len(XCCA_ARGUMENT_FAULTS))])
+@pytest.mark.parametrize("call, match", XCCA_ARGUMENT_FAULTS,
+                         ids=[f"xcca{i}" for i in range(len(XCCA_ARGUMENT_FAULTS))])
 def test_xcca_argument_fault(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -240,7 +244,8 @@ def test_combine_rings_with_a_masked_ring(saxs, waxs, expected):
         assert conf[0] == 0.0
 
 
-@pytest.mark.parametrize("saxs, waxs, expected", [(NO_DATA, 1, 1), (NO_DATA, EMPTY, NO_DATA), (EMPTY, NO_DATA, NO_DATA)])
+@pytest.mark.parametrize("saxs, waxs, expected",
+                         [(NO_DATA, 1, 1), (NO_DATA, EMPTY, NO_DATA), (EMPTY, NO_DATA, NO_DATA)])
 def test_combine_labels_with_a_masked_ring(saxs, waxs, expected):
     label, _ = classify.combine_labels(_classes([saxs]), _classes([waxs]))
     assert label.tolist() == [expected]
@@ -250,7 +255,8 @@ def test_combine_labels_with_a_masked_ring(saxs, waxs, expected):
     (lambda: classify.cluster_templates(np.zeros((3, 360)), np.ones(360)), r"only 0 pattern\(s\) hold a peak"),
     (lambda: classify.fit_templates(np.ones((2, 360)), np.ones(360), np.ones((2, 100))),
      r"templates have 100 chi bins but the profiles 360"),
-    (lambda: classify.tilted_params([], step_deg=0.0), r"tilt grid step_deg=0.0 and max_tilt_deg=20.0 must be positive"),
+    (lambda: classify.tilted_params([], step_deg=0.0),
+     r"tilt grid step_deg=0.0 and max_tilt_deg=20.0 must be positive"),
 ])
 def test_classify_argument_fault(call, match):
     with pytest.raises(ValueError, match=match):
@@ -308,7 +314,9 @@ def _al_image():
     (0.0, r"wavelength_A \(--wavelength\) = 0.0 A: expected a finite X-ray wavelength in \(0, 100\) A"),
     (np.nan, r"wavelength_A \(--wavelength\) = nan A"),
     (0.898e-10, None),   # metres: the ring lies far inside the Ewald limit, so only the sphere check can catch
-    (8.98, r"q = 2.1\d* 1/A lies beyond the Ewald-sphere limit 4 pi / lambda = 1.399 1/A of wavelength_A \(--wavelength\) = 8.98 A"),
+    (8.98,
+     r"q = 2.1\d* 1/A lies beyond the Ewald-sphere limit 4 pi / lambda = 1.399 1/A of wavelength_A "
+     r"\(--wavelength\) = 8.98 A"),
 ])
 def test_domain_disorder_wavelength_fault(wavelength, match):
     if match is None:
@@ -380,7 +388,8 @@ def test_qmap_narrow_window_keeps_only_the_frames_inside(reduced_scan, tmp_path)
     ({"a_nominal": np.inf}, r"a_nominal \(--a-nominal\) = inf"),
     ({"batch": 0}, r"batch \(--batch\) = 0: expected an integer >= 1"),
     ({"batch": -4}, r"batch \(--batch\) = -4"),
-    ({"a_range": (156.0, 127.5)}, r"a_range = \(156.0, 127.5\): expected two finite numbers LO, HI with 0 <= LO < HI \(A\)"),
+    ({"a_range": (156.0, 127.5)},
+     r"a_range = \(156.0, 127.5\): expected two finite numbers LO, HI with 0 <= LO < HI \(A\)"),
     ({"sl_q_range": (0.2, 0.055)}, r"sl_q_range = \(0.2, 0.055\): expected two finite numbers Q_LO, Q_HI"),
     ({"background": "quadratic"}, r"background must be 'linear' or 'constant', got 'quadratic'"),
 ])
@@ -416,7 +425,8 @@ ARGUMENT_FAULTS = [
     (lambda: peak_profile.fit_profiles(Q, PROFILE, (0.1, 0.07)),
      r"q_window \(--window\) = \(0.1, 0.07\): expected two finite numbers LO, HI with LO < HI \(1/A\)"),
     (lambda: peak_profile.fit_profiles(Q, PROFILE, (np.nan, 0.1)), r"q_window \(--window\) = \(nan, 0.1\)"),
-    (lambda: peak_profile.fit_profiles(Q, PROFILE, (0.07, 0.1), min_points=0), r"min_points = 0: expected an integer >= 1"),
+    (lambda: peak_profile.fit_profiles(Q, PROFILE, (0.07, 0.1), min_points=0),
+     r"min_points = 0: expected an integer >= 1"),
     (lambda: peak_profile.fit_profiles(Q, PROFILE, (0.07, 0.1), min_points=5),
      r"min_points = 5: expected more finite bins than the 5 parameters of a Gaussian \+ linear background"),
     (lambda: peak_profile.fit_profiles(Q, PROFILE, (0.07, 0.1), snr_min=-1),

@@ -39,25 +39,36 @@ def experiment(tmp_path: Path) -> Path:
 
 FILE_FAULTS = [
     # wrong types
-    ("[beam]\nenergy_kev = \"13.8 keV\"\n", r'beam.energy_kev = "13.8 keV" \(a string\) in .*sample.toml: expected a finite number'),
-    ("[beam]\nenergy_kev = [13.8]\n", r"beam.energy_kev = \[13.8\] \(a list of 1 item\) in .*sample.toml: expected a finite"),
+    ("[beam]\nenergy_kev = \"13.8 keV\"\n",
+     r'beam.energy_kev = "13.8 keV" \(a string\) in .*sample.toml: expected a finite number'),
+    ("[beam]\nenergy_kev = [13.8]\n",
+     r"beam.energy_kev = \[13.8\] \(a list of 1 item\) in .*sample.toml: expected a finite"),
     ("[beam]\nenergy_kev = {value = 13.8}\n", r"beam.energy_kev = \{value = 13.8\} \(a table\) in .*sample.toml"),
     ("[detector]\nbinning = true\n", r"detector.binning = true \(a boolean\) in .*sample.toml: expected an integer"),
     ("[detector]\nbinning = 1.5\n", r"detector.binning = 1.5 \(a float\) .*expected an integer >= 1"),
-    ("[detector]\nbeam_center_px = \"1950, 200\"\n", r'detector.beam_center_px = "1950, 200" \(a string\) .*expected a list of 2 finite numbers'),
-    ("[detector]\nbeam_center_px = [1950, 200, 0]\n", r"detector.beam_center_px = \[1950, 200, 0\] \(a list of 3 items\) .*a list of 2"),
+    ("[detector]\nbeam_center_px = \"1950, 200\"\n",
+     r'detector.beam_center_px = "1950, 200" \(a string\) .*expected a list of 2 finite numbers'),
+    ("[detector]\nbeam_center_px = [1950, 200, 0]\n",
+     r"detector.beam_center_px = \[1950, 200, 0\] \(a list of 3 items\) .*a list of 2"),
     ("[detector]\nponi_file = 3\n", r"detector.poni_file = 3 \(an integer\) .*expected a path string"),
     ("[mask]\nfiles = \"bad.npy\"\n", r'mask.files = "bad.npy" \(a string\) .*expected a list of path strings'),
     ("[mask]\nfiles = [\"\"]\n", r'mask.files = \[""\] .*expected a list of path strings'),
     ("[mask]\nmodule_gaps = \"yes\"\n", r'mask.module_gaps = "yes" \(a string\) .*expected true or false'),
-    ("[superlattice]\nbeam_direction = [\"a\", 1, 1]\n", r'superlattice.beam_direction = \["a", 1, 1\] .*expected a list of 3 finite numbers'),
-    ("[superlattice]\nbeam_direction = [1, 1, inf]\n", r"superlattice.beam_direction = \[1, 1, inf\] .*expected a list of 3 finite"),
-    ("[atomic_lattice]\nconfiguration = 1\n", r"atomic_lattice.configuration = 1 \(an integer\) .*expected one of \['conf1'"),
-    ("[atomic_lattice]\nconfiguration = \"Conf1\"\n", r'atomic_lattice.configuration = "Conf1" .*Did you mean \'conf1\''),
-    ("[atomic_lattice]\nmisorientation_deg = [0, 0]\n", r"atomic_lattice.misorientation_deg = \[0, 0\] .*a list of 3 finite numbers"),
-    ("[atomic_lattice]\ncustom_pairs = [[1, 2], [3, 4]]\n", r"atomic_lattice.custom_pairs = \[\[1, 2\], \[3, 4\]\] .*expected two \[sl_direction"),
+    ("[superlattice]\nbeam_direction = [\"a\", 1, 1]\n",
+     r'superlattice.beam_direction = \["a", 1, 1\] .*expected a list of 3 finite numbers'),
+    ("[superlattice]\nbeam_direction = [1, 1, inf]\n",
+     r"superlattice.beam_direction = \[1, 1, inf\] .*expected a list of 3 finite"),
+    ("[atomic_lattice]\nconfiguration = 1\n",
+     r"atomic_lattice.configuration = 1 \(an integer\) .*expected one of \['conf1'"),
+    ("[atomic_lattice]\nconfiguration = \"Conf1\"\n",
+     r'atomic_lattice.configuration = "Conf1" .*Did you mean \'conf1\''),
+    ("[atomic_lattice]\nmisorientation_deg = [0, 0]\n",
+     r"atomic_lattice.misorientation_deg = \[0, 0\] .*a list of 3 finite numbers"),
+    ("[atomic_lattice]\ncustom_pairs = [[1, 2], [3, 4]]\n",
+     r"atomic_lattice.custom_pairs = \[\[1, 2\], \[3, 4\]\] .*expected two \[sl_direction"),
     # out of range
-    ("[beam]\nenergy_kev = 0\n", r"beam.energy_kev = 0 \(an integer\) .*expected a finite number \(int or float\) > 0 \(keV\)"),
+    ("[beam]\nenergy_kev = 0\n",
+     r"beam.energy_kev = 0 \(an integer\) .*expected a finite number \(int or float\) > 0 \(keV\)"),
     ("[beam]\nenergy_kev = -13.8\n", r"beam.energy_kev = -13.8 .*> 0 \(keV\)"),
     ("[beam]\nenergy_kev = inf\n", r"beam.energy_kev = inf \(a float\) .*expected a finite number"),
     ("[beam]\nenergy_kev = 1e400\n", r"beam.energy_kev = inf .*expected a finite number"),
@@ -72,35 +83,42 @@ FILE_FAULTS = [
     ("[model]\nform_factor_nodes = 0\n", r"model.form_factor_nodes = 0 .*expected an integer in \[1, 1000\]"),
     ("[model]\nform_factor_nodes = 100000000\n", r"model.form_factor_nodes = 100000000 .*in \[1, 1000\]"),
     ("[model]\nband_nsigma = 0\n", r"model.band_nsigma = 0 .*> 0 \(sigmas\)"),
-    ("[model]\nq_max_sl = 1000.0\n", r"model.q_max_sl = 1000 1/A \(from .*sample.toml\) lies beyond the Ewald-sphere limit "
+    ("[model]\nq_max_sl = 1000.0\n",
+     r"model.q_max_sl = 1000 1/A \(from .*sample.toml\) lies beyond the Ewald-sphere limit "
                                      r"4 pi / lambda = 13.99 1/A at beam.energy_kev = 13.8"),
     ("[model]\nq_max_al = 20\n", r"model.q_max_al = 20 1/A .*beyond the Ewald-sphere limit"),
     ("[superlattice]\nlattice_constant = 0\n", r"superlattice.lattice_constant = 0 .*> 0 \(A\)"),
     ("[superlattice]\nlattice_constant = 1" + "0" * 400 + "\n",
      r"superlattice.lattice_constant = 10{400} \(an integer\) .*expected a finite number"),
-    ("[superlattice]\nmosaic_deg = 0\n", r"superlattice.mosaic_deg = 0 .*expected a finite number \(int or float\) in \(0, 90\] \(degrees\)"),
+    ("[superlattice]\nmosaic_deg = 0\n",
+     r"superlattice.mosaic_deg = 0 .*expected a finite number \(int or float\) in \(0, 90\] \(degrees\)"),
     ("[superlattice]\nmosaic_deg = 1e6\n", r"superlattice.mosaic_deg = 1000000.0 .*in \(0, 90\]"),
     ("[superlattice]\npeak_scale = -5\n", r"superlattice.peak_scale = -5 .*>= 0 \(counts/pixel\)"),
     ("[superlattice]\ndiffuse_scale = -0.1\n", r"superlattice.diffuse_scale = -0.1 .*>= 0"),
     ("[nanocrystal]\nradius = 0\n", r"nanocrystal.radius = 0 .*> 0 \(A\)"),
     ("[atomic_lattice]\nlattice_constant = -5.936\n", r"atomic_lattice.lattice_constant = -5.936 .*> 0 \(A\)"),
-    ("[atomic_lattice]\ndisorder_fwhm_deg = -1\n", r"atomic_lattice.disorder_fwhm_deg = -1 .*in \[0, 180\] \(degrees FWHM\)"),
+    ("[atomic_lattice]\ndisorder_fwhm_deg = -1\n",
+     r"atomic_lattice.disorder_fwhm_deg = -1 .*in \[0, 180\] \(degrees FWHM\)"),
     ("[atomic_lattice]\ndisorder_fwhm_deg = 400\n", r"atomic_lattice.disorder_fwhm_deg = 400 .*in \[0, 180\]"),
     ("[background]\nconstant = -1\n", r"background.constant = -1 .*>= 0 \(counts/pixel\)"),
     # unknown names: the nearest valid one is suggested
     ("[beam]\nenergy = 13.8\n", r"Unknown key beam.energy in .*sample.toml. Did you mean 'beam.energy_kev'\?"),
-    ("[detector]\nbeam_centre_px = [1, 2]\n", r"Unknown key detector.beam_centre_px .*Did you mean 'detector.beam_center_px'\?"),
+    ("[detector]\nbeam_centre_px = [1, 2]\n",
+     r"Unknown key detector.beam_centre_px .*Did you mean 'detector.beam_center_px'\?"),
     ("[mask]\nbeamstop_radius = 12\n", r"Unknown key mask.beamstop_radius .*Did you mean 'mask.beamstop_radius_px'\?"),
-    ("[atomic_lattice]\ndisorder_fwhm = 12\n", r"Unknown key atomic_lattice.disorder_fwhm .*Did you mean 'atomic_lattice.disorder_fwhm_deg'"),
+    ("[atomic_lattice]\ndisorder_fwhm = 12\n",
+     r"Unknown key atomic_lattice.disorder_fwhm .*Did you mean 'atomic_lattice.disorder_fwhm_deg'"),
     ("[atomic-lattice]\nradial_width = 0.04\n", r"Unknown table \[atomic-lattice\] .*Did you mean 'atomic_lattice'\?"),
     ("[Beam]\nenergy_kev = 13.8\n", r"Unknown table \[Beam\] .*Did you mean 'beam'\?"),
     ("energy_kev = 13.8\n", r"Unknown top-level key 'energy_kev' .*it belongs in a table: beam.energy_kev"),
     ("[superlattice.extra]\nx = 1\n", r"Unknown key superlattice.extra .*Valid keys of \[superlattice\]"),
     # contradictions between keys
     ("[superlattice]\nbeam_direction = [0, 0, 2]\ninplane_reference = [0, 0, -1]\n",
-     r"superlattice.inplane_reference = \[0.0, 0.0, -1.0\] \(from .*sample.toml\) is parallel to superlattice.beam_direction"),
+     r"superlattice.inplane_reference = \[0.0, 0.0, -1.0\] \(from .*sample.toml\) is parallel to "
+     r"superlattice.beam_direction"),
     ('[atomic_lattice]\nconfiguration = "custom"\ncustom_pairs = [[[1, 0, 0], [1, 0, 0]], [[2, 0, 0], [0, 1, 0]]]\n',
-     r"atomic_lattice.custom_pairs in .*sample.toml: the SL directions \[1.0, 0.0, 0.0\] and \[2.0, 0.0, 0.0\] are parallel"),
+     r"atomic_lattice.custom_pairs in .*sample.toml: the SL directions \[1.0, 0.0, 0.0\] and \[2.0, 0.0, 0.0\] "
+     r"are parallel"),
     # malformed TOML
     ("[beam]\nenergy_kev = 13.8\nenergy_kev = 14\n", r"Invalid TOML in .*sample.toml: .*line 3.*Fix the syntax there"),
     ("[beam\nenergy_kev = 13.8\n", r"Invalid TOML in .*sample.toml: .*line 1"),
@@ -117,10 +135,13 @@ def test_bad_value_in_file(experiment: Path, tmp_path: Path, sample: str, match:
 # --- --set overrides -------------------------------------------------------------------------
 
 SET_FAULTS = [
-    ("beam.energy_kev=abc", r'beam.energy_kev = "abc" \(a string\) in --set beam.energy_kev=abc: expected a finite number'),
+    ("beam.energy_kev=abc",
+     r'beam.energy_kev = "abc" \(a string\) in --set beam.energy_kev=abc: expected a finite number'),
     ("beam.energy_kev=", r'beam.energy_kev = "" \(a string\) in --set beam.energy_kev=: expected a finite number'),
-    ("superlattice.lattice_constant=-1", r"superlattice.lattice_constant = -1 .* in --set superlattice.lattice_constant=-1"),
-    ("detector.binning=0", r"detector.binning = 0 \(an integer\) in --set detector.binning=0: expected an integer >= 1"),
+    ("superlattice.lattice_constant=-1",
+     r"superlattice.lattice_constant = -1 .* in --set superlattice.lattice_constant=-1"),
+    ("detector.binning=0",
+     r"detector.binning = 0 \(an integer\) in --set detector.binning=0: expected an integer >= 1"),
     ("superlatice.lattice_constant=140", r"Unknown table \[superlatice\] in --set .*Did you mean 'superlattice'\?"),
     ("mask.gaps=false", r"Unknown key mask.gaps in --set mask.gaps=false.*Valid keys of \[mask\]"),
     ("lattice_constant=140", r"Unknown top-level key 'lattice_constant' in --set .*superlattice.lattice_constant"),
@@ -151,7 +172,8 @@ def test_malformed_override(text: str, match: str) -> None:
 # --- the files themselves --------------------------------------------------------------------
 
 def test_non_utf8_file_names_file_line_and_byte(experiment: Path, tmp_path: Path) -> None:
-    latin = write(tmp_path / "latin.toml", "[superlattice]\n# d\xe9j\xe0 vu\nlattice_constant = 150\n".encode("latin-1"))
+    text = "[superlattice]\n# d\xe9j\xe0 vu\nlattice_constant = 150\n"
+    latin = write(tmp_path / "latin.toml", text.encode("latin-1"))
     with pytest.raises(ConfigError, match=r"Config file '.*latin.toml' is not UTF-8 text: byte 0xe9 at line 2 "
                                           r".*re-save it as UTF-8"):
         load_config([experiment, latin])
@@ -209,11 +231,13 @@ def test_directory_given_as_path_value(experiment: Path, tmp_path: Path, key: st
     value = '"geom"' if key == "detector.poni_file" else '["geom"]'
     with pytest.raises(ConfigError, match=rf"{re.escape(key)} = \"geom\" in .*sample.toml resolves to "
                                           rf"'.*geom', which is a directory: expected a file"):
-        load_config([experiment, write(tmp_path / "sample.toml", f"[{key.split('.')[0]}]\n{key.split('.')[1]} = {value}\n")])
+        table, name = key.split(".")
+        load_config([experiment, write(tmp_path / "sample.toml", f"[{table}]\n{name} = {value}\n")])
 
 
 def test_missing_mask_file(experiment: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r'mask.files = "gone.npy" in .*sample.toml resolves to .*gone.npy\', which does not exist'):
+    with pytest.raises(ConfigError, match=r'mask.files = "gone.npy" in .*sample.toml resolves to .*gone.npy\', '
+                                          r'which does not exist'):
         load_config([experiment, write(tmp_path / "sample.toml", '[mask]\nfiles = ["gone.npy"]\n')])
 
 
@@ -235,7 +259,8 @@ def test_beamstop_masking_every_pixel_is_an_error() -> None:
 def test_mask_file_masking_every_pixel_is_an_error(tmp_path: Path) -> None:
     np.save(tmp_path / "all.npy", np.ones((2167, 2070), np.uint8))
     cfg = load_config(default_paths("red"), [f"mask.files=[\"{tmp_path / 'all.npy'}\"]"])
-    with pytest.raises(ConfigError, match=r"The mask of .* leaves no valid pixel: .*mask.files \['.*all.npy'\] together "
+    with pytest.raises(ConfigError, match=r"The mask of .* leaves no valid pixel: .*mask.files \['.*all.npy'\] "
+                                          r"together "
                                           r"cover all 4485690 pixels"):
         Experiment.from_config(cfg)
 
@@ -250,7 +275,8 @@ def test_bad_binning_argument(red, binning, shown: str) -> None:
 
 def test_binning_from_config_beyond_the_detector() -> None:
     cfg = load_config(default_paths("red"), ["detector.binning=4096"])
-    with pytest.raises(ConfigError, match=r"detector.binning = 4096: expected an integer from 1 \(no binning\) to 1035"):
+    with pytest.raises(ConfigError, match=r"detector.binning = 4096: expected an integer from 1 \(no binning\) "
+                                          r"to 1035"):
         Experiment.from_config(cfg)
 
 
