@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 from scipy.optimize import nnls
 
+from fits.analyses.arguments import finite_number
 from fits.analyses.xcca import (
     HOT_NSIGMA,
     Ring,
@@ -70,6 +71,13 @@ class RingClasses:
     confidence: np.ndarray
     fraction: np.ndarray
     significance: np.ndarray
+
+
+def _check_rule(min_significance, mixed_fraction) -> None:
+    """The classification rule's thresholds, named by their command-line options."""
+    finite_number(min_significance, "min_significance", "--min-significance", gt=0.0, unit="noise sigmas",
+                  example="6")
+    finite_number(mixed_fraction, "mixed_fraction", "--mixed-fraction", gt=0.0, le=1.0, example="0.1")
 
 
 def _baseline(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -121,6 +129,8 @@ def fit_templates(profiles: np.ndarray, weight: np.ndarray, templates: np.ndarra
     A profile with fewer than K + 3 valid chi bins is `NO_DATA` (confidence 0).
     Validation: tests/fits/analyses/test_classify.py (all labels right, empty and mixed points flagged).
     """
+    _check_rule(min_significance, mixed_fraction)
+    group_correlation = finite_number(group_correlation, "group_correlation", ge=-1.0, le=1.0, example="0.9")
     x = np.atleast_2d(np.asarray(profiles, float))
     w = np.broadcast_to(np.asarray(weight, float), x.shape)
     t_all = np.atleast_2d(np.asarray(templates, float))
@@ -605,6 +615,7 @@ def fit_template_families(profiles: np.ndarray, weight: np.ndarray, templates: n
     Validation: tests/fits/analyses/test_classify.py (tilted, mixed and empty synthetic Poisson rings);
     the demo twin (README of the classify command: confusion table).
     """
+    _check_rule(min_significance, mixed_fraction)
     x_all = np.atleast_2d(np.asarray(profiles, float))
     w_all = np.broadcast_to(np.asarray(weight, float), x_all.shape)
     t_all = np.atleast_2d(np.asarray(templates, float))

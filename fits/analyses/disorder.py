@@ -40,6 +40,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from fits.analyses.arguments import finite_number, interval
+
 __all__ = [
     "DisorderResult",
     "PeakWidths",
@@ -245,6 +247,12 @@ def fit_al_peak(image: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, *, q_nomi
     """
     import lmfit
 
+    q_nominal = finite_number(q_nominal, "q_nominal", gt=0.0, unit="1/A", example="2.117 (PbS 200)")
+    q_halfwidth = finite_number(q_halfwidth, "q_halfwidth", gt=0.0, unit="1/A", example="0.2")
+    chi_halfwidth_deg = finite_number(chi_halfwidth_deg, "chi_halfwidth_deg", gt=0.0, le=180.0, unit="deg",
+                                      example="25")
+    if chi_window_deg is not None:
+        chi_window_deg = interval(chi_window_deg, "chi_window_deg", unit="deg", lower=-360.0, example="-90,0")
     image = np.asarray(image, float)
     q = np.asarray(q, float)
     chi = np.asarray(chi_deg, float)

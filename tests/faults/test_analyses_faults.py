@@ -257,6 +257,14 @@ def test_combine_labels_with_a_masked_ring(saxs, waxs, expected):
      r"templates have 100 chi bins but the profiles 360"),
     (lambda: classify.tilted_params([], step_deg=0.0),
      r"tilt grid step_deg=0.0 and max_tilt_deg=20.0 must be positive"),
+    (lambda: classify.fit_templates(np.ones((2, 360)), np.ones(360), TEMPLATES, min_significance=0),
+     r"min_significance \(--min-significance\) = 0: expected a finite number > 0 \(noise sigmas\)"),
+    (lambda: classify.fit_templates(np.ones((2, 360)), np.ones(360), TEMPLATES, mixed_fraction=1.5),
+     r"mixed_fraction \(--mixed-fraction\) = 1.5: expected a finite number > 0 and <= 1"),
+    (lambda: classify.fit_templates(np.ones((2, 360)), np.ones(360), TEMPLATES, group_correlation=2),
+     r"group_correlation = 2: expected a finite number >= -1 and <= 1"),
+    (lambda: classify.fit_template_families(np.ones((2, 360)), np.ones(360), TEMPLATES, np.array([0, 1]),
+                                            mixed_fraction=np.nan), r"mixed_fraction \(--mixed-fraction\) = nan"),
 ])
 def test_classify_argument_fault(call, match):
     with pytest.raises(ValueError, match=match):
@@ -325,6 +333,17 @@ def test_domain_disorder_wavelength_fault(wavelength, match):
         return
     with pytest.raises(ValueError, match=match):
         disorder.domain_disorder(_al_image(), AL_Q, AL_CHI, wavelength_A=wavelength)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"q_nominal": -2.12}, r"q_nominal = -2.12: expected a finite number > 0 \(1/A\)"),
+    ({"q_halfwidth": 0}, r"q_halfwidth = 0: expected a finite number > 0 \(1/A\)"),
+    ({"chi_halfwidth_deg": 500}, r"chi_halfwidth_deg = 500: expected a finite number > 0 and <= 180 \(deg\)"),
+    ({"chi_window_deg": (10, -10)}, r"chi_window_deg = \(10, -10\): expected two finite numbers LO, HI"),
+])
+def test_al_peak_fit_argument_fault(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        disorder.fit_al_peak(_al_image(), AL_Q, AL_CHI, **kwargs)
 
 
 def test_domain_disorder_on_a_masked_ring():
