@@ -483,3 +483,22 @@ ARGUMENT_FAULTS = [
 def test_analysis_argument_fault(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_ccf_command_on_a_frame_with_hot_pixels(tmp_path, capsys):
+    """End to end through ``xmodel ccf``: the hot frame gives the clean frame's maxima."""
+    import json
+
+    from xmodel import cli
+
+    img = _pattern(np.random.default_rng(16))
+    maxima = []
+    for name, data in (("clean", img), ("hot", _add_hot(img))):
+        path = tmp_path / f"{name}.h5"
+        with h5py.File(path, "w") as f:
+            g = f.create_group("entry/reduction")
+            g["polar"], g["q"], g["chi"] = data, QS, CHI
+        assert cli.main(["ccf", str(path), "--q1", "0.083", "--q2", "2.12", "--dq", "0.004", "0.03", "--json"]) == 0
+        maxima.append(json.loads(capsys.readouterr().out)["maxima_deg"])
+    assert len(maxima[0]) == 4
+    np.testing.assert_allclose(maxima[1], maxima[0], atol=0.2)
