@@ -144,6 +144,6 @@ def checked_binning(value, shape: tuple[int, int], name: str = "binning") -> int
     if not ok or not 1 <= int(value) <= top:
         raise ConfigError(
             f"{name} = {value!r}{' (the --binning option)' if name == 'binning' else ''}: expected "
-            f"an integer from 1 "
-            f"(no binning) to {top} for the {shape[0]} x {shape[1]} detector, e.g. 2, 4 or 8.")
+            f"an integer from 1 (no binning) to {top} for the {shape[0]} x {shape[1]} detector, "
+            f"e.g. 2, 4 or 8.")
     return int(value)
