@@ -502,3 +502,21 @@ def test_ccf_command_on_a_frame_with_hot_pixels(tmp_path, capsys):
         maxima.append(json.loads(capsys.readouterr().out)["maxima_deg"])
     assert len(maxima[0]) == 4
     np.testing.assert_allclose(maxima[1], maxima[0], atol=0.2)
+
+
+def test_compression_aware_ring_rejects_hot_pixels(tmp_path):
+    """`classify.scaled_ring` (the SAXS ring read at each frame's own q) rejects hot pixels too."""
+    q = np.linspace(0.07, 0.105, 36)
+    radial_shape = np.exp(-0.5 * ((q - 0.083) / 0.0015) ** 2)
+    ring = xcca.gaussian_ring(CHI, np.arange(4) * 90.0 + 10, 200.0, 1.2) + 20
+    polar = np.random.default_rng(17).poisson(5 * (ring[:, None] * radial_shape[None, :] + 10)) / 5.0
+    polar = np.stack([polar, polar])
+    polar[1, 120, int(np.argmin(np.abs(q - 0.083)))] += HOT    # chi = -59.5 deg, between peaks
+    path = tmp_path / "scaled.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/reduction")
+        g["polar"], g["q"], g["chi"], g["radial"] = polar, q, CHI, polar.mean(axis=1)
+    r, q_peak = classify.scaled_ring(path, 0.083)
+    np.testing.assert_allclose(q_peak, 0.083, atol=0.001)
+    assert r.intensity[1, 120] < 2 * r.intensity[0, 120] + 5
+    np.testing.assert_allclose(r.intensity[1, :100], r.intensity[0, :100])
