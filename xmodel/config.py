@@ -71,12 +71,16 @@ class Check:
     def expected(self) -> str:
         """Describe the accepted values in words, for error messages."""
         bounds = []
-        if self.gt is not None:
+        if self.gt is not None and self.le is not None:
+            bounds = [f"in ({self.gt:g}, {self.le:g}]"]
+        elif self.gt is not None:
             bounds.append(f"> {self.gt:g}")
         if self.ge is not None and self.le is not None:
             bounds = [f"in [{self.ge:g}, {self.le:g}]"]
         elif self.ge is not None:
             bounds.append(f">= {self.ge:g}")
+        elif self.le is not None and self.gt is None:
+            bounds.append(f"<= {self.le:g}")
         text = {
             "number": "a finite number (int or float)",
             "integer": "an integer",
@@ -192,17 +196,18 @@ class ModelConfig:
     Attributes
     ----------
     q_max_sl, q_max_al : float
-        Largest |G| of the superlattice / atomic-lattice reflections (1/A), > 0.
+        Largest |G| of the superlattice / atomic-lattice reflections (1/A), > 0 and at most
+        the Ewald-sphere limit ``4 pi / lambda`` of ``beam.energy_kev``.
     band_nsigma : float
         Peaks are evaluated within this many sigmas, > 0.
     form_factor_nodes : int
-        Quadrature nodes of the radius distribution, >= 1.
+        Quadrature nodes of the radius distribution, 1 to 1000.
     """
 
     q_max_sl: float = _number(0.25, "1/A", gt=0)
     q_max_al: float = _number(3.2, "1/A", gt=0)
     band_nsigma: float = _number(5.0, "sigmas", gt=0)
-    form_factor_nodes: int = _key(40, Check("integer", ge=1))
+    form_factor_nodes: int = _key(40, Check("integer", ge=1, le=1000))
 
 
 @dataclass(frozen=True)
@@ -224,7 +229,7 @@ class SuperlatticeConfig:
     radial_width : float
         sigma_r of the SL peaks (1/A), > 0.
     mosaic_deg : float
-        sigma of the SL mosaic spread (degrees), > 0.
+        sigma of the SL mosaic spread (degrees), in (0, 90].
     peak_scale : float
         Counts/pixel at the peak of a reflection with P(q) = 1, before solid angle and
         polarization, >= 0.
@@ -241,7 +246,7 @@ class SuperlatticeConfig:
     tilt1_deg: float = _number(0.0, "degrees")
     tilt2_deg: float = _number(0.0, "degrees")
     radial_width: float = _number(0.0015, "1/A", gt=0)
-    mosaic_deg: float = _number(1.0, "degrees", gt=0)
+    mosaic_deg: float = _number(1.0, "degrees", gt=0, le=90)
     peak_scale: float = _number(5.0e3, "counts/pixel", ge=0)
     diffuse_scale: float = _number(50.0, "counts/pixel", ge=0)
 
@@ -278,7 +283,7 @@ class AtomicLatticeConfig:
     radial_width : float
         sigma_s, Scherrer radial width (1/A), > 0.
     disorder_fwhm_deg : float
-        dPhi of Eq. 7, FWHM of the NC orientational disorder (degrees), >= 0.
+        dPhi of Eq. 7, FWHM of the NC orientational disorder (degrees), in [0, 180].
     misorientation_deg : tuple of 3 floats
         Rotation vector of the NCs relative to the ideal relationship (degrees).
     peak_scale : float
@@ -290,7 +295,7 @@ class AtomicLatticeConfig:
         (), Check("pairs"))
     lattice_constant: float = _number(5.936, "A", gt=0)
     radial_width: float = _number(0.039, "1/A", gt=0)
-    disorder_fwhm_deg: float = _number(15.0, "degrees FWHM", ge=0)
+    disorder_fwhm_deg: float = _number(15.0, "degrees FWHM", ge=0, le=180)
     misorientation_deg: tuple[float, float, float] = _key(
         (0.0, 0.0, 0.0), Check("vector", unit="rotation vector, degrees"))
     peak_scale: float = _number(20.0, "counts/pixel", ge=0)
@@ -541,6 +546,7 @@ def load_config(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> C
             f"{sources or 'no files at all'}. Pass the experiment TOML first, e.g. "
             f"load_config(default_paths('red')) or [{EXPERIMENT_TOML}, <sample.toml>].")
     tables = {t: _build(t, cls, values.get(t, {}), origin) for t, cls in TABLES.items()}
+    _check_q_max(tables["model"], tables["beam"], origin)
     name = values.get("", {}).get("name", Path(paths[-1]).stem if paths else "")
     fit = dict(values.get(FIT_TABLE, {}))
     return Config(**tables, name=name, sources=tuple(sources), fit=fit,
@@ -548,14 +554,31 @@ def load_config(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> C
 
 
 def _read_toml(path: Path) -> dict:
+    if path.is_dir():
+        raise ConfigError(
+            f"Config path {str(path)!r} is a directory, not a TOML file. Pass the TOML files "
+            f"themselves, e.g. {str(path / 'experiment.toml')!r}; the shipped configs are "
+            f"{EXPERIMENT_TOML} and {CONFIG_DIR / 'domains'}/<{'|'.join(DOMAINS)}>.toml.")
     if not path.is_file():
         raise ConfigError(
             f"Config file {str(path)!r} does not exist. Check the path; the shipped configs are "
             f"in {CONFIG_DIR} (experiment/p10_eiger4m.toml, domains/<{'|'.join(DOMAINS)}>.toml), "
             f"see default_paths(domain).")
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Config file {str(path)!r} cannot be read: {exc.strerror or exc}. Check its "
+                          f"permissions.") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"Config file {str(path)!r} is not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line} "
+            f"(offset {exc.start}) cannot be decoded. TOML files must be UTF-8; re-save it as UTF-8 "
+            f"(e.g. iconv -f latin1 -t utf-8).") from None
+    try:
+        return tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Invalid TOML in {path}: {exc}. Fix the syntax there.") from None
 
@@ -623,7 +646,7 @@ def _type_name(value: Any) -> str:
         if isinstance(value, kind):
             return name
     if isinstance(value, list):
-        return f"a list of {len(value)} items"
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
     return type(value).__name__
 
 
@@ -633,7 +656,12 @@ def _type_message(key: str, value: Any, source: str, expected: str) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:     # an integer beyond the float range
+        return False
 
 
 def _coerce(value: Any, check: Check, key: str, source: str, base: Path) -> Any:
@@ -691,6 +719,11 @@ def _coerce(value: Any, check: Check, key: str, source: str, base: Path) -> Any:
 
 def _existing(text: str, key: str, source: str, base: Path) -> Path:
     path = (base / Path(text).expanduser()).resolve()
+    if path.is_dir():
+        raise ConfigError(
+            f"{key} = {json.dumps(text)} in {source} resolves to {str(path)!r}, which is a directory: "
+            f"expected a file. Name the file itself (relative paths are relative to the TOML file "
+            f"that names them, to the working directory for --set).")
     if not path.is_file():
         raise ConfigError(
             f"{key} = {json.dumps(text)} in {source} resolves to {str(path)!r}, which does not "
@@ -721,6 +754,24 @@ def _build(table: str, cls: type, given: dict[str, Any], origin: dict) -> Any:
     if table == "atomic_lattice":
         _check_custom_pairs(config, where)
     return config
+
+
+#: hc in keV Angstrom (CODATA 2018), lambda = HC_KEV_A / E
+HC_KEV_A = 12.398419843320026
+
+
+def _check_q_max(model: ModelConfig, beam: BeamConfig, origin: dict) -> None:
+    """Refuse reflection cut-offs beyond the Ewald-sphere limit |q| <= 4 pi / lambda (Bragg's law)."""
+    limit = 4 * math.pi * beam.energy_kev / HC_KEV_A
+    for key in ("q_max_sl", "q_max_al"):
+        value = getattr(model, key)
+        if value > limit:
+            src = origin.get(("model", key), ("the default",))[0]
+            raise ConfigError(
+                f"model.{key} = {value:g} 1/A (from {src}) lies beyond the Ewald-sphere limit "
+                f"4 pi / lambda = {limit:.4g} 1/A at beam.energy_kev = {beam.energy_kev:g}: no "
+                f"reflection there can diffract. Expected a value in (0, {limit:.4g}] 1/A, e.g. "
+                f"0.25 for the superlattice, 3.2 for the atomic lattice.")
 
 
 def _normal_part(v: Sequence[float], axis: Sequence[float]) -> list[float]:

@@ -7,4 +7,5 @@
 * `disorder`: NC orientational disorder from AL peak widths (Eq. 7, Table S2).
 * `xcca`: X-ray cross-correlation functions with masks (Eqs. 1-6, Fig. 2).
 * `facets`: facet interactions between neighbouring NCs (Fig. 5, S12).
+* `arguments`: validation of the analyses' numeric arguments (name, option, value, range).
 """

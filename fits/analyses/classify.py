@@ -12,7 +12,10 @@ profile of one class: given (the forward model of the five domains on the same p
 counts when its amplitude is ``min_significance`` noise sigmas above zero; the label is the
 class with the largest integrated share, "mixed" when a second class holds at least
 ``mixed_fraction`` of the fitted peak intensity, "empty" when no class counts. Labels: class
-index >= 0, `EMPTY` = -1, `MIXED` = -2. Angles in degrees (pyFAI chi), q in 1/A.
+index >= 0, `EMPTY` = -1, `MIXED` = -2, `NO_DATA` = -3 (the ring is masked in that frame, or
+holds too few valid chi bins to fit: nothing is claimed about it). Angles in degrees (pyFAI chi),
+q in 1/A. The ring profiles come from `fits.analyses.xcca.ring_profile`, whose hot-pixel rejection
+keeps isolated spikes from posing as peaks.
 """
 from __future__ import annotations
 
@@ -23,11 +26,19 @@ import h5py
 import numpy as np
 from scipy.optimize import nnls
 
-from fits.analyses.xcca import Ring, model_polar_image, ring_profile
+from fits.analyses.arguments import finite_number
+from fits.analyses.xcca import (
+    HOT_NSIGMA,
+    Ring,
+    hot_bins,
+    model_polar_image,
+    ring_profile,
+    spans_full_circle,
+)
 from xmodel.orientation import misorientation_angle
 
 __all__ = [
-    "EMPTY", "MIXED", "FIG1_COLORS", "RingClasses", "fit_templates", "cluster_templates",
+    "EMPTY", "MIXED", "NO_DATA", "FIG1_COLORS", "RingClasses", "fit_templates", "cluster_templates",
     "templates_from_model", "combine_labels", "match_classes", "classify_orientations",
     "plot_label_maps", "tilted_params", "poisson_variance_factor", "fit_template_families",
     "combine_rings",
@@ -35,6 +46,8 @@ __all__ = [
 
 EMPTY = -1
 MIXED = -2
+#: the ring is masked in this frame (or too few valid chi bins to fit): flagged, not "empty"
+NO_DATA = -3
 #: colours of the paper's Fig. 1a,b (mixed grey, empty white)
 FIG1_COLORS = {"red": "#d62728", "purple": "#8e44ad", "yellow": "#f1c40f", "green": "#27ae60",
                "orange": "#e67e22"}
@@ -47,7 +60,7 @@ class RingClasses:
 
     Attributes
     ----------
-    label : (N,) int, class index, `EMPTY` or `MIXED`.
+    label : (N,) int, class index, `EMPTY`, `MIXED` or `NO_DATA` (too few valid chi bins).
     confidence : (N,) in [0, 1]: the dominant class's share of the fitted peak intensity times
         the fit's R^2 (for empty points: 1 - best significance / threshold).
     fraction : (N, K) share of each class in the fitted peak intensity.
@@ -58,6 +71,13 @@ class RingClasses:
     confidence: np.ndarray
     fraction: np.ndarray
     significance: np.ndarray
+
+
+def _check_rule(min_significance, mixed_fraction) -> None:
+    """The classification rule's thresholds, named by their command-line options."""
+    finite_number(min_significance, "min_significance", "--min-significance", gt=0.0, unit="noise sigmas",
+                  example="6")
+    finite_number(mixed_fraction, "mixed_fraction", "--mixed-fraction", gt=0.0, le=1.0, example="0.1")
 
 
 def _baseline(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -106,8 +126,11 @@ def fit_templates(profiles: np.ndarray, weight: np.ndarray, templates: np.ndarra
     Non-negative least squares (Lawson & Hanson, "Solving Least Squares Problems", 1974,
     doi:10.1137/1.9781611971217) of ``x = sum_c a_c T_c + b`` with ``a_c >= 0`` and a free
     constant b (columns +1 and -1). Significance ``a_c ||T_c|| / sigma``.
+    A profile with fewer than K + 3 valid chi bins is `NO_DATA` (confidence 0).
     Validation: tests/fits/analyses/test_classify.py (all labels right, empty and mixed points flagged).
     """
+    _check_rule(min_significance, mixed_fraction)
+    group_correlation = finite_number(group_correlation, "group_correlation", ge=-1.0, le=1.0, example="0.9")
     x = np.atleast_2d(np.asarray(profiles, float))
     w = np.broadcast_to(np.asarray(weight, float), x.shape)
     t_all = np.atleast_2d(np.asarray(templates, float))
@@ -123,6 +146,7 @@ def fit_templates(profiles: np.ndarray, weight: np.ndarray, templates: np.ndarra
     for i in range(n):
         v = w[i] > 0
         if v.sum() < k + 3:
+            label[i] = NO_DATA
             continue
         xi = x[i, v]
         t = t_all[:, v]
@@ -262,7 +286,7 @@ def templates_from_model(params_list: list, experiment, structure, q_values: np.
     a = [float(np.asarray(p.lattice_constant)) for p in params_list]
     model = PatternModel(experiment.polar_pixels(q_values, chi_deg), structure, params_list[0],
                          orientation_margin_deg=None, lattice_constant_range=(min(a), max(a)))
-    return np.array([ring_profile(model_polar_image(model, p), q_values, chi_deg, q0, dq).intensity
+    return np.array([ring_profile(model_polar_image(model, p), q_values, chi_deg, q0, dq, hot_nsigma=None).intensity
                      for p in params_list])
 
 
@@ -288,7 +312,8 @@ def combine_labels(saxs: RingClasses, waxs: RingClasses,
     without a known class) or `MIXED`/`EMPTY` from WAXS. Where the two rings name different
     classes whose SAXS templates look alike (``saxs_similarity[s, w] >= similar``, e.g. two
     zone axes whose 200_SL pairs fall at the same azimuth), the SAXS ring cannot tell them
-    apart and the WAXS class decides.
+    apart and the WAXS class decides. A ring that is `NO_DATA` counts as unseen: the other ring's
+    class or mixed label stands; without one the point is `NO_DATA`, not `EMPTY`.
     """
     label = saxs.label.copy()
     conf = saxs.confidence.copy()
@@ -299,7 +324,9 @@ def combine_labels(saxs: RingClasses, waxs: RingClasses,
             if saxs_similarity[s_, w_] >= similar:
                 label[i] = w_
                 conf[i] = min(saxs.confidence[i], waxs.confidence[i])
-    only_waxs = (saxs.label == EMPTY) & (waxs.label != EMPTY)
+    unseen = (saxs.label == NO_DATA) | (waxs.label == NO_DATA)
+    no_class = np.isin(saxs.label, (EMPTY, NO_DATA)) & np.isin(waxs.label, (EMPTY, NO_DATA))
+    only_waxs = np.isin(saxs.label, (EMPTY, NO_DATA)) & ~np.isin(waxs.label, (EMPTY, NO_DATA))
     for i in np.flatnonzero(only_waxs):
         wl = int(waxs.label[i])
         if wl == MIXED:
@@ -311,6 +338,8 @@ def combine_labels(saxs: RingClasses, waxs: RingClasses,
         conf[i] = waxs.confidence[i]
     both_empty = (saxs.label == EMPTY) & (waxs.label == EMPTY)
     conf[both_empty] = np.minimum(saxs.confidence[both_empty], waxs.confidence[both_empty])
+    label[no_class & unseen] = NO_DATA          # a masked ring and no class on the other: unknown
+    conf[no_class & unseen] = 0.0
     return label, conf
 
 
@@ -379,7 +408,7 @@ def class_colors(names: list[str]) -> list[str]:
 
 def plot_label_maps(maps: dict[str, np.ndarray], names: list[str], shape: tuple[int, int], path,
                     extent=None):
-    """Domain maps coloured like Fig. 1a,b: class colours, grey mixed, white empty.
+    """Domain maps coloured like Fig. 1a,b: class colours, grey mixed, white empty, black no data.
 
     ``maps``: panel title -> (N,) labels (row-major over ``shape``); ``extent`` (um) for imshow.
     """
@@ -390,17 +419,17 @@ def plot_label_maps(maps: dict[str, np.ndarray], names: list[str], shape: tuple[
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    colors = ["#ffffff", "#9e9e9e"] + class_colors(names)
+    colors = ["#000000", "#ffffff", "#9e9e9e"] + class_colors(names)   # no data black, empty white
     cmap = ListedColormap(colors)
     fig, axes = plt.subplots(1, len(maps), figsize=(4.0 * len(maps) + 1.5, 4.0), squeeze=False)
     for ax, (title, lab) in zip(axes[0], maps.items()):
-        img = np.where(lab == EMPTY, 0, np.where(lab == MIXED, 1, lab + 2)).reshape(shape)
+        img = np.select([lab == NO_DATA, lab == EMPTY, lab == MIXED], [0, 1, 2], lab + 3).reshape(shape)
         ax.imshow(img, cmap=cmap, vmin=-0.5, vmax=len(colors) - 0.5, interpolation="nearest",
                   origin="upper", extent=extent)
         ax.set_title(title)
         ax.set_xlabel("x (um)" if extent is not None else "column")
         ax.set_ylabel("y (um)" if extent is not None else "row")
-    handles = [Patch(color=c, label=n) for c, n in zip(colors, ["empty", "mixed"] + list(names))]
+    handles = [Patch(color=c, label=n) for c, n in zip(colors, ["no data", "empty", "mixed"] + list(names))]
     fig.legend(handles=handles, loc="center right", fontsize=8)
     fig.tight_layout(rect=(0, 0, 0.85, 1))
     fig.savefig(path, dpi=120)
@@ -442,6 +471,7 @@ def scaled_ring(path, q_nominal: float, *, search=(0.93, 1.18), half_width: floa
         out = np.zeros((n, chi.size))
         wts = np.zeros((n, chi.size))
         q_peak = np.full(n, float(q_nominal))
+        circular = spans_full_circle(chi)
         for s in range(0, n, batch):
             rad = np.nan_to_num(radial[s:s + batch, lo:hi])
             base = rad[:, :1] + (rad[:, -1:] - rad[:, :1]) * (qs - qs[0]) / (qs[-1] - qs[0])
@@ -452,7 +482,8 @@ def scaled_ring(path, q_nominal: float, *, search=(0.93, 1.18), half_width: floa
             block = polar[s:s + batch, :, lo:hi]
             for j in range(block.shape[0]):
                 sel = np.abs(qs - q_peak[s + j]) <= half_width * q_peak[s + j]
-                band = block[j][:, sel]
+                band = block[j][:, sel].astype(np.float64)
+                band[hot_bins(band.T, circular, HOT_NSIGMA).T] = np.nan
                 fin = np.isfinite(band)
                 cnt = fin.sum(axis=1)
                 out[s + j] = np.where(cnt > 0, np.where(fin, band, 0).sum(axis=1) / np.maximum(cnt, 1), 0.0)
@@ -566,7 +597,8 @@ def fit_template_families(profiles: np.ndarray, weight: np.ndarray, templates: n
     Returns
     -------
     RingClasses
-        ``significance[:, k]``: for the best class its significance against a flat ring, for
+        ``label``: `NO_DATA` where fewer than 4 chi bins are valid (the ring is masked in that
+        frame). ``significance[:, k]``: for the best class its significance against a flat ring, for
         the others their significance as a second class; ``fraction``: shares of the fitted ring
         intensity (best class and each significant second class); ``confidence``: the best
         class's share times ``1 - 1 / z`` (z its significance).
@@ -583,6 +615,7 @@ def fit_template_families(profiles: np.ndarray, weight: np.ndarray, templates: n
     Validation: tests/fits/analyses/test_classify.py (tilted, mixed and empty synthetic Poisson rings);
     the demo twin (README of the classify command: confusion table).
     """
+    _check_rule(min_significance, mixed_fraction)
     x_all = np.atleast_2d(np.asarray(profiles, float))
     w_all = np.broadcast_to(np.asarray(weight, float), x_all.shape)
     t_all = np.atleast_2d(np.asarray(templates, float))
@@ -601,6 +634,7 @@ def fit_template_families(profiles: np.ndarray, weight: np.ndarray, templates: n
         v = w_all[i] > 0
         dof = int(v.sum()) - 1
         if dof < 3:
+            label[i] = NO_DATA
             continue
         x = x_all[i, v]
         if poisson:
@@ -652,15 +686,16 @@ def combine_rings(saxs: RingClasses, waxs: RingClasses, saxs_alike: np.ndarray, 
     differ -> the ring that can tell the two apart decides (SAXS templates alike,
     ``saxs_alike[s, w] >= similar``: WAXS; WAXS alike: SAXS), and if both rings can, the
     point holds peaks of two classes -> `MIXED`; one ring empty -> the other's class (a tilted
-    boundary point whose SL peaks left the Ewald sphere keeps its WAXS class); both empty ->
-    `EMPTY`.
+    boundary point whose SL peaks left the Ewald sphere keeps its WAXS class); a `NO_DATA` ring
+    (masked in that frame) is treated as unseen: the other ring's class stands, and without one
+    the point is `NO_DATA`; both empty -> `EMPTY`.
 
     Returns
     -------
     label : (N,) point labels.
     confidence : (N,) the deciding ring's confidence (the smaller of the two where both agree).
-    source : (N,) int, 3 both rings agree, 1 SAXS only, 2 WAXS only, 0 empty, -1 the rings
-        disagree (mixed or one ring overruled).
+    source : (N,) int, 3 both rings agree, 1 SAXS only, 2 WAXS only, 0 empty or no data, -1 the
+        rings disagree (mixed or one ring overruled).
     """
     s, w = saxs.label, waxs.label
     label = np.full(s.shape, EMPTY, int)
@@ -684,4 +719,6 @@ def combine_rings(saxs: RingClasses, waxs: RingClasses, saxs_alike: np.ndarray, 
             label[i], conf[i], source[i] = si, saxs.confidence[i], 1
         elif wi >= 0:
             label[i], conf[i], source[i] = wi, waxs.confidence[i], 2
+        elif NO_DATA in (si, wi):
+            label[i], conf[i] = NO_DATA, 0.0
     return label, conf, source

@@ -40,6 +40,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from fits.analyses.arguments import finite_number, interval
+
 __all__ = [
     "DisorderResult",
     "PeakWidths",
@@ -60,7 +62,12 @@ _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 @dataclass(frozen=True)
 class DisorderResult:
-    """Eq. 7 result: FWHMs and dPhi in degrees, each with its one-sigma error."""
+    """Eq. 7 result: FWHMs and dPhi in degrees, each with its one-sigma error.
+
+    ``resolved`` is False when dPhi^2 lies within one sigma of 0 (the two widths agree within
+    their errors): dPhi is then not distinguished from 0 and ``dphi_deg + dphi_err_deg`` is best
+    read as a one-sigma upper limit.
+    """
 
     fwhm_az_deg: float
     fwhm_az_err_deg: float
@@ -68,19 +75,31 @@ class DisorderResult:
     fwhm_rad_err_deg: float
     dphi_deg: float
     dphi_err_deg: float
+    resolved: bool = True
 
     def as_dict(self) -> dict:
         """Plain dict (JSON-ready)."""
         return asdict(self)
 
 
-def _finite_nonnegative(value, name: str, hint: str) -> float:
+#: largest accepted FWHM or error (deg): a Gaussian whose FWHM spans half the circle is no peak
+MAX_FWHM_DEG = 180.0
+
+
+def _finite_nonnegative(value, name: str, hint: str, option: str = "") -> float:
+    """``value`` as a float in [0, `MAX_FWHM_DEG`); errors quote it, the argument and the CLI option."""
+    where = f"{name} ({option})" if option else name
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number ({hint}), got {value!r}.") from None
+        raise ValueError(f"{where} must be a number ({hint}), got {value!r}.") from None
     if not np.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0 ({hint}), got {value!r}.")
+        raise ValueError(f"{where} must be a finite number >= 0 ({hint}), got {value!r}.")
+    if v >= MAX_FWHM_DEG:
+        raise ValueError(
+            f"{where} = {value!r} deg is out of range: expected {hint} in [0, {MAX_FWHM_DEG:g}) deg. "
+            f"A peak whose FWHM spans half the circle or more is no peak (Table S2's widths are "
+            f"2-18 deg); check the units (degrees, not radians or 1/A).")
     return v
 
 
@@ -101,13 +120,18 @@ def orientational_disorder(fwhm_az_deg: float, fwhm_rad_deg: float, fwhm_az_err_
     -------
     DisorderResult
         ``dphi_deg = sqrt(fwhm_az^2 - fwhm_rad^2)`` and its error
-        ``sqrt((az s_az)^2 + (rad s_rad)^2) / dphi`` (first-order propagation).
+        ``min(sqrt((az s_az)^2 + (rad s_rad)^2) / dphi, sqrt(s_D))`` with
+        ``s_D = 2 sqrt((az s_az)^2 + (rad s_rad)^2)`` the error of ``D = dPhi^2``: first-order
+        propagation where dPhi is resolved, the spread ``sqrt(s_D)`` of the square root of a
+        quantity consistent with 0 where it is not (``resolved`` False; never 0 +- inf). Widths
+        that agree within their errors give dPhi 0 (or a small value) with that finite error.
 
     Raises
     ------
     ValueError
-        If a width is negative or not finite, or the radial FWHM exceeds the azimuthal one
-        (Eq. 7 then has no real solution).
+        If a width or error is negative, not finite or not below 180 deg (naming the argument
+        and its CLI option), or the radial FWHM exceeds the azimuthal one by more than the
+        errors allow (Eq. 7 then has no real solution).
 
     Notes
     -----
@@ -125,21 +149,24 @@ def orientational_disorder(fwhm_az_deg: float, fwhm_rad_deg: float, fwhm_az_err_
     >>> round(orientational_disorder(13.1, 2.5).dphi_deg, 1)
     12.9
     """
-    az = _finite_nonnegative(fwhm_az_deg, "fwhm_az_deg", "the azimuthal FWHM in degrees")
-    rad = _finite_nonnegative(fwhm_rad_deg, "fwhm_rad_deg", "the radial FWHM in degrees")
-    s_az = _finite_nonnegative(fwhm_az_err_deg, "fwhm_az_err_deg", "its one-sigma error in degrees")
-    s_rad = _finite_nonnegative(fwhm_rad_err_deg, "fwhm_rad_err_deg", "its one-sigma error in degrees")
-    if rad > az:
+    az = _finite_nonnegative(fwhm_az_deg, "fwhm_az_deg", "the azimuthal FWHM in degrees", "--fwhm-az")
+    rad = _finite_nonnegative(fwhm_rad_deg, "fwhm_rad_deg", "the radial FWHM in degrees", "--fwhm-rad")
+    s_az = _finite_nonnegative(fwhm_az_err_deg, "fwhm_az_err_deg", "its one-sigma error in degrees",
+                               "--fwhm-az-err")
+    s_rad = _finite_nonnegative(fwhm_rad_err_deg, "fwhm_rad_err_deg", "its one-sigma error in degrees",
+                                "--fwhm-rad-err")
+    d2 = az * az - rad * rad                       # dPhi^2
+    s_d2 = 2.0 * float(np.hypot(az * s_az, rad * s_rad))
+    if d2 < 0 and -d2 > s_d2:
         raise ValueError(
             f"the radial FWHM {rad:g} deg is larger than the azimuthal FWHM {az:g} deg, so Eq. 7 "
             f"(FWHM_az^2 = FWHM_rad^2 + dPhi^2) has no real dPhi. Check that the two widths were "
             f"not swapped and that the radial FWHM is the angle degrees(FWHM_q / |G|).")
-    dphi = float(np.sqrt(az * az - rad * rad))
-    if dphi > 0:
-        err = float(np.hypot(az * s_az, rad * s_rad) / dphi)
-    else:
-        err = float("inf") if (s_az or s_rad) else 0.0
-    return DisorderResult(az, s_az, rad, s_rad, dphi, err)
+    dphi = float(np.sqrt(max(d2, 0.0)))
+    # first-order propagation s_d2 / (2 dPhi) diverges at dPhi = 0; near 0 the spread of
+    # sqrt(dPhi^2) is set by sqrt(s_d2) instead (the two meet at dPhi^2 = s_d2 / 4)
+    err = float(min(s_d2 / (2.0 * dphi), np.sqrt(s_d2))) if dphi > 0 else float(np.sqrt(s_d2))
+    return DisorderResult(az, s_az, rad, s_rad, dphi, err, resolved=bool(d2 > s_d2))
 
 
 @dataclass(frozen=True)
@@ -220,6 +247,12 @@ def fit_al_peak(image: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, *, q_nomi
     """
     import lmfit
 
+    q_nominal = finite_number(q_nominal, "q_nominal", gt=0.0, unit="1/A", example="2.117 (PbS 200)")
+    q_halfwidth = finite_number(q_halfwidth, "q_halfwidth", gt=0.0, unit="1/A", example="0.2")
+    chi_halfwidth_deg = finite_number(chi_halfwidth_deg, "chi_halfwidth_deg", gt=0.0, le=180.0, unit="deg",
+                                      example="25")
+    if chi_window_deg is not None:
+        chi_window_deg = interval(chi_window_deg, "chi_window_deg", unit="deg", lower=-360.0, example="-90,0")
     image = np.asarray(image, float)
     q = np.asarray(q, float)
     chi = np.asarray(chi_deg, float)
@@ -459,16 +492,34 @@ def domain_disorder(image: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, *,
     if ewald_correction and wavelength_A is None:
         raise ValueError("the Ewald cos(theta) correction needs the wavelength (wavelength_A, or "
                          "--wavelength); pass it, or switch the correction off (--no-ewald-correction).")
+    if ewald_correction:
+        try:
+            lam = float(wavelength_A)
+        except (TypeError, ValueError):
+            lam = float("nan")
+        if not (np.isfinite(lam) and 0.0 < lam < 100.0):
+            raise ValueError(f"wavelength_A (--wavelength) = {wavelength_A!r} A: expected a finite X-ray "
+                             "wavelength in (0, 100) A, e.g. 0.898 at 13.8 keV.")
     widths = fit_al_peak(image, q, chi_deg, **fit_options)
     factor = 1.0
     if ewald_correction:
         s = widths.q_center * float(wavelength_A) / (4.0 * np.pi)
-        factor = float(np.sqrt(max(1.0 - s * s, 0.0)))
+        if not s < 1.0:
+            raise ValueError(f"q = {widths.q_center:.4g} 1/A lies beyond the Ewald-sphere limit 4 pi / lambda = "
+                             f"{4 * np.pi / float(wavelength_A):.4g} 1/A of wavelength_A (--wavelength) = "
+                             f"{wavelength_A!r} A; check the wavelength (Angstrom, not metres or nm).")
+        factor = float(np.sqrt(1.0 - s * s))
     az_err = widths.fwhm_chi_err_deg * factor
     rad_err = widths.fwhm_rad_err_deg
     known = np.isfinite(az_err) and np.isfinite(rad_err)
-    result = orientational_disorder(widths.fwhm_chi_deg * factor, widths.fwhm_rad_deg,
-                                    az_err if known else 0.0, rad_err if known else 0.0)
+    try:
+        result = orientational_disorder(widths.fwhm_chi_deg * factor, widths.fwhm_rad_deg,
+                                        az_err if known else 0.0, rad_err if known else 0.0)
+    except ValueError as exc:
+        raise ValueError(f"the 200_AL peak fitted at q = {widths.q_center:.4g} 1/A, chi = "
+                         f"{widths.chi_center_deg:.1f} deg gives no usable widths (azimuthal FWHM "
+                         f"{widths.fwhm_chi_deg:.4g} deg, radial {widths.fwhm_rad_deg:.4g} deg): {exc} "
+                         "Check that the averaged frames hold a 200_AL peak (--domain).") from None
     if not known:   # the peak fit gave no error estimate: say so, do not report +- 0
         result = dataclasses.replace(result, fwhm_az_err_deg=float(az_err), fwhm_rad_err_deg=float(rad_err),
                                      dphi_err_deg=float("nan"))

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fits.analyses.arguments import finite_number, q_interval
 from xmodel.lattice import families, fcc_reflections, lattice_constant_from_q
 
 __all__ = ["PeakAssignment", "index_peaks", "domain_lattice_constant", "radial_peaks",
@@ -362,6 +363,9 @@ def radial_peaks(q: np.ndarray, intensity: np.ndarray, *, q_range: tuple[float, 
     """
     from scipy.signal import find_peaks
 
+    q_range = q_interval(q_range, "q_range", example="0.06,0.2")
+    prominence = finite_number(prominence, "prominence", ge=0.0, unit="in log(I)", example="0.1")
+    min_separation = finite_number(min_separation, "min_separation", ge=0.0, unit="1/A", example="0.004")
     q = np.asarray(q, float)
     y = np.asarray(intensity, float)
     sel = (q >= q_range[0]) & (q <= q_range[1]) & np.isfinite(y) & (y > 0)

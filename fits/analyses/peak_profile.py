@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fits.analyses.arguments import finite_number, interval, positive_int, q_interval
 from fits.status import FitStatus
 
 _OK, _NO_PEAK = FitStatus.OK.code, FitStatus.NO_PEAK.code
@@ -82,6 +83,13 @@ def fit_profiles(q: np.ndarray, profiles: np.ndarray, q_window: tuple[float, flo
     """
     if background not in ("linear", "constant"):
         raise ValueError(f"background must be 'linear' or 'constant', got {background!r}.")
+    q_window = interval(q_window, "q_window", "--window", unit="1/A", example="0.130,0.160")
+    n_par = 5 if background == "linear" else 4
+    min_points = positive_int(min_points, "min_points", example="8")
+    if min_points <= n_par:
+        raise ValueError(f"min_points = {min_points!r}: expected more finite bins than the {n_par} parameters of a "
+                         f"Gaussian + {background} background, e.g. 8.")
+    snr_min = finite_number(snr_min, "snr_min", ge=0.0, unit="noise sigmas", example="3")
     q = np.asarray(q, float)
     y_all = np.atleast_2d(np.asarray(profiles, float))
     if y_all.shape[-1] != q.size:
@@ -228,6 +236,7 @@ def fit_profile(q: np.ndarray, profile: np.ndarray, q_window: tuple[float, float
 
     q = np.asarray(q, float)
     y = np.asarray(profile, float)
+    q_window = q_interval(q_window, "q_window", "--window")
     sel = (q >= q_window[0]) & (q <= q_window[1]) & np.isfinite(y)
     if np.count_nonzero(sel) < 6:
         raise ValueError(f"the window {tuple(q_window)} 1/A holds {np.count_nonzero(sel)} finite bins of the "

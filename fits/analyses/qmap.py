@@ -27,6 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from fits.analyses.arguments import finite_number, interval, positive_int, q_interval
 from fits.analyses.peak_profile import fit_profile, fit_profiles
 from fits.analyses.shell_comb import (
     fcc_shells,
@@ -82,13 +83,10 @@ def family_window(family: str, a_nominal: float = 150.0,
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid are {sorted(FAMILIES)} (--family 200 or 311).")
-    if not np.isfinite(a_nominal) or a_nominal <= 0:
-        raise ValueError(f"a_nominal must be a positive lattice constant in Angstrom, got {a_nominal!r}.")
+    a_nominal = finite_number(a_nominal, "a_nominal", "--a-nominal", gt=0.0, unit="A", example="150")
     hkl, lo, hi = FAMILIES[family]
     if window is not None:
-        q_lo, q_hi = (float(x) for x in window)
-        if not (np.isfinite(q_lo) and np.isfinite(q_hi) and 0 < q_lo < q_hi):
-            raise ValueError(f"window must be (q_lo, q_hi) with 0 < q_lo < q_hi in 1/A, got {window!r}.")
+        q_lo, q_hi = q_interval(window, "window", "--window")
         return hkl, q_lo, q_hi
     q0 = float(q_of(np.array(hkl), a_nominal))
     return hkl, q0 * lo, q0 * hi
@@ -274,7 +272,8 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
         ``fits``: ``center``, ``center_err`` (the family's q from the joint lattice constant,
         1/A), ``lattice_constant``, ``lattice_constant_err``, ``status`` (`fits.status.FitStatus`
         codes of `fits.status.LATTICE_OUTCOMES`: NaN with NO_PEAK or AMBIGUOUS rather than a
-        wrong shell), ``alias_lattice_constant``,
+        wrong shell; NaN with NO_PEAK where the family's q lies outside the window, ``in_window``
+        False), ``alias_lattice_constant``,
         ``score``, ``evidence``, ``n_shells``, ``decided_by_angles``; the family's own Gaussian of the radial profile
         (``peak_center``, ``peak_center_err``, ``sigma``, ``amplitude``, ... as `fit_profiles`,
         NaN where it is not the peak the joint lattice predicts) and its ``peak_status``;
@@ -298,6 +297,9 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
     if not path.exists():
         raise FileNotFoundError(f"results file {str(path)!r} does not exist; run `xmodel reduce` first.")
     hkl, lo, hi = family_window(family, a_nominal, window)
+    batch = positive_int(batch, "batch", "--batch", example="4096")
+    a_range = interval(a_range, "a_range", unit="A", lower=0.0, example="127.5,156")
+    sl_q_range = q_interval(sl_q_range, "sl_q_range", example="0.055,0.2")
     with h5py.File(path, "r") as f:
         if "/entry/reduction/radial" not in f:
             raise ValueError(f"{str(path)!r} has no /entry/reduction/radial; it is not a reduced scan "
@@ -348,7 +350,15 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
         comb["lattice_constant_err"] = np.where(take, prior_err, comb["lattice_constant_err"])
         comb["status"] = np.where(take, FitStatus.FROM_MODEL_FIT.code, comb["status"]).astype(np.int8)
     n_f = float(np.sum(np.array(hkl) ** 2))
-    fits = {"center": 2 * np.pi * np.sqrt(n_f) / comb["lattice_constant"]}
+    center = 2 * np.pi * np.sqrt(n_f) / comb["lattice_constant"]
+    # the window holds everywhere: a family q outside it is no peak in the window, whatever the comb found
+    outside = np.isfinite(center) & ((center < lo) | (center > hi))
+    if outside.any():
+        for k in ("lattice_constant", "lattice_constant_err"):
+            comb[k] = np.where(outside, np.nan, comb[k])
+        comb["status"] = np.where(outside, FitStatus.NO_PEAK.code, comb["status"]).astype(np.int8)
+        center = np.where(outside, np.nan, center)
+    fits = {"center": center, "in_window": ~outside}
     fits["center_err"] = fits["center"] * comb["lattice_constant_err"] / comb["lattice_constant"]
     # the family's own Gaussian counts only where it is the peak the joint lattice predicts
     same = np.abs(peak["center"] / fits["center"] - 1) < 0.011
@@ -395,7 +405,9 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
              "n_shells": ("", "shells fitted to refine a"),
              "decided_by_angles": ("", "true where the angles between Friedel pairs on a ring chose the indexing"),
              "decided_by_prior": ("", "true where the model fit's lattice constant (fits_file) chose the "
-                                      "indexing of ambiguous spots")}
+                                      "indexing of ambiguous spots"),
+             "in_window": ("", "false where the family's q from the joint lattice constant lies outside "
+                               "q_window (then NaN with status NO_PEAK)")}
     with h5py.File(path, "a") as f:
         base = f"/entry/qmap/{family}"
         if base in f:

@@ -27,6 +27,7 @@ import warnings
 
 import numpy as np
 
+from fits.analyses.arguments import finite_number, positive_int
 from fits.analyses.peak_profile import fit_profiles
 from fits.status import FitStatus
 from xmodel.lattice import fcc_reflections
@@ -43,6 +44,10 @@ __all__ = [
 ]
 
 _OK, _NO_PEAK, _AMBIGUOUS = FitStatus.OK.code, FitStatus.NO_PEAK.code, FitStatus.AMBIGUOUS.code
+
+
+#: largest ``q a / 2 pi`` of `fcc_shells` (q = 1.2 1/A at a = 156 A, far beyond any SL ring)
+FCC_SHELLS_MAX = 30.0
 
 
 def fcc_shells(q_max_times_a: float) -> tuple[np.ndarray, list[str]]:
@@ -62,6 +67,8 @@ def fcc_shells(q_max_times_a: float) -> tuple[np.ndarray, list[str]]:
     -----
     fcc extinction rule (Table S1). Validation: 3, 4, 8, 11, 12, 16, 19, 20 (111 ... 420).
     """
+    q_max_times_a = finite_number(q_max_times_a, "q_max_times_a", gt=0.0, le=FCC_SHELLS_MAX,
+                                  unit="q a / 2 pi, dimensionless", example="0.2 * 150 / (2 pi) = 4.8")
     hmax = int(np.ceil(q_max_times_a)) + 1
     found: dict[int, str] = {}
     for h in range(hmax, -1, -1):
@@ -245,6 +252,7 @@ def radial_spot_profiles(radial: np.ndarray, *, width_bins: int = 15) -> np.ndar
     """
     from scipy.ndimage import median_filter
 
+    width_bins = positive_int(width_bins, "width_bins", example="15")
     y = np.nan_to_num(np.atleast_2d(np.asarray(radial, float)))
     r = y - median_filter(y, size=(1, width_bins), mode="nearest")
     mad = 1.4826 * np.median(np.abs(r - np.median(r, axis=1, keepdims=True)), axis=1, keepdims=True)

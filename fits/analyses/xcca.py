@@ -12,21 +12,39 @@ rows), ``Delta`` in degrees in [-180, 180).
 
 Rings. ``I(q0, phi)`` is the mean of the polar image over the q bins with ``|q - q0| <= dq``;
 ``W(q0, phi) = 0`` where none of those bins holds a finite value (NaN = no valid pixel, the
-reduction's convention), 1 elsewhere.
+reduction's convention) or a per-frame validity mask says so, 1 elsewhere. Before the mean, bins
+that a hot pixel lifts are rejected per frame (`hot_bins`: a robust median/MAD test along chi
+that spares peaks, which are wider than one chi bin), so a few hot pixels do not turn the CCF
+into a copy of the other ring's noise.
 """
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from fits.analyses.arguments import finite_number, positive_int
+
+log = logging.getLogger(__name__)
+
 __all__ = [
     "Ring", "CCF", "default_dq", "ring_profile", "cross_correlation", "normalise_ccf",
     "domain_ccf", "read_rings", "gaussian_ring", "angular_window", "gaussian_ccf",
-    "ring_peaks", "model_polar_image", "ccf_score", "ccf_maxima", "plot_ccfs",
+    "ring_peaks", "model_polar_image", "ccf_score", "ccf_maxima", "plot_ccfs", "hot_bins",
+    "check_dq", "spans_full_circle", "HOT_NSIGMA",
 ]
+
+#: robust standard deviations (1.4826 MAD) above a ring's median from which a bin may be hot
+HOT_NSIGMA = 8.0
+#: a hot bin's chi neighbours stay below this fraction of its excess over the median; a Gaussian
+#: peak of angular sigma >= 0.6 chi bins has both neighbours above it (exp(-1 / (2 0.6^2)) = 0.25)
+HOT_NEIGHBOUR_FRACTION = 0.25
+#: ... by at least this many robust sigmas (so that noise on a weak peak does not mimic a spike)
+HOT_NEIGHBOUR_MARGIN = 3.0
 
 #: chi grids must be uniform to this fraction of their step
 _UNIFORM_RTOL = 1e-4
@@ -53,6 +71,8 @@ class Ring:
     weight : (n_chi,) or (..., n_chi) the mask function W of Eq. 2 (1 valid, 0 masked).
     chi_deg : (n_chi,) bin centres (deg).
     q0, dq : ring centre and half-width (1/A).
+    hot_bins : (...,) polar bins of the band rejected as hot pixels in each frame (`hot_bins`),
+        or None when no rejection was run.
     """
 
     intensity: np.ndarray
@@ -60,6 +80,7 @@ class Ring:
     chi_deg: np.ndarray
     q0: float
     dq: float
+    hot_bins: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -83,10 +104,39 @@ class CCF:
     extra: dict = field(default_factory=dict)
 
 
+def check_dq(dq, q0: float, name: str = "dq") -> float:
+    """Validate the half-width (1/A) of a ring's q band: finite, > 0 and at most the ring's q.
+
+    Raises
+    ------
+    ValueError
+        Quoting the value, the ring and the valid range, naming ``name`` and the CLI's ``--dq``.
+    """
+    try:
+        value = float(dq)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (np.isfinite(value) and 0.0 < value <= float(q0)):
+        raise ValueError(f"{name} (--dq) = {dq!r} 1/A for the ring at q = {q0:g} 1/A: expected the half-width "
+                         f"of the ring's q band, a number in (0, {q0:g}] 1/A, e.g. {default_dq(q0):g} "
+                         "(the default max(0.002, 0.02 q)).")
+    return value
+
+
+def _checked_q0(q0) -> float:
+    try:
+        value = float(q0)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"ring q = {q0!r} 1/A must be a positive number, e.g. 0.083 (200_SL) or 2.12 (200_AL).")
+    return value
+
+
 def _band(q: np.ndarray, q0: float, dq: float) -> np.ndarray:
     q = np.asarray(q, float)
-    if not np.isfinite(q0) or q0 <= 0:
-        raise ValueError(f"ring q = {q0!r} 1/A must be a positive number, e.g. 0.083 (200_SL) or 2.12 (200_AL).")
+    q0 = _checked_q0(q0)
+    dq = check_dq(dq, q0)
     sel = np.flatnonzero(np.abs(q - q0) <= dq)
     if sel.size == 0:
         step = np.median(np.diff(q)) if q.size > 1 else np.inf
@@ -99,8 +149,59 @@ def _band(q: np.ndarray, q0: float, dq: float) -> np.ndarray:
     return sel
 
 
+def hot_bins(profiles: np.ndarray, circular: bool, nsigma: float = HOT_NSIGMA,
+             neighbour_fraction: float = HOT_NEIGHBOUR_FRACTION) -> np.ndarray:
+    """Bins of angular profiles that a hot pixel lifts: isolated, far-above-median spikes along chi.
+
+    Parameters
+    ----------
+    profiles : (..., n_chi) intensities along chi (NaN where invalid), e.g. one q bin of a
+        ring's band per row.
+    circular : the chi grid spans the full circle (the first and last bins are neighbours).
+    nsigma : a bin may be hot when it lies this many robust sigmas above the profile's median.
+    neighbour_fraction : ... and both chi neighbours (the valid ones) stay below this fraction of
+        its excess over the median, by more than `HOT_NEIGHBOUR_MARGIN` robust sigmas.
+
+    Returns
+    -------
+    (..., n_chi) bool, True = hot.
+
+    Notes
+    -----
+    Robust location and scale: the median and ``1.4826 MAD`` of the valid bins of the profile
+    (Hampel 1974, doi:10.1080/01621459.1974.10482962; Leys et al. 2013,
+    doi:10.1016/j.jesp.2013.03.013), so that the peaks and the spike itself do not inflate the
+    scale. A bin is hot when ``x - m > nsigma s`` and both neighbours satisfy
+    ``x_nb - m < f (x - m) - 3 s`` (m median, s robust sigma, f `HOT_NEIGHBOUR_FRACTION`): the
+    neighbours lie 3 sigma below the least a peak would give them. A hot pixel lights one polar
+    bin; a diffraction peak spreads over neighbouring chi bins (its angular sigma, mosaic 1 deg
+    and more, spans at least one bin of the 1 deg grid). Peaks of
+    angular sigma below ~0.6 chi bins cannot be told from hot pixels by this test: reduce with
+    finer chi bins. Validation: tests/faults/test_analyses_faults.py (hot pixels removed, every
+    peak of a noisy ring kept).
+    """
+    x = np.asarray(profiles, np.float64)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN rows: fully masked
+        med = np.nanmedian(x, axis=-1, keepdims=True)
+        scale = 1.4826 * np.nanmedian(np.abs(x - med), axis=-1, keepdims=True)
+    scale = np.where(np.isfinite(scale), scale, np.inf)
+    scale = np.maximum(scale, 1e-12 * np.nan_to_num(np.abs(med)) + 1e-300)
+    left = np.roll(x, 1, axis=-1)
+    right = np.roll(x, -1, axis=-1)
+    if not circular:
+        left[..., 0] = np.nan
+        right[..., -1] = np.nan
+    neighbour = np.fmax(left, right)            # NaN only when both neighbours are invalid
+    excess = x - med
+    with np.errstate(invalid="ignore"):
+        return (excess > nsigma * scale) & (
+            neighbour - med < neighbour_fraction * excess - HOT_NEIGHBOUR_MARGIN * scale)
+
+
 def ring_profile(polar: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, q0: float,
-                 dq: float | None = None) -> Ring:
+                 dq: float | None = None, *, valid: np.ndarray | None = None,
+                 hot_nsigma: float | None = HOT_NSIGMA) -> Ring:
     """Angular profile I(q0, phi) and mask W(q0, phi) of polar image(s).
 
     Parameters
@@ -109,11 +210,16 @@ def ring_profile(polar: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, q0: floa
         bin holds no valid pixel.
     q : (n_q,) bin centres (1/A); chi_deg : (n_chi,) bin centres (deg).
     q0 : ring centre (1/A); dq : half-width of the band (1/A), default `default_dq`.
+    valid : optional per-frame validity of the bins, broadcastable to ``polar`` (True = valid;
+        e.g. False where a frame lost pixels to dummy or saturated values).
+    hot_nsigma : reject bins that hot pixels lift (`hot_bins` with this threshold) in each
+        frame before the band mean; None keeps every finite bin (model images).
 
     Returns
     -------
     Ring
-        ``weight`` has the shape of ``intensity`` when ``polar`` holds several frames.
+        ``weight`` has the shape of ``intensity`` when ``polar`` holds several frames;
+        ``hot_bins`` counts the rejected bins per frame.
 
     Notes
     -----
@@ -121,15 +227,39 @@ def ring_profile(polar: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, q0: floa
     Validation: tests/fits/analyses/test_xcca.py (masked bins give W = 0, band mean by hand).
     """
     polar = np.asarray(polar, np.float64)
-    dq = default_dq(q0) if dq is None else float(dq)
+    q0 = _checked_q0(q0)
+    dq = default_dq(q0) if dq is None else check_dq(dq, q0)
     sel = _band(q, q0, dq)
     band = polar[..., sel]
+    if valid is not None:
+        keep = np.broadcast_to(np.asarray(valid, bool), polar.shape)[..., sel]
+        band = np.where(keep, band, np.nan)
+    n_hot = None
+    if hot_nsigma is not None:
+        circular = spans_full_circle(chi_deg)
+        hot = np.swapaxes(hot_bins(np.swapaxes(band, -1, -2), circular, hot_nsigma), -1, -2)
+        band = np.where(hot, np.nan, band)
+        n_hot = hot.sum(axis=(-2, -1))
+        if np.any(n_hot):
+            log.warning("ring q = %g 1/A: %d polar bin(s) in %d frame(s) rejected as hot pixels "
+                        "(isolated spikes > %g robust sigma)", q0, int(n_hot.sum()),
+                        int(np.count_nonzero(n_hot)), hot_nsigma)
     finite = np.isfinite(band)
     n = finite.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(n > 0, np.where(finite, band, 0.0).sum(axis=-1) / np.maximum(n, 1), 0.0)
     weight = (n > 0).astype(np.float64)
-    return Ring(intensity=mean, weight=weight, chi_deg=np.asarray(chi_deg, float), q0=float(q0), dq=dq)
+    return Ring(intensity=mean, weight=weight, chi_deg=np.asarray(chi_deg, float), q0=float(q0), dq=dq,
+                hot_bins=n_hot)
+
+
+def spans_full_circle(chi_deg: np.ndarray) -> bool:
+    """True when a uniform chi grid covers the full circle (first and last bins adjacent)."""
+    chi = np.asarray(chi_deg, float)
+    if chi.size < 2:
+        return False
+    step = float(np.mean(np.diff(chi)))
+    return step > 0 and abs(chi.size * step - 360.0) <= 1e-3 * step
 
 
 def _full_circle(chi_deg: np.ndarray) -> tuple[float, int]:
@@ -231,10 +361,15 @@ def domain_ccf(polar: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, q1: float,
     polar = np.asarray(polar)
     if polar.ndim == 2:
         polar = polar[None]
+    if polar.ndim != 3:
+        raise ValueError(f"polar images must be (n_chi, n_q) or (n_frames, n_chi, n_q); got shape {polar.shape}.")
     if frames is not None:
-        frames = np.asarray(frames, int)
+        frames = np.asarray(frames)
         if frames.size == 0:
             raise ValueError("no frames selected for the CCF; the domain holds no scan point.")
+        if not np.issubdtype(frames.dtype, np.integer) or frames.min() < 0 or frames.max() >= polar.shape[0]:
+            raise ValueError(f"frames must be indices in 0..{polar.shape[0] - 1} of the {polar.shape[0]} "
+                             f"patterns; got {frames.tolist()[:10]}.")
         polar = polar[frames]
     r1 = ring_profile(polar, q, chi_deg, q1, dq1)
     r2 = ring_profile(polar, q, chi_deg, q2, dq2)
@@ -242,14 +377,33 @@ def domain_ccf(polar: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, q1: float,
 
 
 def ccf_of_rings(r1: Ring, r2: Ring) -> CCF:
-    """Frame-averaged, scaled CCF of two `Ring` (intensity (n_chi,) or (n_frames, n_chi))."""
+    """Frame-averaged, scaled CCF of two `Ring` (intensity (n_chi,) or (n_frames, n_chi)).
+
+    Frames in which either ring has no valid bin carry no correlation; they are left out of the
+    average and listed in ``extra["empty_frames"]`` (positions in the rings' frame axis);
+    ``extra["hot_bins"]`` holds the hot-pixel bins rejected per frame and ring, when counted.
+
+    Raises
+    ------
+    ValueError
+        If a ring is masked in every frame, naming its q.
+    """
     _check_ring_has_pixels(r1)
     _check_ring_has_pixels(r2)
     delta, c = cross_correlation(r1.intensity, r1.weight, r2.intensity, r2.weight, r1.chi_deg)
     c = c.reshape(-1, c.shape[-1])
-    raw = c.mean(axis=0)
+    w1 = np.broadcast_to(r1.weight, np.shape(r1.intensity)).reshape(-1, r1.chi_deg.size)
+    w2 = np.broadcast_to(r2.weight, np.shape(r2.intensity)).reshape(-1, r2.chi_deg.size)
+    seen = np.broadcast_to((w1 > 0).any(axis=1) & (w2 > 0).any(axis=1), (c.shape[0],))
+    if not seen.any():
+        raise ValueError(f"no frame holds valid pixels on both rings q1 = {r1.q0:g} and q2 = {r2.q0:g} 1/A; "
+                         "choose other frames or rings.")
+    raw = c[seen].mean(axis=0)
     what = f"the CCF of q1 = {r1.q0:g} and q2 = {r2.q0:g} 1/A"
-    return CCF(delta, normalise_ccf(raw, what), raw, r1.q0, r2.q0, n_frames=c.shape[0])
+    extra = {"empty_frames": np.flatnonzero(~seen)}
+    if r1.hot_bins is not None and r2.hot_bins is not None:
+        extra["hot_bins"] = np.stack([np.reshape(r1.hot_bins, -1), np.reshape(r2.hot_bins, -1)], axis=1)
+    return CCF(delta, normalise_ccf(raw, what), raw, r1.q0, r2.q0, n_frames=int(seen.sum()), extra=extra)
 
 
 def read_rings(path: str | Path, rings: list[tuple[float, float | None]], frames=None,
@@ -269,6 +423,7 @@ def read_rings(path: str | Path, rings: list[tuple[float, float | None]], frames
     n_frames : frames in the file.
     """
     path = Path(path)
+    batch = positive_int(batch, "batch", example="256")
     if not path.exists():
         raise FileNotFoundError(f"reduced scan {path} does not exist; run `xmodel reduce` first.")
     with h5py.File(path, "r") as f:
@@ -284,13 +439,15 @@ def read_rings(path: str | Path, rings: list[tuple[float, float | None]], frames
         if idx.size and (idx.min() < 0 or idx.max() >= n_total):
             raise ValueError(f"frame indices must lie in 0..{n_total - 1} for {path}; got "
                              f"{idx.min()}..{idx.max()}.")
-        bands = [_band(q, q0, default_dq(q0) if dq is None else dq) for q0, dq in rings]
+        rings = [(_checked_q0(q0), default_dq(q0) if dq is None else check_dq(dq, q0)) for q0, dq in rings]
+        bands = [_band(q, q0, dq) for q0, dq in rings]
         lo = min(b.min() for b in bands)
         hi = max(b.max() for b in bands) + 1
         order = np.argsort(idx)
         sorted_idx = idx[order]
         out = [np.empty((idx.size, chi.size)) for _ in rings]
         wts = [np.empty((idx.size, chi.size)) for _ in rings]
+        hot = [np.zeros(idx.size, np.int64) for _ in rings]
         for start in range(0, idx.size, batch):
             sel = sorted_idx[start:start + batch]
             block = polar[sel, :, lo:hi] if np.all(np.diff(sel) > 0) else polar[np.unique(sel), :, lo:hi][
@@ -299,8 +456,8 @@ def read_rings(path: str | Path, rings: list[tuple[float, float | None]], frames
                 r = ring_profile(block, q[lo:hi], chi, q0, dq)
                 out[k][order[start:start + batch]] = r.intensity
                 wts[k][order[start:start + batch]] = r.weight
-    res = [Ring(out[k], wts[k], chi, float(q0), default_dq(q0) if dq is None else float(dq))
-           for k, (q0, dq) in enumerate(rings)]
+                hot[k][order[start:start + batch]] = r.hot_bins
+    res = [Ring(out[k], wts[k], chi, float(q0), float(dq), hot_bins=hot[k]) for k, (q0, dq) in enumerate(rings)]
     return res, n_total
 
 
@@ -315,6 +472,8 @@ def gaussian_ring(chi_deg: np.ndarray, centres_deg, amplitudes, sigma_deg) -> np
     chi_deg : (n,) azimuths (deg); centres_deg, amplitudes, sigma_deg : per peak (deg, counts,
         deg; sigma may be one value). Distances are taken on the circle (wrapped to +-180).
     """
+    for s_ in np.atleast_1d(np.asarray(sigma_deg, float)):
+        finite_number(float(s_), "sigma_deg", gt=0.0, unit="deg", example="1.0")
     chi = np.asarray(chi_deg, float)[:, None]
     c = np.atleast_1d(np.asarray(centres_deg, float))[None, :]
     a = np.broadcast_to(np.asarray(amplitudes, float), c.shape[1:])
@@ -326,6 +485,8 @@ def gaussian_ring(chi_deg: np.ndarray, centres_deg, amplitudes, sigma_deg) -> np
 def angular_window(chi_deg: np.ndarray, phi1_deg: float, phi2_deg: float) -> np.ndarray:
     """The WAXS window of Eq. 5: 1 for ``phi1 < phi < phi2`` (deg, going counter-clockwise
     from phi1, so a window may cross +-180), 0 otherwise."""
+    phi1_deg = finite_number(phi1_deg, "phi1_deg", unit="deg", example="-90")
+    phi2_deg = finite_number(phi2_deg, "phi2_deg", unit="deg", example="0")
     chi = np.asarray(chi_deg, float)
     span = (phi2_deg - phi1_deg) % 360.0
     return (((chi - phi1_deg) % 360.0) < span).astype(np.float64)
@@ -429,6 +590,8 @@ def ccf_maxima(delta_deg: np.ndarray, ccf: np.ndarray, min_height: float = 0.2,
     """Positions (deg) of the local maxima of a 0..1 CCF on the circle, parabola-refined."""
     from scipy.signal import find_peaks
 
+    min_height = finite_number(min_height, "min_height", ge=0.0, le=1.0, unit="of the 0..1 CCF", example="0.2")
+    min_prominence = finite_number(min_prominence, "min_prominence", ge=0.0, le=1.0, example="0.05")
     c = np.asarray(ccf, float)
     n = c.size
     step = float(np.mean(np.diff(delta_deg)))
@@ -507,8 +670,8 @@ def simulate_ccfs(experiment, structure, params, r1: Ring, r2: Ring, dq1: float,
     q = np.concatenate([np.linspace(r1.q0 - dq1, r1.q0 + dq1, 5), np.linspace(r2.q0 - dq2, r2.q0 + dq2, 7)])
     model = PatternModel(experiment.polar_pixels(q, chi), structure, params)
     polar = model_polar_image(model, params)
-    s1 = ring_profile(polar, q, chi, r1.q0, dq1)
-    s2 = ring_profile(polar, q, chi, r2.q0, dq2)
+    s1 = ring_profile(polar, q, chi, r1.q0, dq1, hot_nsigma=None)
+    s2 = ring_profile(polar, q, chi, r2.q0, dq2, hot_nsigma=None)
     model_ccf = ccf_of_rings(s1, s2)
     rows = reflection_table(experiment, structure, params)
     step = float(np.mean(np.diff(chi)))

@@ -32,9 +32,9 @@ def test_table_s2(domain):
 def test_eq7_errors():
     with pytest.raises(ValueError, match="radial FWHM 5 deg is larger than the azimuthal FWHM 3 deg"):
         orientational_disorder(3.0, 5.0)
-    with pytest.raises(ValueError, match="fwhm_az_deg must be a finite number >= 0"):
+    with pytest.raises(ValueError, match=r"fwhm_az_deg \(--fwhm-az\) must be a finite number >= 0"):
         orientational_disorder(-1.0, 0.5)
-    with pytest.raises(ValueError, match="fwhm_rad_deg must be a number"):
+    with pytest.raises(ValueError, match=r"fwhm_rad_deg \(--fwhm-rad\) must be a number"):
         orientational_disorder(1.0, "wide")
 
 

@@ -28,7 +28,7 @@ def test_windows():
     assert lo == pytest.approx(0.9 * 4 * np.pi / 140.0) and hi == pytest.approx(1.2 * 4 * np.pi / 140.0)
     with pytest.raises(ValueError, match="unknown family '111'"):
         family_window("111")
-    with pytest.raises(ValueError, match="window must be"):
+    with pytest.raises(ValueError, match=r"window \(--window\) = \(0.2, 0.1\): expected two finite numbers Q_LO, Q_HI with 0 < Q_LO < Q_HI"):
         family_window("311", window=(0.2, 0.1))
 
 
