@@ -128,15 +128,16 @@ def _nexus_geometry(f: h5py.File, master: Path, frame_shape: tuple[int, int]):
     missing = [keys[k] for k, v in values.items() if v is None]
     if missing:
         raise ScanError(
-            f"{master} lacks {', '.join(missing)}, needed for the geometry: pass poni=<file.poni> "
-            f"to open_scan."
+            f"{master} lacks {', '.join(missing)}, needed for the geometry: give the geometry with --poni FILE.poni "
+            f"(in Python: open_scan(..., poni=FILE.poni))."
         )
     units = f[keys["detector_distance"]].attrs.get("units", "m")
     units = units.decode() if isinstance(units, bytes) else str(units)
     to_m = {"m": 1.0, "meter": 1.0, "metre": 1.0, "mm": 1e-3, "millimeter": 1e-3, "millimetre": 1e-3}
     if units not in to_m:
         raise ScanError(f"{master}: {keys['detector_distance']} has units {units!r}; expected one of "
-                        f"{sorted(to_m)}. Pass poni=<file.poni> to open_scan to give the geometry instead.")
+                        f"{sorted(to_m)}. Give the geometry with --poni FILE.poni instead "
+                        f"(in Python: open_scan(..., poni=FILE.poni)).")
     dist = float(values["detector_distance"]) * to_m[units]
     pixel1, pixel2 = float(values["y_pixel_size"]), float(values["x_pixel_size"])
     from xmodel.detector import find_detector

@@ -239,7 +239,7 @@ def test_unavailable_filter(tmp_path):
         ds.id.write_direct_chunk((0, 0, 0), b"\x00" * 64)
     with h5py.File(tmp_path / "y_master.h5", "w") as f:
         f["entry/data/data_000001"] = h5py.ExternalLink("y_data_000001.h5", "/entry/data/data")
-    with pytest.raises(ScanError, match="needed for the geometry: pass poni="):
+    with pytest.raises(ScanError, match="needed for the geometry: give the geometry with --poni FILE.poni"):
         open_scan(tmp_path / "y_master.h5")
     geo = Geometry(dist=0.2, poni1=0.0, poni2=0.0, rot1=0.0, rot2=0.0, rot3=0.0, wavelength=1e-10,
                    pixel1=75e-6, pixel2=75e-6, shape=(4, 4), detector_name="")

@@ -74,6 +74,7 @@ def run(args) -> int:
         raise ValueError(f"--dq takes one or two values (1/A), got {dq}.")
     dq1 = dq[0] if dq[0] is not None else xcca.default_dq(args.q1)
     dq2 = dq[-1] if dq[-1] is not None else xcca.default_dq(args.q2)
+    dq1, dq2 = xcca.check_dq(dq1, args.q1), xcca.check_dq(dq2, args.q2)
     with h5py.File(path, "r") as f:
         kind = "scan" if "entry/reduction/polar" in f else "pattern" if "entry/pattern/intensity" in f else None
     if kind is None:

@@ -154,7 +154,8 @@ def run(args) -> int:
     x_um, y_um = axes_um if axes_um is not None else (None, None)
     save_figure(plot_label_maps(maps, names, classify.class_colors(names), shape, x_um=x_um, y_um=y_um), figure)
     counts = {nm: int(np.sum(label == k)) for k, nm in enumerate(names)}
-    counts.update(mixed=int(np.sum(label == classify.MIXED)), empty=int(np.sum(label == classify.EMPTY)))
+    counts.update(mixed=int(np.sum(label == classify.MIXED)), empty=int(np.sum(label == classify.EMPTY)),
+                  no_data=int(np.sum(label == classify.NO_DATA)))
     if args.json:
         print(json.dumps({"results": str(path), "figure": str(figure), "class_names": names, "counts": counts}))
     else:
@@ -185,7 +186,7 @@ def _write(path, names, saxs, waxs, label, conf, orient, args, source=None, *, s
             templates=args.templates, n_classes=args.n_classes, twin=args.twin,
             min_significance=args.min_significance, mixed_fraction=args.mixed_fraction))
         g.attrs["class_names"] = json.dumps(names)
-        g.attrs["labels"] = "class index >= 0 into class_names; -1 empty (no peaks); -2 mixed"
+        g.attrs["labels"] = "class index >= 0 into class_names; -1 empty (no peaks); -2 mixed; -3 no data (ring masked in that frame)"
         g.attrs["method"] = (f"ring peaks, templates={args.templates}, n_classes={args.n_classes}, "
                              f"rings q_SL={Q_SL}+-{DQ_SL}, q_AL={Q_AL}+-{DQ_AL} 1/A, "
                              f"min_significance={args.min_significance}, mixed_fraction={args.mixed_fraction}")
