@@ -15,9 +15,7 @@ import errno
 import hashlib
 import logging
 import queue
-import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -399,30 +397,17 @@ def reduce_frames(frames: np.ndarray, bin_map: BinMap) -> tuple[np.ndarray, np.n
 
 # --------------------------------------------------------------------------- streaming
 def _progress_printer(n_frames: int) -> Callable[[int, int], None]:
-    """A one-line progress bar on stderr (frames, rate, remaining time)."""
-    t0 = time.perf_counter()
-    state = {"last": 0.0, "first": None}
+    """A ``(done, total)`` callback showing progress (`xmodel.progress.progress_bar`: a tqdm bar on
+    a terminal, periodic log lines otherwise)."""
+    from xmodel.progress import progress_bar
+
+    bar = progress_bar(n_frames, desc="reduce", unit="frames")
 
     def show(done: int, total: int) -> None:
-        now = time.perf_counter()
-        if state["first"] is None:
-            state["first"] = (done, now)
-        if now - state["last"] < 0.5 and done < total:
-            return
-        state["last"] = now
-        d0, t_start = state["first"]
-        rate = (done - d0) / max(now - t_start, 1e-9) if done > d0 else 0.0
-        # the first call has no rate yet: say so rather than print nan
-        speed = f"{1e3 / rate:.1f} ms/frame, ETA {(total - done) / rate:.0f} s" if rate > 0 else "timing..."
-        width = 30
-        filled = int(width * done / max(total, 1))
-        sys.stderr.write(
-            f"\rreduce [{'#' * filled}{'.' * (width - filled)}] {done}/{total} frames"
-            f" {speed}, {now - t0:.0f} s   "
-        )
+        if done > bar.n:
+            bar.update(done - bar.n)
         if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            bar.close()
 
     return show
 
@@ -630,7 +615,12 @@ def reduce_scan(
     (tests/xmodel/test_reduction.py).
     """
     from xmodel.geometry import _poni_text
-    from xmodel.positions import NO_POSITIONS, PositionsError, derive_grid, grid_from_shape
+    from xmodel.positions import (
+        NO_POSITIONS,
+        PositionsError,
+        derive_grid,
+        grid_from_shape,
+    )
 
     out = Path(out)
     if int(batch_size) < 1 or int(workers) < 1:

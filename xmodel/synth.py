@@ -19,8 +19,6 @@ new run starts from scratch (it removes a stale ``.partial`` folder).
 from __future__ import annotations
 
 import shutil
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -33,8 +31,17 @@ from xmodel.parameters import structure_from_config
 from xmodel.pattern import PatternModel
 from xmodel.pixels import PixelSet
 from xmodel.positions import acquisition_order
-from xmodel.twin import (TRUTH_UNITS, Components, TwinError, TwinSample, background_counts, components,
-                         domain_params, load_twin, point_truth)
+from xmodel.twin import (
+    TRUTH_UNITS,
+    Components,
+    TwinError,
+    TwinSample,
+    background_counts,
+    components,
+    domain_params,
+    load_twin,
+    point_truth,
+)
 
 #: SL peaks count as visible at a point when their expected signal to noise (sqrt of
 #: `expected_frames`' ``sl_snr``) reaches this many standard deviations
@@ -119,22 +126,20 @@ def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, mod
 
 
 class _Progress:
-    """A line printer on stderr: frames done / total, rate and ETA, about every 2 s."""
+    """A ``(done, total)`` callback showing progress of the synthesis (`xmodel.progress.progress_bar`)."""
 
     def __init__(self, label: str, enabled: bool):
-        self.label, self.enabled = label, enabled
-        self.start = time.perf_counter()
-        self.last = -np.inf
+        self.label, self.enabled, self.bar = label, enabled, None
 
     def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (done < total and now - self.last < 2.0):
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        eta = (total - done) / rate if rate > 0 else float("nan")
-        print(f"{self.label}: {done}/{total} frames ({100 * done / max(total, 1):.0f} %), "
-              f"{rate:.2f} frames/s, ETA {int(eta // 60)}:{int(eta % 60):02d}", file=sys.stderr, flush=True)
+        if self.bar is None:
+            from xmodel.progress import progress_bar
+
+            self.bar = progress_bar(total, desc=self.label, unit="frames", enabled=self.enabled)
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
 
 
 def write_truth(path: str | Path, sample: TwinSample, truth: dict[str, np.ndarray]) -> Path:

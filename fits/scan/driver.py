@@ -9,17 +9,17 @@ unfinished batch or pass; a resume with other settings or another config is refu
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 from fits.scan import results as store
 from fits.scan.frames import fit_frames
 from fits.scan.neighbours import neighbour_passes
-from xmodel.reduced import open_reduced
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup, setup_from_reduction
 from fits.status import FitStatus
+from xmodel.progress import progress_bar
+from xmodel.reduced import open_reduced
 
 
 def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: FitSettings = FitSettings(),
@@ -55,6 +55,8 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
     setup = setup or setup_from_reduction(scan, cfg, settings)
     batch = settings.run.batch
     t0, batches = time.perf_counter(), 0
+    bar = progress_bar(n, desc="xmodel fit", unit="frames", enabled=bool(progress))
+    bar.update(done)
     for start in range(done, n, batch):
         stop = min(start + batch, n)
         polar = scan.polar(slice(start, stop))
@@ -65,13 +67,10 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
             r["message"][:] = f"{FitStatus.FAILED.value}: {type(exc).__name__}: {exc}"
         store.write_batch(out, start, stop, r)
         batches += 1
-        if progress:
-            el = time.perf_counter() - t0
-            print(f"\rxmodel fit: {stop}/{n} frames, {el / max(stop - done, 1):.2f} s per frame",
-                  end="", file=sys.stderr, flush=True)
+        bar.update(stop - start)
+        bar.set_postfix_str(f"{(time.perf_counter() - t0) / max(stop - done, 1):.2f} s per frame")
         if stop_after is not None and batches >= stop_after:
             break
-    if progress:
-        print(file=sys.stderr)
+    bar.close()
     neighbour_passes(out, scan, setup, settings, progress)
     return out

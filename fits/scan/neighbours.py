@@ -11,7 +11,7 @@ Poisson deviance wins, and in a near tie the fit that agrees with the neighbours
 """
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,13 +23,23 @@ from fits.scan.angles import ANGLE_KEYS
 from fits.scan.frames import fit_frames, store_fit
 from fits.scan.linear import COMPONENTS, component_images, poisson_deviance_np
 from fits.scan.mixed import flag_mixed
-from xmodel.reduced import ReducedScan, open_reduced
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
-from fits.scan.starts import (Candidate, Start, choose, frame_checks, params_from_row, refine_starts, replaces,
-                              stack_params)
+from fits.scan.starts import (
+    Candidate,
+    Start,
+    choose,
+    frame_checks,
+    params_from_row,
+    refine_starts,
+    replaces,
+    stack_params,
+)
 from fits.status import FitStatus
 from xmodel import orientation
+from xmodel.reduced import ReducedScan, open_reduced
+
+log = logging.getLogger(__name__)
 
 
 def lattice_grid(a_range: tuple[float, float], step: float) -> np.ndarray:
@@ -80,7 +90,7 @@ def neighbour_passes(out: Path, results: ReducedScan | str | Path, setup: FitSet
         changed = neighbour_pass(out, scan, setup, settings, progress, near=changed, research=k == 0)
         store.set_neighbour_passes_done(out, k + 1 if changed else n_passes)
         if progress:
-            print(f"\rxmodel fit: neighbour pass {k + 1}: {len(changed)} frames improved", file=sys.stderr)
+            log.info("xmodel fit: neighbour pass %d: %d frames improved", k + 1, len(changed))
         if not changed:
             break
 
@@ -213,8 +223,8 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
                                        params=params_from_row(row, 0, setup, settings), source="research",
                                        order=(0, s0 + j), result=row))
             if progress:
-                print(f"\rxmodel fit: neighbour pass, re-searched {min(s0 + batch, len(frames))}/"
-                      f"{len(frames)} frames on {grid.size} lattice constants", end="", file=sys.stderr, flush=True)
+                log.info("xmodel fit: neighbour pass, re-searched %d/%d frames on %d lattice constants",
+                         min(s0 + batch, len(frames)), len(frames), grid.size)
         # a frame the re-search gave a clearly better ok fit that agrees with most of its ok
         # neighbours needs no neighbour starts
         settled = {i for i, c in choose(cands, usable).items()
@@ -227,7 +237,7 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
                     source=f"neighbour frame {k}", order=(1, n)) for n, (i, k) in enumerate(pairs)]
     refined = refine_starts(setup, obs, starts, settings, chunk=settings.run.batch)
     if progress and pairs:
-        print(f"\rxmodel fit: neighbour pass, {len(pairs)}/{len(pairs)} starts", end="", file=sys.stderr, flush=True)
+        log.info("xmodel fit: neighbour pass, %d starts refined", len(pairs))
     cands += [Candidate(frame=frames[c.frame], objective=c.objective, status=c.status, params=c.params,
                         source=c.source, order=c.order, fit=c.fit, row=c.row) for c in refined]
     best = choose(cands, usable)

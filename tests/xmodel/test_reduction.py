@@ -156,10 +156,14 @@ def test_resume_refuses_other_bins(scan, tmp_path):
         reduce_scan(master, out, q_bins=31, chi_bins=24, progress=False)
 
 
-def test_progress_line(scan, tmp_path, capsys):
+def test_progress_is_logged_without_carriage_returns(scan, tmp_path, caplog):
+    import logging
+
     master, _ = scan
-    reduce_scan(master, tmp_path / "p.h5", q_bins=10, chi_bins=8, batch_size=4)
-    assert "7/7 frames" in capsys.readouterr().err
+    with caplog.at_level(logging.INFO, logger="xmodel.progress"):
+        reduce_scan(master, tmp_path / "p.h5", q_bins=10, chi_bins=8, batch_size=4)
+    text = caplog.text
+    assert "reduce: 7/7 frames (100 %)" in text and "\r" not in text
 
 
 @pytest.mark.parametrize("workers", [1, 2])
