@@ -13,10 +13,12 @@ or ``KEY={V1;V2;...}`` (listed TOML values, e.g. zone axes). Keys are
   ``atomic_lattice.configuration={conf1;conf2}``).
 
 Each value (with two settings, each pair of values) is applied as a ``--set`` override to the
-configs and the study (`fits.study.result.study`) is repeated.
+configs and the study (`fits.study.result.study`) is repeated; points that differ only in the
+exposure share one model.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import tomllib
@@ -24,9 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 
-from fits.study.result import StudyResult, study
+from fits.study.problem import StudyProblem, at_exposure
+from fits.study.result import StudyResult, result_of
+from xmodel.parameters import params_from_config
 
 EXPOSURE_KEYS = ("exposure_s", "beam.exposure_s")
 _ELEMENT = re.compile(r"^(\w+)\.(\w+)\[(\d+)\]$")
@@ -235,6 +240,7 @@ def design_scan(paths: Sequence[str | Path], overrides: Sequence[str], vary: Seq
         raise ValueError(f"a design scan varies one or two settings, not {len(vary)}; pass --vary once or twice")
     settings = tuple(parse_vary(v, base) for v in vary)
     points, results = [], []
+    problems: dict[tuple[str, ...], StudyProblem] = {}
     for values in itertools.product(*(s.values for s in settings)):
         extra, t = [], exposure_s
         for s, v in zip(settings, values):
@@ -243,7 +249,15 @@ def design_scan(paths: Sequence[str | Path], overrides: Sequence[str], vary: Seq
                 t = float(v)
             else:
                 extra.append(o)
-        cfg = load_config(paths, list(overrides) + extra)
+        key = tuple(extra)
+        if key not in problems:          # an exposure change reuses the model (and its compiled Jacobian)
+            problems[key] = StudyProblem.from_config(load_config(paths, list(overrides) + extra), names, grid)
+        p = problems[key]
+        t = float(p.config.beam.exposure_s if t is None else t)
+        if not (np.isfinite(t) and t > 0):
+            raise ValueError(f"exposure_s = {t!r} must be a positive number of seconds")
+        p = dataclasses.replace(p, exposure_s=t, truth=at_exposure(
+            params_from_config(p.config, dtype=jnp.float64), t / p.config.beam.exposure_s))
         points.append(values)
-        results.append(study(cfg, names, grid=grid, exposure_s=t))
+        results.append(result_of(p))
     return DesignResult(settings, tuple(points), tuple(results))
