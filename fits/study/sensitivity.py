@@ -71,13 +71,17 @@ def plot_sensitivity(problem: StudyProblem, maps: SensitivityMaps, directory: st
     directory.mkdir(parents=True, exist_ok=True)
     g = problem.grid
     polar = g.kind == "polar"
+    # polar grid: only the q columns that hold points (the SL and AL bands side by side)
+    cols = np.flatnonzero(np.isfinite(maps.change).any(axis=(0, 1))) if polar else None
     for k, n in enumerate(maps.names):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         ch, fr = maps.change[k], maps.fisher_fraction[k]
+        if polar:
+            ch, fr = ch[:, cols], fr[:, cols]
         lim = float(np.nanmax(np.abs(ch))) if np.isfinite(ch).any() and np.nanmax(np.abs(ch)) > 0 else 1.0
         kw = {"origin": "lower" if polar else "upper", "aspect": "auto", "interpolation": "nearest"}
         if polar:
-            kw["extent"] = (0, g.q.size, g.chi_deg[0], g.chi_deg[-1])
+            kw["extent"] = (0, cols.size, g.chi_deg[0], g.chi_deg[-1])
         im0 = axes[0].imshow(ch, cmap="RdBu_r", norm=SymLogNorm(lim * 1e-3, vmin=-lim, vmax=lim), **kw)
         fig.colorbar(im0, ax=axes[0], label="counts per pixel")
         axes[0].set_title(f"dI/d({n}) x CRLB ({maps.sigma[k]:.3g})", fontsize=9)
@@ -89,9 +93,11 @@ def plot_sensitivity(problem: StudyProblem, maps: SensitivityMaps, directory: st
         axes[1].set_title(f"Fisher information of {n} per point", fontsize=9)
         for ax in axes:
             if polar:
-                ticks = np.linspace(0, g.q.size - 1, 6).astype(int)
-                ax.set_xticks(ticks + 0.5, [f"{g.q[t]:.3g}" for t in ticks])
-                ax.set_xlabel("q (1/A, log bins)")
+                ticks = np.linspace(0, cols.size - 1, 8).astype(int)
+                ax.set_xticks(ticks + 0.5, [f"{g.q[cols[t]]:.3g}" for t in ticks], fontsize=7)
+                for gap in np.flatnonzero(np.diff(cols) > 1):
+                    ax.axvline(gap + 1, color="k", lw=0.8)
+                ax.set_xlabel("q (1/A; bins of the SL and AL bands, gaps marked)")
                 ax.set_ylabel("chi (deg)")
             else:
                 ax.set_xlabel("column (pixels)")
