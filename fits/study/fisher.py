@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fits.objective import MODEL_FLOOR, intensity_function
+from fits.objective import MODEL_FLOOR, compiled, intensity_function
 from fits.parameters import check_names, pack, unpack
 from xmodel.parameters import ModelParams
 from xmodel.pattern import PatternModel
@@ -58,8 +58,6 @@ def model_jacobian(model: PatternModel, params: ModelParams, names: Sequence[str
     in float64 for precise bounds). Validation: against central differences of two simulated
     images (tests/fits/study/test_fisher.py).
     """
-    from fits.objective import compiled
-
     names = check_names(names)
     _, arrays = intensity_function(model)
     run = compiled(model, ("study_jacobian", names), _build_jacobian)
