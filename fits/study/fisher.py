@@ -40,6 +40,8 @@ from xmodel.pattern import PatternModel
 UNIDENTIFIABLE_INFLATION = 1.0e4
 #: eigenvector components below this (of a unit vector) are not named in a trade-off message
 NAMED_COMPONENT = 0.2
+#: a parameter takes part in an exactly singular direction when its component exceeds this
+NULL_COMPONENT = 1e-8
 
 
 def _build_jacobian(model: PatternModel, names: tuple[str, ...]):
@@ -124,8 +126,7 @@ class FisherAnalysis:
 
 
 def _combination(vec: np.ndarray, names: Sequence[str]) -> str:
-    order = np.argsort(-np.abs(vec))
-    lead = [i for i in order if abs(vec[i]) >= NAMED_COMPONENT] or [int(order[0])]
+    lead = [i for i in range(vec.size) if abs(vec[i]) >= NAMED_COMPONENT] or [int(np.argmax(np.abs(vec)))]
     sign = np.sign(vec[lead[0]])
     return " ".join(f"{'+' if sign * vec[i] >= 0 else '-'} {abs(vec[i]):.2f} {names[i]}"
                     for i in lead).lstrip("+ ")
@@ -174,7 +175,12 @@ def analyse_fisher(fisher: np.ndarray, names: Sequence[str]) -> FisherAnalysis:
             condition = float(lam_max / lam.min()) if lam.min() > tiny else np.inf
         inv_lam = np.where(lam > tiny, 1.0 / np.where(lam > tiny, lam, 1.0), np.inf)
         with np.errstate(invalid="ignore"):
-            var_c = np.array([np.sum(np.where(vec[i] ** 2 > 0, vec[i] ** 2 * inv_lam, 0.0)) for i in range(idx.size)])
+            # a parameter is unbounded by a null direction only if it takes part in it (rounding
+            # leaves components of about 1e-16 of the others in the eigenvector)
+            part = np.abs(vec) > NULL_COMPONENT
+            var_c = np.array([np.sum(np.where(np.isfinite(inv_lam), vec[i] ** 2 * np.where(np.isfinite(inv_lam),
+                                                                                         inv_lam, 0.0),
+                                              np.where(part[i], np.inf, 0.0))) for i in range(idx.size)])
             crlb[idx] = np.sqrt(var_c) * d
             cov_c = (vec * np.where(np.isfinite(inv_lam), inv_lam, 1.0 / tiny)) @ vec.T
             s = np.sqrt(np.diag(cov_c))
@@ -184,7 +190,7 @@ def analyse_fisher(fisher: np.ndarray, names: Sequence[str]) -> FisherAnalysis:
             if 1.0 / max(lam[k], 1e-300) <= UNIDENTIFIABLE_INFLATION:
                 break
             v = vec[:, k]
-            who = [sub[i] for i in np.argsort(-np.abs(v)) if abs(v[i]) >= NAMED_COMPONENT]
+            who = [sub[i] for i in range(v.size) if abs(v[i]) >= NAMED_COMPONENT]      # in the study's order
             how = "cannot be told apart at all" if lam[k] <= tiny else \
                 f"are determined {1.0 / np.sqrt(lam[k]):.3g} times worse together than alone"
             if len(who) < 2:

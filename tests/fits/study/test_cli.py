@@ -57,6 +57,11 @@ def test_bad_vary_key_and_parameter_are_clear_errors(capsys):
     assert "'detector.distance_m'" in err
     assert main(ARGS + ["--params", "tilt_deg"]) == 2
     assert "unknown fit parameter 'tilt_deg'" in capsys.readouterr().err
+    assert main(ARGS + ["--vary", "exposure_s=0.1:1:2", "--out", "x.h5"]) == 2
+    assert "--out writes the study of one pattern; for a design scan (--vary) save the --json" in \
+        capsys.readouterr().err
+    assert main(ARGS + ["--mc-start", "search"]) == 2
+    assert "--mc-start search needs --monte-carlo N" in capsys.readouterr().err
 
 
 def test_design_table(capsys):

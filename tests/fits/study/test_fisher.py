@@ -101,12 +101,13 @@ def test_two_perfectly_correlated_scales_trade_off():
     from xmodel.parameters import params_from_config
 
     exp = Experiment.from_config(cfg)
-    px = exp.polar_pixels(np.array([0.1]), np.linspace(-170, 170, 69))
+    q0 = 2 * np.pi * 2 / cfg.superlattice.lattice_constant          # the 200_SL ring: SL spots on it
+    chi = np.linspace(-179.5, 179.5, 360)
+    px = exp.polar_pixels(np.array([q0]), chi)
     truth = params_from_config(cfg, dtype=jnp.float64)
-    grid = StudyGrid("polar", px, px.valid * 10.0, (69, 1), np.arange(69), np.array([0.1]),
-                     np.linspace(-170, 170, 69), exp)
+    grid = StudyGrid("polar", px, px.valid * 10.0, (360, 1), np.arange(360), np.array([q0]), chi, exp)
     model = PatternModel(px, structure_from_config(cfg), truth, dtype=jnp.float64)
-    prob = StudyProblem(cfg, grid, 0.3, truth, model, ("diffuse_scale", "background"))
+    prob = StudyProblem(cfg, grid, 0.3, truth, model, ("diffuse_scale", "background", "sl_scale"))
     fa = prob.fisher()
     assert fa.no_effect == ()
     assert len(fa.unidentifiable) == 1
@@ -114,6 +115,7 @@ def test_two_perfectly_correlated_scales_trade_off():
     assert msg.startswith("diffuse_scale and background trade off")
     assert "cannot be told apart" in msg or "times worse" in msg
     assert abs(fa.correlation[0, 1]) > 0.999 and fa.condition_number > 1e8
+    assert np.isfinite(fa.crlb[2]) and fa.crlb[2] < 10 * fa.crlb_conditional[2]     # the SL spots still tell
 
 
 def test_bad_grid_is_refused():
