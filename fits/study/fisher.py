@@ -191,13 +191,13 @@ def analyse_fisher(fisher: np.ndarray, names: Sequence[str]) -> FisherAnalysis:
                 break
             v = vec[:, k]
             who = [sub[i] for i in range(v.size) if abs(v[i]) >= NAMED_COMPONENT]      # in the study's order
-            how = "cannot be told apart at all" if lam[k] <= tiny else \
-                f"are determined {1.0 / np.sqrt(lam[k]):.3g} times worse together than alone"
+            how = "is not determined at all" if lam[k] <= tiny else \
+                f"is determined {1.0 / np.sqrt(lam[k]):.3g} times worse than if each were fitted alone"
             if len(who) < 2:
                 messages.append(f"{who[0] if who else sub[int(np.argmax(np.abs(v)))]} is not identifiable: "
                                 f"the combination {_combination(v, sub)} (normalised) {how}")
             else:
                 messages.append(f"{_join(who)} trade off: the combination {_combination(v, sub)} "
-                                f"(each parameter in units of its conditional bound) {how}")
+                                f"(each in units of its conditional bound) {how}")
     return FisherAnalysis(names=names, fisher=f, crlb=crlb, crlb_conditional=cond, correlation=corr,
                           condition_number=float(condition), no_effect=no_effect, unidentifiable=tuple(messages))
