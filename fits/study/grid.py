@@ -9,8 +9,8 @@ detector pixels it stands for; the counts summed over those pixels are Poisson w
 Polar grid: 500 log-spaced q bins x 360 chi bins over the valid pixels (the reduction of the
 demo and the twin, `xmodel.reduction.default_bins` with ``q_spacing="log"``), ``w_p`` the
 pixels of each bin (`xmodel.reduction.build_bin_map`), restricted to the bins of the SL and AL
-q-bands that a scan fit uses (`fits.study.scan_link.fit_point_index`). The model is evaluated
-at the bin centres, as in the scan fit.
+q-bands that a scan fit uses (`fits.study.scan_link.fit_point_index` over the scan fit's range
+of lattice constants). The model is evaluated at the bin centres, as in the scan fit.
 """
 from __future__ import annotations
 
@@ -85,8 +85,8 @@ def build_grid(cfg, kind: str = "polar", template=None, a_range: tuple[float, fl
     kind : "full", "binned" (the config's ``detector.binning``, or `DEFAULT_BINNING` when it is
         1) or "polar".
     template : `xmodel.parameters.ModelParams` of the sample (peak widths), needed for "polar".
-    a_range : SL lattice constants (A) the polar bands must cover (default the template's a
-        +- 2 %).
+    a_range : SL lattice constants (A) the polar bands must cover (default: the scan fit's
+        range, ``FitSettings.a_range_rel`` times the template's a).
 
     Raises
     ------
@@ -104,7 +104,7 @@ def build_grid(cfg, kind: str = "polar", template=None, a_range: tuple[float, fl
         exp = Experiment.from_config(cfg, binning=b)
         px = exp.pixels()
         return StudyGrid(kind, px, px.valid * float(b * b), tuple(px.shape), np.arange(px.size), None, None, exp)
-    from fits.study.scan_link import fit_point_index
+    from fits.study.scan_link import FitSettings, fit_point_index
     from xmodel.parameters import structure_from_config
     from xmodel.reduction import build_bin_map, default_bins
 
@@ -117,7 +117,8 @@ def build_grid(cfg, kind: str = "polar", template=None, a_range: tuple[float, fl
     q, chi = bins.q_centres, bins.chi_centres
     full = exp.polar_pixels(q, chi)
     a0 = float(np.asarray(template.lattice_constant))
-    a_range = a_range or (0.98 * a0, 1.02 * a0)
+    rel = FitSettings().a_range_rel
+    a_range = a_range or (rel[0] * a0, rel[1] * a0)
     structure = structure_from_config(cfg, a_range)
     index = fit_point_index(full, structure, template, a_range, 1.5, counts)
     if index.size == 0:

@@ -76,7 +76,7 @@ class StudyProblem:
         truth = at_exposure(params_from_config(cfg, dtype=jnp.float64), exposure / cfg.beam.exposure_s)
         a0 = float(cfg.superlattice.lattice_constant)
         a_range = (A_RANGE_REL[0] * a0, A_RANGE_REL[1] * a0)
-        g = build_grid(cfg, grid, truth, a_range)
+        g = build_grid(cfg, grid, truth)
         structure = structure_from_config(cfg, a_range)
         model = PatternModel(g.pixels, structure, truth, dtype=jnp.float64, lattice_constant_range=a_range,
                              width_factor=1.5, orientation_margin_deg=2.0)
