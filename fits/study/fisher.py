@@ -58,7 +58,7 @@ def model_jacobian(model: PatternModel, params: ModelParams, names: Sequence[str
 
     Forward mode (`jax.jacfwd`) through the forward model; the dtype is the model's (build it
     in float64 for precise bounds). Validation: against central differences of two simulated
-    images (tests/fits/study/test_fisher.py).
+    images (tests/fits/study/test_study_fisher.py).
     """
     names = check_names(names)
     _, arrays = intensity_function(model)
