@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 
 import xmodel.commands as commands
+from xmodel.commands._common import UsageError
 from xmodel import __version__
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
@@ -154,6 +155,9 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"{name}: error: this needs the optional package '{exc.name}', which is not installed; "
               f"install it with: {hint}", file=sys.stderr)
         return EXIT_INTERNAL
+    except UsageError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except INPUT_ERRORS as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         log.debug("traceback of the input error", exc_info=True)

@@ -180,14 +180,15 @@ class DesignResult:
 
     def plot(self, path: str | Path, names: Sequence[str] | None = None) -> Path:
         """Bounds against the first setting (one line per value of the second), one panel per parameter."""
-        from xmodel.figures import plt
+        from matplotlib.figure import Figure
 
         names = list(names or self.results[0].names)
         s0 = self.settings[0]
         x = np.arange(len(s0.values)) if not s0.numeric else np.array(s0.values, float)
         ncol = min(3, len(names))
         nrow = -(-len(names) // ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
+        fig = Figure(figsize=(4.2 * ncol, 3.2 * nrow))
+        axes = fig.subplots(nrow, ncol, squeeze=False)
         for ax, n in zip(axes.ravel(), names):
             b = self.crlb(n)
             if b.ndim == 1:
@@ -212,7 +213,6 @@ class DesignResult:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
-        plt.close(fig)
         return path
 
 

@@ -86,7 +86,7 @@ def build_grid(cfg, kind: str = "polar", template=None, a_range: tuple[float, fl
         1) or "polar".
     template : `xmodel.parameters.ModelParams` of the sample (peak widths), needed for "polar".
     a_range : SL lattice constants (A) the polar bands must cover (default: the scan fit's
-        range, ``FitSettings.a_range_rel`` times the template's a).
+        range, ``fit.a_range_rel`` (`fits.scan.settings.SupportSettings`) times the template's a).
 
     Raises
     ------
@@ -117,10 +117,12 @@ def build_grid(cfg, kind: str = "polar", template=None, a_range: tuple[float, fl
     q, chi = bins.q_centres, bins.chi_centres
     full = exp.polar_pixels(q, chi)
     a0 = float(np.asarray(template.lattice_constant))
-    rel = FitSettings().a_range_rel
+    support = FitSettings().support
+    rel = support.a_range_rel
     a_range = a_range or (rel[0] * a0, rel[1] * a0)
     structure = structure_from_config(cfg, a_range)
-    index = fit_point_index(full, structure, template, a_range, 1.5, counts)
+    index = fit_point_index(full, structure, template, a_range, support.width_factor, counts,
+                            support.band_nsigma)
     if index.size == 0:
         raise ValueError(f"no polar bin of the config's detector lies in the SL or AL q-bands (q {q.min():.3g} .. "
                          f"{q.max():.3g} 1/A); check detector.distance_m, detector.beam_center_px and the mask")

@@ -93,11 +93,11 @@ def refit_from_truth(problem: StudyProblem, observed: np.ndarray, seed: int | No
 
     settings = FitSettings()
     a0 = float(problem.config.superlattice.lattice_constant)
-    bounds = {"lattice_constant": (settings.a_range_rel[0] * a0, settings.a_range_rel[1] * a0)} \
+    bounds = {"lattice_constant": (settings.support.a_range_rel[0] * a0, settings.support.a_range_rel[1] * a0)} \
         if "lattice_constant" in problem.names else None
     w = np.broadcast_to(problem.grid.weight, observed.shape)
     f = fit_batch(observed, w, problem.model, problem.truth, problem.names, bounds=bounds,
-                  max_iter=settings.max_iter, tol=settings.tol)
+                  max_iter=settings.refine.max_iter, tol=settings.refine.tol)
     ok = np.array([s.success for s in f.status])
     values = np.stack([f.values[n] for n in problem.names], axis=1)
     return MonteCarloResult("truth", problem.names, np.where(ok[:, None], values, np.nan), problem.values, ok, seed)
@@ -111,27 +111,28 @@ _SCAN_REPORTED = ("lattice_constant", "inplane_deg", "tilt1_deg", "tilt2_deg", "
 def refit_from_search(problem: StudyProblem, observed: np.ndarray, seed: int | None = None,
                       cache_dir: str | None = None) -> MonteCarloResult:
     """Fit every replicate with the whole scan fit of a frame, search included (polar grid only)."""
-    from fits.study.scan_link import FitSettings, FitSetup, decompose_orientation, fit_frames
+    from fits.study.scan_link import FitSettings, FitSetup, fit_frames
+    from xmodel.orientation import decompose_orientation
 
     g = problem.grid
     if g.kind != "polar":
         raise ValueError(f"the Monte Carlo start 'search' runs the scan fit, which works on the polar grid; "
                          f"use --grid polar instead of --grid {g.kind}")
-    settings = FitSettings(cache_dir=cache_dir, neighbour_passes=0)
+    settings = FitSettings.of("Monte Carlo refits", cache_dir=cache_dir, neighbour_passes=0)
     counts = g.image(g.weight, fill=0.0)
     setup = FitSetup.build(problem.config, g.q, g.chi_deg, counts, settings)
     polar = g.image(observed)                            # NaN outside the fit points
     names = tuple(n for n in problem.names if n in _SCAN_REPORTED)
     rows = []
     oks = []
-    for start in range(0, observed.shape[0], settings.batch):
-        out = fit_frames(polar[start:start + settings.batch], setup, settings)
+    for start in range(0, observed.shape[0], settings.run.batch):
+        out = fit_frames(polar[start:start + settings.run.batch], setup, settings)
         oks.append(np.array([FitStatus.from_code(int(c)).success for c in out["status"]]))
         rows.append(np.stack([np.asarray(out[n], float) for n in names], axis=1))
     ok = np.concatenate(oks)
     values = np.concatenate(rows)
     truth = problem.values[[problem.names.index(n) for n in names]]
-    angles = decompose_orientation(np.asarray(problem.truth.sl_orientation(), np.float64)[None], list(settings.zones))
+    angles = decompose_orientation(np.asarray(problem.truth.sl_orientation(), np.float64)[None], list(settings.search.zones))
     for k in ("inplane_deg", "tilt1_deg", "tilt2_deg"):
         if k in names:
             truth[names.index(k)] = float(angles[k][0])

@@ -64,7 +64,7 @@ def plot_sensitivity(problem: StudyProblem, maps: SensitivityMaps, directory: st
     """One PNG per parameter (change and Fisher fraction side by side) in ``directory``."""
     from matplotlib.colors import LogNorm, SymLogNorm
 
-    from xmodel.figures import plt
+    from matplotlib.figure import Figure
 
     out = []
     directory = Path(directory)
@@ -74,7 +74,8 @@ def plot_sensitivity(problem: StudyProblem, maps: SensitivityMaps, directory: st
     # polar grid: only the q columns that hold points (the SL and AL bands side by side)
     cols = np.flatnonzero(np.isfinite(maps.change).any(axis=(0, 1))) if polar else None
     for k, n in enumerate(maps.names):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        fig = Figure(figsize=(11, 4.2))
+        axes = fig.subplots(1, 2)
         ch, fr = maps.change[k], maps.fisher_fraction[k]
         if polar:
             ch, fr = ch[:, cols], fr[:, cols]
@@ -107,6 +108,5 @@ def plot_sensitivity(problem: StudyProblem, maps: SensitivityMaps, directory: st
         fig.tight_layout()
         path = directory / f"sensitivity_{n}.png"
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         out.append(path)
     return out

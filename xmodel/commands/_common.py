@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 
 
+class UsageError(Exception):
+    """Options that do not go together (exit code 2, like argparse's own usage errors)."""
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows every option's default, but not for flags or options without one."""
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from xmodel.commands._common import add_config_args
+from xmodel.commands._common import UsageError, add_config_args
 
 VARY_HELP = ("vary a setting: KEY=LO:HI:N (N values from LO to HI) or KEY={V1;V2;...} (TOML values); "
              "KEY is exposure_s, a numeric config key (detector.distance_m, beam.energy_kev, "
@@ -33,13 +33,13 @@ def run(args) -> int:
     if args.exposure_s is not None and not args.exposure_s > 0:
         raise ValueError(f"--exposure-s {args.exposure_s!r} must be a positive number of seconds, e.g. 0.3")
     if args.mc_start != "truth" and not args.monte_carlo:
-        raise ValueError(f"--mc-start {args.mc_start} needs --monte-carlo N (the number of replicates to refit)")
+        raise UsageError(f"--mc-start {args.mc_start} needs --monte-carlo N (the number of replicates to refit)")
     if args.vary:
         if args.monte_carlo:
-            raise ValueError("--monte-carlo checks one pattern; run it without --vary (a design scan would "
+            raise UsageError("--monte-carlo checks one pattern; run it without --vary (a design scan would "
                              "refit every point)")
         if args.out:
-            raise ValueError("--out writes the study of one pattern; for a design scan (--vary) save the "
+            raise UsageError("--out writes the study of one pattern; for a design scan (--vary) save the "
                              "--json output instead")
         res = design_scan(args.configs, args.overrides, args.vary, names, grid=args.grid,
                           exposure_s=args.exposure_s)

@@ -51,11 +51,11 @@ def test_json_writes_null_for_a_parameter_without_effect(capsys):
 
 
 def test_bad_vary_key_and_parameter_are_clear_errors(capsys):
-    assert main(ARGS + ["--vary", "detector.distanse_m=0.3:0.6:3"]) == 2
+    assert main(ARGS + ["--vary", "detector.distanse_m=0.3:0.6:3"]) == 3
     err = capsys.readouterr().err
     assert "unknown or non-numeric setting 'detector.distanse_m'" in err and "Valid keys are" in err
     assert "'detector.distance_m'" in err
-    assert main(ARGS + ["--params", "tilt_deg"]) == 2
+    assert main(ARGS + ["--params", "tilt_deg"]) == 3
     assert "unknown fit parameter 'tilt_deg'" in capsys.readouterr().err
     assert main(ARGS + ["--vary", "exposure_s=0.1:1:2", "--out", "x.h5"]) == 2
     assert "--out writes the study of one pattern; for a design scan (--vary) save the --json" in \
