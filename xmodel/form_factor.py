@@ -13,8 +13,9 @@ average used by sasmodels' ``sphere`` model with a Gaussian radius distribution 
 ``n_sigma = 6`` converges to the untruncated Gaussian (sasmodels' default, 3 sigma, is 1.8 %
 off near the first minimum). ``P`` weighs the diffuse scattering of the disordered NCs.
 
-The superlattice Bragg peaks are weighted by ``B(q) = |<V Phi(qR)>|^2 / <V>^2`` (the
-decoupling approximation, `sphere_bragg_factor`), or by ``P`` on request (`sl_peak_factor`).
+For a crystal of randomly sized NCs the superlattice Bragg peaks go as
+``B(q) = |<V Phi(qR)>|^2 / <V>^2`` (the decoupling approximation, `sphere_bragg_factor`);
+`sl_peak_factor` gives B or P as ``model.sl_peak_weighting`` says.
 """
 
 from __future__ import annotations

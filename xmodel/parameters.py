@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xmodel import lattice, orientation, structure_factor
-from xmodel.form_factor import SL_PEAK_WEIGHTINGS
+from xmodel.config import DEFAULT_SL_PEAK_WEIGHTING, SL_PEAK_WEIGHTINGS
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # 2.3548 for a Gaussian
 
@@ -119,7 +119,7 @@ class Structure:
     al_lattice_constant: float = 5.936
     form_factor_nodes: int = 40
     form_factor_nsigma: float = 6.0
-    sl_peak_weighting: str = "decoupling"
+    sl_peak_weighting: str = DEFAULT_SL_PEAK_WEIGHTING
     energy_kev: float = 13.8
     q_max_sl: float = 0.25
     q_max_al: float = 3.2
@@ -131,7 +131,8 @@ class Structure:
               q_max_al: float = 3.2, energy_kev: float = 13.8, al_lattice_constant: float = 5.936,
               form_factor_nodes: int = 40, band_nsigma: float = 4.0,
               lattice_constant_range: tuple[float, float] | None = None,
-              form_factor_nsigma: float = 6.0, sl_peak_weighting: str = "decoupling") -> "Structure":
+              form_factor_nsigma: float = 6.0,
+              sl_peak_weighting: str = DEFAULT_SL_PEAK_WEIGHTING) -> "Structure":
         """Reflection lists for an fcc SL of lattice constant ``lattice_constant`` (A).
 
         ``lattice_constant_range`` (A) widens the SL list so that fits letting ``a`` vary
@@ -140,7 +141,7 @@ class Structure:
         Raises
         ------
         ValueError
-            If ``sl_peak_weighting`` is not one of `xmodel.form_factor.SL_PEAK_WEIGHTINGS`.
+            If ``sl_peak_weighting`` is not one of `xmodel.config.SL_PEAK_WEIGHTINGS`.
         """
         if sl_peak_weighting not in SL_PEAK_WEIGHTINGS:
             raise ValueError(f"sl_peak_weighting {sl_peak_weighting!r} is unknown; use one of "

@@ -5,8 +5,9 @@
 
 * ``I_SL(q) = diffuse_scale * P(|q|) + sl_scale * B(|q|) * sum_G g(q; R_sl G)`` over the fcc
   SL reflections, ``P`` the polydisperse sphere form factor, ``B`` the Bragg weight of the
-  size distribution (``|<F>|^2 / <V>^2``, the decoupling approximation; ``P`` again with
-  ``model.sl_peak_weighting = "average"``; `xmodel.form_factor.sl_peak_factor`), ``g`` a
+  size distribution: ``|<F>|^2 / <V>^2`` (the decoupling approximation) with
+  ``model.sl_peak_weighting = "decoupling"``, ``P`` with ``"average"`` (the default for now;
+  `xmodel.form_factor.sl_peak_factor`, `xmodel.config.DEFAULT_SL_PEAK_WEIGHTING`), ``g`` a
   Gaussian peak with radial sigma ``sigma_r`` and tangential sigma ``|G| sigma_mosaic``;
 * ``I_AL(q) = al_scale * sum_G |F_G|^2/|F_200|^2 g(q; R_al G)`` over the rock-salt PbS
   reflections, radial sigma ``sigma_s`` and tangential ``sqrt(sigma_s^2 + (|G| sigma_Phi)^2)``
