@@ -218,3 +218,93 @@ def test_shipped_realistic_configs_load():
         s = load_settings(ROOT / "configs" / name)
         assert any(f"scan.shape=[{shape[0]}, {shape[1]}]" == o for o in s.overrides)
         assert s["grains.count"] >= 2 and s["grains.displacement_model"] == "cumulative"
+
+
+TINY_TWIN = f"""
+name = "tiny"
+seed = 11
+experiment = "{ROOT / 'configs' / 'experiment' / 'p10_eiger4m.toml'}"
+[detector]
+binning = 4
+[scan]
+shape = [1, 3]
+step_um = 2.0
+[boundary]
+roughness = 0.0
+[[domain]]
+file = "{ROOT / 'configs' / 'domains' / 'red.toml'}"
+center_um = [0.0, 0.0]
+radius_um = 2.6
+width_um = 1.5
+shrink = 0.1
+tilt_deg = 10.0
+"""
+
+TINY_REALISTIC = """
+twin = "tiny_twin.toml"
+name = "tiny_realistic"
+[grains]
+count = 2
+diameter_A = [900.0, 1100.0]
+[nanocrystals]
+sampled = 32
+[waxs]
+binning = 1
+[nuisance]
+hot_pixels = 3
+dead_pixels = 5
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_scan(tmp_path_factory):
+    from xmodel.cli import main
+
+    root = tmp_path_factory.mktemp("realspace")
+    (root / "tiny_twin.toml").write_text(TINY_TWIN)
+    (root / "tiny.toml").write_text(TINY_REALISTIC)
+    assert main(["synth", str(root / "tiny.toml"), "--engine", "realspace", "--out", str(root / "out"),
+                 "--quiet"]) == 0
+    return root
+
+
+def test_synth_engine_writes_frames_and_truth_in_the_twin_layout(tiny_scan):
+    import h5py
+
+    from xmodel.io import open_scan
+    from xmodel.twin import TRUTH_UNITS
+
+    out = tiny_scan / "out"
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".h5")[-2:] == ["tiny_realistic_master.h5", "truth.h5"]
+    with open_scan(out / "tiny_realistic_master.h5") as scan:
+        frames = np.stack([scan.frame(i) for i in range(scan.n_frames)]).astype(float)
+    with h5py.File(out / "truth.h5") as f:
+        truth = {k: f["truth"][k][()] for k in f["truth"]}
+        assert f.attrs["engine"] == "realspace"
+    assert set(TRUTH_UNITS) <= set(truth)                     # every key of the Gaussian twin's truth
+    assert list(truth["empty"]) == [False, False, True]
+    assert truth["boundary_s"][1] > 0 and truth["lattice_constant"][1] < truth["lattice_constant"][0]
+    assert truth["n_nanocrystals"][0] > 100 and truth["n_nanocrystals"][2] == 0
+    # Poisson counts about the expected sums (valid pixels), the empty frame holds the background only
+    frames[frames >= 2 ** 32 - 1] = 0.0                          # the masked pixels' fill value
+    total = np.nansum(frames, axis=(1, 2))
+    assert np.all(np.abs(total - truth["expected_counts"]) < 6 * np.sqrt(truth["expected_counts"]) + 1)
+    assert total[0] > total[2] + 20 * np.sqrt(total[2])          # the sample stands out of the noise
+    flat = frames.reshape(3, -1)
+    assert np.all(flat[:, truth["dead_pixels"]] == 0)
+    assert np.all(flat[:, truth["hot_pixels"]] > 1000)
+    assert truth["flux_factor"].shape == (3,) and np.all(truth["flux_factor"] > 0.5)
+    from xmodel.synth import SL_VISIBLE_SNR
+
+    assert truth["sl_snr"][0] > 50 and truth["sl_snr"][2] == 0
+    np.testing.assert_array_equal(truth["sl_visible"], truth["sl_snr"] >= SL_VISIBLE_SNR ** 2)
+
+
+def test_synth_engine_is_deterministic(tiny_scan):
+    from xmodel.realspace import RealspaceScan, load_settings
+
+    scan = RealspaceScan(load_settings(tiny_scan / "tiny.toml"))
+    a, facts_a = scan.expected(0)
+    b, facts_b = scan.expected(0)
+    np.testing.assert_array_equal(a, b)
+    assert facts_a == facts_b
