@@ -275,7 +275,8 @@ def test_synth_engine_writes_frames_and_truth_in_the_twin_layout(tiny_scan):
     from xmodel.twin import TRUTH_UNITS
 
     out = tiny_scan / "out"
-    assert sorted(p.name for p in out.iterdir() if p.suffix == ".h5")[-2:] == ["tiny_realistic_master.h5", "truth.h5"]
+    names = sorted(p.name for p in out.iterdir() if p.suffix == ".h5")
+    assert names[-2:] == ["tiny_realistic_master.h5", "truth.h5"]
     with open_scan(out / "tiny_realistic_master.h5") as scan:
         frames = np.stack([scan.frame(i) for i in range(scan.n_frames)]).astype(float)
     with h5py.File(out / "truth.h5") as f:

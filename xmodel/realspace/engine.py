@@ -44,8 +44,7 @@ from xmodel.realspace import nuisance
 from xmodel.realspace.particles import fcc_grain, random_rotations, sphere_amplitude
 from xmodel.realspace.saxs import SaxsPoints, grain_intensity
 from xmodel.realspace.settings import RealspaceSettings, load_settings
-from xmodel.realspace.waxs import (FWHM_PER_SIGMA, WaxsPoints, nc_intensity, rock_salt_hkl, rock_salt_intensity,
-                                   sample_nc_orientations)
+from xmodel.realspace.waxs import FWHM_PER_SIGMA, WaxsPoints, nc_intensity, rock_salt_hkl, rock_salt_intensity
 from xmodel.twin import TwinSample, components, load_twin, point_truth
 
 __all__ = ["RealspaceScan", "synthesize_realspace"]
@@ -115,7 +114,8 @@ class RealspaceScan:
         self.saxs_index = np.flatnonzero(pixels.valid & (qabs <= s["saxs.q_max"]))
         self.inc_index = np.flatnonzero(pixels.valid & (qabs > s["saxs.q_max"]) & (qabs <= s["saxs.q_max_incoherent"]))
         self.diffuse_index = np.flatnonzero(pixels.valid & (qabs <= s["saxs.q_max_incoherent"]))
-        self.domain_radius = [(d.config.nanocrystal.radius, d.config.nanocrystal.radius_sigma) for d in self.sample.domains]
+        self.domain_radius = [(d.config.nanocrystal.radius, d.config.nanocrystal.radius_sigma)
+                              for d in self.sample.domains]
         self.r0 = _mean_volume_radius(*self.domain_radius[0])
         self.saxs_points = SaxsPoints(pixels.q_lab[self.saxs_index], self.r0)
         self.inc_points = SaxsPoints(pixels.q_lab[self.inc_index], self.r0)
@@ -184,6 +184,9 @@ class RealspaceScan:
             self.al_scale_unit.append(self.photons * eff["al_peak"] * TWO_PI ** -1.5 * sa * sta2
                                       * alc.lattice_constant ** 6 / self.f2_200)   # times 1 / (M <V>)
         self.diffuse_scale = self.photons * eff["diffuse"]
+        log.info("realspace scan %s: %d points, %d coherent SAXS pixels, %d incoherent, %d binned WAXS points",
+                 settings.name, self.sample.n_points, self.saxs_points.size, self.inc_points.size,
+                 self.waxs_points.size)
 
     # ------------------------------------------------------------------ one frame
 

@@ -28,9 +28,9 @@ import math
 import numpy as np
 from scipy.spatial import cKDTree
 
-from xmodel.realspace.particles import random_rotations, sphere_amplitude, sphere_volume
+from xmodel.realspace.particles import sphere_amplitude, sphere_volume
 
-__all__ = ["WaxsPoints", "rock_salt_hkl", "rock_salt_intensity", "nc_intensity", "sample_nc_orientations"]
+__all__ = ["WaxsPoints", "nc_intensity", "rock_salt_hkl", "rock_salt_intensity"]
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -64,17 +64,12 @@ def rock_salt_intensity(hkl: np.ndarray, a: float, energy_kev: float, cation: st
 
     def f(el):
         f0 = np.asarray(xraydb.f0(el, q / (4 * math.pi)), float)
-        return f0 + float(np.squeeze(xraydb.f1_chantler(el, e_ev))) + 1j * float(np.squeeze(xraydb.f2_chantler(el, e_ev)))
+        f1 = float(np.squeeze(xraydb.f1_chantler(el, e_ev)))
+        return f0 + f1 + 1j * float(np.squeeze(xraydb.f2_chantler(el, e_ev)))
 
     even = np.all(hkl % 2 == 0, axis=1)
     amp = np.where(even, 4 * (f(cation) + f(anion)), 4 * (f(cation) - f(anion)))
     return np.abs(amp) ** 2
-
-
-def sample_nc_orientations(rng: np.random.Generator, n: int, al_orientation: np.ndarray,
-                           disorder_fwhm_rad: float) -> np.ndarray:
-    """(n, 3, 3) NC orientations ``R_AL W_j`` drawn about the ideal one (module docstring)."""
-    return np.asarray(al_orientation, float)[None] @ random_rotations(rng, n, disorder_fwhm_rad / FWHM_PER_SIGMA)
 
 
 class WaxsPoints:
