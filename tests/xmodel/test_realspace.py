@@ -309,3 +309,14 @@ def test_synth_engine_is_deterministic(tiny_scan):
     b, facts_b = scan.expected(0)
     np.testing.assert_array_equal(a, b)
     assert facts_a == facts_b
+
+
+def test_synth_cli_engine_errors(tmp_path, capsys):
+    from xmodel.cli import main
+
+    cfg = str(ROOT / "configs" / "twin_realistic_demo.toml")
+    assert main(["synth", cfg, cfg, "--engine", "realspace", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "--engine realspace takes one realistic-twin TOML, got 2" in capsys.readouterr().err
+    assert main(["synth", str(ROOT / "configs" / "demo.toml"), "--engine", "realspace", "--out", str(tmp_path),
+                 "--quiet"]) == 2
+    assert "unknown key or table 'seed'" in capsys.readouterr().err    # a Gaussian twin is not a realistic one

@@ -129,7 +129,9 @@ def load_settings(path: str | Path) -> RealspaceSettings:
     for key in data:
         if key not in TOP_KEYS and key not in DEFAULTS:
             raise RealspaceError(f"{path}: unknown key or table {key!r}; valid ones are "
-                                 f"{list(TOP_KEYS) + list(DEFAULTS)}.")
+                                 f"{list(TOP_KEYS) + list(DEFAULTS)}. A twin TOML (configs/twin.toml) is "
+                                 f"rendered by the default engine, or named by a realistic-twin file's twin key "
+                                 f"(configs/twin_realistic.toml).")
     if "twin" not in data or not isinstance(data["twin"], str):
         raise RealspaceError(f'{path}: the key twin is missing or not a string; name the twin layout it renders, '
                              f'e.g. twin = "twin.toml".')
