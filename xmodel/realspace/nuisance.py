@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import expit
 
 __all__ = ["air_scattering", "bad_pixels", "beamstop_transmission", "flux_factors", "membrane_scattering",
            "parasitic_streak"]
@@ -79,12 +80,12 @@ def beamstop_transmission(shape: tuple[int, int], center_px: tuple[float, float]
     dr = np.arange(rows, dtype=float)[:, None] - center_px[0]
     dc = np.arange(cols, dtype=float)[None, :] - center_px[1]
     edge = max(float(edge_px), 1e-6)
-    t = 1.0 / (1.0 + np.exp(-(np.hypot(dr, dc) - radius_px) / edge))
+    t = expit((np.hypot(dr, dc) - radius_px) / edge)
     if holder_width_px > 0:
         a = math.radians(holder_angle_deg)
         along = dr * math.sin(a) + dc * math.cos(a)
         across = np.abs(dr * math.cos(a) - dc * math.sin(a))
-        holder = 1.0 / (1.0 + np.exp(-(across - 0.5 * holder_width_px) / edge))
+        holder = expit((across - 0.5 * holder_width_px) / edge)
         t = t * np.where(along >= 0, holder, 1.0)
     return t
 
