@@ -320,3 +320,15 @@ def test_synth_cli_engine_errors(tmp_path, capsys):
     assert main(["synth", str(ROOT / "configs" / "demo.toml"), "--engine", "realspace", "--out", str(tmp_path),
                  "--quiet"]) == 2
     assert "unknown key or table 'seed'" in capsys.readouterr().err    # a Gaussian twin is not a realistic one
+
+
+def test_membrane_and_air_scattering_shapes():
+    from xmodel.realspace.nuisance import air_scattering, membrane_scattering
+
+    q = np.linspace(0.0, 3.0, 301)
+    mem = membrane_scattering(q)
+    assert mem[0] == pytest.approx(0.05 * (3 * 14 ** 2 + 4 * 7 ** 2), rel=0.02)   # I(0) = s0 sum f^2
+    assert np.all(mem >= 0) and 1.0 < q[np.argmax(mem)] < 2.5                      # the amorphous halo
+    air = air_scattering(q)
+    assert air[0] == pytest.approx((0.78 * 4 * 7 ** 2 + 0.21 * 4 * 8 ** 2) / 0.99, rel=0.02)  # 2 f^2 (1 + 1)
+    assert np.all(np.diff(air) < 0)                                                # gas: falls with q

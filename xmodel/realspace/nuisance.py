@@ -25,8 +25,9 @@ def _sinc(x: np.ndarray) -> np.ndarray:
     return np.sinc(np.asarray(x) / math.pi)
 
 
-def membrane_scattering(q: np.ndarray, bond_A: float = 1.73, sigma_A: float = 0.08) -> np.ndarray:
-    """Scattering of amorphous Si3N4 per formula unit (electrons^2), independent-atom + first shell.
+def membrane_scattering(q: np.ndarray, bond_A: float = 1.73, sigma_A: float = 0.08,
+                        density_g_cm3: float = 3.1, s0: float = 0.05) -> np.ndarray:
+    """Scattering of amorphous Si3N4 per formula unit (electrons^2).
 
     Parameters
     ----------
@@ -36,19 +37,37 @@ def membrane_scattering(q: np.ndarray, bond_A: float = 1.73, sigma_A: float = 0.
         Si-N bond length (A): 1.73 A in amorphous and crystalline Si3N4.
     sigma_A
         rms spread of the bond length (A; thermal and static disorder).
+    density_g_cm3
+        Mass density (g/cm^3; 3.1 for LPCVD silicon nitride membranes).
+    s0
+        Forward scattering relative to the independent atoms, ``I(0) / sum f^2`` (a dense
+        amorphous solid scatters little at q -> 0: its compressibility is small).
 
     Notes
     -----
     Debye scattering equation (Debye, Ann. Phys. 351, 809 (1915); Warren, X-ray Diffraction
-    (1969), ch. 10) kept to the first coordination shell, each Si bonded to four N:
-    ``I = 3 f_Si^2 + 4 f_N^2 + 2 * 12 f_Si f_N sin(q d)/(q d) exp(-q^2 sigma^2 / 2)``
-    (12 Si-N bonds per Si3N4). f0 from xraydb (Waasmaier & Kirfel 1995). Its broad hump near
-    q ~ 2 pi / d gives the membrane's wide-angle halo; the small-angle scattering of a flat
-    50 nm membrane is negligible beside it. Compton scattering is not included.
+    (1969), ch. 10) with three terms: the independent atoms ``3 f_Si^2 + 4 f_N^2``; the first
+    coordination shell, each Si bonded to four N (12 Si-N bonds per Si3N4),
+    ``24 f_Si f_N sin(qd)/(qd) exp(-q^2 sigma^2 / 2)``; and the uniform density beyond it, a
+    correlation hole of radius ``r_c`` around every formula unit,
+    ``-(sum f)^2 rho (4 pi / 3) r_c^3 Phi(q r_c)`` (Warren ch. 10, the density term), with
+    ``r_c`` set by the number density ``rho`` so that ``I(0) = s0 sum f^2``. The result is a
+    low forward scattering rising to a broad halo near q ~ 2 pi / d. f0 from xraydb (Waasmaier
+    & Kirfel 1995). Compton scattering is not included; clipped at 0.
     """
     q = np.asarray(q, float)
     fs, fn = _f0("Si", q), _f0("N", q)
-    return 3 * fs ** 2 + 4 * fn ** 2 + 24 * fs * fn * _sinc(q * bond_A) * np.exp(-0.5 * (q * sigma_A) ** 2)
+    fs0, fn0 = _f0("Si", np.zeros(1))[0], _f0("N", np.zeros(1))[0]
+    rho = density_g_cm3 / (3 * 28.086 + 4 * 14.007) * 6.02214076e23 * 1e-24     # formula units per A^3
+    self0 = 3 * fs0 ** 2 + 4 * fn0 ** 2
+    hole = (self0 + 24 * fs0 * fn0 - s0 * self0) / (3 * fs0 + 4 * fn0) ** 2       # rho (4 pi / 3) r_c^3
+    r_c = (3 * hole / (4 * math.pi * rho)) ** (1.0 / 3.0)
+    x = q * r_c
+    xs = np.where(x < 1e-3, 1.0, x)
+    phi = np.where(x < 1e-3, 1.0 - x * x / 10, 3 * (np.sin(xs) - xs * np.cos(xs)) / xs ** 3)
+    out = (3 * fs ** 2 + 4 * fn ** 2 + 24 * fs * fn * _sinc(q * bond_A) * np.exp(-0.5 * (q * sigma_A) ** 2)
+           - hole * (3 * fs + 4 * fn) ** 2 * phi)
+    return np.maximum(out, 0.0)
 
 
 def air_scattering(q: np.ndarray) -> np.ndarray:
