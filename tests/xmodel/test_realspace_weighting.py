@@ -39,3 +39,25 @@ def test_structure_rejects_an_unknown_weighting():
     with pytest.raises(ValueError,
                        match=r"sl_peak_weighting 'mean' is unknown; use one of \['decoupling', 'average'\]"):
         Structure.build(sl_peak_weighting="mean")
+
+
+def test_model_sl_peaks_follow_the_configured_weighting():
+    from xmodel.config import default_paths, load_config
+    from xmodel.experiment import Experiment
+    from xmodel.parameters import params_from_config
+    from xmodel.pattern import PatternModel
+
+    cfg = load_config(default_paths("purple"))
+    pixels = Experiment.from_config(cfg).polar_pixels(np.linspace(0.06, 0.2, 120), np.arange(-180.0, 180.0, 2.0))
+    params = params_from_config(cfg)
+    terms = {}
+    for weighting in ("average", "decoupling"):
+        structure = Structure.build(lattice_constant=float(params.lattice_constant), sl_peak_weighting=weighting)
+        model = PatternModel(pixels, structure, params)
+        terms[weighting] = np.asarray(model.components(("sl_scale",))(model.arrays, params)[0], float)
+    qabs = np.linalg.norm(pixels.q_lab, axis=1)
+    on = terms["average"] > 1e-3 * terms["average"].max()
+    assert on.sum() > 50
+    expected = (np.asarray(sphere_bragg_factor(qabs[on], RADIUS, SIGMA), float)
+                / np.asarray(sphere_form_factor(qabs[on], RADIUS, SIGMA), float))
+    np.testing.assert_allclose(terms["decoupling"][on] / terms["average"][on], expected, rtol=2e-3)
