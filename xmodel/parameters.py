@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xmodel import lattice, orientation, structure_factor
+from xmodel.config import DEFAULT_SL_PEAK_WEIGHTING, SL_PEAK_WEIGHTINGS
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # 2.3548 for a Gaussian
 
@@ -107,6 +108,9 @@ class Structure:
     al_weight : (N_al,) |F_hkl|^2 / |F_200|^2 at the beam energy (xraydb tables).
     al_lattice_constant : PbS lattice constant (A), fixed.
     form_factor_nodes : quadrature nodes of the polydisperse sphere average.
+    form_factor_nsigma : truncation of the Gaussian radius distribution (standard deviations).
+    sl_peak_weighting : size weighting of the SL Bragg peaks, "decoupling" (``|<F>|^2``) or
+        "average" (``<|F|^2>``); see `xmodel.form_factor.sl_peak_factor`.
     """
 
     sl_hkl: np.ndarray
@@ -114,6 +118,8 @@ class Structure:
     al_weight: np.ndarray
     al_lattice_constant: float = 5.936
     form_factor_nodes: int = 40
+    form_factor_nsigma: float = 6.0
+    sl_peak_weighting: str = DEFAULT_SL_PEAK_WEIGHTING
     energy_kev: float = 13.8
     q_max_sl: float = 0.25
     q_max_al: float = 3.2
@@ -124,12 +130,22 @@ class Structure:
     def build(cls, *, lattice_constant: float = 150.0, q_max_sl: float = 0.25,
               q_max_al: float = 3.2, energy_kev: float = 13.8, al_lattice_constant: float = 5.936,
               form_factor_nodes: int = 40, band_nsigma: float = 4.0,
-              lattice_constant_range: tuple[float, float] | None = None) -> "Structure":
+              lattice_constant_range: tuple[float, float] | None = None,
+              form_factor_nsigma: float = 6.0,
+              sl_peak_weighting: str = DEFAULT_SL_PEAK_WEIGHTING) -> "Structure":
         """Reflection lists for an fcc SL of lattice constant ``lattice_constant`` (A).
 
         ``lattice_constant_range`` (A) widens the SL list so that fits letting ``a`` vary
         keep every reflection that can enter ``q < q_max_sl``.
+
+        Raises
+        ------
+        ValueError
+            If ``sl_peak_weighting`` is not one of `xmodel.config.SL_PEAK_WEIGHTINGS`.
         """
+        if sl_peak_weighting not in SL_PEAK_WEIGHTINGS:
+            raise ValueError(f"sl_peak_weighting {sl_peak_weighting!r} is unknown; use one of "
+                             f"{list(SL_PEAK_WEIGHTINGS)} (model.sl_peak_weighting).")
         a_min = min(lattice_constant_range) if lattice_constant_range else lattice_constant
         sl_hkl = lattice.fcc_reflections(a_min, q_max_sl)
         al_hkl = lattice.rock_salt_reflections(al_lattice_constant, q_max_al)
@@ -138,6 +154,7 @@ class Structure:
         return cls(sl_hkl=np.asarray(sl_hkl, dtype=np.int64), al_hkl=np.asarray(al_hkl, dtype=np.int64),
                    al_weight=np.asarray(f2 / f200, dtype=np.float64),
                    al_lattice_constant=al_lattice_constant, form_factor_nodes=form_factor_nodes,
+                   form_factor_nsigma=float(form_factor_nsigma), sl_peak_weighting=sl_peak_weighting,
                    energy_kev=energy_kev, q_max_sl=q_max_sl, q_max_al=q_max_al,
                    band_nsigma=band_nsigma)
 
@@ -194,5 +211,7 @@ def structure_from_config(cfg, lattice_constant_range=None) -> Structure:
                            energy_kev=cfg.beam.energy_kev,
                            al_lattice_constant=cfg.atomic_lattice.lattice_constant,
                            form_factor_nodes=cfg.model.form_factor_nodes,
+                           form_factor_nsigma=cfg.model.form_factor_nsigma,
+                           sl_peak_weighting=cfg.model.sl_peak_weighting,
                            band_nsigma=cfg.model.band_nsigma,
                            lattice_constant_range=lattice_constant_range)

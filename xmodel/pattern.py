@@ -3,9 +3,12 @@
 ``I = w * (background + I_SL + I_AL)`` with ``w`` the solid angle times polarization
 (DESIGN.md, "Pattern"), zero where masked, and
 
-* ``I_SL(q) = diffuse_scale * P(|q|) + sl_scale * P(|q|) * sum_G g(q; R_sl G)`` over the fcc
-  SL reflections, ``P`` the polydisperse sphere form factor, ``g`` a Gaussian peak with
-  radial sigma ``sigma_r`` and tangential sigma ``|G| sigma_mosaic``;
+* ``I_SL(q) = diffuse_scale * P(|q|) + sl_scale * B(|q|) * sum_G g(q; R_sl G)`` over the fcc
+  SL reflections, ``P`` the polydisperse sphere form factor, ``B`` the Bragg weight of the
+  size distribution: ``|<F>|^2 / <V>^2`` (the decoupling approximation) with
+  ``model.sl_peak_weighting = "decoupling"``, ``P`` with ``"average"`` (the default for now;
+  `xmodel.form_factor.sl_peak_factor`, `xmodel.config.DEFAULT_SL_PEAK_WEIGHTING`), ``g`` a
+  Gaussian peak with radial sigma ``sigma_r`` and tangential sigma ``|G| sigma_mosaic``;
 * ``I_AL(q) = al_scale * sum_G |F_G|^2/|F_200|^2 g(q; R_al G)`` over the rock-salt PbS
   reflections, radial sigma ``sigma_s`` and tangential ``sqrt(sigma_s^2 + (|G| sigma_Phi)^2)``
   (the model behind the paper's Eq. 7).
@@ -42,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xmodel.form_factor import sphere_form_factor
+from xmodel.form_factor import sl_peak_factor, sphere_form_factor
 from xmodel.parameters import ModelParams, Structure
 from xmodel.pixels import PixelSet
 
@@ -295,6 +298,8 @@ class _Layout:
     al_shells: tuple[tuple[int, int], ...]
     al_a: float
     nodes: int
+    nsigma: float
+    weighting: str
 
 
 #: the terms the model is linear in, named by their scale parameter (`ModelParams`)
@@ -318,7 +323,8 @@ def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str,
         # P(q) tabulated on a fine |q| grid and interpolated (linear, 4096 nodes: relative error
         # < 1e-5 for the default NCs)
         grid = arrays["ff_grid"]
-        ff_table = sphere_form_factor(grid, p.radius, p.radius_sigma, n_nodes=layout.nodes)
+        ff_table = sphere_form_factor(grid, p.radius, p.radius_sigma, n_nodes=layout.nodes,
+                                      n_sigma=layout.nsigma)
         ff = jnp.interp(arrays["saxs_qabs"], grid, ff_table)
         place = lambda v: jnp.zeros((layout.size,), dtype).at[arrays["saxs_index"]].add(  # noqa: E731
             v, indices_are_sorted=True, unique_indices=True) * w
@@ -326,6 +332,12 @@ def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str,
             out["diffuse_scale"] = place(ff)
         if "sl_scale" in parts:
             rot = p.sl_orientation()
+            if layout.weighting == "average":
+                bragg = ff
+            else:
+                bragg = jnp.interp(arrays["saxs_qabs"], grid, sl_peak_factor(
+                    grid, p.radius, p.radius_sigma, layout.weighting, n_nodes=layout.nodes,
+                    n_sigma=layout.nsigma))
             sl = jnp.zeros_like(ff)
             for i, (n2, _) in enumerate(layout.sl_shells):
                 pts = arrays["sl_points"][i]
@@ -333,7 +345,7 @@ def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str,
                 g_rot = (TWO_PI / p.lattice_constant) * (arrays["sl_hkl"][i] @ rot.T)
                 vals = shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], g_rot, g, p.sl_radial_width,
                                  g * p.sl_mosaic)
-                sl = sl.at[pts].add(ff[pts] * vals, indices_are_sorted=True, unique_indices=True)
+                sl = sl.at[pts].add(bragg[pts] * vals, indices_are_sorted=True, unique_indices=True)
             out["sl_scale"] = place(sl)
     if "al_scale" in parts:
         al = jnp.zeros(arrays["al_index"].shape[0], dtype)
@@ -414,7 +426,9 @@ class PatternModel:
                               sl_shells=tuple((sh.n2, sh.members.size) for sh in s.sl_shells),
                               al_shells=tuple((sh.n2, sh.members.size) for sh in s.al_shells),
                               al_a=float(structure.al_lattice_constant),
-                              nodes=int(structure.form_factor_nodes))
+                              nodes=int(structure.form_factor_nodes),
+                              nsigma=float(structure.form_factor_nsigma),
+                              weighting=str(structure.sl_peak_weighting))
         self._fn = jax.jit(partial(_evaluate, self.layout))
 
     def __call__(self, params: ModelParams) -> jax.Array:
@@ -502,6 +516,7 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
     al_g = (TWO_PI / structure.al_lattice_constant) * (jnp.asarray(structure.al_hkl, dtype) @ p.al_orientation().T)
     al_w = jnp.asarray(structure.al_weight, dtype)
     nodes = structure.form_factor_nodes
+    nsigma = float(structure.form_factor_nsigma)
 
     @jax.jit
     def block(q):
@@ -516,12 +531,14 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
             dt2 = jnp.sum(chord * chord, axis=2)
             return gaussian_peak(dr * dr, dt2, sr, st)
 
-        ff = sphere_form_factor(qa, p.radius, p.radius_sigma, n_nodes=nodes)
+        ff = sphere_form_factor(qa, p.radius, p.radius_sigma, n_nodes=nodes, n_sigma=nsigma)
+        bragg = sl_peak_factor(qa, p.radius, p.radius_sigma, structure.sl_peak_weighting, n_nodes=nodes,
+                               n_sigma=nsigma)
         gn_sl = jnp.linalg.norm(sl_g, axis=1)
         sl = jnp.sum(peaks(sl_g, p.sl_radial_width, gn_sl * p.sl_mosaic), axis=1)
         gn_al = jnp.linalg.norm(al_g, axis=1)
         al = peaks(al_g, p.al_radial_width, al_tangential_sigma(gn_al, p.al_radial_width, p.disorder))
-        return p.background + p.diffuse_scale * ff + p.sl_scale * ff * sl + p.al_scale * (al @ al_w)
+        return p.background + p.diffuse_scale * ff + p.sl_scale * bragg * sl + p.al_scale * (al @ al_w)
 
     out = np.zeros(pixels.size, np.dtype(dtype))
     idx = np.flatnonzero(pixels.valid)

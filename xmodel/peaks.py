@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from xmodel.experiment import Experiment
-from xmodel.form_factor import sphere_form_factor
+from xmodel.form_factor import sl_peak_factor
 from xmodel.parameters import ModelParams, Structure
 from xmodel.pixels import weight_at
 
@@ -120,8 +120,9 @@ def reflection_table(experiment: Experiment, structure: Structure, params: Model
         q_star = _brightest_on_sphere(geom, g, q_near, sr, st)
         qs_abs = np.linalg.norm(q_star, axis=1)
         if name == "SL":
-            ff = np.asarray(sphere_form_factor(qs_abs, float(p.radius), float(p.radius_sigma),
-                                               n_nodes=structure.form_factor_nodes))
+            ff = np.asarray(sl_peak_factor(qs_abs, float(p.radius), float(p.radius_sigma),
+                                           structure.sl_peak_weighting, n_nodes=structure.form_factor_nodes,
+                                           n_sigma=structure.form_factor_nsigma))
             amp = float(p.sl_scale) * ff
         else:
             amp = float(p.al_scale) * structure.al_weight

@@ -4,12 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xmodel.form_factor import sphere_amplitude, sphere_form_factor
+from xmodel.form_factor import sl_peak_factor, sphere_amplitude, sphere_bragg_factor, sphere_form_factor
 
 # Tests call jitted wrappers: eager op-by-op dispatch of the quadrature (and of jacfwd/jacrev
 # of it) compiles dozens of tiny kernels and dominates the run time.
 form_factor = jax.jit(sphere_form_factor, static_argnames=("n_nodes", "n_sigma"))
 amplitude = jax.jit(sphere_amplitude)
+bragg_factor = jax.jit(sphere_bragg_factor, static_argnames=("n_nodes", "n_sigma"))
 _jac_fwd = jax.jit(jax.jacfwd(sphere_form_factor, argnums=(1, 2)))
 _jac_rev = jax.jit(jax.jacrev(sphere_form_factor, argnums=(1, 2)))
 
@@ -49,28 +50,75 @@ def test_monodisperse_limit_is_amplitude_squared():
     np.testing.assert_allclose(form_factor(q, 34.0, 0.0), amplitude(q, 34.0) ** 2, rtol=1e-13, atol=1e-20)
 
 
-@pytest.mark.parametrize("radius, sigma", [(34.0, 2.5), (65.0, 5.0)])
-def test_agrees_with_sasmodels_sphere(radius, sigma):
+def _sasmodels_sphere(q, radius, sigma, nsigma, npts):
     core = pytest.importorskip("sasmodels.core")
     from sasmodels.data import empty_data1D
     from sasmodels.direct_model import DirectModel
 
-    q = np.linspace(0.005, 0.5, 400)
     q_with_zero = np.concatenate([[1e-6], q])  # P(1e-6) = 1 - O(1e-9): low-q normalisation
-    model = DirectModel(empty_data1D(q_with_zero), core.load_model("sphere", dtype="double"))
+    # cutoff=0: DirectModel otherwise drops dispersion points of weight < 1e-5 (of a unit sum),
+    # more of them the more points there are
+    model = DirectModel(empty_data1D(q_with_zero), core.load_model("sphere", dtype="double"), cutoff=0.0)
     intensity = model(
         radius=radius, radius_pd=sigma / radius, radius_pd_type="gaussian",
-        radius_pd_n=201, radius_pd_nsigma=3.0,  # explicit: sasmodels runs monodisperse otherwise
+        radius_pd_n=npts, radius_pd_nsigma=nsigma,  # explicit: sasmodels runs monodisperse otherwise
         scale=1.0, background=0.0, sld=1.0, sld_solvent=0.0,
     )
-    reference = intensity[1:] / intensity[0]
+    return intensity[1:] / intensity[0]
+
+
+@pytest.mark.parametrize("radius, sigma", [(34.0, 2.5), (65.0, 5.0)])
+def test_default_converges_to_sasmodels_six_sigma(radius, sigma):
+    # the default (6 sigma, 40 nodes) against sasmodels' uniform sum over +-6 sigma, 601 points:
+    # within 0.1 % wherever P > 1e-4
+    q = np.linspace(0.005, 0.5, 400)
+    reference = _sasmodels_sphere(q, radius, sigma, nsigma=6.0, npts=601)
     p = np.asarray(form_factor(q, radius, sigma))
     keep = p > 1e-4
     assert keep.sum() > 150
+    np.testing.assert_allclose(p[keep], reference[keep], rtol=1e-5)  # well inside 0.1 %
+    # the 3-sigma cut, still available, is off by more than that near the first minimum
+    cut = np.asarray(form_factor(q, radius, sigma, n_sigma=3.0))
+    assert np.max(np.abs(cut[keep] / reference[keep] - 1)) > 1e-2
+
+
+@pytest.mark.parametrize("radius, sigma", [(34.0, 2.5), (65.0, 5.0)])
+def test_truncation_matches_sasmodels_three_sigma(radius, sigma):
+    q = np.linspace(0.005, 0.5, 400)
+    reference = _sasmodels_sphere(q, radius, sigma, nsigma=3.0, npts=201)
+    p = np.asarray(form_factor(q, radius, sigma, n_sigma=3.0))
+    keep = p > 1e-4
     np.testing.assert_allclose(p[keep], reference[keep], rtol=5e-3)
     # the comparison is not vacuous: the monodisperse curve differs by far more
     mono = np.asarray(form_factor(q, radius, 0.0))
     assert np.max(np.abs(mono[keep] / reference[keep] - 1)) > 0.5
+
+
+def test_bragg_factor_is_squared_mean_amplitude():
+    # B = <V Phi>^2 / <V>^2 against a plain Riemann sum over a fine radius grid (+-8 sigma)
+    radius, sigma = 34.0, 2.5
+    q = np.array([0.0, 0.0838, 0.1185, 0.25])
+    r = radius + sigma * np.linspace(-8, 8, 20001)
+    pdf = np.exp(-0.5 * ((r - radius) / sigma) ** 2)
+    x = q[:, None] * r[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        phi = np.where(x > 0, 3 * (np.sin(x) - x * np.cos(x)) / np.where(x > 0, x, 1) ** 3, 1.0)
+    expected = (np.sum(pdf * r ** 3 * phi, axis=1) / np.sum(pdf * r ** 3)) ** 2
+    b = np.asarray(bragg_factor(q, radius, sigma))
+    np.testing.assert_allclose(b, expected, rtol=1e-6)
+    # the two weightings differ as the decoupling approximation says (module docstring)
+    ratio = b / np.asarray(form_factor(q, radius, sigma))
+    np.testing.assert_allclose(ratio, [1.0, 1.044, 0.793, 0.703], atol=2e-3)
+    # monodisperse: both are Phi^2
+    np.testing.assert_allclose(bragg_factor(q, radius, 0.0), form_factor(q, radius, 0.0), rtol=1e-12)
+
+
+def test_peak_factor_weightings_and_errors():
+    q = np.linspace(0.0, 0.3, 7)
+    np.testing.assert_allclose(sl_peak_factor(q, 34.0, 2.5, "average"), form_factor(q, 34.0, 2.5), rtol=1e-12)
+    np.testing.assert_allclose(sl_peak_factor(q, 34.0, 2.5), bragg_factor(q, 34.0, 2.5), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"sl_peak_weighting 'mean' is unknown; use one of \['decoupling', 'average'\]"):
+        sl_peak_factor(q, 34.0, 2.5, "mean")
 
 
 @pytest.mark.parametrize("radius, sigma", [(34.0, 2.5), (65.0, 5.0), (34.0, 0.3)])
