@@ -33,7 +33,9 @@ NOTES = {
         "For a radius of 34 +- 2.5 A, B/P - 1 is +4 % at 200_SL, -21 % at 220_SL and -30 % at 0.25 1/A. "
         "The real-space simulator (`xmodel.realspace`, docs/realspace.md) follows the decoupling weighting. "
         "`form_factor_nsigma` truncates the Gaussian radius distribution; 6 converges (P within 1e-7 of "
-        "the untruncated average), 3 reproduces sasmodels' default cut (1.8 % off near the first minimum)."),
+        "the untruncated average), 3 reproduces sasmodels' default cut (1.8 % off near the first minimum) and is the model's default "
+        "for now: the scan fit's template search picks an alias on some frames with the converged P(q), "
+        "so it follows when the search is robust to it."),
 }
 
 

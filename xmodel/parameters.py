@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xmodel import lattice, orientation, structure_factor
-from xmodel.config import DEFAULT_SL_PEAK_WEIGHTING, SL_PEAK_WEIGHTINGS
+from xmodel.config import DEFAULT_MODEL_FORM_FACTOR_NSIGMA, DEFAULT_SL_PEAK_WEIGHTING, SL_PEAK_WEIGHTINGS
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # 2.3548 for a Gaussian
 
@@ -118,7 +118,7 @@ class Structure:
     al_weight: np.ndarray
     al_lattice_constant: float = 5.936
     form_factor_nodes: int = 40
-    form_factor_nsigma: float = 6.0
+    form_factor_nsigma: float = DEFAULT_MODEL_FORM_FACTOR_NSIGMA
     sl_peak_weighting: str = DEFAULT_SL_PEAK_WEIGHTING
     energy_kev: float = 13.8
     q_max_sl: float = 0.25
@@ -131,7 +131,7 @@ class Structure:
               q_max_al: float = 3.2, energy_kev: float = 13.8, al_lattice_constant: float = 5.936,
               form_factor_nodes: int = 40, band_nsigma: float = 4.0,
               lattice_constant_range: tuple[float, float] | None = None,
-              form_factor_nsigma: float = 6.0,
+              form_factor_nsigma: float = DEFAULT_MODEL_FORM_FACTOR_NSIGMA,
               sl_peak_weighting: str = DEFAULT_SL_PEAK_WEIGHTING) -> "Structure":
         """Reflection lists for an fcc SL of lattice constant ``lattice_constant`` (A).
 
