@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fits.scan.angles import rotation_jacobian
 from fits.scan.results import read_fits
 from fits.status import FitStatus
 from xmodel import orientation
@@ -248,25 +249,6 @@ MAD_TO_SIGMA = 1.4826
 _CHI3_MEDIAN = 0.88806
 
 
-def _tilt_jacobian(tilt1_deg: np.ndarray, tilt2_deg: np.ndarray) -> np.ndarray:
-    """(N, 3, 3) columns ``e1, R_e1(t1) e2, R_e1(t1) R_e2(t2) e3``: lab rotation vector per unit
-    change of (tilt1, tilt2, inplane) of ``R = R_e1(t1) R_e2(t2) R_e3(phi) R_base``.
-
-    Notes
-    -----
-    ``dR R^T = dt1 [e1]x + dt2 R1 [e2]x R1^T + dphi R1 R2 [e3]x R2^T R1^T``, and
-    ``R [v]x R^T = [R v]x`` (rotation of a cross-product matrix).
-    """
-    t1, t2 = np.radians(np.asarray(tilt1_deg, float)), np.radians(np.asarray(tilt2_deg, float))
-    n = t1.size
-    c1, s1, c2, s2 = np.cos(t1), np.sin(t1), np.cos(t2), np.sin(t2)
-    m = np.zeros((n, 3, 3))
-    m[:, 0, 0] = 1.0
-    m[:, :, 1] = np.stack([np.zeros(n), c1, s1], axis=1)                 # R_e1(t1) e2
-    m[:, :, 2] = np.stack([s2, -s1 * c2, c1 * c2], axis=1)               # R_e1(t1) R_e2(t2) e3
-    return m
-
-
 def orientation_errors(R_fit: np.ndarray, R_true: np.ndarray, tilt1_deg: np.ndarray,
                        tilt2_deg: np.ndarray) -> np.ndarray:
     """(N, 3) errors (deg) of (tilt1, tilt2, inplane): the disorientation between fit and truth
@@ -281,7 +263,7 @@ def orientation_errors(R_fit: np.ndarray, R_true: np.ndarray, tilt1_deg: np.ndar
     -----
     ``dR = R_fit (R_true S)^T`` with the cubic symmetry ``S`` of the smallest angle
     (`xmodel.orientation.misorientation_angle`); its rotation vector ``w`` (lab frame) solves
-    ``w = M (dt1, dt2, dphi)`` with ``M`` of `_tilt_jacobian` (first order in the error, exact in
+    ``w = M (dt1, dt2, dphi)`` with ``M`` of `fits.scan.angles.rotation_jacobian` (first order in the error, exact in
     the tilts). NaN where either matrix is missing.
     """
     R_f = np.asarray(R_fit, float)
@@ -298,7 +280,7 @@ def orientation_errors(R_fit: np.ndarray, R_true: np.ndarray, tilt1_deg: np.ndar
     tr = np.trace(d, axis1=2, axis2=3)
     best = d[np.arange(d.shape[0]), np.argmax(tr, axis=1)]
     w = np.degrees(np.asarray(orientation.rotation_vector(best), float))
-    m = _tilt_jacobian(np.asarray(tilt1_deg)[have], np.asarray(tilt2_deg)[have])
+    m = rotation_jacobian(np.asarray(tilt1_deg)[have], np.asarray(tilt2_deg)[have])
     out[have] = np.linalg.solve(m, w[..., None])[..., 0]
     return out
 
@@ -311,17 +293,20 @@ def _pull_stats(pull: np.ndarray) -> dict:
             "robust_std": float(MAD_TO_SIGMA * np.median(np.abs(p - np.median(p))))}
 
 
-def pull_table(fits_h5: str | Path, truth_h5: str | Path) -> dict[str, dict]:
+def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | None = None) -> dict[str, dict]:
     """Pulls ``(fitted - true) / stderr`` of a scan fit on the twin, over in-domain ok frames.
 
     Parameters
     ----------
     fits_h5 : results file with ``/entry/fits`` (`fits.scan.driver.fit_scan`).
     truth_h5 : the twin's ``truth.h5`` (`read_truth`).
+    misfit_deg : if given, frames whose orientation is further than this (deg) from the truth
+        are left out: a fit in another basin (a wrong orientation), which no standard error
+        describes; their number is ``misfits`` of every entry.
 
     Returns
     -------
-    ``{parameter: {"n", "mean", "std", "robust_std"}}`` for ``lattice_constant``,
+    ``{parameter: {"n", "mean", "std", "robust_std", "misfits"}}`` for ``lattice_constant``,
     ``disorder_deg``, ``tilt1_deg``, ``tilt2_deg``, ``inplane_deg`` and, where the fits hold
     ``orientation_stderr_deg``, ``orientation`` (the misorientation angle over that stderr: its
     root mean square is reported as ``std``, 1 when calibrated). Calibrated uncertainties give
@@ -356,21 +341,24 @@ def pull_table(fits_h5: str | Path, truth_h5: str | Path) -> dict[str, dict]:
     ang = orientation_errors(fit["orientation_matrix"], tr["orientation_matrix"], t1, t2)
     for j, k in enumerate(("tilt1_deg", "tilt2_deg", "inplane_deg")):
         err[k] = ang[:, j]
+    mis = np.linalg.norm(ang, axis=1)
+    misfit = use & (mis > misfit_deg) if misfit_deg is not None else np.zeros(n, bool)
+    use = use & ~misfit
     out = {}
     for k, e in err.items():
         s = np.asarray(fit[k + "_stderr"], float)
         ok = use & np.isfinite(e) & np.isfinite(s) & (s > 0)
-        out[k] = _pull_stats(np.where(ok, e / np.where(ok, s, 1.0), np.nan))
+        out[k] = _pull_stats(np.where(ok, e / np.where(ok, s, 1.0), np.nan)) | {"misfits": int(misfit.sum())}
     if "orientation_stderr_deg" in fit:
         s = np.asarray(fit["orientation_stderr_deg"], float)
-        mis = np.linalg.norm(ang, axis=1)
         ok = use & np.isfinite(mis) & np.isfinite(s) & (s > 0)
         r = mis[ok] / s[ok]
         # E|w|^2 = trace(C) = orientation_stderr^2: the root mean square of r is 1 when calibrated;
         # for isotropic errors |w| / stderr is chi(3) / sqrt(3), median sqrt(chi2.median(3) / 3)
         out["orientation"] = {"n": int(r.size), "mean": float(np.mean(r)) if r.size else np.nan,
                               "std": float(np.sqrt(np.mean(r ** 2))) if r.size else np.nan,
-                              "robust_std": float(np.median(r) / _CHI3_MEDIAN) if r.size else np.nan}
+                              "robust_std": float(np.median(r) / _CHI3_MEDIAN) if r.size else np.nan,
+                              "misfits": int(misfit.sum())}
     return out
 
 

@@ -63,6 +63,21 @@ def test_pulls_of_errors_drawn_from_the_stderr_have_unit_spread(tmp_path):
         assert 0.88 < s["std"] < 1.12, (k, s)
         assert 0.82 < s["robust_std"] < 1.18, (k, s)
     assert "| lattice_constant | 380 |" in format_pull_table(table)
+    assert all(s["misfits"] == 0 for s in table.values())
+
+
+def test_misfits_are_left_out_when_asked(tmp_path):
+    fits_h5, truth_h5, *_ = _files(tmp_path)
+    with h5py.File(fits_h5, "a") as f:              # frames 30 and 31: another basin, 40 deg off
+        R = f["entry/fits/orientation_matrix"][()]
+        c, s = np.cos(np.radians(40)), np.sin(np.radians(40))
+        R[30:32] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ R[30:32]
+        f["entry/fits/orientation_matrix"][...] = R
+    assert pull_table(fits_h5, truth_h5)["inplane_deg"]["std"] > 10
+    table = pull_table(fits_h5, truth_h5, misfit_deg=5.0)
+    for k, s in table.items():
+        assert s["n"] == N - 22 and s["misfits"] == 2, k
+        assert 0.88 < s["std"] < 1.12, (k, s)
 
 
 def test_halved_stderr_doubles_the_pulls(tmp_path):
