@@ -327,7 +327,10 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     Levenberg-Marquardt with Marquardt scaling (Moré 1978, doi:10.1007/BFb0067700), Poisson
     deviance residuals (McCullagh & Nelder 1989, doi:10.1007/978-1-4899-3242-6), the
     likelihood-ratio no-signal test (Wilks 1938, doi:10.1214/aoms/1177732360).
-    Validation: agrees with `fits.pattern_fit.fit_pattern` (lmfit/MINPACK) on the same frame;
+    Validation: agrees with `fits.pattern_fit.fit_pattern` (lmfit/MINPACK) on the same frame (its
+    standard errors are the unscaled Fisher information's: equal after dividing by
+    ``sqrt(max(phi, 1))``); the dispersion of Poisson frames is 1 and of frames with three times
+    the Poisson variance 3, their errors sqrt(3) wider;
     recovers known parameters of synthetic frames, flags a NaN frame BAD_DATA and a
     background-only frame NO_SIGNAL (tests/fits/test_batch.py).
     """
