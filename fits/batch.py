@@ -23,9 +23,19 @@ Algorithm, per frame (edge units, `fits.parameters`):
   undamped Gauss-Newton model predicts a gain ``g^T A^-1 g`` below that (the objective is at
   its rounding floor); when after an accepted step that predicted gain is below 1e-3 of it; or
   when no step within the damping limit lowers it (a minimum to working precision).
-* Standard errors from the final ``J^T J``: unscaled for the Poisson deviance (it is the
-  Fisher information), scaled by the reduced chi-square for the Pearson ("weighted") kind;
-  ``inf`` where the matrix is singular in that direction.
+* Covariance from the final ``J^T J`` (the Fisher information of the Poisson likelihood at
+  the solution), scaled by the frame's dispersion (quasi-likelihood, McCullagh & Nelder,
+  Generalized Linear Models, 2nd ed. 1989, sec. 9.2): ``phi = X^2 / (n - p)`` with the Pearson
+  statistic ``X^2 = sum w (d - m)^2 / m`` of the fit, ``n`` the points of positive weight and
+  ``p`` the varying parameters (the moment estimator of the dispersion, preferred there to the
+  deviance per degree of freedom, which is biased low at small counts). For the Poisson deviance the covariance is
+  multiplied by ``max(phi, 1)``: a frame is never more precise than its counting statistics
+  (``phi < 1`` on counts means a small-count bias of the estimate or correlated bins, not a
+  better measurement), and beyond them every extra scatter the model does not explain (an
+  imperfect model, the beam averaging over a footprint, detector effects) widens the errors
+  by ``sqrt(phi)``. For the Pearson ("weighted") kind the covariance is scaled by
+  ``X^2 / (n - p)`` itself (least squares with unknown variance). ``inf`` where the matrix is
+  singular in that direction.
 
 Per-frame outcome (`fits.status.FitStatus`), first that applies:
 
@@ -38,7 +48,9 @@ Per-frame outcome (`fits.status.FitStatus`), first that applies:
   diffuse scattering: the Poisson deviance gain ``D0 - D1`` (``D0`` of the best
   ``b * background + c * diffuse`` pattern, `fits.objective.null_deviance`) is below
   ``chi2.isf(1e-6, k)`` for the ``k`` varying peak parameters (a likelihood-ratio test;
-  conservative threshold because orientation parameters are not identified under the null).
+  conservative threshold because orientation parameters are not identified under the null),
+  the gain divided by the frame's dispersion ``max(phi, 1)`` (the quasi-likelihood ratio,
+  McCullagh & Nelder sec. 9.2: ``(D0 - D1) / phi`` is asymptotically ``chi2_k`` under the null).
   The fitted values are kept but are not a measurement.
 * NOT_CONVERGED: ``max_iter`` reached before convergence.
 * AT_BOUND: converged with a varying parameter on a bound.
@@ -57,6 +69,7 @@ import numpy as np
 import scipy.stats
 
 from fits.objective import (
+    MODEL_FLOOR,
     _residuals_of,
     check_observed,
     compiled,
@@ -86,11 +99,17 @@ class BatchFit:
     ----------
     params : stacked `ModelParams` (leading axis B), internal units.
     values : ``{name: (B,)}`` varying parameters in edge units.
-    stderr : ``{name: (B,)}`` their standard errors (edge units; ``inf`` where unknown).
+    stderr : ``{name: (B,)}`` their standard errors (edge units; ``inf`` where unknown), from
+        ``covariance``.
     objective : (B,) final objective (deviance or Pearson chi-square; ``inf`` if not fitted).
     deviance_gain : (B,) Poisson deviance of background + diffuse minus that of the fit (the
         no-signal statistic; 0 where not fitted).
     n_iter : (B,) iterations used.
+    dispersion : (B,) Pearson ``X^2 / (n - p)`` of the fit (1 for pure Poisson noise and a right
+        model; NaN where not fitted).
+    covariance : (B, p, p) covariance of the varying parameters in ``names`` order (edge units,
+        scaled by the dispersion as the module docstring says; NaN in a singular direction).
+    names : the varying parameters, the order of ``covariance``.
     status : B `FitStatus` values; ``messages`` a sentence per frame.
     """
 
@@ -102,11 +121,32 @@ class BatchFit:
     status: list[FitStatus]
     messages: list[str]
     deviance_gain: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dispersion: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    covariance: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
+    names: tuple[str, ...] = ()
+
+    def effective_dispersion(self) -> np.ndarray:
+        """(B,) ``max(phi, 1)``: what the likelihood-ratio statistics of these fits are divided by
+        and the covariance was scaled with (1 where the dispersion is unknown)."""
+        return effective_dispersion(self.dispersion)
 
     @property
     def codes(self) -> np.ndarray:
         """(B,) `FitStatus.code` of each frame (for HDF5)."""
         return np.array([s.code for s in self.status], np.int8)
+
+
+def effective_dispersion(phi) -> np.ndarray:
+    """``max(phi, 1)`` (1 where ``phi`` is not finite): the dispersion that scales a Poisson
+    fit's likelihood-ratio statistics and covariance (quasi-likelihood, McCullagh & Nelder,
+    Generalized Linear Models, 2nd ed. 1989, sec. 9.2).
+
+    Counting noise is the floor: ``phi < 1`` on counts is a small-count bias of the Pearson
+    estimate or smoothing between bins, not a more precise measurement, so it never lowers a
+    threshold or narrows an error.
+    """
+    phi = np.asarray(phi, np.float64)
+    return np.where(np.isfinite(phi), np.maximum(phi, 1.0), 1.0)
 
 
 def _workers() -> int:
@@ -207,9 +247,12 @@ def _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, l
     diag = jnp.diag(a)
     scale = jnp.where(diag > 0, 1.0 / jnp.sqrt(jnp.where(diag > 0, diag, 1.0)), 0.0)
     inv = jnp.linalg.inv(a * scale[:, None] * scale[None, :] + jnp.diag(jnp.where(diag > 0, 0.0, 1.0)))
-    var = jnp.diag(inv) * scale ** 2
-    var = jnp.where((diag > 0) & jnp.isfinite(var) & (var > 0), var, jnp.inf)
-    return s["x"], var, s["cost"], s["it"], s["done"]
+    cov = inv * scale[:, None] * scale[None, :]
+    var = jnp.diag(cov)
+    known = (diag > 0) & jnp.isfinite(var) & (var > 0)
+    var = jnp.where(known, var, jnp.inf)
+    cov = jnp.where(known[:, None] & known[None, :], cov, jnp.nan)
+    return s["x"], var, cov, s["cost"], s["it"], s["done"]
 
 
 def _build_batch(model: PatternModel, names: tuple[str, ...], kind: str):
@@ -219,14 +262,18 @@ def _build_batch(model: PatternModel, names: tuple[str, ...], kind: str):
     terms = model.components(("background", "diffuse_scale"))
 
     def frame(arrays, x0, template, observed, weight, lo, hi, max_iter, tol):
-        x, var, cost, it, done = _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, lo, hi,
-                                           max_iter, tol)
+        x, var, cov, cost, it, done = _lm_frame(residual, split, groups, arrays, x0, template, observed, weight,
+                                                lo, hi, max_iter, tol)
         params = unpack(x, names, template)
         m = fn(arrays, params)
         d1 = poisson_deviance(m, observed, weight)
         comp_a, comp_b = terms(arrays, params)      # background and diffuse only: no peak sums
         d0 = null_deviance(comp_a, comp_b, observed, weight)
-        return x, var, cost, it, done, d0 - d1
+        # Pearson statistic X^2 = sum w (d - m)^2 / m over the points of positive weight
+        use = (weight > 0) & (m > MODEL_FLOOR)
+        m_safe = jnp.where(use, m, 1.0)
+        pearson = jnp.sum(jnp.where(use, weight * (observed - m_safe) ** 2 / m_safe, 0.0))
+        return x, var, cov, cost, it, done, d0 - d1, pearson
 
     return jax.jit(frame)
 
@@ -280,7 +327,10 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     Levenberg-Marquardt with Marquardt scaling (Moré 1978, doi:10.1007/BFb0067700), Poisson
     deviance residuals (McCullagh & Nelder 1989, doi:10.1007/978-1-4899-3242-6), the
     likelihood-ratio no-signal test (Wilks 1938, doi:10.1214/aoms/1177732360).
-    Validation: agrees with `fits.pattern_fit.fit_pattern` (lmfit/MINPACK) on the same frame;
+    Validation: agrees with `fits.pattern_fit.fit_pattern` (lmfit/MINPACK) on the same frame (its
+    standard errors are the unscaled Fisher information's: equal after dividing by
+    ``sqrt(max(phi, 1))``); the dispersion of Poisson frames is 1 and of frames with three times
+    the Poisson variance 3, their errors sqrt(3) wider;
     recovers known parameters of synthetic frames, flags a NaN frame BAD_DATA and a
     background-only frame NO_SIGNAL (tests/fits/test_batch.py).
     """
@@ -317,7 +367,8 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
 
     n = len(names)
     x, var = x0.copy(), np.full((b, n), np.inf)
-    cost, gain = np.full(b, np.inf), np.zeros(b)
+    cov = np.full((b, n, n), np.nan)
+    cost, gain, pearson = np.full(b, np.inf), np.zeros(b), np.full(b, np.nan)
     n_iter, done = np.zeros(b, np.int64), np.zeros(b, bool)
     if good.any():
         run = compiled(model, ("batch", names, kind), _build_batch)
@@ -353,12 +404,20 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
             if isinstance(out, Exception):
                 status[i], messages[i] = FitStatus.FAILED, f"the fit of frame {i} raised {type(out).__name__}: {out}"
             else:
-                x[i], var[i], cost[i], n_iter[i], done[i], gain[i] = out
+                x[i], var[i], cov[i], cost[i], n_iter[i], done[i], gain[i], pearson[i] = out
 
     n_valid = (w_c > 0).sum(axis=1)
+    dof = np.maximum(n_valid - n, 1)
+    fitted = np.isfinite(cost)
+    # the Pearson dispersion of every fitted frame (both kinds; McCullagh & Nelder sec. 9.2)
+    dispersion = np.where(fitted, pearson / dof, np.nan)
     if kind == "weighted":
-        dof = np.maximum(n_valid - n, 1)
-        var = var * np.where(np.isfinite(cost), cost / dof, 1.0)[:, None]
+        factor = np.where(fitted, cost / dof, 1.0)
+    else:
+        factor = effective_dispersion(dispersion)
+    var = var * factor[:, None]
+    cov = cov * factor[:, None, None]
+    lr_scale = effective_dispersion(dispersion)
     k = sum(1 for nm in names if nm not in _PEAKLESS)
     threshold = float(scipy.stats.chi2.isf(_NO_SIGNAL_P, max(k, 1))) if no_signal_deviance is None \
         else float(no_signal_deviance)
@@ -369,11 +428,11 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
         if not (np.all(np.isfinite(x[i])) and np.isfinite(cost[i])):
             status[i] = FitStatus.FAILED
             messages[i] = f"the fit of frame {i} ended with a non-finite objective or parameters; start closer"
-            x[i], var[i], cost[i] = x0[i], np.inf, np.inf
-        elif gain[i] < threshold:
+            x[i], var[i], cost[i], cov[i], dispersion[i] = x0[i], np.inf, np.inf, np.nan, np.nan
+        elif gain[i] / lr_scale[i] < threshold:
             status[i] = FitStatus.NO_SIGNAL
-            messages[i] = (f"frame {i}: the fitted peaks lower the Poisson deviance by {gain[i]:.3g}, "
-                           f"less than the no-signal threshold {threshold:.3g}")
+            messages[i] = (f"frame {i}: the fitted peaks lower the Poisson deviance by {gain[i]:.3g} (divided by "
+                           f"the dispersion {lr_scale[i]:.3g}), less than the no-signal threshold {threshold:.3g}")
         elif not done[i]:
             status[i] = FitStatus.NOT_CONVERGED
             messages[i] = f"frame {i}: not converged after {n_iter[i]} iterations (max_iter={max_iter})"
@@ -386,4 +445,5 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     params = unpack(jnp.asarray(x), names, init)
     return BatchFit(params=params, values={nm: x[:, j].copy() for j, nm in enumerate(names)},
                     stderr={nm: stderr[:, j].copy() for j, nm in enumerate(names)}, objective=cost,
-                    n_iter=n_iter, status=list(status), messages=messages, deviance_gain=gain)
+                    n_iter=n_iter, status=list(status), messages=messages, deviance_gain=gain,
+                    dispersion=dispersion, covariance=cov, names=tuple(names))

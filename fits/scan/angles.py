@@ -10,5 +10,58 @@ among the symmetric equivalents. This is the convention of the twin's truth.h5
 """
 from __future__ import annotations
 
+import numpy as np
+
 #: the keys `xmodel.orientation.decompose_orientation` returns, each a dataset of /entry/fits
 ANGLE_KEYS = ("zone_axis", "tilt_deg", "tilt1_deg", "tilt2_deg", "inplane_deg")
+
+
+def rotation_jacobian(tilt1_deg, tilt2_deg) -> np.ndarray:
+    """(N, 3, 3) lab rotation vector per unit change of (tilt1, tilt2, inplane) of
+    ``R = R_e1(tilt1) R_e2(tilt2) R_e3(inplane) R_base``: the columns ``e1``, ``R_e1(t1) e2`` and
+    ``R_e1(t1) R_e2(t2) e3``.
+
+    Notes
+    -----
+    ``dR R^T = dt1 [e1]x + dt2 R1 [e2]x R1^T + dphi R1 R2 [e3]x R2^T R1^T`` and
+    ``Q [v]x Q^T = [Q v]x`` for a rotation ``Q``, so the small rotation ``dR R^T`` has the
+    rotation vector ``w = M (dt1, dt2, dphi)`` with ``M`` these columns (first order in the
+    change, exact in the tilts). Errors of the three angles with covariance ``C`` give a lab
+    rotation error of covariance ``M C M^T`` whose trace is the expected squared misorientation.
+    """
+    t1 = np.radians(np.atleast_1d(np.asarray(tilt1_deg, float)))
+    t2 = np.radians(np.atleast_1d(np.asarray(tilt2_deg, float)))
+    n = t1.size
+    c1, s1, c2, s2 = np.cos(t1), np.sin(t1), np.cos(t2), np.sin(t2)
+    m = np.zeros((n, 3, 3))
+    m[:, 0, 0] = 1.0
+    m[:, :, 1] = np.stack([np.zeros(n), c1, s1], axis=1)                 # R_e1(t1) e2
+    m[:, :, 2] = np.stack([s2, -s1 * c2, c1 * c2], axis=1)               # R_e1(t1) R_e2(t2) e3
+    return m
+
+
+#: the fitted angles whose covariance gives the orientation uncertainty, in `rotation_jacobian` order
+ORIENTATION_PARAMETERS = ("tilt1_deg", "tilt2_deg", "inplane_deg")
+
+
+def orientation_stderr_deg(covariance_deg2: np.ndarray, tilt1_deg, tilt2_deg) -> np.ndarray:
+    """(N,) one orientation uncertainty (deg): ``sqrt(trace(M C M^T))``, the root mean square
+    misorientation between the fitted and the true orientation that the covariance implies.
+
+    Parameters
+    ----------
+    covariance_deg2 : (N, 3, 3) covariance of (tilt1, tilt2, inplane) (deg^2).
+    tilt1_deg, tilt2_deg : (N,) the tilts of the parametrisation (deg), for ``M``
+        (`rotation_jacobian`).
+
+    Notes
+    -----
+    For a small rotation error ``w`` (lab rotation vector, Gaussian with covariance
+    ``M C M^T``), the misorientation angle is ``|w|`` and ``E|w|^2 = trace(M C M^T)``. NaN where
+    the covariance is not finite.
+    """
+    c = np.asarray(covariance_deg2, float).reshape(-1, 3, 3)
+    m = rotation_jacobian(tilt1_deg, tilt2_deg)
+    tr = np.trace(m @ np.where(np.isfinite(c), c, 0.0) @ np.swapaxes(m, 1, 2), axis1=1, axis2=2)
+    ok = np.all(np.isfinite(c), axis=(1, 2)) & (tr >= 0)
+    return np.where(ok, np.sqrt(np.where(ok, tr, 0.0)), np.nan)

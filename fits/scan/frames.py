@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fits.scan.angles import ANGLE_KEYS
+from fits.scan.angles import ANGLE_KEYS, ORIENTATION_PARAMETERS, orientation_stderr_deg
 from fits.scan.linear import component_images, linear_scales
 from fits.scan.mixed import flag_mixed
 from fits.scan.results import STDERR_OF, empty_results
@@ -204,6 +204,11 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
         c = best[j]
         ti, ci = c.order
         i = todo[j]
+        # the AL evidence as a quasi-likelihood ratio: the linear-stage gain over the refined fit's
+        # dispersion max(phi, 1) (McCullagh & Nelder 1989, sec. 9.2); equal to the gain when phi <= 1
+        al_ratio = al_gain_t[j, ti] / c.dispersion
+        if ci >= 0 and al_ratio < settings.evidence.al_min_gain:
+            ci = -1
         rot[j], p = store_fit(out, i, c.fit, c.row, names[ci] if ci >= 0 else None)
         chosen.append(p)
         out["al_gain"][i] = al_gain_t[j, ti]
@@ -214,7 +219,8 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
             out["configuration_margin"][i] = (min(other) - obj[j, ti, ci]) if other else (
                 min(lin_other) if lin_other else np.inf)
         elif FitStatus.from_code(out["status"][i]).success:
-            out["message"][i] += (f"; no AL peaks above noise (linear deviance gain {al_gain_t[j, ti]:.1f} < "
+            out["message"][i] += (f"; no AL peaks above noise (linear deviance gain over the dispersion "
+                                  f"{al_ratio:.1f} < "
                                   f"{settings.evidence.al_min_gain:g}): configuration and disorder not determined")
     t = clock()
     flag_mixed(out, todo, clean[todo], setup, stack_params(chosen), settings)
@@ -260,4 +266,11 @@ def store_fit(out: dict[str, np.ndarray], i: int, f, k: int, configuration: str 
     for name in STDERR_OF:
         undetermined = configuration is None and name in ("al_scale", "disorder_deg")
         out[name + "_stderr"][i] = float(f.stderr[name][k]) if name in f.stderr and not undetermined else np.nan
+    out["dispersion"][i] = float(f.dispersion[k]) if len(f.dispersion) else np.nan
+    out["orientation_stderr_deg"][i] = np.nan
+    if all(n in f.names for n in ORIENTATION_PARAMETERS):
+        j = [f.names.index(n) for n in ORIENTATION_PARAMETERS]
+        # the angles of the fit's own parametrisation (about its base orientation)
+        out["orientation_stderr_deg"][i] = orientation_stderr_deg(
+            f.covariance[k][np.ix_(j, j)], np.degrees(float(p.tilt1)), np.degrees(float(p.tilt2)))[0]
     return rot, p

@@ -175,6 +175,9 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     its SL term: the deviance gain of the SL peaks (`term_gains`) reaches ``sl_min_gain``, so a
     neighbour's orientation never turns noise or WAXS-only signal into an SL fit. A refitted
     frame keeps the neighbour's configuration only if its own AL term gains ``al_min_gain``.
+    Every deviance difference here (``replace_margin``, ``sl_min_gain``, ``al_min_gain``) is
+    divided by the winning fit's dispersion ``max(phi, 1)`` (quasi-likelihood, McCullagh & Nelder,
+    Generalized Linear Models, 2nd ed. 1989, sec. 9.2; `fits.batch.effective_dispersion`).
     Results are rewritten in place, the message saying where the start came from.
 
     Validation: a frame repaired from its neighbour, one only the re-search can repair, and a
@@ -229,7 +232,8 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         # neighbours needs no neighbour starts
         settled = {i for i, c in choose(cands, usable).items()
                    if c.status is FitStatus.OK and agrees_nb(i, orientation_of(c))
-                   and not (np.isfinite(r["objective"][i]) and r["objective"][i] <= c.objective + ns.replace_margin)}
+                   and not (np.isfinite(r["objective"][i])
+                            and r["objective"][i] <= c.objective + ns.replace_margin * c.dispersion)}
         pairs = [(i, k) for i, k in pairs if i not in settled]
     row_of = {i: j for j, i in enumerate(frames)}
     obs = np.stack([polar[i].reshape(-1)[setup.index] for i in frames])
@@ -248,13 +252,17 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     improved = [i for i, c in best.items()
                 if replaces(c.objective, r["objective"][i], ns.replace_margin,
                             old_fitted=bool(np.all(np.isfinite(R[i]))),
-                            old_agrees=agrees_nb(i, R[i]), new_agrees=agrees_nb(i, orientation_of(c)))]
+                            old_agrees=agrees_nb(i, R[i]), new_agrees=agrees_nb(i, orientation_of(c)),
+                            dispersion=best[i].dispersion)]
     if not improved:
         return []
     # the fitted parameters of each winner, and how much its SL and AL terms are needed
     params = stack_params([best[i].params for i in improved])
     obs = np.stack([polar[i].reshape(-1)[setup.index] for i in improved])
-    sl_gain, al_gain = term_gains(setup, params, obs)
+    sl_raw, al_raw = term_gains(setup, params, obs)
+    # quasi-likelihood ratios: the gains divided by the winner's dispersion max(phi, 1)
+    phi = np.array([best[i].dispersion for i in improved])
+    sl_gain, al_gain = sl_raw / phi, al_raw / phi
     out = {k: (v.astype(object) if v.dtype.kind == "U" else v.copy()) for k, v in r.items()
            if isinstance(v, np.ndarray)}
     kept, from_nb = [], []
@@ -271,10 +279,11 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
             if conf is not None and al_gain[j] < ev.al_min_gain:
                 conf = None
             store_fit(out, i, c.fit, c.row, conf)
-            out["al_gain"][i] = al_gain[j]
+            out["al_gain"][i] = al_raw[j]
             out["message"][i] = f"{out['message'][i]} (started from {c.source})"
             if conf is None and FitStatus.from_code(out["status"][i]).success:
-                out["message"][i] += (f"; no AL peaks above noise (deviance gain of the AL term {al_gain[j]:.1f} < "
+                out["message"][i] += (f"; no AL peaks above noise (deviance gain of the AL term over the "
+                                      f"dispersion {al_gain[j]:.1f} < "
                                       f"{ev.al_min_gain:g}): configuration and disorder not determined")
             out["configuration_margin"][i] = np.nan          # the other configuration was not refitted
             from_nb.append(j)

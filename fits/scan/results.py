@@ -43,6 +43,13 @@ FIT_DATASETS = {
     "al_scale": ("counts", "200 AL peak height per pixel at unit solid angle"),
     "background": ("counts", "constant background per pixel at unit solid angle"),
     "objective": ("", "Poisson deviance of the fit (sum over the fitted bins, weighted by their pixels)"),
+    "dispersion": ("", "Pearson X^2 / (n_points - n_params) of the fit (quasi-likelihood dispersion, McCullagh & "
+                       "Nelder 1989 sec. 9.2): 1 for counting noise and a right model; the standard errors are "
+                       "scaled by sqrt(max(dispersion, 1)) and the likelihood-ratio tests divided by "
+                       "max(dispersion, 1)"),
+    "orientation_stderr_deg": ("degree", "one orientation uncertainty: sqrt(trace(M C M^T)), the root mean square "
+                                         "misorientation implied by the covariance C of tilt1, tilt2, inplane "
+                                         "(fits.scan.angles.orientation_stderr_deg)"),
     "al_gain": ("", "Poisson deviance gain of the AL term (AL signal strength): in the linear-scale fit, or of "
                     "the fitted AL term for frames refitted in a neighbour pass"),
     "configuration_margin": ("", "deviance of the other configuration's fit minus that of the chosen one "

@@ -127,7 +127,9 @@ class RefineSettings:
     n_refine: int = _s(1, "integer", "", "best candidates (by linear deviance) refined per frame in the "
                        "main pass, plus the best-scoring template when more than 1", ge=1)
     conf_margin: float = _s(50.0, "number", "deviance", "a configuration is refined when its linear-scale "
-                            "deviance is within this of the best one (inf: always both)", ge=0)
+                            "deviance is within this of the best one (inf: always both); which starts are tried, "
+                            "not evidence, so not divided by a dispersion (none is known before the refinement)",
+                            ge=0)
     scale_floor: float = _s(1e-3, "number", "counts", "smallest starting sl/diffuse/al scale, so that none "
                             "starts on its bound", gt=0)
     background_floor: float = _s(1e-4, "number", "counts", "smallest starting background", gt=0)
@@ -137,10 +139,14 @@ class RefineSettings:
 class EvidenceSettings:
     """Likelihood and residual thresholds that decide what a frame shows."""
 
-    al_min_gain: float = _s(25.0, "number", "deviance", "gain of the AL term below which a frame has no "
-                            "AL signal (configuration and disorder undetermined)", ge=0)
-    sl_min_gain: float = _s(100.0, "number", "deviance", "gain of the SL term a frame without a fit of its "
-                            "own needs before a neighbour pass gives it one: far beyond chi2.isf(1e-6, 5) = 36 "
+    al_min_gain: float = _s(25.0, "number", "deviance / dispersion", "gain of the AL term, divided by the "
+                            "refined fit's dispersion max(phi, 1) (quasi-likelihood ratio, McCullagh & Nelder "
+                            "sec. 9.2), below which a frame has no AL signal (configuration and disorder "
+                            "undetermined): the AL term adds one scale, chi2.sf(25, 1) = 6e-7", ge=0)
+    sl_min_gain: float = _s(100.0, "number", "deviance / dispersion", "gain of the SL term, divided by the "
+                            "fit's dispersion max(phi, 1) (quasi-likelihood ratio), a frame without a fit of its "
+                            "own needs before a neighbour pass gives it one: the SL term's scale, three angles "
+                            "and a are 5 degrees of freedom, and 100 is far beyond chi2.isf(1e-6, 5) = 36 "
                             "for the look-elsewhere effect of many orientations", ge=0)
     mixed_ratio: float = _s(0.2, "number", "of the frame's significance", "SL ring significance left after "
                             "the fit (and >= min_significance) that makes a frame mixed", ge=0)
@@ -162,8 +168,11 @@ class NeighbourSettings:
     neighbour_min_significance: float = _s(1.75, "number", "", "SL ring significance from which a frame "
                                            "without a fit is tried from its neighbours (empty twin frames "
                                            "reach 1.6)", ge=0)
-    replace_margin: float = _s(10.0, "number", "deviance", "decrease a refit needs to replace a frame's fit "
-                               "(a likelihood ratio of exp(5); chi2.isf(0.01, 2) = 9.2)", ge=0)
+    replace_margin: float = _s(10.0, "number", "deviance / dispersion", "decrease of the deviance, divided "
+                               "by the refit's dispersion max(phi, 1) (quasi-likelihood ratio), a refit needs to "
+                               "replace a frame's fit: the two fits are not nested (same parameters, other "
+                               "basin), so a likelihood ratio of exp(5) (chi2.isf(0.01, 2) = 9.2 for comparison)",
+                               ge=0)
     max_neighbour_starts: int = _s(3, "integer", "", "distinct neighbour orientations tried per doubtful "
                                    "frame (the ok neighbours with the lowest deviance)", ge=1)
     agree_deg: float = _s(5.0, "number", "deg", "misorientation within which a frame agrees with a "

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fits.batch import BatchFit, fit_batch
+from fits.batch import BatchFit, effective_dispersion, fit_batch
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
 from fits.status import FitStatus
@@ -98,6 +98,17 @@ class Candidate:
     row: int = -1
     result: dict | None = None
     message: str = ""
+
+    @property
+    def dispersion(self) -> float:
+        """The fit's dispersion ``max(phi, 1)`` (`fits.batch.effective_dispersion`; 1 where unknown):
+        what its likelihood-ratio statistics are divided by."""
+        phi = np.nan
+        if self.fit is not None and len(self.fit.dispersion):
+            phi = self.fit.dispersion[self.row]
+        elif self.result is not None and "dispersion" in self.result:
+            phi = self.result["dispersion"][0]
+        return float(effective_dispersion(phi))
 
     @property
     def orientation(self) -> np.ndarray:
@@ -195,16 +206,19 @@ def choose(candidates: Sequence[Candidate], usable: Callable[[Candidate], bool] 
 
 
 def replaces(new_objective: float, old_objective: float, margin: float, *, old_agrees: bool = False,
-             new_agrees: bool = False, old_fitted: bool = True) -> bool:
+             new_agrees: bool = False, old_fitted: bool = True, dispersion: float = 1.0) -> bool:
     """Whether a new fit of a frame replaces its existing one.
 
-    The margin rule: the new fit explains the frame clearly better (its Poisson deviance is below
-    the old one's by more than ``margin``, a likelihood ratio of ``exp(margin / 2)``), or the frame
-    had no fit (old deviance not finite). The near-tie rule: within the margin either way (the
+    The margin rule: the new fit explains the frame clearly better (its Poisson deviance divided
+    by ``dispersion`` is below the old one's by more than ``margin``, a likelihood ratio of
+    ``exp(margin / 2)``; the quasi-likelihood ratio of McCullagh & Nelder, Generalized Linear
+    Models, 2nd ed. 1989, sec. 9.2, with the dispersion ``max(phi, 1)`` of the new fit), or the
+    frame had no fit (old deviance not finite). The near-tie rule: within the margin either way (the
     pseudo-symmetric twins of a pattern fit within 0-2 deviance units, which the frame alone
     cannot decide), the new fit wins when it agrees with the frame's neighbours and the old one,
     a fitted orientation (``old_fitted``), does not: there the grain's continuity decides.
     """
-    if not np.isfinite(old_objective) or new_objective < old_objective - margin:
+    scaled = margin * max(float(dispersion), 1.0)
+    if not np.isfinite(old_objective) or new_objective < old_objective - scaled:
         return True
-    return bool(new_objective <= old_objective + margin and old_fitted and not old_agrees and new_agrees)
+    return bool(new_objective <= old_objective + scaled and old_fitted and not old_agrees and new_agrees)

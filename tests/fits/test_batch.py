@@ -88,9 +88,44 @@ def test_batch_agrees_with_lmfit_on_the_same_frame(scan):
     one = jax.tree_util.tree_map(lambda x: x[0], init)
     ref = fit_pattern(np.where(weights[0] > 0, frames[0], 0.0), weights[0], model, one, VARY)
     assert fit.objective[0] == pytest.approx(ref.objective, rel=1e-8, abs=1e-3)
+    # fit_pattern's covariance is the unscaled Fisher information; the batch's is scaled by max(phi, 1)
+    phi = fit.effective_dispersion()[0]
     for name in VARY:
         assert fit.values[name][0] == pytest.approx(ref.values[name], abs=0.05 * ref.stderr[name]), name
-        assert fit.stderr[name][0] == pytest.approx(ref.stderr[name], rel=1e-3), name
+        assert fit.stderr[name][0] / np.sqrt(phi) == pytest.approx(ref.stderr[name], rel=1e-3), name
+
+
+def test_dispersion_scales_the_covariance_and_the_no_signal_test(scan):
+    """Poisson frames have a dispersion of 1 within its sampling error; frames with three times the
+    Poisson variance have 3, and their standard errors are sqrt(3) times the unscaled ones."""
+    model, frames, weights, init, truths, fit = scan
+    n = int((weights[0] > 0).sum())
+    good = [0, 1, 2, 5]
+    # X^2 / (n - p) of Poisson noise: 1 +- sqrt(2 / (n - p))
+    assert np.all(np.abs(fit.dispersion[good] - 1.0) < 5 * np.sqrt(2.0 / (n - len(VARY))))
+    assert np.isnan(fit.dispersion[BROKEN])
+    np.testing.assert_allclose(np.sqrt(np.diagonal(fit.covariance[good], axis1=1, axis2=2)),
+                               np.stack([fit.stderr[k][good] for k in VARY], axis=1), rtol=1e-12)
+    assert fit.names == tuple(VARY)
+    rng = np.random.default_rng(5)
+    w = weights[:2]
+    mu = np.stack([np.asarray(model(t)) for t in truths[:2]])
+    # counts per bin w d with mean w mu and variance 3 w mu: three times a Poisson count of w mu / 3
+    counts = 3.0 * rng.poisson(mu * w / 3.0)
+    over = np.where(w > 0, counts / np.where(w > 0, w, 1.0), np.nan)
+    sub = jax.tree_util.tree_map(lambda x: x[:2], init)
+    f = fit_batch(over, w, model, sub, VARY)
+    assert all(s is FitStatus.OK for s in f.status), f.messages
+    np.testing.assert_allclose(f.dispersion, 3.0, rtol=0.1)
+    np.testing.assert_array_equal(f.effective_dispersion(), f.dispersion)
+    for name in ("lattice_constant", "inplane_deg", "disorder_deg"):
+        # the unscaled errors of the overdispersed frames are those of the Poisson frames
+        unscaled = f.stderr[name] / np.sqrt(f.dispersion)
+        np.testing.assert_allclose(unscaled, fit.stderr[name][:2] / np.sqrt(fit.effective_dispersion()[:2]),
+                                   rtol=0.1)
+    # the no-signal test divides the deviance gain by the dispersion
+    tight = fit_batch(over, w, model, sub, VARY, no_signal_deviance=float(f.deviance_gain[0]) / 2)
+    assert tight.status[0] is FitStatus.NO_SIGNAL and "divided by the dispersion" in tight.messages[0]
 
 
 def test_not_converged_at_bound_and_argument_errors(scan):

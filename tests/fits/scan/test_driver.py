@@ -63,6 +63,10 @@ def test_scan_fit_writes_every_dataset_and_resumes(scan):
     assert fits["frames_done"] == 4
     for k in FIT_DATASETS:
         assert k in fits and fits[k].shape[0] == 4
+    # forward-model frames with Poisson noise: a dispersion near 1, a finite orientation uncertainty
+    assert np.all(np.abs(fits["dispersion"][:2] - 1.0) < 0.3), fits["dispersion"]
+    assert np.all(np.isnan(fits["dispersion"][2:])) and np.all(np.isnan(fits["orientation_stderr_deg"][2:]))
+    assert np.all(np.isfinite(fits["orientation_stderr_deg"][:2]) & (fits["orientation_stderr_deg"][:2] > 0))
     with h5py.File(scan["out"], "r") as f:
         assert f["entry/fits/lattice_constant"].attrs["units"] == "angstrom"
         assert "entry/reduction/polar" in f          # linked from the reduction file
@@ -216,3 +220,26 @@ def test_al_residual_sees_a_second_nc_orientation(scan):
     assert z[0] < 6.0, (z, rel)
     assert z[1] >= ev.mixed_al_significance and rel[1] >= ev.mixed_al_ratio, (z, rel)
     assert al_residual(np.zeros((0, CHI.size, Q.size)), setup, p, ev.mixed_al_band_sigma)[0].shape == (0,)
+
+
+def test_dispersion_scaled_thresholds_leave_the_decisions_unchanged(scan, monkeypatch):
+    """Forward-model frames with Poisson noise (dispersion ~1): the statuses, configurations and
+    orientations are those of the same fit with every likelihood-ratio statistic left unscaled."""
+    import fits.batch
+    import fits.scan.starts
+
+    def unscaled(phi):
+        return np.ones_like(np.asarray(phi, np.float64))
+
+    monkeypatch.setattr(fits.batch, "effective_dispersion", unscaled)
+    monkeypatch.setattr(fits.scan.starts, "effective_dispersion", unscaled)
+    out = scan["tmp"] / "fits_unscaled.h5"
+    fit_scan(scan["path"], scan["cfg"], out, SETTINGS, progress=False, setup=scan["setup"])
+    a, b = read_fits(scan["out"]), read_fits(out)
+    np.testing.assert_array_equal(a["status"], b["status"])
+    assert list(a["configuration"]) == list(b["configuration"])
+    np.testing.assert_allclose(a["orientation_matrix"][:2], b["orientation_matrix"][:2], atol=1e-9)
+    # the standard errors differ by sqrt(max(phi, 1)) only
+    phi = np.maximum(a["dispersion"][:2], 1.0)
+    np.testing.assert_allclose(a["lattice_constant_stderr"][:2], b["lattice_constant_stderr"][:2] * np.sqrt(phi),
+                               rtol=1e-9)
