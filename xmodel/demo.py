@@ -189,7 +189,7 @@ def analyses_stage(out: Path, rep: Report, results: Path, truth: Path) -> None:
 
     rep.stage("3. Analyses: domains, compression, indexing, disorder, XCCA, facets")
     twin_toml = CONFIG_DIR / "demo.toml"
-    _cli_json(["classify", str(results), "--twin", str(twin_toml), "--figure", str(out / "domains.png")])
+    _cli_json(["classify", str(results), "--twin", str(twin_toml), "--figure", str(out / "domains.png"), "--json"])
     with h5py.File(results, "r") as f, h5py.File(truth, "r") as t:
         lab = f["/entry/classification/label"][()]
         tl, empty, mixed = t["/truth/label"][()], t["/truth/empty"][()], t["/truth/mixed"][()]

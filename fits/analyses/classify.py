@@ -30,7 +30,7 @@ from fits.analyses.arguments import finite_number
 from fits.analyses.xcca import (
     HOT_NSIGMA,
     Ring,
-    hot_bins,
+    hot_band_bins,
     model_polar_image,
     ring_profile,
     spans_full_circle,
@@ -483,7 +483,7 @@ def scaled_ring(path, q_nominal: float, *, search=(0.93, 1.18), half_width: floa
             for j in range(block.shape[0]):
                 sel = np.abs(qs - q_peak[s + j]) <= half_width * q_peak[s + j]
                 band = block[j][:, sel].astype(np.float64)
-                band[hot_bins(band.T, circular, HOT_NSIGMA).T] = np.nan
+                band[hot_band_bins(band, circular, HOT_NSIGMA)] = np.nan
                 fin = np.isfinite(band)
                 cnt = fin.sum(axis=1)
                 out[s + j] = np.where(cnt > 0, np.where(fin, band, 0).sum(axis=1) / np.maximum(cnt, 1), 0.0)

@@ -35,7 +35,7 @@ __all__ = [
     "Ring", "CCF", "default_dq", "ring_profile", "cross_correlation", "normalise_ccf",
     "domain_ccf", "read_rings", "gaussian_ring", "angular_window", "gaussian_ccf",
     "ring_peaks", "model_polar_image", "ccf_score", "ccf_maxima", "plot_ccfs", "hot_bins",
-    "check_dq", "spans_full_circle", "HOT_NSIGMA",
+    "check_dq", "spans_full_circle", "HOT_NSIGMA", "hot_band_bins",
 ]
 
 #: robust standard deviations (1.4826 MAD) above a ring's median from which a bin may be hot
@@ -149,6 +149,41 @@ def _band(q: np.ndarray, q0: float, dq: float) -> np.ndarray:
     return sel
 
 
+def hot_band_bins(band: np.ndarray, circular: bool, nsigma: float = HOT_NSIGMA,
+                  neighbour_fraction: float = HOT_NEIGHBOUR_FRACTION) -> np.ndarray:
+    """Bins of a ring's polar band ``(..., n_chi, n_q)`` that a hot pixel lifts.
+
+    A bin is hot when `hot_bins` flags it along chi and it is isolated along q as well: both
+    q neighbours (same chi) stay below ``neighbour_fraction`` of its excess over the chi median
+    of their own q row, by `HOT_NEIGHBOUR_MARGIN` robust sigmas.
+
+    Notes
+    -----
+    Without pixel splitting a pixel lands in exactly one polar bin, so a hot pixel lifts one
+    bin; a Bragg spot spreads over its radial width, several q bins of the band (the SL peaks'
+    radial sigma of about 0.0015 1/A against bins of 1 % of q), even where its angular width is
+    below one chi bin (small spots near the beam). The q test keeps such narrow spots. A band of
+    one q bin has no q neighbours and falls back to the chi test alone.
+    Validation: tests/faults/test_analyses_faults.py, tests/fits/analyses/test_xcca.py.
+    """
+    x = np.asarray(band, np.float64)
+    along_chi = np.swapaxes(hot_bins(np.swapaxes(x, -1, -2), circular, nsigma, neighbour_fraction), -1, -2)
+    if x.shape[-1] < 2 or not along_chi.any():
+        return along_chi
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(x, axis=-2, keepdims=True)
+        scale = 1.4826 * np.nanmedian(np.abs(x - med), axis=-2, keepdims=True)
+    scale = np.where(np.isfinite(scale), scale, np.inf)
+    lower = np.concatenate([np.full(x.shape[:-1] + (1,), np.nan), x[..., :-1] - med[..., :-1]], axis=-1)
+    upper = np.concatenate([x[..., 1:] - med[..., 1:], np.full(x.shape[:-1] + (1,), np.nan)], axis=-1)
+    nb = np.fmax(lower, upper)                  # NaN only when both q neighbours are invalid
+    with np.errstate(invalid="ignore"):
+        # no valid q neighbour: nothing tells a spike from a spot, so the bin is kept
+        peak_like = ~(nb < neighbour_fraction * (x - med) - HOT_NEIGHBOUR_MARGIN * scale)
+    return along_chi & ~peak_like
+
+
 def hot_bins(profiles: np.ndarray, circular: bool, nsigma: float = HOT_NSIGMA,
              neighbour_fraction: float = HOT_NEIGHBOUR_FRACTION) -> np.ndarray:
     """Bins of angular profiles that a hot pixel lifts: isolated, far-above-median spikes along chi.
@@ -173,7 +208,9 @@ def hot_bins(profiles: np.ndarray, circular: bool, nsigma: float = HOT_NSIGMA,
     doi:10.1016/j.jesp.2013.03.013), so that the peaks and the spike itself do not inflate the
     scale. A bin is hot when ``x - m > nsigma s`` and both neighbours satisfy
     ``x_nb - m < f (x - m) - 3 s`` (m median, s robust sigma, f `HOT_NEIGHBOUR_FRACTION`): the
-    neighbours lie 3 sigma below the least a peak would give them. A hot pixel lights one polar
+    neighbours lie 3 sigma below the least a peak would give them.
+    The scale has a Poisson floor ``sqrt(m + 1)`` (counts per pixel, one pixel per bin: the
+    most a bin fluctuates), so that sparse counts, whose MAD is 0, are not taken for spikes. A hot pixel lights one polar
     bin; a diffraction peak spreads over neighbouring chi bins (its angular sigma, mosaic 1 deg
     and more, spans at least one bin of the 1 deg grid). Peaks of
     angular sigma below ~0.6 chi bins cannot be told from hot pixels by this test: reduce with
@@ -186,7 +223,10 @@ def hot_bins(profiles: np.ndarray, circular: bool, nsigma: float = HOT_NSIGMA,
         med = np.nanmedian(x, axis=-1, keepdims=True)
         scale = 1.4826 * np.nanmedian(np.abs(x - med), axis=-1, keepdims=True)
     scale = np.where(np.isfinite(scale), scale, np.inf)
-    scale = np.maximum(scale, 1e-12 * np.nan_to_num(np.abs(med)) + 1e-300)
+    # Poisson floor: the bins hold counts per pixel, and a bin of one pixel at mean m fluctuates
+    # by sqrt(m) counts; with sparse counts (SAXS rings near the beam, one pixel per bin, mostly
+    # zeros) the MAD is 0 and any single count would otherwise pass for a hot pixel
+    scale = np.maximum(scale, np.sqrt(np.maximum(np.nan_to_num(med), 0.0) + 1.0))
     left = np.roll(x, 1, axis=-1)
     right = np.roll(x, -1, axis=-1)
     if not circular:
@@ -237,7 +277,7 @@ def ring_profile(polar: np.ndarray, q: np.ndarray, chi_deg: np.ndarray, q0: floa
     n_hot = None
     if hot_nsigma is not None:
         circular = spans_full_circle(chi_deg)
-        hot = np.swapaxes(hot_bins(np.swapaxes(band, -1, -2), circular, hot_nsigma), -1, -2)
+        hot = hot_band_bins(band, circular, hot_nsigma)
         band = np.where(hot, np.nan, band)
         n_hot = hot.sum(axis=(-2, -1))
         if np.any(n_hot):
