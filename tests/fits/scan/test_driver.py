@@ -243,3 +243,23 @@ def test_dispersion_scaled_thresholds_leave_the_decisions_unchanged(scan, monkey
     phi = np.maximum(a["dispersion"][:2], 1.0)
     np.testing.assert_allclose(a["lattice_constant_stderr"][:2], b["lattice_constant_stderr"][:2] * np.sqrt(phi),
                                rtol=1e-9)
+
+
+def test_a_frame_at_half_flux_fits_the_same_structure_with_halved_scales(scan):
+    """Counts are fitted as measured (the monitor is stored, never divided into the counts): a
+    frame at half the incident flux gives the same orientation, lattice constant and disorder,
+    and scales halved."""
+    from fits.scan.frames import fit_frames
+
+    setup, p = scan["setup"], scan["truth"][0]
+    mu = np.asarray(setup.model(p), float)
+    polar = np.full((2, CHI.size * Q.size), np.nan)
+    polar[0, setup.index] = mu                           # expected counts: the flux is the only difference
+    polar[1, setup.index] = 0.5 * mu
+    r = fit_frames(polar.reshape(2, CHI.size, Q.size), setup, SETTINGS)
+    assert [FitStatus.from_code(int(c)) for c in r["status"]] == [FitStatus.OK, FitStatus.OK], r["message"]
+    mis = np.degrees(orientation.misorientation_angle(r["orientation_matrix"][0], r["orientation_matrix"][1]))
+    assert mis < 0.3, mis
+    assert abs(r["lattice_constant"][1] / r["lattice_constant"][0] - 1) < 2e-3
+    for name in ("sl_scale", "al_scale"):
+        assert r[name][1] / r[name][0] == pytest.approx(0.5, rel=0.05), name
