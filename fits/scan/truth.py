@@ -58,6 +58,17 @@ def _stats(err: np.ndarray, tol: float) -> dict:
             "within": float(np.mean(e <= tol)), "tolerance": tol}
 
 
+def _fits_and_truth(fits_h5, truth_h5) -> tuple[dict, dict, int]:
+    """The fits and the truth of one scan, and its number of points (checked to agree)."""
+    fit = read_fits(fits_h5)
+    tr = read_truth(truth_h5)
+    n = int(tr["label"].shape[0])
+    if fit["status"].shape[0] != n:
+        raise ValueError(f"{fits_h5} holds fits of {fit['status'].shape[0]} points but {truth_h5} describes "
+                         f"{n}; compare a scan's fits with that scan's truth.h5.")
+    return fit, tr, n
+
+
 def compare_to_truth(fits_h5: str | Path, truth_h5: str | Path) -> dict:
     """Errors of a scan fit against the twin's truth, per parameter, over in-domain points.
 
@@ -106,12 +117,7 @@ def compare_to_truth(fits_h5: str | Path, truth_h5: str | Path) -> dict:
     (tests/fits/scan/test_truth.py); a scan fit of forward-model frames against their true parameters
     (tests/fits/scan/test_driver.py).
     """
-    fit = read_fits(fits_h5)
-    tr = read_truth(truth_h5)
-    n = int(tr["label"].shape[0])
-    if fit["status"].shape[0] != n:
-        raise ValueError(f"{fits_h5} holds fits of {fit['status'].shape[0]} points but {truth_h5} describes "
-                         f"{n}; compare a scan's fits with that scan's truth.h5.")
+    fit, tr, n = _fits_and_truth(fits_h5, truth_h5)
     label = np.asarray(tr["label"], int)
     empty = np.asarray(tr["empty"], bool)
     mixed = np.asarray(tr["mixed"], bool)
@@ -326,12 +332,7 @@ def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | No
     Validation: a hand-made fit with errors drawn from the stored stderr gives std ~1
     (tests/fits/scan/test_truth.py).
     """
-    fit = read_fits(fits_h5)
-    tr = read_truth(truth_h5)
-    n = int(tr["label"].shape[0])
-    if fit["status"].shape[0] != n:
-        raise ValueError(f"{fits_h5} holds fits of {fit['status'].shape[0]} points but {truth_h5} describes "
-                         f"{n}; compare a scan's fits with that scan's truth.h5.")
+    fit, tr, n = _fits_and_truth(fits_h5, truth_h5)
     inside = (np.asarray(tr["label"], int) >= 0) & ~np.asarray(tr["empty"], bool) & ~np.asarray(tr["mixed"], bool)
     use = inside & (np.asarray(fit["status"], int) == FitStatus.OK.code)
     t1 = np.asarray(fit["tilt1_deg"], float)
