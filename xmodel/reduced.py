@@ -7,7 +7,7 @@
 dataset                     shape, unit            meaning
 ==========================  =====================  ===========================================
 polar                       (N, n_chi, n_q)        mean counts per valid pixel of each bin
-                            counts per pixel       (NaN: no valid pixel, or frame not reduced)
+                            counts                 (NaN: no valid pixel, or frame not reduced)
 radial                      (N, n_q)               the same over all chi
 q, q_edges                  (n_q [+1],) 1/A        bin centres and edges
 chi, chi_edges              (n_chi [+1],) deg      bin centres and edges (pyFAI's chi)
@@ -27,6 +27,12 @@ count_time                  () s                   exposure per frame from the m
 
 Attributes: ``poni``, ``master``, ``master_identity``, ``fingerprint``, ``frames_done``,
 ``method``, ``positions_source``, ``hot_pixels``.
+
+NeXus (`xmodel.nexus`): ``/entry`` is an NXentry, ``/entry/reduction`` an NXprocess (fields
+``program``, ``version``, ``date``, ``command_line``); ``/entry/polar`` (frame, chi, q) and
+``/entry/radial`` (frame, q) are NXdata groups whose fields are soft links to the datasets above,
+and the file's ``default`` chain leads to ``/entry/radial``. Units are unit strings (``counts``,
+``1/angstrom``, ``degree``, ``um``, ``s``; ``pixels`` for numbers of pixels).
 
 Counts are stored as measured: the monitor is not divided into them, so the Poisson
 statistics of the fits stay those of the counts. :meth:`ReducedScan.flux_factor` gives
@@ -265,25 +271,34 @@ def open_reduced(path: str | Path) -> ReducedScan:
 def create(path: Path, *, n_frames: int, bins, bin_counts: np.ndarray, radial_counts: np.ndarray,
            mask: np.ndarray, positions_um: np.ndarray | None, grid: ScanGrid | None,
            monitor: np.ndarray | None, count_time: float | None, attrs: dict) -> None:
-    """Create an empty reduction file (frames NaN, ``frames_done`` 0) at ``path``."""
+    """Create an empty reduction file (frames NaN, ``frames_done`` 0) at ``path``.
+
+    The datasets sit in ``/entry/reduction`` (an NXprocess with program, version and date); the
+    NXdata groups ``/entry/polar`` (signal ``polar`` over frame, chi, q) and ``/entry/radial``
+    (frame, q) link to them (HDF5 soft links, so the data are stored once), and the root's
+    ``default`` chain leads to ``/entry/radial`` (`xmodel.nexus`).
+    """
+    from xmodel import nexus
+
     with h5py.File(path, "w") as f:
-        entry = f.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
+        entry = nexus.create_entry(f, title="reduced scan")
         grp = entry.create_group("reduction")
-        grp.attrs["NX_class"] = "NXprocess"
+        nexus.describe_process(grp, program="xmodel reduce")
         n, nc, nq = n_frames, bins.n_chi, bins.n_q
         polar = grp.create_dataset("polar", (n, nc, nq), dtype=np.float32, chunks=(1, nc, nq), fillvalue=np.nan)
-        polar.attrs["units"] = "counts per pixel"
-        polar.attrs["axes"] = "frame,chi,q"
+        polar.attrs["units"] = "counts"
+        polar.attrs["long_name"] = "mean counts per valid pixel"
         radial = grp.create_dataset("radial", (n, nq), dtype=np.float32, chunks=(min(n, 64), nq), fillvalue=np.nan)
-        radial.attrs["units"] = "counts per pixel"
-        for name, values, units in (
-            ("q", bins.q_centres, "1/angstrom"), ("q_edges", bins.q_edges, "1/angstrom"),
-            ("chi", bins.chi_centres, "degree"), ("chi_edges", bins.chi_edges, "degree"),
+        radial.attrs["units"] = "counts"
+        radial.attrs["long_name"] = "mean counts per valid pixel"
+        for name, values, units, long_name in (
+            ("q", bins.q_centres, "1/angstrom", "q (1/A)"), ("q_edges", bins.q_edges, "1/angstrom", "q (1/A)"),
+            ("chi", bins.chi_centres, "degree", "chi (deg)"), ("chi_edges", bins.chi_edges, "degree", "chi (deg)"),
         ):
-            grp.create_dataset(name, data=values).attrs["units"] = units
+            ds = grp.create_dataset(name, data=values)
+            ds.attrs["units"], ds.attrs["long_name"] = units, long_name
         grp.create_dataset("counts", data=bin_counts.astype(np.int32)).attrs["units"] = "pixels"
-        grp.create_dataset("radial_counts", data=radial_counts.astype(np.int32))
+        grp.create_dataset("radial_counts", data=radial_counts.astype(np.int32)).attrs["units"] = "pixels"
         grp.create_dataset("mask", data=mask.astype(np.uint8), compression="gzip", compression_opts=1)
         inv = grp.create_dataset("invalid_pixels", (n,), dtype=np.int32, fillvalue=-1)
         inv.attrs["units"] = "pixels"
@@ -301,6 +316,28 @@ def create(path: Path, *, n_frames: int, bins, bin_counts: np.ndarray, radial_co
         for k, v in attrs.items():
             grp.attrs[k] = v
         grp.attrs["frames_done"] = 0
+        _link_nxdata(entry, n)
+
+
+def _link_nxdata(entry: h5py.Group, n_frames: int) -> None:
+    """NXdata groups ``polar`` (frame, chi, q) and ``radial`` (frame, q) in ``entry`` whose
+    signals and axes are soft links to the datasets of ``/entry/reduction``; the default plot is
+    the radial profiles (frames down, q across)."""
+    from xmodel import nexus
+
+    for name, dims in (("polar", ("frame", "chi", "q")), ("radial", ("frame", "q"))):
+        nx = nexus.require_group(entry, name, "NXdata")
+        nx[name] = h5py.SoftLink(f"{GROUP}/{name}")
+        for axis in dims[1:]:
+            nx[axis] = h5py.SoftLink(f"{GROUP}/{axis}")
+        frame = nx.create_dataset("frame", data=np.arange(n_frames, dtype=np.int32))
+        frame.attrs["long_name"] = "frame"
+        nx.attrs["signal"] = name
+        nx.attrs["axes"] = np.array(dims, dtype=h5py.string_dtype())
+        for k, axis in enumerate(dims):
+            nx.attrs[f"{axis}_indices"] = np.int32(k)
+        nx.create_dataset("title", data=f"{name} intensity per frame (mean counts per valid pixel)")
+    nexus.set_default(entry["radial"])
 
 
 def write_batch(f: h5py.File, start: int, polar: np.ndarray, radial: np.ndarray, invalid: np.ndarray,
@@ -339,7 +376,7 @@ def store_scan_metadata(path: str | Path, positions_um: np.ndarray | None = None
     red = open_reduced(path)
     with h5py.File(red.path, "r+") as f:
         g = f[GROUP]
-        for name, value, unit in (("positions", positions_um, "um"), ("monitor", monitor, "")):
+        for name, value, unit in (("positions", positions_um, "um"), ("monitor", monitor, None)):
             if value is None:
                 continue
             value = np.asarray(value, np.float64)
@@ -351,7 +388,9 @@ def store_scan_metadata(path: str | Path, positions_um: np.ndarray | None = None
                     raise ValueError(f"{red.path} already holds other {GROUP}/{name}; reduce the scan again "
                                      f"(xmodel reduce) to change them.")
                 continue
-            g.create_dataset(name, data=value).attrs["units"] = unit
+            ds = g.create_dataset(name, data=value)
+            if unit is not None:
+                ds.attrs["units"] = unit
             if name == "positions":
                 grid = derive_grid(value)
                 if grid is not None:

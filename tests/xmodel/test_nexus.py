@@ -117,3 +117,45 @@ def test_classification_map_in_micrometres(tmp_path):
         assert isinstance(NXdata(g["map"]).auxiliary_signals_names, list)
         _nx_classes(f)
         _units_are_unit_strings(f)
+
+
+def _tiny_reduction(tmp_path, positions=True):
+    """A 2 x 3 scan of 6 small Poisson frames reduced into 10 q and 6 chi bins."""
+    from xmodel.dectris import write_scan
+    from xmodel.geometry import Geometry
+    from xmodel.positions import grid_positions
+    from xmodel.reduction import reduce_scan
+
+    shape = (40, 30)
+    geo = Geometry(dist=0.05, poni1=20.3 * 75e-6, poni2=15.7 * 75e-6, rot1=0.0, rot2=0.0, rot3=0.0,
+                   wavelength=0.898e-10, pixel1=75e-6, pixel2=75e-6, shape=shape, detector_name="")
+    frames = np.random.default_rng(1).poisson(20.0, (6, *shape)).astype(np.uint32)
+    master = write_scan(tmp_path / "raw", "s", iter(frames), 6, geo, positions_um=None,
+                        pixel_mask=np.zeros(shape, bool), frames_per_file=6)
+    pos = grid_positions((2, 3), (0.5, 0.25), "raster") if positions else None
+    return reduce_scan(master, tmp_path / "reduced.h5", q_bins=10, chi_bins=6, progress=False, positions_um=pos)
+
+
+def test_reduction_file_plots_its_radial_profiles_and_polar_stack(tmp_path):
+    from xmodel.reduced import open_reduced
+
+    out = _tiny_reduction(tmp_path)
+    red = open_reduced(out)                                   # the readers' paths are unchanged
+    assert red.polar().shape == (6, 6, 10) and red.scan_shape == (2, 3)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["NX_class"] == "NXroot" and f["entry"].attrs["NX_class"] == "NXentry"
+        proc = f["entry/reduction"]
+        assert proc.attrs["NX_class"] == "NXprocess" and proc["program"][()].decode() == "xmodel reduce"
+        assert proc["version"][()].decode() and proc["date"][()].decode()[:2] == "20"
+        nx = get_default(f)
+        assert nx is not None and nx.group.name == "/entry/radial" and nx.is_image
+        assert nx.axes_dataset_names == ["frame", "q"]
+        polar = f["entry/polar"]
+        assert is_valid_nxdata(polar)
+        assert NXdata(polar).axes_dataset_names == ["frame", "chi", "q"]
+        assert f["entry/polar/polar"].attrs["units"] == "counts"
+        assert f["entry/polar/q"].attrs["units"] == "1/angstrom" and f["entry/polar/chi"].attrs["units"] == "degree"
+        np.testing.assert_array_equal(f["entry/polar/polar"][()], f["entry/reduction/polar"][()])  # linked, not copied
+        assert isinstance(f["entry/polar"].get("polar", getlink=True), h5py.SoftLink)
+        _nx_classes(f)
+        _units_are_unit_strings(f)
