@@ -159,3 +159,63 @@ def test_reduction_file_plots_its_radial_profiles_and_polar_stack(tmp_path):
         assert isinstance(f["entry/polar"].get("polar", getlink=True), h5py.SoftLink)
         _nx_classes(f)
         _units_are_unit_strings(f)
+
+
+@pytest.mark.parametrize("same_file", [False, True])
+def test_fits_file_opens_as_a_lattice_constant_map_in_micrometres(tmp_path, same_file):
+    """Synthetic per-frame results written through the schema functions of fits.scan.results."""
+    from fits.scan import results as store
+    from fits.scan.settings import FitSettings
+    from fits.status import FitStatus
+    from xmodel.config import load_config
+    from xmodel.reduced import open_reduced
+
+    red = _tiny_reduction(tmp_path)
+    out = red if same_file else tmp_path / "fits.h5"
+    store.link_reduction(out, red)
+    assert store.prepare(out, 6, red, load_config(default_paths("red")), FitSettings()) == 0
+    rows = store.empty_results(6)
+    rows["lattice_constant"][:] = np.arange(6) + 100.0
+    rows["tilt_deg"][:] = 1.0
+    rows["status"][:] = FitStatus.OK.code
+    store.write_batch(out, 0, 6, rows)
+    store.write_maps(out, open_reduced(red))
+    r = store.read_fits(out)                                  # the per-frame arrays stay where they are
+    np.testing.assert_array_equal(r["lattice_constant"], np.arange(6) + 100.0)
+    assert "program" not in r and "maps" not in r
+    with h5py.File(out, "r") as f:
+        proc = f["entry/fits"]
+        assert proc.attrs["NX_class"] == "NXprocess" and proc["program"][()].decode() == "xmodel fit"
+        assert proc["version"][()].decode() and proc["date"][()].decode()[:2] == "20"
+        assert json.loads(proc["parameters"][()])["max_iter"] == FitSettings().to_flat()["max_iter"]
+        assert proc["config_0"].attrs["NX_class"] == "NXnote"
+        assert f["entry/fits/maps"].attrs["NX_class"] == "NXcollection"
+        nx = get_default(f)
+        assert nx is not None and nx.group.name == "/entry/fits/maps/lattice_constant" and nx.is_image
+        assert nx.axes_dataset_names == ["y", "x"]
+        np.testing.assert_allclose(f["entry/fits/maps/lattice_constant/x"][()], [0, 0.25, 0.5], atol=1e-12)
+        np.testing.assert_allclose(f["entry/fits/maps/lattice_constant/y"][()], [0, 0.5], atol=1e-12)
+        assert f["entry/fits/maps/lattice_constant/y"].attrs["units"] == "um"
+        assert f["entry/fits/maps/lattice_constant/lattice_constant"].attrs["units"] == "angstrom"
+        np.testing.assert_array_equal(nx.signal[()], [[100, 101, 102], [103, 104, 105]])
+        for key in ("tilt_deg", "inplane_deg", "status"):
+            assert is_valid_nxdata(f[f"entry/fits/maps/{key}"]) and f[f"entry/fits/maps/{key}"][key].shape == (2, 3)
+        assert "units" not in f["entry/fits/status"].attrs
+        _nx_classes(f)
+        _units_are_unit_strings(f)
+
+
+def test_fits_without_a_scan_grid_plot_per_frame(tmp_path):
+    from fits.scan import results as store
+    from fits.scan.settings import FitSettings
+    from xmodel.config import load_config
+    from xmodel.reduced import open_reduced
+
+    red = _tiny_reduction(tmp_path, positions=False)
+    store.prepare(red, 6, red, load_config(default_paths("red")), FitSettings())
+    store.write_maps(red, open_reduced(red))
+    with h5py.File(red, "r") as f:
+        nx = get_default(f)
+        assert nx is not None and nx.group.name == "/entry/fits/maps/lattice_constant"
+        assert nx.axes_dataset_names == ["frame"] and nx.signal.shape == (6,)
+        _nx_classes(f)
