@@ -83,7 +83,7 @@ class ReducedScan:
     invalid_pixels : (N,) pixels invalid in each frame only (-1 where not reduced)
     invalid_bins : (K, 3) frame, flat bin, pixels lost
     poni : the geometry as .poni text
-    master : the master file reduced
+    master : the master file reduced (absolute path)
     attrs : every attribute of the group
     """
 

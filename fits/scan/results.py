@@ -24,12 +24,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from xmodel import nexus
-from xmodel.reduced import GROUP as REDUCTION_GROUP
-from xmodel.reduced import ReducedScan
 from fits.scan.settings import FitSettings, differing_keys
 from fits.status import FitStatus
+from xmodel import nexus
 from xmodel.io import read_group
+from xmodel.reduced import GROUP as REDUCTION_GROUP
+from xmodel.reduced import ReducedScan
 
 #: the group this module owns
 FITS = "entry/fits"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import h5py
@@ -147,6 +148,7 @@ def test_reduction_file_plots_its_radial_profiles_and_polar_stack(tmp_path):
         proc = f["entry/reduction"]
         assert proc.attrs["NX_class"] == "NXprocess" and proc["program"][()].decode() == "xmodel reduce"
         assert proc["version"][()].decode() and proc["date"][()].decode()[:2] == "20"
+        assert Path(proc.attrs["master"]).is_absolute() and Path(proc.attrs["master"]).is_file()
         nx = get_default(f)
         assert nx is not None and nx.group.name == "/entry/radial" and nx.is_image
         assert nx.axes_dataset_names == ["frame", "q"]
