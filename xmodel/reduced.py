@@ -31,7 +31,9 @@ Attributes: ``poni``, ``master``, ``master_identity``, ``fingerprint``, ``frames
 NeXus (`xmodel.nexus`): ``/entry`` is an NXentry, ``/entry/reduction`` an NXprocess (fields
 ``program``, ``version``, ``date``, ``command_line``); ``/entry/polar`` (frame, chi, q) and
 ``/entry/radial`` (frame, q) are NXdata groups whose fields are soft links to the datasets above,
-and the file's ``default`` chain leads to ``/entry/radial``. Units are unit strings (``counts``,
+``/entry/intensity_map`` (when the frames lie on a grid) is the map of each frame's mean
+intensity over y and x in um (`write_intensity_map`), and the file's ``default`` chain leads to
+``/entry/radial``. Units are unit strings (``counts``,
 ``1/angstrom``, ``degree``, ``um``, ``s``; ``pixels`` for numbers of pixels).
 
 Counts are stored as measured: the monitor is not divided into them, so the Poisson
@@ -175,6 +177,46 @@ class ReducedScan:
             _WARNED.add(key)
             log.warning("%s: %s", self.path, NO_POSITIONS)
         return False
+
+    def axes_um(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Column positions x and row positions y (um) of the scan grid, or None without
+        positions on a grid.
+
+        Least squares of position = origin + index * step over the frames, per grid axis (the
+        grid of `xmodel.positions.derive_grid`); an axis with one row or column is the mean
+        position of the frames.
+        """
+        if self.grid is None or self.positions_um is None:
+            return None
+        out = []
+        for dim, index in ((1, self.grid.col), (0, self.grid.row)):
+            pos = self.positions_um[:, dim]
+            if np.unique(index).size < 2:
+                out.append(np.full(self.grid.shape[dim], float(np.mean(pos))))
+                continue
+            a = np.vstack([index, np.ones_like(index)]).T.astype(np.float64)
+            (step, origin), *_ = np.linalg.lstsq(a, pos, rcond=None)
+            out.append(origin + step * np.arange(self.grid.shape[dim]))
+        return out[0], out[1]
+
+    def map_axes(self) -> list[tuple[str, np.ndarray, str | None, str]]:
+        """NXdata axes ``[(name, values, units, long_name)]`` of a map image (rows, cols): y and x
+        in um, or the scan row and column indices when no positions are known
+        (`xmodel.nexus.create_nxdata`).
+
+        Raises
+        ------
+        ValueError
+            When the frames cannot be arranged on a map (see `map_image`).
+        """
+        if self.grid is None:
+            self.map_image(np.zeros(self.n_frames))          # raises the message that says why
+        axes = self.axes_um()
+        if axes is None:
+            rows, cols = self.grid.shape
+            return [("row", np.arange(rows), None, "scan row"), ("column", np.arange(cols), None, "scan column")]
+        x, y = axes
+        return [("y", y, "um", "y (um)"), ("x", x, "um", "x (um)")]
 
     def map_image(self, values: np.ndarray) -> np.ndarray:
         """Per-frame values (N, ...) as a map (rows, cols, ...) on the scan grid (NaN where no frame).
@@ -400,6 +442,32 @@ def store_scan_metadata(path: str | Path, positions_um: np.ndarray | None = None
                     g.create_dataset("scan_shape", data=np.asarray(grid.shape))
                     g.create_dataset("grid_index", data=np.stack([grid.row, grid.col], axis=1).astype(np.int32))
                 g.attrs["positions_source"] = source
+    write_intensity_map(red.path)
+
+
+def write_intensity_map(path: str | Path) -> None:
+    """The scan map of each frame's mean intensity as NXdata ``/entry/intensity_map`` (rows y,
+    columns x in um), when the frames lie on a grid; nothing otherwise.
+
+    The mean intensity of a frame is its radial profile averaged over q with the valid pixels
+    per q bin as weights (the mean counts per valid pixel of the frame), times the flux factor
+    (`ReducedScan.flux_factor`); NaN for a frame not reduced.
+    """
+    from xmodel import nexus
+
+    red = open_reduced(path)
+    if red.grid is None:
+        return
+    radial = red.radial_normalised()
+    weights = np.where(np.isfinite(radial), red.radial_counts[None, :].astype(np.float64), 0.0)
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(total > 0, np.nansum(radial * weights, axis=1) / total, np.nan)
+    with h5py.File(red.path, "r+") as f:
+        nx = nexus.create_nxdata(f["entry"], "intensity_map", "intensity", red.map_image(mean),
+                                 axes=red.map_axes(), units="counts", long_name="mean counts per valid pixel",
+                                 title="mean intensity per frame (counts per valid pixel at the median monitor)")
+        nexus.set_default(nx, overwrite=False)
 
 
 def set_frames_done(f: h5py.File, done: int) -> None:

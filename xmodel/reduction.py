@@ -738,6 +738,7 @@ def reduce_scan(
                     f.close()
                 except OSError as err:  # a failed write may fail the close too; the checkpoint holds
                     log.warning("closing %s after a failed write: %s", out, err)
+    reduced.write_intensity_map(out)
     return out
 
 

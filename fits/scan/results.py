@@ -201,27 +201,6 @@ def _units_description(key: str) -> tuple[str, str]:
     return FIT_DATASETS[key]
 
 
-def _scan_axes_um(scan: ReducedScan) -> tuple[np.ndarray, np.ndarray] | None:
-    """Column positions x and row positions y (um) of the scan grid, or None without positions.
-
-    Least squares of position = origin + index * step over the frames on each grid axis (the
-    grid of `xmodel.positions.derive_grid`); an axis with one row or column is the mean position.
-    """
-    if scan.grid is None or scan.positions_um is None:
-        return None
-    out = []
-    for dim, index in ((1, scan.grid.col), (0, scan.grid.row)):
-        pos = scan.positions_um[:, dim]
-        n = scan.grid.shape[dim]
-        if np.unique(index).size < 2:
-            out.append(np.full(n, float(np.mean(pos))))
-            continue
-        a = np.vstack([index, np.ones_like(index)]).T.astype(np.float64)
-        (step, origin), *_ = np.linalg.lstsq(a, pos, rcond=None)
-        out.append(origin + step * np.arange(n))
-    return out[0], out[1]
-
-
 def write_maps(out: Path, scan: ReducedScan) -> None:
     """Scan maps of `MAP_DATASETS` as 2D NXdata in ``/entry/fits/maps`` of ``out`` and the file's
     ``default`` chain to the lattice-constant map.
@@ -245,13 +224,7 @@ def write_maps(out: Path, scan: ReducedScan) -> None:
                                      title=f"{MAP_DATASETS[0].replace('_', ' ')} per frame")
             nexus.set_default(nx)
             return
-        axes_um = _scan_axes_um(scan)
-        rows, cols = scan.grid.shape
-        if axes_um is None:
-            axes = [("row", np.arange(rows), None, "scan row"), ("column", np.arange(cols), None, "scan column")]
-        else:
-            x, y = axes_um
-            axes = [("y", y, "um", "y (um)"), ("x", x, "um", "x (um)")]
+        axes = scan.map_axes()
         first = None
         for key in MAP_DATASETS:
             if key not in g:

@@ -159,6 +159,10 @@ def test_reduction_file_plots_its_radial_profiles_and_polar_stack(tmp_path):
         assert f["entry/polar/q"].attrs["units"] == "1/angstrom" and f["entry/polar/chi"].attrs["units"] == "degree"
         np.testing.assert_array_equal(f["entry/polar/polar"][()], f["entry/reduction/polar"][()])  # linked, not copied
         assert isinstance(f["entry/polar"].get("polar", getlink=True), h5py.SoftLink)
+        intensity = f["entry/intensity_map"]                 # the scan map of the mean intensity per frame
+        assert is_valid_nxdata(intensity) and NXdata(intensity).axes_dataset_names == ["y", "x"]
+        np.testing.assert_allclose(intensity["x"][()], [0, 0.25, 0.5], atol=1e-12)
+        assert intensity["intensity"].shape == (2, 3) and np.all(np.abs(intensity["intensity"][()] - 20) < 1)
         _nx_classes(f)
         _units_are_unit_strings(f)
 
@@ -211,7 +215,8 @@ def test_fits_without_a_scan_grid_plot_per_frame(tmp_path):
     from fits.scan import results as store
     from fits.scan.settings import FitSettings
     from xmodel.config import load_config
-    from xmodel.reduced import open_reduced
+    from xmodel.positions import grid_positions
+    from xmodel.reduced import open_reduced, store_scan_metadata
 
     red = _tiny_reduction(tmp_path, positions=False)
     store.prepare(red, 6, red, load_config(default_paths("red")), FitSettings())
@@ -220,4 +225,10 @@ def test_fits_without_a_scan_grid_plot_per_frame(tmp_path):
         nx = get_default(f)
         assert nx is not None and nx.group.name == "/entry/fits/maps/lattice_constant"
         assert nx.axes_dataset_names == ["frame"] and nx.signal.shape == (6,)
+        assert "intensity_map" not in f["entry"]
         _nx_classes(f)
+    # positions given later (xmodel fit --positions) bring the map of the reduction
+    store_scan_metadata(red, positions_um=grid_positions((2, 3), (0.5, 0.25), "snake"), source="test")
+    with h5py.File(red, "r") as f:
+        assert NXdata(f["entry/intensity_map"]).axes_dataset_names == ["y", "x"]
+        np.testing.assert_allclose(f["entry/intensity_map/y"][()], [0, 0.5], atol=1e-12)
