@@ -447,7 +447,8 @@ def store_scan_metadata(path: str | Path, positions_um: np.ndarray | None = None
 
 def write_intensity_map(path: str | Path) -> None:
     """The scan map of each frame's mean intensity as NXdata ``/entry/intensity_map`` (rows y,
-    columns x in um), when the frames lie on a grid; nothing otherwise.
+    columns x in um), when the frames lie on a grid and the file holds radial profiles; nothing
+    otherwise.
 
     The mean intensity of a frame is its radial profile averaged over q with the valid pixels
     per q bin as weights (the mean counts per valid pixel of the frame), times the flux factor
@@ -456,7 +457,9 @@ def write_intensity_map(path: str | Path) -> None:
     from xmodel import nexus
 
     red = open_reduced(path)
-    if red.grid is None:
+    with h5py.File(red.path, "r") as f:
+        has_radial = f"{GROUP}/radial" in f
+    if red.grid is None or not has_radial or red.radial_counts is None:
         return
     radial = red.radial_normalised()
     weights = np.where(np.isfinite(radial), red.radial_counts[None, :].astype(np.float64), 0.0)
