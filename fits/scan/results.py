@@ -218,7 +218,7 @@ def write_maps(out: Path, scan: ReducedScan) -> None:
         if scan.grid is None:
             values = g[MAP_DATASETS[0]][()]
             units, _ = _units_description(MAP_DATASETS[0])
-            nx = nexus.create_nxdata(maps, MAP_DATASETS[0], MAP_DATASETS[0], values, units=units,
+            nx = nexus.create_nxdata(maps, MAP_DATASETS[0], MAP_DATASETS[0], values, units=units or None,
                                      long_name=MAP_DATASETS[0].replace("_", " "),
                                      axes=[("frame", np.arange(values.shape[0]), None, "frame")],
                                      title=f"{MAP_DATASETS[0].replace('_', ' ')} per frame")
@@ -233,7 +233,8 @@ def write_maps(out: Path, scan: ReducedScan) -> None:
             label = key.replace("_deg", "").replace("_", " ") + (f" ({units})" if units else "")
             nx = nexus.create_nxdata(maps, key, key, scan.map_image(g[key][()]), axes=axes,
                                      units=units or None, long_name=label, title=label)
-            first = first or nx
+            if first is None:
+                first = nx
         if first is not None:
             nexus.set_default(first)
 
@@ -288,7 +289,8 @@ def has_fits(path: str | Path) -> bool:
 
 
 def read_fits(path: str | Path) -> dict[str, np.ndarray]:
-    """Every dataset of ``/entry/fits`` as numpy arrays (strings decoded), and ``frames_done``."""
+    """Every per-frame dataset of ``/entry/fits`` as numpy arrays (strings decoded), and
+    ``frames_done`` (the NXprocess fields and the maps are left out)."""
     out, attrs = read_group(path, "/" + FITS, "run xmodel fit first")
     out = {k: v for k, v in out.items() if np.ndim(v) >= 1}      # per-frame arrays, not provenance
     out["frames_done"] = int(attrs["frames_done"])
