@@ -467,7 +467,8 @@ def open_scan(master: str | Path, poni: str | Path | None = None, mask=None, mas
 
 
 def read_group(path: str | Path, group: str, hint: str) -> tuple[dict[str, np.ndarray], dict]:
-    """Every dataset of ``group`` in the HDF5 file ``path`` (strings decoded) and the group's attributes.
+    """Every dataset of ``group`` in the HDF5 file ``path`` (strings decoded; subgroups skipped) and
+    the group's attributes.
 
     Parameters
     ----------
@@ -489,6 +490,8 @@ def read_group(path: str | Path, group: str, hint: str) -> tuple[dict[str, np.nd
         g = f[group]
         out = {}
         for k, ds in g.items():
+            if not isinstance(ds, h5py.Dataset):      # NXdata/NXnote subgroups are not fields
+                continue
             v = ds[()]
             if np.asarray(v).dtype.kind in "OSU":
                 a = np.asarray(v)

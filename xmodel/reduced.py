@@ -7,7 +7,7 @@
 dataset                     shape, unit            meaning
 ==========================  =====================  ===========================================
 polar                       (N, n_chi, n_q)        mean counts per valid pixel of each bin
-                            counts per pixel       (NaN: no valid pixel, or frame not reduced)
+                            counts                 (NaN: no valid pixel, or frame not reduced)
 radial                      (N, n_q)               the same over all chi
 q, q_edges                  (n_q [+1],) 1/A        bin centres and edges
 chi, chi_edges              (n_chi [+1],) deg      bin centres and edges (pyFAI's chi)
@@ -27,6 +27,14 @@ count_time                  () s                   exposure per frame from the m
 
 Attributes: ``poni``, ``master``, ``master_identity``, ``fingerprint``, ``frames_done``,
 ``method``, ``positions_source``, ``hot_pixels``.
+
+NeXus (`xmodel.nexus`): ``/entry`` is an NXentry, ``/entry/reduction`` an NXprocess (fields
+``program``, ``version``, ``date``, ``command_line``); ``/entry/polar`` (frame, chi, q) and
+``/entry/radial`` (frame, q) are NXdata groups whose fields are soft links to the datasets above,
+``/entry/intensity_map`` (when the frames lie on a grid) is the map of each frame's mean
+intensity over y and x in um (`write_intensity_map`), and the file's ``default`` chain leads to
+``/entry/radial``. Units are unit strings (``counts``,
+``1/angstrom``, ``degree``, ``um``, ``s``; ``pixels`` for numbers of pixels).
 
 Counts are stored as measured: the monitor is not divided into them, so the Poisson
 statistics of the fits stay those of the counts. :meth:`ReducedScan.flux_factor` gives
@@ -77,7 +85,7 @@ class ReducedScan:
     invalid_pixels : (N,) pixels invalid in each frame only (-1 where not reduced)
     invalid_bins : (K, 3) frame, flat bin, pixels lost
     poni : the geometry as .poni text
-    master : the master file reduced
+    master : the master file reduced (absolute path)
     attrs : every attribute of the group
     """
 
@@ -169,6 +177,46 @@ class ReducedScan:
             _WARNED.add(key)
             log.warning("%s: %s", self.path, NO_POSITIONS)
         return False
+
+    def axes_um(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Column positions x and row positions y (um) of the scan grid, or None without
+        positions on a grid.
+
+        Least squares of position = origin + index * step over the frames, per grid axis (the
+        grid of `xmodel.positions.derive_grid`); an axis with one row or column is the mean
+        position of the frames.
+        """
+        if self.grid is None or self.positions_um is None:
+            return None
+        out = []
+        for dim, index in ((1, self.grid.col), (0, self.grid.row)):
+            pos = self.positions_um[:, dim]
+            if np.unique(index).size < 2:
+                out.append(np.full(self.grid.shape[dim], float(np.mean(pos))))
+                continue
+            a = np.vstack([index, np.ones_like(index)]).T.astype(np.float64)
+            (step, origin), *_ = np.linalg.lstsq(a, pos, rcond=None)
+            out.append(origin + step * np.arange(self.grid.shape[dim]))
+        return out[0], out[1]
+
+    def map_axes(self) -> list[tuple[str, np.ndarray, str | None, str]]:
+        """NXdata axes ``[(name, values, units, long_name)]`` of a map image (rows, cols): y and x
+        in um, or the scan row and column indices when no positions are known
+        (`xmodel.nexus.create_nxdata`).
+
+        Raises
+        ------
+        ValueError
+            When the frames cannot be arranged on a map (see `map_image`).
+        """
+        if self.grid is None:
+            self.map_image(np.zeros(self.n_frames))          # raises the message that says why
+        axes = self.axes_um()
+        if axes is None:
+            rows, cols = self.grid.shape
+            return [("row", np.arange(rows), None, "scan row"), ("column", np.arange(cols), None, "scan column")]
+        x, y = axes
+        return [("y", y, "um", "y (um)"), ("x", x, "um", "x (um)")]
 
     def map_image(self, values: np.ndarray) -> np.ndarray:
         """Per-frame values (N, ...) as a map (rows, cols, ...) on the scan grid (NaN where no frame).
@@ -265,25 +313,34 @@ def open_reduced(path: str | Path) -> ReducedScan:
 def create(path: Path, *, n_frames: int, bins, bin_counts: np.ndarray, radial_counts: np.ndarray,
            mask: np.ndarray, positions_um: np.ndarray | None, grid: ScanGrid | None,
            monitor: np.ndarray | None, count_time: float | None, attrs: dict) -> None:
-    """Create an empty reduction file (frames NaN, ``frames_done`` 0) at ``path``."""
+    """Create an empty reduction file (frames NaN, ``frames_done`` 0) at ``path``.
+
+    The datasets sit in ``/entry/reduction`` (an NXprocess with program, version and date); the
+    NXdata groups ``/entry/polar`` (signal ``polar`` over frame, chi, q) and ``/entry/radial``
+    (frame, q) link to them (HDF5 soft links, so the data are stored once), and the root's
+    ``default`` chain leads to ``/entry/radial`` (`xmodel.nexus`).
+    """
+    from xmodel import nexus
+
     with h5py.File(path, "w") as f:
-        entry = f.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
+        entry = nexus.create_entry(f, title="reduced scan")
         grp = entry.create_group("reduction")
-        grp.attrs["NX_class"] = "NXprocess"
+        nexus.describe_process(grp, program="xmodel reduce")
         n, nc, nq = n_frames, bins.n_chi, bins.n_q
         polar = grp.create_dataset("polar", (n, nc, nq), dtype=np.float32, chunks=(1, nc, nq), fillvalue=np.nan)
-        polar.attrs["units"] = "counts per pixel"
-        polar.attrs["axes"] = "frame,chi,q"
+        polar.attrs["units"] = "counts"
+        polar.attrs["long_name"] = "mean counts per valid pixel"
         radial = grp.create_dataset("radial", (n, nq), dtype=np.float32, chunks=(min(n, 64), nq), fillvalue=np.nan)
-        radial.attrs["units"] = "counts per pixel"
-        for name, values, units in (
-            ("q", bins.q_centres, "1/angstrom"), ("q_edges", bins.q_edges, "1/angstrom"),
-            ("chi", bins.chi_centres, "degree"), ("chi_edges", bins.chi_edges, "degree"),
+        radial.attrs["units"] = "counts"
+        radial.attrs["long_name"] = "mean counts per valid pixel"
+        for name, values, units, long_name in (
+            ("q", bins.q_centres, "1/angstrom", "q (1/A)"), ("q_edges", bins.q_edges, "1/angstrom", "q (1/A)"),
+            ("chi", bins.chi_centres, "degree", "chi (deg)"), ("chi_edges", bins.chi_edges, "degree", "chi (deg)"),
         ):
-            grp.create_dataset(name, data=values).attrs["units"] = units
+            ds = grp.create_dataset(name, data=values)
+            ds.attrs["units"], ds.attrs["long_name"] = units, long_name
         grp.create_dataset("counts", data=bin_counts.astype(np.int32)).attrs["units"] = "pixels"
-        grp.create_dataset("radial_counts", data=radial_counts.astype(np.int32))
+        grp.create_dataset("radial_counts", data=radial_counts.astype(np.int32)).attrs["units"] = "pixels"
         grp.create_dataset("mask", data=mask.astype(np.uint8), compression="gzip", compression_opts=1)
         inv = grp.create_dataset("invalid_pixels", (n,), dtype=np.int32, fillvalue=-1)
         inv.attrs["units"] = "pixels"
@@ -301,6 +358,28 @@ def create(path: Path, *, n_frames: int, bins, bin_counts: np.ndarray, radial_co
         for k, v in attrs.items():
             grp.attrs[k] = v
         grp.attrs["frames_done"] = 0
+        _link_nxdata(entry, n)
+
+
+def _link_nxdata(entry: h5py.Group, n_frames: int) -> None:
+    """NXdata groups ``polar`` (frame, chi, q) and ``radial`` (frame, q) in ``entry`` whose
+    signals and axes are soft links to the datasets of ``/entry/reduction``; the default plot is
+    the radial profiles (frames down, q across)."""
+    from xmodel import nexus
+
+    for name, dims in (("polar", ("frame", "chi", "q")), ("radial", ("frame", "q"))):
+        nx = nexus.require_group(entry, name, "NXdata")
+        nx[name] = h5py.SoftLink(f"{GROUP}/{name}")
+        for axis in dims[1:]:
+            nx[axis] = h5py.SoftLink(f"{GROUP}/{axis}")
+        frame = nx.create_dataset("frame", data=np.arange(n_frames, dtype=np.int32))
+        frame.attrs["long_name"] = "frame"
+        nx.attrs["signal"] = name
+        nx.attrs["axes"] = np.array(dims, dtype=h5py.string_dtype())
+        for k, axis in enumerate(dims):
+            nx.attrs[f"{axis}_indices"] = np.int32(k)
+        nx.create_dataset("title", data=f"{name} intensity per frame (mean counts per valid pixel)")
+    nexus.set_default(entry["radial"])
 
 
 def write_batch(f: h5py.File, start: int, polar: np.ndarray, radial: np.ndarray, invalid: np.ndarray,
@@ -339,7 +418,7 @@ def store_scan_metadata(path: str | Path, positions_um: np.ndarray | None = None
     red = open_reduced(path)
     with h5py.File(red.path, "r+") as f:
         g = f[GROUP]
-        for name, value, unit in (("positions", positions_um, "um"), ("monitor", monitor, "")):
+        for name, value, unit in (("positions", positions_um, "um"), ("monitor", monitor, None)):
             if value is None:
                 continue
             value = np.asarray(value, np.float64)
@@ -351,7 +430,9 @@ def store_scan_metadata(path: str | Path, positions_um: np.ndarray | None = None
                     raise ValueError(f"{red.path} already holds other {GROUP}/{name}; reduce the scan again "
                                      f"(xmodel reduce) to change them.")
                 continue
-            g.create_dataset(name, data=value).attrs["units"] = unit
+            ds = g.create_dataset(name, data=value)
+            if unit is not None:
+                ds.attrs["units"] = unit
             if name == "positions":
                 grid = derive_grid(value)
                 if grid is not None:
@@ -361,6 +442,35 @@ def store_scan_metadata(path: str | Path, positions_um: np.ndarray | None = None
                     g.create_dataset("scan_shape", data=np.asarray(grid.shape))
                     g.create_dataset("grid_index", data=np.stack([grid.row, grid.col], axis=1).astype(np.int32))
                 g.attrs["positions_source"] = source
+    write_intensity_map(red.path)
+
+
+def write_intensity_map(path: str | Path) -> None:
+    """The scan map of each frame's mean intensity as NXdata ``/entry/intensity_map`` (rows y,
+    columns x in um), when the frames lie on a grid and the file holds radial profiles; nothing
+    otherwise.
+
+    The mean intensity of a frame is its radial profile averaged over q with the valid pixels
+    per q bin as weights (the mean counts per valid pixel of the frame), times the flux factor
+    (`ReducedScan.flux_factor`); NaN for a frame not reduced.
+    """
+    from xmodel import nexus
+
+    red = open_reduced(path)
+    with h5py.File(red.path, "r") as f:
+        has_radial = f"{GROUP}/radial" in f
+    if red.grid is None or not has_radial or red.radial_counts is None:
+        return
+    radial = red.radial_normalised()
+    weights = np.where(np.isfinite(radial), red.radial_counts[None, :].astype(np.float64), 0.0)
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(total > 0, np.nansum(radial * weights, axis=1) / total, np.nan)
+    with h5py.File(red.path, "r+") as f:
+        nx = nexus.create_nxdata(f["entry"], "intensity_map", "intensity", red.map_image(mean),
+                                 axes=red.map_axes(), units="counts", long_name="mean counts per valid pixel",
+                                 title="mean intensity per frame (counts per valid pixel at the median monitor)")
+        nexus.set_default(nx, overwrite=False)
 
 
 def set_frames_done(f: h5py.File, done: int) -> None:

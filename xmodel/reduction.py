@@ -453,7 +453,8 @@ def _prepare_output(out: Path, scan, bin_map: BinMap, poni_text: str, mask: np.n
             tmp, n_frames=scan.n_frames, bins=bin_map.bins, bin_counts=bin_map.counts,
             radial_counts=bin_map.radial_counts, mask=mask, positions_um=positions_um, grid=grid,
             monitor=monitor, count_time=scan.count_time,
-            attrs={"poni": poni_text, "master": str(scan.master), "master_identity": identity, "fingerprint": key,
+            attrs={"poni": poni_text, "master": str(Path(scan.master).resolve()), "master_identity": identity,
+                   "fingerprint": key,
                    "method": "histogram, no pixel splitting, no corrections; pixels invalid in a frame excluded",
                    "positions_source": source, "hot_pixels": int(hot_pixels)})
         tmp.replace(out)
@@ -737,6 +738,7 @@ def reduce_scan(
                     f.close()
                 except OSError as err:  # a failed write may fail the close too; the checkpoint holds
                     log.warning("closing %s after a failed write: %s", out, err)
+    reduced.write_intensity_map(out)
     return out
 
 

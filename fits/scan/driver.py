@@ -51,6 +51,7 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
     store.link_reduction(out, results)
     done = store.prepare(out, n, results, cfg, settings)
     if done >= n and store.progress(out)[1] >= settings.neighbours.neighbour_passes:
+        store.write_maps(out, scan)
         return out
     setup = setup or setup_from_reduction(scan, cfg, settings)
     batch = settings.run.batch
@@ -73,4 +74,5 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
             break
     bar.close()
     neighbour_passes(out, scan, setup, settings, progress)
+    store.write_maps(out, scan)
     return out

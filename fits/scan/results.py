@@ -8,6 +8,13 @@ group's ``status_codes`` attribute. Besides the datasets the group holds the run
 progress attributes ``frames_done`` and ``neighbour_passes_done`` (a killed run resumes there).
 A resume with other settings, another config or another reduction is refused with the
 differing keys named (`prepare`); a group in which no frame was written yet is simply replaced.
+
+NeXus (`xmodel.nexus`): ``/entry/fits`` is an NXprocess (fields ``program``, ``version``,
+``date``, ``command_line``, ``parameters`` = the settings and ``resolved_config`` as JSON, the
+config files as NXnote groups ``config_<k>``); `write_maps` adds ``/entry/fits/maps``, an
+NXcollection of 2D NXdata images (rows y, columns x in um on the reduction's scan grid) of
+`MAP_DATASETS`, and points the file's ``default`` chain at the lattice-constant map. The
+per-frame datasets stay where they are; dimensionless ones carry no ``units`` attribute.
 """
 from __future__ import annotations
 
@@ -17,10 +24,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from xmodel.reduced import GROUP as REDUCTION_GROUP
 from fits.scan.settings import FitSettings, differing_keys
 from fits.status import FitStatus
+from xmodel import nexus
 from xmodel.io import read_group
+from xmodel.reduced import GROUP as REDUCTION_GROUP
+from xmodel.reduced import ReducedScan
 
 #: the group this module owns
 FITS = "entry/fits"
@@ -68,6 +77,9 @@ STDERR_OF = ("lattice_constant", "tilt1_deg", "tilt2_deg", "inplane_deg", "disor
              "diffuse_scale", "al_scale", "background")
 #: every dataset of the group, in writing order
 ALL_DATASETS = tuple(FIT_DATASETS) + tuple(k + "_stderr" for k in STDERR_OF)
+#: per-frame datasets shown as scan maps by `write_maps` (the first is the default plot)
+MAP_DATASETS = ("lattice_constant", "tilt_deg", "inplane_deg", "disorder_deg", "status", "dispersion",
+                "orientation_stderr_deg", "lattice_constant_stderr")
 _MATRICES = ("orientation_matrix", "relationship")
 _STRINGS = ("configuration", "message")
 
@@ -153,17 +165,19 @@ def prepare(out: Path, n: int, source: Path, cfg, settings: FitSettings) -> int:
                                  f"differs in {', '.join(shown)}; rerun with the same settings to resume, "
                                  f"or delete /entry/fits or choose another --out.")
             del f[FITS]                   # nothing was written into it: start afresh
+        nexus.create_entry(f)
         g = f.require_group(FITS)
+        nexus.describe_process(g, program="xmodel fit", configs=[Path(c) for c in getattr(cfg, "sources", ())],
+                               resolved_config=cfg.to_dict() if hasattr(cfg, "to_dict") else {},
+                               parameters=settings.to_flat())
         for k in ALL_DATASETS:
             dt = dtype_of(k)
             fill = None if k in _STRINGS else (FitStatus.FAILED.code if k == "status" else np.nan)
             ds = g.create_dataset(k, shape=(n,) + row_shape(k), dtype=dt, fillvalue=fill)
-            if k.endswith("_stderr"):
-                base = k[:-len("_stderr")]
-                ds.attrs["units"] = FIT_DATASETS[base][0]
-                ds.attrs["description"] = f"standard error of {base} (from the fit's Jacobian)"
-            else:
-                ds.attrs["units"], ds.attrs["description"] = FIT_DATASETS[k]
+            units, description = _units_description(k)
+            if units:
+                ds.attrs["units"] = units
+            ds.attrs["description"] = description
         for part, values in mine.items():
             g.attrs[part + "_fingerprint"] = json.dumps(values, sort_keys=True)
         g.attrs["settings"] = json.dumps(settings.to_flat(), sort_keys=True)
@@ -177,6 +191,52 @@ def prepare(out: Path, n: int, source: Path, cfg, settings: FitSettings) -> int:
         g.attrs["description"] = ("Per scan point fits of the xmodel forward model (fits.scan): template "
                                   "search, Conf1/Conf2 by the WAXS part, batched refinement, neighbour passes.")
         return 0
+
+
+def _units_description(key: str) -> tuple[str, str]:
+    """(unit string or '' when dimensionless, description) of dataset ``key``."""
+    if key.endswith("_stderr"):
+        base = key[:-len("_stderr")]
+        return FIT_DATASETS[base][0], f"standard error of {base} (from the fit's Jacobian)"
+    return FIT_DATASETS[key]
+
+
+def write_maps(out: Path, scan: ReducedScan) -> None:
+    """Scan maps of `MAP_DATASETS` as 2D NXdata in ``/entry/fits/maps`` of ``out`` and the file's
+    ``default`` chain to the lattice-constant map.
+
+    The images are the per-frame values placed on ``scan.grid`` (NaN where no frame, or frame
+    not fitted yet), rows y and columns x in um (scan row and column indices when the reduction
+    knows a scan shape but no positions). Without a grid the lattice constants are shown per
+    frame (1D NXdata over the frame index).
+    """
+    with h5py.File(out, "a") as f:
+        g = f[FITS]
+        if "maps" in g:
+            del g["maps"]
+        maps = nexus.require_group(g, "maps", "NXcollection")
+        if scan.grid is None:
+            values = g[MAP_DATASETS[0]][()]
+            units, _ = _units_description(MAP_DATASETS[0])
+            nx = nexus.create_nxdata(maps, MAP_DATASETS[0], MAP_DATASETS[0], values, units=units or None,
+                                     long_name=MAP_DATASETS[0].replace("_", " "),
+                                     axes=[("frame", np.arange(values.shape[0]), None, "frame")],
+                                     title=f"{MAP_DATASETS[0].replace('_', ' ')} per frame")
+            nexus.set_default(nx)
+            return
+        axes = scan.map_axes()
+        first = None
+        for key in MAP_DATASETS:
+            if key not in g:
+                continue
+            units, _ = _units_description(key)
+            label = key.replace("_deg", "").replace("_", " ") + (f" ({units})" if units else "")
+            nx = nexus.create_nxdata(maps, key, key, scan.map_image(g[key][()]), axes=axes,
+                                     units=units or None, long_name=label, title=label)
+            if first is None:
+                first = nx
+        if first is not None:
+            nexus.set_default(first)
 
 
 def link_reduction(out: Path, results: Path) -> None:
@@ -229,8 +289,10 @@ def has_fits(path: str | Path) -> bool:
 
 
 def read_fits(path: str | Path) -> dict[str, np.ndarray]:
-    """Every dataset of ``/entry/fits`` as numpy arrays (strings decoded), and ``frames_done``."""
+    """Every per-frame dataset of ``/entry/fits`` as numpy arrays (strings decoded), and
+    ``frames_done`` (the NXprocess fields and the maps are left out)."""
     out, attrs = read_group(path, "/" + FITS, "run xmodel fit first")
+    out = {k: v for k, v in out.items() if np.ndim(v) >= 1}      # per-frame arrays, not provenance
     out["frames_done"] = int(attrs["frames_done"])
     return out
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import h5py
@@ -117,3 +118,117 @@ def test_classification_map_in_micrometres(tmp_path):
         assert isinstance(NXdata(g["map"]).auxiliary_signals_names, list)
         _nx_classes(f)
         _units_are_unit_strings(f)
+
+
+def _tiny_reduction(tmp_path, positions=True):
+    """A 2 x 3 scan of 6 small Poisson frames reduced into 10 q and 6 chi bins."""
+    from xmodel.dectris import write_scan
+    from xmodel.geometry import Geometry
+    from xmodel.positions import grid_positions
+    from xmodel.reduction import reduce_scan
+
+    shape = (40, 30)
+    geo = Geometry(dist=0.05, poni1=20.3 * 75e-6, poni2=15.7 * 75e-6, rot1=0.0, rot2=0.0, rot3=0.0,
+                   wavelength=0.898e-10, pixel1=75e-6, pixel2=75e-6, shape=shape, detector_name="")
+    frames = np.random.default_rng(1).poisson(20.0, (6, *shape)).astype(np.uint32)
+    master = write_scan(tmp_path / "raw", "s", iter(frames), 6, geo, positions_um=None,
+                        pixel_mask=np.zeros(shape, bool), frames_per_file=6)
+    pos = grid_positions((2, 3), (0.5, 0.25), "raster") if positions else None
+    return reduce_scan(master, tmp_path / "reduced.h5", q_bins=10, chi_bins=6, progress=False, positions_um=pos)
+
+
+def test_reduction_file_plots_its_radial_profiles_and_polar_stack(tmp_path):
+    from xmodel.reduced import open_reduced
+
+    out = _tiny_reduction(tmp_path)
+    red = open_reduced(out)                                   # the readers' paths are unchanged
+    assert red.polar().shape == (6, 6, 10) and red.scan_shape == (2, 3)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["NX_class"] == "NXroot" and f["entry"].attrs["NX_class"] == "NXentry"
+        proc = f["entry/reduction"]
+        assert proc.attrs["NX_class"] == "NXprocess" and proc["program"][()].decode() == "xmodel reduce"
+        assert proc["version"][()].decode() and proc["date"][()].decode()[:2] == "20"
+        assert Path(proc.attrs["master"]).is_absolute() and Path(proc.attrs["master"]).is_file()
+        nx = get_default(f)
+        assert nx is not None and nx.group.name == "/entry/radial" and nx.is_image
+        assert nx.axes_dataset_names == ["frame", "q"]
+        polar = f["entry/polar"]
+        assert is_valid_nxdata(polar)
+        assert NXdata(polar).axes_dataset_names == ["frame", "chi", "q"]
+        assert f["entry/polar/polar"].attrs["units"] == "counts"
+        assert f["entry/polar/q"].attrs["units"] == "1/angstrom" and f["entry/polar/chi"].attrs["units"] == "degree"
+        np.testing.assert_array_equal(f["entry/polar/polar"][()], f["entry/reduction/polar"][()])  # linked, not copied
+        assert isinstance(f["entry/polar"].get("polar", getlink=True), h5py.SoftLink)
+        intensity = f["entry/intensity_map"]                 # the scan map of the mean intensity per frame
+        assert is_valid_nxdata(intensity) and NXdata(intensity).axes_dataset_names == ["y", "x"]
+        np.testing.assert_allclose(intensity["x"][()], [0, 0.25, 0.5], atol=1e-12)
+        assert intensity["intensity"].shape == (2, 3) and np.all(np.abs(intensity["intensity"][()] - 20) < 1)
+        _nx_classes(f)
+        _units_are_unit_strings(f)
+
+
+@pytest.mark.parametrize("same_file", [False, True])
+def test_fits_file_opens_as_a_lattice_constant_map_in_micrometres(tmp_path, same_file):
+    """Synthetic per-frame results written through the schema functions of fits.scan.results."""
+    from fits.scan import results as store
+    from fits.scan.settings import FitSettings
+    from fits.status import FitStatus
+    from xmodel.config import load_config
+    from xmodel.reduced import open_reduced
+
+    red = _tiny_reduction(tmp_path)
+    out = red if same_file else tmp_path / "fits.h5"
+    store.link_reduction(out, red)
+    assert store.prepare(out, 6, red, load_config(default_paths("red")), FitSettings()) == 0
+    rows = store.empty_results(6)
+    rows["lattice_constant"][:] = np.arange(6) + 100.0
+    rows["tilt_deg"][:] = 1.0
+    rows["status"][:] = FitStatus.OK.code
+    store.write_batch(out, 0, 6, rows)
+    store.write_maps(out, open_reduced(red))
+    r = store.read_fits(out)                                  # the per-frame arrays stay where they are
+    np.testing.assert_array_equal(r["lattice_constant"], np.arange(6) + 100.0)
+    assert "program" not in r and "maps" not in r
+    with h5py.File(out, "r") as f:
+        proc = f["entry/fits"]
+        assert proc.attrs["NX_class"] == "NXprocess" and proc["program"][()].decode() == "xmodel fit"
+        assert proc["version"][()].decode() and proc["date"][()].decode()[:2] == "20"
+        assert json.loads(proc["parameters"][()])["max_iter"] == FitSettings().to_flat()["max_iter"]
+        assert proc["config_0"].attrs["NX_class"] == "NXnote"
+        assert f["entry/fits/maps"].attrs["NX_class"] == "NXcollection"
+        nx = get_default(f)
+        assert nx is not None and nx.group.name == "/entry/fits/maps/lattice_constant" and nx.is_image
+        assert nx.axes_dataset_names == ["y", "x"]
+        np.testing.assert_allclose(f["entry/fits/maps/lattice_constant/x"][()], [0, 0.25, 0.5], atol=1e-12)
+        np.testing.assert_allclose(f["entry/fits/maps/lattice_constant/y"][()], [0, 0.5], atol=1e-12)
+        assert f["entry/fits/maps/lattice_constant/y"].attrs["units"] == "um"
+        assert f["entry/fits/maps/lattice_constant/lattice_constant"].attrs["units"] == "angstrom"
+        np.testing.assert_array_equal(nx.signal[()], [[100, 101, 102], [103, 104, 105]])
+        for key in ("tilt_deg", "inplane_deg", "status"):
+            assert is_valid_nxdata(f[f"entry/fits/maps/{key}"]) and f[f"entry/fits/maps/{key}"][key].shape == (2, 3)
+        assert "units" not in f["entry/fits/status"].attrs
+        _nx_classes(f)
+        _units_are_unit_strings(f)
+
+
+def test_fits_without_a_scan_grid_plot_per_frame(tmp_path):
+    from fits.scan import results as store
+    from fits.scan.settings import FitSettings
+    from xmodel.config import load_config
+    from xmodel.positions import grid_positions
+    from xmodel.reduced import open_reduced, store_scan_metadata
+
+    red = _tiny_reduction(tmp_path, positions=False)
+    store.prepare(red, 6, red, load_config(default_paths("red")), FitSettings())
+    store.write_maps(red, open_reduced(red))
+    with h5py.File(red, "r") as f:
+        nx = get_default(f)
+        assert nx is not None and nx.group.name == "/entry/fits/maps/lattice_constant"
+        assert nx.axes_dataset_names == ["frame"] and nx.signal.shape == (6,)
+        assert "intensity_map" not in f["entry"]
+        _nx_classes(f)
+    # positions given later (xmodel fit --positions) bring the map of the reduction
+    store_scan_metadata(red, positions_um=grid_positions((2, 3), (0.5, 0.25), "snake"), source="test")
+    with h5py.File(red, "r") as f:
+        assert NXdata(f["entry/intensity_map"]).axes_dataset_names == ["y", "x"]
+        np.testing.assert_allclose(f["entry/intensity_map/y"][()], [0, 0.5], atol=1e-12)

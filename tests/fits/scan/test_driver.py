@@ -71,6 +71,12 @@ def test_scan_fit_writes_every_dataset_and_resumes(scan):
         assert f["entry/fits/lattice_constant"].attrs["units"] == "angstrom"
         assert "entry/reduction/polar" in f          # linked from the reduction file
         assert f["entry/fits"].attrs["neighbour_passes_done"] == SETTINGS.neighbours.neighbour_passes == 4
+        # the fit's end writes the maps: the file opens at the lattice-constant values (silx)
+        from silx.io.nxdata import get_default
+
+        nx = get_default(f)
+        assert nx is not None and nx.group.name == "/entry/fits/maps/lattice_constant"
+        np.testing.assert_array_equal(np.ravel(nx.signal[()]), fits["lattice_constant"])
 
 
 def test_empty_and_broken_frames_get_statuses(scan):
