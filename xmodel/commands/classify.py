@@ -217,7 +217,7 @@ def _write(path, names, saxs, waxs, label, conf, orient, args, source=None, *, s
                              long_name="domain class (-1 empty, -2 mixed)", title="domain classes",
                              auxiliary=aux)
         m.attrs["class_names"] = json.dumps(names)
-        nexus.set_default(m, overwrite=False)
+        nexus.set_default(m)               # the domain map is what a viewer opens first
         g.attrs["default"] = "map"
 
 
