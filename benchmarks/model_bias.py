@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from fits.scan.frames import fit_frames
-from fits.scan.reduced import open_reduced
+from xmodel.reduced import open_reduced
 from fits.scan.settings import FitSettings
 from fits.scan.setup import setup_from_reduction
 from xmodel.config import default_paths, load_config
