@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import jax.numpy as jnp
 import numpy as np
 
-from xmodel.reduced import ReducedScan, open_reduced
 from fits.scan.settings import FitSettings
 from fits.scan.templates import TemplateBank, build_template_bank
 from xmodel import orientation
@@ -22,6 +21,7 @@ from xmodel.experiment import Experiment
 from xmodel.parameters import ModelParams, params_from_config, structure_from_config
 from xmodel.pattern import PatternModel
 from xmodel.pixels import PixelSet, weight_at
+from xmodel.reduced import ReducedScan, open_reduced
 from xmodel.reduction import PolarBins, build_bin_map
 
 log = logging.getLogger(__name__)
