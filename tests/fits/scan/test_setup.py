@@ -1,6 +1,10 @@
 """Tests of fits/scan/setup.py's polar points at the centroids of the reduced bins."""
+import logging
+
+import h5py
 import numpy as np
 
+import fits.scan.setup as scan_setup
 from fits.scan.setup import bin_centroid_pixels
 from xmodel.config import default_paths, load_config
 from xmodel.experiment import Experiment
@@ -60,3 +64,29 @@ def test_centroid_model_matches_a_reduced_narrow_ring_better_than_the_bin_centre
     # left: the second-order term (the curvature of the peak over the spread of the bin's pixels);
     # on the full detector the centroid cuts the rms error 3.8 times
     assert err_centroid < 0.4 * err_centre, (err_centroid, err_centre)
+
+
+def _reduction(path, edges: bool):
+    """A minimal /entry/reduction: one frame on a 3 chi x 4 q grid, with or without bin edges."""
+    with h5py.File(path, "w") as f:
+        g = f.create_group("entry/reduction")
+        g["polar"] = np.zeros((1, 3, 4), np.float32)
+        g["q"] = np.array([0.06, 0.07, 0.08, 0.09])
+        g["chi"] = np.array([-60.0, 0.0, 60.0])
+        if edges:
+            g["q_edges"] = np.array([0.055, 0.065, 0.075, 0.085, 0.095])
+            g["chi_edges"] = np.array([-90.0, -30.0, 30.0, 90.0])
+    return path
+
+
+def test_setup_from_reduction_uses_the_edges_and_falls_back_to_bin_centres_with_a_note(tmp_path, monkeypatch,
+                                                                                        caplog):
+    calls = []
+    monkeypatch.setattr(scan_setup.FitSetup, "build", classmethod(lambda cls, *a, **k: calls.append(k)))
+    scan_setup.setup_from_reduction(_reduction(tmp_path / "edges.h5", True), cfg=None)
+    np.testing.assert_array_equal(calls[-1]["q_edges"], [0.055, 0.065, 0.075, 0.085, 0.095])
+    np.testing.assert_array_equal(calls[-1]["chi_edges"], [-90.0, -30.0, 30.0, 90.0])
+    with caplog.at_level(logging.INFO, logger="fits.scan.setup"):
+        scan_setup.setup_from_reduction(_reduction(tmp_path / "old.h5", False), cfg=None)
+    assert "q_edges" not in calls[-1]
+    assert "old.h5 stores no bin edges" in caplog.text and "at the bin centres" in caplog.text
