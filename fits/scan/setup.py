@@ -178,10 +178,11 @@ class FitSetup:
 
         Notes
         -----
-        With the bin edges the polar points lie at the centroids of the pixels each bin averages
-        (`bin_centroid_pixels`: the bin-centre model biases the lattice constant of a reduced
-        frame by about 0.1 A); without them at the bin centres on the Ewald sphere, with the
-        geometry and mask of the config (`xmodel.experiment.Experiment`); the model is orientation-free, covers the
+        With the bin edges the polar points lie at the centroids of the unbinned detector's
+        pixels each bin averages (`bin_centroid_pixels`: the bin-centre model biases the lattice
+        constant of a reduced frame by about 0.1 A); without them at the bin centres on the Ewald
+        sphere; both with the geometry and mask of the config (`xmodel.experiment.Experiment`;
+        the reduction's mask where given). The model is orientation-free, covers the
         lattice constants ``a_range_rel`` times the config's and ``width_factor`` wider peaks, and
         holds only the points of the SL and AL bands (`fit_point_index`).
         """
@@ -196,11 +197,13 @@ class FitSetup:
         if q_edges is None or chi_edges is None:
             pixels = exp.polar_pixels(q, chi)
         else:
-            if mask is not None and np.shape(mask) != tuple(exp.geometry.shape):
-                log.info("the reduction's mask %s does not match the config's detector %s; the bin centroids "
-                         "use the config's mask", np.shape(mask), tuple(exp.geometry.shape))
+            # the reduction bins the unbinned detector's pixels (xmodel.reduction.reduce_scan)
+            full = exp if exp.binning == 1 else Experiment.from_config(cfg, binning=1)
+            if mask is not None and np.shape(mask) != tuple(full.geometry.shape):
+                log.warning("the reduction's mask %s does not match the config's detector %s; the bin "
+                            "centroids use the config's mask", np.shape(mask), tuple(full.geometry.shape))
                 mask = None
-            pixels = bin_centroid_pixels(exp, q, chi, q_edges, chi_edges, mask)
+            pixels = bin_centroid_pixels(full, q, chi, q_edges, chi_edges, mask)
         counts = None if pixel_counts is None else np.asarray(pixel_counts, float).reshape(chi.size, q.size)
         index = fit_point_index(pixels, structure, template, a_range, sup.width_factor, counts, sup.band_nsigma)
         if index.size == 0:
