@@ -22,11 +22,11 @@ import h5py
 import numpy as np
 
 from fits.scan.frames import fit_frames
-from fits.scan.reduced import open_reduced
 from fits.scan.settings import FitSettings
 from fits.scan.setup import setup_from_reduction
 from xmodel.config import default_paths, load_config
 from xmodel.experiment import Experiment
+from xmodel.reduced import open_reduced
 from xmodel.reduction import PolarBins, build_bin_map, reduce_frames
 from xmodel.synth import domain_models, expected_frames
 from xmodel.twin import components, load_twin, point_truth

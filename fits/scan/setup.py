@@ -8,18 +8,23 @@ reads the range from `FitSetup.a_range`.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import jax.numpy as jnp
 import numpy as np
 
-from xmodel.reduced import ReducedScan, open_reduced
 from fits.scan.settings import FitSettings
 from fits.scan.templates import TemplateBank, build_template_bank
 from xmodel import orientation
 from xmodel.experiment import Experiment
 from xmodel.parameters import ModelParams, params_from_config, structure_from_config
 from xmodel.pattern import PatternModel
+from xmodel.pixels import PixelSet, weight_at
+from xmodel.reduced import ReducedScan, open_reduced
+from xmodel.reduction import PolarBins, build_bin_map
+
+log = logging.getLogger(__name__)
 
 TWO_PI = 2.0 * np.pi
 #: NC orientation relationships tried for every frame (`xmodel.orientation.orientation_relationship`)
@@ -73,6 +78,58 @@ def fit_point_index(pixels, structure, template: ModelParams, a_range: tuple[flo
     return np.flatnonzero(keep)
 
 
+def bin_centroid_pixels(exp: Experiment, q: np.ndarray, chi_deg: np.ndarray, q_edges: np.ndarray,
+                        chi_edges: np.ndarray, mask: np.ndarray | None = None) -> PixelSet:
+    """The polar grid ``(chi_deg, q)`` with each bin at the centroid of the pixels reduced into it.
+
+    Parameters
+    ----------
+    exp : the experiment (geometry, mask, polarization) of the config.
+    q : (Q,) q bin centres (1/A); chi_deg : (C,) chi bin centres (deg).
+    q_edges : (Q + 1,) and chi_edges : (C + 1,) the reduction's bin edges (1/A, deg).
+    mask : (rows, cols) the reduction's mask (True = masked); None: the config's.
+
+    Returns
+    -------
+    PixelSet
+        (C, Q) "polar" points on the Ewald sphere at the mean ``|q|`` and the circular mean chi
+        of the valid pixel centres of each bin (`xmodel.reduction.build_bin_map`, the pixels
+        the reduction averages), weight (solid angle x polarization, `xmodel.pixels.weight_at`)
+        at that point; bins without pixels keep their centre and are invalid.
+
+    Notes
+    -----
+    A reduced bin holds the mean of its pixels (histogram integration), so the model of that
+    bin is the mean of the model over the pixels; to first order in the bin size that is the
+    model at the pixels' centroid (midpoint rule about the mean), not at the nominal bin centre.
+    The bins are about 1 % wide in q (log-spaced, more pixels at the larger-|q| side) and 1 deg
+    in chi while the SL peaks are no wider, so the bin-centre model moves a noiseless fit by
+    about 0.1 A in the lattice constant (8-12 Cramer-Rao bounds) and by several bounds in the
+    in-plane angle, depending on where the peaks fall in the bins (docs/studies.md, "The
+    bin-centre model biases the lattice constant"; `benchmarks/model_bias.py`). The centroid
+    leaves about one bound (the second-order term, the peak averaged over the bin's width).
+    """
+    geo = exp.geometry
+    mask = exp.mask if mask is None else np.asarray(mask, bool)
+    q_pix, chi_pix = np.asarray(geo.q(), np.float64), np.asarray(geo.chi(), np.float64)
+    bin_map = build_bin_map(q_pix, chi_pix, mask, PolarBins(q_edges=np.asarray(q_edges, float),
+                                                            chi_edges=np.asarray(chi_edges, float)))
+    m = bin_map.matrix.astype(np.float64)
+    n = bin_map.counts.reshape(-1).astype(np.float64)
+    has = n > 0
+    chi_rad = np.radians(chi_pix.reshape(-1))
+    qq, cc = (v.reshape(-1) for v in np.meshgrid(np.asarray(q, float), np.asarray(chi_deg, float)))
+    q_c = np.where(has, (m @ q_pix.reshape(-1)) / np.maximum(n, 1.0), qq)
+    chi_c = np.where(has, np.degrees(np.arctan2(m @ np.sin(chi_rad), m @ np.cos(chi_rad))), cc)
+    q_lab = np.asarray(geo.q_lab_from_polar(q_c, chi_c), np.float64).reshape(-1, 3)
+    rows, cols = geo.pixel_from_q_lab(q_lab)
+    rows = np.where(has, rows, 0.0)
+    cols = np.where(has, cols, 0.0)
+    weight = weight_at(geo, q_lab, rows, cols, exp.polarization_factor)
+    return PixelSet(q_lab=q_lab, weight=np.where(has, weight, 0.0), valid=has,
+                    shape=(np.size(chi_deg), np.size(q)), kind="polar")
+
+
 @dataclass(frozen=True, eq=False)
 class FitSetup:
     """What a scan fit needs besides the frames.
@@ -104,7 +161,8 @@ class FitSetup:
 
     @classmethod
     def build(cls, cfg, q: np.ndarray, chi_deg: np.ndarray, pixel_counts: np.ndarray | None = None,
-              settings: FitSettings = FitSettings(), dtype=jnp.float32) -> FitSetup:
+              settings: FitSettings = FitSettings(), dtype=jnp.float32, *, q_edges: np.ndarray | None = None,
+              chi_edges: np.ndarray | None = None, mask: np.ndarray | None = None) -> FitSetup:
         """Model on the fit points of the polar grid ``(chi_deg, q)`` for the sample of ``cfg``.
 
         Parameters
@@ -114,11 +172,17 @@ class FitSetup:
         pixel_counts : (C, Q) detector pixels per bin (``/entry/reduction/counts``).
         settings : `SupportSettings` (lattice-constant range, widths, bands) and
             `SearchSettings.step_deg` / `RunSettings.cache_dir` (template bank).
+        q_edges, chi_edges : (Q + 1,), (C + 1,) the reduction's bin edges (1/A, deg), when the
+            frames are reduced detector images; None for frames rendered on the polar grid.
+        mask : (rows, cols) the reduction's mask (True = masked); None: the config's.
 
         Notes
         -----
-        The polar points lie at the bin centres on the Ewald sphere with the geometry and mask of
-        the config (`xmodel.experiment.Experiment`); the model is orientation-free, covers the
+        With the bin edges the polar points lie at the centroids of the unbinned detector's
+        pixels each bin averages (`bin_centroid_pixels`: the bin-centre model biases the lattice
+        constant of a reduced frame by about 0.1 A); without them at the bin centres on the Ewald
+        sphere; both with the geometry and mask of the config (`xmodel.experiment.Experiment`;
+        the reduction's mask where given). The model is orientation-free, covers the
         lattice constants ``a_range_rel`` times the config's and ``width_factor`` wider peaks, and
         holds only the points of the SL and AL bands (`fit_point_index`).
         """
@@ -130,7 +194,16 @@ class FitSetup:
         a0 = float(template.lattice_constant)
         a_range = (sup.a_range_rel[0] * a0, sup.a_range_rel[1] * a0)
         structure = structure_from_config(cfg, a_range)
-        pixels = exp.polar_pixels(q, chi)
+        if q_edges is None or chi_edges is None:
+            pixels = exp.polar_pixels(q, chi)
+        else:
+            # the reduction bins the unbinned detector's pixels (xmodel.reduction.reduce_scan)
+            full = exp if exp.binning == 1 else Experiment.from_config(cfg, binning=1)
+            if mask is not None and np.shape(mask) != tuple(full.geometry.shape):
+                log.warning("the reduction's mask %s does not match the config's detector %s; the bin "
+                            "centroids use the config's mask", np.shape(mask), tuple(full.geometry.shape))
+                mask = None
+            pixels = bin_centroid_pixels(full, q, chi, q_edges, chi_edges, mask)
         counts = None if pixel_counts is None else np.asarray(pixel_counts, float).reshape(chi.size, q.size)
         index = fit_point_index(pixels, structure, template, a_range, sup.width_factor, counts, sup.band_nsigma)
         if index.size == 0:
@@ -162,6 +235,13 @@ def support_model(pixels, structure, template: ModelParams, a_range: tuple[float
 
 def setup_from_reduction(reduced: ReducedScan | str, cfg, settings: FitSettings = FitSettings(),
                          dtype=jnp.float32) -> FitSetup:
-    """`FitSetup.build` on the polar grid of a reduced scan (`xmodel.reduced.open_reduced`)."""
+    """`FitSetup.build` on the polar grid of a reduced scan (`xmodel.reduced.open_reduced`), the
+    model at the centroids of the bins' pixels (`bin_centroid_pixels`; at the bin centres, with a
+    logged note, for a reduction without bin edges)."""
     scan = reduced if isinstance(reduced, ReducedScan) else open_reduced(reduced)
-    return FitSetup.build(cfg, scan.q, scan.chi, scan.pixel_counts, settings, dtype)
+    if scan.q_edges is None or scan.chi_edges is None:
+        log.info("%s stores no bin edges (/entry/reduction/q_edges, chi_edges): the model is evaluated at "
+                 "the bin centres, not at the centroids of the bins' pixels", scan.path)
+        return FitSetup.build(cfg, scan.q, scan.chi, scan.pixel_counts, settings, dtype)
+    return FitSetup.build(cfg, scan.q, scan.chi, scan.pixel_counts, settings, dtype,
+                          q_edges=scan.q_edges, chi_edges=scan.chi_edges, mask=scan.mask)

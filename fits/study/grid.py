@@ -10,7 +10,8 @@ Polar grid: 500 log-spaced q bins x 360 chi bins over the valid pixels (the redu
 demo and the twin, `xmodel.reduction.default_bins` with ``q_spacing="log"``), ``w_p`` the
 pixels of each bin (`xmodel.reduction.build_bin_map`), restricted to the bins of the SL and AL
 q-bands that a scan fit uses (`fits.study.scan_link.fit_point_index` over the scan fit's range
-of lattice constants). The model is evaluated at the bin centres, as in the scan fit.
+of lattice constants). The model is evaluated at the bin centres (the scan fit of a reduced scan
+evaluates it at each bin's pixel centroid instead, `fits.scan.setup.bin_centroid_pixels`).
 """
 from __future__ import annotations
 
