@@ -23,12 +23,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def add_command(sub, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+def add_command(sub, name: str, help: str, description: str | None = None,
+                epilog: str | None = None) -> argparse.ArgumentParser:
     """A subcommand parser with the shared help formatter and ``-v``/``-q``."""
     from xmodel.progress import add_verbosity_args
 
     p = sub.add_parser(name, help=help, description=description or help[:1].upper() + help[1:] + ".",
-                       formatter_class=HelpFormatter)
+                       epilog=epilog, formatter_class=HelpFormatter)
     add_verbosity_args(p, sub=True)
     return p
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fits.scan.settings import BOUNDARY_CLI_KEYS, add_cli_options
-from xmodel.commands._common import parse_pair
+from xmodel.commands._common import add_command, parse_pair
 
 
 def _point(text: str, name: str) -> tuple[float, float]:
@@ -45,14 +45,16 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("boundary", help="fit the points along a line with warm starts (rotation, a vs distance)",
-                       epilog="Every tuning number of the fit is a setting of a [fit] table "
+    p = add_command(sub, "boundary", "fit the points along a line with warm starts (rotation, a vs distance)",
+                    epilog="Every tuning number of the fit is a setting of a [fit] table "
                               "(docs/configuration.md); set one with --set fit.KEY=VALUE.")
     p.add_argument("results", help="results file with /entry/reduction")
     p.add_argument("--from", dest="start", required=True, metavar="X0,Y0", help="line start (um; x the fast scan axis)")
     p.add_argument("--to", dest="end", required=True, metavar="X1,Y1", help="line end (um)")
-    p.add_argument("--config", dest="configs", action="append", required=True, metavar="TOML")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE")
+    p.add_argument("--config", dest="configs", action="append", required=True, metavar="TOML",
+                   help="experiment and sample TOML files, merged in order (repeat the option)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="override one config value, also of the [fit] table (e.g. fit.max_iter=30)")
     p.add_argument("--out", default="boundary", help="output prefix for .csv, .json, .png")
     p.add_argument("--fits", default=None, metavar="FILE",
                    help="scan fit of the same scan (/entry/fits, xmodel fit): its result at each point is one "

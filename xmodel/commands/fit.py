@@ -1,6 +1,8 @@
 """``xmodel fit``: fit every frame of a scan (search + refinement) into ``/entry/fits``."""
 from __future__ import annotations
 
+from xmodel.commands._common import add_command
+
 from pathlib import Path
 
 from fits.scan.settings import FIT_CLI_KEYS, add_cli_options
@@ -30,7 +32,7 @@ def run(args) -> int:
         reduced_path = Path(args.out).with_name(Path(args.out).stem + "_reduced.h5")
         src = reduce_scan(src, reduced_path, q_bins=args.q_bins, chi_bins=args.chi_bins,
                           positions_um=given.positions_um, monitor=given.monitor,
-                          positions_source=given.source, progress=not args.quiet)
+                          positions_source=given.source, progress=args.quiet_level == 0)
     else:
         from xmodel.reduced import open_reduced, store_scan_metadata
 
@@ -41,14 +43,14 @@ def run(args) -> int:
     from xmodel.reduced import open_reduced
 
     open_reduced(src).has_positions()
-    fit_scan(src, cfg, args.out, settings, progress=not args.quiet)
+    fit_scan(src, cfg, args.out, settings, progress=args.quiet_level == 0)
     print(f"wrote {args.out}")
     return 0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("fit", help="fit every frame of a scan (orientation, a, tilt, disorder, configuration)",
-                       epilog="Every tuning number of the fit is a setting of a [fit] table "
+    p = add_command(sub, "fit", "fit every frame of a scan (orientation, a, tilt, disorder, configuration)",
+                    epilog="Every tuning number of the fit is a setting of a [fit] table "
                               "(docs/configuration.md); set one with --set fit.KEY=VALUE.")
     p.add_argument("input", metavar="MASTER_OR_RESULTS", help="Dectris master file or results file with /entry/reduction")
     p.add_argument("--config", dest="configs", action="append", required=True, metavar="TOML",
@@ -60,5 +62,4 @@ def add_parser(sub) -> None:
     add_scan_arguments(p)
     p.add_argument("--q-bins", type=int, default=500, help="q bins, linearly spaced, when reducing a master file (xmodel reduce gives the choice)")
     p.add_argument("--chi-bins", type=int, default=360, help="chi bins when reducing a master file")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=run)

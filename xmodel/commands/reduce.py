@@ -1,6 +1,8 @@
 """``xmodel reduce``: every frame of a scan to a polar image and a radial profile."""
 from __future__ import annotations
 
+from xmodel.commands._common import add_command
+
 from xmodel.commands._scan_args import add_scan_arguments, resolve_scan_arguments
 
 
@@ -16,7 +18,7 @@ def run(args) -> int:
         n_frames = scan.n_frames
     given = resolve_scan_arguments(args, n_frames)
     out = reduce_scan(args.master, args.out, poni=args.poni, mask=args.mask, bins=bins,
-                      batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
+                      batch_size=args.batch_size, workers=args.workers, progress=args.quiet_level == 0,
                       positions_um=given.positions_um, monitor=given.monitor, hot_pixels=args.hot_pixels,
                       positions_source=given.source)
     print(f"wrote {out}")
@@ -24,7 +26,7 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("reduce", help="reduce a scan to polar images and radial profiles (resumable)")
+    p = add_command(sub, "reduce", "reduce a scan to polar images and radial profiles (resumable)")
     p.add_argument("master", help="Eiger <name>_master.h5")
     p.add_argument("--out", required=True, help="results HDF5 (an unfinished run there is resumed)")
     p.add_argument("--poni", help="pyFAI .poni geometry (default: the NeXus metadata of the master)")
@@ -40,6 +42,5 @@ def add_parser(sub) -> None:
                         "default 0: off")
     p.add_argument("--batch-size", type=int, default=16, help="frames per sparse product (default 16)")
     p.add_argument("--workers", type=int, default=2, help="threads (1 or 2; default 2)")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
     add_scan_arguments(p)
     p.set_defaults(func=run)

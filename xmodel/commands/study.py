@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from xmodel.commands._common import UsageError, add_config_args
+from xmodel.commands._common import UsageError, add_command, add_config_args
 
 VARY_HELP = ("vary a setting: KEY=LO:HI:N (N values from LO to HI) or KEY={V1;V2;...} (TOML values); "
              "KEY is exposure_s, a numeric config key (detector.distance_m, beam.energy_kev, "
@@ -73,10 +73,10 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("study", help="Cramer-Rao bounds, sensitivity maps and design scans of a pattern",
-                       description="Fisher information of the Poisson likelihood of one simulated pattern: "
-                       "marginal and conditional Cramer-Rao bounds, correlations, parameters that cannot be "
-                       "told apart; sensitivity maps; bounds against experiment settings; Monte Carlo refits.")
+    p = add_command(sub, "study", "Cramer-Rao bounds, sensitivity maps and design scans of a pattern",
+                    description="Fisher information of the Poisson likelihood of one simulated pattern: "
+                    "marginal and conditional Cramer-Rao bounds, correlations, parameters that cannot be "
+                    "told apart; sensitivity maps; bounds against experiment settings; Monte Carlo refits.")
     add_config_args(p, binning=False)
     p.add_argument("--params", default=None, metavar="NAME,NAME,...",
                    help="fit parameters to study (fits.parameters names; default: those a scan fit refines)")

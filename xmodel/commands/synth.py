@@ -1,6 +1,8 @@
 """``xmodel synth``: a synthetic scan (the digital twin) in the Dectris Eiger layout."""
 from __future__ import annotations
 
+from xmodel.commands._common import add_command
+
 
 def run(args) -> int:
     if args.engine == "realspace":
@@ -10,14 +12,14 @@ def run(args) -> int:
         if len(args.configs) != 1:
             raise UsageError(f"--engine realspace takes one realistic-twin TOML, got {len(args.configs)}: "
                                  f"pass e.g. configs/twin_realistic_demo.toml.")
-        master = synthesize_realspace(args.configs[0], args.out, overrides=args.overrides, progress=not args.quiet)
+        master = synthesize_realspace(args.configs[0], args.out, overrides=args.overrides, progress=args.quiet_level == 0)
         print(f"wrote {master}")
         return 0
     from xmodel.config import shipped_config
     from xmodel.synth import synthesize
 
     configs = [shipped_config(c) for c in args.configs]  # "twin" or "demo" name the shipped twins
-    master = synthesize(configs, args.out, overrides=args.overrides, progress=not args.quiet,
+    master = synthesize(configs, args.out, overrides=args.overrides, progress=args.quiet_level == 0,
                         batch_size=args.batch_size, scan_order=args.scan_order,
                         monitor_variation=args.monitor_variation, dummy_fraction=args.dummy_frames,
                         position_jitter_um=args.position_jitter_um)
@@ -26,7 +28,7 @@ def run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("synth", help="synthesise a scan of the digital-twin sample (Eiger HDF5 + truth.h5)")
+    p = add_command(sub, "synth", "synthesise a scan of the digital-twin sample (Eiger HDF5 + truth.h5)")
     p.add_argument("configs", nargs="+", metavar="CONFIG",
                    help="the twin TOML (e.g. configs/twin.toml, or by name: twin, demo)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
@@ -41,7 +43,6 @@ def add_parser(sub) -> None:
                    help="fraction of frames given 3 dummy pixels (2**32-1) outside the pixel mask")
     p.add_argument("--position-jitter-um", type=float, default=0.0, metavar="S",
                    help="Gaussian encoder noise (um) on the positions written to the .fio")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--engine", choices=("model", "realspace"), default="model",
                    help="model: the Gaussian-peak forward model (default); realspace: the independent real-space "
                         "simulator, CONFIG a realistic twin such as configs/twin_realistic_demo.toml "
