@@ -69,7 +69,7 @@ def fit_table() -> list[str]:
              "Tuning of the scan fit (`xmodel fit`, `xmodel boundary`; `fits/scan/settings.py`). Every number "
              "that steers the fit is a key here, with its unit and the reason for its default. Precedence: "
              "these defaults, then the `[fit]` tables of the config files in order, then "
-             "`--set fit.KEY=VALUE`, then the command-line options `--step-deg`, `--batch`, `--max-iter`, "
+             "`--set fit.KEY=VALUE`, then the command-line options `--step-deg`, `--batch-size`, `--max-iter`, "
              "`--cache-dir` (which have no defaults of their own). The settings and the resolved config are "
              "stored with the results (`/entry/fits` attributes `settings`, `config`); a resumed run must "
              "use the same ones (all keys but `cache_dir`), or it is refused with the differing keys named. "

@@ -324,6 +324,10 @@ FIT_CLI_KEYS = ("step_deg", "batch", "max_iter", "cache_dir")
 BOUNDARY_CLI_KEYS = ("max_iter",)
 
 
+#: command-line flags that are not ``--key-name`` (the shared CLI convention for batches)
+CLI_FLAGS = {"batch": "--batch-size"}
+
+
 def add_cli_options(parser, keys: tuple[str, ...]) -> None:
     """Add ``--key-name`` options for ``keys``: no default of their own (None = the setting's),
     the help text from the setting's unit, reason and default."""
@@ -332,7 +336,7 @@ def add_cli_options(parser, keys: tuple[str, ...]) -> None:
     for key in keys:
         _, spec = index[key]
         default = plain_value(default_of(key))
-        parser.add_argument("--" + key.replace("_", "-"), dest="fit_" + key, type=types[spec.kind], default=None,
+        parser.add_argument(CLI_FLAGS.get(key, "--" + key.replace("_", "-")), dest="fit_" + key, type=types[spec.kind], default=None,
                             metavar=key.upper(),
                             help=f"{spec.reason} ({spec.unit + ', ' if spec.unit else ''}default "
                                  f"{default if default != '' else 'none'}; also --set fit.{key}=VALUE)")
