@@ -152,7 +152,8 @@ def test_facets_defaults_agree_with_the_library():
 WRITES_FILES_ONLY = {"reduce", "synth", "fit", "boundary", "demo"}
 #: commands rewritten to the conventions; the others are checked too, and listed as expected
 #: failures with the conventions they still miss
-CONVENTIONAL = {"simulate", "peaks", "classify", "qmap", "index", "disorder", "ccf", "facets", "demo"}
+CONVENTIONAL = {"simulate", "peaks", "classify", "qmap", "index", "disorder", "ccf", "facets", "demo",
+                "reduce", "synth", "study", "fit", "boundary"}
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -289,3 +290,16 @@ def test_commands_shown_in_the_docs_parse(doc):
             parser.parse_args(argv)
         except SystemExit as exc:
             pytest.fail(f"{doc}: `{line}` does not parse (exit {exc.code})")
+
+
+def test_scan_commands_take_positional_configs_and_the_older_config_option(tmp_path, capsys):
+    from xmodel.commands._common import scan_configs
+
+    parser = cli.build_parser()
+    a = parser.parse_args(["fit", "r.h5", "exp.toml", "red.toml", "--out", "f.h5"])
+    b = parser.parse_args(["fit", "r.h5", "--config", "exp.toml", "--config", "red.toml", "--out", "f.h5"])
+    assert scan_configs(a) == scan_configs(b) == ["exp.toml", "red.toml"]
+    missing = tmp_path / "r.h5"
+    missing.write_bytes(b"")
+    assert cli.main(["boundary", str(missing), "--from", "0,0", "--to", "1,0"]) == 2
+    assert "give the experiment and sample configs after the scan file" in capsys.readouterr().err

@@ -46,6 +46,26 @@ def add_config_args(p: argparse.ArgumentParser, binning: bool = True, *, require
                        help="bin the detector by this factor (default: the config's detector.binning)")
 
 
+def add_scan_config_args(p: argparse.ArgumentParser) -> None:
+    """CONFIG... positional TOML files after the scan file, ``--set``, and the older repeated
+    ``--config TOML`` (hidden, still accepted; `scan_configs` merges both)."""
+    p.add_argument("configs", nargs="*", metavar="CONFIG",
+                   help="experiment and sample TOML files (and [fit] tables), merged in order")
+    p.add_argument("--config", dest="config_options", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="override one config value, also of the [fit] table (e.g. fit.neighbour_passes=0); "
+                        "repeatable")
+
+
+def scan_configs(args) -> list[str]:
+    """The config files of `add_scan_config_args`, positional ones first; at least one."""
+    configs = list(args.configs) + list(args.config_options)
+    if not configs:
+        raise UsageError("give the experiment and sample configs after the scan file, e.g. "
+                         "configs/experiment/p10_eiger4m.toml configs/domains/red.toml")
+    return configs
+
+
 def add_json_arg(p: argparse.ArgumentParser, what: str = "the results") -> None:
     """``--json``: print the results as JSON on standard output instead of text."""
     p.add_argument("--json", action="store_true", help=f"print {what} as JSON instead of text")

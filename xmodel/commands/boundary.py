@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fits.scan.settings import BOUNDARY_CLI_KEYS, add_cli_options
-from xmodel.commands._common import add_command, parse_pair
+from xmodel.commands._common import add_command, add_scan_config_args, parse_pair, scan_configs
 
 
 def _point(text: str, name: str) -> tuple[float, float]:
@@ -22,7 +22,7 @@ def run(args) -> int:
     from xmodel.config import load_config
 
     p0, p1 = _point(args.start, "--from"), _point(args.end, "--to")
-    cfg = load_config(args.configs, args.overrides)
+    cfg = load_config(scan_configs(args), args.overrides)
     settings = apply_cli(settings_from_config(cfg), args, BOUNDARY_CLI_KEYS)
     scan = open_reduced(args.results)
     if scan.positions_um is None:
@@ -51,10 +51,7 @@ def add_parser(sub) -> None:
     p.add_argument("results", help="results file with /entry/reduction")
     p.add_argument("--from", dest="start", required=True, metavar="X0,Y0", help="line start (um; x the fast scan axis)")
     p.add_argument("--to", dest="end", required=True, metavar="X1,Y1", help="line end (um)")
-    p.add_argument("--config", dest="configs", action="append", required=True, metavar="TOML",
-                   help="experiment and sample TOML files, merged in order (repeat the option)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
-                   help="override one config value, also of the [fit] table (e.g. fit.max_iter=30)")
+    add_scan_config_args(p)
     p.add_argument("--out", default="boundary", help="output prefix for .csv, .json, .png")
     p.add_argument("--fits", default=None, metavar="FILE",
                    help="scan fit of the same scan (/entry/fits, xmodel fit): its result at each point is one "

@@ -1,7 +1,7 @@
 """``xmodel fit``: fit every frame of a scan (search + refinement) into ``/entry/fits``."""
 from __future__ import annotations
 
-from xmodel.commands._common import add_command
+from xmodel.commands._common import add_command, add_scan_config_args, scan_configs
 
 from pathlib import Path
 
@@ -19,7 +19,7 @@ def run(args) -> int:
     if not src.exists():
         raise FileNotFoundError(f"{src} does not exist; pass a Dectris <name>_master.h5 or a results "
                                 f"file with /entry/reduction.")
-    cfg = load_config(args.configs, args.overrides)
+    cfg = load_config(scan_configs(args), args.overrides)
     # defaults < [fit] tables of the configs < --set fit.KEY=VALUE < the options below; checked
     # before anything is written, so a bad value leaves nothing behind
     settings = apply_cli(settings_from_config(cfg), args, FIT_CLI_KEYS)
@@ -53,10 +53,7 @@ def add_parser(sub) -> None:
                     epilog="Every tuning number of the fit is a setting of a [fit] table "
                               "(docs/configuration.md); set one with --set fit.KEY=VALUE.")
     p.add_argument("input", metavar="MASTER_OR_RESULTS", help="Dectris master file or results file with /entry/reduction")
-    p.add_argument("--config", dest="configs", action="append", required=True, metavar="TOML",
-                   help="experiment and sample TOML files, merged in order (repeat the option)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
-                   help="override one config value, also of the [fit] table (e.g. fit.neighbour_passes=0)")
+    add_scan_config_args(p)
     p.add_argument("--out", required=True, help="results HDF5 file (/entry/fits); a killed run resumes")
     add_cli_options(p, FIT_CLI_KEYS)
     add_scan_arguments(p)
