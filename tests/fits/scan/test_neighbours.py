@@ -157,3 +157,21 @@ def test_a_near_tie_goes_to_the_fit_that_agrees_with_the_neighbours(pair):
     assert neighbour_pass(out, pair["path"], setup, SETTINGS, progress=False, research=False) == [1]
     fits = read_fits(out)
     assert _mis_deg(p, fits["orientation_matrix"][1]) < 2.5 and "neighbour frame 0" in fits["message"][1]
+
+
+def test_neighbours_of_a_snake_scan_with_encoder_jitter_are_its_grid_neighbours():
+    """Positions as a P10 scan file gives them (snake order, 5 nm encoder jitter on 0.25 um steps):
+    every frame has the frames at the four adjacent grid points among its neighbours, whatever
+    the acquisition order, and none farther than 1.5 steps. (The diagonal points, 1.41 steps
+    away, sit close to the 1.5-step radius and may drop out under jitter.)"""
+    from fits.scan.neighbours import neighbours
+    from xmodel.positions import acquisition_order, grid_positions
+
+    shape, step = (5, 6), 0.25
+    pos = grid_positions(shape, step, "snake")
+    pos = pos + np.random.default_rng(3).normal(0.0, 0.005, pos.shape)
+    rc = np.argwhere(np.ones(shape, bool))[acquisition_order(shape, "snake")]
+    for i, nb in enumerate(neighbours(pos, 1.5)):
+        dist = np.hypot(*(rc - rc[i]).T)
+        adjacent = set(np.flatnonzero(dist == 1.0).tolist())
+        assert adjacent <= set(nb.tolist()) and np.all(dist[nb] <= 1.5), (i, rc[i])
