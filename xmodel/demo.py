@@ -344,7 +344,7 @@ def fits_stage(out: Path, rep: Report, results: Path, truth: Path, n_fit: int = 
     """Fit frames of the demo scan (every k-th, about ``n_fit``; 0 = all) and compare with the truth."""
     from fits.scan.driver import fit_scan
     from fits.scan.settings import FitSettings
-    from fits.scan.truth import compare_to_truth, format_truth_table
+    from fits.scan.truth import compare_to_truth, format_pull_table, format_truth_table, pull_table
     from fits.status import FitStatus
 
     rep.stage("4. Fits of the patterns, against the truth")
@@ -371,6 +371,15 @@ def fits_stage(out: Path, rep: Report, results: Path, truth: Path, n_fit: int = 
             "`fits.h5` (`/entry/fits`). Points whose SL peaks stay below the noise (tilted far from a "
             "zone axis at the edges) get status no signal: the second table counts only the points "
             "whose SL peaks the truth says are visible.", "", text, "")
+    pulls = pull_table(fitted, fit_truth, misfit_deg=5.0)
+    misfits = max((int(s.get("misfits", 0)) for s in pulls.values()), default=0)
+    rep.add("Error bars against the truth: pulls (fitted - true) / stored standard error over the "
+            "in-domain ok frames (a calibrated error bar gives a standard deviation of 1; frames fitted "
+            f"more than 5 deg from the true orientation, {misfits} here, are left out: no error bar "
+            "describes a fit in another basin). The standard errors are scaled by each frame's "
+            "dispersion where it exceeds 1 (`/entry/fits/dispersion`).", "", format_pull_table(pulls), "")
+    if step == 1:
+        _uncertainty_map(out, rep, results, fitted)
     if step == 1:
         qm = _cli_json(["qmap", str(results), "--family", "200", "--figures", str(out), "--json",
                         "--fits", str(out / "fits.h5")])
@@ -387,6 +396,33 @@ def fits_stage(out: Path, rep: Report, results: Path, truth: Path, n_fit: int = 
                 f"no value on {np.mean(~np.isfinite(a_map[inside])):.1%}, off by more on "
                 f"{np.mean(np.isfinite(a_map[inside]) & (err[inside] > 0.005)):.1%} of {int(inside.sum())} points.", "")
         boundary_line(out, rep, results, truth, out / "fits.h5")
+
+
+def _uncertainty_map(out: Path, rep: Report, results: Path, fits_h5: Path) -> None:
+    """Maps of the fitted lattice constant and its standard error, and of the orientation's."""
+    from matplotlib.figure import Figure
+
+    from fits.scan.results import read_fits
+    from xmodel.figures import save_figure
+    from xmodel.maps import plot_map, scan_image
+    from xmodel.reduced import open_reduced
+
+    fits = read_fits(fits_h5)
+    axes_um = open_reduced(results).axes_um()
+    x_um, y_um = axes_um if axes_um is not None else (None, None)
+    ok = np.asarray(fits["status"]) == 0
+    panels = (("lattice_constant", "lattice constant a (A)"),
+              ("lattice_constant_stderr", "standard error of a (A)"),
+              ("orientation_stderr_deg", "orientation standard error (deg)"))
+    fig = Figure(figsize=(15.6, 4.6), layout="constrained")
+    axes = fig.subplots(1, len(panels))
+    for ax, (name, label) in zip(axes, panels):
+        values = np.where(ok, np.asarray(fits[name], float), np.nan)
+        img = scan_image(results, values)
+        plot_map(img, img.shape, ax=ax, title=label, label=label, x_um=x_um, y_um=y_um, cmap="viridis")
+    save_figure(fig, out / "uncertainty_maps.png")
+    rep.add("Maps of the fitted lattice constant and of the standard errors stored with it (ok frames; "
+            "white: no fit or another status):", "", "![uncertainty maps](uncertainty_maps.png)", "")
 
 
 #: the demo's boundary line: from the orange domain's centre (y, x um) out through its tilted

@@ -118,8 +118,9 @@ def _map_axes(ax, shape, x_um, y_um, step_um):
 
 def plot_map(values: np.ndarray, shape: tuple[int, int], path: str | Path | None = None, *, title: str,
              ax=None, step_um: float | None = None, x_um: np.ndarray | None = None,
-             y_um: np.ndarray | None = None, label: str = "mean intensity (counts/pixel)", log: bool = False):
-    """A scan map in grey levels; NaN (no data) shown white.
+             y_um: np.ndarray | None = None, label: str = "mean intensity (counts/pixel)", log: bool = False,
+             cmap: str = "Greys_r"):
+    """A scan map in grey levels (or ``cmap``); NaN (no data) shown white.
 
     Parameters
     ----------
@@ -130,6 +131,7 @@ def plot_map(values: np.ndarray, shape: tuple[int, int], path: str | Path | None
     x_um, y_um : positions of the columns and rows (um), e.g. from `scan_axes`; or
         ``step_um``, the step of a grid starting at 0. Without either the axes are indices.
     label : colour-bar label with units.
+    cmap : matplotlib colour map name.
 
     Returns
     -------
@@ -140,7 +142,7 @@ def plot_map(values: np.ndarray, shape: tuple[int, int], path: str | Path | None
 
     img = np.asarray(values, float).reshape(shape)
     fig, ax = new_axes(ax, figsize=(5.2, 4.6))
-    cmap = matplotlib.colormaps["Greys_r"].with_extremes(bad="white")
+    cmap = matplotlib.colormaps[cmap].with_extremes(bad="white")
     extent = _map_axes(ax, shape, x_um, y_um, step_um)
     norm = LogNorm() if log and np.nanmax(img) > 0 else None
     im = ax.imshow(np.ma.masked_invalid(img), cmap=cmap, norm=norm, extent=extent, interpolation="nearest")
