@@ -133,11 +133,20 @@ def _close_stdout() -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command and map what it raises to an exit code (see the module docstring)."""
-    from xmodel.progress import configure_logging
+    from xmodel.progress import configure_logging, logging_state, restore_logging
 
     log = logging.getLogger("xmodel")
+    before = logging_state()
     configure_logging(getattr(args, "verbose", 0) - getattr(args, "quiet_level", 0))
     name = f"xmodel {args.command}"
+    try:
+        return _run(args, name, log)
+    finally:
+        restore_logging(before)
+
+
+def _run(args: argparse.Namespace, name: str, log: logging.Logger) -> int:
+    """The command itself, its exceptions mapped to exit codes."""
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()

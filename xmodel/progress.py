@@ -63,6 +63,23 @@ def configure_logging(verbosity: int = 0, stream=None) -> None:
     _state["enabled"] = verbosity >= 0
 
 
+def logging_state() -> tuple:
+    """What `configure_logging` changes (handlers, levels, progress on/off), for `restore_logging`."""
+    return (tuple((name, list(logging.getLogger(name).handlers), logging.getLogger(name).level)
+                  for name in LOGGERS), _state["enabled"])
+
+
+def restore_logging(state: tuple) -> None:
+    """Put back a `logging_state`: the end of a command run in-process (`xmodel.cli.main` from
+    Python or from another command), so that its settings and its stream do not outlive it."""
+    loggers, enabled = state
+    for name, handlers, level in loggers:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+    _state["enabled"] = enabled
+
+
 def add_verbosity_args(parser: argparse.ArgumentParser, *, sub: bool = False) -> None:
     """``-v/--verbose`` and ``-q/--quiet`` (counted) on the main parser or on a subcommand.
 

@@ -49,13 +49,18 @@ def test_terminal_gets_a_tqdm_bar():
 
 def test_quiet_switches_progress_and_info_off():
     log = io.StringIO()
-    prog.configure_logging(-1, stream=log)
-    bar = prog.progress_bar(2, desc="synth", interval=0.0, stream=io.StringIO())
-    bar.update(2)
-    logging.getLogger("fits.scan_fit").info("hidden")
-    logging.getLogger("xmodel.io").warning("shown")
-    assert log.getvalue().splitlines()[-1].endswith("WARNING xmodel.io: shown")
-    assert "hidden" not in log.getvalue() and "synth" not in log.getvalue()
+    before = prog.logging_state()
+    try:
+        prog.configure_logging(-1, stream=log)
+        bar = prog.progress_bar(2, desc="synth", interval=0.0, stream=io.StringIO())
+        bar.update(2)
+        logging.getLogger("fits.scan.driver").info("hidden")
+        logging.getLogger("xmodel.io").warning("shown")
+        assert log.getvalue().splitlines()[-1].endswith("WARNING xmodel.io: shown")
+        assert "hidden" not in log.getvalue() and "synth" not in log.getvalue()
+    finally:
+        prog.restore_logging(before)                   # no quiet state or closed stream left behind
+    assert prog._state["enabled"]
 
 
 def test_verbosity_levels_and_no_duplicate_handlers():
