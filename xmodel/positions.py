@@ -228,6 +228,21 @@ def _to_um(values: np.ndarray, unit: str | None, what: str) -> np.ndarray:
     return values * UNITS_TO_UM[unit]
 
 
+def _read_h5_dataset(path: Path, inner: str | None, option: str, example: str, what: str
+                     ) -> tuple[np.ndarray, str | None]:
+    """A dataset of ``FILE.h5:/path`` as float64, and its ``units`` (or ``unit``) attribute."""
+    import h5py
+
+    if not inner:
+        raise PositionsError(f"Name the dataset inside {path}: {option} {path}:{example}.")
+    with h5py.File(path, "r") as f:
+        if inner not in f:
+            raise PositionsError(f"{path} has no dataset {inner!r}: pass {option} FILE.h5:/path to {what}.")
+        ds = f[inner]
+        unit = ds.attrs.get("units", ds.attrs.get("unit"))
+        return np.asarray(ds[()], dtype=np.float64), unit.decode() if isinstance(unit, bytes) else unit
+
+
 def read_positions(spec: str | Path, n_frames: int | None = None,
                    columns: tuple[str, str] | None = None, units: str | None = None) -> np.ndarray:
     """Per-frame positions (frames, 2) in um (slow y, fast x) from a file.
@@ -262,17 +277,7 @@ def read_positions(spec: str | Path, n_frames: int | None = None,
                                  f"as (y, x) in um.")
         values = _to_um(values, units, str(path))
     elif suffix in HDF5_SUFFIXES:
-        import h5py
-
-        if not inner:
-            raise PositionsError(f"Name the dataset inside {path}: --positions {path}:/entry/positions.")
-        with h5py.File(path, "r") as f:
-            if inner not in f:
-                raise PositionsError(f"{path} has no dataset {inner!r}: pass FILE.h5:/path to a (frames, 2) dataset.")
-            ds = f[inner]
-            values = np.asarray(ds[()], dtype=np.float64)
-            unit = ds.attrs.get("units", ds.attrs.get("unit"))
-            unit = unit.decode() if isinstance(unit, bytes) else unit
+        values, unit = _read_h5_dataset(path, inner, "--positions", "/entry/positions", "a (frames, 2) dataset")
         if values.ndim != 2 or values.shape[1] != 2:
             raise PositionsError(f"{path}:{inner} has shape {values.shape}; expected (frames, 2) as (y, x).")
         values = _to_um(values, units or (str(unit).lower() if unit else None), f"{path}:{inner}")
@@ -312,14 +317,7 @@ def read_monitor(spec: str | Path, n_frames: int | None = None) -> np.ndarray:
     if suffix == ".npy":
         values = np.load(path).astype(np.float64).reshape(-1)
     elif suffix in HDF5_SUFFIXES:
-        import h5py
-
-        if not inner:
-            raise PositionsError(f"Name the dataset inside {path}: --monitor {path}:/entry/monitor.")
-        with h5py.File(path, "r") as f:
-            if inner not in f:
-                raise PositionsError(f"{path} has no dataset {inner!r}: pass --monitor FILE.h5:/path.")
-            values = np.asarray(f[inner][()], dtype=np.float64).reshape(-1)
+        values = _read_h5_dataset(path, inner, "--monitor", "/entry/monitor", "a (frames,) dataset")[0].reshape(-1)
     else:
         table = read_table(path)
         if not inner:
