@@ -364,8 +364,9 @@ def load_mask(path: str | Path, key: str | None = None, shape: tuple[int, int] |
     Raises
     ------
     FileNotFoundError, KeyError, ValueError, ImportError
-        Missing file, missing key (lists the available 2D datasets), wrong shape or
-        dimension, unknown extension, fabio missing for .edf/.tif.
+        Missing file, a directory, a file that is not a readable array or HDF5 file, missing
+        key (lists the available 2D datasets), wrong shape, dimension or dtype, unknown
+        extension, fabio missing for .edf/.tif.
 
     Notes
     -----
@@ -375,13 +376,23 @@ def load_mask(path: str | Path, key: str | None = None, shape: tuple[int, int] |
     Validation: round trips through npy and HDF5 files in tests/xmodel/test_detector.py.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"Mask file {str(path)!r} is a directory: expected a mask file (.npy, .h5, .edf, .tif).")
     if not path.is_file():
         raise FileNotFoundError(f"Mask file {str(path)!r} does not exist; check the path.")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        data = np.load(path, allow_pickle=False)
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise ValueError(f"Mask file {str(path)!r} is not a readable .npy array: {err}.") from err
     elif suffix in (".h5", ".hdf5", ".nxs", ".hdf"):
-        data = _read_h5_mask(path, key)
+        from xmodel.io import open_error
+
+        try:
+            data = _read_h5_mask(path, key)
+        except OSError as err:
+            raise ValueError(f"Mask file {str(path)!r} {open_error(path, err)}.") from err
     elif suffix in (".edf", ".tif", ".tiff"):
         data = _read_fabio_mask(path)
     else:
@@ -394,6 +405,9 @@ def load_mask(path: str | Path, key: str | None = None, shape: tuple[int, int] |
             f"Mask in {str(path)!r} has {data.ndim} dimensions (shape {data.shape}); a mask "
             "must be 2D (rows, cols)."
         )
+    if data.dtype.kind not in "uifb":
+        raise ValueError(f"Mask in {str(path)!r} holds {data.dtype} values; expected numbers or booleans "
+                         "(nonzero = masked).")
     if shape is not None and tuple(data.shape) != tuple(int(n) for n in shape):
         raise ValueError(
             f"Mask in {str(path)!r} has shape {tuple(data.shape)} but the detector has shape "

@@ -76,18 +76,25 @@ def read_fio(path: str | Path) -> FioScan:
     Raises
     ------
     FioError
-        For a missing file, no ``%d`` section, no ``Col`` lines, or a data row whose number
-        of values differs from the number of columns (naming the line).
+        For a missing or unreadable file or a directory, no ``%d`` section, no ``Col`` lines,
+        or a data row whose number of values differs from the number of columns (naming the
+        line).
     """
     path = Path(path)
     if not path.exists():
         raise FioError(f"Scan file {path} does not exist.")
+    if path.is_dir():
+        raise FioError(f"Scan file {path} is a directory: expected a .fio file.")
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as err:
+        raise FioError(f"Scan file {path} cannot be read: {err.strerror or err}.") from err
     comments: list[str] = []
     parameters: dict = {}
     columns: list[tuple[str, str]] = []
     rows: list[list[str]] = []
     section = None
-    for lineno, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("!"):
             continue

@@ -19,13 +19,19 @@ value (float data), or more counts than the master's
 ``detectorSpecific/countrate_correction_count_cutoff`` is invalid in that frame
 (:meth:`Scan.invalid_pixels`).
 
-Every failure to read (a missing data file, a chunk that does not decompress, a frame of
-the wrong shape, the bitshuffle filter not available) raises :class:`ScanError` naming the
-file, the frame and what was expected.
+Every failure to read (a missing, renamed, truncated or locked file, a master key of the wrong
+type, a frame of the wrong shape or dtype, data files without frames, the bitshuffle filter not
+available) raises :class:`ScanError` naming the file, the key or the frame and what was
+expected. A single frame whose chunk does not decode raises :class:`FrameReadError`, which a
+reduction flags and goes past (:func:`xmodel.reduction.reduce_scan`).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
+import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +44,104 @@ try:  # registers the bitshuffle/LZ4 filter with HDF5
 except ImportError:  # pragma: no cover - reported when a frame fails to decompress
     hdf5plugin = None
 
+log = logging.getLogger(__name__)
+
 DETECTOR = "/entry/instrument/detector"
 DATA_GROUP = "/entry/data"
+#: names of the HDF5 filters met in detector files (HDF5 registered filter ids)
+FILTER_NAMES = {1: "gzip", 2: "shuffle", 3: "fletcher32", 4: "szip", 32001: "Blosc", 32004: "LZ4",
+                32008: "bitshuffle-LZ4", 32015: "Zstandard"}
 
 
 class ScanError(ValueError):
     """A scan cannot be opened or one of its frames cannot be read."""
+
+
+class FrameReadError(ScanError):
+    """One frame cannot be read although the scan opened (its chunk does not decode).
+
+    Attributes
+    ----------
+    frame : int
+        The frame (0-based over the scan).
+    path : Path
+        The data file that holds it.
+    """
+
+    def __init__(self, message: str, frame: int, path: Path):
+        super().__init__(message)
+        self.frame = int(frame)
+        self.path = Path(path)
+
+
+def open_error(path: str | Path, err: OSError) -> str:
+    """Why HDF5 could not open ``path``, as the end of a sentence that starts with the file.
+
+    Tells apart a directory, a file locked by another process (HDF5's file lock: another
+    program holds it open for writing), a permission error, a truncated copy, a file that is
+    not HDF5, and anything else (HDF5's own words).
+
+    Examples
+    --------
+    >>> open_error("x.h5", OSError(11, "Unable to synchronously open file (unable to lock file, errno = 11)"))
+    'is locked: another process holds it open for writing (HDF5 file lock); wait for that process to end or stop it'
+    """
+    path = Path(path)
+    text = str(err)
+    low = text.lower()
+    if path.is_dir():
+        return "is a directory, not an HDF5 file"
+    if "unable to lock file" in low or (getattr(err, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK)
+                                        and "lock" in low):
+        return ("is locked: another process holds it open for writing (HDF5 file lock); wait for that process "
+                "to end or stop it")
+    if isinstance(err, PermissionError) or getattr(err, "errno", None) == errno.EACCES:
+        return "cannot be read: permission denied; check its permissions"
+    m = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+    if m:
+        return (f"is truncated: it holds {int(m.group(1))} of its {int(m.group(2))} bytes (an incomplete copy "
+                f"or an interrupted transfer); copy it again")
+    if "file signature not found" in low:
+        return "is not an HDF5 file (no HDF5 signature at its start)"
+    return f"cannot be opened by HDF5: {text}"
+
+
+def _shown(value) -> str:
+    """A value read from a file, for a message: text decoded, arrays with their shape and dtype."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return repr(value.item() if isinstance(value, np.generic) else value)
+    return f"an array of shape {array.shape} ({array.dtype})"
+
+
+def _number(f: h5py.File, key: str, master: Path, *, integer: bool = False, positive: bool = False,
+            unit: str = "", fix: str = "") -> float | int | None:
+    """The number stored at ``key`` (None when absent); ScanError naming the key and the file when
+    it is not one finite number (a positive one, an integer, as asked)."""
+    if key not in f:
+        return None
+    obj = f[key]
+    value = obj[()] if isinstance(obj, h5py.Dataset) else None
+    number = math.nan
+    if value is not None:
+        array = np.asarray(value)
+        if array.size == 1 and array.dtype.kind in "uifb":
+            number = float(array.reshape(-1)[0])
+        elif array.size == 1 and array.dtype.kind in "SUO":
+            text = array.reshape(-1)[0]
+            try:
+                number = float(text.decode() if isinstance(text, bytes) else text)
+            except (TypeError, ValueError):
+                number = math.nan
+    ok = math.isfinite(number) and (not integer or number.is_integer()) and (not positive or number > 0)
+    if not ok:
+        what = "a group" if value is None else _shown(value)
+        kind = ("a positive " if positive else "a finite ") + ("integer" if integer else "number")
+        raise ScanError(f"{master}:{key} holds {what}; expected {kind}{' (' + unit + ')' if unit else ''}. "
+                        f"{fix or 'The master file is damaged or not written by a Dectris detector.'}")
+    return int(number) if integer else number
 
 
 @dataclass
@@ -58,27 +156,44 @@ class _DataFile:
     file: h5py.File | None  # None when the dataset lives in the master file
 
 
-def _read_scalar(f: h5py.File, key: str, master: Path):
-    if key not in f:
-        return None
-    value = f[key][()]
-    return value.decode() if isinstance(value, bytes) else value
+def _unlinked_data_files(master: Path, linked: set[str]) -> list[str]:
+    """Data files next to the master that no link names (a renamed file shows up here)."""
+    found = sorted(p.name for p in master.parent.glob("*_data_*.h5") if p.name not in linked)
+    return found[:4] + (["..."] if len(found) > 4 else [])
 
 
 def _open_data_files(f: h5py.File, master: Path) -> list[_DataFile]:
-    if DATA_GROUP not in f:
+    if DATA_GROUP not in f or not isinstance(f[DATA_GROUP], h5py.Group):
         raise ScanError(
             f"{master} has no {DATA_GROUP} group: is this a Dectris master file "
             f"(<name>_master.h5)? Pass the master file, not a data file."
         )
     group = f[DATA_GROUP]
     names = sorted(n for n in group if n.startswith("data_"))
+    linked = set()
+    for name in names:
+        link = group.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            linked.add(Path(link.filename).name)
     if not names:
         raise ScanError(
             f"{master}:{DATA_GROUP} holds no data_000001, data_000002, ... entries "
             f"(found {sorted(group)}); the scan has no frames."
         )
     files: list[_DataFile] = []
+    try:
+        _open_each(group, names, linked, master, files)
+    except BaseException:
+        for data in files:
+            if data.file is not None:
+                data.file.close()
+        raise
+    return files
+
+
+def _open_each(group: h5py.Group, names: list[str], linked: set[str], master: Path,
+               files: list[_DataFile]) -> None:
+    """Open the data of every link in ``names`` into ``files`` (closed by the caller on error)."""
     first = 0
     for name in names:
         link = group.get(name, getlink=True)
@@ -86,31 +201,48 @@ def _open_data_files(f: h5py.File, master: Path) -> list[_DataFile]:
             path = Path(link.filename)
             if not path.is_absolute():
                 path = master.parent / path
+            where = f"linked from {master}:{DATA_GROUP}/{name}, frames from {first} on"
             if not path.exists():
+                others = _unlinked_data_files(master, linked)
+                found = (f" The folder holds data files no link names: {', '.join(others)} (renamed?); give "
+                         f"them back their names." if others else "")
                 raise ScanError(
-                    f"Data file {path} (linked from {master}:{DATA_GROUP}/{name}, frames from "
-                    f"{first} on) is missing: copy all <name>_data_*.h5 files next to the master file."
+                    f"Data file {path} ({where}) is missing: copy all <name>_data_*.h5 files next to the "
+                    f"master file.{found}"
                 )
             try:
                 handle = h5py.File(path, "r")
-                dataset = handle[link.path]
-            except (OSError, KeyError) as err:
+            except OSError as err:
+                raise ScanError(f"Data file {path} ({where}) {open_error(path, err)}.") from err
+            dataset = handle.get(link.path)
+            if not isinstance(dataset, h5py.Dataset):
+                handle.close()
                 raise ScanError(
-                    f"Data file {path} (linked from {master}:{DATA_GROUP}/{name}, frames from "
-                    f"{first} on) cannot be opened or lacks {link.path}: {err}. "
-                    f"It may be truncated; re-copy it from the beamline."
-                ) from err
+                    f"Data file {path} ({where}) has no dataset {link.path}"
+                    f"{' (it is a group)' if dataset is not None else ''}; it is not a data file of this "
+                    f"scan, or it is incomplete: copy it again from the beamline."
+                )
         else:
             handle, path = None, master
-            dataset = group[name]
+            dataset = group.get(name)
+            if not isinstance(dataset, h5py.Dataset):
+                what = "a group" if isinstance(dataset, h5py.Group) else "a link to nothing"
+                raise ScanError(
+                    f"{master}:{DATA_GROUP}/{name} (frames from {first} on) is {what}; expected a dataset of "
+                    f"frames (frames, rows, cols) or an external link to a data file."
+                )
+        files.append(_DataFile(name, path, first, int(dataset.shape[0]) if dataset.ndim else 0, dataset, handle))
         if dataset.ndim != 3:
             raise ScanError(
                 f"{path}:{dataset.name} (frames from {first} on) has shape {dataset.shape}; "
                 f"expected (frames, rows, cols)."
             )
-        files.append(_DataFile(name, path, first, int(dataset.shape[0]), dataset, handle))
+        if dataset.dtype.kind not in "uif":
+            raise ScanError(
+                f"{path}:{dataset.name} (frames from {first} on) holds {dataset.dtype} values; expected "
+                f"counts as unsigned or signed integers or floats (uint32 on an Eiger)."
+            )
         first += int(dataset.shape[0])
-    return files
 
 
 def _nexus_geometry(f: h5py.File, master: Path, frame_shape: tuple[int, int]):
@@ -124,13 +256,17 @@ def _nexus_geometry(f: h5py.File, master: Path, frame_shape: tuple[int, int]):
         "y_pixel_size": f"{DETECTOR}/y_pixel_size",
         "incident_wavelength": "/entry/instrument/beam/incident_wavelength",
     }
-    values = {k: _read_scalar(f, v, master) for k, v in keys.items()}
-    missing = [keys[k] for k, v in values.items() if v is None]
+    fix = ("Give the geometry with --poni FILE.poni instead (in Python: open_scan(..., poni=FILE.poni)).")
+    missing = [v for v in keys.values() if v not in f]
     if missing:
         raise ScanError(
             f"{master} lacks {', '.join(missing)}, needed for the geometry: give the geometry with --poni FILE.poni "
             f"(in Python: open_scan(..., poni=FILE.poni))."
         )
+    units_of = {"detector_distance": "m", "x_pixel_size": "m", "y_pixel_size": "m", "beam_center_x": "pixels",
+                "beam_center_y": "pixels", "incident_wavelength": "angstrom"}
+    values = {k: _number(f, v, master, positive=not k.startswith("beam_center"), unit=units_of[k], fix=fix)
+              for k, v in keys.items()}
     units = f[keys["detector_distance"]].attrs.get("units", "m")
     units = units.decode() if isinstance(units, bytes) else str(units)
     to_m = {"m": 1.0, "meter": 1.0, "metre": 1.0, "mm": 1e-3, "millimeter": 1e-3, "millimetre": 1e-3}
@@ -158,11 +294,19 @@ def _nexus_geometry(f: h5py.File, master: Path, frame_shape: tuple[int, int]):
     )
 
 
+def _filter_ids(dataset: h5py.Dataset) -> list[int]:
+    plist = dataset.id.get_create_plist()
+    return [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
+
+
 def _missing_filters(dataset: h5py.Dataset) -> list[int]:
     """Ids of the dataset's HDF5 filters that are not registered in this process."""
-    plist = dataset.id.get_create_plist()
-    ids = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
-    return [i for i in ids if not h5py.h5z.filter_avail(i)]
+    return [i for i in _filter_ids(dataset) if not h5py.h5z.filter_avail(i)]
+
+
+def _filter_names(dataset: h5py.Dataset) -> list[str]:
+    """Names of the dataset's HDF5 filters (``filter N`` for one not in `FILTER_NAMES`)."""
+    return [FILTER_NAMES.get(i, f"filter {i}") for i in _filter_ids(dataset)]
 
 
 class Scan:
@@ -194,12 +338,17 @@ class Scan:
 
     def __init__(self, master: str | Path, poni=None, mask=None, mask_key: str | None = None):
         self.master = Path(master)
+        self._file = None
         if not self.master.exists():
             raise ScanError(f"Master file {self.master} does not exist: pass the path of <name>_master.h5.")
+        if self.master.is_dir():
+            masters = sorted(p.name for p in self.master.glob("*_master.h5"))
+            found = f"; it holds {', '.join(masters[:4])}" if masters else "; it holds no *_master.h5 file"
+            raise ScanError(f"Master file {self.master} is a directory: pass the <name>_master.h5 file itself{found}.")
         try:
             self._file = h5py.File(self.master, "r")
         except OSError as err:
-            raise ScanError(f"{self.master} is not a readable HDF5 master file: {err}.") from err
+            raise ScanError(f"Master file {self.master} {open_error(self.master, err)}.") from err
         self._files: list[_DataFile] = []
         try:
             self._open(poni, mask, mask_key)
@@ -212,14 +361,9 @@ class Scan:
         self._files = _open_data_files(f, self.master)
         first = self._files[0]
         self.frame_shape = tuple(int(s) for s in first.dataset.shape[1:])
-        expected = tuple(
-            int(v) for v in (
-                _read_scalar(f, f"{DETECTOR}/detectorSpecific/y_pixels_in_detector", self.master)
-                or self.frame_shape[0],
-                _read_scalar(f, f"{DETECTOR}/detectorSpecific/x_pixels_in_detector", self.master)
-                or self.frame_shape[1],
-            )
-        )
+        sizes = [_number(f, f"{DETECTOR}/detectorSpecific/{k}_pixels_in_detector", self.master, integer=True,
+                         positive=True, unit="pixels") for k in ("y", "x")]
+        expected = tuple(int(v) if v is not None else s for v, s in zip(sizes, self.frame_shape))
         for data in self._files:
             shape = tuple(int(s) for s in data.dataset.shape[1:])
             if shape != expected:
@@ -228,12 +372,38 @@ class Scan:
                     f"holds frames of shape {shape}, expected {expected} (y_pixels_in_detector, "
                     f"x_pixels_in_detector of {self.master}); the file does not belong to this scan."
                 )
+            if data.dataset.dtype != first.dataset.dtype:
+                raise ScanError(
+                    f"{data.path}:{data.dataset.name} (frames from {data.first} on) holds {data.dataset.dtype} "
+                    f"frames but {first.path}:{first.dataset.name} holds {first.dataset.dtype}: the data files do "
+                    f"not belong to one acquisition."
+                )
         self.n_frames = sum(d.n for d in self._files)
+        if self.n_frames == 0:
+            shapes = ", ".join(f"{d.path.name}:{d.dataset.name} {d.dataset.shape}" for d in self._files[:3])
+            raise ScanError(
+                f"{self.master} holds no frames: its data ({shapes}) have 0 frames. The acquisition stopped "
+                f"before its first frame, or the data files were written incompletely; there is nothing to reduce."
+            )
         self.dtype = first.dataset.dtype
+        try:
+            counts = [_number(f, f"{DETECTOR}/detectorSpecific/{k}", self.master, integer=True, unit="frames")
+                      for k in ("nimages", "ntrigger")]
+        except ScanError as err:             # only a cross-check: said, not fatal
+            log.warning("%s", err)
+            counts = [None, None]
+        if counts[0] is not None:
+            announced = counts[0] * (counts[1] or 1)
+            if announced != self.n_frames:
+                log.warning("%s announces %d frames (nimages x ntrigger) but its data files hold %d: the "
+                            "acquisition was interrupted or a data file is incomplete; the %d frames there are "
+                            "read", self.master, announced, self.n_frames, self.n_frames)
 
         if poni is not None:
             from xmodel.geometry import Geometry
 
+            if Path(poni).is_dir():
+                raise ScanError(f"The geometry (--poni) {poni} is a directory: expected a pyFAI .poni file.")
             self.geometry = Geometry.from_poni(poni)
             if tuple(self.geometry.shape) != self.frame_shape:
                 raise ScanError(
@@ -246,7 +416,17 @@ class Scan:
         pixel_key = f"{DETECTOR}/detectorSpecific/pixel_mask"
         full = np.zeros(self.frame_shape, dtype=bool)
         if pixel_key in f:
-            full |= np.asarray(f[pixel_key][()]) != 0
+            pixel_mask = f[pixel_key]
+            if (not isinstance(pixel_mask, h5py.Dataset) or pixel_mask.shape != self.frame_shape
+                    or pixel_mask.dtype.kind not in "uib"):
+                what = ("a group" if not isinstance(pixel_mask, h5py.Dataset)
+                        else f"an array of shape {pixel_mask.shape} ({pixel_mask.dtype})")
+                raise ScanError(
+                    f"{self.master}:{pixel_key} holds {what}; expected integer flags of the frames' shape "
+                    f"{self.frame_shape} (nonzero = masked). Pass a mask of the detector's shape with --mask and "
+                    f"remove the broken pixel_mask, or copy the master file again."
+                )
+            full |= np.asarray(pixel_mask[()]) != 0
         from xmodel import detector
 
         if self.geometry.detector_name:
@@ -269,11 +449,11 @@ class Scan:
             full |= user
         self.mask = full
 
-        self.count_time = _read_scalar(f, f"{DETECTOR}/count_time", self.master)
-        self.count_time = None if self.count_time is None else float(self.count_time)
-        cutoff = _read_scalar(f, f"{DETECTOR}/detectorSpecific/countrate_correction_count_cutoff", self.master)
-        self.count_cutoff = None if cutoff is None else float(cutoff)
-        applied = _read_scalar(f, f"{DETECTOR}/detectorSpecific/pixel_mask_applied", self.master)
+        self.count_time = _number(f, f"{DETECTOR}/count_time", self.master, positive=True, unit="s")
+        self.count_cutoff = _number(f, f"{DETECTOR}/detectorSpecific/countrate_correction_count_cutoff",
+                                    self.master, positive=True, unit="counts")
+        applied = _number(f, f"{DETECTOR}/detectorSpecific/pixel_mask_applied", self.master, integer=True,
+                          unit="0 or 1")
         self.pixel_mask_applied = None if applied is None else bool(applied)
         self.dummy_value = int(np.iinfo(self.dtype).max) if self.dtype.kind == "u" else None
         limits = [v for v in (self.count_cutoff, None if self.dummy_value is None else self.dummy_value - 1)
@@ -284,14 +464,25 @@ class Scan:
         self.positions_um = None
         self.scan_shape = None
         if "/entry/sample/positions" in f:
-            self.positions_um = np.asarray(f["/entry/sample/positions"][()], dtype=np.float64)
+            obj = f["/entry/sample/positions"]
+            if not isinstance(obj, h5py.Dataset) or obj.dtype.kind not in "uif":
+                raise ScanError(f"{self.master}:/entry/sample/positions holds "
+                                f"{'a group' if not isinstance(obj, h5py.Dataset) else obj.dtype}; expected "
+                                f"numbers ({self.n_frames}, 2) in um.")
+            self.positions_um = np.asarray(obj[()], dtype=np.float64)
             if self.positions_um.shape != (self.n_frames, 2):
                 raise ScanError(
                     f"{self.master}:/entry/sample/positions has shape {self.positions_um.shape}, "
                     f"expected ({self.n_frames}, 2) for {self.n_frames} frames."
                 )
         if "/entry/sample/scan_shape" in f:
-            self.scan_shape = tuple(int(v) for v in f["/entry/sample/scan_shape"][()])
+            obj = f["/entry/sample/scan_shape"]
+            shape = np.asarray(obj[()]) if isinstance(obj, h5py.Dataset) else np.zeros(0)
+            if shape.shape != (2,) or shape.dtype.kind not in "ui" or np.any(shape < 1):
+                raise ScanError(f"{self.master}:/entry/sample/scan_shape holds "
+                                f"{_shown(shape) if isinstance(obj, h5py.Dataset) else 'a group'}; expected two "
+                                f"positive integers (rows, cols).")
+            self.scan_shape = tuple(int(v) for v in shape)
 
     def identity(self) -> str:
         """SHA-256 of the master file's bytes and of the data files' names and sizes.
@@ -362,18 +553,22 @@ class Scan:
         return i
 
     def _failure(self, data: _DataFile, i: int, err: Exception) -> ScanError:
+        """The error of a frame that does not read: a missing filter (no frame of the file can be
+        read: ScanError) or a damaged frame (FrameReadError: the other frames may be fine)."""
         text = str(err)
-        hint = "The file may be truncated or corrupt; re-copy it from the beamline."
+        where = (f"Cannot read frame {i} (frame {i - data.first} of {data.path}:{data.dataset.name}, "
+                 f"expected {self.dtype} of shape {self.frame_shape}): {text}.")
         missing = _missing_filters(data.dataset)
-        if missing or "filter" in text.lower():
-            hint = (
-                f"The HDF5 compression filter {missing or ''} (bitshuffle-LZ4 = 32008 on an Eiger) "
-                f"is not available: install hdf5plugin (pip install hdf5plugin) and import it "
-                f"before reading."
+        if missing:
+            return ScanError(
+                f"{where} The HDF5 compression filter {missing} (bitshuffle-LZ4 = 32008 on an Eiger) "
+                f"is not available: install hdf5plugin (pip install hdf5plugin) and import it before reading."
             )
-        return ScanError(
-            f"Cannot read frame {i} (frame {i - data.first} of {data.path}:{data.dataset.name}, "
-            f"expected {self.dtype} of shape {self.frame_shape}): {text}. {hint}"
+        filters = _filter_names(data.dataset)
+        decoded = f" with the {', '.join(filters)} filter{'s' if len(filters) > 1 else ''} (installed)" if filters else ""
+        return FrameReadError(
+            f"{where} The frame's stored data do not decode{decoded}: its chunk is corrupt or cut short; "
+            f"copy {data.path.name} again from the beamline.", i, data.path
         )
 
     def read_into(self, start: int, out: np.ndarray) -> np.ndarray:

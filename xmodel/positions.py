@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -121,17 +121,27 @@ def _unit_of_name(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class Table:
-    """Columns of a scan file: name -> float64 array, the unit of each column when the file says."""
+    """Columns of a scan file: name -> float64 array, the unit of each column when the file says.
+
+    ``text`` names the columns that hold text, with the first value that is not a number and its
+    data row (1-based), e.g. ``{"time": (1, "10:00:00")}``.
+    """
 
     path: Path
     columns: dict
     units: dict
+    text: dict = field(default_factory=dict)
 
     def column(self, name: str) -> np.ndarray:
-        if name not in self.columns:
-            raise PositionsError(f"{self.path} has no column {name!r}; its columns are {list(self.columns)}. "
-                                 f"Name the columns with --position-columns NAME_X,NAME_Y "
+        if name in self.text:
+            row, value = self.text[name]
+            raise PositionsError(f"{self.path}: column {name!r} holds {value!r} in data row {row}, not a number; "
+                                 f"fix that row or name other columns with --position-columns NAME_X,NAME_Y "
                                  f"(or --monitor FILE:COLUMN).")
+        if name not in self.columns:
+            raise PositionsError(f"{self.path} has no column {name!r}; its columns are "
+                                 f"{list(self.columns) + list(self.text)}. Name the columns with --position-columns "
+                                 f"NAME_X,NAME_Y (or --monitor FILE:COLUMN).")
         return self.columns[name]
 
 
@@ -153,18 +163,25 @@ def read_table(path: str | Path) -> Table:
     path = Path(path)
     if not path.exists():
         raise PositionsError(f"Scan file {path} does not exist.")
+    if path.is_dir():
+        raise PositionsError(f"Scan file {path} is a directory: expected a .fio, CSV or text file.")
     if path.suffix.lower() == ".fio":
         from xmodel.fio import read_fio
 
         fio = read_fio(path)
         columns = {n: fio.data[n].astype(np.float64) for n in fio.columns if fio.data[n].dtype.kind in "fiu"}
+        text = {n: (1, str(fio.data[n][0]) if fio.data[n].size else "") for n in fio.columns if n not in columns}
         units = {}
         for n in columns:
             unit = fio.parameters.get(f"{n}_unit", fio.parameters.get(f"{n}_units")) or _unit_of_name(n)
             if unit is not None:
                 units[n] = str(unit).strip().lower()
-        return Table(path, columns, units)
-    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
+        return Table(path, columns, units, text)
+    try:
+        raw = path.read_text(errors="replace")
+    except OSError as err:
+        raise PositionsError(f"Scan file {path} cannot be read: {err.strerror or err}.") from err
+    lines = [ln.strip() for ln in raw.splitlines()]
     lines = [ln for ln in lines if ln]
 
     def words_of(text: str) -> list[str]:
@@ -192,14 +209,15 @@ def read_table(path: str | Path) -> Table:
             raise PositionsError(f"{path}: data row {k + 1} has {len(words)} values but the header names "
                                  f"{len(header)} columns {header}.")
         rows.append(words)
-    columns = {}
+    columns, text = {}, {}
     for j, name in enumerate(header):
         try:
             columns[name] = np.asarray([r[j] for r in rows], dtype=np.float64)
-        except ValueError:
-            continue  # a text column (e.g. a time stamp) is not a position
+        except ValueError:  # a text column (e.g. a time stamp) is not a position
+            row = next(k for k, r in enumerate(rows) if not _is_number(r[j]))
+            text[name] = (row + 1, rows[row][j])
     units = {n: u for n in columns if (u := _unit_of_name(n)) is not None}
-    return Table(path, columns, units)
+    return Table(path, columns, units, text)
 
 
 def _split_spec(spec: str) -> tuple[Path, str | None]:
@@ -233,14 +251,45 @@ def _read_h5_dataset(path: Path, inner: str | None, option: str, example: str, w
     """A dataset of ``FILE.h5:/path`` as float64, and its ``units`` (or ``unit``) attribute."""
     import h5py
 
+    from xmodel.io import open_error
+
     if not inner:
         raise PositionsError(f"Name the dataset inside {path}: {option} {path}:{example}.")
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise PositionsError(f"{path} (from {option}) {open_error(path, err)}.") from err
+    with f:
         if inner not in f:
             raise PositionsError(f"{path} has no dataset {inner!r}: pass {option} FILE.h5:/path to {what}.")
         ds = f[inner]
+        if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "uifb":
+            shown = "a group" if not isinstance(ds, h5py.Dataset) else f"{ds.dtype} values"
+            raise PositionsError(f"{path}:{inner} (from {option}) holds {shown}; expected {what} of numbers.")
         unit = ds.attrs.get("units", ds.attrs.get("unit"))
         return np.asarray(ds[()], dtype=np.float64), unit.decode() if isinstance(unit, bytes) else unit
+
+
+def _load_npy(path: Path, option: str) -> np.ndarray:
+    """An ``.npy`` array of numbers as float64; PositionsError naming the file otherwise."""
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise PositionsError(f"{path} (from {option}) is not a readable .npy array: {err}.") from err
+    if values.dtype.kind not in "uifb":
+        raise PositionsError(f"{path} (from {option}) holds {values.dtype} values; expected numbers.")
+    return values.astype(np.float64)
+
+
+def _source(spec, option: str, what: str) -> tuple[Path, str | None]:
+    """The file (and inner dataset or column) of ``--positions`` / ``--monitor``: it must exist and
+    not be a directory."""
+    path, inner = _split_spec(spec)
+    if not path.exists():
+        raise PositionsError(f"{what} file {path} does not exist (from {option} {str(spec)!r}).")
+    if path.is_dir():
+        raise PositionsError(f"{what} file {path} (from {option} {str(spec)!r}) is a directory: expected a file.")
+    return path, inner
 
 
 def read_positions(spec: str | Path, n_frames: int | None = None,
@@ -266,12 +315,10 @@ def read_positions(spec: str | Path, n_frames: int | None = None,
     PositionsError
         Unknown file or column, wrong number of rows, non-finite values.
     """
-    path, inner = _split_spec(spec)
-    if not path.exists():
-        raise PositionsError(f"Positions file {path} does not exist (from --positions {spec!r}).")
+    path, inner = _source(spec, "--positions", "Positions")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        values = np.load(path).astype(np.float64)
+        values = _load_npy(path, "--positions")
         if values.ndim != 2 or values.shape[1] != 2:
             raise PositionsError(f"{path} holds an array of shape {values.shape}; expected (frames, 2) "
                                  f"as (y, x) in um.")
@@ -310,14 +357,18 @@ def read_monitor(spec: str | Path, n_frames: int | None = None) -> np.ndarray:
         Missing file or column, wrong number of rows, or a value that is zero, negative or
         not finite (the frame cannot be normalised: the beam was lost or the column is wrong).
     """
-    path, inner = _split_spec(spec)
-    if not path.exists():
-        raise PositionsError(f"Monitor file {path} does not exist (from --monitor {spec!r}).")
+    path, inner = _source(spec, "--monitor", "Monitor")
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        values = np.load(path).astype(np.float64).reshape(-1)
-    elif suffix in HDF5_SUFFIXES:
-        values = _read_h5_dataset(path, inner, "--monitor", "/entry/monitor", "a (frames,) dataset")[0].reshape(-1)
+    if suffix in (".npy", *HDF5_SUFFIXES):
+        if suffix == ".npy":
+            values = _load_npy(path, "--monitor")
+        else:
+            values = _read_h5_dataset(path, inner, "--monitor", "/entry/monitor", "a (frames,) dataset")[0]
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        if values.ndim != 1:
+            raise PositionsError(f"Monitor {spec} holds an array of shape {values.shape}; expected one value per "
+                                 f"frame, shape (frames,).")
     else:
         table = read_table(path)
         if not inner:

@@ -16,6 +16,8 @@ radial_counts               (n_q,) pixels          valid pixels per q bin
 mask                        (rows, cols) uint8     1 = masked for the whole scan
 invalid_pixels              (N,) pixels            pixels invalid in that frame only (dummy,
                                                    saturated, negative; -1: not reduced yet)
+unreadable                  (N,) uint8             1: the frame could not be read (its chunk
+                                                   does not decode); polar and radial NaN
 invalid_bins                (K, 3) int             frame, bin (chi * n_q + q), pixels lost
 positions                   (N, 2) um              scan positions (y slow, x fast), acquisition
                                                    order (absent when none are known)
@@ -84,6 +86,7 @@ class ReducedScan:
     count_time : s or None
     invalid_pixels : (N,) pixels invalid in each frame only (-1 where not reduced)
     invalid_bins : (K, 3) frame, flat bin, pixels lost
+    unreadable : (N,) bool, True for a frame that could not be read (NaN images)
     poni : the geometry as .poni text
     master : the master file reduced (absolute path)
     attrs : every attribute of the group
@@ -109,6 +112,7 @@ class ReducedScan:
     poni: str
     master: str
     attrs: dict = field(default_factory=dict)
+    unreadable: np.ndarray | None = None
 
     # -- per-frame data ---------------------------------------------------------------------
     def _read(self, name: str, frames) -> np.ndarray:
@@ -160,8 +164,11 @@ class ReducedScan:
 
     def frame_pixel_counts(self, frame: int) -> np.ndarray:
         """(n_chi, n_q) valid pixels per bin in ``frame``: the static counts minus the pixels
-        invalid in that frame (the weights of that frame's bins in a fit)."""
+        invalid in that frame (the weights of that frame's bins in a fit); zeros for a frame that
+        could not be read."""
         counts = self.pixel_counts.astype(np.int64).copy()
+        if self.unreadable is not None and self.unreadable[int(frame)]:
+            return np.zeros_like(counts)
         rows = self.invalid_bins[self.invalid_bins[:, 0] == int(frame)]
         if rows.size:
             np.subtract.at(counts.reshape(-1), rows[:, 1], rows[:, 2])
@@ -306,6 +313,7 @@ def open_reduced(path: str | Path) -> ReducedScan:
             invalid_bins=np.zeros((0, 3), np.int64) if "invalid_bins" not in g else get("invalid_bins").astype(np.int64),
             poni=str(_attr(g.attrs.get("poni", ""))), master=str(_attr(g.attrs.get("master", ""))),
             attrs={k: _attr(v) for k, v in g.attrs.items()},
+            unreadable=np.zeros(n, bool) if "unreadable" not in g else get("unreadable").astype(bool),
         )
 
 
@@ -345,6 +353,7 @@ def create(path: Path, *, n_frames: int, bins, bin_counts: np.ndarray, radial_co
         inv = grp.create_dataset("invalid_pixels", (n,), dtype=np.int32, fillvalue=-1)
         inv.attrs["units"] = "pixels"
         inv.attrs["description"] = "pixels invalid in this frame only (dummy, saturated, negative); -1 not reduced"
+        _create_unreadable(grp, n)
         grp.create_dataset("invalid_bins", (0, 3), dtype=np.int64, maxshape=(None, 3), chunks=(1024, 3))
         if positions_um is not None:
             grp.create_dataset("positions", data=positions_um).attrs["units"] = "um"
@@ -382,21 +391,46 @@ def _link_nxdata(entry: h5py.Group, n_frames: int) -> None:
     nexus.set_default(entry["radial"])
 
 
+def _create_unreadable(grp: h5py.Group, n_frames: int) -> h5py.Dataset:
+    ds = grp.create_dataset("unreadable", (n_frames,), dtype=np.uint8, fillvalue=0)
+    ds.attrs["description"] = ("1: the frame could not be read (its stored data do not decode); its polar "
+                               "and radial are NaN")
+    return ds
+
+
 def write_batch(f: h5py.File, start: int, polar: np.ndarray, radial: np.ndarray, invalid: np.ndarray,
-                invalid_bins: np.ndarray) -> None:
-    """Store the results of frames ``start .. start + len(polar) - 1`` (not yet marked done)."""
+                invalid_bins: np.ndarray, unreadable: np.ndarray | None = None) -> None:
+    """Store the results of frames ``start .. start + len(polar) - 1`` (not yet marked done).
+
+    ``unreadable`` (b,): 1 for the frames that could not be read (default none); written last,
+    so a frame retried after a failed read stays flagged until its images are stored.
+    """
     grp = f[GROUP]
     b = polar.shape[0]
     grp["polar"][start:start + b] = polar
     grp["radial"][start:start + b] = radial
     grp["invalid_pixels"][start:start + b] = invalid
-    if invalid_bins.size:
-        ds = grp["invalid_bins"]
-        keep = ds[()]
-        keep = keep[keep[:, 0] < start]  # rows of an earlier failed attempt at these frames go
-        ds.resize((keep.shape[0] + invalid_bins.shape[0], 3))
-        ds[:keep.shape[0]] = keep
-        ds[keep.shape[0]:] = invalid_bins
+    ds = grp["invalid_bins"]
+    n_rows = ds.shape[0]
+    if n_rows and int(ds[n_rows - 1, 0]) >= start:
+        # rows of an earlier attempt at these frames go (a failed write, or a frame read again);
+        # rows stay sorted by frame, so such rows can only sit at the end otherwise
+        rows = ds[()]
+        rows = np.concatenate([rows[(rows[:, 0] < start) | (rows[:, 0] >= start + b)],
+                               np.asarray(invalid_bins, np.int64).reshape(-1, 3)])
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        ds.resize((rows.shape[0], 3))
+        if rows.shape[0]:
+            ds[:] = rows
+    elif invalid_bins.size:
+        ds.resize((n_rows + invalid_bins.shape[0], 3))
+        ds[n_rows:] = invalid_bins
+    flags = np.zeros(b, np.uint8) if unreadable is None else np.asarray(unreadable, np.uint8)
+    if "unreadable" not in grp:          # a file of an earlier version
+        if not flags.any():
+            return
+        _create_unreadable(grp, grp["polar"].shape[0])
+    grp["unreadable"][start:start + b] = flags
 
 
 def store_scan_metadata(path: str | Path, positions_um: np.ndarray | None = None,
@@ -478,29 +512,86 @@ def set_frames_done(f: h5py.File, done: int) -> None:
     f[GROUP].attrs["frames_done"] = int(done)
 
 
+class OutputError(NotReducedError):
+    """An output path that cannot take a reduction: a directory, a locked file, another kind of file."""
+
+
+def _kind_of(f: h5py.File) -> str:
+    """What an HDF5 file that is not a reduction seems to be, for a message."""
+    if "entry/data/data_000001" in f or "entry/instrument/detector" in f:
+        return "a Dectris master file"
+    if "entry/fits" in f:
+        return "an xmodel fit results file"
+    if "truth" in f:
+        return "a twin's truth file"
+    top = sorted(f)
+    return f"an HDF5 file of another kind (top level: {', '.join(top[:5]) or 'empty'})"
+
+
 def checkpoint(path: Path) -> tuple[int, dict]:
-    """(frames_done, attributes) of an existing reduction file; NotReducedError if it is none."""
+    """(frames_done, attributes) of an existing reduction file.
+
+    Raises
+    ------
+    OutputError
+        ``path`` is a directory, is locked by another process, cannot be read, is not HDF5, or is
+        another kind of HDF5 file (a master, a fit file): the message says which and that the
+        file is left as it is.
+    """
+    from xmodel.io import open_error
+
+    path = Path(path)
+    keep = "xmodel leaves it as it is: choose another output path"
+    if path.is_dir():
+        raise OutputError(f"The output {path} is a directory: give the name of the results file, e.g. "
+                          f"--out {path / 'reduced.h5'}.")
     try:
-        with h5py.File(path, "r") as f:
-            grp = f[GROUP]
-            return int(grp.attrs["frames_done"]), {k: _attr(v) for k, v in grp.attrs.items()}
-    except (OSError, KeyError) as err:
-        raise NotReducedError(f"{path} exists but is not an xmodel reduction file ({err}); delete it or "
-                              f"choose another output path.") from err
+        f = h5py.File(path, "r")
+    except OSError as err:
+        reason = open_error(path, err)
+        fix = "" if "locked" in reason or "permission" in reason else f"; {keep}"
+        raise OutputError(f"The output {path} {reason}{fix}.") from err
+    with f:
+        grp = f.get(GROUP.strip("/"))
+        if not isinstance(grp, h5py.Group):
+            raise OutputError(f"The output {path} is {_kind_of(f)}, not an xmodel reduction (no {GROUP}); {keep}.")
+        if "frames_done" not in grp.attrs or "polar" not in grp:
+            raise OutputError(f"The output {path} holds a {GROUP} without frames_done or polar (not written by "
+                              f"xmodel reduce, or by a version that cannot resume); {keep}.")
+        return int(grp.attrs["frames_done"]), {k: _attr(v) for k, v in grp.attrs.items()}
 
 
 def first_unwritten(path: Path, done: int) -> int:
-    """The first of the ``done`` frames whose radial profile is all NaN although the q bins hold
-    pixels (a batch recorded as done that was never really written), else ``done``."""
+    """The first of the ``done`` frames that was never really written (a batch recorded as done by
+    an earlier version whose write failed), else ``done``.
+
+    A frame is unwritten when its ``invalid_pixels`` still holds the fill value -1, or when its
+    radial profile is all NaN although the q bins hold pixels and not all of them were invalid
+    in that frame (a frame whose every pixel was invalid, or that could not be read, is NaN
+    and written).
+    """
     with h5py.File(path, "r") as f:
         grp = f[GROUP]
-        has_pixels = np.asarray(grp["radial_counts"][()]) > 0
+        radial_counts = np.asarray(grp["radial_counts"][()])
+        has_pixels = radial_counts > 0
         if not has_pixels.any() or done == 0:
             return done
-        radial = grp["radial"]
+        binned = int(radial_counts.sum())
+        radial, invalid = grp["radial"], grp["invalid_pixels"]
         for s in range(0, done, 1024):
-            block = np.asarray(radial[s:min(done, s + 1024)])[:, has_pixels]
-            empty = np.flatnonzero(~np.isfinite(block).any(axis=1))
+            stop = min(done, s + 1024)
+            block = np.asarray(radial[s:stop])[:, has_pixels]
+            lost = np.asarray(invalid[s:stop])
+            empty = np.flatnonzero((lost < 0) | (~np.isfinite(block).any(axis=1) & (lost < binned)))
             if empty.size:
                 return s + int(empty[0])
     return done
+
+
+def unreadable_frames(path: Path, done: int) -> np.ndarray:
+    """Frames below ``done`` flagged as unreadable in the file (to be read again on a rerun)."""
+    with h5py.File(path, "r") as f:
+        grp = f[GROUP]
+        if "unreadable" not in grp:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(np.asarray(grp["unreadable"][:done]))

@@ -6,14 +6,15 @@ once (:func:`build_bin_map`) and applied to batches of frames (:func:`reduce_fra
 :func:`reduce_scan` streams a whole Eiger scan through it with a reader thread overlapping
 the decompression with the sparse products, and resumes an interrupted run. Pixels invalid in
 one frame (the dtype's dummy value, saturated, negative) are left out of that frame's bins
-only; the scan positions, monitor and exposure time are stored with the results, whose
-schema :mod:`xmodel.reduced` owns.
+only; a frame that cannot be read is flagged and the scan goes on; the scan positions, monitor
+and exposure time are stored with the results, whose schema :mod:`xmodel.reduced` owns.
 """
 from __future__ import annotations
 
 import errno
 import hashlib
 import logging
+import math
 import queue
 import threading
 import warnings
@@ -26,16 +27,67 @@ import numpy as np
 import scipy.sparse as sp
 
 from xmodel import reduced
-from xmodel.io import ScanError, open_scan
+from xmodel.io import FrameReadError, ScanError, open_scan
 
 log = logging.getLogger(__name__)
 
 #: Poisson standard deviations above its neighbourhood that make a pixel hot (`hot_pixel_mask`)
 HOT_SIGMA = 10.0
+#: most q bins (``--q-bins``): 100000 resolve dq/q = 1e-5 over a decade, far below any peak width
+MAX_Q_BINS = 100_000
+#: most chi bins (``--chi-bins``): 36000 are 0.01 degree wide
+MAX_CHI_BINS = 36_000
+#: most bins of one polar image: 2**26 float32 bins are 256 MiB per frame (HDF5 chunks stay < 4 GiB)
+MAX_BINS = 2**26
 
 
 class ReductionError(ValueError):
     """Bad reduction input or an existing output that does not match the requested run."""
+
+
+def _checked_int(value, name: str, option: str, *, minimum: int = 1, maximum: int | None = None,
+                 meaning: str = "", example: str = "") -> int:
+    """``value`` as an int in [minimum, maximum]; else ReductionError quoting the argument, its
+    command-line option, the value and the range (an integral float is accepted, a bool is not)."""
+    try:
+        number = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not (math.isfinite(number) and number.is_integer() and number >= minimum
+            and (maximum is None or number <= maximum)):
+        span = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        raise ReductionError(f"{name} ({option}) = {value!r}: expected an integer {span}"
+                             f"{' (' + meaning + ')' if meaning else ''}{', e.g. ' + example if example else ''}.")
+    return int(number)
+
+
+def check_arguments(*, q_bins: int = 500, chi_bins: int = 360, batch_size: int = 16, workers: int = 2,
+                    hot_pixels: int = 0) -> tuple[int, int, int, int, int]:
+    """The numeric arguments of a reduction (and their ``xmodel reduce`` options), checked.
+
+    Returns
+    -------
+    (q_bins, chi_bins, batch_size, workers, hot_pixels) as ints.
+
+    Raises
+    ------
+    ReductionError
+        A value that is not an integer in its range, naming the argument and its option: q bins
+        1 to `MAX_Q_BINS`, chi bins 1 to `MAX_CHI_BINS` and together at most `MAX_BINS`,
+        batch size and workers >= 1, hot-pixel frames >= 0 (0: off).
+    """
+    q_bins = _checked_int(q_bins, "q_bins", "--q-bins", maximum=MAX_Q_BINS, example="500")
+    chi_bins = _checked_int(chi_bins, "chi_bins", "--chi-bins", maximum=MAX_CHI_BINS, example="360")
+    if q_bins * chi_bins > MAX_BINS:
+        raise ReductionError(f"q_bins x chi_bins (--q-bins {q_bins} --chi-bins {chi_bins}) = {q_bins * chi_bins} bins "
+                             f"per frame: expected at most {MAX_BINS} (2**26, 256 MiB of float32 per frame), "
+                             f"e.g. --q-bins 500 --chi-bins 360.")
+    batch_size = _checked_int(batch_size, "batch_size", "--batch-size", meaning="frames per sparse product",
+                              example="16")
+    workers = _checked_int(workers, "workers", "--workers", meaning="threads; more than 2 work as 2", example="2")
+    hot_pixels = _checked_int(hot_pixels, "hot_pixels", "--hot-pixels", minimum=0,
+                              meaning="frames of the hot-pixel test, 0: off", example="32")
+    return q_bins, chi_bins, batch_size, workers, hot_pixels
 
 
 @dataclass(frozen=True)
@@ -68,12 +120,17 @@ class PolarBins:
         return self.chi_edges.size - 1
 
 
-def _regular_edges(lo: float, hi: float, n: int, what: str) -> np.ndarray:
-    if int(n) < 1:
-        raise ReductionError(f"{what}: n={n} bins must be a positive integer, e.g. 500.")
-    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
-        raise ReductionError(f"{what} range ({lo}, {hi}) must be finite with upper > lower.")
-    return np.linspace(float(lo), float(hi), int(n) + 1)
+def _checked_range(pair, name: str, option: str, unit: str, lower: float, example: str) -> tuple[float, float]:
+    """A (lo, hi) range of finite numbers with lower <= lo < hi; else ReductionError naming the option."""
+    try:
+        lo, hi = (math.nan if isinstance(v, bool) else float(v) for v in pair)
+    except (TypeError, ValueError, OverflowError):
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and lower <= lo < hi):
+        low = f"{lower:g} <= " if math.isfinite(lower) else ""
+        raise ReductionError(f"{name} ({option}) = {tuple(pair) if isinstance(pair, (list, tuple)) else pair!r}: "
+                             f"expected two finite numbers LO HI with {low}LO < HI ({unit}), e.g. {option} {example}.")
+    return lo, hi
 
 
 def default_bins(
@@ -119,30 +176,32 @@ def default_bins(
     Centres equal pyFAI's ``radial`` / ``azimuthal`` for the same ranges to 1e-6
     (tests/xmodel/test_reduction.py).
     """
+    n_q, n_chi = check_arguments(q_bins=n_q, chi_bins=n_chi)[:2]
+    if q_spacing not in ("linear", "log"):
+        raise ReductionError(f"q_spacing must be 'linear' or 'log', not {q_spacing!r}.")
     given_q_range = q_range is not None
     if q_range is None:
         q = np.asarray(geometry.q())[~np.asarray(mask, dtype=bool)]
         if q.size == 0:
             raise ReductionError("Every pixel is masked: no q range to bin; check the mask.")
         q_range = (float(q.min()), float(q.max()))
-    chi_range = (-180.0, 180.0) if chi_range is None else chi_range
-    if q_spacing not in ("linear", "log"):
-        raise ReductionError(f"q_spacing must be 'linear' or 'log', not {q_spacing!r}.")
+    else:
+        q_range = _checked_range(q_range, "q_range", "--q-range", "1/A", 0.0, "0.01 3.4")
+    chi_range = (-180.0, 180.0) if chi_range is None else _checked_range(
+        chi_range, "chi_range", "--chi-range", "degrees", -math.inf, "-180 180")
     if chi_range[1] - chi_range[0] > 360.0 + 1e-9:
         raise ReductionError(
-            f"chi_range {tuple(chi_range)} spans more than 360 degrees; use e.g. (-180, 180) or (0, 360)."
+            f"chi_range (--chi-range) = {tuple(chi_range)} spans more than 360 degrees; use e.g. (-180, 180) "
+            f"or (0, 360)."
         )
+    chi_edges = np.linspace(chi_range[0], chi_range[1], n_chi + 1)
     if q_spacing == "log":
-        _regular_edges(*q_range, n_q, "q (1/A)")        # validates n_q and the span
         lo = float(q_range[0]) if given_q_range else max(float(q_range[0]), 0.005)
         if not 0 < lo < q_range[1]:
-            raise ReductionError(f"q_range {tuple(q_range)} must be positive for log-spaced bins.")
-        q_edges = np.geomspace(lo, float(q_range[1]), n_q + 1)
-        return PolarBins(q_edges=q_edges, chi_edges=_regular_edges(*chi_range, n_chi, "chi (deg)"))
-    return PolarBins(
-        q_edges=_regular_edges(*q_range, n_q, "q (1/A)"),
-        chi_edges=_regular_edges(*chi_range, n_chi, "chi (deg)"),
-    )
+            raise ReductionError(f"q_range (--q-range) = {tuple(q_range)}: log-spaced q bins need 0 < LO < HI "
+                                 f"(1/A), e.g. --q-range 0.01 3.4, or --q-spacing linear.")
+        return PolarBins(q_edges=np.geomspace(lo, float(q_range[1]), n_q + 1), chi_edges=chi_edges)
+    return PolarBins(q_edges=np.linspace(q_range[0], q_range[1], n_q + 1), chi_edges=chi_edges)
 
 
 @dataclass(frozen=True)
@@ -488,7 +547,12 @@ def hot_pixel_mask(scan, n_frames: int, mask: np.ndarray, threshold_sigma: float
     picks = np.unique(np.linspace(0, scan.n_frames - 1, n).round().astype(int))
     stack = np.empty((picks.size, *scan.frame_shape), dtype=np.float32)
     for k, i in enumerate(picks):
-        frame = scan.frame(int(i))
+        try:
+            frame = scan.frame(int(i))
+        except FrameReadError as err:      # left out of the median; the reduction flags it
+            log.warning("hot-pixel test: %s", err)
+            stack[k] = np.nan
+            continue
         values = frame.astype(np.float32)
         values[scan.invalid_pixels(frame) | mask] = np.nan
         stack[k] = values
@@ -502,32 +566,80 @@ def hot_pixel_mask(scan, n_frames: int, mask: np.ndarray, threshold_sigma: float
     return hot & ~mask
 
 
-def _reader(scan, starts: list[int], batch_size: int, pool: queue.Queue, ready: queue.Queue, stop: threading.Event) -> None:
-    """Read batches into recycled buffers; h5py holds the GIL, so this runs in its own thread."""
+def _read_frames(scan, start: int, buffer: np.ndarray, b: int) -> list[FrameReadError]:
+    """Read frames ``start .. start + b - 1`` into ``buffer[:b]``, one h5py call per frame (h5py
+    holds the GIL for a whole call); a frame that does not decode is zero-filled and returned."""
+    failed = []
+    for k in range(b):
+        try:
+            scan.read_into(start + k, buffer[k:k + 1])
+        except FrameReadError as err:
+            buffer[k] = 0
+            failed.append(err)
+    return failed
+
+
+def _reader(scan, work: list[tuple[int, int]], pool: queue.Queue, ready: queue.Queue, stop: threading.Event) -> None:
+    """Read the batches ``(start, b)`` into recycled buffers; h5py holds the GIL, so this runs in its
+    own thread."""
     try:
-        for start in starts:
+        for start, b in work:
             buffer = pool.get()
             if buffer is None or stop.is_set():
                 break
-            b = min(batch_size, scan.n_frames - start)
-            for k in range(b):  # one frame per call: h5py holds the GIL for a whole call
-                scan.read_into(start + k, buffer[k:k + 1])
-            ready.put((start, buffer, b))
+            ready.put((start, buffer, b, _read_frames(scan, start, buffer, b)))
         ready.put(None)
     except BaseException as err:  # handed to the main thread
         ready.put(err)
 
 
-def _write_failure(out: Path, err: OSError, start: int, stop: int, done: int) -> ReductionError:
+def _write_failure(out: Path, err: OSError, start: int, stop: int, done: int, path: Path | None = None
+                   ) -> ReductionError:
     """The message of a failed write: what failed, where the checkpoint is, what to do."""
-    full = getattr(err, "errno", None) == errno.ENOSPC or "no space left" in str(err).lower()
-    cause = "the disk is full (ENOSPC)" if full else f"{err}"
+    cause, fix = _cause(err, path or out)
     kept = f"frames 0 to {done - 1} are safely written" if done else "no frame is written yet"
     return ReductionError(
         f"Writing frames {start} to {stop - 1} to {out} failed: {cause}. The checkpoint stays at frame "
-        f"{done} ({kept}); {'free some space' if full else 'fix the cause'} and run the same command "
-        f"again to finish the scan."
+        f"{done} ({kept}); {fix} and run the same command again to finish the scan."
     )
+
+
+def _cause(err: OSError, path: Path) -> tuple[str, str]:
+    """What a failed write says happened, and what to do about it."""
+    from xmodel.io import open_error
+
+    text = str(err).lower()
+    if getattr(err, "errno", None) == errno.ENOSPC or "no space left" in text:
+        return "the disk is full (ENOSPC)", "free some space"
+    if "lock" in text or isinstance(err, PermissionError):
+        return f"{path} {open_error(path, err)}", "then"
+    return f"{err}", "fix the cause"
+
+
+def _check_output_path(out: Path) -> None:
+    """A directory or a path in a missing folder as ``--out``: a ReductionError saying so."""
+    if out.is_dir():
+        raise ReductionError(f"out (--out) {out} is a directory: give the name of the results file, e.g. "
+                             f"--out {out / 'reduced.h5'}.")
+    if not out.parent.is_dir():
+        what = "is a file, not a folder" if out.parent.exists() else "does not exist"
+        raise ReductionError(f"The folder {out.parent} of out (--out) {out} {what}: create the folder first or "
+                             f"choose another output path.")
+
+
+def _check_per_frame(values: np.ndarray, name: str, n_frames: int, master, shape: tuple, positive: bool) -> np.ndarray:
+    """Positions or monitor given to `reduce_scan`: one finite row per frame (a positive monitor)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != shape:
+        raise ReductionError(f"{name} has shape {values.shape} but {master} holds {n_frames} frames: expected "
+                             f"{shape}, one {'(y, x) row' if len(shape) == 2 else 'value'} per frame.")
+    ok = np.isfinite(values) & ((values > 0) if positive else True)
+    bad = np.flatnonzero(~ok.reshape(n_frames, -1).all(axis=1))
+    if bad.size:
+        need = "a finite value > 0 (a monitor of zero or below cannot normalise a frame)" if positive else "finite"
+        raise ReductionError(f"{name} of frame {int(bad[0])} is {values[bad[0]].tolist()}: expected {need}; "
+                             f"{bad.size} such frames.")
+    return values
 
 
 def reduce_scan(
@@ -592,22 +704,33 @@ def reduce_scan(
     -------
     Path
         ``out``, with ``/entry/reduction/{polar, radial, q, chi, q_edges, chi_edges, counts,
-        mask, invalid_pixels, invalid_bins, positions, scan_shape, grid_index, monitor,
-        count_time}`` (see :mod:`xmodel.reduced`).
+        mask, invalid_pixels, invalid_bins, unreadable, positions, scan_shape, grid_index,
+        monitor, count_time}`` (see :mod:`xmodel.reduced`).
 
     Raises
     ------
     ReductionError
-        Bad arguments, an output of another run, or a failed write (a full disk): the message
-        names the file and the frames; the checkpoint stays at the last batch really written
-        and a rerun finishes the scan.
+        Bad arguments (naming the argument and its ``xmodel reduce`` option, see
+        :func:`check_arguments`), bins that hold no valid pixel, an output that is a directory
+        or in a missing folder, an output of another run, or a failed write (a full disk): the
+        message names the file and the frames; the checkpoint stays at the last batch really
+        written and a rerun finishes the scan.
+    xmodel.reduced.OutputError
+        An existing output that is locked by another process, not HDF5, or another kind of
+        file (a master, a fit file); it is left as it is.
+    xmodel.io.ScanError
+        A scan that cannot be opened.
 
     Notes
     -----
     Each batch is written and flushed, then ``frames_done`` is advanced and flushed, so a
     killed or failed run loses at most the batch in flight. Binning as :func:`reduce_frames`;
     values invalid in their own frame (:meth:`xmodel.io.Scan.invalid_pixels`) are left out of
-    that frame's bin sums and pixel counts only.
+    that frame's bin sums and pixel counts only. A frame that cannot be read
+    (:class:`xmodel.io.FrameReadError`) is stored as NaN, flagged in ``unreadable`` and named
+    in the log, and the scan goes on; a later run of the same reduction reads the flagged
+    frames again (after the data file is copied again) before it resumes. ``batch_size`` is
+    at most the number of frames.
 
     Validation
     ----------
@@ -624,21 +747,23 @@ def reduce_scan(
     )
 
     out = Path(out)
-    if int(batch_size) < 1 or int(workers) < 1:
-        raise ReductionError(
-            f"batch_size={batch_size} and workers={workers} must be positive integers, e.g. 16 and 2."
-        )
-    batch_size = int(batch_size)
+    checked = check_arguments(q_bins=q_bins, chi_bins=chi_bins, batch_size=batch_size, workers=workers,
+                              hot_pixels=hot_pixels)
+    _, _, batch_size, workers, hot_pixels = checked
+    if bins is None:
+        q_bins, chi_bins = checked[:2]
+    _check_output_path(out)
     with open_scan(master, poni=poni, mask=mask) as scan:
         geometry = scan.geometry
+        batch_size = min(batch_size, scan.n_frames)
+        name = "positions_um"
         if positions_um is None and scan.positions_um is not None:
             positions_um, positions_source = scan.positions_um, f"{scan.master}:/entry/sample/positions"
+            name = positions_source
         grid = None
         if positions_um is not None:
-            positions_um = np.asarray(positions_um, dtype=np.float64)
-            if positions_um.shape != (scan.n_frames, 2):
-                raise ReductionError(f"positions_um has shape {positions_um.shape} but {scan.master} holds "
-                                     f"{scan.n_frames} frames: give one (y, x) row per frame.")
+            positions_um = _check_per_frame(positions_um, name, scan.n_frames, scan.master, (scan.n_frames, 2),
+                                            positive=False)
             grid = derive_grid(positions_um)
         else:
             log.warning("%s: %s", scan.master, NO_POSITIONS)
@@ -648,10 +773,8 @@ def reduce_scan(
                 except PositionsError:
                     grid = None
         if monitor is not None:
-            monitor = np.asarray(monitor, dtype=np.float64).reshape(-1)
-            if monitor.shape != (scan.n_frames,):
-                raise ReductionError(f"monitor has {monitor.size} values but {scan.master} holds "
-                                     f"{scan.n_frames} frames.")
+            monitor = _check_per_frame(monitor, "monitor", scan.n_frames, scan.master, (scan.n_frames,),
+                                       positive=True)
         full_mask = scan.mask
         if int(hot_pixels) > 0:
             hot = hot_pixel_mask(scan, int(hot_pixels), scan.mask)
@@ -670,6 +793,8 @@ def reduce_scan(
             if bins is None:
                 bins = default_bins(geometry, full_mask, n_q=q_bins, n_chi=chi_bins)
             bin_map = build_bin_map(geometry.q(), geometry.chi(), full_mask, bins)
+        if not bin_map.counts.any():
+            _no_pixel_in_bins(scan, geometry, full_mask, bin_map.bins)
         poni_text = _poni_text(geometry)
         done = _prepare_output(out, scan, bin_map, poni_text, full_mask, positions_um, grid, monitor,
                                int(hot_pixels), positions_source)
@@ -679,75 +804,140 @@ def reduce_scan(
             report = progress
         else:
             report = None
-        if done >= scan.n_frames:
-            return out
-        full_check = scan.dtype.kind in "if"
-        starts = list(range(done, scan.n_frames, batch_size))
-        n_buffers = 2 if workers > 1 else 1  # the reader fills one while the other is converted
-        pool: queue.Queue = queue.Queue()
-        for _ in range(n_buffers):
-            pool.put(np.empty((batch_size, *scan.frame_shape), dtype=scan.dtype))
-        columns = np.empty((int(np.prod(scan.frame_shape)), batch_size), dtype=np.float32)
-        ready: queue.Queue = queue.Queue()
-        stop = threading.Event()
-        thread = None
-        if workers > 1:
-            thread = threading.Thread(
-                target=_reader, args=(scan, starts, batch_size, pool, ready, stop), daemon=True
-            )
-            thread.start()
-        f = None
-        try:
-            try:
-                f = h5py.File(out, "r+")
-            except OSError as err:
-                raise _write_failure(out, err, done, scan.n_frames, done) from err
-            for start in starts:
-                if thread is None:
-                    buffer = pool.get()
-                    b = min(batch_size, scan.n_frames - start)
-                    scan.read_into(start, buffer[:b])
-                else:
-                    item = ready.get()
-                    if isinstance(item, BaseException):
-                        raise item
-                    start, buffer, b = item
-                cols = _as_columns(buffer[:b], columns[:, :b] if b == batch_size else None)
-                sums = bin_map.matrix @ cols
-                counts, invalid, lost = _exclude_invalid(buffer[:b], sums, bin_map, scan, full_check)
-                pool.put(buffer)
-                polar, radial = _means(sums, bin_map, counts)
-                lost[:, 0] += start
-                try:
-                    _write_batch(f, start, polar, radial, invalid, lost)
-                    f.flush()
-                    reduced.set_frames_done(f, start + b)
-                    f.flush()
-                except OSError as err:
-                    raise _write_failure(out, err, start, start + b, start) from err
-                done = start + b
-                if report is not None:
-                    report(start + b, scan.n_frames)
-        finally:
-            stop.set()
-            if thread is not None:
-                pool.put(None)  # wakes a reader waiting for a free buffer
-                thread.join()
-            if f is not None:
-                try:
-                    f.close()
-                except OSError as err:  # a failed write may fail the close too; the checkpoint holds
-                    log.warning("closing %s after a failed write: %s", out, err)
-    reduced.write_intensity_map(out)
+        retry = reduced.unreadable_frames(out, done)
+        if retry.size:
+            log.info("%s: reading again the %d frames an earlier run could not read: %s", scan.master, retry.size,
+                     _frame_list(retry))
+        work = [(int(i), 1) for i in retry]
+        work += [(s, min(batch_size, scan.n_frames - s)) for s in range(done, scan.n_frames, batch_size)]
+        wrote = _stream(scan, out, bin_map, work, done, batch_size, workers, report)
+    _finish(out, scan.master, scan.n_frames, wrote)
     return out
 
 
-def _write_batch(f: h5py.File, start: int, polar, radial, invalid, lost) -> None:
+def _frame_list(frames: np.ndarray, shown: int = 10) -> str:
+    """Frame numbers for a message: the first ``shown`` and how many more."""
+    text = ", ".join(str(int(i)) for i in frames[:shown])
+    return text + (f" and {frames.size - shown} more" if frames.size > shown else "")
+
+
+def _no_pixel_in_bins(scan, geometry, mask: np.ndarray, bins: PolarBins) -> None:
+    """Bins that hold no valid pixel: a ReductionError comparing their ranges with the detector's."""
+    valid = ~np.asarray(mask, bool)
+    q = np.asarray(geometry.q())[valid]
+    span = f"its valid pixels span q from {q.min():.4g} to {q.max():.4g} 1/A" if q.size else "every pixel is masked"
+    raise ReductionError(
+        f"No valid pixel of {scan.master} lies in the bins: q from {bins.q_edges[0]:.4g} to {bins.q_edges[-1]:.4g} "
+        f"1/A (--q-range), chi from {bins.chi_edges[0]:g} to {bins.chi_edges[-1]:g} deg (--chi-range), while "
+        f"{span}; choose ranges that overlap the detector (or leave them out for the full range)."
+    )
+
+
+def _stream(scan, out: Path, bin_map: BinMap, work: list[tuple[int, int]], done: int, batch_size: int,
+            workers: int, report) -> bool:
+    """Read, reduce and write the batches ``work`` ((start, frames) pairs: frames read again first,
+    then the batches from the checkpoint on); True when anything was written.
+
+    Each batch is written and flushed before the checkpoint advances; a frame that cannot be read
+    is stored as NaN, flagged in ``unreadable`` and the scan goes on.
+    """
+    if not work:
+        return False
+    full_check = scan.dtype.kind in "if"
+    binned = int(bin_map.radial_counts.sum())
+    n_buffers = 2 if workers > 1 else 1  # the reader fills one while the other is converted
+    pool: queue.Queue = queue.Queue()
+    for _ in range(n_buffers):
+        pool.put(np.empty((batch_size, *scan.frame_shape), dtype=scan.dtype))
+    columns = np.empty((int(np.prod(scan.frame_shape)), batch_size), dtype=np.float32)
+    ready: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    thread = None
+    if workers > 1:
+        thread = threading.Thread(target=_reader, args=(scan, work, pool, ready, stop), daemon=True)
+        thread.start()
+    f = None
+    try:
+        try:
+            f = h5py.File(out, "r+")
+        except OSError as err:
+            raise _write_failure(out, err, work[0][0], scan.n_frames, done) from err
+        for start, b in work:
+            if thread is None:
+                buffer = pool.get()
+                failed = _read_frames(scan, start, buffer, b)
+            else:
+                item = ready.get()
+                if isinstance(item, BaseException):
+                    raise item
+                start, buffer, b, failed = item
+            cols = _as_columns(buffer[:b], columns[:, :b] if b == batch_size else None)
+            sums = bin_map.matrix @ cols
+            counts, invalid, lost = _exclude_invalid(buffer[:b], sums, bin_map, scan, full_check)
+            pool.put(buffer)
+            polar, radial = _means(sums, bin_map, counts)
+            flags = np.zeros(b, np.uint8)
+            for err in failed:
+                k = err.frame - start
+                polar[k], radial[k], invalid[k], flags[k] = np.nan, np.nan, binned, 1
+                log.warning("%s The frame is left out (NaN, flagged in /entry/reduction/unreadable) and the "
+                            "scan goes on.", err)
+            lost = lost[~np.isin(lost[:, 0], [err.frame - start for err in failed])]
+            lost[:, 0] += start
+            forward = start >= done
+            try:
+                _write_batch(f, start, polar, radial, invalid, lost, flags)
+                f.flush()
+                if forward:
+                    reduced.set_frames_done(f, start + b)
+                    f.flush()
+            except OSError as err:
+                raise _write_failure(out, err, start, start + b, done) from err
+            if forward:
+                done = start + b
+                if report is not None:
+                    report(done, scan.n_frames)
+    finally:
+        stop.set()
+        if thread is not None:
+            pool.put(None)  # wakes a reader waiting for a free buffer
+            thread.join()
+        if f is not None:
+            try:
+                f.close()
+            except OSError as err:  # a failed write may fail the close too; the checkpoint holds
+                log.warning("closing %s after a failed write: %s", out, err)
+    return True
+
+
+def _finish(out: Path, master, n_frames: int, wrote: bool) -> None:
+    """After the last frame: the intensity map (when frames were written now or an earlier run
+    failed before writing it) and the warning that lists the frames that could not be read."""
+    try:
+        with h5py.File(out, "r") as f:
+            has_map = "entry/intensity_map" in f
+        if wrote or not has_map:
+            reduced.write_intensity_map(out)
+    except OSError as err:
+        cause, fix = _cause(err, out)
+        raise ReductionError(f"Writing the intensity map to {out} failed: {cause}. Every frame is written (the "
+                             f"checkpoint is at frame {n_frames}); {fix} and run the same command again to write "
+                             f"the map.") from err
+    bad = reduced.unreadable_frames(out, n_frames)
+    if bad.size:
+        log.warning("%s: %d of %d frames could not be read (frames %s); they are NaN and flagged in "
+                    "/entry/reduction/unreadable of %s. Copy the damaged data files again and run the same "
+                    "command: only those frames are read again.", master, bad.size, n_frames, _frame_list(bad),
+                    out)
+
+
+def _write_batch(f: h5py.File, start: int, polar, radial, invalid, lost, unreadable=None) -> None:
     """Store one batch (`xmodel.reduced.write_batch`); one place for tests to make a write fail."""
-    reduced.write_batch(f, start, polar, radial, invalid, lost)
+    reduced.write_batch(f, start, polar, radial, invalid, lost, unreadable)
 
 
 __all__ = [
-    "HOT_SIGMA", "hot_pixel_mask", "BinMap", "PolarBins", "ReductionError", "ScanError", "build_bin_map", "default_bins",
+    "HOT_SIGMA", "hot_pixel_mask", "BinMap", "PolarBins", "ReductionError", "ScanError", "build_bin_map", "check_arguments",
+    "default_bins",
     "reduce_frames", "reduce_scan",
 ]

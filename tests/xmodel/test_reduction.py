@@ -7,7 +7,6 @@ import pytest
 
 from xmodel.dectris import write_scan
 from xmodel.geometry import Geometry
-from xmodel.io import ScanError
 from xmodel.reduction import (ReductionError, build_bin_map, default_bins, reduce_frames, reduce_scan)
 
 SHAPE = (120, 100)
@@ -164,23 +163,6 @@ def test_progress_is_logged_without_carriage_returns(scan, tmp_path, caplog):
         reduce_scan(master, tmp_path / "p.h5", q_bins=10, chi_bins=8, batch_size=4)
     text = caplog.text
     assert "reduce: 7/7 frames (100 %)" in text and "\r" not in text
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_corrupt_frame_stops_with_scan_error_and_keeps_done_frames(scan, tmp_path, workers):
-    master, _ = scan
-    path = master.parent / "s_data_000002.h5"  # frames 3, 4, 5
-    with h5py.File(path, "r") as f:
-        offset = f["entry/data/data"].id.get_chunk_info(2).byte_offset
-    with open(path, "r+b") as fh:
-        fh.seek(offset)
-        fh.write(b"\xff" * 64)
-    out = tmp_path / "c.h5"
-    with pytest.raises(ScanError, match=r"Cannot read frame 5 \(frame 2 of .*s_data_000002\.h5"):
-        reduce_scan(master, out, poni=poni_of(master), q_bins=30, chi_bins=24, batch_size=2, workers=workers,
-                    progress=False)
-    with h5py.File(out, "r") as f:
-        assert f["entry/reduction"].attrs["frames_done"] == 4
 
 
 def test_log_spaced_q_bins_equal_a_direct_histogram():

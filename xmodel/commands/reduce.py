@@ -8,8 +8,10 @@ from xmodel.commands._scan_args import add_scan_arguments, resolve_scan_argument
 
 def run(args) -> int:
     from xmodel.io import open_scan
-    from xmodel.reduction import default_bins, reduce_scan
+    from xmodel.reduction import check_arguments, default_bins, reduce_scan
 
+    check_arguments(q_bins=args.q_bins, chi_bins=args.chi_bins, batch_size=args.batch_size, workers=args.workers,
+                    hot_pixels=args.hot_pixels)
     with open_scan(args.master, poni=args.poni, mask=args.mask) as scan:
         bins = default_bins(scan.geometry, scan.mask, n_q=args.q_bins, n_chi=args.chi_bins,
                             q_range=tuple(args.q_range) if args.q_range else None,
