@@ -139,7 +139,7 @@ def write_scan(
         cols = dim2 = fast), counts; cast to uint32 (values are clipped to [0, 2**32 - 1]).
         Consumed one at a time.
     n_frames
-        Number of frames ``frames`` yields.
+        Number of frames ``frames`` yields, at least 1.
     geometry
         :class:`xmodel.geometry.Geometry` (PONI: metres, radians).
     positions_um
@@ -187,6 +187,9 @@ def write_scan(
 
     from xmodel.fio import write_fio
 
+    if isinstance(n_frames, bool) or int(n_frames) != n_frames or n_frames < 1:
+        raise ValueError(f"n_frames={n_frames!r}: a scan holds at least one frame; pass the number of frames "
+                         f"the iterable yields (an integer >= 1).")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(s) for s in geometry.shape)
@@ -267,7 +270,7 @@ def write_scan(
     frame_iter = iter(frames)
     written = 0
     for k in range(n_files):
-        n_here = min(frames_per_file, n_frames - written) if n_frames else 0
+        n_here = min(frames_per_file, n_frames - written)
         with h5py.File(out_dir / f"{name}_data_{k + 1:06d}.h5", "w") as f:
             entry = _group(f, "entry", "NXentry")
             grp = _group(entry, "data", "NXdata")

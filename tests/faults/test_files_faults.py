@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from tests.faults.small_scans import SHAPE, fresh_copy, geometry, write_small_scan
+from xmodel.dectris import write_scan
 from xmodel.fio import FioError, write_fio
 from xmodel.io import FrameReadError, ScanError, open_scan
 from xmodel.positions import (
@@ -294,6 +295,14 @@ def test_directory_given_as_master(master: Path) -> None:
     with pytest.raises(ScanError, match=r"Master file .*scan is a directory: pass the <name>_master\.h5 file itself; "
                                         r"it holds s_master\.h5\."):
         open_scan(master.parent)
+
+
+@pytest.mark.parametrize("n_frames", [0, -2, 2.5, True])
+def test_a_scan_of_no_frames_is_not_written(tmp_path: Path, n_frames) -> None:
+    """`write_scan` refuses a number of frames that is not a positive integer (no empty data files)."""
+    with pytest.raises(ValueError, match=rf"n_frames={n_frames!r}: a scan holds at least one frame"):
+        write_scan(tmp_path, "e", iter([]), n_frames, geometry(), positions_um=None, pixel_mask=None)
+    assert not any(tmp_path.iterdir())
 
 
 def test_fewer_frames_than_the_master_announces_is_said(master: Path, caplog) -> None:
