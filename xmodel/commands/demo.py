@@ -8,6 +8,9 @@ from xmodel.commands._common import add_command
 
 def run(args) -> int:
     from xmodel.demo import run_demo
+    from xmodel.outputs import prepare_folder
+
+    prepare_folder(args.out, "--out")
     run_demo(Path(args.out), binning=args.binning, fit_frames=args.fit_frames)
     return 0
 

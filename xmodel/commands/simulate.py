@@ -15,8 +15,12 @@ def run(args) -> int:
 
     from xmodel.experiment import beam_center_px
     from xmodel.figures import miller_label, plot_pattern, save_figure
+    from xmodel.outputs import prepare_file
     from xmodel.simulate import Simulation, simulate_counts, write_pattern
 
+    prepare_file(args.out, "--out", hdf5=True, example="pattern.h5")
+    if args.figure:
+        prepare_file(args.figure, "--figure", example="pattern.png")
     cfg = load(args)
     sim = Simulation.from_config(cfg, binning=args.binning)
     image = sim.expected()
