@@ -73,6 +73,8 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
         except Exception as exc:  # one bad batch never stops the scan
             r = store.empty_results(stop - start)
             r["message"][:] = f"{FitStatus.FAILED.value}: {type(exc).__name__}: {exc}"
+            log.warning("%s: the fit of frames %d to %d raised %s: %s; they are flagged failed and the scan "
+                        "goes on", out, start, stop - 1, type(exc).__name__, exc)
         store.write_batch(out, start, stop, r)
         log.debug("%s: frames %d to %d written, checkpoint at frame %d", out, start, stop - 1, stop)
         batches += 1

@@ -171,6 +171,11 @@ def _damaged(out: Path, problem: str) -> ValueError:
                       f"/{FITS} (or the file) or choose another --out, and run again.")
 
 
+def _plain(value):
+    """An attribute value as Python writes it (7, not np.int64(7))."""
+    return value if isinstance(value, (str, bytes)) else np.asarray(value).tolist()
+
+
 def _frames_done(out: Path, g: h5py.Group, n: int) -> int:
     """The ``frames_done`` attribute of ``g``, checked to be an integer from 0 to ``n``."""
     raw = g.attrs.get("frames_done", 0)
@@ -180,7 +185,8 @@ def _frames_done(out: Path, g: h5py.Group, n: int) -> int:
     except (TypeError, ValueError):
         ok = False
     if not ok or not 0 <= done <= n:
-        raise _damaged(out, f"it records frames_done = {raw!r}, but the scan has {n} frames (expected 0 to {n})")
+        raise _damaged(out, f"it records frames_done = {_plain(raw)!r}, but the scan has {n} frames (expected 0 "
+                            f"to {n})")
     return done
 
 
@@ -210,7 +216,7 @@ def _check_layout(out: Path, g: h5py.Group, n: int) -> None:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise _damaged(out, f"it records neighbour_passes_done = {raw!r} (expected an integer >= 0)")
+        raise _damaged(out, f"it records neighbour_passes_done = {_plain(raw)!r} (expected an integer >= 0)")
 
 
 def prepare(out: Path, n: int, source: Path, cfg, settings: FitSettings) -> int:
@@ -397,14 +403,19 @@ def write_frames(out: Path, frames: np.ndarray, values: dict[str, np.ndarray]) -
             g = f[FITS]
             _keep_undo(g, order)
             f.flush()
-            for k in ALL_DATASETS:
-                if k in g and k in values:
-                    g[k][order] = values[k][order]
+            _write_frame_rows(g, order, values)
             f.flush()
     except OSError as err:
         raise write_failure(out, err, f"a neighbour pass ({order.size} frames)",
                             "Every frame's fit of the main pass is saved, and the pass is put back and run "
                             "again when the run resumes", "finish the scan") from err
+
+
+def _write_frame_rows(g: h5py.Group, order: np.ndarray, values: dict[str, np.ndarray]) -> None:
+    """Store the rows ``order`` of the full-length ``values``; one place for tests to make a write fail."""
+    for k in ALL_DATASETS:
+        if k in g and k in values:
+            g[k][order] = values[k][order]
 
 
 def _keep_undo(g: h5py.Group, order: np.ndarray) -> None:

@@ -22,6 +22,7 @@ def _names(text: str | None):
 
 
 def run(args) -> int:
+    from fits.analyses.arguments import finite_number
     from fits.study.design import design_scan
     from fits.study.montecarlo import monte_carlo
     from fits.study.problem import StudyProblem
@@ -30,6 +31,8 @@ def run(args) -> int:
     from xmodel.config import load_config
     from xmodel.outputs import prepare_file, prepare_folder
 
+    finite_number(args.monte_carlo, "n_replicates", "--monte-carlo", ge=0, example="50")
+    finite_number(args.seed, "seed", "--seed", ge=0, example="0")
     names = _names(args.params)
     if args.exposure_s is not None and not args.exposure_s > 0:
         raise ValueError(f"--exposure-s {args.exposure_s!r} must be a positive number of seconds, e.g. 0.3")

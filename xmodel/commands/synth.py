@@ -5,8 +5,16 @@ from xmodel.commands._common import add_command, wrote
 
 
 def run(args) -> int:
+    from fits.analyses.arguments import finite_number, positive_int
     from xmodel.outputs import prepare_folder
 
+    positive_int(args.batch_size, "batch_size", "--batch-size", maximum=4096, example="8")
+    finite_number(args.monitor_variation, "monitor_variation", "--monitor-variation", ge=0, le=1,
+                  unit="relative flux spread", example="0.2")
+    finite_number(args.dummy_frames, "dummy_fraction", "--dummy-frames", ge=0, le=1, unit="of the frames",
+                  example="0.05")
+    finite_number(args.position_jitter_um, "position_jitter_um", "--position-jitter-um", ge=0, unit="um",
+                  example="0.005")
     prepare_folder(args.out, "--out")
     if args.engine == "realspace":
         from xmodel.commands._common import UsageError
