@@ -148,3 +148,42 @@ def test_quiet_fit_of_a_master_shows_no_reduction_progress(tmp_path, capsys, mon
                            str(tmp_path / "fits.h5"), "--q-bins", "20", "--chi-bins", "8"], capsys)
     assert out == "" and _only_warnings(err), err
     assert (tmp_path / "fits_reduced.h5").exists()
+
+
+# --- numeric options of the commands that simulate, synthesise and study ----------------------
+
+YELLOW = ["configs/experiment/p10_eiger4m.toml", "configs/domains/yellow.toml"]
+
+NUMERIC_OPTION_FAULTS = [
+    (["simulate", *YELLOW, "--out", "x.h5", "--counts", "0"],
+     r"counts \(--counts\) = 0.0: expected a finite number > 0 \(counts on the valid pixels\), e.g. 1e6"),
+    (["simulate", *YELLOW, "--out", "x.h5", "--counts", "nan"], r"counts \(--counts\) = nan"),
+    (["simulate", *YELLOW, "--out", "x.h5", "--counts=-1e6"], r"counts \(--counts\) = -1000000.0"),
+    (["simulate", *YELLOW, "--out", "x.h5", "--seed", "-3"], r"seed \(--seed\) = -3: expected a finite number >= 0"),
+    (["synth", "twin", "--out", "scan", "--batch-size", "0"],
+     r"batch_size \(--batch-size\) = 0: expected an integer >= 1 and <= 4096, e.g. 8"),
+    (["synth", "twin", "--out", "scan", "--monitor-variation", "1.5"],
+     r"monitor_variation \(--monitor-variation\) = 1.5: expected a finite number >= 0 and <= 1"),
+    (["synth", "twin", "--out", "scan", "--monitor-variation", "-0.2"], r"monitor_variation .* = -0.2"),
+    (["synth", "twin", "--out", "scan", "--dummy-frames", "2"],
+     r"dummy_fraction \(--dummy-frames\) = 2.0: expected a finite number >= 0 and <= 1 \(of the frames\)"),
+    (["synth", "twin", "--out", "scan", "--position-jitter-um", "inf"],
+     r"position_jitter_um \(--position-jitter-um\) = inf: expected a finite number >= 0 \(um\)"),
+    (["peaks", *YELLOW, "--min-relative", "-0.1"], r"min_relative \(--min-relative\) = -0.1: expected a finite "
+                                                   r"number >= 0 and <= 1"),
+    (["peaks", *YELLOW, "--min-relative", "nan"], r"min_relative \(--min-relative\) = nan"),
+    (["study", *YELLOW, "--monte-carlo", "-5"], r"n_replicates \(--monte-carlo\) = -5: expected a finite number >= 0"),
+    (["study", *YELLOW, "--seed", "-1"], r"seed \(--seed\) = -1"),
+    (["demo", "--out", "demo_out", "--binning", "0"], r"binning \(--binning\) = 0: expected an integer >= 1"),
+    (["demo", "--out", "demo_out", "--fit-frames", "-10"], r"fit_frames \(--fit-frames\) = -10"),
+]
+
+
+@pytest.mark.parametrize("argv, match", NUMERIC_OPTION_FAULTS, ids=[" ".join(a[-2:]) for a, _ in NUMERIC_OPTION_FAULTS])
+def test_bad_numeric_option_of_a_command(argv, match, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    argv = [str(tmp_path / a) if a in ("x.h5", "scan", "demo_out") else a for a in argv]
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err
+    assert re.search(match, err) and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []                  # nothing written
