@@ -219,6 +219,25 @@ def _check_layout(out: Path, g: h5py.Group, n: int) -> None:
         raise _damaged(out, f"it records neighbour_passes_done = {_plain(raw)!r} (expected an integer >= 0)")
 
 
+def _check_resume(out: Path, g: h5py.Group, done: int, n: int, mine: dict[str, dict]) -> None:
+    """The fits in ``g`` (``done`` frames) are of the run ``mine`` (`provenance`) and fit ``n`` frames."""
+    if any(part + "_fingerprint" not in g.attrs for part in mine):
+        raise ValueError(f"{out} already holds /entry/fits of another run ({done} frames done) written "
+                         f"by an older xmodel, without the settings it ran with; delete /entry/fits "
+                         f"or choose another --out.")
+    stored = {part: _json_attr(out, g, part + "_fingerprint") for part in mine}
+    shown = []
+    for part, now in mine.items():
+        for k in differing_keys(stored[part], now):
+            name = f"fit.{k}" if part == "settings" else f"{part}.{k}"
+            shown.append(f"{name} (stored {stored[part].get(k, 'missing')!r}, now {now.get(k, 'missing')!r})")
+    if shown:
+        raise ValueError(f"{out} already holds /entry/fits of another run ({done} frames done) that "
+                         f"differs in {', '.join(shown)}; rerun with the same settings to resume, "
+                         f"or delete /entry/fits or choose another --out.")
+    _check_layout(out, g, n)
+
+
 def prepare(out: Path, n: int, source: Path, cfg, settings: FitSettings) -> int:
     """Create ``/entry/fits`` of ``n`` frames in ``out``, or check one to resume; returns the
     frames already done.
@@ -240,23 +259,8 @@ def prepare(out: Path, n: int, source: Path, cfg, settings: FitSettings) -> int:
                              f"another --out.")
         if g is not None:
             done = _frames_done(out, g, n)
-            if done > 0 and any(part + "_fingerprint" not in g.attrs for part in mine):
-                raise ValueError(f"{out} already holds /entry/fits of another run ({done} frames done) written "
-                                 f"by an older xmodel, without the settings it ran with; delete /entry/fits "
-                                 f"or choose another --out.")
-            stored = {part: _json_attr(out, g, part + "_fingerprint") for part in mine}
-            if done > 0 and any(differing_keys(stored[part], mine[part]) for part in mine):
-                shown = []
-                for part in mine:
-                    for k in differing_keys(stored[part], mine[part]):
-                        name = f"fit.{k}" if part == "settings" else f"{part}.{k}"
-                        shown.append(f"{name} (stored {stored[part].get(k, 'missing')!r}, "
-                                     f"now {mine[part].get(k, 'missing')!r})")
-                raise ValueError(f"{out} already holds /entry/fits of another run ({done} frames done) that "
-                                 f"differs in {', '.join(shown)}; rerun with the same settings to resume, "
-                                 f"or delete /entry/fits or choose another --out.")
             if done > 0:
-                _check_layout(out, g, n)
+                _check_resume(out, g, done, n, mine)
                 return done
             del f[FITS]                   # nothing was written into it: start afresh
         nexus.create_entry(f)

@@ -321,6 +321,22 @@ def test_fits_group_that_does_not_fit_the_scan_is_refused(tmp_path, edit, match)
         fit_scan(src, cfg, out, settings, progress=False)
 
 
+@pytest.mark.parametrize("extra, match", [
+    (["--batch-size", "4"], r"differs in fit\.batch \(stored 2, now 4\); rerun with the same settings to resume"),
+    (["--batch-size", "2", "--max-iter", "30"], r"differs in fit\.max_iter \(stored 15, now 30\)"),
+    (["--batch-size", "2", "--set", "superlattice.lattice_constant=140"],
+     r"differs in config\.superlattice\.lattice_constant \(stored 1\d\d\.\d+, now 140\.0\)"),
+])
+def test_resume_with_other_options_is_refused_on_the_command_line(tmp_path, capsys, extra, match):
+    """tests/fits/scan/test_driver.py and test_results.py refuse other settings in the library;
+    on the command line the refusal is exit code 3 with the keys and both values, the frames kept."""
+    src, out, _, _ = _prepared(tmp_path)
+    assert main(["fit", str(src), *CONFIGS, "--out", str(out), *extra]) == 3
+    err = capsys.readouterr().err
+    assert re.search(r"already holds /entry/fits of another run \(2 frames done\) that " + match, err), err
+    assert store.progress(out) == (2, 0)
+
+
 def test_fits_path_holding_a_dataset_is_refused(tmp_path):
     src = _reduction(tmp_path / "red.h5", np.zeros((4, 2, 2)))
     out = tmp_path / "fits.h5"
