@@ -6,10 +6,10 @@ Run: ``nice .venv/bin/python benchmarks/kill_resume_fit.py [--kills 20] [--seed 
 A 3 x 3 scan is simulated from the forward model on the coarse polar grid of the fit tests
 (tests/fits/scan): Poisson patterns of the red domain, two of them rotated by a few degrees, two
 weak ones and an empty one, with scan positions, so that the neighbour passes have frames to
-look at. ``xmodel fit`` (one batch per frame, the other settings at their defaults) fits it once
-without interruption, then again into a second file that is killed with SIGKILL after a random
-time, drawn uniformly from the uninterrupted run's wall time, and restarted, until ``--kills``
-kills have landed; a last run finishes the scan. Each kill's stage (main pass, neighbour pass,
+look at. ``xmodel fit`` (one batch per frame, a 10 % lattice grid for the re-search, the other
+settings at their defaults) fits it once without interruption, then again into a second file
+that is killed with SIGKILL after a random time, drawn uniformly from the uninterrupted run's
+wall time, and restarted, until ``--kills`` kills have landed; a last run finishes the scan. Each kill's stage (main pass, neighbour pass,
 maps) is read from the file's progress attributes. Prints one result line at the end and exits
 1 when a dataset differs or a resume fails.
 """
@@ -30,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 CHI = np.arange(180) * 2.0 - 179.0
 Q = np.concatenate([np.geomspace(0.06, 0.24, 80), np.geomspace(1.72, 2.3, 24)])
-SETS = ["fit.batch=1"]
+SETS = ["fit.batch=1", "fit.grid_step=0.1"]
 
 
 def make_scan(path: Path) -> None:

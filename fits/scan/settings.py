@@ -47,7 +47,8 @@ class Setting:
 
     ``kind``: number, integer, pair (two numbers), names (list of parameter names), zones,
     preference or path; ``gt``/``ge``/``le``: bounds (of both numbers of a pair); ``inf``: a number
-    may be infinite (else it must be finite); ``unit`` and ``reason``: for docs and messages.
+    may be infinite (the thresholds and margins, where inf means "never", or "always" for
+    ``conf_margin``), else it must be finite; ``unit`` and ``reason``: for docs and messages.
     Upper bounds keep a value from exhausting memory or time (a template bank, a grid or a batch
     that grows without limit), not from steering the result.
     """
@@ -116,7 +117,7 @@ class SearchSettings:
                            "not always the right match", ge=1, le=100)
     min_significance: float = _s(8.0, "number", "", "SL ring peak significance (peak over robust noise) "
                                  "below which a frame has no signal: empty frames reach 1.6, weak "
-                                 "in-domain frames 1.8-3 on the twin", ge=0)
+                                 "in-domain frames 1.8-3 on the twin", ge=0, inf=True)
     ring_sigma_q: float = _s(0.0015, "number", "1/A", "radial sigma of the SL rings the search extracts "
                              "(superlattice.radial_width of the five domain configs)", gt=0, le=0.05)
     lattice_grid_points: int = _s(400, "integer", "", "lattice constants scored over the allowed range "
@@ -163,19 +164,19 @@ class EvidenceSettings:
     al_min_gain: float = _s(25.0, "number", "deviance / dispersion", "gain of the AL term, divided by the "
                             "refined fit's dispersion max(phi, 1) (quasi-likelihood ratio, McCullagh & Nelder "
                             "sec. 9.2), below which a frame has no AL signal (configuration and disorder "
-                            "undetermined): the AL term adds one scale, chi2.sf(25, 1) = 6e-7", ge=0)
+                            "undetermined): the AL term adds one scale, chi2.sf(25, 1) = 6e-7", ge=0, inf=True)
     sl_min_gain: float = _s(100.0, "number", "deviance / dispersion", "gain of the SL term, divided by the "
                             "fit's dispersion max(phi, 1) (quasi-likelihood ratio), a frame without a fit of its "
                             "own needs before a neighbour pass gives it one: the SL term's scale, three angles "
                             "and a are 5 degrees of freedom, and 100 is far beyond chi2.isf(1e-6, 5) = 36 "
-                            "for the look-elsewhere effect of many orientations", ge=0)
+                            "for the look-elsewhere effect of many orientations", ge=0, inf=True)
     mixed_ratio: float = _s(0.2, "number", "of the frame's significance", "SL ring significance left after "
-                            "the fit (and >= min_significance) that makes a frame mixed", ge=0)
+                            "the fit (and >= min_significance) that makes a frame mixed", ge=0, inf=True)
     mixed_al_significance: float = _s(12.0, "number", "Poisson sigma", "AL excess left after the fit that "
                                       "makes a frame mixed: 31 x 31 twin mixed frames 19-113, single grains "
-                                      "<= 5.9", ge=0)
+                                      "<= 5.9", ge=0, inf=True)
     mixed_al_ratio: float = _s(0.1, "number", "of the fitted AL peaks", "and this fraction of the fitted AL "
-                               "peak height", ge=0)
+                               "peak height", ge=0, inf=True)
     mixed_al_band_sigma: float = _s(3.0, "number", "AL radial sigmas", "half-width of the AL shells searched "
                                     "for a second NC orientation", gt=0)
 
@@ -188,12 +189,12 @@ class NeighbourSettings:
                                "the neighbours of what the last changed, and 2-3 suffice on the twin", ge=0, le=100)
     neighbour_min_significance: float = _s(1.75, "number", "", "SL ring significance from which a frame "
                                            "without a fit is tried from its neighbours (empty twin frames "
-                                           "reach 1.6)", ge=0)
+                                           "reach 1.6)", ge=0, inf=True)
     replace_margin: float = _s(10.0, "number", "deviance / dispersion", "decrease of the deviance, divided "
                                "by the refit's dispersion max(phi, 1) (quasi-likelihood ratio), a refit needs to "
                                "replace a frame's fit: the two fits are not nested (same parameters, other "
                                "basin), so a likelihood ratio of exp(5) (chi2.isf(0.01, 2) = 9.2 for comparison)",
-                               ge=0)
+                               ge=0, inf=True)
     max_neighbour_starts: int = _s(3, "integer", "", "distinct neighbour orientations tried per doubtful "
                                    "frame (the ok neighbours with the lowest deviance)", ge=1, le=100)
     agree_deg: float = _s(5.0, "number", "deg", "misorientation within which a frame agrees with a "
@@ -224,7 +225,7 @@ class LineSettings:
                            "best-supported one's map frames is the bulk", gt=0, le=1)
     min_start_significance: float = _s(0.0, "number", "", "SL ring significance from which a point is "
                                        "refined from its starts (the refinement's likelihood-ratio test "
-                                       "decides below min_significance)", ge=0)
+                                       "decides below min_significance)", ge=0, inf=True)
     line_preference: tuple = _s(DEFAULT_LINE_PREFERENCE, "preference", "fit status names",
                                 "a clean fit beats a mixed one beats an unconverged one; the deviance "
                                 "decides within a group")

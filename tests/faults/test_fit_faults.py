@@ -131,8 +131,9 @@ SETTING_FAULTS = [
     ("refine_step_deg = 1e-9", r"fit.refine_step_deg = 1e-09 .*>= 0.05 and <= 10 \(deg\)"),
     ("tol = 0", r"fit.tol = 0 .*> 0 and <= 1"),
     ("al_min_gain = -1", r"fit.al_min_gain = -1 .*>= 0 \(deviance / dispersion\)"),
-    ("al_min_gain = inf", r"fit.al_min_gain = inf .*expected a finite number >= 0"),
-    ("mixed_ratio = nan", r"fit.mixed_ratio = nan .*a finite number >= 0"),
+    ("al_min_gain = nan", r"fit.al_min_gain = nan .*expected a number \(or inf\) >= 0"),
+    ("scale_floor = inf", r"fit.scale_floor = inf .*expected a finite number > 0 \(counts\)"),
+    ("mixed_ratio = nan", r"fit.mixed_ratio = nan .*a number \(or inf\) >= 0"),
     ("agree_share = 1.5", r"fit.agree_share = 1.5 .*>= 0 and <= 1"),
     ("agree_deg = 0", r"fit.agree_deg = 0 .*> 0 and <= 180 \(deg\)"),
     ("neighbour_passes = -1", r"fit.neighbour_passes = -1 .*>= 0 and <= 100"),
@@ -168,7 +169,8 @@ def test_bad_fit_setting_by_set(override, match):
 
 
 def test_every_number_setting_is_finite_unless_it_says_so():
-    """inf is a value only where the setting means 'always' (conf_margin); elsewhere it is refused."""
+    """inf is a value only of the thresholds and margins (never; always for conf_margin); of a
+    width, step, factor or share it is refused."""
     for key, (_, spec) in key_index().items():
         if spec.kind != "number":
             continue
