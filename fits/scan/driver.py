@@ -9,6 +9,7 @@ unfinished batch or pass; a resume with other settings or another config is refu
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from fits.scan.setup import FitSetup, setup_from_reduction
 from fits.status import FitStatus
 from xmodel.progress import progress_bar
 from xmodel.reduced import open_reduced
+
+log = logging.getLogger(__name__)
 
 
 def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: FitSettings = FitSettings(),
@@ -41,8 +44,11 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
     Notes
     -----
     Each batch's results are written and flushed before ``frames_done`` advances, so a killed run
-    resumes at the first unfinished batch. A batch that raises is recorded as failed frames and
-    the scan goes on.
+    resumes at the first unfinished batch; a neighbour pass that was not recorded done is put back
+    and run again (`fits.scan.results.roll_back`), so a resumed run gives the results of an
+    uninterrupted one. A batch that raises is recorded as failed frames and the scan goes on; a
+    write that fails (a full disk) stops the run with an `xmodel.outputs.OutputError` naming the
+    file, the cause and the checkpoint, and the same call finishes the scan once it is fixed.
     """
     results = Path(results)
     out = Path(out) if out is not None else results
@@ -50,6 +56,7 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
     n = scan.n_frames
     store.link_reduction(out, results)
     done = store.prepare(out, n, results, cfg, settings)
+    store.roll_back(out)                  # the rows of a neighbour pass a killed run did not record
     if done >= n and store.progress(out)[1] >= settings.neighbours.neighbour_passes:
         store.write_maps(out, scan)
         return out
@@ -66,7 +73,10 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
         except Exception as exc:  # one bad batch never stops the scan
             r = store.empty_results(stop - start)
             r["message"][:] = f"{FitStatus.FAILED.value}: {type(exc).__name__}: {exc}"
+            log.warning("%s: the fit of frames %d to %d raised %s: %s; they are flagged failed and the scan "
+                        "goes on", out, start, stop - 1, type(exc).__name__, exc)
         store.write_batch(out, start, stop, r)
+        log.debug("%s: frames %d to %d written, checkpoint at frame %d", out, start, stop - 1, stop)
         batches += 1
         bar.update(stop - start)
         bar.set_postfix_str(f"{(time.perf_counter() - t0) / max(stop - done, 1):.2f} s per frame")

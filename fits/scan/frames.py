@@ -35,7 +35,14 @@ from fits.scan.results import STDERR_OF, empty_results
 from fits.scan.search import refine_matches, search_orientations
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
-from fits.scan.starts import Start, choose, frame_checks, refine_starts, stack_params
+from fits.scan.starts import (
+    Start,
+    bad_data_messages,
+    choose,
+    frame_checks,
+    refine_starts,
+    stack_params,
+)
 from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.parameters import FWHM_PER_SIGMA, ModelParams
@@ -109,7 +116,8 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
     out["message"][:] = [f"{FitStatus.NO_SIGNAL.value}: largest SL ring significance {s:.1f} < {threshold:g}"
                          for s in res.significance]
     out["status"][bad] = FitStatus.BAD_DATA.code
-    out["message"][bad] = FitStatus.BAD_DATA.value
+    why = bad_data_messages(obs, setup.weight)
+    out["message"][bad] = [f"{FitStatus.BAD_DATA.value}: {why[i]}" for i in np.flatnonzero(bad)]
     todo = np.flatnonzero(res.has_signal & ~bad)
     if todo.size == 0:
         return out

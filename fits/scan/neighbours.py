@@ -85,10 +85,11 @@ def neighbour_passes(out: Path, results: ReducedScan | str | Path, setup: FitSet
     if frames_done < scan.n_frames:
         return
     n_passes = settings.neighbours.neighbour_passes
-    changed = None                          # the first pass (or a resumed one) looks at every frame
+    # the first pass looks at every frame, a later one (also a resumed one) near what the last changed
+    changed = store.changed_frames(out) if passes_done else None
     for k in range(passes_done, n_passes):
         changed = neighbour_pass(out, scan, setup, settings, progress, near=changed, research=k == 0)
-        store.set_neighbour_passes_done(out, k + 1 if changed else n_passes)
+        store.set_neighbour_passes_done(out, k + 1 if changed else n_passes, changed)
         if progress:
             log.info("xmodel fit: neighbour pass %d: %d frames improved", k + 1, len(changed))
         if not changed:

@@ -7,7 +7,16 @@ group's ``status_codes`` attribute. Besides the datasets the group holds the run
 `xmodel.config.Config.to_dict`), ``config_sources``, ``source`` (the reduced scan), and the
 progress attributes ``frames_done`` and ``neighbour_passes_done`` (a killed run resumes there).
 A resume with other settings, another config or another reduction is refused with the
-differing keys named (`prepare`); a group in which no frame was written yet is simply replaced.
+differing keys named (`prepare`), and so is a group whose progress or datasets do not fit the
+scan (a truncated or hand-edited file); a group in which no frame was written yet is simply
+replaced.
+
+Checkpoints: `write_batch` writes a batch's rows, flushes, then advances ``frames_done``. A
+neighbour pass (`write_frames`) first keeps the rows it replaces in the subgroup ``undo``, and
+`set_neighbour_passes_done` records the pass (with the frames it changed, attribute
+``neighbour_changed``, which the next pass starts from) before it drops them; a run killed in
+between is put back to the state before the pass by `roll_back`, so that the resumed pass starts
+from the same rows as an uninterrupted one and gives the same result.
 
 NeXus (`xmodel.nexus`): ``/entry/fits`` is an NXprocess (fields ``program``, ``version``,
 ``date``, ``command_line``, ``parameters`` = the settings and ``resolved_config`` as JSON, the
@@ -28,11 +37,14 @@ from fits.scan.settings import FitSettings, differing_keys
 from fits.status import FitStatus
 from xmodel import nexus
 from xmodel.io import read_group
+from xmodel.outputs import OutputError, describe_os_error, is_locked, write_failure
 from xmodel.reduced import GROUP as REDUCTION_GROUP
 from xmodel.reduced import ReducedScan
 
 #: the group this module owns
 FITS = "entry/fits"
+#: subgroup of FITS holding the rows a neighbour pass replaced until the pass is recorded
+UNDO = "undo"
 
 #: datasets written under /entry/fits: name -> (units, description)
 FIT_DATASETS = {
@@ -45,30 +57,30 @@ FIT_DATASETS = {
     "inplane_deg": ("degree", "rotation about the beam e3 relative to base_orientation(zone, reference)"),
     "disorder_deg": ("degree", "NC orientational disorder dPhi (FWHM, Eq. 7)"),
     "configuration": ("", "NC orientation relationship conf1 / conf2 ('' without a fit)"),
-    "relationship": ("", "AL crystal -> SL crystal (N, 3, 3) of the fit: the symmetric variant S R_or of the "
-                         "configuration that matches the WAXS peaks (xmodel.orientation.relationship_variants)"),
+    "relationship": ("", ("AL crystal -> SL crystal (N, 3, 3) of the fit: the symmetric variant S R_or of the "
+                         "configuration that matches the WAXS peaks (xmodel.orientation.relationship_variants)")),
     "sl_scale": ("counts", "SL peak height at P(q) = 1 per pixel at unit solid angle"),
     "diffuse_scale": ("counts", "isotropic diffuse SAXS scale"),
     "al_scale": ("counts", "200 AL peak height per pixel at unit solid angle"),
     "background": ("counts", "constant background per pixel at unit solid angle"),
     "objective": ("", "Poisson deviance of the fit (sum over the fitted bins, weighted by their pixels)"),
-    "dispersion": ("", "Pearson X^2 / (n_points - n_params) of the fit (quasi-likelihood dispersion, McCullagh & "
+    "dispersion": ("", ("Pearson X^2 / (n_points - n_params) of the fit (quasi-likelihood dispersion, McCullagh & "
                        "Nelder 1989 sec. 9.2): 1 for counting noise and a right model; the standard errors are "
                        "scaled by sqrt(max(dispersion, 1)) and the likelihood-ratio tests divided by "
-                       "max(dispersion, 1)"),
-    "orientation_stderr_deg": ("degree", "one orientation uncertainty: sqrt(trace(M C M^T)), the root mean square "
+                       "max(dispersion, 1)")),
+    "orientation_stderr_deg": ("degree", ("one orientation uncertainty: sqrt(trace(M C M^T)), the root mean square "
                                          "misorientation implied by the covariance C of tilt1, tilt2, inplane "
-                                         "(fits.scan.angles.orientation_stderr_deg)"),
-    "al_gain": ("", "Poisson deviance gain of the AL term (AL signal strength): in the linear-scale fit, or of "
-                    "the fitted AL term for frames refitted in a neighbour pass"),
-    "configuration_margin": ("", "deviance of the other configuration's fit minus that of the chosen one "
-                                 "(> 0; small values mean Conf1/Conf2 is barely decided)"),
+                                         "(fits.scan.angles.orientation_stderr_deg)")),
+    "al_gain": ("", ("Poisson deviance gain of the AL term (AL signal strength): in the linear-scale fit, or of "
+                    "the fitted AL term for frames refitted in a neighbour pass")),
+    "configuration_margin": ("", ("deviance of the other configuration's fit minus that of the chosen one "
+                                 "(> 0; small values mean Conf1/Conf2 is barely decided)")),
     "search_score": ("", "cosine similarity of the best template match (0..1)"),
     "significance": ("", "largest SL ring peak significance (peak over robust noise)"),
-    "residual_significance": ("", "largest SL ring peak significance left after subtracting the fitted SL "
-                                  "peaks (a second orientation: mixed pattern)"),
-    "al_residual_significance": ("", "largest AL ring excess left after the fit, in Poisson standard deviations "
-                                     "of one chi bin (a second NC orientation: mixed pattern)"),
+    "residual_significance": ("", ("largest SL ring peak significance left after subtracting the fitted SL "
+                                  "peaks (a second orientation: mixed pattern)")),
+    "al_residual_significance": ("", ("largest AL ring excess left after the fit, in Poisson standard deviations "
+                                     "of one chi bin (a second NC orientation: mixed pattern)")),
     "status": ("", "fits.status.FitStatus code (the group's status_codes attribute)"),
     "message": ("", "status message"),
 }
@@ -132,6 +144,100 @@ def provenance(source: Path, n: int, cfg, settings: FitSettings) -> dict[str, di
             "settings": settings.to_flat(fingerprint=True)}
 
 
+def open_output(out: Path) -> h5py.File:
+    """``out`` opened for writing (created if missing), or an `OutputError` that says why it
+    cannot be: a folder, a file that is not HDF5, a file another program holds open, no
+    permission."""
+    out = Path(out)
+    try:
+        return h5py.File(out, "a")
+    except OSError as err:
+        if out.is_dir():
+            raise OutputError(f"{out} is a folder, but the fits go to an HDF5 file; give a file name, e.g. "
+                              f"--out {out / 'fits.h5'}.") from err
+        if out.exists() and is_locked(out):
+            raise OutputError(f"{out} is open in another program (an HDF5 viewer, or another xmodel run, holds "
+                              f"its file lock); close it there or wait for that run to end, then run the same "
+                              f"command again.") from err
+        if out.is_file() and not h5py.is_hdf5(out):
+            raise OutputError(f"{out} exists but is not an HDF5 file; choose another --out (or delete {out} "
+                              f"if it is not needed).") from err
+        cause, fix = describe_os_error(err)
+        raise OutputError(f"Cannot open {out} for writing the fits: {cause}; {fix} and run again.") from err
+
+
+def _damaged(out: Path, problem: str) -> ValueError:
+    return ValueError(f"{out}: /{FITS} is damaged: {problem}; the file was cut short or edited. Delete "
+                      f"/{FITS} (or the file) or choose another --out, and run again.")
+
+
+def _plain(value):
+    """An attribute value as Python writes it (7, not np.int64(7))."""
+    return value if isinstance(value, (str, bytes)) else np.asarray(value).tolist()
+
+
+def _frames_done(out: Path, g: h5py.Group, n: int) -> int:
+    """The ``frames_done`` attribute of ``g``, checked to be an integer from 0 to ``n``."""
+    raw = g.attrs.get("frames_done", 0)
+    try:
+        done = int(np.asarray(raw).item())
+        ok = float(np.asarray(raw).item()) == done
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not 0 <= done <= n:
+        raise _damaged(out, f"it records frames_done = {_plain(raw)!r}, but the scan has {n} frames (expected 0 "
+                            f"to {n})")
+    return done
+
+
+def _json_attr(out: Path, g: h5py.Group, name: str) -> dict:
+    try:
+        value = json.loads(g.attrs.get(name, "{}"))
+    except (TypeError, ValueError):
+        raise _damaged(out, f"its attribute {name!r} is not JSON") from None
+    if not isinstance(value, dict):
+        raise _damaged(out, f"its attribute {name!r} is not a JSON object")
+    return value
+
+
+def _check_layout(out: Path, g: h5py.Group, n: int) -> None:
+    """Every dataset of the schema is there with ``n`` rows of its shape, and the neighbour-pass
+    counter is a non-negative integer."""
+    for k in ALL_DATASETS:
+        ds = g.get(k)
+        want = (n,) + row_shape(k)
+        if not isinstance(ds, h5py.Dataset):
+            raise _damaged(out, f"the dataset {k!r} is missing")
+        if ds.shape != want:
+            raise _damaged(out, f"the dataset {k!r} has shape {ds.shape}, expected {want} for {n} frames")
+    raw = g.attrs.get("neighbour_passes_done", 0)
+    try:
+        ok = int(np.asarray(raw).item()) >= 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise _damaged(out, f"it records neighbour_passes_done = {_plain(raw)!r} (expected an integer >= 0)")
+
+
+def _check_resume(out: Path, g: h5py.Group, done: int, n: int, mine: dict[str, dict]) -> None:
+    """The fits in ``g`` (``done`` frames) are of the run ``mine`` (`provenance`) and fit ``n`` frames."""
+    if any(part + "_fingerprint" not in g.attrs for part in mine):
+        raise ValueError(f"{out} already holds /entry/fits of another run ({done} frames done) written "
+                         f"by an older xmodel, without the settings it ran with; delete /entry/fits "
+                         f"or choose another --out.")
+    stored = {part: _json_attr(out, g, part + "_fingerprint") for part in mine}
+    shown = []
+    for part, now in mine.items():
+        for k in differing_keys(stored[part], now):
+            name = f"fit.{k}" if part == "settings" else f"{part}.{k}"
+            shown.append(f"{name} (stored {stored[part].get(k, 'missing')!r}, now {now.get(k, 'missing')!r})")
+    if shown:
+        raise ValueError(f"{out} already holds /entry/fits of another run ({done} frames done) that "
+                         f"differs in {', '.join(shown)}; rerun with the same settings to resume, "
+                         f"or delete /entry/fits or choose another --out.")
+    _check_layout(out, g, n)
+
+
 def prepare(out: Path, n: int, source: Path, cfg, settings: FitSettings) -> int:
     """Create ``/entry/fits`` of ``n`` frames in ``out``, or check one to resume; returns the
     frames already done.
@@ -140,30 +246,22 @@ def prepare(out: Path, n: int, source: Path, cfg, settings: FitSettings) -> int:
     ------
     ValueError
         If ``out`` holds fits of another run (other reduction, frame count, config or setting)
-        with frames done, naming every differing key.
+        with frames done, naming every differing key, or fits whose progress or datasets do not
+        fit ``n`` frames.
+    OutputError
+        If ``out`` cannot be opened for writing (`open_output`).
     """
     mine = provenance(source, n, cfg, settings)
-    with h5py.File(out, "a") as f:
+    with open_output(out) as f:
         g = f.get(FITS)
+        if g is not None and not isinstance(g, h5py.Group):
+            raise ValueError(f"{out}: /{FITS} is a dataset, not the group of a scan fit; delete it or choose "
+                             f"another --out.")
         if g is not None:
-            done = int(g.attrs.get("frames_done", 0))
-            if done > 0 and any(part + "_fingerprint" not in g.attrs for part in mine):
-                raise ValueError(f"{out} already holds /entry/fits of another run ({done} frames done) written "
-                                 f"by an older xmodel, without the settings it ran with; delete /entry/fits "
-                                 f"or choose another --out.")
-            stored = {part: json.loads(g.attrs.get(part + "_fingerprint", "{}")) for part in mine}
-            if not any(differing_keys(stored[part], mine[part]) for part in mine):
-                return done
+            done = _frames_done(out, g, n)
             if done > 0:
-                shown = []
-                for part in mine:
-                    for k in differing_keys(stored[part], mine[part]):
-                        name = f"fit.{k}" if part == "settings" else f"{part}.{k}"
-                        shown.append(f"{name} (stored {stored[part].get(k, 'missing')!r}, "
-                                     f"now {mine[part].get(k, 'missing')!r})")
-                raise ValueError(f"{out} already holds /entry/fits of another run ({done} frames done) that "
-                                 f"differs in {', '.join(shown)}; rerun with the same settings to resume, "
-                                 f"or delete /entry/fits or choose another --out.")
+                _check_resume(out, g, done, n, mine)
+                return done
             del f[FITS]                   # nothing was written into it: start afresh
         nexus.create_entry(f)
         g = f.require_group(FITS)
@@ -209,64 +307,162 @@ def write_maps(out: Path, scan: ReducedScan) -> None:
     not fitted yet), rows y and columns x in um (scan row and column indices when the reduction
     knows a scan shape but no positions). Without a grid the lattice constants are shown per
     frame (1D NXdata over the frame index).
+
+    Raises
+    ------
+    OutputError
+        If the write fails (every fit is saved; a rerun writes the maps again).
     """
-    with h5py.File(out, "a") as f:
-        g = f[FITS]
-        if "maps" in g:
-            del g["maps"]
-        maps = nexus.require_group(g, "maps", "NXcollection")
-        if scan.grid is None:
-            values = g[MAP_DATASETS[0]][()]
-            units, _ = _units_description(MAP_DATASETS[0])
-            nx = nexus.create_nxdata(maps, MAP_DATASETS[0], MAP_DATASETS[0], values, units=units or None,
-                                     long_name=MAP_DATASETS[0].replace("_", " "),
-                                     axes=[("frame", np.arange(values.shape[0]), None, "frame")],
-                                     title=f"{MAP_DATASETS[0].replace('_', ' ')} per frame")
-            nexus.set_default(nx)
-            return
-        axes = scan.map_axes()
-        first = None
-        for key in MAP_DATASETS:
-            if key not in g:
-                continue
-            units, _ = _units_description(key)
-            label = key.replace("_deg", "").replace("_", " ") + (f" ({units})" if units else "")
-            nx = nexus.create_nxdata(maps, key, key, scan.map_image(g[key][()]), axes=axes,
-                                     units=units or None, long_name=label, title=label)
-            if first is None:
-                first = nx
-        if first is not None:
-            nexus.set_default(first)
+    try:
+        with h5py.File(out, "a") as f:
+            _write_maps(f[FITS], scan)
+    except OSError as err:
+        raise write_failure(out, err, "the scan maps", "Every frame's fit and every neighbour pass is saved",
+                            "write them") from err
+
+
+def _write_maps(g: h5py.Group, scan: ReducedScan) -> None:
+    """The maps of `write_maps` into the fits group ``g``."""
+    if "maps" in g:
+        del g["maps"]
+    maps = nexus.require_group(g, "maps", "NXcollection")
+    if scan.grid is None:
+        values = g[MAP_DATASETS[0]][()]
+        units, _ = _units_description(MAP_DATASETS[0])
+        nx = nexus.create_nxdata(maps, MAP_DATASETS[0], MAP_DATASETS[0], values, units=units or None,
+                                 long_name=MAP_DATASETS[0].replace("_", " "),
+                                 axes=[("frame", np.arange(values.shape[0]), None, "frame")],
+                                 title=f"{MAP_DATASETS[0].replace('_', ' ')} per frame")
+        nexus.set_default(nx)
+        return
+    axes = scan.map_axes()
+    first = None
+    for key in MAP_DATASETS:
+        if key not in g:
+            continue
+        units, _ = _units_description(key)
+        label = key.replace("_deg", "").replace("_", " ") + (f" ({units})" if units else "")
+        nx = nexus.create_nxdata(maps, key, key, scan.map_image(g[key][()]), axes=axes,
+                                 units=units or None, long_name=label, title=label)
+        if first is None:
+            first = nx
+    if first is not None:
+        nexus.set_default(first)
 
 
 def link_reduction(out: Path, results: Path) -> None:
     """Link ``/entry/reduction`` of ``results`` into ``out`` (when they are different files)."""
     if Path(out).resolve() == Path(results).resolve():
         return
-    with h5py.File(out, "a") as f:
+    with open_output(out) as f:
         if REDUCTION_GROUP not in f:
             f.require_group("entry")["reduction"] = h5py.ExternalLink(str(Path(results).resolve()), REDUCTION_GROUP)
 
 
+def _checkpoint(done: int) -> str:
+    kept = f"frames 0 to {done - 1} are safely written" if done else "no frame is written yet"
+    return f"The checkpoint stays at frame {done} ({kept})"
+
+
+def _write_rows(g: h5py.Group, start: int, stop: int, rows: dict[str, np.ndarray]) -> None:
+    """Store frames ``start:stop`` of ``rows``; one place for tests to make a write fail."""
+    for k, v in rows.items():
+        if k in g:
+            g[k][start:stop] = v
+
+
 def write_batch(out: Path, start: int, stop: int, rows: dict[str, np.ndarray]) -> None:
-    """Write frames ``start:stop`` and advance ``frames_done`` to ``stop`` (flushed: a checkpoint)."""
-    with h5py.File(out, "a") as f:
-        g = f[FITS]
-        for k, v in rows.items():
-            if k in g:
-                g[k][start:stop] = v
-        g.attrs["frames_done"] = stop
-        f.flush()
+    """Write frames ``start:stop`` and advance ``frames_done`` to ``stop`` (flushed: a checkpoint).
+
+    Raises
+    ------
+    OutputError
+        If the write fails (a full disk: `xmodel.outputs.write_failure`); ``frames_done`` stays
+        at ``start`` and a rerun writes the batch again.
+    """
+    try:
+        with h5py.File(out, "a") as f:
+            g = f[FITS]
+            _write_rows(g, start, stop, rows)
+            f.flush()
+            g.attrs["frames_done"] = stop
+            f.flush()
+    except OSError as err:
+        raise write_failure(out, err, f"frames {start} to {stop - 1}", _checkpoint(start),
+                            "finish the scan") from err
 
 
 def write_frames(out: Path, frames: np.ndarray, values: dict[str, np.ndarray]) -> None:
-    """Rewrite the rows ``frames`` of every dataset from the full-length arrays ``values``."""
-    order = np.sort(np.asarray(frames, int))
-    with h5py.File(out, "a") as f:
-        g = f[FITS]
-        for k in ALL_DATASETS:
-            if k in g and k in values:
-                g[k][order] = values[k][order]
+    """Rewrite the rows ``frames`` of every dataset from the full-length arrays ``values`` (a
+    neighbour pass), keeping the rows they replace in ``undo`` until `set_neighbour_passes_done`.
+
+    Raises
+    ------
+    OutputError
+        If the write fails; the next run puts the rows back (`roll_back`) and runs the pass again.
+    """
+    order = np.unique(np.asarray(frames, int))
+    try:
+        with h5py.File(out, "a") as f:
+            g = f[FITS]
+            _keep_undo(g, order)
+            f.flush()
+            _write_frame_rows(g, order, values)
+            f.flush()
+    except OSError as err:
+        raise write_failure(out, err, f"a neighbour pass ({order.size} frames)",
+                            "Every frame's fit of the main pass is saved, and the pass is put back and run "
+                            "again when the run resumes", "finish the scan") from err
+
+
+def _write_frame_rows(g: h5py.Group, order: np.ndarray, values: dict[str, np.ndarray]) -> None:
+    """Store the rows ``order`` of the full-length ``values``; one place for tests to make a write fail."""
+    for k in ALL_DATASETS:
+        if k in g and k in values:
+            g[k][order] = values[k][order]
+
+
+def _keep_undo(g: h5py.Group, order: np.ndarray) -> None:
+    """Copy the rows ``order`` of every dataset into a new record of ``undo``; the record's
+    ``complete`` attribute is set last, so a half-written record is known as such."""
+    u = g.require_group(UNDO)
+    rec = u.create_group(str(len(u)))
+    rec.create_dataset("frames", data=order)
+    for k in ALL_DATASETS:
+        if k in g:
+            rec.create_dataset(k, data=g[k][order], dtype=g[k].dtype)
+    rec.attrs["passes_done"] = int(g.attrs.get("neighbour_passes_done", 0))
+    rec.attrs["complete"] = True
+
+
+def roll_back(out: Path) -> int:
+    """Put back the rows of a neighbour pass that was written but not recorded done (a killed or
+    failed run), and drop the ``undo`` records; returns the number of frames put back."""
+    with h5py.File(out, "r") as f:
+        if f"{FITS}/{UNDO}" not in f:
+            return 0
+    try:
+        with h5py.File(out, "a") as f:
+            g = f[FITS]
+            u = g[UNDO]
+            passes = int(g.attrs.get("neighbour_passes_done", 0))
+            restored: set[int] = set()
+            for name in sorted(u, key=int, reverse=True):
+                rec = u[name]
+                if not rec.attrs.get("complete", False) or int(rec.attrs["passes_done"]) != passes:
+                    continue              # half written (rows untouched), or its pass is recorded
+                order = rec["frames"][()]
+                for k in ALL_DATASETS:
+                    if k in rec and k in g:
+                        g[k][order] = rec[k][()]
+                restored.update(order.tolist())
+            f.flush()
+            del g[UNDO]
+            f.flush()
+    except OSError as err:
+        raise write_failure(out, err, "the rows of an unfinished neighbour pass",
+                            "Nothing of that pass is recorded", "finish the scan") from err
+    return len(restored)
 
 
 def progress(out: Path) -> tuple[int, int]:
@@ -276,10 +472,32 @@ def progress(out: Path) -> tuple[int, int]:
         return int(a["frames_done"]), int(a.get("neighbour_passes_done", 0))
 
 
-def set_neighbour_passes_done(out: Path, k: int) -> None:
-    """Record that ``k`` neighbour passes are done."""
-    with h5py.File(out, "a") as f:
-        f[FITS].attrs["neighbour_passes_done"] = int(k)
+def changed_frames(out: Path) -> list[int] | None:
+    """The frames the last recorded neighbour pass changed (where the next pass looks), None
+    before the first pass (or for fits of an earlier version: every frame is looked at)."""
+    with h5py.File(out, "r") as f:
+        a = f[FITS].attrs
+        if int(a.get("neighbour_passes_done", 0)) == 0 or "neighbour_changed" not in a:
+            return None
+        return [int(i) for i in json.loads(a["neighbour_changed"])]
+
+
+def set_neighbour_passes_done(out: Path, k: int, changed: list[int] | None = None) -> None:
+    """Record that ``k`` neighbour passes are done and the frames the last one ``changed``, then
+    drop the rows kept for a roll back (in that order: a kill in between keeps the pass)."""
+    try:
+        with h5py.File(out, "a") as f:
+            g = f[FITS]
+            g.attrs["neighbour_passes_done"] = int(k)
+            g.attrs["neighbour_changed"] = json.dumps(sorted(int(i) for i in (changed or ())))
+            f.flush()
+            if UNDO in g:
+                del g[UNDO]
+            f.flush()
+    except OSError as err:
+        raise write_failure(out, err, f"the progress of neighbour pass {k}",
+                            "Every frame's fit of the main pass is saved, and the pass is put back and run "
+                            "again when the run resumes", "finish the scan") from err
 
 
 def has_fits(path: str | Path) -> bool:

@@ -21,10 +21,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from fits.status import FitStatus
+from xmodel.config import _show, _type_name  # the config's way of quoting a TOML value
 
 #: parameters refined per frame (edge names of fits.parameters.PARAMETER_TABLE)
 DEFAULT_VARY = ("inplane_deg", "tilt1_deg", "tilt2_deg", "lattice_constant", "sl_scale",
@@ -43,8 +45,12 @@ NOT_FINGERPRINTED = ("cache_dir",)
 class Setting:
     """What one setting accepts and why it has its default (a field's metadata).
 
-    ``kind``: number, integer, pair (two numbers), names (list of strings), zones, preference
-    or path; ``gt``/``ge``/``le``: bounds; ``unit`` and ``reason``: for docs and messages.
+    ``kind``: number, integer, pair (two numbers), names (list of parameter names), zones,
+    preference or path; ``gt``/``ge``/``le``: bounds (of both numbers of a pair); ``inf``: a number
+    may be infinite (the thresholds and margins, where inf means "never", or "always" for
+    ``conf_margin``), else it must be finite; ``unit`` and ``reason``: for docs and messages.
+    Upper bounds keep a value from exhausting memory or time (a template bank, a grid or a batch
+    that grows without limit), not from steering the result.
     """
 
     kind: str
@@ -53,17 +59,32 @@ class Setting:
     gt: float | None = None
     ge: float | None = None
     le: float | None = None
+    inf: bool = False
 
     def expected(self) -> str:
         """The accepted values in words, for error messages."""
-        text = {"number": "a number", "integer": "an integer", "pair": "two numbers [lo, hi] with lo < hi",
-                "names": "a list of parameter names", "zones": "a list of [zone_axis] or [zone_axis, reference]",
-                "preference": "a list of lists of fit status names", "path": 'a folder path ("" for none)'}[self.kind]
-        bounds = [f"> {self.gt:g}" if self.gt is not None else "", f">= {self.ge:g}" if self.ge is not None else "",
-                  f"<= {self.le:g}" if self.le is not None else ""]
-        bounds = [b for b in bounds if b]
-        text = f"{text} {' and '.join(bounds)}" if bounds else text
+        if self.kind == "pair":
+            lo = f"{self.gt:g} < " if self.gt is not None else f"{self.ge:g} <= " if self.ge is not None else ""
+            hi = f" <= {self.le:g}" if self.le is not None else ""
+            text = f"two finite numbers [lo, hi] with {lo}lo < hi{hi}"
+        else:
+            number = "a number (or inf)" if self.inf else "a finite number"
+            text = {"number": number, "integer": "an integer", "names": "a list of parameter names",
+                    "zones": "a list of [zone_axis] or [zone_axis, reference]",
+                    "preference": "a list of lists of fit status names", "path": 'a folder path ("" for none)'
+                    }[self.kind]
+            bounds = [f"> {self.gt:g}" if self.gt is not None else "",
+                      f">= {self.ge:g}" if self.ge is not None else "", f"<= {self.le:g}" if self.le is not None else ""]
+            bounds = [b for b in bounds if b]
+            text = f"{text} {' and '.join(bounds)}" if bounds else text
         return f"{text} ({self.unit})" if self.unit else text
+
+    def accepts(self, value: float) -> bool:
+        """True when the number ``value`` lies within the bounds (and is finite unless ``inf``)."""
+        if math.isnan(value) or (math.isinf(value) and not self.inf):
+            return False
+        return not ((self.gt is not None and not value > self.gt) or (self.ge is not None and not value >= self.ge)
+                    or (self.le is not None and not value <= self.le))
 
 
 def _s(default: Any, kind: str, unit: str, reason: str, **bounds: float) -> Any:
@@ -76,12 +97,12 @@ class SupportSettings:
 
     a_range_rel: tuple[float, float] = _s(
         (0.85, 1.05), "pair", "of the config's superlattice.lattice_constant",
-        "compressed boundary points reach -13 % (paper Table S3); +5 % covers the bulk's spread", gt=0)
+        "compressed boundary points reach -13 % (paper Table S3); +5 % covers the bulk's spread", ge=0.5, le=2)
     width_factor: float = _s(
-        1.5, "number", "", "radial widths may grow by this factor in a fit (disorder broadens the peaks)", ge=1)
+        1.5, "number", "", "radial widths may grow by this factor in a fit (disorder broadens the peaks)", ge=1, le=10)
     band_nsigma: float = _s(
         4.0, "number", "radial sigmas", "half-width of the SL and AL q-bands kept as fit points: "
-        "the Gaussian peaks are below 3e-4 of their height outside", gt=0)
+        "the Gaussian peaks are below 3e-4 of their height outside", gt=0, le=20)
 
 
 @dataclass(frozen=True)
@@ -89,28 +110,29 @@ class SearchSettings:
     """Template search of the SL orientation."""
 
     step_deg: float = _s(1.5, "number", "deg", "zone-axis spacing of the template bank (810 zone axes of "
-                         "the fundamental zone); each match is then refined on a finer cone", gt=0, le=10)
+                         "the fundamental zone, 9 times as many at 0.5 deg); each match is then refined on a "
+                         "finer cone", ge=0.5, le=10)
     n_candidates: int = _s(4, "integer", "", "distinct template matches (zone axes >= 3 bank steps apart) "
                            "ranked by their linear-scale deviance: fcc shells alias, the best score is "
-                           "not always the right match", ge=1)
+                           "not always the right match", ge=1, le=100)
     min_significance: float = _s(8.0, "number", "", "SL ring peak significance (peak over robust noise) "
                                  "below which a frame has no signal: empty frames reach 1.6, weak "
-                                 "in-domain frames 1.8-3 on the twin", ge=0)
+                                 "in-domain frames 1.8-3 on the twin", ge=0, inf=True)
     ring_sigma_q: float = _s(0.0015, "number", "1/A", "radial sigma of the SL rings the search extracts "
-                             "(superlattice.radial_width of the five domain configs)", gt=0)
+                             "(superlattice.radial_width of the five domain configs)", gt=0, le=0.05)
     lattice_grid_points: int = _s(400, "integer", "", "lattice constants scored over the allowed range "
-                                  "by the radial shell-position score (0.05 % steps over the default range)", ge=2)
+                                  "by the radial shell-position score (0.05 % steps over the default range)", ge=2, le=100000)
     n_lattice: int = _s(3, "integer", "", "candidate lattice constants per frame (maxima of that score): fcc "
-                        "shells alias, 111 of a = 132 A sits where 200 of 152 A does", ge=1)
+                        "shells alias, 111 of a = 132 A sits where 200 of 152 A does", ge=1, le=100)
     lattice_separation: float = _s(0.02, "number", "relative", "candidate lattice constants differ by at "
                                    "least this fraction (the search tolerates 1-2 % error in a)", ge=0)
     match_separation_steps: float = _s(3.0, "number", "bank steps", "matches at one lattice constant have zone "
                                        "axes at least this many bank steps apart (distinct orientations, not "
                                        "the neighbours of one score peak)", ge=0)
     refine_step_deg: float = _s(0.4, "number", "deg", "spacing of the finer cone of zone axes around each "
-                                "match", gt=0)
+                                "match", ge=0.05, le=10)
     refine_radius_steps: float = _s(1.0, "number", "bank steps", "radius of that cone: the coarse match is "
-                                    "within one bank step of the best template", gt=0)
+                                    "within one bank step of the best template", gt=0, le=10)
     zones: tuple = _s(DEFAULT_ZONES, "zones", "SL crystal directions",
                       "zone axes the reported tilt and in-plane angle refer to (the domains of Fig. 1, S4)")
 
@@ -121,15 +143,15 @@ class RefineSettings:
 
     vary: tuple[str, ...] = _s(DEFAULT_VARY, "names", "", "parameters refined per frame")
     max_iter: int = _s(15, "integer", "", "Levenberg-Marquardt iterations per start (the library's default; "
-                       "converged demo-twin frames stop after 2-9)", ge=1)
+                       "converged demo-twin frames stop after 2-9)", ge=1, le=10000)
     tol: float = _s(2e-5, "number", "relative deviance decrease", "the deviance is about the number of fit "
-                    "points (~5e4), so 2e-5 stops at changes of about one deviance unit", gt=0)
+                    "points (~5e4), so 2e-5 stops at changes of about one deviance unit", gt=0, le=1)
     n_refine: int = _s(1, "integer", "", "best candidates (by linear deviance) refined per frame in the "
-                       "main pass, plus the best-scoring template when more than 1", ge=1)
+                       "main pass, plus the best-scoring template when more than 1", ge=1, le=100)
     conf_margin: float = _s(50.0, "number", "deviance", "a configuration is refined when its linear-scale "
                             "deviance is within this of the best one (inf: always both); which starts are tried, "
                             "not evidence, so not divided by a dispersion (none is known before the refinement)",
-                            ge=0)
+                            ge=0, inf=True)
     scale_floor: float = _s(1e-3, "number", "counts", "smallest starting sl/diffuse/al scale, so that none "
                             "starts on its bound", gt=0)
     background_floor: float = _s(1e-4, "number", "counts", "smallest starting background", gt=0)
@@ -142,19 +164,19 @@ class EvidenceSettings:
     al_min_gain: float = _s(25.0, "number", "deviance / dispersion", "gain of the AL term, divided by the "
                             "refined fit's dispersion max(phi, 1) (quasi-likelihood ratio, McCullagh & Nelder "
                             "sec. 9.2), below which a frame has no AL signal (configuration and disorder "
-                            "undetermined): the AL term adds one scale, chi2.sf(25, 1) = 6e-7", ge=0)
+                            "undetermined): the AL term adds one scale, chi2.sf(25, 1) = 6e-7", ge=0, inf=True)
     sl_min_gain: float = _s(100.0, "number", "deviance / dispersion", "gain of the SL term, divided by the "
                             "fit's dispersion max(phi, 1) (quasi-likelihood ratio), a frame without a fit of its "
                             "own needs before a neighbour pass gives it one: the SL term's scale, three angles "
                             "and a are 5 degrees of freedom, and 100 is far beyond chi2.isf(1e-6, 5) = 36 "
-                            "for the look-elsewhere effect of many orientations", ge=0)
+                            "for the look-elsewhere effect of many orientations", ge=0, inf=True)
     mixed_ratio: float = _s(0.2, "number", "of the frame's significance", "SL ring significance left after "
-                            "the fit (and >= min_significance) that makes a frame mixed", ge=0)
+                            "the fit (and >= min_significance) that makes a frame mixed", ge=0, inf=True)
     mixed_al_significance: float = _s(12.0, "number", "Poisson sigma", "AL excess left after the fit that "
                                       "makes a frame mixed: 31 x 31 twin mixed frames 19-113, single grains "
-                                      "<= 5.9", ge=0)
+                                      "<= 5.9", ge=0, inf=True)
     mixed_al_ratio: float = _s(0.1, "number", "of the fitted AL peaks", "and this fraction of the fitted AL "
-                               "peak height", ge=0)
+                               "peak height", ge=0, inf=True)
     mixed_al_band_sigma: float = _s(3.0, "number", "AL radial sigmas", "half-width of the AL shells searched "
                                     "for a second NC orientation", gt=0)
 
@@ -164,30 +186,30 @@ class NeighbourSettings:
     """Neighbour passes: doubtful frames refitted from their scan neighbours' orientations."""
 
     neighbour_passes: int = _s(4, "integer", "", "passes after the main pass (0: none); each looks only at "
-                               "the neighbours of what the last changed, and 2-3 suffice on the twin", ge=0)
+                               "the neighbours of what the last changed, and 2-3 suffice on the twin", ge=0, le=100)
     neighbour_min_significance: float = _s(1.75, "number", "", "SL ring significance from which a frame "
                                            "without a fit is tried from its neighbours (empty twin frames "
-                                           "reach 1.6)", ge=0)
+                                           "reach 1.6)", ge=0, inf=True)
     replace_margin: float = _s(10.0, "number", "deviance / dispersion", "decrease of the deviance, divided "
                                "by the refit's dispersion max(phi, 1) (quasi-likelihood ratio), a refit needs to "
                                "replace a frame's fit: the two fits are not nested (same parameters, other "
                                "basin), so a likelihood ratio of exp(5) (chi2.isf(0.01, 2) = 9.2 for comparison)",
-                               ge=0)
+                               ge=0, inf=True)
     max_neighbour_starts: int = _s(3, "integer", "", "distinct neighbour orientations tried per doubtful "
-                                   "frame (the ok neighbours with the lowest deviance)", ge=1)
+                                   "frame (the ok neighbours with the lowest deviance)", ge=1, le=100)
     agree_deg: float = _s(5.0, "number", "deg", "misorientation within which a frame agrees with a "
                           "neighbour: a boundary step rotates the SL by a few deg, wrong fits are 30-60 deg off",
-                          gt=0)
+                          gt=0, le=180)
     agree_share: float = _s(0.5, "number", "of the ok neighbours", "a frame agrees with its neighbours when "
                             "at most this share of them is further than agree_deg (a majority: a boundary "
                             "frame has neighbours on both sides)", ge=0, le=1)
     distinct_deg: float = _s(1.0, "number", "deg", "neighbour orientations closer than this to each other "
-                             "(or to the frame's own) are one start", ge=0)
+                             "(or to the frame's own) are one start", ge=0, le=180)
     grid_step: float = _s(0.02, "number", "relative", "spacing of the lattice-constant grid of the re-search: "
-                          "the search tolerates 1-2 % error in a, fcc shells are 5-15 % apart", gt=0)
-    research_n_refine: int = _s(2, "integer", "", "candidates refined per frame in the re-search", ge=1)
+                          "the search tolerates 1-2 % error in a, fcc shells are 5-15 % apart", ge=0.001, le=0.5)
+    research_n_refine: int = _s(2, "integer", "", "candidates refined per frame in the re-search", ge=1, le=100)
     neighbour_radius_steps: float = _s(1.5, "number", "scan steps", "scan points within this distance are "
-                                       "neighbours (the 8 around a point of a square raster)", gt=1)
+                                       "neighbours (the 8 around a point of a square raster)", gt=1, le=10)
 
 
 @dataclass(frozen=True)
@@ -196,14 +218,14 @@ class LineSettings:
 
     same_orientation_deg: float = _s(2.0, "number", "deg", "a search's mixed verdict within this of the "
                                      "chosen orientation marks the point mixed; a mixed winner further than "
-                                     "this from the warm start gives way to the line's own grain", ge=0)
+                                     "this from the warm start gives way to the line's own grain", ge=0, le=180)
     bulk_tolerance_deg: float = _s(1.0, "number", "deg", "misorientation within which fitted points form "
-                                   "the bulk plateau", gt=0)
+                                   "the bulk plateau", gt=0, le=180)
     bulk_share: float = _s(0.5, "number", "", "the first line orientation shared by this fraction of the "
                            "best-supported one's map frames is the bulk", gt=0, le=1)
     min_start_significance: float = _s(0.0, "number", "", "SL ring significance from which a point is "
                                        "refined from its starts (the refinement's likelihood-ratio test "
-                                       "decides below min_significance)", ge=0)
+                                       "decides below min_significance)", ge=0, inf=True)
     line_preference: tuple = _s(DEFAULT_LINE_PREFERENCE, "preference", "fit status names",
                                 "a clean fit beats a mixed one beats an unconverged one; the deviance "
                                 "decides within a group")
@@ -214,7 +236,8 @@ class RunSettings:
     """How the run is cut up; these do not change a frame's result."""
 
     batch: int = _s(16, "integer", "frames", "frames per batch and checkpoint (a killed run loses at most "
-                    "one batch; the refinement pads its rows to powers of two)", ge=1)
+                    "one batch; the refinement pads its rows to powers of two; at most 4096: the batch's polar images "
+                    "and refinement rows stay in memory)", ge=1, le=4096)
     cache_dir: str | None = _s(None, "path", "", "folder for the template bank cache (none: no cache)")
 
 
@@ -326,6 +349,13 @@ BOUNDARY_CLI_KEYS = ("max_iter",)
 
 #: command-line flags that are not ``--key-name`` (the shared CLI convention for batches)
 CLI_FLAGS = {"batch": "--batch-size"}
+#: the ``source`` of values given as command-line options (errors then name the option)
+CLI_SOURCE = "the command line"
+
+
+def cli_flag(key: str) -> str:
+    """The command-line option of the flat key ``key`` (``batch`` -> ``--batch-size``)."""
+    return CLI_FLAGS.get(key, "--" + key.replace("_", "-"))
 
 
 def add_cli_options(parser, keys: tuple[str, ...]) -> None:
@@ -336,7 +366,7 @@ def add_cli_options(parser, keys: tuple[str, ...]) -> None:
     for key in keys:
         _, spec = index[key]
         default = plain_value(default_of(key))
-        parser.add_argument(CLI_FLAGS.get(key, "--" + key.replace("_", "-")), dest="fit_" + key, type=types[spec.kind], default=None,
+        parser.add_argument(cli_flag(key), dest="fit_" + key, type=types[spec.kind], default=None,
                             metavar=key.upper(),
                             help=f"{spec.reason} ({spec.unit + ', ' if spec.unit else ''}default "
                                  f"{default if default != '' else 'none'}; also --set fit.{key}=VALUE)")
@@ -345,7 +375,7 @@ def add_cli_options(parser, keys: tuple[str, ...]) -> None:
 def apply_cli(settings: FitSettings, args, keys: tuple[str, ...]) -> FitSettings:
     """``settings`` with the options of `add_cli_options` that were given on the command line."""
     given = {k: getattr(args, "fit_" + k) for k in keys if getattr(args, "fit_" + k, None) is not None}
-    return settings.replace(source="the command line", **given) if given else settings
+    return settings.replace(source=CLI_SOURCE, **given) if given else settings
 
 
 # --------------------------------------------------------------------------- values
@@ -362,8 +392,17 @@ def plain_value(value: Any) -> Any:
     return value
 
 
-def _fail(key: str, value: Any, spec: Setting, source: str) -> ValueError:
-    return ValueError(f"fit.{key} = {value!r} in {source}: expected {spec.expected()}.")
+def _fail(key: str, value: Any, spec: Setting, source: str, why: str = "") -> ValueError:
+    """``fit.KEY = VALUE in SOURCE: expected ...; the default is D.`` (on the command line:
+    ``fit.KEY (--option) = VALUE on the command line: ...``)."""
+    shown = _show(value)
+    if len(shown) > 40:                               # 1e400 written out as an integer
+        shown = f"{shown[:12]}... ({len(shown)} digits)" if isinstance(value, int) else f"{shown[:40]}..."
+    where = f"fit.{key} ({cli_flag(key)}) = {shown} on {source}" if source == CLI_SOURCE else \
+        f"fit.{key} = {shown} ({_type_name(value)}) in {source}"
+    default = plain_value(default_of(key))
+    example = f"; the default is {default!r}" if spec.kind in ("number", "integer", "pair") else ""
+    return ValueError(f"{where}: expected {spec.expected()}{why}{example}.")
 
 
 def _coerce(value: Any, spec: Setting, key: str, source: str) -> Any:
@@ -375,28 +414,43 @@ def _coerce(value: Any, spec: Setting, key: str, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(key, value, spec, source)
         if kind == "integer":
-            if float(value) != int(value):
+            if isinstance(value, float) and not value.is_integer():
                 raise _fail(key, value, spec, source)
             value = int(value)
-        else:
+            if value > 2 ** 62 or not spec.accepts(float(value)):
+                raise _fail(key, given, spec, source)
+            return value
+        try:
             value = float(value)
-            if math.isnan(value):
-                raise _fail(key, value, spec, source)
-        if (spec.gt is not None and not value > spec.gt) or (spec.ge is not None and not value >= spec.ge) \
-                or (spec.le is not None and not value <= spec.le):
+        except OverflowError:                       # an integer beyond the float range
+            raise _fail(key, given, spec, source) from None
+        if not spec.accepts(value):
             raise _fail(key, given, spec, source)
         return value
     if kind == "pair":
         try:
+            if isinstance(value, (str, bytes)) or len(value) != 2:
+                raise ValueError
             lo, hi = (float(v) for v in value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise _fail(key, value, spec, source) from None
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi) or (spec.gt is not None and not lo > spec.gt):
+        inner = dataclasses.replace(spec, le=None)
+        outer = dataclasses.replace(spec, gt=None, ge=None)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and inner.accepts(lo) and outer.accepts(hi)):
             raise _fail(key, value, spec, source)
         return (lo, hi)
     if kind == "names":
-        if isinstance(value, str) or not all(isinstance(v, str) for v in value) or not value:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value \
+                or not all(isinstance(v, str) for v in value):
             raise _fail(key, value, spec, source)
+        from fits.parameters import NAMES  # imported here: the parser stays free of JAX
+
+        unknown = [v for v in value if v not in NAMES]
+        repeated = sorted({v for v in value if list(value).count(v) > 1})
+        if unknown or repeated:
+            why = (f"; {unknown} are not fit parameters (valid: {list(NAMES)})" if unknown else
+                   f"; {repeated} listed more than once")
+            raise _fail(key, value, spec, source, why)
         return tuple(value)
     if kind == "path":
         if value is None or value == "":

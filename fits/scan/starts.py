@@ -52,6 +52,23 @@ def frame_checks(obs: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.nd
     return valid, neg | inf | (valid.sum(axis=1) == 0)
 
 
+def bad_data_messages(obs: np.ndarray, weight: np.ndarray) -> list[str]:
+    """Why each frame of ``obs`` (B, P) is broken (`frame_checks`), '' for a usable one: no fit point
+    with data (every one masked or NaN), or the number of points with infinite or negative counts."""
+    measured = weight[None, :] > 0
+    n_inf = np.sum(np.isinf(obs) & measured, axis=1)
+    n_neg = np.sum(np.where(np.isfinite(obs) & measured, obs, 0.0) < 0, axis=1)
+    n_valid = np.sum(np.isfinite(obs) & measured, axis=1)
+    out = []
+    for i, v, n in zip(n_inf, n_neg, n_valid):
+        why = [f"{i} fit points infinite"] if i else []
+        why += [f"{v} fit points negative"] if v else []
+        if not why and n == 0:
+            why = ["no data: every fit point is masked or NaN in this frame"]
+        out.append("; ".join(why))
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class Start:
     """A starting point of a refinement.

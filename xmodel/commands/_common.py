@@ -3,7 +3,9 @@
 The conventions every command follows (tests/xmodel/test_cli_conventions.py checks them):
 configs are positional ``CONFIG...`` TOML files with repeatable ``--set TABLE.KEY=VALUE``;
 ``--figure FILE`` for one figure, ``--figures DIR`` for several; ``--json`` where results
-are printed; ``-v``/``-q``; defaults shown in ``--help``; ``choices`` where values are fixed.
+are printed; ``-v``/``-q`` (``-q``: only warnings and errors, no "wrote" lines of commands that
+write files); defaults shown in ``--help``; ``choices`` where values are fixed. Output paths are
+checked before any computation (`xmodel.outputs`).
 """
 from __future__ import annotations
 
@@ -64,6 +66,13 @@ def scan_configs(args) -> list[str]:
         raise UsageError("give the experiment and sample configs after the scan file, e.g. "
                          "configs/experiment/p10_eiger4m.toml configs/domains/red.toml")
     return configs
+
+
+def wrote(args, path) -> None:
+    """Say ``wrote PATH`` on standard output, except under ``-q`` (a command whose output is
+    files prints nothing then but warnings and errors)."""
+    if getattr(args, "quiet_level", 0) <= 0:
+        print(f"wrote {path}")
 
 
 def add_json_arg(p: argparse.ArgumentParser, what: str = "the results") -> None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from fits.scan.settings import BOUNDARY_CLI_KEYS, add_cli_options
-from xmodel.commands._common import add_command, add_scan_config_args, parse_pair, scan_configs
+from xmodel.commands._common import (
+    add_command,
+    add_scan_config_args,
+    parse_pair,
+    scan_configs,
+    wrote,
+)
 
 
 def _point(text: str, name: str) -> tuple[float, float]:
@@ -15,15 +21,23 @@ def _point(text: str, name: str) -> tuple[float, float]:
 
 def run(args) -> int:
     from fits.scan import results as store
-    from fits.scan.boundary import fit_line, line_points, read_line, scan_fit_rows, write_line
-    from xmodel.reduced import open_reduced
+    from fits.scan.boundary import (
+        fit_line,
+        line_points,
+        read_line,
+        scan_fit_rows,
+        write_line,
+    )
     from fits.scan.settings import apply_cli, settings_from_config
     from fits.scan.setup import setup_from_reduction
     from xmodel.config import load_config
+    from xmodel.outputs import prepare_prefix
+    from xmodel.reduced import open_reduced
 
     p0, p1 = _point(args.start, "--from"), _point(args.end, "--to")
     cfg = load_config(scan_configs(args), args.overrides)
     settings = apply_cli(settings_from_config(cfg), args, BOUNDARY_CLI_KEYS)
+    prepare_prefix(args.out, "--out", (".csv", ".json", ".png"))
     scan = open_reduced(args.results)
     if scan.positions_um is None:
         raise ValueError(f"{args.results} has no /entry/reduction/positions; reduce the scan first.")
@@ -40,7 +54,7 @@ def run(args) -> int:
     setup = setup_from_reduction(scan, cfg, settings)
     result = fit_line(read_line(scan, index), setup, settings, scan_fit=scan_fit, scan_bulk=scan_bulk)
     for path in write_line(result, dist, index, pos, Path(args.out)):
-        print(f"wrote {path}")
+        wrote(args, path)
     return 0
 
 

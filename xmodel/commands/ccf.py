@@ -64,11 +64,14 @@ def run(args) -> int:
     import h5py
 
     from fits.analyses import xcca
+    from xmodel.outputs import prepare_file
 
     path = Path(args.input)
     if not path.exists():
         raise FileNotFoundError(f"input {path} does not exist; pass a reduced scan or a pattern of "
                                 "`xmodel simulate`.")
+    if args.figure:
+        prepare_file(args.figure, "--figure", example="ccf.png")
     dq = args.dq or [None]
     if len(dq) > 2:
         raise ValueError(f"--dq takes one or two values (1/A), got {dq}.")

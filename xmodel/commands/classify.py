@@ -95,10 +95,14 @@ def run(args) -> int:
     from fits.status import FitStatus, read_status
     from xmodel.figures import save_figure
     from xmodel.maps import plot_label_maps, scan_axes
+    from xmodel.outputs import prepare_file
 
     path = Path(args.results)
     if not path.exists():
         raise FileNotFoundError(f"results file {path} does not exist; run `xmodel reduce` first.")
+    prepare_file(path, "RESULTS (written in place: /entry/classification)", hdf5=True)
+    figure = Path(args.figure) if args.figure else path.with_name(path.stem + "_domains.png")
+    prepare_file(figure, "--figure", example="domains.png")
     (r_sl, r_al), n = read_rings(path, [(Q_SL, DQ_SL), (Q_AL, DQ_AL)])
     with h5py.File(path, "r") as f:
         grp = f["entry/reduction"]
@@ -147,7 +151,6 @@ def run(args) -> int:
                                                 n_classes=args.n_classes)[0]
     axes_um = scan_axes(positions, shape)
     _write(path, names, saxs, waxs, label, conf, orient, args, source, shape=shape, axes_um=axes_um)
-    figure = Path(args.figure) if args.figure else path.with_name(path.stem + "_domains.png")
     maps = {"SAXS (q = 0.083 1/A)": saxs.label, "WAXS (q = 2.12 1/A)": waxs.label, "label": label}
     if orient is not None:
         maps["fitted orientations"] = orient

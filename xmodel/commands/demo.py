@@ -7,7 +7,14 @@ from xmodel.commands._common import add_command
 
 
 def run(args) -> int:
+    from fits.analyses.arguments import finite_number, positive_int
     from xmodel.demo import run_demo
+    from xmodel.outputs import prepare_folder
+
+    if args.binning is not None:
+        positive_int(args.binning, "binning", "--binning", example="4")
+    finite_number(args.fit_frames, "fit_frames", "--fit-frames", ge=0, example="100 (0: all)")
+    prepare_folder(args.out, "--out")
     run_demo(Path(args.out), binning=args.binning, fit_frames=args.fit_frames)
     return 0
 

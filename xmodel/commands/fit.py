@@ -1,38 +1,63 @@
 """``xmodel fit``: fit every frame of a scan (search + refinement) into ``/entry/fits``."""
 from __future__ import annotations
 
-from xmodel.commands._common import add_command, add_scan_config_args, scan_configs
-
 from pathlib import Path
 
 from fits.scan.settings import FIT_CLI_KEYS, add_cli_options
+from xmodel.commands._common import (
+    add_command,
+    add_scan_config_args,
+    scan_configs,
+    wrote,
+)
 from xmodel.commands._scan_args import add_scan_arguments, resolve_scan_arguments
+
+#: bins of the reduction of a master file: an Eiger 4M spans about 2000 pixels radially, so more
+#: q bins are mostly empty; 3600 chi bins are 0.1 deg
+MAX_Q_BINS, MAX_CHI_BINS = 10000, 3600
+
+
+def reduced_path(out: str | Path) -> Path:
+    """Where ``xmodel fit MASTER --out OUT`` writes the reduction: ``OUT_reduced.h5`` beside it."""
+    out = Path(out)
+    return out.with_name(out.stem + "_reduced.h5")
 
 
 def run(args) -> int:
+    from fits.analyses.arguments import positive_int
     from fits.scan.driver import fit_scan
-    from xmodel.reduced import is_reduced
     from fits.scan.settings import apply_cli, settings_from_config
     from xmodel.config import load_config
+    from xmodel.outputs import prepare_file
+    from xmodel.reduced import is_reduced
 
     src = Path(args.input)
     if not src.exists():
         raise FileNotFoundError(f"{src} does not exist; pass a Dectris <name>_master.h5 or a results "
                                 f"file with /entry/reduction.")
+    if src.is_dir():
+        raise ValueError(f"{src} is a folder; pass a Dectris <name>_master.h5 or a results file with "
+                         f"/entry/reduction.")
+    q_bins = positive_int(args.q_bins, "q_bins", "--q-bins", maximum=MAX_Q_BINS, example="500")
+    chi_bins = positive_int(args.chi_bins, "chi_bins", "--chi-bins", maximum=MAX_CHI_BINS, example="360")
     cfg = load_config(scan_configs(args), args.overrides)
     # defaults < [fit] tables of the configs < --set fit.KEY=VALUE < the options below; checked
     # before anything is written, so a bad value leaves nothing behind
     settings = apply_cli(settings_from_config(cfg), args, FIT_CLI_KEYS)
-    if not is_reduced(src):
+    out = prepare_file(args.out, "--out", hdf5=True, example="fits.h5")
+    reduced = is_reduced(src)
+    if not reduced:
+        prepare_file(reduced_path(out), "--out (its reduction)", hdf5=True)
+    progress = args.quiet_level <= 0
+    if not reduced:
         from xmodel.io import open_scan
         from xmodel.reduction import reduce_scan
 
         with open_scan(src) as scan:
             given = resolve_scan_arguments(args, scan.n_frames)
-        reduced_path = Path(args.out).with_name(Path(args.out).stem + "_reduced.h5")
-        src = reduce_scan(src, reduced_path, q_bins=args.q_bins, chi_bins=args.chi_bins,
+        src = reduce_scan(src, reduced_path(out), q_bins=q_bins, chi_bins=chi_bins,
                           positions_um=given.positions_um, monitor=given.monitor,
-                          positions_source=given.source, progress=args.quiet_level == 0)
+                          positions_source=given.source, progress=progress)
     else:
         from xmodel.reduced import open_reduced, store_scan_metadata
 
@@ -43,8 +68,8 @@ def run(args) -> int:
     from xmodel.reduced import open_reduced
 
     open_reduced(src).has_positions()
-    fit_scan(src, cfg, args.out, settings, progress=args.quiet_level == 0)
-    print(f"wrote {args.out}")
+    fit_scan(src, cfg, out, settings, progress=progress)
+    wrote(args, out)
     return 0
 
 
@@ -57,6 +82,10 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="results HDF5 file (/entry/fits); a killed run resumes")
     add_cli_options(p, FIT_CLI_KEYS)
     add_scan_arguments(p)
-    p.add_argument("--q-bins", type=int, default=500, help="q bins, linearly spaced, when reducing a master file (xmodel reduce gives the choice)")
-    p.add_argument("--chi-bins", type=int, default=360, help="chi bins when reducing a master file")
+    p.add_argument("--q-bins", type=int, default=500,
+                   help=f"q bins when reducing a master file, linearly spaced over the valid pixels (pyFAI's "
+                        f"regular bins; 1 to {MAX_Q_BINS}); for log-spaced bins reduce first with "
+                        f"xmodel reduce --q-spacing log")
+    p.add_argument("--chi-bins", type=int, default=360,
+                   help=f"chi bins when reducing a master file (1 to {MAX_CHI_BINS})")
     p.set_defaults(func=run)

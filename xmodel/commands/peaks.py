@@ -7,9 +7,12 @@ from xmodel.commands._common import add_command, add_config_args, add_json_arg, 
 
 
 def run(args) -> int:
+    from fits.analyses.arguments import finite_number
     from xmodel.peaks import format_table
     from xmodel.simulate import Simulation
 
+    finite_number(args.min_relative, "min_relative", "--min-relative", ge=0, le=1,
+                  unit="of the brightest peak of the lattice", example="0.01")
     cfg = load(args)
     sim = Simulation.from_config(cfg, binning=args.binning)
     rows = sim.reflections(min_relative=args.min_relative, include_all=args.all)

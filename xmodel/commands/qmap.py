@@ -10,11 +10,19 @@ log = logging.getLogger(__name__)
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     import numpy as np
 
     from fits.analyses.qmap import qmap_scan
     from fits.status import LATTICE_OUTCOMES, FitStatus
+    from xmodel.outputs import prepare_file, prepare_folder
 
+    results = Path(args.results)
+    if not results.exists():
+        raise FileNotFoundError(f"results file {results} does not exist; run `xmodel reduce` first.")
+    prepare_file(results, f"RESULTS (written in place: /entry/qmap/{args.family})", hdf5=True)
+    prepare_folder(args.figures if args.figures is not None else results.parent, "--figures")
     if (args.start is None) != (args.end is None):
         raise ValueError("give both --from X0,Y0 and --to X1,Y1 (um) for a line profile, or neither.")
     line = None if args.start is None else (parse_pair(args.start, "--from"), parse_pair(args.end, "--to"))

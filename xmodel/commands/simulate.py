@@ -13,10 +13,19 @@ log = logging.getLogger(__name__)
 def run(args) -> int:
     import numpy as np
 
+    from fits.analyses.arguments import finite_number
     from xmodel.experiment import beam_center_px
     from xmodel.figures import miller_label, plot_pattern, save_figure
+    from xmodel.outputs import prepare_file
     from xmodel.simulate import Simulation, simulate_counts, write_pattern
 
+    if args.counts is not None:
+        finite_number(args.counts, "counts", "--counts", gt=0, unit="counts on the valid pixels", example="1e6")
+    if args.seed is not None:
+        finite_number(args.seed, "seed", "--seed", ge=0, example="3")
+    prepare_file(args.out, "--out", hdf5=True, example="pattern.h5")
+    if args.figure:
+        prepare_file(args.figure, "--figure", example="pattern.png")
     cfg = load(args)
     sim = Simulation.from_config(cfg, binning=args.binning)
     image = sim.expected()

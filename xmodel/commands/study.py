@@ -22,18 +22,26 @@ def _names(text: str | None):
 
 
 def run(args) -> int:
+    from fits.analyses.arguments import finite_number
     from fits.study.design import design_scan
     from fits.study.montecarlo import monte_carlo
     from fits.study.problem import StudyProblem
     from fits.study.result import result_of
     from fits.study.sensitivity import plot_sensitivity, sensitivity_maps
     from xmodel.config import load_config
+    from xmodel.outputs import prepare_file, prepare_folder
 
+    finite_number(args.monte_carlo, "n_replicates", "--monte-carlo", ge=0, example="50")
+    finite_number(args.seed, "seed", "--seed", ge=0, example="0")
     names = _names(args.params)
     if args.exposure_s is not None and not args.exposure_s > 0:
         raise ValueError(f"--exposure-s {args.exposure_s!r} must be a positive number of seconds, e.g. 0.3")
     if args.mc_start != "truth" and not args.monte_carlo:
         raise UsageError(f"--mc-start {args.mc_start} needs --monte-carlo N (the number of replicates to refit)")
+    if args.figures:
+        prepare_folder(args.figures, "--figures")
+    if args.out and not args.vary:
+        prepare_file(args.out, "--out", hdf5=True, example="study.h5")
     if args.vary:
         if args.monte_carlo:
             raise UsageError("--monte-carlo checks one pattern; run it without --vary (a design scan would "

@@ -1,10 +1,21 @@
 """``xmodel synth``: a synthetic scan (the digital twin) in the Dectris Eiger layout."""
 from __future__ import annotations
 
-from xmodel.commands._common import add_command
+from xmodel.commands._common import add_command, wrote
 
 
 def run(args) -> int:
+    from fits.analyses.arguments import finite_number, positive_int
+    from xmodel.outputs import prepare_folder
+
+    positive_int(args.batch_size, "batch_size", "--batch-size", maximum=4096, example="8")
+    finite_number(args.monitor_variation, "monitor_variation", "--monitor-variation", ge=0, le=1,
+                  unit="relative flux spread", example="0.2")
+    finite_number(args.dummy_frames, "dummy_fraction", "--dummy-frames", ge=0, le=1, unit="of the frames",
+                  example="0.05")
+    finite_number(args.position_jitter_um, "position_jitter_um", "--position-jitter-um", ge=0, unit="um",
+                  example="0.005")
+    prepare_folder(args.out, "--out")
     if args.engine == "realspace":
         from xmodel.commands._common import UsageError
         from xmodel.realspace import synthesize_realspace
@@ -13,7 +24,7 @@ def run(args) -> int:
             raise UsageError(f"--engine realspace takes one realistic-twin TOML, got {len(args.configs)}: "
                                  f"pass e.g. configs/twin_realistic_demo.toml.")
         master = synthesize_realspace(args.configs[0], args.out, overrides=args.overrides, progress=args.quiet_level == 0)
-        print(f"wrote {master}")
+        wrote(args, master)
         return 0
     from xmodel.config import shipped_config
     from xmodel.synth import synthesize
@@ -23,7 +34,7 @@ def run(args) -> int:
                         batch_size=args.batch_size, scan_order=args.scan_order,
                         monitor_variation=args.monitor_variation, dummy_fraction=args.dummy_frames,
                         position_jitter_um=args.position_jitter_um)
-    print(f"wrote {master}")
+    wrote(args, master)
     return 0
 
 

@@ -22,8 +22,8 @@ def test_flat_keys_replace_values_and_bad_values_are_refused():
     assert s.neighbours.neighbour_passes == 0 and s.support.a_range_rel == (0.9, 1.1)
     assert s.refine.conf_margin == float("inf")
     assert FitSettings.of(cache_dir="").run.cache_dir is None
-    with pytest.raises(ValueError, match=r"fit\.step_deg = 0 in FitSettings.of: expected a number > 0 and "
-                                         r"<= 10 \(deg\)"):
+    with pytest.raises(ValueError, match=r"fit\.step_deg = 0 \(an integer\) in FitSettings.of: expected a finite "
+                                         r"number >= 0\.5 and <= 10 \(deg\); the default is 1\.5"):
         FitSettings.of(step_deg=0)
     with pytest.raises(ValueError, match=r"unknown fit setting 'neighbour_pass' .* "
                                          r"Did you mean fit\.neighbour_passes\?"):
