@@ -62,16 +62,16 @@ class FrameReadError(ScanError):
 
     Attributes
     ----------
-    frame : int
-        The frame (0-based over the scan).
-    path : Path
-        The data file that holds it.
+    frame : int or None
+        The frame (0-based over the scan), None where unknown.
+    path : Path or None
+        The data file that holds it, None where unknown.
     """
 
-    def __init__(self, message: str, frame: int, path: Path):
+    def __init__(self, message: str, frame: int | None = None, path: str | Path | None = None):
         super().__init__(message)
-        self.frame = int(frame)
-        self.path = Path(path)
+        self.frame = None if frame is None else int(frame)
+        self.path = None if path is None else Path(path)
 
 
 def open_error(path: str | Path, err: OSError) -> str:

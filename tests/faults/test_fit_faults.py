@@ -236,7 +236,7 @@ def test_option_of_the_wrong_type_is_a_usage_error(tiny, tmp_path, capsys, extra
 
 @pytest.mark.parametrize("make, match", [
     (lambda p: p.mkdir(), r"fits is a folder; pass a Dectris <name>_master.h5 or a results file"),
-    (lambda p: p.write_text("not hdf5"), r"fits is not a readable HDF5 master file"),
+    (lambda p: p.write_text("not hdf5"), r"fits is not an HDF5 file \(no HDF5 signature"),
     (lambda p: None, r"fits does not exist; pass a Dectris"),
 ])
 def test_fit_input_that_is_no_scan(tmp_path, capsys, make, match):
