@@ -169,8 +169,9 @@ def fit_domain(observed: np.ndarray, weight: np.ndarray, model, init: ModelParam
 
     Parameters
     ----------
-    observed : (M, P) mean counts per point in the model's point order (``polar.reshape(M, -1)
-        [:, setup.index]`` for a `fits.scan.setup.FitSetup`), 0 where invalid.
+    observed : (M, P) mean counts per point in the model's point order
+        (``polar.reshape(M, -1)[:, setup.index]`` for a `fits.scan.setup.FitSetup`), 0 where
+        invalid.
     weight : (M, P) pixels per point, 0 where invalid.
     model : orientation-free `PatternModel` on those points (`fits.scan.setup.FitSetup.model`).
     init : stacked `ModelParams` (leading axis M), e.g. the per-pattern fits; each pattern's

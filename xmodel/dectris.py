@@ -13,23 +13,23 @@ memory at a time.
 Layout (field names, units) follows the Dectris EIGER HDF5 master files as read by fabio's
 ``EigerImage`` / ``eiger2cbf`` and pyFAI's ``eiger-mask``:
 
-=====================================================================  ========  ==================
-path                                                                   unit      meaning
-=====================================================================  ========  ==================
-/entry/instrument/detector/detector_distance                           m         sample-detector
-/entry/instrument/detector/x_pixel_size, y_pixel_size                  m         pixel2, pixel1
-/entry/instrument/detector/beam_center_x, beam_center_y                pixel     direct beam (col, row)
-/entry/instrument/detector/count_time, frame_time                      s
-/entry/instrument/detector/bit_depth_image                                       32
-/entry/instrument/detector/detectorSpecific/pixel_mask                 (uint32)  nonzero = masked
-/entry/instrument/detector/detectorSpecific/pixel_mask_applied                   1: masked pixels hold 2**32-1
-/entry/instrument/detector/detectorSpecific/countrate_correction_count_cutoff    more counts = saturated
-/entry/instrument/detector/detectorSpecific/x_pixels_in_detector                 cols
-/entry/instrument/detector/detectorSpecific/y_pixels_in_detector                 rows
-/entry/instrument/detector/detectorSpecific/nimages, ntrigger                    frames
-/entry/instrument/detector/detectorSpecific/data_collection_date                 ISO time
-/entry/instrument/beam/incident_wavelength                             angstrom
-=====================================================================  ========  ==================
+=============================================================================  ========  =============================
+path                                                                           unit      meaning
+=============================================================================  ========  =============================
+/entry/instrument/detector/detector_distance                                   m         sample-detector
+/entry/instrument/detector/x_pixel_size, y_pixel_size                          m         pixel2, pixel1
+/entry/instrument/detector/beam_center_x, beam_center_y                        pixel     direct beam (col, row)
+/entry/instrument/detector/count_time, frame_time                              s
+/entry/instrument/detector/bit_depth_image                                               32
+/entry/instrument/detector/detectorSpecific/pixel_mask                         (uint32)  nonzero = masked
+/entry/instrument/detector/detectorSpecific/pixel_mask_applied                           1: masked pixels hold 2**32-1
+/entry/instrument/detector/detectorSpecific/countrate_correction_count_cutoff            more counts = saturated
+/entry/instrument/detector/detectorSpecific/x_pixels_in_detector                         cols
+/entry/instrument/detector/detectorSpecific/y_pixels_in_detector                         rows
+/entry/instrument/detector/detectorSpecific/nimages, ntrigger                            frames
+/entry/instrument/detector/detectorSpecific/data_collection_date                         ISO time
+/entry/instrument/beam/incident_wavelength                                     angstrom
+=============================================================================  ========  =============================
 
 The beam centre is the direct-beam position in pixels from the detector's outer corner (the
 centre of pixel ``(i, j)`` at ``(i + 0.5, j + 0.5)``), the convention pyFAI writes into NeXus

@@ -109,7 +109,7 @@ def atomic_form_factor(element: str, q: np.ndarray, energy_kev: float) -> np.nda
     Validation
     ----------
     ``f0(0) = Z``; Pb ``f'`` strongly negative and ``f''`` jumping across the L3 edge
-    (13.035 keV); |F111|^2/|F200|^2 of PbS against periodictable (Henke f1, f2) in
+    (13.035 keV); ``|F111|^2 / |F200|^2`` of PbS against periodictable (Henke f1, f2) in
     ``tests/xmodel/test_structure_factor.py``.
     """
     xraydb = _import_xraydb()
@@ -163,7 +163,7 @@ def pbs_structure_factor(hkl: np.ndarray, energy_kev: float, a: float = PBS_LATT
 
     Validation
     ----------
-    |F111|^2/|F200|^2 at 13.8 keV against an independent periodictable calculation;
+    ``|F111|^2 / |F200|^2`` at 13.8 keV against an independent periodictable calculation;
     mixed-parity reflections are exactly 0 (``tests/xmodel/test_structure_factor.py``).
     """
     arr = _as_hkl(hkl)
