@@ -108,6 +108,16 @@ def _group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
     return grp
 
 
+def _nxdata_root(f: h5py.File) -> tuple[h5py.Group, h5py.Group]:
+    """``/entry`` (NXentry) and ``/entry/data`` (NXdata) with the ``default`` chain from the root
+    (NeXus attributes a viewer follows to the frames; readers of Eiger files ignore them)."""
+    f.attrs["NX_class"] = "NXroot"
+    f.attrs["default"] = "entry"
+    entry = _group(f, "entry", "NXentry")
+    entry.attrs["default"] = "data"
+    return entry, _group(entry, "data", "NXdata")
+
+
 def write_scan(
     out_dir: str | Path,
     name: str,
@@ -230,9 +240,7 @@ def write_scan(
     row_c, col_c, direct_dist = _fit2d_beam_centre(geometry)
     n_files = max(1, math.ceil(n_frames / frames_per_file))
     with h5py.File(master, "w") as f:
-        f.attrs["default"] = "entry"
-        entry = _group(f, "entry", "NXentry")
-        data = _group(entry, "data", "NXdata")
+        entry, data = _nxdata_root(f)
         instrument = _group(entry, "instrument", "NXinstrument")
         det = _group(instrument, "detector", "NXdetector")
         _dataset(det, "description", f"Dectris {geometry.detector_name or 'detector'} (xmodel synthetic)")
@@ -263,14 +271,15 @@ def write_scan(
         _dataset(beam, "incident_wavelength", float(geometry.wavelength) * 1e10, "angstrom")
         for k in range(n_files):
             data[f"data_{k + 1:06d}"] = h5py.ExternalLink(f"{name}_data_{k + 1:06d}.h5", "/entry/data/data")
+        data.attrs["signal"] = "data_000001"          # viewers show the frames of the first data file
 
     frame_iter = iter(frames)
     written = 0
     for k in range(n_files):
         n_here = min(frames_per_file, n_frames - written) if n_frames else 0
         with h5py.File(out_dir / f"{name}_data_{k + 1:06d}.h5", "w") as f:
-            entry = _group(f, "entry", "NXentry")
-            grp = _group(entry, "data", "NXdata")
+            entry, grp = _nxdata_root(f)
+            grp.attrs["signal"] = "data"
             ds = grp.create_dataset(
                 "data", shape=(n_here, *shape), dtype=np.uint32, chunks=(1, *shape),
                 **hdf5plugin.Bitshuffle(cname="lz4"),
