@@ -1,5 +1,5 @@
 """Per-domain fits: a joint fit of a domain's patterns with shared structure, and a fit of the
-domain-averaged pattern (issue 4, "Per domain"; paper Table S1, S2).
+domain-averaged pattern (paper Table S1, S2).
 
 `fit_domain` fits M polar patterns of one domain at once. Shared by all patterns: the SL
 lattice constant ``a`` and the NC orientational disorder ``dPhi`` (and the configuration, chosen
@@ -169,8 +169,9 @@ def fit_domain(observed: np.ndarray, weight: np.ndarray, model, init: ModelParam
 
     Parameters
     ----------
-    observed : (M, P) mean counts per point in the model's point order (``polar.reshape(M, -1)
-        [:, setup.index]`` for a `fits.scan.setup.FitSetup`), 0 where invalid.
+    observed : (M, P) mean counts per point in the model's point order
+        (``polar.reshape(M, -1)[:, setup.index]`` for a `fits.scan.setup.FitSetup`), 0 where
+        invalid.
     weight : (M, P) pixels per point, 0 where invalid.
     model : orientation-free `PatternModel` on those points (`fits.scan.setup.FitSetup.model`).
     init : stacked `ModelParams` (leading axis M), e.g. the per-pattern fits; each pattern's
@@ -285,7 +286,7 @@ def fit_domain_average(observed: np.ndarray, weight: np.ndarray, model, init: Mo
     -----
     The mean of M bin means is a bin mean over ``sum_m n_m`` pixels, so its weight is the sum of
     the weights (Poisson; `fits.objective`). Averaging blurs orientation differences inside the
-    domain into the peak widths (the "domain-averaged pattern" of issue 4).
+    domain into the peak widths (the "domain-averaged pattern").
     """
     observed = np.asarray(observed, np.float64)
     weight = np.asarray(weight, np.float64)

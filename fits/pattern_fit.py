@@ -170,9 +170,9 @@ def fit_pattern(observed, weight, model: PatternModel, init: ModelParams, vary: 
     throw : raise on bad data, on an error inside the fit and on non-convergence (True), or
         return a `PatternFit` whose ``status`` says what happened (False, for scans).
     max_nfev : limit on residual evaluations (lmfit's ``max_nfev``).
-    parameters : lmfit ``Parameters`` to start from instead of ``to_lmfit(init, vary,
-        bounds)`` (values, bounds, vary flags as edited by a user); only table names, no
-        ``expr`` constraints.
+    parameters : lmfit ``Parameters`` to start from instead of ``to_lmfit(init, vary, bounds)``
+        (values, bounds, vary flags as edited by a user); only table names, no ``expr``
+        constraints.
 
     Returns
     -------

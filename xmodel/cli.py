@@ -81,7 +81,7 @@ def enable_compilation_cache() -> Path | None:
     a hundred small programs, which together dominate its run time. JAX evicts the least
     recently used entries beyond `CACHE_MAX_BYTES` (one call of a command adds about 1 MB).
     Returns the folder, or None when switched off or JAX was already imported (a Python
-    session that configured JAX itself).
+    process that configured JAX itself).
     """
     if os.environ.get("XMODEL_NO_CACHE") or "jax" in sys.modules:
         return None

@@ -282,7 +282,8 @@ class NanocrystalConfig:
     Attributes
     ----------
     radius : float
-        Mean core radius (A), > 0 (DESIGN.md reads the S4 caption's 65 A as a diameter).
+        Mean core radius (A), > 0 (the paper's S4 caption gives 65 A, read here as a diameter:
+        spheres of 130 A cannot sit 106 A apart, the nearest-neighbour distance).
     radius_sigma : float
         Standard deviation of the Gaussian radius distribution (A), >= 0.
     """

@@ -13,23 +13,23 @@ memory at a time.
 Layout (field names, units) follows the Dectris EIGER HDF5 master files as read by fabio's
 ``EigerImage`` / ``eiger2cbf`` and pyFAI's ``eiger-mask``:
 
-=====================================================================  ========  ==================
-path                                                                   unit      meaning
-=====================================================================  ========  ==================
-/entry/instrument/detector/detector_distance                           m         sample-detector
-/entry/instrument/detector/x_pixel_size, y_pixel_size                  m         pixel2, pixel1
-/entry/instrument/detector/beam_center_x, beam_center_y                pixel     direct beam (col, row)
-/entry/instrument/detector/count_time, frame_time                      s
-/entry/instrument/detector/bit_depth_image                                       32
-/entry/instrument/detector/detectorSpecific/pixel_mask                 (uint32)  nonzero = masked
-/entry/instrument/detector/detectorSpecific/pixel_mask_applied                   1: masked pixels hold 2**32-1
-/entry/instrument/detector/detectorSpecific/countrate_correction_count_cutoff    more counts = saturated
-/entry/instrument/detector/detectorSpecific/x_pixels_in_detector                 cols
-/entry/instrument/detector/detectorSpecific/y_pixels_in_detector                 rows
-/entry/instrument/detector/detectorSpecific/nimages, ntrigger                    frames
-/entry/instrument/detector/detectorSpecific/data_collection_date                 ISO time
-/entry/instrument/beam/incident_wavelength                             angstrom
-=====================================================================  ========  ==================
+=============================================================================  ========  =============================
+path                                                                           unit      meaning
+=============================================================================  ========  =============================
+/entry/instrument/detector/detector_distance                                   m         sample-detector
+/entry/instrument/detector/x_pixel_size, y_pixel_size                          m         pixel2, pixel1
+/entry/instrument/detector/beam_center_x, beam_center_y                        pixel     direct beam (col, row)
+/entry/instrument/detector/count_time, frame_time                              s
+/entry/instrument/detector/bit_depth_image                                               32
+/entry/instrument/detector/detectorSpecific/pixel_mask                         (uint32)  nonzero = masked
+/entry/instrument/detector/detectorSpecific/pixel_mask_applied                           1: masked pixels hold 2**32-1
+/entry/instrument/detector/detectorSpecific/countrate_correction_count_cutoff            more counts = saturated
+/entry/instrument/detector/detectorSpecific/x_pixels_in_detector                         cols
+/entry/instrument/detector/detectorSpecific/y_pixels_in_detector                         rows
+/entry/instrument/detector/detectorSpecific/nimages, ntrigger                            frames
+/entry/instrument/detector/detectorSpecific/data_collection_date                         ISO time
+/entry/instrument/beam/incident_wavelength                                     angstrom
+=============================================================================  ========  =============================
 
 The beam centre is the direct-beam position in pixels from the detector's outer corner (the
 centre of pixel ``(i, j)`` at ``(i + 0.5, j + 0.5)``), the convention pyFAI writes into NeXus
@@ -106,6 +106,16 @@ def _group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
     grp = parent.create_group(name)
     grp.attrs["NX_class"] = nx_class
     return grp
+
+
+def _nxdata_root(f: h5py.File) -> tuple[h5py.Group, h5py.Group]:
+    """``/entry`` (NXentry) and ``/entry/data`` (NXdata) with the ``default`` chain from the root
+    (NeXus attributes a viewer follows to the frames; readers of Eiger files ignore them)."""
+    f.attrs["NX_class"] = "NXroot"
+    f.attrs["default"] = "entry"
+    entry = _group(f, "entry", "NXentry")
+    entry.attrs["default"] = "data"
+    return entry, _group(entry, "data", "NXdata")
 
 
 def write_scan(
@@ -233,9 +243,7 @@ def write_scan(
     row_c, col_c, direct_dist = _fit2d_beam_centre(geometry)
     n_files = max(1, math.ceil(n_frames / frames_per_file))
     with h5py.File(master, "w") as f:
-        f.attrs["default"] = "entry"
-        entry = _group(f, "entry", "NXentry")
-        data = _group(entry, "data", "NXdata")
+        entry, data = _nxdata_root(f)
         instrument = _group(entry, "instrument", "NXinstrument")
         det = _group(instrument, "detector", "NXdetector")
         _dataset(det, "description", f"Dectris {geometry.detector_name or 'detector'} (xmodel synthetic)")
@@ -266,14 +274,15 @@ def write_scan(
         _dataset(beam, "incident_wavelength", float(geometry.wavelength) * 1e10, "angstrom")
         for k in range(n_files):
             data[f"data_{k + 1:06d}"] = h5py.ExternalLink(f"{name}_data_{k + 1:06d}.h5", "/entry/data/data")
+        data.attrs["signal"] = "data_000001"          # viewers show the frames of the first data file
 
     frame_iter = iter(frames)
     written = 0
     for k in range(n_files):
         n_here = min(frames_per_file, n_frames - written)
         with h5py.File(out_dir / f"{name}_data_{k + 1:06d}.h5", "w") as f:
-            entry = _group(f, "entry", "NXentry")
-            grp = _group(entry, "data", "NXdata")
+            entry, grp = _nxdata_root(f)
+            grp.attrs["signal"] = "data"
             ds = grp.create_dataset(
                 "data", shape=(n_here, *shape), dtype=np.uint32, chunks=(1, *shape),
                 **hdf5plugin.Bitshuffle(cname="lz4"),

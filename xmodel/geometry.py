@@ -77,7 +77,7 @@ class Geometry:
     -----
     Geometry of Kieffer & Karkoulis 2013 (doi:10.1088/1742-6596/425/20/202012) and
     Ashiotis et al. 2015 (doi:10.1107/S1600576715004306); the Ewald-sphere q follows
-    docs/conventions.md (no flat-Ewald shortcut, DESIGN.md "Geometry").
+    docs/conventions.md (no flat-Ewald shortcut).
 
     Validation: q, chi, solid angle and polarization agree with pyFAI's
     ``AzimuthalIntegrator`` for tilted Eiger 4M geometries (tests/xmodel/test_geometry.py).

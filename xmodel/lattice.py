@@ -304,7 +304,7 @@ def lattice_constant_from_q(q, hkl):
 
     Notes
     -----
-    Inverse of :func:`q_of`. DESIGN.md's check of Table S1: q = 0.183 1/A indexed 331 gives
+    Inverse of :func:`q_of`. A check of Table S1: q = 0.183 1/A indexed 331 gives
     ``2 pi sqrt(19) / 0.183 = 149.7 A`` (the table's 151.3 A belongs to q = 0.181 1/A).
 
     Validation

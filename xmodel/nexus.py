@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -151,24 +152,71 @@ def create_nxdata(parent: h5py.Group, name: str, signal: str, data, *,
     return grp
 
 
-def create_map(parent: h5py.Group, name: str, signal: str, values, shape: tuple[int, int],
-               x_um: np.ndarray | None, y_um: np.ndarray | None, *, units: str | None = None,
-               long_name: str | None = None, title: str | None = None,
-               auxiliary: Mapping[str, tuple[np.ndarray, str | None, str]] | None = None) -> h5py.Group:
-    """A scan map as a 2D NXdata image (rows y, columns x in um) from per-point values.
+@dataclass(frozen=True)
+class GridLayout:
+    """Frames on a `xmodel.positions.ScanGrid`, placed by the grid's own step and origin: the
+    layout `create_scan_map` takes where no reduced scan is at hand (a twin's truth).
 
-    ``values`` (and the auxiliary signals) are (rows * cols,) row-major over ``shape`` (the
-    order of the scan's frames). Without positions (``x_um`` None) the axes are the scan
-    row and column indices.
+    Attributes
+    ----------
+    grid : the `xmodel.positions.ScanGrid` (None: the frames lie on no grid, plotted per frame).
     """
-    rows, cols = shape
-    reshape = lambda v: np.asarray(v).reshape(rows, cols)  # noqa: E731
-    if x_um is None or y_um is None:
-        axes = [("row", np.arange(rows), None, "scan row"), ("column", np.arange(cols), None, "scan column")]
+
+    grid: object | None
+
+    def map_axes(self) -> list[tuple[str, np.ndarray, str | None, str]]:
+        """Rows y and columns x (um) of the grid (an axis with one point sits at its origin), or
+        the scan row and column indices when the grid has no step (a scan shape without positions)."""
+        rows, cols = self.grid.shape
+        (step_y, step_x), (y0, x0) = self.grid.step_um, self.grid.origin_um
+        if not all(np.isfinite(s) or n == 1 for s, n in ((step_y, rows), (step_x, cols))):
+            return [("row", np.arange(rows), None, "scan row"), ("column", np.arange(cols), None, "scan column")]
+        step_y, step_x = (s if np.isfinite(s) else 0.0 for s in (step_y, step_x))
+        return [("y", y0 + step_y * np.arange(rows), "um", "y (um)"),
+                ("x", x0 + step_x * np.arange(cols), "um", "x (um)")]
+
+    def map_image(self, values: np.ndarray) -> np.ndarray:
+        """Per-frame values as an image on the grid (NaN where no frame)."""
+        return self.grid.image(values)
+
+
+def create_scan_map(parent: h5py.Group, name: str, signal: str, values, scan, *, units: str | None = None,
+                    long_name: str | None = None, title: str | None = None,
+                    auxiliary: Mapping[str, tuple[np.ndarray, str | None, str]] | None = None) -> h5py.Group:
+    """A scan map of per-frame values as NXdata: an image on the scan grid, or a plot per frame.
+
+    Parameters
+    ----------
+    parent : group to create it in (replaced if it exists).
+    name, signal : group name and signal field name.
+    values : (N,) one value per frame, in the frames' order.
+    scan : the reduced scan (`xmodel.reduced.ReducedScan`) or a `GridLayout`; its ``grid``,
+        ``map_axes`` and ``map_image`` place every frame at its grid point: rows y and columns x
+        in um (the scan row and column indices when no positions are known), NaN at grid points
+        without a frame. Frames on no grid are plotted over the frame index.
+    units, long_name, title : of the signal, as `create_nxdata`.
+    auxiliary : more per-frame signals, name -> (values, units, long_name).
+
+    Returns
+    -------
+    The NXdata group. Integer values stay integers where every grid point has a frame.
+    """
+    if scan.grid is None:
+        axes = [("frame", np.arange(np.shape(values)[0]), None, "frame")]
+
+        def place(v):
+            return np.asarray(v)
     else:
-        axes = [("y", np.asarray(y_um, float), "um", "y (um)"), ("x", np.asarray(x_um, float), "um", "x (um)")]
-    aux = {k: (reshape(v), u, ln) for k, (v, u, ln) in (auxiliary or {}).items()}
-    return create_nxdata(parent, name, signal, reshape(values), axes=axes, units=units, long_name=long_name,
+        axes = scan.map_axes()
+
+        def place(v):
+            v = np.asarray(v)
+            image = scan.map_image(v)
+            if v.dtype.kind in "iub" and np.all(np.isfinite(image)):
+                return image.astype(v.dtype)
+            return image
+    aux = {k: (place(v), u, ln) for k, (v, u, ln) in (auxiliary or {}).items()}
+    return create_nxdata(parent, name, signal, place(values), axes=axes, units=units, long_name=long_name,
                          title=title, auxiliary=aux or None)
 
 

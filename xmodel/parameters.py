@@ -41,7 +41,7 @@ class ModelParams:
     sl_scale : SL peak height for P(q) = 1 (counts per pixel, before solid angle/polarization).
     diffuse_scale : isotropic ``diffuse_scale * P(|q|)`` term of the disordered part (counts).
     radius, radius_sigma : mean NC core radius and its Gaussian standard deviation (A).
-    al_scale : peak height of 200_AL (counts); other AL reflections scale by |F|^2/|F_200|^2.
+    al_scale : peak height of 200_AL (counts); other AL reflections scale by ``|F|^2 / |F_200|^2``.
     al_radial_width : Scherrer radial sigma of AL peaks, sigma_s (1/A).
     disorder : NC orientational disorder sigma_Phi (rad), Eq. 7 of the paper as a sigma.
     inplane, tilt1, tilt2 : SL in-plane angle (about e3) and out-of-plane tilts (about e1, e2),
@@ -105,7 +105,7 @@ class Structure:
     ----------
     sl_hkl : (N_sl, 3) fcc SL reflections up to ``q_max_sl`` at the nominal a.
     al_hkl : (N_al, 3) rock-salt AL reflections up to ``q_max_al``.
-    al_weight : (N_al,) |F_hkl|^2 / |F_200|^2 at the beam energy (xraydb tables).
+    al_weight : (N_al,) ``|F_hkl|^2 / |F_200|^2`` at the beam energy (xraydb tables).
     al_lattice_constant : PbS lattice constant (A), fixed.
     form_factor_nodes : quadrature nodes of the polydisperse sphere average.
     form_factor_nsigma : truncation of the Gaussian radius distribution (standard deviations).

@@ -1,7 +1,7 @@
 """The forward model: intensity in every detector point for given `ModelParams`.
 
 ``I = w * (background + I_SL + I_AL)`` with ``w`` the solid angle times polarization
-(DESIGN.md, "Pattern"), zero where masked, and
+(docs/conventions.md, "The forward model"), zero where masked, and
 
 * ``I_SL(q) = diffuse_scale * P(|q|) + sl_scale * B(|q|) * sum_G g(q; R_sl G)`` over the fcc
   SL reflections, ``P`` the polydisperse sphere form factor, ``B`` the Bragg weight of the
@@ -15,7 +15,7 @@
 
 Peak shape. A peak is Gaussian in the radial distance ``|q| - |G|`` and in the tangential
 chord ``|G| |q_hat - G_hat|`` (a cap on the sphere of radius |G|, which is where an
-orientational spread — SL mosaic, NC disorder — moves G; DESIGN.md's 3D Gaussian is its
+orientational spread — SL mosaic, NC disorder — moves G; a 3D Gaussian in ``q - G`` is its
 small-angle limit). With this shape the azimuthal FWHM measured along a ring equals the
 tangential one, so Eq. 7 applied to simulated patterns returns the model's disorder.
 
@@ -63,8 +63,8 @@ def gaussian_peak(dq_r2, dq_t2, sigma_r, sigma_t):
 
     Notes
     -----
-    ``exp(-dq_r^2 / (2 sigma_r^2) - dq_t^2 / (2 sigma_t^2))`` (DESIGN.md, "Superlattice" and
-    "Atomic lattice").
+    ``exp(-dq_r^2 / (2 sigma_r^2) - dq_t^2 / (2 sigma_t^2))`` (docs/conventions.md,
+    "Peaks").
 
     Validation: no external reference; `dense_pattern` uses it too. The widths it gives are
     checked through Eq. 7: the azimuthal and radial FWHMs of a simulated 200_AL ring return the
@@ -309,7 +309,7 @@ TERMS = ("sl_scale", "diffuse_scale", "al_scale", "background")
 def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str, ...] = TERMS):
     """Unit-scale terms of the model, ``{name: (P,)}`` for the names in ``parts`` (`TERMS`).
 
-    The intensity is ``sum_t scale_t * term_t`` (DESIGN.md, "Forward model"): SL peaks times
+    The intensity is ``sum_t scale_t * term_t`` (docs/conventions.md, "The forward model"): SL peaks times
     P(q), isotropic diffuse P(q), AL peaks and a constant background, each times the point's
     solid angle and polarization weight. Terms not asked for are not computed.
     """

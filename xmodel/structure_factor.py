@@ -36,7 +36,7 @@ __all__ = [
     "pbs_intensity",
 ]
 
-#: PbS rock-salt lattice constant at room temperature, Angstrom (DESIGN.md; Noda et al.,
+#: PbS rock-salt lattice constant at room temperature, Angstrom (Noda et al.,
 #: Acta Cryst. B39 (1983) 312, doi:10.1107/S0108768183002451: 5.936 A).
 PBS_LATTICE_CONSTANT = 5.936
 
@@ -109,7 +109,7 @@ def atomic_form_factor(element: str, q: np.ndarray, energy_kev: float) -> np.nda
     Validation
     ----------
     ``f0(0) = Z``; Pb ``f'`` strongly negative and ``f''`` jumping across the L3 edge
-    (13.035 keV); |F111|^2/|F200|^2 of PbS against periodictable (Henke f1, f2) in
+    (13.035 keV); ``|F111|^2 / |F200|^2`` of PbS against periodictable (Henke f1, f2) in
     ``tests/xmodel/test_structure_factor.py``.
     """
     xraydb = _import_xraydb()
@@ -158,12 +158,12 @@ def pbs_structure_factor(hkl: np.ndarray, energy_kev: float, a: float = PBS_LATT
     -----
     Pb on the fcc sites (000), S shifted by (1/2 1/2 1/2):
     ``F = sum_j f_j exp(2 pi i hkl . r_j) = [f_Pb + f_S (-1)^(h+k+l)] * F_fcc`` with
-    ``F_fcc = 4`` for unmixed, 0 for mixed parity (DESIGN.md, "Atomic lattice"; Warren,
+    ``F_fcc = 4`` for unmixed, 0 for mixed parity (Warren,
     X-ray Diffraction, Dover 1990, ch. 4). No Debye-Waller factor.
 
     Validation
     ----------
-    |F111|^2/|F200|^2 at 13.8 keV against an independent periodictable calculation;
+    ``|F111|^2 / |F200|^2`` at 13.8 keV against an independent periodictable calculation;
     mixed-parity reflections are exactly 0 (``tests/xmodel/test_structure_factor.py``).
     """
     arr = _as_hkl(hkl)

@@ -25,12 +25,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from xmodel import dectris
+from xmodel import dectris, nexus
 from xmodel.experiment import Experiment
 from xmodel.parameters import structure_from_config
 from xmodel.pattern import PatternModel
 from xmodel.pixels import PixelSet
-from xmodel.positions import acquisition_order
+from xmodel.positions import acquisition_order, derive_grid
 from xmodel.twin import (
     TRUTH_UNITS,
     Components,
@@ -159,24 +159,39 @@ def write_truth(path: str | Path, sample: TwinSample, truth: dict[str, np.ndarra
         f.attrs["step_um"] = sample.step_um
         f.attrs["twin_file"] = str(sample.path)
         f.attrs["twin_toml"] = sample.path.read_text()
-        g = f.create_group("truth")
+        g = nexus.require_group(f, "truth", "NXcollection")
         for key, value in truth.items():
             if value.dtype.kind == "U":
                 ds = g.create_dataset(key, data=value.astype(object), dtype=h5py.string_dtype())
             else:
                 ds = g.create_dataset(key, data=value)
             units, desc = TRUTH_UNITS.get(key, ("", "domain names, index = label"))
-            ds.attrs["units"] = units
+            if units:
+                ds.attrs["units"] = units
             ds.attrs["description"] = desc
-        dom = f.create_group("domains")
+        dom = nexus.require_group(f, "domains", "NXcollection")
         for d in sample.domains:
-            h = dom.create_group(d.name)
+            h = nexus.require_group(dom, d.name, "NXcollection")
             h.attrs["config"] = str(d.config.sources[-1] if d.config.sources else "")
             h.attrs["boundary_width_um"] = d.width_um
             h.attrs["shrink"] = d.shrink
             h.attrs["edge_tilt_deg"] = d.tilt_deg if d.edge_tilt_deg is None else np.hypot(*d.edge_tilt_deg)
             h.attrs["inplane_deg"] = d.inplane_deg
+        _truth_map(f, truth, sample)
     return path
+
+
+def _truth_map(f: h5py.File, truth: dict[str, np.ndarray], sample: TwinSample) -> None:
+    """``/entry/label_map`` (NXdata, the file's default plot): the true domain labels over the
+    scan positions (um), with the material fraction and lattice constant as auxiliary signals."""
+    entry = nexus.create_entry(f, title=f"ground truth of the twin {sample.name}")
+    layout = nexus.GridLayout(derive_grid(truth["positions_um"]) if "positions_um" in truth else None)
+    aux = {k: (truth[k], TRUTH_UNITS[k][0] or None, k.replace("_", " "))
+           for k in ("material_fraction", "lattice_constant") if k in truth}
+    m = nexus.create_scan_map(entry, "label_map", "label", truth["label"], layout, title="true domain labels",
+                              long_name="domain label (index into label_names, -1 empty)", auxiliary=aux)
+    m.attrs["label_names"] = f.attrs["label_names"]
+    nexus.set_default(m)
 
 
 def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overrides: Sequence[str] = (),

@@ -29,6 +29,7 @@ import numpy as np
 
 from fits.analyses.arguments import finite_number, interval, positive_int, q_interval
 from fits.analyses.peak_profile import fit_profile, fit_profiles
+from fits.analyses.qmap_file import PER_FRAME, write_qmap
 from fits.analyses.shell_comb import (
     fcc_shells,
     fit_lattice_comb,
@@ -36,8 +37,9 @@ from fits.analyses.shell_comb import (
     radial_spot_profiles,
     spot_profiles,
 )
-from fits.status import FitStatus, read_status, status_codes_attribute
+from fits.status import FitStatus, read_status
 from xmodel.lattice import q_of
+from xmodel.reduced import NotReducedError, open_reduced
 
 __all__ = [
     "FAMILIES",
@@ -165,39 +167,35 @@ def line_profile(positions_um: np.ndarray, values: dict, start_xy_um: tuple[floa
                        {k: np.asarray(v)[frame] for k, v in values.items()})
 
 
-def _save_map(path: Path, image: np.ndarray, title: str, label: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _map_figure(path: Path, center: np.ndarray, scan, shape: tuple[int, int], family: str) -> Path:
+    """``qmap_<family>.png``: the family's q over the scan (um where positions are known), NaN white."""
+    from xmodel.figures import save_figure
+    from xmodel.maps import plot_map
 
-    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
-    fig, ax = plt.subplots(figsize=(5, 4.4))
-    im = ax.imshow(np.ma.masked_invalid(image), cmap=cmap, origin="upper", interpolation="nearest")
-    ax.set_title(title)
-    ax.set_xlabel("fast axis (point)")
-    ax.set_ylabel("slow axis (point)")
-    fig.colorbar(im, ax=ax, label=label)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if scan.grid is not None:
+        image, shape = scan.map_image(center), scan.grid.shape
+        axes = scan.axes_um()
+    else:
+        image, axes = np.asarray(center, float).reshape(shape), None
+    x_um, y_um = axes if axes is not None else (None, None)
+    fig = plot_map(image, shape, title=f"q_{family} (SL) map", label="q (1/Å)", cmap="viridis",
+                   x_um=x_um, y_um=y_um)
+    return save_figure(fig, path)
 
 
-def _save_line(path: Path, line: LineProfile, family: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _line_figure(path: Path, line: LineProfile, family: str) -> Path:
+    """``qmap_<family>_line.png``: q and d_100 = a along the line."""
+    from xmodel.figures import new_axes, save_figure
 
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = new_axes(figsize=(5, 3.6))
     v = line.values
     ax.errorbar(line.distance_um, v["q"], yerr=v["q_err"], fmt="o-", ms=3)
-    ax.set_xlabel("distance along the line (um)")
-    ax.set_ylabel(f"q_{family} (1/A)")
+    ax.set_xlabel("distance along the line (µm)")
+    ax.set_ylabel(f"q_{family} (1/Å)")
     ax2 = ax.twinx()
     ax2.plot(line.distance_um, v["d100"], "s--", color="tab:red", ms=3)
-    ax2.set_ylabel("d_100 = a (A)", color="tab:red")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax2.set_ylabel("d_100 = a (Å)", color="tab:red")
+    return save_figure(fig, path)
 
 
 def fitted_lattice_constant(fits_file: str | Path, n: int, with_errors: bool = False
@@ -383,63 +381,22 @@ def qmap_scan(results: str | Path, family: str, *, a_nominal: float = 150.0,
                                         "status": fits["status"]}, line[0], line[1])
         prof.values["d_spacing"] = 2 * np.pi / prof.values["q"]
         prof.values["d100"] = prof.values["lattice_constant"]
-    units = {"center": ("1/angstrom", "q of the family, 2 pi sqrt(h^2+k^2+l^2) / a, a from the joint fcc shell comb"),
-             "center_err": ("1/angstrom", "one-sigma error of q"),
-             "sigma": ("1/angstrom", "Gaussian sigma"), "sigma_err": ("1/angstrom", "error of sigma"),
-             "fwhm": ("1/angstrom", "2.3548 sigma"),
-             "amplitude": ("counts per pixel * 1/angstrom", "Gaussian area (lmfit GaussianModel amplitude)"),
-             "amplitude_err": ("counts per pixel * 1/angstrom", "error of the area"),
-             "height": ("counts per pixel", "peak height above background"),
-             "intercept": ("counts per pixel", "background at the window centre"),
-             "slope": ("counts per pixel * angstrom", "background slope"),
-             "redchi": ("(counts per pixel)^2", "reduced chi-square (unweighted)"),
-             "status": ("", "outcome of the joint lattice constant, see attribute status_codes"),
-             "lattice_constant": ("angstrom", "joint fcc lattice constant from all visible shells"),
-             "lattice_constant_err": ("angstrom", "one-sigma error of a"),
-             "peak_center": ("1/angstrom", "centre of the family's own Gaussian in the radial profile"),
-             "peak_center_err": ("1/angstrom", "one-sigma error of peak_center"),
-             "peak_status": ("", "outcome of the family's own Gaussian fit, see attribute status_codes"),
-             "alias_lattice_constant": ("angstrom", "the other indexing an ambiguous point allows"),
-             "score": ("", "fcc comb score: sum of squared shell significances (noise units)"),
-             "evidence": ("", "score minus the best other indexing's score (chi-square units)"),
-             "n_shells": ("", "shells fitted to refine a"),
-             "decided_by_angles": ("", "true where the angles between Friedel pairs on a ring chose the indexing"),
-             "decided_by_prior": ("", "true where the model fit's lattice constant (fits_file) chose the "
-                                      "indexing of ambiguous spots"),
-             "in_window": ("", "false where the family's q from the joint lattice constant lies outside "
-                               "q_window (then NaN with status NO_PEAK)")}
-    with h5py.File(path, "a") as f:
-        base = f"/entry/qmap/{family}"
-        if base in f:
-            del f[base]
-        g = f.require_group(base)
-        g.attrs.update({"family": family, "hkl": np.array(hkl), "q_window": np.array([lo, hi]),
-                        "q_window_units": "1/angstrom", "a_nominal": a_nominal, "a_nominal_units": "angstrom",
-                        "background": background, "scan_shape": np.array(shape),
-                        "spot_source": spot_source, "a_range": np.array(a_range), "a_range_units": "angstrom",
-                        "description": "per-point family q from the joint fcc lattice constant and the family's "
-                                       "Gaussian + background fit of the radial profile (Fig. 3a, S7a); "
-                                       "arrays are per frame, reshape with scan_shape"})
-        for k, v in fits.items():
-            ds = g.create_dataset(k, data=v)
-            ds.attrs["units"], ds.attrs["description"] = units[k]
-            if k in ("status", "peak_status"):
-                ds.attrs["status_codes"] = status_codes_attribute()
-        if prof is not None:
-            lg = g.create_group("line")
-            lg.attrs.update({"start_xy_um": np.array(line[0]), "end_xy_um": np.array(line[1]),
-                             "description": "line profile (Fig. 3b,c, S7b), nearest scan points"})
-            for k, v, u in (("distance_um", prof.distance_um, "um"), ("frame", prof.frame, ""),
-                            ("x_um", prof.x_um, "um"), ("y_um", prof.y_um, "um"),
-                            ("q", prof.values["q"], "1/angstrom"), ("q_err", prof.values["q_err"], "1/angstrom"),
-                            ("d_spacing", prof.values["d_spacing"], "angstrom"),
-                            ("lattice_constant", prof.values["lattice_constant"], "angstrom")):
-                lg.create_dataset(k, data=v).attrs["units"] = u
+    try:
+        scan = open_reduced(path)
+    except NotReducedError:                 # radial profiles only: the maps go per frame
+        scan = PER_FRAME
+    attrs = {"family": family, "hkl": np.array(hkl), "q_window": np.array([lo, hi]), "q_window_units": "1/angstrom",
+             "a_nominal": a_nominal, "a_nominal_units": "angstrom", "background": background,
+             "scan_shape": np.array(shape), "spot_source": spot_source, "a_range": np.array(a_range),
+             "a_range_units": "angstrom"}
+    parameters = {"family": family, "a_nominal": a_nominal, "window": [lo, hi], "background": background,
+                  "a_range": list(a_range), "sl_q_range": list(sl_q_range), "batch": batch,
+                  "fits_file": None if fits_file is None else str(Path(fits_file).resolve()),
+                  "line": None if line is None else [list(line[0]), list(line[1])]}
+    write_qmap(path, family, fits, scan=scan, attrs=attrs, parameters=parameters, line=prof, line_ends=line)
     outdir = Path(figures) if figures is not None else path.parent
     outdir.mkdir(parents=True, exist_ok=True)
-    paths = [outdir / f"qmap_{family}.png"]
-    _save_map(paths[0], fits["center"].reshape(shape), f"q_{family} (SL) map", "q (1/A)")
+    paths = [_map_figure(outdir / f"qmap_{family}.png", fits["center"], scan, shape, family)]
     if prof is not None:
-        paths.append(outdir / f"qmap_{family}_line.png")
-        _save_line(paths[1], prof, family)
+        paths.append(_line_figure(outdir / f"qmap_{family}_line.png", prof, family))
     return {"fits": fits, "scan_shape": shape, "window": (lo, hi), "line": prof, "figures": paths}

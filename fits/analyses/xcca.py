@@ -578,8 +578,8 @@ def ring_peaks(rows: list[dict], lattice: str, q0: float, dq: float, params,
     Notes
     -----
     Angular sigma of a peak at radius |G|: the tangential sigma over |G|, i.e. ``sl_mosaic`` for
-    the SL and ``sqrt(sigma_s^2 + (|G| sigma_Phi)^2) / |G|`` for the AL (DESIGN.md, "Atomic
-    lattice"), plus ``step / sqrt(12)`` for the binning.
+    the SL and ``sqrt(sigma_s^2 + (|G| sigma_Phi)^2) / |G|`` for the AL (docs/conventions.md,
+    "Peaks"), plus ``step / sqrt(12)`` for the binning.
     """
     p = params.astype(np.float64)
     sel = [r for r in rows if r["lattice"] == lattice and r["on_detector"] and abs(r["q"] - q0) <= dq]

@@ -308,18 +308,39 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
     return out
 
 
+#: the NeXus group of a line file ``<prefix>.h5`` (`write_line`)
+LINE_GROUP = "/entry/boundary"
+#: per-point fields of a line: name -> (unit string or None, description)
+LINE_FIELDS: dict[str, tuple[str | None, str]] = {
+    "distance_um": ("um", "distance along the line from its start"),
+    "point": (None, "scan point (frame index) nearest to the line"),
+    "y_um": ("um", "scan position, slow axis"),
+    "x_um": ("um", "scan position, fast axis"),
+    "rotation_deg": ("degree", "misorientation to the bulk orientation (cubic symmetry)"),
+    "lattice_constant": ("angstrom", "SL lattice constant"),
+    "tilt_deg": ("degree", "out-of-plane tilt of the SL"),
+    "inplane_deg": ("degree", "in-plane angle of the SL"),
+    "disorder_deg": ("degree", "NC orientational disorder dPhi (FWHM)"),
+    "bulk": (None, "1: a point of the bulk plateau that defines the reference (bulk_points)"),
+    "status": (None, "outcome of the point's fit, see attribute status_codes"),
+}
+
+
 def write_line(result: dict, distance_um: np.ndarray, index: np.ndarray, positions_um: np.ndarray,
-               out_prefix: str | Path) -> list[Path]:
-    """Write ``<prefix>.csv``, ``<prefix>.json`` and ``<prefix>.png`` (rotation and a vs distance).
+               out_prefix: str | Path, *, parameters: dict | None = None,
+               configs: tuple[str | Path, ...] = ()) -> list[Path]:
+    """Write ``<prefix>.csv``, ``<prefix>.json``, ``<prefix>.h5`` and ``<prefix>.png`` (rotation
+    and a vs distance).
 
     Columns: distance_um, point, y_um, x_um, rotation_deg (to the bulk), lattice_constant (A),
     tilt_deg, inplane_deg, disorder_deg, bulk (1: a point of the bulk plateau that defines the
     reference, `bulk_points`), status, message. The JSON also holds ``bulk_orientation`` (SL
-    crystal -> lab, 3 x 3); the plot marks the bulk points (filled).
+    crystal -> lab, 3 x 3); the plot marks the bulk points (filled). The HDF5 file is NeXus:
+    ``/entry/boundary`` (NXprocess with the settings ``parameters`` and the ``configs``) holds
+    the columns (`LINE_FIELDS`) and the NXdata ``rotation`` (rotation, tilt and in-plane angle
+    over the distance, the file's default plot) and ``lattice_constant``.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from xmodel.figures import save_figure
 
     prefix = Path(out_prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -333,7 +354,7 @@ def write_line(result: dict, distance_um: np.ndarray, index: np.ndarray, positio
         row["status"] = int(result["status"][j])
         row["message"] = str(result["message"][j])
         rows.append(row)
-    csv_path, json_path, png_path = (prefix.with_suffix(s) for s in (".csv", ".json", ".png"))
+    csv_path, json_path, h5_path, png_path = (prefix.with_suffix(s) for s in (".csv", ".json", ".h5", ".png"))
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["distance_um"])
         w.writeheader()
@@ -344,7 +365,48 @@ def write_line(result: dict, distance_um: np.ndarray, index: np.ndarray, positio
     bulk_R = np.asarray(result.get("bulk_orientation", np.full((3, 3), np.nan)), float)
     json_path.write_text(json.dumps({"units": units, "points": rows, "bulk_orientation": (
         None if not np.all(np.isfinite(bulk_R)) else bulk_R.tolist())}, indent=1))
-    fig, axes = plt.subplots(2, 1, figsize=(5, 5), sharex=True)
+    columns = {k: np.array([np.nan if r[k] is None else r[k] for r in rows], float)
+               for k in ("distance_um", "y_um", "x_um", *keys)}
+    columns.update({k: np.array([r[k] for r in rows], np.int32) for k in ("point", "bulk", "status")})
+    _write_line_nexus(h5_path, columns, [r["message"] for r in rows], bulk_R, parameters or {}, configs)
+    save_figure(_line_figure(distance_um, result), png_path, dpi=100)
+    return [csv_path, json_path, h5_path, png_path]
+
+
+def _write_line_nexus(path: Path, columns: dict[str, np.ndarray], messages: list[str], bulk_R: np.ndarray,
+                      parameters: dict, configs) -> None:
+    """``<prefix>.h5`` of `write_line`: ``/entry/boundary`` with the columns and two NXdata plots."""
+    import h5py
+
+    from fits.status import status_codes_attribute
+    from xmodel import nexus
+
+    with h5py.File(path, "w") as f:
+        entry = nexus.create_entry(f, title="xmodel boundary: fits along a line")
+        g = nexus.describe_process(entry.create_group(LINE_GROUP.rsplit("/", 1)[-1]), program="xmodel boundary",
+                                   configs=configs, parameters=parameters)
+        for key, (units, description) in LINE_FIELDS.items():
+            nexus.write_field(g, key, columns[key], units=units, description=description)
+        g["status"].attrs["status_codes"] = status_codes_attribute()
+        nexus.write_field(g, "message", np.array(messages, dtype=h5py.string_dtype()), description="fit message")
+        nexus.write_field(g, "bulk_orientation", bulk_R, description="bulk orientation, SL crystal -> lab (3 x 3)")
+        distance = ("distance_um", columns["distance_um"], "um", "distance along the line (um)")
+        rot = nexus.create_nxdata(
+            g, "rotation", "rotation_deg", columns["rotation_deg"], axes=[distance], units="degree",
+            long_name="rotation to the bulk (deg)", title="rotation along the line (Fig. 3b, 4)",
+            auxiliary={"tilt_deg": (columns["tilt_deg"], "degree", "tilt (deg)"),
+                       "inplane_deg": (columns["inplane_deg"], "degree", "in-plane angle (deg)")})
+        nexus.create_nxdata(g, "lattice_constant", "lattice_constant", columns["lattice_constant"], axes=[distance],
+                            units="angstrom", long_name="a (A)", title="lattice constant along the line (Fig. 3c)")
+        nexus.set_default(rot)
+
+
+def _line_figure(distance_um: np.ndarray, result: dict):
+    """Rotation (bulk points filled) and lattice constant against the distance along the line."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 5), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
     axes[0].plot(distance_um, result["rotation_deg"], "o-", mfc="none")
     if "bulk" in result and np.any(result["bulk"]):
         b = np.asarray(result["bulk"], bool)
@@ -353,12 +415,9 @@ def write_line(result: dict, distance_um: np.ndarray, index: np.ndarray, positio
         axes[0].legend(loc="best", fontsize=8)
     axes[0].set_ylabel("rotation (deg)")
     axes[1].plot(distance_um, result["lattice_constant"], "s-", color="C1")
-    axes[1].set_ylabel("a (A)")
-    axes[1].set_xlabel("distance along the line (um)")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-    return [csv_path, json_path, png_path]
+    axes[1].set_ylabel("a (Å)")
+    axes[1].set_xlabel("distance along the line (µm)")
+    return fig
 
 
 def read_line(results, index: np.ndarray) -> np.ndarray:

@@ -271,9 +271,9 @@ def build_template_bank(chi_deg: np.ndarray, *, wavelength_A: float, lattice_con
     -----
     Signature of shell ``s`` at chi: ``sqrt(sum_G exp(-(1 - u_G . q_hat(chi)) / sigma^2))``, the
     small-angle form of a Gaussian of sigma ``sigma`` in the angle between ``u_G = R0 G / |G|``
-    and the ring direction (the tangential SL peak of DESIGN.md, "Superlattice"), evaluated by
+    and the ring direction (the tangential SL peak of docs/conventions.md, "Peaks"), evaluated by
     `shell_signatures` near each member's ring crossing only (0.07 s for 810 zone axes x 360 chi
-    bins, was 0.9 s).
+    bins).
 
     Validation: the in-plane angle and zone axis of forward-model patterns are recovered
     (tests/fits/scan/test_search.py); the npz cache returns the same signatures

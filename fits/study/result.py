@@ -10,8 +10,10 @@ JSON (``xmodel study --json``)::
      "unidentifiable": [sentences], "monte_carlo": {start: {"n", "n_used", "seed"}}}
 
 Infinite bounds (a parameter without effect) and undefined correlations are written as
-``null``. HDF5 (``--out``): ``/entry/study`` with one dataset per array above, the parameter
-names and units as attributes, and the Monte Carlo fits under ``/entry/study/monte_carlo/<start>``.
+``null``. HDF5 (``--out``, NeXus): ``/entry/study`` (NXprocess) with one dataset per array above,
+the parameter names and units as the attributes ``names`` and ``parameter_units``, the NXdata
+``correlation_image`` (the correlation matrix, the file's default plot) and the Monte Carlo fits
+under ``/entry/study/monte_carlo/<start>``.
 """
 from __future__ import annotations
 
@@ -120,17 +122,22 @@ class StudyResult:
         """Write ``/entry/study`` to the HDF5 file ``path`` (module docstring)."""
         import h5py
 
+        from xmodel import nexus
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(path, "w") as f:
-            g = f.create_group("entry/study")
+            entry = nexus.create_entry(f, title=f"xmodel study: {self.config}")
+            g = nexus.describe_process(entry.create_group("study"), program="xmodel study", parameters={
+                "config": self.config, "grid": self.grid, "exposure_s": self.exposure_s,
+                "names": list(self.names)})
             g.attrs["config"] = self.config
             g.attrs["grid"] = self.grid
             g.attrs["exposure_s"] = self.exposure_s
             g.attrs["n_points"] = self.n_points
             g.attrs["total_counts"] = self.total_counts
             g.attrs["names"] = list(self.names)
-            g.attrs["units"] = list(self.units)
+            g.attrs["parameter_units"] = list(self.units)
             g.create_dataset("value", data=self.values)
             g.create_dataset("crlb", data=self.fisher.crlb)
             g.create_dataset("crlb_conditional", data=self.fisher.crlb_conditional)
@@ -138,8 +145,15 @@ class StudyResult:
             g.create_dataset("correlation", data=self.fisher.correlation)
             g.attrs["condition_number"] = self.fisher.condition_number
             g.attrs["unidentifiable"] = json.dumps(list(self.fisher.unidentifiable))
+            plot = nexus.create_nxdata(g, "correlation_image", "correlation", self.fisher.correlation,
+                                       axes=[None, None], long_name="correlation of the bounds",
+                                       title="correlations of " + ", ".join(self.names), compress=False)
+            plot.attrs["names"] = list(self.names)          # row and column k: names[k]
+            nexus.set_default(plot)
+            if self.monte_carlo:
+                nexus.require_group(g, "monte_carlo", "NXcollection")
             for s, mc in self.monte_carlo.items():
-                m = g.create_group(f"monte_carlo/{s}")
+                m = nexus.require_group(g["monte_carlo"], s, "NXcollection")
                 m.attrs["names"] = list(mc.names)
                 m.attrs["seed"] = -1 if mc.seed is None else int(mc.seed)
                 m.create_dataset("values", data=mc.values)

@@ -27,8 +27,8 @@ class SensitivityMaps:
     Attributes
     ----------
     names : parameters, in the order of the first axis.
-    change : (n, *image_shape) ``dI/dtheta * sigma`` (counts per pixel; NaN off the grid).
-    fisher_fraction : (n, *image_shape) share of ``F_ii`` per point (NaN off the grid).
+    change : ``(n, *image_shape)`` ``dI/dtheta * sigma`` (counts per pixel; NaN off the grid).
+    fisher_fraction : ``(n, *image_shape)`` share of ``F_ii`` per point (NaN off the grid).
     sigma : (n,) the marginal bounds used (edge units).
     """
 

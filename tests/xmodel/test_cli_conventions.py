@@ -239,7 +239,8 @@ def test_ccf_takes_positional_configs_and_the_earlier_simulate_flag():
 
 # --------------------------------------------------------------------------- commands in the docs
 
-DOCS = ["README.md", "docs/analyses.md", "docs/xcca.md"]
+DOCS = ["README.md", "docs/analyses.md", "docs/xcca.md", "docs/performance.md", "docs/user_guide.md",
+        "docs/realspace.md"]
 
 
 def _doc_commands(text: str) -> list[str]:

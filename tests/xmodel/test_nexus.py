@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -13,6 +12,7 @@ from silx.io.nxdata import NXdata, get_default, is_valid_nxdata
 from xmodel import nexus
 from xmodel.cli import main
 from xmodel.config import default_paths
+from xmodel.positions import derive_grid, grid_from_shape, grid_positions
 
 
 def _units_are_unit_strings(group: h5py.Group) -> None:
@@ -20,7 +20,7 @@ def _units_are_unit_strings(group: h5py.Group) -> None:
     found = []
     group.visititems(lambda name, obj: found.append((name, obj.attrs["units"])) if "units" in obj.attrs else None)
     for name, units in found:
-        assert isinstance(units, str) and units and " " not in units and len(units) <= 12, (name, units)
+        assert isinstance(units, str) and units and " " not in units and len(units) <= 16, (name, units)
 
 
 def _nx_classes(f: h5py.File) -> None:
@@ -69,10 +69,16 @@ def test_set_default_keeps_another_writers_default(tmp_path):
         entry = nexus.create_entry(f)
         first = nexus.create_nxdata(entry, "first", "y", np.ones(3))
         nexus.set_default(first)
-        second = nexus.create_map(entry, "second", "z", np.arange(6), (2, 3), None, None)
+        grid = nexus.GridLayout(grid_from_shape(6, (2, 3)))            # a raster without positions
+        second = nexus.create_scan_map(entry, "second", "z", np.arange(6), grid)
         nexus.set_default(second, overwrite=False)
         assert entry.attrs["default"] == "first"
         assert list(second.attrs["axes"]) == ["row", "column"] and second["z"].shape == (2, 3)
+        assert second["z"].dtype.kind == "i" and "units" not in second["column"].attrs
+        grid = nexus.GridLayout(derive_grid(grid_positions((2, 3), (0.5, 0.25), "snake")))
+        third = nexus.create_scan_map(entry, "third", "z", np.arange(6.0), grid)
+        np.testing.assert_allclose(third["x"][()], [0, 0.25, 0.5], atol=1e-12)
+        np.testing.assert_array_equal(third["z"][()], [[0, 1, 2], [5, 4, 3]])
 
 
 def test_simulated_pattern_opens_as_an_image(tmp_path):
@@ -93,34 +99,7 @@ def test_simulated_pattern_opens_as_an_image(tmp_path):
         _units_are_unit_strings(f)
 
 
-def test_classification_map_in_micrometres(tmp_path):
-    from xmodel.commands.classify import _write
-    from xmodel.maps import scan_axes
-
-    path = tmp_path / "r.h5"
-    shape = (2, 3)
-    pos = np.stack(np.meshgrid(np.arange(2) * 0.5, np.arange(3) * 0.25, indexing="ij"), -1).reshape(-1, 2)
-    with h5py.File(path, "w") as f:
-        f.create_group("entry").attrs["NX_class"] = "NXentry"
-    ring = SimpleNamespace(label=np.array([0, 1, -1, -2, 0, 1]), confidence=np.linspace(0, 1, 6))
-    args = SimpleNamespace(templates="five", n_classes=None, twin=None, min_significance=6.0, mixed_fraction=0.1)
-    _write(path, ["red", "blue"], ring, ring, ring.label, ring.confidence, None, args,
-           shape=shape, axes_um=scan_axes(pos, shape))
-    with h5py.File(path, "r") as f:
-        g = f["entry/classification"]
-        assert g.attrs["NX_class"] == "NXprocess" and g["label"].shape == (6,)   # per-frame labels stay
-        nx = get_default(f)
-        assert nx is not None and nx.group.name == "/entry/classification/map" and nx.is_image
-        assert nx.axes_dataset_names == ["y", "x"]
-        np.testing.assert_allclose(f["entry/classification/map/x"][()], [0, 0.25, 0.5])
-        assert f["entry/classification/map/x"].attrs["units"] == "um"
-        np.testing.assert_array_equal(nx.signal[()], [[0, 1, -1], [-2, 0, 1]])
-        assert isinstance(NXdata(g["map"]).auxiliary_signals_names, list)
-        _nx_classes(f)
-        _units_are_unit_strings(f)
-
-
-def _tiny_reduction(tmp_path, positions=True):
+def _tiny_reduction(tmp_path, positions=True, order="raster"):
     """A 2 x 3 scan of 6 small Poisson frames reduced into 10 q and 6 chi bins."""
     from xmodel.dectris import write_scan
     from xmodel.geometry import Geometry
@@ -133,7 +112,7 @@ def _tiny_reduction(tmp_path, positions=True):
     frames = np.random.default_rng(1).poisson(20.0, (6, *shape)).astype(np.uint32)
     master = write_scan(tmp_path / "raw", "s", iter(frames), 6, geo, positions_um=None,
                         pixel_mask=np.zeros(shape, bool), frames_per_file=6)
-    pos = grid_positions((2, 3), (0.5, 0.25), "raster") if positions else None
+    pos = grid_positions((2, 3), (0.5, 0.25), order) if positions else None
     return reduce_scan(master, tmp_path / "reduced.h5", q_bins=10, chi_bins=6, progress=False, positions_um=pos)
 
 
@@ -232,3 +211,163 @@ def test_fits_without_a_scan_grid_plot_per_frame(tmp_path):
     with h5py.File(red, "r") as f:
         assert NXdata(f["entry/intensity_map"]).axes_dataset_names == ["y", "x"]
         np.testing.assert_allclose(f["entry/intensity_map/y"][()], [0, 0.5], atol=1e-12)
+
+
+# ------------------------------------------------------------------ every other file type xmodel writes
+
+
+def _plottable(path, default: str) -> None:
+    """The NeXus rules of every xmodel file: NXroot, a ``@default`` chain to a valid NXdata named
+    ``default``, every NXdata group valid, an NX_class on every group, unit strings."""
+    with h5py.File(path, "r") as f:
+        assert f.attrs["NX_class"] == "NXroot"
+        nx = get_default(f)
+        assert nx is not None and nx.group.name == default and is_valid_nxdata(nx.group)
+        nxdata = []
+        f.visititems(lambda name, obj: nxdata.append(name)
+                     if isinstance(obj, h5py.Group) and obj.attrs.get("NX_class") == "NXdata" else None)
+        assert nxdata and all(is_valid_nxdata(f[name]) for name in nxdata), nxdata
+        _nx_classes(f)
+        _units_are_unit_strings(f)
+
+
+def test_classification_map_places_snake_frames_in_micrometres(tmp_path):
+    from fits.analyses.classification_file import LABEL, write_classification
+    from xmodel.reduced import open_reduced
+
+    red = _tiny_reduction(tmp_path, order="snake")           # frames 3, 4, 5 run backwards along x
+    label = np.array([0, 1, -1, -2, 0, 1])
+    conf = np.linspace(0, 1, 6)
+    write_classification(red, open_reduced(red), ["red", "blue"], ["#f00", "#00f"],
+                         {"label": label, "saxs_label": label, "waxs_label": label},
+                         {"confidence": conf, "saxs_confidence": conf, "waxs_confidence": conf},
+                         parameters={"templates": "five"}, method="test")
+    _plottable(red, "/entry/classification/map")
+    with h5py.File(red, "r") as f:
+        g = f["entry/classification"]
+        assert g.attrs["NX_class"] == "NXprocess" and g["program"][()].decode() == "xmodel classify"
+        np.testing.assert_array_equal(f[LABEL][()], label)                  # per-frame labels stay
+        m = NXdata(g["map"])
+        assert m.is_image and m.axes_dataset_names == ["y", "x"]
+        np.testing.assert_array_equal(m.signal[()], [[0, 1, -1], [1, 0, -2]])
+        assert m.signal.dtype.kind == "i"
+        np.testing.assert_allclose(g["map/x"][()], [0, 0.25, 0.5], atol=1e-12)
+        assert g["map/x"].attrs["units"] == "um" and "confidence" in m.auxiliary_signals_names
+    with pytest.raises(ValueError, match=r"classification datasets \['colour'\] are not in the schema"):
+        write_classification(red, open_reduced(red), [], [], {"label": label, "colour": label}, {},
+                             parameters={}, method="")
+
+
+def test_qmap_group_opens_as_a_q_map_with_its_line(tmp_path):
+    from fits.analyses.qmap import LineProfile
+    from fits.analyses.qmap_file import FIELDS, write_qmap
+    from xmodel.reduced import open_reduced
+
+    red = _tiny_reduction(tmp_path)
+    values = {k: np.full(6, 1.0) for k in FIELDS}
+    values["center"] = np.linspace(0.08, 0.085, 6)
+    values["status"] = np.array([0, 0, 7, 0, 10, 0], np.int8)
+    line = LineProfile(np.array([0.0, 0.25]), np.array([0, 1]), np.array([0.0, 0.25]), np.zeros(2),
+                       {"q": values["center"][:2], "q_err": np.full(2, 1e-4), "d_spacing": 2 * np.pi / values["center"][:2],
+                        "lattice_constant": np.full(2, 150.0)})
+    write_qmap(red, "200", values, scan=open_reduced(red), attrs={"family": "200"}, parameters={"a_nominal": 150.0},
+               line=line, line_ends=((0.0, 0.0), (0.25, 0.0)))
+    _plottable(red, "/entry/qmap/200/maps/q")
+    with h5py.File(red, "r") as f:
+        g = f["entry/qmap/200"]
+        assert f["entry/qmap"].attrs["NX_class"] == "NXcollection" and g.attrs["NX_class"] == "NXprocess"
+        assert g["program"][()].decode() == "xmodel qmap"
+        q = NXdata(g["maps/q"])
+        assert q.axes_dataset_names == ["y", "x"] and q.signal.attrs["units"] == "1/angstrom"
+        np.testing.assert_allclose(q.signal[()], values["center"].reshape(2, 3))
+        np.testing.assert_array_equal(g["maps/status/status"][()], [[0, 0, 7], [0, 10, 0]])
+        ln = NXdata(g["line"])
+        assert ln.axes_dataset_names == ["distance_um"] and ln.errors is not None
+        assert "status_codes" in g["status"].attrs and g["center"].shape == (6,)
+
+
+def test_qmap_of_radial_profiles_without_a_grid_plots_per_frame(tmp_path):
+    from fits.analyses.qmap_file import FIELDS, PER_FRAME, write_qmap
+
+    path = tmp_path / "radial.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("entry/reduction")["radial"] = np.ones((4, 5))
+        f["entry"].attrs["NX_class"], f["entry/reduction"].attrs["NX_class"] = "NXentry", "NXprocess"
+    write_qmap(path, "311", {k: np.zeros(4) for k in FIELDS}, scan=PER_FRAME, attrs={}, parameters={})
+    _plottable(path, "/entry/qmap/311/maps/q")
+    with h5py.File(path, "r") as f:
+        assert NXdata(f["entry/qmap/311/maps/q"]).axes_dataset_names == ["frame"]
+
+
+def test_boundary_line_file(tmp_path):
+    from fits.scan.boundary import write_line
+
+    result = {"rotation_deg": np.array([3.0, 0.1, np.nan]), "lattice_constant": np.array([140.0, 150.0, np.nan]),
+              "tilt_deg": np.array([3.0, 0.1, np.nan]), "inplane_deg": np.zeros(3), "disorder_deg": np.full(3, 9.0),
+              "bulk": np.array([False, True, False]), "bulk_orientation": np.eye(3),
+              "status": np.array([0, 0, 1]), "message": np.array(["ok", "ok", "no signal"], dtype=object)}
+    pos = np.array([[0.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
+    paths = write_line(result, np.arange(3.0), np.arange(3), pos, tmp_path / "line",
+                       parameters={"from_xy_um": [0, 0]}, configs=default_paths("red"))
+    h5 = tmp_path / "line.h5"
+    assert h5 in paths
+    _plottable(h5, "/entry/boundary/rotation")
+    with h5py.File(h5, "r") as f:
+        g = f["entry/boundary"]
+        assert g["program"][()].decode() == "xmodel boundary" and g["config_1"].attrs["NX_class"] == "NXnote"
+        assert NXdata(g["rotation"]).axes_dataset_names == ["distance_um"]
+        assert g["rotation/distance_um"].attrs["units"] == "um"
+        np.testing.assert_array_equal(g["lattice_constant/lattice_constant"][()][:2], [140.0, 150.0])
+        assert g["message"][2].decode() == "no signal"
+
+
+def test_ccf_file_of_a_reduced_scan(tmp_path, capsys):
+    red = _tiny_reduction(tmp_path)
+    out = tmp_path / "ccf.h5"
+    assert main(["ccf", str(red), "--q1", "0.1", "--q2", "0.2", "--dq", "0.03", "--out", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["out"] == str(out)
+    _plottable(out, "/entry/ccf/ccf")
+    with h5py.File(out, "r") as f:
+        np.testing.assert_allclose(f["entry/ccf/ccf/ccf"][()], doc["ccf"])
+        assert f["entry/ccf/ccf/delta_deg"].attrs["units"] == "degree"
+        assert json.loads(f["entry/ccf/parameters"][()])["q1"] == 0.1
+
+
+def test_study_file(tmp_path):
+    from fits.study.fisher import analyse_fisher
+    from fits.study.montecarlo import MonteCarloResult
+    from fits.study.result import StudyResult
+
+    names = ("lattice_constant", "tilt1_deg")
+    fisher = analyse_fisher(np.array([[4.0, 1.0], [1.0, 2.0]]), names)
+    mc = MonteCarloResult("truth", names, np.array([[150.1, 0.2], [149.9, -0.1]]), np.array([150.0, 0.0]),
+                          np.array([True, True]), 3)
+    res = StudyResult("green", "polar", 0.3, 100, 1e6, names, ("A", "deg"), np.array([150.0, 0.0]), fisher,
+                      {"truth": mc})
+    path = res.write(tmp_path / "study.h5")
+    _plottable(path, "/entry/study/correlation_image")
+    with h5py.File(path, "r") as f:
+        assert f["entry/study"].attrs["NX_class"] == "NXprocess"
+        assert list(f["entry/study"].attrs["parameter_units"]) == ["A", "deg"]
+        assert f["entry/study/monte_carlo/truth/values"].shape == (2, 2)
+
+
+def test_truth_and_detector_files_of_a_twin(tmp_path):
+    from xmodel.synth import write_truth
+    from xmodel.twin import load_twin, point_truth
+
+    sample = load_twin(Path(__file__).resolve().parents[2] / "configs" / "demo.toml", ["scan.shape=[3,4]"])
+    path = write_truth(tmp_path / "truth.h5", sample, point_truth(sample))
+    _plottable(path, "/entry/label_map")
+    with h5py.File(path, "r") as f:
+        m = NXdata(f["entry/label_map"])
+        assert m.axes_dataset_names == ["y", "x"] and m.signal.shape == (3, 4)
+        np.testing.assert_array_equal(m.signal[()].reshape(-1), f["truth/label"][()])
+        assert "units" not in f["truth/label"].attrs and f["truth/lattice_constant"].attrs["units"] == "angstrom"
+    # the Eiger-layout master and data files of the scan (written by xmodel.dectris.write_scan)
+    _tiny_reduction(tmp_path)
+    for name in ("s_master.h5", "s_data_000001.h5"):
+        _plottable(tmp_path / "raw" / name, "/entry/data")
+    with h5py.File(tmp_path / "raw" / "s_master.h5", "r") as f:
+        assert get_default(f).signal.shape == (6, 40, 30)           # through the external link

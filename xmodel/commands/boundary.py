@@ -53,7 +53,11 @@ def run(args) -> int:
               f"orientation over the whole map")
     setup = setup_from_reduction(scan, cfg, settings)
     result = fit_line(read_line(scan, index), setup, settings, scan_fit=scan_fit, scan_bulk=scan_bulk)
-    for path in write_line(result, dist, index, pos, Path(args.out)):
+    parameters = {"results": str(Path(args.results).resolve()), "from_xy_um": [p0[1], p0[0]],
+                  "to_xy_um": [p1[1], p1[0]], "fits": None if fits_path is None else str(Path(fits_path).resolve()),
+                  "overrides": list(args.overrides), "settings": settings.to_flat()}
+    for path in write_line(result, dist, index, pos, Path(args.out), parameters=parameters,
+                           configs=tuple(scan_configs(args))):
         wrote(args, path)
     return 0
 
@@ -66,7 +70,7 @@ def add_parser(sub) -> None:
     p.add_argument("--from", dest="start", required=True, metavar="X0,Y0", help="line start (um; x the fast scan axis)")
     p.add_argument("--to", dest="end", required=True, metavar="X1,Y1", help="line end (um)")
     add_scan_config_args(p)
-    p.add_argument("--out", default="boundary", help="output prefix for .csv, .json, .png")
+    p.add_argument("--out", default="boundary", help="output prefix for .csv, .json, .h5 (NeXus) and .png")
     p.add_argument("--fits", default=None, metavar="FILE",
                    help="scan fit of the same scan (/entry/fits, xmodel fit): its result at each point is one "
                         "more start (default: RESULTS itself if it holds /entry/fits)")

@@ -16,21 +16,22 @@ def _domain_frames(path: Path, domain: str) -> np.ndarray:
     import h5py
     import numpy as np
 
+    from fits.analyses.classification_file import LABEL
     from fits.analyses.disorder import class_names, domain_frames
 
     text = domain.strip()
     if all(p.strip().lstrip("-").isdigit() for p in text.split(",")) and "," in text:
         return np.array([int(p) for p in text.split(",")])
     with h5py.File(path, "r") as f:
-        if "entry/classification/label" not in f:
-            raise ValueError(f"--domain {domain!r} needs /entry/classification/label in {path}; run "
+        if LABEL not in f:
+            raise ValueError(f"--domain {domain!r} needs {LABEL} in {path}; run "
                              "`xmodel classify` first or pass frame indices, e.g. --domain 0,1,2.")
         n = int(f["entry/reduction/polar"].shape[0])
-        names = class_names(f, "/entry/classification/label")
+        names = class_names(f, LABEL)
     if not text.lstrip("-").isdigit() and text.lower() not in [m.lower() for m in names]:
         raise ValueError(f"--domain {domain!r} is not a class of {path}; valid: {names} (or an index, "
                          "or a comma-separated list of frame indices).")
-    return domain_frames(path, text, n, dataset="/entry/classification/label")
+    return domain_frames(path, text, n, dataset=LABEL)
 
 
 def _pattern_rings(path: Path, rings):
@@ -105,6 +106,16 @@ def run(args) -> int:
         out["ccf_gaussian"] = sim["gaussian"].ccf.tolist()
         out["score"] = xcca.ccf_score(res.ccf, sim["model"].ccf)
         out["score_gaussian"] = xcca.ccf_score(res.ccf, sim["gaussian"].ccf)
+    if args.out:
+        from fits.analyses.ccf_file import write_ccf
+
+        parameters = {k: out[k] for k in ("q1", "q2", "dq1", "dq2", "n_frames", "score", "score_gaussian")
+                      if k in out}
+        parameters.update(input=str(path.resolve()), domain=args.domain, overrides=list(args.overrides))
+        write_ccf(args.out, res.delta_deg, res.ccf, out["maxima_deg"], parameters=parameters, configs=configs,
+                  simulated=None if sim is None else {"ccf_simulated": sim["model"].ccf,
+                                                      "ccf_gaussian": sim["gaussian"].ccf})
+        out["out"] = str(args.out)
     if args.figure:
         from xmodel.figures import plot_ccf, save_figure
 
@@ -160,5 +171,7 @@ def add_parser(sub) -> None:
     p.add_argument("--domain", default=None,
                    help="class name or index of /entry/classification/label, or frame indices 0,1,2")
     p.add_argument("--figure", default=None, metavar="FILE", help="write a figure like Fig. 2a-e")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="write the CCF (and the model CCFs) to a NeXus HDF5 file")
     add_json_arg(p, "delta_deg, ccf (and the model CCFs)")
     p.set_defaults(func=run)

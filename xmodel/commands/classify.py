@@ -91,11 +91,13 @@ def run(args) -> int:
     import numpy as np
 
     from fits.analyses import classify
+    from fits.analyses.classification_file import GROUP, write_classification
     from fits.analyses.xcca import read_rings
     from fits.status import FitStatus, read_status
     from xmodel.figures import save_figure
     from xmodel.maps import plot_label_maps, scan_axes
     from xmodel.outputs import prepare_file
+    from xmodel.reduced import open_reduced
 
     path = Path(args.results)
     if not path.exists():
@@ -150,7 +152,19 @@ def run(args) -> int:
         orient = classify.classify_orientations(fits_r, ok, rot if args.templates == "five" else None,
                                                 n_classes=args.n_classes)[0]
     axes_um = scan_axes(positions, shape)
-    _write(path, names, saxs, waxs, label, conf, orient, args, source, shape=shape, axes_um=axes_um)
+    labels = {"label": label, "saxs_label": saxs.label, "waxs_label": waxs.label}
+    if orient is not None:
+        labels["orientation_label"] = orient
+    if source is not None:
+        labels["label_source"] = source
+    write_classification(
+        path, open_reduced(path), names, classify.class_colors(names), labels,
+        {"confidence": conf, "saxs_confidence": saxs.confidence, "waxs_confidence": waxs.confidence},
+        parameters={"templates": args.templates, "n_classes": args.n_classes, "twin": args.twin,
+                    "min_significance": args.min_significance, "mixed_fraction": args.mixed_fraction},
+        method=(f"ring peaks, templates={args.templates}, n_classes={args.n_classes}, "
+                f"rings q_SL={Q_SL}+-{DQ_SL}, q_AL={Q_AL}+-{DQ_AL} 1/A, "
+                f"min_significance={args.min_significance}, mixed_fraction={args.mixed_fraction}"))
     maps = {"SAXS (q = 0.083 1/A)": saxs.label, "WAXS (q = 2.12 1/A)": waxs.label, "label": label}
     if orient is not None:
         maps["fitted orientations"] = orient
@@ -162,66 +176,9 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"results": str(path), "figure": str(figure), "class_names": names, "counts": counts}))
     else:
-        print(f"{path}:/entry/classification: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        print(f"{path}:{GROUP}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
         print(f"figure: {figure}")
     return 0
-
-
-def _write(path, names, saxs, waxs, label, conf, orient, args, source=None, *, shape, axes_um) -> None:
-    """``/entry/classification``: an NXprocess with the per-frame labels and a 2D NXdata ``map``.
-
-    The per-frame datasets (``label``, ``confidence``, ...) keep the frame order of the scan;
-    ``map`` shows the same labels as an image over the scan positions (um), with the
-    confidences as auxiliary signals, and becomes the entry's default plot when the entry
-    has none.
-    """
-    import h5py
-    import numpy as np
-
-    from xmodel import nexus
-
-    with h5py.File(path, "a") as f:
-        if "entry/classification" in f:
-            del f["entry/classification"]
-        entry = nexus.create_entry(f)
-        g = entry.create_group("classification")
-        nexus.describe_process(g, program="xmodel classify", parameters=dict(
-            templates=args.templates, n_classes=args.n_classes, twin=args.twin,
-            min_significance=args.min_significance, mixed_fraction=args.mixed_fraction))
-        g.attrs["class_names"] = json.dumps(names)
-        g.attrs["labels"] = "class index >= 0 into class_names; -1 empty (no peaks); -2 mixed; -3 no data (ring masked in that frame)"
-        g.attrs["method"] = (f"ring peaks, templates={args.templates}, n_classes={args.n_classes}, "
-                             f"rings q_SL={Q_SL}+-{DQ_SL}, q_AL={Q_AL}+-{DQ_AL} 1/A, "
-                             f"min_significance={args.min_significance}, mixed_fraction={args.mixed_fraction}")
-        from fits.analyses.classify import class_colors
-
-        g.attrs["class_colors"] = json.dumps(class_colors(names))
-        for key, val, desc in (
-            ("saxs_label", saxs.label, "class from the SL ring at q = 0.083 1/A"),
-            ("waxs_label", waxs.label, "class from the AL ring at q = 2.12 1/A"),
-            ("label", label, "point label from both rings (fits.analyses.classify.combine_rings; cluster "
-                             "templates: SAXS class, WAXS class where SAXS is empty)"),
-            ("confidence", conf, "dominant share of the fitted peak intensity times the fit quality: "
-                                 "R^2 of the SAXS fit, (1 - 1/z) of the WAXS Poisson significance z"),
-            ("saxs_confidence", saxs.confidence, "as confidence, SL ring"),
-            ("waxs_confidence", waxs.confidence, "as confidence, AL ring"),
-        ) + ((("orientation_label", orient, "class of the fitted SL orientation (cubic misorientation)"),)
-             if orient is not None else ()) + ((("label_source", source, "3 both rings agree, 1 SAXS only, "
-                                                  "2 WAXS only (no SL peaks), 0 empty, -1 rings disagree"),)
-                                                if source is not None else ()):
-            d = g.create_dataset(key, data=np.asarray(val, np.int32 if "label" in key else np.float64))
-            d.attrs["description"] = desc
-        x_um, y_um = axes_um if axes_um is not None else (None, None)
-        aux = {"saxs_label": (saxs.label, None, "SAXS class"), "waxs_label": (waxs.label, None, "WAXS class"),
-               "confidence": (conf, None, "confidence")}
-        if orient is not None:
-            aux["orientation_label"] = (orient, None, "class of the fitted orientation")
-        m = nexus.create_map(g, "map", "label", np.asarray(label, np.int32), shape, x_um, y_um,
-                             long_name="domain class (-1 empty, -2 mixed)", title="domain classes",
-                             auxiliary=aux)
-        m.attrs["class_names"] = json.dumps(names)
-        nexus.set_default(m)               # the domain map is what a viewer opens first
-        g.attrs["default"] = "map"
 
 
 def add_parser(sub) -> None:

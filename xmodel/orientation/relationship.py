@@ -123,7 +123,7 @@ def al_orientation(R_sl, R_or, misorientation_rotvec) -> jnp.ndarray:
 
     Notes
     -----
-    docs/conventions.md; DESIGN.md "Atomic lattice".
+    docs/conventions.md, "Crystal frames and orientation matrices".
 
     Validation: zero misorientation gives ``R_sl @ R_or`` exactly (tests).
     """

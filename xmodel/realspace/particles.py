@@ -123,7 +123,7 @@ def fcc_grain(rng: np.random.Generator, *, lattice_constant: float, diameter: fl
         ``"cumulative"``: an ideal paracrystal along the three cubic axes (Hosemann & Bagchi,
         Direct Analysis of Diffraction by Matter (1962)): every lattice plane of index n along
         axis i is shifted by a random walk of n steps of rms ``g a / sqrt(2)`` from the grain
-        centre, so correlations decay with distance and peaks broaden with |G|^2.
+        centre, so correlations decay with distance and peaks broaden with ``|G|^2``.
     radius_step
         Radii are multiples of this (A): a discretised Gaussian (0.25 A = sigma / 10 for the
         paper's NCs), so that the SAXS sum can group NCs of equal radius (`xmodel.realspace.saxs`).
