@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from xmodel import orientation
+
 #: the keys `xmodel.orientation.decompose_orientation` returns, each a dataset of /entry/fits
 ANGLE_KEYS = ("zone_axis", "tilt_deg", "tilt1_deg", "tilt2_deg", "inplane_deg")
 
@@ -60,8 +62,60 @@ def orientation_stderr_deg(covariance_deg2: np.ndarray, tilt1_deg, tilt2_deg) ->
     ``M C M^T``), the misorientation angle is ``|w|`` and ``E|w|^2 = trace(M C M^T)``. NaN where
     the covariance is not finite.
     """
+    lab = lab_rotation_covariance(covariance_deg2, tilt1_deg, tilt2_deg)
+    tr = np.trace(lab, axis1=1, axis2=2)
+    ok = np.isfinite(tr) & (tr >= 0)
+    return np.where(ok, np.sqrt(np.where(ok, tr, 0.0)), np.nan)
+
+
+def lab_rotation_covariance(covariance_deg2: np.ndarray, tilt1_deg, tilt2_deg) -> np.ndarray:
+    """(N, 3, 3) covariance (deg^2) of the lab rotation vector of an orientation error, ``M C M^T``.
+
+    Parameters
+    ----------
+    covariance_deg2 : (N, 3, 3) covariance of (tilt1, tilt2, inplane) (deg^2), the angles of
+        the fit's own parametrisation.
+    tilt1_deg, tilt2_deg : (N,) the tilts of that parametrisation (deg), for ``M``
+        (`rotation_jacobian`).
+
+    Notes
+    -----
+    First order: the error ``dR R^T`` has the rotation vector ``w = M (dt1, dt2, dphi)``
+    (`rotation_jacobian`), so ``cov(w) = M C M^T``. NaN where the covariance is not finite.
+    """
     c = np.asarray(covariance_deg2, float).reshape(-1, 3, 3)
     m = rotation_jacobian(tilt1_deg, tilt2_deg)
-    tr = np.trace(m @ np.where(np.isfinite(c), c, 0.0) @ np.swapaxes(m, 1, 2), axis1=1, axis2=2)
-    ok = np.all(np.isfinite(c), axis=(1, 2)) & (tr >= 0)
-    return np.where(ok, np.sqrt(np.where(ok, tr, 0.0)), np.nan)
+    out = m @ np.where(np.isfinite(c), c, 0.0) @ np.swapaxes(m, 1, 2)
+    return np.where(np.all(np.isfinite(c), axis=(1, 2))[:, None, None], out, np.nan)
+
+
+def misorientation_vector(R_a: np.ndarray, R_b: np.ndarray) -> np.ndarray:
+    """(N, 3) lab rotation vector (rad) from ``R_b`` to ``R_a`` under cubic symmetry.
+
+    Parameters
+    ----------
+    R_a, R_b : (N, 3, 3) or (3, 3) SL crystal -> lab rotations (broadcast).
+
+    Returns
+    -------
+    The rotation vector ``w`` of ``D = R_a (R_b S)^T`` for the cubic operator ``S`` of the
+    smallest angle; ``|w|`` is `xmodel.orientation.misorientation_angle` and ``w / |w|`` the
+    lab axis. NaN where either matrix is not finite.
+
+    Notes
+    -----
+    ``D`` maps lab to lab, so a small lab rotation ``e`` of ``R_a`` (``R_a -> exp([e]x) R_a``)
+    changes ``w`` by ``e`` to first order along the axis: ``d|w| = n . e`` with ``n = w / |w|``;
+    one of ``R_b`` by ``-n . e`` (``D exp(-[e]x) = exp(-[D e]x) D`` and ``D^T n = n``).
+    """
+    R_a, R_b = np.broadcast_arrays(np.asarray(R_a, float).reshape(-1, 3, 3), np.asarray(R_b, float).reshape(-1, 3, 3))
+    out = np.full(R_a.shape[:1] + (3,), np.nan)
+    have = np.all(np.isfinite(R_a), axis=(1, 2)) & np.all(np.isfinite(R_b), axis=(1, 2))
+    if not have.any():
+        return out
+    ops = orientation.cubic_symmetry_operators()
+    d = np.einsum("nij,skj,nlk->nsil", R_a[have], ops, R_b[have])        # R_a (R_b S)^T
+    tr = np.trace(d, axis1=2, axis2=3)
+    best = d[np.arange(d.shape[0]), np.argmax(tr, axis=1)]
+    out[have] = np.asarray(orientation.rotation_vector(best), float)
+    return out

@@ -1,10 +1,17 @@
 """``xmodel boundary``: warm-started fits along a line; rotation and a versus distance."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fits.scan.settings import BOUNDARY_CLI_KEYS, add_cli_options
-from xmodel.commands._common import add_command, add_scan_config_args, parse_pair, scan_configs
+from xmodel.commands._common import (
+    add_command,
+    add_json_arg,
+    add_scan_config_args,
+    parse_pair,
+    scan_configs,
+)
 
 
 def _point(text: str, name: str) -> tuple[float, float]:
@@ -15,11 +22,18 @@ def _point(text: str, name: str) -> tuple[float, float]:
 
 def run(args) -> int:
     from fits.scan import results as store
-    from fits.scan.boundary import fit_line, line_points, read_line, scan_fit_rows, write_line
-    from xmodel.reduced import open_reduced
+    from fits.scan.boundary import (
+        fit_line,
+        format_line,
+        line_points,
+        read_line,
+        scan_fit_rows,
+        write_line,
+    )
     from fits.scan.settings import apply_cli, settings_from_config
     from fits.scan.setup import setup_from_reduction
     from xmodel.config import load_config
+    from xmodel.reduced import open_reduced
 
     p0, p1 = _point(args.start, "--from"), _point(args.end, "--to")
     cfg = load_config(scan_configs(args), args.overrides)
@@ -34,12 +48,20 @@ def run(args) -> int:
     if fits_path is not None:
         scan_fit = scan_fit_rows(fits_path, index, len(pos))
         whole = store.read_fits(fits_path)
-        scan_bulk = {"orientation_matrix": whole["orientation_matrix"], "status": whole["status"]}
-        print(f"starting each point also from the scan fit in {fits_path}; rotation from the domain's bulk "
-              f"orientation over the whole map")
+        scan_bulk = {k: whole[k] for k in ("orientation_matrix", "status", "orientation_stderr_deg") if k in whole}
+        if not args.json:
+            print(f"starting each point also from the scan fit in {fits_path}; rotation from the domain's bulk "
+                  f"orientation over the whole map")
     setup = setup_from_reduction(scan, cfg, settings)
     result = fit_line(read_line(scan, index), setup, settings, scan_fit=scan_fit, scan_bulk=scan_bulk)
-    for path in write_line(result, dist, index, pos, Path(args.out)):
+    paths = write_line(result, dist, index, pos, Path(args.out))
+    if args.json:
+        doc = json.loads(paths[1].read_text())
+        print(json.dumps(doc | {"files": [str(p) for p in paths]}, indent=1))
+        return 0
+    print(format_line(result, dist, index))
+    print("(value +- standard error, propagated from each fit's covariance; * a bulk point)")
+    for path in paths:
         print(f"wrote {path}")
     return 0
 
@@ -52,7 +74,8 @@ def add_parser(sub) -> None:
     p.add_argument("--from", dest="start", required=True, metavar="X0,Y0", help="line start (um; x the fast scan axis)")
     p.add_argument("--to", dest="end", required=True, metavar="X1,Y1", help="line end (um)")
     add_scan_config_args(p)
-    p.add_argument("--out", default="boundary", help="output prefix for .csv, .json, .png")
+    p.add_argument("--out", default="boundary", help="output prefix for .csv, .json, .png, .h5")
+    add_json_arg(p, "the points (values, standard errors, units) and the files written")
     p.add_argument("--fits", default=None, metavar="FILE",
                    help="scan fit of the same scan (/entry/fits, xmodel fit): its result at each point is one "
                         "more start (default: RESULTS itself if it holds /entry/fits)")
