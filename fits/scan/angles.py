@@ -16,6 +16,8 @@ from xmodel import orientation
 
 #: the keys `xmodel.orientation.decompose_orientation` returns, each a dataset of /entry/fits
 ANGLE_KEYS = ("zone_axis", "tilt_deg", "tilt1_deg", "tilt2_deg", "inplane_deg")
+#: the per-frame covariance (deg^2) of the lab rotation error, a dataset of /entry/fits
+COVARIANCE_KEY = "orientation_covariance_deg2"
 
 
 def rotation_jacobian(tilt1_deg, tilt2_deg) -> np.ndarray:
@@ -87,6 +89,66 @@ def lab_rotation_covariance(covariance_deg2: np.ndarray, tilt1_deg, tilt2_deg) -
     m = rotation_jacobian(tilt1_deg, tilt2_deg)
     out = m @ np.where(np.isfinite(c), c, 0.0) @ np.swapaxes(m, 1, 2)
     return np.where(np.all(np.isfinite(c), axis=(1, 2))[:, None, None], out, np.nan)
+
+
+def angle_covariance(lab_covariance_deg2: np.ndarray, tilt1_deg, tilt2_deg) -> np.ndarray:
+    """(N, 3, 3) covariance (deg^2) of (tilt1, tilt2, inplane) of a decomposition with these tilts,
+    from the covariance of the lab rotation error: ``M^-1 S M^-T``; the inverse of
+    `lab_rotation_covariance`.
+
+    Parameters
+    ----------
+    lab_covariance_deg2 : (N, 3, 3) covariance of the lab rotation vector (deg^2).
+    tilt1_deg, tilt2_deg : (N,) the tilts of the decomposition (deg), e.g. the reported ones
+        (`xmodel.orientation.decompose_orientation`).
+
+    Notes
+    -----
+    A fit refines the angles of its own parametrisation (tilts about its start, near 0), whose
+    axes are the lab axes; the reported angles turn about ``e1``, ``R_e1(t1) e2`` and
+    ``R_e1(t1) R_e2(t2) e3`` (`rotation_jacobian`). At a tilt of 8 deg the reported in-plane
+    axis leans 8 deg from the beam and picks up ``sin 8 deg`` of a tilt error, which is often 10
+    times the in-plane one: the errors of reported angles must be taken on their own axes.
+    NaN where the covariance is not finite or ``M`` is singular (``|tilt2| = 90 deg``).
+    """
+    c = np.asarray(lab_covariance_deg2, float).reshape(-1, 3, 3)
+    m = rotation_jacobian(tilt1_deg, tilt2_deg)
+    good = np.all(np.isfinite(c), axis=(1, 2)) & (np.abs(np.linalg.det(m)) > 1e-9)
+    minv = np.linalg.inv(np.where(good[:, None, None], m, np.eye(3)))
+    out = minv @ np.where(good[:, None, None], c, 0.0) @ np.swapaxes(minv, 1, 2)
+    return np.where(good[:, None, None], out, np.nan)
+
+
+def report_angles(out: dict[str, np.ndarray], index: np.ndarray, zones) -> None:
+    """Write the reported angles of frames ``index`` of the per-frame arrays ``out`` and the
+    standard errors of tilt1, tilt2 and inplane on their own axes.
+
+    Parameters
+    ----------
+    out : per-frame arrays (`fits.scan.results` layout) with ``orientation_matrix`` and, from the
+        fit, `COVARIANCE_KEY` (the lab rotation covariance, `lab_rotation_covariance`).
+    index : frames to report.
+    zones : the configured zone axes (`fits.scan.settings.SearchSettings.zones`).
+
+    Notes
+    -----
+    The angles are `xmodel.orientation.decompose_orientation`'s; their covariance is
+    `angle_covariance` of the stored lab covariance at the reported tilts. Frames whose
+    covariance is not finite keep the standard errors the fit wrote.
+    """
+    index = np.asarray(index, int)
+    if index.size == 0:
+        return
+    ang = orientation.decompose_orientation(out["orientation_matrix"][index], list(zones))
+    for k in ANGLE_KEYS:
+        out[k][index] = ang[k]
+    if COVARIANCE_KEY not in out:
+        return
+    c = angle_covariance(out[COVARIANCE_KEY][index], ang["tilt1_deg"], ang["tilt2_deg"])
+    for j, k in enumerate(ORIENTATION_PARAMETERS):
+        v = c[:, j, j]
+        ok = np.isfinite(v) & (v >= 0)
+        out[k + "_stderr"][index[ok]] = np.sqrt(v[ok])
 
 
 def misorientation_vector(R_a: np.ndarray, R_b: np.ndarray) -> np.ndarray:

@@ -290,7 +290,8 @@ def _pull_stats(pull: np.ndarray) -> dict:
             "robust_std": float(MAD_TO_SIGMA * np.median(np.abs(p - np.median(p))))}
 
 
-def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | None = None) -> dict[str, dict]:
+def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | None = None,
+               stderr: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
     """Pulls ``(fitted - true) / stderr`` of a scan fit on the twin, over in-domain ok frames.
 
     Parameters
@@ -300,6 +301,10 @@ def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | No
     misfit_deg : if given, frames whose orientation is further than this (deg) from the truth
         are left out: a fit in another basin (a wrong orientation), which no standard error
         describes; their number is ``misfits`` of every entry.
+    stderr : standard errors to use instead of the stored ones, ``{"<name>_stderr" or
+        "orientation_stderr_deg": (N,) array}`` (e.g. recomputed at the stored fits,
+        benchmarks/pulls.py --recompute); frames where a given array is NaN are left out of that
+        parameter.
 
     Returns
     -------
@@ -324,6 +329,10 @@ def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | No
     (tests/fits/scan/test_truth.py).
     """
     fit, tr, n = _fits_and_truth(fits_h5, truth_h5)
+    for k, v in (stderr or {}).items():
+        if np.shape(v) != (n,):
+            raise ValueError(f"stderr[{k!r}] has shape {np.shape(v)}; give one value per scan point ({n},)")
+        fit[k] = np.asarray(v, float)
     inside = (np.asarray(tr["label"], int) >= 0) & ~np.asarray(tr["empty"], bool) & ~np.asarray(tr["mixed"], bool)
     use = inside & (np.asarray(fit["status"], int) == FitStatus.OK.code)
     t1 = np.asarray(fit["tilt1_deg"], float)
