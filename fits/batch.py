@@ -347,6 +347,27 @@ def _build_batch(model: PatternModel, names: tuple[str, ...], kind: str):
     return jax.jit(frame)
 
 
+def _frames_and_names(observed, weight, model: PatternModel, vary: Sequence[str], kind: str
+                      ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """The checked parameter names and the (B, P) observations and weights of `fit_batch` and
+    `covariance_at` (errors for arguments that are wrong for every frame)."""
+    _residuals_of(kind)
+    names = check_names(vary)
+    if not names:
+        raise ValueError("no parameter varies; pass vary=[...] with names from fits.parameters.NAMES")
+    obs = np.asarray(observed, np.float64)
+    w = np.asarray(weight, np.float64)
+    if obs.ndim < 2 or obs.shape != w.shape:
+        raise ValueError(f"observed {obs.shape} and weight {w.shape} must have the same shape (B, P) or "
+                         "(B, n_chi, n_q); wrap a single frame as frames[None]")
+    b = obs.shape[0]
+    obs, w = obs.reshape(b, -1), w.reshape(b, -1)
+    if obs.shape[1] != model.pixels.size:
+        raise ValueError(f"each frame has {obs.shape[1]} points but the model has {model.pixels.size} "
+                         f"(shape {model.pixels.shape}); fit the images the model was built for")
+    return names, obs, w
+
+
 def _stack(init: ModelParams, b: int) -> ModelParams:
     lead = np.ndim(init.lattice_constant)
     if lead == 0:
@@ -397,26 +418,13 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     deviance residuals (McCullagh & Nelder 1989, doi:10.1007/978-1-4899-3242-6), the
     likelihood-ratio no-signal test (Wilks 1938, doi:10.1214/aoms/1177732360).
     Validation: agrees with `fits.pattern_fit.fit_pattern` (lmfit/MINPACK) on the same frame,
-    values, dispersion and dispersion-scaled standard errors; the dispersion of Poisson frames is 1 and of frames with three times
-    the Poisson variance 3, their errors sqrt(3) wider;
+    values, dispersion and dispersion-scaled standard errors; the dispersion of Poisson frames
+    is 1 and of frames with three times the Poisson variance 3, their errors sqrt(3) wider;
     recovers known parameters of synthetic frames, flags a NaN frame BAD_DATA and a
     background-only frame NO_SIGNAL (tests/fits/test_batch.py).
     """
-    _residuals_of(kind)
-    names = check_names(vary)
-    if not names:
-        raise ValueError("no parameter varies; pass vary=[...] with names from fits.parameters.NAMES")
-    obs = np.asarray(observed, np.float64)
-    w = np.asarray(weight, np.float64)
-    if obs.ndim < 2 or obs.shape != w.shape:
-        raise ValueError(f"observed {obs.shape} and weight {w.shape} must have the same shape (B, P) or "
-                         "(B, n_chi, n_q); wrap a single frame as frames[None]")
+    names, obs, w = _frames_and_names(observed, weight, model, vary, kind)
     b = obs.shape[0]
-    obs = obs.reshape(b, -1)
-    w = w.reshape(b, -1)
-    if obs.shape[1] != model.pixels.size:
-        raise ValueError(f"each frame has {obs.shape[1]} points but the model has {model.pixels.size} "
-                         f"(shape {model.pixels.shape}); fit the images the model was built for")
     if max_iter < 1:
         raise ValueError(f"max_iter = {max_iter!r} must be at least 1")
     lo, hi = _bounds(names, bounds)
@@ -559,20 +567,8 @@ def covariance_at(observed, weight, model: PatternModel, params: ModelParams, va
     Nelder 1989, sec. 9.2). Validation: equals `fit_batch`'s covariance at its solution
     (tests/fits/test_batch.py).
     """
-    _residuals_of(kind)
-    names = check_names(vary)
-    if not names:
-        raise ValueError("no parameter named; pass vary=[...] with names from fits.parameters.NAMES")
-    obs = np.asarray(observed, np.float64)
-    w = np.asarray(weight, np.float64)
-    if obs.ndim < 2 or obs.shape != w.shape:
-        raise ValueError(f"observed {obs.shape} and weight {w.shape} must have the same shape (B, P) or "
-                         "(B, n_chi, n_q); wrap a single frame as frames[None]")
+    names, obs, w = _frames_and_names(observed, weight, model, vary, kind)
     b = obs.shape[0]
-    obs, w = obs.reshape(b, -1), w.reshape(b, -1)
-    if obs.shape[1] != model.pixels.size:
-        raise ValueError(f"each frame has {obs.shape[1]} points but the model has {model.pixels.size} "
-                         f"(shape {model.pixels.shape}); use the images the model was built for")
     params = _stack(params, b)
     x = np.asarray(pack(params, names), np.float64)
     n = len(names)
