@@ -24,6 +24,7 @@ import numpy as np
 from fits.scan.frames import fit_frames
 from fits.scan.settings import FitSettings
 from fits.scan.setup import setup_from_reduction
+from fits.scan.truth import orientation_errors
 from xmodel.config import default_paths, load_config
 from xmodel.experiment import Experiment
 from xmodel.reduced import open_reduced
@@ -67,6 +68,21 @@ def main(argv: list[str] | None = None) -> None:
         s = out["lattice_constant_stderr"][j]
         print(f"| {i} | {err:+.4f} | {s:.4f} | {err / s:+.1f} | {out['dispersion'][j]:.3f} | "
               f"{out['message'][j].split(' (')[0]} |")
+    # the noiseless pulls of every stored parameter (angles resolved on the reported axes)
+    pts = np.asarray(args.points)
+    ang = orientation_errors(out["orientation_matrix"], truth["orientation_matrix"][pts], out["tilt1_deg"],
+                             out["tilt2_deg"])
+    err = {"lattice_constant": out["lattice_constant"] - truth["lattice_constant"][pts],
+           "disorder_deg": out["disorder_deg"] - truth["disorder_deg"][pts],
+           "tilt1_deg": ang[:, 0], "tilt2_deg": ang[:, 1], "inplane_deg": ang[:, 2]}
+    print("\n| point | tilt (deg) | " + " | ".join(f"{k} pull" for k in err) + " |")
+    print("|---|---|" + "---|" * len(err))
+    for j, i in enumerate(args.points):
+        print(f"| {i} | {out['tilt_deg'][j]:.1f} | " + " | ".join(
+            f"{err[k][j] / out[k + '_stderr'][j]:+.2f}" for k in err) + " |")
+    rms = {k: float(np.sqrt(np.nanmean((err[k] / out[k + "_stderr"]) ** 2))) for k in err}
+    print("\nroot mean square noiseless pull (a noisy frame's pull has variance 1 + this squared): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in rms.items()))
 
 
 if __name__ == "__main__":

@@ -149,6 +149,87 @@ def effective_dispersion(phi) -> np.ndarray:
     return np.where(np.isfinite(phi), np.maximum(phi, 1.0), 1.0)
 
 
+def pearson_statistic(model, observed, weight):
+    """Pearson's ``X^2 = sum w (d - m)^2 / m`` over the points of positive weight (JAX; traceable).
+
+    Parameters
+    ----------
+    model : (..., P) model counts per point (mean counts per bin of a polar image).
+    observed : (..., P) observed counts per point (anything where ``weight`` is 0).
+    weight : (..., P) pixels per point, 0 where invalid.
+
+    Returns
+    -------
+    (...,) the statistic (dimensionless); points whose model is below `fits.objective.MODEL_FLOOR`
+    are left out.
+
+    Notes
+    -----
+    The variance of a bin mean of ``w`` Poisson pixels is ``m / w``; ``X^2 / (n - p)`` is the
+    moment estimator of the dispersion (McCullagh & Nelder, Generalized Linear Models, 2nd ed.
+    1989, sec. 9.2, eq. 9.5 with the Poisson variance function).
+    """
+    m = jnp.asarray(model)
+    use = (weight > 0) & (m > MODEL_FLOOR)
+    m_safe = jnp.where(use, m, 1.0)
+    return jnp.sum(jnp.where(use, weight * (jnp.where(use, observed, m_safe) - m_safe) ** 2 / m_safe, 0.0), axis=-1)
+
+
+def covariance_scale(kind: str, pearson, objective, n_points, n_params: int) -> tuple[np.ndarray, np.ndarray]:
+    """The dispersion of fits and the factor their ``(J^T J)^-1`` is multiplied by.
+
+    The one rule of every fit in `fits` (`fit_batch`, `fits.pattern_fit.fit_pattern`,
+    `covariance_at`).
+
+    Parameters
+    ----------
+    kind : "deviance" (Poisson maximum likelihood) or "weighted" (Pearson least squares).
+    pearson : (...,) Pearson ``X^2`` of the fits (`pearson_statistic`; NaN where not fitted).
+    objective : (...,) the fits' objective (the "weighted" kind's chi-square; unused for "deviance").
+    n_points : (...,) points of positive weight of each fit.
+    n_params : varying parameters.
+
+    Returns
+    -------
+    dispersion : (...,) ``phi = X^2 / (n - p)`` (NaN where ``pearson`` is not finite).
+    factor : (...,) ``max(phi, 1)`` for "deviance" (`effective_dispersion`), ``chi2 / (n - p)``
+        for "weighted" (1 where the objective is not finite).
+
+    Notes
+    -----
+    Quasi-likelihood (McCullagh & Nelder, Generalized Linear Models, 2nd ed. 1989, sec. 9.2):
+    the covariance of a Poisson fit is ``phi (J^T J)^-1`` with the Fisher information ``J^T J``
+    of the deviance residuals. Counting noise is the floor (``max(phi, 1)``, see
+    `effective_dispersion`). For Pearson least squares with unknown variance the factor is the
+    reduced chi-square (lmfit's ``scale_covar``).
+    """
+    _residuals_of(kind)
+    pearson = np.asarray(pearson, np.float64)
+    dof = np.maximum(np.asarray(n_points, np.float64) - int(n_params), 1.0)
+    dispersion = np.where(np.isfinite(pearson), pearson / dof, np.nan)
+    if kind == "weighted":
+        cost = np.asarray(objective, np.float64)
+        factor = np.where(np.isfinite(cost), cost / dof, 1.0)
+    else:
+        factor = effective_dispersion(dispersion)
+    return dispersion, factor
+
+
+def _inverse_information(a):
+    """Variances and covariance ``A^-1`` of the normal matrix ``A = J^T J`` (JAX), inverted with
+    Jacobi scaling ``S A S``, ``S = diag(A)^-1/2``; ``inf`` variance and NaN covariance in a
+    direction the data do not determine (zero diagonal or a non-positive variance)."""
+    diag = jnp.diag(a)
+    scale = jnp.where(diag > 0, 1.0 / jnp.sqrt(jnp.where(diag > 0, diag, 1.0)), 0.0)
+    inv = jnp.linalg.inv(a * scale[:, None] * scale[None, :] + jnp.diag(jnp.where(diag > 0, 0.0, 1.0)))
+    cov = inv * scale[:, None] * scale[None, :]
+    var = jnp.diag(cov)
+    known = (diag > 0) & jnp.isfinite(var) & (var > 0)
+    var = jnp.where(known, var, jnp.inf)
+    cov = jnp.where(known[:, None] & known[None, :], cov, jnp.nan)
+    return var, cov
+
+
 def _workers() -> int:
     """Frames fitted at once: the cores this process may use, at most 2 unless
     ``XMODEL_FIT_THREADS`` says otherwise."""
@@ -243,15 +324,7 @@ def _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, l
                 "it": s["it"] + 1, "done": (better & small) | stuck | flat | tiny}
 
     s = jax.lax.while_loop(cond, body, state0)
-    a = s["a"]
-    diag = jnp.diag(a)
-    scale = jnp.where(diag > 0, 1.0 / jnp.sqrt(jnp.where(diag > 0, diag, 1.0)), 0.0)
-    inv = jnp.linalg.inv(a * scale[:, None] * scale[None, :] + jnp.diag(jnp.where(diag > 0, 0.0, 1.0)))
-    cov = inv * scale[:, None] * scale[None, :]
-    var = jnp.diag(cov)
-    known = (diag > 0) & jnp.isfinite(var) & (var > 0)
-    var = jnp.where(known, var, jnp.inf)
-    cov = jnp.where(known[:, None] & known[None, :], cov, jnp.nan)
+    var, cov = _inverse_information(s["a"])
     return s["x"], var, cov, s["cost"], s["it"], s["done"]
 
 
@@ -269,13 +342,30 @@ def _build_batch(model: PatternModel, names: tuple[str, ...], kind: str):
         d1 = poisson_deviance(m, observed, weight)
         comp_a, comp_b = terms(arrays, params)      # background and diffuse only: no peak sums
         d0 = null_deviance(comp_a, comp_b, observed, weight)
-        # Pearson statistic X^2 = sum w (d - m)^2 / m over the points of positive weight
-        use = (weight > 0) & (m > MODEL_FLOOR)
-        m_safe = jnp.where(use, m, 1.0)
-        pearson = jnp.sum(jnp.where(use, weight * (observed - m_safe) ** 2 / m_safe, 0.0))
-        return x, var, cov, cost, it, done, d0 - d1, pearson
+        return x, var, cov, cost, it, done, d0 - d1, pearson_statistic(m, observed, weight)
 
     return jax.jit(frame)
+
+
+def _frames_and_names(observed, weight, model: PatternModel, vary: Sequence[str], kind: str
+                      ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """The checked parameter names and the (B, P) observations and weights of `fit_batch` and
+    `covariance_at` (errors for arguments that are wrong for every frame)."""
+    _residuals_of(kind)
+    names = check_names(vary)
+    if not names:
+        raise ValueError("no parameter varies; pass vary=[...] with names from fits.parameters.NAMES")
+    obs = np.asarray(observed, np.float64)
+    w = np.asarray(weight, np.float64)
+    if obs.ndim < 2 or obs.shape != w.shape:
+        raise ValueError(f"observed {obs.shape} and weight {w.shape} must have the same shape (B, P) or "
+                         "(B, n_chi, n_q); wrap a single frame as frames[None]")
+    b = obs.shape[0]
+    obs, w = obs.reshape(b, -1), w.reshape(b, -1)
+    if obs.shape[1] != model.pixels.size:
+        raise ValueError(f"each frame has {obs.shape[1]} points but the model has {model.pixels.size} "
+                         f"(shape {model.pixels.shape}); fit the images the model was built for")
+    return names, obs, w
 
 
 def _stack(init: ModelParams, b: int) -> ModelParams:
@@ -327,28 +417,14 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     Levenberg-Marquardt with Marquardt scaling (Moré 1978, doi:10.1007/BFb0067700), Poisson
     deviance residuals (McCullagh & Nelder 1989, doi:10.1007/978-1-4899-3242-6), the
     likelihood-ratio no-signal test (Wilks 1938, doi:10.1214/aoms/1177732360).
-    Validation: agrees with `fits.pattern_fit.fit_pattern` (lmfit/MINPACK) on the same frame (its
-    standard errors are the unscaled Fisher information's: equal after dividing by
-    ``sqrt(max(phi, 1))``); the dispersion of Poisson frames is 1 and of frames with three times
-    the Poisson variance 3, their errors sqrt(3) wider;
+    Validation: agrees with `fits.pattern_fit.fit_pattern` (lmfit/MINPACK) on the same frame,
+    values, dispersion and dispersion-scaled standard errors; the dispersion of Poisson frames
+    is 1 and of frames with three times the Poisson variance 3, their errors sqrt(3) wider;
     recovers known parameters of synthetic frames, flags a NaN frame BAD_DATA and a
     background-only frame NO_SIGNAL (tests/fits/test_batch.py).
     """
-    _residuals_of(kind)
-    names = check_names(vary)
-    if not names:
-        raise ValueError("no parameter varies; pass vary=[...] with names from fits.parameters.NAMES")
-    obs = np.asarray(observed, np.float64)
-    w = np.asarray(weight, np.float64)
-    if obs.ndim < 2 or obs.shape != w.shape:
-        raise ValueError(f"observed {obs.shape} and weight {w.shape} must have the same shape (B, P) or "
-                         "(B, n_chi, n_q); wrap a single frame as frames[None]")
+    names, obs, w = _frames_and_names(observed, weight, model, vary, kind)
     b = obs.shape[0]
-    obs = obs.reshape(b, -1)
-    w = w.reshape(b, -1)
-    if obs.shape[1] != model.pixels.size:
-        raise ValueError(f"each frame has {obs.shape[1]} points but the model has {model.pixels.size} "
-                         f"(shape {model.pixels.shape}); fit the images the model was built for")
     if max_iter < 1:
         raise ValueError(f"max_iter = {max_iter!r} must be at least 1")
     lo, hi = _bounds(names, bounds)
@@ -407,14 +483,8 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
                 x[i], var[i], cov[i], cost[i], n_iter[i], done[i], gain[i], pearson[i] = out
 
     n_valid = (w_c > 0).sum(axis=1)
-    dof = np.maximum(n_valid - n, 1)
     fitted = np.isfinite(cost)
-    # the Pearson dispersion of every fitted frame (both kinds; McCullagh & Nelder sec. 9.2)
-    dispersion = np.where(fitted, pearson / dof, np.nan)
-    if kind == "weighted":
-        factor = np.where(fitted, cost / dof, 1.0)
-    else:
-        factor = effective_dispersion(dispersion)
+    dispersion, factor = covariance_scale(kind, np.where(fitted, pearson, np.nan), cost, n_valid, n)
     var = var * factor[:, None]
     cov = cov * factor[:, None, None]
     lr_scale = effective_dispersion(dispersion)
@@ -446,4 +516,82 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     return BatchFit(params=params, values={nm: x[:, j].copy() for j, nm in enumerate(names)},
                     stderr={nm: stderr[:, j].copy() for j, nm in enumerate(names)}, objective=cost,
                     n_iter=n_iter, status=list(status), messages=messages, deviance_gain=gain,
+                    dispersion=dispersion, covariance=cov, names=tuple(names))
+
+
+def _build_covariance(model: PatternModel, names: tuple[str, ...], kind: str):
+    residual = residual_function(model, names, kind)
+    split, groups = split_residual_function(model, names, kind)
+    fn, _ = intensity_function(model)
+
+    def frame(arrays, x, template, observed, weight):
+        a, _ = _normal_equations(lambda x_nl, x_lin: split(arrays, x_nl, x_lin, template, observed, weight),
+                                 x, *groups)
+        var, cov = _inverse_information(a)
+        r = residual(arrays, x, template, observed, weight)
+        m = fn(arrays, unpack(x, names, template))
+        return var, cov, jnp.sum(r * r), pearson_statistic(m, observed, weight)
+
+    return jax.jit(frame)
+
+
+def covariance_at(observed, weight, model: PatternModel, params: ModelParams, vary: Sequence[str], *,
+                  kind: str = "deviance") -> BatchFit:
+    """The standard errors and covariance of B frames at given parameters, without fitting.
+
+    What `fit_batch` reports at its solution, for parameters found elsewhere (a stored scan fit
+    read back with `fits.scan.starts.params_from_row`, the winner of a boundary line) or for
+    another set of varying parameters.
+
+    Parameters
+    ----------
+    observed, weight : (B, P) or (B, n_chi, n_q), as for `fit_batch`.
+    model : the forward model of those points.
+    params : stacked `ModelParams` (leading axis B) or one for every frame (internal units).
+    vary : names from `fits.parameters.PARAMETER_TABLE` whose covariance is wanted (the
+        parameters the fit varied: the others are held, their errors not propagated).
+    kind : "deviance" or "weighted".
+
+    Returns
+    -------
+    BatchFit
+        ``values`` at ``params``, ``stderr``, ``covariance``, ``dispersion``, ``objective`` as
+        `fit_batch` computes them at its solution (`covariance_scale`); ``n_iter`` 0; status
+        BAD_DATA for frames with bad data (stderr ``inf``), OK otherwise (nothing is judged).
+
+    Notes
+    -----
+    ``C = factor (J^T J)^-1`` with ``J`` the Jacobian of the residuals at ``params``
+    (`_inverse_information`, `covariance_scale`); at a minimum of the deviance this is the
+    inverse Fisher information of the Poisson likelihood times the dispersion (McCullagh &
+    Nelder 1989, sec. 9.2). Validation: equals `fit_batch`'s covariance at its solution
+    (tests/fits/test_batch.py).
+    """
+    names, obs, w = _frames_and_names(observed, weight, model, vary, kind)
+    b = obs.shape[0]
+    params = _stack(params, b)
+    x = np.asarray(pack(params, names), np.float64)
+    n = len(names)
+    var, cov = np.full((b, n), np.inf), np.full((b, n, n), np.nan)
+    cost, pearson = np.full(b, np.inf), np.full(b, np.nan)
+    status, messages = [FitStatus.OK] * b, [""] * b
+    run = compiled(model, ("covariance", names, kind), _build_covariance)
+    _, arrays = intensity_function(model)
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    leaves = jax.tree_util.tree_map(np.asarray, params)
+    for i in range(b):
+        bad = check_observed(obs[i], w[i], where=f"frame {i}")
+        if bad is not None:
+            status[i], messages[i] = FitStatus.BAD_DATA, bad
+            continue
+        p_i = jax.tree_util.tree_map(lambda v, k=i: v[k], leaves)
+        out = run(arrays, jnp.asarray(x[i], dtype), p_i, jnp.asarray(np.where(w[i] > 0, obs[i], 0.0), dtype),
+                  jnp.asarray(w[i], dtype))
+        var[i], cov[i], cost[i], pearson[i] = (np.asarray(o) for o in out)
+    dispersion, factor = covariance_scale(kind, pearson, cost, (w > 0).sum(axis=1), n)
+    var, cov = var * factor[:, None], cov * factor[:, None, None]
+    stderr = np.sqrt(var)
+    return BatchFit(params=params, values={nm: x[:, j].copy() for j, nm in enumerate(names)},
+                    stderr={nm: stderr[:, j].copy() for j, nm in enumerate(names)}, objective=cost,
+                    n_iter=np.zeros(b, np.int64), status=status, messages=messages, deviance_gain=np.zeros(b),
                     dispersion=dispersion, covariance=cov, names=tuple(names))

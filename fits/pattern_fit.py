@@ -15,9 +15,12 @@ compares the resulting internal Jacobian with finite differences in the internal
 bounds active. The same transformation is why an ``expr`` constraint cannot be allowed on a
 model parameter: its derivative would be missing from the Jacobian.
 
-Standard errors: for the deviance the inverse of ``J^T J`` (the Fisher information of the
-Poisson likelihood) is used unscaled (``scale_covar=False``); for the Pearson ("weighted")
-residuals it is scaled by the reduced chi-square (lmfit's default).
+Standard errors: the inverse of ``J^T J`` at the solution (for the deviance the Fisher
+information of the Poisson likelihood) scaled by the rule of every fit in `fits`
+(`fits.batch.covariance_scale`): for the deviance by the Pearson dispersion ``max(phi, 1)``
+(quasi-likelihood, McCullagh & Nelder 1989 sec. 9.2), for the Pearson ("weighted") residuals by
+the reduced chi-square. lmfit's own scaling is switched off (``scale_covar=False``) and the
+scaled errors are written back into the lmfit result, so ``fit_report`` shows them.
 """
 from __future__ import annotations
 
@@ -28,7 +31,13 @@ from dataclasses import dataclass, field
 import jax.numpy as jnp
 import numpy as np
 
-from fits.objective import _residuals_of, check_observed, make_residual_fn
+from fits.batch import covariance_scale, pearson_statistic
+from fits.objective import (
+    _residuals_of,
+    check_observed,
+    intensity_function,
+    make_residual_fn,
+)
 from fits.parameters import (
     NAMES,
     PARAMETER_TABLE,
@@ -56,7 +65,10 @@ class PatternFit:
     objective : final objective (sum of squared residuals: the Poisson deviance for
         ``kind="deviance"``, Pearson's chi-square for "weighted"); ``inf`` if no fit ran.
     status : the outcome; ``message`` says more (lmfit's message, the bad data, the error).
-    result : lmfit's `MinimizerResult` (None when no fit ran).
+    result : lmfit's `MinimizerResult` (None when no fit ran); its ``covar`` and parameter
+        ``stderr`` are the scaled ones.
+    dispersion : Pearson ``X^2 / (n - p)`` at the solution (`fits.batch.covariance_scale`; 1 for
+        counting noise and a right model; NaN when no fit ran).
     """
 
     params: ModelParams
@@ -67,6 +79,7 @@ class PatternFit:
     status: FitStatus
     message: str
     result: object | None = field(default=None, repr=False)
+    dispersion: float = math.nan
 
     def report(self, **kws) -> str:
         """lmfit's ``fit_report`` (statistics, values, errors, correlations, the "at boundary"
@@ -104,6 +117,23 @@ def _placeholder(init: ModelParams, vary: Sequence[str], status: FitStatus, mess
     values = {n: float(np.asarray(edge_value(init, n)).reshape(-1)[0]) for n in NAMES}
     return PatternFit(params=init, values=values, stderr={n: math.inf for n in vary}, correl={},
                       objective=math.inf, status=status, message=message, result=None)
+
+
+def _scale_errors(result, observed, weight, model: PatternModel, fitted: ModelParams, kind: str) -> float:
+    """Scale lmfit's unscaled covariance and standard errors by `fits.batch.covariance_scale`
+    (in place); return the Pearson dispersion of the fit."""
+    fn, arrays = intensity_function(model)
+    m = np.asarray(fn(arrays, fitted), np.float64).reshape(-1)
+    pearson = float(pearson_statistic(m, np.where(weight > 0, observed, 0.0), weight))
+    dispersion, factor = covariance_scale(kind, pearson, float(result.chisqr), int((weight > 0).sum()),
+                                          int(result.nvarys))
+    factor = float(factor)
+    if result.covar is not None:
+        result.covar = result.covar * factor
+    for p in result.params.values():
+        if p.stderr is not None:
+            p.stderr = p.stderr * math.sqrt(factor)
+    return float(dispersion)
 
 
 def _at_bound(lp, names) -> list[str]:
@@ -144,7 +174,7 @@ def lmfit_problem(observed, weight, model: PatternModel, init: ModelParams, para
     def dfun(pars):
         return np.asarray(jacobian(vector(pars), dj, wj), np.float64)[rows]
 
-    mini = lmfit.Minimizer(userfcn, parameters, scale_covar=(kind == "weighted"), nan_policy="raise")
+    mini = lmfit.Minimizer(userfcn, parameters, scale_covar=False, nan_policy="raise")
     return mini, dfun
 
 
@@ -225,6 +255,7 @@ def fit_pattern(observed, weight, model: PatternModel, init: ModelParams, vary: 
         return _placeholder(init, names, FitStatus.FAILED, f"{type(err).__name__}: {err}")
 
     fitted = from_lmfit(result.params, init)
+    dispersion = _scale_errors(result, d, w, model, fitted, kind)
     values = {n: float(result.params[n].value) for n in NAMES}
     stderr = {n: (float(result.params[n].stderr) if result.params[n].stderr is not None else math.inf)
               for n in names}
@@ -253,4 +284,5 @@ def fit_pattern(observed, weight, model: PatternModel, init: ModelParams, vary: 
     if throw and status is FitStatus.FAILED:
         raise RuntimeError(f"fit_pattern failed: {message}")
     return PatternFit(params=fitted, values=values, stderr=stderr, correl=correl,
-                      objective=float(result.chisqr), status=status, message=message, result=result)
+                      objective=float(result.chisqr), status=status, message=message, result=result,
+                      dispersion=dispersion)

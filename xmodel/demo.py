@@ -445,7 +445,8 @@ def boundary_line(out: Path, rep: Report, results: Path, truth: Path, fits_h5: P
     settings = FitSettings.of(cache_dir=str(out / "cache"))
     setup = setup_from_reduction(results, load_config(default_paths("red")), settings)
     res = fit_line(read_line(results, index), setup, settings, scan_fit=scan_fit_rows(fits_h5, index, len(pos)),
-                   scan_bulk={"orientation_matrix": scan["orientation_matrix"], "status": scan["status"]})
+                   scan_bulk={k: scan[k] for k in ("orientation_matrix", "status", "orientation_stderr_deg")
+                              if k in scan})
     write_line(res, dist, index, pos, out / "boundary")
     with h5py.File(truth, "r") as t:
         R_t = t["/truth/orientation_matrix"][()]
@@ -454,7 +455,8 @@ def boundary_line(out: Path, rep: Report, results: Path, truth: Path, fits_h5: P
         vis = t["/truth/sl_visible"][()] if "/truth/sl_visible" in t else np.ones(lab.size, bool)
     k = lab[index[0]]
     bulk_t = R_t[np.flatnonzero((lab == k) & (s_t == 0))[0]]
-    rows = ["| distance (um) | frame | true rotation (deg) | fitted (deg) | true a (A) | fitted a (A) | status |",
+    rows = [("| distance (um) | frame | true rotation (deg) | fitted (deg, +- standard error) | true a (A) | "
+             "fitted a (A) | status |"),
             "|---|---|---|---|---|---|---|"]
     with h5py.File(truth, "r") as t:
         a_t = t["/truth/lattice_constant"][()]
@@ -466,7 +468,9 @@ def boundary_line(out: Path, rep: Report, results: Path, truth: Path, fits_h5: P
         rf = float(res["rotation_deg"][j])
         if vis[i] and np.isfinite(rt):
             hits.append(np.isfinite(rf) and abs(rf - rt) <= 1.0)
-        rows.append(f"| {dist[j]:.1f} | {i} | {rt:.1f} | {rf:.1f} | {a_t[i]:.1f} | {res['lattice_constant'][j]:.1f} | "
+        se = float(res["rotation_deg_stderr"][j])
+        fitted = f"{rf:.1f}" + (f" +- {se:.2f}" if np.isfinite(se) else "")
+        rows.append(f"| {dist[j]:.1f} | {i} | {rt:.1f} | {fitted} | {a_t[i]:.1f} | {res['lattice_constant'][j]:.1f} | "
                     f"{FitStatus.from_code(res['status'][j]).value} |")
     rep.add("### Boundary line (Fig. 3b,c, 4a-f): out of the orange domain through its tilted edge", "",
             f"`xmodel boundary results.h5 --fits fits.h5 --from {DEMO_LINE[0][1]},{DEMO_LINE[0][0]} --to "

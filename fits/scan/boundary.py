@@ -18,16 +18,31 @@ from pathlib import Path
 
 import numpy as np
 
+from fits.batch import covariance_at
 from fits.scan import results as store
+from fits.scan.angles import (
+    ORIENTATION_PARAMETERS,
+    lab_rotation_covariance,
+    misorientation_vector,
+    orientation_stderr_deg,
+)
 from fits.scan.frames import fit_frames
-from xmodel.reduced import ReducedScan, open_reduced
 from fits.scan.search import ring_profiles, ring_significance
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
-from fits.scan.starts import Candidate, Start, choose, params_from_row, refine_starts
+from fits.scan.starts import (
+    Candidate,
+    Start,
+    choose,
+    frame_checks,
+    params_from_row,
+    refine_starts,
+    stack_params,
+)
 from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.parameters import FWHM_PER_SIGMA
+from xmodel.reduced import ReducedScan, open_reduced
 
 
 def line_points(positions_um: np.ndarray, start_um, end_um, step_um: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +155,14 @@ def scan_bulk_orientation(R_scan: np.ndarray, status: np.ndarray, R_line: np.nda
     the most map frames share. The candidates are the line's own orientations, not every map
     frame, because under cubic symmetry orientations of other domains are often within 20-30 deg.
     """
+    members = scan_bulk_members(R_scan, status, R_line, tolerance_deg, share)
+    return None if members is None else orientation.mean_orientation(np.asarray(R_scan, float)[members])
+
+
+def scan_bulk_members(R_scan: np.ndarray, status: np.ndarray, R_line: np.ndarray, tolerance_deg: float,
+                      share: float) -> np.ndarray | None:
+    """The map frames whose mean is `scan_bulk_orientation` (same arguments): a (N,) boolean
+    mask, or None when no line point is shared by any ok map frame."""
     R_scan = np.asarray(R_scan, float)
     R_line = np.asarray(R_line, float).reshape(-1, 3, 3)
     ok = (np.asarray(status) == FitStatus.OK.code) & np.all(np.isfinite(R_scan), axis=(1, 2))
@@ -152,7 +175,112 @@ def scan_bulk_orientation(R_scan: np.ndarray, status: np.ndarray, R_line: np.nda
     if count.max() == 0:
         return None
     k = int(np.flatnonzero(count >= share * count.max())[0])
-    return orientation.mean_orientation(cand[near[k]])
+    members = np.zeros(R_scan.shape[0], bool)
+    members[np.flatnonzero(ok)[near[k]]] = True
+    return members
+
+
+def rotation_stderr_deg(R: np.ndarray, R_bulk: np.ndarray, cov_deg2: np.ndarray, cov_bulk_deg2: np.ndarray,
+                        cross_deg2: np.ndarray | None = None) -> np.ndarray:
+    """Standard error (deg) of the misorientation angle between orientations and a reference.
+
+    Parameters
+    ----------
+    R : (M, 3, 3) SL crystal -> lab orientations of the points.
+    R_bulk : (3, 3) the reference (bulk) orientation.
+    cov_deg2 : (M, 3, 3) covariance (deg^2) of each point's lab rotation error
+        (`fits.scan.angles.lab_rotation_covariance`).
+    cov_bulk_deg2 : (3, 3) covariance (deg^2) of the reference's lab rotation error.
+    cross_deg2 : (M, 3, 3) covariance between a point's error and the reference's (a point that
+        is one of those the reference averages); None: independent.
+
+    Returns
+    -------
+    (M,) ``sqrt(n^T (C_i + C_B - X_i - X_i^T) n)`` with ``n`` the unit lab axis of the
+    misorientation (`fits.scan.angles.misorientation_vector`); where the angle is exactly 0,
+    ``sqrt(trace(...))`` (the root mean square length of the error vector). NaN where a
+    covariance or orientation is not finite.
+
+    Notes
+    -----
+    First-order propagation, ``var f = g^T C g`` with ``g`` the gradient of ``f`` (JCGM 100:2008,
+    Guide to the expression of uncertainty in measurement, eq. 13): the angle ``theta = |w|`` of
+    ``D = R_i (R_B S)^T`` changes by ``n . (e_i - e_B)`` for small lab rotations ``e_i`` of the
+    point and ``e_B`` of the reference (`misorientation_vector`). Valid where ``theta`` is well
+    above its standard error; near 0 the angle is the length of a 3-vector error and its
+    distribution is skewed (biased upwards, chi-like).
+    """
+    R = np.asarray(R, float).reshape(-1, 3, 3)
+    c = np.asarray(cov_deg2, float).reshape(-1, 3, 3) + np.asarray(cov_bulk_deg2, float)[None]
+    if cross_deg2 is not None:
+        x = np.asarray(cross_deg2, float).reshape(-1, 3, 3)
+        c = c - x - np.swapaxes(x, 1, 2)
+    w = misorientation_vector(R, np.asarray(R_bulk, float))
+    norm = np.linalg.norm(w, axis=1)
+    n = w / np.where(norm > 0, norm, 1.0)[:, None]
+    var = np.where(norm > 0, np.einsum("mi,mij,mj->m", n, c, n), np.trace(c, axis1=1, axis2=2))
+    ok = np.isfinite(var) & (var >= 0)
+    return np.where(ok, np.sqrt(np.where(ok, var, 0.0)), np.nan)
+
+
+def compression_pct(a: np.ndarray, a_stderr: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Compression ``100 (1 - a_i / a_bulk)`` (%) of each point and its standard error.
+
+    Parameters
+    ----------
+    a, a_stderr : (M,) lattice constants (A) and their standard errors (A).
+    members : (M,) boolean, the points whose mean is ``a_bulk``.
+
+    Returns
+    -------
+    compression, stderr : (M,) % (positive: smaller than the bulk); NaN without bulk points or
+        where ``a`` or its error is not finite.
+
+    Notes
+    -----
+    First-order propagation (JCGM 100:2008, eq. 13) with independent frames:
+    ``a_bulk = mean_K a_k``, ``var a_bulk = sum_K s_k^2 / K^2``, ``cov(a_i, a_bulk) = s_i^2 / K``
+    when ``i`` is one of the ``K``, and
+    ``var c_i = (100 / a_B)^2 (s_i^2 + (a_i / a_B)^2 var a_B - 2 (a_i / a_B) cov(a_i, a_B))``.
+    """
+    a = np.asarray(a, float)
+    s = np.asarray(a_stderr, float)
+    members = np.asarray(members, bool) & np.isfinite(a) & np.isfinite(s)
+    out = np.full(a.shape, np.nan), np.full(a.shape, np.nan)
+    k = int(members.sum())
+    if k == 0:
+        return out
+    a_b = float(np.mean(a[members]))
+    var_b = float(np.sum(s[members] ** 2)) / k ** 2
+    cov_ib = np.where(members, s ** 2 / k, 0.0)
+    r = a / a_b
+    var = (100.0 / a_b) ** 2 * (s ** 2 + r ** 2 * var_b - 2.0 * r * cov_ib)
+    return 100.0 * (1.0 - r), np.sqrt(np.maximum(var, 0.0))
+
+
+def _line_covariances(polar: np.ndarray, setup: FitSetup, settings: FitSettings, params: dict[int, object]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per line point: the lattice constant's standard error (A), the lab rotation covariance
+    (deg^2, `lab_rotation_covariance`) and `orientation_stderr_deg`, from the covariance of the
+    scan refinement's parameters at the point's fitted ``params`` (`fits.batch.covariance_at`);
+    NaN for points not in ``params``."""
+    M = polar.shape[0]
+    a_s, cov, o_s = np.full(M, np.nan), np.full((M, 3, 3), np.nan), np.full(M, np.nan)
+    rows = sorted(params)
+    vary = list(settings.refine.vary)
+    if not rows or not all(n in vary for n in ORIENTATION_PARAMETERS + ("lattice_constant",)):
+        return a_s, cov, o_s
+    obs = polar.reshape(M, -1)[rows][:, setup.index]
+    valid, bad = frame_checks(obs, setup.weight)
+    w = np.where(valid & ~bad[:, None], setup.weight[None, :], 0.0)
+    c = covariance_at(np.where(valid, obs, 0.0), w, setup.model, stack_params([params[i] for i in rows]), vary)
+    j = [vary.index(n) for n in ORIENTATION_PARAMETERS]
+    t1 = np.degrees([float(params[i].tilt1) for i in rows])
+    t2 = np.degrees([float(params[i].tilt2) for i in rows])
+    a_s[rows] = c.stderr["lattice_constant"]
+    cov[rows] = lab_rotation_covariance(c.covariance[:, j][:, :, j], t1, t2)
+    o_s[rows] = orientation_stderr_deg(c.covariance[:, j][:, :, j], t1, t2)
+    return a_s, cov, o_s
 
 
 def status_rank(settings: FitSettings) -> dict[FitStatus, int]:
@@ -173,16 +301,21 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
         (bulk tolerance, start significance, status preference, the same-orientation angle).
     scan_fit : the scan fit's results at the same M points (`scan_fit_rows`), each one more
         start; None: warm starts and the search only.
-    scan_bulk : ``{"orientation_matrix": (N, 3, 3), "status": (N,)}`` of the whole scan fit: the
-        rotation is then measured from the domain's bulk over the map (`scan_bulk_orientation`)
-        instead of the densest plateau along the line.
+    scan_bulk : ``{"orientation_matrix": (N, 3, 3), "status": (N,)}`` of the whole scan fit, and
+        optionally ``"orientation_stderr_deg": (N,)``: the rotation is then measured from the
+        domain's bulk over the map (`scan_bulk_orientation`) instead of the densest plateau
+        along the line.
 
     Returns
     -------
     dict of (M,) arrays: ``rotation_deg`` (misorientation to the bulk orientation, deg),
-    ``lattice_constant`` (A), ``tilt_deg``, ``inplane_deg``, ``disorder_deg`` (FWHM, deg),
-    ``objective`` (Poisson deviance), ``bulk`` (bool: a point of the bulk plateau), ``status``,
-    ``message``; ``orientation_matrix`` (M, 3, 3) SL crystal -> lab; ``bulk_orientation`` (3, 3).
+    ``lattice_constant`` (A), ``compression_pct`` (``100 (1 - a / a_bulk)``, %, ``a_bulk`` the
+    mean over the line's bulk points), ``tilt_deg``, ``inplane_deg``, ``disorder_deg`` (FWHM,
+    deg), their standard errors ``rotation_deg_stderr``, ``lattice_constant_stderr``,
+    ``compression_pct_stderr`` and ``orientation_stderr_deg`` (one orientation uncertainty,
+    `fits.scan.angles.orientation_stderr_deg`), ``objective`` (Poisson deviance), ``bulk``
+    (bool: a point of the bulk plateau), ``status``, ``message``; ``orientation_matrix``
+    (M, 3, 3) SL crystal -> lab; ``bulk_orientation`` (3, 3).
 
     Notes
     -----
@@ -202,6 +335,18 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
     (`xmodel.orientation.misorientation_angle`) to the chordal mean (`mean_orientation`) of
     the bulk plateau (`bulk_points` of the points with status ok), i.e. relative to the
     domain's bulk orientation (paper Fig. 3b,c).
+
+    Standard errors (points with status ok or at bound; NaN otherwise: a mixed pattern or a fit
+    that did not converge has no error bar): the covariance of the refined parameters at the
+    chosen fit (`fits.batch.covariance_at`, the dispersion-scaled inverse Fisher information
+    that `fits.batch.fit_batch` reports), propagated to first order (`rotation_stderr_deg`,
+    `compression_pct`). The reference's own error counts: the chordal mean of ``K`` orientations
+    moves by the mean of their errors (first order), covariance ``sum C_k / K^2``, correlated
+    with a point that is one of them (``C_i / K``). With ``scan_bulk`` the reference is the mean
+    of ``K`` map frames, each taken as isotropic with its ``orientation_stderr_deg`` (the map
+    stores no full covariance) when ``scan_bulk`` holds it, else as precise as the line's bulk
+    points; the correlation of a line point with the same frame among the map's ``K`` (a
+    ``1 / K`` term) is left out.
     Validation: synthetic rotation ramps (tests/fits/scan/test_boundary.py); the 31 x 31 digital
     twin's boundary lines against its truth (rotation within 1 deg where the SL is visible).
     """
@@ -218,6 +363,7 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
         raise ValueError(f"scan_fit has {scan_fit['orientation_matrix'].shape[0]} rows for {M} frames; "
                          f"take its rows at the line's points (scan_fit_rows(fits, index)).")
     prev = None
+    chosen: dict[int, object] = {}
     for i in range(M):
         starts = [] if prev is None else [Start(0, prev, "warm start", (0, 0))]
         if scan_fit is not None and np.all(np.isfinite(scan_fit["orientation_matrix"][i])):
@@ -279,11 +425,17 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
         out["disorder_deg"][i] = float(np.degrees(p.disorder) * FWHM_PER_SIGMA)
         out["objective"][i] = obj
         out["status"][i], out["message"][i] = st.code, msg
+        if st in (FitStatus.OK, FitStatus.AT_BOUND):
+            chosen[i] = p
         prev = p
     fitted = np.flatnonzero(np.all(np.isfinite(out["orientation_matrix"]), axis=(1, 2)))
     out["rotation_deg"] = np.full(M, np.nan)
+    out["rotation_deg_stderr"] = np.full(M, np.nan)
     out["bulk"] = np.zeros(M, bool)
     out["bulk_orientation"] = np.full((3, 3), np.nan)
+    out["lattice_constant_stderr"], cov, out["orientation_stderr_deg"] = _line_covariances(
+        polar, setup, settings, chosen)
+    members = None
     if fitted.size:
         # the bulk is taken from clean fits (status ok) where there are any: a mixed pattern or a
         # fit at a bound is no reference
@@ -292,8 +444,10 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
         ref = pool[bulk_points(out["orientation_matrix"][pool], line.bulk_tolerance_deg)]
         bulk = None
         if scan_bulk is not None:       # the domain's plateau over the whole map
-            bulk = scan_bulk_orientation(scan_bulk["orientation_matrix"], scan_bulk["status"],
-                                         out["orientation_matrix"][pool], line.bulk_tolerance_deg, line.bulk_share)
+            members = scan_bulk_members(scan_bulk["orientation_matrix"], scan_bulk["status"],
+                                        out["orientation_matrix"][pool], line.bulk_tolerance_deg, line.bulk_share)
+            if members is not None:
+                bulk = orientation.mean_orientation(np.asarray(scan_bulk["orientation_matrix"], float)[members])
         if bulk is not None:
             ref = pool[np.degrees(np.atleast_1d(orientation.misorientation_angle(
                 bulk, out["orientation_matrix"][pool]))) <= line.bulk_tolerance_deg]
@@ -303,6 +457,21 @@ def fit_line(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSett
         out["bulk_orientation"] = bulk
         out["rotation_deg"][fitted] = np.degrees(np.atleast_1d(
             orientation.misorientation_angle(bulk, out["orientation_matrix"][fitted])))
+        # the reference's error: the mean of its members' errors (first order)
+        own = out["bulk"] & np.all(np.isfinite(cov), axis=(1, 2))
+        k = int(own.sum())
+        cov_bulk = cov[own].sum(axis=0) / k ** 2 if k else np.full((3, 3), np.nan)
+        cross = np.where(own[:, None, None], cov / max(k, 1), 0.0)
+        if members is not None:
+            cross = None
+            if "orientation_stderr_deg" in scan_bulk:
+                s_map = np.asarray(scan_bulk["orientation_stderr_deg"], float)[members]
+                cov_bulk = np.eye(3) * np.sum(s_map ** 2) / 3.0 / s_map.size ** 2
+        out["rotation_deg_stderr"][fitted] = rotation_stderr_deg(
+            out["orientation_matrix"][fitted], bulk, cov[fitted], cov_bulk,
+            None if cross is None else cross[fitted])
+    out["compression_pct"], out["compression_pct_stderr"] = compression_pct(
+        out["lattice_constant"], out["lattice_constant_stderr"], out["bulk"])
     ang = orientation.decompose_orientation(out["orientation_matrix"], list(settings.search.zones))
     out["tilt_deg"], out["inplane_deg"] = ang["tilt_deg"], ang["inplane_deg"]
     return out
@@ -317,9 +486,14 @@ LINE_FIELDS: dict[str, tuple[str | None, str]] = {
     "y_um": ("um", "scan position, slow axis"),
     "x_um": ("um", "scan position, fast axis"),
     "rotation_deg": ("degree", "misorientation to the bulk orientation (cubic symmetry)"),
+    "rotation_deg_stderr": ("degree", "standard error of rotation_deg, first-order propagation"),
     "lattice_constant": ("angstrom", "SL lattice constant"),
+    "lattice_constant_stderr": ("angstrom", "standard error of the lattice constant"),
+    "compression_pct": ("percent", "100 (1 - a / a_bulk), a_bulk the mean over the bulk points"),
+    "compression_pct_stderr": ("percent", "standard error of compression_pct, first-order propagation"),
     "tilt_deg": ("degree", "out-of-plane tilt of the SL"),
     "inplane_deg": ("degree", "in-plane angle of the SL"),
+    "orientation_stderr_deg": ("degree", "one orientation uncertainty, root mean square misorientation"),
     "disorder_deg": ("degree", "NC orientational disorder dPhi (FWHM)"),
     "bulk": (None, "1: a point of the bulk plateau that defines the reference (bulk_points)"),
     "status": (None, "outcome of the point's fit, see attribute status_codes"),
@@ -332,9 +506,11 @@ def write_line(result: dict, distance_um: np.ndarray, index: np.ndarray, positio
     """Write ``<prefix>.csv``, ``<prefix>.json``, ``<prefix>.h5`` and ``<prefix>.png`` (rotation
     and a vs distance).
 
-    Columns: distance_um, point, y_um, x_um, rotation_deg (to the bulk), lattice_constant (A),
-    tilt_deg, inplane_deg, disorder_deg, bulk (1: a point of the bulk plateau that defines the
-    reference, `bulk_points`), status, message. The JSON also holds ``bulk_orientation`` (SL
+    Columns: distance_um, point, y_um, x_um, then the values of `LINE_FIELDS` that ``result``
+    holds (rotation_deg to the bulk and its standard error, lattice_constant (A) and its
+    standard error, compression_pct and its standard error, tilt_deg, inplane_deg,
+    orientation_stderr_deg, disorder_deg), bulk (1: a point of the bulk plateau that defines
+    the reference, `bulk_points`), status, message. The JSON also holds ``bulk_orientation`` (SL
     crystal -> lab, 3 x 3); the plot marks the bulk points (filled). The HDF5 file is NeXus:
     ``/entry/boundary`` (NXprocess with the settings ``parameters`` and the ``configs``) holds
     the columns (`LINE_FIELDS`) and the NXdata ``rotation`` (rotation, tilt and in-plane angle
@@ -344,7 +520,8 @@ def write_line(result: dict, distance_um: np.ndarray, index: np.ndarray, positio
 
     prefix = Path(out_prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    keys = ("rotation_deg", "lattice_constant", "tilt_deg", "inplane_deg", "disorder_deg")
+    per_point = ("distance_um", "point", "y_um", "x_um", "bulk", "status")
+    keys = [k for k in LINE_FIELDS if k not in per_point and k in result]
     rows = []
     for j in range(len(index)):
         row = {"distance_um": float(distance_um[j]), "point": int(index[j]),
@@ -359,9 +536,7 @@ def write_line(result: dict, distance_um: np.ndarray, index: np.ndarray, positio
         w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["distance_um"])
         w.writeheader()
         w.writerows(rows)
-    units = {"distance_um": "um", "rotation_deg": "degree (misorientation to the bulk orientation, cubic symmetry)",
-             "lattice_constant": "angstrom", "tilt_deg": "degree", "inplane_deg": "degree",
-             "disorder_deg": "degree (FWHM)"}
+    units = {"distance_um": "um"} | {k: f"{LINE_FIELDS[k][0]} ({LINE_FIELDS[k][1]})" for k in keys}
     bulk_R = np.asarray(result.get("bulk_orientation", np.full((3, 3), np.nan)), float)
     json_path.write_text(json.dumps({"units": units, "points": rows, "bulk_orientation": (
         None if not np.all(np.isfinite(bulk_R)) else bulk_R.tolist())}, indent=1))
@@ -386,7 +561,8 @@ def _write_line_nexus(path: Path, columns: dict[str, np.ndarray], messages: list
         g = nexus.describe_process(entry.create_group(LINE_GROUP.rsplit("/", 1)[-1]), program="xmodel boundary",
                                    configs=configs, parameters=parameters)
         for key, (units, description) in LINE_FIELDS.items():
-            nexus.write_field(g, key, columns[key], units=units, description=description)
+            if key in columns:
+                nexus.write_field(g, key, columns[key], units=units, description=description)
         g["status"].attrs["status_codes"] = status_codes_attribute()
         nexus.write_field(g, "message", np.array(messages, dtype=h5py.string_dtype()), description="fit message")
         nexus.write_field(g, "bulk_orientation", bulk_R, description="bulk orientation, SL crystal -> lab (3 x 3)")
@@ -418,6 +594,26 @@ def _line_figure(distance_um: np.ndarray, result: dict):
     axes[1].set_ylabel("a (Å)")
     axes[1].set_xlabel("distance along the line (µm)")
     return fig
+
+
+def format_line(result: dict, distance_um: np.ndarray, index: np.ndarray) -> str:
+    """A text table of a line: distance, point, rotation, lattice constant and compression, each
+    ``value +- standard error`` (`fit_line`), bulk mark and status."""
+    def pm(k: str, j: int, f: str) -> str:
+        v = float(np.asarray(result[k])[j]) if k in result else np.nan
+        e = float(np.asarray(result[k + "_stderr"])[j]) if k + "_stderr" in result else np.nan
+        if not np.isfinite(v):
+            return "-"
+        return f.format(v) + (f" +- {f.format(e)}" if np.isfinite(e) else "")
+
+    lines = ["distance_um  point  rotation_deg      a_angstrom          compression_pct  bulk  status"]
+    for j in range(len(index)):
+        st = FitStatus.from_code(int(result["status"][j])).value
+        bulk = "*" if "bulk" in result and result["bulk"][j] else ""
+        lines.append(f"{float(distance_um[j]):11.2f}  {int(index[j]):5d}  {pm('rotation_deg', j, '{:.2f}'):16s}  "
+                     f"{pm('lattice_constant', j, '{:.2f}'):18s}  {pm('compression_pct', j, '{:.2f}'):15s}  "
+                     f"{bulk:4s}  {st}")
+    return "\n".join(lines)
 
 
 def read_line(results, index: np.ndarray) -> np.ndarray:

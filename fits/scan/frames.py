@@ -28,7 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fits.scan.angles import ANGLE_KEYS, ORIENTATION_PARAMETERS, orientation_stderr_deg
+from fits.scan.angles import (
+    COVARIANCE_KEY,
+    ORIENTATION_PARAMETERS,
+    lab_rotation_covariance,
+    orientation_stderr_deg,
+    report_angles,
+)
 from fits.scan.linear import component_images, linear_scales
 from fits.scan.mixed import flag_mixed
 from fits.scan.results import STDERR_OF, empty_results
@@ -233,9 +239,7 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
     t = clock()
     flag_mixed(out, todo, clean[todo], setup, stack_params(chosen), settings)
     tm["mixed"] = tm.get("mixed", 0.0) + clock() - t
-    ang = orientation.decompose_orientation(rot, list(settings.search.zones))
-    for k in ANGLE_KEYS:
-        out[k][todo] = ang[k]
+    report_angles(out, todo, settings.search.zones)
     return out
 
 
@@ -276,9 +280,14 @@ def store_fit(out: dict[str, np.ndarray], i: int, f, k: int, configuration: str 
         out[name + "_stderr"][i] = float(f.stderr[name][k]) if name in f.stderr and not undetermined else np.nan
     out["dispersion"][i] = float(f.dispersion[k]) if len(f.dispersion) else np.nan
     out["orientation_stderr_deg"][i] = np.nan
+    lab = np.full((3, 3), np.nan)
     if all(n in f.names for n in ORIENTATION_PARAMETERS):
         j = [f.names.index(n) for n in ORIENTATION_PARAMETERS]
-        # the angles of the fit's own parametrisation (about its base orientation)
-        out["orientation_stderr_deg"][i] = orientation_stderr_deg(
-            f.covariance[k][np.ix_(j, j)], np.degrees(float(p.tilt1)), np.degrees(float(p.tilt2)))[0]
+        # the angles of the fit's own parametrisation (about its base orientation) -> lab rotation;
+        # `report_angles` puts the errors of the reported angles on their own axes
+        t1, t2 = np.degrees(float(p.tilt1)), np.degrees(float(p.tilt2))
+        lab = lab_rotation_covariance(f.covariance[k][np.ix_(j, j)], t1, t2)[0]
+        out["orientation_stderr_deg"][i] = orientation_stderr_deg(f.covariance[k][np.ix_(j, j)], t1, t2)[0]
+    if COVARIANCE_KEY in out:       # absent from the rows of a file written before it was stored
+        out[COVARIANCE_KEY][i] = lab
     return rot, p

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from fits.scan import results as store
-from fits.scan.angles import ANGLE_KEYS
+from fits.scan.angles import report_angles
 from fits.scan.frames import fit_frames, store_fit
 from fits.scan.linear import COMPONENTS, component_images, poisson_deviance_np
 from fits.scan.mixed import flag_mixed
@@ -301,8 +301,6 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         flag_mixed(out, idx, np.stack([polar[i] for i in idx]), setup,
                    stack_params([best[i].params for i in idx]), settings)
     idx = np.array(done)
-    ang = orientation.decompose_orientation(out["orientation_matrix"][idx], list(settings.search.zones))
-    for key in ANGLE_KEYS:
-        out[key][idx] = ang[key]
+    report_angles(out, idx, settings.search.zones)
     store.write_frames(fits_path, idx, out)
     return sorted(done)

@@ -71,6 +71,10 @@ FIT_DATASETS = {
     "orientation_stderr_deg": ("degree", ("one orientation uncertainty: sqrt(trace(M C M^T)), the root mean square "
                                          "misorientation implied by the covariance C of tilt1, tilt2, inplane "
                                          "(fits.scan.angles.orientation_stderr_deg)")),
+    "orientation_covariance_deg2": ("degree^2", ("covariance (3, 3) of the lab rotation vector of the orientation "
+                                                "error, M C M^T (fits.scan.angles.lab_rotation_covariance): the "
+                                                "error of any angle of the orientation follows from it; "
+                                                "tilt1/tilt2/inplane_deg_stderr are on the reported angles' axes")),
     "al_gain": ("", ("Poisson deviance gain of the AL term (AL signal strength): in the linear-scale fit, or of "
                     "the fitted AL term for frames refitted in a neighbour pass")),
     "configuration_margin": ("", ("deviance of the other configuration's fit minus that of the chosen one "
@@ -92,7 +96,7 @@ ALL_DATASETS = tuple(FIT_DATASETS) + tuple(k + "_stderr" for k in STDERR_OF)
 #: per-frame datasets shown as scan maps by `write_maps` (the first is the default plot)
 MAP_DATASETS = ("lattice_constant", "tilt_deg", "inplane_deg", "disorder_deg", "status", "dispersion",
                 "orientation_stderr_deg", "lattice_constant_stderr")
-_MATRICES = ("orientation_matrix", "relationship")
+_MATRICES = ("orientation_matrix", "relationship", "orientation_covariance_deg2")
 _STRINGS = ("configuration", "message")
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fits.scan.angles import rotation_jacobian
+from fits.scan.angles import misorientation_vector, rotation_jacobian
 from fits.scan.results import read_fits
 from fits.status import FitStatus
 from xmodel import orientation
@@ -220,15 +220,15 @@ def format_truth_table(table: dict) -> str:
     SL peaks (``table["with_sl_peaks"]``), a second parameter table and check table over the
     in-domain points with SL peaks follow (the all-in-domain numbers are never dropped).
     """
-    lines = [f"Recovered vs true over {table['n_in_domain']} in-domain points "
-             f"({table['n_points']} points, {table['n_empty']} empty, {table['n_mixed']} mixed).", ""]
+    lines = [(f"Recovered vs true over {table['n_in_domain']} in-domain points "
+             f"({table['n_points']} points, {table['n_empty']} empty, {table['n_mixed']} mixed)."), ""]
     lines += _error_rows(table)
     lines += ["", "| check | value |", "|---|---|",
-              f"| configuration right | {_pct(table['configuration_accuracy'])} "
-              f"(undetermined {_pct(table['configuration_undetermined'])}) |",
+              (f"| configuration right | {_pct(table['configuration_accuracy'])} "
+              f"(undetermined {_pct(table['configuration_undetermined'])}) |"),
               f"| disorder determined | {_pct(table['disorder_determined'])} |",
-              f"| in-domain status other than ok | {_pct(table['not_ok'])} "
-              f"({_status_text(table['in_domain_status'])}) |",
+              (f"| in-domain status other than ok | {_pct(table['not_ok'])} "
+              f"({_status_text(table['in_domain_status'])}) |"),
               f"| empty points flagged | {_pct(table['empty_flagged'])} ({_status_text(table['empty_status'])}) |",
               f"| mixed points flagged | {_pct(table['mixed_flagged'])} ({_status_text(table['mixed_status'])}) |"]
     vis = table.get("with_sl_peaks")
@@ -236,8 +236,8 @@ def format_truth_table(table: dict) -> str:
         lines += ["", f"Over the {vis['n_in_domain']} in-domain points with SL peaks (/truth/sl_visible).", ""]
         lines += _error_rows(vis)
         lines += ["", "| check (with SL peaks) | value |", "|---|---|",
-                  f"| configuration right | {_pct(vis['configuration_accuracy'])} "
-                  f"(undetermined {_pct(vis['configuration_undetermined'])}) |",
+                  (f"| configuration right | {_pct(vis['configuration_accuracy'])} "
+                  f"(undetermined {_pct(vis['configuration_undetermined'])}) |"),
                   f"| disorder determined | {_pct(vis['disorder_determined'])} |",
                   f"| status other than ok | {_pct(vis['not_ok'])} ({_status_text(vis['in_domain_status'])}) |"]
     if table.get("per_domain"):
@@ -272,22 +272,13 @@ def orientation_errors(R_fit: np.ndarray, R_true: np.ndarray, tilt1_deg: np.ndar
     ``w = M (dt1, dt2, dphi)`` with ``M`` of `fits.scan.angles.rotation_jacobian` (first order in the error, exact in
     the tilts). NaN where either matrix is missing.
     """
-    R_f = np.asarray(R_fit, float)
-    R_t = np.asarray(R_true, float)
-    n = R_f.shape[0]
-    out = np.full((n, 3), np.nan)
-    have = np.all(np.isfinite(R_f), axis=(1, 2)) & np.all(np.isfinite(R_t), axis=(1, 2)) \
-        & np.isfinite(tilt1_deg) & np.isfinite(tilt2_deg)
+    w = np.degrees(misorientation_vector(R_fit, R_true))
+    out = np.full(w.shape, np.nan)
+    have = np.all(np.isfinite(w), axis=1) & np.isfinite(tilt1_deg) & np.isfinite(tilt2_deg)
     if not have.any():
         return out
-    ops = orientation.cubic_symmetry_operators()
-    rf, rt = R_f[have], R_t[have]
-    d = np.einsum("nij,skj,nlk->nsil", rf, ops, rt)                       # R_f (R_t S)^T
-    tr = np.trace(d, axis1=2, axis2=3)
-    best = d[np.arange(d.shape[0]), np.argmax(tr, axis=1)]
-    w = np.degrees(np.asarray(orientation.rotation_vector(best), float))
     m = rotation_jacobian(np.asarray(tilt1_deg)[have], np.asarray(tilt2_deg)[have])
-    out[have] = np.linalg.solve(m, w[..., None])[..., 0]
+    out[have] = np.linalg.solve(m, w[have][..., None])[..., 0]
     return out
 
 
@@ -299,7 +290,8 @@ def _pull_stats(pull: np.ndarray) -> dict:
             "robust_std": float(MAD_TO_SIGMA * np.median(np.abs(p - np.median(p))))}
 
 
-def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | None = None) -> dict[str, dict]:
+def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | None = None,
+               stderr: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
     """Pulls ``(fitted - true) / stderr`` of a scan fit on the twin, over in-domain ok frames.
 
     Parameters
@@ -309,6 +301,10 @@ def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | No
     misfit_deg : if given, frames whose orientation is further than this (deg) from the truth
         are left out: a fit in another basin (a wrong orientation), which no standard error
         describes; their number is ``misfits`` of every entry.
+    stderr : standard errors to use instead of the stored ones, ``{"<name>_stderr" or
+        "orientation_stderr_deg": (N,) array}`` (e.g. recomputed at the stored fits,
+        benchmarks/pulls.py --recompute); frames where a given array is NaN are left out of that
+        parameter.
 
     Returns
     -------
@@ -333,6 +329,10 @@ def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | No
     (tests/fits/scan/test_truth.py).
     """
     fit, tr, n = _fits_and_truth(fits_h5, truth_h5)
+    for k, v in (stderr or {}).items():
+        if np.shape(v) != (n,):
+            raise ValueError(f"stderr[{k!r}] has shape {np.shape(v)}; give one value per scan point ({n},)")
+        fit[k] = np.asarray(v, float)
     inside = (np.asarray(tr["label"], int) >= 0) & ~np.asarray(tr["empty"], bool) & ~np.asarray(tr["mixed"], bool)
     use = inside & (np.asarray(fit["status"], int) == FitStatus.OK.code)
     t1 = np.asarray(fit["tilt1_deg"], float)

@@ -88,11 +88,11 @@ def test_batch_agrees_with_lmfit_on_the_same_frame(scan):
     one = jax.tree_util.tree_map(lambda x: x[0], init)
     ref = fit_pattern(np.where(weights[0] > 0, frames[0], 0.0), weights[0], model, one, VARY)
     assert fit.objective[0] == pytest.approx(ref.objective, rel=1e-8, abs=1e-3)
-    # fit_pattern's covariance is the unscaled Fisher information; the batch's is scaled by max(phi, 1)
-    phi = fit.effective_dispersion()[0]
+    # both scale the Fisher information by the same dispersion rule (fits.batch.covariance_scale)
+    assert fit.dispersion[0] == pytest.approx(ref.dispersion, rel=1e-6)
     for name in VARY:
         assert fit.values[name][0] == pytest.approx(ref.values[name], abs=0.05 * ref.stderr[name]), name
-        assert fit.stderr[name][0] / np.sqrt(phi) == pytest.approx(ref.stderr[name], rel=1e-3), name
+        assert fit.stderr[name][0] == pytest.approx(ref.stderr[name], rel=1e-3), name
 
 
 def test_dispersion_scales_the_covariance_and_the_no_signal_test(scan):
@@ -218,3 +218,19 @@ def test_threads_agree_and_a_raising_frame_is_failed(scan, monkeypatch):
     monkeypatch.setenv("XMODEL_FIT_THREADS", "two")
     with pytest.raises(ValueError, match="XMODEL_FIT_THREADS = 'two' is not an integer"):
         fit_batch(frames[:3], weights[:3], model, jax.tree_util.tree_map(lambda x: x[:3], init), VARY)
+
+
+def test_covariance_at_the_solution_is_the_fits(scan):
+    """`covariance_at` at fit_batch's solution gives fit_batch's dispersion and scaled covariance;
+    a broken frame is bad data with infinite errors."""
+    from fits.batch import covariance_at
+
+    model, frames, weights, _, _, fit = scan
+    rows = [0, 1, BROKEN]
+    params = jax.tree_util.tree_map(lambda x: x[np.array(rows)], fit.params)
+    c = covariance_at(frames[rows], weights[rows], model, params, VARY)
+    np.testing.assert_allclose(c.dispersion[:2], fit.dispersion[:2], rtol=1e-9)
+    np.testing.assert_allclose(c.objective[:2], fit.objective[:2], rtol=1e-9)
+    np.testing.assert_allclose(c.covariance[:2], fit.covariance[:2], rtol=1e-6,
+                               atol=1e-9 * np.abs(fit.covariance[:2]).max())
+    assert c.status[2] is FitStatus.BAD_DATA and np.all(np.isinf([c.stderr[k][2] for k in VARY]))

@@ -142,3 +142,26 @@ def test_bad_data_not_converged_and_errors(setup):
     with pytest.raises(ValueError, match="unknown objective kind 'gauss'"):
         fit_pattern(observed, weight, model, start, VARY, kind="gauss")
     assert isinstance(lp, lmfit.Parameters)
+
+
+def test_standard_errors_are_scaled_by_the_dispersion(setup):
+    """Counts with three times the Poisson variance: the Pearson dispersion is 3 and the standard
+    errors are sqrt(3) times lmfit's unscaled ones, the rule of `fits.batch.covariance_scale`;
+    the Pearson ("weighted") kind is scaled by its reduced chi-square, as lmfit's scale_covar."""
+    model, weight, truth = setup
+    _, truth = _synthetic(model, weight, truth, 1e6)
+    mu = np.asarray(model(truth))
+    rng = np.random.default_rng(3)
+    counts = 3.0 * rng.poisson(mu * weight / 3.0)          # mean mu w, variance 3 mu w
+    over = np.where(weight > 0, counts / np.where(weight > 0, weight, 1.0), 0.0)
+    for kind in ("deviance", "weighted"):
+        fit = fit_pattern(over, weight, model, _start(truth), VARY, kind=kind)
+        assert fit.status is FitStatus.OK, fit.message
+        assert fit.dispersion == pytest.approx(3.0, rel=0.1)
+        # lmfit's unscaled errors at the solution (started there: one Jacobian)
+        mini, dfun = lmfit_problem(over, weight, model, fit.params, to_lmfit(fit.params, VARY), VARY, kind)
+        raw = mini.minimize(method="leastsq", Dfun=dfun, col_deriv=False, max_nfev=20)
+        factor = fit.dispersion if kind == "deviance" else fit.objective / ((weight > 0).sum() - len(VARY))
+        for name in VARY:
+            assert fit.stderr[name] == pytest.approx(np.sqrt(factor) * raw.params[name].stderr, rel=1e-3), name
+            assert fit.result.params[name].stderr == pytest.approx(fit.stderr[name], rel=1e-12)

@@ -149,7 +149,7 @@ def test_facets_defaults_agree_with_the_library():
 
 #: commands whose output is files only (a "wrote ..." line); every other command prints results
 #: and needs --json
-WRITES_FILES_ONLY = {"reduce", "synth", "fit", "boundary", "demo"}
+WRITES_FILES_ONLY = {"reduce", "synth", "fit", "demo"}
 #: commands rewritten to the conventions; the others are checked too, and listed as expected
 #: failures with the conventions they still miss
 CONVENTIONAL = {"simulate", "peaks", "classify", "qmap", "index", "disorder", "ccf", "facets", "demo",

@@ -1,11 +1,13 @@
 """``xmodel boundary``: warm-started fits along a line; rotation and a versus distance."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fits.scan.settings import BOUNDARY_CLI_KEYS, add_cli_options
 from xmodel.commands._common import (
     add_command,
+    add_json_arg,
     add_scan_config_args,
     parse_pair,
     scan_configs,
@@ -23,6 +25,7 @@ def run(args) -> int:
     from fits.scan import results as store
     from fits.scan.boundary import (
         fit_line,
+        format_line,
         line_points,
         read_line,
         scan_fit_rows,
@@ -37,7 +40,7 @@ def run(args) -> int:
     p0, p1 = _point(args.start, "--from"), _point(args.end, "--to")
     cfg = load_config(scan_configs(args), args.overrides)
     settings = apply_cli(settings_from_config(cfg), args, BOUNDARY_CLI_KEYS)
-    prepare_prefix(args.out, "--out", (".csv", ".json", ".png"))
+    prepare_prefix(args.out, "--out", (".csv", ".json", ".h5", ".png"))
     scan = open_reduced(args.results)
     if scan.positions_um is None:
         raise ValueError(f"{args.results} has no /entry/reduction/positions; reduce the scan first.")
@@ -48,16 +51,25 @@ def run(args) -> int:
     if fits_path is not None:
         scan_fit = scan_fit_rows(fits_path, index, len(pos))
         whole = store.read_fits(fits_path)
-        scan_bulk = {"orientation_matrix": whole["orientation_matrix"], "status": whole["status"]}
-        print(f"starting each point also from the scan fit in {fits_path}; rotation from the domain's bulk "
-              f"orientation over the whole map")
+        scan_bulk = {k: whole[k] for k in ("orientation_matrix", "status", "orientation_stderr_deg") if k in whole}
+        if not args.json and getattr(args, "quiet_level", 0) <= 0:
+            print(f"starting each point also from the scan fit in {fits_path}; rotation from the domain's bulk "
+                  f"orientation over the whole map")
     setup = setup_from_reduction(scan, cfg, settings)
     result = fit_line(read_line(scan, index), setup, settings, scan_fit=scan_fit, scan_bulk=scan_bulk)
     parameters = {"results": str(Path(args.results).resolve()), "from_xy_um": [p0[1], p0[0]],
                   "to_xy_um": [p1[1], p1[0]], "fits": None if fits_path is None else str(Path(fits_path).resolve()),
                   "overrides": list(args.overrides), "settings": settings.to_flat()}
-    for path in write_line(result, dist, index, pos, Path(args.out), parameters=parameters,
-                           configs=tuple(scan_configs(args))):
+    paths = write_line(result, dist, index, pos, Path(args.out), parameters=parameters,
+                       configs=tuple(scan_configs(args)))
+    if args.json:
+        doc = json.loads(paths[1].read_text())
+        print(json.dumps(doc | {"files": [str(p) for p in paths]}, indent=1))
+        return 0
+    if getattr(args, "quiet_level", 0) <= 0:
+        print(format_line(result, dist, index))
+        print("(value +- standard error, propagated from each fit's covariance; * a bulk point)")
+    for path in paths:
         wrote(args, path)
     return 0
 
@@ -71,6 +83,7 @@ def add_parser(sub) -> None:
     p.add_argument("--to", dest="end", required=True, metavar="X1,Y1", help="line end (um)")
     add_scan_config_args(p)
     p.add_argument("--out", default="boundary", help="output prefix for .csv, .json, .h5 (NeXus) and .png")
+    add_json_arg(p, "the points (values, standard errors, units) and the files written")
     p.add_argument("--fits", default=None, metavar="FILE",
                    help="scan fit of the same scan (/entry/fits, xmodel fit): its result at each point is one "
                         "more start (default: RESULTS itself if it holds /entry/fits)")

@@ -153,6 +153,13 @@ def test_fit_line_starts_from_the_scan_fit_and_reports_rotation_to_the_bulk():
     want = np.degrees([float(orientation.misorientation_angle(truth[1], R)) for R in truth])
     np.testing.assert_allclose(r["rotation_deg"], want, atol=1.0)
     assert abs(r["rotation_deg"][0] - 4.0) < 1.0
+    # propagated standard errors (every point ok): the rotations of the points outside the bulk lie
+    # within 4 of them of the truth; the compression averages to 0 over the bulk
+    assert np.all(np.isfinite(r["rotation_deg_stderr"])) and np.all(r["lattice_constant_stderr"] > 0)
+    assert np.all(r["orientation_stderr_deg"] > 0) and np.all(r["compression_pct_stderr"] > 0)
+    for j in (0, 4):
+        assert abs(r["rotation_deg"][j] - want[j]) < 4 * r["rotation_deg_stderr"][j], (j, r["rotation_deg_stderr"])
+    assert r["compression_pct"][r["bulk"]].mean() == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError, match="scan_fit has 2 rows for 5 frames"):
         fit_line(polar, setup, settings, scan_fit={k: v[:2] for k, v in scan_fit.items()})
 
@@ -173,6 +180,38 @@ def test_write_line_marks_the_bulk(tmp_path):
     np.testing.assert_allclose(doc["bulk_orientation"], R)
     assert doc["points"][2]["rotation_deg"] is None
     assert paths[0].read_text().splitlines()[0].split(",")[-3:] == ["bulk", "status", "message"]
+    assert "rotation_deg_stderr" not in doc["units"]          # only the values the result holds
+
+
+def test_write_line_stores_the_standard_errors_with_units(tmp_path):
+    """Values and their propagated standard errors go to the CSV, the JSON and the HDF5 file
+    (``/entry/boundary``, each with its units)."""
+    import json
+
+    import h5py
+
+    from fits.scan.boundary import LINE_FIELDS, format_line, write_line
+    values = [k for k in LINE_FIELDS if k not in ("distance_um", "point", "y_um", "x_um", "bulk", "status")]
+    n = 3
+    result = {k: np.arange(n, dtype=float) + j for j, k in enumerate(values)}
+    result["rotation_deg_stderr"][2] = np.nan
+    result.update({"bulk": np.array([False, True, True]), "bulk_orientation": np.eye(3),
+                   "status": np.zeros(n, int), "message": np.array(["ok"] * n, dtype=object)})
+    paths = write_line(result, np.arange(3.0), np.array([4, 5, 6]), np.zeros((7, 2)), tmp_path / "line")
+    doc = json.loads(paths[1].read_text())
+    assert doc["points"][1]["compression_pct_stderr"] == result["compression_pct_stderr"][1]
+    assert doc["points"][2]["rotation_deg_stderr"] is None and doc["units"]["compression_pct"].startswith("percent")
+    assert "rotation_deg_stderr" in paths[0].read_text().splitlines()[0].split(",")
+    with h5py.File(paths[2]) as f:
+        g = f["entry/boundary"]
+        assert g["rotation"].attrs["signal"] == "rotation_deg" and f.attrs["default"] == "entry"
+        for k in values:
+            np.testing.assert_array_equal(g[k][()], result[k])
+            assert g[k].attrs["units"] == LINE_FIELDS[k][0], k
+        np.testing.assert_array_equal(g["point"][()], [4, 5, 6])
+        np.testing.assert_array_equal(g["distance_um"][()], np.arange(3.0))
+    text = format_line(result, np.arange(3.0), np.array([4, 5, 6])).splitlines()
+    assert "0.00 +- 1.00" in text[1] and "*" in text[2] and text[3].split()[2] == "2.00"   # no stderr: value only
 
 
 def test_scan_bulk_orientation_is_the_domains_plateau_over_the_map():
