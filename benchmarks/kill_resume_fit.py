@@ -72,7 +72,7 @@ def fit_argv(scan: Path, out: Path) -> list[str]:
     from xmodel.config import default_paths
 
     sets = [a for s in SETS for a in ("--set", s)]
-    return [sys.executable, "-m", "xmodel.cli", "-q", "fit", str(scan), *map(str, default_paths("red")),
+    return [sys.executable, "-m", "xmodel.cli", "fit", str(scan), *map(str, default_paths("red")),
             "--out", str(out), *sets]
 
 
@@ -137,7 +137,7 @@ def main() -> int:
         subprocess.run(fit_argv(scan, ref), check=True, env=env, cwd=REPO)
         t_ref = time.perf_counter() - t
         print(f"uninterrupted run: {t_ref:.1f} s; {stage(ref, 9)}")
-        kills, runs, where, delay, fresh = 0, 0, [], 0.0, True
+        kills, runs, where, delay, fresh, put_back = 0, 0, [], 0.0, True, 0
         while True:
             runs += 1
             fresh = fresh or not out.exists()
@@ -153,6 +153,7 @@ def main() -> int:
             else:
                 proc.wait()
             err = proc.stderr.read()
+            put_back += err.count("put back the rows")
             if proc.returncode == -signal.SIGKILL:
                 kills += 1
                 fresh = False
@@ -173,10 +174,12 @@ def main() -> int:
         n, bad = differing(out, ref)
         counts = {s: sum(w.split()[0] == s for w in where) for s in ("start", "main", "pass", "done")}
         verdict = "identical" if not bad else f"DIFFERENT in {bad}"
-        print(f"RESULT kill_resume_fit: {kills} SIGKILLs over {runs} runs of `xmodel fit` on a 3 x 3 scan "
-              f"(landed: {counts['start']} before the first checkpoint, {counts['main']} in the main pass, "
-              f"{counts['pass']} in the neighbour passes, {counts['done']} while writing the maps); final "
-              f"/entry/fits {verdict} to the uninterrupted run ({n} datasets and attributes compared, NaN-aware)")
+        print(f"RESULT kill_resume_fit: {kills} SIGKILLs over {runs} runs of `xmodel fit` on a 3 x 3 scan (the "
+              f"file at the kill: {counts['start']} without fits, {counts['main']} in the main pass, "
+              f"{counts['pass']} with the main pass done and the neighbour passes unfinished, {counts['done']} "
+              f"with the maps written; {put_back} resumes put back a neighbour pass written but not recorded); "
+              f"final /entry/fits {verdict} to the uninterrupted run ({n} datasets and attributes compared, "
+              f"NaN-aware)")
         return 0 if not bad else 1
 
 

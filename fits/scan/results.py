@@ -28,6 +28,7 @@ per-frame datasets stay where they are; dimensionless ones carry no ``units`` at
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import h5py
@@ -40,6 +41,8 @@ from xmodel.io import read_group
 from xmodel.outputs import OutputError, describe_os_error, is_locked, write_failure
 from xmodel.reduced import GROUP as REDUCTION_GROUP
 from xmodel.reduced import ReducedScan
+
+log = logging.getLogger(__name__)
 
 #: the group this module owns
 FITS = "entry/fits"
@@ -466,6 +469,9 @@ def roll_back(out: Path) -> int:
     except OSError as err:
         raise write_failure(out, err, "the rows of an unfinished neighbour pass",
                             "Nothing of that pass is recorded", "finish the scan") from err
+    if restored:
+        log.info("%s: put back the rows of %d frames of neighbour pass %d, which a stopped run wrote but did "
+                 "not record; the pass runs again", out, len(restored), passes + 1)
     return len(restored)
 
 

@@ -480,7 +480,7 @@ def _sigkill_after_checkpoint(scan: dict, out: Path, frame: int) -> int:
     return proc.returncode
 
 
-def test_kills_at_every_stage_resume_to_the_uninterrupted_result(scan, tmp_path, monkeypatch):
+def test_kills_at_every_stage_resume_to_the_uninterrupted_result(scan, tmp_path, monkeypatch, caplog):
     """One run interrupted five times: after the first batch (stop_after), by a real SIGKILL of
     `xmodel fit` right after its next checkpoint, inside the first neighbour pass after its rows
     were written but before it was recorded, between the two passes, and while the maps are
@@ -521,9 +521,11 @@ def test_kills_at_every_stage_resume_to_the_uninterrupted_result(scan, tmp_path,
         return real_pass(*a, near=near, **k)
 
     monkeypatch.setattr(neighbours, "neighbour_pass", killed_in_second_pass)
+    caplog.set_level("INFO", logger="fits.scan.results")
     with pytest.raises(Killed):
         resume()
     assert store.progress(out) == (4, 1) and store.changed_frames(out) == changed_rows.tolist()
+    assert f"put back the rows of {changed_rows.size} frames of neighbour pass 1" in caplog.text
     monkeypatch.setattr(neighbours, "neighbour_pass", real_pass)
 
     real_maps = store._write_maps
