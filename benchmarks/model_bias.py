@@ -2,7 +2,7 @@
 the fit model's bias against the twin, not noise.
 
 Usage: python benchmarks/model_bias.py TWIN.toml RESULTS.h5 --points 36 37 29 [--set KEY=VALUE ...]
-       [--domain red]
+       [--domain red] [--chi-subdivide K]
 
 Renders the expected counts of the given scan points (`xmodel.synth.expected_frames`, no Poisson
 noise) on the detector, reduces them on the bins of RESULTS.h5 (``/entry/reduction/q_edges``,
@@ -10,11 +10,14 @@ noise) on the detector, reduces them on the bins of RESULTS.h5 (``/entry/reducti
 and the default settings, and prints per point the error of the lattice constant against the
 truth, its stored standard error, their ratio (the pull a noiseless frame already has) and the
 dispersion (Pearson X^2 per degree of freedom: here the model mismatch alone; a noisy frame has
-about 1 plus this). Figures: docs/performance.md ("Calibrated uncertainties").
+about 1 plus this), then the noiseless pulls of every stored parameter. ``--chi-subdivide K``
+reduces and fits on chi bins K times finer. Figures: docs/performance.md ("Calibrated
+uncertainties").
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import shlex
 import sys
 
@@ -23,7 +26,7 @@ import numpy as np
 
 from fits.scan.frames import fit_frames
 from fits.scan.settings import FitSettings
-from fits.scan.setup import setup_from_reduction
+from fits.scan.setup import FitSetup, setup_from_reduction
 from fits.scan.truth import orientation_errors
 from xmodel.config import default_paths, load_config
 from xmodel.experiment import Experiment
@@ -40,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--points", type=int, nargs="+", required=True, help="scan points to render and fit")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="the synth's --set values")
     ap.add_argument("--domain", default="red", help="domain config of the fit (as xmodel fit's --config)")
+    ap.add_argument("--chi-subdivide", type=int, default=1, metavar="K",
+                    help="reduce and fit on the scan's chi bins split into K (the second-order bin term shrinks as 1/K^2)")
     args = ap.parse_args(argv)
     print("command: python benchmarks/model_bias.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     sample = load_twin(args.twin, args.overrides)
@@ -56,10 +61,20 @@ def main(argv: list[str] | None = None) -> None:
         if len(frames) == len(set(args.points)):
             break
     with h5py.File(args.results, "r") as f:
-        bins = PolarBins(q_edges=f["entry/reduction/q_edges"][()], chi_edges=f["entry/reduction/chi_edges"][()])
-    polar, _ = reduce_frames(np.stack([frames[i] for i in args.points]),
-                             build_bin_map(exp.geometry.q(), exp.geometry.chi(), exp.mask, bins))
-    setup = setup_from_reduction(open_reduced(args.results), load_config(default_paths(args.domain)))
+        q_edges, chi_edges = f["entry/reduction/q_edges"][()], f["entry/reduction/chi_edges"][()]
+    k = max(1, int(args.chi_subdivide))
+    if k > 1:
+        chi_edges = np.concatenate([np.linspace(a, b, k + 1)[:-1] for a, b in itertools.pairwise(chi_edges)]
+                                   + [chi_edges[-1:]])
+    bins = PolarBins(q_edges=q_edges, chi_edges=chi_edges)
+    bin_map = build_bin_map(exp.geometry.q(), exp.geometry.chi(), exp.mask, bins)
+    polar, _ = reduce_frames(np.stack([frames[i] for i in args.points]), bin_map)
+    cfg = load_config(default_paths(args.domain))
+    if k == 1:
+        setup = setup_from_reduction(open_reduced(args.results), cfg)
+    else:
+        setup = FitSetup.build(cfg, 0.5 * (q_edges[1:] + q_edges[:-1]), 0.5 * (chi_edges[1:] + chi_edges[:-1]),
+                               bin_map.counts, FitSettings(), q_edges=q_edges, chi_edges=chi_edges, mask=exp.mask)
     out = fit_frames(np.asarray(polar), setup, FitSettings())
     print("| point | a error (A) | a stderr (A) | noiseless pull | dispersion | status |")
     print("|---|---|---|---|---|---|")

@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/pulls.py FITS.h5 TRUTH.h5 [--misfit-deg DEG]
         [--recompute RESULTS.h5 [--config TOML ...]]
+    python benchmarks/pulls.py FITS.h5 TRUTH.h5 --refit RESULTS.h5 [--refit ...]
     python benchmarks/pulls.py --line-mc N [--seed S]
 
 Prints the command and the table of `fits.scan.truth.pull_table`: per stored parameter the
@@ -17,6 +18,10 @@ and prints the table with them: what a fit with this version's error code would 
 refitting (``--config``: the configs the fit ran with, default the P10 experiment and the red
 domain, as ``xmodel fit``; the settings are the stored ones).
 
+``--refit RESULTS.h5`` refits the interior and every 5th boundary in-domain ok frame by the
+main pass on that reduction of the same master (e.g. ``xmodel reduce --chi-bins 1440``) and
+prints their pulls: how the bins change the calibration.
+
 ``--line-mc N``: the propagated errors of a boundary line (`fits.scan.boundary.fit_line`:
 rotation to the bulk and compression) against the scatter of N Poisson replicates of a
 four-point line (three bulk points of the red domain and one tilted by 6 deg and compressed by
@@ -29,7 +34,10 @@ The figures of docs/performance.md ("Calibrated uncertainties") were made with
         --out results.h5
     xmodel fit results.h5 configs/experiment/p10_eiger4m.toml configs/domains/red.toml --out fits.h5
     python benchmarks/pulls.py fits.h5 twin31/truth.h5 --misfit-deg 5 --recompute results.h5
-    python benchmarks/pulls.py --line-mc 48
+    xmodel reduce twin31/twin_master.h5 --positions twin31/twin.fio --monitor twin31/twin.fio:monitor \
+        --chi-bins 1440 --out results1440.h5
+    python benchmarks/pulls.py fits.h5 twin31/truth.h5 --refit results.h5 --refit results1440.h5
+    python benchmarks/pulls.py --line-mc 32
 """
 from __future__ import annotations
 
@@ -98,6 +106,41 @@ def recompute_stderr(fits_h5: str, results_h5: str, configs: list[str], frames: 
     return out
 
 
+def refit_subset(fits_h5: str, truth_h5: str, results_h5: str, configs: list[str], step: int = 5,
+                 chunk: int = 16) -> tuple[dict[str, dict], np.ndarray]:
+    """Main-pass refits (`fits.scan.frames.fit_frames`, the stored settings) of the in-domain ok
+    frames of a scan fit, on the frames of ``results_h5`` (the same master reduced on other bins):
+    every interior frame (``/truth/boundary_s`` 0) and every ``step``-th boundary frame.
+
+    Returns the pull table of the refits (`pull_table`'s layout, over their ok frames) and the
+    frames refitted.
+    """
+    from fits.scan.frames import fit_frames
+    from fits.scan.settings import FitSettings
+    from fits.scan.setup import setup_from_reduction
+    from fits.scan.truth import pull_table_of
+    from xmodel.config import load_config
+    from xmodel.reduced import open_reduced
+
+    fit, tr = read_fits(fits_h5), read_truth(truth_h5)
+    inside = (np.asarray(tr["label"]) >= 0) & ~np.asarray(tr["empty"], bool) & ~np.asarray(tr["mixed"], bool)
+    ok = inside & (np.asarray(fit["status"]) == FitStatus.OK.code)
+    s = np.asarray(tr["boundary_s"], float)
+    frames = np.sort(np.concatenate([np.flatnonzero(ok & (s == 0)), np.flatnonzero(ok & (s > 0))[::step]]))
+    settings = FitSettings.of(source=f"{fits_h5} settings", **read_settings(fits_h5))
+    scan = open_reduced(results_h5)
+    setup = setup_from_reduction(scan, load_config(configs), settings)
+    parts = []
+    t0 = time.perf_counter()
+    for c0 in range(0, frames.size, chunk):
+        parts.append(fit_frames(scan.polar(frames[c0:c0 + chunk]), setup, settings))
+        print(f"  refitted {min(c0 + chunk, frames.size)} of {frames.size} frames, {time.perf_counter() - t0:.0f} s",
+              file=sys.stderr, flush=True)
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    sub = {k: np.asarray(v)[frames] for k, v in tr.items() if np.ndim(v) >= 1 and np.shape(v)[0] == s.size}
+    return pull_table_of(out, sub, misfit_deg=5.0), frames
+
+
 def line_monte_carlo(n: int, seed: int = 0) -> str:
     """Propagated standard errors of `fits.scan.boundary.fit_line` against the scatter of ``n``
     Poisson replicates of a four-point line (see the module docstring); a markdown table."""
@@ -162,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="the reduction the fits were made from: recompute the standard errors at the stored fits")
     ap.add_argument("--config", action="append", default=None,
                     help="configs of the fit (default: configs/experiment/p10_eiger4m.toml configs/domains/red.toml)")
+    ap.add_argument("--refit", metavar="RESULTS", action="append", default=[],
+                    help="refit the interior and every 5th boundary in-domain ok frame by the main pass on this "
+                         "reduction of the same master (e.g. on other bins) and print their pulls (repeatable)")
     ap.add_argument("--line-mc", type=int, default=0, metavar="N", help="Monte Carlo check of a boundary line")
     ap.add_argument("--seed", type=int, default=0, help="seed of --line-mc")
     args = ap.parse_args(argv)
@@ -198,6 +244,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.misfit_deg is not None:
             print(f"\nThe same without the frames more than {args.misfit_deg:g} deg off:")
             print(format_pull_table(pull_table(args.fits, args.truth, misfit_deg=args.misfit_deg, stderr=stderr)))
+    for results in args.refit:
+        from xmodel.config import default_paths
+
+        table, frames = refit_subset(args.fits, args.truth, results,
+                                     args.config or [str(p) for p in default_paths("red")])
+        print(f"\nMain-pass refits of {frames.size} frames on {results} (ok frames, without misfits > 5 deg):")
+        print(format_pull_table(table))
 
 
 if __name__ == "__main__":

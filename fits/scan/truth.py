@@ -328,7 +328,16 @@ def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | No
     Validation: a hand-made fit with errors drawn from the stored stderr gives std ~1
     (tests/fits/scan/test_truth.py).
     """
-    fit, tr, n = _fits_and_truth(fits_h5, truth_h5)
+    fit, tr, _ = _fits_and_truth(fits_h5, truth_h5)
+    return pull_table_of(fit, tr, misfit_deg, stderr)
+
+
+def pull_table_of(fit: dict[str, np.ndarray], tr: dict[str, np.ndarray], misfit_deg: float | None = None,
+                  stderr: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
+    """`pull_table` of per-frame arrays: ``fit`` in the ``/entry/fits`` layout (e.g.
+    `fits.scan.frames.fit_frames` output) and ``tr`` the `read_truth` arrays of the same frames."""
+    n = int(np.asarray(fit["status"]).shape[0])
+    fit = dict(fit)
     for k, v in (stderr or {}).items():
         if np.shape(v) != (n,):
             raise ValueError(f"stderr[{k!r}] has shape {np.shape(v)}; give one value per scan point ({n},)")

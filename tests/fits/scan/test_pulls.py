@@ -84,6 +84,17 @@ def test_halved_stderr_doubles_the_pulls(tmp_path):
     fits_h5, truth_h5, *_ = _files(tmp_path, stderr_factor=0.5)
     for k, s in pull_table(fits_h5, truth_h5).items():
         assert 1.76 < s["std"] < 2.24, (k, s)
+    # errors given in place of the stored ones (recomputed at the fits): the right ones again;
+    # a NaN leaves that frame out of that parameter only
+    with h5py.File(fits_h5) as f:
+        given = {k: 2.0 * f["entry/fits"][k][()] for k in ("lattice_constant_stderr", "inplane_deg_stderr")}
+    given["inplane_deg_stderr"][25:35] = np.nan
+    table = pull_table(fits_h5, truth_h5, stderr=given)
+    assert 0.88 < table["lattice_constant"]["std"] < 1.12 and 0.88 < table["inplane_deg"]["std"] < 1.12
+    assert table["inplane_deg"]["n"] == N - 30 and table["lattice_constant"]["n"] == N - 20
+    assert 1.76 < table["tilt1_deg"]["std"] < 2.24                # not given: the stored one
+    with pytest.raises(ValueError, match=r"stderr\['lattice_constant_stderr'\] has shape \(3,\)"):
+        pull_table(fits_h5, truth_h5, stderr={"lattice_constant_stderr": np.ones(3)})
 
 
 def test_orientation_errors_recover_the_angle_errors(tmp_path):
