@@ -169,8 +169,8 @@ NUMERIC_OPTION_FAULTS = [
      r"dummy_fraction \(--dummy-frames\) = 2.0: expected a finite number >= 0 and <= 1 \(of the frames\)"),
     (["synth", "twin", "--out", "scan", "--position-jitter-um", "inf"],
      r"position_jitter_um \(--position-jitter-um\) = inf: expected a finite number >= 0 \(um\)"),
-    (["peaks", *YELLOW, "--min-relative", "-0.1"], r"min_relative \(--min-relative\) = -0.1: expected a finite "
-                                                   r"number >= 0 and <= 1"),
+    (["peaks", *YELLOW, "--min-relative", "-0.1"], (r"min_relative \(--min-relative\) = -0.1: expected a finite "
+                                                   r"number >= 0 and <= 1")),
     (["peaks", *YELLOW, "--min-relative", "nan"], r"min_relative \(--min-relative\) = nan"),
     (["study", *YELLOW, "--monte-carlo", "-5"], r"n_replicates \(--monte-carlo\) = -5: expected a finite number >= 0"),
     (["study", *YELLOW, "--seed", "-1"], r"seed \(--seed\) = -1"),
