@@ -65,7 +65,14 @@ def _read_scalar(f: h5py.File, key: str, master: Path):
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _open_data_files(f: h5py.File, master: Path) -> list[_DataFile]:
+def _open_data_files(f: h5py.File, master: Path, partial: bool = False,
+                     reuse: list[_DataFile] = ()) -> list[_DataFile]:
+    """The data files of ``master`` in link order.
+
+    ``partial``: a scan still being written (`xmodel.follow`): the first data file that is
+    missing or cannot be opened yet ends the list instead of raising, and files are opened for
+    SWMR reading; ``reuse``: files already open, kept as they are.
+    """
     if DATA_GROUP not in f:
         raise ScanError(
             f"{master} has no {DATA_GROUP} group: is this a Dectris master file "
@@ -78,23 +85,30 @@ def _open_data_files(f: h5py.File, master: Path) -> list[_DataFile]:
             f"{master}:{DATA_GROUP} holds no data_000001, data_000002, ... entries "
             f"(found {sorted(group)}); the scan has no frames."
         )
-    files: list[_DataFile] = []
-    first = 0
-    for name in names:
+    files: list[_DataFile] = list(reuse)
+    first = sum(d.n for d in files)
+    for name in names[len(files):]:
         link = group.get(name, getlink=True)
         if isinstance(link, h5py.ExternalLink):
             path = Path(link.filename)
             if not path.is_absolute():
                 path = master.parent / path
+            if partial and not path.exists():
+                break
             if not path.exists():
                 raise ScanError(
                     f"Data file {path} (linked from {master}:{DATA_GROUP}/{name}, frames from "
                     f"{first} on) is missing: copy all <name>_data_*.h5 files next to the master file."
                 )
+            handle = None
             try:
-                handle = h5py.File(path, "r")
+                handle = h5py.File(path, "r", swmr=partial)
                 dataset = handle[link.path]
             except (OSError, KeyError) as err:
+                if partial:                     # being created, or written without SWMR: not yet
+                    if handle is not None:
+                        handle.close()
+                    break
                 raise ScanError(
                     f"Data file {path} (linked from {master}:{DATA_GROUP}/{name}, frames from "
                     f"{first} on) cannot be opened or lacks {link.path}: {err}. "
@@ -207,9 +221,14 @@ class Scan:
             self.close()
             raise
 
+    #: a scan still being written (`xmodel.follow.LiveScan`): data files not there yet end the list
+    partial = False
+
     def _open(self, poni, mask, mask_key) -> None:
         f = self._file
-        self._files = _open_data_files(f, self.master)
+        self._files = _open_data_files(f, self.master, self.partial)
+        if not self._files:
+            raise ScanError(f"No data file of {self.master} can be read yet (the first is being written).")
         first = self._files[0]
         self.frame_shape = tuple(int(s) for s in first.dataset.shape[1:])
         expected = tuple(
@@ -228,7 +247,7 @@ class Scan:
                     f"holds frames of shape {shape}, expected {expected} (y_pixels_in_detector, "
                     f"x_pixels_in_detector of {self.master}); the file does not belong to this scan."
                 )
-        self.n_frames = sum(d.n for d in self._files)
+        self.n_frames = self._count_frames()
         self.dtype = first.dataset.dtype
 
         if poni is not None:
@@ -293,20 +312,22 @@ class Scan:
         if "/entry/sample/scan_shape" in f:
             self.scan_shape = tuple(int(v) for v in f["/entry/sample/scan_shape"][()])
 
+    def _count_frames(self) -> int:
+        """Frames of the scan: those of its data files (a live scan: those it will have)."""
+        return sum(d.n for d in self._files)
+
     def identity(self) -> str:
-        """SHA-256 of the master file's bytes and of the data files' names and sizes.
+        """SHA-256 of the master file's bytes (which hold the links to the data files by name).
 
         Two scans of one detector shape have different masters (start time, metadata), so a
-        resumed reduction can tell them apart; a copied scan keeps its identity.
+        resumed reduction can tell them apart; a copied scan keeps its identity, and so does a
+        scan whose data files are still being written (a live run, `xmodel.follow`, and a later
+        run on the finished scan share it).
         """
         digest = hashlib.sha256()
         with open(self.master, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):
                 digest.update(block)
-        for data in self._files:
-            digest.update(f"{data.link} {data.path.name} {data.n}".encode())
-            if data.file is not None:
-                digest.update(str(data.path.stat().st_size).encode())
         return digest.hexdigest()
 
     def invalid_pixels(self, frames: np.ndarray) -> np.ndarray:

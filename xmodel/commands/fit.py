@@ -6,7 +6,13 @@ from xmodel.commands._common import add_command, add_scan_config_args, scan_conf
 from pathlib import Path
 
 from fits.scan.settings import FIT_CLI_KEYS, add_cli_options
-from xmodel.commands._scan_args import add_scan_arguments, resolve_scan_arguments
+from xmodel.commands._scan_args import (
+    add_run_arguments,
+    add_scan_arguments,
+    check_run_arguments,
+    follow_options,
+    resolve_scan_arguments,
+)
 
 
 def run(args) -> int:
@@ -16,6 +22,9 @@ def run(args) -> int:
     from xmodel.config import load_config
 
     src = Path(args.input)
+    check_run_arguments(args)
+    if args.follow:
+        return _run_live(args, src)
     if not src.exists():
         raise FileNotFoundError(f"{src} does not exist; pass a Dectris <name>_master.h5 or a results "
                                 f"file with /entry/reduction.")
@@ -43,7 +52,32 @@ def run(args) -> int:
     from xmodel.reduced import open_reduced
 
     open_reduced(src).has_positions()
-    fit_scan(src, cfg, args.out, settings, progress=args.quiet_level == 0)
+    fit_scan(src, cfg, args.out, settings, progress=args.quiet_level == 0, scheduler=args.scheduler,
+             tile=args.tile)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _run_live(args, master: Path) -> int:
+    """``xmodel fit MASTER --follow``: reduce and fit the frames as the detector writes them."""
+    from fits.scan.live import fit_live
+    from fits.scan.settings import apply_cli, settings_from_config
+    from xmodel.commands._common import UsageError
+    from xmodel.config import load_config
+    from xmodel.follow import open_live_scan
+    from xmodel.reduced import is_reduced
+
+    if is_reduced(master):
+        raise UsageError(f"--follow follows the detector's files: pass the master file, not the reduced {master}")
+    cfg = load_config(scan_configs(args), args.overrides)
+    settings = apply_cli(settings_from_config(cfg), args, FIT_CLI_KEYS)
+    follow = follow_options(args)
+    with open_live_scan(master, follow) as scan:           # waits for the master and the first frame
+        given = resolve_scan_arguments(args, scan.n_frames)
+    reduced_path = Path(args.out).with_name(Path(args.out).stem + "_reduced.h5")
+    fit_live(master, reduced_path, args.out, cfg, settings, follow, progress=args.quiet_level == 0,
+             q_bins=args.q_bins, chi_bins=args.chi_bins, positions_um=given.positions_um, monitor=given.monitor,
+             positions_source=given.source)
     print(f"wrote {args.out}")
     return 0
 
@@ -57,6 +91,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="results HDF5 file (/entry/fits); a killed run resumes")
     add_cli_options(p, FIT_CLI_KEYS)
     add_scan_arguments(p)
+    add_run_arguments(p)
     p.add_argument("--q-bins", type=int, default=500, help="q bins, linearly spaced, when reducing a master file (xmodel reduce gives the choice)")
     p.add_argument("--chi-bins", type=int, default=360, help="chi bins when reducing a master file")
     p.set_defaults(func=run)
