@@ -52,12 +52,14 @@ class FollowOptions:
         None: only at the scan's last frame
     on_frames : called as ``on_frames(frames_reduced)`` after each round of new reduced frames;
         returns how many frames the caller has processed further (e.g. fitted), for the lag report
+    report_s : seconds between two lag reports (log lines) and two updates of the intensity map
     """
 
     poll_s: float = 1.0
     idle_timeout_s: float = 300.0
     stop_file: Path | None = None
     on_frames: Callable[[int], int] | None = None
+    report_s: float = REPORT_INTERVAL_S
 
     def __post_init__(self):
         if not (self.poll_s > 0 and self.idle_timeout_s > 0):
@@ -152,9 +154,11 @@ class LagMeter:
     at the incoming rate.
     """
 
-    def __init__(self, n_frames: int, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, n_frames: int, clock: Callable[[], float] = time.monotonic,
+                 interval_s: float = REPORT_INTERVAL_S):
         self.n_frames = int(n_frames)
         self.clock = clock
+        self.interval_s = float(interval_s)
         self.counts: dict[str, list[tuple[float, int]]] = {}
         self._last_report = clock()
 
@@ -178,17 +182,21 @@ class LagMeter:
 
     def text(self) -> str:
         """``"400/961 frames in (3.3 frames/s), 380 reduced (3.2 frames/s): 20 frames (6 s) behind"``."""
-        parts = [f"{self.count('in')}/{self.n_frames} frames in ({self.rate('in'):.1f} frames/s)"]
+        def rate(stage: str) -> str:
+            r = self.rate(stage)
+            return f" ({r:.1f} frames/s)" if np.isfinite(r) else ""
+
+        parts = [f"{self.count('in')}/{self.n_frames} frames in{rate('in')}"]
         stages = [s for s in self.counts if s != "in"]
-        parts += [f"{self.count(s)} {s} ({self.rate(s):.1f} frames/s)" for s in stages]
+        parts += [f"{self.count(s)} {s}{rate(s)}" for s in stages]
         behind = self.count("in") - (self.count(stages[-1]) if stages else 0)
         rate = self.rate("in")
         seconds = f" ({behind / rate:.0f} s)" if np.isfinite(rate) and rate > 0 else ""
         return ", ".join(parts) + f": {behind} frames{seconds} behind acquisition"
 
     def report(self, force: bool = False) -> None:
-        """Log `text` at most every `REPORT_INTERVAL_S` seconds (always with ``force``)."""
-        if force or self.clock() - self._last_report >= REPORT_INTERVAL_S:
+        """Log `text` at most every ``interval_s`` seconds (always with ``force``)."""
+        if force or self.clock() - self._last_report >= self.interval_s:
             self._last_report = self.clock()
             log.info("live: %s", self.text())
 
@@ -223,7 +231,7 @@ def follow_frames(scan: LiveScan, out: Path, bin_map, done: int, batch_size: int
     from xmodel.reduction import reduce_scan_frames
 
     n = scan.n_frames
-    lag = LagMeter(n)
+    lag = LagMeter(n, interval_s=options.report_s)
     clock = time.monotonic
     last_new, failing_since, last_map = clock(), None, clock()
     lag.note("in", scan.frames_in)
@@ -257,10 +265,11 @@ def follow_frames(scan: LiveScan, out: Path, bin_map, done: int, batch_size: int
                 report(done, n)
         if done > new and options.on_frames is not None:
             lag.note("fitted", options.on_frames(done))
-        if clock() - last_map >= REPORT_INTERVAL_S:
+        if clock() - last_map >= options.report_s:
             reduced.write_intensity_map(out)
             last_map = clock()
-        lag.report()
+        if done < n:
+            lag.report()
         if done >= n or done > new:
             continue
         if stopping:
@@ -277,3 +286,70 @@ def follow_frames(scan: LiveScan, out: Path, bin_map, done: int, batch_size: int
         time.sleep(options.poll_s)
     lag.report(force=True)
     return done >= n
+
+
+def replay_scan(master: str | Path, out_dir: str | Path, *, frame_interval_s: float = 0.3, swmr: bool = True,
+                stop_after: int | None = None) -> Path:
+    """Write a finished scan again, frame by frame, as a detector writes it during acquisition.
+
+    To rehearse live mode (``xmodel reduce --follow``) before a beamtime, and for the tests: the
+    master (and the ``.poni`` beside it) is copied first, then each data file is created and its
+    frames appended one every ``frame_interval_s`` seconds, the scan file ``.fio`` last.
+
+    Parameters
+    ----------
+    master : a complete Eiger master file (e.g. written by `xmodel.synth.synthesize`)
+    out_dir : folder of the copy (created)
+    frame_interval_s : seconds between two frames (the exposure of the scan: 0.3 s in the paper)
+    swmr : True: data files grow frame by frame with HDF5 SWMR (each frame can be read as soon
+        as it is written); False: each file is written whole and closed, as a writer without
+        SWMR does (its frames can be read once it is closed)
+    stop_after : write only this many frames (a scan that stops early); None: all
+
+    Returns
+    -------
+    Path
+        The master file of the copy.
+    """
+    import shutil
+
+    import hdf5plugin
+
+    from xmodel.io import DATA_GROUP
+
+    master = Path(master)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for side in master.parent.glob(master.name.replace("_master.h5", ".poni")):
+        shutil.copy2(side, out_dir / side.name)
+    shutil.copy2(master, out_dir / master.name)
+    written = 0
+    with h5py.File(master, "r") as f:
+        links = [(name, f[DATA_GROUP].get(name, getlink=True)) for name in sorted(f[DATA_GROUP])
+                 if name.startswith("data_")]
+    for _, link in links:
+        if stop_after is not None and written >= stop_after:
+            break
+        with h5py.File(master.parent / link.filename, "r") as src:
+            data = src[link.path]
+            n_here = int(data.shape[0]) if stop_after is None else min(int(data.shape[0]), stop_after - written)
+            shape = data.shape[1:]
+            with h5py.File(out_dir / link.filename, "w", libver="latest" if swmr else "earliest") as dst:
+                grp = dst.require_group(str(Path(link.path).parent))
+                ds = grp.create_dataset(Path(link.path).name, shape=(0 if swmr else n_here, *shape),
+                                        maxshape=(None, *shape), dtype=data.dtype, chunks=(1, *shape),
+                                        **hdf5plugin.Bitshuffle(cname="lz4"))
+                for key, value in data.attrs.items():
+                    ds.attrs[key] = value
+                if swmr:
+                    dst.swmr_mode = True
+                for k in range(n_here):
+                    if swmr:
+                        ds.resize(k + 1, axis=0)
+                    ds[k] = data[k]
+                    dst.flush()
+                    written += 1
+                    time.sleep(frame_interval_s)
+    for side in master.parent.glob(master.name.replace("_master.h5", ".fio")):
+        shutil.copy2(side, out_dir / side.name)
+    return out_dir / master.name

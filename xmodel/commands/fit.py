@@ -41,7 +41,8 @@ def run(args) -> int:
         reduced_path = Path(args.out).with_name(Path(args.out).stem + "_reduced.h5")
         src = reduce_scan(src, reduced_path, q_bins=args.q_bins, chi_bins=args.chi_bins,
                           positions_um=given.positions_um, monitor=given.monitor,
-                          positions_source=given.source, progress=args.quiet_level == 0)
+                          positions_source=given.source, progress=args.quiet_level == 0,
+                          scheduler=args.scheduler, tile=args.tile)
     else:
         from xmodel.reduced import open_reduced, store_scan_metadata
 
