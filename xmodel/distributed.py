@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TILE = (8, 8)
 #: tasks kept in flight per worker (one running, one waiting): bounds the results held in memory
 IN_FLIGHT_PER_WORKER = 2
+#: task arguments larger than this (bytes) are scattered to the cluster before the task is submitted
+SCATTER_BYTES = 1 << 20
 #: how the optional dependency is installed (the message of a missing dask)
 INSTALL_HINT = "pip install 'xmodel[distributed]'"
 
@@ -158,6 +160,15 @@ def plan_tiles(n_frames: int, grid, tile: tuple[int, int] = DEFAULT_TILE) -> lis
     return [np.sort(t) for t in np.split(order, cuts)]
 
 
+def _nbytes(value) -> int:
+    """Bytes of the arrays in an argument (an array, or a dict of arrays)."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        return sum(int(v.nbytes) for v in value.values() if isinstance(v, np.ndarray))
+    return 0
+
+
 def n_workers(client) -> int:
     """Workers the scheduler knows now (at least 1)."""
     return max(1, len(client.scheduler_info().get("workers", {})))
@@ -185,7 +196,10 @@ def run_tasks(client, function: Callable, jobs: Sequence[tuple[Any, tuple]], on_
 
     def submit() -> None:
         key, args = pending.pop()
-        future = client.submit(function, *(args() if callable(args) else args), pure=False)
+        args = args() if callable(args) else args
+        # large arrays go to the cluster as data of their own, not inside the task
+        args = [client.scatter([a], hash=False)[0] if _nbytes(a) > SCATTER_BYTES else a for a in args]
+        future = client.submit(function, *args, pure=False)
         live[future] = key
         running.add(future)
 

@@ -34,6 +34,7 @@ import dataclasses
 import logging
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,12 +71,15 @@ class TileReport:
     frames : frames fitted in the main pass
     pass_tiles : neighbour pass (0 the first) -> tiles run in it
     complete : every frame and every neighbour pass is done
+    main_s, passes_s : wall seconds of the main pass and of the neighbour passes
     """
 
     tiles: int = 0
     frames: int = 0
     pass_tiles: dict = dataclasses.field(default_factory=dict)
     complete: bool = False
+    main_s: float = 0.0
+    passes_s: float = 0.0
 
 
 # ----------------------------------------------------------------------------- on the workers
@@ -242,7 +246,7 @@ def _stage(out: Path, t: int, frames: np.ndarray, rows: dict[str, np.ndarray]) -
         g.create_dataset("frames", data=np.asarray(frames, np.int64))
         for k, v in rows.items():
             if k in store.ALL_DATASETS:
-                g.create_dataset(k, data=v, dtype=store.dtype_of(k))
+                g.create_dataset(k, data=v.astype(object) if v.dtype.kind == "U" else v, dtype=store.dtype_of(k))
         f.flush()
         g.attrs["done"] = 1
         f.flush()
@@ -359,14 +363,17 @@ def fit_tiles(out: Path, scan: ReducedScan, cfg, settings: FitSettings, schedule
             bar.update(frames.size)
 
         jobs = [(k, lambda t=t: (shared, t, scan.polar(t).astype(np.float32), cfg, settings, x64)) for k, t in enumerate(todo)]
+        t0 = time.perf_counter()
         budget -= run_tasks(client, fit_tile, jobs, write, stop_after=None if budget == np.inf else int(budget))
         bar.close()
+        t1 = time.perf_counter()
         complete = bool(done.all()) and _passes(out, scan, cfg, settings, client, shared, x64, tile, budget,
                                                 report, progress, setup)
+        t2 = time.perf_counter()
     store.write_maps(out, scan)
     if complete:
         _drop_state(out)
-    return TileReport(report["tiles"], report["frames"], report["pass_tiles"], complete)
+    return TileReport(report["tiles"], report["frames"], report["pass_tiles"], complete, t1 - t0, t2 - t1)
 
 
 def _passes(out: Path, scan: ReducedScan, cfg, settings: FitSettings, client, shared, x64: bool,
