@@ -55,7 +55,7 @@ machine = _fit.machine                      # benchmarks/fit.py: cores, CPU, loa
 from fits.scan import results as store
 from fits.scan.neighbours import neighbours
 from fits.scan.settings import FitSettings
-from fits.scan.tiles import _write_main, fit_tiles, pass_tile
+from fits.scan.tiles import _write_main, fit_tiles, jax_options, pass_tile
 from xmodel.config import default_paths, load_config
 from xmodel.distributed import parse_tile, plan_tiles, run_tasks
 from xmodel.positions import derive_grid
@@ -80,13 +80,13 @@ def block_file(src: str, dst: Path, block: tuple[int, int], at: tuple[int, int])
     return sel
 
 
-def warm(dask_worker=None, scan=None, cfg=None, settings=None, x64=False) -> float:
+def warm(dask_worker=None, scan=None, cfg=None, settings=None, options=None) -> float:
     """On every worker: build the fit setup and fit one frame (compiling), so that it is not timed."""
     from fits.scan.frames import fit_frames
     from fits.scan.tiles import _setup
 
     t = time.perf_counter()
-    setup = _setup(scan, cfg, settings, x64)
+    setup = _setup(scan, cfg, settings, options)
     fit_frames(scan.polar([0]), setup, settings)
     return time.perf_counter() - t
 
@@ -104,18 +104,21 @@ def noop(payload) -> int:
     return len(payload)
 
 
+def cpu_seconds(dask_worker=None) -> float:
+    """CPU seconds the worker process has used (all its threads)."""
+    return time.process_time()
+
+
 def cluster_run(workers: int, args, block_path: Path, tmp: Path, cfg, settings, tile, master_frames) -> dict:
     """Fit the block (and reduce its frames) on a local cluster of ``workers`` processes."""
-    import jax
     from distributed import Client, LocalCluster
 
     out = {}
     scan = open_reduced(block_path)
-    x64 = bool(jax.config.jax_enable_x64)
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         t = time.perf_counter()
-        client.run(warm, scan=scan, cfg=cfg, settings=settings, x64=x64)
+        client.run(warm, scan=scan, cfg=cfg, settings=settings, options=jax_options())
         out["warm_s"] = time.perf_counter() - t
         payload = np.zeros(scan.polar([0]).size * tile[0] * tile[1], np.float32)
         t = time.perf_counter()
@@ -124,9 +127,11 @@ def cluster_run(workers: int, args, block_path: Path, tmp: Path, cfg, settings, 
         out["latency_s"] = (time.perf_counter() - t) / 5
         fits = tmp / f"fits_{workers}.h5"
         store.prepare(fits, scan.n_frames, block_path, cfg, settings)
+        cpu0 = client.run(cpu_seconds)
         report = fit_tiles(fits, scan, cfg, settings, client, progress=False, tile=tile)
+        cpu1 = client.run(cpu_seconds)
         out.update(main_s=report.main_s, passes_s=report.passes_s, pass_tiles=sum(report.pass_tiles.values()),
-                   fits=fits)
+                   fits=fits, cpu_s=sum(cpu1[w] - cpu0[w] for w in cpu1))
         if master_frames is not None:
             from xmodel.io import open_scan
             from xmodel.reduction import build_bin_map, default_bins
@@ -174,9 +179,11 @@ def main() -> None:
         print(f"block: {sel.size} frames ({block[0]}x{block[1]} at {at}) of {a.results}; tiles {tile[0]}x{tile[1]}")
         runs = {w: cluster_run(w, a, block_path, tmp, cfg, settings, tile, master_frames) for w in (1, 2)}
         for w, r in runs.items():
+            wall = r["main_s"] + r["passes_s"]
             line = (f"{w} worker(s): warm-up {r['warm_s']:.1f} s; fit main pass {r['main_s']:.1f} s "
                     f"({r['main_s'] / sel.size:.3f} s per frame), neighbour passes {r['passes_s']:.1f} s "
-                    f"({r['pass_tiles']} pass tasks); task latency {r['latency_s'] * 1e3:.0f} ms")
+                    f"({r['pass_tiles']} pass tasks); the workers used {r['cpu_s']:.0f} CPU-s "
+                    f"({r['cpu_s'] / wall:.2f} cores on average); task latency {r['latency_s'] * 1e3:.0f} ms")
             if "reduce_s" in r:
                 line += f"; reduce {sel.size / r['reduce_s']:.1f} frames/s"
             print(line)
@@ -222,12 +229,9 @@ def main() -> None:
         own = plan_tiles(pos.shape[0], big.grid, tile)[len(plan_tiles(pos.shape[0], big.grid, tile)) // 2]
         sub = np.union1d(own, np.concatenate([nbs[i] for i in own]))
         empty = store.empty_results(sub.size)
-        import jax
-
         for _ in range(2):                                   # the first builds the fit setup
             t0 = time.perf_counter()
-            pass_tile(big, sub, np.isin(sub, own), empty, {}, None, True, cfg, settings,
-                      bool(jax.config.jax_enable_x64))
+            pass_tile(big, sub, np.isin(sub, own), empty, {}, None, True, cfg, settings, jax_options())
             t_halo = time.perf_counter() - t0
         halo = (sub.size - own.size) / own.size
         t_refit = one["passes_s"] / max(1, one["pass_tiles"])

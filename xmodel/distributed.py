@@ -191,7 +191,7 @@ def run_tasks(client, function: Callable, jobs: Sequence[tuple[Any, tuple]], on_
     distributed = require_distributed()
     limit = max(1, int(in_flight or IN_FLIGHT_PER_WORKER * n_workers(client)))
     pending = list(jobs)[::-1]
-    live: dict = {}                                  # future -> key
+    live: dict = {}                     # future -> (key, its arguments: scattered data stay referenced)
     running = distributed.as_completed()
 
     def submit() -> None:
@@ -200,7 +200,7 @@ def run_tasks(client, function: Callable, jobs: Sequence[tuple[Any, tuple]], on_
         # large arrays go to the cluster as data of their own, not inside the task
         args = [client.scatter([a], hash=False)[0] if _nbytes(a) > SCATTER_BYTES else a for a in args]
         future = client.submit(function, *args, pure=False)
-        live[future] = key
+        live[future] = (key, args)
         running.add(future)
 
     for _ in range(min(limit, len(pending))):
@@ -209,7 +209,7 @@ def run_tasks(client, function: Callable, jobs: Sequence[tuple[Any, tuple]], on_
     try:
         for future in running:
             result = future.result()
-            on_result(live.pop(future), result)
+            on_result(live.pop(future)[0], result)
             handed += 1
             if stop_after is not None and handed >= stop_after:
                 break
@@ -267,7 +267,7 @@ def reduce_tiles(scan, out: Path, bin_map, grid, scheduler, *, poni: str | Path 
         return 0
     count = {"done": int(done.sum()), "new": 0}
     with open_client(scheduler) as client, h5py.File(out, "r+") as f:
-        shared = client.scatter(bin_map, broadcast=True)
+        shared = client.scatter(bin_map, broadcast=True, hash=False)     # a key of its own: see fit_tiles
         poni_arg = None if poni is None else str(poni)
 
         def write(_, result) -> None:

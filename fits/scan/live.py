@@ -57,8 +57,9 @@ def fit_live(master: str | Path, reduced_path: str | Path, out: str | Path, cfg,
         return state["fitted"]
 
     def on_frames(done: int) -> int:
-        n = open_reduced(reduced_path).n_frames
-        return fit_until(done if done >= n else done - done % batch)
+        if "n" not in state:
+            state["n"] = open_reduced(reduced_path).n_frames
+        return fit_until(done if done >= state["n"] else done - done % batch)
 
     try:
         reduce_scan(master, reduced_path, follow=replace(options, on_frames=on_frames), progress=progress,

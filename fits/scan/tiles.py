@@ -24,9 +24,9 @@ parameters equal those of `fit_scan` without a scheduler (tests/xmodel/test_dist
 Resume. While a distributed run is unfinished, ``/entry/fits/tiles`` (an NXcollection) records
 ``frame_done`` (N,), the frames of the main pass written in any order (``frames_done`` stays the
 first frame not written), ``last_changed``, the frames the last pass changed, and for a pass in
-progress ``pass`` with one group ``tile_<t>`` per finished tile holding the rows it changed
-(attribute ``done`` written last). A killed run resumes with the tiles not yet written; nothing
-is lost or computed twice. The group is deleted when the run is complete.
+progress ``pass`` with one group ``tile_<t>`` per finished tile that had doubtful frames, holding
+the rows it changed (attribute ``done`` written last). A killed run resumes with the tiles not
+yet written; nothing is lost or computed twice. The group is deleted when the run is complete.
 """
 from __future__ import annotations
 
@@ -57,6 +57,11 @@ log = logging.getLogger(__name__)
 #: the group of this module's bookkeeping while a distributed run is unfinished
 TILES = store.FITS + "/tiles"
 
+#: JAX settings the workers take from the process that runs the fit: its precision (equal results)
+#: and its compilation cache (the workers of a node compile each program once)
+JAX_OPTIONS = ("jax_enable_x64", "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+               "jax_persistent_cache_min_entry_size_bytes")
+
 _SETUPS: dict = {}
 _SETUPS_LOCK = threading.Lock()
 
@@ -83,13 +88,22 @@ class TileReport:
 
 
 # ----------------------------------------------------------------------------- on the workers
-def _setup(scan: ReducedScan, cfg, settings: FitSettings, x64: bool) -> FitSetup:
-    """The worker's `FitSetup` of this scan, config and settings (built once per worker process)."""
+def jax_options() -> dict:
+    """The `JAX_OPTIONS` of this process, for the workers (`_setup`)."""
     import jax
 
-    if bool(jax.config.jax_enable_x64) != x64:
-        jax.config.update("jax_enable_x64", x64)          # the client's precision, for equal results
-    key = _setup_key(scan, cfg, settings, x64)
+    return {k: getattr(jax.config, k) for k in JAX_OPTIONS}
+
+
+def _setup(scan: ReducedScan, cfg, settings: FitSettings, options: dict) -> FitSetup:
+    """The worker's `FitSetup` of this scan, config and settings (built once per worker process),
+    after taking the `JAX_OPTIONS` of the process that runs the fit."""
+    import jax
+
+    for k, v in options.items():
+        if getattr(jax.config, k) != v:
+            jax.config.update(k, v)
+    key = _setup_key(scan, cfg, settings, bool(options["jax_enable_x64"]))
     with _SETUPS_LOCK:
         if key not in _SETUPS:
             _SETUPS[key] = setup_from_reduction(scan, cfg, settings)
@@ -104,13 +118,13 @@ def _setup_key(scan: ReducedScan, cfg, settings: FitSettings, x64: bool) -> tupl
 
 
 def fit_tile(scan: ReducedScan, frames: np.ndarray, polar: np.ndarray, cfg, settings: FitSettings,
-             x64: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+             options: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Task: fit the polar images (B, C, Q) of the frames ``frames`` of one tile in batches of
     ``settings.run.batch``; returns ``(frames, rows)`` in the schema of `fits.scan.results`.
 
     A batch that raises is recorded as failed frames, as in `fits.scan.driver.fit_scan`.
     """
-    setup = _setup(scan, cfg, settings, x64)
+    setup = _setup(scan, cfg, settings, options)
     parts = []
     for s in range(0, len(frames), settings.run.batch):
         part = polar[s:s + settings.run.batch]
@@ -153,7 +167,7 @@ def tile_positions(positions_um: np.ndarray, subset: np.ndarray, radius_steps: f
 
 def pass_tile(scan: ReducedScan, subset: np.ndarray, own: np.ndarray, rows: dict[str, np.ndarray],
               images: dict[int, np.ndarray], near: np.ndarray | None, research: bool, cfg,
-              settings: FitSettings, x64: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+              settings: FitSettings, options: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Task: one neighbour pass of one tile; returns the frames it changed and their new rows.
 
     Parameters
@@ -164,8 +178,9 @@ def pass_tile(scan: ReducedScan, subset: np.ndarray, own: np.ndarray, rows: dict
     rows : the fits of the ``subset`` frames before the pass (`fits.scan.results` schema)
     images : polar images of the tile's doubtful frames (`fits.scan.neighbours.doubtful`)
     near, research : as `fits.scan.neighbours.neighbour_pass`
+    options : the `JAX_OPTIONS` of the process that runs the fit
     """
-    setup = _setup(scan, cfg, settings, x64)
+    setup = _setup(scan, cfg, settings, options)
     n = scan.n_frames
     inside = np.zeros(n, bool)
     inside[subset] = True
@@ -278,14 +293,18 @@ def _finish_pass(out: Path, k: int, changed: np.ndarray, n_passes: int) -> None:
         t = f[TILES]
         if "last_changed" in t:
             del t["last_changed"]
-        t.create_dataset("last_changed", data=np.asarray(changed, np.int64))
+        t.create_dataset("last_changed", data=np.asarray(changed, np.int64)).attrs["pass"] = k
         del t["pass"]
 
 
-def _last_changed(out: Path) -> np.ndarray | None:
+def _last_changed(out: Path, k: int) -> np.ndarray | None:
+    """The frames pass ``k`` changed, if this module recorded them (not when a single-process run
+    did the pass)."""
     with h5py.File(out, "r") as f:
         t = f.get(TILES)
-        return None if t is None or "last_changed" not in t else t["last_changed"][()]
+        if t is None or "last_changed" not in t or int(t["last_changed"].attrs.get("pass", -1)) != k:
+            return None
+        return t["last_changed"][()]
 
 
 def _drop_state(out: Path) -> None:
@@ -340,16 +359,18 @@ def fit_tiles(out: Path, scan: ReducedScan, cfg, settings: FitSettings, schedule
 
     out = Path(out)
     n = scan.n_frames
-    x64 = bool(jax.config.jax_enable_x64)
+    options = jax_options()
     if setup is not None:
         with _SETUPS_LOCK:
-            _SETUPS[_setup_key(scan, cfg, settings, x64)] = setup
+            _SETUPS[_setup_key(scan, cfg, settings, bool(jax.config.jax_enable_x64))] = setup
     done = _state(out, n)
     tiles = plan_tiles(n, scan.grid, tile)
     budget = np.inf if stop_after is None else int(stop_after)
     report = {"tiles": 0, "frames": 0, "pass_tiles": {}}
     with open_client(scheduler) as client:
-        shared = client.scatter(scan, broadcast=True)
+        # a key of its own: a hashed key shared with an earlier run on the same client could be
+        # released by that run's end after this run found it ("lost dependencies")
+        shared = client.scatter(scan, broadcast=True, hash=False)
         todo = [t[~done[t]] for t in tiles]
         todo = [t for t in todo if t.size]
         bar = progress_bar(n, desc="xmodel fit", unit="frames", enabled=bool(progress))
@@ -362,12 +383,12 @@ def fit_tiles(out: Path, scan: ReducedScan, cfg, settings: FitSettings, schedule
             report["frames"] += frames.size
             bar.update(frames.size)
 
-        jobs = [(k, lambda t=t: (shared, t, scan.polar(t).astype(np.float32), cfg, settings, x64)) for k, t in enumerate(todo)]
+        jobs = [(k, lambda t=t: (shared, t, scan.polar(t).astype(np.float32), cfg, settings, options)) for k, t in enumerate(todo)]
         t0 = time.perf_counter()
         budget -= run_tasks(client, fit_tile, jobs, write, stop_after=None if budget == np.inf else int(budget))
         bar.close()
         t1 = time.perf_counter()
-        complete = bool(done.all()) and _passes(out, scan, cfg, settings, client, shared, x64, tile, budget,
+        complete = bool(done.all()) and _passes(out, scan, cfg, settings, client, shared, options, tile, budget,
                                                 report, progress, setup)
         t2 = time.perf_counter()
     store.write_maps(out, scan)
@@ -376,7 +397,7 @@ def fit_tiles(out: Path, scan: ReducedScan, cfg, settings: FitSettings, schedule
     return TileReport(report["tiles"], report["frames"], report["pass_tiles"], complete, t1 - t0, t2 - t1)
 
 
-def _passes(out: Path, scan: ReducedScan, cfg, settings: FitSettings, client, shared, x64: bool,
+def _passes(out: Path, scan: ReducedScan, cfg, settings: FitSettings, client, shared, options: dict,
             tile: tuple[int, int], budget: float, report: dict, progress: bool, setup: FitSetup | None) -> bool:
     """The neighbour passes, tile by tile; True when all are done."""
     ns = settings.neighbours
@@ -403,8 +424,8 @@ def _passes(out: Path, scan: ReducedScan, cfg, settings: FitSettings, client, sh
                     out, len(bad), len(subsets))
         neighbour_passes(out, scan, setup or setup_from_reduction(scan, cfg, settings), settings, progress)
         return store.progress(out)[1] >= n_passes
-    last = _last_changed(out)
-    changed = None if last is None or passes_done == 0 else set(last.tolist())
+    last = _last_changed(out, passes_done - 1)
+    changed = None if last is None else set(last.tolist())   # unknown: every frame, as neighbour_passes
     for k in range(passes_done, n_passes):
         tiles_done, _ = _open_pass(out, k, k == 0, tile)
         r = store.read_fits(out)
@@ -412,15 +433,12 @@ def _passes(out: Path, scan: ReducedScan, cfg, settings: FitSettings, client, sh
         jobs = []
         for t, (own, sub) in enumerate(zip(own_tiles, subsets)):
             mine = sorted(need.intersection(own.tolist()))
-            if t in tiles_done:
-                continue
-            if not mine:                                   # nothing doubtful: the tile's pass changes nothing
-                _stage(out, t, np.zeros(0, int), {})
+            if t in tiles_done or not mine:                # no doubtful frame: the tile's pass changes nothing
                 continue
             near = None if changed is None else np.array(sorted(changed.intersection(sub.tolist())), int)
             jobs.append((t, lambda sub=sub, own=own, mine=mine, near=near, r=r, k=k: (
                 shared, sub, np.isin(sub, own), {key: v[sub] for key, v in r.items() if key in store.ALL_DATASETS},
-                dict(zip(mine, scan.polar(mine).astype(np.float32))), near, k == 0, cfg, settings, x64)))
+                dict(zip(mine, scan.polar(mine).astype(np.float32))), near, k == 0, cfg, settings, options)))
 
         def stage(t, result, k=k) -> None:
             frames_t, rows_t = result

@@ -134,6 +134,29 @@ def test_follow_fit_equals_the_fit_of_the_finished_scan(finished, tmp_path, monk
         np.testing.assert_array_equal(f["entry/fits/maps/status/status"][()], g["entry/fits/maps/status/status"][()])
 
 
+def test_a_frame_that_does_not_decompress_yet_is_read_at_the_next_look(finished, tmp_path, monkeypatch):
+    """A chunk still being written fails to decompress: the live run tries it again instead of
+    stopping, and the result is the finished scan's."""
+    import xmodel.reduction as reduction
+    from xmodel.io import ScanError
+
+    kw = {"poni": finished.parent / "s.poni", "q_bins": 20, "chi_bins": 12, "progress": False}
+    ref = reduce_scan(finished, tmp_path / "ref.h5", **kw)
+    real, failed = reduction.reduce_scan_frames, []
+
+    def half_written(scan, bin_map, frames):
+        if 5 in frames and not failed:
+            failed.append(list(frames))
+            raise ScanError("Cannot read frame 5: the LZ4 block is truncated")
+        return real(scan, bin_map, frames)
+
+    monkeypatch.setattr(reduction, "reduce_scan_frames", half_written)
+    out = reduce_scan(finished, tmp_path / "live.h5", **kw, batch_size=4,
+                      follow=FollowOptions(poll_s=0.01, idle_timeout_s=30))
+    assert failed == [[4, 5, 6, 7]]
+    _same_reduction(out, ref)
+
+
 def test_lag_meter_rates_and_lag():
     t = [0.0]
     lag = LagMeter(100, clock=lambda: t[0])
