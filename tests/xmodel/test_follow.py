@@ -137,7 +137,7 @@ def test_follow_fit_equals_the_fit_of_the_finished_scan(finished, tmp_path, monk
 def test_a_frame_that_does_not_decompress_yet_is_read_at_the_next_look(finished, tmp_path, monkeypatch):
     """A chunk still being written fails to decompress: the live run tries it again instead of
     stopping, and the result is the finished scan's."""
-    import xmodel.reduction as reduction
+    from xmodel import reduction
     from xmodel.io import ScanError
 
     kw = {"poni": finished.parent / "s.poni", "q_bins": 20, "chi_bins": 12, "progress": False}
