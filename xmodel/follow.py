@@ -194,9 +194,13 @@ class LagMeter:
         seconds = f" ({behind / rate:.0f} s)" if np.isfinite(rate) and rate > 0 else ""
         return ", ".join(parts) + f": {behind} frames{seconds} behind acquisition"
 
+    def due(self) -> bool:
+        """True when ``interval_s`` seconds have passed since the last report."""
+        return self.clock() - self._last_report >= self.interval_s
+
     def report(self, force: bool = False) -> None:
         """Log `text` at most every ``interval_s`` seconds (always with ``force``)."""
-        if force or self.clock() - self._last_report >= self.interval_s:
+        if force or self.due():
             self._last_report = self.clock()
             log.info("live: %s", self.text())
 
@@ -233,15 +237,20 @@ def follow_frames(scan: LiveScan, out: Path, bin_map, done: int, batch_size: int
     n = scan.n_frames
     lag = LagMeter(n, interval_s=options.report_s)
     clock = time.monotonic
-    last_new, failing_since, last_map = clock(), None, clock()
+    failing_since, last_map = None, clock()
+    last_new = [clock()]
     lag.note("in", scan.frames_in)
     lag.note("reduced", done)
+
+    def look() -> None:
+        """Refresh the files; note the frames in and when the last new one came."""
+        if scan.refresh() > lag.count("in"):
+            last_new[0] = clock()
+        lag.note("in", scan.frames_in)
+
     stopping = False
     while done < n:
-        seen = lag.count("in")
-        if scan.refresh() > seen:
-            last_new = clock()
-        lag.note("in", scan.frames_in)
+        look()
         new = done
         while done < scan.frames_in:
             stop = min(done + batch_size, scan.frames_in)
@@ -268,7 +277,8 @@ def follow_frames(scan: LiveScan, out: Path, bin_map, done: int, batch_size: int
         if clock() - last_map >= options.report_s:
             reduced.write_intensity_map(out)
             last_map = clock()
-        if done < n:
+        if done < n and lag.due():
+            look()                                         # what arrived while this round worked
             lag.report()
         if done >= n or done > new:
             continue
@@ -279,7 +289,7 @@ def follow_frames(scan: LiveScan, out: Path, bin_map, done: int, batch_size: int
         if options.stopped():
             stopping = True                                # one more look: what was written before it
             continue
-        if clock() - last_new > options.idle_timeout_s:
+        if clock() - last_new[0] > options.idle_timeout_s:
             raise FollowTimeout(f"{scan.master}: no new frame for {options.idle_timeout_s:g} s (--idle-timeout) "
                                 f"after {scan.frames_in} of {n} frames; frames 0 to {done - 1} are reduced and "
                                 f"checkpointed: run the same command again to go on.")
