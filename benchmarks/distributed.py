@@ -17,13 +17,15 @@ halo's size for the tile shape, and the latency of one task on the cluster.
 It prints the machine and its load before and after, the wall times and speed-ups, and a cost
 model for a scan of ``--frames`` frames on N nodes of ``--cores-per-node`` workers:
 
-    main pass   T = F t_frame / K + (F / S) t_task / K,   at least F / writer_rate
-    passes      T = passes x (tiles_doubtful t_halo + doubtful t_refit) / K
+    main pass   T = F c_frame / K + (F / S) t_task / K,   at least F / writer_rate
+    passes      T = n_pass_tasks (t_halo + c_pass) / K
 
-with F frames, S frames per tile, K = N x cores workers, t_frame and t_refit the compute per
-frame of the main pass and per doubtful frame of the passes (measured on the block with one
-worker), t_task the per-task overhead (latency, the client reading a tile's images and writing
-its rows) and t_halo the fixed cost of a pass task. Figures: docs/performance.md.
+with F frames, S frames per tile, K = N x cores workers, c_frame the CPU seconds per frame of the
+main pass and c_pass those of one neighbour-pass task (measured on the block with one worker: what
+a dedicated core takes, whatever else runs on this machine), n_pass_tasks the tiles with doubtful
+frames (the block's share of them), t_task the per-task overhead (latency, the client reading a
+tile's images and writing its rows) and t_halo the fixed cost of a pass task. Figures:
+docs/performance.md.
 """
 from __future__ import annotations
 
@@ -110,13 +112,18 @@ def cpu_seconds(dask_worker=None) -> float:
 
 
 def cluster_run(workers: int, args, block_path: Path, tmp: Path, cfg, settings, tile, master_frames) -> dict:
-    """Fit the block (and reduce its frames) on a local cluster of ``workers`` processes."""
+    """Fit the block (and reduce its frames) on a local cluster of ``workers`` processes: wall and
+    worker CPU seconds of the main pass, the neighbour passes and the reduction."""
     from distributed import Client, LocalCluster
 
     out = {}
     scan = open_reduced(block_path)
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
+
+        def cpu() -> float:
+            return sum(client.run(cpu_seconds).values())
+
         t = time.perf_counter()
         client.run(warm, scan=scan, cfg=cfg, settings=settings, options=jax_options())
         out["warm_s"] = time.perf_counter() - t
@@ -127,11 +134,14 @@ def cluster_run(workers: int, args, block_path: Path, tmp: Path, cfg, settings, 
         out["latency_s"] = (time.perf_counter() - t) / 5
         fits = tmp / f"fits_{workers}.h5"
         store.prepare(fits, scan.n_frames, block_path, cfg, settings)
-        cpu0 = client.run(cpu_seconds)
-        report = fit_tiles(fits, scan, cfg, settings, client, progress=False, tile=tile)
-        cpu1 = client.run(cpu_seconds)
-        out.update(main_s=report.main_s, passes_s=report.passes_s, pass_tiles=sum(report.pass_tiles.values()),
-                   fits=fits, cpu_s=sum(cpu1[w] - cpu0[w] for w in cpu1))
+        n_tiles = len(plan_tiles(scan.n_frames, scan.grid, tile))
+        c0 = cpu()
+        main = fit_tiles(fits, scan, cfg, settings, client, progress=False, tile=tile, stop_after=n_tiles)
+        c1 = cpu()
+        passes = fit_tiles(fits, scan, cfg, settings, client, progress=False, tile=tile)
+        c2 = cpu()
+        out.update(main_s=main.main_s, passes_s=passes.passes_s, main_cpu=c1 - c0, passes_cpu=c2 - c1,
+                   pass_tiles=sum(passes.pass_tiles.values()), fits=fits)
         if master_frames is not None:
             from xmodel.io import open_scan
             from xmodel.reduction import build_bin_map, default_bins
@@ -139,13 +149,11 @@ def cluster_run(workers: int, args, block_path: Path, tmp: Path, cfg, settings, 
             with open_scan(args.master) as s:
                 bin_map = build_bin_map(s.geometry.q(), s.geometry.chi(), s.mask,
                                         default_bins(s.geometry, s.mask, n_q=500, n_chi=360, q_spacing="log"))
-            shared = client.scatter(bin_map, broadcast=True)
+            shared = client.scatter(bin_map, broadcast=True, hash=False)
             jobs = [(k, (str(args.master), None, t_, shared)) for k, t_ in enumerate(master_frames)]
-            seconds = []
-            t = time.perf_counter()
-            run_tasks(client, timed_reduce, jobs, lambda _, r: seconds.append(r[1]))
-            out["reduce_s"] = time.perf_counter() - t
-            out["reduce_task_s"] = float(np.sum(seconds))
+            c0, t = cpu(), time.perf_counter()
+            run_tasks(client, timed_reduce, jobs, lambda _, r: None)
+            out["reduce_s"], out["reduce_cpu"] = time.perf_counter() - t, cpu() - c0
     return out
 
 
@@ -179,78 +187,85 @@ def main() -> None:
         print(f"block: {sel.size} frames ({block[0]}x{block[1]} at {at}) of {a.results}; tiles {tile[0]}x{tile[1]}")
         runs = {w: cluster_run(w, a, block_path, tmp, cfg, settings, tile, master_frames) for w in (1, 2)}
         for w, r in runs.items():
-            wall = r["main_s"] + r["passes_s"]
-            line = (f"{w} worker(s): warm-up {r['warm_s']:.1f} s; fit main pass {r['main_s']:.1f} s "
-                    f"({r['main_s'] / sel.size:.3f} s per frame), neighbour passes {r['passes_s']:.1f} s "
-                    f"({r['pass_tiles']} pass tasks); the workers used {r['cpu_s']:.0f} CPU-s "
-                    f"({r['cpu_s'] / wall:.2f} cores on average); task latency {r['latency_s'] * 1e3:.0f} ms")
+            line = (f"{w} worker(s): warm-up {r['warm_s']:.1f} s; fit main pass {r['main_s']:.1f} s wall, "
+                    f"{r['main_cpu']:.0f} CPU-s ({r['main_cpu'] / r['main_s']:.2f} cores); neighbour passes "
+                    f"{r['passes_s']:.1f} s wall, {r['passes_cpu']:.0f} CPU-s "
+                    f"({r['passes_cpu'] / max(r['passes_s'], 1e-9):.2f} cores, {r['pass_tiles']} tasks)")
             if "reduce_s" in r:
-                line += f"; reduce {sel.size / r['reduce_s']:.1f} frames/s"
+                line += (f"; reduce {r['reduce_s']:.1f} s wall, {r['reduce_cpu']:.0f} CPU-s "
+                         f"({r['reduce_cpu'] / r['reduce_s']:.2f} cores)")
             print(line)
         one, two = runs[1], runs[2]
-        print(f"speed-up 1 -> 2 workers: fit main pass {one['main_s'] / two['main_s']:.2f}x, passes "
+        print(f"speed-up 1 -> 2 workers (wall): fit main pass {one['main_s'] / two['main_s']:.2f}x, passes "
               f"{one['passes_s'] / max(two['passes_s'], 1e-9):.2f}x"
-              + (f", reduce {one['reduce_s'] / two['reduce_s']:.2f}x" if "reduce_s" in one else ""))
-        r1 = store.read_fits(one["fits"])
-        r2 = store.read_fits(two["fits"])
-        same = bool(np.array_equal(r1["status"], r2["status"]))
+              + (f", reduce {one['reduce_s'] / two['reduce_s']:.2f}x" if "reduce_s" in one else "")
+              + "; the cores the workers got are in brackets above (other jobs share the machine)")
+        same = bool(np.array_equal(store.read_fits(one["fits"])["status"], store.read_fits(two["fits"])["status"]))
         print(f"1 and 2 workers give the same statuses: {same}")
-        # --- the parts of the cost model measured in this process
-        t_frame = one["main_s"] / sel.size
-        n_tasks = len(plan_tiles(scan.n_frames, scan.grid, tile))
-        t0 = time.perf_counter()
-        for t in plan_tiles(scan.n_frames, scan.grid, tile):
-            scan.polar(t)
-        t_read = (time.perf_counter() - t0) / n_tasks
-        # the writer on a results file of --frames frames: rows of one tile written 20 times
-        from fits.scan.tiles import _state
-
-        per_tile = tile[0] * tile[1]
-        first = plan_tiles(scan.n_frames, scan.grid, tile)[0]
-        rows = {k: np.resize(v[first], (per_tile,) + v.shape[1:]) for k, v in r1.items() if k in store.ALL_DATASETS}
-        scratch = tmp / "writer.h5"
-        store.prepare(scratch, a.frames, block_path, cfg, settings)
-        done = _state(scratch, a.frames)
-        t0 = time.perf_counter()
-        for k in range(20):
-            _write_main(scratch, np.arange(k * per_tile, (k + 1) * per_tile), rows, done)
-        writer_rate = 20 * per_tile / (time.perf_counter() - t0)
-        t_task = one["latency_s"] + t_read + sel.size / writer_rate / n_tasks
-        # a pass task's fixed cost on a scan of --frames frames (the neighbour search runs over all)
-        side = int(np.sqrt(a.frames))
-        from xmodel.positions import grid_positions
-
-        pos = grid_positions((side, side), (0.25, 0.25), "raster")
-        big = open_reduced(block_path)
-        import dataclasses
-
-        big = dataclasses.replace(big, n_frames=pos.shape[0], positions_um=pos, grid=derive_grid(pos))
-        nbs = neighbours(pos, settings.neighbours.neighbour_radius_steps)
-        own = plan_tiles(pos.shape[0], big.grid, tile)[len(plan_tiles(pos.shape[0], big.grid, tile)) // 2]
-        sub = np.union1d(own, np.concatenate([nbs[i] for i in own]))
-        empty = store.empty_results(sub.size)
-        for _ in range(2):                                   # the first builds the fit setup
-            t0 = time.perf_counter()
-            pass_tile(big, sub, np.isin(sub, own), empty, {}, None, True, cfg, settings, jax_options())
-            t_halo = time.perf_counter() - t0
-        halo = (sub.size - own.size) / own.size
-        t_refit = one["passes_s"] / max(1, one["pass_tiles"])
-        print(f"cost model inputs: t_frame {t_frame:.3f} s (one worker), t_task {t_task * 1e3:.0f} ms "
-              f"(latency {one['latency_s'] * 1e3:.0f} ms, reading a tile {t_read * 1e3:.0f} ms, writing its rows), "
-              f"writer {writer_rate:.0f} frames/s, pass task fixed cost t_halo {t_halo:.2f} s on {pos.shape[0]} "
-              f"frames (halo {halo:.0%} of a tile's frames), pass tasks {t_refit:.1f} s each on the block")
-        cores = a.cores_per_node
-        n_pass_tasks = one["pass_tiles"] / max(1, n_tasks) * (a.frames / per_tile)
-        print(f"model for {a.frames} frames, {cores} workers per node, tiles of {per_tile} frames "
-              f"(pass tasks scaled from the block: {n_pass_tasks:.0f}):")
-        print("  nodes  main pass (min)  writer floor (min)  passes (min)  total (min)  frames/s")
-        for nodes in (1, 2, 4, 8, 16, 32):
-            k = nodes * cores
-            main_s = max(a.frames * t_frame / k + a.frames / per_tile * t_task / k, a.frames / writer_rate)
-            passes_s = n_pass_tasks * (t_halo + t_refit) / k
-            print(f"  {nodes:5d}  {main_s / 60:15.1f}  {a.frames / writer_rate / 60:18.2f}  {passes_s / 60:12.1f}  "
-                  f"{(main_s + passes_s) / 60:11.1f}  {a.frames / (main_s + passes_s):8.1f}")
+        model(a, scan, sel, tile, one, tmp, block_path, cfg, settings)
     print("machine at the end:", machine())
+
+
+def model(a, scan, sel: np.ndarray, tile: tuple[int, int], one: dict, tmp: Path, block_path: Path, cfg,
+          settings) -> None:
+    """Measure the rest of the cost model's inputs in this process and print the model."""
+    import dataclasses
+
+    from fits.scan.tiles import _state
+    from xmodel.positions import grid_positions
+
+    per_tile = tile[0] * tile[1]
+    tiles = plan_tiles(scan.n_frames, scan.grid, tile)
+    t0 = time.perf_counter()
+    for t in tiles:
+        scan.polar(t)
+    t_read = (time.perf_counter() - t0) / len(tiles)
+    # the writer on a results file of --frames frames: rows of one tile written 20 times
+    r1 = store.read_fits(one["fits"])
+    rows = {k: np.resize(v[tiles[0]], (per_tile,) + v.shape[1:]) for k, v in r1.items() if k in store.ALL_DATASETS}
+    scratch = tmp / "writer.h5"
+    store.prepare(scratch, a.frames, block_path, cfg, settings)
+    done = _state(scratch, a.frames)
+    t0 = time.perf_counter()
+    for k in range(20):
+        _write_main(scratch, np.arange(k * per_tile, (k + 1) * per_tile), rows, done)
+    writer_rate = 20 * per_tile / (time.perf_counter() - t0)
+    # a pass task's fixed cost on a scan of --frames frames (its neighbour search runs over all of them)
+    side = int(np.sqrt(a.frames))
+    pos = grid_positions((side, side), (0.25, 0.25), "raster")
+    big = dataclasses.replace(open_reduced(block_path), n_frames=pos.shape[0], positions_um=pos,
+                              grid=derive_grid(pos))
+    nbs = neighbours(pos, settings.neighbours.neighbour_radius_steps)
+    big_tiles = plan_tiles(pos.shape[0], big.grid, tile)
+    own = big_tiles[len(big_tiles) // 2]
+    sub = np.union1d(own, np.concatenate([nbs[i] for i in own]))
+    for _ in range(2):                                       # the first builds the fit setup
+        t0 = time.perf_counter()
+        pass_tile(big, sub, np.isin(sub, own), store.empty_results(sub.size), {}, None, True, cfg, settings,
+                  jax_options())
+        t_halo = time.perf_counter() - t0
+    halo = (sub.size - own.size) / own.size
+    c_frame = one["main_cpu"] / sel.size
+    c_pass = one["passes_cpu"] / max(1, one["pass_tiles"])
+    t_task = one["latency_s"] + t_read + per_tile / writer_rate
+    share = one["pass_tiles"] / len(tiles)
+    n_pass_tasks = share * a.frames / per_tile
+    print(f"cost model inputs (CPU seconds: what a dedicated core takes): main pass c_frame {c_frame:.3f} CPU-s "
+          f"per frame; a neighbour-pass task on the block {c_pass:.1f} CPU-s ({one['pass_tiles']} of "
+          f"{len(tiles)} tiles had doubtful frames); per task t_task {t_task * 1e3:.0f} ms (latency "
+          f"{one['latency_s'] * 1e3:.0f} ms, reading a tile's images {t_read * 1e3:.0f} ms, writing its rows); "
+          f"writer {writer_rate:.0f} frames/s; a pass task's fixed cost t_halo {t_halo:.2f} s on {pos.shape[0]} "
+          f"frames (its halo: {halo:.0%} of a tile's frames)"
+          + (f"; reduction {one['reduce_cpu'] / sel.size:.3f} CPU-s per frame" if "reduce_cpu" in one else ""))
+    print(f"model: {a.frames} frames, nodes of {a.cores_per_node} single-threaded workers, tiles of {per_tile} "
+          f"frames, {n_pass_tasks:.0f} neighbour-pass tasks (the block's share), one pass:")
+    print("  nodes  main pass (min)  writer floor (min)  passes (min)  total (min)  frames/s")
+    for nodes in (1, 2, 4, 8, 16, 32):
+        k = nodes * a.cores_per_node
+        main_s = max(a.frames * c_frame / k + a.frames / per_tile * t_task / k, a.frames / writer_rate)
+        passes_s = n_pass_tasks * (t_halo + c_pass) / k
+        print(f"  {nodes:5d}  {main_s / 60:15.1f}  {a.frames / writer_rate / 60:18.2f}  {passes_s / 60:12.1f}  "
+              f"{(main_s + passes_s) / 60:11.1f}  {a.frames / (main_s + passes_s):8.1f}")
 
 
 if __name__ == "__main__":
