@@ -162,7 +162,14 @@ def _unlinked_data_files(master: Path, linked: set[str]) -> list[str]:
     return found[:4] + (["..."] if len(found) > 4 else [])
 
 
-def _open_data_files(f: h5py.File, master: Path) -> list[_DataFile]:
+def _open_data_files(f: h5py.File, master: Path, partial: bool = False,
+                     reuse: list[_DataFile] = ()) -> list[_DataFile]:
+    """The data files of ``master`` in link order.
+
+    ``partial``: a scan still being written (`xmodel.follow`): the first data file that is
+    missing or cannot be opened yet ends the list instead of raising, and files are opened for
+    SWMR reading; ``reuse``: files already open, kept as they are.
+    """
     if DATA_GROUP not in f or not isinstance(f[DATA_GROUP], h5py.Group):
         raise ScanError(
             f"{master} has no {DATA_GROUP} group: is this a Dectris master file "
@@ -180,11 +187,11 @@ def _open_data_files(f: h5py.File, master: Path) -> list[_DataFile]:
             f"{master}:{DATA_GROUP} holds no data_000001, data_000002, ... entries "
             f"(found {sorted(group)}); the scan has no frames."
         )
-    files: list[_DataFile] = []
+    files: list[_DataFile] = list(reuse)
     try:
-        _open_each(group, names, linked, master, files)
+        _open_each(group, names, linked, master, files, partial)
     except BaseException:
-        for data in files:
+        for data in files[len(reuse):]:
             if data.file is not None:
                 data.file.close()
         raise
@@ -192,16 +199,19 @@ def _open_data_files(f: h5py.File, master: Path) -> list[_DataFile]:
 
 
 def _open_each(group: h5py.Group, names: list[str], linked: set[str], master: Path,
-               files: list[_DataFile]) -> None:
-    """Open the data of every link in ``names`` into ``files`` (closed by the caller on error)."""
-    first = 0
-    for name in names:
+               files: list[_DataFile], partial: bool = False) -> None:
+    """Open the data of every link in ``names`` not yet in ``files`` into ``files`` (closed by
+    the caller on error); ``partial``: a file not there or not readable yet ends the list."""
+    first = sum(d.n for d in files)
+    for name in names[len(files):]:
         link = group.get(name, getlink=True)
         if isinstance(link, h5py.ExternalLink):
             path = Path(link.filename)
             if not path.is_absolute():
                 path = master.parent / path
             where = f"linked from {master}:{DATA_GROUP}/{name}, frames from {first} on"
+            if partial and not path.exists():
+                break
             if not path.exists():
                 others = _unlinked_data_files(master, linked)
                 found = (f" The folder holds data files no link names: {', '.join(others)} (renamed?); give "
@@ -211,12 +221,16 @@ def _open_each(group: h5py.Group, names: list[str], linked: set[str], master: Pa
                     f"master file.{found}"
                 )
             try:
-                handle = h5py.File(path, "r")
+                handle = h5py.File(path, "r", swmr=partial)
             except OSError as err:
+                if partial:                     # being created, or written without SWMR: not yet
+                    break
                 raise ScanError(f"Data file {path} ({where}) {open_error(path, err)}.") from err
             dataset = handle.get(link.path)
             if not isinstance(dataset, h5py.Dataset):
                 handle.close()
+                if partial:
+                    break
                 raise ScanError(
                     f"Data file {path} ({where}) has no dataset {link.path}"
                     f"{' (it is a group)' if dataset is not None else ''}; it is not a data file of this "
@@ -356,9 +370,14 @@ class Scan:
             self.close()
             raise
 
+    #: a scan still being written (`xmodel.follow.LiveScan`): data files not there yet end the list
+    partial = False
+
     def _open(self, poni, mask, mask_key) -> None:
         f = self._file
-        self._files = _open_data_files(f, self.master)
+        self._files = _open_data_files(f, self.master, self.partial)
+        if not self._files:
+            raise ScanError(f"No data file of {self.master} can be read yet (the first is being written).")
         first = self._files[0]
         self.frame_shape = tuple(int(s) for s in first.dataset.shape[1:])
         sizes = [_number(f, f"{DETECTOR}/detectorSpecific/{k}_pixels_in_detector", self.master, integer=True,
@@ -378,7 +397,7 @@ class Scan:
                     f"frames but {first.path}:{first.dataset.name} holds {first.dataset.dtype}: the data files do "
                     f"not belong to one acquisition."
                 )
-        self.n_frames = sum(d.n for d in self._files)
+        self.n_frames = self._count_frames()
         if self.n_frames == 0:
             shapes = ", ".join(f"{d.path.name}:{d.dataset.name} {d.dataset.shape}" for d in self._files[:3])
             raise ScanError(
@@ -484,20 +503,22 @@ class Scan:
                                 f"positive integers (rows, cols).")
             self.scan_shape = tuple(int(v) for v in shape)
 
+    def _count_frames(self) -> int:
+        """Frames of the scan: those of its data files (a live scan: those it will have)."""
+        return sum(d.n for d in self._files)
+
     def identity(self) -> str:
-        """SHA-256 of the master file's bytes and of the data files' names and sizes.
+        """SHA-256 of the master file's bytes (which hold the links to the data files by name).
 
         Two scans of one detector shape have different masters (start time, metadata), so a
-        resumed reduction can tell them apart; a copied scan keeps its identity.
+        resumed reduction can tell them apart; a copied scan keeps its identity, and so does a
+        scan whose data files are still being written (a live run, `xmodel.follow`, and a later
+        run on the finished scan share it).
         """
         digest = hashlib.sha256()
         with open(self.master, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):
                 digest.update(block)
-        for data in self._files:
-            digest.update(f"{data.link} {data.path.name} {data.n}".encode())
-            if data.file is not None:
-                digest.update(str(data.path.stat().st_size).encode())
         return digest.hexdigest()
 
     def invalid_pixels(self, frames: np.ndarray) -> np.ndarray:

@@ -433,6 +433,41 @@ def write_batch(f: h5py.File, start: int, polar: np.ndarray, radial: np.ndarray,
     grp["unreadable"][start:start + b] = flags
 
 
+def write_frames(f: h5py.File, frames: np.ndarray, polar: np.ndarray, radial: np.ndarray, invalid: np.ndarray,
+                 invalid_bins: np.ndarray) -> None:
+    """Store the results of the frames ``frames`` (increasing indices, any set: one spatial tile of
+    a distributed run, `xmodel.distributed`); their ``invalid_pixels``, which mark them reduced
+    (`reduced_frames`), are written last. ``frames_done`` is the caller's to advance."""
+    grp = f[GROUP]
+    idx = np.asarray(frames, dtype=np.int64)
+    rows = idx.tolist()
+    grp["polar"][rows] = polar
+    grp["radial"][rows] = radial
+    ds = grp["invalid_bins"]
+    keep = ds[()]
+    keep = keep[~np.isin(keep[:, 0], idx)]           # rows of an earlier attempt at these frames go
+    ds.resize((keep.shape[0] + invalid_bins.shape[0], 3))
+    ds[:keep.shape[0]] = keep
+    if invalid_bins.size:
+        ds[keep.shape[0]:] = invalid_bins
+    grp["invalid_pixels"][rows] = invalid
+
+
+def reduced_frames(path: str | Path) -> np.ndarray:
+    """(N,) bool: frames whose results are written (``invalid_pixels`` >= 0 and a radial profile
+    with values where the q bins hold pixels), whatever order they were written in."""
+    with h5py.File(path, "r") as f:
+        grp = f[GROUP]
+        done = np.asarray(grp["invalid_pixels"][()]) >= 0
+        has_pixels = np.asarray(grp["radial_counts"][()]) > 0
+        if has_pixels.any():
+            radial = grp["radial"]
+            for s in range(0, done.size, 1024):
+                block = np.asarray(radial[s:s + 1024])[:, has_pixels]
+                done[s:s + block.shape[0]] &= np.isfinite(block).any(axis=1)
+        return done
+
+
 def store_scan_metadata(path: str | Path, positions_um: np.ndarray | None = None,
                         monitor: np.ndarray | None = None, source: str = "") -> None:
     """Add scan positions (um, (N, 2) as (y, x)) and/or a monitor (N,) to an existing reduction.

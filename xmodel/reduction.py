@@ -413,6 +413,28 @@ def _exclude_invalid(frames: np.ndarray, sums: np.ndarray, bin_map: BinMap, scan
     return counts, invalid, lost
 
 
+def reduce_scan_frames(scan, bin_map: BinMap, frames) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Read the frames ``frames`` (increasing indices) of an open scan and reduce them as
+    :func:`reduce_scan` does: the work of one spatial tile of a distributed run
+    (:mod:`xmodel.distributed`) or one batch of a live run (:mod:`xmodel.follow`).
+
+    Returns
+    -------
+    polar (b, n_chi, n_q), radial (b, n_q) float32 means; invalid (b,) pixels invalid in each
+    frame; lost (K, 3) scan frame, flat bin, pixels lost (:func:`_exclude_invalid`).
+    """
+    frames = np.asarray(frames, dtype=np.int64).reshape(-1)
+    buffer = np.empty((frames.size, *scan.frame_shape), dtype=scan.dtype)
+    for run in np.split(np.arange(frames.size), np.flatnonzero(np.diff(frames) != 1) + 1):
+        if run.size:                                      # consecutive frames in one read
+            scan.read_into(int(frames[run[0]]), buffer[run[0]:run[-1] + 1])
+    sums = bin_map.matrix @ _as_columns(buffer)
+    counts, invalid, lost = _exclude_invalid(buffer, sums, bin_map, scan, scan.dtype.kind in "if")
+    polar, radial = _means(sums, bin_map, counts)
+    lost[:, 0] = frames[lost[:, 0]]
+    return polar, radial, invalid, lost
+
+
 def reduce_frames(frames: np.ndarray, bin_map: BinMap) -> tuple[np.ndarray, np.ndarray]:
     """Mean intensity per (chi, q) bin and per q bin for a batch of frames.
 
@@ -658,6 +680,9 @@ def reduce_scan(
     monitor: np.ndarray | None = None,
     hot_pixels: int = 0,
     positions_source: str = "",
+    scheduler=None,
+    tile: tuple[int, int] | None = None,
+    follow=None,
 ) -> Path:
     """Reduce every frame of a scan to polar images and radial profiles, resumably.
 
@@ -699,6 +724,18 @@ def reduce_scan(
         (:func:`hot_pixel_mask`), masked for the whole scan.
     positions_source
         Words saying where the positions came from (stored as an attribute).
+    scheduler
+        Reduce on a dask cluster, tile by tile (:mod:`xmodel.distributed`): ``"local"``,
+        ``"local:N"``, a scheduler address or file, or a ``distributed.Client``; None (default)
+        reduces in this process. ``workers`` and ``batch_size`` then do not apply.
+    tile
+        (rows, cols) scan points per task of a distributed run (default
+        :data:`xmodel.distributed.DEFAULT_TILE`).
+    follow
+        :class:`xmodel.follow.FollowOptions`: reduce the frames while the detector writes them
+        (live mode, :mod:`xmodel.follow`): wait for the master and the first frame, then for
+        new frames until the scan's last (``nimages x ntrigger``) or the stop file; None
+        (default): the scan is complete. Not with ``hot_pixels`` or ``scheduler``.
 
     Returns
     -------
@@ -753,7 +790,16 @@ def reduce_scan(
     if bins is None:
         q_bins, chi_bins = checked[:2]
     _check_output_path(out)
-    with open_scan(master, poni=poni, mask=mask) as scan:
+    if follow is not None and (int(hot_pixels) > 0 or scheduler is not None):
+        raise ReductionError("A live run (follow) reduces the frames in order as they arrive, in this process: "
+                             "it takes neither hot_pixels (they need frames from the whole scan) nor a scheduler.")
+    if follow is not None:
+        from xmodel.follow import open_live_scan
+
+        opened = open_live_scan(master, follow, poni=poni, mask=mask)
+    else:
+        opened = open_scan(master, poni=poni, mask=mask)
+    with opened as scan:
         geometry = scan.geometry
         batch_size = min(batch_size, scan.n_frames)
         name = "positions_um"
@@ -804,13 +850,24 @@ def reduce_scan(
             report = progress
         else:
             report = None
-        retry = reduced.unreadable_frames(out, done)
-        if retry.size:
-            log.info("%s: reading again the %d frames an earlier run could not read: %s", scan.master, retry.size,
-                     _frame_list(retry))
-        work = [(int(i), 1) for i in retry]
-        work += [(s, min(batch_size, scan.n_frames - s)) for s in range(done, scan.n_frames, batch_size)]
-        wrote = _stream(scan, out, bin_map, work, done, batch_size, workers, report)
+        if follow is not None and done < scan.n_frames:
+            from xmodel.follow import follow_frames
+
+            follow_frames(scan, out, bin_map, done, batch_size, report, follow)
+            wrote = True
+        elif scheduler is not None and done < scan.n_frames:
+            from xmodel.distributed import DEFAULT_TILE, reduce_tiles
+
+            reduce_tiles(scan, out, bin_map, grid, scheduler, poni=poni, report=report, tile=tile or DEFAULT_TILE)
+            wrote = True
+        else:
+            retry = reduced.unreadable_frames(out, done)
+            if retry.size:
+                log.info("%s: reading again the %d frames an earlier run could not read: %s", scan.master,
+                         retry.size, _frame_list(retry))
+            work = [(int(i), 1) for i in retry]
+            work += [(s, min(batch_size, scan.n_frames - s)) for s in range(done, scan.n_frames, batch_size)]
+            wrote = _stream(scan, out, bin_map, work, done, batch_size, workers, report)
     _finish(out, scan.master, scan.n_frames, wrote)
     return out
 

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: FitSettings = FitSettings(),
-             progress: bool = True, stop_after: int | None = None, setup: FitSetup | None = None) -> Path:
+             progress: bool = True, stop_after: int | None = None, setup: FitSetup | None = None,
+             scheduler=None, tile: tuple[int, int] | None = None, until: int | None = None) -> Path:
     """Fit every frame of ``/entry/reduction/polar`` and write ``/entry/fits`` (resumable).
 
     Parameters
@@ -40,6 +41,13 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
         resume must agree with them.
     stop_after : stop after this many batches (tests of the resume path).
     setup : a prebuilt `FitSetup` for ``cfg`` and ``settings`` (default: built here).
+    scheduler : fit on a dask cluster, tile by tile (`fits.scan.tiles`): ``"local"``, ``"local:N"``, a
+        scheduler address or file, or a ``distributed.Client``; None (default): in this process.
+        ``stop_after`` then counts tiles.
+    tile : (rows, cols) scan points per task of a distributed run (default
+        `xmodel.distributed.DEFAULT_TILE`).
+    until : fit only the frames before this one (a live run, `fits.scan.live`, whose later frames
+        are not reduced yet); the neighbour passes wait for the whole scan.
 
     Notes
     -----
@@ -60,13 +68,21 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
     if done >= n and store.progress(out)[1] >= settings.neighbours.neighbour_passes:
         store.write_maps(out, scan)
         return out
+    if scheduler is not None:
+        from fits.scan.tiles import fit_tiles
+        from xmodel.distributed import DEFAULT_TILE
+
+        fit_tiles(out, scan, cfg, settings, scheduler, progress=progress, stop_after=stop_after, setup=setup,
+                  tile=tile or DEFAULT_TILE)
+        return out
     setup = setup or setup_from_reduction(scan, cfg, settings)
     batch = settings.run.batch
     t0, batches = time.perf_counter(), 0
     bar = progress_bar(n, desc="xmodel fit", unit="frames", enabled=bool(progress))
     bar.update(done)
-    for start in range(done, n, batch):
-        stop = min(start + batch, n)
+    end = n if until is None else min(int(until), n)
+    for start in range(done, end, batch):
+        stop = min(start + batch, end)
         polar = scan.polar(slice(start, stop))
         try:
             r = fit_frames(polar, setup, settings)

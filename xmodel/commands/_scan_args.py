@@ -94,3 +94,89 @@ def resolve_scan_arguments(args: argparse.Namespace, n_frames: int) -> ScanArgum
         raise PositionsError("--step-um needs --scan-shape ROWSxCOLS (the grid it steps over).")
     monitor = read_monitor(args.monitor, n_frames) if getattr(args, "monitor", None) else None
     return ScanArguments(positions, shape, monitor, source)
+
+
+def _scheduler(text: str):
+    """argparse type of ``--scheduler`` (`xmodel.distributed.parse_scheduler`; a bad value is a usage error)."""
+    from xmodel.distributed import parse_scheduler
+
+    try:
+        return parse_scheduler(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _tile(text: str) -> tuple[int, int]:
+    from xmodel.distributed import parse_tile
+
+    try:
+        return parse_tile(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds, e.g. 300")
+    return value
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--scheduler``, ``--tile`` (a dask cluster, `xmodel.distributed`) and ``--follow``,
+    ``--stop-file``, ``--idle-timeout``, ``--poll`` (live mode, `xmodel.follow`) to ``parser``."""
+    g = parser.add_argument_group("running on a dask cluster (pip install 'xmodel[distributed]')")
+    g.add_argument("--scheduler", type=_scheduler, metavar="local[:N]|ADDRESS|FILE",
+                   help="run the frames tile by tile on dask workers: local (one worker per core), local:N, "
+                        "a scheduler address (tcp://host:8786) or a scheduler file; resumable")
+    g.add_argument("--tile", type=_tile, default="8x8", metavar="ROWSxCOLS",
+                   help="scan points per task with --scheduler")
+    g = parser.add_argument_group("live mode: process frames while the detector writes them")
+    g.add_argument("--follow", action="store_true",
+                   help="wait for the master and its data files and process frames as they appear, until the "
+                        "scan's last frame (nimages x ntrigger) or --stop-file")
+    g.add_argument("--stop-file", metavar="PATH", help="with --follow: end cleanly when this file exists")
+    g.add_argument("--idle-timeout", type=_seconds, default=300.0, metavar="S",
+                   help="with --follow: give up when no new frame arrives for S seconds")
+    g.add_argument("--poll", type=_seconds, default=1.0, metavar="S",
+                   help="with --follow: seconds between two looks at the files")
+
+
+def check_run_arguments(args: argparse.Namespace) -> None:
+    """Refuse options that do not go together, and a scheduler without dask installed.
+
+    Raises
+    ------
+    xmodel.commands._common.UsageError
+        For ``--follow`` with ``--scheduler`` or ``--hot-pixels``, or ``--stop-file`` without ``--follow``.
+    ModuleNotFoundError
+        For ``--scheduler`` without dask.distributed (the message names the ``distributed`` extra).
+    """
+    from xmodel.commands._common import UsageError
+
+    if args.follow and args.scheduler is not None:
+        raise UsageError("--follow processes the frames in order as they arrive, in this process; drop "
+                         "--scheduler (or run on the finished scan with it)")
+    if args.follow and getattr(args, "hot_pixels", 0):
+        raise UsageError("--hot-pixels needs frames spread over the whole scan; it cannot be used with --follow")
+    if args.stop_file and not args.follow:
+        raise UsageError("--stop-file goes with --follow")
+    if args.scheduler is not None:
+        from xmodel.distributed import require_distributed
+
+        require_distributed()
+
+
+def follow_options(args: argparse.Namespace):
+    """The `xmodel.follow.FollowOptions` of the parsed options, or None without ``--follow``."""
+    if not args.follow:
+        return None
+    from pathlib import Path
+
+    from xmodel.follow import FollowOptions
+
+    return FollowOptions(poll_s=args.poll, idle_timeout_s=args.idle_timeout,
+                         stop_file=Path(args.stop_file) if args.stop_file else None)

@@ -10,7 +10,13 @@ from xmodel.commands._common import (
     scan_configs,
     wrote,
 )
-from xmodel.commands._scan_args import add_scan_arguments, resolve_scan_arguments
+from xmodel.commands._scan_args import (
+    add_run_arguments,
+    add_scan_arguments,
+    check_run_arguments,
+    follow_options,
+    resolve_scan_arguments,
+)
 
 #: bins of the reduction of a master file: an Eiger 4M spans about 2000 pixels radially, so more
 #: q bins are mostly empty; 3600 chi bins are 0.1 deg
@@ -32,6 +38,9 @@ def run(args) -> int:
     from xmodel.reduced import is_reduced
 
     src = Path(args.input)
+    check_run_arguments(args)
+    if args.follow:
+        return _run_live(args, src)
     if not src.exists():
         raise FileNotFoundError(f"{src} does not exist; pass a Dectris <name>_master.h5 or a results "
                                 f"file with /entry/reduction.")
@@ -57,7 +66,8 @@ def run(args) -> int:
             given = resolve_scan_arguments(args, scan.n_frames)
         src = reduce_scan(src, reduced_path(out), q_bins=q_bins, chi_bins=chi_bins,
                           positions_um=given.positions_um, monitor=given.monitor,
-                          positions_source=given.source, progress=progress)
+                          positions_source=given.source, progress=progress,
+                          scheduler=args.scheduler, tile=args.tile)
     else:
         from xmodel.reduced import open_reduced, store_scan_metadata
 
@@ -68,8 +78,31 @@ def run(args) -> int:
     from xmodel.reduced import open_reduced
 
     open_reduced(src).has_positions()
-    fit_scan(src, cfg, out, settings, progress=progress)
+    fit_scan(src, cfg, out, settings, progress=progress, scheduler=args.scheduler, tile=args.tile)
     wrote(args, out)
+    return 0
+
+
+def _run_live(args, master: Path) -> int:
+    """``xmodel fit MASTER --follow``: reduce and fit the frames as the detector writes them."""
+    from fits.scan.live import fit_live
+    from fits.scan.settings import apply_cli, settings_from_config
+    from xmodel.commands._common import UsageError
+    from xmodel.config import load_config
+    from xmodel.follow import open_live_scan
+    from xmodel.reduced import is_reduced
+
+    if is_reduced(master):
+        raise UsageError(f"--follow follows the detector's files: pass the master file, not the reduced {master}")
+    cfg = load_config(scan_configs(args), args.overrides)
+    settings = apply_cli(settings_from_config(cfg), args, FIT_CLI_KEYS)
+    follow = follow_options(args)
+    with open_live_scan(master, follow) as scan:           # waits for the master and the first frame
+        given = resolve_scan_arguments(args, scan.n_frames)
+    fit_live(master, reduced_path(args.out), args.out, cfg, settings, follow, progress=args.quiet_level == 0,
+             q_bins=args.q_bins, chi_bins=args.chi_bins, positions_um=given.positions_um, monitor=given.monitor,
+             positions_source=given.source)
+    wrote(args, args.out)
     return 0
 
 
@@ -82,6 +115,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="results HDF5 file (/entry/fits); a killed run resumes")
     add_cli_options(p, FIT_CLI_KEYS)
     add_scan_arguments(p)
+    add_run_arguments(p)
     p.add_argument("--q-bins", type=int, default=500,
                    help=f"q bins when reducing a master file, linearly spaced over the valid pixels (pyFAI's "
                         f"regular bins; 1 to {MAX_Q_BINS}); for log-spaced bins reduce first with "

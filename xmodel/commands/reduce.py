@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 from xmodel.commands._common import add_command
-
-from xmodel.commands._scan_args import add_scan_arguments, resolve_scan_arguments
+from xmodel.commands._scan_args import (
+    add_run_arguments,
+    add_scan_arguments,
+    check_run_arguments,
+    follow_options,
+    resolve_scan_arguments,
+)
 
 
 def run(args) -> int:
@@ -12,7 +17,15 @@ def run(args) -> int:
 
     check_arguments(q_bins=args.q_bins, chi_bins=args.chi_bins, batch_size=args.batch_size, workers=args.workers,
                     hot_pixels=args.hot_pixels)
-    with open_scan(args.master, poni=args.poni, mask=args.mask) as scan:
+    check_run_arguments(args)
+    follow = follow_options(args)
+    if follow is not None:                 # waits for the master and the first frame
+        from xmodel.follow import open_live_scan
+
+        opened = open_live_scan(args.master, follow, poni=args.poni, mask=args.mask)
+    else:
+        opened = open_scan(args.master, poni=args.poni, mask=args.mask)
+    with opened as scan:
         bins = default_bins(scan.geometry, scan.mask, n_q=args.q_bins, n_chi=args.chi_bins,
                             q_range=tuple(args.q_range) if args.q_range else None,
                             chi_range=tuple(args.chi_range) if args.chi_range else None,
@@ -22,7 +35,7 @@ def run(args) -> int:
     out = reduce_scan(args.master, args.out, poni=args.poni, mask=args.mask, bins=bins,
                       batch_size=args.batch_size, workers=args.workers, progress=args.quiet_level == 0,
                       positions_um=given.positions_um, monitor=given.monitor, hot_pixels=args.hot_pixels,
-                      positions_source=given.source)
+                      positions_source=given.source, scheduler=args.scheduler, tile=args.tile, follow=follow)
     print(f"wrote {out}")
     return 0
 
@@ -45,4 +58,5 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="frames per sparse product (default 16)")
     p.add_argument("--workers", type=int, default=2, help="threads (1 or 2; default 2)")
     add_scan_arguments(p)
+    add_run_arguments(p)
     p.set_defaults(func=run)
