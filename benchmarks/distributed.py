@@ -162,7 +162,9 @@ def main() -> None:
     ap.add_argument("results")
     ap.add_argument("--master", help="the scan's Eiger master (also time the reduction)")
     ap.add_argument("--block", default="8x8", help="scan points fitted, ROWSxCOLS")
-    ap.add_argument("--at", default="12,12", help="grid row,col of the block's first point")
+    ap.add_argument("--at", default="18,18",
+                    help="grid row,col of the block's first point (18,18 of the 31 x 31 twin: orange and yellow "
+                         "domains and their grain boundary)")
     ap.add_argument("--tile", default="4x4", help="scan points per task")
     ap.add_argument("--domain", default="red", help="config of the starting values")
     ap.add_argument("--frames", type=int, default=121 * 121, help="frames of the scan the model is for")

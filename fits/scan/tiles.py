@@ -383,7 +383,8 @@ def fit_tiles(out: Path, scan: ReducedScan, cfg, settings: FitSettings, schedule
             report["frames"] += frames.size
             bar.update(frames.size)
 
-        jobs = [(k, lambda t=t: (shared, t, scan.polar(t).astype(np.float32), cfg, settings, options)) for k, t in enumerate(todo)]
+        jobs = [(k, lambda t=t: (shared, t, scan.polar(t).astype(np.float32), cfg, settings, options))
+                for k, t in enumerate(todo)]
         t0 = time.perf_counter()
         budget -= run_tasks(client, fit_tile, jobs, write, stop_after=None if budget == np.inf else int(budget))
         bar.close()

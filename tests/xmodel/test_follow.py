@@ -165,5 +165,6 @@ def test_lag_meter_rates_and_lag():
         lag.note("in", arrived)
         lag.note("reduced", reduced)
     assert lag.rate("in") == pytest.approx(3.0) and lag.rate("reduced") == pytest.approx(2.25)
-    assert lag.text() == "60/100 frames in (3.0 frames/s), 45 reduced (2.2 frames/s): 15 frames (5 s) behind acquisition"
+    assert lag.text() == ("60/100 frames in (3.0 frames/s), 45 reduced (2.2 frames/s): 15 frames (5 s) behind "
+                          "acquisition")
     assert LagMeter(10).text() == "0/10 frames in: 0 frames behind acquisition"
