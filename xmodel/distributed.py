@@ -76,8 +76,9 @@ def parse_scheduler(text: str) -> SchedulerSpec:
     Raises
     ------
     ValueError
-        For ``local:N`` with N not a positive integer, or a value that is neither an address nor
-        an existing file; the message gives the accepted forms.
+        For ``local:N`` with N not a positive integer, or a value that is neither an address, an
+        existing file nor a ``.json`` path (a scheduler file a batch job will write; `open_client`
+        checks that it exists); the message gives the accepted forms.
     """
     text = str(text).strip()
     forms = ("local (one worker per core), local:N, a scheduler address such as tcp://10.0.0.5:8786, "
@@ -92,8 +93,9 @@ def parse_scheduler(text: str) -> SchedulerSpec:
         return SchedulerSpec(text, workers=int(n))
     if re.fullmatch(r"[a-z]+://\S+", text) or re.fullmatch(r"[\w.\-]+:\d+", text):
         return SchedulerSpec(text, address=text)
-    if text and Path(text).is_file():
-        return SchedulerSpec(text, scheduler_file=text)
+    if text and (Path(text).expanduser().is_file() or text.endswith(".json")):
+        # a scheduler file (JSON) may be written by a batch job after the command line is parsed
+        return SchedulerSpec(text, scheduler_file=str(Path(text).expanduser()))
     raise ValueError(f"--scheduler {text!r} is neither an address nor an existing scheduler file; use {forms}.")
 
 
@@ -112,6 +114,10 @@ def open_client(scheduler) -> Iterator[Any]:
             log.info("dask: local cluster of %d workers", spec.workers)
             yield client
         return
+    if spec.scheduler_file and not Path(spec.scheduler_file).is_file():
+        raise FileNotFoundError(f"--scheduler {spec.text}: the scheduler file {spec.scheduler_file} does not exist; "
+                                f"start the scheduler with `dask scheduler --scheduler-file {spec.scheduler_file}` "
+                                f"first (docs/user_guide.md, 'Running on a cluster').")
     kwargs = {"scheduler_file": spec.scheduler_file} if spec.scheduler_file else {"address": spec.address}
     try:
         client = distributed.Client(**kwargs, timeout="30s")

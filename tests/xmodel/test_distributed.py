@@ -61,13 +61,20 @@ def test_tiles_cover_the_grid_in_blocks():
 
 
 def test_scheduler_values():
+    from xmodel.distributed import open_client
+
     assert parse_scheduler("local:3").workers == 3 and parse_scheduler("local").workers >= 1
     assert parse_scheduler("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
     assert parse_scheduler("node12:8786").address == "node12:8786"
     with pytest.raises(ValueError, match=r"number of local workers must be a positive integer"):
         parse_scheduler("local:0")
     with pytest.raises(ValueError, match=r"neither an address nor an existing scheduler file"):
-        parse_scheduler("no-such-file.json")
+        parse_scheduler("no-such-file")
+    spec = parse_scheduler("not-yet-written.json")       # a batch job writes it later
+    assert spec.scheduler_file == "not-yet-written.json"
+    with pytest.raises(FileNotFoundError, match=r"scheduler file not-yet-written.json does not exist"):
+        with open_client(spec):
+            pass
 
 
 def test_tiles_are_exact_on_a_grid_and_flagged_on_irregular_positions():
