@@ -301,8 +301,8 @@ def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | No
     misfit_deg : if given, frames whose orientation is further than this (deg) from the truth
         are left out: a fit in another basin (a wrong orientation), which no standard error
         describes; their number is ``misfits`` of every entry.
-    stderr : standard errors to use instead of the stored ones, ``{"<name>_stderr" or
-        "orientation_stderr_deg": (N,) array}`` (e.g. recomputed at the stored fits,
+    stderr : standard errors to use instead of the stored ones: a dict from ``<name>_stderr``
+        or ``orientation_stderr_deg`` to an (N,) array (e.g. recomputed at the stored fits,
         benchmarks/pulls.py --recompute); frames where a given array is NaN are left out of that
         parameter.
 

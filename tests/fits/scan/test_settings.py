@@ -65,7 +65,7 @@ def test_fit_options_take_their_defaults_from_the_settings(tmp_path, monkeypatch
     with h5py.File(src, "w") as f:
         f["entry/reduction/polar"] = np.zeros((1, 2, 2), np.float32)
     seen = {}
-    monkeypatch.setattr("fits.scan.driver.fit_scan", lambda src, cfg, out, settings, progress: seen.update(s=settings))
+    monkeypatch.setattr("fits.scan.driver.fit_scan", lambda src, cfg, out, settings, progress, **kw: seen.update(s=settings))
     paths = [str(p) for p in default_paths("red")]
     argv = ["fit", str(src), "--config", paths[0], "--config", paths[1], "--out", str(tmp_path / "o.h5"), "--quiet"]
     assert main(argv + ["--set", "fit.neighbour_passes=0", "--max-iter", "7"]) == 0
