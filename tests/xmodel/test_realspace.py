@@ -295,6 +295,11 @@ def test_synth_engine_writes_frames_and_truth_in_the_twin_layout(tiny_scan):
     assert np.all(flat[:, truth["dead_pixels"]] == 0)
     assert np.all(flat[:, truth["hot_pixels"]] > 1000)
     assert truth["flux_factor"].shape == (3,) and np.all(truth["flux_factor"] > 0.5)
+    # the beamline's monitor records the drifting flux, as an ion chamber would
+    from xmodel.fio import read_fio
+
+    monitor = np.asarray(read_fio(out / "tiny_realistic.fio").column("monitor"), float)
+    np.testing.assert_allclose(monitor / monitor.mean(), truth["flux_factor"] / truth["flux_factor"].mean())
     from xmodel.synth import SL_VISIBLE_SNR
 
     assert truth["sl_snr"][0] > 50 and truth["sl_snr"][2] == 0

@@ -326,7 +326,7 @@ def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overri
 
     master = dectris.write_scan(
         tmp, settings.name, frames(), n, scan.experiment.geometry, positions_um=sample.positions_um(),
-        pixel_mask=scan.experiment.mask, count_time_s=sample.domains[0].config.beam.exposure_s,
+        monitor=scan.photons * scan.flux, pixel_mask=scan.experiment.mask, count_time_s=sample.domains[0].config.beam.exposure_s,
         progress=_Progress(f"synth {settings.name} (realspace)", progress))
     with h5py.File(tmp / "truth.h5", "a") as f:
         g = f["truth"]
