@@ -372,6 +372,94 @@ def pull_table_of(fit: dict[str, np.ndarray], tr: dict[str, np.ndarray], misfit_
     return out
 
 
+#: signed errors tabulated by `bias_table`: (key, unit, label)
+BIAS_COLUMNS = (("lattice_constant_pct", "%", "lattice constant"), ("tilt1_deg", "deg", "tilt1"),
+                ("tilt2_deg", "deg", "tilt2"), ("inplane_deg", "deg", "in-plane"),
+                ("disorder_deg", "deg", "disorder dPhi"))
+
+
+def bias_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float = 5.0) -> dict[str, dict]:
+    """Bias and scatter of a scan fit against the truth, per domain (bulk) and for boundary points.
+
+    Parameters
+    ----------
+    fits_h5 : results file with ``/entry/fits`` (`fits.scan.driver.fit_scan`).
+    truth_h5 : the twin's ``truth.h5`` (`read_truth`; ``boundary_s`` splits bulk from boundary).
+    misfit_deg : frames whose orientation is further than this from the truth (deg) are counted
+        as ``misfits`` and left out of the bias and scatter (a fit in another basin: an alias, not
+        a bias of the model).
+
+    Returns
+    -------
+    ``{group: {"points", "fitted", "misfits", "configuration_right", <key>: {"mean", "std",
+    "median"}}}`` for the groups ``<domain> bulk`` (in-domain points with ``boundary_s == 0``),
+    ``boundary`` (in-domain points with ``boundary_s > 0``) and ``all``; keys of `BIAS_COLUMNS`:
+    the signed error of the lattice constant in % of the truth and of the angles in deg (tilts and
+    in-plane: the disorientation resolved on the fit's rotation axes, `orientation_errors`).
+    ``points``: in-domain points of the group with visible SL peaks (``/truth/sl_visible`` where
+    present); ``fitted``: those with status ok and an orientation within ``misfit_deg``;
+    ``configuration_right``: fraction of ``points`` with the true NC configuration.
+
+    Notes
+    -----
+    A model approximation shows as a mean error that does not average out over a group (a bias);
+    the scatter is the standard deviation over the group. Used for the out-of-model validation on
+    the realistic twin (docs/validation.md).
+
+    Validation: hand-made fits with known offsets reproduce the means (tests/fits/scan/test_truth.py).
+    """
+    fit, tr, n = _fits_and_truth(fits_h5, truth_h5)
+    label = np.asarray(tr["label"], int)
+    inside = (label >= 0) & ~np.asarray(tr["empty"], bool) & ~np.asarray(tr["mixed"], bool)
+    if "sl_visible" in tr:
+        inside &= np.asarray(tr["sl_visible"], bool).reshape(-1)
+    ok = np.asarray(fit["status"], int) == FitStatus.OK.code
+    t1 = np.asarray(fit["tilt1_deg"], float)
+    t2 = np.asarray(fit["tilt2_deg"], float)
+    ang = orientation_errors(np.asarray(fit["orientation_matrix"], float), np.asarray(tr["orientation_matrix"], float),
+                             t1, t2)
+    mis = np.linalg.norm(ang, axis=1)
+    err = {"lattice_constant_pct": 100.0 * (np.asarray(fit["lattice_constant"], float)
+                                            - np.asarray(tr["lattice_constant"], float))
+           / np.asarray(tr["lattice_constant"], float),
+           "tilt1_deg": ang[:, 0], "tilt2_deg": ang[:, 1], "inplane_deg": ang[:, 2],
+           "disorder_deg": np.asarray(fit["disorder_deg"], float) - np.asarray(tr["disorder_deg"], float)}
+    right = _strings(fit["configuration"]) == _strings(tr["configuration"])
+    bs = np.asarray(tr.get("boundary_s", np.zeros(n)), float)
+    names = list(tr.get("label_names", []))
+    groups = {}
+    for k in np.unique(label[inside]):
+        groups[f"{names[k] if k < len(names) else k} bulk"] = inside & (label == k) & ~(bs > 0)
+    groups["boundary"] = inside & (bs > 0)
+    groups["all"] = inside
+    out = {}
+    for g, sel in groups.items():
+        good = sel & ok & np.isfinite(mis) & (mis <= misfit_deg)
+        row = {"points": int(sel.sum()), "fitted": int(good.sum()),
+               "misfits": int((sel & ok & ~(mis <= misfit_deg)).sum()),
+               "configuration_right": float(np.mean(right[sel])) if sel.any() else np.nan}
+        for key, _, _ in BIAS_COLUMNS:
+            e = err[key][good]
+            e = e[np.isfinite(e)]
+            row[key] = {"mean": float(np.mean(e)) if e.size else np.nan,
+                        "std": float(np.std(e, ddof=1)) if e.size > 1 else np.nan,
+                        "median": float(np.median(e)) if e.size else np.nan}
+        out[g] = row
+    return out
+
+
+def format_bias_table(table: dict[str, dict]) -> str:
+    """Markdown table of `bias_table`: mean +- std of each signed error per group."""
+    head = "| group | points | fitted | misfits | configuration right | " + " | ".join(
+        f"{label} ({unit})" for _, unit, label in BIAS_COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (5 + len(BIAS_COLUMNS))]
+    for g, row in table.items():
+        cells = [f"{_num(row[k]['mean'], '{:+.3f}')} +- {_num(row[k]['std'], '{:.3f}')}" for k, _, _ in BIAS_COLUMNS]
+        lines.append(f"| {g} | {row['points']} | {row['fitted']} | {row['misfits']} | "
+                     f"{_pct(row['configuration_right'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_pull_table(table: dict[str, dict]) -> str:
     """Markdown table of `pull_table`."""
     lines = ["| parameter | frames | mean pull | std | robust std (1.4826 MAD) |", "|---|---|---|---|---|"]

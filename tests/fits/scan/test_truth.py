@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from fits.status import FitStatus
 from fits.scan.truth import compare_to_truth, format_truth_table, read_truth
+from fits.status import FitStatus
 
 N = 10
 A_TRUE = np.array([150.0, 150.0, 150.0, 150.0, 140.0, 140.0, 140.0, np.nan, np.nan, 150.0])
@@ -214,3 +214,59 @@ def test_errors_are_explained(tmp_path):
     _, bad = _files(tmp_path / "bad", SL_VISIBLE[:5])
     with pytest.raises(ValueError, match="sl_visible of .* has 5 entries but /truth/label has 10"):
         compare_to_truth(fits_h5, bad)
+
+
+def test_bias_table_means_and_groups(tmp_path):
+    """Bulk points of one domain off by known amounts, boundary points and a misfit (an alias)."""
+    from fits.scan.truth import bias_table, format_bias_table
+
+    n = 6
+    rng = np.random.default_rng(7)
+    R_true = Rotation.random(n, random_state=rng).as_matrix()
+    inplane = np.array([0.1, 0.2, 0.3, -0.2, -0.4, 30.0])          # deg about the beam (lab e3)
+    R_fit = np.stack([_lab_rotation(d, (0, 0, 1)) @ r for d, r in zip(inplane, R_true)])
+    a_true = np.full(n, 150.0)
+    a_fit = a_true * (1.0 + np.array([0.1, 0.2, 0.3, -0.5, -0.7, 5.0]) / 100.0)
+    d_true = np.full(n, 12.0)
+    d_fit = d_true + np.array([1.0, 1.0, 1.0, 0.0, 2.0, 0.0])
+    conf_fit = ["conf1", "conf1", "conf2", "conf1", "conf1", "conf2"]
+    strings = h5py.string_dtype()
+    fits_h5, truth_h5 = tmp_path / "fits.h5", tmp_path / "truth.h5"
+    with h5py.File(fits_h5, "w") as f:
+        g = f.create_group("entry/fits")
+        g["orientation_matrix"] = R_fit
+        g["lattice_constant"] = a_fit
+        g["disorder_deg"] = d_fit
+        g["tilt1_deg"] = np.zeros(n)
+        g["tilt2_deg"] = np.zeros(n)
+        g.create_dataset("configuration", data=np.array(conf_fit, dtype=object), dtype=strings)
+        g["status"] = np.full(n, FitStatus.OK.code, np.int32)
+        g.attrs["frames_done"] = n
+    with h5py.File(truth_h5, "w") as f:
+        g = f.create_group("truth")
+        g["label"] = np.zeros(n, np.int32)
+        g.create_dataset("label_names", data=np.array(["red"], dtype=object), dtype=strings)
+        g["empty"] = np.zeros(n, bool)
+        g["mixed"] = np.zeros(n, bool)
+        g["orientation_matrix"] = R_true
+        g["lattice_constant"] = a_true
+        g["disorder_deg"] = d_true
+        g["boundary_s"] = np.array([0.0, 0.0, 0.0, 0.5, 0.8, 0.0])
+        g.create_dataset("configuration", data=np.array(["conf1"] * n, dtype=object), dtype=strings)
+    t = bias_table(fits_h5, truth_h5, misfit_deg=5.0)
+    assert list(t) == ["red bulk", "boundary", "all"]
+    bulk, edge, every = t["red bulk"], t["boundary"], t["all"]
+    assert (bulk["points"], bulk["fitted"], bulk["misfits"]) == (4, 3, 1)        # point 5: 30 deg off
+    assert bulk["configuration_right"] == approx(2 / 4)
+    assert bulk["lattice_constant_pct"]["mean"] == pytest.approx(0.2, abs=1e-9)
+    assert bulk["lattice_constant_pct"]["std"] == pytest.approx(0.1, abs=1e-9)
+    assert bulk["inplane_deg"]["mean"] == pytest.approx(0.2, abs=1e-6)
+    assert abs(bulk["tilt1_deg"]["mean"]) < 1e-6 and abs(bulk["tilt2_deg"]["mean"]) < 1e-6
+    assert bulk["disorder_deg"]["mean"] == approx(1.0) and bulk["disorder_deg"]["std"] == approx(0.0)
+    assert (edge["points"], edge["fitted"]) == (2, 2)
+    assert edge["lattice_constant_pct"]["mean"] == pytest.approx(-0.6, abs=1e-9)
+    assert edge["inplane_deg"]["mean"] == pytest.approx(-0.3, abs=1e-6)
+    assert edge["disorder_deg"]["median"] == approx(1.0)
+    assert every["fitted"] == 5 and every["misfits"] == 1
+    text = format_bias_table(t)
+    assert "| red bulk | 4 | 3 | 1 | 50.0 % | +0.200 +- 0.100 |" in text

@@ -1,0 +1,38 @@
+"""Recovered-vs-true tables of a scan fit on a twin (Gaussian or realistic): accuracy and model bias.
+
+Usage: python benchmarks/validation.py FITS.h5 TRUTH.h5 [--misfit-deg 5]
+
+Prints `fits.scan.truth.compare_to_truth` (the accuracy table of `xmodel demo`) and
+`fits.scan.truth.bias_table` (mean +- standard deviation of the signed errors of the lattice
+constant, the tilts, the in-plane angle and the disorder, per domain's bulk and for boundary
+points, over in-domain ok frames with visible SL peaks within ``--misfit-deg`` of the truth).
+The tables of docs/validation.md were made with it.
+"""
+from __future__ import annotations
+
+import argparse
+
+from fits.scan.truth import (
+    bias_table,
+    compare_to_truth,
+    format_bias_table,
+    format_truth_table,
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("fits", help="results file with /entry/fits")
+    ap.add_argument("truth", help="the twin's truth.h5")
+    ap.add_argument("--misfit-deg", type=float, default=5.0,
+                    help="fits further than this from the true orientation count as misfits (deg)")
+    args = ap.parse_args(argv)
+    print(format_truth_table(compare_to_truth(args.fits, args.truth)))
+    print()
+    print(f"Signed errors, mean +- std (fits within {args.misfit_deg:g} deg of the truth):")
+    print()
+    print(format_bias_table(bias_table(args.fits, args.truth, misfit_deg=args.misfit_deg)))
+
+
+if __name__ == "__main__":
+    main()
