@@ -1,6 +1,6 @@
 """Recovered-vs-true tables of a scan fit on a twin (Gaussian or realistic): accuracy and model bias.
 
-Usage: python benchmarks/validation.py FITS.h5 TRUTH.h5 [--misfit-deg 5]
+Usage: python benchmarks/validation.py FITS.h5 TRUTH.h5 [--misfit-deg 5] [--any-status]
 
 Prints `fits.scan.truth.compare_to_truth` (the accuracy table of `xmodel demo`) and
 `fits.scan.truth.bias_table` (mean +- standard deviation of the signed errors of the lattice
@@ -26,12 +26,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("truth", help="the twin's truth.h5")
     ap.add_argument("--misfit-deg", type=float, default=5.0,
                     help="fits further than this from the true orientation count as misfits (deg)")
+    ap.add_argument("--any-status", action="store_true",
+                    help="the bias table counts every fitted frame, not only those with status ok")
     args = ap.parse_args(argv)
     print(format_truth_table(compare_to_truth(args.fits, args.truth)))
     print()
-    print(f"Signed errors, mean +- std (fits within {args.misfit_deg:g} deg of the truth):")
+    which = "fitted frames of any status" if args.any_status else "frames with status ok"
+    print(f"Signed errors, mean +- std ({which}, within {args.misfit_deg:g} deg of the truth):")
     print()
-    print(format_bias_table(bias_table(args.fits, args.truth, misfit_deg=args.misfit_deg)))
+    print(format_bias_table(bias_table(args.fits, args.truth, misfit_deg=args.misfit_deg, ok_only=not args.any_status)))
 
 
 if __name__ == "__main__":

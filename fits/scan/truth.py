@@ -378,7 +378,8 @@ BIAS_COLUMNS = (("lattice_constant_pct", "%", "lattice constant"), ("tilt1_deg",
                 ("disorder_deg", "deg", "disorder dPhi"))
 
 
-def bias_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float = 5.0) -> dict[str, dict]:
+def bias_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float = 5.0,
+               ok_only: bool = True) -> dict[str, dict]:
     """Bias and scatter of a scan fit against the truth, per domain (bulk) and for boundary points.
 
     Parameters
@@ -388,6 +389,8 @@ def bias_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float = 5.
     misfit_deg : frames whose orientation is further than this from the truth (deg) are counted
         as ``misfits`` and left out of the bias and scatter (a fit in another basin: an alias, not
         a bias of the model).
+    ok_only : only frames with status ok count as fitted (False: every frame with a fitted
+        orientation, whatever its status, e.g. also those flagged mixed).
 
     Returns
     -------
@@ -397,7 +400,8 @@ def bias_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float = 5.
     the signed error of the lattice constant in % of the truth and of the angles in deg (tilts and
     in-plane: the disorientation resolved on the fit's rotation axes, `orientation_errors`).
     ``points``: in-domain points of the group with visible SL peaks (``/truth/sl_visible`` where
-    present); ``fitted``: those with status ok and an orientation within ``misfit_deg``;
+    present); ``fitted``: those with status ok (any fitted orientation if not ``ok_only``) and an
+    orientation within ``misfit_deg``;
     ``configuration_right``: fraction of ``points`` with the true NC configuration.
 
     Notes
@@ -414,6 +418,8 @@ def bias_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float = 5.
     if "sl_visible" in tr:
         inside &= np.asarray(tr["sl_visible"], bool).reshape(-1)
     ok = np.asarray(fit["status"], int) == FitStatus.OK.code
+    if not ok_only:
+        ok = np.all(np.isfinite(np.asarray(fit["orientation_matrix"], float)), axis=(1, 2))
     t1 = np.asarray(fit["tilt1_deg"], float)
     t2 = np.asarray(fit["tilt2_deg"], float)
     ang = orientation_errors(np.asarray(fit["orientation_matrix"], float), np.asarray(tr["orientation_matrix"], float),

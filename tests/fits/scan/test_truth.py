@@ -270,3 +270,5 @@ def test_bias_table_means_and_groups(tmp_path):
     assert every["fitted"] == 5 and every["misfits"] == 1
     text = format_bias_table(t)
     assert "| red bulk | 4 | 3 | 1 | 50.0 % | +0.200 +- 0.100 |" in text
+    # every fitted frame counts when the status does not matter (here all are ok: same numbers)
+    assert bias_table(fits_h5, truth_h5, misfit_deg=5.0, ok_only=False)["all"]["fitted"] == 5
