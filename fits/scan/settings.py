@@ -82,6 +82,11 @@ class SupportSettings:
     band_nsigma: float = _s(
         4.0, "number", "radial sigmas", "half-width of the SL and AL q-bands kept as fit points: "
         "the Gaussian peaks are below 3e-4 of their height outside", gt=0)
+    sl_window_nsigma: float = _s(
+        4.0, "number", "tangential sigmas", "each SL reflection is evaluated only on the polar points within "
+        "this many tangential sigmas (of sl_mosaic times width_factor) of it, found anew at every evaluation "
+        "(fits.scan.window): the cut of band_nsigma, about 20 times fewer Gaussians than every point of the "
+        "shell's q-band; 0 evaluates them all", ge=0)
 
 
 @dataclass(frozen=True)
