@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,8 @@ from xmodel.parameters import FWHM_PER_SIGMA, ModelParams
 
 def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSettings(),
                timings: dict | None = None, lattice_constants: np.ndarray | None = None,
-               signal_threshold: float | None = None) -> dict[str, np.ndarray]:
+               signal_threshold: float | None = None, stop_above: np.ndarray | None = None
+               ) -> dict[str, np.ndarray]:
     """Search, choose the configuration and refine a batch of polar frames; never raises per frame.
 
     Parameters
@@ -60,6 +62,11 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
         grid over the allowed range (`fits.scan.neighbours.lattice_grid`, the neighbour passes' re-search).
     signal_threshold : SL ring significance below which a frame has no signal (default
         ``settings.search.min_significance``; the mixed-pattern test keeps ``settings.search.min_significance``).
+    stop_above : (B,) deviance a frame's fit must end below to be of use (its fit so far, in the
+        neighbour passes' re-search; ``inf``: none). Refinements that cannot are given up
+        (`fits.scan.starts.refine_starts`), except the other configuration of a candidate that
+        ends below it, so that its ``configuration_margin`` stays exact; a frame whose every
+        refinement was given up ends NOT_CONVERGED.
 
     Returns
     -------
@@ -186,13 +193,24 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
             pairs += [(j, int(ti), ci) for ci in range(len(names))
                       if dev[j, ti, ci] <= dev_best[j, ti] + settings.refine.conf_margin]
     fl, bg = settings.refine.scale_floor, settings.refine.background_floor
+    target = np.full(B, np.inf) if stop_above is None else np.broadcast_to(np.asarray(stop_above, float), (B,))
     starts = []
     for j, ti, ci in pairs:
         p, sc = lin[ti, ci, j]
         s_ = np.maximum(sc, [fl, fl, 0.0 if ci < 0 else fl, bg])
         starts.append(Start(frame=j, params=p.replace(sl_scale=s_[0], diffuse_scale=s_[1], al_scale=s_[2],
-                                                      background=s_[3]), order=(ti, ci)))
+                                                      background=s_[3]), order=(ti, ci),
+                            stop_above=float(target[todo[j]])))
     cands = refine_starts(setup, obs[todo], starts, settings, min_rows=4, power_of_two=True)
+    if np.isfinite(target).any():
+        # the other configuration of a candidate that got below the target is refined to the end
+        lead = choose(cands)
+        redo = [n for n, ((j, ti, _), c) in enumerate(zip(pairs, cands))
+                if c.fit.gave_up[c.row] and lead[j].order[0] == ti and lead[j].objective < starts[n].stop_above]
+        again = refine_starts(setup, obs[todo], [replace(starts[n], stop_above=np.inf) for n in redo], settings,
+                              min_rows=4, power_of_two=True)
+        for n, c in zip(redo, again):
+            cands[n] = c
     obj = {key: c.objective for key, c in zip(pairs, cands)}
     tm["refine"] = tm.get("refine", 0.0) + clock() - t
     rot = np.full((todo.size, 3, 3), np.nan)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from fits.batch import effective_dispersion
 from fits.scan import results as store
 from fits.scan.angles import ANGLE_KEYS
 from fits.scan.frames import fit_frames, store_fit
@@ -86,8 +87,9 @@ def neighbour_passes(out: Path, results: ReducedScan | str | Path, setup: FitSet
         return
     n_passes = settings.neighbours.neighbour_passes
     changed = None                          # the first pass (or a resumed one) looks at every frame
+    memo: dict = {}                         # refinements of earlier passes, reused where nothing changed
     for k in range(passes_done, n_passes):
-        changed = neighbour_pass(out, scan, setup, settings, progress, near=changed, research=k == 0)
+        changed = neighbour_pass(out, scan, setup, settings, progress, near=changed, research=k == 0, memo=memo)
         store.set_neighbour_passes_done(out, k + 1 if changed else n_passes)
         if progress:
             log.info("xmodel fit: neighbour pass %d: %d frames improved", k + 1, len(changed))
@@ -145,9 +147,17 @@ def term_gains(setup: FitSetup, params, obs: np.ndarray) -> tuple[np.ndarray, np
     return gain[0], gain[1]
 
 
+def start_key(r: dict, k: int) -> bytes:
+    """What a start from row ``k`` of the fits ``r`` depends on (`params_from_row`), as bytes."""
+    return b"".join(np.ascontiguousarray(np.asarray(r[name][k], np.float64)).tobytes()
+                    for name in ("orientation_matrix", "lattice_constant", "sl_scale", "diffuse_scale", "al_scale",
+                                 "background", "disorder_deg", "relationship"))
+
+
 def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, setup: FitSetup,
                    settings: FitSettings = FitSettings(), progress: bool = True,
-                   near: np.ndarray | None = None, research: bool | None = None) -> list[int]:
+                   near: np.ndarray | None = None, research: bool | None = None,
+                   memo: dict | None = None) -> list[int]:
     """Refit doubtful frames from their scan neighbours' orientations; returns the improved frames.
 
     Parameters
@@ -158,6 +168,9 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         pass changed: nothing else has a new start to try).
     research : also search each doubtful frame again, at the lattice constants of `lattice_grid`
         with ``research_n_refine`` candidates refined (default: when ``near`` is None, the first pass).
+    memo : refinements of neighbour starts from earlier passes (filled here): a start from a
+        neighbour whose fit has not changed since is not refined again (the same start on the
+        same frame gives the same fit).
 
     Notes
     -----
@@ -168,7 +181,9 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     constant, scales, disorder and NC relationship) starts a refinement
     (`fits.scan.starts.refine_starts`), and the re-search (`fits.scan.frames.fit_frames` on the
     grid) gives more; it runs first, and a frame it gives a better ok fit that agrees with most of
-    its ok neighbours skips the neighbour starts. The lowest Poisson deviance
+    its ok neighbours skips the neighbour starts. A refinement that cannot end below the
+    frame's deviance plus ``replace_margin`` (nor below the re-search's) could not replace its fit
+    and is given up (`fits.scan.starts.refine_starts`, `fits.batch.GiveUp`). The lowest Poisson deviance
     (`fits.scan.starts.choose`) replaces the frame's fit by the margin and near-tie rules of
     `fits.scan.starts.replaces` (``replace_margin``; in a near tie, e.g. a pseudo-symmetric twin,
     the fit that agrees with most of the ok neighbours). A frame that had no fit must also need
@@ -209,6 +224,11 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         st_ok = c.status.success or (c.result is not None and c.status is FitStatus.MIXED)
         return st_ok and np.isfinite(c.objective)
 
+    # what a refit must end below to be of use: the frame's deviance plus the replace margin (a
+    # near tie can still win); the dispersion of a refit that ties is the frame's own (their
+    # Pearson statistics differ by the deviance difference)
+    target = np.where(np.isfinite(r["objective"]),
+                      r["objective"] + ns.replace_margin * effective_dispersion(r["dispersion"]), np.inf)
     cands: list[Candidate] = []
     if research:
         rs_settings = replace(settings, refine=replace(settings.refine, n_refine=max(ns.research_n_refine,
@@ -217,7 +237,7 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         for s0 in range(0, len(frames), batch):
             chunk = frames[s0:s0 + batch]
             rs = fit_frames(np.stack([polar[i] for i in chunk]), setup, rs_settings, lattice_constants=grid,
-                            signal_threshold=ns.neighbour_min_significance)
+                            signal_threshold=ns.neighbour_min_significance, stop_above=target[chunk])
             for j, i in enumerate(chunk):
                 row = {k: v[j:j + 1] for k, v in rs.items()}
                 obj = float(rs["objective"][j])
@@ -235,15 +255,32 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
                    and not (np.isfinite(r["objective"][i])
                             and r["objective"][i] <= c.objective + ns.replace_margin * c.dispersion)}
         pairs = [(i, k) for i, k in pairs if i not in settled]
+    # ... and below the best usable re-search fit
+    for i, c in choose(cands, usable).items():
+        target[i] = min(target[i], c.objective)
     row_of = {i: j for j, i in enumerate(frames)}
     obs = np.stack([polar[i].reshape(-1)[setup.index] for i in frames])
-    starts = [Start(frame=row_of[i], params=params_from_row(r, k, setup, settings),
-                    source=f"neighbour frame {k}", order=(1, n)) for n, (i, k) in enumerate(pairs)]
+    memo = {} if memo is None else memo
+    keys = [start_key(r, k) for _, k in pairs]
+    done: dict[int, Candidate] = {}
+    for n, ((i, k), key) in enumerate(zip(pairs, keys)):
+        hit = memo.get((i, k))
+        # the same start on the same frame: the same fit, or again given up below a lower target
+        if hit is not None and hit[0] == key and (not hit[1].fit.gave_up[hit[1].row] or target[i] <= hit[2]):
+            done[n] = replace(hit[1], source=f"neighbour frame {k}", order=(1, n))
+    todo = [n for n in range(len(pairs)) if n not in done]
+    starts = [Start(frame=row_of[pairs[n][0]], params=params_from_row(r, pairs[n][1], setup, settings),
+                    source=f"neighbour frame {pairs[n][1]}", order=(1, n), stop_above=float(target[pairs[n][0]]))
+              for n in todo]
     refined = refine_starts(setup, obs, starts, settings, chunk=settings.run.batch)
     if progress and pairs:
-        log.info("xmodel fit: neighbour pass, %d starts refined", len(pairs))
-    cands += [Candidate(frame=frames[c.frame], objective=c.objective, status=c.status, params=c.params,
-                        source=c.source, order=c.order, fit=c.fit, row=c.row) for c in refined]
+        log.info("xmodel fit: neighbour pass, %d starts refined, %d known from the last pass", len(todo),
+                 len(done))
+    for n, c in zip(todo, refined):
+        done[n] = Candidate(frame=frames[c.frame], objective=c.objective, status=c.status, params=c.params,
+                            source=c.source, order=c.order, fit=c.fit, row=c.row)
+        memo[pairs[n]] = (keys[n], done[n], float(target[pairs[n][0]]))
+    cands += [done[n] for n in range(len(pairs))]
     best = choose(cands, usable)
     # a fit is replaced by one that explains the frame clearly better; near ties are the
     # pseudo-symmetric twins of a pattern (a Conf2 frame and a Conf1 orientation 45 deg away fit
