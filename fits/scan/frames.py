@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import replace
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fits.scan.angles import ANGLE_KEYS, ORIENTATION_PARAMETERS, orientation_stderr_deg
-from fits.scan.linear import component_images, linear_scales
+from fits.scan.linear import component_images, linear_scales, variant_scales
 from fits.scan.mixed import flag_mixed
 from fits.scan.results import STDERR_OF, empty_results
 from fits.scan.search import refine_matches, search_orientations
@@ -44,8 +42,7 @@ from xmodel.parameters import FWHM_PER_SIGMA, ModelParams
 
 def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSettings(),
                timings: dict | None = None, lattice_constants: np.ndarray | None = None,
-               signal_threshold: float | None = None, stop_above: np.ndarray | None = None
-               ) -> dict[str, np.ndarray]:
+               signal_threshold: float | None = None) -> dict[str, np.ndarray]:
     """Search, choose the configuration and refine a batch of polar frames; never raises per frame.
 
     Parameters
@@ -62,11 +59,6 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
         grid over the allowed range (`fits.scan.neighbours.lattice_grid`, the neighbour passes' re-search).
     signal_threshold : SL ring significance below which a frame has no signal (default
         ``settings.search.min_significance``; the mixed-pattern test keeps ``settings.search.min_significance``).
-    stop_above : (B,) deviance a frame's fit must end below to be of use (its fit so far, in the
-        neighbour passes' re-search; ``inf``: none). Refinements that cannot are given up
-        (`fits.scan.starts.refine_starts`), except the other configuration of a candidate that
-        ends below it, so that its ``configuration_margin`` stays exact; a frame whose every
-        refinement was given up ends NOT_CONVERGED.
 
     Returns
     -------
@@ -138,15 +130,16 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
     # 1. candidates ranked by the linear fit without AL (SL peaks, diffuse, background: these
     #    do not depend on the configuration; the AL term would favour any SL orientation whose
     #    NC copy matches the WAXS peaks)
-    comps_t = []
-    for ti in range(n_t):
-        p = stack_params([template.replace(base_orientation=res.orientation[todo[j], ti], inplane=0.0, tilt1=0.0,
-                                     tilt2=0.0, lattice_constant=a_est[j, ti], relationship=rels[names[0]])
-                    for j in range(todo.size)])
-        comps = component_images(model, p, ("sl_scale", "diffuse_scale", "background"))
-        sc0, d0 = linear_scales(comps, y, v, w)
-        dev_sl[:, ti] = d0
-        comps_t.append((jax.tree_util.tree_map(np.asarray, p), comps, sc0))
+    # every candidate of every frame in one evaluation (rows: candidate, frame)
+    p_all = stack_params([template.replace(base_orientation=res.orientation[todo[j], ti], inplane=0.0, tilt1=0.0,
+                                           tilt2=0.0, lattice_constant=a_est[j, ti], relationship=rels[names[0]])
+                          for ti in range(n_t) for j in range(todo.size)])
+    comps_all = component_images(model, p_all, ("sl_scale", "diffuse_scale", "background"))
+    sc_all, d_all = linear_scales(comps_all, np.tile(y, (n_t, 1)), np.tile(v, (n_t, 1)), np.tile(w, (n_t, 1)))
+    dev_sl[:] = d_all.reshape(n_t, todo.size).T
+    comps_all = comps_all.reshape(n_t, todo.size, 3, -1)
+    sc_all = sc_all.reshape(n_t, todo.size, -1)
+    stacked = jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((n_t, todo.size) + np.shape(x)[1:]), p_all)
     n_ref = max(1, min(int(settings.refine.n_refine), n_t))
     order = np.argsort(dev_sl, axis=1, kind="stable")[:, :n_ref]          # (n, R) candidates to refine
     if n_ref > 1:
@@ -154,28 +147,28 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
         # aliased a's match on strongly tilted boundary frames (a repeated column is refined once)
         order = np.concatenate([order, np.where((order == 0).any(axis=1), order[:, 0], 0)[:, None]], axis=1)
         n_ref += 1
-    stacked = jax.tree_util.tree_map(lambda *x: np.stack(x), *[c[0] for c in comps_t])   # (T, n, ...)
+    # 2. configuration and its symmetric variant (`relationship_variants`) by the WAXS part: the AL
+    #    term of every variant in one evaluation, their linear fits sharing the other terms
+    variants = [(ci, R_v) for ci, name in enumerate(names) for R_v in orientation.relationship_variants(rels[name])]
     for r_i in range(n_ref):
         # the frames whose candidate in this column is new (a repeated one is not tried twice)
         sel = np.flatnonzero(~np.any(order[:, :r_i] == order[:, r_i:r_i + 1], axis=1))
         if sel.size == 0:
             continue
         tr = order[sel, r_i]
-        pn = jax.tree_util.tree_map(lambda x: x[tr, sel], stacked)
-        base = np.stack([np.insert(comps_t[ti][1][j], 2, 0.0, axis=0) for j, ti in zip(sel, tr)])
+        pn = jax.tree_util.tree_map(lambda x, tr=tr, sel=sel: x[tr, sel], stacked)
         for k, (j, ti) in enumerate(zip(sel, tr)):
-            lin[ti, -1, j] = (jax.tree_util.tree_map(lambda x: x[k], pn), np.insert(comps_t[ti][2][j], 2, 0.0))
-        # 2. configuration and its symmetric variant (`relationship_variants`) by the WAXS part
-        for ci, name in enumerate(names):
-            for R_v in orientation.relationship_variants(rels[name]):
-                p = pn.replace(relationship=np.broadcast_to(R_v, (sel.size, 3, 3)))
-                comps = base.copy()
-                comps[:, 2] = component_images(model, jax.tree_util.tree_map(jnp.asarray, p), ("al_scale",))[:, 0]
-                sc, d = linear_scales(comps, y[sel], v[sel], w[sel])
-                better = d < dev[sel, tr, ci]
-                dev[sel[better], tr[better], ci] = d[better]
-                for k in np.flatnonzero(better):
-                    lin[tr[k], ci, sel[k]] = (jax.tree_util.tree_map(lambda x: x[k], p), sc[k])
+            lin[ti, -1, j] = (jax.tree_util.tree_map(lambda x, k=k: x[k], pn), np.insert(sc_all[ti, j], 2, 0.0))
+        pv = jax.tree_util.tree_map(lambda *x: np.concatenate(x), *[
+            pn.replace(relationship=np.broadcast_to(R_v, (sel.size, 3, 3))) for _, R_v in variants])
+        al = component_images(model, pv, ("al_scale",))[:, 0].reshape(len(variants), sel.size, -1)
+        sc, d = variant_scales(comps_all[tr, sel], al, y[sel], v[sel], w[sel])
+        for vi, (ci, R_v) in enumerate(variants):
+            better = d[vi] < dev[sel, tr, ci]
+            dev[sel[better], tr[better], ci] = d[vi][better]
+            for k in np.flatnonzero(better):
+                lin[tr[k], ci, sel[k]] = (jax.tree_util.tree_map(lambda x, k=k: x[k], pn).replace(relationship=R_v),
+                                          sc[vi, k])
     dev_best = dev.min(axis=2)                                   # (n, T): inf where not refined
     al_gain_t = dev_sl - dev_best                                # (n, T)
     has_al_t = al_gain_t >= settings.evidence.al_min_gain
@@ -193,24 +186,13 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
             pairs += [(j, int(ti), ci) for ci in range(len(names))
                       if dev[j, ti, ci] <= dev_best[j, ti] + settings.refine.conf_margin]
     fl, bg = settings.refine.scale_floor, settings.refine.background_floor
-    target = np.full(B, np.inf) if stop_above is None else np.broadcast_to(np.asarray(stop_above, float), (B,))
     starts = []
     for j, ti, ci in pairs:
         p, sc = lin[ti, ci, j]
         s_ = np.maximum(sc, [fl, fl, 0.0 if ci < 0 else fl, bg])
         starts.append(Start(frame=j, params=p.replace(sl_scale=s_[0], diffuse_scale=s_[1], al_scale=s_[2],
-                                                      background=s_[3]), order=(ti, ci),
-                            stop_above=float(target[todo[j]])))
+                                                      background=s_[3]), order=(ti, ci)))
     cands = refine_starts(setup, obs[todo], starts, settings, min_rows=4, power_of_two=True)
-    if np.isfinite(target).any():
-        # the other configuration of a candidate that got below the target is refined to the end
-        lead = choose(cands)
-        redo = [n for n, ((j, ti, _), c) in enumerate(zip(pairs, cands))
-                if c.fit.gave_up[c.row] and lead[j].order[0] == ti and lead[j].objective < starts[n].stop_above]
-        again = refine_starts(setup, obs[todo], [replace(starts[n], stop_above=np.inf) for n in redo], settings,
-                              min_rows=4, power_of_two=True)
-        for n, c in zip(redo, again):
-            cands[n] = c
     obj = {key: c.objective for key, c in zip(pairs, cands)}
     tm["refine"] = tm.get("refine", 0.0) + clock() - t
     rot = np.full((todo.size, 3, 3), np.nan)

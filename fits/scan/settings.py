@@ -135,9 +135,9 @@ class RefineSettings:
                             "deviance is within this of the best one (inf: always both); which starts are tried, "
                             "not evidence, so not divided by a dispersion (none is known before the refinement)",
                             ge=0)
-    give_up_after: int = _s(3, "integer", "iterations", "a neighbour-pass refinement that cannot beat its frame's "
-                            "fit is given up from this iteration on (fits.batch.GiveUp): earlier, starts that will "
-                            "win still look like the others", ge=1)
+    give_up_after: int = _s(3, "integer", "iterations", "the refinement of a neighbour start that cannot beat its "
+                            "frame's fit is given up from this iteration on (fits.batch.GiveUp): earlier, starts that "
+                            "will win still look like the others", ge=1)
     give_up_factor: float = _s(30.0, "number", "predicted decreases", "... when its deviance exceeds the frame's "
                                "by more than this many times the decrease the Gauss-Newton step predicts (inf: never "
                                "give up)", ge=0)
