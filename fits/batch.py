@@ -1,15 +1,20 @@
 """The batch path for scans: a vectorised Levenberg-Marquardt over many frames at once.
 
 `fit_batch` fits B frames with one jitted single-frame program (a damped Gauss-Newton loop,
-`jax.lax.while_loop`, at most ``max_iter`` iterations), called per frame from the host in
+`jax.lax.while_loop`, at most ``max_iter`` accepted steps), called per frame from the host in
 ``XMODEL_FIT_THREADS`` threads (default: min(2, usable cores); XLA runs one frame on one core),
 so that a converged frame stops at once and frames without data are never run (a `jax.vmap`
 over frames ran every frame until the slowest stopped, padding included). Each iteration
 evaluates the residuals at a trial point; if the objective decreased the step is accepted
 (damping / 3) and ``J^T J``, ``J^T r`` are computed there (forward mode, nonlinear parameters
 and linear scales in two groups, `fits.objective.split_residual_function`), otherwise it is
-rejected (damping x 4) and the normal equations are kept. The compiled program is cached per
-model, parameter names and objective kind, and compiles once per number of points P.
+rejected (damping x 4) and the normal equations are kept. ``max_iter`` counts the accepted
+steps, each a Jacobian; a rejected trial costs one model evaluation (a fifth of a step or less)
+and does not count, up to ``_TRIALS_PER_STEP`` iterations per step allowed in all (30 rejections
+in a row reach the damping limit anyway). A fit far from its minimum often rejects its first
+few trials while the damping grows: counting them cut fits short that were a step away from
+converging. The compiled program is cached per model, parameter names and objective kind, and
+compiles once per number of points P.
 
 Algorithm, per frame (edge units, `fits.parameters`):
 
@@ -54,7 +59,8 @@ Per-frame outcome (`fits.status.FitStatus`), first that applies:
   the gain divided by the frame's dispersion ``max(phi, 1)`` (the quasi-likelihood ratio,
   McCullagh & Nelder sec. 9.2: ``(D0 - D1) / phi`` is asymptotically ``chi2_k`` under the null).
   The fitted values are kept but are not a measurement.
-* NOT_CONVERGED: ``max_iter`` reached before convergence.
+* NOT_CONVERGED: ``max_iter`` accepted steps (or ``_TRIALS_PER_STEP`` times as many
+  iterations) reached before convergence.
 * AT_BOUND: converged with a varying parameter on a bound.
 * OK.
 """
@@ -90,6 +96,8 @@ _LAMBDA0 = 1e-3
 _LAMBDA_MAX = 1e10
 _NO_SIGNAL_P = 1e-6
 _TINY = 1e-3
+#: iterations (accepted and rejected trials) allowed per accepted step of ``max_iter``
+_TRIALS_PER_STEP = 3
 _PEAKLESS = ("background", "diffuse_scale")
 
 
@@ -248,10 +256,12 @@ def _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, l
 
     a0, g0 = _normal_equations(g_split, x0, *groups)
     state0 = {"x": x0, "a": a0, "g": g0, "cost": cost_of(x0), "lam": jnp.asarray(_LAMBDA0, x0.dtype),
-              "it": jnp.asarray(0), "done": jnp.asarray(False), "gave_up": jnp.asarray(False)}
+              "it": jnp.asarray(0), "steps": jnp.asarray(0), "done": jnp.asarray(False),
+              "gave_up": jnp.asarray(False)}
 
     def cond(s):
-        return (~s["done"]) & (s["it"] < max_iter)
+        # max_iter accepted steps (each a Jacobian); a rejected trial costs one model evaluation
+        return (~s["done"]) & (s["steps"] < max_iter) & (s["it"] < _TRIALS_PER_STEP * max_iter)
 
     def scaled(a, g, x):
         held = ((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0))
@@ -297,7 +307,8 @@ def _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, l
                 (excess > gap * jnp.abs(target))
         return {"x": pick(x_new, x), "a": a_new, "g": g_new, "cost": pick(c_new, cost),
                 "lam": jnp.where(better, jnp.maximum(s["lam"] / 3.0, 1e-12), s["lam"] * 4.0),
-                "it": it, "done": converged | gave_up, "gave_up": gave_up}
+                "it": it, "steps": s["steps"] + better.astype(s["steps"].dtype), "done": converged | gave_up,
+                "gave_up": gave_up}
 
     s = jax.lax.while_loop(cond, body, state0)
     a = s["a"]
@@ -363,7 +374,9 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
         full SL orientation in ``base_orientation``), or one `ModelParams` for every frame.
     vary : names from `fits.parameters.PARAMETER_TABLE` (edge units).
     bounds : ``{name: (min, max)}`` in edge units replacing the table's bounds.
-    max_iter : Levenberg-Marquardt iterations per frame (each one Jacobian evaluation).
+    max_iter : accepted Levenberg-Marquardt steps per frame (each one Jacobian evaluation; the
+        rejected trials between them do not count, up to ``_TRIALS_PER_STEP * max_iter``
+        iterations in all).
     kind : "deviance" (Poisson maximum likelihood) or "weighted" (Pearson least squares).
     tol : relative decrease of the objective below which a frame has converged.
     no_signal_deviance : deviance gain below which a frame has no signal (default
@@ -511,7 +524,8 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
                            f"the dispersion {lr_scale[i]:.3g}), less than the no-signal threshold {threshold:.3g}")
         elif not done[i]:
             status[i] = FitStatus.NOT_CONVERGED
-            messages[i] = f"frame {i}: not converged after {n_iter[i]} iterations (max_iter={max_iter})"
+            messages[i] = (f"frame {i}: not converged after {n_iter[i]} iterations (max_iter={max_iter} accepted "
+                           f"steps)")
         elif at_bound[i].any():
             status[i] = FitStatus.AT_BOUND
             messages[i] = f"frame {i}: at a bound: {', '.join(np.asarray(names)[at_bound[i]])}"

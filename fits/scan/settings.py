@@ -125,8 +125,9 @@ class RefineSettings:
     """Linear stage and Levenberg-Marquardt refinement."""
 
     vary: tuple[str, ...] = _s(DEFAULT_VARY, "names", "", "parameters refined per frame")
-    max_iter: int = _s(15, "integer", "", "Levenberg-Marquardt iterations per start (the library's default; "
-                       "converged demo-twin frames stop after 2-9)", ge=1)
+    max_iter: int = _s(15, "integer", "", "accepted Levenberg-Marquardt steps per start, each a Jacobian; the "
+                       "rejected trials between them do not count (fits.batch; the library's default; converged "
+                       "demo-twin frames stop after 2-9)", ge=1)
     tol: float = _s(2e-5, "number", "relative deviance decrease", "the deviance is about the number of fit "
                     "points (~5e4), so 2e-5 stops at changes of about one deviance unit", gt=0)
     n_refine: int = _s(1, "integer", "", "best candidates (by linear deviance) refined per frame in the "
