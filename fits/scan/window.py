@@ -41,9 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xmodel.form_factor import sl_peak_factor, sphere_form_factor
 from xmodel.parameters import ModelParams
-from xmodel.pattern import TERMS, PatternModel, gaussian_peak
+from xmodel.pattern import TERMS, PatternModel, gaussian_peak, saxs_factors
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +108,10 @@ class WindowedModel(PatternModel):
     """`PatternModel` on points of a polar grid whose SL peaks are evaluated in windows.
 
     Same interface and values as the base model (within its support's cut; module docstring):
-    ``model(params)``, `evaluate`, `components`, `image`, `compose`, `value_and_grad`,
-    `jacobian`, ``arrays``, ``pixels``, ``structure``, ``support``. Build it with
-    `windowed_model`, which falls back to the base model where the grid does not allow windows.
+    ``model(params)``, `evaluate`, `components` and `image` use the windows; `compose`,
+    `value_and_grad` and `jacobian` are the base model's (the same values, every point of the
+    bands). Build it with `windowed_model`, which falls back to the base model where the grid
+    does not allow windows.
     """
 
     def __init__(self, base: PatternModel, windows: _Windows, arrays: dict):
@@ -130,42 +130,10 @@ class WindowedModel(PatternModel):
         return partial(_evaluate, self.base, self.windows)
 
     def components(self, parts: tuple[str, ...] = TERMS):
-        """The pure function ``(arrays, params) -> (len(parts), P)`` of unit-scale terms (not jitted).
-
-        Raises
-        ------
-        ValueError
-            If ``parts`` names anything but `TERMS`.
-        """
-        parts = tuple(parts)
-        bad = [t for t in parts if t not in TERMS]
-        if bad or not parts:
-            raise ValueError(f"components: unknown or no terms {bad or parts!r}; valid are {TERMS}.")
-        return partial(_components, self.base, self.windows, parts)
-
-    def compose(self, fn):
-        """Jitted ``(params, *args) -> fn(intensities, params, *args)`` (see `PatternModel.compose`)."""
-        ev = self.evaluate
-        inner = jax.jit(lambda arrays, params, *args: fn(ev(arrays, params), params, *args))
-        return lambda params, *args: inner(self.arrays, params, *args)
-
-    def value_and_grad(self, fn):
-        """Jitted ``(params, *args) -> (value, d value / d params)`` of ``fn(intensities, params, *args)``."""
-        ev = self.evaluate
-        inner = jax.jit(jax.value_and_grad(lambda params, arrays, *args: fn(ev(arrays, params), params, *args)))
-        return lambda params, *args: inner(params, self.arrays, *args)
-
-    def jacobian(self, rows: np.ndarray | None = None):
-        """Jitted ``params -> d intensities / d params`` (forward mode; see `PatternModel.jacobian`)."""
-        ev = self.evaluate
-        idx = None if rows is None else jnp.asarray(rows)
-
-        def f(params, arrays):
-            out = ev(arrays, params)
-            return out if idx is None else out[idx]
-
-        inner = jax.jit(jax.jacfwd(f))
-        return lambda params: inner(params, self.arrays)
+        """The pure function ``(arrays, params) -> (len(parts), P)`` of unit-scale terms (not jitted;
+        see `PatternModel.components`, which checks ``parts``)."""
+        self.base.components(parts)
+        return partial(_components, self.base, self.windows, tuple(parts))
 
 
 def windowed_model(base: PatternModel, index: np.ndarray, chi_deg: np.ndarray, q: np.ndarray,
@@ -270,28 +238,14 @@ def _sl_windowed(windows: _Windows, arrays: dict, p: ModelParams, bragg):
 
 
 def _terms(base: PatternModel, windows: _Windows, arrays: dict, params: ModelParams, parts: tuple[str, ...]):
-    """Unit-scale terms ``{name: (P,)}`` for ``parts``: `xmodel.pattern`'s, the SL peaks in windows."""
-    layout = base.layout
-    dtype = arrays["weight"].dtype
-    p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
-    w = arrays["weight"]
-    out = {}
-    if "background" in parts:
-        out["background"] = w
-    if "sl_scale" in parts or "diffuse_scale" in parts:
-        grid = arrays["ff_grid"]
-        ff = jnp.interp(arrays["saxs_qabs"], grid, sphere_form_factor(grid, p.radius, p.radius_sigma,
-                                                                    n_nodes=layout.nodes, n_sigma=layout.nsigma))
-        place = lambda v: jnp.zeros((layout.size,), dtype).at[arrays["saxs_index"]].add(
-            v, indices_are_sorted=True, unique_indices=True) * w
-        if "diffuse_scale" in parts:
-            out["diffuse_scale"] = place(ff)
-        if "sl_scale" in parts:
-            bragg = ff if layout.weighting == "average" else jnp.interp(arrays["saxs_qabs"], grid, sl_peak_factor(
-                grid, p.radius, p.radius_sigma, layout.weighting, n_nodes=layout.nodes, n_sigma=layout.nsigma))
-            out["sl_scale"] = place(_sl_windowed(windows, arrays, p, bragg))
-    if "al_scale" in parts:
-        out["al_scale"] = base.components(("al_scale",))(arrays, params)[0]
+    """Unit-scale terms ``{name: (P,)}`` for ``parts``: the base model's, the SL peaks in windows."""
+    other = tuple(t for t in parts if t != "sl_scale")
+    out = dict(zip(other, base.components(other)(arrays, params))) if other else {}
+    if "sl_scale" in parts:
+        dtype = arrays["weight"].dtype
+        p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
+        _, bragg, place = saxs_factors(base.layout, arrays, p)
+        out["sl_scale"] = place(_sl_windowed(windows, arrays, p, bragg))
     return out
 
 
