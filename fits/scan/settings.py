@@ -166,8 +166,8 @@ class RefineSettings:
                                "give up)", ge=0, inf=True)
     give_up_gap: float = _s(1.6, "number", "of the frame's deviance", "... and by more than this share of it: "
                             "over 682 traced neighbour-start refinements of the 31 x 31 twin, the 333 that converged "
-                            "below it exceeded it by up to 0.78 where the first test held (a factor 2 on that)",
-                            ge=0, inf=True)
+                            "below it exceeded it by up to 0.78 where the first test held (a factor 2 on that; inf: never "
+                            "give up)", ge=0, inf=True)
     scale_floor: float = _s(1e-3, "number", "counts", "smallest starting sl/diffuse/al scale, so that none "
                             "starts on its bound", gt=0)
     background_floor: float = _s(1e-4, "number", "counts", "smallest starting background", gt=0)

@@ -160,7 +160,7 @@ def test_a_later_pass_reuses_the_refinements_of_unchanged_neighbours(pair, monke
     changed."""
     import fits.scan.neighbours as nb
 
-    setup, p = pair["setup"], pair["truth"]
+    setup = pair["setup"]
     out = _fitted(pair, "memo.h5")
     with h5py.File(out, "a") as f:
         g = f["entry/fits"]
