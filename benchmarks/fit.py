@@ -1,61 +1,96 @@
-"""Amortised time per frame of the scan fit (search + refinement), banded vs dense model.
+"""Amortised time per frame of the whole scan fit, neighbour passes included, with the machine and load.
 
-Usage: python benchmarks/fit.py RESULTS.h5 [--domain red] [--frames 32] [--batch 16]
+Usage: python benchmarks/fit.py RESULTS.h5 [--domain red] [--frames N] [--out DIR] [--no-baseline]
 
-Fits the first ``--frames`` frames of ``/entry/reduction/polar`` (fewer if the file holds fewer) twice with `fits.scan.frames.fit_frames`
-(the first pass compiles; the second is timed) on the model restricted to the SL and AL q-bands
-(`fits.scan.setup.fit_point_index`, the default) and on the dense model (every valid polar bin),
-and prints seconds per frame and per stage, divided by the frames actually read, with the first
-(compiling) pass's time separately, the machine (cores, CPU model, jax version) and the command
-line. Figures: docs/performance.md ("Fits").
+Fits the reduced scan (its first ``--frames`` frames, whole rows of a raster scan so that every
+frame keeps its scan neighbours) as ``xmodel fit`` does (`fits.scan.driver.fit_scan`): the main
+pass in batches of ``fit.batch`` frames (`fits.scan.frames.fit_frames`: template search,
+refinement of the matches, linear stage, Levenberg-Marquardt refinement, mixed flag), then the
+neighbour passes (`fits.scan.neighbours.neighbour_passes`). Prints wall and CPU seconds per frame
+amortised over the frames fitted and per stage, the machine (usable cores, CPU model, library
+versions), the load average before and after, and the command line. On a loaded machine the
+fair figure is the CPU time per frame divided by the cores (printed too).
+
+Then, unless ``--no-baseline``, the neighbour passes again from the same main pass without the
+early stop of refinements that cannot beat their frame (``fit.give_up_factor = inf``) and
+without reusing the refinements of unchanged neighbours between passes: the ratio of the two
+times, and how many frames' fits differ (none, if the early stop never drops a start that would
+have won).
+
+JAX compiles the model's programs on first use and keeps them in the persistent cache of
+``xmodel fit`` (``~/.cache/xmodel/jax``, `xmodel.cli.enable_compilation_cache`); the compile
+time is part of the figures, so run it twice for the warm figure. Figures: docs/performance.md
+("Fits").
 """
 from __future__ import annotations
 
+from xmodel.cli import enable_compilation_cache
+
+enable_compilation_cache()      # before JAX is imported, as `xmodel fit` does
+
 import argparse
-import dataclasses
 import os
 import platform
 import shlex
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import h5py
 import numpy as np
 
+from fits.scan import results as store
 from fits.scan.frames import fit_frames
-from xmodel.reduced import open_reduced
-from fits.scan.settings import FitSettings
-from fits.scan.setup import FitSetup
+from fits.scan.neighbours import neighbour_passes
+from fits.scan.results import read_fits
+from fits.scan.settings import settings_from_config
+from fits.scan.setup import setup_from_reduction
 from xmodel.config import default_paths, load_config
+from xmodel.reduced import GROUP, open_reduced
+
+#: per-frame datasets of /entry/reduction that a subset keeps the rows of
+_PER_FRAME = ("polar", "radial", "positions", "monitor", "invalid_pixels")
 
 
-def run(path: str, domain: str, n_frames: int, batch: int, dense: bool) -> dict:
-    cfg = load_config(default_paths(domain))
-    settings = FitSettings.of(batch=batch, cache_dir=os.path.expanduser("~/.cache/xmodel"))
+def subset(path: Path, n: int, folder: Path) -> Path:
+    """A copy of the reduction ``path`` holding its first ``n`` frames (whole scan rows where the
+    scan shape is known), positions included, in ``folder``."""
     scan = open_reduced(path)
-    q, chi, counts = scan.q, scan.chi, scan.pixel_counts
-    polar = scan.polar(slice(0, n_frames))
-    n_frames = polar.shape[0]              # the frames read, which the file may make fewer
-    setup = FitSetup.build(cfg, q, chi, counts, settings)
-    if dense:
-        from xmodel.experiment import Experiment
-        px = Experiment.from_config(cfg).polar_pixels(q, chi)
-        idx = np.flatnonzero(np.asarray(px.valid).reshape(-1) & (counts.reshape(-1) > 0))
-        model = setup.model_on(px.subset(idx))
-        setup = dataclasses.replace(setup, model=model, index=idx, weight=counts.reshape(-1)[idx].astype(float))
-    out = {}
-    for rep in range(2):
-        tm = {}
-        t0, c0 = time.perf_counter(), time.process_time()
-        for s in range(0, n_frames, batch):
-            fit_frames(polar[s:s + batch], setup, settings, timings=tm)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if rep == 0:
-            first = wall
-            continue
-        out = {"frames": n_frames, "seconds_per_frame": wall / n_frames, "cpu_per_frame": cpu / n_frames,
-               "first_pass_s": first, "points": int(setup.index.size),
-               **{k: v / n_frames for k, v in tm.items()}}
+    if scan.scan_shape is not None and n < scan.n_frames:
+        n = max(scan.scan_shape[1], n - n % scan.scan_shape[1])
+    n = min(n, scan.n_frames)
+    out = folder / f"first_{n}_frames.h5"
+    with h5py.File(path, "r") as f, h5py.File(out, "w") as g:
+        src, dst = f[GROUP], g.create_group(GROUP)
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
+        dst.attrs["frames_done"] = n
+        for name, ds in src.items():
+            if not isinstance(ds, h5py.Dataset) or name in ("scan_shape", "grid_index"):
+                continue
+            dst[name] = ds[:n] if name in _PER_FRAME and ds.shape[:1] == (scan.n_frames,) else ds[()]
+        if "scan_shape" in dst.attrs:
+            del dst.attrs["scan_shape"]
     return out
+
+
+def main_pass(reduced: Path, out: Path, cfg, settings, setup, tm: dict) -> None:
+    """The batches of `fits.scan.driver.fit_scan` (without its progress bar and fault handling)."""
+    scan = open_reduced(reduced)
+    store.link_reduction(out, reduced)
+    store.prepare(out, scan.n_frames, reduced, cfg, settings)
+    for start in range(0, scan.n_frames, settings.run.batch):
+        stop = min(start + settings.run.batch, scan.n_frames)
+        store.write_batch(out, start, stop, fit_frames(scan.polar(slice(start, stop)), setup, settings, timings=tm))
+
+
+def timed(fn, *args, **kw) -> tuple[float, float]:
+    """Wall and CPU seconds (all threads of this process) of ``fn(*args, **kw)``."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn(*args, **kw)
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def machine() -> str:
@@ -68,30 +103,78 @@ def machine() -> str:
             model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return (f"{len(os.sched_getaffinity(0))} cores usable ({os.cpu_count()} online), {model}, load average {load}; "
-            f"jax {jax.__version__} ({jax.default_backend()}), numpy {np.__version__}, Python {platform.python_version()}")
+    return (f"{cores()} cores usable ({os.cpu_count()} online), {model}; jax {jax.__version__} "
+            f"({jax.default_backend()}), numpy {np.__version__}, Python {platform.python_version()}")
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def load() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+
+
+def stages(tm: dict, n: int) -> str:
+    return ", ".join(f"{k} {v / n:.3f}" for k, v in tm.items())
+
+
+def differing(a: Path, b: Path) -> int:
+    """Frames whose status, objective or orientation differ between two fits files."""
+    ra, rb = read_fits(a), read_fits(b)
+    same = (ra["status"] == rb["status"]) & np.isclose(ra["objective"], rb["objective"], rtol=0, atol=1e-3,
+                                                        equal_nan=True)
+    same &= np.all(np.isclose(ra["orientation_matrix"], rb["orientation_matrix"], atol=1e-6, equal_nan=True),
+                   axis=(1, 2))
+    return int(np.sum(~same))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results")
-    ap.add_argument("--domain", default="red")
-    ap.add_argument("--frames", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--no-dense", action="store_true")
+    ap.add_argument("results", type=Path, help="reduced scan (xmodel reduce)")
+    ap.add_argument("--domain", default="red", help="sample config of configs/domains (default red)")
+    ap.add_argument("--frames", type=int, default=0, help="fit the first N frames (default all)")
+    ap.add_argument("--out", type=Path, default=None, help="folder for the fits files (default a temporary one)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the neighbour passes without the early stop")
     a = ap.parse_args()
     print("command:", shlex.join([os.path.basename(sys.executable)] + sys.argv))
     print("machine:", machine())
-    for dense in ((False,) if a.no_dense else (False, True)):
-        r = run(a.results, a.domain, a.frames, a.batch, dense)
-        name = "dense (all valid bins)" if dense else "banded (SL + AL q-bands)"
-        stages = ", ".join(f"{k} {v:.3f}" for k, v in r.items()
-                           if k not in ("frames", "seconds_per_frame", "cpu_per_frame", "first_pass_s", "points"))
-        print(f"{name}: {r['frames']} frames, {r['points']} points, {r['seconds_per_frame']:.3f} s per frame "
-              f"amortised, warm ({r['cpu_per_frame']:.3f} CPU-s per frame; per stage, s per frame: {stages}); "
-              f"first pass incl. compiling {r['first_pass_s']:.1f} s")
-    print("machine at the end:", machine())
+    print("load average before:", load())
+    folder = Path(a.out or tempfile.mkdtemp(prefix="fit_bench_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    reduced = subset(a.results, a.frames, folder) if a.frames else a.results
+    n = open_reduced(reduced).n_frames
+    cfg = load_config(default_paths(a.domain))
+    settings = settings_from_config(cfg)
+    t0, c0 = time.perf_counter(), time.process_time()
+    setup = setup_from_reduction(reduced, cfg, settings)
+    wall_setup, cpu_setup = time.perf_counter() - t0, time.process_time() - c0
+    fits = folder / "fits.h5"
+    main_tm: dict = {}
+    wall_main, cpu_main = timed(main_pass, reduced, fits, cfg, settings, setup, main_tm)
+    main_only = folder / "main_pass.h5"
+    shutil.copyfile(fits, main_only)
+    nb_tm: dict = {}
+    wall_nb, cpu_nb = timed(neighbour_passes, fits, reduced, setup, settings, False, timings=nb_tm)
+    wall, cpu = wall_setup + wall_main + wall_nb, cpu_setup + cpu_main + cpu_nb
+    c = cores()
+    print(f"{n} frames ({reduced.name}), whole fit with the neighbour passes: {wall / n:.3f} s per frame amortised "
+          f"(wall {wall:.0f} s), {cpu / n:.3f} CPU-s per frame = {cpu / n / c:.3f} s per frame on {c} cores")
+    print(f"  setup (model, template bank): {wall_setup:.1f} s wall, {cpu_setup:.1f} CPU-s")
+    print(f"  main pass: {wall_main / n:.3f} s per frame ({cpu_main / n:.3f} CPU-s); per stage, s per frame: "
+          f"{stages(main_tm, n)}")
+    print(f"  neighbour passes: {wall_nb / n:.3f} s per frame ({cpu_nb / n:.3f} CPU-s); per stage, s per frame: "
+          f"{stages(nb_tm, n)}")
+    if not a.no_baseline:
+        plain = folder / "fits_no_early_stop.h5"
+        shutil.copyfile(main_only, plain)
+        base = settings.replace(source="benchmarks/fit.py", give_up_factor=float("inf"))
+        wall_b, cpu_b = timed(neighbour_passes, plain, reduced, setup, base, False, reuse=False)
+        print(f"  neighbour passes without the early stop and without reuse between passes: {wall_b / n:.3f} s per "
+              f"frame ({cpu_b / n:.3f} CPU-s); with them {wall_nb / wall_b:.2f} x the wall time, "
+              f"{cpu_nb / cpu_b:.2f} x the CPU time; frames whose fit differs: {differing(fits, plain)}")
+    print("load average after:", load())
+    print("fits:", fits)
 
 
 if __name__ == "__main__":

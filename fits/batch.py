@@ -1,15 +1,20 @@
 """The batch path for scans: a vectorised Levenberg-Marquardt over many frames at once.
 
 `fit_batch` fits B frames with one jitted single-frame program (a damped Gauss-Newton loop,
-`jax.lax.while_loop`, at most ``max_iter`` iterations), called per frame from the host in
+`jax.lax.while_loop`, at most ``max_iter`` accepted steps), called per frame from the host in
 ``XMODEL_FIT_THREADS`` threads (default: min(2, usable cores); XLA runs one frame on one core),
 so that a converged frame stops at once and frames without data are never run (a `jax.vmap`
 over frames ran every frame until the slowest stopped, padding included). Each iteration
 evaluates the residuals at a trial point; if the objective decreased the step is accepted
 (damping / 3) and ``J^T J``, ``J^T r`` are computed there (forward mode, nonlinear parameters
 and linear scales in two groups, `fits.objective.split_residual_function`), otherwise it is
-rejected (damping x 4) and the normal equations are kept. The compiled program is cached per
-model, parameter names and objective kind, and compiles once per number of points P.
+rejected (damping x 4) and the normal equations are kept. ``max_iter`` counts the accepted
+steps, each a Jacobian; a rejected trial costs one model evaluation (a fifth of a step or less)
+and does not count, up to ``_TRIALS_PER_STEP`` iterations per step allowed in all (30 rejections
+in a row reach the damping limit anyway). A fit far from its minimum often rejects its first
+few trials while the damping grows: counting them cut fits short that were a step away from
+converging. The compiled program is cached per model, parameter names and objective kind, and
+compiles once per number of points P.
 
 Algorithm, per frame (edge units, `fits.parameters`):
 
@@ -44,6 +49,8 @@ Per-frame outcome (`fits.status.FitStatus`), first that applies:
   objective ``inf``.
 * FAILED: the fit of this frame raised (the others go on), or ended non-finite; values are
   the start.
+* NOT_CONVERGED (given up): the fit could not end below its ``stop_above`` objective and was
+  stopped (`GiveUp`, ``BatchFit.gave_up``); the values are where it stopped.
 * NO_SIGNAL: the fitted model explains the frame no better than background + isotropic
   diffuse scattering: the Poisson deviance gain ``D0 - D1`` (``D0`` of the best
   ``b * background + c * diffuse`` pattern, `fits.objective.null_deviance`) is below
@@ -52,7 +59,8 @@ Per-frame outcome (`fits.status.FitStatus`), first that applies:
   the gain divided by the frame's dispersion ``max(phi, 1)`` (the quasi-likelihood ratio,
   McCullagh & Nelder sec. 9.2: ``(D0 - D1) / phi`` is asymptotically ``chi2_k`` under the null).
   The fitted values are kept but are not a measurement.
-* NOT_CONVERGED: ``max_iter`` reached before convergence.
+* NOT_CONVERGED: ``max_iter`` accepted steps (or ``_TRIALS_PER_STEP`` times as many
+  iterations) reached before convergence.
 * AT_BOUND: converged with a varying parameter on a bound.
 * OK.
 """
@@ -88,6 +96,8 @@ _LAMBDA0 = 1e-3
 _LAMBDA_MAX = 1e10
 _NO_SIGNAL_P = 1e-6
 _TINY = 1e-3
+#: iterations (accepted and rejected trials) allowed per accepted step of ``max_iter``
+_TRIALS_PER_STEP = 3
 _PEAKLESS = ("background", "diffuse_scale")
 
 
@@ -111,6 +121,7 @@ class BatchFit:
         scaled by the dispersion as the module docstring says; NaN in a singular direction).
     names : the varying parameters, the order of ``covariance``.
     status : B `FitStatus` values; ``messages`` a sentence per frame.
+    gave_up : (B,) the fit was given up (``stop_above``, `GiveUp`; status NOT_CONVERGED).
     """
 
     params: ModelParams
@@ -124,6 +135,7 @@ class BatchFit:
     dispersion: np.ndarray = field(default_factory=lambda: np.zeros(0))
     covariance: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
     names: tuple[str, ...] = ()
+    gave_up: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def effective_dispersion(self) -> np.ndarray:
         """(B,) ``max(phi, 1)``: what the likelihood-ratio statistics of these fits are divided by
@@ -134,6 +146,44 @@ class BatchFit:
     def codes(self) -> np.ndarray:
         """(B,) `FitStatus.code` of each frame (for HDF5)."""
         return np.array([s.code for s in self.status], np.int8)
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """When `fit_batch` gives up a frame's fit that cannot end below its ``stop_above`` deviance.
+
+    Attributes
+    ----------
+    after : iterations done before the test applies (>= 1).
+    factor : the deviance must exceed the target by more than ``factor`` times the decrease the
+        undamped Gauss-Newton step predicts at the current point (``g^T A^-1 g``) ...
+    gap : ... and by more than ``gap`` times the target.
+
+    Notes
+    -----
+    A fit that starts in another basin than the frame's best one (a wrong orientation) keeps
+    its deviance far above it, while one that will converge below it is seen heading there by
+    the Gauss-Newton model or is already close -- but not always: over 682 refinements of
+    neighbour starts in the 31 x 31 twin's neighbour passes (traced iteration by iteration),
+    the 333 that converged below their frame's deviance exceeded it, from the third iteration
+    on and wherever the excess was over 30 predicted decreases, by up to 0.78 of it (a plateau
+    where a parameter sits on its bound or the fit crosses into another basin: one such fit
+    predicted 0.5 deviance units and fell by 1500). The test is a prediction, not a bound, hence
+    both conditions and a factor of 2 on that excess in the defaults
+    (`fits.scan.settings.RefineSettings`: 3, 30, 1.6 give up 3 of the 682, saving 0.3 % of
+    their iterations, and none of the 333: the winners' excursions leave no room for a rule that
+    is both safe and worth more). A fit that is used without
+    converging (the scan fit's re-search, whose unconverged fits of mixed frames still count)
+    must not be given up: the test says nothing about where such a fit ends after ``max_iter``.
+    """
+
+    after: int
+    factor: float
+    gap: float
+
+    def __post_init__(self):
+        if not (int(self.after) >= 1 and self.factor >= 0 and self.gap >= 0):
+            raise ValueError(f"GiveUp needs after >= 1, factor >= 0 and gap >= 0, got {self!r}")
 
 
 def effective_dispersion(phi) -> np.ndarray:
@@ -268,8 +318,13 @@ def _normal_equations(split, x, nonlinear, linear):
     return jac.T @ jac, jac.T @ r
 
 
-def _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, lo, hi, max_iter, tol):
-    """Levenberg-Marquardt for one frame (jitted per frame); see the module docstring."""
+def _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, lo, hi, max_iter, tol,
+              give_up=None):
+    """Levenberg-Marquardt for one frame (jitted per frame); see the module docstring.
+
+    ``give_up``: ``(target, after, factor, gap)`` of `GiveUp` (traced scalars), or None: the
+    frame is given up once it cannot end below ``target`` (`GiveUp`).
+    """
     n = x0.shape[0]
 
     def f(x):
@@ -284,10 +339,12 @@ def _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, l
 
     a0, g0 = _normal_equations(g_split, x0, *groups)
     state0 = {"x": x0, "a": a0, "g": g0, "cost": cost_of(x0), "lam": jnp.asarray(_LAMBDA0, x0.dtype),
-              "it": jnp.asarray(0), "done": jnp.asarray(False)}
+              "it": jnp.asarray(0), "steps": jnp.asarray(0), "done": jnp.asarray(False),
+              "gave_up": jnp.asarray(False)}
 
     def cond(s):
-        return (~s["done"]) & (s["it"] < max_iter)
+        # max_iter accepted steps (each a Jacobian); a rejected trial costs one model evaluation
+        return (~s["done"]) & (s["steps"] < max_iter) & (s["it"] < _TRIALS_PER_STEP * max_iter)
 
     def scaled(a, g, x):
         held = ((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0))
@@ -314,18 +371,31 @@ def _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, l
         stuck = (~better) & (s["lam"] * 4.0 > _LAMBDA_MAX)
         # rejected although the undamped model promises less than the tolerance: the cost is
         # at its floor (rounding), more damping cannot help
-        flat = (~better) & (decrement(a, g, x) <= limit)
+        dec_old = decrement(a, g, x)
+        flat = (~better) & (dec_old <= limit)
         a_new, g_new = jax.lax.cond(better, lambda: _normal_equations(g_split, x_new, *groups), lambda: (a, g))
+        dec_new = decrement(a_new, g_new, x_new)
         # accepted and the next Gauss-Newton step would gain almost nothing (~0.03 standard error)
-        tiny = better & (decrement(a_new, g_new, x_new) <= _TINY * limit)
+        tiny = better & (dec_new <= _TINY * limit)
         pick = lambda new, old: jnp.where(better, new, old)  # noqa: E731
+        it = s["it"] + 1
+        converged = (better & small) | stuck | flat | tiny
+        gave_up = jnp.asarray(False)
+        if give_up is not None:
+            # the deviance stays above the target by more than the Gauss-Newton model promises
+            # and by a share of the target (`GiveUp`)
+            target, after, factor, gap = give_up
+            excess = pick(c_new, cost) - target
+            gave_up = ~converged & (it >= after) & (excess > factor * pick(dec_new, dec_old)) & \
+                (excess > gap * jnp.abs(target))
         return {"x": pick(x_new, x), "a": a_new, "g": g_new, "cost": pick(c_new, cost),
                 "lam": jnp.where(better, jnp.maximum(s["lam"] / 3.0, 1e-12), s["lam"] * 4.0),
-                "it": s["it"] + 1, "done": (better & small) | stuck | flat | tiny}
+                "it": it, "steps": s["steps"] + better.astype(s["steps"].dtype), "done": converged | gave_up,
+                "gave_up": gave_up}
 
     s = jax.lax.while_loop(cond, body, state0)
     var, cov = _inverse_information(s["a"])
-    return s["x"], var, cov, s["cost"], s["it"], s["done"]
+    return s["x"], var, cov, s["cost"], s["it"], s["done"] & ~s["gave_up"], s["gave_up"]
 
 
 def _build_batch(model: PatternModel, names: tuple[str, ...], kind: str):
@@ -334,15 +404,15 @@ def _build_batch(model: PatternModel, names: tuple[str, ...], kind: str):
     fn, _ = intensity_function(model)
     terms = model.components(("background", "diffuse_scale"))
 
-    def frame(arrays, x0, template, observed, weight, lo, hi, max_iter, tol):
-        x, var, cov, cost, it, done = _lm_frame(residual, split, groups, arrays, x0, template, observed, weight,
-                                                lo, hi, max_iter, tol)
+    def frame(arrays, x0, template, observed, weight, lo, hi, max_iter, tol, give_up):
+        x, var, cov, cost, it, done, gave_up = _lm_frame(residual, split, groups, arrays, x0, template, observed,
+                                                         weight, lo, hi, max_iter, tol, give_up)
         params = unpack(x, names, template)
         m = fn(arrays, params)
         d1 = poisson_deviance(m, observed, weight)
         comp_a, comp_b = terms(arrays, params)      # background and diffuse only: no peak sums
         d0 = null_deviance(comp_a, comp_b, observed, weight)
-        return x, var, cov, cost, it, done, d0 - d1, pearson_statistic(m, observed, weight)
+        return x, var, cov, cost, it, done, d0 - d1, pearson_statistic(m, observed, weight), gave_up
 
     return jax.jit(frame)
 
@@ -381,7 +451,8 @@ def _stack(init: ModelParams, b: int) -> ModelParams:
 def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Sequence[str], *,
               bounds: dict[str, tuple[float, float]] | None = None, max_iter: int = 50,
               kind: str = "deviance", tol: float = 1e-6,
-              no_signal_deviance: float | None = None) -> BatchFit:
+              no_signal_deviance: float | None = None, stop_above: np.ndarray | float | None = None,
+              give_up: GiveUp | None = None) -> BatchFit:
     """Fit B frames at once; one status per frame, never an exception for a bad frame.
 
     Parameters
@@ -395,12 +466,18 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
         full SL orientation in ``base_orientation``), or one `ModelParams` for every frame.
     vary : names from `fits.parameters.PARAMETER_TABLE` (edge units).
     bounds : ``{name: (min, max)}`` in edge units replacing the table's bounds.
-    max_iter : Levenberg-Marquardt iterations per frame (each one Jacobian evaluation).
+    max_iter : accepted Levenberg-Marquardt steps per frame (each one Jacobian evaluation; the
+        rejected trials between them do not count, up to ``_TRIALS_PER_STEP * max_iter``
+        iterations in all).
     kind : "deviance" (Poisson maximum likelihood) or "weighted" (Pearson least squares).
     tol : relative decrease of the objective below which a frame has converged.
     no_signal_deviance : deviance gain below which a frame has no signal (default
         ``chi2.isf(1e-6, k)``, ``k`` the varying parameters other than background and
         diffuse_scale).
+    stop_above : (B,) or scalar objective each frame's fit must end below to be of use (e.g. the
+        deviance of the frame's best fit so far; ``inf``: none); with ``give_up``.
+    give_up : when a fit is given up because it cannot get below ``stop_above`` (`GiveUp`);
+        it then ends NOT_CONVERGED (``gave_up``) at the objective it had reached.
 
     Returns
     -------
@@ -427,6 +504,13 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     b = obs.shape[0]
     if max_iter < 1:
         raise ValueError(f"max_iter = {max_iter!r} must be at least 1")
+    if (stop_above is None) != (give_up is None):
+        raise ValueError("fit_batch: pass stop_above and give_up together (the targets and the rule that gives "
+                         "a fit up), or neither")
+    target = np.full(b, np.inf) if stop_above is None else np.broadcast_to(
+        np.asarray(stop_above, np.float64), (b,)).copy()
+    if np.any(np.isnan(target)):
+        raise ValueError("fit_batch: stop_above holds NaN; pass inf for frames without a target")
     lo, hi = _bounds(names, bounds)
     init = _stack(init, b)
     x0 = np.clip(np.asarray(pack(init, names), np.float64), lo, hi)
@@ -445,19 +529,22 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     x, var = x0.copy(), np.full((b, n), np.inf)
     cov = np.full((b, n, n), np.nan)
     cost, gain, pearson = np.full(b, np.inf), np.zeros(b), np.full(b, np.nan)
-    n_iter, done = np.zeros(b, np.int64), np.zeros(b, bool)
+    n_iter, done, gave_up = np.zeros(b, np.int64), np.zeros(b, bool), np.zeros(b, bool)
     if good.any():
         run = compiled(model, ("batch", names, kind), _build_batch)
         _, arrays = intensity_function(model)
         dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
         lo_j, hi_j = jnp.asarray(lo, dtype), jnp.asarray(hi, dtype)
         it_j, tol_j = jnp.asarray(int(max_iter)), jnp.asarray(float(tol), dtype)
+        rule = give_up or GiveUp(after=1, factor=np.inf, gap=np.inf)
+        rule_j = (jnp.asarray(int(rule.after)), jnp.asarray(float(rule.factor), dtype),
+                  jnp.asarray(float(rule.gap), dtype))
         leaves = jax.tree_util.tree_map(np.asarray, init)
 
         def one(i):
             p_i = jax.tree_util.tree_map(lambda v: v[i], leaves)
             out = run(arrays, jnp.asarray(x0[i], dtype), p_i, jnp.asarray(obs_c[i], dtype),
-                      jnp.asarray(w_c[i], dtype), lo_j, hi_j, it_j, tol_j)
+                      jnp.asarray(w_c[i], dtype), lo_j, hi_j, it_j, tol_j, (jnp.asarray(target[i], dtype),) + rule_j)
             return tuple(np.asarray(o) for o in out)
 
         rows = [int(i) for i in np.flatnonzero(good)]
@@ -480,7 +567,7 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
             if isinstance(out, Exception):
                 status[i], messages[i] = FitStatus.FAILED, f"the fit of frame {i} raised {type(out).__name__}: {out}"
             else:
-                x[i], var[i], cov[i], cost[i], n_iter[i], done[i], gain[i], pearson[i] = out
+                x[i], var[i], cov[i], cost[i], n_iter[i], done[i], gain[i], pearson[i], gave_up[i] = out
 
     n_valid = (w_c > 0).sum(axis=1)
     fitted = np.isfinite(cost)
@@ -499,13 +586,18 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
             status[i] = FitStatus.FAILED
             messages[i] = f"the fit of frame {i} ended with a non-finite objective or parameters; start closer"
             x[i], var[i], cost[i], cov[i], dispersion[i] = x0[i], np.inf, np.inf, np.nan, np.nan
+        elif gave_up[i]:
+            status[i] = FitStatus.NOT_CONVERGED
+            messages[i] = (f"frame {i}: given up after {n_iter[i]} iterations: objective {cost[i]:.6g} cannot end "
+                           f"below {target[i]:.6g}")
         elif gain[i] / lr_scale[i] < threshold:
             status[i] = FitStatus.NO_SIGNAL
             messages[i] = (f"frame {i}: the fitted peaks lower the Poisson deviance by {gain[i]:.3g} (divided by "
                            f"the dispersion {lr_scale[i]:.3g}), less than the no-signal threshold {threshold:.3g}")
         elif not done[i]:
             status[i] = FitStatus.NOT_CONVERGED
-            messages[i] = f"frame {i}: not converged after {n_iter[i]} iterations (max_iter={max_iter})"
+            messages[i] = (f"frame {i}: not converged after {n_iter[i]} iterations (max_iter={max_iter} accepted "
+                           f"steps)")
         elif at_bound[i].any():
             status[i] = FitStatus.AT_BOUND
             messages[i] = f"frame {i}: at a bound: {', '.join(np.asarray(names)[at_bound[i]])}"
@@ -516,7 +608,7 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     return BatchFit(params=params, values={nm: x[:, j].copy() for j, nm in enumerate(names)},
                     stderr={nm: stderr[:, j].copy() for j, nm in enumerate(names)}, objective=cost,
                     n_iter=n_iter, status=list(status), messages=messages, deviance_gain=gain,
-                    dispersion=dispersion, covariance=cov, names=tuple(names))
+                    dispersion=dispersion, covariance=cov, names=tuple(names), gave_up=gave_up)
 
 
 def _build_covariance(model: PatternModel, names: tuple[str, ...], kind: str):
@@ -594,4 +686,4 @@ def covariance_at(observed, weight, model: PatternModel, params: ModelParams, va
     return BatchFit(params=params, values={nm: x[:, j].copy() for j, nm in enumerate(names)},
                     stderr={nm: stderr[:, j].copy() for j, nm in enumerate(names)}, objective=cost,
                     n_iter=np.zeros(b, np.int64), status=status, messages=messages, deviance_gain=np.zeros(b),
-                    dispersion=dispersion, covariance=cov, names=tuple(names))
+                    dispersion=dispersion, covariance=cov, names=tuple(names), gave_up=np.zeros(b, bool))

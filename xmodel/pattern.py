@@ -306,6 +306,31 @@ class _Layout:
 TERMS = ("sl_scale", "diffuse_scale", "al_scale", "background")
 
 
+def saxs_factors(layout: _Layout, arrays: dict, p: ModelParams, bragg: bool = True):
+    """Form factor ``P(|q|)`` and SL Bragg factor ``B(|q|)`` at the SAXS points (None unless
+    ``bragg``), and the function that places values at the SAXS points on all points times their
+    weight (`_terms`; also `fits.scan.window`).
+
+    ``P`` is tabulated on a fine ``|q|`` grid and interpolated (linear, 4096 nodes: relative
+    error < 1e-5 for the default NCs); ``B`` is ``P`` for the "average" weighting, else
+    `xmodel.form_factor.sl_peak_factor` on the same grid.
+    """
+    dtype = arrays["weight"].dtype
+    grid = arrays["ff_grid"]
+    ff = jnp.interp(arrays["saxs_qabs"], grid, sphere_form_factor(grid, p.radius, p.radius_sigma,
+                                                                n_nodes=layout.nodes, n_sigma=layout.nsigma))
+    factor = None
+    if bragg:
+        factor = ff if layout.weighting == "average" else jnp.interp(arrays["saxs_qabs"], grid, sl_peak_factor(
+            grid, p.radius, p.radius_sigma, layout.weighting, n_nodes=layout.nodes, n_sigma=layout.nsigma))
+
+    def place(v):
+        return jnp.zeros((layout.size,), dtype).at[arrays["saxs_index"]].add(
+            v, indices_are_sorted=True, unique_indices=True) * arrays["weight"]
+
+    return ff, factor, place
+
+
 def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str, ...] = TERMS):
     """Unit-scale terms of the model, ``{name: (P,)}`` for the names in ``parts`` (`TERMS`).
 
@@ -320,24 +345,11 @@ def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str,
     if "background" in parts:
         out["background"] = w
     if "sl_scale" in parts or "diffuse_scale" in parts:
-        # P(q) tabulated on a fine |q| grid and interpolated (linear, 4096 nodes: relative error
-        # < 1e-5 for the default NCs)
-        grid = arrays["ff_grid"]
-        ff_table = sphere_form_factor(grid, p.radius, p.radius_sigma, n_nodes=layout.nodes,
-                                      n_sigma=layout.nsigma)
-        ff = jnp.interp(arrays["saxs_qabs"], grid, ff_table)
-        place = lambda v: jnp.zeros((layout.size,), dtype).at[arrays["saxs_index"]].add(  # noqa: E731
-            v, indices_are_sorted=True, unique_indices=True) * w
+        ff, bragg, place = saxs_factors(layout, arrays, p, "sl_scale" in parts)
         if "diffuse_scale" in parts:
             out["diffuse_scale"] = place(ff)
         if "sl_scale" in parts:
             rot = p.sl_orientation()
-            if layout.weighting == "average":
-                bragg = ff
-            else:
-                bragg = jnp.interp(arrays["saxs_qabs"], grid, sl_peak_factor(
-                    grid, p.radius, p.radius_sigma, layout.weighting, n_nodes=layout.nodes,
-                    n_sigma=layout.nsigma))
             sl = jnp.zeros_like(ff)
             for i, (n2, _) in enumerate(layout.sl_shells):
                 pts = arrays["sl_points"][i]

@@ -25,7 +25,6 @@ import re
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fits.scan.angles import (
@@ -35,7 +34,7 @@ from fits.scan.angles import (
     orientation_stderr_deg,
     report_angles,
 )
-from fits.scan.linear import component_images, linear_scales
+from fits.scan.linear import component_images, linear_scales, variant_scales
 from fits.scan.mixed import flag_mixed
 from fits.scan.results import STDERR_OF, empty_results
 from fits.scan.search import refine_matches, search_orientations
@@ -145,15 +144,16 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
     # 1. candidates ranked by the linear fit without AL (SL peaks, diffuse, background: these
     #    do not depend on the configuration; the AL term would favour any SL orientation whose
     #    NC copy matches the WAXS peaks)
-    comps_t = []
-    for ti in range(n_t):
-        p = stack_params([template.replace(base_orientation=res.orientation[todo[j], ti], inplane=0.0, tilt1=0.0,
-                                     tilt2=0.0, lattice_constant=a_est[j, ti], relationship=rels[names[0]])
-                    for j in range(todo.size)])
-        comps = component_images(model, p, ("sl_scale", "diffuse_scale", "background"))
-        sc0, d0 = linear_scales(comps, y, v, w)
-        dev_sl[:, ti] = d0
-        comps_t.append((jax.tree_util.tree_map(np.asarray, p), comps, sc0))
+    # every candidate of every frame in one evaluation (rows: candidate, frame)
+    p_all = stack_params([template.replace(base_orientation=res.orientation[todo[j], ti], inplane=0.0, tilt1=0.0,
+                                           tilt2=0.0, lattice_constant=a_est[j, ti], relationship=rels[names[0]])
+                          for ti in range(n_t) for j in range(todo.size)])
+    comps_all = component_images(model, p_all, ("sl_scale", "diffuse_scale", "background"))
+    sc_all, d_all = linear_scales(comps_all, np.tile(y, (n_t, 1)), np.tile(v, (n_t, 1)), np.tile(w, (n_t, 1)))
+    dev_sl[:] = d_all.reshape(n_t, todo.size).T
+    comps_all = comps_all.reshape(n_t, todo.size, 3, -1)
+    sc_all = sc_all.reshape(n_t, todo.size, -1)
+    stacked = jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((n_t, todo.size) + np.shape(x)[1:]), p_all)
     n_ref = max(1, min(int(settings.refine.n_refine), n_t))
     order = np.argsort(dev_sl, axis=1, kind="stable")[:, :n_ref]          # (n, R) candidates to refine
     if n_ref > 1:
@@ -161,28 +161,28 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
         # aliased a's match on strongly tilted boundary frames (a repeated column is refined once)
         order = np.concatenate([order, np.where((order == 0).any(axis=1), order[:, 0], 0)[:, None]], axis=1)
         n_ref += 1
-    stacked = jax.tree_util.tree_map(lambda *x: np.stack(x), *[c[0] for c in comps_t])   # (T, n, ...)
+    # 2. configuration and its symmetric variant (`relationship_variants`) by the WAXS part: the AL
+    #    term of every variant in one evaluation, their linear fits sharing the other terms
+    variants = [(ci, R_v) for ci, name in enumerate(names) for R_v in orientation.relationship_variants(rels[name])]
     for r_i in range(n_ref):
         # the frames whose candidate in this column is new (a repeated one is not tried twice)
         sel = np.flatnonzero(~np.any(order[:, :r_i] == order[:, r_i:r_i + 1], axis=1))
         if sel.size == 0:
             continue
         tr = order[sel, r_i]
-        pn = jax.tree_util.tree_map(lambda x: x[tr, sel], stacked)
-        base = np.stack([np.insert(comps_t[ti][1][j], 2, 0.0, axis=0) for j, ti in zip(sel, tr)])
+        pn = jax.tree_util.tree_map(lambda x, tr=tr, sel=sel: x[tr, sel], stacked)
         for k, (j, ti) in enumerate(zip(sel, tr)):
-            lin[ti, -1, j] = (jax.tree_util.tree_map(lambda x: x[k], pn), np.insert(comps_t[ti][2][j], 2, 0.0))
-        # 2. configuration and its symmetric variant (`relationship_variants`) by the WAXS part
-        for ci, name in enumerate(names):
-            for R_v in orientation.relationship_variants(rels[name]):
-                p = pn.replace(relationship=np.broadcast_to(R_v, (sel.size, 3, 3)))
-                comps = base.copy()
-                comps[:, 2] = component_images(model, jax.tree_util.tree_map(jnp.asarray, p), ("al_scale",))[:, 0]
-                sc, d = linear_scales(comps, y[sel], v[sel], w[sel])
-                better = d < dev[sel, tr, ci]
-                dev[sel[better], tr[better], ci] = d[better]
-                for k in np.flatnonzero(better):
-                    lin[tr[k], ci, sel[k]] = (jax.tree_util.tree_map(lambda x: x[k], p), sc[k])
+            lin[ti, -1, j] = (jax.tree_util.tree_map(lambda x, k=k: x[k], pn), np.insert(sc_all[ti, j], 2, 0.0))
+        pv = jax.tree_util.tree_map(lambda *x: np.concatenate(x), *[
+            pn.replace(relationship=np.broadcast_to(R_v, (sel.size, 3, 3))) for _, R_v in variants])
+        al = component_images(model, pv, ("al_scale",))[:, 0].reshape(len(variants), sel.size, -1)
+        sc, d = variant_scales(comps_all[tr, sel], al, y[sel], v[sel], w[sel])
+        for vi, (ci, R_v) in enumerate(variants):
+            better = d[vi] < dev[sel, tr, ci]
+            dev[sel[better], tr[better], ci] = d[vi][better]
+            for k in np.flatnonzero(better):
+                lin[tr[k], ci, sel[k]] = (jax.tree_util.tree_map(lambda x, k=k: x[k], pn).replace(relationship=R_v),
+                                          sc[vi, k])
     dev_best = dev.min(axis=2)                                   # (n, T): inf where not refined
     al_gain_t = dev_sl - dev_best                                # (n, T)
     has_al_t = al_gain_t >= settings.evidence.al_min_gain

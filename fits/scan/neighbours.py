@@ -12,12 +12,14 @@ Poisson deviance wins, and in a near tie the fit that agrees with the neighbours
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial import cKDTree
 
+from fits.batch import effective_dispersion
 from fits.scan import results as store
 from fits.scan.angles import report_angles
 from fits.scan.frames import fit_frames, store_fit
@@ -78,8 +80,13 @@ def agrees(R_i: np.ndarray, R_nb: np.ndarray, agree_deg: float, share: float) ->
 
 
 def neighbour_passes(out: Path, results: ReducedScan | str | Path, setup: FitSetup, settings: FitSettings,
-                     progress: bool) -> None:
-    """Run the remaining `neighbour_pass` es once every frame is done (resumable by attribute)."""
+                     progress: bool, timings: dict | None = None, reuse: bool = True) -> None:
+    """Run the remaining `neighbour_pass` es once every frame is done (resumable by attribute).
+
+    ``timings``: seconds per stage are added to it (`neighbour_pass`); ``reuse``: a pass reuses
+    the refinements of the last ones whose neighbour did not change (the same result; False only
+    to measure what that saves).
+    """
     scan = results if isinstance(results, ReducedScan) else open_reduced(results)
     frames_done, passes_done = store.progress(out)
     if frames_done < scan.n_frames:
@@ -87,8 +94,10 @@ def neighbour_passes(out: Path, results: ReducedScan | str | Path, setup: FitSet
     n_passes = settings.neighbours.neighbour_passes
     # the first pass looks at every frame, a later one (also a resumed one) near what the last changed
     changed = store.changed_frames(out) if passes_done else None
+    memo: dict = {}                         # refinements of earlier passes, reused where nothing changed
     for k in range(passes_done, n_passes):
-        changed = neighbour_pass(out, scan, setup, settings, progress, near=changed, research=k == 0)
+        changed = neighbour_pass(out, scan, setup, settings, progress, near=changed, research=k == 0,
+                                 memo=memo if reuse else None, timings=timings)
         store.set_neighbour_passes_done(out, k + 1 if changed else n_passes, changed)
         if progress:
             log.info("xmodel fit: neighbour pass %d: %d frames improved", k + 1, len(changed))
@@ -146,9 +155,17 @@ def term_gains(setup: FitSetup, params, obs: np.ndarray) -> tuple[np.ndarray, np
     return gain[0], gain[1]
 
 
+def start_key(r: dict, k: int) -> bytes:
+    """What a start from row ``k`` of the fits ``r`` depends on (`params_from_row`), as bytes."""
+    return b"".join(np.ascontiguousarray(np.asarray(r[name][k], np.float64)).tobytes()
+                    for name in ("orientation_matrix", "lattice_constant", "sl_scale", "diffuse_scale", "al_scale",
+                                 "background", "disorder_deg", "relationship"))
+
+
 def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, setup: FitSetup,
                    settings: FitSettings = FitSettings(), progress: bool = True,
-                   near: np.ndarray | None = None, research: bool | None = None) -> list[int]:
+                   near: np.ndarray | None = None, research: bool | None = None,
+                   memo: dict | None = None, timings: dict | None = None) -> list[int]:
     """Refit doubtful frames from their scan neighbours' orientations; returns the improved frames.
 
     Parameters
@@ -159,6 +176,12 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         pass changed: nothing else has a new start to try).
     research : also search each doubtful frame again, at the lattice constants of `lattice_grid`
         with ``research_n_refine`` candidates refined (default: when ``near`` is None, the first pass).
+    memo : refinements of neighbour starts from earlier passes (filled here): a start from a
+        neighbour whose fit has not changed since is not refined again (the same start on the
+        same frame gives the same fit).
+    timings : if given, seconds spent per stage are added to it: ``research_<stage>`` (the
+        stages of `fits.scan.frames.fit_frames`), ``neighbour_starts``, ``neighbour_mixed`` (SL and
+        AL gains, mixed flag, writing).
 
     Notes
     -----
@@ -169,7 +192,12 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     constant, scales, disorder and NC relationship) starts a refinement
     (`fits.scan.starts.refine_starts`), and the re-search (`fits.scan.frames.fit_frames` on the
     grid) gives more; it runs first, and a frame it gives a better ok fit that agrees with most of
-    its ok neighbours skips the neighbour starts. The lowest Poisson deviance
+    its ok neighbours skips the neighbour starts. A neighbour start counts only if its refinement
+    converges, so one that cannot end below the frame's deviance plus ``replace_margin`` (nor
+    below the re-search's) could not replace the frame's fit and is given up
+    (`fits.scan.starts.refine_starts`, `fits.batch.GiveUp`); the re-search's refinements run to
+    the end (a frame whose best one did not converge can still be flagged mixed and used). The
+    lowest Poisson deviance
     (`fits.scan.starts.choose`) replaces the frame's fit by the margin and near-tie rules of
     `fits.scan.starts.replaces` (``replace_margin``; in a near tie, e.g. a pseudo-symmetric twin,
     the fit that agrees with most of the ok neighbours). A frame that had no fit must also need
@@ -210,15 +238,23 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         st_ok = c.status.success or (c.result is not None and c.status is FitStatus.MIXED)
         return st_ok and np.isfinite(c.objective)
 
+    # what a refit must end below to be of use: the frame's deviance plus the replace margin (a
+    # near tie can still win); the dispersion of a refit that ties is the frame's own (their
+    # Pearson statistics differ by the deviance difference)
+    target = np.where(np.isfinite(r["objective"]),
+                      r["objective"] + ns.replace_margin * effective_dispersion(r["dispersion"]), np.inf)
+    tm = timings if timings is not None else {}
+    clock = time.perf_counter
     cands: list[Candidate] = []
     if research:
+        rs_tm: dict = {}
         rs_settings = replace(settings, refine=replace(settings.refine, n_refine=max(ns.research_n_refine,
                                                                                   settings.refine.n_refine)))
         batch = settings.run.batch
         for s0 in range(0, len(frames), batch):
             chunk = frames[s0:s0 + batch]
             rs = fit_frames(np.stack([polar[i] for i in chunk]), setup, rs_settings, lattice_constants=grid,
-                            signal_threshold=ns.neighbour_min_significance)
+                            signal_threshold=ns.neighbour_min_significance, timings=rs_tm)
             for j, i in enumerate(chunk):
                 row = {k: v[j:j + 1] for k, v in rs.items()}
                 obj = float(rs["objective"][j])
@@ -236,15 +272,36 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
                    and not (np.isfinite(r["objective"][i])
                             and r["objective"][i] <= c.objective + ns.replace_margin * c.dispersion)}
         pairs = [(i, k) for i, k in pairs if i not in settled]
+        for key, v in rs_tm.items():
+            tm["research_" + key] = tm.get("research_" + key, 0.0) + v
+    # ... and below the best usable re-search fit
+    for i, c in choose(cands, usable).items():
+        target[i] = min(target[i], c.objective)
     row_of = {i: j for j, i in enumerate(frames)}
     obs = np.stack([polar[i].reshape(-1)[setup.index] for i in frames])
-    starts = [Start(frame=row_of[i], params=params_from_row(r, k, setup, settings),
-                    source=f"neighbour frame {k}", order=(1, n)) for n, (i, k) in enumerate(pairs)]
+    memo = {} if memo is None else memo
+    keys = [start_key(r, k) for _, k in pairs]
+    known: dict[int, Candidate] = {}
+    for n, ((i, k), key) in enumerate(zip(pairs, keys)):
+        hit = memo.get((i, k))
+        # the same start on the same frame: the same fit, or again given up below a lower target
+        if hit is not None and hit[0] == key and (not hit[1].fit.gave_up[hit[1].row] or target[i] <= hit[2]):
+            known[n] = replace(hit[1], source=f"neighbour frame {k}", order=(1, n))
+    todo = [n for n in range(len(pairs)) if n not in known]
+    starts = [Start(frame=row_of[pairs[n][0]], params=params_from_row(r, pairs[n][1], setup, settings),
+                    source=f"neighbour frame {pairs[n][1]}", order=(1, n), stop_above=float(target[pairs[n][0]]))
+              for n in todo]
+    t = clock()
     refined = refine_starts(setup, obs, starts, settings, chunk=settings.run.batch)
+    tm["neighbour_starts"] = tm.get("neighbour_starts", 0.0) + clock() - t
     if progress and pairs:
-        log.info("xmodel fit: neighbour pass, %d starts refined", len(pairs))
-    cands += [Candidate(frame=frames[c.frame], objective=c.objective, status=c.status, params=c.params,
-                        source=c.source, order=c.order, fit=c.fit, row=c.row) for c in refined]
+        log.info("xmodel fit: neighbour pass, %d starts refined, %d known from the last pass", len(todo),
+                 len(known))
+    for n, c in zip(todo, refined):
+        known[n] = Candidate(frame=frames[c.frame], objective=c.objective, status=c.status, params=c.params,
+                             source=c.source, order=c.order, fit=c.fit, row=c.row)
+        memo[pairs[n]] = (keys[n], known[n], float(target[pairs[n][0]]))
+    cands += [known[n] for n in range(len(pairs))]
     best = choose(cands, usable)
     # a fit is replaced by one that explains the frame clearly better; near ties are the
     # pseudo-symmetric twins of a pattern (a Conf2 frame and a Conf1 orientation 45 deg away fit
@@ -257,6 +314,7 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
                             dispersion=best[i].dispersion)]
     if not improved:
         return []
+    t = clock()
     # the fitted parameters of each winner, and how much its SL and AL terms are needed
     params = stack_params([best[i].params for i in improved])
     obs = np.stack([polar[i].reshape(-1)[setup.index] for i in improved])
@@ -294,6 +352,7 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
                     out[k][i] = v[0]
             out["message"][i] = f"{out['message'][i]} (searched again on {grid.size} lattice constants)"
     if not kept:
+        tm["neighbour_mixed"] = tm.get("neighbour_mixed", 0.0) + clock() - t
         return []
     done = [improved[j] for j in kept]
     if from_nb:
@@ -303,4 +362,5 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     idx = np.array(done)
     report_angles(out, idx, settings.search.zones)
     store.write_frames(fits_path, idx, out)
+    tm["neighbour_mixed"] = tm.get("neighbour_mixed", 0.0) + clock() - t
     return sorted(done)

@@ -103,6 +103,11 @@ class SupportSettings:
     band_nsigma: float = _s(
         4.0, "number", "radial sigmas", "half-width of the SL and AL q-bands kept as fit points: "
         "the Gaussian peaks are below 3e-4 of their height outside", gt=0, le=20)
+    sl_window_nsigma: float = _s(
+        4.0, "number", "tangential sigmas", "each SL reflection is evaluated only on the polar points within "
+        "this many tangential sigmas (of sl_mosaic times width_factor) of it, found anew at every evaluation "
+        "(fits.scan.window): the cut of band_nsigma, about 20 times fewer Gaussians than every point of the "
+        "shell's q-band; 0 evaluates them all", ge=0, le=20)
 
 
 @dataclass(frozen=True)
@@ -142,8 +147,9 @@ class RefineSettings:
     """Linear stage and Levenberg-Marquardt refinement."""
 
     vary: tuple[str, ...] = _s(DEFAULT_VARY, "names", "", "parameters refined per frame")
-    max_iter: int = _s(15, "integer", "", "Levenberg-Marquardt iterations per start (the library's default; "
-                       "converged demo-twin frames stop after 2-9)", ge=1, le=10000)
+    max_iter: int = _s(15, "integer", "", "accepted Levenberg-Marquardt steps per start, each a Jacobian; the "
+                       "rejected trials between them do not count (fits.batch; the library's default; converged "
+                       "demo-twin frames stop after 2-9)", ge=1, le=10000)
     tol: float = _s(2e-5, "number", "relative deviance decrease", "the deviance is about the number of fit "
                     "points (~5e4), so 2e-5 stops at changes of about one deviance unit", gt=0, le=1)
     n_refine: int = _s(1, "integer", "", "best candidates (by linear deviance) refined per frame in the "
@@ -152,6 +158,16 @@ class RefineSettings:
                             "deviance is within this of the best one (inf: always both); which starts are tried, "
                             "not evidence, so not divided by a dispersion (none is known before the refinement)",
                             ge=0, inf=True)
+    give_up_after: int = _s(3, "integer", "iterations", "the refinement of a neighbour start that cannot beat its "
+                            "frame's fit is given up from this iteration on (fits.batch.GiveUp): earlier, starts that "
+                            "will win still look like the others", ge=1, le=10000)
+    give_up_factor: float = _s(30.0, "number", "predicted decreases", "... when its deviance exceeds the frame's "
+                               "by more than this many times the decrease the Gauss-Newton step predicts (inf: never "
+                               "give up)", ge=0, inf=True)
+    give_up_gap: float = _s(1.6, "number", "of the frame's deviance", "... and by more than this share of it: "
+                            "over 682 traced neighbour-start refinements of the 31 x 31 twin, the 333 that converged "
+                            "below it exceeded it by up to 0.78 where the first test held (a factor 2 on that; inf: never "
+                            "give up)", ge=0, inf=True)
     scale_floor: float = _s(1e-3, "number", "counts", "smallest starting sl/diffuse/al scale, so that none "
                             "starts on its bound", gt=0)
     background_floor: float = _s(1e-4, "number", "counts", "smallest starting background", gt=0)

@@ -16,6 +16,7 @@ import numpy as np
 
 from fits.scan.settings import FitSettings
 from fits.scan.templates import TemplateBank, build_template_bank
+from fits.scan.window import windowed_model
 from xmodel import orientation
 from xmodel.experiment import Experiment
 from xmodel.parameters import ModelParams, params_from_config, structure_from_config
@@ -136,7 +137,8 @@ class FitSetup:
 
     Attributes
     ----------
-    model : orientation-free `PatternModel` on the fit points (``index`` of the polar grid).
+    model : orientation-free `PatternModel` on the fit points (``index`` of the polar grid), its SL
+        peaks evaluated in windows around each reflection (`fits.scan.window.windowed_model`).
     template : sample `ModelParams` (config values: widths, radius, disorder; internal units).
     bank : template bank on the chi grid (`fits.scan.templates.build_template_bank`).
     q : (Q,) q bin centres (1/A); chi_deg : (C,) chi bin centres (deg).
@@ -210,7 +212,8 @@ class FitSetup:
             raise ValueError(f"no valid polar bin lies in the SL or AL q-bands (q {q.min():.3g} .. "
                              f"{q.max():.3g} 1/A); check the config's geometry and mask against the "
                              f"reduction, or reduce over a q range that holds the peaks.")
-        model = support_model(pixels.subset(index), structure, template, a_range, sup.width_factor, dtype)
+        model = windowed_model(support_model(pixels.subset(index), structure, template, a_range, sup.width_factor,
+                                             dtype), index, chi, q, template, sup.width_factor, sup.sl_window_nsigma)
         bank = build_template_bank(chi, wavelength_A=float(exp.geometry.wavelength) * 1e10,
                                    lattice_constant=a0, step_deg=settings.search.step_deg,
                                    mosaic_deg=float(np.degrees(template.sl_mosaic)),

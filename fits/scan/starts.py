@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fits.batch import BatchFit, effective_dispersion, fit_batch
+from fits.batch import BatchFit, GiveUp, effective_dispersion, fit_batch
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
 from fits.status import FitStatus
@@ -79,12 +79,15 @@ class Start:
     params : single-frame starting `ModelParams`.
     source : where it came from, for messages ("neighbour frame 12", "warm start", ...).
     order : tie-break among equal deviances (default: the order of the starts).
+    stop_above : deviance the refinement must end below to be of use (the frame's best so far;
+        ``inf``: none): a refinement that cannot is given up (`refine_starts`).
     """
 
     frame: int
     params: ModelParams
     source: str = ""
     order: tuple = ()
+    stop_above: float = np.inf
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,7 +177,10 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
     -----
     Points are weighted by their pixels (`FitSetup.weight`); a broken frame (`frame_checks`)
     gets weight 0, which `fits.batch.fit_batch` reports as bad data. Each frame's refinement
-    runs on its own (`fits.batch`), so the cut into calls changes no result.
+    runs on its own (`fits.batch`), so the cut into calls changes no result. A start with a
+    finite ``stop_above`` is given up once it cannot end below it (`fits.batch.GiveUp` with
+    `RefineSettings.give_up_after`, ``give_up_factor``, ``give_up_gap``); it then ends
+    NOT_CONVERGED at the deviance it had reached.
     """
     if not starts:
         return []
@@ -194,8 +200,12 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
         p0 = stack_params([s.params for s in part] + [part[0].params] * (n_rows - len(part)))
         w_rows = w[rows].copy()
         w_rows[len(part):] = 0.0                                 # padding: not fitted
+        target = np.array([s.stop_above for s in part] + [np.inf] * (n_rows - len(part)), np.float64)
+        stop = {}
+        if np.isfinite(target).any():
+            stop = {"stop_above": target, "give_up": GiveUp(rs.give_up_after, rs.give_up_factor, rs.give_up_gap)}
         f = fit_batch(y[rows], w_rows, setup.model, p0, list(rs.vary), bounds={"lattice_constant": setup.a_range},
-                      max_iter=rs.max_iter, tol=rs.tol)
+                      max_iter=rs.max_iter, tol=rs.tol, **stop)
         for k, s in enumerate(part):
             obj = float(f.objective[k]) if np.isfinite(f.objective[k]) else np.inf
             out.append(Candidate(frame=s.frame, objective=obj, status=f.status[k],

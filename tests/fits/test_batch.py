@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fits.batch import fit_batch
+from fits.batch import GiveUp, fit_batch
 from fits.parameters import pack
 from fits.pattern_fit import fit_pattern
 from fits.status import FitStatus
@@ -146,6 +146,12 @@ def test_not_converged_at_bound_and_argument_errors(scan):
         fit_batch(frames[:2], weights[:2], model, sub, VARY, bounds={"radius": (10, 40)})
     with pytest.raises(KeyError, match="unknown fit parameter 'a'"):
         fit_batch(frames[:2], weights[:2], model, sub, ["a"])
+    with pytest.raises(ValueError, match="pass stop_above and give_up together"):
+        fit_batch(frames[:2], weights[:2], model, sub, VARY, stop_above=1e3)
+    with pytest.raises(ValueError, match="stop_above holds NaN"):
+        fit_batch(frames[:2], weights[:2], model, sub, VARY, stop_above=[np.nan, 1.0], give_up=GiveUp(3, 30.0, 0.25))
+    with pytest.raises(ValueError, match="GiveUp needs after >= 1"):
+        GiveUp(0, 30.0, 0.25)
 
 
 def test_split_jacobian_equals_jacfwd(scan):

@@ -3,7 +3,7 @@ system; the relationship variants are the distinct NC orientations."""
 import numpy as np
 from scipy.optimize import nnls
 
-from fits.scan.linear import linear_scales, poisson_deviance_np
+from fits.scan.linear import linear_scales, poisson_deviance_np, variant_scales
 
 
 def _full_nnls(components, observed, valid, weight):
@@ -40,3 +40,29 @@ def test_normal_equation_nnls_matches_the_full_system():
     mu = np.einsum("bj,bjp->bp", ref, comps)
     np.testing.assert_allclose(dev, poisson_deviance_np(mu, observed, valid & (weight > 0), weight), rtol=1e-9)
 
+
+
+def test_variant_scales_equal_linear_scales_per_variant():
+    """The AL variants' fits sharing the other terms' normal equations equal one `linear_scales`
+    per variant, the scales in COMPONENTS order (sl, diffuse, al, background)."""
+    rng = np.random.default_rng(5)
+    B, V, P = 3, 5, 2000
+    x = np.linspace(-1, 1, P)
+    base = np.stack([np.exp(-0.5 * ((x - 0.3) / 0.05) ** 2), np.exp(-2 * np.abs(x)), np.ones(P)])
+    base = np.repeat(base[None], B, axis=0) * rng.uniform(0.5, 2.0, (B, 3, 1))
+    al = np.stack([np.exp(-0.5 * ((x - c) / 0.02) ** 2) for c in np.linspace(-0.8, 0.8, V)])
+    al = np.repeat(al[:, None], B, axis=1) * rng.uniform(0.5, 2.0, (V, B, 1))
+    al[1, 2] = 0.0                                          # a variant without AL signal on one frame
+    weight = rng.integers(0, 4, P).astype(float)
+    mu = 40.0 * base[:, 0] + 3.0 * base[:, 1] + 15.0 * al[2] + 0.4 * base[:, 2]
+    observed = rng.poisson(mu * weight) / np.maximum(weight, 1.0)
+    valid = np.ones((B, P), bool)
+    valid[0, :300] = False
+    scales, dev = variant_scales(base, al, observed, valid, weight)
+    assert scales.shape == (V, B, 4) and dev.shape == (V, B)
+    for v in range(V):
+        comps = np.stack([base[:, 0], base[:, 1], al[v], base[:, 2]], axis=1)
+        ref_s, ref_d = linear_scales(comps, observed, valid, weight)
+        np.testing.assert_allclose(scales[v], ref_s, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(dev[v], ref_d, rtol=1e-9)
+    assert np.all(np.argmin(dev, axis=0) == 2)              # the variant in the data fits best

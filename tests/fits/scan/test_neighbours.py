@@ -1,5 +1,7 @@
 """Tests of fits/scan/neighbours.py: doubtful frames refitted from their scan neighbours, the
 lattice-constant grid re-search, and the SL-gain gate that keeps noise and WAXS-only frames unfitted."""
+from dataclasses import replace
+
 import h5py
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from fits.scan.neighbours import lattice_grid, neighbour_pass
 from fits.scan.results import read_fits
 from fits.scan.settings import FitSettings, settings_from_config
 from fits.scan.setup import FitSetup
+from fits.scan.starts import Start, params_from_row, refine_starts
 from fits.status import FitStatus
 from xmodel import orientation
 from xmodel.config import default_paths, load_config
@@ -116,6 +119,69 @@ def test_research_repairs_a_frame_whose_neighbour_is_wrong_too(pair):
     assert _mis_deg(p, fits["orientation_matrix"][1]) < 2.5
     assert fits["lattice_constant"][1] == pytest.approx(float(p.lattice_constant), rel=0.01)
     assert fits["status"][1] == FitStatus.OK.code and fits["configuration"][1] == "conf1"
+
+
+def test_a_refinement_that_cannot_beat_the_frame_is_given_up_and_none_that_can(pair):
+    """The early stop of the neighbour passes (`RefineSettings.give_up_after`, ``give_up_factor``,
+    ``give_up_gap``; `fits.batch.GiveUp`): on both frames, starts 1, 15, 30 and 45 deg off the
+    truth are refined with the frame's fitted deviance plus the replace margin as the target, and
+    without one. Every start that ends below the target without the early stop ends there with
+    it, bit for bit; a start that is given up could not have got below it, and stops sooner. The
+    test's share of the target is lower than the default (which gives up little on these small
+    frames) so that the test gives some start up."""
+    settings = SETTINGS.replace(give_up_gap=0.25)
+    setup, p = pair["setup"], pair["truth"]
+    fits = read_fits(_fitted(pair, "give_up.h5"))
+    with h5py.File(pair["path"], "r") as f:
+        obs = f["entry/reduction/polar"][()].reshape(2, -1)[:, setup.index].astype(float)
+    R = np.asarray(p.sl_orientation(), float)
+    starts = [Start(frame=i, params=params_from_row(fits, i, setup, SETTINGS).replace(
+        base_orientation=orientation.rotation_about_axis(axis, np.radians(deg)) @ R),
+        stop_above=float(fits["objective"][i] + SETTINGS.neighbours.replace_margin))
+        for i in (0, 1) for axis, deg in ((0, 1.0), (0, 15.0), (2, 30.0), (1, 45.0))]
+    free = refine_starts(setup, obs, [replace(s, stop_above=np.inf) for s in starts], settings)
+    held = refine_starts(setup, obs, starts, settings)
+    winners = [n for n, (s, c) in enumerate(zip(starts, free)) if c.status.success and c.objective < s.stop_above]
+    given_up = [n for n, c in enumerate(held) if c.fit.gave_up[c.row]]
+    assert winners and given_up and not set(winners) & set(given_up)
+    for n in winners:
+        assert held[n].objective == free[n].objective and held[n].status is free[n].status
+        np.testing.assert_array_equal(held[n].orientation, free[n].orientation)
+    for n in given_up:
+        assert free[n].objective >= starts[n].stop_above
+        assert held[n].fit.n_iter[held[n].row] < free[n].fit.n_iter[free[n].row]
+        assert held[n].status is FitStatus.NOT_CONVERGED and "given up" in held[n].fit.messages[held[n].row]
+
+
+def test_a_later_pass_reuses_the_refinements_of_unchanged_neighbours(pair, monkeypatch):
+    """Frame 1 is doubtful (marked mixed, its deviance made unbeatable) and its neighbour's
+    orientation 2 deg off its own: the start from it is refined once; a later pass with the same
+    memo reuses that refinement while the neighbour's fit is unchanged, and refines again once it
+    changed."""
+    import fits.scan.neighbours as nb
+
+    setup = pair["setup"]
+    out = _fitted(pair, "memo.h5")
+    with h5py.File(out, "a") as f:
+        g = f["entry/fits"]
+        g["orientation_matrix"][0] = orientation.rotation_about_axis(0, np.radians(2.0)) @ g["orientation_matrix"][0]
+        g["status"][1] = FitStatus.MIXED.code
+        g["objective"][1] = 1.0
+    refined = []
+
+    def counting(setup, obs, starts, settings, **kw):
+        refined.append(len(starts))
+        return refine_starts(setup, obs, starts, settings, **kw)
+
+    monkeypatch.setattr(nb, "refine_starts", counting)
+    memo: dict = {}
+    first = neighbour_pass(out, pair["path"], setup, SETTINGS, progress=False, research=False, memo=memo)
+    again = neighbour_pass(out, pair["path"], setup, SETTINGS, progress=False, research=False, memo=memo)
+    assert first == again == [] and refined == [1, 0] and list(memo) == [(1, 0)]
+    with h5py.File(out, "a") as f:
+        f["entry/fits/lattice_constant"][0] *= 1.001
+    neighbour_pass(out, pair["path"], setup, SETTINGS, progress=False, research=False, memo=memo)
+    assert refined == [1, 0, 1]
 
 
 def test_a_frame_without_sl_peaks_gets_no_fit_from_its_neighbour(pair, tmp_path):

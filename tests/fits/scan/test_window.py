@@ -1,0 +1,102 @@
+"""Tests of fits/scan/window.py: the SL peaks evaluated in windows of the polar grid equal the
+orientation-free model, its Jacobian too, and grids that do not allow windows keep the base model."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fits.scan.settings import FitSettings
+from fits.scan.setup import fit_point_index, support_model
+from fits.scan.window import WindowedModel, window_sizes, windowed_model
+from xmodel import orientation
+from xmodel.config import default_paths, load_config
+from xmodel.experiment import Experiment
+from xmodel.parameters import params_from_config, structure_from_config
+
+CHI = np.arange(180) * 2.0 - 179.0
+#: the SL shells 111 to 311 and the AL 111 ring: few shells, so that the model compiles fast
+Q = np.concatenate([np.geomspace(0.06, 0.14, 45), np.geomspace(1.80, 1.88, 8)])
+
+
+@pytest.fixture(scope="module")
+def models():
+    """The red domain's orientation-free model on the fit points of a 2 deg polar grid, windowed."""
+    cfg = load_config(default_paths("red"))
+    sup = FitSettings().support
+    template = params_from_config(cfg)
+    a0 = float(template.lattice_constant)
+    a_range = (sup.a_range_rel[0] * a0, sup.a_range_rel[1] * a0)
+    structure = structure_from_config(cfg, a_range)
+    pixels = Experiment.from_config(cfg).polar_pixels(Q, CHI)
+    index = fit_point_index(pixels, structure, template, a_range, sup.width_factor, None, sup.band_nsigma)
+    base = support_model(pixels.subset(index), structure, template, a_range, sup.width_factor)
+    win = windowed_model(base, index, CHI, Q, template, sup.width_factor, sup.sl_window_nsigma)
+    return {"base": base, "win": win, "template": template, "a_range": a_range, "index": index, "sup": sup}
+
+
+def _random_params(m, rng):
+    """Sample parameters at a random SL orientation, tilt and lattice constant of the range."""
+    quat = rng.normal(size=4)
+    R = np.asarray(orientation.matrix_from_quaternion(quat / np.linalg.norm(quat)), np.float64)
+    return m["template"].replace(base_orientation=R, inplane=float(rng.normal(0, 0.2)),
+                                 tilt1=float(rng.normal(0, 0.2)), tilt2=float(rng.normal(0, 0.2)),
+                                 lattice_constant=float(rng.uniform(*m["a_range"])), sl_scale=3000.0,
+                                 diffuse_scale=45.0, al_scale=20.0, background=0.05)
+
+
+def test_the_windows_are_used_and_much_smaller_than_the_bands(models):
+    win, base = models["win"], models["base"]
+    assert isinstance(win, WindowedModel)
+    pairs = sum((2 * W + 1) * (2 * V + 1) * base.support.sl_shells[i].members.size
+                for i, (_, W, V, _) in enumerate(win.windows.shells))
+    dense = sum(s.points.size * s.members.size for s in base.support.sl_shells)
+    assert pairs < dense / 4
+
+
+def test_windowed_terms_and_model_equal_the_orientation_free_ones(models):
+    """Every term, in the order asked for, and the model, at random orientations, tilts and a."""
+    win, base = models["win"], models["base"]
+    rng = np.random.default_rng(7)
+    batch = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[_random_params(models, rng) for _ in range(6)])
+    parts = ("background", "al_scale", "diffuse_scale", "sl_scale")
+
+    def terms(model):
+        return np.asarray(jax.jit(jax.vmap(model.components(parts), in_axes=(None, 0)))(model.arrays, batch))
+
+    a, b = terms(base), terms(win)
+    sl_max = a[:, 3].max(axis=1, keepdims=True)
+    assert np.all(sl_max > 0)
+    assert np.max(np.abs(b[:, 3] - a[:, 3]) / sl_max) < 1e-3
+    np.testing.assert_allclose(b[:, :3], a[:, :3], rtol=1e-5, atol=1e-12)
+    p = jax.tree_util.tree_map(lambda x: x[0], batch)
+    np.testing.assert_allclose(np.asarray(win(p)), np.asarray(base(p)), rtol=0, atol=1e-3 * 3000.0 * sl_max[0, 0])
+
+
+def test_windowed_jacobian_equals_the_orientation_free_one(models):
+    win, base = models["win"], models["base"]
+    p = _random_params(models, np.random.default_rng(3))
+
+    def jac(model):
+        def f(th):
+            q = p.replace(inplane=th[0], tilt1=th[1], tilt2=th[2], lattice_constant=th[3])
+            return model.evaluate(model.arrays, q)
+        th = jnp.array([p.inplane, p.tilt1, p.tilt2, p.lattice_constant], dtype=jnp.asarray(p.inplane).dtype)
+        return np.asarray(jax.jit(jax.jacfwd(f))(th))
+
+    a, b = jac(base), jac(win)
+    scale = np.abs(a).max(axis=0)
+    assert np.all(scale > 0)
+    assert np.max(np.abs(b - a) / scale) < 1e-3
+
+
+def test_grids_without_regular_chi_rows_or_windows_keep_the_base_model(models):
+    base, m = models["base"], models
+    sup = m["sup"]
+    assert windowed_model(base, m["index"], CHI, Q, m["template"], sup.width_factor, 0.0) is base
+    uneven = CHI.copy()
+    uneven[5] += 0.3
+    assert windowed_model(base, m["index"], uneven, Q, m["template"], sup.width_factor, 4.0) is base
+    # a mosaic so wide that a window would span the ring
+    assert window_sizes(Q, np.array([0.1]), np.array([10]), 0.01, 1.0, 2.0, 0.6, 0.0, 4.0) is None
+    rows, cols = window_sizes(Q, np.array([0.1]), np.array([10]), 0.01, 1.0, 2.0, 0.02, 0.0, 4.0)
+    assert 3 <= rows < 90 and cols >= 1
