@@ -110,11 +110,13 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
     res = search_orientations(clean, setup.q, bank, a_range=a_range, n_best=max(1, ss.n_candidates),
                               min_significance=threshold, lattice_constants=lattice_constants,
                               sigma_q=ss.ring_sigma_q, n_lattice=ss.n_lattice, lattice_separation=ss.lattice_separation,
-                              min_separation_deg=ss.match_separation_steps * ss.step_deg, n_grid=ss.lattice_grid_points)
+                              min_separation_deg=ss.match_separation_steps * ss.step_deg, n_grid=ss.lattice_grid_points,
+                              spike_sigma=ss.spike_sigma)
     tm["search"] = tm.get("search", 0.0) + clock() - t
     t = clock()
     res = refine_matches(clean, setup.q, res, bank, n_refine=max(1, ss.n_candidates), step_deg=ss.refine_step_deg,
-                         radius_deg=ss.refine_radius_steps * ss.step_deg, sigma_q=ss.ring_sigma_q)
+                         radius_deg=ss.refine_radius_steps * ss.step_deg, sigma_q=ss.ring_sigma_q,
+                         spike_sigma=ss.spike_sigma)
     tm["refine_search"] = tm.get("refine_search", 0.0) + clock() - t
     out["search_score"][:] = res.score[:, 0]
     out["significance"][:] = res.significance

@@ -10,7 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from fits.scan.linear import COMPONENTS, component_images
-from fits.scan.search import estimate_lattice_constant, ring_profiles, ring_significance
+from fits.scan.search import (
+    estimate_lattice_constant,
+    mask_spikes,
+    ring_profiles,
+    ring_significance,
+)
 from fits.scan.settings import FitSettings, SearchSettings
 from fits.scan.setup import FitSetup
 from fits.status import FitStatus
@@ -32,6 +37,10 @@ def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray
     ``settings.evidence.mixed_al_significance`` and ``settings.evidence.mixed_al_ratio`` of the fitted AL peaks
     (a second grain whose SL peaks are weak still shows its own NC orientation).
     """
+    ss = settings.search
+    if np.isfinite(ss.spike_sigma):            # hot pixels are no second grain (as in the search)
+        polar = mask_spikes(polar, setup.q, sigma_q=ss.ring_sigma_q, n_sigma=ss.spike_sigma,
+                            mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)))
     comps = component_images(setup.model, params) if len(frames) else None    # one pass for both tests
     left = residual_significance(polar, setup, params, setup.a_range, components=comps,
                                  sigma_q=settings.search.ring_sigma_q, n_grid=settings.search.lattice_grid_points)

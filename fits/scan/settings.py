@@ -120,6 +120,9 @@ class SearchSettings:
                                  "in-domain frames 1.8-3 on the twin", ge=0, inf=True)
     ring_sigma_q: float = _s(0.0015, "number", "1/A", "radial sigma of the SL rings the search extracts "
                              "(superlattice.radial_width of the five domain configs)", gt=0, le=0.05)
+    spike_sigma: float = _s(5.0, "number", "Poisson sigma", "a polar bin whose neighbours hold this many "
+                            "sigma less than the least an SL peak puts next to its maximum is a hot pixel or zinger, "
+                            "masked for the search and the mixed test (inf: never)", gt=0, inf=True)
     lattice_grid_points: int = _s(400, "integer", "", "lattice constants scored over the allowed range "
                                   "by the radial shell-position score (0.05 % steps over the default range)", ge=2, le=100000)
     n_lattice: int = _s(3, "integer", "", "candidate lattice constants per frame (maxima of that score): fcc "
