@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fits.batch import effective_dispersion, pearson_statistic
 from fits.scan.angles import (
     COVARIANCE_KEY,
     ORIENTATION_PARAMETERS,
@@ -38,7 +39,7 @@ from fits.scan.angles import (
 from fits.scan.linear import component_images, linear_scales
 from fits.scan.mixed import flag_mixed
 from fits.scan.results import STDERR_OF, empty_results
-from fits.scan.search import refine_matches, search_orientations
+from fits.scan.search import mask_spikes, refine_matches, search_orientations
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
 from fits.scan.starts import (
@@ -94,6 +95,9 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
     tm = timings if timings is not None else {}
     clock = time.perf_counter
     polar = np.asarray(polar, np.float64)
+    if np.isfinite(settings.search.spike_sigma):     # hot pixels: out of the search, the linear stage and the fit
+        polar = mask_spikes(polar, setup.q, sigma_q=settings.search.ring_sigma_q, n_sigma=settings.search.spike_sigma,
+                            mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)))
     B = polar.shape[0]
     model, template, bank = setup.model, setup.template, setup.bank
     a_range = setup.a_range
@@ -157,12 +161,20 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
         dev_sl[:, ti] = d0
         comps_t.append((jax.tree_util.tree_map(np.asarray, p), comps, sc0))
     n_ref = max(1, min(int(settings.refine.n_refine), n_t))
-    order = np.argsort(dev_sl, axis=1, kind="stable")[:, :n_ref]          # (n, R) candidates to refine
+    # the n_refine best by linear deviance, and every candidate the linear stage cannot tell from the
+    # best: within refine_margin of it after division by the best linear fit's dispersion (a repeated
+    # column is refined once)
+    ranked = np.argsort(dev_sl, axis=1, kind="stable")                    # (n, T)
+    lead = np.take_along_axis(dev_sl, ranked, axis=1)
+    phi_lin = linear_dispersion(comps_t, ranked[:, 0], y, v, w)
+    close = lead - lead[:, :1] <= settings.refine.refine_margin * phi_lin[:, None]
+    close[:, :n_ref] = True
+    order = np.where(close, ranked, ranked[:, :1])                         # (n, T) candidates to refine
     if n_ref > 1:
         # and the best template score (match 0), which the linear deviance sometimes ranks below an
         # aliased a's match on strongly tilted boundary frames (a repeated column is refined once)
         order = np.concatenate([order, np.where((order == 0).any(axis=1), order[:, 0], 0)[:, None]], axis=1)
-        n_ref += 1
+    n_ref = order.shape[1]
     stacked = jax.tree_util.tree_map(lambda *x: np.stack(x), *[c[0] for c in comps_t])   # (T, n, ...)
     for r_i in range(n_ref):
         # the frames whose candidate in this column is new (a repeated one is not tried twice)
@@ -242,6 +254,27 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
     flag_mixed(out, todo, clean[todo], setup, stack_params(chosen), settings)
     tm["mixed"] = tm.get("mixed", 0.0) + clock() - t
     report_angles(out, todo, settings.search.zones)
+    return out
+
+
+def linear_dispersion(comps_t: list, best: np.ndarray, y: np.ndarray, valid: np.ndarray, weight: np.ndarray
+                      ) -> np.ndarray:
+    """(n,) ``max(phi, 1)`` of each frame's linear-scale fit of candidate ``best`` (n,).
+
+    ``comps_t[t] = (params, components (n, k, P), scales (n, k))`` of candidate ``t`` (the linear
+    stage of `fit_frames`); ``y``, ``valid``, ``weight`` (n, P). ``phi = X^2 / (n_points - k)``
+    with the Pearson ``X^2`` of `fits.batch.pearson_statistic` (McCullagh & Nelder 1989, sec. 9.2):
+    the factor by which the frame's deviance differences exceed those of Poisson noise, when the
+    model misses the frame's peak shapes.
+    """
+    out = np.ones(best.size)
+    for j, t in enumerate(best):
+        comps, sc = comps_t[t][1][j], comps_t[t][2][j]
+        mu = np.asarray(sc, np.float64) @ np.asarray(comps, np.float64)
+        w = np.where(valid[j], weight[j], 0.0)
+        x2 = float(pearson_statistic(mu, y[j], w))
+        dof = max(int(np.sum(w > 0)) - len(sc), 1)
+        out[j] = float(effective_dispersion(x2 / dof))
     return out
 
 

@@ -55,7 +55,7 @@ __all__ = [
     "zone_axis_grid",
     # frames
     "SearchResult", "anisotropic_excess", "estimate_lattice_constant", "isolated_spikes",
-    "lattice_constant_candidates", "lattice_constant_score", "mask_spikes", "refine_matches", "ring_profiles",
+    "lattice_constant_candidates", "lattice_constant_score", "mask_spikes", "mask_spikes_on_points", "refine_matches", "ring_profiles",
     "ring_significance",
     "search_orientations",
 ]
@@ -129,6 +129,16 @@ def mask_spikes(polar: np.ndarray, q: np.ndarray, **kwargs) -> np.ndarray:
     polar = np.array(polar, np.float64)
     polar[isolated_spikes(polar, q, **kwargs)] = np.nan
     return polar
+
+
+def mask_spikes_on_points(obs: np.ndarray, index: np.ndarray, shape: tuple[int, int], q: np.ndarray,
+                          **kwargs) -> np.ndarray:
+    """``obs`` (B, P), counts on the fit points ``index`` of a (C, Q) polar grid, with its
+    `isolated_spikes` set to NaN (the other bins count as unmeasured); keywords as there."""
+    obs = np.asarray(obs, np.float64)
+    img = np.full((obs.shape[0], shape[0] * shape[1]), np.nan)
+    img[:, index] = obs
+    return mask_spikes(img.reshape(-1, *shape), q, **kwargs).reshape(obs.shape[0], -1)[:, index]
 
 
 def anisotropic_excess(polar: np.ndarray) -> np.ndarray:

@@ -151,6 +151,11 @@ class RefineSettings:
                     "points (~5e4), so 2e-5 stops at changes of about one deviance unit", gt=0, le=1)
     n_refine: int = _s(1, "integer", "", "best candidates (by linear deviance) refined per frame in the "
                        "main pass, plus the best-scoring template when more than 1", ge=1, le=100)
+    refine_margin: float = _s(10.0, "number", "deviance / dispersion", "every candidate whose linear-scale "
+                              "deviance, divided by the best linear fit's dispersion max(phi, 1), is within this of "
+                              "the best one's is refined too (the linear stage cannot tell them apart; a model that "
+                              "misses the peak shapes has phi >> 1): a likelihood ratio of exp(5), as "
+                              "replace_margin", ge=0, inf=True)
     conf_margin: float = _s(50.0, "number", "deviance", "a configuration is refined when its linear-scale "
                             "deviance is within this of the best one (inf: always both); which starts are tried, "
                             "not evidence, so not divided by a dispersion (none is known before the refinement)",
