@@ -12,9 +12,8 @@ import numpy as np
 from fits.scan.linear import COMPONENTS, component_images
 from fits.scan.search import (
     estimate_lattice_constant,
+    localised_significance,
     mask_spikes,
-    ring_profiles,
-    ring_significance,
 )
 from fits.scan.settings import FitSettings, SearchSettings
 from fits.scan.setup import FitSetup
@@ -150,7 +149,7 @@ def residual_significance(polar: np.ndarray, setup: FitSetup, params: ModelParam
     Notes
     -----
     ``polar - sl_scale * SL_component(params)`` on the fit points keeps the diffuse scattering and
-    background (so the Poisson noise floor of `fits.scan.search.ring_significance` still holds) and
+    background (so the Poisson noise floor of `fits.scan.search.localised_significance` still holds) and
     removes the peaks the fit explains; the ring significance of what is left, at the lattice
     constant `fits.scan.search.estimate_lattice_constant` finds in it, measures peaks of a second
     orientation (a mixed pattern) or of a misfit. The fitted peaks' `footprint` is masked: a peak
@@ -172,5 +171,4 @@ def residual_significance(polar: np.ndarray, setup: FitSetup, params: ModelParam
     left = flat.reshape(polar.shape)
     shells = tuple(int(x) for x in setup.bank.shells)
     a = estimate_lattice_constant(left, setup.q, a_range, shells=shells, sigma_q=sigma_q, n_grid=n_grid)
-    prof, level = ring_profiles(left, setup.q, a, shells, sigma_q)
-    return ring_significance(prof, level).max(axis=1)
+    return localised_significance(left, setup.q, a[:, None], shells, sigma_q).max(axis=(1, 2))

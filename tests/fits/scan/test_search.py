@@ -14,6 +14,7 @@ from fits.scan.search import (
     estimate_lattice_constant,
     isolated_spikes,
     lattice_constant_candidates,
+    localised_significance,
     refine_matches,
     search_orientations,
 )
@@ -87,6 +88,21 @@ def test_hot_pixel_is_masked_and_no_peak_is(frames):
     assert not search_orientations(hot, Q, bank, a_range=(0.85 * a0, 1.05 * a0)).has_signal[0]
     unmasked = search_orientations(hot, Q, bank, a_range=(0.85 * a0, 1.05 * a0), spike_sigma=np.inf)
     assert unmasked.has_signal[0]                        # what the hot pixel did before
+
+
+def test_a_streak_along_q_is_no_ring_peak(frames):
+    """A streak (30 counts on one chi row at every q) lights every ring at one chi: the ring
+    significance against the chi median sees a peak, the one against the radial surroundings does not."""
+    from fits.scan.search import ring_profiles, ring_significance
+
+    a0, shells = frames["a0"], tuple(frames["bank"].shells)
+    streak = frames["imgs"][5:].copy()
+    streak[0, 40, :] += 30.0
+    prof, level = ring_profiles(streak, Q, np.array([a0]), shells)
+    assert ring_significance(prof, level).max() > 8.0
+    assert localised_significance(streak, Q, np.array([[a0]]), shells).max() < 8.0
+    lit = localised_significance(frames["imgs"][:5], Q, np.array([[a0]] * 5), shells)
+    assert (lit.max(axis=(1, 2)) > 8.0).all()
 
 
 def test_search_shape_message(frames):
