@@ -104,7 +104,8 @@ def isolated_spikes(polar: np.ndarray, q: np.ndarray, *, sigma_q: float = Search
     q = np.asarray(q, float)
     B, C, Q = polar.shape
     med = _nan_median(polar, axis=1)[:, None, :]                         # (B, 1, Q)
-    e = polar - med
+    with np.errstate(invalid="ignore"):          # inf - inf in a broken frame: not finite, never a spike
+        e = polar - med
     fin = np.isfinite(e)
     ne = np.where(fin, e, -np.inf)
     pad = np.concatenate([np.full((B, C, 1), -np.inf), ne, np.full((B, C, 1), -np.inf)], axis=2)
