@@ -27,6 +27,7 @@ import time
 import jax
 import numpy as np
 
+from fits.batch import effective_dispersion, pearson_statistic
 from fits.scan.angles import (
     COVARIANCE_KEY,
     ORIENTATION_PARAMETERS,
@@ -37,7 +38,7 @@ from fits.scan.angles import (
 from fits.scan.linear import component_images, linear_scales, variant_scales
 from fits.scan.mixed import flag_mixed
 from fits.scan.results import STDERR_OF, empty_results
-from fits.scan.search import refine_matches, search_orientations
+from fits.scan.search import mask_spikes, refine_matches, search_orientations
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
 from fits.scan.starts import (
@@ -93,6 +94,9 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
     tm = timings if timings is not None else {}
     clock = time.perf_counter
     polar = np.asarray(polar, np.float64)
+    if np.isfinite(settings.search.spike_sigma):     # hot pixels: out of the search, the linear stage and the fit
+        polar = mask_spikes(polar, setup.q, sigma_q=settings.search.ring_sigma_q, n_sigma=settings.search.spike_sigma,
+                            mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)))
     B = polar.shape[0]
     model, template, bank = setup.model, setup.template, setup.bank
     a_range = setup.a_range
@@ -109,11 +113,13 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
     res = search_orientations(clean, setup.q, bank, a_range=a_range, n_best=max(1, ss.n_candidates),
                               min_significance=threshold, lattice_constants=lattice_constants,
                               sigma_q=ss.ring_sigma_q, n_lattice=ss.n_lattice, lattice_separation=ss.lattice_separation,
-                              min_separation_deg=ss.match_separation_steps * ss.step_deg, n_grid=ss.lattice_grid_points)
+                              min_separation_deg=ss.match_separation_steps * ss.step_deg, n_grid=ss.lattice_grid_points,
+                              spike_sigma=ss.spike_sigma)
     tm["search"] = tm.get("search", 0.0) + clock() - t
     t = clock()
     res = refine_matches(clean, setup.q, res, bank, n_refine=max(1, ss.n_candidates), step_deg=ss.refine_step_deg,
-                         radius_deg=ss.refine_radius_steps * ss.step_deg, sigma_q=ss.ring_sigma_q)
+                         radius_deg=ss.refine_radius_steps * ss.step_deg, sigma_q=ss.ring_sigma_q,
+                         spike_sigma=ss.spike_sigma)
     tm["refine_search"] = tm.get("refine_search", 0.0) + clock() - t
     out["search_score"][:] = res.score[:, 0]
     out["significance"][:] = res.significance
@@ -155,12 +161,20 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
     sc_all = sc_all.reshape(n_t, todo.size, -1)
     stacked = jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((n_t, todo.size) + np.shape(x)[1:]), p_all)
     n_ref = max(1, min(int(settings.refine.n_refine), n_t))
-    order = np.argsort(dev_sl, axis=1, kind="stable")[:, :n_ref]          # (n, R) candidates to refine
+    # the n_refine best by linear deviance, and every candidate the linear stage cannot tell from the
+    # best: within refine_margin of it after division by the best linear fit's dispersion (a repeated
+    # column is refined once)
+    ranked = np.argsort(dev_sl, axis=1, kind="stable")                    # (n, T)
+    lead = np.take_along_axis(dev_sl, ranked, axis=1)
+    phi_lin = linear_dispersion(comps_all, sc_all, ranked[:, 0], y, v, w)
+    close = lead - lead[:, :1] <= settings.refine.refine_margin * phi_lin[:, None]
+    close[:, :n_ref] = True
+    order = np.where(close, ranked, ranked[:, :1])                         # (n, T) candidates to refine
     if n_ref > 1:
         # and the best template score (match 0), which the linear deviance sometimes ranks below an
         # aliased a's match on strongly tilted boundary frames (a repeated column is refined once)
         order = np.concatenate([order, np.where((order == 0).any(axis=1), order[:, 0], 0)[:, None]], axis=1)
-        n_ref += 1
+    n_ref = order.shape[1]
     # 2. configuration and its symmetric variant (`relationship_variants`) by the WAXS part: the AL
     #    term of every variant in one evaluation, their linear fits sharing the other terms
     variants = [(ci, R_v) for ci, name in enumerate(names) for R_v in orientation.relationship_variants(rels[name])]
@@ -240,6 +254,28 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
     flag_mixed(out, todo, clean[todo], setup, stack_params(chosen), settings)
     tm["mixed"] = tm.get("mixed", 0.0) + clock() - t
     report_angles(out, todo, settings.search.zones)
+    return out
+
+
+def linear_dispersion(comps_all: np.ndarray, sc_all: np.ndarray, best: np.ndarray, y: np.ndarray,
+                      valid: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """(n,) ``max(phi, 1)`` of each frame's linear-scale fit of candidate ``best`` (n,).
+
+    ``comps_all`` (T, n, k, P) unit-scale components and ``sc_all`` (T, n, k) linear scales of
+    candidate ``t`` for frame ``j`` (the linear stage of `fit_frames`); ``y``, ``valid``,
+    ``weight`` (n, P). ``phi = X^2 / (n_points - k)`` with the Pearson ``X^2`` of
+    `fits.batch.pearson_statistic` (McCullagh & Nelder 1989, sec. 9.2): the factor by which the
+    frame's deviance differences exceed those of Poisson noise, when the model misses the frame's
+    peak shapes.
+    """
+    out = np.ones(best.size)
+    for j, t in enumerate(best):
+        comps, sc = comps_all[t, j], sc_all[t, j]
+        mu = np.asarray(sc, np.float64) @ np.asarray(comps, np.float64)
+        w = np.where(valid[j], weight[j], 0.0)
+        x2 = float(pearson_statistic(mu, y[j], w))
+        dof = max(int(np.sum(w > 0)) - len(sc), 1)
+        out[j] = float(effective_dispersion(x2 / dof))
     return out
 
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from fits.scan.linear import COMPONENTS, component_images
-from fits.scan.search import estimate_lattice_constant, ring_profiles, ring_significance
+from fits.scan.search import (
+    estimate_lattice_constant,
+    localised_significance,
+    mask_spikes,
+)
 from fits.scan.settings import FitSettings, SearchSettings
 from fits.scan.setup import FitSetup
 from fits.status import FitStatus
@@ -32,6 +36,10 @@ def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray
     ``settings.evidence.mixed_al_significance`` and ``settings.evidence.mixed_al_ratio`` of the fitted AL peaks
     (a second grain whose SL peaks are weak still shows its own NC orientation).
     """
+    ss = settings.search
+    if np.isfinite(ss.spike_sigma):            # hot pixels are no second grain (as in the search)
+        polar = mask_spikes(polar, setup.q, sigma_q=ss.ring_sigma_q, n_sigma=ss.spike_sigma,
+                            mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)))
     comps = component_images(setup.model, params) if len(frames) else None    # one pass for both tests
     left = residual_significance(polar, setup, params, setup.a_range, components=comps,
                                  sigma_q=settings.search.ring_sigma_q, n_grid=settings.search.lattice_grid_points)
@@ -56,6 +64,18 @@ def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray
                                  + ("" if st.success else f" and did not converge ({out['message'][i]})"))
 
 
+def footprint(mu: np.ndarray, term: np.ndarray) -> np.ndarray:
+    """(B, P) bool: fit points where a fitted ``term`` (B, P) exceeds one Poisson sigma of the
+    fitted model ``mu`` (B, P) (counts per pixel), ``term > sqrt(mu)``.
+
+    Where a fitted peak stands above the noise a misfit of its shape or position leaves a residual
+    of a fraction of its height; outside, the misfit is below one sigma per pixel. A bright peak's
+    footprint is wider than a faint one's (to ``sqrt(2 ln(h / sqrt(b)))`` sigmas for height ``h``
+    over a level ``b``), as its misfit residual is.
+    """
+    return np.asarray(term) > np.sqrt(np.clip(np.asarray(mu), 0.0, None))
+
+
 def al_residual(polar: np.ndarray, setup: FitSetup, params: ModelParams, band_sigma: float,
                 components: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Largest AL excess left by a fit per chi bin: significance (B,) and fraction (B,) of the fitted AL peaks.
@@ -74,7 +94,9 @@ def al_residual(polar: np.ndarray, setup: FitSetup, params: ModelParams, band_si
     a_AL``, the excess ``sum n (y - mu)`` per chi bin over its Poisson deviation ``sqrt(sum n
     mu)`` (``n`` pixels per point, ``mu`` the fitted model): the significance of unexplained AL
     intensity, which a second NC orientation (a mixed pattern) puts at other chi than the fitted
-    one. The fraction is that excess over the largest per-bin sum of the fitted AL term.
+    one; the points where the fitted AL peaks stand above the noise (`footprint`) are left out, so
+    that a fitted peak whose shape the model misses is not taken for a second one. The fraction
+    is that excess over the largest per-bin sum of the fitted AL term.
 
     Validation: a second grain's AL peaks are seen, Poisson noise is not
     (tests/fits/scan/test_driver.py); the twin's figures at `fits.scan.settings.EvidenceSettings`.
@@ -93,11 +115,16 @@ def al_residual(polar: np.ndarray, setup: FitSetup, params: ModelParams, band_si
     scales = np.stack([np.asarray(getattr(params, c), np.float64).reshape(-1) for c in COMPONENTS], 1)
     mu = np.einsum("bc,bcp->bp", scales, comps)
     y = polar.reshape(B, -1)[:, setup.index]
-    use = np.isfinite(y) & band[None, :] & (setup.weight[None, :] > 0)
+    al = scales[:, 2:3] * comps[:, 2]
+    band_ok = np.isfinite(y) & band[None, :] & (setup.weight[None, :] > 0)
     n = setup.weight[None, :]
-    bins = (np.arange(B)[:, None] * C + chi_i[None, :])[use]                  # (frame, chi) bin of each point
-    acc = np.stack([np.bincount(bins, (v * n)[use], minlength=B * C).reshape(B, C)
-                    for v in (np.nan_to_num(y) - mu, mu, scales[:, 2:3] * comps[:, 2])])
+
+    def per_bin(v: np.ndarray, use: np.ndarray) -> np.ndarray:
+        bins = (np.arange(B)[:, None] * C + chi_i[None, :])[use]              # (frame, chi) bin of each point
+        return np.bincount(bins, (v * n)[use], minlength=B * C).reshape(B, C)
+
+    outside = band_ok & ~footprint(mu, al)      # the excess: away from the fitted AL peaks
+    acc = np.stack([per_bin(np.nan_to_num(y) - mu, outside), per_bin(mu, outside), per_bin(al, band_ok)])
     z = acc[0] / np.sqrt(np.maximum(acc[1], 1e-12))
     best = np.argmax(z, axis=1)
     excess = np.take_along_axis(acc[0], best[:, None], 1)[:, 0]
@@ -122,23 +149,26 @@ def residual_significance(polar: np.ndarray, setup: FitSetup, params: ModelParam
     Notes
     -----
     ``polar - sl_scale * SL_component(params)`` on the fit points keeps the diffuse scattering and
-    background (so the Poisson noise floor of `fits.scan.search.ring_significance` still holds) and
+    background (so the Poisson noise floor of `fits.scan.search.localised_significance` still holds) and
     removes the peaks the fit explains; the ring significance of what is left, at the lattice
     constant `fits.scan.search.estimate_lattice_constant` finds in it, measures peaks of a second
-    orientation (a mixed pattern) or of a misfit. Rings of the model's peaks that the fit
-    misses in shape (not in position) leave a fraction of their height, hence the relative
-    threshold of `EvidenceSettings.mixed_ratio`.
+    orientation (a mixed pattern) or of a misfit. The fitted peaks' `footprint` is masked: a peak
+    whose shape the model misses (paracrystal peaks are broader than Gaussian, with other tails)
+    leaves a residual there, a second grain puts its peaks elsewhere. What a misfit leaves outside
+    it is covered by the relative threshold of `EvidenceSettings.mixed_ratio`.
     """
     polar = np.array(polar, np.float64)
     B = polar.shape[0]
     if B == 0:
         return np.zeros(0)
-    comp = (component_images(setup.model, params, ("sl_scale",))[:, 0] if components is None
-            else components[:, COMPONENTS.index("sl_scale")])
+    comps = component_images(setup.model, params) if components is None else components
+    scales = np.stack([np.asarray(getattr(params, c), np.float64).reshape(-1) for c in COMPONENTS], 1)
+    sl = scales[:, COMPONENTS.index("sl_scale"), None] * comps[:, COMPONENTS.index("sl_scale")]
     flat = polar.reshape(B, -1)
-    flat[:, setup.index] -= np.asarray(params.sl_scale, np.float64).reshape(B, 1) * comp
+    sub = flat[:, setup.index] - sl
+    sub[footprint(np.einsum("bc,bcp->bp", scales, comps), sl)] = np.nan
+    flat[:, setup.index] = sub
     left = flat.reshape(polar.shape)
     shells = tuple(int(x) for x in setup.bank.shells)
     a = estimate_lattice_constant(left, setup.q, a_range, shells=shells, sigma_q=sigma_q, n_grid=n_grid)
-    prof, level = ring_profiles(left, setup.q, a, shells, sigma_q)
-    return ring_significance(prof, level).max(axis=1)
+    return localised_significance(left, setup.q, a[:, None], shells, sigma_q).max(axis=(1, 2))

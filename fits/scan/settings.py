@@ -125,6 +125,9 @@ class SearchSettings:
                                  "in-domain frames 1.8-3 on the twin", ge=0, inf=True)
     ring_sigma_q: float = _s(0.0015, "number", "1/A", "radial sigma of the SL rings the search extracts "
                              "(superlattice.radial_width of the five domain configs)", gt=0, le=0.05)
+    spike_sigma: float = _s(5.0, "number", "Poisson sigma", "a polar bin whose neighbours hold this many "
+                            "sigma less than the least an SL peak puts next to its maximum is a hot pixel or zinger, "
+                            "masked for the search and the mixed test (inf: never)", gt=0, inf=True)
     lattice_grid_points: int = _s(400, "integer", "", "lattice constants scored over the allowed range "
                                   "by the radial shell-position score (0.05 % steps over the default range)", ge=2, le=100000)
     n_lattice: int = _s(3, "integer", "", "candidate lattice constants per frame (maxima of that score): fcc "
@@ -154,6 +157,11 @@ class RefineSettings:
                     "points (~5e4), so 2e-5 stops at changes of about one deviance unit", gt=0, le=1)
     n_refine: int = _s(1, "integer", "", "best candidates (by linear deviance) refined per frame in the "
                        "main pass, plus the best-scoring template when more than 1", ge=1, le=100)
+    refine_margin: float = _s(10.0, "number", "deviance / dispersion", "every candidate whose linear-scale "
+                              "deviance, divided by the best linear fit's dispersion max(phi, 1), is within this of "
+                              "the best one's is refined too (the linear stage cannot tell them apart; a model that "
+                              "misses the peak shapes has phi >> 1): a likelihood ratio of exp(5), as "
+                              "replace_margin", ge=0, inf=True)
     conf_margin: float = _s(50.0, "number", "deviance", "a configuration is refined when its linear-scale "
                             "deviance is within this of the best one (inf: always both); which starts are tried, "
                             "not evidence, so not divided by a dispersion (none is known before the refinement)",

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fits.batch import BatchFit, GiveUp, effective_dispersion, fit_batch
+from fits.scan.search import mask_spikes_on_points
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
 from fits.status import FitStatus
@@ -175,7 +176,9 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
 
     Notes
     -----
-    Points are weighted by their pixels (`FitSetup.weight`); a broken frame (`frame_checks`)
+    Points are weighted by their pixels (`FitSetup.weight`); hot pixels and zingers
+    (`fits.scan.search.isolated_spikes` at ``settings.search.spike_sigma``) are left out, so every
+    refinement of a frame sees the same points; a broken frame (`frame_checks`)
     gets weight 0, which `fits.batch.fit_batch` reports as bad data. Each frame's refinement
     runs on its own (`fits.batch`), so the cut into calls changes no result. A start with a
     finite ``stop_above`` is given up once it cannot end below it (`fits.batch.GiveUp` with
@@ -185,6 +188,11 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
     if not starts:
         return []
     obs = np.asarray(obs, np.float64)
+    ss = settings.search
+    if np.isfinite(ss.spike_sigma):      # hot pixels: no term of the model, and they would set the dispersion
+        obs = mask_spikes_on_points(obs, setup.index, (setup.chi_deg.size, setup.q.size), setup.q,
+                                    sigma_q=ss.ring_sigma_q, n_sigma=ss.spike_sigma,
+                                    mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)))
     valid, bad = frame_checks(obs, setup.weight)
     y = np.where(valid, obs, 0.0)
     w = np.where(valid & ~bad[:, None], setup.weight[None, :], 0.0)

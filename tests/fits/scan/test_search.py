@@ -12,7 +12,9 @@ from fits.scan.search import (
     _ring_features,
     build_template_bank,
     estimate_lattice_constant,
+    isolated_spikes,
     lattice_constant_candidates,
+    localised_significance,
     refine_matches,
     search_orientations,
 )
@@ -68,6 +70,39 @@ def test_search_finds_orientation_and_lattice_constant(frames):
         # the scan fit brings interior points to ~0.1 deg (tests/fits/scan/test_driver.py)
         assert mis < 5.0, (DOMAINS[i], mis)   # red (7 deg tilt) is the worst, ~4 deg
         assert abs(res.lattice_constant[i] / float(p.lattice_constant) - 1) < 0.01
+
+
+def test_hot_pixel_is_masked_and_no_peak_is(frames):
+    """A hot pixel (one polar bin of 5000 counts) in an empty frame is found and masked, so the
+    frame keeps no signal; no bin of the five domains' SL peaks is a spike."""
+    a0 = frames["a0"]
+    imgs = frames["imgs"]
+    bank = frames["bank"]
+    mosaic = float(bank.key["mosaic_deg"])
+    assert not isolated_spikes(imgs[:5], Q, mosaic_deg=mosaic).any()
+    hot = imgs[5:].copy()
+    c, k = 40, int(np.argmin(np.abs(Q - 0.128)))
+    hot[0, c, k] = 5000.0
+    spikes = isolated_spikes(hot, Q, mosaic_deg=mosaic)
+    assert spikes.sum() == 1 and spikes[0, c, k]
+    assert not search_orientations(hot, Q, bank, a_range=(0.85 * a0, 1.05 * a0)).has_signal[0]
+    unmasked = search_orientations(hot, Q, bank, a_range=(0.85 * a0, 1.05 * a0), spike_sigma=np.inf)
+    assert unmasked.has_signal[0]                        # what the hot pixel did before
+
+
+def test_a_streak_along_q_is_no_ring_peak(frames):
+    """A streak (30 counts on one chi row at every q) lights every ring at one chi: the ring
+    significance against the chi median sees a peak, the one against the radial surroundings does not."""
+    from fits.scan.search import ring_profiles, ring_significance
+
+    a0, shells = frames["a0"], tuple(frames["bank"].shells)
+    streak = frames["imgs"][5:].copy()
+    streak[0, 40, :] += 30.0
+    prof, level = ring_profiles(streak, Q, np.array([a0]), shells)
+    assert ring_significance(prof, level).max() > 8.0
+    assert localised_significance(streak, Q, np.array([[a0]]), shells).max() < 8.0
+    lit = localised_significance(frames["imgs"][:5], Q, np.array([[a0]] * 5), shells)
+    assert (lit.max(axis=(1, 2)) > 8.0).all()
 
 
 def test_search_shape_message(frames):
