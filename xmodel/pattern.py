@@ -170,9 +170,11 @@ def binned_shell_sum(q_t, q2, e1, local, g_rot, g, sigma_r, sigma_t):
     sphere's tangent plane tilts by theta out of the radial direction, so ``S_22 ~ S_uu
     tan^2 theta`` and ``S_u2 ~ S_uu tan theta``, and ``S_12`` vanishes for a bin symmetric in
     chi. The 3 x 3 sum is therefore taken as the 2 x 2 block on ``(q_hat, e1)``, inverted in
-    closed form, and ``S_22`` alone on ``e2``; the neglected ``S_u2`` changes the exponent by
-    ``(S_u2 / sigma_r sigma_t) x0 x2``, below 1e-2 for the AL shells of a P10 geometry and 1e-5
-    for the SL. A (point, reflection) pair then costs one more dot product (``G_hat . e1``) and
+    closed form, and ``S_22`` alone on ``e2``. On the fit points of a P10 Eiger 4M scan reduced
+    on 1 % x 1 deg bins the neglected terms are ``|S_u2| / (sigma_r sigma_t) <= 3e-3`` and
+    ``|S_12| / sigma_t^2 <= 1e-3`` for the SL and AL shells, where the kept ones reach
+    ``S_uu / sigma_r^2 = 0.5``, ``S_11 / sigma_t^2 = 0.24`` and ``|S_u1| / (sigma_r sigma_t) =
+    0.14`` (SL). A (point, reflection) pair then costs one more dot product (``G_hat . e1``) and
     a 2 x 2 quadratic form. The chord's part off ``e1`` (``t2`` and the second-order part
     along ``q_hat``) is taken from the chord itself, so with ``S = 0`` this is `shell_sum`
     exactly.
