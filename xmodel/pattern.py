@@ -188,9 +188,28 @@ def binned_shell_sum(q_t, q2, e1, local, g_rot, g, sigma_r, sigma_t):
     gn = g_rot / g
     c = gn[:, 0:1] * q_t[0][None, :] + gn[:, 1:2] * q_t[1][None, :] + gn[:, 2:3] * q_t[2][None, :]
     c1 = gn[:, 0:1] * e1[0][None, :] + gn[:, 1:2] * e1[1][None, :] + gn[:, 2:3] * e1[2][None, :]
+    return jnp.sum(binned_peak(qa, c, c1, local, g, sigma_r, sigma_t), axis=0)
+
+
+def binned_peak(qa, c, c1, local, g, sigma_r, sigma_t):
+    """Unit-height peak averaged over a bin's pixels, per (reflection, point) pair (`binned_shell_sum`).
+
+    Parameters
+    ----------
+    qa : ``|q|`` of the bin centroids (1/A); c : ``G_hat . q`` and c1 : ``G_hat . e1`` of each
+        pair (1/A and unitless); local : the bins' spread ``(S_uu, S_u1, S_11, S_22)`` (1/A^2,
+        `bin_frame`), each broadcasting like ``qa`` against ``c``.
+    g : ``|G|`` (1/A); sigma_r, sigma_t : radial and tangential sigmas (1/A).
+
+    Returns
+    -------
+    The bin mean of the peak for every pair (shape of ``c``): the Gaussian with covariance
+    ``C + S'`` at the centroid times ``sqrt(det C / det(C + S'))`` (derivation and validation
+    in `binned_shell_sum`; with a zero spread `gaussian_peak`).
+    """
     x0 = (qa - g) / sigma_r
     x1 = (-g / sigma_t) * c1
-    dt2 = ((2.0 * g * g) / sigma_t ** 2) * jnp.maximum(1.0 - c / jnp.maximum(qa, 1e-12)[None, :], 0.0)
+    dt2 = ((2.0 * g * g) / sigma_t ** 2) * jnp.maximum(1.0 - c / jnp.maximum(qa, 1e-12), 0.0)
     at = (g / jnp.maximum(qa, 1e-12)) / sigma_t
     m00 = 1.0 + local[0] / sigma_r ** 2
     m01 = local[1] * at / sigma_r
@@ -199,9 +218,9 @@ def binned_shell_sum(q_t, q2, e1, local, g_rot, g, sigma_r, sigma_t):
     det = m00 * m11 - m01 * m01
     # exponent d^T M^-1 d over (x0, x1), and the rest of the chord over the e2 variance
     k00, k01, k11, k22 = m11 / det, -2.0 * m01 / det, m00 / det, 1.0 / m22
-    arg = ((k00 * x0 * x0)[None, :] + (k01 * x0)[None, :] * x1 + (k11 - k22)[None, :] * x1 * x1
-           + k22[None, :] * dt2)
-    return jnp.sum(jnp.exp(-0.5 * arg), axis=0) * jax.lax.rsqrt(det * m22)
+    arg = k00 * x0 * x0 + k01 * x0 * x1 + (k11 - k22) * x1 * x1 + k22 * dt2
+    return jnp.exp(-0.5 * arg) * jax.lax.rsqrt(det * m22)
+
 
 def al_tangential_sigma(g, al_radial_width, disorder):
     """Tangential sigma of an AL peak: ``sqrt(sigma_s^2 + (|G| sigma_Phi)^2)`` (Eq. 7 as sigmas).
@@ -519,8 +538,8 @@ class PatternModel:
         self.structure = structure
         self.support = support or build_support(pixels, structure, params, **support_options)
         s = self.support
-        f = lambda x: jnp.asarray(x, dtype)  # noqa: E731
-        i = lambda x: jnp.asarray(x, jnp.int32)  # noqa: E731
+        f = lambda x: jnp.asarray(x, dtype)
+        i = lambda x: jnp.asarray(x, jnp.int32)
         al_n2 = np.sum(structure.al_hkl ** 2, axis=1)
         q_saxs = pixels.q_lab[s.saxs_points]
         q_al = pixels.q_lab[s.al_points]
