@@ -2,7 +2,7 @@
 the fit model's bias against the twin, not noise.
 
 Usage: python benchmarks/model_bias.py TWIN.toml RESULTS.h5 --points 36 37 29 [--set KEY=VALUE ...]
-       [--domain red] [--chi-subdivide K]
+       [--domain red] [--chi-subdivide K] [--centroid-only]
 
 Renders the expected counts of the given scan points (`xmodel.synth.expected_frames`, no Poisson
 noise) on the detector, reduces them on the bins of RESULTS.h5 (``/entry/reduction/q_edges``,
@@ -11,12 +11,14 @@ and the default settings, and prints per point the error of the lattice constant
 truth, its stored standard error, their ratio (the pull a noiseless frame already has) and the
 dispersion (Pearson X^2 per degree of freedom: here the model mismatch alone; a noisy frame has
 about 1 plus this), then the noiseless pulls of every stored parameter. ``--chi-subdivide K``
-reduces and fits on chi bins K times finer. Figures: docs/performance.md ("Calibrated
+reduces and fits on chi bins K times finer. ``--centroid-only`` fits with each peak at its bin's
+centroid (first order: the bins' q spreads dropped, `xmodel.pixels.PixelSet.spread`). Figures: docs/performance.md ("Calibrated
 uncertainties").
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import shlex
 import sys
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--domain", default="red", help="domain config of the fit (as xmodel fit's --config)")
     ap.add_argument("--chi-subdivide", type=int, default=1, metavar="K",
                     help="reduce and fit on the scan's chi bins split into K (the second-order bin term shrinks as 1/K^2)")
+    ap.add_argument("--centroid-only", action="store_true",
+                    help="model each bin by the peaks at its pixels' centroid, without the bin's q spread (first order)")
     args = ap.parse_args(argv)
     print("command: python benchmarks/model_bias.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     sample = load_twin(args.twin, args.overrides)
@@ -75,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         setup = FitSetup.build(cfg, 0.5 * (q_edges[1:] + q_edges[:-1]), 0.5 * (chi_edges[1:] + chi_edges[:-1]),
                                bin_map.counts, FitSettings(), q_edges=q_edges, chi_edges=chi_edges, mask=exp.mask)
+    if args.centroid_only:
+        setup = dataclasses.replace(setup, model=setup.model_on(dataclasses.replace(setup.model.pixels, spread=None)))
     out = fit_frames(np.asarray(polar), setup, FitSettings())
     print("| point | a error (A) | a stderr (A) | noiseless pull | dispersion | status |")
     print("|---|---|---|---|---|---|")

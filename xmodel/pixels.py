@@ -26,6 +26,11 @@ class PixelSet:
     shape : shape of the output image the P points fill, row-major (e.g. detector shape or
         (n_chi, n_q)).
     kind : "detector", "binned", "list" or "polar".
+    spread : (P, 3, 3) covariance of the q-vectors of the detector pixels each point stands for
+        (1/A^2, lab frame), or None for points that are single pixels. A point with a spread is
+        a reduced bin: the model there is the mean of the pattern over the bin's pixels, to
+        second order (`xmodel.pattern.binned_shell_sum`); `fits.scan.setup.bin_centroid_pixels`
+        sets it.
     """
 
     q_lab: np.ndarray
@@ -33,6 +38,12 @@ class PixelSet:
     valid: np.ndarray
     shape: tuple[int, ...]
     kind: str = "detector"
+    spread: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.spread is not None and np.shape(self.spread) != (np.shape(self.q_lab)[0], 3, 3):
+            raise ValueError(f"PixelSet spread has shape {np.shape(self.spread)}; expected "
+                             f"({np.shape(self.q_lab)[0]}, 3, 3), one q covariance per point")
 
     @property
     def q_abs(self) -> np.ndarray:
@@ -108,9 +119,10 @@ class PixelSet:
                    shape=(chi_deg.size, q.size), kind="polar")
 
     def subset(self, index: np.ndarray) -> "PixelSet":
-        """The points ``index`` (a flat index array) as a list-kind set."""
+        """The points ``index`` (a flat index array) as a list-kind set (with their spreads)."""
         index = np.asarray(index)
-        return PixelSet(self.q_lab[index], self.weight[index], self.valid[index], (index.size,), "list")
+        spread = None if self.spread is None else self.spread[index]
+        return PixelSet(self.q_lab[index], self.weight[index], self.valid[index], (index.size,), "list", spread)
 
 
 def weight_at(geometry: Geometry, q_lab: np.ndarray, rows: np.ndarray, cols: np.ndarray,

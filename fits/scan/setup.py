@@ -96,7 +96,8 @@ def bin_centroid_pixels(exp: Experiment, q: np.ndarray, chi_deg: np.ndarray, q_e
         (C, Q) "polar" points on the Ewald sphere at the mean ``|q|`` and the circular mean chi
         of the valid pixel centres of each bin (`xmodel.reduction.build_bin_map`, the pixels
         the reduction averages), weight (solid angle x polarization, `xmodel.pixels.weight_at`)
-        at that point; bins without pixels keep their centre and are invalid.
+        at that point, and ``spread`` the covariance of the bin's pixel q-vectors
+        (`bin_q_covariance`); bins without pixels keep their centre and are invalid.
 
     Notes
     -----
@@ -108,7 +109,9 @@ def bin_centroid_pixels(exp: Experiment, q: np.ndarray, chi_deg: np.ndarray, q_e
     about 0.1 A in the lattice constant (8-12 Cramer-Rao bounds) and by several bounds in the
     in-plane angle, depending on where the peaks fall in the bins (docs/studies.md, "The
     bin-centre model biases the lattice constant"; `benchmarks/model_bias.py`). The centroid
-    leaves about one bound (the second-order term, the peak averaged over the bin's width).
+    leaves about one bound in the in-plane angle; the second-order term, the peak averaged
+    over the bin's width, is carried by each point's ``spread`` (`bin_q_covariance`), which
+    the model turns into the bin mean of every SL and AL peak (`xmodel.pattern.binned_shell_sum`).
     """
     geo = exp.geometry
     mask = exp.mask if mask is None else np.asarray(mask, bool)
@@ -128,7 +131,58 @@ def bin_centroid_pixels(exp: Experiment, q: np.ndarray, chi_deg: np.ndarray, q_e
     cols = np.where(has, cols, 0.0)
     weight = weight_at(geo, q_lab, rows, cols, exp.polarization_factor)
     return PixelSet(q_lab=q_lab, weight=np.where(has, weight, 0.0), valid=has,
-                    shape=(np.size(chi_deg), np.size(q)), kind="polar")
+                    shape=(np.size(chi_deg), np.size(q)), kind="polar",
+                    spread=bin_q_covariance(geo, bin_map.pixel_bin, n))
+
+
+def bin_q_covariance(geo, pixel_bin: np.ndarray, counts: np.ndarray, block: int = 1 << 20) -> np.ndarray:
+    """Covariance of the q-vectors of the pixels in each bin (1/A^2, lab frame).
+
+    Parameters
+    ----------
+    geo : `xmodel.geometry.Geometry` of the unbinned detector.
+    pixel_bin : (rows * cols,) flat bin of every pixel, -1 where it is in no bin
+        (`xmodel.reduction.BinMap.pixel_bin`).
+    counts : (B,) pixels per bin.
+    block : pixels handled at once (bounds the memory: a few arrays of ``block`` float64).
+
+    Returns
+    -------
+    numpy.ndarray
+        (B, 3, 3) ``sum_i (q_i - q_mean)(q_i - q_mean)^T / n`` over the bin's pixel centres (the
+        population covariance, since a reduced bin is the plain mean of its pixels); zero for bins
+        with fewer than 2 pixels. Two passes (means, then centred products), so the spread of a
+        bin 1e-4 of its |q| keeps its digits.
+    """
+    nb = counts.size
+    pixel_bin = np.asarray(pixel_bin).reshape(-1)
+    n = np.maximum(np.asarray(counts, np.float64), 1.0)
+    rows, cols = (v.reshape(-1) for v in np.indices(tuple(geo.shape)))
+
+    def blocks():
+        for start in range(0, pixel_bin.size, block):
+            b = pixel_bin[start:start + block]
+            keep = b >= 0
+            if keep.any():
+                yield b[keep], np.asarray(geo.q_lab(rows[start:start + block][keep],
+                                                    cols[start:start + block][keep]), np.float64).reshape(-1, 3)
+
+    mean = np.zeros((nb, 3))
+    for b, qv in blocks():
+        for k in range(3):
+            mean[:, k] += np.bincount(b, weights=qv[:, k], minlength=nb)
+    mean /= n[:, None]
+    cov = np.zeros((nb, 3, 3))
+    for b, qv in blocks():
+        d = qv - mean[b]
+        for i in range(3):
+            for j in range(i, 3):
+                cov[:, i, j] += np.bincount(b, weights=d[:, i] * d[:, j], minlength=nb)
+    cov /= n[:, None, None]
+    cov[np.asarray(counts) < 2] = 0.0
+    iu = np.triu_indices(3, 1)
+    cov[:, iu[1], iu[0]] = cov[:, iu[0], iu[1]]
+    return cov
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,7 +17,9 @@ What is left out. A point outside a reflection's window is more than ``window_ns
 tangential sigmas of the widest allowed mosaic (``sl_mosaic`` times the support's
 ``width_factor``) or more than the base support's ``band_nsigma`` radial sigmas from it, where
 the Gaussian is below ``exp(-nsigma^2 / 2)`` of its height (3.4e-4 at 4): the same cut as the
-base support's q-bands. For a point at elevation ``beta`` out of the detector plane (the Ewald
+base support's q-bands. On reduced bins (points with a q spread, `xmodel.pixels.PixelSet.spread`)
+each peak is its mean over the bin's pixels (`xmodel.pattern.binned_peak`), a Gaussian widened
+by the bin's spread, and the windows use the widened sigmas (the largest spread of the points). For a point at elevation ``beta`` out of the detector plane (the Ewald
 sphere; ``|beta| <= 1.1 deg`` for the SAXS points of the twin) and an azimuth ``Theta`` away
 from ``chi_G``, ``q_hat . G_hat <= sqrt(1 - cos^2 beta sin^2 Theta)`` for any elevation of
 ``G`` (spherical law of cosines, maximised over the elevation of G), so the tangential chord
@@ -42,7 +44,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from xmodel.parameters import ModelParams
-from xmodel.pattern import TERMS, PatternModel, gaussian_peak, saxs_factors
+from xmodel.pattern import (
+    TERMS,
+    PatternModel,
+    bin_frame,
+    binned_peak,
+    gaussian_peak,
+    saxs_factors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +188,16 @@ def windowed_model(base: PatternModel, index: np.ndarray, chi_deg: np.ndarray, q
     wf = max(1.0, float(width_factor))
     reach = float(base.structure.band_nsigma) * float(template.sl_radial_width) * wf
     mosaic = float(template.sl_mosaic) * wf
+    frame = None
+    if base.pixels.spread is not None:
+        # reduced bins: each peak is convolved with its bin's q spread (`xmodel.pattern.binned_peak`),
+        # which widens it radially by S_uu and tangentially by S_11: the windows widen with them
+        e1, local = bin_frame(q_lab, np.asarray(base.pixels.spread, np.float64).reshape(-1, 3, 3)[saxs])
+        frame = (e1, local)
+        reach = float(np.sqrt(reach ** 2 + float(base.structure.band_nsigma) ** 2
+                              * float(np.max(local[0], initial=0.0))))
+        mosaic = float(np.sqrt(mosaic ** 2 + float(np.max(local[2] / np.maximum(qabs, 1e-12) ** 2,
+                                                            initial=0.0))))
     shells, tables = [], []
     for sh in sup.sl_shells:
         pts = np.asarray(sh.points, np.int64)
@@ -200,6 +219,9 @@ def windowed_model(base: PatternModel, index: np.ndarray, chi_deg: np.ndarray, q
                        n_saxs=int(saxs.size))
     arrays = {"win_table": [jnp.asarray(t) for t in tables], "win_q": jnp.asarray(q_lab.T, dtype),
               "win_q2": jnp.asarray(np.sum(q_lab ** 2, axis=1), dtype), "win_qgrid": jnp.asarray(q, dtype)}
+    if frame is not None:
+        arrays["win_frame"] = jnp.asarray(frame[0], dtype)
+        arrays["win_spread"] = jnp.asarray(frame[1], dtype)
     return WindowedModel(base, windows, arrays)
 
 
@@ -232,7 +254,12 @@ def _sl_windowed(windows: _Windows, arrays: dict, p: ModelParams, bragg):
         c = gn[:, 0:1] * qx[k] + gn[:, 1:2] * qy[k] + gn[:, 2:3] * qz[k]
         dr = qa - g
         dt2 = (2.0 * g * g) * jnp.maximum(1.0 - c / jnp.maximum(qa, 1e-12), 0.0)
-        vals = gaussian_peak(dr * dr, dt2, p.sl_radial_width, g * p.sl_mosaic)
+        if "win_frame" in arrays:      # reduced bins: the peak's mean over the bin's pixels
+            e1 = arrays["win_frame"]
+            c1 = gn[:, 0:1] * e1[0][k] + gn[:, 1:2] * e1[1][k] + gn[:, 2:3] * e1[2][k]
+            vals = binned_peak(qa, c, c1, arrays["win_spread"][:, k], g, p.sl_radial_width, g * p.sl_mosaic)
+        else:
+            vals = gaussian_peak(dr * dr, dt2, p.sl_radial_width, g * p.sl_mosaic)
         sl = sl.at[jnp.where(valid, win, windows.n_saxs)].add(jnp.where(valid, vals * bragg[k], 0.0))
     return sl[:windows.n_saxs]
 

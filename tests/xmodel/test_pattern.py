@@ -78,7 +78,13 @@ def test_gradients_against_finite_differences_float64():
     params = _fd_params(params)
     px = _small_pixels(ex)
     model = PatternModel(px, st, params, dtype=jnp.float64, orientation_margin_deg=None, width_factor=2.0)
-    w = jnp.asarray(np.random.default_rng(1).uniform(0.5, 1.5, px.size))
+    _check_gradients(model, params, seed=1)
+
+
+def _check_gradients(model, params, seed):
+    """Reverse-mode gradient of a weighted sum of the model against central finite differences
+    (float64) for every continuous parameter, each of which must move the pattern."""
+    w = jnp.asarray(np.random.default_rng(seed).uniform(0.5, 1.5, model.pixels.size))
     loss = model.value_and_grad(lambda intensity, p: jnp.sum(w * intensity))
     value, grad = loss(params)
     assert np.isfinite(float(value))
@@ -151,3 +157,75 @@ def test_polar_grid_matches_dense_and_support_errors():
     stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), params, params)
     with pytest.raises(ValueError, match="parameters of one pattern, not a batch"):
         build_support(px, st, stacked)
+
+
+def _bin_pixels(geo, q_lo, q_hi, chi_lo, chi_hi, n=20):
+    """An n x n grid of pixel q-vectors on the Ewald sphere filling one polar bin, and the bin's
+    centroid as `fits.scan.setup.bin_centroid_pixels` takes it (mean |q|, mean chi)."""
+    qq, cc = np.meshgrid(np.linspace(q_lo, q_hi, n), np.linspace(chi_lo, chi_hi, n))
+    pts = geo.q_lab_from_polar(qq.reshape(-1), cc.reshape(-1)).reshape(-1, 3)
+    centroid = geo.q_lab_from_polar(np.array([qq.mean()]), np.array([cc.mean()])).reshape(3)
+    return pts, centroid
+
+
+def test_binned_peak_equals_the_mean_over_the_bins_pixels():
+    """A SL peak (1 deg mosaic) seen through 1 % x 1 deg bins around it: the bin-averaged model at
+    the centroid equals the brute-force mean over the bin's pixels far better than the peak at
+    the centroid (second order left out there, fourth order here)."""
+    from xmodel.pattern import bin_frame, binned_shell_sum, shell_sum
+
+    shell_sum, binned_shell_sum = jax.jit(shell_sum), jax.jit(binned_shell_sum)
+    _, ex, _, params = _setup("yellow", binning=8, dtype=jnp.float64)
+    geo = ex.geometry
+    g = 2 * np.pi * np.sqrt(3.0) / float(params.lattice_constant)
+    sr, stn = float(params.sl_radial_width), g * np.radians(1.0)
+    # a reflection near the sphere at chi = 30 deg, lifted off it by half a tangential sigma
+    g_vec = geo.q_lab_from_polar(np.array([g]), np.array([30.0])).reshape(3) + np.array([0.0, 0.0, 0.5 * stn])
+    g_vec = (g / np.linalg.norm(g_vec)) * g_vec
+    width = 0.01 * g
+    errs_c, errs_b = [], []
+    for dq in (-1.0, -0.5, 0.0, 0.5):
+        for dchi in (-1.5, -1.0, -0.5, 0.0, 0.5):
+            q_lo = g + dq * width
+            pts, cen = _bin_pixels(geo, q_lo, q_lo + width, 30.0 + dchi, 31.0 + dchi)
+            truth = float(np.mean(shell_sum(jnp.asarray(pts.T), jnp.asarray(np.sum(pts ** 2, axis=1)),
+                                            jnp.asarray(g_vec[None]), g, sr, stn)))
+            c = jnp.asarray(cen[:, None])
+            c2 = jnp.asarray(np.sum(cen ** 2)[None])
+            at = float(shell_sum(c, c2, jnp.asarray(g_vec[None]), g, sr, stn)[0])
+            frame, local = bin_frame(cen[None], np.cov(pts.T, bias=True)[None])
+            binned = float(binned_shell_sum(c, c2, jnp.asarray(frame), jnp.asarray(local),
+                                            jnp.asarray(g_vec[None]), g, sr, stn)[0])
+            errs_c.append(abs(at - truth))
+            errs_b.append(abs(binned - truth))
+    # the peak is as wide as a bin: the centroid misses the mean by 5 % of the peak height, the
+    # bin-averaged model by 0.1 % (the fourth-order term of a uniform, not Gaussian, spread)
+    assert max(errs_c) > 0.01
+    assert max(errs_b) < 2e-3 and max(errs_b) < 0.1 * max(errs_c), (max(errs_b), max(errs_c))
+
+
+def test_binned_model_gradients_and_zero_spread():
+    """With a spread the model stays differentiable (gradients against central finite
+    differences in float64); with a zero spread it is the point model."""
+    _, ex, st, params = _setup("yellow", binning=8, dtype=jnp.float64)
+    params = _fd_params(params)
+    px = _small_pixels(ex)
+    zero = PixelSet(px.q_lab, px.weight, px.valid, px.shape, "polar", np.zeros((px.size, 3, 3)))
+    opts = {"dtype": jnp.float64, "orientation_margin_deg": None, "width_factor": 2.0}
+    np.testing.assert_allclose(np.asarray(PatternModel(zero, st, params, **opts)(params)),
+                               np.asarray(PatternModel(px, st, params, **opts)(params)), rtol=1e-12, atol=1e-12)
+    # the spread of 1 % x 1 deg bins: radial and chi directions on the detector plane
+    u = px.q_lab / np.maximum(px.q_abs, 1e-12)[:, None]
+    e_chi = np.cross([0.0, 0.0, 1.0], u)
+    e_chi /= np.maximum(np.linalg.norm(e_chi, axis=1), 1e-12)[:, None]
+    qa = px.q_abs[:, None, None]
+    spread = ((0.01 * qa) ** 2 / 12 * u[:, :, None] * u[:, None, :]
+              + (np.radians(1.0) * qa) ** 2 / 12 * e_chi[:, :, None] * e_chi[:, None, :])
+    binned = PixelSet(px.q_lab, px.weight, px.valid, px.shape, "polar", spread)
+    model = PatternModel(binned, st, params, **opts)
+    assert model.layout.binned
+    _check_gradients(model, params, seed=2)
+    with pytest.raises(ValueError, match="carries bin spreads"):
+        dense_pattern(binned, st, params)
+    with pytest.raises(ValueError, match=r"expected \(3, 3, 3\)"):
+        PixelSet(px.q_lab[:3], px.weight[:3], px.valid[:3], (3,), "list", np.zeros((3, 3)))

@@ -42,6 +42,29 @@ def test_centroids_are_the_mean_q_and_chi_of_each_bins_pixels():
     np.testing.assert_allclose(np.angle(np.exp(1j * np.radians(chi_pt - chi_mean))), 0.0, atol=1e-9)
 
 
+def test_bin_spread_is_the_covariance_of_each_bins_pixel_q_vectors():
+    """`bin_q_covariance` (two passes over pixel blocks) against numpy's covariance of the
+    q-vectors of each bin's pixels, bins with one pixel or none at zero."""
+    exp = _experiment()
+    geo = exp.geometry
+    q, chi = np.sqrt(Q_EDGES[:-1] * Q_EDGES[1:]), 0.5 * (CHI_EDGES[:-1] + CHI_EDGES[1:])
+    bin_map = build_bin_map(geo.q(), geo.chi(), exp.mask, PolarBins(q_edges=Q_EDGES, chi_edges=CHI_EDGES))
+    n = bin_map.counts.reshape(-1)
+    # blocks smaller than the detector, so that bins straddle them
+    spread = scan_setup.bin_q_covariance(geo, bin_map.pixel_bin, n, block=300_007)
+    on = np.flatnonzero(bin_map.pixel_bin >= 0)
+    q_lab, pixel_bin = geo.q_lab().reshape(-1, 3)[on], bin_map.pixel_bin[on]
+    checked = 0
+    for b in np.flatnonzero(n >= 2)[::40]:
+        pts = q_lab[pixel_bin == b]
+        np.testing.assert_allclose(spread[b], np.cov(pts.T, bias=True), rtol=1e-9, atol=1e-12 * np.max(spread[b]))
+        checked += 1
+    assert checked > 10
+    assert np.all(spread[n < 2] == 0.0)
+    px = bin_centroid_pixels(exp, q, chi, Q_EDGES, CHI_EDGES)
+    np.testing.assert_array_equal(px.spread, scan_setup.bin_q_covariance(geo, bin_map.pixel_bin, n))
+    assert np.array_equal(px.subset(np.array([5, 2])).spread, px.spread[[5, 2]])
+
 def test_centroid_model_matches_a_reduced_narrow_ring_better_than_the_bin_centre():
     """A radial Gaussian about twice as wide as a bin (the SL peaks), averaged over each bin's
     pixels as the reduction does: the centroid is exact to first order in the bin size, the bin

@@ -100,3 +100,40 @@ def test_grids_without_regular_chi_rows_or_windows_keep_the_base_model(models):
     assert window_sizes(Q, np.array([0.1]), np.array([10]), 0.01, 1.0, 2.0, 0.6, 0.0, 4.0) is None
     rows, cols = window_sizes(Q, np.array([0.1]), np.array([10]), 0.01, 1.0, 2.0, 0.02, 0.0, 4.0)
     assert 3 <= rows < 90 and cols >= 1
+
+
+def test_windowed_bin_averaged_peaks_equal_the_orientation_free_ones(models):
+    """Points that are reduced bins (a q spread): the windows widen and give the base model's
+    bin-averaged peaks (`xmodel.pattern.binned_peak`)."""
+    import dataclasses
+
+    sup, m = models["sup"], models
+    pixels = models["base"].pixels
+    q_lab = np.asarray(pixels.q_lab, np.float64)
+    qa = np.linalg.norm(q_lab, axis=1)
+    u = q_lab / qa[:, None]
+    e1 = np.cross([0.0, 0.0, 1.0], u)
+    e1 /= np.linalg.norm(e1, axis=1)[:, None]
+    # a uniform bin: 1 % of |q| wide radially, the 2 deg chi row tangentially (variance width^2 / 12)
+    spread = ((0.01 * qa) ** 2 / 12.0)[:, None, None] * np.einsum("ni,nj->nij", u, u) \
+        + ((qa * np.radians(2.0)) ** 2 / 12.0)[:, None, None] * np.einsum("ni,nj->nij", e1, e1)
+    binned = dataclasses.replace(pixels, spread=spread)
+    cfg = load_config(default_paths("red"))
+    structure = structure_from_config(cfg, m["a_range"])
+    base = support_model(binned, structure, m["template"], m["a_range"], sup.width_factor)
+    win = windowed_model(base, m["index"], CHI, Q, m["template"], sup.width_factor, sup.sl_window_nsigma)
+    assert isinstance(win, WindowedModel) and "win_spread" in win.arrays
+    assert base.layout.binned
+    rng = np.random.default_rng(11)
+    batch = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[_random_params(m, rng) for _ in range(4)])
+
+    def sl(model):
+        return np.asarray(jax.jit(jax.vmap(model.components(("sl_scale",)), in_axes=(None, 0)))(model.arrays, batch))
+
+    a, b = sl(base)[:, 0], sl(win)[:, 0]
+    peak = a.max(axis=1, keepdims=True)
+    assert np.all(peak > 0)
+    assert np.max(np.abs(b - a) / peak) < 1e-3
+    # and the bin average differs from the peaks at the centroids by more than that
+    plain = sl(models["base"])[:, 0]
+    assert np.max(np.abs(plain - a) / peak) > 1e-2
