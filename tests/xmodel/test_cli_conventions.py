@@ -240,7 +240,7 @@ def test_ccf_takes_positional_configs_and_the_earlier_simulate_flag():
 # --------------------------------------------------------------------------- commands in the docs
 
 DOCS = ["README.md", "docs/analyses.md", "docs/xcca.md", "docs/performance.md", "docs/user_guide.md",
-        "docs/realspace.md"]
+        "docs/realspace.md", "docs/validation.md"]
 
 
 def _doc_commands(text: str) -> list[str]:
