@@ -121,8 +121,9 @@ def bin_frame(q_lab: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.nda
     -------
     e1 : (3, n) the unit tangential vector ``e_beam x q_hat`` (the direction of increasing
         azimuth, along which a polar bin spans its chi width).
-    local : (4, n) the spread ``S_uu, S_u1, S_11, S_22`` (1/A^2) in the frame ``(q_hat, e1,
-        e2 = q_hat x e1)``; `binned_shell_sum` neglects ``S_u2`` and ``S_12`` (see there).
+    local : (4, n) the spread ``S_uu, S_u1, S_11, S_22`` (1/A^2) in the frame
+        ``(q_hat, e1, e2)``, ``e2 = q_hat x e1``; `binned_shell_sum` neglects ``S_u2`` and
+        ``S_12`` (see there).
     """
     q = np.asarray(q_lab, np.float64).reshape(-1, 3)
     cov = np.asarray(spread, np.float64).reshape(-1, 3, 3)
