@@ -23,12 +23,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import h5py
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from xmodel import dectris, nexus
 from xmodel.experiment import Experiment
 from xmodel.parameters import structure_from_config
-from xmodel.pattern import PatternModel
+from xmodel.pattern import TERMS, PatternModel
 from xmodel.pixels import PixelSet
 from xmodel.positions import acquisition_order, derive_grid
 from xmodel.twin import (
@@ -74,6 +76,24 @@ def domain_models(sample: TwinSample, pixels: PixelSet, comps: Components) -> li
     return out
 
 
+def frame_and_sl_peaks(model: PatternModel):
+    """Jitted ``(arrays, params) -> (expected counts, their SL peak part)`` from one evaluation.
+
+    The model is linear in its scales (`xmodel.pattern.TERMS`): the unit-scale terms are
+    computed once and give both the whole frame ``sum_t scale_t term_t`` and the SL peaks alone
+    ``sl_scale * term_sl``, which `expected_frames` needs for the SL signal-to-noise, at the
+    cost of one model evaluation instead of two.
+    """
+    terms = model.components(TERMS)
+
+    def both(arrays, params):
+        t = terms(arrays, params)
+        scales = jnp.stack([jnp.asarray(getattr(params, name), t.dtype) for name in TERMS])
+        return jnp.tensordot(scales, t, axes=1), scales[0] * t[0]
+
+    return jax.jit(both)
+
+
 def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, models: list,
                     batch_size: int = 8, sl_snr: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Yield the expected counts (P,) float64 of every scan point, in scan order.
@@ -96,6 +116,7 @@ def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, mod
     weight = np.where(pixels.valid, pixels.weight, 0.0)
     background = background_counts(sample) * weight
     bases = [domain_params(sample, k) for k in range(len(sample.domains))]
+    both = [frame_and_sl_peaks(m) for m in models] if sl_snr is not None else None
     for start in range(0, sample.n_points, batch_size):
         stop = min(start + batch_size, sample.n_points)
         acc = np.zeros((stop - start, pixels.size), np.float32)
@@ -107,11 +128,11 @@ def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, mod
             i = start + r
             p = bases[k].replace(lattice_constant=comps.lattice_constant[i, c],
                                  tilt1=comps.tilt1[i, c], tilt2=comps.tilt2[i, c])
-            peaks_only = None
             if sl is not None:
-                zero = np.zeros_like(np.asarray(p.al_scale))
-                peaks_only = models[k](p.replace(diffuse_scale=zero, al_scale=zero, background=zero))
-            pending.append((r, comps.weight[i, c], models[k](p), peaks_only))
+                out, peaks_only = both[k](models[k].arrays, p)
+            else:
+                out, peaks_only = models[k](p), None
+            pending.append((r, comps.weight[i, c], out, peaks_only))
         for r, w, out, peaks_only in pending:
             acc[r] += np.float32(w) * np.asarray(out)
             if sl is not None:

@@ -164,3 +164,21 @@ def test_a_scan_as_it_reaches_a_p10_user(runs, tmp_path):
     assert red.invalid_pixels.tolist() == truth["dummy_pixels"].tolist()
     assert np.nanmax(red.polar()) < 1e6  # no dummy value in any mean
     np.testing.assert_array_equal(red.map_image(truth["label"]), raster["label"].reshape(4, 4))
+
+
+def test_frame_and_sl_peaks_equal_the_model_and_its_sl_part(runs):
+    """One evaluation of the terms gives the model's frame and its SL peaks alone (sl_snr)."""
+    from xmodel.synth import domain_models, frame_and_sl_peaks
+    from xmodel.twin import components, domain_params
+
+    sample = load_twin(runs[0])
+    pixels = Experiment.from_config(sample.domains[0].config).pixels()
+    comps = components(sample)
+    model = domain_models(sample, pixels, comps)[0]
+    p = domain_params(sample, 0)
+    frame, peaks = frame_and_sl_peaks(model)(model.arrays, p)
+    zero = np.zeros_like(np.asarray(p.al_scale))
+    alone = model(p.replace(diffuse_scale=zero, al_scale=zero, background=zero))
+    np.testing.assert_allclose(np.asarray(frame), np.asarray(model(p)), rtol=1e-5, atol=1e-6 * float(np.max(frame)))
+    np.testing.assert_allclose(np.asarray(peaks), np.asarray(alone), rtol=1e-5, atol=1e-6 * float(np.max(peaks)))
+    assert float(np.max(peaks)) > 0
