@@ -394,15 +394,17 @@ def bias_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float = 5.
 
     Returns
     -------
-    ``{group: {"points", "fitted", "misfits", "configuration_right", <key>: {"mean", "std",
-    "median"}}}`` for the groups ``<domain> bulk`` (in-domain points with ``boundary_s == 0``),
-    ``boundary`` (in-domain points with ``boundary_s > 0``) and ``all``; keys of `BIAS_COLUMNS`:
-    the signed error of the lattice constant in % of the truth and of the angles in deg (tilts and
-    in-plane: the disorientation resolved on the fit's rotation axes, `orientation_errors`).
-    ``points``: in-domain points of the group with visible SL peaks (``/truth/sl_visible`` where
-    present); ``fitted``: those with status ok (any fitted orientation if not ``ok_only``) and an
-    orientation within ``misfit_deg``;
-    ``configuration_right``: fraction of ``points`` with the true NC configuration.
+    dict
+        From group name to a row: ``points``, ``fitted``, ``misfits``, ``configuration_right``
+        and, for each key of `BIAS_COLUMNS`, a dict of ``mean``, ``std`` and ``median``. Groups:
+        ``<domain> bulk`` (in-domain points with ``boundary_s == 0``), ``boundary`` (in-domain
+        points with ``boundary_s > 0``) and ``all``. Keys of `BIAS_COLUMNS`: the signed error of
+        the lattice constant in % of the truth and of the angles in deg (tilts and in-plane: the
+        disorientation resolved on the fit's rotation axes, `orientation_errors`). ``points``:
+        in-domain points of the group with visible SL peaks (``/truth/sl_visible`` where
+        present); ``fitted``: those with status ok (any fitted orientation if not ``ok_only``)
+        and an orientation within ``misfit_deg``; ``configuration_right``: fraction of
+        ``points`` with the true NC configuration.
 
     Notes
     -----
