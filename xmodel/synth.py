@@ -140,8 +140,10 @@ def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, mod
         for j in range(stop - start):
             frame = background + acc[j]
             if sl is not None:
-                mu = frame.astype(np.float64)
-                s2 = np.square(sl[j].astype(np.float64))
+                # only the pixels the SL peaks reach contribute (s = 0 elsewhere)
+                on = np.flatnonzero(sl[j])
+                mu = frame[on].astype(np.float64)
+                s2 = np.square(sl[j][on].astype(np.float64))
                 sl_snr[start + j] = float(np.sum(np.where(mu > 0, s2 / np.where(mu > 0, mu, 1.0), 0.0)))
             yield frame
 
