@@ -19,7 +19,8 @@ tangential sigmas of the widest allowed mosaic (``sl_mosaic`` times the support'
 the Gaussian is below ``exp(-nsigma^2 / 2)`` of its height (3.4e-4 at 4): the same cut as the
 base support's q-bands. On reduced bins (points with a q spread, `xmodel.pixels.PixelSet.spread`)
 each peak is its mean over the bin's pixels (`xmodel.pattern.binned_peak`), a Gaussian widened
-by the bin's spread, and the windows use the widened sigmas (the largest spread of the points). For a point at elevation ``beta`` out of the detector plane (the Ewald
+by the bin's spread, and the windows use the widened sigmas (the largest spread of the points).
+For a point at elevation ``beta`` out of the detector plane (the Ewald
 sphere; ``|beta| <= 1.1 deg`` for the SAXS points of the twin) and an azimuth ``Theta`` away
 from ``chi_G``, ``q_hat . G_hat <= sqrt(1 - cos^2 beta sin^2 Theta)`` for any elevation of
 ``G`` (spherical law of cosines, maximised over the elevation of G), so the tangential chord
@@ -252,13 +253,13 @@ def _sl_windowed(windows: _Windows, arrays: dict, p: ModelParams, bragg):
         qa = jnp.sqrt(q2[k])
         gn = g_rot / g
         c = gn[:, 0:1] * qx[k] + gn[:, 1:2] * qy[k] + gn[:, 2:3] * qz[k]
-        dr = qa - g
-        dt2 = (2.0 * g * g) * jnp.maximum(1.0 - c / jnp.maximum(qa, 1e-12), 0.0)
         if "win_frame" in arrays:      # reduced bins: the peak's mean over the bin's pixels
             e1 = arrays["win_frame"]
             c1 = gn[:, 0:1] * e1[0][k] + gn[:, 1:2] * e1[1][k] + gn[:, 2:3] * e1[2][k]
             vals = binned_peak(qa, c, c1, arrays["win_spread"][:, k], g, p.sl_radial_width, g * p.sl_mosaic)
         else:
+            dr = qa - g
+            dt2 = (2.0 * g * g) * jnp.maximum(1.0 - c / jnp.maximum(qa, 1e-12), 0.0)
             vals = gaussian_peak(dr * dr, dt2, p.sl_radial_width, g * p.sl_mosaic)
         sl = sl.at[jnp.where(valid, win, windows.n_saxs)].add(jnp.where(valid, vals * bragg[k], 0.0))
     return sl[:windows.n_saxs]
