@@ -412,16 +412,14 @@ def plot_label_maps(maps: dict[str, np.ndarray], names: list[str], shape: tuple[
 
     ``maps``: panel title -> (N,) labels (row-major over ``shape``); ``extent`` (um) for imshow.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     colors = ["#000000", "#ffffff", "#9e9e9e"] + class_colors(names)   # no data black, empty white
     cmap = ListedColormap(colors)
-    fig, axes = plt.subplots(1, len(maps), figsize=(4.0 * len(maps) + 1.5, 4.0), squeeze=False)
+    fig = Figure(figsize=(4.0 * len(maps) + 1.5, 4.0))  # no pyplot: the user's backend is kept
+    axes = fig.subplots(1, len(maps), squeeze=False)
     for ax, (title, lab) in zip(axes[0], maps.items()):
         img = np.select([lab == NO_DATA, lab == EMPTY, lab == MIXED], [0, 1, 2], lab + 3).reshape(shape)
         ax.imshow(img, cmap=cmap, vmin=-0.5, vmax=len(colors) - 0.5, interpolation="nearest",
@@ -433,7 +431,6 @@ def plot_label_maps(maps: dict[str, np.ndarray], names: list[str], shape: tuple[
     fig.legend(handles=handles, loc="center right", fontsize=8)
     fig.tight_layout(rect=(0, 0, 0.85, 1))
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

@@ -669,13 +669,11 @@ def plot_ccfs(panels: list[dict], path: str | Path) -> Path:
 
     ``panels``: dicts with ``title``, ``delta_deg``, ``ccf`` and optionally ``ccf_simulated``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 2.8), squeeze=False)
+    fig = Figure(figsize=(3.2 * n, 2.8))  # no pyplot: the user's backend is kept
+    axes = fig.subplots(1, n, squeeze=False)
     for ax, p in zip(axes[0], panels):
         ax.plot(p["delta_deg"], p["ccf"], "r-", lw=1.5, label="experiment")
         if p.get("ccf_simulated") is not None:
@@ -691,7 +689,6 @@ def plot_ccfs(panels: list[dict], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

@@ -43,6 +43,22 @@ def _row(hkl, row, col, q, ewald, lattice="AL"):
                 ewald_distance=ewald, on_detector=True)
 
 
+def test_saving_domain_maps_and_ccfs_keeps_the_matplotlib_backend(tmp_path):
+    """The analyses' figure writers draw on a Figure without pyplot: the backend is not switched."""
+    import matplotlib
+
+    from fits.analyses.classify import plot_label_maps
+    from fits.analyses.xcca import plot_ccfs
+
+    before = matplotlib.get_backend()
+    lab = np.array([-1, 0, 1, 0, 1, 1])
+    plot_label_maps({"SAXS": lab}, ["red", "purple"], (2, 3), tmp_path / "maps.png")
+    delta = np.linspace(-180.0, 180.0, 73)
+    plot_ccfs([{"title": "red", "delta_deg": delta, "ccf": np.cos(np.radians(delta)) ** 2}], tmp_path / "ccf.png")
+    assert (tmp_path / "maps.png").stat().st_size > 0 and (tmp_path / "ccf.png").stat().st_size > 0
+    assert matplotlib.get_backend() == before
+
+
 def test_labels_only_visible_reflections_near_the_ewald_sphere():
     image, mask, q = _pattern()
     q_spot = float(q[20, 30])
