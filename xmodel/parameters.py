@@ -146,8 +146,10 @@ class Structure:
         if sl_peak_weighting not in SL_PEAK_WEIGHTINGS:
             raise ValueError(f"sl_peak_weighting {sl_peak_weighting!r} is unknown; use one of "
                              f"{list(SL_PEAK_WEIGHTINGS)} (model.sl_peak_weighting).")
-        a_min = min(lattice_constant_range) if lattice_constant_range else lattice_constant
-        sl_hkl = lattice.fcc_reflections(a_min, q_max_sl)
+        # |G| = 2 pi sqrt(N) / a: the largest lattice constant brings the most reflections below
+        # q_max_sl, so the list built there holds every one that enters at some a of the range
+        a_max = max(lattice_constant_range) if lattice_constant_range else lattice_constant
+        sl_hkl = lattice.fcc_reflections(a_max, q_max_sl)
         al_hkl = lattice.rock_salt_reflections(al_lattice_constant, q_max_al)
         f2 = structure_factor.pbs_intensity(al_hkl, energy_kev, al_lattice_constant)
         f200 = structure_factor.pbs_intensity(np.array([[2, 0, 0]]), energy_kev, al_lattice_constant)[0]

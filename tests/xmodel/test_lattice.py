@@ -139,3 +139,15 @@ def test_errors_are_clear():
         multiplicity([[1, 1, 1]])
     with pytest.raises(ValueError, match=r"hkl must have shape \(N, 3\), got shape \(3,\)"):
         families(np.array([1, 1, 1]))
+
+
+def test_structure_keeps_every_reflection_that_enters_q_max_over_the_lattice_constant_range():
+    """A fit letting a vary over (130, 150) A needs the reflections below q_max at a = 150 A
+    (333/511, 440, 531 at 0.218-0.248 1/A), which a = 130 A puts beyond 0.25 1/A."""
+    from xmodel.parameters import Structure
+
+    wide = Structure.build(lattice_constant=140.0, q_max_sl=0.25, lattice_constant_range=(130.0, 150.0))
+    at_150 = fcc_reflections(150.0, 0.25)
+    assert {tuple(h) for h in at_150} <= {tuple(h) for h in wide.sl_hkl}
+    n = np.sum(wide.sl_hkl ** 2, axis=1)
+    assert {27, 32, 35} <= set(n.tolist())
