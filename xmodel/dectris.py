@@ -40,7 +40,7 @@ detector; a tilted geometry is stored exactly only in the ``.poni``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 import h5py
@@ -134,6 +134,8 @@ def write_scan(
     pixel_mask_applied: bool = True,
     gap_value: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    skip_files: Collection[int] = (),
+    file_done: Callable[[int], None] | None = None,
 ) -> Path:
     """Write a scan as an Eiger would: master file, linked data files, a ``.poni`` and a ``.fio``.
 
@@ -176,6 +178,12 @@ def write_scan(
         Value written into flagged pixels; None (default) writes 2**32 - 1 as an Eiger does.
     progress
         Called as ``progress(frames_written, n_frames)`` after each frame.
+    skip_files
+        Data files (0-based: file ``k`` is ``<name>_data_{k + 1:06d}.h5``) written completely by an
+        earlier call with the same arguments: they are left as they are and ``frames`` yields
+        only the frames of the other files (a resumed synthesis, `xmodel.synth.render_scan`).
+    file_done
+        Called as ``file_done(k)`` when data file ``k`` is complete and closed.
 
     Returns
     -------
@@ -278,8 +286,14 @@ def write_scan(
 
     frame_iter = iter(frames)
     written = 0
+    skip_files = {int(k) for k in skip_files}
     for k in range(n_files):
         n_here = min(frames_per_file, n_frames - written)
+        if k in skip_files:
+            written += n_here
+            if progress is not None:
+                progress(written, n_frames)
+            continue
         with h5py.File(out_dir / f"{name}_data_{k + 1:06d}.h5", "w") as f:
             entry, grp = _nxdata_root(f)
             grp.attrs["signal"] = "data"
@@ -311,4 +325,6 @@ def write_scan(
                 written += 1
                 if progress is not None:
                     progress(written, n_frames)
+        if file_done is not None:
+            file_done(k)
     return master

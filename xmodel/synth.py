@@ -13,13 +13,18 @@ frames may hold dummy pixels (2**32 - 1) outside the pixel mask (``dummy_fractio
 encoder positions may jitter (``position_jitter_um``).
 
 Interruption. Everything is written into ``DIR/.<name>.partial/`` and moved into ``DIR`` when
-complete, the master file last, so a killed run never leaves a master that looks complete. A
-new run starts from scratch (it removes a stale ``.partial`` folder).
+complete, the master file last, so a killed run never leaves a master that looks complete. The
+same command resumes a killed run from its last complete data file (100 frames); a run with
+other settings refuses the folder unless told to restart (`open_partial`).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import math
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import h5py
@@ -44,6 +49,8 @@ from xmodel.twin import (
     load_twin,
     point_truth,
 )
+
+log = logging.getLogger(__name__)
 
 #: SL peaks count as visible at a point when their expected signal to noise (sqrt of
 #: `expected_frames`' ``sl_snr``) reaches this many standard deviations
@@ -95,8 +102,9 @@ def frame_and_sl_peaks(model: PatternModel):
 
 
 def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, models: list,
-                    batch_size: int = 8, sl_snr: np.ndarray | None = None) -> Iterator[np.ndarray]:
-    """Yield the expected counts (P,) float64 of every scan point, in scan order.
+                    batch_size: int = 8, sl_snr: np.ndarray | None = None,
+                    points: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """Yield the expected counts (P,) float64 of every scan point (or of ``points``), in order.
 
     ``background_counts * weight + sum_c weight_c * model_c(params_c)`` (see
     `xmodel.twin.point_params`), 0 where masked. The components of ``batch_size`` points
@@ -112,20 +120,24 @@ def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, mod
     of the SL peaks in standard deviations (Cash 1979, doi:10.1086/156922, for the Poisson
     likelihood-ratio form). Points without SL peaks on the Ewald sphere (tilted far from a
     zone) get small values.
+
+    ``points`` (M,) are the scan points to render (indices into ``comps``, in the order given;
+    None: all); ``sl_snr`` is indexed by point.
     """
     weight = np.where(pixels.valid, pixels.weight, 0.0)
     background = background_counts(sample) * weight
     bases = [domain_params(sample, k) for k in range(len(sample.domains))]
     both = [frame_and_sl_peaks(m) for m in models] if sl_snr is not None else None
-    for start in range(0, sample.n_points, batch_size):
-        stop = min(start + batch_size, sample.n_points)
-        acc = np.zeros((stop - start, pixels.size), np.float32)
-        sl = np.zeros((stop - start, pixels.size), np.float32) if sl_snr is not None else None
-        lab = comps.label[start:stop]
+    points = np.arange(sample.n_points) if points is None else np.asarray(points, np.int64).reshape(-1)
+    for start in range(0, points.size, batch_size):
+        batch = points[start:start + batch_size]
+        acc = np.zeros((batch.size, pixels.size), np.float32)
+        sl = np.zeros((batch.size, pixels.size), np.float32) if sl_snr is not None else None
+        lab = comps.label[batch]
         pending = []  # dispatched first (JAX runs them asynchronously), collected after
         for r, c in zip(*np.nonzero(lab >= 0)):
             k = int(lab[r, c])
-            i = start + r
+            i = int(batch[r])
             p = bases[k].replace(lattice_constant=comps.lattice_constant[i, c],
                                  tilt1=comps.tilt1[i, c], tilt2=comps.tilt2[i, c])
             if sl is not None:
@@ -137,15 +149,145 @@ def expected_frames(sample: TwinSample, pixels: PixelSet, comps: Components, mod
             acc[r] += np.float32(w) * np.asarray(out)
             if sl is not None:
                 sl[r] += np.float32(w) * np.asarray(peaks_only)
-        for j in range(stop - start):
+        for j in range(batch.size):
             frame = background + acc[j]
             if sl is not None:
                 # only the pixels the SL peaks reach contribute (s = 0 elsewhere)
                 on = np.flatnonzero(sl[j])
                 mu = frame[on].astype(np.float64)
                 s2 = np.square(sl[j][on].astype(np.float64))
-                sl_snr[start + j] = float(np.sum(np.where(mu > 0, s2 / np.where(mu > 0, mu, 1.0), 0.0)))
+                sl_snr[batch[j]] = float(np.sum(np.where(mu > 0, s2 / np.where(mu > 0, mu, 1.0), 0.0)))
             yield frame
+
+
+#: frames per data file of a synthetic scan (an Eiger's ``nimages_per_file``); also the unit of
+#: a resumed synthesis (`render_scan`)
+FRAMES_PER_FILE = 100
+
+#: the record of a synthesis' settings in its work folder (`open_partial`)
+SETTINGS_RECORD = "synth_settings.json"
+
+
+def synthesis_settings(sample: TwinSample, **options) -> dict:
+    """What decides the frames of a synthesis, as JSON: the twin's and its configs' texts, the
+    overrides and ``options`` (engine, scan order, beamline draws). A resumed synthesis must
+    have the same (`open_partial`)."""
+    sources = [str(sample.path)] + [str(p) for d in sample.domains for p in d.config.sources]
+    texts = {}
+    for src in dict.fromkeys(sources):
+        path = Path(src)
+        texts[path.name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return json.loads(json.dumps({"files_sha256": texts, "seed": sample.seed, "shape": list(sample.shape),
+                                  **options}, default=str))
+
+
+def open_partial(out_dir: Path, name: str, settings: dict, restart: bool = False) -> Path:
+    """The work folder ``DIR/.<name>.partial`` of a synthesis: resumed, or new.
+
+    A folder left by a synthesis with the same ``settings`` (`synthesis_settings`, recorded in
+    `SETTINGS_RECORD`) is resumed; one with other settings is refused (`TwinError` naming the
+    differing keys) unless ``restart``, which discards it.
+    """
+    tmp = out_dir / f".{name}.partial"
+    record = tmp / SETTINGS_RECORD
+    if tmp.exists() and not restart:
+        old = json.loads(record.read_text()) if record.is_file() else None
+        if old == settings:
+            log.info("resuming the unfinished synthesis in %s", tmp)
+            return tmp
+        differing = ("its settings were not recorded" if old is None else "differing: " + ", ".join(
+            sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))))
+        raise TwinError(f"{tmp} holds an unfinished synthesis with other settings ({differing}): run the "
+                        f"command that started it again to resume it, or pass --restart (restart=True) to "
+                        f"discard it and start over.")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    record.write_text(json.dumps(settings, indent=1, sort_keys=True))
+    return tmp
+
+
+def render_scan(tmp: Path, name: str, n: int, frames_at: Callable[[np.ndarray], Iterator[tuple[np.ndarray, dict]]],
+                facts: dict[str, type], *, progress: Callable[[int, int], None] | None,
+                **scan_kwargs) -> tuple[Path, dict[str, np.ndarray]]:
+    """Write the ``n`` frames of a scan into ``tmp`` data file by data file, resuming a stopped run.
+
+    Parameters
+    ----------
+    tmp
+        The work folder (`open_partial`).
+    name
+        Scan name (`xmodel.dectris.write_scan`).
+    n
+        Number of frames.
+    frames_at
+        ``frames_at(indices)`` yields ``(frame, values)`` for the frame indices given, in that
+        order: the counts (detector shape) and a dict with a value for each key of ``facts``.
+    facts
+        Name -> dtype of the per-frame values to collect (e.g. the expected counts).
+    progress
+        ``progress(frames_done, n)`` (frames of earlier runs count as done).
+    **scan_kwargs
+        The other arguments of `xmodel.dectris.write_scan` (geometry, positions, monitor, ...).
+
+    Returns
+    -------
+    master, values
+        The master file in ``tmp`` and the collected values (N,) per key of ``facts``.
+
+    Notes
+    -----
+    Checkpoint: when a data file is complete and closed, the values of its frames are saved
+    beside it (``<name>_data_00000k.facts.npz``, written to a temporary name and renamed); a
+    resumed run reads them, leaves those data files as they are and renders only the frames
+    of the others. Every frame depends only on its index and the settings, so a resumed scan
+    equals an uninterrupted one (tests/xmodel/test_synth.py).
+    """
+    n_files = max(1, math.ceil(n / FRAMES_PER_FILE))
+    values = {key: np.zeros(n, dtype) for key, dtype in facts.items()}
+
+    def checkpoint(k: int) -> Path:
+        return tmp / f"{name}_data_{k + 1:06d}.facts.npz"
+
+    done = set()
+    for k in range(n_files):
+        if checkpoint(k).is_file():
+            with np.load(checkpoint(k)) as saved:
+                for key, v in values.items():
+                    v[k * FRAMES_PER_FILE:(k + 1) * FRAMES_PER_FILE] = saved[key]
+            done.add(k)
+    if done:
+        log.info("%d of %d data files were written by an earlier run: rendering the other %d",
+                 len(done), n_files, n_files - len(done))
+    todo = np.array([i for i in range(n) if i // FRAMES_PER_FILE not in done], np.int64)
+
+    def frames() -> Iterator[np.ndarray]:
+        for i, (frame, vals) in zip(todo, frames_at(todo)):
+            for key, v in values.items():
+                v[i] = vals[key]
+            yield frame
+
+    def file_done(k: int) -> None:
+        part = slice(k * FRAMES_PER_FILE, (k + 1) * FRAMES_PER_FILE)
+        partial = checkpoint(k).with_name(checkpoint(k).name + ".tmp")
+        with open(partial, "wb") as fh:
+            np.savez(fh, **{key: v[part] for key, v in values.items()})
+        partial.replace(checkpoint(k))
+
+    master = dectris.write_scan(tmp, name, frames(), n, frames_per_file=FRAMES_PER_FILE, skip_files=done,
+                                file_done=file_done, progress=progress, **scan_kwargs)
+    return master, values
+
+
+def finish_partial(tmp: Path, out_dir: Path, master: Path) -> Path:
+    """Move the finished scan from ``tmp`` into ``out_dir`` (the master last), drop the checkpoints."""
+    for item in list(tmp.iterdir()):
+        if item.name == SETTINGS_RECORD or item.name.endswith((".facts.npz", ".facts.npz.tmp")):
+            item.unlink()
+    for item in sorted(tmp.iterdir(), key=lambda p: p == master):
+        item.replace(out_dir / item.name)
+    tmp.rmdir()
+    return out_dir / master.name
 
 
 class _Progress:
@@ -220,7 +362,7 @@ def _truth_map(f: h5py.File, truth: dict[str, np.ndarray], sample: TwinSample) -
 def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overrides: Sequence[str] = (),
                progress: bool = True, batch_size: int = 8, scan_order: str = "raster",
                monitor_variation: float = 0.0, dummy_fraction: float = 0.0,
-               position_jitter_um: float = 0.0) -> Path:
+               position_jitter_um: float = 0.0, restart: bool = False) -> Path:
     """Render a twin scan: ``DIR/<name>_master.h5`` + data files, ``<name>.poni``, ``truth.h5``.
 
     Parameters
@@ -250,6 +392,9 @@ def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overr
     position_jitter_um
         Standard deviation (um) of Gaussian encoder noise added to the positions in ``<name>.fio``
         (truth keeps the nominal ``positions_um``).
+    restart
+        Discard an unfinished synthesis of this scan in ``out_dir`` made with other settings
+        (without it such a folder is refused); one with the same settings is always resumed.
 
     Returns
     -------
@@ -261,7 +406,8 @@ def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overr
     Counts: Poisson(expected) per pixel (photon counting), drawn with
     ``numpy.random.default_rng(SeedSequence(seed, spawn_key=(i,)))`` for frame ``i``, so every
     frame is deterministic for a given seed. Full Eiger frames, uint32, masked pixels filled
-    by `xmodel.dectris.write_scan`. A killed run leaves only ``DIR/.<name>.partial/``. The
+    by `xmodel.dectris.write_scan`. A killed run leaves only ``DIR/.<name>.partial/``, and the
+    same call resumes it from its last complete data file (`render_scan`). The
     beamline-realism draws (flux, dummy pixels, jitter) use their own stream of the seed, so the
     counts of a frame at unit flux do not depend on them.
 
@@ -278,10 +424,10 @@ def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overr
         raise ValueError(f"batch_size={batch_size} must be a positive integer, e.g. 8.")
     sample = load_twin(paths[0], overrides)
     out_dir = Path(out_dir)
-    tmp = out_dir / f".{sample.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    settings = synthesis_settings(sample, engine="model", overrides=list(overrides), scan_order=scan_order,
+                                  monitor_variation=float(monitor_variation), dummy_fraction=float(dummy_fraction),
+                                  position_jitter_um=float(position_jitter_um))
+    tmp = open_partial(out_dir, sample.name, settings, restart)
 
     experiment = Experiment.from_config(sample.domains[0].config)  # [detector] binning applies
     pixels = experiment.pixels()
@@ -300,45 +446,41 @@ def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overr
     valid_pixels = np.flatnonzero(np.asarray(pixels.valid).reshape(-1))
     n_dummy = int(round(float(dummy_fraction) * n))
     dummy_frames = set(beamline.choice(n, size=n_dummy, replace=False).tolist()) if n_dummy else set()
-    dummy_pixels = np.zeros(n, np.int32)
     positions = truth["positions_um"] + (beamline.normal(0.0, position_jitter_um, (n, 2))
                                          if position_jitter_um > 0 else 0.0)
+    # the dummy pixels of each such frame, drawn in frame order (so a resumed run draws the same)
+    dummy_picks = {i: beamline.choice(valid_pixels, size=3, replace=False) for i in sorted(dummy_frames)}
     beam = sample.domains[0].config.beam
     photons = flux * beam.flux_photons_per_s * beam.exposure_s
-
-    expected_sums = np.zeros(n)
     sl_snr = np.zeros(n)
 
-    def frames() -> Iterator[np.ndarray]:
-        for i, expected in enumerate(expected_frames(sample, pixels, comps, models, batch_size, sl_snr)):
+    def frames_at(points: np.ndarray) -> Iterator[tuple[np.ndarray, dict]]:
+        for i, expected in zip(points, expected_frames(sample, pixels, comps, models, batch_size, sl_snr, points)):
             expected = expected * flux[i]
-            expected_sums[i] = float(expected.sum())
-            rng = np.random.default_rng(np.random.SeedSequence(sample.seed, spawn_key=(i,)))
+            rng = np.random.default_rng(np.random.SeedSequence(sample.seed, spawn_key=(int(i),)))
             frame = rng.poisson(expected).astype(np.uint32).reshape(-1)
-            if i in dummy_frames:
-                picks = beamline.choice(valid_pixels, size=3, replace=False)
+            picks = dummy_picks.get(int(i))
+            if picks is not None:
                 frame[picks] = dectris.EIGER_MASKED_VALUE_UINT32
-                dummy_pixels[i] = picks.size
-            yield frame.reshape(shape)
+            yield frame.reshape(shape), {"expected_counts": float(expected.sum()), "sl_snr": sl_snr[i],
+                                         "dummy_pixels": 0 if picks is None else picks.size}
 
-    master = dectris.write_scan(
-        tmp, sample.name, frames(), n, experiment.geometry,
-        positions_um=positions, monitor=photons, pixel_mask=experiment.mask,
-        count_time_s=beam.exposure_s,
-        progress=_Progress(f"synth {sample.name}", progress))
+    master, values = render_scan(
+        tmp, sample.name, n, frames_at, {"expected_counts": np.float64, "sl_snr": np.float64,
+                                         "dummy_pixels": np.int32},
+        geometry=experiment.geometry, positions_um=positions, monitor=photons, pixel_mask=experiment.mask,
+        count_time_s=beam.exposure_s, progress=_Progress(f"synth {sample.name}", progress))
+    sl_snr = values["sl_snr"]
     with h5py.File(tmp / "truth.h5", "a") as f:
         f.attrs["scan_order"] = scan_order
         ds = f["truth"].create_dataset("relative_flux", data=flux)
         ds.attrs["units"], ds.attrs["description"] = "", "incident flux of the frame / nominal flux"
-        ds = f["truth"].create_dataset("dummy_pixels", data=dummy_pixels)
+        ds = f["truth"].create_dataset("dummy_pixels", data=values["dummy_pixels"])
         ds.attrs["units"], ds.attrs["description"] = "pixels", "dummy pixels (2**32 - 1) outside the pixel mask"
-        ds = f["truth"].create_dataset("expected_counts", data=expected_sums)
+        ds = f["truth"].create_dataset("expected_counts", data=values["expected_counts"])
         ds.attrs["units"], ds.attrs["description"] = TRUTH_UNITS["expected_counts"]
         ds = f["truth"].create_dataset("sl_snr", data=sl_snr)
         ds.attrs["units"], ds.attrs["description"] = TRUTH_UNITS["sl_snr"]
         ds = f["truth"].create_dataset("sl_visible", data=sl_snr >= SL_VISIBLE_SNR ** 2)
         ds.attrs["units"], ds.attrs["description"] = TRUTH_UNITS["sl_visible"]
-    for item in sorted(tmp.iterdir(), key=lambda p: p == master):
-        item.replace(out_dir / item.name)
-    tmp.rmdir()
-    return out_dir / master.name
+    return finish_partial(tmp, out_dir, master)

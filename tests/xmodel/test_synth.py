@@ -182,3 +182,60 @@ def test_frame_and_sl_peaks_equal_the_model_and_its_sl_part(runs):
     np.testing.assert_allclose(np.asarray(frame), np.asarray(model(p)), rtol=1e-5, atol=1e-6 * float(np.max(frame)))
     np.testing.assert_allclose(np.asarray(peaks), np.asarray(alone), rtol=1e-5, atol=1e-6 * float(np.max(peaks)))
     assert float(np.max(peaks)) > 0
+
+
+def test_a_killed_synthesis_resumes_and_equals_an_uninterrupted_one(runs, tmp_path, monkeypatch):
+    """Killed after 9 of 16 frames (data files of 4 frames): the same call renders only the
+    frames of the unfinished files and gives the uninterrupted scan; other settings are refused
+    until --restart."""
+    import xmodel.synth as synth
+
+    toml, master_a, _, _ = runs
+    monkeypatch.setattr(synth, "FRAMES_PER_FILE", 4)
+    rendered = []
+    real = synth.expected_frames
+
+    def counting(*args, **kwargs):
+        for frame in real(*args, **kwargs):
+            rendered.append(1)
+            if len(rendered) == 10:
+                raise KeyboardInterrupt("killed")
+            yield frame
+
+    monkeypatch.setattr(synth, "expected_frames", counting)
+    out = tmp_path / "scan"
+    with pytest.raises(KeyboardInterrupt):
+        synthesize([toml], out, progress=False, batch_size=4)
+    partial = out / ".small.partial"
+    assert sorted(p.name for p in partial.glob("*.facts.npz")) == [
+        "small_data_000001.facts.npz", "small_data_000002.facts.npz"]
+    assert not (out / "small_master.h5").exists()
+    with pytest.raises(TwinError, match=r"other settings \(differing: overrides, seed\).*--restart"):
+        synthesize([toml], out, overrides=["seed=8"], progress=False, batch_size=4)
+
+    rendered.clear()
+    monkeypatch.setattr(synth, "expected_frames", real)
+    calls = []
+
+    def tracking(*args, **kwargs):
+        calls.append(np.asarray(args[6] if len(args) > 6 else kwargs["points"]).tolist())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synth, "expected_frames", tracking)
+    master = synthesize([toml], out, progress=False, batch_size=4)
+    assert calls == [list(range(8, 16))]                       # only the two unfinished files
+    assert not partial.exists() and sorted(p.name for p in out.glob("small_data_*.h5")) == [
+        f"small_data_{k:06d}.h5" for k in range(1, 5)]
+    np.testing.assert_array_equal(_frames(master)[1], _frames(master_a)[1])
+    resumed, _ = _truth(out / "truth.h5")
+    whole, _ = _truth(master_a.parent / "truth.h5")
+    for key in whole:
+        np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)
+
+    # restart discards an unfinished run with other settings
+    (out / ".small.partial").mkdir()
+    (out / ".small.partial" / synth.SETTINGS_RECORD).write_text('{"seed": 1}')
+    with pytest.raises(TwinError, match="other settings"):
+        synthesize([toml], out, progress=False, batch_size=4)
+    synthesize([toml], out, progress=False, batch_size=4, restart=True)
+    assert not (out / ".small.partial").exists()

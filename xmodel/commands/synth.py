@@ -23,7 +23,8 @@ def run(args) -> int:
         if len(args.configs) != 1:
             raise UsageError(f"--engine realspace takes one realistic-twin TOML, got {len(args.configs)}: "
                                  f"pass e.g. configs/twin_realistic_demo.toml.")
-        master = synthesize_realspace(args.configs[0], args.out, overrides=args.overrides, progress=args.quiet_level == 0)
+        master = synthesize_realspace(args.configs[0], args.out, overrides=args.overrides,
+                                      progress=args.quiet_level == 0, restart=args.restart)
         wrote(args, master)
         return 0
     from xmodel.config import shipped_config
@@ -33,7 +34,7 @@ def run(args) -> int:
     master = synthesize(configs, args.out, overrides=args.overrides, progress=args.quiet_level == 0,
                         batch_size=args.batch_size, scan_order=args.scan_order,
                         monitor_variation=args.monitor_variation, dummy_fraction=args.dummy_frames,
-                        position_jitter_um=args.position_jitter_um)
+                        position_jitter_um=args.position_jitter_um, restart=args.restart)
     wrote(args, master)
     return 0
 
@@ -58,4 +59,7 @@ def add_parser(sub) -> None:
                    help="model: the Gaussian-peak forward model (default); realspace: the independent real-space "
                         "simulator, CONFIG a realistic twin such as configs/twin_realistic_demo.toml "
                         "(docs/realspace.md)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard an unfinished synthesis in OUT made with other settings (one with the same "
+                        "settings is resumed from its last complete data file)")
     p.set_defaults(func=run)

@@ -28,9 +28,9 @@ Peak heights then differ where the shapes differ, which is the point.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -271,7 +271,8 @@ class RealspaceScan:
         return mu, {"n_nanocrystals": n_total, "sl_snr": sl_snr}
 
 
-def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overrides=(), progress: bool = True) -> Path:
+def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overrides=(), progress: bool = True,
+                         restart: bool = False) -> Path:
     """Render a realistic-twin scan: ``DIR/<name>_master.h5`` + data files, ``<name>.poni``, ``truth.h5``.
 
     Parameters
@@ -284,6 +285,8 @@ def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overri
         ``--set`` strings for the twin it names (``scan.shape=[3,3]``, ``seed=3``).
     progress
         Print frames done / total, rate and ETA on stderr.
+    restart
+        Discard an unfinished synthesis in ``out_dir`` made with other settings (`xmodel.synth.open_partial`).
 
     Returns
     -------
@@ -294,40 +297,48 @@ def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overri
     -----
     The file layout and the truth datasets are those of `xmodel.synth.synthesize` (its
     writers are used), plus `EXTRA_TRUTH`. Counts: Poisson(expected), frame ``i`` drawn with
-    ``SeedSequence(seed, spawn_key=(i,))``. A killed run leaves only ``DIR/.<name>.partial/``.
+    ``SeedSequence(seed, spawn_key=(i,))``. A killed run leaves only ``DIR/.<name>.partial/`` and the
+    same call resumes it from its last complete data file (`xmodel.synth.render_scan`).
     """
     # the writers of the twin's file layout (one owner of the layout); the physics above does
     # not use the Gaussian-peak model
-    from xmodel import dectris
-    from xmodel.synth import SL_VISIBLE_SNR, _Progress, write_truth
+    from xmodel.synth import (
+        SL_VISIBLE_SNR,
+        _Progress,
+        finish_partial,
+        open_partial,
+        render_scan,
+        synthesis_settings,
+        write_truth,
+    )
     from xmodel.twin import TRUTH_UNITS
 
     settings = load_settings(config_path)
     scan = RealspaceScan(settings, overrides)
     sample = scan.sample
     out_dir = Path(out_dir)
-    tmp = out_dir / f".{settings.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    record = synthesis_settings(sample, engine="realspace", overrides=list(overrides),
+                                realspace_sha256=hashlib.sha256(settings.path.read_bytes()).hexdigest())
+    tmp = open_partial(out_dir, settings.name, record, restart)
     truth = point_truth(sample, scan.comps)
     write_truth(tmp / "truth.h5", sample, truth)
     n = sample.n_points
-    expected_sums, sl_snr, n_ncs = np.zeros(n), np.zeros(n), np.zeros(n, np.int64)
 
-    def frames() -> Iterator[np.ndarray]:
-        for i in range(n):
-            mu, facts = scan.expected(i)
-            expected_sums[i] = float(mu[scan.valid].sum())
-            sl_snr[i] = facts["sl_snr"]
-            n_ncs[i] = facts["n_nanocrystals"]
-            rng = np.random.default_rng(np.random.SeedSequence(sample.seed, spawn_key=(i,)))
-            yield rng.poisson(mu).astype(np.uint32).reshape(scan.shape)
+    def frames_at(points: np.ndarray) -> Iterator[tuple[np.ndarray, dict]]:
+        for i in points:
+            mu, facts = scan.expected(int(i))
+            rng = np.random.default_rng(np.random.SeedSequence(sample.seed, spawn_key=(int(i),)))
+            yield (rng.poisson(mu).astype(np.uint32).reshape(scan.shape),
+                   {"expected_counts": float(mu[scan.valid].sum()), "sl_snr": facts["sl_snr"],
+                    "n_nanocrystals": facts["n_nanocrystals"]})
 
-    master = dectris.write_scan(
-        tmp, settings.name, frames(), n, scan.experiment.geometry, positions_um=sample.positions_um(),
-        monitor=scan.photons * scan.flux, pixel_mask=scan.experiment.mask, count_time_s=sample.domains[0].config.beam.exposure_s,
+    master, values = render_scan(
+        tmp, settings.name, n, frames_at, {"expected_counts": np.float64, "sl_snr": np.float64,
+                                           "n_nanocrystals": np.int64},
+        geometry=scan.experiment.geometry, positions_um=sample.positions_um(), monitor=scan.photons * scan.flux,
+        pixel_mask=scan.experiment.mask, count_time_s=sample.domains[0].config.beam.exposure_s,
         progress=_Progress(f"synth {settings.name} (realspace)", progress))
+    expected_sums, sl_snr, n_ncs = values["expected_counts"], values["sl_snr"], values["n_nanocrystals"]
     with h5py.File(tmp / "truth.h5", "a") as f:
         g = f["truth"]
         for key, data in (("expected_counts", expected_sums), ("sl_snr", sl_snr),
@@ -340,7 +351,4 @@ def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overri
             ds.attrs["units"], ds.attrs["description"] = EXTRA_TRUTH[key]
         f.attrs["engine"] = "realspace"
         f.attrs["realspace_toml"] = settings.path.read_text()
-    for item in sorted(tmp.iterdir(), key=lambda p: p == master):
-        item.replace(out_dir / item.name)
-    tmp.rmdir()
-    return out_dir / master.name
+    return finish_partial(tmp, out_dir, master)
