@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -538,6 +539,35 @@ def fitted_polar(row: dict, setup, settings) -> np.ndarray:
     return image.reshape(setup.chi_deg.size, setup.q.size)
 
 
+@dataclass(frozen=True, eq=False)
+class RealisticFit:
+    """One realistic frame, reduced and fitted (`realistic_frame_stage`), for `report_realistic_frame`.
+
+    Attributes
+    ----------
+    point : scan point of the realistic twin; twin : its TOML's file name.
+    truth : the point's truth row (`xmodel.realspace.single.RealisticFrame.truth`).
+    row : `fits.scan.frames.fit_frames` output for the one frame (arrays of length 1).
+    q, chi_deg : (n_q,), (n_chi,) the polar grid (1/A, deg).
+    polar, model, residual : (n_chi, n_q) observed mean counts per pixel, fitted model (NaN where
+        not evaluated), deviance residual (NaN where not fitted).
+    windows : (label, q_min, q_max) of the figure's rows (1/A).
+    seconds : wall-clock time from rendering to the fit's residuals (s).
+    """
+
+    point: int
+    twin: str
+    truth: dict
+    row: dict
+    q: np.ndarray
+    chi_deg: np.ndarray
+    polar: np.ndarray
+    model: np.ndarray
+    residual: np.ndarray
+    windows: list
+    seconds: float
+
+
 def realistic_frame_stage(out: Path, rep: Report, results: Path, setup, settings, config: Path = REALISTIC_TWIN,
                           overrides=(), bins=None, mask: np.ndarray | None = None) -> dict:
     """One realistic frame beside its Gaussian-model fit: render, reduce, fit, figure, table row.
@@ -560,17 +590,12 @@ def realistic_frame_stage(out: Path, rep: Report, results: Path, setup, settings
     Returns
     -------
     dict
-        ``point``, ``label``, ``orientation_error_deg``, ``a_fit``, ``a_true`` (A),
-        ``a_error_pct``, ``configuration`` (fitted), ``configuration_true``, ``status``,
-        ``seconds`` (render to figure) and ``figure`` (path).
+        `report_realistic_frame`'s summary.
     """
     import jax.numpy as jnp
 
     from fits.objective import deviance_residuals
     from fits.scan.frames import fit_frames
-    from fits.status import FitStatus
-    from xmodel import orientation
-    from xmodel.figures import plot_polar_fit
     from xmodel.realspace.single import render_point
     from xmodel.reduced import open_reduced
     from xmodel.reduction import PolarBins
@@ -592,45 +617,69 @@ def realistic_frame_stage(out: Path, rep: Report, results: Path, setup, settings
     res = np.asarray(deviance_residuals(jnp.asarray(np.nan_to_num(model, nan=1.0)), jnp.asarray(obs),
                                         jnp.asarray(np.where(fitted, pixel_counts, 0.0))), float)
     res = np.where(fitted & np.isfinite(obs), res, np.nan)
+    q_fit = setup.q[setup.index % setup.q.size]
+    windows = [(name, float(q_fit[sel].min()), float(q_fit[sel].max()))
+               for name, sel in (("SAXS", q_fit < 0.5), ("WAXS", q_fit >= 0.5)) if sel.any()]
+    fit = RealisticFit(point=frame.point, twin=Path(config).name, truth=frame.truth, row=row, q=setup.q,
+                       chi_deg=setup.chi_deg, polar=polar, model=model, residual=res, windows=windows,
+                       seconds=time.perf_counter() - t0)
+    return report_realistic_frame(out, rep, fit)
 
-    t = frame.truth
+
+def report_realistic_frame(out: Path, rep: Report, fit: RealisticFit) -> dict:
+    """Figure ``realistic_frame.png`` (observed | model | residual per q window, `plot_polar_fit`)
+    and the report's paragraph and table row: orientation error (misorientation of the fitted
+    SL orientation to the truth under cubic symmetry, deg), lattice constant (A, error in %),
+    configuration and status.
+
+    Returns
+    -------
+    dict
+        ``point``, ``label``, ``orientation_error_deg``, ``a_fit``, ``a_true`` (A),
+        ``a_error_pct``, ``configuration`` (fitted), ``configuration_true``, ``status``,
+        ``seconds`` (rendering to figure) and ``figure`` (path).
+    """
+    from fits.status import FitStatus
+    from xmodel import orientation
+    from xmodel.figures import plot_polar_fit
+
+    t0 = time.perf_counter()
+    t, row = fit.truth, fit.row
+    label = str(t["label_name"])
     status = FitStatus.from_code(int(row["status"][0])).name.lower().replace("_", " ")
-    R_fit = row["orientation_matrix"][0]
+    R_fit = np.asarray(row["orientation_matrix"][0], float)
     err_deg = (float(np.degrees(orientation.misorientation_angle(R_fit, t["orientation_matrix"])))
                if np.all(np.isfinite(R_fit)) else float("nan"))
     a_fit, a_true = float(row["lattice_constant"][0]), float(t["lattice_constant"])
     a_err = 100.0 * (a_fit - a_true) / a_true
     conf = str(row["configuration"][0]) or "undetermined"
-    conf_true = str(t["configuration"].decode() if isinstance(t["configuration"], bytes) else t["configuration"])
-    q_fit = setup.q[setup.index % setup.q.size]
-    windows = [(name, float(q_fit[sel].min()), float(q_fit[sel].max()))
-               for name, sel in (("SAXS", q_fit < 0.5), ("WAXS", q_fit >= 0.5)) if sel.any()]
+    conf_true = t["configuration"].decode() if isinstance(t["configuration"], bytes) else str(t["configuration"])
     png = "realistic_frame.png"
-    title = (f"realistic frame ({t['label_name']}, point {frame.point}): orientation error {err_deg:.2f} deg, "
+    title = (f"realistic frame ({label}, point {fit.point}): orientation error {err_deg:.2f} deg, "
              f"a {a_fit:.1f} A fitted vs {a_true:.1f} A true ({a_err:+.2f} %), {conf} fitted vs {conf_true} true, "
              f"status {status}")
-    plot_polar_fit(setup.q, setup.chi_deg, polar, model, res, windows, out / png, title=title)
-    dt = time.perf_counter() - t0
-    print(f"   realistic frame (point {frame.point}): rendered, reduced, fitted and drawn in {dt:.1f} s; "
+    plot_polar_fit(fit.q, fit.chi_deg, fit.polar, fit.model, fit.residual, fit.windows, out / png, title=title)
+    dt = fit.seconds + time.perf_counter() - t0
+    print(f"   realistic frame (point {fit.point}): rendered, reduced, fitted and drawn in {dt:.1f} s; "
           f"orientation error {err_deg:.2f} deg, a error {a_err:+.2f} %, status {status}", flush=True)
-    rep.add(f"Frame {frame.point} of the realistic demo twin (`{config.name}`: the layout of "
+    rep.add(f"Frame {fit.point} of the realistic demo twin (`configs/{fit.twin}`: the layout of "
             "`configs/demo.toml` on a 7 x 7 grid at 2 um), the counts that "
-            f"`xmodel synth {config.name} --engine realspace` writes for that frame. This frame was made by "
+            f"`xmodel synth configs/{fit.twin} --engine realspace` writes for that frame. This frame was made by "
             "a simulator that shares no code with the model but the detector geometry and the orientation "
             "conventions (explicit NC positions in paracrystalline grains, finite PbS crystals, membrane, "
             "air, beamstop shadow, streak, flux drift and bad pixels: docs/realspace.md); docs/validation.md "
             "has the figures for a whole realistic scan, where the model's fits are biased.", "",
             "The point is chosen by a fixed rule, not by its fit: the in-domain, unmixed point farthest "
-            f"from an empty area ({float(t['boundary_distance_um']):.1f} um, domain {t['label_name']}). It "
+            f"from an empty area ({float(t['boundary_distance_um']):.1f} um, domain {label}). It "
             "is reduced onto the scan's polar grid as `xmodel reduce` reduced the scan, and fitted by the "
             "scan fit's per-frame code (`fits.scan.frames.fit_frames`, what `xmodel fit` runs) with the "
             f"scan's settings; {dt:.1f} s from rendering to figure. Residual: signed Poisson deviance "
             "residual of each fitted bin (grey: not fitted).", "",
             "| frame | orientation error (deg) | a fitted / true (A) | a error (%) | configuration fitted / true "
             "| status |", "|---|---|---|---|---|---|",
-            f"| realistic frame ({t['label_name']}, point {frame.point}) | {err_deg:.2f} | {a_fit:.1f} / "
+            f"| realistic frame ({label}, point {fit.point}) | {err_deg:.2f} | {a_fit:.1f} / "
             f"{a_true:.1f} | {a_err:+.2f} | {conf} / {conf_true} | {status} |", "",
             f"Status message: {row['message'][0]}", "", f"![realistic frame]({png})", "")
-    return {"point": frame.point, "label": t["label_name"], "orientation_error_deg": err_deg, "a_fit": a_fit,
+    return {"point": fit.point, "label": label, "orientation_error_deg": err_deg, "a_fit": a_fit,
             "a_true": a_true, "a_error_pct": a_err, "configuration": conf, "configuration_true": conf_true,
             "status": status, "seconds": dt, "figure": out / png}
