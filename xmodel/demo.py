@@ -489,7 +489,6 @@ def boundary_line(out: Path, rep: Report, results: Path, truth: Path, fits_h5: P
             f"{sum(hits)} of {len(hits)} points with SL peaks.", "", *rows, "", "![boundary](boundary.png)", "")
 
 
-
 # --------------------------------------------------------------------------- stage 5
 
 #: the realistic twin of the demo: configs/demo.toml's layout (7 x 7 points at 2 um) rendered by
@@ -655,9 +654,12 @@ def report_realistic_frame(out: Path, rep: Report, fit: RealisticFit) -> dict:
     conf = str(row["configuration"][0]) or "undetermined"
     conf_true = t["configuration"].decode() if isinstance(t["configuration"], bytes) else str(t["configuration"])
     png = "realistic_frame.png"
-    title = (f"realistic frame ({label}, point {fit.point}): orientation error {err_deg:.2f} deg, "
-             f"a {a_fit:.1f} A fitted vs {a_true:.1f} A true ({a_err:+.2f} %), {conf} fitted vs {conf_true} true, "
-             f"status {status}")
+    if np.isfinite(a_fit):
+        title = (f"realistic frame ({label}, point {fit.point}): orientation error {err_deg:.2f} deg, "
+                 f"a {a_fit:.1f} A fitted vs {a_true:.1f} A true ({a_err:+.2f} %), {conf} fitted vs {conf_true} "
+                 f"true, status {status}")
+    else:
+        title = f"realistic frame ({label}, point {fit.point}): no fit (status {status}), true a {a_true:.1f} A"
     plot_polar_fit(fit.q, fit.chi_deg, fit.polar, fit.model, fit.residual, fit.windows, out / png, title=title)
     dt = fit.seconds + time.perf_counter() - t0
     print(f"   realistic frame (point {fit.point}): rendered, reduced, fitted and drawn in {dt:.1f} s; "
