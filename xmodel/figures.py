@@ -273,3 +273,80 @@ def plot_ccf(delta_deg: np.ndarray, ccf: np.ndarray, *, ccf_model: np.ndarray | 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     return fig
+
+
+def plot_polar_fit(q: np.ndarray, chi_deg: np.ndarray, observed: np.ndarray, model: np.ndarray,
+                   residual: np.ndarray, windows: list[tuple[str, float, float]], path: str | Path | None = None,
+                   *, title: str = "", residual_label: str = "deviance residual", residual_limit: float = 5.0):
+    """A frame's polar image beside its fit: observed | model | residual, one row per q window.
+
+    Parameters
+    ----------
+    q : (n_q,) bin centres (1/A); chi_deg : (n_chi,) bin centres (deg).
+    observed : (n_chi, n_q) mean counts per pixel of each bin (NaN: no valid pixel).
+    model : (n_chi, n_q) the fitted model's counts per pixel (NaN where it is not evaluated).
+    residual : (n_chi, n_q) residuals of the fit, e.g. signed Poisson deviance residuals
+        (`fits.objective.deviance_residuals`; NaN where not fitted).
+    windows : (label, q_min, q_max) per row, e.g. ``[("SAXS", 0.05, 0.25), ("WAXS", 1.7, 2.3)]``.
+    path : also save the figure there.
+    title : figure title (e.g. fitted against true orientation and lattice constant, status).
+    residual_label : colour-bar label of the residual panels.
+    residual_limit : residuals are shown on ``[-residual_limit, residual_limit]`` (clipped).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Notes
+    -----
+    Observed and model share one logarithmic colour scale per row, so a misfit shows as a
+    difference of colour; the q axis is logarithmic in the SAXS window (q_min < 0.5 1/A).
+    """
+    import matplotlib
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    q = np.asarray(q, float)
+    chi = np.asarray(chi_deg, float)
+    shape = (chi.size, q.size)
+    images = [np.asarray(a, float) for a in (observed, model, residual)]
+    for name, a in zip(("observed", "model", "residual"), images):
+        if a.shape != shape:
+            raise ValueError(f"plot_polar_fit: {name} has shape {a.shape}; expected (n_chi, n_q) = {shape}")
+    if not windows:
+        raise ValueError("plot_polar_fit: no q window given; pass e.g. [('SAXS', 0.05, 0.25)]")
+    fig = Figure(figsize=(14.0, 3.9 * len(windows) + 0.5), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(windows), 3, squeeze=False))
+    grey = "0.6"
+    cmap = matplotlib.colormaps["inferno"].with_extremes(bad=grey)
+    cmap_r = matplotlib.colormaps["RdBu_r"].with_extremes(bad=grey)
+    for row, (label, q_lo, q_hi) in zip(axes, windows):
+        cols = np.flatnonzero((q >= q_lo) & (q <= q_hi))
+        if cols.size == 0:
+            raise ValueError(f"plot_polar_fit: window {label!r} ({q_lo:g} .. {q_hi:g} 1/A) holds no q bin "
+                             f"(q {q.min():.3g} .. {q.max():.3g} 1/A)")
+        obs, mod, res = (a[:, cols] for a in images)
+        pos = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in (obs, mod)])
+        vmin = max(float(np.percentile(pos, 2)), 1e-3) if pos.size else 1e-3
+        vmax = max(float(pos.max()), 10 * vmin) if pos.size else 1.0
+        norm = LogNorm(vmin=vmin, vmax=vmax)
+        qw = q[cols]
+        for ax, img, what in zip(row[:2], (obs, mod), ("observed", "model")):
+            mesh = ax.pcolormesh(qw, chi, np.ma.masked_invalid(np.clip(img, vmin, None)), cmap=cmap, norm=norm,
+                                 shading="nearest")
+            ax.set_title(f"{label}: {what}")
+        fig.colorbar(mesh, ax=row[:2], label="counts/pixel", fraction=0.05, pad=0.01)
+        mesh = row[2].pcolormesh(qw, chi, np.ma.masked_invalid(np.clip(res, -residual_limit, residual_limit)),
+                                 cmap=cmap_r, vmin=-residual_limit, vmax=residual_limit, shading="nearest")
+        row[2].set_title(f"{label}: residual")
+        fig.colorbar(mesh, ax=row[2], label=residual_label, fraction=0.05, pad=0.01)
+        for ax in row:
+            if q_lo < 0.5:
+                ax.set_xscale("log")
+            ax.set_xlabel("q (1/Å)")
+        row[0].set_ylabel("χ (deg)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -337,3 +337,29 @@ def test_membrane_and_air_scattering_shapes():
     air = air_scattering(q)
     assert air[0] == pytest.approx((0.78 * 4 * 7 ** 2 + 0.21 * 4 * 8 ** 2) / 0.99, rel=0.02)  # 2 f^2 (1 + 1)
     assert np.all(np.diff(air) < 0)                                                # gas: falls with q
+
+
+def test_one_rendered_point_is_the_synth_frame(tiny_scan):
+    from xmodel.io import open_scan
+    from xmodel.realspace.single import render_point
+
+    frame = render_point(tiny_scan / "tiny.toml", point=0)
+    with open_scan(tiny_scan / "out" / "tiny_realistic_master.h5") as scan:
+        written, mask = scan.frame(0), np.asarray(scan.mask, bool)
+    assert frame.counts.shape == written.shape == tuple(frame.experiment.geometry.shape)
+    np.testing.assert_array_equal(frame.counts[~mask], written[~mask])     # the same draw: deterministic
+    assert frame.point == 0 and frame.truth["label_name"] == "red" and frame.n_nanocrystals > 100
+    with pytest.raises(ValueError, match=r"tiny\.toml: point 3 is outside the scan of 3 points"):
+        render_point(tiny_scan / "tiny.toml", point=3)
+
+
+def test_bulk_point_is_the_unmixed_point_farthest_from_an_empty_area():
+    from xmodel.realspace.single import bulk_point
+
+    truth = {"label": np.array([0, 1, 1, -1, 0]), "empty": np.array([False, False, False, True, False]),
+             "mixed": np.array([True, False, False, False, False]),
+             "boundary_distance_um": np.array([5.0, 1.0, 2.0, 9.0, 2.0])}
+    assert bulk_point(truth) == 2                      # mixed and empty points never; ties: the lowest index
+    truth["mixed"][:] = True
+    with pytest.raises(ValueError, match="no in-domain, unmixed scan point"):
+        bulk_point(truth)
