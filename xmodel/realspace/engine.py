@@ -198,6 +198,12 @@ class RealspaceScan:
                                                      float(self.comps.tilt1[i, c]), float(self.comps.tilt2[i, c])),
                           float)
 
+    def counts(self, i: int, mu: np.ndarray) -> np.ndarray:
+        """Poisson counts (detector shape, uint32) of scan point ``i`` with expected counts ``mu``
+        (`expected`): the generator of the draw is ``SeedSequence(seed, spawn_key=(i,))``."""
+        rng = np.random.default_rng(np.random.SeedSequence(self.sample.seed, spawn_key=(int(i),)))
+        return rng.poisson(mu).astype(np.uint32).reshape(self.shape)
+
     def expected(self, i: int) -> tuple[np.ndarray, dict]:
         """Expected counts (full detector, flat float64) of scan point ``i`` and frame facts.
 
@@ -327,8 +333,7 @@ def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overri
     def frames_at(points: np.ndarray) -> Iterator[tuple[np.ndarray, dict]]:
         for i in points:
             mu, facts = scan.expected(int(i))
-            rng = np.random.default_rng(np.random.SeedSequence(sample.seed, spawn_key=(int(i),)))
-            yield (rng.poisson(mu).astype(np.uint32).reshape(scan.shape),
+            yield (scan.counts(int(i), mu),
                    {"expected_counts": float(mu[scan.valid].sum()), "sl_snr": facts["sl_snr"],
                     "n_nanocrystals": facts["n_nanocrystals"]})
 

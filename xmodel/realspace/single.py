@@ -108,8 +108,7 @@ def render_point(config: str | Path, point: int | None = None, overrides=()) -> 
     if not 0 <= i < n:
         raise ValueError(f"{settings.path}: point {point} is outside the scan of {n} points (0 .. {n - 1}).")
     mu, facts = scan.expected(i)
-    rng = np.random.default_rng(np.random.SeedSequence(scan.sample.seed, spawn_key=(i,)))
-    counts = rng.poisson(mu).astype(np.uint32).reshape(scan.shape)
+    counts = scan.counts(i, mu)
     names = scan.sample.label_names
     row = {k: v[i] for k, v in truth.items() if isinstance(v, np.ndarray) and v.shape[:1] == (n,)}
     row["label_name"] = names[int(row["label"])] if int(row["label"]) >= 0 else ""
