@@ -253,8 +253,11 @@ class FitSetup:
         if q_edges is None or chi_edges is None:
             pixels = exp.polar_pixels(q, chi)
         else:
-            # the reduction bins the unbinned detector's pixels (xmodel.reduction.reduce_scan)
-            full = exp if exp.binning == 1 else Experiment.from_config(cfg, binning=1)
+            # the reduction bins the pixels of the frames it read (xmodel.reduction.reduce_scan):
+            # a real detector's, i.e. unbinned, unless its mask has the config's binned shape (a
+            # scan synthesised on a binned detector)
+            binned_frames = mask is not None and np.shape(mask) == tuple(exp.geometry.shape)
+            full = exp if exp.binning == 1 or binned_frames else Experiment.from_config(cfg, binning=1)
             if mask is not None and np.shape(mask) != tuple(full.geometry.shape):
                 log.warning("the reduction's mask %s does not match the config's detector %s; the bin "
                             "centroids use the config's mask", np.shape(mask), tuple(full.geometry.shape))

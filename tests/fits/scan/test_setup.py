@@ -113,3 +113,30 @@ def test_setup_from_reduction_uses_the_edges_and_falls_back_to_bin_centres_with_
         scan_setup.setup_from_reduction(_reduction(tmp_path / "old.h5", False), cfg=None)
     assert "q_edges" not in calls[-1]
     assert "old.h5 stores no bin edges" in caplog.text and "at the bin centres" in caplog.text
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_centroids_on_the_detector_the_reduction_read(monkeypatch):
+    """A scan written on a binned detector (its reduction's mask has the binned shape) gets the
+    centroids of the binned pixels; a real scan (full-size mask, or none) those of the full detector."""
+    cfg = load_config(default_paths("red"), ["detector.binning=4"])
+    binned = Experiment.from_config(cfg)
+    full = Experiment.from_config(cfg, binning=1)
+    assert binned.geometry.shape != full.geometry.shape
+    seen = []
+
+    def capture(exp, *args, **kwargs):
+        seen.append(tuple(exp.geometry.shape))
+        raise _Stop
+
+    monkeypatch.setattr(scan_setup, "bin_centroid_pixels", capture)
+    q, chi = 0.5 * (Q_EDGES[1:] + Q_EDGES[:-1]), 0.5 * (CHI_EDGES[1:] + CHI_EDGES[:-1])
+    for mask in (np.zeros(binned.geometry.shape, bool), np.zeros(full.geometry.shape, bool), None):
+        try:
+            scan_setup.FitSetup.build(cfg, q, chi, None, q_edges=Q_EDGES, chi_edges=CHI_EDGES, mask=mask)
+        except _Stop:
+            pass
+    assert seen == [tuple(binned.geometry.shape), tuple(full.geometry.shape), tuple(full.geometry.shape)]
