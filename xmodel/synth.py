@@ -168,17 +168,28 @@ FRAMES_PER_FILE = 100
 SETTINGS_RECORD = "synth_settings.json"
 
 
+def code_fingerprint() -> str:
+    """SHA-256 of the xmodel package's Python sources (their paths and contents): the code that
+    renders the frames. A resumed synthesis must have been started by the same code."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def synthesis_settings(sample: TwinSample, **options) -> dict:
     """What decides the frames of a synthesis, as JSON: the twin's and its configs' texts, the
-    overrides and ``options`` (engine, scan order, beamline draws). A resumed synthesis must
-    have the same (`open_partial`)."""
+    overrides, ``options`` (engine, scan order, beamline draws) and the code (`code_fingerprint`).
+    A resumed synthesis must have the same (`open_partial`)."""
     sources = [str(sample.path)] + [str(p) for d in sample.domains for p in d.config.sources]
     texts = {}
     for src in dict.fromkeys(sources):
         path = Path(src)
         texts[path.name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
     return json.loads(json.dumps({"files_sha256": texts, "seed": sample.seed, "shape": list(sample.shape),
-                                  **options}, default=str))
+                                  "xmodel_sha256": code_fingerprint(), **options}, default=str))
 
 
 def open_partial(out_dir: Path, name: str, settings: dict, restart: bool = False) -> Path:

@@ -213,6 +213,12 @@ def test_a_killed_synthesis_resumes_and_equals_an_uninterrupted_one(runs, tmp_pa
     with pytest.raises(TwinError, match=r"other settings \(differing: overrides, seed\).*--restart"):
         synthesize([toml], out, overrides=["seed=8"], progress=False, batch_size=4)
 
+    real_code = synth.code_fingerprint
+    monkeypatch.setattr(synth, "code_fingerprint", lambda: "another version")
+    with pytest.raises(TwinError, match=r"differing: xmodel_sha256"):
+        synthesize([toml], out, progress=False, batch_size=4)
+    monkeypatch.setattr(synth, "code_fingerprint", real_code)
+
     rendered.clear()
     monkeypatch.setattr(synth, "expected_frames", real)
     calls = []
