@@ -7,8 +7,8 @@ Fig. 1a,b: the grey points).
 
 A model that misses the shape of its own peaks (finite crystals, a paracrystal) leaves a residual
 too, but on the fitted reflections: each test leaves out the fitted peaks' `footprint` (where
-they stand above the noise of a fit point) and measures what is left elsewhere in units of the
-fit's own residual scatter on its reflections, a quasi-likelihood dispersion ``phi`` (Pearson
+they stand above the noise of a fit point) and weighs what is left elsewhere against the fit's
+own residual scatter on its reflections, a quasi-likelihood dispersion ``phi`` (Pearson
 ``X^2`` per point, McCullagh & Nelder 1989, Generalized Linear Models, 2nd ed., ch. 9;
 Wedderburn 1974, Biometrika 61, 439): under ``Var(y) = phi mu`` a significance in Poisson sigmas
 is divided by ``sqrt(phi)``. ``phi`` is taken on the footprint, not over the frame, so that the

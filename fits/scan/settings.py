@@ -201,9 +201,9 @@ class EvidenceSettings:
                             "point mixed (configs/twin.toml mixed_threshold)", ge=0, inf=True)
     mixed_al_significance: float = _s(12.0, "number", "Poisson sigma / sqrt(dispersion)", "AL excess left after "
                                       "the fit away from its AL peaks, over the square root of the fit's dispersion "
-                                      "on them, that makes a frame mixed: Gaussian 31 x 31 twin mixed frames 16-63 "
-                                      "(or SL-flagged), single grains <= 5.3; realistic 21 x 21 twin mixed 24-31, "
-                                      "single grains mostly < 6 (one in 150 at 16)", ge=0, inf=True)
+                                      "on them, that makes a frame mixed: mixed frames the AL test decides 16-63 on the "
+                                      "Gaussian 31 x 31 twin, 29-33 on the realistic 21 x 21 twin; single grains "
+                                      "<= 5.4 and <= 9.4", ge=0, inf=True)
     mixed_al_ratio: float = _s(0.1, "number", "of the fitted AL peaks", "and this fraction of the fitted AL "
                                "peak height: f / (1 - f) = 0.11 for a second orientation with f = 0.1 of the beam",
                                ge=0, inf=True)
