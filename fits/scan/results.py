@@ -86,8 +86,9 @@ FIT_DATASETS = {
     "significance": ("", "largest SL ring peak significance (peak over robust noise)"),
     "residual_significance": ("", ("largest SL ring peak significance left after subtracting the fitted SL "
                                   "peaks (a second orientation: mixed pattern)")),
-    "al_residual_significance": ("", ("largest AL ring excess left after the fit, in Poisson standard deviations "
-                                     "of one chi bin (a second NC orientation: mixed pattern)")),
+    "al_residual_significance": ("", ("largest AL ring excess left after the fit away from its AL peaks, in "
+                                     "Poisson standard deviations of one chi bin over the square root of the fit's "
+                                     "dispersion on its AL peaks (a second NC orientation: mixed pattern)")),
     "status": ("", "fits.status.FitStatus code (the group's status_codes attribute)"),
     "message": ("", "status message"),
 }

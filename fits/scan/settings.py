@@ -194,13 +194,19 @@ class EvidenceSettings:
                             "own needs before a neighbour pass gives it one: the SL term's scale, three angles "
                             "and a are 5 degrees of freedom, and 100 is far beyond chi2.isf(1e-6, 5) = 36 "
                             "for the look-elsewhere effect of many orientations", ge=0, inf=True)
-    mixed_ratio: float = _s(0.2, "number", "of the frame's significance", "SL ring significance left after "
-                            "the fit (and >= min_significance) that makes a frame mixed", ge=0, inf=True)
-    mixed_al_significance: float = _s(12.0, "number", "Poisson sigma", "AL excess left after the fit that "
-                                      "makes a frame mixed: 31 x 31 twin mixed frames 19-113, single grains "
-                                      "<= 5.9", ge=0, inf=True)
+    mixed_ratio: float = _s(0.1, "number", "of the frame's significance", "SL ring significance left after "
+                            "the fit (>= min_significance), over the square root of the fit's dispersion on its "
+                            "SL peaks, that makes a frame mixed: a second orientation with a fraction f of the "
+                            "beam has peaks f / (1 - f) of the first's, 0.11 for the f = 0.1 that makes a twin "
+                            "point mixed (configs/twin.toml mixed_threshold)", ge=0, inf=True)
+    mixed_al_significance: float = _s(12.0, "number", "Poisson sigma / sqrt(dispersion)", "AL excess left after "
+                                      "the fit away from its AL peaks, over the square root of the fit's dispersion "
+                                      "on them, that makes a frame mixed: mixed frames the AL test decides 16-63 on the "
+                                      "Gaussian 31 x 31 twin, 29-33 on the realistic 21 x 21 twin; single grains "
+                                      "<= 5.4 and <= 9.4", ge=0, inf=True)
     mixed_al_ratio: float = _s(0.1, "number", "of the fitted AL peaks", "and this fraction of the fitted AL "
-                               "peak height", ge=0, inf=True)
+                               "peak height: f / (1 - f) = 0.11 for a second orientation with f = 0.1 of the beam",
+                               ge=0, inf=True)
     mixed_al_band_sigma: float = _s(3.0, "number", "AL radial sigmas", "half-width of the AL shells searched "
                                     "for a second NC orientation", gt=0)
 
