@@ -137,3 +137,27 @@ def test_windowed_bin_averaged_peaks_equal_the_orientation_free_ones(models):
     # and the bin average differs from the peaks at the centroids by more than that
     plain = sl(models["base"])[:, 0]
     assert np.max(np.abs(plain - a) / peak) > 1e-2
+
+
+def test_windowed_crystal_peaks_equal_the_orientation_free_ones(models):
+    """The "crystal" peak shape with a paracrystal term (`xmodel.pattern.sl_peak_widths`): wider
+    tangential peaks at low |G|, wider radial ones at high |G|, and the windows follow them."""
+    import dataclasses
+
+    sup, m = models["sup"], models
+    structure = dataclasses.replace(models["base"].structure, sl_peak_shape="crystal", sl_paracrystal=0.06)
+    base = support_model(models["base"].pixels, structure, m["template"], m["a_range"], sup.width_factor)
+    win = windowed_model(base, m["index"], CHI, Q, m["template"], sup.width_factor, sup.sl_window_nsigma)
+    assert isinstance(win, WindowedModel)
+    # the size term widens the windows of the low shells beyond the mosaic ones
+    assert win.windows.shells[0][1] > models["win"].windows.shells[0][1]
+    rng = np.random.default_rng(5)
+    batch = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[_random_params(m, rng) for _ in range(4)])
+
+    def sl(model):
+        return np.asarray(jax.jit(jax.vmap(model.components(("sl_scale",)), in_axes=(None, 0)))(model.arrays, batch))
+
+    a, b = sl(base)[:, 0], sl(win)[:, 0]
+    peak = a.max(axis=1, keepdims=True)
+    assert np.all(peak > 0)
+    assert np.max(np.abs(b - a) / peak) < 1e-3
