@@ -273,6 +273,8 @@ class FitSetup:
         bank = build_template_bank(chi, wavelength_A=float(exp.geometry.wavelength) * 1e10,
                                    lattice_constant=a0, step_deg=settings.search.step_deg,
                                    mosaic_deg=float(np.degrees(template.sl_mosaic)),
+                                   size_sigma=(float(template.sl_radial_width)
+                                               if structure.sl_peak_shape == "crystal" else 0.0),
                                    cache_dir=settings.run.cache_dir)
         weight = np.ones(index.size) if counts is None else counts.reshape(-1)[index]
         return cls(model=model, template=template, bank=bank, q=q, chi_deg=chi, index=index, weight=weight,
