@@ -35,7 +35,16 @@ NOTES = {
         "`form_factor_nsigma` truncates the Gaussian radius distribution; 6 converges (P within 1e-7 of "
         "the untruncated average), 3 reproduces sasmodels' default cut (1.8 % off near the first minimum) and is the model's default "
         "for now: the scan fit's template search picks an alias on some frames with the converged P(q), "
-        "so it follows when the search is robust to it."),
+        "so it follows when the search is robust to it. "
+        "`sl_peak_shape` sets the SL peaks' widths and normalisation (`xmodel.pattern.sl_peak_widths`): "
+        "`\"mosaic\"` (the default, the model of earlier versions) has the radial sigma `radial_width`, "
+        "the tangential `|G| mosaic`, and the height `peak_scale` whatever the widths; `\"crystal\"` is "
+        "the peak of a finite mosaic grain: `radial_width` is the grain's isotropic (Scherrer) width, "
+        "the tangential sigma is `sqrt(radial_width^2 + (|G| mosaic)^2)`, the radial one grows as "
+        "`sqrt(radial_width^2 + (sl_paracrystal |G|^2)^2)` (a paracrystal, Hosemann & Bagchi 1962), "
+        "and each reflection keeps its integrated intensity: the height is `peak_scale` times "
+        "`sigma_ref^3 / (sigma_r sigma_t^2)`, `sigma_ref = 2e-3 1/A`. `sl_paracrystal` must be 0 with "
+        "`\"mosaic\"`."),
 }
 
 

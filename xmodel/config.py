@@ -51,6 +51,9 @@ SL_PEAK_WEIGHTINGS = ("decoupling", "average")
 #: search is robust to it (the orange Conf2 test frame of tests/fits/test_scan_fit.py fits 37 deg
 #: off for 2 of 3 noise draws under either weighting; the test's own draw fails under "decoupling")
 DEFAULT_SL_PEAK_WEIGHTING = "average"
+#: the same tuple as `xmodel.pattern.SL_PEAK_SHAPES`: "mosaic" (the default, the peaks of earlier
+#: versions) or "crystal" (size, mosaic and paracrystal broadening, integrated intensity kept)
+SL_PEAK_SHAPES = ("mosaic", "crystal")
 #: the default of ``model.form_factor_nsigma`` (the model's truncation of the Gaussian radius
 #: distribution). `xmodel.form_factor.sphere_form_factor` converges at 6 sigma (its own default);
 #: the model stays at sasmodels' 3-sigma cut for now because the scan fit's template search is
@@ -224,6 +227,15 @@ class ModelConfig:
         Size weighting of the SL Bragg peaks: "decoupling" (``|<F>|^2``, the decoupling
         approximation, `xmodel.form_factor.sphere_bragg_factor`, what the physics gives) or
         "average" (``<|F|^2>``, the default for now: `DEFAULT_SL_PEAK_WEIGHTING`).
+    sl_peak_shape : str
+        Shape of the SL Bragg peaks (`xmodel.pattern.sl_peak_widths`): "mosaic" (the default:
+        radial sigma ``sigma_r``, tangential ``|G| sigma_mosaic``, height ``sl_scale`` whatever the
+        widths) or "crystal" (tangential ``sqrt(sigma_r^2 + (|G| sigma_mosaic)^2)``, the finite
+        grain's isotropic Scherrer term plus the mosaic; radial widened by ``sl_paracrystal``;
+        each reflection's integrated intensity independent of its widths).
+    sl_paracrystal : float
+        Paracrystal (Hosemann) growth of the SL radial width with the "crystal" shape (A, >= 0):
+        ``sigma_r(G)^2 = sigma_r^2 + (sl_paracrystal |G|^2)^2``; 0 (the default) leaves it out.
     """
 
     q_max_sl: float = _number(0.25, "1/A", gt=0)
@@ -232,6 +244,8 @@ class ModelConfig:
     form_factor_nodes: int = _key(40, Check("integer", ge=1, le=1000))
     form_factor_nsigma: float = _number(DEFAULT_MODEL_FORM_FACTOR_NSIGMA, "standard deviations", gt=0)
     sl_peak_weighting: str = _key(DEFAULT_SL_PEAK_WEIGHTING, Check("choice", choices=SL_PEAK_WEIGHTINGS))
+    sl_peak_shape: str = _key("mosaic", Check("choice", choices=SL_PEAK_SHAPES))
+    sl_paracrystal: float = _number(0.0, "A", ge=0)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from xmodel import lattice, orientation, structure_factor
-from xmodel.config import DEFAULT_MODEL_FORM_FACTOR_NSIGMA, DEFAULT_SL_PEAK_WEIGHTING, SL_PEAK_WEIGHTINGS
+from xmodel.config import (
+    DEFAULT_MODEL_FORM_FACTOR_NSIGMA,
+    DEFAULT_SL_PEAK_WEIGHTING,
+    SL_PEAK_SHAPES,
+    SL_PEAK_WEIGHTINGS,
+)
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # 2.3548 for a Gaussian
 
@@ -36,9 +41,13 @@ class ModelParams:
     Attributes
     ----------
     lattice_constant : SL cubic lattice constant a (A).
-    sl_radial_width : radial Gaussian sigma of SL peaks, sigma_r (1/A).
-    sl_mosaic : SL mosaic spread (rad); tangential sigma is ``|G| * sl_mosaic``.
-    sl_scale : SL peak height for P(q) = 1 (counts per pixel, before solid angle/polarization).
+    sl_radial_width : radial Gaussian sigma of SL peaks, sigma_r (1/A); with the "crystal" peak
+        shape the isotropic (size) term at G -> 0 (`xmodel.pattern.sl_peak_widths`).
+    sl_mosaic : SL mosaic spread (rad); tangential sigma is ``|G| * sl_mosaic`` ("mosaic" shape)
+        or ``sqrt(sl_radial_width^2 + (|G| sl_mosaic)^2)`` ("crystal").
+    sl_scale : SL peak height for P(q) = 1 (counts per pixel, before solid angle/polarization);
+        with the "crystal" shape the height of a peak of sigmas `xmodel.pattern.SL_REFERENCE_SIGMA`
+        (its integrated intensity over the reference volume).
     diffuse_scale : isotropic ``diffuse_scale * P(|q|)`` term of the disordered part (counts).
     radius, radius_sigma : mean NC core radius and its Gaussian standard deviation (A).
     al_scale : peak height of 200_AL (counts); other AL reflections scale by ``|F|^2 / |F_200|^2``.
@@ -111,6 +120,9 @@ class Structure:
     form_factor_nsigma : truncation of the Gaussian radius distribution (standard deviations).
     sl_peak_weighting : size weighting of the SL Bragg peaks, "decoupling" (``|<F>|^2``) or
         "average" (``<|F|^2>``); see `xmodel.form_factor.sl_peak_factor`.
+    sl_peak_shape : shape of the SL Bragg peaks, "mosaic" or "crystal"
+        (`xmodel.pattern.sl_peak_widths`).
+    sl_paracrystal : paracrystal growth s of the SL radial width with "crystal" (A).
     """
 
     sl_hkl: np.ndarray
@@ -120,6 +132,8 @@ class Structure:
     form_factor_nodes: int = 40
     form_factor_nsigma: float = DEFAULT_MODEL_FORM_FACTOR_NSIGMA
     sl_peak_weighting: str = DEFAULT_SL_PEAK_WEIGHTING
+    sl_peak_shape: str = "mosaic"
+    sl_paracrystal: float = 0.0
     energy_kev: float = 13.8
     q_max_sl: float = 0.25
     q_max_al: float = 3.2
@@ -132,7 +146,8 @@ class Structure:
               form_factor_nodes: int = 40, band_nsigma: float = 4.0,
               lattice_constant_range: tuple[float, float] | None = None,
               form_factor_nsigma: float = DEFAULT_MODEL_FORM_FACTOR_NSIGMA,
-              sl_peak_weighting: str = DEFAULT_SL_PEAK_WEIGHTING) -> "Structure":
+              sl_peak_weighting: str = DEFAULT_SL_PEAK_WEIGHTING, sl_peak_shape: str = "mosaic",
+              sl_paracrystal: float = 0.0) -> "Structure":
         """Reflection lists for an fcc SL of lattice constant ``lattice_constant`` (A).
 
         ``lattice_constant_range`` (A) widens the SL list so that fits letting ``a`` vary
@@ -141,11 +156,19 @@ class Structure:
         Raises
         ------
         ValueError
-            If ``sl_peak_weighting`` is not one of `xmodel.config.SL_PEAK_WEIGHTINGS`.
+            If ``sl_peak_weighting`` is not one of `xmodel.config.SL_PEAK_WEIGHTINGS`, ``sl_peak_shape``
+            not one of `xmodel.config.SL_PEAK_SHAPES`, or ``sl_paracrystal`` negative or set with
+            the "mosaic" shape (which has no paracrystal term).
         """
         if sl_peak_weighting not in SL_PEAK_WEIGHTINGS:
             raise ValueError(f"sl_peak_weighting {sl_peak_weighting!r} is unknown; use one of "
                              f"{list(SL_PEAK_WEIGHTINGS)} (model.sl_peak_weighting).")
+        if sl_peak_shape not in SL_PEAK_SHAPES:
+            raise ValueError(f"sl_peak_shape {sl_peak_shape!r} is unknown; use one of "
+                             f"{list(SL_PEAK_SHAPES)} (model.sl_peak_shape).")
+        if not sl_paracrystal >= 0 or (sl_paracrystal > 0 and sl_peak_shape != "crystal"):
+            raise ValueError(f"sl_paracrystal = {sl_paracrystal!r} A: expected a number >= 0, and 0 unless "
+                             f"model.sl_peak_shape = \"crystal\" (got {sl_peak_shape!r}).")
         # |G| = 2 pi sqrt(N) / a: the largest lattice constant brings the most reflections below
         # q_max_sl, so the list built there holds every one that enters at some a of the range
         a_max = max(lattice_constant_range) if lattice_constant_range else lattice_constant
@@ -157,6 +180,7 @@ class Structure:
                    al_weight=np.asarray(f2 / f200, dtype=np.float64),
                    al_lattice_constant=al_lattice_constant, form_factor_nodes=form_factor_nodes,
                    form_factor_nsigma=float(form_factor_nsigma), sl_peak_weighting=sl_peak_weighting,
+                   sl_peak_shape=sl_peak_shape, sl_paracrystal=float(sl_paracrystal),
                    energy_kev=energy_kev, q_max_sl=q_max_sl, q_max_al=q_max_al,
                    band_nsigma=band_nsigma)
 
@@ -215,5 +239,7 @@ def structure_from_config(cfg, lattice_constant_range=None) -> Structure:
                            form_factor_nodes=cfg.model.form_factor_nodes,
                            form_factor_nsigma=cfg.model.form_factor_nsigma,
                            sl_peak_weighting=cfg.model.sl_peak_weighting,
+                           sl_peak_shape=cfg.model.sl_peak_shape,
+                           sl_paracrystal=cfg.model.sl_paracrystal,
                            band_nsigma=cfg.model.band_nsigma,
                            lattice_constant_range=lattice_constant_range)

@@ -8,7 +8,9 @@
   size distribution: ``|<F>|^2 / <V>^2`` (the decoupling approximation) with
   ``model.sl_peak_weighting = "decoupling"``, ``P`` with ``"average"`` (the default for now;
   `xmodel.form_factor.sl_peak_factor`, `xmodel.config.DEFAULT_SL_PEAK_WEIGHTING`), ``g`` a
-  Gaussian peak with radial sigma ``sigma_r`` and tangential sigma ``|G| sigma_mosaic``;
+  Gaussian peak with radial sigma ``sigma_r`` and tangential sigma ``|G| sigma_mosaic`` (the
+  default ``model.sl_peak_shape = "mosaic"``), or with the widths and the integrated-intensity
+  normalisation of a finite, mosaic, paracrystalline grain (``"crystal"``, `sl_peak_widths`);
 * ``I_AL(q) = al_scale * sum_G |F_G|^2/|F_200|^2 g(q; R_al G)`` over the rock-salt PbS
   reflections, radial sigma ``sigma_s`` and tangential ``sqrt(sigma_s^2 + (|G| sigma_Phi)^2)``
   (the model behind the paper's Eq. 7).
@@ -50,6 +52,83 @@ from xmodel.parameters import ModelParams, Structure
 from xmodel.pixels import PixelSet
 
 TWO_PI = 2.0 * np.pi
+
+#: shapes of the SL Bragg peaks (``model.sl_peak_shape``, `sl_peak_widths`); the same tuple as
+#: `xmodel.config.SL_PEAK_SHAPES`
+SL_PEAK_SHAPES = ("mosaic", "crystal")
+#: reference sigma of the "crystal" shape's normalisation (1/A): ``sl_scale`` is the height of a
+#: reflection whose three sigmas are all this (a FWHM of 4.7e-3 1/A, about a 100 nm grain's)
+SL_REFERENCE_SIGMA = 2.0e-3
+
+
+def sl_peak_widths(g, sl_radial_width, sl_mosaic, shape: str = "mosaic", paracrystal: float = 0.0):
+    """Radial and tangential sigmas of a SL reflection of modulus ``g`` and its height factor.
+
+    Parameters
+    ----------
+    g : |G| (1/A), a number or an array (numpy or JAX).
+    sl_radial_width : sigma_r (1/A); with "crystal" the isotropic (size) width at G -> 0.
+    sl_mosaic : sigma_mosaic (rad).
+    shape : "mosaic" or "crystal" (`SL_PEAK_SHAPES`, ``model.sl_peak_shape``).
+    paracrystal : s (A), the radial growth with "crystal" (``model.sl_paracrystal``); 0 leaves it out.
+
+    Returns
+    -------
+    sigma_r, sigma_t : radial and tangential sigmas (1/A), broadcast like ``g``.
+    height : factor on the peak's height (unitless): 1 for "mosaic".
+
+    Raises
+    ------
+    ValueError
+        If ``shape`` is not one of `SL_PEAK_SHAPES`.
+
+    Notes
+    -----
+    "mosaic" (the default, the model of earlier versions): ``sigma_r``, ``sigma_t = |G|
+    sigma_mosaic``, height ``sl_scale B(|q|)`` whatever the widths, so a reflection's integrated
+    intensity grows as ``sigma_r sigma_t^2`` (as ``|G|^2 sigma_mosaic^2``).
+
+    "crystal": the peak of a finite, mosaic, paracrystalline grain.
+
+    * Size (Scherrer): a coherent grain of diameter D broadens every reflection by the Fourier
+      transform of its shape, the same in every direction for a compact grain and independent of
+      |G| (Warren, "X-ray Diffraction", 1969, ch. 13; for a sphere ``|Phi|^2 ~ exp(-q^2 R^2 / 5)``,
+      a sigma of ``sqrt(5/2) / R``). ``sl_radial_width`` is taken as that isotropic term: it is
+      the radial width where the |G|-dependent terms vanish, so one parameter describes both
+      directions and the parameter set stays as it is.
+    * Mosaic: a spread of grain orientations moves G over its sphere, ``|G| sigma_mosaic``
+      tangentially; convolved with the size term the tangential sigma is
+      ``sigma_t = sqrt(sigma_r^2 + (|G| sigma_mosaic)^2)`` (the AL peaks' form,
+      `al_tangential_sigma`).
+    * Paracrystal: cumulative lattice disorder (an ideal paracrystal, Hosemann & Bagchi, "Direct
+      Analysis of Diffraction by Matter", 1962; Guinier, "X-ray Diffraction", 1963, ch. 9)
+      broadens the reflection of order h radially by an integral breadth growing as h^2, ``(pi/2)
+      g_p^2 d |G|^2`` for a relative spacing spread g_p and spacing d; here as a Gaussian term
+      added in quadrature, ``sigma_r(G)^2 = sigma_r^2 + (s |G|^2)^2`` (``s ~ sqrt(pi / 8) g_p^2
+      d``: 0.06 A for 3 % of a 106 A spacing).
+    * Integrated intensity: broadening redistributes a reflection's scattering over reciprocal
+      space but keeps its integral (the kinematic integrated intensity of a mosaic crystal,
+      Als-Nielsen & McMorrow, "Elements of Modern X-ray Physics", 2nd ed. 2011, sections 5.6 and
+      6.3; Warren ch. 13), so the height falls as ``1 / (sigma_r sigma_t^2)``. The convention:
+      ``height = sigma_ref^3 / (sigma_r sigma_t^2)`` with ``sigma_ref`` = `SL_REFERENCE_SIGMA`, so
+      a reflection's integral over reciprocal space is ``(2 pi)^{3/2} sigma_ref^3 sl_scale B``
+      whatever its widths, and ``sl_scale`` is the height a peak of sigmas ``sigma_ref`` would have
+      (with the default widths 1.5e-3 1/A and 1 deg the heights at 111 to 220 are 1.5 to 0.8
+      ``sl_scale``).
+
+    Validation: the numerical 3D integral of one reflection does not change with ``sl_radial_width``
+    and ``sl_mosaic`` (rel 1e-3), and the gradients of the "crystal" model agree with central
+    finite differences in float64 (tests/xmodel/test_pattern.py::test_crystal_*).
+    """
+    if shape == "mosaic":
+        return sl_radial_width, g * sl_mosaic, 1.0
+    if shape != "crystal":
+        raise ValueError(f"SL peak shape {shape!r} is unknown; use one of {list(SL_PEAK_SHAPES)} "
+                         f"(model.sl_peak_shape).")
+    size2 = sl_radial_width * sl_radial_width
+    sr = sl_radial_width if not paracrystal else (size2 + (paracrystal * g * g) ** 2) ** 0.5
+    st2 = size2 + (g * sl_mosaic) ** 2
+    return sr, st2 ** 0.5, SL_REFERENCE_SIGMA ** 3 / (sr * st2)
 
 
 def gaussian_peak(dq_r2, dq_t2, sigma_r, sigma_t):
@@ -277,19 +356,21 @@ def _shells(hkl: np.ndarray) -> dict[int, np.ndarray]:
     return {int(v): np.flatnonzero(n2 == v) for v in np.unique(n2)}
 
 
-def _lattice_support(q_lab, qabs, order, hkl, rot, a_values, sigma_r, sigma_t_of_g, nsigma, margin_rad,
+def _lattice_support(q_lab, qabs, order, hkl, rot, a_values, sigma_r_of_g, sigma_t_of_g, nsigma, margin_rad,
                      prune):
     """Points and members per shell for one lattice (numpy, float64).
 
     ``order`` sorts ``qabs``; since ``|q - G| >= ||q| - |G||``, only points with
     ``||q| - g| < nsigma * max(sigma_r, sigma_t)`` can pass, and they are found by bisection
-    before the exact test.
+    before the exact test. ``sigma_r_of_g`` and ``sigma_t_of_g`` give the widths at |G| (1/A),
+    both non-decreasing in |G| for the radial one.
     """
     limit = nsigma ** 2
     sorted_q = qabs[order]
     shells = []
     for n2, members in _shells(hkl).items():
         gs = TWO_PI * np.sqrt(n2) / np.asarray(a_values)
+        sigma_r = float(sigma_r_of_g(gs.max()))
         reach = nsigma * sigma_r
         lo, hi = np.searchsorted(sorted_q, [gs.min() - reach, gs.max() + reach])
         cand = np.sort(order[lo:hi])
@@ -374,8 +455,11 @@ def build_support(pixels: PixelSet, structure: Structure, params: ModelParams, *
     rot_sl = np.asarray(params.sl_orientation(), np.float64)
     # the diffuse P(q) term is kept out to 2 q_max_sl, where it has decayed as q^-4
     saxs_mask = qabs <= 2.0 * structure.q_max_sl
-    sl_all = _lattice_support(q_lab, qabs, order, structure.sl_hkl, rot_sl, a_values, sr,
-                              lambda g: g * mosaic, n, margin, prune)
+    para = structure.sl_paracrystal * wf
+    sl_all = _lattice_support(q_lab, qabs, order, structure.sl_hkl, rot_sl, a_values,
+                              lambda g: sl_peak_widths(g, sr, mosaic, structure.sl_peak_shape, para)[0],
+                              lambda g: sl_peak_widths(g, sr, mosaic, structure.sl_peak_shape, para)[1],
+                              n, margin, prune)
     for s in sl_all:
         saxs_mask[s.points] = True
     saxs_points = np.flatnonzero(saxs_mask)
@@ -388,7 +472,7 @@ def build_support(pixels: PixelSet, structure: Structure, params: ModelParams, *
     dis = p["disorder"] * wf
     rot_al = np.asarray(params.al_orientation(), np.float64)
     al_all = _lattice_support(q_lab, qabs, order, structure.al_hkl, rot_al, [structure.al_lattice_constant],
-                              ss, lambda g: float(np.sqrt(ss ** 2 + (g * dis) ** 2)), n, margin, prune)
+                              lambda g: ss, lambda g: float(np.sqrt(ss ** 2 + (g * dis) ** 2)), n, margin, prune)
     al_mask = np.zeros(qabs.size, bool)
     for s in al_all:
         al_mask[s.points] = True
@@ -415,6 +499,14 @@ class _Layout:
     nsigma: float
     weighting: str
     binned: bool = False   # points are reduced bins with a q spread (`binned_shell_sum`)
+    sl_shape: str = "mosaic"      # `sl_peak_widths`
+    sl_paracrystal: float = 0.0   # A
+
+
+def sl_widths(layout: _Layout, g, p: ModelParams):
+    """`sl_peak_widths` of the model's SL shape at |G| = ``g`` for parameters ``p``
+    (``(sigma_r, sigma_t, height)``; also `fits.scan.window`)."""
+    return sl_peak_widths(g, p.sl_radial_width, p.sl_mosaic, layout.sl_shape, layout.sl_paracrystal)
 
 
 #: the terms the model is linear in, named by their scale parameter (`ModelParams`)
@@ -470,14 +562,13 @@ def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str,
                 pts = arrays["sl_points"][i]
                 g = float(TWO_PI * np.sqrt(n2)) / p.lattice_constant
                 g_rot = (TWO_PI / p.lattice_constant) * (arrays["sl_hkl"][i] @ rot.T)
+                sr, st, height = sl_widths(layout, g, p)
                 if layout.binned:
                     vals = binned_shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], arrays["sl_frame"][i],
-                                            arrays["sl_spread"][i], g_rot, g, p.sl_radial_width,
-                                            g * p.sl_mosaic)
+                                            arrays["sl_spread"][i], g_rot, g, sr, st)
                 else:
-                    vals = shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], g_rot, g, p.sl_radial_width,
-                                     g * p.sl_mosaic)
-                sl = sl.at[pts].add(bragg[pts] * vals, indices_are_sorted=True, unique_indices=True)
+                    vals = shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], g_rot, g, sr, st)
+                sl = sl.at[pts].add(bragg[pts] * (height * vals), indices_are_sorted=True, unique_indices=True)
             out["sl_scale"] = place(sl)
     if "al_scale" in parts:
         al = jnp.zeros(arrays["al_index"].shape[0], dtype)
@@ -574,7 +665,9 @@ class PatternModel:
                               nodes=int(structure.form_factor_nodes),
                               nsigma=float(structure.form_factor_nsigma),
                               weighting=str(structure.sl_peak_weighting),
-                              binned=pixels.spread is not None)
+                              binned=pixels.spread is not None,
+                              sl_shape=str(structure.sl_peak_shape),
+                              sl_paracrystal=float(structure.sl_paracrystal))
         self._fn = jax.jit(partial(_evaluate, self.layout))
 
     def __call__(self, params: ModelParams) -> jax.Array:
@@ -690,7 +783,9 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
         bragg = sl_peak_factor(qa, p.radius, p.radius_sigma, structure.sl_peak_weighting, n_nodes=nodes,
                                n_sigma=nsigma)
         gn_sl = jnp.linalg.norm(sl_g, axis=1)
-        sl = jnp.sum(peaks(sl_g, p.sl_radial_width, gn_sl * p.sl_mosaic), axis=1)
+        sr, st, height = sl_peak_widths(gn_sl, p.sl_radial_width, p.sl_mosaic, structure.sl_peak_shape,
+                                        structure.sl_paracrystal)
+        sl = jnp.sum(height * peaks(sl_g, sr, st), axis=1)
         gn_al = jnp.linalg.norm(al_g, axis=1)
         al = peaks(al_g, p.al_radial_width, al_tangential_sigma(gn_al, p.al_radial_width, p.disorder))
         return p.background + p.diffuse_scale * ff + p.sl_scale * bragg * sl + p.al_scale * (al @ al_w)

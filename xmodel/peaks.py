@@ -12,6 +12,7 @@ import numpy as np
 from xmodel.experiment import Experiment
 from xmodel.form_factor import sl_peak_factor
 from xmodel.parameters import ModelParams, Structure
+from xmodel.pattern import sl_peak_widths
 from xmodel.pixels import weight_at
 
 TWO_PI = 2.0 * np.pi
@@ -112,8 +113,9 @@ def reflection_table(experiment: Experiment, structure: Structure, params: Model
         q_near, dist = ewald_projection(g, k)
         gabs = np.linalg.norm(g, axis=1)
         if name == "SL":
-            sr = np.full(gabs.shape, float(p.sl_radial_width))
-            st = gabs * float(p.sl_mosaic)
+            sr, st, norm = sl_peak_widths(gabs, float(p.sl_radial_width), float(p.sl_mosaic),
+                                          structure.sl_peak_shape, structure.sl_paracrystal)
+            sr = np.broadcast_to(np.asarray(sr, float), gabs.shape)
         else:
             sr = np.full(gabs.shape, float(p.al_radial_width))
             st = np.sqrt(sr ** 2 + (gabs * float(p.disorder)) ** 2)
@@ -123,7 +125,7 @@ def reflection_table(experiment: Experiment, structure: Structure, params: Model
             ff = np.asarray(sl_peak_factor(qs_abs, float(p.radius), float(p.radius_sigma),
                                            structure.sl_peak_weighting, n_nodes=structure.form_factor_nodes,
                                            n_sigma=structure.form_factor_nsigma))
-            amp = float(p.sl_scale) * ff
+            amp = float(p.sl_scale) * norm * ff
         else:
             amp = float(p.al_scale) * structure.al_weight
         height = amp * _peak_height(q_star - g, g, sr, st)

@@ -20,7 +20,7 @@ from fits.scan.window import windowed_model
 from xmodel import orientation
 from xmodel.experiment import Experiment
 from xmodel.parameters import ModelParams, params_from_config, structure_from_config
-from xmodel.pattern import PatternModel
+from xmodel.pattern import PatternModel, sl_peak_widths
 from xmodel.pixels import PixelSet, weight_at
 from xmodel.reduced import ReducedScan, open_reduced
 from xmodel.reduction import PolarBins, build_bin_map
@@ -64,7 +64,9 @@ def fit_point_index(pixels, structure, template: ModelParams, a_range: tuple[flo
     """
     qa = np.linalg.norm(np.asarray(pixels.q_lab, np.float64), axis=-1).reshape(-1)
     wf = max(1.0, float(width_factor))
-    sr = float(template.sl_radial_width) * wf * nsigma
+    # the widest SL radial sigma, at q_max_sl (it grows with |G| with a paracrystal term)
+    sr = float(sl_peak_widths(structure.q_max_sl, float(template.sl_radial_width), 0.0, structure.sl_peak_shape,
+                              structure.sl_paracrystal)[0]) * wf * nsigma
     ss = float(template.al_radial_width) * wf * nsigma
     n_sl = np.sqrt(np.sum(np.asarray(structure.sl_hkl, float) ** 2, axis=1))
     lo = TWO_PI * n_sl.min() / max(a_range) - sr
@@ -274,6 +276,8 @@ class FitSetup:
         bank = build_template_bank(chi, wavelength_A=float(exp.geometry.wavelength) * 1e10,
                                    lattice_constant=a0, step_deg=settings.search.step_deg,
                                    mosaic_deg=float(np.degrees(template.sl_mosaic)),
+                                   size_sigma=(float(template.sl_radial_width)
+                                               if structure.sl_peak_shape == "crystal" else 0.0),
                                    cache_dir=settings.run.cache_dir)
         weight = np.ones(index.size) if counts is None else counts.reshape(-1)[index]
         return cls(model=model, template=template, bank=bank, q=q, chi_deg=chi, index=index, weight=weight,

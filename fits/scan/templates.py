@@ -146,7 +146,7 @@ def ewald_angle(q: np.ndarray, wavelength_A: float) -> np.ndarray:
     return np.arcsin(np.minimum(np.asarray(q, float) / (2.0 * TWO_PI / wavelength_A), 1.0))
 
 
-def shell_signatures(bases: np.ndarray, alpha: np.ndarray, chi_deg: np.ndarray, sigma: float,
+def shell_signatures(bases: np.ndarray, alpha: np.ndarray, chi_deg: np.ndarray, sigma: float | np.ndarray,
                      shells: tuple[int, ...] | np.ndarray) -> np.ndarray:
     """Ring signatures ``sqrt(sum_G exp(-(1 - u_G . q_hat(chi)) / sigma^2))`` of every orientation.
 
@@ -155,7 +155,7 @@ def shell_signatures(bases: np.ndarray, alpha: np.ndarray, chi_deg: np.ndarray, 
     bases : (D, 3, 3) orientations (SL crystal -> lab).
     alpha : (D, S) `ewald_angle` of each shell's ring for each orientation (rad).
     chi_deg : (C,) regular chi grid over 360 deg (deg, pyFAI chi).
-    sigma : angular sigma of the SL peaks (rad).
+    sigma : angular sigma of the SL peaks (rad), one for all shells or (S,) one per shell.
     shells : (S,) SL shells ``h^2 + k^2 + l^2``; ``u_G`` runs over `shell_members` in the lab.
 
     Returns
@@ -185,10 +185,11 @@ def shell_signatures(bases: np.ndarray, alpha: np.ndarray, chi_deg: np.ndarray, 
     shell_of = np.repeat(np.arange(S), [g.shape[0] for g in members])
     u = np.einsum("dij,mj->dmi", bases, np.concatenate(members))         # (D, M, 3) lab
     alpha = np.broadcast_to(np.asarray(alpha, float), (D, S))[:, shell_of]
+    sigma = np.broadcast_to(np.asarray(sigma, float), (S,))[shell_of]                # (M,) per member
     sa, ca = np.sin(alpha), np.cos(alpha)
     r = np.hypot(u[..., 0], u[..., 1])
     with np.errstate(divide="ignore", invalid="ignore"):
-        kappa = (1.0 + u[..., 2] * sa - _EXPONENT_CUT * sigma ** 2) / (ca * r)
+        kappa = (1.0 + u[..., 2] * sa - _EXPONENT_CUT * sigma[None, :] ** 2) / (ca * r)
     d_i, m_i = np.nonzero(kappa < 1.0)        # r_u = 0: -inf (a member on the beam axis) or skipped
     out = np.zeros(D * S * C)
     if d_i.size:
@@ -201,7 +202,8 @@ def shell_signatures(bases: np.ndarray, alpha: np.ndarray, chi_deg: np.ndarray, 
         rad = np.radians(chi)
         cos = ca[d_i, m_i][:, None] * (ux * np.sin(rad)[j] + uy * np.cos(rad)[j]) - uz * sa[d_i, m_i][:, None]
         flat = (d_i * S + shell_of[m_i])[:, None] * C + j
-        out = np.bincount(flat.ravel(), weights=np.exp(-(1.0 - cos) / sigma ** 2).ravel(), minlength=D * S * C)
+        out = np.bincount(flat.ravel(), weights=np.exp(-(1.0 - cos) / sigma[m_i][:, None] ** 2).ravel(),
+                          minlength=D * S * C)
     return np.sqrt(out.reshape(D, S, C))
 
 
@@ -250,7 +252,7 @@ def check_chi_grid(chi_deg: np.ndarray) -> float:
 
 
 def build_template_bank(chi_deg: np.ndarray, *, wavelength_A: float, lattice_constant: float,
-                        step_deg: float, mosaic_deg: float = 1.0,
+                        step_deg: float, mosaic_deg: float = 1.0, size_sigma: float = 0.0,
                         shells: tuple[int, ...] = DEFAULT_SHELLS, cache_dir: str | Path | None = None
                         ) -> TemplateBank:
     """Angular signatures of every zone axis of `zone_axis_grid` (cached as npz if asked).
@@ -264,6 +266,9 @@ def build_template_bank(chi_deg: np.ndarray, *, wavelength_A: float, lattice_con
     step_deg : spacing of the zone axes (deg, `fits.scan.settings.SearchSettings.step_deg`).
     mosaic_deg : angular sigma of the SL peaks (deg); widened by half the step so that a
         direction between two templates still overlaps both.
+    size_sigma : isotropic (size) sigma of the SL peaks (1/A) of the "crystal" peak shape
+        (`xmodel.pattern.sl_peak_widths`): shell ``s`` at ``|G_s| = 2 pi sqrt(s) / a`` gets the angular
+        sigma ``hypot(mosaic, size_sigma / |G_s|)``; 0 (the "mosaic" shape) leaves one sigma for all.
     shells : SL shells ``h^2 + k^2 + l^2``.
     cache_dir : folder for ``templates-<hash>.npz``; reused when the parameters agree.
 
@@ -284,6 +289,8 @@ def build_template_bank(chi_deg: np.ndarray, *, wavelength_A: float, lattice_con
     key = {"chi0": round(float(chi[0]), 9), "n_chi": int(chi.size), "wavelength_A": round(float(wavelength_A), 9),
            "lattice_constant": round(float(lattice_constant), 6), "step_deg": float(step_deg),
            "mosaic_deg": float(mosaic_deg), "shells": [int(s) for s in shells], "version": 1}
+    if size_sigma > 0:
+        key["size_sigma"] = float(size_sigma)
     path = None
     if cache_dir is not None:
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -293,8 +300,12 @@ def build_template_bank(chi_deg: np.ndarray, *, wavelength_A: float, lattice_con
                 return TemplateBank(z["zone_axes"], z["bases"], z["shells"], chi, z["signatures"], key)
     zones = zone_axis_grid(step_deg)
     bases = base_orientations(zones)
-    sigma = np.radians(np.hypot(max(mosaic_deg, 0.1), 0.5 * float(step_deg)) + 0.5 * step_chi)
-    alpha = ewald_angle(TWO_PI * np.sqrt(np.asarray(shells, float)) / lattice_constant, wavelength_A)
+    g = TWO_PI * np.sqrt(np.asarray(shells, float)) / lattice_constant
+    angle = np.hypot(max(mosaic_deg, 0.1), np.degrees(float(size_sigma) / g))    # (S,) deg
+    sigma = np.radians(np.hypot(angle, 0.5 * float(step_deg)) + 0.5 * step_chi)
+    if size_sigma <= 0:
+        sigma = float(sigma[0])
+    alpha = ewald_angle(g, wavelength_A)
     sig = np.zeros((zones.shape[0], len(shells), chi.size), np.float32)
     for start in range(0, zones.shape[0], 256):
         sig[start:start + 256] = shell_signatures(bases[start:start + 256], alpha[None, :], chi, sigma, shells)

@@ -14,8 +14,10 @@ stays orientation-free; the Jacobian of a scan-fit frame costs about an eighth o
 one's. The AL peaks, the diffuse term and the background are the base model's.
 
 What is left out. A point outside a reflection's window is more than ``window_nsigma``
-tangential sigmas of the widest allowed mosaic (``sl_mosaic`` times the support's
-``width_factor``) or more than the base support's ``band_nsigma`` radial sigmas from it, where
+tangential sigmas of the widest allowed peak (``sl_mosaic`` and, with the "crystal" peak shape,
+the size term ``sl_radial_width`` at the shell's smallest |G|, both times the support's
+``width_factor``; `xmodel.pattern.sl_peak_widths`) or more than the base support's
+``band_nsigma`` radial sigmas (at the shell's largest |G|) from it, where
 the Gaussian is below ``exp(-nsigma^2 / 2)`` of its height (3.4e-4 at 4): the same cut as the
 base support's q-bands. On reduced bins (points with a q spread, `xmodel.pixels.PixelSet.spread`)
 each peak is its mean over the bin's pixels (`xmodel.pattern.binned_peak`), a Gaussian widened
@@ -52,6 +54,8 @@ from xmodel.pattern import (
     binned_peak,
     gaussian_peak,
     saxs_factors,
+    sl_peak_widths,
+    sl_widths,
 )
 
 log = logging.getLogger(__name__)
@@ -187,21 +191,35 @@ def windowed_model(base: PatternModel, index: np.ndarray, chi_deg: np.ndarray, q
     elevation = float(np.max(np.abs(np.arcsin(np.clip(q_lab[:, 2] / np.maximum(qabs, 1e-12), -1, 1))),
                              initial=0.0))
     wf = max(1.0, float(width_factor))
-    reach = float(base.structure.band_nsigma) * float(template.sl_radial_width) * wf
-    mosaic = float(template.sl_mosaic) * wf
+    nband = float(base.structure.band_nsigma)
+    shape, para = base.layout.sl_shape, base.layout.sl_paracrystal
+    sr0, mosaic0 = float(template.sl_radial_width), float(template.sl_mosaic)
     frame = None
     if base.pixels.spread is not None:
         # reduced bins: each peak is convolved with its bin's q spread (`xmodel.pattern.binned_peak`),
         # which widens it radially by S_uu and tangentially by S_11: the windows widen with them
         e1, local = bin_frame(q_lab, np.asarray(base.pixels.spread, np.float64).reshape(-1, 3, 3)[saxs])
         frame = (e1, local)
-        reach = float(np.sqrt(reach ** 2 + float(base.structure.band_nsigma) ** 2
-                              * float(np.max(local[0], initial=0.0))))
-        mosaic = float(np.sqrt(mosaic ** 2 + float(np.max(local[2] / np.maximum(qabs, 1e-12) ** 2,
-                                                            initial=0.0))))
     shells, tables = [], []
     for sh in sup.sl_shells:
         pts = np.asarray(sh.points, np.int64)
+        # "mosaic": one radial sigma and one angle sigma_t / |G| for every shell. "crystal": the
+        # radial sigma at the shell's largest |G| (below 1.25 times its points' largest |q|: the
+        # band reach is a few radial sigmas) and the angle at its smallest (its points' smallest
+        # |q| less the reach); widths scale with width_factor (`sl_peak_widths` is homogeneous)
+        g_top = 1.25 * float(qabs[pts].max())
+        sr = float(sl_peak_widths(g_top, sr0, mosaic0, shape, para)[0])
+        reach = nband * sr * wf
+        if shape == "mosaic":
+            mosaic = mosaic0 * wf
+        else:
+            g_low = max(float(qabs[pts].min()) - reach, 1e-6)
+            mosaic = float(sl_peak_widths(g_low, sr0, mosaic0, shape, para)[1]) / g_low * wf
+        if frame is not None:
+            local = frame[1]
+            reach = float(np.sqrt(reach ** 2 + nband ** 2 * float(np.max(local[0], initial=0.0))))
+            mosaic = float(np.sqrt(mosaic ** 2 + float(np.max(local[2] / np.maximum(qabs, 1e-12) ** 2,
+                                                                initial=0.0))))
         size = window_sizes(q, qabs[pts], col[pts], reach, offset, step, mosaic, elevation, nsigma)
         if size is None or 2 * size[0] + 1 >= C:
             log.info("SL windows not used: a window of shell %d would span the whole ring", sh.n2)
@@ -231,7 +249,7 @@ def _windows_at(table, rows, col, size: tuple[int, int]):
     return jax.vmap(lambda r: jax.lax.dynamic_slice(table, (r, col), size))(rows)
 
 
-def _sl_windowed(windows: _Windows, arrays: dict, p: ModelParams, bragg):
+def _sl_windowed(layout, windows: _Windows, arrays: dict, p: ModelParams, bragg):
     """(n_saxs,) SL peak sum times the Bragg factor at the SAXS points (`xmodel.pattern.shell_sum`
     per reflection, on its window only)."""
     dtype = bragg.dtype
@@ -252,16 +270,17 @@ def _sl_windowed(windows: _Windows, arrays: dict, p: ModelParams, bragg):
         k = jnp.where(valid, win, 0)
         qa = jnp.sqrt(q2[k])
         gn = g_rot / g
+        sr, st, height = sl_widths(layout, g, p)
         c = gn[:, 0:1] * qx[k] + gn[:, 1:2] * qy[k] + gn[:, 2:3] * qz[k]
         if "win_frame" in arrays:      # reduced bins: the peak's mean over the bin's pixels
             e1 = arrays["win_frame"]
             c1 = gn[:, 0:1] * e1[0][k] + gn[:, 1:2] * e1[1][k] + gn[:, 2:3] * e1[2][k]
-            vals = binned_peak(qa, c, c1, arrays["win_spread"][:, k], g, p.sl_radial_width, g * p.sl_mosaic)
+            vals = binned_peak(qa, c, c1, arrays["win_spread"][:, k], g, sr, st)
         else:
             dr = qa - g
             dt2 = (2.0 * g * g) * jnp.maximum(1.0 - c / jnp.maximum(qa, 1e-12), 0.0)
-            vals = gaussian_peak(dr * dr, dt2, p.sl_radial_width, g * p.sl_mosaic)
-        sl = sl.at[jnp.where(valid, win, windows.n_saxs)].add(jnp.where(valid, vals * bragg[k], 0.0))
+            vals = gaussian_peak(dr * dr, dt2, sr, st)
+        sl = sl.at[jnp.where(valid, win, windows.n_saxs)].add(jnp.where(valid, (height * vals) * bragg[k], 0.0))
     return sl[:windows.n_saxs]
 
 
@@ -273,7 +292,7 @@ def _terms(base: PatternModel, windows: _Windows, arrays: dict, params: ModelPar
         dtype = arrays["weight"].dtype
         p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), params)
         _, bragg, place = saxs_factors(base.layout, arrays, p)
-        out["sl_scale"] = place(_sl_windowed(windows, arrays, p, bragg))
+        out["sl_scale"] = place(_sl_windowed(base.layout, windows, arrays, p, bragg))
     return out
 
 

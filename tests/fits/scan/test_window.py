@@ -124,16 +124,42 @@ def test_windowed_bin_averaged_peaks_equal_the_orientation_free_ones(models):
     win = windowed_model(base, m["index"], CHI, Q, m["template"], sup.width_factor, sup.sl_window_nsigma)
     assert isinstance(win, WindowedModel) and "win_spread" in win.arrays
     assert base.layout.binned
-    rng = np.random.default_rng(11)
-    batch = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[_random_params(m, rng) for _ in range(4)])
+    a, peak = _sl_terms_agree(m, base, win, seed=11)
+    # and the bin average differs from the peaks at the centroids by more than that
+    plain = _sl_terms(models["base"], _random_batch(m, seed=11))
+    assert np.max(np.abs(plain - a) / peak) > 1e-2
 
-    def sl(model):
-        return np.asarray(jax.jit(jax.vmap(model.components(("sl_scale",)), in_axes=(None, 0)))(model.arrays, batch))
 
-    a, b = sl(base)[:, 0], sl(win)[:, 0]
+def _random_batch(m, seed):
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[_random_params(m, rng) for _ in range(4)])
+
+
+def _sl_terms(model, batch):
+    return np.asarray(jax.jit(jax.vmap(model.components(("sl_scale",)), in_axes=(None, 0)))(model.arrays, batch))[:, 0]
+
+
+def _sl_terms_agree(m, base, win, seed):
+    """The SL terms of the windowed and the orientation-free model at 4 random parameter sets
+    agree within 1e-3 of the brightest peak; returns the base terms and their maxima."""
+    batch = _random_batch(m, seed)
+    a, b = _sl_terms(base, batch), _sl_terms(win, batch)
     peak = a.max(axis=1, keepdims=True)
     assert np.all(peak > 0)
     assert np.max(np.abs(b - a) / peak) < 1e-3
-    # and the bin average differs from the peaks at the centroids by more than that
-    plain = sl(models["base"])[:, 0]
-    assert np.max(np.abs(plain - a) / peak) > 1e-2
+    return a, peak
+
+
+def test_windowed_crystal_peaks_equal_the_orientation_free_ones(models):
+    """The "crystal" peak shape with a paracrystal term (`xmodel.pattern.sl_peak_widths`): wider
+    tangential peaks at low |G|, wider radial ones at high |G|, and the windows follow them."""
+    import dataclasses
+
+    sup, m = models["sup"], models
+    structure = dataclasses.replace(models["base"].structure, sl_peak_shape="crystal", sl_paracrystal=0.06)
+    base = support_model(models["base"].pixels, structure, m["template"], m["a_range"], sup.width_factor)
+    win = windowed_model(base, m["index"], CHI, Q, m["template"], sup.width_factor, sup.sl_window_nsigma)
+    assert isinstance(win, WindowedModel)
+    # the size term widens the windows of the low shells beyond the mosaic ones
+    assert win.windows.shells[0][1] > models["win"].windows.shells[0][1]
+    _sl_terms_agree(m, base, win, seed=5)
