@@ -25,6 +25,8 @@ from fits.scan.search import (
     estimate_lattice_constant,
     localised_significance,
     mask_spikes,
+    neighbour_excess,
+    next_bin_fraction,
 )
 from fits.scan.settings import FitSettings, SearchSettings
 from fits.scan.setup import FitSetup
@@ -140,25 +142,9 @@ def residual_spikes(y: np.ndarray, mu: np.ndarray, setup: FitSetup,
     e = e.reshape(B, C, Q)
     n_px = np.zeros(C * Q)
     n_px[setup.index] = setup.weight
-    n_px = n_px.reshape(C, Q)
-    pad = np.pad(e, ((0, 0), (0, 0), (1, 1)), constant_values=-np.inf)
-    n_pad = np.pad(n_px, ((0, 0), (1, 1)))
-    nb = np.full(e.shape, -np.inf)
-    n_min = np.full((C, Q), np.inf)
-    n_fin = np.zeros(e.shape, int)
-    for dc in (-1, 0, 1):                                   # chi is periodic, q is not
-        rolled, n_rolled = np.roll(pad, dc, axis=1), np.roll(n_pad, dc, axis=0)
-        for dq in (-1, 0, 1):
-            if dc or dq:
-                v = rolled[:, :, 1 + dq:1 + dq + Q]
-                nb = np.maximum(nb, v)
-                n_fin += v > -np.inf
-                nv = n_rolled[:, 1 + dq:1 + dq + Q]
-                n_min = np.minimum(n_min, np.where(nv > 0, nv, np.inf))
-    dq_ = np.gradient(setup.q) if Q > 1 else np.full(1, np.inf)
+    nb, n_fin, n_min = neighbour_excess(e, n_px.reshape(C, Q))
     mosaic = np.degrees(float(np.asarray(setup.template.sl_mosaic)))
-    r = np.maximum(np.exp(-0.5 * (dq_ / SearchSettings.ring_sigma_q) ** 2),
-                   np.exp(-0.5 * ((360.0 / C) / max(mosaic, 1e-6)) ** 2))[None, None, :]
+    r = next_bin_fraction(setup.q, C, SearchSettings.ring_sigma_q, mosaic)[None, None, :]
     mu_img = np.zeros((B, C * Q))
     mu_img[:, setup.index] = np.clip(mu, 0.0, None)
     with np.errstate(invalid="ignore"):

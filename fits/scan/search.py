@@ -56,7 +56,7 @@ __all__ = [
     # frames
     "SearchResult", "anisotropic_excess", "estimate_lattice_constant", "isolated_spikes",
     "lattice_constant_candidates", "lattice_constant_score", "localised_significance", "mask_spikes",
-    "mask_spikes_on_points", "refine_matches", "ring_profiles",
+    "mask_spikes_on_points", "neighbour_excess", "next_bin_fraction", "refine_matches", "ring_profiles",
     "ring_significance",
     "search_orientations",
 ]
@@ -75,6 +75,50 @@ def _nan_median(x: np.ndarray, axis: int) -> np.ndarray:
     lo = np.take_along_axis(srt, np.maximum((n - 1) // 2, 0)[..., None], -1)[..., 0]
     hi = np.take_along_axis(srt, np.minimum(n // 2, x.shape[-1] - 1)[..., None], -1)[..., 0]
     return np.where(n > 0, (lo + hi) / 2, np.nan)
+
+
+def neighbour_excess(e: np.ndarray, pixels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 8 neighbours of every bin of a polar grid (chi periodic, q not): their largest value,
+    how many are measured, and the fewest pixels of a measured one.
+
+    Parameters
+    ----------
+    e : (B, C, Q) values per bin, -inf where not measured.
+    pixels : (C, Q) pixels per bin, or None.
+
+    Returns
+    -------
+    nb : (B, C, Q) largest neighbour value (-inf if none is measured).
+    n_fin : (B, C, Q) measured neighbours.
+    n_min : (C, Q) fewest pixels of a neighbour holding any (inf if none; all inf without ``pixels``).
+    """
+    _, C, Q = e.shape
+    pad = np.pad(e, ((0, 0), (0, 0), (1, 1)), constant_values=-np.inf)
+    n_pad = np.pad(np.zeros((C, Q)) if pixels is None else np.asarray(pixels, float), ((0, 0), (1, 1)))
+    nb = np.full(e.shape, -np.inf)
+    n_fin = np.zeros(e.shape, int)
+    n_min = np.full((C, Q), np.inf)
+    for dc in (-1, 0, 1):
+        rolled, n_rolled = np.roll(pad, dc, axis=1), np.roll(n_pad, dc, axis=0)
+        for dq in (-1, 0, 1):
+            if dc or dq:
+                v = rolled[:, :, 1 + dq:1 + dq + Q]
+                nb = np.maximum(nb, v)
+                n_fin += v > -np.inf
+                nv = n_rolled[:, 1 + dq:1 + dq + Q]
+                n_min = np.minimum(n_min, np.where(nv > 0, nv, np.inf))
+    return nb, n_fin, n_min
+
+
+def next_bin_fraction(q: np.ndarray, n_chi: int, sigma_q: float, mosaic_deg: float) -> np.ndarray:
+    """(Q,) ``r = max(exp(-dq^2 / (2 sigma_q^2)), exp(-dchi^2 / (2 mosaic^2)))``: the fraction of
+    its height a Gaussian peak (radial sigma ``sigma_q`` 1/A, angular sigma ``mosaic_deg``)
+    centred on a bin puts on the next bin along its wider direction, with ``dq`` the local q step
+    and ``dchi = 360 / n_chi`` deg (`isolated_spikes`)."""
+    q = np.asarray(q, float)
+    dq = np.gradient(q) if q.size > 1 else np.full(1, np.inf)
+    return np.maximum(np.exp(-0.5 * (dq / max(sigma_q, 1e-12)) ** 2),
+                      np.exp(-0.5 * ((360.0 / n_chi) / max(float(mosaic_deg), 1e-6)) ** 2))
 
 
 def isolated_spikes(polar: np.ndarray, q: np.ndarray, *, sigma_q: float = SearchSettings.ring_sigma_q,
@@ -102,25 +146,13 @@ def isolated_spikes(polar: np.ndarray, q: np.ndarray, *, sigma_q: float = Search
     """
     polar = np.asarray(polar, np.float64)
     q = np.asarray(q, float)
-    B, C, Q = polar.shape
+    C = polar.shape[1]
     med = _nan_median(polar, axis=1)[:, None, :]                         # (B, 1, Q)
     with np.errstate(invalid="ignore"):          # inf - inf in a broken frame: not finite, never a spike
         e = polar - med
     fin = np.isfinite(e)
-    ne = np.where(fin, e, -np.inf)
-    pad = np.concatenate([np.full((B, C, 1), -np.inf), ne, np.full((B, C, 1), -np.inf)], axis=2)
-    nb = np.full(e.shape, -np.inf)
-    n_fin = np.zeros(e.shape, int)
-    for dc in (-1, 0, 1):
-        rolled = np.roll(pad, dc, axis=1)
-        for dq_ in (-1, 0, 1):
-            if dc or dq_:
-                nb = np.maximum(nb, rolled[:, :, 1 + dq_:1 + dq_ + Q])
-                n_fin += rolled[:, :, 1 + dq_:1 + dq_ + Q] > -np.inf
-    dq = np.gradient(q) if Q > 1 else np.full(1, np.inf)
-    dchi = 360.0 / C
-    r = np.maximum(np.exp(-0.5 * (dq / max(sigma_q, 1e-12)) ** 2),
-                   np.exp(-0.5 * (dchi / max(float(mosaic_deg), 1e-6)) ** 2))[None, None, :]
+    nb, n_fin, _ = neighbour_excess(np.where(fin, e, -np.inf))
+    r = next_bin_fraction(q, C, sigma_q, mosaic_deg)[None, None, :]
     with np.errstate(invalid="ignore"):
         floor = r * e - n_sigma * np.sqrt(np.clip(r * e + np.nan_to_num(med) + 1.0, 1.0, None))
         return fin & (e > 0) & (n_fin > 4) & (nb < floor)
