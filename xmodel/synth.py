@@ -404,8 +404,8 @@ def synthesize(config_paths: Sequence[str | Path], out_dir: str | Path, *, overr
         Standard deviation (um) of Gaussian encoder noise added to the positions in ``<name>.fio``
         (truth keeps the nominal ``positions_um``).
     restart
-        Discard an unfinished synthesis of this scan in ``out_dir`` made with other settings
-        (without it such a folder is refused); one with the same settings is always resumed.
+        Discard an unfinished synthesis of this scan in ``out_dir`` and start over; without it one
+        with the same settings is resumed and one with other settings refused (`open_partial`).
 
     Returns
     -------

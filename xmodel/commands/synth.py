@@ -60,6 +60,7 @@ def add_parser(sub) -> None:
                         "simulator, CONFIG a realistic twin such as configs/twin_realistic_demo.toml "
                         "(docs/realspace.md)")
     p.add_argument("--restart", action="store_true",
-                   help="discard an unfinished synthesis in OUT made with other settings (one with the same "
-                        "settings is resumed from its last complete data file)")
+                   help="discard an unfinished synthesis in OUT and start over (without it, one with the same "
+                        "settings is resumed from its last complete data file and one with other settings is "
+                        "refused)")
     p.set_defaults(func=run)

@@ -292,7 +292,8 @@ def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overri
     progress
         Print frames done / total, rate and ETA on stderr.
     restart
-        Discard an unfinished synthesis in ``out_dir`` made with other settings (`xmodel.synth.open_partial`).
+        Discard an unfinished synthesis in ``out_dir`` and start over; without it one with the same
+        settings is resumed and one with other settings refused (`xmodel.synth.open_partial`).
 
     Returns
     -------
