@@ -9,6 +9,9 @@
 #   WORKERS  processes for the reduction and the fit (default 2: the reduction's worker pool,
 #            the fit's `--scheduler local:WORKERS` dask cluster of single-threaded workers)
 #
+# TWIN_SET (environment, optional): --set values for the twin, e.g. TWIN_SET="scan.shape=[11,11]
+# scan.step_um=3.0" renders the same 30 x 30 um map on a coarser grid (a quick check of the script).
+#
 # Each stage runs under GNU time (`/usr/bin/time -v`, the Debian package `time`): the wall time
 # and the largest resident set of the stage's processes (the parent or one of its workers) go to
 # OUT/logs/<stage>.time; the summary at the end lists them with the machine and its load.
@@ -29,7 +32,7 @@ stage() {   # stage NAME OUTPUT COMMAND...: run COMMAND unless OUTPUT exists
         return
     fi
     echo "== $name: $*"
-    # its own session, so that the resident sets of all its processes (workers included) can be
+    # a new Unix process session (setsid), so that the resident sets of all its processes (workers included) can be
     # summed every 2 s: the largest sum goes to OUT/logs/<stage>.rss (kB)
     setsid /usr/bin/time -v -o "$OUT/logs/$name.time" "$@" > "$OUT/logs/$name.out" 2> "$OUT/logs/$name.err" &
     local pid=$! peak=0 total
@@ -44,8 +47,10 @@ stage() {   # stage NAME OUTPUT COMMAND...: run COMMAND unless OUTPUT exists
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
 
+SETS=()
+for value in ${TWIN_SET:-}; do SETS+=(--set "$value"); done
 stage synth "$SCAN/twin_master.h5" \
-    xmodel synth "$REPO/configs/twin.toml" --out "$SCAN" -q
+    xmodel synth "$REPO/configs/twin.toml" "${SETS[@]}" --out "$SCAN" -q
 stage reduce "$OUT/results.h5" \
     xmodel reduce "$SCAN/twin_master.h5" --positions "$SCAN/twin.fio" --monitor "$SCAN/twin.fio:monitor" \
     --out "$OUT/results.h5" --workers "$WORKERS" -q
