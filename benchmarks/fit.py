@@ -23,7 +23,7 @@ fit runs tile by tile on that dask cluster (`fits.scan.tiles.fit_tiles`, what ``
 --scheduler`` runs): the figure is the wall time per frame amortised over the scan, cluster start
 and each worker's compiling included, and the CPU time of this process and of its worker
 processes (the local cluster's, counted once they have exited); the per-stage split and the
-baseline are those of the single-process run. ``benchmarks/distributed.py`` gives the speed-up
+baseline are those of the single-process run. ``benchmarks/scale_out.py`` gives the speed-up
 from 1 to 2 workers with compiling left out.
 
 JAX compiles the model's programs on first use and keeps them in the persistent cache of
