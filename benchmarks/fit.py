@@ -52,13 +52,14 @@ import h5py
 import numpy as np
 
 from fits.scan import results as store
-from fits.scan.driver import fit_scan
 from fits.scan.frames import fit_frames
 from fits.scan.neighbours import neighbour_passes
 from fits.scan.results import read_fits
 from fits.scan.settings import settings_from_config
 from fits.scan.setup import setup_from_reduction
+from fits.scan.tiles import fit_tiles
 from xmodel.config import default_paths, load_config
+from xmodel.distributed import DEFAULT_TILE
 from xmodel.reduced import GROUP, open_reduced
 
 #: per-frame datasets of /entry/reduction that a subset keeps the rows of
@@ -150,7 +151,11 @@ def distributed(reduced: Path, fits: Path, cfg, settings, scheduler: str, n: int
     """The whole fit of ``reduced`` on the dask cluster ``scheduler``, timed (wall, CPU of this process
     and of the local cluster's worker processes)."""
     t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
-    fit_scan(reduced, cfg, fits, settings, progress=False, scheduler=scheduler)
+    scan = open_reduced(reduced)               # as `fit_scan` with a scheduler, keeping fit_tiles' report
+    store.link_reduction(fits, reduced)
+    store.prepare(fits, scan.n_frames, reduced, cfg, settings)
+    report = fit_tiles(fits, scan, cfg, settings, scheduler, progress=False, tile=DEFAULT_TILE)
+    store.write_maps(fits, scan)
     wall, cpu, workers = time.perf_counter() - t0, time.process_time() - c0, children_cpu() - k0
     total, c = cpu + workers, cores()
     print(f"{n} frames ({reduced.name}), whole fit with the neighbour passes on the dask cluster {scheduler}: "
@@ -158,6 +163,9 @@ def distributed(reduced: Path, fits: Path, cfg, settings, scheduler: str, n: int
           f"{total / n:.3f} CPU-s per frame ({cpu:.0f} CPU-s this process, {workers:.0f} CPU-s worker processes"
           f"{'' if workers else ': none counted, the workers are not children of this process'}) = "
           f"{total / n / c:.3f} s per frame on {c} cores")
+    print(f"  main pass: {report.main_s:.0f} s wall ({report.tiles} tasks of tile {DEFAULT_TILE[0]}x{DEFAULT_TILE[1]}); "
+          f"neighbour passes: {report.passes_s:.0f} s wall (tasks per pass: {report.pass_tiles}); the rest (cluster "
+          f"start, writing the maps) {wall - report.main_s - report.passes_s:.0f} s")
     print("load average after:", load())
     print("fits:", fits)
 
