@@ -154,6 +154,7 @@ def distributed(reduced: Path, fits: Path, cfg, settings, scheduler: str, n: int
     scan = open_reduced(reduced)               # as `fit_scan` with a scheduler, keeping fit_tiles' report
     store.link_reduction(fits, reduced)
     store.prepare(fits, scan.n_frames, reduced, cfg, settings)
+    store.roll_back(fits)                    # a pass a killed run did not record, as fit_scan
     report = fit_tiles(fits, scan, cfg, settings, scheduler, progress=False, tile=DEFAULT_TILE)
     store.write_maps(fits, scan)
     wall, cpu, workers = time.perf_counter() - t0, time.process_time() - c0, children_cpu() - k0
