@@ -52,7 +52,7 @@ import h5py
 import numpy as np
 
 from fits.scan import results as store
-from fits.scan.frames import fit_frames
+from fits.scan.driver import fit_batches
 from fits.scan.neighbours import neighbour_passes
 from fits.scan.results import read_fits
 from fits.scan.settings import settings_from_config
@@ -89,13 +89,13 @@ def subset(path: Path, n: int, folder: Path) -> Path:
 
 
 def main_pass(reduced: Path, out: Path, cfg, settings, setup, tm: dict) -> None:
-    """The batches of `fits.scan.driver.fit_scan` (without its progress bar and fault handling)."""
+    """The batches of `fits.scan.driver.fit_scan` (`fits.scan.driver.fit_batches`, without the progress bar)."""
     scan = open_reduced(reduced)
     store.link_reduction(out, reduced)
     store.prepare(out, scan.n_frames, reduced, cfg, settings)
-    for start in range(0, scan.n_frames, settings.run.batch):
-        stop = min(start + settings.run.batch, scan.n_frames)
-        store.write_batch(out, start, stop, fit_frames(scan.polar(slice(start, stop)), setup, settings, timings=tm))
+    for (start, stop), r in fit_batches(scan, setup, settings, range(0, scan.n_frames, settings.run.batch),
+                                        scan.n_frames, where=out, timings=tm):
+        store.write_batch(out, start, stop, r)
 
 
 def timed(fn, *args, **kw) -> tuple[float, float]:

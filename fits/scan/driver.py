@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import numpy as np
 
 from fits.scan import results as store
 from fits.scan.frames import fit_frames
 from fits.scan.neighbours import neighbour_passes
+from fits.scan.pipeline import in_order
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup, setup_from_reduction
 from fits.status import FitStatus
@@ -80,16 +84,7 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
     t0, batches = time.perf_counter(), 0
     bar = progress_bar(n, desc="xmodel fit", unit="frames", enabled=bool(progress), initial=done)
     end = n if until is None else min(int(until), n)
-    for start in range(done, end, batch):
-        stop = min(start + batch, end)
-        polar = scan.polar(slice(start, stop))
-        try:
-            r = fit_frames(polar, setup, settings)
-        except Exception as exc:  # one bad batch never stops the scan
-            r = store.empty_results(stop - start)
-            r["message"][:] = f"{FitStatus.FAILED.value}: {type(exc).__name__}: {exc}"
-            log.warning("%s: the fit of frames %d to %d raised %s: %s; they are flagged failed and the scan "
-                        "goes on", out, start, stop - 1, type(exc).__name__, exc)
+    for (start, stop), r in fit_batches(scan, setup, settings, range(done, end, batch), end, where=out):
         store.write_batch(out, start, stop, r)
         log.debug("%s: frames %d to %d written, checkpoint at frame %d", out, start, stop - 1, stop)
         batches += 1
@@ -101,3 +96,41 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
     neighbour_passes(out, scan, setup, settings, progress)
     store.write_maps(out, scan)
     return out
+
+
+def fit_batches(scan, setup: FitSetup, settings: FitSettings, starts: Iterable[int], end: int,
+                where: str | Path = "", timings: dict | None = None
+                ) -> Iterator[tuple[tuple[int, int], dict[str, np.ndarray]]]:
+    """``((start, stop), results)`` of the batches of ``scan`` from each of ``starts``, in order.
+
+    Up to ``settings.run.batches_in_flight`` batches are fitted at once (`fits.scan.pipeline`);
+    the polar images are read in the caller's thread. A batch whose fit raises comes back as
+    failed frames (`fits.status.FitStatus.FAILED`, the exception in the message; logged with
+    ``where``), so one bad batch never stops the scan. ``timings`` (if given) receives the
+    seconds per stage of `fits.scan.frames.fit_frames`, summed over the batches (with batches
+    side by side, the sum exceeds the wall time).
+    """
+    batch = settings.run.batch
+
+    def jobs():
+        for start in starts:
+            stop = min(start + batch, end)
+            yield start, stop, scan.polar(slice(start, stop))
+
+    def fit(job) -> tuple[dict, dict]:
+        start, stop, polar = job
+        tm: dict = {}
+        try:
+            return fit_frames(polar, setup, settings, timings=tm), tm
+        except Exception as exc:  # one bad batch never stops the scan
+            r = store.empty_results(stop - start)
+            r["message"][:] = f"{FitStatus.FAILED.value}: {type(exc).__name__}: {exc}"
+            log.warning("%s: the fit of frames %d to %d raised %s: %s; they are flagged failed and the scan "
+                        "goes on", where, start, stop - 1, type(exc).__name__, exc)
+            return r, tm
+
+    for (start, stop, _), (r, tm) in in_order(fit, jobs(), settings.run.batches_in_flight):
+        if timings is not None:
+            for k, v in tm.items():
+                timings[k] = timings.get(k, 0.0) + v
+        yield (start, stop), r

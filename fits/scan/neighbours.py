@@ -25,6 +25,7 @@ from fits.scan.angles import report_angles
 from fits.scan.frames import fit_frames, store_fit
 from fits.scan.linear import COMPONENTS, component_images, poisson_deviance_np
 from fits.scan.mixed import flag_mixed
+from fits.scan.pipeline import in_order
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
 from fits.scan.starts import (
@@ -251,10 +252,17 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         rs_settings = replace(settings, refine=replace(settings.refine, n_refine=max(ns.research_n_refine,
                                                                                   settings.refine.n_refine)))
         batch = settings.run.batch
-        for s0 in range(0, len(frames), batch):
+
+        def research_chunk(s0: int) -> tuple[dict, dict]:
+            tm_c: dict = {}
+            return fit_frames(np.stack([polar[i] for i in frames[s0:s0 + batch]]), setup, rs_settings,
+                              lattice_constants=grid, signal_threshold=ns.neighbour_min_significance,
+                              timings=tm_c), tm_c
+
+        for s0, (rs, tm_c) in in_order(research_chunk, range(0, len(frames), batch), settings.run.batches_in_flight):
             chunk = frames[s0:s0 + batch]
-            rs = fit_frames(np.stack([polar[i] for i in chunk]), setup, rs_settings, lattice_constants=grid,
-                            signal_threshold=ns.neighbour_min_significance, timings=rs_tm)
+            for key, v in tm_c.items():
+                rs_tm[key] = rs_tm.get(key, 0.0) + v
             for j, i in enumerate(chunk):
                 row = {k: v[j:j + 1] for k, v in rs.items()}
                 obj = float(rs["objective"][j])

@@ -38,7 +38,7 @@ DEFAULT_ZONES = (((0, 0, -1), (1, 0, 0)), ((-1, 1, 0), (0, 0, 1)), ((3, 0, -1), 
 #: not listed is not a usable fit on a line
 DEFAULT_LINE_PREFERENCE = (("ok", "at_bound"), ("mixed",), ("not_converged",))
 #: keys that do not change a result and are left out of the resume fingerprint
-NOT_FINGERPRINTED = ("cache_dir",)
+NOT_FINGERPRINTED = ("cache_dir", "batches_in_flight")
 
 
 @dataclass(frozen=True)
@@ -268,6 +268,10 @@ class RunSettings:
     batch: int = _s(16, "integer", "frames", "frames per batch and checkpoint (a killed run loses at most "
                     "one batch; the refinement pads its rows to powers of two; at most 4096: the batch's polar images "
                     "and refinement rows stay in memory)", ge=1, le=4096)
+    batches_in_flight: int = _s(2, "integer", "batches", "batches fitted at once in threads (one batch's template "
+                                "search and linear stage run beside another's refinement; fits.scan.pipeline); "
+                                "1: one after the other. Each batch in flight holds its polar images and "
+                                "candidate model images", ge=1, le=16)
     cache_dir: str | None = _s(None, "path", "", "folder for the template bank cache (none: no cache)")
 
 

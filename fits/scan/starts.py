@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fits.batch import BatchFit, GiveUp, effective_dispersion, fit_batch
+from fits.scan.pipeline import in_order
 from fits.scan.search import mask_spikes_on_points
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
@@ -198,8 +199,7 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
     w = np.where(valid & ~bad[:, None], setup.weight[None, :], 0.0)
     rs = settings.refine
     size = len(starts) if chunk is None else int(chunk)
-    out: list[Candidate] = []
-    for s0 in range(0, len(starts), size):
+    def refine_chunk(s0: int) -> list[Candidate]:
         part = list(starts[s0:s0 + size])
         n_rows = max(min_rows, len(part))
         if power_of_two:
@@ -214,11 +214,15 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
             stop = {"stop_above": target, "give_up": GiveUp(rs.give_up_after, rs.give_up_factor, rs.give_up_gap)}
         f = fit_batch(y[rows], w_rows, setup.model, p0, list(rs.vary), bounds={"lattice_constant": setup.a_range},
                       max_iter=rs.max_iter, tol=rs.tol, **stop)
-        for k, s in enumerate(part):
-            obj = float(f.objective[k]) if np.isfinite(f.objective[k]) else np.inf
-            out.append(Candidate(frame=s.frame, objective=obj, status=f.status[k],
-                                 params=jax.tree_util.tree_map(lambda x: x[k], f.params), source=s.source,
-                                 order=s.order or (s0 + k,), fit=f, row=k))
+        return [Candidate(frame=s.frame, objective=float(f.objective[k]) if np.isfinite(f.objective[k]) else np.inf,
+                          status=f.status[k], params=jax.tree_util.tree_map(lambda x, k=k: x[k], f.params),
+                          source=s.source, order=s.order or (s0 + k,), fit=f, row=k)
+                for k, s in enumerate(part)]
+
+    out: list[Candidate] = []
+    # chunks side by side (fits.scan.pipeline): one chunk's last frames beside the next one's first
+    for _, cands in in_order(refine_chunk, range(0, len(starts), size), settings.run.batches_in_flight):
+        out += cands
     return out
 
 
