@@ -93,8 +93,9 @@ def main_pass(reduced: Path, out: Path, cfg, settings, setup, tm: dict) -> None:
     scan = open_reduced(reduced)
     store.link_reduction(out, reduced)
     store.prepare(out, scan.n_frames, reduced, cfg, settings)
-    for (start, stop), r in fit_batches(scan, setup, settings, range(0, scan.n_frames, settings.run.batch),
-                                        scan.n_frames, where=out, timings=tm):
+    for (start, stop), r in fit_batches(lambda a, b: scan.polar(slice(a, b)), setup, settings,
+                                        range(0, scan.n_frames, settings.run.batch), scan.n_frames, where=out,
+                                        timings=tm):
         store.write_batch(out, start, stop, r)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -81,30 +81,33 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
         return out
     setup = setup or setup_from_reduction(scan, cfg, settings)
     batch = settings.run.batch
-    t0, batches = time.perf_counter(), 0
+    t0 = time.perf_counter()
     bar = progress_bar(n, desc="xmodel fit", unit="frames", enabled=bool(progress), initial=done)
     end = n if until is None else min(int(until), n)
-    for (start, stop), r in fit_batches(scan, setup, settings, range(done, end, batch), end, where=out):
+    batches = fit_batches(lambda a, b: scan.polar(slice(a, b)), setup, settings, range(done, end, batch), end,
+                          where=out)
+    for written, ((start, stop), r) in enumerate(batches, start=1):
         store.write_batch(out, start, stop, r)
         log.debug("%s: frames %d to %d written, checkpoint at frame %d", out, start, stop - 1, stop)
-        batches += 1
         bar.update(stop - start)
         bar.set_postfix_str(f"{(time.perf_counter() - t0) / max(stop - done, 1):.2f} s per frame")
-        if stop_after is not None and batches >= stop_after:
+        if stop_after is not None and written >= stop_after:
             break
+    batches.close()          # a stop after some batches: the batch still in flight is dropped
     bar.close()
     neighbour_passes(out, scan, setup, settings, progress)
     store.write_maps(out, scan)
     return out
 
 
-def fit_batches(scan, setup: FitSetup, settings: FitSettings, starts: Iterable[int], end: int,
-                where: str | Path = "", timings: dict | None = None
+def fit_batches(read: Callable[[int, int], np.ndarray], setup: FitSetup, settings: FitSettings,
+                starts: Iterable[int], end: int, where: str | Path = "", timings: dict | None = None
                 ) -> Iterator[tuple[tuple[int, int], dict[str, np.ndarray]]]:
-    """``((start, stop), results)`` of the batches of ``scan`` from each of ``starts``, in order.
+    """``((start, stop), results)`` of the batches from each of ``starts`` (to ``end`` at most), in order.
 
-    Up to ``settings.run.batches_in_flight`` batches are fitted at once (`fits.scan.pipeline`);
-    the polar images are read in the caller's thread. A batch whose fit raises comes back as
+    ``read(start, stop)`` gives the polar images of frames ``start`` to ``stop - 1`` (e.g.
+    ``scan.polar(slice(start, stop))``); it is called in the caller's thread. Up to
+    ``settings.run.batches_in_flight`` batches are fitted at once (`fits.scan.pipeline`). A batch whose fit raises comes back as
     failed frames (`fits.status.FitStatus.FAILED`, the exception in the message; logged with
     ``where``), so one bad batch never stops the scan. ``timings`` (if given) receives the
     seconds per stage of `fits.scan.frames.fit_frames`, summed over the batches (with batches
@@ -115,14 +118,14 @@ def fit_batches(scan, setup: FitSetup, settings: FitSettings, starts: Iterable[i
     def jobs():
         for start in starts:
             stop = min(start + batch, end)
-            yield start, stop, scan.polar(slice(start, stop))
+            yield start, stop, read(start, stop)
 
     def fit(job) -> tuple[dict, dict]:
         start, stop, polar = job
         tm: dict = {}
         try:
             return fit_frames(polar, setup, settings, timings=tm), tm
-        except Exception as exc:  # one bad batch never stops the scan
+        except Exception as exc:  # noqa: BLE001 - one bad batch never stops the scan
             r = store.empty_results(stop - start)
             r["message"][:] = f"{FitStatus.FAILED.value}: {type(exc).__name__}: {exc}"
             log.warning("%s: the fit of frames %d to %d raised %s: %s; they are flagged failed and the scan "

@@ -2,7 +2,7 @@
 
 `fit_tiles` is `fits.scan.driver.fit_scan` with a scheduler (`xmodel.distributed`). The main pass
 sends each tile of the scan grid (`xmodel.distributed.plan_tiles`) with its polar images to a
-worker, which fits them (`fits.scan.frames.fit_frames`, in batches of ``run.batch``) and returns
+worker, which fits them (`fits.scan.driver.fit_batches`, in batches of ``run.batch``) and returns
 the rows; this process writes them as tiles complete. Each neighbour pass then runs per tile:
 the tile's own frames plus a halo, the scan neighbours of its frames
 (`fits.scan.neighbours.neighbours`), whose rows are the starts and the votes of the pass
@@ -42,11 +42,10 @@ import h5py
 import numpy as np
 
 from fits.scan import results as store
-from fits.scan.frames import fit_frames
+from fits.scan.driver import fit_batches
 from fits.scan.neighbours import doubtful, neighbour_pass, neighbours
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup, setup_from_reduction
-from fits.status import FitStatus
 from xmodel import nexus
 from xmodel.distributed import DEFAULT_TILE, open_client, plan_tiles, run_tasks
 from xmodel.progress import progress_bar
@@ -125,15 +124,9 @@ def fit_tile(scan: ReducedScan, frames: np.ndarray, polar: np.ndarray, cfg, sett
     A batch that raises is recorded as failed frames, as in `fits.scan.driver.fit_scan`.
     """
     setup = _setup(scan, cfg, settings, options)
-    parts = []
-    for s in range(0, len(frames), settings.run.batch):
-        part = polar[s:s + settings.run.batch]
-        try:
-            parts.append(fit_frames(part, setup, settings))
-        except Exception as exc:  # noqa: BLE001 - one bad batch never stops the scan
-            r = store.empty_results(part.shape[0])
-            r["message"][:] = f"{FitStatus.FAILED.value}: {type(exc).__name__}: {exc}"
-            parts.append(r)
+    n = len(frames)
+    parts = [r for _, r in fit_batches(lambda a, b: polar[a:b], setup, settings, range(0, n, settings.run.batch), n,
+                                       where=f"tile of frames {frames[0]} to {frames[-1]}")]
     return frames, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -270,3 +270,18 @@ def test_a_frame_at_half_flux_fits_the_same_structure_with_halved_scales(scan):
     assert abs(r["lattice_constant"][1] / r["lattice_constant"][0] - 1) < 2e-3
     for name in ("sl_scale", "al_scale"):
         assert r[name][1] / r[name][0] == pytest.approx(0.5, rel=0.05), name
+
+
+def test_batches_side_by_side_give_the_results_of_one_at_a_time(scan, tmp_path):
+    """The fixture's run fits its two batches side by side (the default); one at a time gives the
+    same fits, and the setting is not part of the resume fingerprint."""
+    assert SETTINGS.run.batches_in_flight == 2
+    one = SETTINGS.replace(batches_in_flight=1)
+    assert one.to_flat(fingerprint=True) == SETTINGS.to_flat(fingerprint=True)
+    out = tmp_path / "one_at_a_time.h5"
+    fit_scan(scan["path"], scan["cfg"], out, one, progress=False, setup=scan["setup"])
+    a, b = read_fits(scan["out"]), read_fits(out)
+    np.testing.assert_array_equal(a["status"], b["status"])
+    np.testing.assert_array_equal(a["message"], b["message"])
+    for k in ("objective", "lattice_constant", "orientation_matrix", "dispersion"):
+        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-9, equal_nan=True, err_msg=k)
