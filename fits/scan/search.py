@@ -56,8 +56,8 @@ __all__ = [
     # frames
     "SearchResult", "anisotropic_excess", "estimate_lattice_constant", "isolated_spikes",
     "lattice_constant_candidates", "lattice_constant_score", "localised_significance", "mask_spikes",
-    "mask_spikes_on_points", "neighbour_excess", "next_bin_fraction", "refine_matches", "ring_profiles",
-    "ring_significance",
+    "mask_spikes_on_points", "neighbour_excess", "next_bin_fraction", "radial_surroundings", "refine_matches",
+    "ring_profiles", "ring_significance",
     "search_orientations", "spike_floor",
 ]
 
@@ -417,6 +417,47 @@ def ring_significance(profile: np.ndarray, level: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
         peak = np.nanmax(np.where(np.isfinite(profile), profile, -np.inf), axis=2) - level
     return np.nan_to_num(peak / noise, nan=0.0, neginf=0.0, posinf=0.0)
+
+
+def radial_surroundings(polar: np.ndarray, q: np.ndarray, offset: float, half_width: float,
+                        pixels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """What a feature that runs along q at fixed chi puts at each point of a polar grid.
+
+    The pixel-weighted mean of the measured values of ``polar`` (..., Q) (mean counts per pixel
+    of each bin) within ``half_width`` of ``q - offset`` and of ``q + offset`` (1/A) on the same
+    row (chi), both sides together: a parasitic streak or the edge of the beamstop arm's shadow
+    lights them as it lights the point, a peak localised in q (radial sigma below about
+    ``(offset - half_width) / 2.5``) does not. Bins without pixels (NaN: at small q many bins of a
+    fine polar grid hold none) are skipped. The radial surroundings of
+    `localised_significance`, per point.
+
+    Parameters
+    ----------
+    polar : (..., Q) values, NaN where not measured.
+    q : (Q,) bin centres (1/A), increasing.
+    offset, half_width : distance of the two side bands from the point and their half width (1/A).
+    pixels : (..., Q) broadcastable pixels per bin (None: one each).
+
+    Returns
+    -------
+    mean : (..., Q) the side bands' mean (NaN where they hold no measured bin).
+    n : (..., Q) the pixels it averages: its Poisson variance is ``mean / n``.
+    """
+    polar = np.asarray(polar, np.float64)
+    q = np.asarray(q, float)
+    w = np.broadcast_to(np.ones(1) if pixels is None else np.asarray(pixels, float), polar.shape)
+    w = np.where(np.isfinite(polar), w, 0.0)
+    zero = np.zeros(polar.shape[:-1] + (1,))
+    csum = np.concatenate([zero, np.cumsum(np.where(w > 0, w * polar, 0.0), -1)], -1)
+    cw = np.concatenate([zero, np.cumsum(w, -1)], -1)
+    total, n = np.zeros(polar.shape), np.zeros(polar.shape)
+    for d in (-float(offset), float(offset)):
+        lo = np.searchsorted(q, q + d - half_width, side="left")
+        hi = np.searchsorted(q, q + d + half_width, side="right")
+        total += csum[..., hi] - csum[..., lo]
+        n += cw[..., hi] - cw[..., lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / n, np.nan), n
 
 
 def localised_significance(polar: np.ndarray, q: np.ndarray, lattice_constant: np.ndarray,
