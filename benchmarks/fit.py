@@ -1,6 +1,7 @@
 """Amortised time per frame of the whole scan fit, neighbour passes included, with the machine and load.
 
 Usage: python benchmarks/fit.py RESULTS.h5 [--domain red] [--frames N] [--out DIR] [--no-baseline]
+       [--scheduler local:N]
 
 Fits the reduced scan (its first ``--frames`` frames, whole rows of a raster scan so that every
 frame keeps its scan neighbours) as ``xmodel fit`` does (`fits.scan.driver.fit_scan`): the main
@@ -17,6 +18,14 @@ without reusing the refinements of unchanged neighbours between passes: the rati
 times, and how many frames' fits differ (none, if the early stop never drops a start that would
 have won).
 
+With ``--scheduler`` (``local:N`` or a scheduler address, as ``xmodel fit --scheduler``) the whole
+fit runs tile by tile on that dask cluster (`fits.scan.tiles.fit_tiles`, what ``xmodel fit
+--scheduler`` runs): the figure is the wall time per frame amortised over the scan, cluster start
+and each worker's compiling included, and the CPU time of this process and of its worker
+processes (the local cluster's, counted once they have exited); the per-stage split and the
+baseline are those of the single-process run. ``benchmarks/scale_out.py`` gives the speed-up
+from 1 to 2 workers with compiling left out.
+
 JAX compiles the model's programs on first use and keeps them in the persistent cache of
 ``xmodel fit`` (``~/.cache/xmodel/jax``, `xmodel.cli.enable_compilation_cache`); the compile
 time is part of the figures, so run it twice for the warm figure. Figures: docs/performance.md
@@ -31,6 +40,7 @@ enable_compilation_cache()      # before JAX is imported, as `xmodel fit` does
 import argparse
 import os
 import platform
+import resource
 import shlex
 import shutil
 import sys
@@ -47,7 +57,9 @@ from fits.scan.neighbours import neighbour_passes
 from fits.scan.results import read_fits
 from fits.scan.settings import settings_from_config
 from fits.scan.setup import setup_from_reduction
+from fits.scan.tiles import fit_tiles
 from xmodel.config import default_paths, load_config
+from xmodel.distributed import DEFAULT_TILE
 from xmodel.reduced import GROUP, open_reduced
 
 #: per-frame datasets of /entry/reduction that a subset keeps the rows of
@@ -129,6 +141,36 @@ def differing(a: Path, b: Path) -> int:
     return int(np.sum(~same))
 
 
+def children_cpu() -> float:
+    """CPU seconds of this process's exited and reaped child processes (a local cluster's workers)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def distributed(reduced: Path, fits: Path, cfg, settings, scheduler: str, n: int) -> None:
+    """The whole fit of ``reduced`` on the dask cluster ``scheduler``, timed (wall, CPU of this process
+    and of the local cluster's worker processes)."""
+    t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
+    scan = open_reduced(reduced)               # as `fit_scan` with a scheduler, keeping fit_tiles' report
+    store.link_reduction(fits, reduced)
+    store.prepare(fits, scan.n_frames, reduced, cfg, settings)
+    store.roll_back(fits)                    # a pass a killed run did not record, as fit_scan
+    report = fit_tiles(fits, scan, cfg, settings, scheduler, progress=False, tile=DEFAULT_TILE)
+    store.write_maps(fits, scan)
+    wall, cpu, workers = time.perf_counter() - t0, time.process_time() - c0, children_cpu() - k0
+    total, c = cpu + workers, cores()
+    print(f"{n} frames ({reduced.name}), whole fit with the neighbour passes on the dask cluster {scheduler}: "
+          f"{wall / n:.3f} s per frame amortised (wall {wall:.0f} s, cluster start and compiling included), "
+          f"{total / n:.3f} CPU-s per frame ({cpu:.0f} CPU-s this process, {workers:.0f} CPU-s worker processes"
+          f"{'' if workers else ': none counted, the workers are not children of this process'}) = "
+          f"{total / n / c:.3f} s per frame on {c} cores")
+    print(f"  main pass: {report.main_s:.0f} s wall ({report.tiles} tasks of tile {DEFAULT_TILE[0]}x{DEFAULT_TILE[1]}); "
+          f"neighbour passes: {report.passes_s:.0f} s wall (tasks per pass: {report.pass_tiles}); the rest (cluster "
+          f"start, writing the maps) {wall - report.main_s - report.passes_s:.0f} s")
+    print("load average after:", load())
+    print("fits:", fits)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path, help="reduced scan (xmodel reduce)")
@@ -136,6 +178,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=0, help="fit the first N frames (default all)")
     ap.add_argument("--out", type=Path, default=None, help="folder for the fits files (default a temporary one)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the neighbour passes without the early stop")
+    ap.add_argument("--scheduler", default=None,
+                    help="fit tile by tile on this dask cluster: local:N or a scheduler address (default: this process)")
     a = ap.parse_args()
     print("command:", shlex.join([os.path.basename(sys.executable)] + sys.argv))
     print("machine:", machine())
@@ -146,6 +190,9 @@ def main() -> None:
     n = open_reduced(reduced).n_frames
     cfg = load_config(default_paths(a.domain))
     settings = settings_from_config(cfg)
+    if a.scheduler:
+        distributed(reduced, folder / "fits.h5", cfg, settings, a.scheduler, n)
+        return
     t0, c0 = time.perf_counter(), time.process_time()
     setup = setup_from_reduction(reduced, cfg, settings)
     wall_setup, cpu_setup = time.perf_counter() - t0, time.process_time() - c0

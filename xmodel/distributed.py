@@ -109,8 +109,13 @@ def open_client(scheduler) -> Iterator[Any]:
         return
     spec = scheduler if isinstance(scheduler, SchedulerSpec) else parse_scheduler(scheduler)
     if spec.workers is not None:
-        with distributed.LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        import dask
+
+        # the workers' statistical profiler samples every task's stack 100 times a second: ~10 % of a
+        # fit task's CPU time on one core, for a dashboard a local run does not show
+        with dask.config.set({"distributed.worker.profile.enabled": False}), \
+                distributed.LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
+                                         dashboard_address=None) as cluster, distributed.Client(cluster) as client:
             log.info("dask: local cluster of %d workers", spec.workers)
             yield client
         return

@@ -103,9 +103,10 @@ def _isatty(stream) -> bool:
 class _LogLines:
     """A tqdm-like counter that logs ``desc: n/total (pct) elapsed, eta`` every ``interval`` s."""
 
-    def __init__(self, total: int | None, desc: str, unit: str, interval: float, logger: logging.Logger):
+    def __init__(self, total: int | None, desc: str, unit: str, interval: float, logger: logging.Logger,
+                 initial: int = 0):
         self.total, self.desc, self.unit, self.interval, self.logger = total, desc, unit, interval, logger
-        self.n = 0
+        self.n = self.initial = initial
         self.start = self.last = time.monotonic()
         self.postfix = ""
 
@@ -122,7 +123,8 @@ class _LogLines:
     def _emit(self, now: float) -> None:
         elapsed = now - self.start
         if self.total:
-            eta = elapsed / self.n * (self.total - self.n) if self.n else float("nan")
+            new = self.n - self.initial       # the rate of this run, not of the steps it resumed after
+            eta = elapsed / new * (self.total - self.n) if new else float("nan")
             msg = (f"{self.desc}: {self.n}/{self.total} {self.unit} ({100.0 * self.n / self.total:.0f} %), "
                    f"{elapsed:.0f} s elapsed, {eta:.0f} s left")
         else:
@@ -130,7 +132,7 @@ class _LogLines:
         self.logger.info(msg + (f" [{self.postfix}]" if self.postfix else ""))
 
     def close(self) -> None:
-        if self.n and time.monotonic() - self.last > 0:
+        if self.n > self.initial and time.monotonic() - self.last > 0:
             if self.total is None or self.n < self.total:
                 self._emit(time.monotonic())
 
@@ -144,8 +146,8 @@ class _LogLines:
 class _Silent:
     """Counter with tqdm's methods that shows nothing."""
 
-    def __init__(self):
-        self.n = 0
+    def __init__(self, initial: int = 0):
+        self.n = initial
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -164,7 +166,7 @@ class _Silent:
 
 
 def progress_bar(total: int | None = None, *, desc: str = "", unit: str = "it", enabled: bool = True,
-                 interval: float = 10.0, stream=None, logger: logging.Logger | None = None):
+                 interval: float = 10.0, stream=None, logger: logging.Logger | None = None, initial: int = 0):
     """A progress counter with tqdm's ``update``/``set_postfix_str``/``close`` (and ``with``).
 
     Parameters
@@ -182,16 +184,20 @@ def progress_bar(total: int | None = None, *, desc: str = "", unit: str = "it", 
         Where a bar is drawn (default stderr). A terminal or a Jupyter kernel gets a tqdm bar
         (a widget in notebooks), anything else log lines through ``logger`` (default the
         ``xmodel.progress`` logger).
+    initial : int
+        Steps done before this run (a resumed one): the count starts there and the rate and the
+        time left are those of this run's steps.
     """
     if not enabled or not _state["enabled"]:
-        return _Silent()
+        return _Silent(initial)
     notebook = stream is None and "ipykernel" in sys.modules
     stream = sys.stderr if stream is None else stream
     if notebook or _isatty(stream):
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit=f" {unit}", file=stream, dynamic_ncols=True, leave=True)
-    return _LogLines(total, desc, unit, interval, logger or _log)
+        return tqdm(total=total, desc=desc, unit=f" {unit}", file=stream, dynamic_ncols=True, leave=True,
+                    initial=initial)
+    return _LogLines(total, desc, unit, interval, logger or _log, initial)
 
 
 def progress(iterable: Iterable[T], total: int | None = None, **kwargs) -> Iterator[T]:

@@ -311,7 +311,8 @@ class _Progress:
         if self.bar is None:
             from xmodel.progress import progress_bar
 
-            self.bar = progress_bar(total, desc=self.label, unit="frames", enabled=self.enabled)
+            # the frames of an earlier run (a resumed synthesis) are the bar's start, not its rate
+            self.bar = progress_bar(total, desc=self.label, unit="frames", enabled=self.enabled, initial=done)
         if done > self.bar.n:
             self.bar.update(done - self.bar.n)
         if done >= total:

@@ -78,8 +78,7 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
     setup = setup or setup_from_reduction(scan, cfg, settings)
     batch = settings.run.batch
     t0, batches = time.perf_counter(), 0
-    bar = progress_bar(n, desc="xmodel fit", unit="frames", enabled=bool(progress))
-    bar.update(done)
+    bar = progress_bar(n, desc="xmodel fit", unit="frames", enabled=bool(progress), initial=done)
     end = n if until is None else min(int(until), n)
     for start in range(done, end, batch):
         stop = min(start + batch, end)

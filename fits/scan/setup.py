@@ -18,6 +18,7 @@ from fits.scan.settings import FitSettings
 from fits.scan.templates import TemplateBank, build_template_bank
 from fits.scan.window import windowed_model
 from xmodel import orientation
+from xmodel.allocator import tune_allocator
 from xmodel.experiment import Experiment
 from xmodel.parameters import ModelParams, params_from_config, structure_from_config
 from xmodel.pattern import PatternModel, sl_peak_widths
@@ -254,8 +255,10 @@ class FitSetup:
         sphere; both with the geometry and mask of the config (`xmodel.experiment.Experiment`;
         the reduction's mask where given). The model is orientation-free, covers the
         lattice constants ``a_range_rel`` times the config's and ``width_factor`` wider peaks, and
-        holds only the points of the SL and AL bands (`fit_point_index`).
+        holds only the points of the SL and AL bands (`fit_point_index`). The process's C allocator
+        keeps freed buffers for reuse from here on (`xmodel.allocator.tune_allocator`).
         """
+        tune_allocator()
         q = np.asarray(q, float)
         chi = np.asarray(chi_deg, float)
         sup = settings.support

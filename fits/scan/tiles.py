@@ -373,8 +373,7 @@ def fit_tiles(out: Path, scan: ReducedScan, cfg, settings: FitSettings, schedule
         shared = client.scatter(scan, broadcast=True, hash=False)
         todo = [t[~done[t]] for t in tiles]
         todo = [t for t in todo if t.size]
-        bar = progress_bar(n, desc="xmodel fit", unit="frames", enabled=bool(progress))
-        bar.update(int(done.sum()))
+        bar = progress_bar(n, desc="xmodel fit", unit="frames", enabled=bool(progress), initial=int(done.sum()))
 
         def write(_, result) -> None:
             frames, rows = result

@@ -71,3 +71,21 @@ def test_verbosity_levels_and_no_duplicate_handlers():
     prog.configure_logging(1, stream=log)
     logging.getLogger("xmodel.simulate").debug("once")
     assert log.getvalue().count("once") == 1
+
+
+def test_resumed_count_starts_at_initial_and_times_only_its_own_steps(monkeypatch):
+    """A resumed run (8 of 10 steps done before) shows 8/10 at once, and its time left comes from
+    the rate of its own steps: 2 s for 1 step, 1 step left -> 2 s (not 2 / 9 s per step)."""
+    log = io.StringIO()
+    prog.configure_logging(0, stream=log)
+    clock = iter([0.0, 2.0, 2.0])
+    monkeypatch.setattr(prog.time, "monotonic", lambda: next(clock))
+    bar = prog.progress_bar(10, desc="synth", unit="frames", interval=1.0, stream=io.StringIO(), initial=8)
+    assert bar.n == 8
+    bar.update(1)
+    assert log.getvalue().rstrip().endswith("synth: 9/10 frames (90 %), 2 s elapsed, 2 s left")
+    silent = prog.progress_bar(10, enabled=False, initial=8)
+    assert silent.n == 8
+    terminal = prog.progress_bar(10, stream=_Terminal(), initial=8)
+    assert terminal.n == 8
+    terminal.close()

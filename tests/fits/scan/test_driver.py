@@ -94,7 +94,8 @@ def test_conf1_and_conf2_patterns_are_recovered(scan):
                                                       fits["orientation_matrix"][0]))
     # red is tilted 7 deg out of plane; on this coarse test grid (2 deg chi, 24 WAXS q bins) its
     # tilt is weakly determined (fading peaks) and the refinement stops about 2 deg off; on the
-    # demo scan (1 deg chi, 500 q) red points come within 0.1 deg (benchmarks/fit_results.md)
+    # demo scan (1 deg chi, 500 q) red points come within 0.1 deg (docs/performance.md, the
+    # demo's and the 31 x 31 twin's tables)
     assert mis < 2.5, (mis, fits["message"][0])
     assert abs(fits["lattice_constant"][0] / float(p.lattice_constant) - 1) < 0.005
 

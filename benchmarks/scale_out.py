@@ -1,6 +1,6 @@
 """Speed-up of the dask-distributed reduction and fit from 1 to 2 local workers, and a cost model for N nodes.
 
-Usage: python benchmarks/distributed.py RESULTS.h5 [--master MASTER.h5] [--block 8x8] [--at 12,12]
+Usage: python benchmarks/scale_out.py RESULTS.h5 [--master MASTER.h5] [--block 8x8] [--at 12,12]
        [--tile 4x4] [--domain red] [--frames 14641] [--cores-per-node 32]
 
 The fit: a block of ``--block`` scan points at grid position ``--at`` of a reduced scan is copied
@@ -39,8 +39,6 @@ import time
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-# this file's name would hide the dask package `distributed`: not from this folder
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from xmodel.cli import enable_compilation_cache
 
