@@ -96,7 +96,7 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
     polar = np.asarray(polar, np.float64)
     if np.isfinite(settings.search.spike_sigma):     # hot pixels: out of the search, the linear stage and the fit
         polar = mask_spikes(polar, setup.q, sigma_q=settings.search.ring_sigma_q, n_sigma=settings.search.spike_sigma,
-                            mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)))
+                            mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)), pixels=setup.bin_pixels())
     B = polar.shape[0]
     model, template, bank = setup.model, setup.template, setup.bank
     a_range = setup.a_range
@@ -114,12 +114,12 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
                               min_significance=threshold, lattice_constants=lattice_constants,
                               sigma_q=ss.ring_sigma_q, n_lattice=ss.n_lattice, lattice_separation=ss.lattice_separation,
                               min_separation_deg=ss.match_separation_steps * ss.step_deg, n_grid=ss.lattice_grid_points,
-                              spike_sigma=ss.spike_sigma)
+                              spike_sigma=ss.spike_sigma, pixels=setup.bin_pixels())
     tm["search"] = tm.get("search", 0.0) + clock() - t
     t = clock()
     res = refine_matches(clean, setup.q, res, bank, n_refine=max(1, ss.n_candidates), step_deg=ss.refine_step_deg,
                          radius_deg=ss.refine_radius_steps * ss.step_deg, sigma_q=ss.ring_sigma_q,
-                         spike_sigma=ss.spike_sigma)
+                         spike_sigma=ss.spike_sigma, pixels=setup.bin_pixels())
     tm["refine_search"] = tm.get("refine_search", 0.0) + clock() - t
     out["search_score"][:] = res.score[:, 0]
     out["significance"][:] = res.significance

@@ -13,8 +13,8 @@ own residual scatter on its reflections, a quasi-likelihood dispersion ``phi`` (
 Wedderburn 1974, Biometrika 61, 439): under ``Var(y) = phi mu`` a significance in Poisson sigmas
 is divided by ``sqrt(phi)``. ``phi`` is taken on the footprint, not over the frame, so that the
 excess of a second orientation (off the footprint) does not hide itself by raising it. Points
-whose residual stands alone (`residual_spikes`: hot pixels the search's spike mask cannot see in
-bins of many pixels) are left out of both tests.
+whose residual over the fit stands alone (`residual_spikes`: hot pixels the search's spike mask
+left, e.g. next to a fitted peak) are left out of both tests.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from fits.scan.search import (
     mask_spikes,
     neighbour_excess,
     next_bin_fraction,
+    spike_floor,
 )
 from fits.scan.settings import FitSettings, SearchSettings
 from fits.scan.setup import FitSetup
@@ -54,7 +55,7 @@ def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray
     ss = settings.search
     if np.isfinite(ss.spike_sigma):            # hot pixels are no second grain (as in the search)
         polar = mask_spikes(polar, setup.q, sigma_q=ss.ring_sigma_q, n_sigma=ss.spike_sigma,
-                            mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)))
+                            mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)), pixels=setup.bin_pixels())
     comps = component_images(setup.model, params) if len(frames) else None
     fit = fitted_terms(polar, setup, params, comps, ss.spike_sigma) if len(frames) else None
     left, phi_sl = residual_significance(polar, setup, params, setup.a_range, sigma_q=ss.ring_sigma_q,
@@ -123,14 +124,13 @@ def residual_spikes(y: np.ndarray, mu: np.ndarray, setup: FitSetup,
     """(B, P) bool: fit points whose excess over the fitted model stands alone on the polar grid.
 
     `fits.scan.search.isolated_spikes` on the excess ``e = y - mu`` over the fit (so that the
-    fitted peaks do not count), with the Poisson noise of a point that is the mean of its ``n``
-    pixels: a point is a spike when the largest excess ``n_e`` of its 8 neighbours satisfies
-    ``n_e < r e - n_sigma sqrt((r e + mu) / n_min)``, ``n_min`` the fewest pixels of a measured
-    neighbour and ``r`` the fraction of a peak's height the narrowest peak of the model (radial
-    sigma `SearchSettings.ring_sigma_q`, angular sigma of the SL mosaic) puts on the next bin. A
-    hot pixel of a few thousand counts in a wide-angle bin of hundreds of pixels raises that bin's
-    mean by a few counts, below the one-pixel noise bound of the search's mask but hundreds of
-    point sigmas above the fit; left in, it would be read as a second grain's AL peak.
+    fitted peaks do not count), with the same Poisson noise of bin means
+    (`fits.scan.search.spike_floor` with the level ``mu``): a point is a spike when the largest
+    excess ``n_e`` of its 8 neighbours lies more than ``n_sigma`` sigma below ``r e``, ``r`` the
+    fraction of a peak's height the narrowest peak of the model (radial sigma
+    `SearchSettings.ring_sigma_q`, angular sigma of the SL mosaic) puts on the next bin. A hot
+    pixel the search's mask left (one next to another spike, or in a bin whose neighbours are
+    not fit points) would otherwise be read as a second grain's AL peak.
     """
     y = np.asarray(y, np.float64)
     B = y.shape[0]
@@ -142,14 +142,14 @@ def residual_spikes(y: np.ndarray, mu: np.ndarray, setup: FitSetup,
     e = e.reshape(B, C, Q)
     n_px = np.zeros(C * Q)
     n_px[setup.index] = setup.weight
-    nb, n_fin, n_min = neighbour_excess(e, n_px.reshape(C, Q))
+    n_px = n_px.reshape(C, Q)
+    nb, n_fin, n_min = neighbour_excess(e, n_px)
     mosaic = np.degrees(float(np.asarray(setup.template.sl_mosaic)))
     r = next_bin_fraction(setup.q, C, SearchSettings.ring_sigma_q, mosaic)[None, None, :]
     mu_img = np.zeros((B, C * Q))
     mu_img[:, setup.index] = np.clip(mu, 0.0, None)
+    floor = spike_floor(e, mu_img.reshape(B, C, Q), r, n_px, np.where(np.isfinite(n_min), n_min, 1.0), n_sigma)
     with np.errstate(invalid="ignore"):
-        floor = r * e - n_sigma * np.sqrt(np.clip(r * e + mu_img.reshape(B, C, Q), 0.0, None)
-                                          / np.where(np.isfinite(n_min), n_min, 1.0)[None])
         spikes = np.isfinite(e) & (e > 0) & (n_fin > 4) & (nb < floor)
     return spikes.reshape(B, -1)[:, setup.index]
 

@@ -26,7 +26,8 @@ from fits.scan.frames import fit_frames, store_fit
 from fits.scan.linear import COMPONENTS, component_images, poisson_deviance_np
 from fits.scan.mixed import flag_mixed
 from fits.scan.pipeline import in_order
-from fits.scan.settings import FitSettings
+from fits.scan.search import mask_spikes_on_points, radial_surroundings
+from fits.scan.settings import FitSettings, SearchSettings
 from fits.scan.setup import FitSetup
 from fits.scan.starts import (
     Candidate,
@@ -139,21 +140,56 @@ def doubtful(r: dict, nbs: list[np.ndarray], settings: FitSettings, changed: set
     return frames, pairs
 
 
-def term_gains(setup: FitSetup, params, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def term_gains(setup: FitSetup, params, obs: np.ndarray, *, sigma_q: float = SearchSettings.ring_sigma_q,
+               spike_sigma: float = SearchSettings.spike_sigma) -> tuple[np.ndarray, np.ndarray]:
     """Poisson deviance gains (n,) of the SL and of the AL term of the fitted ``params`` (stacked).
 
     ``D(model without the term) - D(model)`` on the fit points: how much the frame's data need the
-    term (a likelihood ratio, Wilks 1938, doi:10.1214/aoms/1177732360).
+    term (a likelihood ratio, Wilks 1938, doi:10.1214/aoms/1177732360). Hot pixels
+    (`fits.scan.search.isolated_spikes` at ``spike_sigma``, the bins' pixel counts) are left out.
+
+    The SL gain is that of the SL peaks' radially localised part, as the search's ring
+    significance (`fits.scan.search.localised_significance`): where the radial surroundings of the
+    data less the fitted SL peaks (`fits.scan.search.radial_surroundings`: the measured pixels
+    3-5 ``sigma_q`` inside and outside the point at the same chi) stand more than 3 Poisson sigma
+    of their mean above the model without SL peaks, both models are floored at them,
+    ``max(m, s)``: a nuisance term for an excess that runs along q at fixed chi. An SL spot put
+    on a parasitic streak then gains only what stands above the streak; an SL peak, localised in
+    q (radial sigma about ``sigma_q``), keeps its gain, its surroundings holding the background.
     """
+    obs = np.asarray(obs, np.float64)
+    C, Q = setup.chi_deg.size, setup.q.size
+    if np.isfinite(spike_sigma):
+        obs = mask_spikes_on_points(obs, setup.index, (C, Q), setup.q, sigma_q=sigma_q, n_sigma=spike_sigma,
+                                    mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)),
+                                    pixels=setup.bin_pixels())
     comps = component_images(setup.model, params)                             # (n, 4, P)
     scales = np.stack([np.asarray(getattr(params, c), np.float64).reshape(-1) for c in COMPONENTS], 1)
     mu = np.einsum("nc,ncp->np", scales, comps)
     valid, _ = frame_checks(obs, setup.weight)
     y = np.where(valid, obs, 0.0)
     d = poisson_deviance_np(mu, y, valid, setup.weight)
-    gain = [poisson_deviance_np(mu - scales[:, c:c + 1] * comps[:, c], y, valid, setup.weight) - d
-            for c in (COMPONENTS.index("sl_scale"), COMPONENTS.index("al_scale"))]
-    return gain[0], gain[1]
+    sl, al = COMPONENTS.index("sl_scale"), COMPONENTS.index("al_scale")
+    sl_term = scales[:, sl:sl + 1] * comps[:, sl]
+    img = np.full((obs.shape[0], C * Q), np.nan)
+    img[:, setup.index] = np.where(valid, obs - sl_term, np.nan)
+    around, n_around = radial_surroundings(img.reshape(-1, C, Q), setup.q, 4.0 * sigma_q, sigma_q,
+                                           setup.bin_pixels())
+    around = around.reshape(obs.shape[0], -1)[:, setup.index]
+    n_around = n_around.reshape(obs.shape[0], -1)[:, setup.index]
+    level = np.maximum(mu - sl_term, 1e-6)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n_a = np.maximum(n_around, 1.0)
+        streak = np.isfinite(around) & (around - level > 3.0 * np.sqrt((level + 1.0 / n_a) / n_a))
+    around = np.where(streak, around, np.nan)
+
+    def floored(m: np.ndarray) -> np.ndarray:
+        return np.where(np.isfinite(around), np.maximum(m, around), m)
+
+    sl_gain = (poisson_deviance_np(floored(mu - sl_term), y, valid, setup.weight)
+               - poisson_deviance_np(floored(mu), y, valid, setup.weight))
+    al_gain = poisson_deviance_np(mu - scales[:, al:al + 1] * comps[:, al], y, valid, setup.weight) - d
+    return sl_gain, al_gain
 
 
 def start_key(r: dict, k: int) -> bytes:

@@ -56,9 +56,9 @@ __all__ = [
     # frames
     "SearchResult", "anisotropic_excess", "estimate_lattice_constant", "isolated_spikes",
     "lattice_constant_candidates", "lattice_constant_score", "localised_significance", "mask_spikes",
-    "mask_spikes_on_points", "neighbour_excess", "next_bin_fraction", "refine_matches", "ring_profiles",
-    "ring_significance",
-    "search_orientations",
+    "mask_spikes_on_points", "neighbour_excess", "next_bin_fraction", "radial_surroundings", "refine_matches",
+    "ring_profiles", "ring_significance",
+    "search_orientations", "spike_floor",
 ]
 
 
@@ -121,18 +121,50 @@ def next_bin_fraction(q: np.ndarray, n_chi: int, sigma_q: float, mosaic_deg: flo
                       np.exp(-0.5 * ((360.0 / n_chi) / max(float(mosaic_deg), 1e-6)) ** 2))
 
 
+def spike_floor(e: np.ndarray, level: np.ndarray, r: np.ndarray, n_centre: np.ndarray, n_neighbour: np.ndarray,
+                n_sigma: float) -> np.ndarray:
+    """The least excess the neighbours of a peak bin hold: ``r e - n_sigma s`` (same units as ``e``).
+
+    A bin of excess ``e`` over the level ``level`` (mean counts per pixel) that lies on a peak
+    puts at least ``r e`` on its brightest neighbour (`next_bin_fraction`), and the test
+    statistic ``r e - n_e`` (``n_e`` the neighbour's excess) has variance
+    ``s^2 = (r e + level + 1 / n_nb) / n_nb + r^2 (e + level + 1 / n_c) / n_c``: each bin is the
+    mean of its ``n`` Poisson pixels, so its variance is its mean over ``n`` (the variance of a
+    sample mean, ``Var(sum x_i / n) = lambda / n`` for ``n`` independent Poisson counts of mean
+    ``lambda``), with one count added to each bin's total so that an empty bin keeps a noise of
+    one count. ``n_nb`` is the fewest pixels of a measured neighbour (the noisiest), ``n_c`` the
+    bin's own. With one pixel per bin this is the Poisson sigma of one pixel.
+
+    Parameters
+    ----------
+    e, level : (B, C, Q) excess and level (counts per pixel).
+    r : (Q,) or broadcastable, `next_bin_fraction`.
+    n_centre, n_neighbour : (C, Q) pixels of the bin and fewest of a measured neighbour (>= 1).
+    n_sigma : sigmas below ``r e`` (`SearchSettings.spike_sigma`).
+    """
+    n_c, n_nb = np.maximum(n_centre, 1.0)[None], np.maximum(n_neighbour, 1.0)[None]
+    lv = np.clip(np.nan_to_num(level), 0.0, None)
+    with np.errstate(invalid="ignore"):
+        var = (np.clip(r * e + lv, 0.0, None) + 1.0 / n_nb) / n_nb + r ** 2 * (np.clip(e + lv, 0.0, None) + 1.0 / n_c) / n_c
+        return r * e - n_sigma * np.sqrt(var)
+
+
 def isolated_spikes(polar: np.ndarray, q: np.ndarray, *, sigma_q: float = SearchSettings.ring_sigma_q,
-                    mosaic_deg: float = 1.0, n_sigma: float = SearchSettings.spike_sigma) -> np.ndarray:
+                    mosaic_deg: float = 1.0, n_sigma: float = SearchSettings.spike_sigma,
+                    pixels: np.ndarray | None = None) -> np.ndarray:
     """(B, C, Q) bool: polar bins brighter than any SL peak could be next to its neighbours.
 
     A hot pixel (or a zinger) lies in one polar bin; an SL peak covers several, since its radial
     sigma ``sigma_q`` and its angular sigma ``mosaic_deg`` (on the ring, about the SL mosaic
     spread) are at least about one bin. A bin is a spike when its excess ``e = I - m`` over the
-    ring median ``m`` (counts per pixel) and the largest excess ``n`` of its 8 neighbours (chi
-    periodic) satisfy ``n < r e - n_sigma sqrt(r e + m + 1)``: the neighbours hold less than the
-    least a peak of that height puts there, by more than ``n_sigma`` Poisson sigma of one pixel
-    (a bin's mean over its pixels is at most that noisy). Only a bin with most of its 8 neighbours
-    measured can be isolated: at small q most polar bins hold no pixel and a lone bin says nothing.
+    ring median ``m`` (counts per pixel) and the largest excess ``n_e`` of its 8 neighbours (chi
+    periodic) satisfy ``n_e < spike_floor(e, m, r, ...)``: the neighbours hold less than the least
+    a peak of that height puts there, by more than ``n_sigma`` Poisson sigma of the difference
+    of the two bin means (`spike_floor`: each bin is the mean of its ``pixels``, so its noise is
+    ``sqrt(mean / n)``). A hot pixel of a few thousand counts in a wide-angle bin of hundreds of
+    pixels raises the bin's mean by a few counts: many sigma of that mean, though below one
+    pixel's noise. Only a bin with most of its 8 neighbours measured can be isolated: at small q
+    most polar bins hold no pixel and a lone bin says nothing.
 
     ``r = max(exp(-dq^2 / (2 sigma_q^2)), exp(-dchi^2 / (2 mosaic^2)))`` with ``dq`` (1/A) the
     local q step and ``dchi`` the chi step: a Gaussian peak centred on a bin puts this fraction of
@@ -140,21 +172,32 @@ def isolated_spikes(polar: np.ndarray, q: np.ndarray, *, sigma_q: float = Search
     Non-finite bins are never spikes (they are masked, or broken data that `fits.scan.starts`
     reports).
 
+    Parameters
+    ----------
+    polar : (B, C, Q) mean counts per pixel of each bin (NaN where not measured).
+    q : (Q,) bin centres (1/A).
+    sigma_q, mosaic_deg : narrowest SL peak: radial sigma (1/A), angular sigma (deg).
+    n_sigma : threshold in Poisson sigma (`SearchSettings.spike_sigma`).
+    pixels : (C, Q) detector pixels per bin (``/entry/reduction/counts``); None: one per bin
+        (the noise of one pixel, an upper bound).
+
     Validation: on the realistic 7 x 7 demo (5 hot pixels of 5000 counts) the hot pixel at
-    q = 0.128 1/A is found in every frame; on the Gaussian twin no SL peak bin is
+    q = 0.128 1/A is found in every frame; a hot pixel in a wide-angle bin of hundreds of pixels
+    is found with the pixel counts and not without; on the Gaussian twin no SL peak bin is
     (tests/fits/scan/test_search.py).
     """
     polar = np.asarray(polar, np.float64)
     q = np.asarray(q, float)
-    C = polar.shape[1]
+    C, Q = polar.shape[1:]
+    n_px = np.ones((C, Q)) if pixels is None else np.asarray(pixels, float).reshape(C, Q)
     med = _nan_median(polar, axis=1)[:, None, :]                         # (B, 1, Q)
     with np.errstate(invalid="ignore"):          # inf - inf in a broken frame: not finite, never a spike
         e = polar - med
     fin = np.isfinite(e)
-    nb, n_fin, _ = neighbour_excess(np.where(fin, e, -np.inf))
+    nb, n_fin, n_min = neighbour_excess(np.where(fin, e, -np.inf), n_px)
     r = next_bin_fraction(q, C, sigma_q, mosaic_deg)[None, None, :]
+    floor = spike_floor(e, med, r, n_px, np.where(np.isfinite(n_min), n_min, 1.0), n_sigma)
     with np.errstate(invalid="ignore"):
-        floor = r * e - n_sigma * np.sqrt(np.clip(r * e + np.nan_to_num(med) + 1.0, 1.0, None))
         return fin & (e > 0) & (n_fin > 4) & (nb < floor)
 
 
@@ -376,6 +419,47 @@ def ring_significance(profile: np.ndarray, level: np.ndarray) -> np.ndarray:
     return np.nan_to_num(peak / noise, nan=0.0, neginf=0.0, posinf=0.0)
 
 
+def radial_surroundings(polar: np.ndarray, q: np.ndarray, offset: float, half_width: float,
+                        pixels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """What a feature that runs along q at fixed chi puts at each point of a polar grid.
+
+    The pixel-weighted mean of the measured values of ``polar`` (..., Q) (mean counts per pixel
+    of each bin) within ``half_width`` of ``q - offset`` and of ``q + offset`` (1/A) on the same
+    row (chi), both sides together: a parasitic streak or the edge of the beamstop arm's shadow
+    lights them as it lights the point, a peak localised in q (radial sigma below about
+    ``(offset - half_width) / 2.5``) does not. Bins without pixels (NaN: at small q many bins of a
+    fine polar grid hold none) are skipped. The radial surroundings of
+    `localised_significance`, per point.
+
+    Parameters
+    ----------
+    polar : (..., Q) values, NaN where not measured.
+    q : (Q,) bin centres (1/A), increasing.
+    offset, half_width : distance of the two side bands from the point and their half width (1/A).
+    pixels : (..., Q) broadcastable pixels per bin (None: one each).
+
+    Returns
+    -------
+    mean : (..., Q) the side bands' mean (NaN where they hold no measured bin).
+    n : (..., Q) the pixels it averages: its Poisson variance is ``mean / n``.
+    """
+    polar = np.asarray(polar, np.float64)
+    q = np.asarray(q, float)
+    w = np.broadcast_to(np.ones(1) if pixels is None else np.asarray(pixels, float), polar.shape)
+    w = np.where(np.isfinite(polar), w, 0.0)
+    zero = np.zeros(polar.shape[:-1] + (1,))
+    csum = np.concatenate([zero, np.cumsum(np.where(w > 0, w * polar, 0.0), -1)], -1)
+    cw = np.concatenate([zero, np.cumsum(w, -1)], -1)
+    total, n = np.zeros(polar.shape), np.zeros(polar.shape)
+    for d in (-float(offset), float(offset)):
+        lo = np.searchsorted(q, q + d - half_width, side="left")
+        hi = np.searchsorted(q, q + d + half_width, side="right")
+        total += csum[..., hi] - csum[..., lo]
+        n += cw[..., hi] - cw[..., lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / n, np.nan), n
+
+
 def localised_significance(polar: np.ndarray, q: np.ndarray, lattice_constant: np.ndarray,
                            shells: tuple[int, ...] | np.ndarray,
                            sigma_q: float = SearchSettings.ring_sigma_q) -> np.ndarray:
@@ -476,12 +560,14 @@ def _ring_features(polar: np.ndarray, q: np.ndarray, lattice_constant: np.ndarra
     return f.reshape(shape), np.isfinite(prof).astype(np.float64).reshape(shape), significance
 
 
-def _masked(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, sigma_q: float, spike_sigma: float) -> np.ndarray:
-    """``polar`` with its `isolated_spikes` masked (peaks of the bank's mosaic and ``sigma_q``); as is for inf."""
+def _masked(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, sigma_q: float, spike_sigma: float,
+            pixels: np.ndarray | None = None) -> np.ndarray:
+    """``polar`` with its `isolated_spikes` masked (peaks of the bank's mosaic and ``sigma_q``, bins
+    of ``pixels`` pixels); as is for inf."""
     if not np.isfinite(spike_sigma):
         return polar
     return mask_spikes(polar, q, sigma_q=sigma_q, mosaic_deg=float(bank.key.get("mosaic_deg", 1.0)),
-                       n_sigma=spike_sigma)
+                       n_sigma=spike_sigma, pixels=pixels)
 
 
 def _parabola_offset(y0: float, y1: float, y2: float) -> float:
@@ -543,7 +629,8 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
                         lattice_separation: float = SearchSettings.lattice_separation,
                         lattice_constants: np.ndarray | None = None,
                         n_grid: int = SearchSettings.lattice_grid_points,
-                        spike_sigma: float = SearchSettings.spike_sigma) -> SearchResult:
+                        spike_sigma: float = SearchSettings.spike_sigma,
+                        pixels: np.ndarray | None = None) -> SearchResult:
     """Match every frame against the template bank at several candidate lattice constants.
 
     Parameters
@@ -568,6 +655,7 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     n_grid : lattice constants of the radial score over ``a_range`` (`lattice_constant_score`).
     spike_sigma : bins that are `isolated_spikes` at this many Poisson sigma (hot pixels) are masked
         first (inf: none).
+    pixels : (C, Q) detector pixels per bin for the spike mask (None: the noise of one pixel).
 
     Returns
     -------
@@ -609,7 +697,7 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
                          f"chi, {np.size(q)} q) to match the template bank and q; build the bank "
                          f"on the chi grid of /entry/reduction/chi.")
     B = polar.shape[0]
-    polar = _masked(polar, q, bank, sigma_q, spike_sigma)
+    polar = _masked(polar, q, bank, sigma_q, spike_sigma, pixels)
     spec, spec2 = (_real_pair(x) for x in bank.spectra())
     if lattice_constants is None:
         a_cand, _ = lattice_constant_candidates(polar, q, a_range, n_candidates=n_lattice,
@@ -686,7 +774,8 @@ def _cone_directions(center: np.ndarray, radius_deg: float, step_deg: float) -> 
 def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank: TemplateBank, *,
                    radius_deg: float | None = None, step_deg: float = SearchSettings.refine_step_deg,
                    mosaic_deg: float | None = None, sigma_q: float = SearchSettings.ring_sigma_q,
-                   n_refine: int = 1, batch: int = 16, spike_sigma: float = SearchSettings.spike_sigma) -> SearchResult:
+                   n_refine: int = 1, batch: int = 16, spike_sigma: float = SearchSettings.spike_sigma,
+                   pixels: np.ndarray | None = None) -> SearchResult:
     """Refine the best ``n_refine`` matches of every frame on a finer cone of zone axes around each.
 
     Parameters
@@ -702,7 +791,7 @@ def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank:
     sigma_q : SL radial peak sigma (1/A) for the ring extraction.
     n_refine : matches refined per frame (the best ones).
     batch : frames whose ring profiles are extracted at once.
-    spike_sigma : as `search_orientations`.
+    spike_sigma, pixels : as `search_orientations`.
 
     Returns
     -------
@@ -725,7 +814,7 @@ def refine_matches(polar: np.ndarray, q: np.ndarray, result: SearchResult, bank:
     matches as the direct evaluation over all members and chi bins (zone axis and in-plane angle
     within 1e-5 deg, score within 1e-7) at 11 instead of 160-260 ms per frame.
     """
-    polar = _masked(np.asarray(polar, np.float64), q, bank, sigma_q, spike_sigma)
+    polar = _masked(np.asarray(polar, np.float64), q, bank, sigma_q, spike_sigma, pixels)
     C = bank.chi_deg.size
     radius = float(radius_deg if radius_deg is not None
                    else SearchSettings.refine_radius_steps * float(bank.key["step_deg"]))

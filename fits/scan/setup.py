@@ -204,6 +204,8 @@ class FitSetup:
     a_range : (a_min, a_max) SL lattice constants (A) the model covers and the fits may reach.
     width_factor : radial widths may grow by this factor (the model's support).
     relationships : configuration name -> ``R_or`` (3, 3) tried for every frame.
+    pixel_counts : (C, Q) detector pixels per bin of the whole polar grid (None: unknown, the
+        fit points' ``weight`` and one elsewhere; see `bin_pixels`).
     """
 
     model: PatternModel
@@ -217,6 +219,16 @@ class FitSetup:
     width_factor: float
     relationships: dict = field(default_factory=lambda: {
         c: np.asarray(orientation.orientation_relationship(c), np.float64) for c in CONFIGURATIONS})
+    pixel_counts: np.ndarray | None = None
+
+    def bin_pixels(self) -> np.ndarray:
+        """(C, Q) detector pixels per polar bin: ``pixel_counts``, or without them the fit points'
+        ``weight`` and one pixel elsewhere (the noise bound of one pixel, `fits.scan.search.spike_floor`)."""
+        if self.pixel_counts is not None:
+            return np.asarray(self.pixel_counts, float)
+        n = np.ones(self.chi_deg.size * self.q.size)
+        n[self.index] = self.weight
+        return n.reshape(self.chi_deg.size, self.q.size)
 
     @classmethod
     def build(cls, cfg, q: np.ndarray, chi_deg: np.ndarray, pixel_counts: np.ndarray | None = None,
@@ -284,7 +296,7 @@ class FitSetup:
                                    cache_dir=settings.run.cache_dir)
         weight = np.ones(index.size) if counts is None else counts.reshape(-1)[index]
         return cls(model=model, template=template, bank=bank, q=q, chi_deg=chi, index=index, weight=weight,
-                   a_range=a_range, width_factor=sup.width_factor)
+                   a_range=a_range, width_factor=sup.width_factor, pixel_counts=counts)
 
     def model_on(self, pixels) -> PatternModel:
         """The setup's model (structure, template, lattice-constant range, widths) on other ``pixels``."""

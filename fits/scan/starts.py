@@ -193,7 +193,8 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
     if np.isfinite(ss.spike_sigma):      # hot pixels: no term of the model, and they would set the dispersion
         obs = mask_spikes_on_points(obs, setup.index, (setup.chi_deg.size, setup.q.size), setup.q,
                                     sigma_q=ss.ring_sigma_q, n_sigma=ss.spike_sigma,
-                                    mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)))
+                                    mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)),
+                                    pixels=setup.bin_pixels())
     valid, bad = frame_checks(obs, setup.weight)
     y = np.where(valid, obs, 0.0)
     w = np.where(valid & ~bad[:, None], setup.weight[None, :], 0.0)

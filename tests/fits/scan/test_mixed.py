@@ -8,7 +8,7 @@ import pytest
 from fits.scan.linear import COMPONENTS, component_images, linear_scales
 from fits.scan.mixed import al_residual, dispersion_on, flag_mixed, residual_spikes
 from fits.scan.results import empty_results
-from fits.scan.search import localised_significance
+from fits.scan.search import isolated_spikes, localised_significance, spike_floor
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
 from fits.scan.starts import stack_params
@@ -139,3 +139,36 @@ def _row(params, k):
 
 def _one(params, k):
     return stack_params([_row(params, k)])
+
+
+def test_the_search_mask_sees_a_hot_pixel_by_the_noise_of_the_bin_mean(frames):
+    """The search's spike mask with the bins' pixel counts finds the hot pixel (3000 counts in one
+    of 300 pixels: about 10 counts on the bin's mean, many sigma of a 300-pixel mean but below
+    one pixel's noise), the one-pixel bound does not; no bin of the model's peaks (at the
+    narrowest SL peak the mask allows, `SearchSettings.ring_sigma_q`), of the reshaped peaks, of
+    a second grain, or of SL peaks 100 times brighter (noise far below their shape) is a spike."""
+    setup, polar, p = frames["setup"], frames["polar"], frames["p"]
+    assert float(p.sl_radial_width) <= SETTINGS.search.ring_sigma_q * 1.001
+    kw = {"sigma_q": SETTINGS.search.ring_sigma_q, "mosaic_deg": float(setup.bank.key["mosaic_deg"]),
+          "n_sigma": SETTINGS.search.spike_sigma}
+    spikes = isolated_spikes(polar, Q, pixels=setup.bin_pixels(), **kw).reshape(4, -1)[:, setup.index]
+    assert spikes[3, frames["hot"]] and spikes[3].sum() == 1
+    assert not spikes[:3].any()
+    assert not isolated_spikes(polar, Q, **kw).any()               # the one-pixel bound misses it
+    n = setup.weight
+    bright = np.asarray(setup.model(p.replace(sl_scale=100 * 3000.0)), float)
+    img = np.full(CHI.size * Q.size, np.nan)
+    img[setup.index] = np.random.default_rng(3).poisson(bright * n) / n
+    assert not isolated_spikes(img.reshape(1, CHI.size, Q.size), Q, pixels=setup.bin_pixels(), **kw).any()
+
+
+def test_spike_floor_is_the_noise_of_bin_means():
+    """``r e - n_sigma s`` with ``s^2`` the Poisson variance of the two bin means: one pixel per bin
+    gives one pixel's noise, ``n`` pixels per bin ``1 / n`` of that variance (plus one count per
+    bin's total)."""
+    e, level, r = np.full((1, 1, 1), 8.0), np.full((1, 1, 1), 2.0), 0.5
+    one = spike_floor(e, level, r, np.ones((1, 1)), np.ones((1, 1)), 5.0)
+    assert one[0, 0, 0] == pytest.approx(4.0 - 5.0 * np.sqrt(4.0 + 2.0 + 1.0 + 0.25 * (8.0 + 2.0 + 1.0)))
+    many = spike_floor(e, level, r, np.full((1, 1), 400.0), np.full((1, 1), 100.0), 5.0)
+    var = (6.0 + 0.01) / 100.0 + 0.25 * (10.0 + 1 / 400.0) / 400.0
+    assert many[0, 0, 0] == pytest.approx(4.0 - 5.0 * np.sqrt(var))

@@ -56,7 +56,7 @@ def pair(tmp_path_factory):
         g["polar"] = np.stack(imgs).astype(np.float32)
         g["q"], g["chi"] = Q, CHI
         g["positions"] = np.array([[0.0, 0.0], [0.0, 1.0]])
-    return dict(tmp=tmp, cfg=cfg, setup=setup, truth=p, path=path, waxs=waxs.reshape(CHI.size, Q.size))
+    return {"tmp": tmp, "cfg": cfg, "setup": setup, "truth": p, "path": path, "waxs": waxs.reshape(CHI.size, Q.size)}
 
 
 def _fitted(pair, name):
@@ -241,3 +241,32 @@ def test_neighbours_of_a_snake_scan_with_encoder_jitter_are_its_grid_neighbours(
         dist = np.hypot(*(rc - rc[i]).T)
         adjacent = set(np.flatnonzero(dist == 1.0).tolist())
         assert adjacent <= set(nb.tolist()) and np.all(dist[nb] <= 1.5), (i, rc[i])
+
+
+def test_an_sl_spot_on_a_streak_gains_nothing_a_real_one_keeps_its_gain(pair, monkeypatch):
+    """A frame of the NCs' AL peaks and a streak along q (a row of chi, 20 counts per pixel at every
+    q) through the brightest SL spot of the true orientation, fitted by the linear scales at that
+    orientation: the SL term takes up part of the streak and gains far more than `sl_min_gain`
+    against the model without it, but nothing once both follow the streak's radial surroundings
+    (`term_gains`); the true frame's SL gain stays far above the gate."""
+    import fits.scan.neighbours as nb
+    from fits.scan.linear import COMPONENTS, component_images, linear_scales
+    from fits.scan.starts import stack_params
+
+    setup, p = pair["setup"], pair["truth"]
+    gate = SETTINGS.evidence.sl_min_gain
+    params = stack_params([p])
+    sl = np.asarray(component_images(setup.model, params), float)[0, COMPONENTS.index("sl_scale")]
+    c = int(np.argmax(np.bincount(setup.index // Q.size, weights=sl, minlength=CHI.size)))
+    row = (setup.index // Q.size == c) & (Q[setup.index % Q.size] < 1.0)
+    mu = np.asarray(setup.model(p.replace(sl_scale=0.0)), float) + np.where(row, 20.0, 0.0)
+    obs = np.stack([poisson_counts(mu, seed=5), poisson_counts(np.asarray(setup.model(p), float), seed=6)]).astype(float)
+    comps = np.asarray(component_images(setup.model, stack_params([p, p])), float)
+    scales, _ = linear_scales(comps, obs, np.ones(obs.shape, bool))
+    assert scales[0, COMPONENTS.index("sl_scale")] > 0           # the SL spot takes up part of the streak
+    fitted = stack_params([p.replace(**dict(zip(COMPONENTS, s))) for s in scales])
+    local, _ = nb.term_gains(setup, fitted, obs)
+    monkeypatch.setattr(nb, "radial_surroundings", lambda img, *a, **k: (np.full(img.shape, np.nan), np.zeros(img.shape)))
+    plain, _ = nb.term_gains(setup, fitted, obs)
+    assert plain[0] > gate > local[0], (plain, local)
+    assert local[1] > 10 * gate and local[1] > 0.8 * plain[1], (plain, local)

@@ -219,3 +219,25 @@ def test_search_at_given_lattice_constants(frames, compressed):
     assert mis < 5.0, mis
     with pytest.raises(ValueError, match=r"lattice_constants has shape \(3,\); expected \(1, N\)"):
         search_orientations(img, Q, bank, a_range=a_range, lattice_constants=grid[:3])
+
+
+def test_radial_surroundings_follow_a_streak_not_a_peak():
+    """A row constant along q (a streak) has its own value around every point; a narrow peak
+    along q (sigma 0.0015 1/A) has the background around its centre; bins without pixels are
+    skipped and the mean is weighted by the pixels (its variance is mean / n)."""
+    from fits.scan.search import radial_surroundings
+
+    q = np.arange(0.05, 0.15, 0.0005)
+    img = np.zeros((1, 2, q.size))
+    img[0, 0] = 7.0                                                        # the streak
+    img[0, 1] = 1.0 + 40.0 * np.exp(-0.5 * ((q - 0.1) / 0.0015) ** 2)    # a peak on a background of 1
+    mean, n = radial_surroundings(img, q, 4 * 0.0015, 0.0015)
+    k = int(np.argmin(np.abs(q - 0.1)))
+    assert np.allclose(mean[0, 0, 20:-20], 7.0)
+    assert mean[0, 1, k] == pytest.approx(1.0, abs=0.5) and n[0, 1, k] == 14
+    holes = img.copy()
+    holes[..., ::2] = np.nan                                               # every other bin without pixels
+    pixels = np.where(np.arange(q.size) % 4 == 1, 3.0, 1.0)
+    m2, n2 = radial_surroundings(holes, q, 4 * 0.0015, 0.0015, pixels)
+    assert np.allclose(m2[0, 0, 20:-20], 7.0)
+    assert np.all(n2[0, 0, 20:-20] >= 6) and np.isfinite(m2[0, 1, k])
