@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -86,14 +87,16 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
     end = n if until is None else min(int(until), n)
     batches = fit_batches(lambda a, b: scan.polar(slice(a, b)), setup, settings, range(done, end, batch), end,
                           where=out)
-    for written, ((start, stop), r) in enumerate(batches, start=1):
-        store.write_batch(out, start, stop, r)
-        log.debug("%s: frames %d to %d written, checkpoint at frame %d", out, start, stop - 1, stop)
-        bar.update(stop - start)
-        bar.set_postfix_str(f"{(time.perf_counter() - t0) / max(stop - done, 1):.2f} s per frame")
-        if stop_after is not None and written >= stop_after:
-            break
-    batches.close()          # a stop after some batches: the batch still in flight is dropped
+    # closing: on a stop after some batches, or a write that fails, the batch still in flight is
+    # dropped and its thread ends here
+    with closing(batches):
+        for written, ((start, stop), r) in enumerate(batches, start=1):
+            store.write_batch(out, start, stop, r)
+            log.debug("%s: frames %d to %d written, checkpoint at frame %d", out, start, stop - 1, stop)
+            bar.update(stop - start)
+            bar.set_postfix_str(f"{(time.perf_counter() - t0) / max(stop - done, 1):.2f} s per frame")
+            if stop_after is not None and written >= stop_after:
+                break
     bar.close()
     neighbour_passes(out, scan, setup, settings, progress)
     store.write_maps(out, scan)
