@@ -110,8 +110,8 @@ def fit_batches(read: Callable[[int, int], np.ndarray], setup: FitSetup, setting
 
     ``read(start, stop)`` gives the polar images of frames ``start`` to ``stop - 1`` (e.g.
     ``scan.polar(slice(start, stop))``); it is called in the caller's thread. Up to
-    ``settings.run.batches_in_flight`` batches are fitted at once (`fits.scan.pipeline`). A batch whose fit raises comes back as
-    failed frames (`fits.status.FitStatus.FAILED`, the exception in the message; logged with
+    ``settings.run.batches_in_flight`` batches are fitted at once (`fits.scan.pipeline`). A batch
+    whose fit raises comes back as failed frames (`fits.status.FitStatus.FAILED`, the exception in the message; logged with
     ``where``), so one bad batch never stops the scan. ``timings`` (if given) receives the
     seconds per stage of `fits.scan.frames.fit_frames`, summed over the batches (with batches
     side by side, the sum exceeds the wall time).

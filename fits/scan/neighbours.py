@@ -295,7 +295,8 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
                               lattice_constants=grid, signal_threshold=ns.neighbour_min_significance,
                               timings=tm_c), tm_c
 
-        for s0, (rs, tm_c) in in_order(research_chunk, range(0, len(frames), batch), settings.run.batches_in_flight):
+        chunks = range(0, len(frames), batch)
+        for s0, (rs, tm_c) in in_order(research_chunk, chunks, max(1, min(settings.run.batches_in_flight, len(chunks)))):
             chunk = frames[s0:s0 + batch]
             for key, v in tm_c.items():
                 rs_tm[key] = rs_tm.get(key, 0.0) + v

@@ -222,7 +222,8 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
 
     out: list[Candidate] = []
     # chunks side by side (fits.scan.pipeline): one chunk's last frames beside the next one's first
-    for _, cands in in_order(refine_chunk, range(0, len(starts), size), settings.run.batches_in_flight):
+    chunks = range(0, len(starts), size)       # one chunk (the main pass): computed here, no thread
+    for _, cands in in_order(refine_chunk, chunks, max(1, min(settings.run.batches_in_flight, len(chunks)))):
         out += cands
     return out
 
