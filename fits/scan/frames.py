@@ -38,7 +38,7 @@ from fits.scan.angles import (
 from fits.scan.linear import component_images, linear_scales, variant_scales
 from fits.scan.mixed import flag_mixed
 from fits.scan.results import STDERR_OF, empty_results
-from fits.scan.search import mask_spikes, refine_matches, search_orientations
+from fits.scan.search import refine_matches, search_orientations
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
 from fits.scan.starts import (
@@ -56,7 +56,7 @@ from xmodel.parameters import FWHM_PER_SIGMA, ModelParams
 
 def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSettings(),
                timings: dict | None = None, lattice_constants: np.ndarray | None = None,
-               signal_threshold: float | None = None) -> dict[str, np.ndarray]:
+               signal_threshold: float | None = None, spikes_masked: bool = False) -> dict[str, np.ndarray]:
     """Search, choose the configuration and refine a batch of polar frames; never raises per frame.
 
     Parameters
@@ -73,6 +73,9 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
         grid over the allowed range (`fits.scan.neighbours.lattice_grid`, the neighbour passes' re-search).
     signal_threshold : SL ring significance below which a frame has no signal (default
         ``settings.search.min_significance``; the mixed-pattern test keeps ``settings.search.min_significance``).
+    spikes_masked : ``polar`` holds no hot pixels any more (`FitSetup.mask_spikes` with
+        ``settings.search``, as the neighbour passes do once per frame); otherwise they are masked
+        here, once, and every stage sees the same points.
 
     Returns
     -------
@@ -93,10 +96,8 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
     """
     tm = timings if timings is not None else {}
     clock = time.perf_counter
-    polar = np.asarray(polar, np.float64)
-    if np.isfinite(settings.search.spike_sigma):     # hot pixels: out of the search, the linear stage and the fit
-        polar = mask_spikes(polar, setup.q, sigma_q=settings.search.ring_sigma_q, n_sigma=settings.search.spike_sigma,
-                            mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)), pixels=setup.bin_pixels())
+    # hot pixels: out of the search, the linear stage, the fit and the mixed test (masked once)
+    polar = np.asarray(polar, np.float64) if spikes_masked else setup.mask_spikes(polar, settings.search)
     B = polar.shape[0]
     model, template, bank = setup.model, setup.template, setup.bank
     a_range = setup.a_range
@@ -114,12 +115,12 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
                               min_significance=threshold, lattice_constants=lattice_constants,
                               sigma_q=ss.ring_sigma_q, n_lattice=ss.n_lattice, lattice_separation=ss.lattice_separation,
                               min_separation_deg=ss.match_separation_steps * ss.step_deg, n_grid=ss.lattice_grid_points,
-                              spike_sigma=ss.spike_sigma, pixels=setup.bin_pixels())
+                              spike_sigma=np.inf)
     tm["search"] = tm.get("search", 0.0) + clock() - t
     t = clock()
     res = refine_matches(clean, setup.q, res, bank, n_refine=max(1, ss.n_candidates), step_deg=ss.refine_step_deg,
                          radius_deg=ss.refine_radius_steps * ss.step_deg, sigma_q=ss.ring_sigma_q,
-                         spike_sigma=ss.spike_sigma, pixels=setup.bin_pixels())
+                         spike_sigma=np.inf)
     tm["refine_search"] = tm.get("refine_search", 0.0) + clock() - t
     out["search_score"][:] = res.score[:, 0]
     out["significance"][:] = res.significance
@@ -220,7 +221,8 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
         s_ = np.maximum(sc, [fl, fl, 0.0 if ci < 0 else fl, bg])
         starts.append(Start(frame=j, params=p.replace(sl_scale=s_[0], diffuse_scale=s_[1], al_scale=s_[2],
                                                       background=s_[3]), order=(ti, ci)))
-    cands = refine_starts(setup, obs[todo], starts, settings, min_rows=4, power_of_two=True)
+    cands = refine_starts(setup, obs[todo], starts, settings, min_rows=4, power_of_two=True,
+                          spikes_masked=True)
     obj = {key: c.objective for key, c in zip(pairs, cands)}
     tm["refine"] = tm.get("refine", 0.0) + clock() - t
     rot = np.full((todo.size, 3, 3), np.nan)
@@ -251,7 +253,7 @@ def fit_frames(polar: np.ndarray, setup: FitSetup, settings: FitSettings = FitSe
                                   f"{al_ratio:.1f} < "
                                   f"{settings.evidence.al_min_gain:g}): configuration and disorder not determined")
     t = clock()
-    flag_mixed(out, todo, clean[todo], setup, stack_params(chosen), settings)
+    flag_mixed(out, todo, clean[todo], setup, stack_params(chosen), settings, spikes_masked=True)
     tm["mixed"] = tm.get("mixed", 0.0) + clock() - t
     report_angles(out, todo, settings.search.zones)
     return out

@@ -24,7 +24,6 @@ from fits.scan.linear import COMPONENTS, component_images
 from fits.scan.search import (
     estimate_lattice_constant,
     localised_significance,
-    mask_spikes,
     neighbour_excess,
     next_bin_fraction,
     spike_floor,
@@ -38,7 +37,7 @@ TWO_PI = 2.0 * np.pi
 
 
 def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray, setup: FitSetup,
-               params: ModelParams, settings: FitSettings) -> None:
+               params: ModelParams, settings: FitSettings, spikes_masked: bool = False) -> None:
     """Set ``residual_significance`` and ``al_residual_significance`` of ``frames`` and mark MIXED
     those with SL or AL peaks left over.
 
@@ -51,11 +50,13 @@ def flag_mixed(out: dict[str, np.ndarray], frames: np.ndarray, polar: np.ndarray
     fit's dispersion on them (`al_residual`), reaches ``settings.evidence.mixed_al_significance``
     and ``settings.evidence.mixed_al_ratio`` of the fitted AL peaks (a second grain whose SL peaks
     are weak still shows its own NC orientation).
+
+    ``spikes_masked``: ``polar`` holds no hot pixels any more (`FitSetup.mask_spikes`); otherwise
+    they are masked here (hot pixels are no second grain, as in the search).
     """
     ss = settings.search
-    if np.isfinite(ss.spike_sigma):            # hot pixels are no second grain (as in the search)
-        polar = mask_spikes(polar, setup.q, sigma_q=ss.ring_sigma_q, n_sigma=ss.spike_sigma,
-                            mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)), pixels=setup.bin_pixels())
+    if not spikes_masked:
+        polar = setup.mask_spikes(polar, ss)
     comps = component_images(setup.model, params) if len(frames) else None
     fit = fitted_terms(polar, setup, params, comps, ss.spike_sigma) if len(frames) else None
     left, phi_sl = residual_significance(polar, setup, params, setup.a_range, sigma_q=ss.ring_sigma_q,

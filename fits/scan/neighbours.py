@@ -141,12 +141,14 @@ def doubtful(r: dict, nbs: list[np.ndarray], settings: FitSettings, changed: set
 
 
 def term_gains(setup: FitSetup, params, obs: np.ndarray, *, sigma_q: float = SearchSettings.ring_sigma_q,
-               spike_sigma: float = SearchSettings.spike_sigma) -> tuple[np.ndarray, np.ndarray]:
+               spike_sigma: float = SearchSettings.spike_sigma, spikes_masked: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Poisson deviance gains (n,) of the SL and of the AL term of the fitted ``params`` (stacked).
 
     ``D(model without the term) - D(model)`` on the fit points: how much the frame's data need the
     term (a likelihood ratio, Wilks 1938, doi:10.1214/aoms/1177732360). Hot pixels
-    (`fits.scan.search.isolated_spikes` at ``spike_sigma``, the bins' pixel counts) are left out.
+    (`fits.scan.search.isolated_spikes` at ``spike_sigma``, the bins' pixel counts) are left out,
+    unless ``spikes_masked`` says ``obs`` comes from masked polar images (`FitSetup.mask_spikes`).
 
     The SL gain is that of the SL peaks' radially localised part, as the search's ring
     significance (`fits.scan.search.localised_significance`): where the radial surroundings of the
@@ -159,7 +161,7 @@ def term_gains(setup: FitSetup, params, obs: np.ndarray, *, sigma_q: float = Sea
     """
     obs = np.asarray(obs, np.float64)
     C, Q = setup.chi_deg.size, setup.q.size
-    if np.isfinite(spike_sigma):
+    if np.isfinite(spike_sigma) and not spikes_masked:
         obs = mask_spikes_on_points(obs, setup.index, (C, Q), setup.q, sigma_q=sigma_q, n_sigma=spike_sigma,
                                     mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)),
                                     pixels=setup.bin_pixels())
@@ -261,7 +263,12 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     frames, pairs = doubtful(r, nbs, settings, None if near is None else set(int(k) for k in near))
     if not frames:
         return []
-    polar = dict(zip(frames, scan.polar(frames)))
+    # hot pixels masked once per frame: the re-search, every refinement and the term gains see the
+    # same points, so their deviances compare with each other (in batches: the mask's temporaries)
+    polar: dict[int, np.ndarray] = {}
+    for s0 in range(0, len(frames), settings.run.batch):
+        chunk = frames[s0:s0 + settings.run.batch]
+        polar.update(zip(chunk, setup.mask_spikes(scan.polar(chunk), settings.search)))
     grid = lattice_grid(setup.a_range, ns.grid_step)
     R, ok = r["orientation_matrix"], r["status"] == FitStatus.OK.code
 
@@ -293,7 +300,7 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
             tm_c: dict = {}
             return fit_frames(np.stack([polar[i] for i in frames[s0:s0 + batch]]), setup, rs_settings,
                               lattice_constants=grid, signal_threshold=ns.neighbour_min_significance,
-                              timings=tm_c), tm_c
+                              timings=tm_c, spikes_masked=True), tm_c
 
         chunks = range(0, len(frames), batch)
         for s0, (rs, tm_c) in in_order(research_chunk, chunks, max(1, min(settings.run.batches_in_flight, len(chunks)))):
@@ -337,7 +344,7 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
                     source=f"neighbour frame {pairs[n][1]}", order=(1, n), stop_above=float(target[pairs[n][0]]))
               for n in todo]
     t = clock()
-    refined = refine_starts(setup, obs, starts, settings, chunk=settings.run.batch)
+    refined = refine_starts(setup, obs, starts, settings, chunk=settings.run.batch, spikes_masked=True)
     tm["neighbour_starts"] = tm.get("neighbour_starts", 0.0) + clock() - t
     if progress and pairs:
         log.info("xmodel fit: neighbour pass, %d starts refined, %d known from the last pass", len(todo),
@@ -363,7 +370,7 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     # the fitted parameters of each winner, and how much its SL and AL terms are needed
     params = stack_params([best[i].params for i in improved])
     obs = np.stack([polar[i].reshape(-1)[setup.index] for i in improved])
-    sl_raw, al_raw = term_gains(setup, params, obs)
+    sl_raw, al_raw = term_gains(setup, params, obs, spikes_masked=True)
     # quasi-likelihood ratios: the gains divided by the winner's dispersion max(phi, 1)
     phi = np.array([best[i].dispersion for i in improved])
     sl_gain, al_gain = sl_raw / phi, al_raw / phi
@@ -403,7 +410,7 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     if from_nb:
         idx = np.array([improved[j] for j in from_nb])
         flag_mixed(out, idx, np.stack([polar[i] for i in idx]), setup,
-                   stack_params([best[i].params for i in idx]), settings)
+                   stack_params([best[i].params for i in idx]), settings, spikes_masked=True)
     idx = np.array(done)
     report_angles(out, idx, settings.search.zones)
     store.write_frames(fits_path, idx, out)

@@ -93,20 +93,29 @@ def neighbour_excess(e: np.ndarray, pixels: np.ndarray | None = None) -> tuple[n
     n_min : (C, Q) fewest pixels of a neighbour holding any (inf if none; all inf without ``pixels``).
     """
     _, C, Q = e.shape
-    pad = np.pad(e, ((0, 0), (0, 0), (1, 1)), constant_values=-np.inf)
+    e = np.asarray(e, float)
+    # separable: the 3-wide maximum (and count) along q, then the rows above and below in chi;
+    # the bin's own row adds its two q neighbours only
+    left = np.full(e.shape, -np.inf)
+    right = np.full(e.shape, -np.inf)
+    left[:, :, 1:], right[:, :, :-1] = e[:, :, :-1], e[:, :, 1:]
+    side = np.maximum(left, right)
+    row = np.maximum(side, e)
+    nb = np.maximum(np.maximum(np.roll(row, 1, axis=1), np.roll(row, -1, axis=1)), side)
+    fin = (e > -np.inf).astype(np.int8)
+    f_side = np.zeros(e.shape, np.int8)
+    f_side[:, :, 1:] += fin[:, :, :-1]
+    f_side[:, :, :-1] += fin[:, :, 1:]
+    f_row = f_side + fin
+    n_fin = np.roll(f_row, 1, axis=1) + np.roll(f_row, -1, axis=1) + f_side
     n_pad = np.pad(np.zeros((C, Q)) if pixels is None else np.asarray(pixels, float), ((0, 0), (1, 1)))
-    nb = np.full(e.shape, -np.inf)
-    n_fin = np.zeros(e.shape, int)
+    n_pad = np.where(n_pad > 0, n_pad, np.inf)
     n_min = np.full((C, Q), np.inf)
     for dc in (-1, 0, 1):
-        rolled, n_rolled = np.roll(pad, dc, axis=1), np.roll(n_pad, dc, axis=0)
+        n_rolled = np.roll(n_pad, dc, axis=0)
         for dq in (-1, 0, 1):
             if dc or dq:
-                v = rolled[:, :, 1 + dq:1 + dq + Q]
-                nb = np.maximum(nb, v)
-                n_fin += v > -np.inf
-                nv = n_rolled[:, 1 + dq:1 + dq + Q]
-                n_min = np.minimum(n_min, np.where(nv > 0, nv, np.inf))
+                n_min = np.minimum(n_min, n_rolled[:, 1 + dq:1 + dq + Q])
     return nb, n_fin, n_min
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import jax.numpy as jnp
 import numpy as np
 
-from fits.scan.settings import FitSettings
+from fits.scan.search import mask_spikes
+from fits.scan.settings import FitSettings, SearchSettings
 from fits.scan.templates import TemplateBank, build_template_bank
 from fits.scan.window import windowed_model
 from xmodel import orientation
@@ -229,6 +230,20 @@ class FitSetup:
         n = np.ones(self.chi_deg.size * self.q.size)
         n[self.index] = self.weight
         return n.reshape(self.chi_deg.size, self.q.size)
+
+    def mask_spikes(self, polar: np.ndarray, search: SearchSettings) -> np.ndarray:
+        """(B, C, Q) float64 ``polar`` with its hot pixels and zingers set to NaN (masked).
+
+        `fits.scan.search.isolated_spikes` at ``search.spike_sigma`` with the SL peak widths of the
+        search (``search.ring_sigma_q``, the template bank's mosaic) and the bins' pixel counts
+        (`bin_pixels`); a copy as is when ``spike_sigma`` is inf. A fit masks each frame once, on
+        its whole polar image, and every later stage sees the same points.
+        """
+        polar = np.array(polar, np.float64)
+        if not np.isfinite(search.spike_sigma):
+            return polar
+        return mask_spikes(polar, self.q, sigma_q=search.ring_sigma_q, n_sigma=search.spike_sigma,
+                           mosaic_deg=float(self.bank.key.get("mosaic_deg", 1.0)), pixels=self.bin_pixels())
 
     @classmethod
     def build(cls, cfg, q: np.ndarray, chi_deg: np.ndarray, pixel_counts: np.ndarray | None = None,

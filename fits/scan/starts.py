@@ -161,7 +161,7 @@ def params_from_row(r: dict, k: int, setup: FitSetup, settings: FitSettings) -> 
 
 def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], settings: FitSettings, *,
                   chunk: int | None = None, min_rows: int = 1,
-                  power_of_two: bool = False) -> list[Candidate]:
+                  power_of_two: bool = False, spikes_masked: bool = False) -> list[Candidate]:
     """Refine every start against its frame's data; one `Candidate` per start, in order.
 
     Parameters
@@ -174,6 +174,8 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
     chunk : refine at most this many starts per call of `fits.batch.fit_batch` (None: all).
     min_rows, power_of_two : pad each call to at least ``min_rows`` rows, or to a power of two
         of at least that, with weightless copies of its first start, so that few shapes compile.
+    spikes_masked : ``obs`` comes from polar images whose hot pixels are masked already
+        (`FitSetup.mask_spikes`); otherwise they are masked here on the fit points.
 
     Notes
     -----
@@ -190,7 +192,7 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
         return []
     obs = np.asarray(obs, np.float64)
     ss = settings.search
-    if np.isfinite(ss.spike_sigma):      # hot pixels: no term of the model, and they would set the dispersion
+    if np.isfinite(ss.spike_sigma) and not spikes_masked:   # hot pixels: no term of the model, and they would set the dispersion
         obs = mask_spikes_on_points(obs, setup.index, (setup.chi_deg.size, setup.q.size), setup.q,
                                     sigma_q=ss.ring_sigma_q, n_sigma=ss.spike_sigma,
                                     mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)),

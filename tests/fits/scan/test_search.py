@@ -15,6 +15,7 @@ from fits.scan.search import (
     isolated_spikes,
     lattice_constant_candidates,
     localised_significance,
+    neighbour_excess,
     refine_matches,
     search_orientations,
 )
@@ -175,6 +176,30 @@ def test_lattice_candidates_message_and_order(frames):
         assert np.all(np.abs(r[:, None] / r[None, :] - 1)[np.triu_indices(r.size, 1)] >= 0.02)
     with pytest.raises(ValueError, match="n_lattice must be at least 1, got 0"):
         search_orientations(frames["imgs"][:1], Q, frames["bank"], a_range=(130, 160), n_lattice=0)
+
+
+def test_neighbour_excess_matches_a_direct_loop():
+    """Largest of the 8 neighbours, how many are measured, and the fewest pixels of a measured
+    one, against a loop over every bin (chi periodic, q not)."""
+    rng = np.random.default_rng(3)
+    for shape in [(2, 7, 5), (1, 1, 4), (1, 2, 1), (3, 4, 6)]:
+        e = rng.normal(size=shape)
+        e[rng.random(shape) < 0.3] = -np.inf
+        px = rng.integers(0, 4, shape[1:]).astype(float)
+        nb, n_fin, n_min = neighbour_excess(e, px)
+        B, C, Q = shape
+        for b in range(B):
+            for c in range(C):
+                for k in range(Q):
+                    vals, pix = [], []
+                    for dc in (-1, 0, 1):
+                        for dq in (-1, 0, 1):
+                            if (dc or dq) and 0 <= k + dq < Q:
+                                vals.append(e[b, (c + dc) % C, k + dq])
+                                pix.append(px[(c + dc) % C, k + dq])
+                    assert nb[b, c, k] == max(vals, default=-np.inf)
+                    assert n_fin[b, c, k] == sum(v > -np.inf for v in vals)
+                    assert n_min[c, k] == min([p for p in pix if p > 0], default=np.inf)
 
 
 def test_numpy_rotation_and_median_helpers():
