@@ -107,7 +107,7 @@ class BatchFit:
 
     Attributes
     ----------
-    params : stacked `ModelParams` (leading axis B), internal units.
+    params : stacked `ModelParams` (leading axis B), internal units; numpy leaves.
     values : ``{name: (B,)}`` varying parameters in edge units.
     stderr : ``{name: (B,)}`` their standard errors (edge units; ``inf`` where unknown), from
         ``covariance``.
@@ -604,7 +604,7 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
         else:
             status[i], messages[i] = FitStatus.OK, f"frame {i}: converged in {n_iter[i]} iterations"
     stderr = np.sqrt(var)
-    params = unpack(jnp.asarray(x), names, init)
+    params = jax.tree_util.tree_map(np.asarray, unpack(jnp.asarray(x), names, init))      # rows indexed on the host
     return BatchFit(params=params, values={nm: x[:, j].copy() for j, nm in enumerate(names)},
                     stderr={nm: stderr[:, j].copy() for j, nm in enumerate(names)}, objective=cost,
                     n_iter=n_iter, status=list(status), messages=messages, deviance_gain=gain,

@@ -80,9 +80,14 @@ class ModelParams:
     relationship: jax.Array
 
     def replace(self, **changes) -> "ModelParams":
-        """A copy with some fields replaced (values converted to arrays of this dtype)."""
-        dtype = jnp.asarray(self.lattice_constant).dtype
-        return dataclasses.replace(self, **{k: jnp.asarray(v, dtype) for k, v in changes.items()})
+        """A copy with some fields replaced (values converted to arrays of this dtype).
+
+        A JAX array (or a tracer, inside a jitted function) stays one; any other value becomes a
+        numpy array, so that replacing fields on the host compiles no XLA conversion per shape.
+        """
+        dtype = jax.dtypes.canonicalize_dtype(np.result_type(self.lattice_constant))
+        return dataclasses.replace(self, **{k: jnp.asarray(v, dtype) if isinstance(v, jax.Array) else np.asarray(v, dtype)
+                                            for k, v in changes.items()})
 
     def astype(self, dtype) -> "ModelParams":
         """All leaves cast to ``dtype`` (float32 for images, float64 for gradient checks).
