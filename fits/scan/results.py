@@ -82,7 +82,7 @@ FIT_DATASETS = {
                     "the fitted AL term for frames refitted in a neighbour pass")),
     "configuration_margin": ("", ("deviance of the other configuration's fit minus that of the chosen one "
                                  "(> 0; small values mean Conf1/Conf2 is barely decided)")),
-    "search_score": ("", "cosine similarity of the best template match (0..1)"),
+    "search_score": ("", "cosine similarity of the best template match (0..1); NaN: no SL signal, not searched"),
     "significance": ("", "largest SL ring peak significance (peak over robust noise)"),
     "residual_significance": ("", ("largest SL ring peak significance left after subtracting the fitted SL "
                                   "peaks (a second orientation: mixed pattern)")),

@@ -471,7 +471,8 @@ def radial_surroundings(polar: np.ndarray, q: np.ndarray, offset: float, half_wi
 
 def localised_significance(polar: np.ndarray, q: np.ndarray, lattice_constant: np.ndarray,
                            shells: tuple[int, ...] | np.ndarray,
-                           sigma_q: float = SearchSettings.ring_sigma_q) -> np.ndarray:
+                           sigma_q: float = SearchSettings.ring_sigma_q,
+                           on_ring: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """(B, T, S) peak significance of the SL rings against their radial surroundings.
 
     ``lattice_constant`` (B, T) (A), rings at ``2 pi sqrt(s) / a``. Like `ring_significance`, on
@@ -487,6 +488,9 @@ def localised_significance(polar: np.ndarray, q: np.ndarray, lattice_constant: n
     (tests/fits/scan/test_search.py). Realistic 7 x 7 demo: empty frames 10-12 -> 2.8-5.2 (the
     parasitic streak); Gaussian 7 x 7: of 29 frames with SL peaks, 2 move from 8.0-8.1 to
     6.4-7.8, the others within 10 %.
+
+    ``on_ring``: the rings' `_ring_profiles_at` (profile (B, T*S, C), level (B, T*S)) when the
+    caller has them already.
     """
     a = np.asarray(lattice_constant, float)
     B, T = a.shape
@@ -498,7 +502,7 @@ def localised_significance(polar: np.ndarray, q: np.ndarray, lattice_constant: n
     allowed = np.unique(n2[(n2 > 0) & (n2 <= sh.max() + 8)]).astype(float)
     qs = TWO_PI * np.sqrt(sh)[None, None, :] / a[:, :, None]                     # (B, T, S)
     qa = TWO_PI * np.sqrt(allowed)[None, None, :] / a[:, :, None]                 # (B, T, A)
-    on, level = _ring_profiles_at(polar, q, qs.reshape(B, -1), sigma_q)
+    on, level = _ring_profiles_at(polar, q, qs.reshape(B, -1), sigma_q) if on_ring is None else on_ring
     sides = []
     for d in (-1.0, 1.0):
         qo = qs + d * 4.0 * sigma_q
@@ -562,7 +566,8 @@ def _ring_features(polar: np.ndarray, q: np.ndarray, lattice_constant: np.ndarra
     a = np.asarray(lattice_constant, float)
     qs = TWO_PI * np.sqrt(np.asarray(shells, float)) / a[..., None]           # (B, [T,] S)
     prof, level = _ring_profiles_at(polar, q, qs.reshape(qs.shape[0], -1), sigma_q)
-    significance = localised_significance(polar, q, a.reshape(a.shape[0], -1), shells, sigma_q).max(axis=(1, 2))
+    significance = localised_significance(polar, q, a.reshape(a.shape[0], -1), shells, sigma_q,
+                                          on_ring=(prof, level)).max(axis=(1, 2))
     f = np.sqrt(np.clip(np.nan_to_num(prof - level[:, :, None], nan=0.0), 0, None)
                 / (np.nan_to_num(level, nan=0.0)[:, :, None] + 1.0))
     shape = qs.shape + (prof.shape[-1],)
@@ -670,7 +675,9 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     -------
     SearchResult
         The ``n_best`` best matches over all candidate lattice constants, ranked by score, each
-        with the lattice constant it was correlated at (``match_lattice_constant``).
+        with the lattice constant it was correlated at (``match_lattice_constant``). A frame
+        without signal (ring significance below ``min_significance`` at every candidate ``a``)
+        is not correlated: its scores are NaN and its orientations meaningless.
 
     Notes
     -----
@@ -726,19 +733,28 @@ def search_orientations(polar: np.ndarray, q: np.ndarray, bank: TemplateBank, *,
     all_phi = np.zeros((B, N, T))
     all_score = np.full((B, N, T), -np.inf)
     significance = np.zeros(B)
-    for n in range(N):
-        ok = np.flatnonzero(np.isfinite(a_cand[:, n]))
-        for start in range(0, ok.size, batch):
-            rows = ok[start:start + batch]
-            f, m, sig = _ring_features(polar[rows], q, a_cand[rows, n], bank.shells, sigma_q)
-            significance[rows] = np.maximum(significance[rows], sig)
-            all_k[rows, n], all_phi[rows, n], all_score[rows, n] = _correlate(f, m, bank, spec, spec2, T, sep_cos)
+    for start in range(0, B, batch):
+        # the rings of every candidate a first: a frame without signal at any of them is not correlated
+        feats = []
+        for n in range(N):
+            rows = start + np.flatnonzero(np.isfinite(a_cand[start:start + batch, n]))
+            if rows.size:
+                f, m, sig = _ring_features(polar[rows], q, a_cand[rows, n], bank.shells, sigma_q)
+                significance[rows] = np.maximum(significance[rows], sig)
+                feats.append((n, rows, f, m))
+        for n, rows, f, m in feats:
+            keep = significance[rows] >= min_significance
+            if keep.any():
+                r = rows[keep]
+                all_k[r, n], all_phi[r, n], all_score[r, n] = _correlate(f[keep], m[keep], bank, spec, spec2, T,
+                                                                         sep_cos)
     # merge the candidates of every a, best score first (stable: ties keep the order of a)
     flat = np.argsort(-all_score.reshape(B, N * T), axis=1, kind="stable")[:, :T]
     all_a = np.repeat(a_cand[:, :, None], T, axis=2)
     out_k, phi, out_score, a_match = (np.take_along_axis(x.reshape(B, N * T), flat, axis=1)
                                       for x in (all_k, all_phi, all_score, all_a))
     phi = (phi + 180.0) % 360.0 - 180.0
+    out_score[significance < min_significance] = np.nan                # not correlated: no signal
     rot = orientation.rotation_about_beam(phi) @ bank.bases[out_k]
     return SearchResult(has_signal=significance >= min_significance, significance=significance,
                         lattice_constant=a_match[:, 0].copy(), orientation=rot,
