@@ -94,20 +94,13 @@ def neighbour_excess(e: np.ndarray, pixels: np.ndarray | None = None) -> tuple[n
     """
     _, C, Q = e.shape
     e = np.asarray(e, float)
-    # separable: the 3-wide maximum (and count) along q, then the rows above and below in chi;
-    # the bin's own row adds its two q neighbours only
-    left = np.full(e.shape, -np.inf)
-    right = np.full(e.shape, -np.inf)
-    left[:, :, 1:], right[:, :, :-1] = e[:, :, :-1], e[:, :, 1:]
-    side = np.maximum(left, right)
-    row = np.maximum(side, e)
-    nb = np.maximum(np.maximum(np.roll(row, 1, axis=1), np.roll(row, -1, axis=1)), side)
+    # separable: the largest (and the count) of the two q neighbours, then the 3-wide rows above
+    # and below in chi; the bin's own row adds its two q neighbours only
+    side = _pair(e, 2, np.maximum, -np.inf)
+    nb = np.maximum(_pair(np.maximum(side, e), 1, np.maximum, None), side)
     fin = (e > -np.inf).astype(np.int8)
-    f_side = np.zeros(e.shape, np.int8)
-    f_side[:, :, 1:] += fin[:, :, :-1]
-    f_side[:, :, :-1] += fin[:, :, 1:]
-    f_row = f_side + fin
-    n_fin = np.roll(f_row, 1, axis=1) + np.roll(f_row, -1, axis=1) + f_side
+    f_side = _pair(fin, 2, np.add, 0)
+    n_fin = _pair(f_side + fin, 1, np.add, None) + f_side
     n_pad = np.pad(np.zeros((C, Q)) if pixels is None else np.asarray(pixels, float), ((0, 0), (1, 1)))
     n_pad = np.where(n_pad > 0, n_pad, np.inf)
     n_min = np.full((C, Q), np.inf)
@@ -117,6 +110,26 @@ def neighbour_excess(e: np.ndarray, pixels: np.ndarray | None = None) -> tuple[n
             if dc or dq:
                 n_min = np.minimum(n_min, n_rolled[:, 1 + dq:1 + dq + Q])
     return nb, n_fin, n_min
+
+
+def _pair(x: np.ndarray, axis: int, op, edge) -> np.ndarray:
+    """``op`` of the two neighbours of every element of ``x`` along ``axis``: periodic when
+    ``edge`` is None (chi), else ``edge`` beyond the ends (q). Slices, no `np.roll` copies."""
+    def at(i):
+        return (slice(None),) * (axis % x.ndim) + (i,)
+
+    out = np.empty_like(x)
+    n = x.shape[axis]
+    first, last = x[at(0)], x[at(n - 1)]
+    if n == 1:
+        out[...] = op(x, x) if edge is None else edge
+        return out
+    if n > 2:
+        op(x[at(slice(None, -2))], x[at(slice(2, None))], out=out[at(slice(1, -1))])
+    second, before_last = x[at(1)], x[at(n - 2)]
+    out[at(0)] = op(second, last if edge is None else edge)
+    out[at(n - 1)] = op(before_last, first if edge is None else edge)
+    return out
 
 
 def next_bin_fraction(q: np.ndarray, n_chi: int, sigma_q: float, mosaic_deg: float) -> np.ndarray:
