@@ -26,7 +26,8 @@ def poisson_deviance_np(mu: np.ndarray, y: np.ndarray, valid: np.ndarray, n: np.
     the data's part on the data's shape (``y``, ``valid`` and ``n`` may broadcast against leading
     axes of ``mu``, e.g. the variants of `variant_scales`), and one logarithm per model value.
     Equal to the direct sum to about 1e-12 of ``sum n y log y`` (a few 1e-6 deviance units for a
-    full frame; tests/fits/scan/test_linear.py).
+    full frame; tests/fits/scan/test_linear.py). A NaN model value counts only where its datum
+    is used (NaN deviance), as in the direct sum.
     """
     mu = np.maximum(mu, 1e-6)
     valid = np.asarray(valid, bool)

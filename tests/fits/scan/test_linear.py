@@ -66,3 +66,30 @@ def test_variant_scales_equal_linear_scales_per_variant():
         np.testing.assert_allclose(scales[v], ref_s, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(dev[v], ref_d, rtol=1e-9)
     assert np.all(np.argmin(dev, axis=0) == 2)              # the variant in the data fits best
+
+
+def test_poisson_deviance_equals_the_direct_sum():
+    """The deviance from one logarithm per model value equals ``2 sum n [y log(y/mu) - (y - mu)]``
+    summed point by point, with the data broadcast against model variants, unused points NaN in
+    the data and zero counts."""
+    rng = np.random.default_rng(5)
+    V, B, P = 3, 4, 20000
+    n = rng.integers(1, 300, (B, P)).astype(float)
+    lam = rng.gamma(2.0, 20.0, (B, P))
+    y = rng.poisson(lam * n) / n
+    y[:, :50] = 0.0
+    valid = rng.random((B, P)) > 0.05
+    y[~valid] = np.nan
+    mu = lam[None] * rng.uniform(0.9, 1.1, (V, B, P))
+    mu[:, :, 50:60] = 0.0                                   # floored at 1e-6
+    yc = np.nan_to_num(y)
+    m = np.maximum(mu, 1e-6)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(yc > 0, yc * np.log(np.where(yc > 0, yc, 1.0) / m), 0.0) - (yc - m)
+    direct = 2.0 * np.sum(np.where(valid, n * t, 0.0), axis=-1)
+    got = poisson_deviance_np(mu, yc[None], valid[None], n[None])
+    assert got.shape == (V, B)
+    np.testing.assert_allclose(got, direct, rtol=1e-10, atol=1e-4)
+    np.testing.assert_allclose(poisson_deviance_np(mu[0], yc, valid, n), direct[0], rtol=1e-10, atol=1e-4)
+    assert np.isnan(poisson_deviance_np(np.where(valid, np.nan, mu[0]), yc, valid, n)).all()
+    assert np.isfinite(poisson_deviance_np(np.where(valid, mu[0], np.nan), yc, valid, n)).all()
