@@ -8,7 +8,9 @@ frames are done, so the file stays consistent and a killed run resumes at the ti
 written (`run_tasks`). Workers must see the scan's files at the same paths (a shared file system).
 
 ``scheduler`` is ``"local"`` (a `distributed.LocalCluster` of one single-threaded worker per core),
-``"local:N"`` (N workers), the address of a running scheduler (``tcp://host:8786``), the path of a
+``"local:N"`` (N workers), ``"local:NxT"`` (N workers of T threads each: the T tasks of a worker
+share its model, template bank and compiled programs, so a node needs the memory of one fitting
+process per worker, not per core), the address of a running scheduler (``tcp://host:8786``), the path of a
 scheduler file (``dask scheduler --scheduler-file FILE``, dask-jobqueue, dask-mpi), or a
 `distributed.Client`. dask is optional (``pip install 'xmodel[distributed]'``): nothing here is
 imported unless a scheduler is given.
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: default tile: 8 x 8 scan points (64 frames; an Eiger 4M tile's polar images are about 46 MB)
 DEFAULT_TILE = (8, 8)
-#: tasks kept in flight per worker (one running, one waiting): bounds the results held in memory
+#: tasks kept in flight per worker thread (one running, one waiting): bounds the results held in memory
 IN_FLIGHT_PER_WORKER = 2
 #: task arguments larger than this (bytes) are scattered to the cluster before the task is submitted
 SCATTER_BYTES = 1 << 20
@@ -60,37 +62,40 @@ class SchedulerSpec:
     ----------
     text : the value as given
     workers : workers of a local cluster (None: a remote scheduler)
+    threads : threads of each local worker (tasks it runs at once)
     address : scheduler address (``tcp://host:port``) or None
     scheduler_file : path of a scheduler file or None
     """
 
     text: str
     workers: int | None = None
+    threads: int = 1
     address: str | None = None
     scheduler_file: str | None = None
 
 
 def parse_scheduler(text: str) -> SchedulerSpec:
-    """``"local"``, ``"local:N"``, ``"tcp://host:port"`` / ``"host:port"`` or a scheduler file.
+    """``"local"``, ``"local:N"``, ``"local:NxT"``, ``"tcp://host:port"`` / ``"host:port"`` or a scheduler file.
 
     Raises
     ------
     ValueError
-        For ``local:N`` with N not a positive integer, or a value that is neither an address, an
+        For ``local:N`` or ``local:NxT`` with N or T not a positive integer, or a value that is neither an address, an
         existing file nor a ``.json`` path (a scheduler file a batch job will write; `open_client`
         checks that it exists); the message gives the accepted forms.
     """
     text = str(text).strip()
-    forms = ("local (one worker per core), local:N, a scheduler address such as tcp://10.0.0.5:8786, "
+    forms = ("local (one worker per core), local:N (N workers), local:NxT (N workers of T threads), a scheduler address such as tcp://10.0.0.5:8786, "
              "or a scheduler file written by `dask scheduler --scheduler-file FILE`")
     if text == "local" or text.startswith("local:"):
         n = text.partition(":")[2]
         if not n:
             return SchedulerSpec(text, workers=max(1, os.cpu_count() or 1))
-        if not re.fullmatch(r"\d+", n) or int(n) < 1:
-            raise ValueError(f"--scheduler {text!r}: the number of local workers must be a positive integer; "
-                             f"use {forms}.")
-        return SchedulerSpec(text, workers=int(n))
+        m = re.fullmatch(r"(\d+)(?:x(\d+))?", n)
+        if not m or int(m[1]) < 1 or (m[2] is not None and int(m[2]) < 1):
+            raise ValueError(f"--scheduler {text!r}: the number of local workers (and of threads per worker) must be "
+                             f"a positive integer; use {forms}.")
+        return SchedulerSpec(text, workers=int(m[1]), threads=int(m[2] or 1))
     if re.fullmatch(r"[a-z]+://\S+", text) or re.fullmatch(r"[\w.\-]+:\d+", text):
         return SchedulerSpec(text, address=text)
     if text and (Path(text).expanduser().is_file() or text.endswith(".json")):
@@ -114,9 +119,9 @@ def open_client(scheduler) -> Iterator[Any]:
         # the workers' statistical profiler samples every task's stack 100 times a second: ~10 % of a
         # fit task's CPU time on one core, for a dashboard a local run does not show
         with dask.config.set({"distributed.worker.profile.enabled": False}), \
-                distributed.LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
+                distributed.LocalCluster(n_workers=spec.workers, threads_per_worker=spec.threads, processes=True,
                                          dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-            log.info("dask: local cluster of %d workers", spec.workers)
+            log.info("dask: local cluster of %d workers of %d threads", spec.workers, spec.threads)
             yield client
         return
     if spec.scheduler_file and not Path(spec.scheduler_file).is_file():
@@ -181,8 +186,9 @@ def _nbytes(value) -> int:
 
 
 def n_workers(client) -> int:
-    """Workers the scheduler knows now (at least 1)."""
-    return max(1, len(client.scheduler_info().get("workers", {})))
+    """Worker threads the scheduler knows now, the tasks its workers run at once (at least 1)."""
+    workers = client.scheduler_info().get("workers", {})
+    return max(1, sum(int(w.get("nthreads", 1) or 1) for w in workers.values()))
 
 
 def run_tasks(client, function: Callable, jobs: Sequence[tuple[Any, tuple]], on_result: Callable[[Any, Any], None],
@@ -194,7 +200,7 @@ def run_tasks(client, function: Callable, jobs: Sequence[tuple[Any, tuple]], on_
     (a tile's images are then read only shortly before a worker needs them).
 
     At most ``in_flight`` tasks are submitted at a time (default `IN_FLIGHT_PER_WORKER` per
-    worker), so that finished results never pile up. ``stop_after``: stop after this many results
+    worker thread), so that finished results never pile up. ``stop_after``: stop after this many results
     (the remaining tasks are cancelled; tests of the resume path). A task that raises, or an
     exception of ``on_result``, cancels the rest and is raised here: what was handed before stays
     written.

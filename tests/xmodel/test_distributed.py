@@ -64,9 +64,14 @@ def test_scheduler_values():
     from xmodel.distributed import open_client
 
     assert parse_scheduler("local:3").workers == 3 and parse_scheduler("local").workers >= 1
+    spec = parse_scheduler("local:1x2")
+    assert (spec.workers, spec.threads) == (1, 2) and parse_scheduler("local:3").threads == 1
+    for bad in ("local:1x0", "local:0x2", "local:2x", "local:x2"):
+        with pytest.raises(ValueError, match="positive integer"):
+            parse_scheduler(bad)
     assert parse_scheduler("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
     assert parse_scheduler("node12:8786").address == "node12:8786"
-    with pytest.raises(ValueError, match=r"number of local workers must be a positive integer"):
+    with pytest.raises(ValueError, match=r"number of local workers"):
         parse_scheduler("local:0")
     with pytest.raises(ValueError, match=r"neither an address nor an existing scheduler file"):
         parse_scheduler("no-such-file")
@@ -240,7 +245,7 @@ def test_bad_scheduler_and_follow_with_scheduler_are_usage_errors(raw, tmp_path,
     master, _ = raw
     with pytest.raises(SystemExit) as e:
         main(["reduce", str(master), "--out", str(tmp_path / "r.h5"), "--scheduler", "local:x"])
-    assert e.value.code == 2 and "number of local workers must be a positive integer" in capsys.readouterr().err
+    assert e.value.code == 2 and "number of local workers" in capsys.readouterr().err
     assert main(["reduce", str(master), "--out", str(tmp_path / "r.h5"), "--scheduler", "local:2",
                  "--follow"]) == 2
     assert "--follow processes the frames in order" in capsys.readouterr().err

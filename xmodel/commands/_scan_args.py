@@ -129,8 +129,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--scheduler``, ``--tile`` (a dask cluster, `xmodel.distributed`) and ``--follow``,
     ``--stop-file``, ``--idle-timeout``, ``--poll`` (live mode, `xmodel.follow`) to ``parser``."""
     g = parser.add_argument_group("running on a dask cluster (pip install 'xmodel[distributed]')")
-    g.add_argument("--scheduler", type=_scheduler, metavar="local[:N]|ADDRESS|FILE",
+    g.add_argument("--scheduler", type=_scheduler, metavar="local[:N[xT]]|ADDRESS|FILE",
                    help="run the frames tile by tile on dask workers: local (one worker per core), local:N, "
+                        "local:NxT (N workers of T threads: a worker's tasks share its model and memory), "
                         "a scheduler address (tcp://host:8786) or a scheduler file; resumable")
     g.add_argument("--tile", type=_tile, default="8x8", metavar="ROWSxCOLS",
                    help="scan points per task with --scheduler")
