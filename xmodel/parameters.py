@@ -85,9 +85,9 @@ class ModelParams:
         A JAX array (or a tracer, inside a jitted function) stays one; any other value becomes a
         numpy array, so that replacing fields on the host compiles no XLA conversion per shape.
         """
-        dtype = jax.dtypes.canonicalize_dtype(np.result_type(self.lattice_constant))
-        return dataclasses.replace(self, **{k: jnp.asarray(v, dtype) if isinstance(v, jax.Array) else np.asarray(v, dtype)
-                                            for k, v in changes.items()})
+        dtype = jnp.result_type(self.lattice_constant)
+        return dataclasses.replace(self, **{k: jnp.asarray(v, dtype) if isinstance(v, jax.Array)
+                                            else np.asarray(v, dtype) for k, v in changes.items()})
 
     def astype(self, dtype) -> "ModelParams":
         """All leaves cast to ``dtype`` (float32 for images, float64 for gradient checks).

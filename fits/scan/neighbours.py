@@ -26,7 +26,7 @@ from fits.scan.frames import fit_frames, store_fit
 from fits.scan.linear import COMPONENTS, component_images, poisson_deviance_np
 from fits.scan.mixed import flag_mixed
 from fits.scan.pipeline import in_order
-from fits.scan.search import mask_spikes_on_points, radial_surroundings
+from fits.scan.search import radial_surroundings
 from fits.scan.settings import FitSettings, SearchSettings
 from fits.scan.setup import FitSetup
 from fits.scan.starts import (
@@ -161,10 +161,8 @@ def term_gains(setup: FitSetup, params, obs: np.ndarray, *, sigma_q: float = Sea
     """
     obs = np.asarray(obs, np.float64)
     C, Q = setup.chi_deg.size, setup.q.size
-    if np.isfinite(spike_sigma) and not spikes_masked:
-        obs = mask_spikes_on_points(obs, setup.index, (C, Q), setup.q, sigma_q=sigma_q, n_sigma=spike_sigma,
-                                    mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)),
-                                    pixels=setup.bin_pixels())
+    if not spikes_masked:
+        obs = setup.mask_spikes_on_points(obs, replace(SearchSettings(), ring_sigma_q=sigma_q, spike_sigma=spike_sigma))
     comps = component_images(setup.model, params)                             # (n, 4, P)
     scales = np.stack([np.asarray(getattr(params, c), np.float64).reshape(-1) for c in COMPONENTS], 1)
     mu = np.einsum("nc,ncp->np", scales, comps)
@@ -303,7 +301,7 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
                               timings=tm_c, spikes_masked=True), tm_c
 
         chunks = range(0, len(frames), batch)
-        for s0, (rs, tm_c) in in_order(research_chunk, chunks, max(1, min(settings.run.batches_in_flight, len(chunks)))):
+        for s0, (rs, tm_c) in in_order(research_chunk, chunks, settings.run.batches_in_flight):
             chunk = frames[s0:s0 + batch]
             for key, v in tm_c.items():
                 rs_tm[key] = rs_tm.get(key, 0.0) + v

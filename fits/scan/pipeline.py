@@ -15,7 +15,7 @@ there.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -32,6 +32,8 @@ def in_order(fn: Callable[[J], R], jobs: Iterable[J], in_flight: int = 2) -> Ite
         raises is raised here, when its job's turn comes.
     jobs : drawn lazily in the caller's thread, at most ``in_flight`` ahead of the results.
     in_flight : jobs computed at once; 1 computes each in the caller's thread, one after the other.
+        Sized ``jobs`` (a list, a range) cap it at their number: a single job runs in the caller's
+        thread.
 
     Notes
     -----
@@ -41,6 +43,8 @@ def in_order(fn: Callable[[J], R], jobs: Iterable[J], in_flight: int = 2) -> Ite
     in_flight = int(in_flight)
     if in_flight < 1:
         raise ValueError(f"in_flight = {in_flight}: at least 1 job must be computed at once")
+    if isinstance(jobs, Sized):
+        in_flight = max(1, min(in_flight, len(jobs)))
     if in_flight == 1:
         for job in jobs:
             yield job, fn(job)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import jax.numpy as jnp
 import numpy as np
 
-from fits.scan.search import mask_spikes
+from fits.scan.search import mask_spikes, mask_spikes_on_points
 from fits.scan.settings import FitSettings, SearchSettings
 from fits.scan.templates import TemplateBank, build_template_bank
 from fits.scan.window import windowed_model
@@ -239,11 +239,22 @@ class FitSetup:
         (`bin_pixels`); a copy as is when ``spike_sigma`` is inf. A fit masks each frame once, on
         its whole polar image, and every later stage sees the same points.
         """
-        polar = np.array(polar, np.float64)
         if not np.isfinite(search.spike_sigma):
-            return polar
-        return mask_spikes(polar, self.q, sigma_q=search.ring_sigma_q, n_sigma=search.spike_sigma,
-                           mosaic_deg=float(self.bank.key.get("mosaic_deg", 1.0)), pixels=self.bin_pixels())
+            return np.array(polar, np.float64)
+        return mask_spikes(polar, self.q, **self._spike_options(search))
+
+    def mask_spikes_on_points(self, obs: np.ndarray, search: SearchSettings) -> np.ndarray:
+        """(B, P) float64 counts on the fit points with their hot pixels NaN, as `mask_spikes` on the
+        polar grid holding ``obs`` at the fit points (`fits.scan.search.mask_spikes_on_points`)."""
+        if not np.isfinite(search.spike_sigma):
+            return np.array(obs, np.float64)
+        return mask_spikes_on_points(obs, self.index, (self.chi_deg.size, self.q.size), self.q,
+                                     **self._spike_options(search))
+
+    def _spike_options(self, search: SearchSettings) -> dict:
+        """Keywords of `fits.scan.search.isolated_spikes` for this setup and ``search``."""
+        return dict(sigma_q=search.ring_sigma_q, n_sigma=search.spike_sigma,
+                    mosaic_deg=float(self.bank.key.get("mosaic_deg", 1.0)), pixels=self.bin_pixels())
 
     @classmethod
     def build(cls, cfg, q: np.ndarray, chi_deg: np.ndarray, pixel_counts: np.ndarray | None = None,

@@ -28,7 +28,6 @@ import numpy as np
 
 from fits.batch import BatchFit, GiveUp, effective_dispersion, fit_batch
 from fits.scan.pipeline import in_order
-from fits.scan.search import mask_spikes_on_points
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
 from fits.status import FitStatus
@@ -195,11 +194,8 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
         return []
     obs = np.asarray(obs, np.float64)
     ss = settings.search
-    if np.isfinite(ss.spike_sigma) and not spikes_masked:   # hot pixels: no term of the model, and they would set the dispersion
-        obs = mask_spikes_on_points(obs, setup.index, (setup.chi_deg.size, setup.q.size), setup.q,
-                                    sigma_q=ss.ring_sigma_q, n_sigma=ss.spike_sigma,
-                                    mosaic_deg=float(setup.bank.key.get("mosaic_deg", 1.0)),
-                                    pixels=setup.bin_pixels())
+    if not spikes_masked:               # hot pixels: no term of the model, and they would set the dispersion
+        obs = setup.mask_spikes_on_points(obs, ss)
     valid, bad = frame_checks(obs, setup.weight)
     y = np.where(valid, obs, 0.0)
     w = np.where(valid & ~bad[:, None], setup.weight[None, :], 0.0)
@@ -228,7 +224,7 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
     out: list[Candidate] = []
     # chunks side by side (fits.scan.pipeline): one chunk's last frames beside the next one's first
     chunks = range(0, len(starts), size)       # one chunk (the main pass): computed here, no thread
-    for _, cands in in_order(refine_chunk, chunks, max(1, min(settings.run.batches_in_flight, len(chunks)))):
+    for _, cands in in_order(refine_chunk, chunks, settings.run.batches_in_flight):
         out += cands
     return out
 
