@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -199,6 +200,33 @@ def start_key(r: dict, k: int) -> bytes:
                                  "background", "disorder_deg", "relationship"))
 
 
+class FramePoints:
+    """The fit points of some frames, kept while their polar images are read a batch at a time.
+
+    ``values`` (len(frames), P): float32 as long as every batch put is exactly float32 (reduced
+    polar images are), so nothing is rounded; float64 from the first batch that is not.
+    """
+
+    def __init__(self, frames: Sequence[int], index: np.ndarray):
+        self.index = np.asarray(index)
+        self.row = {int(i): j for j, i in enumerate(frames)}
+        self.values = np.full((len(frames), self.index.size), np.nan, np.float32)
+
+    def of_polar(self, polar: np.ndarray) -> np.ndarray:
+        """(B, P) fit points of (B, C, Q) polar images."""
+        return polar.reshape(len(polar), -1)[:, self.index]
+
+    def put(self, start: int, pts: np.ndarray) -> None:
+        """Store the fit points ``pts`` of the frames from position ``start`` of ``frames`` on."""
+        if self.values.dtype == np.float32 and not np.array_equal(pts.astype(np.float32), pts, equal_nan=True):
+            self.values = self.values.astype(np.float64)
+        self.values[start:start + len(pts)] = pts
+
+    def rows(self, frames: Sequence[int]) -> np.ndarray:
+        """(len(frames), P) float64 fit points of ``frames`` (scan frame numbers)."""
+        return self.values[[self.row[int(i)] for i in frames]].astype(np.float64)
+
+
 def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, setup: FitSetup,
                    settings: FitSettings = FitSettings(), progress: bool = True,
                    near: np.ndarray | None = None, research: bool | None = None,
@@ -261,12 +289,16 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     frames, pairs = doubtful(r, nbs, settings, None if near is None else set(int(k) for k in near))
     if not frames:
         return []
-    # hot pixels masked once per frame: the re-search, every refinement and the term gains see the
-    # same points, so their deviances compare with each other (in batches: the mask's temporaries)
-    polar: dict[int, np.ndarray] = {}
-    for s0 in range(0, len(frames), settings.run.batch):
-        chunk = frames[s0:s0 + settings.run.batch]
-        polar.update(zip(chunk, setup.mask_spikes(scan.polar(chunk), settings.search)))
+    # hot pixels masked once per frame, batch by batch as the frames are read: the re-search, every
+    # refinement and the term gains see the same points, so their deviances compare with each other.
+    # Only the doubtful frames' fit points are kept (`FramePoints`), not their polar images (1.4 MB
+    # each, 4 GB for the doubtful frames of a 121 x 121 scan).
+    batch = settings.run.batch
+
+    def masked(chunk: list[int]) -> np.ndarray:
+        return setup.mask_spikes(scan.polar(chunk), settings.search)
+
+    points = FramePoints(frames, setup.index)
     grid = lattice_grid(setup.a_range, ns.grid_step)
     R, ok = r["orientation_matrix"], r["status"] == FitStatus.OK.code
 
@@ -292,16 +324,17 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         rs_tm: dict = {}
         rs_settings = replace(settings, refine=replace(settings.refine, n_refine=max(ns.research_n_refine,
                                                                                   settings.refine.n_refine)))
-        batch = settings.run.batch
 
-        def research_chunk(s0: int) -> tuple[dict, dict]:
+        def research_chunk(s0: int) -> tuple[dict, dict, np.ndarray]:
             tm_c: dict = {}
-            return fit_frames(np.stack([polar[i] for i in frames[s0:s0 + batch]]), setup, rs_settings,
-                              lattice_constants=grid, signal_threshold=ns.neighbour_min_significance,
-                              timings=tm_c, spikes_masked=True), tm_c
+            polar = masked(frames[s0:s0 + batch])
+            return fit_frames(polar, setup, rs_settings, lattice_constants=grid,
+                              signal_threshold=ns.neighbour_min_significance, timings=tm_c,
+                              spikes_masked=True), tm_c, points.of_polar(polar)
 
         chunks = range(0, len(frames), batch)
-        for s0, (rs, tm_c) in in_order(research_chunk, chunks, settings.run.batches_in_flight):
+        for s0, (rs, tm_c, pts) in in_order(research_chunk, chunks, settings.run.batches_in_flight):
+            points.put(s0, pts)
             chunk = frames[s0:s0 + batch]
             for key, v in tm_c.items():
                 rs_tm[key] = rs_tm.get(key, 0.0) + v
@@ -324,11 +357,14 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         pairs = [(i, k) for i, k in pairs if i not in settled]
         for key, v in rs_tm.items():
             tm["research_" + key] = tm.get("research_" + key, 0.0) + v
+    else:
+        for s0 in range(0, len(frames), batch):
+            points.put(s0, points.of_polar(masked(frames[s0:s0 + batch])))
     # ... and below the best usable re-search fit
     for i, c in choose(cands, usable).items():
         target[i] = min(target[i], c.objective)
-    row_of = {i: j for j, i in enumerate(frames)}
-    obs = np.stack([polar[i].reshape(-1)[setup.index] for i in frames])
+    row_of = points.row
+    obs = points.values
     memo = {} if memo is None else memo
     keys = [start_key(r, k) for _, k in pairs]
     known: dict[int, Candidate] = {}
@@ -367,8 +403,7 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     t = clock()
     # the fitted parameters of each winner, and how much its SL and AL terms are needed
     params = stack_params([best[i].params for i in improved])
-    obs = np.stack([polar[i].reshape(-1)[setup.index] for i in improved])
-    sl_raw, al_raw = term_gains(setup, params, obs, spikes_masked=True)
+    sl_raw, al_raw = term_gains(setup, params, points.rows(improved), spikes_masked=True)
     # quasi-likelihood ratios: the gains divided by the winner's dispersion max(phi, 1)
     phi = np.array([best[i].dispersion for i in improved])
     sl_gain, al_gain = sl_raw / phi, al_raw / phi
@@ -405,10 +440,11 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         tm["neighbour_mixed"] = tm.get("neighbour_mixed", 0.0) + clock() - t
         return []
     done = [improved[j] for j in kept]
-    if from_nb:
-        idx = np.array([improved[j] for j in from_nb])
-        flag_mixed(out, idx, np.stack([polar[i] for i in idx]), setup,
-                   stack_params([best[i].params for i in idx]), settings, spikes_masked=True)
+    refit = [improved[j] for j in from_nb]
+    for s0 in range(0, len(refit), batch):            # read again, a batch at a time
+        idx = refit[s0:s0 + batch]
+        flag_mixed(out, np.array(idx), masked(idx), setup, stack_params([best[i].params for i in idx]), settings,
+                   spikes_masked=True)
     idx = np.array(done)
     report_angles(out, idx, settings.search.zones)
     store.write_frames(fits_path, idx, out)

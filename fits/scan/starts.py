@@ -170,7 +170,8 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
     ----------
     setup : model on the fit points, lattice-constant range (`FitSetup.a_range`, the bound of
         ``lattice_constant``), pixels per point.
-    obs : (F, P) counts of the frames on the fit points (NaN where not measured).
+    obs : (F, P) counts of the frames on the fit points (NaN where not measured); only the rows
+        of one call are taken as float64 at a time.
     starts : `Start` s; ``start.frame`` indexes ``obs``.
     settings : `RefineSettings` (parameters, iterations, tolerance).
     chunk : refine at most this many starts per call of `fits.batch.fit_batch` (None: all).
@@ -192,13 +193,18 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
     """
     if not starts:
         return []
-    obs = np.asarray(obs, np.float64)
-    ss = settings.search
-    if not spikes_masked:               # hot pixels: no term of the model, and they would set the dispersion
-        obs = setup.mask_spikes_on_points(obs, ss)
-    valid, bad = frame_checks(obs, setup.weight)
-    y = np.where(valid, obs, 0.0)
-    w = np.where(valid & ~bad[:, None], setup.weight[None, :], 0.0)
+    obs = np.asarray(obs)
+
+    def data(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # counts and weights of the frames of one call only (a neighbour pass of a full scan holds the
+        # fit points of thousands of frames); each frame is masked on its own, so this is per frame
+        uniq, inv = np.unique(rows, return_inverse=True)
+        o = np.asarray(obs[uniq], np.float64)
+        if not spikes_masked:           # hot pixels: no term of the model, and they would set the dispersion
+            o = setup.mask_spikes_on_points(o, settings.search)
+        valid, bad = frame_checks(o, setup.weight)
+        return np.where(valid, o, 0.0)[inv], np.where(valid & ~bad[:, None], setup.weight[None, :], 0.0)[inv]
+
     rs = settings.refine
     size = len(starts) if chunk is None else int(chunk)
     def refine_chunk(s0: int) -> list[Candidate]:
@@ -208,13 +214,13 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
             n_rows = max(min_rows, 1 << (len(part) - 1).bit_length())
         rows = np.array([s.frame for s in part] + [part[0].frame] * (n_rows - len(part)))
         p0 = stack_params([s.params for s in part] + [part[0].params] * (n_rows - len(part)))
-        w_rows = w[rows].copy()
+        y_rows, w_rows = data(rows)
         w_rows[len(part):] = 0.0                                 # padding: not fitted
         target = np.array([s.stop_above for s in part] + [np.inf] * (n_rows - len(part)), np.float64)
         stop = {}
         if np.isfinite(target).any():
             stop = {"stop_above": target, "give_up": GiveUp(rs.give_up_after, rs.give_up_factor, rs.give_up_gap)}
-        f = fit_batch(y[rows], w_rows, setup.model, p0, list(rs.vary), bounds={"lattice_constant": setup.a_range},
+        f = fit_batch(y_rows, w_rows, setup.model, p0, list(rs.vary), bounds={"lattice_constant": setup.a_range},
                       max_iter=rs.max_iter, tol=rs.tol, **stop)
         return [Candidate(frame=s.frame, objective=float(f.objective[k]) if np.isfinite(f.objective[k]) else np.inf,
                           status=f.status[k], params=jax.tree_util.tree_map(lambda x, k=k: x[k], f.params),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fits.scan.driver import fit_scan
-from fits.scan.neighbours import lattice_grid, neighbour_pass
+from fits.scan.neighbours import FramePoints, lattice_grid, neighbour_pass
 from fits.scan.results import read_fits
 from fits.scan.settings import FitSettings, settings_from_config
 from fits.scan.setup import FitSetup
@@ -32,6 +32,25 @@ def test_lattice_grid_spans_the_range_in_relative_steps():
     assert lattice_grid((150.0, 150.0), 0.02).tolist() == [150.0]
     with pytest.raises(ValueError, match="a_min <= a_max"):
         lattice_grid((0.0, 150.0), 0.02)
+
+
+def test_frame_points_keep_float32_polar_images_exactly_and_others_as_float64():
+    """`FramePoints`: the neighbour passes keep only the doubtful frames' fit points, float32 while
+    every batch is exactly float32 (reduced polar images are), float64 once one is not."""
+    rng = np.random.default_rng(0)
+    polar = rng.poisson(3.0, (5, 4, 6)).astype(np.float32).astype(np.float64)
+    polar[1, 2, 3] = np.nan
+    index = np.array([0, 3, 7, 15, 22])
+    pts = FramePoints([10, 11, 12, 13, 14], index)
+    pts.put(0, pts.of_polar(polar[:3]))
+    pts.put(3, pts.of_polar(polar[3:]))
+    assert pts.values.dtype == np.float32
+    want = polar.reshape(5, -1)[:, index]
+    np.testing.assert_array_equal(pts.rows([13, 11]), want[[3, 1]])
+    assert pts.rows([11]).dtype == np.float64 and np.isnan(pts.rows([11])[0, 3])
+    pts.put(4, want[4:] + 1e-9)                          # not a float32 value: nothing is rounded
+    assert pts.values.dtype == np.float64
+    np.testing.assert_array_equal(pts.rows([14, 10]), np.stack([want[4] + 1e-9, want[0]]))
 
 
 @pytest.fixture(scope="module")
