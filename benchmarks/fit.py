@@ -1,7 +1,7 @@
 """Amortised time per frame of the whole scan fit, neighbour passes included, with the machine and load.
 
 Usage: python benchmarks/fit.py RESULTS.h5 [--domain red] [--frames N] [--out DIR] [--no-baseline]
-       [--scheduler local:N]
+       [--scheduler local:N] [--set fit.KEY=VALUE ...]
 
 Fits the reduced scan (its first ``--frames`` frames, whole rows of a raster scan so that every
 frame keeps its scan neighbours) as ``xmodel fit`` does (`fits.scan.driver.fit_scan`): the main
@@ -45,6 +45,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -97,6 +98,23 @@ def main_pass(reduced: Path, out: Path, cfg, settings, setup, tm: dict) -> None:
                                         range(0, scan.n_frames, settings.run.batch), scan.n_frames, where=out,
                                         timings=tm):
         store.write_batch(out, start, stop, r)
+
+
+class TrialCount:
+    """Levenberg-Marquardt trials (`fits.batch.BatchFit.n_iter`) of every refinement of the scan fit:
+    the work of the refinement, which does not scatter from run to run as its time does."""
+
+    def __init__(self):
+        import fits.scan.starts as starts
+
+        self.total, self._lock, self._fit = 0, threading.Lock(), starts.fit_batch
+
+        def counted(*args, **kw):
+            f = self._fit(*args, **kw)
+            with self._lock:
+                self.total += int(np.sum(f.n_iter))
+            return f
+        starts.fit_batch = counted
 
 
 def timed(fn, *args, **kw) -> tuple[float, float]:
@@ -179,6 +197,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=0, help="fit the first N frames (default all)")
     ap.add_argument("--out", type=Path, default=None, help="folder for the fits files (default a temporary one)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the neighbour passes without the early stop")
+    ap.add_argument("--set", action="append", default=[], metavar="fit.KEY=VALUE",
+                    help="a config override, as xmodel fit --set (repeatable), e.g. fit.same_basin_steps=0")
     ap.add_argument("--scheduler", default=None,
                     help="fit tile by tile on this dask cluster: local:N or a scheduler address (default: this process)")
     a = ap.parse_args()
@@ -189,7 +209,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     reduced = subset(a.results, a.frames, folder) if a.frames else a.results
     n = open_reduced(reduced).n_frames
-    cfg = load_config(default_paths(a.domain))
+    cfg = load_config(default_paths(a.domain), a.set)
     settings = settings_from_config(cfg)
     if a.scheduler:
         distributed(reduced, folder / "fits.h5", cfg, settings, a.scheduler, n)
@@ -199,11 +219,14 @@ def main() -> None:
     wall_setup, cpu_setup = time.perf_counter() - t0, time.process_time() - c0
     fits = folder / "fits.h5"
     main_tm: dict = {}
+    trials = TrialCount()
     wall_main, cpu_main = timed(main_pass, reduced, fits, cfg, settings, setup, main_tm)
+    trials_main = trials.total
     main_only = folder / "main_pass.h5"
     shutil.copyfile(fits, main_only)
     nb_tm: dict = {}
     wall_nb, cpu_nb = timed(neighbour_passes, fits, reduced, setup, settings, False, timings=nb_tm)
+    trials_nb = trials.total - trials_main
     wall, cpu = wall_setup + wall_main + wall_nb, cpu_setup + cpu_main + cpu_nb
     c = cores()
     print(f"{n} frames ({reduced.name}), whole fit with the neighbour passes: {wall / n:.3f} s per frame amortised "
@@ -213,6 +236,8 @@ def main() -> None:
           f"{stages(main_tm, n)}")
     print(f"  neighbour passes: {wall_nb / n:.3f} s per frame ({cpu_nb / n:.3f} CPU-s); per stage, s per frame: "
           f"{stages(nb_tm, n)}")
+    print(f"  Levenberg-Marquardt trials (each a model evaluation, an accepted one also a Jacobian): main pass "
+          f"{trials_main} ({trials_main / n:.2f} per frame), neighbour passes {trials_nb} ({trials_nb / n:.2f} per frame)")
     if not a.no_baseline:
         plain = folder / "fits_no_early_stop.h5"
         shutil.copyfile(main_only, plain)
