@@ -198,7 +198,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="folder for the fits files (default a temporary one)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the neighbour passes without the early stop")
     ap.add_argument("--set", action="append", default=[], metavar="fit.KEY=VALUE",
-                    help="a config override, as xmodel fit --set (repeatable), e.g. fit.same_basin_steps=0")
+                    help="a config override, as xmodel fit --set (repeatable), e.g. fit.neighbour_passes=0")
     ap.add_argument("--scheduler", default=None,
                     help="fit tile by tile on this dask cluster: local:N or a scheduler address (default: this process)")
     a = ap.parse_args()
