@@ -402,8 +402,12 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         return []
     t = clock()
     # the fitted parameters of each winner, and how much its SL and AL terms are needed
-    params = stack_params([best[i].params for i in improved])
-    sl_raw, al_raw = term_gains(setup, params, points.rows(improved), spikes_masked=True)
+    # a batch at a time: the radial surroundings are taken on whole polar images (1.4 MB a frame, and
+    # their temporaries), and a first pass over a full scan improves thousands of frames
+    gains = [term_gains(setup, stack_params([best[i].params for i in improved[s0:s0 + batch]]),
+                        points.rows(improved[s0:s0 + batch]), spikes_masked=True)
+             for s0 in range(0, len(improved), batch)]
+    sl_raw, al_raw = np.concatenate([g[0] for g in gains]), np.concatenate([g[1] for g in gains])
     # quasi-likelihood ratios: the gains divided by the winner's dispersion max(phi, 1)
     phi = np.array([best[i].dispersion for i in improved])
     sl_gain, al_gain = sl_raw / phi, al_raw / phi
