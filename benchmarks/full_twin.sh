@@ -9,7 +9,8 @@
 #   WORKERS  processes for the reduction and the fit (default 2: the reduction's worker pool,
 #            the fit's `--scheduler local:WORKERS` dask cluster of single-threaded workers)
 #   FIT_SCHEDULER  the fit's --scheduler (default local:WORKERS; local:1xWORKERS runs one worker of
-#            WORKERS threads, which holds one model and template bank instead of one per worker)
+#            WORKERS threads, which holds one model and template bank instead of one per worker;
+#            none fits in this process, without dask)
 #
 # TWIN_SET (environment, optional): --set values for the twin, e.g. TWIN_SET="scan.shape=[11,11]
 # scan.step_um=3.0" renders the same 30 x 30 um map on a coarser grid (a quick check of the script).
@@ -24,6 +25,8 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${1:-full_twin}
 WORKERS=${2:-2}
 FIT_SCHEDULER=${3:-local:$WORKERS}
+FIT_DASK=(--scheduler "$FIT_SCHEDULER")
+[[ $FIT_SCHEDULER == none ]] && FIT_DASK=()
 mkdir -p "$OUT/logs"
 SCAN="$OUT/scan"
 
@@ -59,7 +62,7 @@ stage reduce "$OUT/results.h5" \
     --out "$OUT/results.h5" --workers "$WORKERS" -q
 stage fit "$OUT/fits.h5.done" \
     xmodel fit "$OUT/results.h5" "$REPO/configs/experiment/p10_eiger4m.toml" "$REPO/configs/domains/red.toml" \
-    --out "$OUT/fits.h5" --cache-dir "$OUT/cache" --scheduler "$FIT_SCHEDULER" -q
+    --out "$OUT/fits.h5" --cache-dir "$OUT/cache" "${FIT_DASK[@]}" -q
 touch "$OUT/fits.h5.done"
 stage accuracy "$OUT/accuracy.txt" \
     python "$REPO/benchmarks/validation.py" "$OUT/fits.h5" "$SCAN/truth.h5"
