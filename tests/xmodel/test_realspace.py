@@ -363,3 +363,30 @@ def test_bulk_point_is_the_unmixed_point_farthest_from_an_empty_area():
     truth["mixed"][:] = True
     with pytest.raises(ValueError, match="no in-domain, unmixed scan point"):
         bulk_point(truth)
+
+
+def test_truth_holds_the_mean_orientation_of_the_grains_in_the_beam(tiny_scan):
+    """``/truth/grain_orientation_matrix``: the NC-weighted mean of the grains' rotations about the
+    component's orientation, the same when the draws are replayed without rendering; NaN where empty."""
+    import h5py
+    from scipy.spatial.transform import Rotation
+
+    from xmodel import orientation
+    from xmodel.realspace import RealspaceScan, load_settings
+
+    with h5py.File(tiny_scan / "out" / "truth.h5") as f:
+        R_g = f["truth/grain_orientation_matrix"][()]
+        R_t = f["truth/orientation_matrix"][()]
+        rotvec = f["truth/grain_rotation_deg"][()]
+    scan = RealspaceScan(load_settings(tiny_scan / "tiny.toml"))
+    for i in range(3):
+        np.testing.assert_allclose(scan.grain_orientation(i), R_g[i], atol=1e-12)
+    assert np.all(np.isnan(R_g[2])) and np.all(np.isnan(rotvec[2]))
+    off = np.degrees(np.asarray(orientation.misorientation_angle(R_t[:2], R_g[:2])))
+    assert np.all(off > 0.0) and np.all(off < 3 * 0.5 * np.sqrt(3))      # grains.mosaic_deg = 0.5 (default)
+    np.testing.assert_allclose(np.linalg.norm(rotvec[:2], axis=1), off, atol=1e-6)
+    # small rotations: the weighted mean is the NC-weighted average of the grains' rotation vectors
+    d = scan.draw(0)[0]
+    w = np.array([g.n for g in d.grains], float)
+    vecs = Rotation.from_matrix(d.grain_rotations).as_rotvec(degrees=True)
+    np.testing.assert_allclose(rotvec[0], w @ vecs / w.sum(), atol=2e-3)

@@ -32,22 +32,24 @@ import hashlib
 import logging
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 from scipy import ndimage
+from scipy.spatial.transform import Rotation
 
 from xmodel import orientation
 from xmodel.experiment import Experiment, beam_center_px
 from xmodel.realspace import nuisance
-from xmodel.realspace.particles import fcc_grain, random_rotations, sphere_amplitude
+from xmodel.realspace.particles import Grain, fcc_grain, random_rotations, sphere_amplitude
 from xmodel.realspace.saxs import SaxsPoints, grain_intensity
 from xmodel.realspace.settings import RealspaceSettings, load_settings
 from xmodel.realspace.waxs import FWHM_PER_SIGMA, WaxsPoints, nc_intensity, rock_salt_hkl, rock_salt_intensity
 from xmodel.twin import TwinSample, components, load_twin, point_truth
 
-__all__ = ["RealspaceScan", "synthesize_realspace"]
+__all__ = ["ComponentDraw", "RealspaceScan", "synthesize_realspace"]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,42 @@ EXTRA_TRUTH = {
     "n_nanocrystals": ("", "NCs summed coherently in the SAXS of the frame (all grains, all components)"),
     "hot_pixels": ("", "flat indices of the hot pixels (every frame)"),
     "dead_pixels": ("", "flat indices of the dead pixels (every frame)"),
+    "grain_rotation_deg": ("deg", ("rotation vector (lab frame) of the NC-weighted mean orientation of the "
+                                   "strongest component's grains about its orientation_matrix (N, 3)")),
+    "grain_orientation_matrix": ("", ("NC-weighted mean SL orientation of the strongest component's grains, "
+                                      "crystal -> lab (N, 3, 3): what a single-orientation fit of the frame can "
+                                      "recover")),
 }
+
+#: frame facts: the rotation vector (lab frame, deg) of the strongest component's grains' mean
+#: orientation about the component's orientation (`RealspaceScan.grain_orientation`)
+GRAIN_ROTATION = ("grain_rotation_x", "grain_rotation_y", "grain_rotation_z")
+
+
+@dataclass(frozen=True)
+class ComponentDraw:
+    """The random objects of one component of a frame (`RealspaceScan.draw`).
+
+    ``label`` the domain, ``weight`` its area fraction in the beam, ``lattice_constant`` (A),
+    ``orientation`` its SL crystal -> lab rotation (3, 3); ``grain_rotations`` (n, 3, 3) each
+    grain's lab-frame rotation about it and ``grains`` the grains themselves;
+    ``nc_orientations`` (m, 3, 3) and ``nc_radii`` (m,) (A) the NCs sampled for the WAXS.
+    """
+
+    label: int
+    weight: float
+    lattice_constant: float
+    orientation: np.ndarray
+    grain_rotations: np.ndarray
+    grains: tuple[Grain, ...]
+    nc_orientations: np.ndarray
+    nc_radii: np.ndarray
+
+    def grain_mean_rotation(self) -> np.ndarray:
+        """(3, 3) the grains' lab-frame rotations averaged with their NC counts as weights
+        (chordal L2 mean, `scipy.spatial.transform.Rotation.mean`)."""
+        weights = np.array([g.n for g in self.grains], float)
+        return Rotation.from_matrix(self.grain_rotations).mean(weights=weights).as_matrix()
 
 
 def _mean_volume_radius(radius: float, sigma: float) -> float:
@@ -204,21 +241,17 @@ class RealspaceScan:
         rng = np.random.default_rng(np.random.SeedSequence(self.sample.seed, spawn_key=(int(i),)))
         return rng.poisson(mu).astype(np.uint32).reshape(self.shape)
 
-    def expected(self, i: int) -> tuple[np.ndarray, dict]:
-        """Expected counts (full detector, flat float64) of scan point ``i`` and frame facts.
+    def draw(self, i: int) -> list[ComponentDraw]:
+        """The random objects of scan point ``i``: per component in the beam, its grains and sampled NCs.
 
-        Deterministic for a given twin seed (the generator of frame ``i`` is
-        ``SeedSequence(seed, spawn_key=(i, 1))``; the Poisson draw uses ``(i,)``).
+        Deterministic for a given twin seed: the generator is ``SeedSequence(seed, spawn_key=(i,
+        1))`` and the draws are taken in a fixed order (per component: the grains' rotations, each
+        grain's diameter and NCs, then the WAXS NCs' grains, orientations and radii). `expected`
+        renders them; `grain_orientation` reads the grains' mean orientation without rendering.
         """
         s = self.settings
         rng = np.random.default_rng(np.random.SeedSequence(self.sample.seed, spawn_key=(i, 1)))
-        sample_part = np.zeros(self.shape[0] * self.shape[1])
-        saxs = np.zeros(self.saxs_points.size)
-        peaks_only = np.zeros(self.saxs_points.size)
-        inc = np.zeros(self.inc_points.size)
-        diffuse = np.zeros(self.diffuse_index.size)
-        waxs_b = np.zeros(self.waxs_points.size)
-        n_total = 0
+        draws = []
         for c in range(2):
             k = int(self.comps.label[i, c])
             if k < 0:
@@ -228,20 +261,63 @@ class RealspaceScan:
             radius, sigma = self.domain_radius[k]
             a = float(self.comps.lattice_constant[i, c])
             r_sl = self.sl_orientation(i, c)
-            # --- SAXS: grains
             n_grains = max(1, int(round(s["grains.count"] * w)))
             rots = random_rotations(rng, n_grains, math.radians(s["grains.mosaic_deg"]))
-            grains = []
-            for g in range(n_grains):
-                grains.append(fcc_grain(
-                    rng, lattice_constant=a, diameter=rng.uniform(*s["grains.diameter_A"]),
-                    orientation=rots[g] @ r_sl, radius=radius, radius_sigma=sigma,
-                    displacement=s["grains.displacement"], displacement_model=s["grains.displacement_model"],
-                    radius_step=s["nanocrystals.radius_step_A"]))
-            n = sum(gr.n for gr in grains)
+            grains = tuple(fcc_grain(
+                rng, lattice_constant=a, diameter=rng.uniform(*s["grains.diameter_A"]),
+                orientation=rots[g] @ r_sl, radius=radius, radius_sigma=sigma,
+                displacement=s["grains.displacement"], displacement_model=s["grains.displacement_model"],
+                radius_step=s["nanocrystals.radius_step_A"]) for g in range(n_grains))
+            m = max(8, int(round(s["nanocrystals.sampled"] * w)))
+            owner = rng.integers(0, n_grains, m)
+            al_ideal = rots[owner] @ r_sl @ self.relationships[k]
+            disorder = math.radians(d.config.atomic_lattice.disorder_fwhm_deg)
+            nc_rot = np.einsum("mij,mjk->mik", al_ideal, random_rotations(rng, m, disorder / FWHM_PER_SIGMA))
+            nc_radii = np.maximum(radius + sigma * rng.standard_normal(m), 0.2 * radius)
+            draws.append(ComponentDraw(label=k, weight=w, lattice_constant=a, orientation=r_sl,
+                                       grain_rotations=rots, grains=grains, nc_orientations=nc_rot,
+                                       nc_radii=nc_radii))
+        return draws
+
+    def grain_orientation(self, i: int) -> np.ndarray:
+        """(3, 3) mean SL orientation of the grains of scan point ``i``'s strongest component (NaN if empty).
+
+        The grains' rotations about the component's orientation averaged with their NC counts as
+        weights (the integrated intensity of a grain's reflections is proportional to its NCs):
+        the weighted chordal L2 mean of `scipy.spatial.transform.Rotation.mean` (Markley et al.,
+        "Averaging quaternions", J. Guid. Control Dyn. 30, 1193 (2007)). This is the orientation a
+        single-orientation model of the frame can at best recover; the component's own
+        orientation (``/truth/orientation_matrix``) differs from it by the grains' random
+        rotations (``grains.mosaic_deg`` each).
+        """
+        draws = self.draw(i)
+        if not draws:
+            return np.full((3, 3), np.nan)
+        d = draws[0]                  # the strongest component (`xmodel.twin.components`), as the truth's
+        return d.grain_mean_rotation() @ d.orientation
+
+    def expected(self, i: int) -> tuple[np.ndarray, dict]:
+        """Expected counts (full detector, flat float64) of scan point ``i`` and frame facts.
+
+        Deterministic for a given twin seed (the objects of frame ``i`` are `draw`'s; the Poisson
+        draw uses ``SeedSequence(seed, spawn_key=(i,))``). The facts are ``n_nanocrystals``,
+        ``sl_snr`` and ``grain_rotation_x/y/z`` (`GRAIN_ROTATION`).
+        """
+        sample_part = np.zeros(self.shape[0] * self.shape[1])
+        saxs = np.zeros(self.saxs_points.size)
+        peaks_only = np.zeros(self.saxs_points.size)
+        inc = np.zeros(self.inc_points.size)
+        diffuse = np.zeros(self.diffuse_index.size)
+        waxs_b = np.zeros(self.waxs_points.size)
+        n_total = 0
+        draws = self.draw(i)
+        for dr in draws:
+            k, w, a = dr.label, dr.weight, dr.lattice_constant
+            n = sum(gr.n for gr in dr.grains)
             n_total += n
+            # --- SAXS: grains, coherent within and incoherent between them
             scale = w * self.sl_scale_unit[k] * (a ** 3 / 4.0) / n
-            for gr in grains:
+            for gr in dr.grains:
                 coherent = grain_intensity(self.saxs_points, gr)
                 saxs += scale * coherent
                 peaks_only += scale * np.maximum(coherent - self.saxs_points.incoherent(gr.radii), 0.0)
@@ -249,15 +325,10 @@ class RealspaceScan:
                     inc += scale * self.inc_points.incoherent(gr.radii)
             diffuse += w * self.diffuse_scale * self.diffuse_shape[k]
             # --- WAXS: sampled NCs (each belongs to one of the grains)
-            m = max(8, int(round(s["nanocrystals.sampled"] * w)))
-            owner = rng.integers(0, n_grains, m)
-            al_ideal = rots[owner] @ r_sl @ self.relationships[k]
-            disorder = math.radians(d.config.atomic_lattice.disorder_fwhm_deg)
-            nc_rot = np.einsum("mij,mjk->mik", al_ideal, random_rotations(rng, m, disorder / FWHM_PER_SIGMA))
-            radii = np.maximum(radius + sigma * rng.standard_normal(m), 0.2 * radius)
             mean_v = (4.0 / 3.0) * math.pi * self.r0 ** 3
-            waxs_b += (w * self.al_scale_unit[k] / (m * mean_v)) * nc_intensity(
-                self.waxs_points, nc_rot, radii, self.hkl, self.f2, self.al_a, s["nanocrystals.shape_cutoff"])
+            waxs_b += (w * self.al_scale_unit[k] / (dr.nc_radii.size * mean_v)) * nc_intensity(
+                self.waxs_points, dr.nc_orientations, dr.nc_radii, self.hkl, self.f2, self.al_a,
+                self.settings["nanocrystals.shape_cutoff"])
         sample_part[self.saxs_index] += saxs
         sample_part[self.inc_index] += inc
         sample_part[self.diffuse_index] += diffuse
@@ -274,7 +345,13 @@ class RealspaceScan:
         s_peaks = flux * self.transmission[self.saxs_index] * self.weight[self.saxs_index] * peaks_only
         mu_s = mu[self.saxs_index]
         sl_snr = float(np.sum(np.where(mu_s > 0, s_peaks ** 2 / np.where(mu_s > 0, mu_s, 1.0), 0.0)))
-        return mu, {"n_nanocrystals": n_total, "sl_snr": sl_snr}
+        facts = {"n_nanocrystals": n_total, "sl_snr": sl_snr}
+        rotvec = np.full(3, np.nan)
+        if draws:
+            d = draws[0]
+            rotvec = np.degrees(Rotation.from_matrix(d.grain_mean_rotation()).as_rotvec())
+        facts.update(zip(GRAIN_ROTATION, rotvec.tolist()))
+        return mu, facts
 
 
 def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overrides=(), progress: bool = True,
@@ -334,13 +411,11 @@ def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overri
     def frames_at(points: np.ndarray) -> Iterator[tuple[np.ndarray, dict]]:
         for i in points:
             mu, facts = scan.expected(int(i))
-            yield (scan.counts(int(i), mu),
-                   {"expected_counts": float(mu[scan.valid].sum()), "sl_snr": facts["sl_snr"],
-                    "n_nanocrystals": facts["n_nanocrystals"]})
+            yield scan.counts(int(i), mu), {"expected_counts": float(mu[scan.valid].sum()), **facts}
 
     master, values = render_scan(
         tmp, settings.name, n, frames_at, {"expected_counts": np.float64, "sl_snr": np.float64,
-                                           "n_nanocrystals": np.int64},
+                                           "n_nanocrystals": np.int64, **dict.fromkeys(GRAIN_ROTATION, np.float64)},
         geometry=scan.experiment.geometry, positions_um=sample.positions_um(), monitor=scan.photons * scan.flux,
         pixel_mask=scan.experiment.mask, count_time_s=sample.domains[0].config.beam.exposure_s,
         progress=_Progress(f"synth {settings.name} (realspace)", progress))
@@ -351,8 +426,13 @@ def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overri
                           ("sl_visible", sl_snr >= SL_VISIBLE_SNR ** 2)):
             ds = g.create_dataset(key, data=data)
             ds.attrs["units"], ds.attrs["description"] = TRUTH_UNITS[key]
+        rotvec = np.stack([values[key] for key in GRAIN_ROTATION], axis=1)
+        r_grains = np.full((n, 3, 3), np.nan)
+        have = np.all(np.isfinite(rotvec), axis=1)
+        r_grains[have] = Rotation.from_rotvec(np.radians(rotvec[have])).as_matrix() @ truth["orientation_matrix"][have]
         for key, data in (("flux_factor", scan.flux), ("n_nanocrystals", n_ncs), ("hot_pixels", scan.hot),
-                          ("dead_pixels", scan.dead)):
+                          ("dead_pixels", scan.dead), ("grain_rotation_deg", rotvec),
+                          ("grain_orientation_matrix", r_grains)):
             ds = g.create_dataset(key, data=data)
             ds.attrs["units"], ds.attrs["description"] = EXTRA_TRUTH[key]
         f.attrs["engine"] = "realspace"

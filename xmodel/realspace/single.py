@@ -36,7 +36,9 @@ class RealisticFrame:
     expected : (rows, cols) float64 expected counts (flux drift, nuisances and bad pixels included).
     point : the scan point (frame index) rendered.
     truth : the point's row of `xmodel.twin.point_truth` (label, label_name, orientation_matrix,
-        lattice_constant in A, tilt_deg, inplane_deg, disorder_deg, configuration, ...).
+        lattice_constant in A, tilt_deg, inplane_deg, disorder_deg, configuration, ...), plus
+        grain_orientation_matrix, the mean orientation of the grains in the beam
+        (`RealspaceScan.grain_orientation`, as ``/truth/grain_orientation_matrix``).
     sl_snr : SL detectability of the frame (sum s^2 / mu over the SAXS pixels, as the truth's ``sl_snr``).
     n_nanocrystals : NCs summed coherently in the frame's SAXS.
     experiment : the twin's `xmodel.experiment.Experiment` (geometry and mask of the frame).
@@ -112,6 +114,7 @@ def render_point(config: str | Path, point: int | None = None, overrides=()) -> 
     names = scan.sample.label_names
     row = {k: v[i] for k, v in truth.items() if isinstance(v, np.ndarray) and v.shape[:1] == (n,)}
     row["label_name"] = names[int(row["label"])] if int(row["label"]) >= 0 else ""
+    row["grain_orientation_matrix"] = scan.grain_orientation(i)
     log.info("%s: point %d rendered (%s, %d NCs in the SAXS, SL detectability %.3g)", settings.name, i,
              row["label_name"] or "empty", facts["n_nanocrystals"], facts["sl_snr"])
     return RealisticFrame(counts=counts, expected=mu.reshape(scan.shape), point=i, truth=row,

@@ -272,3 +272,42 @@ def test_bias_table_means_and_groups(tmp_path):
     assert "| red bulk | 4 | 3 | 1 | 50.0 % | +0.200 +- 0.100 |" in text
     # every fitted frame counts when the status does not matter (here all are ok: same numbers)
     assert bias_table(fits_h5, truth_h5, misfit_deg=5.0, ok_only=False)["all"]["fitted"] == 5
+    with pytest.raises(ValueError, match="grain_orientation_matrix"):
+        bias_table(fits_h5, truth_h5, reference="grains")
+    with pytest.raises(ValueError, match="orientation reference 'lab'"):
+        bias_table(fits_h5, truth_h5, reference="lab")
+    # the grains in the beam where the fits are: no in-plane error from them, the domain's still there
+    with h5py.File(truth_h5, "a") as f:
+        f["truth/grain_orientation_matrix"] = R_fit
+    assert abs(bias_table(fits_h5, truth_h5)["red bulk"]["inplane_deg"]["mean"]) < 1e-6
+    assert bias_table(fits_h5, truth_h5, reference="domain")["red bulk"]["inplane_deg"]["mean"] == pytest.approx(
+        0.2, abs=1e-6)
+
+
+def test_orientation_against_the_grains_in_the_beam(tmp_path):
+    """A truth with the grains' mean orientation (the realistic twin): every in-domain point's grains
+    0.2 deg about the beam from the domain's orientation, point 2's exactly where its fit is."""
+    fits_h5, truth_h5 = _files(tmp_path)
+    with h5py.File(truth_h5, "a") as f:
+        R_true = f["truth/orientation_matrix"][()]
+        R_g = np.stack([_lab_rotation(0.2, (0, 0, 1)) @ r for r in R_true])
+        R_g[2] = _lab_rotation(1.0, (0, 0, 1)) @ R_true[2]
+        f["truth/grain_orientation_matrix"] = R_g
+    t = compare_to_truth(fits_h5, truth_h5)
+    # against the domain, as before: points 0, 1, 4, 6 within 0.5 deg
+    assert t["orientation"]["within"] == approx(4 / 7)
+    # against the grains: 0.2, |0.3 n - 0.2 e3| = 0.184, 0, inf, 0.2, 2.01, |0.3 e2 - 0.2 e3| = 0.361
+    g = t["orientation_grains"]
+    assert g["n"] == 7 and g["within"] == approx(5 / 7)
+    assert g["median"] == pytest.approx(0.2, abs=1e-3)
+    assert t["grains_within"] == approx(6 / 7)                   # point 2's grains are 1 deg off
+    text = format_truth_table(t)
+    assert "| orientation vs the grains in the beam | 0.2 deg |" in text
+    assert "within 0.5 deg of the domain's at 85.7 % of these points" in text
+    # a truth without grains: no such row
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    fits2, truth2 = _files(plain)
+    t2 = compare_to_truth(fits2, truth2)
+    assert t2["orientation_grains"] is None and t2["grains_within"] is None
+    assert "grains in the beam" not in format_truth_table(t2)
