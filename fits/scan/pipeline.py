@@ -14,6 +14,8 @@ there.
 """
 from __future__ import annotations
 
+import itertools
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,7 +40,10 @@ def in_order(fn: Callable[[J], R], jobs: Iterable[J], in_flight: int = 2) -> Ite
     Notes
     -----
     Leaving the loop early (``break``, an exception) cancels the jobs not yet started and waits for
-    those running, so no thread outlives the call.
+    those running, so no thread outlives the call. Where the generator is closed or finalised in
+    one of its own worker threads (a job that closes it, or the garbage collector running there),
+    that thread cannot wait for itself: the jobs not started are cancelled and the pool's other
+    threads end with their job.
     """
     in_flight = int(in_flight)
     if in_flight < 1:
@@ -50,7 +55,8 @@ def in_order(fn: Callable[[J], R], jobs: Iterable[J], in_flight: int = 2) -> Ite
             yield job, fn(job)
         return
     pending: deque[tuple[J, Future]] = deque()
-    pool = ThreadPoolExecutor(in_flight, thread_name_prefix="xmodel-batch")
+    prefix = f"xmodel-batch-{next(_POOLS)}"
+    pool = ThreadPoolExecutor(in_flight, thread_name_prefix=prefix)
     try:
         it = iter(jobs)
         for job in it:
@@ -65,7 +71,10 @@ def in_order(fn: Callable[[J], R], jobs: Iterable[J], in_flight: int = 2) -> Ite
                 pending.append((nxt, pool.submit(fn, nxt)))
             yield job, result
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        own = threading.current_thread().name.startswith(prefix + "_")
+        pool.shutdown(wait=not own, cancel_futures=True)
 
 
 _END = object()
+#: numbers the pools of `in_order`, so that a thread knows whether it is one of a pool's own
+_POOLS = itertools.count()

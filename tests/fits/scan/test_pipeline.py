@@ -78,3 +78,27 @@ def test_leaving_early_cancels_the_rest():
 def test_in_flight_below_one_is_refused():
     with pytest.raises(ValueError, match="at least 1"):
         list(in_order(lambda j: j, range(3), in_flight=0))
+
+
+def test_closed_from_one_of_its_own_threads():
+    """A job that closes the generator (as the garbage collector may, in any thread): no thread
+    waits for itself, the close succeeds and the jobs not started are dropped."""
+    import time
+
+    holder, errors = {}, []
+
+    def work(j):
+        if j == 1:
+            time.sleep(0.2)                      # the caller is suspended at its first result by now
+            try:
+                holder["gen"].close()
+            except Exception as e:               # noqa: BLE001 (recorded for the assertion)
+                errors.append(e)
+        return j
+
+    gen = in_order(work, iter(range(6)), in_flight=2)
+    holder["gen"] = gen
+    assert next(gen) == (0, 0)
+    time.sleep(0.5)
+    assert errors == []
+    assert list(gen) == []                       # closed: nothing more
