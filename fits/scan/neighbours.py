@@ -24,7 +24,7 @@ from fits.batch import effective_dispersion
 from fits.scan import results as store
 from fits.scan.angles import report_angles
 from fits.scan.frames import fit_frames, store_fit
-from fits.scan.linear import COMPONENTS, component_images, poisson_deviance_np
+from fits.scan.linear import COMPONENTS, component_images, poisson_deviance_gain
 from fits.scan.mixed import flag_mixed
 from fits.scan.pipeline import in_order
 from fits.scan.search import radial_surroundings
@@ -146,8 +146,9 @@ def term_gains(setup: FitSetup, params, obs: np.ndarray, *, sigma_q: float = Sea
                ) -> tuple[np.ndarray, np.ndarray]:
     """Poisson deviance gains (n,) of the SL and of the AL term of the fitted ``params`` (stacked).
 
-    ``D(model without the term) - D(model)`` on the fit points: how much the frame's data need the
-    term (a likelihood ratio, Wilks 1938, doi:10.1214/aoms/1177732360). Hot pixels
+    ``D(model without the term) - D(model)`` on the fit points, point by point
+    (`fits.scan.linear.poisson_deviance_gain`): how much the frame's data need the term (a
+    likelihood ratio, Wilks 1938, doi:10.1214/aoms/1177732360). Hot pixels
     (`fits.scan.search.isolated_spikes` at ``spike_sigma``, the bins' pixel counts) are left out,
     unless ``spikes_masked`` says ``obs`` comes from masked polar images (`FitSetup.mask_spikes`).
 
@@ -169,7 +170,6 @@ def term_gains(setup: FitSetup, params, obs: np.ndarray, *, sigma_q: float = Sea
     mu = np.einsum("nc,ncp->np", scales, comps)
     valid, _ = frame_checks(obs, setup.weight)
     y = np.where(valid, obs, 0.0)
-    d = poisson_deviance_np(mu, y, valid, setup.weight)
     sl, al = COMPONENTS.index("sl_scale"), COMPONENTS.index("al_scale")
     sl_term = scales[:, sl:sl + 1] * comps[:, sl]
     img = np.full((obs.shape[0], C * Q), np.nan)
@@ -187,9 +187,11 @@ def term_gains(setup: FitSetup, params, obs: np.ndarray, *, sigma_q: float = Sea
     def floored(m: np.ndarray) -> np.ndarray:
         return np.where(np.isfinite(around), np.maximum(m, around), m)
 
-    sl_gain = (poisson_deviance_np(floored(mu - sl_term), y, valid, setup.weight)
-               - poisson_deviance_np(floored(mu), y, valid, setup.weight))
-    al_gain = poisson_deviance_np(mu - scales[:, al:al + 1] * comps[:, al], y, valid, setup.weight) - d
+    # point by point (`poisson_deviance_gain`): a fit whose scale ran away where its term is nearly
+    # zero on the fit points can put model values of 1e14 elsewhere, and the difference of two
+    # deviance sums near 1e19 is then rounding noise of thousands of units
+    sl_gain = poisson_deviance_gain(floored(mu - sl_term), floored(mu), y, valid, setup.weight)
+    al_gain = poisson_deviance_gain(mu - scales[:, al:al + 1] * comps[:, al], mu, y, valid, setup.weight)
     return sl_gain, al_gain
 
 

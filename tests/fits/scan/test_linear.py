@@ -3,7 +3,7 @@ system; the relationship variants are the distinct NC orientations."""
 import numpy as np
 from scipy.optimize import nnls
 
-from fits.scan.linear import linear_scales, poisson_deviance_np, variant_scales
+from fits.scan.linear import linear_scales, poisson_deviance_gain, poisson_deviance_np, variant_scales
 
 
 def _full_nnls(components, observed, valid, weight):
@@ -93,3 +93,32 @@ def test_poisson_deviance_equals_the_direct_sum():
     np.testing.assert_allclose(poisson_deviance_np(mu[0], yc, valid, n), direct[0], rtol=1e-10, atol=1e-4)
     assert np.isnan(poisson_deviance_np(np.where(valid, np.nan, mu[0]), yc, valid, n)).all()
     assert np.isfinite(poisson_deviance_np(np.where(valid, mu[0], np.nan), yc, valid, n)).all()
+
+
+def test_deviance_gain_is_taken_point_by_point():
+    """``D(without) - D(with)`` equals the difference of the direct sums where both are moderate, and
+    stays exact where one model value of 1e14 in a bin of 10,000 pixels, common to both models, puts
+    both sums near 2e18 (where their difference is float64 rounding noise of hundreds of units)."""
+    rng = np.random.default_rng(6)
+    B, P = 3, 5000
+    n = rng.integers(1, 50, (B, P)).astype(float)
+    lam = rng.gamma(2.0, 2.0, (B, P))
+    y = rng.poisson(lam * n) / n
+    valid = rng.random((B, P)) > 0.05
+    peak = np.where(np.arange(P) % 97 == 0, 3.0, 0.0)[None]             # a term on some points
+    without, with_ = lam, lam + peak
+    gain = poisson_deviance_gain(without, with_, y, valid, n)
+    direct = poisson_deviance_np(without, y, valid, n) - poisson_deviance_np(with_, y, valid, n)
+    np.testing.assert_allclose(gain, direct, rtol=1e-9, atol=1e-6)
+    # one point of both models at 1e14: its own difference is zero, the gain that of the others
+    big_without, big_with = without.copy(), with_.copy()
+    big_without[:, 10] = big_with[:, 10] = 1e14
+    n[:, 10] = 10000.0                                                   # a wide-angle bin: 1e18 counts
+    valid_big = valid.copy()
+    valid_big[:, 10] = True
+    others = valid.copy()
+    others[:, 10] = False
+    expected = poisson_deviance_gain(without, with_, y, others, n)
+    np.testing.assert_allclose(poisson_deviance_gain(big_without, big_with, y, valid_big, n), expected, rtol=1e-9)
+    naive = poisson_deviance_np(big_without, y, valid_big, n) - poisson_deviance_np(big_with, y, valid_big, n)
+    assert np.max(np.abs(naive - expected)) > 1.0                        # the difference of the sums is noise
