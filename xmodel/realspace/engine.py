@@ -293,7 +293,7 @@ class RealspaceScan:
         draws = self.draw(i)
         if not draws:
             return np.full((3, 3), np.nan)
-        d = draws[0]                  # the strongest component (`xmodel.twin.components`), as the truth's
+        d = draws[0]          # the strongest component (`xmodel.twin.components`), as /truth/orientation_matrix
         return d.grain_mean_rotation() @ d.orientation
 
     def expected(self, i: int) -> tuple[np.ndarray, dict]:
