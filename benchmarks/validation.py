@@ -21,8 +21,8 @@ from fits.scan.truth import (
     compare_to_truth,
     format_bias_table,
     format_truth_table,
-    grain_reference,
     read_truth,
+    resolve_reference,
 )
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     print(format_truth_table(compare_to_truth(args.fits, args.truth)))
     print()
     which = "fitted frames of any status" if args.any_status else "frames with status ok"
-    grains = args.reference == "grains" or (args.reference == "auto" and grain_reference(read_truth(args.truth)) is not None)
+    grains = resolve_reference(read_truth(args.truth), args.reference, args.truth) == "grains"
     ref = "the grains' mean orientation" if grains else "the domain's orientation"
     print(f"Signed errors, mean +- std ({which}, within {args.misfit_deg:g} deg of the truth; angles from {ref}):")
     print()

@@ -520,15 +520,33 @@ def orientation_reference(tr: dict[str, np.ndarray], reference: str = "auto", so
         For a reference not in `ORIENTATION_REFERENCES`, or "grains" where ``tr`` has no
         ``grain_orientation_matrix``.
     """
+    if resolve_reference(tr, reference, source) == "domain":
+        return np.asarray(tr["orientation_matrix"], float)
+    return grain_reference(tr)
+
+
+def resolve_reference(tr: dict[str, np.ndarray], reference: str = "auto", source="the truth file") -> str:
+    """The true orientation that ``reference`` stands for in ``tr``: "domain" or "grains".
+
+    "auto" is "grains" where ``tr`` holds the grains' mean orientation (`grain_reference`, the
+    realistic twin), else "domain"; "domain" and "grains" stand for themselves.
+
+    Raises
+    ------
+    ValueError
+        For a reference not in `ORIENTATION_REFERENCES`, or "grains" where ``tr`` has no
+        ``grain_orientation_matrix`` (``source`` names the truth in the message).
+    """
     if reference not in ORIENTATION_REFERENCES:
         raise ValueError(f"orientation reference {reference!r}: expected one of {', '.join(ORIENTATION_REFERENCES)}.")
-    grains = grain_reference(tr)
-    if reference == "grains" and grains is None:
+    if reference == "domain":
+        return "domain"
+    if grain_reference(tr) is not None:
+        return "grains"
+    if reference == "grains":
         raise ValueError(f"{source} has no /truth/{GRAIN_ORIENTATION} (only the realistic twin's truth has the "
                          "grains' mean orientation); use reference 'domain'.")
-    if reference == "domain" or grains is None:
-        return np.asarray(tr["orientation_matrix"], float)
-    return grains
+    return "domain"
 
 
 def format_bias_table(table: dict[str, dict]) -> str:

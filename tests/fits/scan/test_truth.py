@@ -311,3 +311,17 @@ def test_orientation_against_the_grains_in_the_beam(tmp_path):
     t2 = compare_to_truth(fits2, truth2)
     assert t2["orientation_grains"] is None and t2["grains_within"] is None
     assert "grains in the beam" not in format_truth_table(t2)
+
+
+def test_resolve_reference():
+    """auto: the grains' mean where the truth holds it, else the domain's; the named ones as given."""
+    from fits.scan.truth import resolve_reference
+
+    plain = {"orientation_matrix": np.eye(3)[None]}
+    grains = {**plain, "grain_orientation_matrix": np.eye(3)[None]}
+    assert resolve_reference(grains) == resolve_reference(grains, "grains") == "grains"
+    assert resolve_reference(plain) == resolve_reference(plain, "domain") == resolve_reference(grains, "domain") == "domain"
+    with pytest.raises(ValueError, match="scan.h5 has no /truth/grain_orientation_matrix"):
+        resolve_reference(plain, "grains", "scan.h5")
+    with pytest.raises(ValueError, match="orientation reference 'lab'"):
+        resolve_reference(grains, "lab")
