@@ -340,12 +340,17 @@ def test_membrane_and_air_scattering_shapes():
 
 
 def test_one_rendered_point_is_the_synth_frame(tiny_scan):
+    import h5py
+
     from xmodel.io import open_scan
     from xmodel.realspace.single import render_point
 
     frame = render_point(tiny_scan / "tiny.toml", point=0)
     with open_scan(tiny_scan / "out" / "tiny_realistic_master.h5") as scan:
         written, mask = scan.frame(0), np.asarray(scan.mask, bool)
+    with h5py.File(tiny_scan / "out" / "truth.h5") as f:
+        R_g = f["truth/grain_orientation_matrix"][0]
+    np.testing.assert_allclose(frame.truth["grain_orientation_matrix"], R_g, atol=1e-12)   # the truth's grains
     assert frame.counts.shape == written.shape == tuple(frame.experiment.geometry.shape)
     np.testing.assert_array_equal(frame.counts[~mask], written[~mask])     # the same draw: deterministic
     assert frame.point == 0 and frame.truth["label_name"] == "red" and frame.n_nanocrystals > 100

@@ -49,7 +49,7 @@ from xmodel.realspace.settings import RealspaceSettings, load_settings
 from xmodel.realspace.waxs import FWHM_PER_SIGMA, WaxsPoints, nc_intensity, rock_salt_hkl, rock_salt_intensity
 from xmodel.twin import TwinSample, components, load_twin, point_truth
 
-__all__ = ["ComponentDraw", "RealspaceScan", "synthesize_realspace"]
+__all__ = ["ComponentDraw", "RealspaceScan", "grain_orientations", "synthesize_realspace"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,30 @@ EXTRA_TRUTH = {
 #: frame facts: the rotation vector (lab frame, deg) of the strongest component's grains' mean
 #: orientation about the component's orientation (`RealspaceScan.grain_orientation`)
 GRAIN_ROTATION = ("grain_rotation_x", "grain_rotation_y", "grain_rotation_z")
+
+
+def grain_orientations(rotvec_deg: np.ndarray, orientation_matrix: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) mean SL orientations of the grains from their frame facts (`GRAIN_ROTATION`).
+
+    Parameters
+    ----------
+    rotvec_deg : (N, 3) the grains' mean rotation vectors (lab frame, deg) about the component's
+        orientation, the facts of `RealspaceScan.expected` (NaN at empty points).
+    orientation_matrix : (N, 3, 3) the strongest component's SL crystal -> lab rotations
+        (``/truth/orientation_matrix``).
+
+    Returns
+    -------
+    np.ndarray
+        The mean rotation composed with the component's orientation, as
+        `RealspaceScan.grain_orientation` (to rounding: the rotation passes through its rotation
+        vector), NaN where the rotation vector is not finite.
+    """
+    rotvec = np.asarray(rotvec_deg, float)
+    out = np.full((rotvec.shape[0], 3, 3), np.nan)
+    have = np.all(np.isfinite(rotvec), axis=1)
+    out[have] = Rotation.from_rotvec(np.radians(rotvec[have])).as_matrix() @ np.asarray(orientation_matrix)[have]
+    return out
 
 
 @dataclass(frozen=True)
@@ -427,9 +451,7 @@ def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overri
             ds = g.create_dataset(key, data=data)
             ds.attrs["units"], ds.attrs["description"] = TRUTH_UNITS[key]
         rotvec = np.stack([values[key] for key in GRAIN_ROTATION], axis=1)
-        r_grains = np.full((n, 3, 3), np.nan)
-        have = np.all(np.isfinite(rotvec), axis=1)
-        r_grains[have] = Rotation.from_rotvec(np.radians(rotvec[have])).as_matrix() @ truth["orientation_matrix"][have]
+        r_grains = grain_orientations(rotvec, truth["orientation_matrix"])
         for key, data in (("flux_factor", scan.flux), ("n_nanocrystals", n_ncs), ("hot_pixels", scan.hot),
                           ("dead_pixels", scan.dead), ("grain_rotation_deg", rotvec),
                           ("grain_orientation_matrix", r_grains)):
