@@ -44,7 +44,13 @@ NOTES = {
         "`sqrt(radial_width^2 + (sl_paracrystal |G|^2)^2)` (a paracrystal, Hosemann & Bagchi 1962), "
         "and each reflection keeps its integrated intensity: the height is `peak_scale` times "
         "`sigma_ref^3 / (sigma_r sigma_t^2)`, `sigma_ref = 2e-3 1/A`. `sl_paracrystal` must be 0 with "
-        "`\"mosaic\"`."),
+        "`\"mosaic\"`. `sl_peak_tail` (eta, 0 to 1) gives the SL peaks' profile across the Ewald sphere "
+        "(along its normal, out of the detector plane) a Lorentzian share: a pseudo-Voigt of the "
+        "Gaussian's half width (`xmodel.pattern.across_sphere_profile`), the tails a finite grain's "
+        "shape transform has along the sphere's normal, which set how a cut reflection's intensity "
+        "falls with its excitation error and so the fitted tilts; in the detector plane the peak stays "
+        "Gaussian. 0 (the default) is the Gaussian peak; with `\"crystal\"` the height is divided by "
+        "the profile's integral relative to the Gaussian's."),
 }
 
 

@@ -236,6 +236,12 @@ class ModelConfig:
     sl_paracrystal : float
         Paracrystal (Hosemann) growth of the SL radial width with the "crystal" shape (A, >= 0):
         ``sigma_r(G)^2 = sigma_r^2 + (sl_paracrystal |G|^2)^2``; 0 (the default) leaves it out.
+    sl_peak_tail : float
+        Lorentzian share eta (0 to 1) of the SL peaks' profile across the Ewald sphere, a
+        pseudo-Voigt (`xmodel.pattern.across_sphere_profile`): the tails a finite grain's shape
+        transform has along the sphere's normal, which set how a cut reflection's intensity
+        falls with its excitation error and so the fitted tilts; 0 (the default) is the
+        Gaussian peak.
     """
 
     q_max_sl: float = _number(0.25, "1/A", gt=0)
@@ -246,6 +252,7 @@ class ModelConfig:
     sl_peak_weighting: str = _key(DEFAULT_SL_PEAK_WEIGHTING, Check("choice", choices=SL_PEAK_WEIGHTINGS))
     sl_peak_shape: str = _key("mosaic", Check("choice", choices=SL_PEAK_SHAPES))
     sl_paracrystal: float = _number(0.0, "A", ge=0)
+    sl_peak_tail: float = _number(0.0, ge=0, le=1)
 
 
 @dataclass(frozen=True)

@@ -59,9 +59,16 @@ SL_PEAK_SHAPES = ("mosaic", "crystal")
 #: reference sigma of the "crystal" shape's normalisation (1/A): ``sl_scale`` is the height of a
 #: reflection whose three sigmas are all this (a FWHM of 4.7e-3 1/A, about a 100 nm grain's)
 SL_REFERENCE_SIGMA = 2.0e-3
+#: half width at half maximum of the Lorentzian of the SL profile across the Ewald sphere, in
+#: units of the tangential sigma: the Gaussian's, ``sqrt(2 ln 2)`` (`across_sphere_profile`)
+TAIL_HWHM = float(np.sqrt(2.0 * np.log(2.0)))
+#: integral of the unit-height Lorentzian over that of the unit-height Gaussian of equal HWHM,
+#: ``pi sqrt(2 ln 2) / sqrt(2 pi)`` (`sl_tail_integral`)
+TAIL_INTEGRAL_RATIO = float(np.pi * TAIL_HWHM / np.sqrt(2.0 * np.pi))
 
 
-def sl_peak_widths(g, sl_radial_width, sl_mosaic, shape: str = "mosaic", paracrystal: float = 0.0):
+def sl_peak_widths(g, sl_radial_width, sl_mosaic, shape: str = "mosaic", paracrystal: float = 0.0,
+                   tail: float = 0.0):
     """Radial and tangential sigmas of a SL reflection of modulus ``g`` and its height factor.
 
     Parameters
@@ -71,6 +78,8 @@ def sl_peak_widths(g, sl_radial_width, sl_mosaic, shape: str = "mosaic", paracry
     sl_mosaic : sigma_mosaic (rad).
     shape : "mosaic" or "crystal" (`SL_PEAK_SHAPES`, ``model.sl_peak_shape``).
     paracrystal : s (A), the radial growth with "crystal" (``model.sl_paracrystal``); 0 leaves it out.
+    tail : the Lorentzian share of the profile across the Ewald sphere (``model.sl_peak_tail``,
+        `across_sphere_profile`); with "crystal" the height keeps the integrated intensity.
 
     Returns
     -------
@@ -114,7 +123,8 @@ def sl_peak_widths(g, sl_radial_width, sl_mosaic, shape: str = "mosaic", paracry
       a reflection's integral over reciprocal space is ``(2 pi)^{3/2} sigma_ref^3 sl_scale B``
       whatever its widths, and ``sl_scale`` is the height a peak of sigmas ``sigma_ref`` would have
       (with the default widths 1.5e-3 1/A and 1 deg the heights at 111 to 220 are 1.5 to 0.8
-      ``sl_scale``).
+      ``sl_scale``). With a tail across the Ewald sphere the height is further divided by
+      `sl_tail_integral`, the profile's integral relative to the Gaussian's.
 
     Validation: the numerical 3D integral of one reflection does not change with ``sl_radial_width``
     and ``sl_mosaic`` (rel 1e-3), and the gradients of the "crystal" model agree with central
@@ -128,7 +138,7 @@ def sl_peak_widths(g, sl_radial_width, sl_mosaic, shape: str = "mosaic", paracry
     size2 = sl_radial_width * sl_radial_width
     sr = sl_radial_width if not paracrystal else (size2 + (paracrystal * g * g) ** 2) ** 0.5
     st2 = size2 + (g * sl_mosaic) ** 2
-    return sr, st2 ** 0.5, SL_REFERENCE_SIGMA ** 3 / (sr * st2)
+    return sr, st2 ** 0.5, SL_REFERENCE_SIGMA ** 3 / (sr * st2 * sl_tail_integral(tail))
 
 
 def gaussian_peak(dq_r2, dq_t2, sigma_r, sigma_t):
@@ -154,7 +164,92 @@ def gaussian_peak(dq_r2, dq_t2, sigma_r, sigma_t):
     return jnp.exp(-0.5 * (dq_r2 / sigma_r ** 2 + dq_t2 / sigma_t ** 2))
 
 
-def shell_sum(q_t, q2, g_rot, g, sigma_r, sigma_t):
+def across_sphere_profile(u, tail: float):
+    """SL peak profile across the Ewald sphere: a pseudo-Voigt of unit height.
+
+    Parameters
+    ----------
+    u : squared offset along ``e2`` (the tangential direction out of the detector plane, about
+        the Ewald sphere's normal, `bin_frame`) in units of the tangential sigma squared
+        (unitless); numpy or JAX.
+    tail : eta, the Lorentzian's share of the pseudo-Voigt (0 to 1, ``model.sl_peak_tail``).
+
+    Returns
+    -------
+    ``(1 - eta) exp(-u / 2) + eta / (1 + u / (2 ln 2))``: a Gaussian of sigma ``sigma_t`` and a
+    Lorentzian of the same half width at half maximum (``sqrt(2 ln 2) sigma_t``), the
+    pseudo-Voigt of Thompson, Cox & Hastings, J. Appl. Cryst. 20, 79 (1987).
+
+    Notes
+    -----
+    Why a tail, and why across the sphere only. A finite coherent grain broadens each reflection
+    by its shape transform ``|Phi(q)|^2`` (Warren, "X-ray Diffraction", 1969, ch. 13). What a
+    detector measures of a reflection cut by the Ewald sphere at an excitation error ``delta`` is
+    the section of the peak at ``delta``, integrated over its extent on the detector: the peak's
+    marginal along the sphere's normal. For a grain of radius ``R_g`` that marginal is the
+    Fourier transform of the grain's autocorrelation along the normal,
+    ``gamma(z) = V (1 - 3|z| / (4 R_g) + |z|^3 / (16 R_g^3))`` (Guinier & Fournet, "Small-Angle
+    Scattering of X-rays", 1955, ch. 2); its kink at ``z = 0`` makes the marginal fall as
+    ``delta^-2``, a Lorentzian's tail of half width about ``3 / (4 R_g)``, where a Gaussian falls
+    as ``exp(-delta^2 / 2 sigma^2)``. A tilt of the lattice is fitted from how the cut
+    reflections' intensities change with their excitation errors, so this profile is what the
+    tilts measure; in the detector plane (radial and ``e1``) the peak's shape is seen directly
+    and the Gaussian stays, which keeps the SL windows of the scan fit (`fits.scan.window`) as
+    they are. ``eta = 0`` is the Gaussian peak of `gaussian_peak`.
+    """
+    g = jnp.exp(-0.5 * u)
+    if not tail:
+        return g
+    return (1.0 - tail) * g + tail / (1.0 + u / (TAIL_HWHM * TAIL_HWHM))
+
+
+def sl_peak(dq_r2, dq_t2, dq_1_2, sigma_r, sigma_t, tail: float = 0.0):
+    """SL peak of unit height: `gaussian_peak` with the profile across the Ewald sphere
+    `across_sphere_profile`.
+
+    Parameters
+    ----------
+    dq_r2, dq_t2 : squared radial distance and squared tangential chord (1/A^2, `gaussian_peak`).
+    dq_1_2 : the chord's squared part along ``e1 = e_beam x q_hat`` (in the detector plane;
+        1/A^2); the rest, ``dq_t2 - dq_1_2``, lies across the sphere. Not used without a tail.
+    sigma_r, sigma_t : radial and tangential sigmas (1/A); tail : eta (static).
+    """
+    if not tail:
+        return gaussian_peak(dq_r2, dq_t2, sigma_r, sigma_t)
+    return gaussian_peak(dq_r2, dq_1_2, sigma_r, sigma_t) * across_sphere_profile(
+        jnp.maximum(dq_t2 - dq_1_2, 0.0) / sigma_t ** 2, tail)
+
+
+def chord_on_e1(gn_x, gn_y, qx, qy):
+    """``G_hat . e1`` with ``e1 = e_beam x q_hat`` (unitless; broadcasts): the chord's
+    component along ``e1`` is ``-|G| G_hat . e1`` (``q_hat`` is normal to ``e1``)."""
+    return (gn_y * qx - gn_x * qy) / jnp.maximum(jnp.sqrt(qx * qx + qy * qy), 1e-12)
+
+
+def tail_reach(tail: float, nsigma: float) -> float:
+    """Factor on the tangential sigma beyond which `across_sphere_profile` is below the Gaussian
+    cut ``exp(-nsigma^2 / 2)`` (`build_support`'s pruning); 1 without a tail.
+
+    The Lorentzian part ``eta / (1 + u / (2 ln 2))`` falls below the cut at ``u = 2 ln 2 (eta
+    exp(nsigma^2 / 2) - 1)``.
+    """
+    if not tail:
+        return 1.0
+    u_cut = TAIL_HWHM ** 2 * (tail * np.exp(0.5 * nsigma ** 2) - 1.0)
+    return float(np.sqrt(max(u_cut, nsigma ** 2)) / nsigma)
+
+
+def sl_tail_integral(tail: float) -> float:
+    """Integral of `across_sphere_profile` over that of its Gaussian (unitless).
+
+    ``(1 - eta) + eta pi sqrt(2 ln 2) / sqrt(2 pi)`` (the Lorentzian ``1 / (1 + t^2 / w^2)``
+    integrates to ``pi w``, the Gaussian to ``sqrt(2 pi) sigma``); the "crystal" shape divides
+    its height by it so that a reflection's integrated intensity stays independent of ``eta``.
+    """
+    return (1.0 - tail) + tail * TAIL_INTEGRAL_RATIO
+
+
+def shell_sum(q_t, q2, g_rot, g, sigma_r, sigma_t, tail: float = 0.0):
     """Sum of the peaks of one shell (reflections of equal |G| = g) at points q.
 
     Parameters
@@ -162,6 +257,8 @@ def shell_sum(q_t, q2, g_rot, g, sigma_r, sigma_t):
     q_t : (3, n) scattering vectors, components first (1/A); q2 : (n,) their squared norms.
     g_rot : (m, 3) reciprocal lattice vectors in the lab frame, all of norm ``g`` (1/A).
     sigma_r, sigma_t : radial and tangential sigmas (1/A).
+    tail : the Lorentzian share of the profile across the Ewald sphere (`across_sphere_profile`;
+        a static number, 0 for the Gaussian peak).
 
     Notes
     -----
@@ -185,7 +282,11 @@ def shell_sum(q_t, q2, g_rot, g, sigma_r, sigma_t):
     c = gn[:, 0:1] * q_t[0][None, :] + gn[:, 1:2] * q_t[1][None, :] + gn[:, 2:3] * q_t[2][None, :]
     dr = qa - g
     dt2 = (2.0 * g * g) * jnp.maximum(1.0 - c / jnp.maximum(qa, 1e-12)[None, :], 0.0)
-    return jnp.sum(gaussian_peak((dr * dr)[None, :], dt2, sigma_r, sigma_t), axis=0)
+    t1 = None
+    if tail:
+        c1 = chord_on_e1(gn[:, 0:1], gn[:, 1:2], q_t[0][None, :], q_t[1][None, :])
+        t1 = (g * g) * c1 * c1
+    return jnp.sum(sl_peak((dr * dr)[None, :], dt2, t1, sigma_r, sigma_t, tail), axis=0)
 
 
 def bin_frame(q_lab: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -218,7 +319,7 @@ def bin_frame(q_lab: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.nda
     return e1.T.copy(), local
 
 
-def binned_shell_sum(q_t, q2, e1, local, g_rot, g, sigma_r, sigma_t):
+def binned_shell_sum(q_t, q2, e1, local, g_rot, g, sigma_r, sigma_t, tail: float = 0.0):
     """Mean of the peaks of one shell over the pixels of reduced bins, to second order.
 
     Parameters
@@ -259,6 +360,10 @@ def binned_shell_sum(q_t, q2, e1, local, g_rot, g, sigma_r, sigma_t):
     along ``q_hat``) is taken from the chord itself, so with ``S = 0`` this is `shell_sum`
     exactly.
 
+    With a ``tail`` the factor on ``e2`` (the chord's part off ``e1``) is
+    `across_sphere_profile`; its Lorentzian part is evaluated at the centroid (the bins' spread
+    along ``e2``, ``S_22 ~ S_uu tan^2 theta``, is below 1e-4 of ``sigma_t^2`` on the SAXS bins).
+
     Validation: equals the mean of `shell_sum` over the pixels of synthetic 1 % x 1 deg bins
     around a SL peak to 1e-3 of its height, where the peak at the centroid is 5e-2 off; with
     ``S = 0`` equals `shell_sum`; gradients against central finite differences in float64
@@ -268,10 +373,10 @@ def binned_shell_sum(q_t, q2, e1, local, g_rot, g, sigma_r, sigma_t):
     gn = g_rot / g
     c = gn[:, 0:1] * q_t[0][None, :] + gn[:, 1:2] * q_t[1][None, :] + gn[:, 2:3] * q_t[2][None, :]
     c1 = gn[:, 0:1] * e1[0][None, :] + gn[:, 1:2] * e1[1][None, :] + gn[:, 2:3] * e1[2][None, :]
-    return jnp.sum(binned_peak(qa, c, c1, local, g, sigma_r, sigma_t), axis=0)
+    return jnp.sum(binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail), axis=0)
 
 
-def binned_peak(qa, c, c1, local, g, sigma_r, sigma_t):
+def binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail: float = 0.0):
     """Unit-height peak averaged over a bin's pixels, per (reflection, point) pair (`binned_shell_sum`).
 
     Parameters
@@ -280,6 +385,8 @@ def binned_peak(qa, c, c1, local, g, sigma_r, sigma_t):
         pair (1/A and unitless); local : the bins' spread ``(S_uu, S_u1, S_11, S_22)`` (1/A^2,
         `bin_frame`), each broadcasting like ``qa`` against ``c``.
     g : ``|G|`` (1/A); sigma_r, sigma_t : radial and tangential sigmas (1/A).
+    tail : the Lorentzian share across the Ewald sphere (`across_sphere_profile`; static, 0 for
+        the Gaussian).
 
     Returns
     -------
@@ -298,8 +405,15 @@ def binned_peak(qa, c, c1, local, g, sigma_r, sigma_t):
     det = m00 * m11 - m01 * m01
     # exponent d^T M^-1 d over (x0, x1), and the rest of the chord over the e2 variance
     k00, k01, k11, k22 = m11 / det, -2.0 * m01 / det, m00 / det, 1.0 / m22
-    arg = k00 * x0 * x0 + k01 * x0 * x1 + (k11 - k22) * x1 * x1 + k22 * dt2
-    return jnp.exp(-0.5 * arg) * jax.lax.rsqrt(det * m22)
+    if not tail:
+        arg = k00 * x0 * x0 + k01 * x0 * x1 + (k11 - k22) * x1 * x1 + k22 * dt2
+        return jnp.exp(-0.5 * arg) * jax.lax.rsqrt(det * m22)
+    # the e2 factor (across the sphere) as a pseudo-Voigt: its Gaussian part convolved with the
+    # bins' e2 spread as above, its Lorentzian part at the centroid
+    u = jnp.maximum(dt2 - x1 * x1, 0.0)
+    core = jnp.exp(-0.5 * (k00 * x0 * x0 + k01 * x0 * x1 + k11 * x1 * x1)) * jax.lax.rsqrt(det)
+    across = (1.0 - tail) * jnp.exp(-0.5 * k22 * u) * jax.lax.rsqrt(m22) + tail / (1.0 + u / (TAIL_HWHM * TAIL_HWHM))
+    return core * across
 
 
 def al_tangential_sigma(g, al_radial_width, disorder):
@@ -456,9 +570,12 @@ def build_support(pixels: PixelSet, structure: Structure, params: ModelParams, *
     # the diffuse P(q) term is kept out to 2 q_max_sl, where it has decayed as q^-4
     saxs_mask = qabs <= 2.0 * structure.q_max_sl
     para = structure.sl_paracrystal * wf
+    # a tail across the Ewald sphere reaches further than the Gaussian off the sphere: the members
+    # are kept out to where its Lorentzian falls below the cut (the bands are radial, unchanged)
+    reach_t = tail_reach(structure.sl_peak_tail, n)
     sl_all = _lattice_support(q_lab, qabs, order, structure.sl_hkl, rot_sl, a_values,
                               lambda g: sl_peak_widths(g, sr, mosaic, structure.sl_peak_shape, para)[0],
-                              lambda g: sl_peak_widths(g, sr, mosaic, structure.sl_peak_shape, para)[1],
+                              lambda g: sl_peak_widths(g, sr, mosaic, structure.sl_peak_shape, para)[1] * reach_t,
                               n, margin, prune)
     for s in sl_all:
         saxs_mask[s.points] = True
@@ -501,12 +618,14 @@ class _Layout:
     binned: bool = False   # points are reduced bins with a q spread (`binned_shell_sum`)
     sl_shape: str = "mosaic"      # `sl_peak_widths`
     sl_paracrystal: float = 0.0   # A
+    sl_tail: float = 0.0          # `across_sphere_profile`
 
 
 def sl_widths(layout: _Layout, g, p: ModelParams):
     """`sl_peak_widths` of the model's SL shape at |G| = ``g`` for parameters ``p``
     (``(sigma_r, sigma_t, height)``; also `fits.scan.window`)."""
-    return sl_peak_widths(g, p.sl_radial_width, p.sl_mosaic, layout.sl_shape, layout.sl_paracrystal)
+    return sl_peak_widths(g, p.sl_radial_width, p.sl_mosaic, layout.sl_shape, layout.sl_paracrystal,
+                          layout.sl_tail)
 
 
 #: the terms the model is linear in, named by their scale parameter (`ModelParams`)
@@ -565,9 +684,9 @@ def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str,
                 sr, st, height = sl_widths(layout, g, p)
                 if layout.binned:
                     vals = binned_shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], arrays["sl_frame"][i],
-                                            arrays["sl_spread"][i], g_rot, g, sr, st)
+                                            arrays["sl_spread"][i], g_rot, g, sr, st, layout.sl_tail)
                 else:
-                    vals = shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], g_rot, g, sr, st)
+                    vals = shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], g_rot, g, sr, st, layout.sl_tail)
                 sl = sl.at[pts].add(bragg[pts] * (height * vals), indices_are_sorted=True, unique_indices=True)
             out["sl_scale"] = place(sl)
     if "al_scale" in parts:
@@ -667,7 +786,8 @@ class PatternModel:
                               weighting=str(structure.sl_peak_weighting),
                               binned=pixels.spread is not None,
                               sl_shape=str(structure.sl_peak_shape),
-                              sl_paracrystal=float(structure.sl_paracrystal))
+                              sl_paracrystal=float(structure.sl_paracrystal),
+                              sl_tail=float(structure.sl_peak_tail))
         self._fn = jax.jit(partial(_evaluate, self.layout))
 
     def __call__(self, params: ModelParams) -> jax.Array:
@@ -770,22 +890,26 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
     def block(q):
         qa = jnp.linalg.norm(q, axis=1)
 
-        def peaks(G, sr, st):
+        def peaks(G, sr, st, tail=0.0):
             gn = jnp.linalg.norm(G, axis=1)
             # radial |q| - |G| and chord |G| |q_hat - G_hat| (module docstring)
             dr = qa[:, None] - gn[None, :]
             u = q / jnp.maximum(qa, 1e-12)[:, None]
             chord = u[:, None, :] * gn[None, :, None] - G[None, :, :]
             dt2 = jnp.sum(chord * chord, axis=2)
-            return gaussian_peak(dr * dr, dt2, sr, st)
+            # the chord's part on e1 = e_beam x q_hat, explicitly (`sl_peak`)
+            e1 = jnp.stack([-u[:, 1], u[:, 0], jnp.zeros_like(qa)], axis=1)
+            e1 = e1 / jnp.maximum(jnp.linalg.norm(e1, axis=1), 1e-12)[:, None]
+            t1 = jnp.sum(chord * e1[:, None, :], axis=2) ** 2
+            return sl_peak(dr * dr, dt2, t1, sr, st, tail)
 
         ff = sphere_form_factor(qa, p.radius, p.radius_sigma, n_nodes=nodes, n_sigma=nsigma)
         bragg = sl_peak_factor(qa, p.radius, p.radius_sigma, structure.sl_peak_weighting, n_nodes=nodes,
                                n_sigma=nsigma)
         gn_sl = jnp.linalg.norm(sl_g, axis=1)
         sr, st, height = sl_peak_widths(gn_sl, p.sl_radial_width, p.sl_mosaic, structure.sl_peak_shape,
-                                        structure.sl_paracrystal)
-        sl = jnp.sum(height * peaks(sl_g, sr, st), axis=1)
+                                        structure.sl_paracrystal, structure.sl_peak_tail)
+        sl = jnp.sum(height * peaks(sl_g, sr, st, structure.sl_peak_tail), axis=1)
         gn_al = jnp.linalg.norm(al_g, axis=1)
         al = peaks(al_g, p.al_radial_width, al_tangential_sigma(gn_al, p.al_radial_width, p.disorder))
         return p.background + p.diffuse_scale * ff + p.sl_scale * bragg * sl + p.al_scale * (al @ al_w)

@@ -12,7 +12,7 @@ import numpy as np
 from xmodel.experiment import Experiment
 from xmodel.form_factor import sl_peak_factor
 from xmodel.parameters import ModelParams, Structure
-from xmodel.pattern import sl_peak_widths
+from xmodel.pattern import TAIL_HWHM, sl_peak_widths
 from xmodel.pixels import weight_at
 
 TWO_PI = 2.0 * np.pi
@@ -41,8 +41,24 @@ def ewald_projection(g_lab: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarra
     return k * v / norm[:, None] - k_i, norm - k
 
 
-def _peak_height(dq: np.ndarray, g_lab: np.ndarray, sigma_r: np.ndarray, sigma_t: np.ndarray) -> np.ndarray:
-    return np.exp(-0.5 * peak_exponent(dq + g_lab, g_lab, sigma_r, sigma_t))
+def peak_log_value(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t, tail: float = 0.0) -> np.ndarray:
+    """Logarithm of the unit-height peak of G at q (`xmodel.pattern.sl_peak`): ``-peak_exponent / 2``
+    without a tail, else the Gaussian's part in the detector plane plus the log of
+    `xmodel.pattern.across_sphere_profile` (the chord's part along ``e1 = e_beam x q_hat`` taken
+    explicitly). Broadcasts over leading axes; finite where the peak underflows.
+    """
+    if not tail:
+        return -0.5 * peak_exponent(q_lab, g_lab, sigma_r, sigma_t)
+    qa = np.linalg.norm(q_lab, axis=-1)
+    ga = np.linalg.norm(g_lab, axis=-1)
+    u = q_lab / np.maximum(qa, 1e-12)[..., None]
+    chord = u * ga[..., None] - g_lab
+    e1 = np.stack([-u[..., 1], u[..., 0], np.zeros_like(qa)], axis=-1)
+    e1 /= np.maximum(np.linalg.norm(e1, axis=-1), 1e-12)[..., None]
+    t1 = np.sum(chord * e1, axis=-1) ** 2
+    across = np.maximum(np.sum(chord * chord, axis=-1) - t1, 0.0) / sigma_t ** 2
+    profile = (1.0 - tail) * np.exp(-0.5 * across) + tail / (1.0 + across / TAIL_HWHM ** 2)
+    return -0.5 * ((qa - ga) ** 2 / sigma_r ** 2 + t1 / sigma_t ** 2) + np.log(profile)
 
 
 def peak_exponent(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t) -> np.ndarray:
@@ -57,10 +73,10 @@ def peak_exponent(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t) -> np.
     return (qa - ga) ** 2 / sigma_r ** 2 + np.sum(chord * chord, axis=-1) / sigma_t ** 2
 
 
-def _brightest_on_sphere(geom, g_lab, q_near, sigma_r, sigma_t, n: int = 601) -> np.ndarray:
-    """Point of the Ewald sphere where each reflection's Gaussian is largest.
+def _brightest_on_sphere(geom, g_lab, q_near, sigma_r, sigma_t, n: int = 601, tail: float = 0.0) -> np.ndarray:
+    """Point of the Ewald sphere where each reflection's peak is largest.
 
-    The Gaussian is symmetric about G and the sphere about e3, so the maximum lies in the
+    The peak is symmetric about G and the sphere about e3, so the maximum lies in the
     plane spanned by G and e3: the points of the sphere at the azimuth chi of ``q_near`` (the
     Euclidean projection of G), searched over |q| within 6 sigma of |G|.
     """
@@ -70,12 +86,12 @@ def _brightest_on_sphere(geom, g_lab, q_near, sigma_r, sigma_t, n: int = 601) ->
     t = np.linspace(-1.0, 1.0, n)
     qs = np.clip(gabs[:, None] + span[:, None] * t[None, :], 1e-9, 2 * geom.k * (1 - 1e-9))
     pts = geom.q_lab_from_polar(qs, np.broadcast_to(chi[:, None], qs.shape))
-    e = peak_exponent(pts, g_lab[:, None, :], sigma_r[:, None], sigma_t[:, None])
-    best = np.argmin(e, axis=1)
+    e = peak_log_value(pts, g_lab[:, None, :], sigma_r[:, None], sigma_t[:, None], tail)
+    best = np.argmax(e, axis=1)
     out = pts[np.arange(len(best)), best]
     # keep the Euclidean projection where it is at least as bright (e.g. G on the sphere)
-    e0 = peak_exponent(q_near, g_lab, sigma_r, sigma_t)
-    take = e0 <= e[np.arange(len(best)), best]
+    e0 = peak_log_value(q_near, g_lab, sigma_r, sigma_t, tail)
+    take = e0 >= e[np.arange(len(best)), best]
     out[take] = q_near[take]
     return out
 
@@ -114,12 +130,14 @@ def reflection_table(experiment: Experiment, structure: Structure, params: Model
         gabs = np.linalg.norm(g, axis=1)
         if name == "SL":
             sr, st, norm = sl_peak_widths(gabs, float(p.sl_radial_width), float(p.sl_mosaic),
-                                          structure.sl_peak_shape, structure.sl_paracrystal)
+                                          structure.sl_peak_shape, structure.sl_paracrystal, structure.sl_peak_tail)
             sr = np.broadcast_to(np.asarray(sr, float), gabs.shape)
+            tail = structure.sl_peak_tail
         else:
+            tail = 0.0
             sr = np.full(gabs.shape, float(p.al_radial_width))
             st = np.sqrt(sr ** 2 + (gabs * float(p.disorder)) ** 2)
-        q_star = _brightest_on_sphere(geom, g, q_near, sr, st)
+        q_star = _brightest_on_sphere(geom, g, q_near, sr, st, tail=tail)
         qs_abs = np.linalg.norm(q_star, axis=1)
         if name == "SL":
             ff = np.asarray(sl_peak_factor(qs_abs, float(p.radius), float(p.radius_sigma),
@@ -128,7 +146,7 @@ def reflection_table(experiment: Experiment, structure: Structure, params: Model
             amp = float(p.sl_scale) * norm * ff
         else:
             amp = float(p.al_scale) * structure.al_weight
-        height = amp * _peak_height(q_star - g, g, sr, st)
+        height = amp * np.exp(peak_log_value(q_star, g, sr, st, tail))
         row, col = geom.pixel_from_q_lab(q_star)
         row = np.asarray(row, float).reshape(-1)
         col = np.asarray(col, float).reshape(-1)

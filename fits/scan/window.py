@@ -32,6 +32,13 @@ mosaic in radians; the window holds the rows within ``Theta`` plus the points' o
 their row's centre. In the radial direction it holds every column whose points lie within the
 radial cut of some ``|G|`` whose nearest column is the window's centre.
 
+With a tail across the Ewald sphere (``model.sl_peak_tail``,
+`xmodel.pattern.across_sphere_profile`) the windows stay these: the tail lies along ``e2``, off
+the detector plane, and the chord's part along ``e1`` keeps the Gaussian. A reflection at an
+elevation ``el`` off the sphere has that part ``|G| cos(el) sin(Theta)``, so the window's chi cut
+holds ``cos(el)`` of its sigmas there; what its Lorentzian tail leaves outside is below 1e-3 of
+the brightest reflection of a frame (tests/fits/scan/test_window.py).
+
 Validation: equals the orientation-free `PatternModel` within 1e-3 of the brightest SL peak,
 and so does its forward-mode Jacobian, on the twin's fit points at random orientations, tilts
 and lattice constants (tests/fits/scan/test_window.py).
@@ -52,8 +59,9 @@ from xmodel.pattern import (
     PatternModel,
     bin_frame,
     binned_peak,
-    gaussian_peak,
+    chord_on_e1,
     saxs_factors,
+    sl_peak,
     sl_peak_widths,
     sl_widths,
 )
@@ -275,11 +283,12 @@ def _sl_windowed(layout, windows: _Windows, arrays: dict, p: ModelParams, bragg)
         if "win_frame" in arrays:      # reduced bins: the peak's mean over the bin's pixels
             e1 = arrays["win_frame"]
             c1 = gn[:, 0:1] * e1[0][k] + gn[:, 1:2] * e1[1][k] + gn[:, 2:3] * e1[2][k]
-            vals = binned_peak(qa, c, c1, arrays["win_spread"][:, k], g, sr, st)
+            vals = binned_peak(qa, c, c1, arrays["win_spread"][:, k], g, sr, st, layout.sl_tail)
         else:
             dr = qa - g
             dt2 = (2.0 * g * g) * jnp.maximum(1.0 - c / jnp.maximum(qa, 1e-12), 0.0)
-            vals = gaussian_peak(dr * dr, dt2, sr, st)
+            t1 = (g * g) * chord_on_e1(gn[:, 0:1], gn[:, 1:2], qx[k], qy[k]) ** 2 if layout.sl_tail else None
+            vals = sl_peak(dr * dr, dt2, t1, sr, st, layout.sl_tail)
         sl = sl.at[jnp.where(valid, win, windows.n_saxs)].add(jnp.where(valid, (height * vals) * bragg[k], 0.0))
     return sl[:windows.n_saxs]
 
