@@ -1,0 +1,99 @@
+"""Orientation errors of single realistic frames fitted one at a time, and the deviance along the tilt.
+
+Usage: python benchmarks/frame_tilts.py RESULTS.h5 CONFIG.toml [CONFIG.toml ...] --twin TWIN.toml
+           [--twin TWIN.toml ...] --points 186,206 [--set TABLE.KEY=VALUE ...] [--profile]
+
+Each scan point of each realistic-twin TOML (``--twin``: e.g. configs/twin_realistic.toml, or a
+copy with one grain, no mosaic, no displacement or no nuisances, docs/realspace.md) is rendered
+(`xmodel.realspace.single.render_point`), reduced onto the polar grid of ``RESULTS.h5`` (its bin
+edges and mask, `xmodel.demo.reduce_like`) and fitted by the scan fit's per-frame code
+(`fits.scan.frames.fit_frames`) with the experiment ``CONFIG`` files and ``--set`` overrides
+(``fit.vary``, ``model.sl_peak_tail``, ...). It prints the errors of tilt1, tilt2 and the in-plane
+angle (`fits.scan.truth.orientation_errors`) against the domain's orientation and against the mean
+of the grains in the beam, and the lattice constant. ``--profile`` then refines the frame at fixed
+orientations along the rotation that takes the truth to the fit (-1.5 to 1.5 times it; the lattice
+constant and the scales refined, `fits.scan.starts.refine_starts`) and prints the deviance at each:
+a minimum away from 0 is what the model prefers, not where a search stopped. The single-frame
+experiments of docs/validation.md ("Where the tilt offsets come from") were made with it.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+#: the refined parameters of ``--profile``: the orientation held
+HELD_ORIENTATION = '["lattice_constant","sl_scale","diffuse_scale","al_scale","background","disorder_deg"]'
+
+
+def nearest_copy(R_fit: np.ndarray, R_true: np.ndarray) -> np.ndarray:
+    """Lab rotation vector (rad) from ``R_true`` to the cubic-symmetric copy of ``R_fit`` nearest it."""
+    vectors = [Rotation.from_matrix(R_fit @ g @ R_true.T).as_rotvec()
+               for g in Rotation.create_group("O").as_matrix()]
+    return min(vectors, key=np.linalg.norm)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from fits.scan.frames import fit_frames
+    from fits.scan.settings import settings_from_config
+    from fits.scan.setup import setup_from_reduction
+    from fits.scan.starts import Start, params_from_row, refine_starts
+    from fits.scan.truth import orientation_errors
+    from xmodel.config import load_config
+    from xmodel.demo import reduce_like
+    from xmodel.realspace.single import render_point
+    from xmodel.reduced import open_reduced
+    from xmodel.reduction import PolarBins
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", help="a reduced realistic scan (/entry/reduction: the polar grid and mask)")
+    ap.add_argument("configs", nargs="+", help="experiment config TOML files, merged in order")
+    ap.add_argument("--twin", action="append", required=True, help="realistic-twin TOML (repeatable)")
+    ap.add_argument("--points", required=True, help="scan points, comma-separated")
+    ap.add_argument("--set", action="append", default=[], help="config override TABLE.KEY=VALUE (repeatable)")
+    ap.add_argument("--profile", action="store_true", help="the deviance along the fitted rotation")
+    args = ap.parse_args(argv)
+
+    cfg = load_config(args.configs, args.set)
+    settings = settings_from_config(cfg)
+    held = settings_from_config(load_config(args.configs, [*args.set, f"fit.vary={HELD_ORIENTATION}"]))
+    setup = setup_from_reduction(args.results, cfg, settings)
+    scan = open_reduced(args.results)
+    bins, mask = PolarBins(scan.q_edges, scan.chi_edges), scan.mask
+    print("twin | point | domain | error vs domain: tilt1 tilt2 in-plane (deg) | vs the grains' mean | a (truth) A")
+    for twin in args.twin:
+        for point in (int(p) for p in args.points.split(",")):
+            t0 = time.perf_counter()
+            frame = render_point(twin, point)
+            polar, _ = reduce_like(frame.counts, frame.experiment.geometry, bins, mask)
+            row = fit_frames(polar[None], setup, settings)
+            R = np.asarray(row["orientation_matrix"], float)
+            t1, t2 = np.asarray(row["tilt1_deg"], float), np.asarray(row["tilt2_deg"], float)
+            R_true = np.asarray(frame.truth["orientation_matrix"], float)
+            e_dom = orientation_errors(R, R_true[None], t1, t2)[0]
+            e_gr = orientation_errors(R, np.asarray(frame.truth["grain_orientation_matrix"], float)[None], t1, t2)[0]
+            print(f"{twin} | {point} | {frame.truth['label_name'] or 'empty'} | "
+                  + " ".join(f"{v:+.2f}" for v in e_dom) + " | " + " ".join(f"{v:+.2f}" for v in e_gr)
+                  + f" | {float(row['lattice_constant'][0]):.2f} ({float(frame.truth['lattice_constant']):.2f})"
+                  f" | {time.perf_counter() - t0:.0f} s", flush=True)
+            if not args.profile or not np.all(np.isfinite(R)):
+                continue
+            w = nearest_copy(R[0], R_true)
+            angle = float(np.linalg.norm(w))
+            if angle == 0.0:
+                continue
+            start = params_from_row(row, 0, setup, settings)
+            steps = np.linspace(-1.5, 1.5, 7) * angle
+            starts = [Start(0, start.replace(base_orientation=Rotation.from_rotvec(s * w / angle).as_matrix() @ R_true),
+                            f"{np.degrees(s):+.2f}") for s in steps]
+            obs = polar.reshape(1, -1)[:, setup.index]
+            print(f"  deviance along the fitted rotation ({np.degrees(angle):.2f} deg about lab axis "
+                  f"{np.round(w / angle, 3)}), orientation held:")
+            for c in refine_starts(setup, obs, starts, held):
+                print(f"    {c.source:>6s} deg: {c.objective:.1f}")
+
+
+if __name__ == "__main__":
+    main()
