@@ -10,7 +10,8 @@
   `xmodel.form_factor.sl_peak_factor`, `xmodel.config.DEFAULT_SL_PEAK_WEIGHTING`), ``g`` a
   Gaussian peak with radial sigma ``sigma_r`` and tangential sigma ``|G| sigma_mosaic`` (the
   default ``model.sl_peak_shape = "mosaic"``), or with the widths and the integrated-intensity
-  normalisation of a finite, mosaic, paracrystalline grain (``"crystal"``, `sl_peak_widths`);
+  normalisation of a finite, mosaic, paracrystalline grain (``"crystal"``, `sl_peak_widths`),
+  and across the Ewald sphere a pseudo-Voigt with ``model.sl_peak_tail`` (`across_sphere_profile`);
 * ``I_AL(q) = al_scale * sum_G |F_G|^2/|F_200|^2 g(q; R_al G)`` over the rock-salt PbS
   reflections, radial sigma ``sigma_s`` and tangential ``sqrt(sigma_s^2 + (|G| sigma_Phi)^2)``
   (the model behind the paper's Eq. 7).

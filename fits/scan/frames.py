@@ -26,6 +26,7 @@ import time
 
 import jax
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from fits.batch import effective_dispersion, pearson_statistic
 from fits.scan.angles import (
@@ -281,6 +282,21 @@ def linear_dispersion(comps_all: np.ndarray, sc_all: np.ndarray, best: np.ndarra
     return out
 
 
+def fitted_relationship(p: ModelParams) -> np.ndarray:
+    """AL crystal -> SL crystal (3, 3) of fitted parameters ``p``: ``R_or R_mis``.
+
+    ``R_or`` is the relationship variant the fit used and ``R_mis = exp([w]_x)`` its NC
+    misorientation (``p.misorientation``, a rotation vector in the AL crystal frame, refined where
+    ``mis1_deg``..``mis3_deg`` are in ``fit.vary``; `xmodel.orientation.al_orientation`); without
+    a misorientation ``R_or`` as it is.
+    """
+    rel = np.asarray(p.relationship, np.float64)
+    mis = np.asarray(p.misorientation, np.float64)
+    if not np.any(mis != 0.0):
+        return rel
+    return rel @ Rotation.from_rotvec(mis).as_matrix()
+
+
 def store_fit(out: dict[str, np.ndarray], i: int, f, k: int, configuration: str | None
               ) -> tuple[np.ndarray, ModelParams]:
     """Write row ``k`` of a `fits.batch.BatchFit` into frame ``i`` of the per-frame arrays ``out``.
@@ -300,7 +316,7 @@ def store_fit(out: dict[str, np.ndarray], i: int, f, k: int, configuration: str 
     if configuration is not None:
         out["disorder_deg"][i] = float(np.degrees(p.disorder)) * FWHM_PER_SIGMA
         out["configuration"][i] = configuration
-        out["relationship"][i] = np.asarray(p.relationship, np.float64)
+        out["relationship"][i] = fitted_relationship(p)
     else:
         out["disorder_deg"][i] = np.nan
         out["configuration"][i] = ""

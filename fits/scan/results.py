@@ -61,7 +61,8 @@ FIT_DATASETS = {
     "disorder_deg": ("degree", "NC orientational disorder dPhi (FWHM, Eq. 7)"),
     "configuration": ("", "NC orientation relationship conf1 / conf2 ('' without a fit)"),
     "relationship": ("", ("AL crystal -> SL crystal (N, 3, 3) of the fit: the symmetric variant S R_or of the "
-                         "configuration that matches the WAXS peaks (xmodel.orientation.relationship_variants)")),
+                         "configuration that matches the WAXS peaks (xmodel.orientation.relationship_variants), "
+                         "times the NC misorientation R_mis where mis1_deg..mis3_deg are refined (fit.vary)")),
     "sl_scale": ("counts", "SL peak height at P(q) = 1 per pixel at unit solid angle"),
     "diffuse_scale": ("counts", "isotropic diffuse SAXS scale"),
     "al_scale": ("counts", "200 AL peak height per pixel at unit solid angle"),

@@ -285,3 +285,27 @@ def test_batches_side_by_side_give_the_results_of_one_at_a_time(scan, tmp_path):
     np.testing.assert_array_equal(a["message"], b["message"])
     for k in ("objective", "lattice_constant", "orientation_matrix", "dispersion"):
         np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-9, equal_nan=True, err_msg=k)
+
+
+def test_a_refined_nc_misorientation_is_stored_in_the_relationship(scan):
+    """With mis1_deg..mis3_deg in fit.vary the stored relationship is ``R_or R_mis``: the fitted SL
+    orientation times it is the NCs' orientation the frame was made with; without a misorientation
+    it is ``R_or`` unchanged."""
+    from fits.scan.frames import fit_frames, fitted_relationship
+    from fits.scan.settings import DEFAULT_VARY
+
+    setup, p = scan["setup"], scan["truth"][0]
+    truth = p.replace(misorientation=np.radians([2.0, -1.5, 1.0]))
+    polar = np.full((1, CHI.size * Q.size), np.nan)
+    polar[0, setup.index] = np.asarray(setup.model(truth), float)
+    settings = FitSettings.of(batch=2, max_iter=40, n_candidates=4,
+                              vary=(*DEFAULT_VARY, "mis1_deg", "mis2_deg", "mis3_deg"))
+    r = fit_frames(polar.reshape(1, CHI.size, Q.size), setup, settings)
+    assert FitStatus.from_code(int(r["status"][0])) is FitStatus.OK, r["message"]
+    nc_fit = r["orientation_matrix"][0] @ r["relationship"][0]
+    nc_true = np.asarray(truth.al_orientation(), float)
+    assert np.degrees(orientation.misorientation_angle(nc_fit, nc_true)) < 0.2
+    # the relationship alone misses the NCs by the misorientation (3.9 deg)
+    nc_ideal = r["orientation_matrix"][0] @ np.asarray(p.relationship, float)
+    assert np.degrees(orientation.misorientation_angle(nc_ideal, nc_true)) > 2.0
+    assert np.array_equal(fitted_relationship(p), np.asarray(p.relationship, float))
