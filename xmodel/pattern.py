@@ -165,6 +165,11 @@ def gaussian_peak(dq_r2, dq_t2, sigma_r, sigma_t):
     return jnp.exp(-0.5 * (dq_r2 / sigma_r ** 2 + dq_t2 / sigma_t ** 2))
 
 
+def _array_module(x):
+    """numpy for numpy input (kept in float64 outside JAX, e.g. `xmodel.peaks`), else jax.numpy."""
+    return np if isinstance(x, (np.ndarray, np.generic, float, int)) else jnp
+
+
 def across_sphere_profile(u, tail: float):
     """SL peak profile across the Ewald sphere: a pseudo-Voigt of unit height.
 
@@ -198,7 +203,7 @@ def across_sphere_profile(u, tail: float):
     and the Gaussian stays, which keeps the SL windows of the scan fit (`fits.scan.window`) as
     they are. ``eta = 0`` is the Gaussian peak of `gaussian_peak`.
     """
-    g = jnp.exp(-0.5 * u)
+    g = _array_module(u).exp(-0.5 * u)
     if not tail:
         return g
     return (1.0 - tail) * g + tail / (1.0 + u / (TAIL_HWHM * TAIL_HWHM))
@@ -222,9 +227,10 @@ def sl_peak(dq_r2, dq_t2, dq_1_2, sigma_r, sigma_t, tail: float = 0.0):
 
 
 def chord_on_e1(gn_x, gn_y, qx, qy):
-    """``G_hat . e1`` with ``e1 = e_beam x q_hat`` (unitless; broadcasts): the chord's
+    """``G_hat . e1`` with ``e1 = e_beam x q_hat`` (unitless; broadcasts; numpy or JAX): the chord's
     component along ``e1`` is ``-|G| G_hat . e1`` (``q_hat`` is normal to ``e1``)."""
-    return (gn_y * qx - gn_x * qy) / jnp.maximum(jnp.sqrt(qx * qx + qy * qy), 1e-12)
+    xp = _array_module(qx)
+    return (gn_y * qx - gn_x * qy) / xp.maximum(xp.sqrt(qx * qx + qy * qy), 1e-12)
 
 
 def tail_reach(tail: float, nsigma: float) -> float:

@@ -12,7 +12,7 @@ import numpy as np
 from xmodel.experiment import Experiment
 from xmodel.form_factor import sl_peak_factor
 from xmodel.parameters import ModelParams, Structure
-from xmodel.pattern import TAIL_HWHM, sl_peak_widths
+from xmodel.pattern import across_sphere_profile, chord_on_e1, sl_peak_widths
 from xmodel.pixels import weight_at
 
 TWO_PI = 2.0 * np.pi
@@ -44,8 +44,8 @@ def ewald_projection(g_lab: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarra
 def peak_log_value(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t, tail: float = 0.0) -> np.ndarray:
     """Logarithm of the unit-height peak of G at q (`xmodel.pattern.sl_peak`): ``-peak_exponent / 2``
     without a tail, else the Gaussian's part in the detector plane plus the log of
-    `xmodel.pattern.across_sphere_profile` (the chord's part along ``e1 = e_beam x q_hat`` taken
-    explicitly). Broadcasts over leading axes; finite where the peak underflows.
+    `xmodel.pattern.across_sphere_profile` (the chord's part along ``e1 = e_beam x q_hat``,
+    `xmodel.pattern.chord_on_e1`). Broadcasts over leading axes; finite where the peak underflows.
     """
     if not tail:
         return -0.5 * peak_exponent(q_lab, g_lab, sigma_r, sigma_t)
@@ -53,12 +53,10 @@ def peak_log_value(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t, tail:
     ga = np.linalg.norm(g_lab, axis=-1)
     u = q_lab / np.maximum(qa, 1e-12)[..., None]
     chord = u * ga[..., None] - g_lab
-    e1 = np.stack([-u[..., 1], u[..., 0], np.zeros_like(qa)], axis=-1)
-    e1 /= np.maximum(np.linalg.norm(e1, axis=-1), 1e-12)[..., None]
-    t1 = np.sum(chord * e1, axis=-1) ** 2
+    gn = g_lab / np.maximum(ga, 1e-12)[..., None]
+    t1 = (ga * chord_on_e1(gn[..., 0], gn[..., 1], q_lab[..., 0], q_lab[..., 1])) ** 2
     across = np.maximum(np.sum(chord * chord, axis=-1) - t1, 0.0) / sigma_t ** 2
-    profile = (1.0 - tail) * np.exp(-0.5 * across) + tail / (1.0 + across / TAIL_HWHM ** 2)
-    return -0.5 * ((qa - ga) ** 2 / sigma_r ** 2 + t1 / sigma_t ** 2) + np.log(profile)
+    return -0.5 * ((qa - ga) ** 2 / sigma_r ** 2 + t1 / sigma_t ** 2) + np.log(across_sphere_profile(across, tail))
 
 
 def peak_exponent(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t) -> np.ndarray:
