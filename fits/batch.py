@@ -67,7 +67,7 @@ Per-frame outcome (`fits.status.FitStatus`), first that applies:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -78,8 +78,10 @@ import scipy.stats
 
 from fits.objective import (
     MODEL_FLOOR,
+    Prior,
     _residuals_of,
     check_observed,
+    check_prior,
     compiled,
     intensity_function,
     null_deviance,
@@ -398,9 +400,9 @@ def _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, l
     return s["x"], var, cov, s["cost"], s["it"], s["done"] & ~s["gave_up"], s["gave_up"]
 
 
-def _build_batch(model: PatternModel, names: tuple[str, ...], kind: str):
-    residual = residual_function(model, names, kind)
-    split, groups = split_residual_function(model, names, kind)
+def _build_batch(model: PatternModel, names: tuple[str, ...], kind: str, prior: Prior = ()):
+    residual = residual_function(model, names, kind, prior)
+    split, groups = split_residual_function(model, names, kind, prior)
     fn, _ = intensity_function(model)
     terms = model.components(("background", "diffuse_scale"))
 
@@ -452,7 +454,7 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
               bounds: dict[str, tuple[float, float]] | None = None, max_iter: int = 50,
               kind: str = "deviance", tol: float = 1e-6,
               no_signal_deviance: float | None = None, stop_above: np.ndarray | float | None = None,
-              give_up: GiveUp | None = None) -> BatchFit:
+              give_up: GiveUp | None = None, prior: Mapping[str, tuple[float, float]] | None = None) -> BatchFit:
     """Fit B frames at once; one status per frame, never an exception for a bad frame.
 
     Parameters
@@ -478,6 +480,12 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
         deviance of the frame's best fit so far; ``inf``: none); with ``give_up``.
     give_up : when a fit is given up because it cannot get below ``stop_above`` (`GiveUp`);
         it then ends NOT_CONVERGED (``gave_up``) at the objective it had reached.
+    prior : ``{name: (mean, sigma)}``, edge units: independent Gaussian priors on some varying
+        parameters (`fits.objective.check_prior`). The objective, the convergence tests and
+        ``stop_above`` then include ``sum ((x - mean) / sigma)^2`` (the fit is the maximum a
+        posteriori estimate) and the covariance is that of the posterior's normal approximation
+        (the prior rows in ``J^T J``), scaled by the dispersion like the rest; the deviance gain
+        of the no-signal test does not include it. None: maximum likelihood.
 
     Returns
     -------
@@ -501,6 +509,7 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     background-only frame NO_SIGNAL (tests/fits/test_batch.py).
     """
     names, obs, w = _frames_and_names(observed, weight, model, vary, kind)
+    prior_t = check_prior(names, prior)
     b = obs.shape[0]
     if max_iter < 1:
         raise ValueError(f"max_iter = {max_iter!r} must be at least 1")
@@ -531,7 +540,7 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     cost, gain, pearson = np.full(b, np.inf), np.zeros(b), np.full(b, np.nan)
     n_iter, done, gave_up = np.zeros(b, np.int64), np.zeros(b, bool), np.zeros(b, bool)
     if good.any():
-        run = compiled(model, ("batch", names, kind), _build_batch)
+        run = compiled(model, ("batch", names, kind, prior_t), _build_batch)
         _, arrays = intensity_function(model)
         dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
         lo_j, hi_j = jnp.asarray(lo, dtype), jnp.asarray(hi, dtype)
@@ -611,9 +620,9 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
                     dispersion=dispersion, covariance=cov, names=tuple(names), gave_up=gave_up)
 
 
-def _build_covariance(model: PatternModel, names: tuple[str, ...], kind: str):
-    residual = residual_function(model, names, kind)
-    split, groups = split_residual_function(model, names, kind)
+def _build_covariance(model: PatternModel, names: tuple[str, ...], kind: str, prior: Prior = ()):
+    residual = residual_function(model, names, kind, prior)
+    split, groups = split_residual_function(model, names, kind, prior)
     fn, _ = intensity_function(model)
 
     def frame(arrays, x, template, observed, weight):
@@ -628,7 +637,7 @@ def _build_covariance(model: PatternModel, names: tuple[str, ...], kind: str):
 
 
 def covariance_at(observed, weight, model: PatternModel, params: ModelParams, vary: Sequence[str], *,
-                  kind: str = "deviance") -> BatchFit:
+                  kind: str = "deviance", prior: Mapping[str, tuple[float, float]] | None = None) -> BatchFit:
     """The standard errors and covariance of B frames at given parameters, without fitting.
 
     What `fit_batch` reports at its solution, for parameters found elsewhere (a stored scan fit
@@ -643,6 +652,8 @@ def covariance_at(observed, weight, model: PatternModel, params: ModelParams, va
     vary : names from `fits.parameters.PARAMETER_TABLE` whose covariance is wanted (the
         parameters the fit varied: the others are held, their errors not propagated).
     kind : "deviance" or "weighted".
+    prior : Gaussian priors as for `fit_batch` (the fit's, so that the covariance is the one it
+        reports).
 
     Returns
     -------
@@ -660,6 +671,7 @@ def covariance_at(observed, weight, model: PatternModel, params: ModelParams, va
     (tests/fits/test_batch.py).
     """
     names, obs, w = _frames_and_names(observed, weight, model, vary, kind)
+    prior_t = check_prior(names, prior)
     b = obs.shape[0]
     params = _stack(params, b)
     x = np.asarray(pack(params, names), np.float64)
@@ -667,7 +679,7 @@ def covariance_at(observed, weight, model: PatternModel, params: ModelParams, va
     var, cov = np.full((b, n), np.inf), np.full((b, n, n), np.nan)
     cost, pearson = np.full(b, np.inf), np.full(b, np.nan)
     status, messages = [FitStatus.OK] * b, [""] * b
-    run = compiled(model, ("covariance", names, kind), _build_covariance)
+    run = compiled(model, ("covariance", names, kind, prior_t), _build_covariance)
     _, arrays = intensity_function(model)
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     leaves = jax.tree_util.tree_map(np.asarray, params)

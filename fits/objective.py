@@ -13,6 +13,12 @@ observation are left out (residual 0, gradient 0, never NaN).
   Levenberg-Marquardt minimises D.
 * `weighted_residuals`: Pearson ``(d - m) sqrt(w / max(m, floor))`` (variance of a bin mean
   ``m / w`` from the model, floored).
+* A Gaussian prior on some parameters (`check_prior`): one more residual ``(x - mu) / sigma``
+  per parameter, so the sum of squares is the objective plus ``-2 log`` of the prior density
+  (up to a constant) and its minimum the maximum a posteriori estimate (a penalised
+  likelihood; Gelman et al., Bayesian Data Analysis, 3rd ed. 2013, sec. 4.1: the normal
+  approximation of the posterior about its mode has the inverse of ``J^T J`` with these rows
+  as its covariance).
 
 The model is floored at `MODEL_FLOOR` counts so that a model of exactly 0 on a valid point (a
 zero background far from any peak) gives a large but finite deviance.
@@ -20,7 +26,7 @@ zero background far from any peak) gives a large but finite deviance.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -159,13 +165,73 @@ def intensity_function(model: PatternModel) -> tuple[Callable, dict]:
     return model.evaluate, model.arrays
 
 
-def residual_function(model: PatternModel, names: Sequence[str], kind: str = "deviance") -> Callable:
-    """Pure ``(arrays, vector, template, observed, weight) -> (P,) residuals`` (not jitted).
+#: a Gaussian prior as `check_prior` returns it: ``((name, mean, sigma), ...)`` in edge units
+Prior = tuple[tuple[str, float, float], ...]
+
+
+def check_prior(names: Sequence[str], prior: Mapping[str, tuple[float, float]] | Prior | None) -> Prior:
+    """A Gaussian prior on some of the varying parameters, checked and in a hashable form.
+
+    Parameters
+    ----------
+    names : the varying parameters (edge names of `fits.parameters.PARAMETER_TABLE`).
+    prior : ``{name: (mean, sigma)}`` (or ``((name, mean, sigma), ...)``) in the parameters' edge
+        units (deg, A, counts); ``None`` or empty: no prior (maximum likelihood).
+
+    Returns
+    -------
+    ((name, mean, sigma), ...) in the order of ``names``: independent normal priors
+    ``N(mean, sigma^2)``; each adds the residual ``(x - mean) / sigma`` (`prior_residuals`).
+
+    Raises
+    ------
+    ValueError
+        For a name that does not vary (a prior on a held parameter does nothing, so it is a
+        mistake), or a mean or sigma that is not a finite number (sigma > 0).
+    """
+    if not prior:
+        return ()
+    items = prior.items() if isinstance(prior, Mapping) else ((p[0], tuple(p[1:])) for p in prior)
+    out = {}
+    for name, ms in items:
+        if name not in names:
+            raise ValueError(f"a prior on {name!r}, which does not vary (the varying parameters are "
+                             f"{list(names)}); add it to vary or drop its prior")
+        try:
+            mean, sigma = (float(v) for v in ms)
+        except (TypeError, ValueError):
+            raise ValueError(f"the prior on {name!r} is {ms!r}; expected (mean, sigma), two numbers in the "
+                             "parameter's edge units") from None
+        if not (np.isfinite(mean) and np.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"the prior on {name!r} has mean {mean!r} and sigma {sigma!r}; expected a finite "
+                             "mean and a finite sigma > 0 (no prior: leave the parameter out)")
+        out[name] = (mean, sigma)
+    return tuple((n, *out[n]) for n in names if n in out)
+
+
+def prior_residuals(vector, names: Sequence[str], prior: Prior):
+    """``(x - mean) / sigma`` for each parameter of ``prior`` (`check_prior`), taken from
+    ``vector`` (edge units, in the order of ``names``); shape (len(prior),)."""
+    if not prior:
+        return jnp.zeros(0, jnp.asarray(vector).dtype)
+    idx = np.array([list(names).index(n) for n, _, _ in prior])
+    mean = np.array([m for _, m, _ in prior])
+    sigma = np.array([s for _, _, s in prior])
+    v = jnp.asarray(vector)
+    return (v[idx] - mean.astype(v.dtype)) / sigma.astype(v.dtype)
+
+
+def residual_function(model: PatternModel, names: Sequence[str], kind: str = "deviance",
+                      prior: Prior = ()) -> Callable:
+    """Pure ``(arrays, vector, template, observed, weight) -> (P + K,) residuals`` (not jitted).
 
     ``vector`` holds the named fit parameters in edge units (`fits.parameters`), ``template``
-    every other field; for use inside larger jitted/vmapped programs (e.g. `fits.batch`).
+    every other field; for use inside larger jitted/vmapped programs (e.g. `fits.batch`). The
+    last ``K = len(prior)`` residuals are those of the Gaussian prior (`check_prior`,
+    `prior_residuals`); without one there are P.
     """
     names = check_names(names)
+    prior = check_prior(names, prior)
     res = _residuals_of(kind)
     fn, _ = intensity_function(model)
 
@@ -173,13 +239,16 @@ def residual_function(model: PatternModel, names: Sequence[str], kind: str = "de
         params = unpack(vector, names, template)
         m = fn(arrays, params)
         dtype = jnp.result_type(m.dtype, jnp.asarray(vector).dtype)
-        return res(m.astype(dtype), observed.astype(dtype), weight.astype(dtype))
+        r = res(m.astype(dtype), observed.astype(dtype), weight.astype(dtype))
+        if not prior:
+            return r
+        return jnp.concatenate([r, prior_residuals(jnp.asarray(vector, dtype), names, prior)])
 
     return residuals
 
 
-def split_residual_function(model: PatternModel, names: Sequence[str], kind: str = "deviance"
-                            ) -> tuple[Callable, tuple[np.ndarray, np.ndarray]]:
+def split_residual_function(model: PatternModel, names: Sequence[str], kind: str = "deviance",
+                            prior: Prior = ()) -> tuple[Callable, tuple[np.ndarray, np.ndarray]]:
     """Residuals with the fit parameters in a nonlinear and a linear-scale group.
 
     Returns ``(residuals, (nonlinear, linear))``: ``residuals(arrays, x_nonlinear, x_linear,
@@ -188,11 +257,13 @@ def split_residual_function(model: PatternModel, names: Sequence[str], kind: str
     The linear group holds the scales of `xmodel.pattern.TERMS` (the model is linear in them):
     differentiating with respect to one group while the other is a constant lets JAX skip the
     peak sums for the scale tangents (symbolic zeros), which makes a forward-mode Jacobian
-    cheaper than one pass with every tangent.
+    cheaper than one pass with every tangent. ``prior`` (`check_prior`) appends its residuals
+    as `residual_function` does.
     """
     from xmodel.pattern import TERMS
 
     names = check_names(names)
+    prior = check_prior(names, prior)
     res = _residuals_of(kind)
     fn, _ = intensity_function(model)
     linear = np.array([i for i, n in enumerate(names) if n in TERMS], int)
@@ -204,7 +275,12 @@ def split_residual_function(model: PatternModel, names: Sequence[str], kind: str
         params = unpack(x_linear, names_lin, unpack(x_nonlinear, names_nl, template))
         m = fn(arrays, params)
         dtype = jnp.result_type(m.dtype, jnp.asarray(x_nonlinear).dtype, jnp.asarray(x_linear).dtype)
-        return res(m.astype(dtype), observed.astype(dtype), weight.astype(dtype))
+        r = res(m.astype(dtype), observed.astype(dtype), weight.astype(dtype))
+        if not prior:
+            return r
+        x = jnp.zeros(len(names), dtype).at[nonlinear].set(jnp.asarray(x_nonlinear, dtype)) \
+            .at[linear].set(jnp.asarray(x_linear, dtype))
+        return jnp.concatenate([r, prior_residuals(x, names, prior)])
 
     return residuals, (nonlinear, linear)
 

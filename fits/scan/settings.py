@@ -31,6 +31,8 @@ from xmodel.config import _show, _type_name  # the config's way of quoting a TOM
 #: parameters refined per frame (edge names of fits.parameters.PARAMETER_TABLE)
 DEFAULT_VARY = ("inplane_deg", "tilt1_deg", "tilt2_deg", "lattice_constant", "sl_scale",
                 "diffuse_scale", "al_scale", "background", "disorder_deg")
+#: the NC misorientation's fit parameters (`RefineSettings.misorientation_prior_deg`)
+MISORIENTATION = ("mis1_deg", "mis2_deg", "mis3_deg")
 #: zone axes (b, in-plane reference r or None) the reported angles refer to (paper: Fig. 1, S4)
 DEFAULT_ZONES = (((0, 0, -1), (1, 0, 0)), ((-1, 1, 0), (0, 0, 1)), ((3, 0, -1), (0, 1, 0)),
                  ((1, 1, 1), None), ((1, 1, 2), None))
@@ -150,6 +152,12 @@ class RefineSettings:
     """Linear stage and Levenberg-Marquardt refinement."""
 
     vary: tuple[str, ...] = _s(DEFAULT_VARY, "names", "", "parameters refined per frame")
+    misorientation_prior_deg: float = _s(
+        2.0, "number", "deg", "where mis1_deg..mis3_deg are in vary, each has a Gaussian prior N(0, s^2) (the fit is "
+        "the maximum a posteriori estimate, fits.batch): the NCs' mean misorientation from the Conf1/Conf2 "
+        "relationship is small (paper, XCCA: slightly shifted peak positions), and without a prior the AL "
+        "orientation of a frame whose AL peaks are weak or one-sided drifts to its 15 deg bound; 1 deg costs "
+        "0.25 deviance units, 15 deg 56; inf: no prior", gt=0, inf=True)
     max_iter: int = _s(15, "integer", "", "accepted Levenberg-Marquardt steps per start, each a Jacobian; the "
                        "rejected trials between them do not count (fits.batch; the library's default; converged "
                        "demo-twin frames stop after 2-9)", ge=1, le=10000)
@@ -179,6 +187,14 @@ class RefineSettings:
     scale_floor: float = _s(1e-3, "number", "counts", "smallest starting sl/diffuse/al scale, so that none "
                             "starts on its bound", gt=0)
     background_floor: float = _s(1e-4, "number", "counts", "smallest starting background", gt=0)
+
+    def prior(self) -> dict[str, tuple[float, float]]:
+        """The Gaussian prior of the refinement, ``{name: (mean, sigma)}`` in edge units
+        (`fits.batch.fit_batch`): ``(0, misorientation_prior_deg)`` for each of mis1_deg..mis3_deg
+        in ``vary``; empty when none varies or the prior is flat (inf)."""
+        if not math.isfinite(self.misorientation_prior_deg):
+            return {}
+        return {n: (0.0, float(self.misorientation_prior_deg)) for n in self.vary if n in MISORIENTATION}
 
 
 @dataclass(frozen=True)

@@ -221,7 +221,7 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
         if np.isfinite(target).any():
             stop = {"stop_above": target, "give_up": GiveUp(rs.give_up_after, rs.give_up_factor, rs.give_up_gap)}
         f = fit_batch(y_rows, w_rows, setup.model, p0, list(rs.vary), bounds={"lattice_constant": setup.a_range},
-                      max_iter=rs.max_iter, tol=rs.tol, **stop)
+                      max_iter=rs.max_iter, tol=rs.tol, prior=rs.prior(), **stop)
         return [Candidate(frame=s.frame, objective=float(f.objective[k]) if np.isfinite(f.objective[k]) else np.inf,
                           status=f.status[k], params=jax.tree_util.tree_map(lambda x, k=k: x[k], f.params),
                           source=s.source, order=s.order or (s0 + k,), fit=f, row=k)

@@ -240,3 +240,62 @@ def test_covariance_at_the_solution_is_the_fits(scan):
     np.testing.assert_allclose(c.covariance[:2], fit.covariance[:2], rtol=1e-6,
                                atol=1e-9 * np.abs(fit.covariance[:2]).max())
     assert c.status[2] is FitStatus.BAD_DATA and np.all(np.isinf([c.stderr[k][2] for k in VARY]))
+
+
+def test_a_gaussian_prior_adds_its_residuals_and_its_information(scan):
+    """A prior ``N(mean, sigma^2)`` adds ``((x - mean) / sigma)^2`` to the objective and
+    ``1 / sigma^2`` to the parameter's diagonal of the information ``J^T J`` (the posterior's
+    normal approximation), nothing else; the dispersion does not see it."""
+    from fits.batch import covariance_at
+
+    model, frames, weights, _, _, fit = scan
+    rows = np.array([0, 1])
+    params = jax.tree_util.tree_map(lambda x: x[rows], fit.params)
+    prior = {"tilt1_deg": (0.3, 0.5), "lattice_constant": (150.0, 0.1)}
+    c0 = covariance_at(frames[rows], weights[rows], model, params, VARY)
+    c1 = covariance_at(frames[rows], weights[rows], model, params, VARY, prior=prior)
+    x = {n: fit.values[n][rows] for n in prior}
+    penalty = sum(((x[n] - m) / s) ** 2 for n, (m, s) in prior.items())
+    np.testing.assert_allclose(c1.objective, c0.objective + penalty, rtol=1e-10)
+    np.testing.assert_array_equal(c1.dispersion, c0.dispersion)
+    factor = np.maximum(c0.dispersion, 1.0)
+    for k in range(len(rows)):
+        added = (np.linalg.inv(c1.covariance[k]) - np.linalg.inv(c0.covariance[k])) * factor[k]
+        expect = np.zeros((len(VARY), len(VARY)))
+        for n, (_, s) in prior.items():
+            expect[VARY.index(n), VARY.index(n)] = 1.0 / s ** 2
+        np.testing.assert_allclose(added, expect, atol=1e-6 * np.abs(np.linalg.inv(c0.covariance[k])).max() * factor[k])
+
+
+def test_a_prior_moves_the_fit_as_a_gaussian_update_and_a_wrong_prior_is_an_error(scan):
+    """With a prior on tilt1 as narrow as the data's own error and two errors away from the
+    maximum likelihood ``x``, the fit moves to ``x - C e_i (x_i - mean) / (sigma^2 + C_ii)`` (the
+    posterior mode of a quadratic log-likelihood with covariance ``C``, the unscaled inverse
+    information, Gelman et al. 2013, sec. 2.5): the model is nonlinear, so to a tenth of the
+    shift."""
+    model, frames, weights, init, _, fit = scan
+    rows = np.array([0, 2])
+    i = VARY.index("tilt1_deg")
+    start = jax.tree_util.tree_map(lambda x: x[rows], fit.params)       # from the maximum likelihood
+    c = fit.covariance[rows] / np.maximum(fit.dispersion[rows], 1.0)[:, None, None]
+    sigma = np.sqrt(c[:, i, i])
+    x_ml = np.stack([fit.values[n][rows] for n in VARY], axis=1)
+    for k in range(len(rows)):
+        mean = x_ml[k, i] + 2.0 * sigma[k]
+        prior = {"tilt1_deg": (float(mean), float(sigma[k]))}
+        f = fit_batch(frames[rows[k]][None], weights[rows[k]][None], model,
+                      jax.tree_util.tree_map(lambda x: x[k], start), VARY, prior=prior)
+        assert f.status[0] is FitStatus.OK, f.messages
+        shift = -c[k][:, i] * (x_ml[k, i] - mean) / (sigma[k] ** 2 + c[k][i, i])
+        got = np.array([f.values[n][0] for n in VARY]) - x_ml[k]
+        scale = np.sqrt(np.diag(c[k]))
+        np.testing.assert_allclose(got / scale, shift / scale, atol=0.1 * np.abs(shift / scale).max())
+        assert abs(got[i] / shift[i] - 1) < 0.1
+        assert f.objective[0] > fit.objective[rows[k]] and f.deviance_gain[0] > 1e4
+    with pytest.raises(ValueError, match="a prior on 'mis1_deg', which does not vary"):
+        fit_batch(frames[:1], weights[:1], model, init, VARY, prior={"mis1_deg": (0.0, 2.0)})
+    for bad in ((0.0, 0.0), (0.0, np.nan), (np.inf, 1.0)):
+        with pytest.raises(ValueError, match="expected a finite mean and a finite sigma > 0"):
+            fit_batch(frames[:1], weights[:1], model, init, VARY, prior={"tilt1_deg": bad})
+    with pytest.raises(ValueError, match=r"expected \(mean, sigma\)"):
+        fit_batch(frames[:1], weights[:1], model, init, VARY, prior={"tilt1_deg": 2.0})

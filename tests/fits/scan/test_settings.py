@@ -93,3 +93,14 @@ def test_the_shipped_fit_table_and_the_reference_are_the_defaults():
     spec.loader.exec_module(mod)
     assert (REPO / "docs" / "configuration.md").read_text() == mod.main()
     assert (CONFIGS / "fit.toml").read_text() == mod.fit_toml()
+
+
+def test_the_misorientation_prior_applies_only_where_the_misorientation_varies():
+    from fits.scan.settings import DEFAULT_VARY
+
+    assert FitSettings().refine.prior() == {}                           # not refined by default
+    mis = FitSettings.of(vary=[*DEFAULT_VARY, "mis1_deg", "mis3_deg"], misorientation_prior_deg=1.5).refine
+    assert mis.prior() == {"mis1_deg": (0.0, 1.5), "mis3_deg": (0.0, 1.5)}
+    assert FitSettings.of(vary=[*DEFAULT_VARY, "mis2_deg"], misorientation_prior_deg="inf").refine.prior() == {}
+    with pytest.raises(ValueError, match=r"fit\.misorientation_prior_deg = 0 .* expected a number \(or inf\) > 0"):
+        FitSettings.of(misorientation_prior_deg=0)
