@@ -8,7 +8,8 @@ Prints `fits.scan.truth.compare_to_truth` (the accuracy table of `xmodel demo`) 
 constant, the tilts, the in-plane angle and the disorder, per domain's bulk and for boundary
 points, over in-domain ok frames with visible SL peaks within ``--misfit-deg`` of the truth).
 The angles of the bias table are measured from the mean orientation of the grains in the beam
-where the truth holds it (the realistic twin; ``--reference domain`` for the domain's).
+where the truth holds it (the realistic twin; ``--reference domain`` for the domain's), and the
+lattice constant from the grains' (in the plane normal to the beam) where it holds that too.
 The tables of docs/validation.md were made with it.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fits.scan.truth import (
     compare_to_truth,
     format_bias_table,
     format_truth_table,
+    grain_lattice_reference,
     read_truth,
     resolve_reference,
 )
@@ -41,8 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     print(format_truth_table(compare_to_truth(args.fits, args.truth)))
     print()
     which = "fitted frames of any status" if args.any_status else "frames with status ok"
-    grains = resolve_reference(read_truth(args.truth), args.reference, args.truth) == "grains"
+    truth = read_truth(args.truth)
+    grains = resolve_reference(truth, args.reference, args.truth) == "grains"
     ref = "the grains' mean orientation" if grains else "the domain's orientation"
+    if grains and grain_lattice_reference(truth) is not None:
+        ref += ", lattice constant from the grains' in the plane normal to the beam"
     print(f"Signed errors, mean +- std ({which}, within {args.misfit_deg:g} deg of the truth; angles from {ref}):")
     print()
     print(format_bias_table(bias_table(args.fits, args.truth, misfit_deg=args.misfit_deg, ok_only=not args.any_status,

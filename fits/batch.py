@@ -42,6 +42,13 @@ Algorithm, per frame (edge units, `fits.parameters`):
   ``X^2 / (n - p)`` itself (least squares with unknown variance). ``inf`` where the matrix is
   singular in that direction.
 
+* A Gaussian prior on some parameters (``prior``, `fits.objective.check_prior`) adds its
+  residuals ``(x - mean) / sigma``: the objective becomes ``D + sum ((x - mean) / sigma)^2``, its
+  minimum the maximum a posteriori estimate, and ``J^T J`` the information of the posterior's
+  normal approximation (Gelman et al., Bayesian Data Analysis, 3rd ed. 2013, sec. 4.1). The
+  dispersion scales it as a whole, which widens the prior's part too where ``phi > 1`` (the
+  conservative side). The no-signal test's deviance gain leaves the prior out.
+
 Per-frame outcome (`fits.status.FitStatus`), first that applies:
 
 * BAD_DATA: a non-finite or negative count on a point of positive weight (or a bad weight,

@@ -8,7 +8,9 @@
   orientation (`xmodel.orientation.misorientation_angle`), degrees; where the truth also holds
   the mean orientation of the grains in the beam (``/truth/grain_orientation_matrix``, the
   realistic twin), the misorientation against it as well (`grain_reference`);
-* lattice constant: ``|a_fit - a_true| / a_true`` in percent;
+* lattice constant: ``|a_fit - a_true| / a_true`` in percent; where the truth also holds the
+  lattice constant the grains in the beam show (``/truth/grain_lattice_constant``, the realistic
+  twin's paracrystal grains), the error against it as well (`grain_lattice_reference`);
 * disorder: ``|dPhi_fit - dPhi_true|`` (FWHM) in degrees, over points where the fit determined it;
 * configuration: fraction of in-domain points whose Conf1/Conf2 matches (undetermined counts as
   wrong), and the fraction undetermined;
@@ -55,6 +57,24 @@ def read_truth(path: str | Path) -> dict[str, np.ndarray]:
 GRAIN_ORIENTATION = "grain_orientation_matrix"
 #: orientation references of `bias_table`: the component's orientation, or its grains' mean
 ORIENTATION_REFERENCES = ("auto", "domain", "grains")
+
+
+#: the truth dataset of the grains' lattice constant in the plane normal to the beam
+#: (`xmodel.realspace.engine.ComponentDraw.grain_lattice_constant`)
+GRAIN_LATTICE = "grain_lattice_constant"
+
+
+def grain_lattice_reference(tr: dict[str, np.ndarray]) -> np.ndarray | None:
+    """(N,) the lattice constant (A) of the grains in the beam at every point, or None.
+
+    The realistic twin's grains are finite paracrystals: their displacements leave each grain
+    strained at random (a few tenths of a percent for its cumulative disorder), so the SL
+    reflections of a frame lie where the grains' lattice constant in the plane normal to the beam
+    puts them, not where ``/truth/lattice_constant`` does. Twins without grains have no such
+    dataset (older realistic truth files neither).
+    """
+    a = tr.get(GRAIN_LATTICE)
+    return None if a is None else np.asarray(a, float).reshape(-1)
 
 
 def grain_reference(tr: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -132,7 +152,9 @@ def compare_to_truth(fits_h5: str | Path, truth_h5: str | Path) -> dict:
         ``orientation_grains``, the orientation statistics against it, and ``grains_within``, the
         fraction of the points whose grains' mean lies within the orientation tolerance of
         ``orientation_matrix`` (the most a fit that recovered the grains exactly could score on
-        ``orientation``); both None otherwise.
+        ``orientation``); both None otherwise. Likewise, where the truth holds the grains'
+        lattice constant (`grain_lattice_reference`): ``lattice_constant_grains`` and
+        ``grains_lattice_within``.
 
     Raises
     ------
@@ -167,7 +189,13 @@ def compare_to_truth(fits_h5: str | Path, truth_h5: str | Path) -> dict:
     if R_g is not None:
         mis_g = _misorientation_deg(R_g, R_f)
         grains_off = _misorientation_deg(R_t, R_g)
-    a_err = 100.0 * np.abs(np.asarray(fit["lattice_constant"], float) - tr["lattice_constant"]) / tr["lattice_constant"]
+    a_fit = np.asarray(fit["lattice_constant"], float)
+    a_true = np.asarray(tr["lattice_constant"], float)
+    a_err = 100.0 * np.abs(a_fit - a_true) / a_true
+    a_g = grain_lattice_reference(tr)
+    if a_g is not None:
+        a_err_g = 100.0 * np.abs(a_fit - a_g) / a_g
+        grains_a_off = 100.0 * np.abs(a_g - a_true) / a_true
     d_fit = np.asarray(fit["disorder_deg"], float)
     d_err = np.abs(d_fit - np.asarray(tr["disorder_deg"], float))
     conf_f = _strings(fit["configuration"])
@@ -194,6 +222,9 @@ def compare_to_truth(fits_h5: str | Path, truth_h5: str | Path) -> dict:
             "orientation_grains": None if R_g is None else _stats(mis_g[idx], TOLERANCES["orientation"][0]),
             "grains_within": (None if R_g is None or not idx.size
                               else float(np.mean(grains_off[idx] <= TOLERANCES["orientation"][0]))),
+            "lattice_constant_grains": None if a_g is None else _stats(a_err_g[idx], TOLERANCES["lattice_constant"][0]),
+            "grains_lattice_within": (None if a_g is None or not idx.size
+                                      else float(np.mean(grains_a_off[idx] <= TOLERANCES["lattice_constant"][0]))),
         }
 
     table = {"n_points": n, "n_empty": int(empty.sum()), "n_mixed": int(mixed.sum()),
@@ -245,14 +276,19 @@ def _error_rows(part: dict) -> list[str]:
         s = part[key]
         lines.append(f"| {title} | {_num(s['median'])} {unit} | {_num(s['p95'])} {unit} | {_pct(s['within'])} "
                      f"(n = {s['n']}) | {s['tolerance']:g} {unit} |")
-        g = part.get("orientation_grains")
-        if key == "orientation" and g is not None:
-            lines.append(f"| orientation vs the grains in the beam | {_num(g['median'])} deg | {_num(g['p95'])} deg | "
-                         f"{_pct(g['within'])} (n = {g['n']}) | {g['tolerance']:g} deg |")
+        g = part.get({"orientation": "orientation_grains", "lattice_constant": "lattice_constant_grains"}.get(key, ""))
+        if g is not None:
+            what = "orientation" if key == "orientation" else "lattice constant"
+            lines.append(f"| {what} vs the grains in the beam | {_num(g['median'])} {unit} | {_num(g['p95'])} {unit} | "
+                         f"{_pct(g['within'])} (n = {g['n']}) | {g['tolerance']:g} {unit} |")
     if part.get("grains_within") is not None:
         lines += ["", (f"The grains' mean orientation lies within {part['orientation']['tolerance']:g} deg of the "
                        f"domain's at {_pct(part['grains_within'])} of these points: the most a fit that recovers the "
                        "grains exactly can score on the first row.")]
+    if part.get("grains_lattice_within") is not None:
+        lines += ["", (f"The grains' lattice constant (in the plane normal to the beam) lies within "
+                       f"{part['lattice_constant']['tolerance']:g} % of the domain's at "
+                       f"{_pct(part['grains_lattice_within'])} of these points.")]
     return lines
 
 
@@ -440,7 +476,9 @@ def bias_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float = 5.
         orientation, whatever its status, e.g. also those flagged mixed).
     reference : the true orientation the angles are measured from: "domain"
         (``/truth/orientation_matrix``), "grains" (the grains' mean, `grain_reference`) or "auto"
-        (the grains' mean where the truth holds it, else the domain's).
+        (the grains' mean where the truth holds it, else the domain's). Where it resolves to the
+        grains and the truth holds their lattice constant (`grain_lattice_reference`), the
+        lattice constant's error is against that too.
 
     Returns
     -------
@@ -471,6 +509,9 @@ def bias_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float = 5.
     """
     fit, tr, n = _fits_and_truth(fits_h5, truth_h5)
     R_ref = orientation_reference(tr, reference, truth_h5)
+    a_ref = np.asarray(tr["lattice_constant"], float)
+    if resolve_reference(tr, reference, truth_h5) == "grains" and grain_lattice_reference(tr) is not None:
+        a_ref = grain_lattice_reference(tr)
     label = np.asarray(tr["label"], int)
     inside = (label >= 0) & ~np.asarray(tr["empty"], bool) & ~np.asarray(tr["mixed"], bool)
     if "sl_visible" in tr:
@@ -482,9 +523,7 @@ def bias_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float = 5.
     t2 = np.asarray(fit["tilt2_deg"], float)
     ang = orientation_errors(np.asarray(fit["orientation_matrix"], float), R_ref, t1, t2)
     mis = np.linalg.norm(ang, axis=1)
-    err = {"lattice_constant_pct": 100.0 * (np.asarray(fit["lattice_constant"], float)
-                                            - np.asarray(tr["lattice_constant"], float))
-           / np.asarray(tr["lattice_constant"], float),
+    err = {"lattice_constant_pct": 100.0 * (np.asarray(fit["lattice_constant"], float) - a_ref) / a_ref,
            "tilt1_deg": ang[:, 0], "tilt2_deg": ang[:, 1], "inplane_deg": ang[:, 2],
            "disorder_deg": np.asarray(fit["disorder_deg"], float) - np.asarray(tr["disorder_deg"], float)}
     right = _strings(fit["configuration"]) == _strings(tr["configuration"])

@@ -284,7 +284,7 @@ def test_a_prior_moves_the_fit_as_a_gaussian_update_and_a_wrong_prior_is_an_erro
         mean = x_ml[k, i] + 2.0 * sigma[k]
         prior = {"tilt1_deg": (float(mean), float(sigma[k]))}
         f = fit_batch(frames[rows[k]][None], weights[rows[k]][None], model,
-                      jax.tree_util.tree_map(lambda x: x[k], start), VARY, prior=prior)
+                      jax.tree_util.tree_map(lambda x, k=k: x[k], start), VARY, prior=prior)
         assert f.status[0] is FitStatus.OK, f.messages
         shift = -c[k][:, i] * (x_ml[k, i] - mean) / (sigma[k] ** 2 + c[k][i, i])
         got = np.array([f.values[n][0] for n in VARY]) - x_ml[k]

@@ -395,3 +395,54 @@ def test_truth_holds_the_mean_orientation_of_the_grains_in_the_beam(tiny_scan):
     w = np.array([g.n for g in d.grains], float)
     vecs = Rotation.from_matrix(d.grain_rotations).as_rotvec(degrees=True)
     np.testing.assert_allclose(rotvec[0], w @ vecs / w.sum(), atol=2e-3)
+
+
+def test_a_grains_strain_and_its_lattice_constant_normal_to_the_beam():
+    """`Grain.deformation` is the least-squares affine map of the ideal sites onto the NCs:
+    1 for an ideal grain, diag(1 + e) for one stretched along its cubic axes, and the lattice
+    constant normal to a direction the square root of that plane's area ratio (Nanson)."""
+    from xmodel.realspace.particles import Grain, fcc_grain, random_rotations
+
+    rng = np.random.default_rng(3)
+    R = random_rotations(rng, 1, 0.5)[0]
+    ideal = fcc_grain(rng, lattice_constant=150.0, diameter=1000.0, orientation=R, radius=34.0, radius_sigma=2.5)
+    np.testing.assert_allclose(ideal.deformation(), np.eye(3), atol=1e-12)
+    stretch = np.array([1.004, 0.997, 1.01])
+    strained = Grain(positions=((ideal.positions @ R) * stretch) @ R.T, radii=ideal.radii, orientation=R,
+                     lattice_constant=150.0, sites=ideal.sites)
+    np.testing.assert_allclose(strained.deformation(), np.diag(stretch), atol=1e-12)
+    # normal to crystal axis 3 the plane holds axes 1 and 2; normal to [111] all three
+    assert strained.lattice_constant_normal_to(R[:, 2]) == pytest.approx(150.0 * np.sqrt(1.004 * 0.997), rel=1e-12)
+    n = np.ones(3) / np.sqrt(3.0)
+    area = np.prod(stretch) * np.linalg.norm(n / stretch)
+    assert strained.lattice_constant_normal_to(R @ n) == pytest.approx(150.0 * np.sqrt(area), rel=1e-12)
+    iso = Grain(positions=ideal.positions * 1.003, radii=ideal.radii, orientation=R, lattice_constant=150.0,
+                sites=ideal.sites)
+    assert iso.lattice_constant_normal_to([0.3, -0.2, 0.9]) == pytest.approx(150.0 * 1.003, rel=1e-12)
+    # a cumulative paracrystal of 3 % strains a 1000 A grain by a few tenths of a percent at most
+    para = fcc_grain(rng, lattice_constant=150.0, diameter=1000.0, orientation=R, radius=34.0, radius_sigma=2.5,
+                     displacement=0.03, displacement_model="cumulative")
+    assert 0.0 < abs(para.lattice_constant_normal_to([0, 0, 1]) / 150.0 - 1) < 0.02
+    with pytest.raises(ValueError, match="no ideal sites"):
+        Grain(positions=ideal.positions, radii=ideal.radii, orientation=R, lattice_constant=150.0).deformation()
+
+
+def test_truth_holds_the_lattice_constant_of_the_grains_in_the_beam(tiny_scan):
+    """``/truth/grain_lattice_constant``: the NC-weighted lattice constant of the strongest
+    component's grains normal to the beam, as the replayed draws give it; NaN where empty."""
+    import h5py
+
+    from xmodel.realspace import RealspaceScan, load_settings
+
+    with h5py.File(tiny_scan / "out" / "truth.h5") as f:
+        a_g = f["truth/grain_lattice_constant"][()]
+        a_t = f["truth/lattice_constant"][()]
+        assert f["truth/grain_lattice_constant"].attrs["units"] == "A"
+    scan = RealspaceScan(load_settings(tiny_scan / "tiny.toml"))
+    for i in range(2):
+        d = scan.draw(i)[0]
+        w = np.array([g.n for g in d.grains], float)
+        per_grain = np.array([g.lattice_constant_normal_to([0.0, 0.0, 1.0]) for g in d.grains])
+        assert a_g[i] == pytest.approx(w @ per_grain / w.sum(), rel=1e-12)
+        assert abs(a_g[i] / a_t[i] - 1) < 0.02
+    assert np.isnan(a_g[2])

@@ -81,17 +81,49 @@ class Grain:
     """One coherent SL grain: NC centres (lab frame, A) and radii (A).
 
     ``positions`` (N, 3), ``radii`` (N,); ``orientation`` the grain's SL crystal -> lab
-    rotation; ``lattice_constant`` its cubic lattice constant (A).
+    rotation; ``lattice_constant`` its cubic lattice constant (A); ``sites`` (N, 3) the NCs'
+    ideal fcc sites in the crystal frame (units of the lattice constant), or None.
     """
 
     positions: np.ndarray
     radii: np.ndarray
     orientation: np.ndarray
     lattice_constant: float
+    sites: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return int(self.radii.size)
+
+    def deformation(self) -> np.ndarray:
+        """(3, 3) the affine map ``M`` (crystal frame) that best carries the ideal sites onto the
+        NC positions: least squares of ``x_j = M (a s_j) + t`` over the grain's NCs.
+
+        ``M = 1`` for an ideal grain; a paracrystal's displacements leave a random strain whose
+        size falls with the grain (a cumulative walk over ``n`` planes tilts its least-squares
+        line by about ``step / sqrt(n)``). Raises ValueError for a grain without ``sites``.
+        """
+        if self.sites is None:
+            raise ValueError("this grain has no ideal sites (Grain.sites); build it with fcc_grain")
+        crystal = self.positions @ self.orientation          # lab -> crystal frame
+        design = np.c_[self.sites * self.lattice_constant, np.ones(self.n)]
+        coef, *_ = np.linalg.lstsq(design, crystal, rcond=None)
+        return coef[:3].T
+
+    def lattice_constant_normal_to(self, direction: np.ndarray) -> float:
+        """The cubic lattice constant (A) the grain shows in the plane normal to ``direction``.
+
+        ``a (det(M) |M^-T n|)^(1/2)``, ``M`` the `deformation` and ``n`` the unit ``direction``
+        (lab frame) in the crystal frame: the square root of the area ratio of that plane under
+        ``M`` (Nanson's formula, ``n da = det(M) M^-T N dA``; e.g. Holzapfel, Nonlinear Solid
+        Mechanics (2000), eq. 2.54), so an isotropic strain ``M = (1 + e) 1`` gives ``a (1 + e)``.
+        For the beam direction this is the lattice constant of the SL reflections a SAXS frame
+        shows: at small q the Ewald sphere is the plane normal to the beam.
+        """
+        m = self.deformation()
+        n = self.orientation.T @ (np.asarray(direction, float) / np.linalg.norm(direction))
+        area = np.linalg.det(m) * np.linalg.norm(np.linalg.solve(m.T, n))
+        return float(self.lattice_constant * np.sqrt(area))
 
 
 def fcc_grain(rng: np.random.Generator, *, lattice_constant: float, diameter: float, orientation: np.ndarray,
@@ -170,4 +202,4 @@ def fcc_grain(rng: np.random.Generator, *, lattice_constant: float, diameter: fl
     if radius_step > 0:
         radii = np.maximum(np.rint(radii / radius_step), 1.0) * radius_step
     return Grain(positions=crystal @ np.asarray(orientation, float).T, radii=radii,
-                 orientation=np.asarray(orientation, float), lattice_constant=a)
+                 orientation=np.asarray(orientation, float), lattice_constant=a, sites=frac)

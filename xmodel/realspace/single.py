@@ -16,7 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from xmodel.realspace.engine import GRAIN_ROTATION, RealspaceScan, grain_orientations
+from xmodel.realspace.engine import (
+    GRAIN_LATTICE,
+    GRAIN_ROTATION,
+    RealspaceScan,
+    grain_orientations,
+)
 from xmodel.realspace.settings import load_settings
 from xmodel.twin import point_truth
 
@@ -39,7 +44,9 @@ class RealisticFrame:
         lattice_constant in A, tilt_deg, inplane_deg, disorder_deg, configuration, ...), plus
         grain_orientation_matrix, the mean orientation of the grains in the beam
         (`RealspaceScan.grain_orientation`, composed from the frame's facts as
-        ``/truth/grain_orientation_matrix``: `xmodel.realspace.engine.grain_orientations`).
+        ``/truth/grain_orientation_matrix``: `xmodel.realspace.engine.grain_orientations`), and
+        grain_lattice_constant, the grains' lattice constant in the plane normal to the beam (A,
+        `xmodel.realspace.engine.ComponentDraw.grain_lattice_constant`).
     sl_snr : SL detectability of the frame (sum s^2 / mu over the SAXS pixels, as the truth's ``sl_snr``).
     n_nanocrystals : NCs summed coherently in the frame's SAXS.
     experiment : the twin's `xmodel.experiment.Experiment` (geometry and mask of the frame).
@@ -117,6 +124,7 @@ def render_point(config: str | Path, point: int | None = None, overrides=()) -> 
     row["label_name"] = names[int(row["label"])] if int(row["label"]) >= 0 else ""
     rotvec = np.array([[facts[k] for k in GRAIN_ROTATION]])
     row["grain_orientation_matrix"] = grain_orientations(rotvec, row["orientation_matrix"][None])[0]
+    row[GRAIN_LATTICE] = facts[GRAIN_LATTICE]
     log.info("%s: point %d rendered (%s, %d NCs in the SAXS, SL detectability %.3g)", settings.name, i,
              row["label_name"] or "empty", facts["n_nanocrystals"], facts["sl_snr"])
     return RealisticFrame(counts=counts, expected=mu.reshape(scan.shape), point=i, truth=row,

@@ -325,3 +325,40 @@ def test_resolve_reference():
         resolve_reference(plain, "grains", "scan.h5")
     with pytest.raises(ValueError, match="orientation reference 'lab'"):
         resolve_reference(grains, "lab")
+
+
+def test_lattice_constant_against_the_grains_in_the_beam(tmp_path):
+    """A truth with the grains' lattice constant (the realistic twin's strained paracrystal grains):
+    a second row against it, the share of points whose grains are within the tolerance, and the
+    bias table's lattice constant against it where its angles are against the grains."""
+    fits_h5, truth_h5 = _files(tmp_path)
+    a_g = A_TRUE * np.array([1.0, 1.002, 0.99, 1.0, 1.003, 1.0, 1.0, 1.0, 1.0, 1.0])
+    with h5py.File(truth_h5, "a") as f:
+        f["truth/grain_lattice_constant"] = a_g
+    t = compare_to_truth(fits_h5, truth_h5)
+    assert t["lattice_constant"]["within"] == approx(5 / 7)                 # against the domain, as before
+    g = t["lattice_constant_grains"]
+    # |a_fit / a_g - 1|: 0, 0, 0, inf (no fit), 0.299, 0.4, 0 %
+    assert g["n"] == 7 and g["within"] == approx(6 / 7) and g["median"] == pytest.approx(0.0, abs=1e-9)
+    assert t["grains_lattice_within"] == approx(6 / 7)                      # point 2's grains are 1 % off
+    text = format_truth_table(t)
+    assert "| lattice constant vs the grains in the beam | 0 % |" in text
+    assert "lies within 0.5 % of the domain's at 85.7 % of these points" in text
+    # the bias table measures from the grains' lattice constant with the grains' orientation
+    with h5py.File(truth_h5, "a") as f:
+        f["truth/grain_orientation_matrix"] = f["truth/orientation_matrix"][()]
+    with h5py.File(fits_h5, "a") as f:
+        f["entry/fits/tilt1_deg"] = f["entry/fits/tilt2_deg"] = np.zeros(N)
+    from fits.scan.truth import bias_table
+
+    grains = bias_table(fits_h5, truth_h5, misfit_deg=5.0)
+    domain = bias_table(fits_h5, truth_h5, misfit_deg=5.0, reference="domain")
+    # red's ok fits 0, 1, 2: +0, +0.2, -1.0 % from the domain's a, none from their grains'
+    assert domain["red bulk"]["lattice_constant_pct"]["mean"] == pytest.approx(-0.8 / 3, abs=1e-9)
+    assert grains["red bulk"]["lattice_constant_pct"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    # a truth without it: no such row
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    t2 = compare_to_truth(*_files(plain))
+    assert t2["lattice_constant_grains"] is None and t2["grains_lattice_within"] is None
+    assert "lattice constant vs the grains" not in format_truth_table(t2)
