@@ -27,7 +27,7 @@ def _fit(rng) -> RealisticFit:
     c, s = np.cos(np.radians(0.5)), np.sin(np.radians(0.5))
     R_grains = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ R_true    # the grains 0.5 deg about it
     truth = {"label_name": "orange", "orientation_matrix": R_true, "grain_orientation_matrix": R_grains,
-             "lattice_constant": 150.0,
+             "lattice_constant": 150.0, "grain_lattice_constant": 150.75,
              "configuration": "conf1", "boundary_distance_um": 2.05}
     return RealisticFit(point=39, twin="twin_realistic_demo.toml", truth=truth, row=row, q=q, chi_deg=chi,
                         polar=polar, model=model, residual=residual,
@@ -41,7 +41,9 @@ def test_realistic_frame_report_writes_the_figure_and_the_row(tmp_path):
     assert r["figure"] == tmp_path / "realistic_frame.png" and r["figure"].stat().st_size > 10_000
     assert r["orientation_error_deg"] == pytest.approx(2.0, abs=1e-6) and r["a_error_pct"] == pytest.approx(1.0)
     assert r["grains_error_deg"] == pytest.approx(1.5, abs=1e-6)
-    assert "| realistic frame (orange, point 39) | 2.00 | 1.50 | 151.5 / 150.0 | +1.00 | conf2 / conf1 | mixed |" in text
+    assert r["a_grains_error_pct"] == pytest.approx(100 * (151.5 / 150.75 - 1))
+    assert ("| realistic frame (orange, point 39) | 2.00 | 1.50 | 151.5 / 150.0 | +1.00 | +0.50 | conf2 / conf1 "
+            "| mixed |") in text
     assert "shares no code with the model" in text and "farthest from an empty area (2.0 um" in text
     assert "![realistic frame](realistic_frame.png)" in text
 
