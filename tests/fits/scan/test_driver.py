@@ -298,7 +298,7 @@ def test_a_refined_nc_misorientation_is_stored_in_the_relationship(scan):
     truth = p.replace(misorientation=np.radians([2.0, -1.5, 1.0]))
     polar = np.full((1, CHI.size * Q.size), np.nan)
     polar[0, setup.index] = np.asarray(setup.model(truth), float)
-    settings = FitSettings.of(batch=2, max_iter=40, n_candidates=4,
+    settings = FitSettings.of(batch=2, max_iter=40, n_candidates=4, misorientation_prior_deg="inf",
                               vary=(*DEFAULT_VARY, "mis1_deg", "mis2_deg", "mis3_deg"))
     r = fit_frames(polar.reshape(1, CHI.size, Q.size), setup, settings)
     assert FitStatus.from_code(int(r["status"][0])) is FitStatus.OK, r["message"]
@@ -309,3 +309,8 @@ def test_a_refined_nc_misorientation_is_stored_in_the_relationship(scan):
     nc_ideal = r["orientation_matrix"][0] @ np.asarray(p.relationship, float)
     assert np.degrees(orientation.misorientation_angle(nc_ideal, nc_true)) > 2.0
     assert np.array_equal(fitted_relationship(p), np.asarray(p.relationship, float))
+    # the scan fit passes fit.misorientation_prior_deg on: a narrow prior holds the NCs on the
+    # relationship (this frame's weak AL arcs do not outweigh it)
+    r = fit_frames(polar.reshape(1, CHI.size, Q.size), setup, settings.replace(misorientation_prior_deg=0.01))
+    held = np.asarray(r["relationship"][0], float)
+    assert np.degrees(orientation.misorientation_angle(held, np.asarray(p.relationship, float))) < 0.05
