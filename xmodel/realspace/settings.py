@@ -40,7 +40,7 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "mosaic_deg": (0.5, 0.0, 10.0, "sd of each grain's rotation vector about the domain orientation (deg)"),
     },
     "nanocrystals": {
-        "sampled": (256, 1, 100000, "NCs drawn per component and frame for the WAXS"),
+        "sampled": (4096, 1, 100000, "NCs drawn per component and frame for the WAXS"),
         "shape_cutoff": (0.25, 0.05, 1.0, "WAXS shape transforms evaluated within this |q - G| (1/A)"),
         "radius_step_A": (0.25, 0.0, 5.0, "NC radii are multiples of this (A)"),
     },
