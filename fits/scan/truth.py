@@ -509,9 +509,9 @@ def bias_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float = 5.
     """
     fit, tr, n = _fits_and_truth(fits_h5, truth_h5)
     R_ref = orientation_reference(tr, reference, truth_h5)
-    a_ref = np.asarray(tr["lattice_constant"], float)
-    if resolve_reference(tr, reference, truth_h5) == "grains" and grain_lattice_reference(tr) is not None:
-        a_ref = grain_lattice_reference(tr)
+    a_ref = grain_lattice_reference(tr)
+    if a_ref is None or resolve_reference(tr, reference, truth_h5) != "grains":
+        a_ref = np.asarray(tr["lattice_constant"], float)
     label = np.asarray(tr["label"], int)
     inside = (label >= 0) & ~np.asarray(tr["empty"], bool) & ~np.asarray(tr["mixed"], bool)
     if "sl_visible" in tr:

@@ -419,7 +419,8 @@ def test_a_grains_strain_and_its_lattice_constant_normal_to_the_beam():
     iso = Grain(positions=ideal.positions * 1.003, radii=ideal.radii, orientation=R, lattice_constant=150.0,
                 sites=ideal.sites)
     assert iso.lattice_constant_normal_to([0.3, -0.2, 0.9]) == pytest.approx(150.0 * 1.003, rel=1e-12)
-    # a cumulative paracrystal of 3 % strains a 1000 A grain by a few tenths of a percent at most
+    # a cumulative paracrystal of 3 % strains a 1000 A grain at random: 0.35 % in the median, 2.0 %
+    # at most over 200 seeds (this one: 0.40 %)
     para = fcc_grain(rng, lattice_constant=150.0, diameter=1000.0, orientation=R, radius=34.0, radius_sigma=2.5,
                      displacement=0.03, displacement_model="cumulative")
     assert 0.0 < abs(para.lattice_constant_normal_to([0, 0, 1]) / 150.0 - 1) < 0.02
