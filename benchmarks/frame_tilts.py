@@ -28,11 +28,20 @@ from scipy.spatial.transform import Rotation
 HELD_ORIENTATION = '["lattice_constant","sl_scale","diffuse_scale","al_scale","background","disorder_deg"]'
 
 
-def nearest_copy(R_fit: np.ndarray, R_true: np.ndarray) -> np.ndarray:
-    """Lab rotation vector (rad) from ``R_true`` to the cubic-symmetric copy of ``R_fit`` nearest it."""
-    vectors = [Rotation.from_matrix(R_fit @ g @ R_true.T).as_rotvec()
-               for g in Rotation.create_group("O").as_matrix()]
-    return min(vectors, key=np.linalg.norm)
+def nearest_copy(R_fit: np.ndarray, R_true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cubic-symmetric copy of ``R_true`` nearest ``R_fit`` and the lab rotation between them.
+
+    Returns ``(w, R_copy)``: ``R_copy = R_true g`` (g in the cubic group) and the rotation vector
+    ``w`` (rad) with ``exp([w]_x) R_copy = R_fit``. The path ``exp(s [w]_x) R_copy`` ends at the
+    fitted matrix itself, not at a copy of it: the fit's NC relationship is expressed in the
+    fitted SL crystal frame, and with another copy of the SL orientation the same relationship
+    would put the AL crystals elsewhere (it commutes with no cubic operation but the identity in
+    general).
+    """
+    copies = [R_true @ g for g in Rotation.create_group("O").as_matrix()]
+    vectors = [Rotation.from_matrix(R_fit @ c.T).as_rotvec() for c in copies]
+    k = int(np.argmin([np.linalg.norm(v) for v in vectors]))
+    return vectors[k], copies[k]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,17 +89,18 @@ def main(argv: list[str] | None = None) -> None:
                   f" | {time.perf_counter() - t0:.0f} s", flush=True)
             if not args.profile or not np.all(np.isfinite(R)):
                 continue
-            w = nearest_copy(R[0], R_true)
+            w, R_copy = nearest_copy(R[0], R_true)
             angle = float(np.linalg.norm(w))
             if angle == 0.0:
                 continue
             start = params_from_row(row, 0, setup, settings)
             steps = np.linspace(-1.5, 1.5, 7) * angle
-            starts = [Start(0, start.replace(base_orientation=Rotation.from_rotvec(s * w / angle).as_matrix() @ R_true),
+            starts = [Start(0, start.replace(base_orientation=Rotation.from_rotvec(s * w / angle).as_matrix() @ R_copy),
                             f"{np.degrees(s):+.2f}") for s in steps]
             obs = polar.reshape(1, -1)[:, setup.index]
             print(f"  deviance along the fitted rotation ({np.degrees(angle):.2f} deg about lab axis "
-                  f"{np.round(w / angle, 3)}), orientation held:")
+                  f"{np.round(w / angle, 3)}), orientation held; the fit's own deviance "
+                  f"{float(row['objective'][0]):.1f}:")
             for c in refine_starts(setup, obs, starts, held):
                 print(f"    {c.source:>6s} deg: {c.objective:.1f}")
 
