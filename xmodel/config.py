@@ -54,6 +54,10 @@ DEFAULT_SL_PEAK_WEIGHTING = "average"
 #: the same tuple as `xmodel.pattern.SL_PEAK_SHAPES`: "mosaic" (the default, the peaks of earlier
 #: versions) or "crystal" (size, mosaic and paracrystal broadening, integrated intensity kept)
 SL_PEAK_SHAPES = ("mosaic", "crystal")
+#: the same tuple as `xmodel.pattern.AL_PEAK_INTENSITIES`: "integrated" (the default: each AL
+#: reflection's integral over reciprocal space follows |F|^2 whatever its widths) or "height" (the
+#: peak heights follow |F|^2, the model of earlier versions)
+AL_PEAK_INTENSITIES = ("integrated", "height")
 #: the default of ``model.form_factor_nsigma`` (the model's truncation of the Gaussian radius
 #: distribution). `xmodel.form_factor.sphere_form_factor` converges at 6 sigma (its own default);
 #: the model stays at sasmodels' 3-sigma cut for now because the scan fit's template search is
@@ -242,6 +246,13 @@ class ModelConfig:
         transform has along the sphere's normal, which set how a cut reflection's intensity
         falls with its excitation error and so the fitted tilts; 0 (the default) is the
         Gaussian peak.
+    al_peak_intensity : str
+        What of an AL reflection follows ``|F_hkl|^2 / |F_200|^2`` (`xmodel.pattern.al_peak_height`):
+        "integrated" (the default: its integral over reciprocal space, as for a crystal's kinematic
+        integrated intensity; the orientational spread spreads it over a cap of the sphere of radius
+        |G|, so the height falls as ``1 / sigma_t^2``) or "height" (its peak height, the model of
+        earlier versions, which overweights the outer reflections' arcs by ``(sigma_t / sigma_t,200)^2``).
+        ``al_scale`` is the height of the 200 reflection either way.
     """
 
     q_max_sl: float = _number(0.25, "1/A", gt=0)
@@ -253,6 +264,7 @@ class ModelConfig:
     sl_peak_shape: str = _key("mosaic", Check("choice", choices=SL_PEAK_SHAPES))
     sl_paracrystal: float = _number(0.0, "A", ge=0)
     sl_peak_tail: float = _number(0.0, ge=0, le=1)
+    al_peak_intensity: str = _key("integrated", Check("choice", choices=AL_PEAK_INTENSITIES))
 
 
 @dataclass(frozen=True)

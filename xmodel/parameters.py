@@ -17,6 +17,7 @@ import numpy as np
 
 from xmodel import lattice, orientation, structure_factor
 from xmodel.config import (
+    AL_PEAK_INTENSITIES,
     DEFAULT_MODEL_FORM_FACTOR_NSIGMA,
     DEFAULT_SL_PEAK_WEIGHTING,
     SL_PEAK_SHAPES,
@@ -130,6 +131,8 @@ class Structure:
     sl_paracrystal : paracrystal growth s of the SL radial width with "crystal" (A).
     sl_peak_tail : Lorentzian share of the SL peaks' profile across the Ewald sphere, 0 to 1
         (`xmodel.pattern.across_sphere_profile`).
+    al_peak_intensity : what of an AL reflection follows |F|^2, "integrated" or "height"
+        (`xmodel.pattern.al_peak_height`).
     """
 
     sl_hkl: np.ndarray
@@ -142,6 +145,7 @@ class Structure:
     sl_peak_shape: str = "mosaic"
     sl_paracrystal: float = 0.0
     sl_peak_tail: float = 0.0
+    al_peak_intensity: str = "integrated"
     energy_kev: float = 13.8
     q_max_sl: float = 0.25
     q_max_al: float = 3.2
@@ -155,7 +159,8 @@ class Structure:
               lattice_constant_range: tuple[float, float] | None = None,
               form_factor_nsigma: float = DEFAULT_MODEL_FORM_FACTOR_NSIGMA,
               sl_peak_weighting: str = DEFAULT_SL_PEAK_WEIGHTING, sl_peak_shape: str = "mosaic",
-              sl_paracrystal: float = 0.0, sl_peak_tail: float = 0.0) -> "Structure":
+              sl_paracrystal: float = 0.0, sl_peak_tail: float = 0.0,
+              al_peak_intensity: str = "integrated") -> "Structure":
         """Reflection lists for an fcc SL of lattice constant ``lattice_constant`` (A).
 
         ``lattice_constant_range`` (A) widens the SL list so that fits letting ``a`` vary
@@ -166,7 +171,8 @@ class Structure:
         ValueError
             If ``sl_peak_weighting`` is not one of `xmodel.config.SL_PEAK_WEIGHTINGS`, ``sl_peak_shape``
             not one of `xmodel.config.SL_PEAK_SHAPES`, or ``sl_paracrystal`` negative or set with
-            the "mosaic" shape (which has no paracrystal term), or ``sl_peak_tail`` outside [0, 1].
+            the "mosaic" shape (which has no paracrystal term), ``sl_peak_tail`` outside [0, 1], or
+            ``al_peak_intensity`` not one of `xmodel.config.AL_PEAK_INTENSITIES`.
         """
         if sl_peak_weighting not in SL_PEAK_WEIGHTINGS:
             raise ValueError(f"sl_peak_weighting {sl_peak_weighting!r} is unknown; use one of "
@@ -180,6 +186,9 @@ class Structure:
         if not 0.0 <= sl_peak_tail <= 1.0:
             raise ValueError(f"sl_peak_tail = {sl_peak_tail!r}: expected the Lorentzian share of the SL "
                              "profile across the Ewald sphere, a number from 0 to 1 (model.sl_peak_tail).")
+        if al_peak_intensity not in AL_PEAK_INTENSITIES:
+            raise ValueError(f"al_peak_intensity {al_peak_intensity!r} is unknown; use one of "
+                             f"{list(AL_PEAK_INTENSITIES)} (model.al_peak_intensity).")
         # |G| = 2 pi sqrt(N) / a: the largest lattice constant brings the most reflections below
         # q_max_sl, so the list built there holds every one that enters at some a of the range
         a_max = max(lattice_constant_range) if lattice_constant_range else lattice_constant
@@ -192,7 +201,7 @@ class Structure:
                    al_lattice_constant=al_lattice_constant, form_factor_nodes=form_factor_nodes,
                    form_factor_nsigma=float(form_factor_nsigma), sl_peak_weighting=sl_peak_weighting,
                    sl_peak_shape=sl_peak_shape, sl_paracrystal=float(sl_paracrystal),
-                   sl_peak_tail=float(sl_peak_tail),
+                   sl_peak_tail=float(sl_peak_tail), al_peak_intensity=str(al_peak_intensity),
                    energy_kev=energy_kev, q_max_sl=q_max_sl, q_max_al=q_max_al,
                    band_nsigma=band_nsigma)
 
@@ -254,5 +263,6 @@ def structure_from_config(cfg, lattice_constant_range=None) -> Structure:
                            sl_peak_shape=cfg.model.sl_peak_shape,
                            sl_paracrystal=cfg.model.sl_paracrystal,
                            sl_peak_tail=cfg.model.sl_peak_tail,
+                           al_peak_intensity=cfg.model.al_peak_intensity,
                            band_nsigma=cfg.model.band_nsigma,
                            lattice_constant_range=lattice_constant_range)

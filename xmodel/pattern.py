@@ -12,9 +12,11 @@
   default ``model.sl_peak_shape = "mosaic"``), or with the widths and the integrated-intensity
   normalisation of a finite, mosaic, paracrystalline grain (``"crystal"``, `sl_peak_widths`),
   and across the Ewald sphere a pseudo-Voigt with ``model.sl_peak_tail`` (`across_sphere_profile`);
-* ``I_AL(q) = al_scale * sum_G |F_G|^2/|F_200|^2 g(q; R_al G)`` over the rock-salt PbS
-  reflections, radial sigma ``sigma_s`` and tangential ``sqrt(sigma_s^2 + (|G| sigma_Phi)^2)``
-  (the model behind the paper's Eq. 7).
+* ``I_AL(q) = al_scale * sum_G |F_G|^2/|F_200|^2 h_G g(q; R_al G)`` over the rock-salt PbS
+  reflections, radial sigma ``sigma_s`` and tangential ``sigma_t = sqrt(sigma_s^2 + (|G|
+  sigma_Phi)^2)`` (the model behind the paper's Eq. 7), ``h_G = (sigma_t,200 / sigma_t)^2`` so that
+  each reflection's integrated intensity follows ``|F_G|^2`` (``model.al_peak_intensity =
+  "integrated"``, the default; `al_peak_height`), or ``h_G = 1`` (``"height"``).
 
 Peak shape. A peak is Gaussian in the radial distance ``|q| - |G|`` and in the tangential
 chord ``|G| |q_hat - G_hat|`` (a cap on the sphere of radius |G|, which is where an
@@ -54,6 +56,9 @@ from xmodel.pixels import PixelSet
 
 TWO_PI = 2.0 * np.pi
 
+#: what of an AL reflection follows ``|F|^2`` (``model.al_peak_intensity``, `al_peak_height`); the
+#: same tuple as `xmodel.config.AL_PEAK_INTENSITIES`
+AL_PEAK_INTENSITIES = ("integrated", "height")
 #: shapes of the SL Bragg peaks (``model.sl_peak_shape``, `sl_peak_widths`); the same tuple as
 #: `xmodel.config.SL_PEAK_SHAPES`
 SL_PEAK_SHAPES = ("mosaic", "crystal")
@@ -437,6 +442,58 @@ def al_tangential_sigma(g, al_radial_width, disorder):
     return jnp.sqrt(al_radial_width ** 2 + (g * disorder) ** 2)
 
 
+def al_peak_height(g, al_radial_width, disorder, al_lattice_constant: float, intensity: str = "integrated"):
+    """Factor ``h_G`` on the height of an AL reflection of modulus ``g``, relative to 200 (unitless).
+
+    Parameters
+    ----------
+    g : |G| (1/A), a number or an array (numpy or JAX).
+    al_radial_width : sigma_s (1/A); disorder : sigma_Phi (rad).
+    al_lattice_constant : the rock-salt lattice constant (A): |G_200| = 4 pi / a.
+    intensity : "integrated" or "height" (`AL_PEAK_INTENSITIES`, ``model.al_peak_intensity``).
+
+    Returns
+    -------
+    ``(sigma_t(G_200) / sigma_t(G))^2`` with ``sigma_t`` = `al_tangential_sigma` for "integrated";
+    1 for "height". ``al_scale |F_G|^2 / |F_200|^2 h_G`` is the reflection's peak height, so
+    ``al_scale`` stays the height of the 200 reflection.
+
+    Raises
+    ------
+    ValueError
+        If ``intensity`` is not one of `AL_PEAK_INTENSITIES`.
+
+    Notes
+    -----
+    Each NC scatters into reflection G an integrated intensity ``|F_G|^2`` times its volume (the
+    kinematic integrated intensity of a crystal, independent of its orientation and of the
+    reflection's widths: Warren, "X-ray Diffraction", 1969, ch. 13; Als-Nielsen & McMorrow,
+    "Elements of Modern X-ray Physics", 2nd ed. 2011, sections 5.6 and 6.3). The NCs' orientational
+    spread sigma_Phi moves G over a cap of the sphere of radius |G|, of area ``~ (|G| sigma_Phi)^2``,
+    and the NC size broadens it by sigma_s in every direction; the same integral over a Gaussian of
+    sigmas ``(sigma_s, sigma_t, sigma_t)`` has the height ``1 / ((2 pi)^{3/2} sigma_s sigma_t^2)``.
+    sigma_s is the same for every reflection (the NC's size, independent of |G|), so relative to
+    200 the height falls as ``(sigma_t,200 / sigma_t)^2``: with the paper's disorder the 111 arc is
+    1.3 times, the 220 arc 0.5 times as high as with equal heights. The "height" convention (earlier
+    versions) keeps the heights at ``|F|^2`` and so gives the outer reflections too much intensity
+    against the inner ones; on frames that see arcs of two shells, the fit then tilts the lattice to
+    change how the Ewald sphere cuts them (docs/validation.md, "Where the tilt offsets come from").
+
+    Validation: the numerical 3D integral of one reflection relative to 200's is ``|F|^2``'s at two
+    disorders (tests/xmodel/test_al_peak_height.py); the real-space simulator's WAXS, finite
+    spheres of PbS with sampled orientations, follows it (docs/validation.md).
+    """
+    if intensity == "height":
+        return 1.0
+    if intensity != "integrated":
+        raise ValueError(f"al_peak_intensity {intensity!r} is unknown; use one of {list(AL_PEAK_INTENSITIES)} "
+                         f"(model.al_peak_intensity).")
+    g200 = 4.0 * np.pi / float(al_lattice_constant)
+    st200 = al_tangential_sigma(g200, al_radial_width, disorder)
+    st = al_tangential_sigma(g, al_radial_width, disorder)
+    return (st200 / st) ** 2
+
+
 # --------------------------------------------------------------------------- support
 
 
@@ -626,6 +683,7 @@ class _Layout:
     sl_shape: str = "mosaic"      # `sl_peak_widths`
     sl_paracrystal: float = 0.0   # A
     sl_tail: float = 0.0          # `across_sphere_profile`
+    al_intensity: str = "integrated"  # `al_peak_height`
 
 
 def sl_widths(layout: _Layout, g, p: ModelParams):
@@ -705,12 +763,13 @@ def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str,
                 g = float(TWO_PI * np.sqrt(n2) / layout.al_a)
                 g_rot = (TWO_PI / layout.al_a) * (arrays["al_hkl"][i] @ rot_al.T)
                 st = al_tangential_sigma(g, p.al_radial_width, p.disorder)
+                h = al_peak_height(g, p.al_radial_width, p.disorder, layout.al_a, layout.al_intensity)
                 if layout.binned:
                     vals = binned_shell_sum(arrays["al_q"][i], arrays["al_q2"][i], arrays["al_frame"][i],
                                             arrays["al_spread"][i], g_rot, g, p.al_radial_width, st)
                 else:
                     vals = shell_sum(arrays["al_q"][i], arrays["al_q2"][i], g_rot, g, p.al_radial_width, st)
-                al = al.at[pts].add(arrays["al_weight"][i] * vals, indices_are_sorted=True, unique_indices=True)
+                al = al.at[pts].add((arrays["al_weight"][i] * h) * vals, indices_are_sorted=True, unique_indices=True)
         out["al_scale"] = jnp.zeros((layout.size,), dtype).at[arrays["al_index"]].add(
             al, indices_are_sorted=True, unique_indices=True) * w
     return out
@@ -794,7 +853,8 @@ class PatternModel:
                               binned=pixels.spread is not None,
                               sl_shape=str(structure.sl_peak_shape),
                               sl_paracrystal=float(structure.sl_paracrystal),
-                              sl_tail=float(structure.sl_peak_tail))
+                              sl_tail=float(structure.sl_peak_tail),
+                              al_intensity=str(structure.al_peak_intensity))
         self._fn = jax.jit(partial(_evaluate, self.layout))
 
     def __call__(self, params: ModelParams) -> jax.Array:
@@ -919,7 +979,9 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
         sl = jnp.sum(height * peaks(sl_g, sr, st, structure.sl_peak_tail), axis=1)
         gn_al = jnp.linalg.norm(al_g, axis=1)
         al = peaks(al_g, p.al_radial_width, al_tangential_sigma(gn_al, p.al_radial_width, p.disorder))
-        return p.background + p.diffuse_scale * ff + p.sl_scale * bragg * sl + p.al_scale * (al @ al_w)
+        al_h = al_peak_height(gn_al, p.al_radial_width, p.disorder, structure.al_lattice_constant,
+                              structure.al_peak_intensity)
+        return p.background + p.diffuse_scale * ff + p.sl_scale * bragg * sl + p.al_scale * (al @ (al_w * al_h))
 
     out = np.zeros(pixels.size, np.dtype(dtype))
     idx = np.flatnonzero(pixels.valid)

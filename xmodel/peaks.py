@@ -12,7 +12,7 @@ import numpy as np
 from xmodel.experiment import Experiment
 from xmodel.form_factor import sl_peak_factor
 from xmodel.parameters import ModelParams, Structure
-from xmodel.pattern import across_sphere_profile, chord_on_e1, sl_peak_widths
+from xmodel.pattern import across_sphere_profile, al_peak_height, chord_on_e1, sl_peak_widths
 from xmodel.pixels import weight_at
 
 TWO_PI = 2.0 * np.pi
@@ -143,7 +143,9 @@ def reflection_table(experiment: Experiment, structure: Structure, params: Model
                                            n_sigma=structure.form_factor_nsigma))
             amp = float(p.sl_scale) * norm * ff
         else:
-            amp = float(p.al_scale) * structure.al_weight
+            amp = float(p.al_scale) * structure.al_weight * np.asarray(al_peak_height(
+                gabs, float(p.al_radial_width), float(p.disorder), structure.al_lattice_constant,
+                structure.al_peak_intensity), float)
         height = amp * np.exp(peak_log_value(q_star, g, sr, st, tail))
         row, col = geom.pixel_from_q_lab(q_star)
         row = np.asarray(row, float).reshape(-1)
