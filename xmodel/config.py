@@ -55,8 +55,8 @@ DEFAULT_SL_PEAK_WEIGHTING = "average"
 #: versions) or "crystal" (size, mosaic and paracrystal broadening, integrated intensity kept)
 SL_PEAK_SHAPES = ("mosaic", "crystal")
 #: the same tuple as `xmodel.pattern.AL_PEAK_INTENSITIES`: "integrated" (the default: each AL
-#: reflection's integral over reciprocal space follows |F|^2 whatever its widths) or "height" (the
-#: peak heights follow |F|^2, the model of earlier versions)
+#: reflection's integral over reciprocal space follows ``|F|^2`` whatever its widths) or "height" (the
+#: peak heights follow ``|F|^2``, the model of earlier versions)
 AL_PEAK_INTENSITIES = ("integrated", "height")
 #: the default of ``model.form_factor_nsigma`` (the model's truncation of the Gaussian radius
 #: distribution). `xmodel.form_factor.sphere_form_factor` converges at 6 sigma (its own default);

@@ -51,7 +51,7 @@ class ModelParams:
         (its integrated intensity over the reference volume).
     diffuse_scale : isotropic ``diffuse_scale * P(|q|)`` term of the disordered part (counts).
     radius, radius_sigma : mean NC core radius and its Gaussian standard deviation (A).
-    al_scale : peak height of 200_AL (counts); other AL reflections scale by ``|F|^2 / |F_200|^2``.
+    al_scale : peak height of 200_AL (counts); other AL reflections scale by ``|F|^2 / |F_200|^2`` times ``h_G`` (`xmodel.pattern.al_peak_height`).
     al_radial_width : Scherrer radial sigma of AL peaks, sigma_s (1/A).
     disorder : NC orientational disorder sigma_Phi (rad), Eq. 7 of the paper as a sigma.
     inplane, tilt1, tilt2 : SL in-plane angle (about e3) and out-of-plane tilts (about e1, e2),
@@ -131,7 +131,7 @@ class Structure:
     sl_paracrystal : paracrystal growth s of the SL radial width with "crystal" (A).
     sl_peak_tail : Lorentzian share of the SL peaks' profile across the Ewald sphere, 0 to 1
         (`xmodel.pattern.across_sphere_profile`).
-    al_peak_intensity : what of an AL reflection follows |F|^2, "integrated" or "height"
+    al_peak_intensity : what of an AL reflection follows ``|F|^2``, "integrated" or "height"
         (`xmodel.pattern.al_peak_height`).
     """
 
