@@ -12,7 +12,12 @@ import numpy as np
 from xmodel.experiment import Experiment
 from xmodel.form_factor import sl_peak_factor
 from xmodel.parameters import ModelParams, Structure
-from xmodel.pattern import across_sphere_profile, al_peak_height, chord_on_e1, sl_peak_widths
+from xmodel.pattern import (
+    across_sphere_profile,
+    al_peak_height,
+    chord_on_e1,
+    sl_peak_widths,
+)
 from xmodel.pixels import weight_at
 
 TWO_PI = 2.0 * np.pi

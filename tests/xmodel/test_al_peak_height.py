@@ -13,7 +13,13 @@ from tests.xmodel.test_pattern import _small_pixels
 from xmodel.config import default_paths, load_config
 from xmodel.experiment import Experiment
 from xmodel.parameters import Structure, params_from_config, structure_from_config
-from xmodel.pattern import PatternModel, al_peak_height, al_tangential_sigma, dense_pattern, shell_sum
+from xmodel.pattern import (
+    PatternModel,
+    al_peak_height,
+    al_tangential_sigma,
+    dense_pattern,
+    shell_sum,
+)
 from xmodel.realspace.particles import random_rotations
 from xmodel.realspace.waxs import WaxsPoints, nc_intensity, rock_salt_intensity
 
