@@ -473,8 +473,8 @@ def al_peak_height(g, al_radial_width, disorder, al_lattice_constant: float, int
     and the NC size broadens it by sigma_s in every direction; the same integral over a Gaussian of
     sigmas ``(sigma_s, sigma_t, sigma_t)`` has the height ``1 / ((2 pi)^{3/2} sigma_s sigma_t^2)``.
     sigma_s is the same for every reflection (the NC's size, independent of |G|), so relative to
-    200 the height falls as ``(sigma_t,200 / sigma_t)^2``: with the paper's disorder the 111 arc is
-    1.3 times, the 220 arc 0.5 times as high as with equal heights. The "height" convention (earlier
+    200 the height falls as ``(sigma_t,200 / sigma_t)^2``: at dPhi = 8 deg and sigma_s = 0.047 1/A the
+    111 arc is 1.3 times, the 220 arc 0.53 times as high as with equal heights. The "height" convention (earlier
     versions) keeps the heights at ``|F|^2`` and so gives the outer reflections too much intensity
     against the inner ones; on frames that see arcs of two shells, the fit then tilts the lattice to
     change how the Ewald sphere cuts them (docs/validation.md, "Where the tilt offsets come from").
