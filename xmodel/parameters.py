@@ -51,7 +51,8 @@ class ModelParams:
         (its integrated intensity over the reference volume).
     diffuse_scale : isotropic ``diffuse_scale * P(|q|)`` term of the disordered part (counts).
     radius, radius_sigma : mean NC core radius and its Gaussian standard deviation (A).
-    al_scale : peak height of 200_AL (counts); other AL reflections scale by ``|F|^2 / |F_200|^2`` times ``h_G`` (`xmodel.pattern.al_peak_height`).
+    al_scale : peak height of 200_AL (counts); other AL reflections scale by ``|F|^2 / |F_200|^2``
+        times ``h_G`` (`xmodel.pattern.al_peak_height`).
     al_radial_width : Scherrer radial sigma of AL peaks, sigma_s (1/A).
     disorder : NC orientational disorder sigma_Phi (rad), Eq. 7 of the paper as a sigma.
     inplane, tilt1, tilt2 : SL in-plane angle (about e3) and out-of-plane tilts (about e1, e2),
