@@ -51,9 +51,18 @@ SL_PEAK_WEIGHTINGS = ("decoupling", "average")
 #: search is robust to it (the orange Conf2 test frame of tests/fits/test_scan_fit.py fits 37 deg
 #: off for 2 of 3 noise draws under either weighting; the test's own draw fails under "decoupling")
 DEFAULT_SL_PEAK_WEIGHTING = "average"
-#: the same tuple as `xmodel.pattern.SL_PEAK_SHAPES`: "mosaic" (the default, the peaks of earlier
-#: versions) or "crystal" (size, mosaic and paracrystal broadening, integrated intensity kept)
+#: the same tuple as `xmodel.pattern.SL_PEAK_SHAPES`: "mosaic" (the peaks of earlier versions: the
+#: height whatever the widths) or "crystal" (size, mosaic and paracrystal broadening, integrated
+#: intensity kept)
 SL_PEAK_SHAPES = ("mosaic", "crystal")
+#: the default of ``model.sl_peak_shape``. The physics says "crystal" (each reflection keeps its
+#: kinematic integrated intensity whatever its widths, as the AL peaks do with
+#: ``model.al_peak_intensity = "integrated"``), and it fits the real-space twin better; "mosaic" stays
+#: the default until the scan fit's template search is robust to it: with "crystal" the search
+#: puts the true orientation among its candidates on fewer orange frames
+#: (benchmarks/search_candidates.py) and ten tests of the search, the driver, the domain fit, the
+#: mixed test and XCCA fail (docs/validation.md, "The physics defaults and the search")
+DEFAULT_SL_PEAK_SHAPE = "mosaic"
 #: the same tuple as `xmodel.pattern.AL_PEAK_INTENSITIES`: "integrated" (the default: each AL
 #: reflection's integral over reciprocal space follows ``|F|^2`` whatever its widths) or "height" (the
 #: peak heights follow ``|F|^2``, the model of earlier versions)
@@ -232,11 +241,13 @@ class ModelConfig:
         approximation, `xmodel.form_factor.sphere_bragg_factor`, what the physics gives) or
         "average" (``<|F|^2>``, the default for now: `DEFAULT_SL_PEAK_WEIGHTING`).
     sl_peak_shape : str
-        Shape of the SL Bragg peaks (`xmodel.pattern.sl_peak_widths`): "mosaic" (the default:
-        radial sigma ``sigma_r``, tangential ``|G| sigma_mosaic``, height ``sl_scale`` whatever the
-        widths) or "crystal" (tangential ``sqrt(sigma_r^2 + (|G| sigma_mosaic)^2)``, the finite
-        grain's isotropic Scherrer term plus the mosaic; radial widened by ``sl_paracrystal``;
-        each reflection's integrated intensity independent of its widths).
+        Shape of the SL Bragg peaks (`xmodel.pattern.sl_peak_widths`): "crystal" (tangential sigma
+        ``sqrt(sigma_r^2 + (|G| sigma_mosaic)^2)``, the finite grain's isotropic Scherrer term plus
+        the mosaic; radial widened by ``sl_paracrystal``; each reflection's integrated intensity
+        independent of its widths, the kinematic integrated intensity) or "mosaic" (the default
+        for now, `DEFAULT_SL_PEAK_SHAPE`; the model of earlier versions: radial sigma ``sigma_r``,
+        tangential ``|G| sigma_mosaic``, height ``sl_scale`` whatever the widths, so the
+        integrated intensity grows as ``|G|^2``).
     sl_paracrystal : float
         Paracrystal (Hosemann) growth of the SL radial width with the "crystal" shape (A, >= 0):
         ``sigma_r(G)^2 = sigma_r^2 + (sl_paracrystal |G|^2)^2``; 0 (the default) leaves it out.
@@ -261,7 +272,7 @@ class ModelConfig:
     form_factor_nodes: int = _key(40, Check("integer", ge=1, le=1000))
     form_factor_nsigma: float = _number(DEFAULT_MODEL_FORM_FACTOR_NSIGMA, "standard deviations", gt=0)
     sl_peak_weighting: str = _key(DEFAULT_SL_PEAK_WEIGHTING, Check("choice", choices=SL_PEAK_WEIGHTINGS))
-    sl_peak_shape: str = _key("mosaic", Check("choice", choices=SL_PEAK_SHAPES))
+    sl_peak_shape: str = _key(DEFAULT_SL_PEAK_SHAPE, Check("choice", choices=SL_PEAK_SHAPES))
     sl_paracrystal: float = _number(0.0, "A", ge=0)
     sl_peak_tail: float = _number(0.0, ge=0, le=1)
     al_peak_intensity: str = _key("integrated", Check("choice", choices=AL_PEAK_INTENSITIES))

@@ -19,6 +19,7 @@ from xmodel import lattice, orientation, structure_factor
 from xmodel.config import (
     AL_PEAK_INTENSITIES,
     DEFAULT_MODEL_FORM_FACTOR_NSIGMA,
+    DEFAULT_SL_PEAK_SHAPE,
     DEFAULT_SL_PEAK_WEIGHTING,
     SL_PEAK_SHAPES,
     SL_PEAK_WEIGHTINGS,
@@ -143,7 +144,7 @@ class Structure:
     form_factor_nodes: int = 40
     form_factor_nsigma: float = DEFAULT_MODEL_FORM_FACTOR_NSIGMA
     sl_peak_weighting: str = DEFAULT_SL_PEAK_WEIGHTING
-    sl_peak_shape: str = "mosaic"
+    sl_peak_shape: str = DEFAULT_SL_PEAK_SHAPE
     sl_paracrystal: float = 0.0
     sl_peak_tail: float = 0.0
     al_peak_intensity: str = "integrated"
@@ -159,7 +160,7 @@ class Structure:
               form_factor_nodes: int = 40, band_nsigma: float = 4.0,
               lattice_constant_range: tuple[float, float] | None = None,
               form_factor_nsigma: float = DEFAULT_MODEL_FORM_FACTOR_NSIGMA,
-              sl_peak_weighting: str = DEFAULT_SL_PEAK_WEIGHTING, sl_peak_shape: str = "mosaic",
+              sl_peak_weighting: str = DEFAULT_SL_PEAK_WEIGHTING, sl_peak_shape: str = DEFAULT_SL_PEAK_SHAPE,
               sl_paracrystal: float = 0.0, sl_peak_tail: float = 0.0,
               al_peak_intensity: str = "integrated") -> "Structure":
         """Reflection lists for an fcc SL of lattice constant ``lattice_constant`` (A).

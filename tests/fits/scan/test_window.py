@@ -160,8 +160,11 @@ def test_windowed_crystal_peaks_equal_the_orientation_free_ones(models):
     base = support_model(models["base"].pixels, structure, m["template"], m["a_range"], sup.width_factor)
     win = windowed_model(base, m["index"], CHI, Q, m["template"], sup.width_factor, sup.sl_window_nsigma)
     assert isinstance(win, WindowedModel)
-    # the size term widens the windows of the low shells beyond the mosaic ones
-    assert win.windows.shells[0][1] > models["win"].windows.shells[0][1]
+    # the size term widens the windows of the low shells beyond the "mosaic" shape's
+    mosaic = dataclasses.replace(structure, sl_peak_shape="mosaic", sl_paracrystal=0.0)
+    narrow = windowed_model(support_model(models["base"].pixels, mosaic, m["template"], m["a_range"], sup.width_factor),
+                            m["index"], CHI, Q, m["template"], sup.width_factor, sup.sl_window_nsigma)
+    assert win.windows.shells[0][1] > narrow.windows.shells[0][1]
     _sl_terms_agree(m, base, win, seed=5)
 
 
