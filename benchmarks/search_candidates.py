@@ -12,8 +12,10 @@ peak scale (uniform over ``--sl-scale``), with Poisson noise, on the polar grid 
 tests/fits/scan/test_search.py (2 deg chi bins); searches them with `search_orientations` and
 `refine_matches` against the template bank the scan fit builds for that model
 (`fits.scan.setup`: the "crystal" shape widens the low shells' templates); and prints per domain
-how many frames have the best match within ``--tol-deg`` of the truth (misorientation), how many
-have one of the ``--n-best`` candidates there, and the best match's median error.
+how many frames hold signal for the search (its ring significance; the scan fit flags the others
+no_signal), and of those how many have the best match within ``--tol-deg`` of the truth
+(misorientation), how many have one of the ``--n-best`` candidates there, and the best match's
+median error.
 
 The search is coarse (1.5 deg templates): red, tilted 7 deg, is 4-5 deg off at best, so its
 "within 5 deg" counts are borderline by construction; a candidate 20-60 deg off is a shell alias.
@@ -69,8 +71,11 @@ def domain_frames(domain: str, overrides: list[str], draws: int, sl_scale: tuple
     return np.stack(imgs), truth, bank, a_range
 
 
-def search_errors(imgs: np.ndarray, truth: list, bank, a_range: tuple[float, float], n_best: int) -> np.ndarray:
-    """(draws, n_best) misorientation (deg) of each candidate of each frame from its true SL orientation."""
+def search_errors(imgs: np.ndarray, truth: list, bank, a_range: tuple[float, float],
+                  n_best: int) -> tuple[np.ndarray, np.ndarray]:
+    """(draws, n_best) misorientation (deg) of each candidate of each frame from its true SL
+    orientation, and (draws,) whether the search saw signal in the frame (a frame without is not
+    correlated: the scan fit flags it no_signal, and its candidates mean nothing)."""
     res = search_orientations(imgs, Q, bank, a_range=a_range, n_best=n_best)
     res = refine_matches(imgs, Q, res, bank, n_refine=n_best)
     out = np.full((len(truth), res.orientation.shape[1]), np.inf)
@@ -78,7 +83,7 @@ def search_errors(imgs: np.ndarray, truth: list, bank, a_range: tuple[float, flo
         R = np.asarray(p.sl_orientation(), float)
         out[i] = [np.degrees(orientation.misorientation_angle(R, res.orientation[i, k]))
                   for k in range(res.orientation.shape[1])]
-    return out
+    return out, np.asarray(res.has_signal, bool)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,20 +102,22 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
           f"load average {load}")
     print(f"overrides: {args.set or 'none (the defaults)'}\n")
-    print(f"| domain | frames | best match within {args.tol_deg:g} deg | one of {args.n_best} within "
-          f"{args.tol_deg:g} deg | best match median error (deg) |")
-    print("|---|---|---|---|---|")
+    print(f"| domain | frames | with signal | best match within {args.tol_deg:g} deg | one of {args.n_best} "
+          f"within {args.tol_deg:g} deg | best match median error (deg) |")
+    print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
-    tot = np.zeros(3, int)
+    tot = np.zeros(4, int)
     for d in DOMAINS:
         imgs, truth, bank, a_range = domain_frames(d, args.set, args.draws, tuple(args.sl_scale), rng, 100 * args.seed)
-        err = search_errors(imgs, truth, bank, a_range, args.n_best)
+        err, signal = search_errors(imgs, truth, bank, a_range, args.n_best)
+        err = err[signal]
         first = int(np.sum(err[:, 0] < args.tol_deg))
         anyn = int(np.sum(err.min(axis=1) < args.tol_deg))
-        tot += (len(truth), first, anyn)
-        print(f"| {d} | {len(truth)} | {first} | {anyn} | {np.median(err[:, 0]):.1f} |", flush=True)
-    print(f"| all | {tot[0]} | {tot[1]} | {tot[2]} | |")
+        tot += (len(truth), signal.sum(), first, anyn)
+        median = f"{np.median(err[:, 0]):.1f}" if err.size else "-"
+        print(f"| {d} | {len(truth)} | {signal.sum()} | {first} | {anyn} | {median} |", flush=True)
+    print(f"| all | {tot[0]} | {tot[1]} | {tot[2]} | {tot[3]} | |")
     print(f"\n{time.perf_counter() - t0:.0f} s wall")
 
 
