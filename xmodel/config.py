@@ -48,8 +48,12 @@ CONFIGURATIONS = ("conf1", "conf2", "custom")
 SL_PEAK_WEIGHTINGS = ("decoupling", "average")
 #: the default of ``model.sl_peak_weighting``. The physics (decoupling approximation) and the
 #: real-space simulator say "decoupling"; "average" stays the default until the scan fit's
-#: search is robust to it (the orange Conf2 test frame of tests/fits/test_scan_fit.py fits 37 deg
-#: off for 2 of 3 noise draws under either weighting; the test's own draw fails under "decoupling")
+#: search is robust to it (the orange Conf2 frame of the scan-fit tests, tests/fits/scan/test_driver.py,
+#: fitted 37 deg off for 2 of 3 noise draws under either weighting). On Gaussian-model frames the
+#: search alone does as well with it (benchmarks/search_candidates.py, docs/validation.md "The
+#: physics defaults and the search"). With it alone three tests fail: XCCA on the purple domain
+#: (its 311_SL ring at 0.139 1/A, next to the zero of |<F>|^2, keeps 0.36 of its <|F|^2> weight,
+#: where the paper's Fig. 2c shows 311_SL maxima) and the driver's refined NC misorientation.
 DEFAULT_SL_PEAK_WEIGHTING = "average"
 #: the same tuple as `xmodel.pattern.SL_PEAK_SHAPES`: "mosaic" (the peaks of earlier versions: the
 #: height whatever the widths) or "crystal" (size, mosaic and paracrystal broadening, integrated
