@@ -52,8 +52,8 @@ SL_PEAK_WEIGHTINGS = ("decoupling", "average")
 #: fitted 37 deg off for 2 of 3 noise draws under either weighting). On Gaussian-model frames the
 #: search alone does as well with it (benchmarks/search_candidates.py, docs/validation.md "The
 #: physics defaults and the search"). With it alone three tests fail: XCCA on the purple domain
-#: (its 311_SL ring at 0.139 1/A, next to the zero of |<F>|^2, keeps 0.36 of its <|F|^2> weight,
-#: where the paper's Fig. 2c shows 311_SL maxima) and the driver's refined NC misorientation.
+#: (its 311_SL ring at 0.139 1/A, next to the zero of ``|<F>|^2``, keeps 0.36 of its ``<|F|^2>``
+#: weight, where the paper's Fig. 2c shows 311_SL maxima) and the driver's refined NC misorientation.
 DEFAULT_SL_PEAK_WEIGHTING = "average"
 #: the same tuple as `xmodel.pattern.SL_PEAK_SHAPES`: "mosaic" (the peaks of earlier versions: the
 #: height whatever the widths) or "crystal" (size, mosaic and paracrystal broadening, integrated
