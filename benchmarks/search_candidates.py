@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from fits.scan.search import build_template_bank, refine_matches, search_orientations
+from fits.scan.settings import SearchSettings
 from xmodel import orientation
 from xmodel.config import DOMAINS, default_paths, load_config
 from xmodel.experiment import Experiment
@@ -40,7 +41,6 @@ from xmodel.pattern import PatternModel
 
 CHI = np.arange(180) * 2.0 - 179.0
 Q = np.concatenate([np.linspace(0.05, 0.22, 110), np.linspace(1.75, 2.25, 30)])
-SEARCH_STEP_DEG = 1.5
 
 
 def domain_frames(domain: str, overrides: list[str], draws: int, sl_scale: tuple[float, float],
@@ -66,7 +66,7 @@ def domain_frames(domain: str, overrides: list[str], draws: int, sl_scale: tuple
         truth.append(p)
     size_sigma = float(base.sl_radial_width) if structure.sl_peak_shape == "crystal" else 0.0
     bank = build_template_bank(CHI, wavelength_A=float(exp.geometry.wavelength) * 1e10, lattice_constant=a0,
-                               step_deg=SEARCH_STEP_DEG, mosaic_deg=float(np.degrees(base.sl_mosaic)),
+                               step_deg=SearchSettings.step_deg, mosaic_deg=float(np.degrees(base.sl_mosaic)),
                                size_sigma=size_sigma)
     return np.stack(imgs), truth, bank, a_range
 
@@ -89,7 +89,7 @@ def search_errors(imgs: np.ndarray, truth: list, bank, a_range: tuple[float, flo
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--draws", type=int, default=6, help="frames per domain")
-    ap.add_argument("--n-best", type=int, default=4, help="candidates kept (fit.search.n_candidates)")
+    ap.add_argument("--n-best", type=int, default=SearchSettings.n_candidates, help="candidates kept (fit.search.n_candidates)")
     ap.add_argument("--tol-deg", type=float, default=5.0, help="a candidate this close to the truth is right (deg)")
     ap.add_argument("--sl-scale", type=float, nargs=2, default=(900.0, 3000.0),
                     help="range of the SL peak scale of the frames (counts)")
