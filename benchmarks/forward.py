@@ -20,7 +20,9 @@ For the yellow domain (``load_config(default_paths("yellow"))``) it prints, on t
   ``--quick``) on the 4.49 M (qx, qy) of the full detector with a = 150 A. It models a
   different thing (a paracrystal with no atomic lattice): a speed yardstick only;
 * ratios, the machine (CPU model, cores, load average at start and end), the JAX version and
-  the command line.
+  the command line;
+* on an accelerator (JAX's default backend not the CPU), the largest difference between the
+  pattern computed there and the same model on JAX's CPU backend.
 
 Every timed call is also timed in process CPU seconds: CPU / wall near the number of cores
 means the call had the machine to itself; much below it, that other work was running (then
@@ -194,6 +196,21 @@ def bench_dense(pixels, structure, params, ours: np.ndarray) -> dict:
     return out
 
 
+def cpu_agreement(pixels, structure, params, ours: np.ndarray) -> float:
+    """Largest difference, relative to the maximum, between ``ours`` (the model evaluated on the
+    default device, an accelerator) and the same model built and evaluated on JAX's CPU backend."""
+    import jax
+    import jax.numpy as jnp
+
+    from xmodel.pattern import PatternModel
+
+    cpu = jax.devices("cpu")[0]
+    with jax.default_device(cpu):
+        p = jax.device_put(params, cpu)
+        on_cpu = np.asarray(PatternModel(pixels, structure, p, dtype=jnp.float32)(p))
+    return float(np.max(np.abs(ours - on_cpu)) / np.max(np.abs(on_cpu)))
+
+
 def bench_sasmodels(q_lab: np.ndarray, dtype: str, repeats: int) -> dict:
     """sasmodels ``fcc_paracrystal`` 2D on the (qx, qy) of ``q_lab`` (1/A), a = 150 A."""
     os.environ.setdefault("SAS_OPENCL", "none")   # the C (DLL) kernel, as in DESIGN.md's figure
@@ -313,6 +330,10 @@ def main() -> None:
           f"{fmt_ms(dense['compile_s'])} + evaluation {fmt_ms(dense['eval_s'])} ({dense['n_chunks']} chunks); "
           f"dense / ours {dense['eval_s'] / ours_fwd:.1f}x; max |ours - dense| / max = {dense['max_rel_diff']:.2e}",
           flush=True)
+
+    if jax.default_backend() != "cpu":
+        print(f"[{dense_name}, {jax.default_backend()} vs cpu] max |{jax.default_backend()} - cpu| / max = "
+              f"{cpu_agreement(dense_px, structure, params, ours_img):.2e}", flush=True)
 
     sas = []
     if not args.no_sasmodels:

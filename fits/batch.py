@@ -100,6 +100,7 @@ from fits.parameters import check_names, pack, parameter_bounds, unpack
 from fits.status import FitStatus
 from xmodel.parameters import ModelParams
 from xmodel.pattern import PatternModel
+from xmodel.precision import EXACT
 
 _LAMBDA0 = 1e-3
 _LAMBDA_MAX = 1e10
@@ -324,7 +325,7 @@ def _normal_equations(split, x, nonlinear, linear):
         r, jvp = jax.linearize(fn, v)
         cols.append(jax.vmap(jvp, out_axes=1)(jnp.eye(v.shape[0], dtype=v.dtype)))
     jac = jnp.concatenate(cols, axis=1)[:, np.argsort(np.concatenate([nonlinear, linear]))]
-    return jac.T @ jac, jac.T @ r
+    return jnp.matmul(jac.T, jac, precision=EXACT), jnp.matmul(jac.T, r, precision=EXACT)
 
 
 def _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, lo, hi, max_iter, tol,
@@ -365,7 +366,7 @@ def _lm_frame(residual, split, groups, arrays, x0, template, observed, weight, l
     def decrement(a, g, x):
         """Decrease of the cost predicted for the undamped Gauss-Newton step, ``g^T A^-1 g``."""
         a_s, g_s, _ = scaled(a, g, x)
-        dec = -g_s @ jnp.linalg.solve(a_s + 1e-12 * jnp.eye(n, dtype=a_s.dtype), -g_s)
+        dec = -jnp.matmul(g_s, jnp.linalg.solve(a_s + 1e-12 * jnp.eye(n, dtype=a_s.dtype), -g_s), precision=EXACT)
         return jnp.where(jnp.isfinite(dec), dec, jnp.inf)
 
     def body(s):

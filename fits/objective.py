@@ -35,6 +35,7 @@ import numpy as np
 from fits.parameters import check_names, unpack
 from xmodel.parameters import ModelParams
 from xmodel.pattern import PatternModel
+from xmodel.precision import EXACT
 
 #: smallest model value (counts per point) used in the objectives
 MODEL_FLOOR = 1e-6
@@ -392,7 +393,7 @@ def null_deviance(background_shape, diffuse_shape, observed, weight, n_iter: int
         ratio = jnp.sum(w[..., None, :] * comps * (d / m)[..., None, :], axis=-1)
         c_em = jnp.where(norm > 0, c * ratio / safe_norm, 0.0)
         grad = norm - ratio                                               # half the gradient
-        hess = jnp.einsum("...ip,...jp->...ij", comps * (w * d / m ** 2)[..., None, :], comps)
+        hess = jnp.einsum("...ip,...jp->...ij", comps * (w * d / m ** 2)[..., None, :], comps, precision=EXACT)
         hess = hess + 1e-12 * jnp.trace(hess, axis1=-2, axis2=-1)[..., None, None] * jnp.eye(2, dtype=hess.dtype)
         c_nt = jnp.where(norm > 0, jnp.maximum(c - jnp.linalg.solve(hess, grad[..., None])[..., 0], 0.0), 0.0)
         c_nt = jnp.where(jnp.all(jnp.isfinite(c_nt), axis=-1, keepdims=True), c_nt, c_em)

@@ -53,6 +53,7 @@ import numpy as np
 from xmodel.form_factor import sl_peak_factor, sphere_form_factor
 from xmodel.parameters import ModelParams, Structure
 from xmodel.pixels import PixelSet
+from xmodel.precision import EXACT
 
 TWO_PI = 2.0 * np.pi
 
@@ -745,7 +746,7 @@ def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str,
             for i, (n2, _) in enumerate(layout.sl_shells):
                 pts = arrays["sl_points"][i]
                 g = float(TWO_PI * np.sqrt(n2)) / p.lattice_constant
-                g_rot = (TWO_PI / p.lattice_constant) * (arrays["sl_hkl"][i] @ rot.T)
+                g_rot = (TWO_PI / p.lattice_constant) * jnp.matmul(arrays["sl_hkl"][i], rot.T, precision=EXACT)
                 sr, st, height = sl_widths(layout, g, p)
                 if layout.binned:
                     vals = binned_shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], arrays["sl_frame"][i],
@@ -761,7 +762,7 @@ def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str,
             for i, (n2, _) in enumerate(layout.al_shells):
                 pts = arrays["al_points"][i]
                 g = float(TWO_PI * np.sqrt(n2) / layout.al_a)
-                g_rot = (TWO_PI / layout.al_a) * (arrays["al_hkl"][i] @ rot_al.T)
+                g_rot = (TWO_PI / layout.al_a) * jnp.matmul(arrays["al_hkl"][i], rot_al.T, precision=EXACT)
                 st = al_tangential_sigma(g, p.al_radial_width, p.disorder)
                 h = al_peak_height(g, p.al_radial_width, p.disorder, layout.al_a, layout.al_intensity)
                 if layout.binned:
@@ -947,8 +948,10 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
         raise ValueError("dense_pattern evaluates single points; this PixelSet carries bin spreads "
                          "(PixelSet.spread); use PatternModel, or a PixelSet without spread")
     p = params.astype(dtype)
-    sl_g = (TWO_PI / p.lattice_constant) * (jnp.asarray(structure.sl_hkl, dtype) @ p.sl_orientation().T)
-    al_g = (TWO_PI / structure.al_lattice_constant) * (jnp.asarray(structure.al_hkl, dtype) @ p.al_orientation().T)
+    sl_g = (TWO_PI / p.lattice_constant) * jnp.matmul(jnp.asarray(structure.sl_hkl, dtype), p.sl_orientation().T,
+                                                      precision=EXACT)
+    al_g = (TWO_PI / structure.al_lattice_constant) * jnp.matmul(jnp.asarray(structure.al_hkl, dtype),
+                                                                 p.al_orientation().T, precision=EXACT)
     al_w = jnp.asarray(structure.al_weight, dtype)
     nodes = structure.form_factor_nodes
     nsigma = float(structure.form_factor_nsigma)
@@ -981,7 +984,7 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
         al = peaks(al_g, p.al_radial_width, al_tangential_sigma(gn_al, p.al_radial_width, p.disorder))
         al_h = al_peak_height(gn_al, p.al_radial_width, p.disorder, structure.al_lattice_constant,
                               structure.al_peak_intensity)
-        return p.background + p.diffuse_scale * ff + p.sl_scale * bragg * sl + p.al_scale * (al @ (al_w * al_h))
+        return p.background + p.diffuse_scale * ff + p.sl_scale * bragg * sl + p.al_scale * jnp.matmul(al, al_w * al_h, precision=EXACT)
 
     out = np.zeros(pixels.size, np.dtype(dtype))
     idx = np.flatnonzero(pixels.valid)

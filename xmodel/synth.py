@@ -38,6 +38,7 @@ from xmodel.parameters import structure_from_config
 from xmodel.pattern import TERMS, PatternModel
 from xmodel.pixels import PixelSet
 from xmodel.positions import acquisition_order, derive_grid
+from xmodel.precision import EXACT
 from xmodel.twin import (
     TRUTH_UNITS,
     Components,
@@ -96,7 +97,7 @@ def frame_and_sl_peaks(model: PatternModel):
     def both(arrays, params):
         t = terms(arrays, params)
         scales = jnp.stack([jnp.asarray(getattr(params, name), t.dtype) for name in TERMS])
-        return jnp.tensordot(scales, t, axes=1), scales[0] * t[0]
+        return jnp.tensordot(scales, t, axes=1, precision=EXACT), scales[0] * t[0]
 
     return jax.jit(both)
 

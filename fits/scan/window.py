@@ -65,6 +65,7 @@ from xmodel.pattern import (
     sl_peak_widths,
     sl_widths,
 )
+from xmodel.precision import EXACT
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ def _sl_windowed(layout, windows: _Windows, arrays: dict, p: ModelParams, bragg)
     for i, (n2, W, V, c0) in enumerate(windows.shells):
         table = arrays["win_table"][i]
         g = float(TWO_PI * np.sqrt(n2)) / p.lattice_constant
-        g_rot = (TWO_PI / p.lattice_constant) * (arrays["sl_hkl"][i] @ rot.T)          # (m, 3)
+        g_rot = (TWO_PI / p.lattice_constant) * jnp.matmul(arrays["sl_hkl"][i], rot.T, precision=EXACT)   # (m, 3)
         chi_g = jnp.degrees(jnp.arctan2(g_rot[:, 0], g_rot[:, 1]))
         r0 = jnp.floor((chi_g - windows.chi_low) / windows.chi_step).astype(jnp.int32) % windows.n_chi
         start = jnp.searchsorted(arrays["win_qgrid"], g).astype(jnp.int32) - c0 - V

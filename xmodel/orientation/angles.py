@@ -15,6 +15,7 @@ import numpy as np
 from xmodel.orientation.checks import as_direction, check_matrices, format_direction
 from xmodel.orientation.rotations import rotation_about_axis
 from xmodel.orientation.symmetry import cubic_symmetry_operators
+from xmodel.precision import EXACT
 
 __all__ = ["base_orientation", "decompose_orientation", "sl_orientation"]
 
@@ -95,10 +96,10 @@ def sl_orientation(R_base, inplane, tilt1, tilt2) -> jnp.ndarray:
     Validation: equals the explicit matrix product of scipy elementary rotations (tests).
     """
     dtype = jnp.result_type(jnp.asarray(inplane), jnp.asarray(tilt1), jnp.asarray(tilt2), float)
-    rot = (rotation_about_axis(0, jnp.asarray(tilt1, dtype))
-           @ rotation_about_axis(1, jnp.asarray(tilt2, dtype))
-           @ rotation_about_axis(2, jnp.asarray(inplane, dtype)))
-    return rot @ jnp.asarray(R_base, dtype)
+    rot = jnp.matmul(rotation_about_axis(0, jnp.asarray(tilt1, dtype)),
+                     rotation_about_axis(1, jnp.asarray(tilt2, dtype)), precision=EXACT)
+    rot = jnp.matmul(rot, rotation_about_axis(2, jnp.asarray(inplane, dtype)), precision=EXACT)
+    return jnp.matmul(rot, jnp.asarray(R_base, dtype), precision=EXACT)
 
 
 def decompose_orientation(R: np.ndarray, zones: list[tuple[np.ndarray, np.ndarray | None]]

@@ -14,6 +14,7 @@ import numpy as np
 from xmodel.orientation.checks import as_direction, check_matrices, format_direction
 from xmodel.orientation.rotations import rotation_matrix
 from xmodel.orientation.symmetry import cubic_symmetry_operators
+from xmodel.precision import EXACT
 
 __all__ = ["RELATIONSHIPS", "al_orientation", "orientation_relationship", "relationship_variants"]
 
@@ -129,7 +130,8 @@ def al_orientation(R_sl, R_or, misorientation_rotvec) -> jnp.ndarray:
     """
     dtype = jnp.result_type(jnp.asarray(R_sl), jnp.asarray(misorientation_rotvec), float)
     w = jnp.asarray(misorientation_rotvec, dtype)
-    return jnp.asarray(R_sl, dtype) @ jnp.asarray(R_or, dtype) @ rotation_matrix(w)
+    return jnp.matmul(jnp.matmul(jnp.asarray(R_sl, dtype), jnp.asarray(R_or, dtype), precision=EXACT),
+                      rotation_matrix(w), precision=EXACT)
 
 
 def relationship_variants(relationship: np.ndarray) -> list[np.ndarray]:

@@ -16,6 +16,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from xmodel.orientation.checks import as_float, check_matrices
+from xmodel.precision import EXACT
 
 __all__ = ["matrix_from_quaternion", "quaternion_from_matrix", "rotation_about_axis", "rotation_about_beam",
            "rotation_matrix", "rotation_vector"]
@@ -71,7 +72,7 @@ def rotation_matrix(rotvec) -> jnp.ndarray:
                   2.0 * jnp.sin(0.5 * t) ** 2 / t2)
     k = _hat(w)
     eye = jnp.eye(3, dtype=w.dtype)
-    return eye + a[..., None, None] * k + b[..., None, None] * (k @ k)
+    return eye + a[..., None, None] * k + b[..., None, None] * jnp.matmul(k, k, precision=EXACT)
 
 
 def rotation_about_axis(axis: int, angle) -> jnp.ndarray:

@@ -18,12 +18,12 @@ CHI = np.arange(180) * 2.0 - 179.0
 Q = np.concatenate([np.geomspace(0.06, 0.14, 45), np.geomspace(1.80, 1.88, 8)])
 
 
-@pytest.fixture(scope="module")
-def models():
-    """The red domain's orientation-free model on the fit points of a 2 deg polar grid, windowed."""
+def red_window_models(dtype=None) -> dict:
+    """The red domain's orientation-free model on the fit points of a 2 deg polar grid, windowed
+    (``dtype``: of the template's leaves, as `params_from_config`)."""
     cfg = load_config(default_paths("red"))
     sup = FitSettings().support
-    template = params_from_config(cfg)
+    template = params_from_config(cfg) if dtype is None else params_from_config(cfg, dtype=dtype)
     a0 = float(template.lattice_constant)
     a_range = (sup.a_range_rel[0] * a0, sup.a_range_rel[1] * a0)
     structure = structure_from_config(cfg, a_range)
@@ -32,6 +32,11 @@ def models():
     base = support_model(pixels.subset(index), structure, template, a_range, sup.width_factor)
     win = windowed_model(base, index, CHI, Q, template, sup.width_factor, sup.sl_window_nsigma)
     return {"base": base, "win": win, "template": template, "a_range": a_range, "index": index, "sup": sup}
+
+
+@pytest.fixture(scope="module")
+def models():
+    return red_window_models()
 
 
 def _random_params(m, rng):
