@@ -31,7 +31,7 @@ Attributes: ``poni``, ``master``, ``master_identity``, ``fingerprint``, ``frames
 ``method``, ``positions_source``, ``hot_pixels``.
 
 NeXus (`xmodel.nexus`): ``/entry`` is an NXentry, ``/entry/reduction`` an NXprocess (fields
-``program``, ``version``, ``date``, ``command_line``); ``/entry/polar`` (frame, chi, q) and
+``program``, ``version``, ``date``, ``command_line``, ``environment``); ``/entry/polar`` (frame, chi, q) and
 ``/entry/radial`` (frame, q) are NXdata groups whose fields are soft links to the datasets above,
 ``/entry/intensity_map`` (when the frames lie on a grid) is the map of each frame's mean
 intensity over y and x in um (`write_intensity_map`), and the file's ``default`` chain leads to

@@ -19,8 +19,9 @@ between is put back to the state before the pass by `roll_back`, so that the res
 from the same rows as an uninterrupted one and gives the same result.
 
 NeXus (`xmodel.nexus`): ``/entry/fits`` is an NXprocess (fields ``program``, ``version``,
-``date``, ``command_line``, ``parameters`` = the settings and ``resolved_config`` as JSON, the
-config files as NXnote groups ``config_<k>``); `write_maps` adds ``/entry/fits/maps``, an
+``date``, ``command_line``, ``environment`` = the software and JAX devices of the process that
+wrote it (`xmodel.nexus.environment`), ``parameters`` = the settings and ``resolved_config`` as
+JSON, the config files as NXnote groups ``config_<k>``); `write_maps` adds ``/entry/fits/maps``, an
 NXcollection of 2D NXdata images (rows y, columns x in um on the reduction's scan grid) of
 `MAP_DATASETS`, and points the file's ``default`` chain at the lattice-constant map. The
 per-frame datasets stay where they are; dimensionless ones carry no ``units`` attribute.

@@ -52,8 +52,19 @@ def test_nxdata_with_axes_indices_and_default_chain(tmp_path):
         assert proc.attrs["NX_class"] == "NXprocess" and proc["program"][()].decode() == "xmodel test"
         assert proc["version"][()].decode() and proc["date"][()].decode()[:2] == "20"
         assert json.loads(proc["parameters"][()]) == {"a": 1}
+        env = json.loads(proc["environment"][()])
+        assert env["numpy"] == np.__version__ and env["python"].count(".") == 2
         _nx_classes(f)
         _units_are_unit_strings(f)
+
+
+def test_environment_names_the_jax_backend_and_devices():
+    """The device that computed a result is part of its provenance (GPU and CPU patterns differ at 5e-4)."""
+    import jax
+
+    env = nexus.environment()
+    assert env["jax"] == jax.__version__ and env["jax_backend"] == jax.default_backend()
+    assert env["jax_devices"] and all(d.startswith(f"{env['jax_backend']}:") for d in env["jax_devices"])
 
 
 def test_nxdata_rejects_mismatched_axes(tmp_path):
