@@ -37,7 +37,7 @@ from xmodel.config import DOMAINS, default_paths, load_config
 from xmodel.experiment import Experiment
 from xmodel.noise import poisson_counts
 from xmodel.parameters import params_from_config, structure_from_config
-from xmodel.pattern import PatternModel
+from xmodel.pattern import SIZE_SHAPES, PatternModel
 
 CHI = np.arange(180) * 2.0 - 179.0
 Q = np.concatenate([np.linspace(0.05, 0.22, 110), np.linspace(1.75, 2.25, 30)])
@@ -64,7 +64,7 @@ def domain_frames(domain: str, overrides: list[str], draws: int, sl_scale: tuple
         img = poisson_counts(np.asarray(model.image(p), float), seed=seed + k).astype(np.float64)
         imgs.append(np.where(px.valid.reshape(img.shape), img, np.nan))
         truth.append(p)
-    size_sigma = float(base.sl_radial_width) if structure.sl_peak_shape == "crystal" else 0.0
+    size_sigma = float(base.sl_radial_width) if structure.sl_peak_shape in SIZE_SHAPES else 0.0
     bank = build_template_bank(CHI, wavelength_A=float(exp.geometry.wavelength) * 1e10, lattice_constant=a0,
                                step_deg=SearchSettings.step_deg, mosaic_deg=float(np.degrees(base.sl_mosaic)),
                                size_sigma=size_sigma)

@@ -56,9 +56,10 @@ SL_PEAK_WEIGHTINGS = ("decoupling", "average")
 #: weight, where the paper's Fig. 2c shows 311_SL maxima) and the driver's refined NC misorientation.
 DEFAULT_SL_PEAK_WEIGHTING = "average"
 #: the same tuple as `xmodel.pattern.SL_PEAK_SHAPES`: "mosaic" (the peaks of earlier versions: the
-#: height whatever the widths) or "crystal" (size, mosaic and paracrystal broadening, integrated
-#: intensity kept)
-SL_PEAK_SHAPES = ("mosaic", "crystal")
+#: height whatever the widths), "crystal" (size, mosaic and paracrystal broadening, integrated
+#: intensity kept) or "grain" ("crystal" with the profile across the Ewald sphere that the grain's
+#: size and mosaic give, `xmodel.pattern.grain_across`)
+SL_PEAK_SHAPES = ("mosaic", "crystal", "grain")
 #: the default of ``model.sl_peak_shape``. The physics says "crystal" (each reflection keeps its
 #: kinematic integrated intensity whatever its widths, as the AL peaks do with
 #: ``model.al_peak_intensity = "integrated"``), and it fits the real-space twin better; "mosaic" stays
@@ -251,9 +252,12 @@ class ModelConfig:
         independent of its widths, the kinematic integrated intensity) or "mosaic" (the default
         for now, `DEFAULT_SL_PEAK_SHAPE`; the model of earlier versions: radial sigma ``sigma_r``,
         tangential ``|G| sigma_mosaic``, height ``sl_scale`` whatever the widths, so the
-        integrated intensity grows as ``|G|^2``).
+        integrated intensity grows as ``|G|^2``), or "grain" ("crystal" with, across the Ewald
+        sphere, the pseudo-Voigt of the grain's shape transform, a Lorentzian of half width
+        ``3 / (4 R)`` with ``R`` from the size width, convolved with the mosaic:
+        `xmodel.pattern.grain_across`; ``sl_peak_tail`` stays 0).
     sl_paracrystal : float
-        Paracrystal (Hosemann) growth of the SL radial width with the "crystal" shape (A, >= 0):
+        Paracrystal (Hosemann) growth of the SL radial width with the "crystal" and "grain" shapes (A, >= 0):
         ``sigma_r(G)^2 = sigma_r^2 + (sl_paracrystal |G|^2)^2``; 0 (the default) leaves it out.
     sl_peak_tail : float
         Lorentzian share eta (0 to 1) of the SL peaks' profile across the Ewald sphere, a

@@ -128,9 +128,9 @@ class Structure:
     form_factor_nsigma : truncation of the Gaussian radius distribution (standard deviations).
     sl_peak_weighting : size weighting of the SL Bragg peaks, "decoupling" (``|<F>|^2``) or
         "average" (``<|F|^2>``); see `xmodel.form_factor.sl_peak_factor`.
-    sl_peak_shape : shape of the SL Bragg peaks, "mosaic" or "crystal"
+    sl_peak_shape : shape of the SL Bragg peaks, "mosaic", "crystal" or "grain"
         (`xmodel.pattern.sl_peak_widths`).
-    sl_paracrystal : paracrystal growth s of the SL radial width with "crystal" (A).
+    sl_paracrystal : paracrystal growth s of the SL radial width with "crystal" or "grain" (A).
     sl_peak_tail : Lorentzian share of the SL peaks' profile across the Ewald sphere, 0 to 1
         (`xmodel.pattern.across_sphere_profile`).
     al_peak_intensity : what of an AL reflection follows ``|F|^2``, "integrated" or "height"
@@ -182,12 +182,16 @@ class Structure:
         if sl_peak_shape not in SL_PEAK_SHAPES:
             raise ValueError(f"sl_peak_shape {sl_peak_shape!r} is unknown; use one of "
                              f"{list(SL_PEAK_SHAPES)} (model.sl_peak_shape).")
-        if not sl_paracrystal >= 0 or (sl_paracrystal > 0 and sl_peak_shape != "crystal"):
+        if not sl_paracrystal >= 0 or (sl_paracrystal > 0 and sl_peak_shape == "mosaic"):
             raise ValueError(f"sl_paracrystal = {sl_paracrystal!r} A: expected a number >= 0, and 0 unless "
-                             f"model.sl_peak_shape = \"crystal\" (got {sl_peak_shape!r}).")
+                             f"model.sl_peak_shape is \"crystal\" or \"grain\" (got {sl_peak_shape!r}).")
         if not 0.0 <= sl_peak_tail <= 1.0:
             raise ValueError(f"sl_peak_tail = {sl_peak_tail!r}: expected the Lorentzian share of the SL "
                              "profile across the Ewald sphere, a number from 0 to 1 (model.sl_peak_tail).")
+        if sl_peak_tail and sl_peak_shape == "grain":
+            raise ValueError(f"sl_peak_tail = {sl_peak_tail!r} with model.sl_peak_shape = \"grain\": that shape "
+                             "derives its profile across the Ewald sphere from the grain's size and mosaic "
+                             "(xmodel.pattern.grain_across); leave sl_peak_tail at 0, or use \"crystal\".")
         if al_peak_intensity not in AL_PEAK_INTENSITIES:
             raise ValueError(f"al_peak_intensity {al_peak_intensity!r} is unknown; use one of "
                              f"{list(AL_PEAK_INTENSITIES)} (model.al_peak_intensity).")

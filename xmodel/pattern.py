@@ -11,7 +11,8 @@
   Gaussian peak with radial sigma ``sigma_r`` and tangential sigma ``|G| sigma_mosaic`` (the
   default ``model.sl_peak_shape = "mosaic"``), or with the widths and the integrated-intensity
   normalisation of a finite, mosaic, paracrystalline grain (``"crystal"``, `sl_peak_widths`),
-  and across the Ewald sphere a pseudo-Voigt with ``model.sl_peak_tail`` (`across_sphere_profile`);
+  and across the Ewald sphere a pseudo-Voigt with ``model.sl_peak_tail`` (`across_sphere_profile`)
+  or, with ``"grain"``, the pseudo-Voigt that the grain's own size and mosaic give (`grain_across`);
 * ``I_AL(q) = al_scale * sum_G |F_G|^2/|F_200|^2 h_G g(q; R_al G)`` over the rock-salt PbS
   reflections, radial sigma ``sigma_s`` and tangential ``sigma_t = sqrt(sigma_s^2 + (|G|
   sigma_Phi)^2)`` (the model behind the paper's Eq. 7), ``h_G = (sigma_t,200 / sigma_t)^2`` so that
@@ -62,13 +63,17 @@ TWO_PI = 2.0 * np.pi
 AL_PEAK_INTENSITIES = ("integrated", "height")
 #: shapes of the SL Bragg peaks (``model.sl_peak_shape``, `sl_peak_widths`); the same tuple as
 #: `xmodel.config.SL_PEAK_SHAPES`
-SL_PEAK_SHAPES = ("mosaic", "crystal")
+SL_PEAK_SHAPES = ("mosaic", "crystal", "grain")
+#: the shapes with the finite grain's widths and integrated-intensity normalisation
+SIZE_SHAPES = ("crystal", "grain")
 #: reference sigma of the "crystal" shape's normalisation (1/A): ``sl_scale`` is the height of a
 #: reflection whose three sigmas are all this (a FWHM of 4.7e-3 1/A, about a 100 nm grain's)
 SL_REFERENCE_SIGMA = 2.0e-3
 #: half width at half maximum of the Lorentzian of the SL profile across the Ewald sphere, in
 #: units of the tangential sigma: the Gaussian's, ``sqrt(2 ln 2)`` (`across_sphere_profile`)
 TAIL_HWHM = float(np.sqrt(2.0 * np.log(2.0)))
+#: FWHM of a Gaussian over its sigma, ``2 sqrt(2 ln 2)``
+GAUSS_FWHM = 2.0 * TAIL_HWHM
 #: integral of the unit-height Lorentzian over that of the unit-height Gaussian of equal HWHM,
 #: ``pi sqrt(2 ln 2) / sqrt(2 pi)`` (`sl_tail_integral`)
 TAIL_INTEGRAL_RATIO = float(np.pi * TAIL_HWHM / np.sqrt(2.0 * np.pi))
@@ -83,7 +88,7 @@ def sl_peak_widths(g, sl_radial_width, sl_mosaic, shape: str = "mosaic", paracry
     g : |G| (1/A), a number or an array (numpy or JAX).
     sl_radial_width : sigma_r (1/A); with "crystal" the isotropic (size) width at G -> 0.
     sl_mosaic : sigma_mosaic (rad).
-    shape : "mosaic" or "crystal" (`SL_PEAK_SHAPES`, ``model.sl_peak_shape``).
+    shape : "mosaic", "crystal" or "grain" (`SL_PEAK_SHAPES`, ``model.sl_peak_shape``).
     paracrystal : s (A), the radial growth with "crystal" (``model.sl_paracrystal``); 0 leaves it out.
     tail : the Lorentzian share of the profile across the Ewald sphere (``model.sl_peak_tail``,
         `across_sphere_profile`); with "crystal" the height keeps the integrated intensity.
@@ -104,7 +109,9 @@ def sl_peak_widths(g, sl_radial_width, sl_mosaic, shape: str = "mosaic", paracry
     sigma_mosaic``, height ``sl_scale B(|q|)`` whatever the widths, so a reflection's integrated
     intensity grows as ``sigma_r sigma_t^2`` (as ``|G|^2 sigma_mosaic^2``).
 
-    "crystal": the peak of a finite, mosaic, paracrystalline grain.
+    "crystal": the peak of a finite, mosaic, paracrystalline grain. "grain": the same widths and
+    normalisation, with the profile across the Ewald sphere of that grain (`grain_across`)
+    instead of the Gaussian or ``model.sl_peak_tail``'s pseudo-Voigt.
 
     * Size (Scherrer): a coherent grain of diameter D broadens every reflection by the Fourier
       transform of its shape, the same in every direction for a compact grain and independent of
@@ -139,13 +146,108 @@ def sl_peak_widths(g, sl_radial_width, sl_mosaic, shape: str = "mosaic", paracry
     """
     if shape == "mosaic":
         return sl_radial_width, g * sl_mosaic, 1.0
-    if shape != "crystal":
+    if shape not in SIZE_SHAPES:
         raise ValueError(f"SL peak shape {shape!r} is unknown; use one of {list(SL_PEAK_SHAPES)} "
                          f"(model.sl_peak_shape).")
     size2 = sl_radial_width * sl_radial_width
     sr = sl_radial_width if not paracrystal else (size2 + (paracrystal * g * g) ** 2) ** 0.5
     st2 = size2 + (g * sl_mosaic) ** 2
-    return sr, st2 ** 0.5, SL_REFERENCE_SIGMA ** 3 / (sr * st2 * sl_tail_integral(tail))
+    if shape == "grain":
+        eta, sa = grain_across(g, sl_radial_width, sl_mosaic)
+        across = (sa / st2 ** 0.5) * ((1.0 - eta) + eta * TAIL_INTEGRAL_RATIO)
+    else:
+        across = sl_tail_integral(tail)
+    return sr, st2 ** 0.5, SL_REFERENCE_SIGMA ** 3 / (sr * st2 * across)
+
+
+def tch_pseudo_voigt(fwhm_g, fwhm_l):
+    """FWHM and Lorentzian share eta of the pseudo-Voigt that stands for the Voigt profile of a
+    Gaussian and a Lorentzian of FWHMs ``fwhm_g`` and ``fwhm_l`` (numbers or arrays, numpy or JAX).
+
+    Thompson, Cox & Hastings, J. Appl. Cryst. 20, 79 (1987), eqs. 3-4: ``f^5 = f_G^5 + 2.69269
+    f_G^4 f_L + 2.42843 f_G^3 f_L^2 + 4.47163 f_G^2 f_L^3 + 0.07842 f_G f_L^4 + f_L^5``, ``eta =
+    1.36603 r - 0.47719 r^2 + 0.11116 r^3``, ``r = f_L / f``. Its FWHM is within 0.45 % of the
+    Voigt's for any ``f_L / f_G`` (against scipy's `voigt_profile`).
+
+    Validation: the FWHM against scipy's `voigt_profile` (tests/xmodel/test_grain_profile.py).
+    """
+    fg, fl = fwhm_g, fwhm_l
+    f = (fg ** 5 + 2.69269 * fg ** 4 * fl + 2.42843 * fg ** 3 * fl ** 2 + 4.47163 * fg ** 2 * fl ** 3
+         + 0.07842 * fg * fl ** 4 + fl ** 5) ** 0.2
+    r = fl / f
+    return f, 1.36603 * r - 0.47719 * r * r + 0.11116 * r ** 3
+
+
+def _sphere_profile() -> tuple[float, float, float, float]:
+    """The pseudo-Voigt of a sphere's shape transform across the Ewald sphere, in units of the
+    sphere's Guinier sigma ``s = sqrt(5/2) / R``: its FWHM and eta, and the FWHMs of the Gaussian
+    and the Lorentzian of the Voigt that `tch_pseudo_voigt` turns into it (`grain_across`).
+
+    What a detector sees of a reflection along the sphere's normal is the peak integrated over
+    the other two directions: the Fourier transform of the grain's autocorrelation along the
+    normal, for a sphere of radius R ``gamma(z) = 1 - 3|z| / (4 R) + |z|^3 / (16 R^3)`` (|z| <=
+    2R; Guinier & Fournet, "Small-Angle Scattering of X-rays", 1955, ch. 2). Its height is
+    ``3 R / 2``, its integral ``2 pi`` and its tail ``(3 / (2 R)) / delta^2`` (from the kink of
+    ``gamma`` at 0). The pseudo-Voigt of the same height, integral and tail has ``eta W^2 = 4``
+    (W its FWHM times R) and ``W (c (1 - eta) + eta pi / 2) = 4 pi / 3`` with ``c = sqrt(pi /
+    (4 ln 2))``: a quadratic in W. It stays within 4 % of the marginal's height everywhere
+    (tests/xmodel/test_grain_profile.py). The Voigt components come from inverting
+    `tch_pseudo_voigt` (its eta cubic for r, then its f^5 for f_G).
+    """
+    c = float(np.sqrt(np.pi / (4.0 * np.log(2.0))))
+    beta = 4.0 * np.pi / 3.0
+    w = (beta + np.sqrt(beta * beta - 16.0 * c * (0.5 * np.pi - c))) / (2.0 * c)     # FWHM * R
+    eta = 4.0 / (w * w)
+    roots = np.roots([0.11116, -0.47719, 1.36603, -eta])
+    r = float(min(x.real for x in roots if abs(x.imag) < 1e-12 and 0.0 <= x.real <= 1.0))
+    fl = r * w
+    lo, hi = 0.0, w
+    for _ in range(200):                     # bisection of f(f_G) = w, f increasing in f_G
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if float(tch_pseudo_voigt(mid, fl)[0]) < w else (lo, mid)
+    per_sigma = float(np.sqrt(2.5))          # R = sqrt(5/2) / s: a width w / R is (w / sqrt(5/2)) s
+    return float(w / per_sigma), float(eta), float(0.5 * (lo + hi) / per_sigma), float(fl / per_sigma)
+
+
+#: the sphere's profile across the Ewald sphere per unit of its size sigma: FWHM, eta, and its
+#: Voigt's Gaussian and Lorentzian FWHMs (`_sphere_profile`)
+SPHERE_FWHM, SPHERE_ETA, SPHERE_FWHM_G, SPHERE_FWHM_L = _sphere_profile()
+
+
+def grain_across(g, size_sigma, sl_mosaic):
+    """The profile across the Ewald sphere of a finite, mosaic grain's reflection: its
+    pseudo-Voigt share eta and its sigma (the Gaussian sigma of equal FWHM), for the "grain" shape.
+
+    Parameters
+    ----------
+    g : |G| (1/A); size_sigma : the grain's isotropic size sigma ``sqrt(5/2) / R`` (1/A, the
+        "crystal" shape's ``sl_radial_width``); sl_mosaic : sigma_mosaic (rad). Numbers or arrays,
+        numpy or JAX.
+
+    Returns
+    -------
+    eta : the Lorentzian share (unitless, 0 to 1); sigma_a : ``FWHM / (2 sqrt(2 ln 2))`` (1/A).
+
+    Notes
+    -----
+    The grain (a sphere of radius ``R = sqrt(5/2) / size_sigma``, the Guinier sigma of the
+    "crystal" shape) gives, along the sphere's normal, the pseudo-Voigt of `_sphere_profile`:
+    eta 0.352, FWHM ``3.37 / R``, whose tail falls as ``delta^-2`` where a Gaussian's falls as
+    ``exp(-delta^2 / 2 sigma^2)``. The mosaic moves the reflection across the sphere by a Gaussian
+    of sigma ``|G| sigma_mosaic``. Convolved, Gaussians add in quadrature and Lorentzians
+    linearly: the grain's Voigt components (`SPHERE_FWHM_G`, `SPHERE_FWHM_L`) with the mosaic's
+    Gaussian give ``f_G = sqrt((SPHERE_FWHM_G s)^2 + (2 sqrt(2 ln 2) |G| sigma_mosaic)^2)`` and
+    ``f_L = SPHERE_FWHM_L s``, and `tch_pseudo_voigt` the profile. No constant is chosen: the size
+    and the mosaic are the model's own parameters.
+
+    Validation: its FWHM against scipy's `voigt_profile`, its limits (the sphere's pseudo-Voigt
+    without mosaic, the Gaussian without size) and the sphere's marginal (numerical Fourier
+    transform) in tests/xmodel/test_grain_profile.py.
+    """
+    fg_m = GAUSS_FWHM * g * sl_mosaic
+    fg_s = SPHERE_FWHM_G * size_sigma
+    f, eta = tch_pseudo_voigt((fg_s * fg_s + fg_m * fg_m) ** 0.5, SPHERE_FWHM_L * size_sigma)
+    return eta, f / GAUSS_FWHM
 
 
 def gaussian_peak(dq_r2, dq_t2, sigma_r, sigma_t):
@@ -210,12 +312,18 @@ def across_sphere_profile(u, tail: float):
     they are. ``eta = 0`` is the Gaussian peak of `gaussian_peak`.
     """
     g = _array_module(u).exp(-0.5 * u)
-    if not tail:
+    if not has_tail(tail):
         return g
     return (1.0 - tail) * g + tail / (1.0 + u / (TAIL_HWHM * TAIL_HWHM))
 
 
-def sl_peak(dq_r2, dq_t2, dq_1_2, sigma_r, sigma_t, tail: float = 0.0):
+def has_tail(tail) -> bool:
+    """Whether ``tail`` asks for the pseudo-Voigt across the sphere: anything but a static zero
+    (a traced eta, e.g. `grain_across`'s, always does)."""
+    return not (isinstance(tail, (int, float)) and tail == 0)
+
+
+def sl_peak(dq_r2, dq_t2, dq_1_2, sigma_r, sigma_t, tail=0.0, sigma_a=None):
     """SL peak of unit height: `gaussian_peak` with the profile across the Ewald sphere
     `across_sphere_profile`.
 
@@ -224,12 +332,15 @@ def sl_peak(dq_r2, dq_t2, dq_1_2, sigma_r, sigma_t, tail: float = 0.0):
     dq_r2, dq_t2 : squared radial distance and squared tangential chord (1/A^2, `gaussian_peak`).
     dq_1_2 : the chord's squared part along ``e1 = e_beam x q_hat`` (in the detector plane;
         1/A^2); the rest, ``dq_t2 - dq_1_2``, lies across the sphere. Not used without a tail.
-    sigma_r, sigma_t : radial and tangential sigmas (1/A); tail : eta (static).
+    sigma_r, sigma_t : radial and tangential sigmas (1/A); tail : eta (static, or traced with the
+        "grain" shape, `grain_across`).
+    sigma_a : the across-sphere profile's sigma (1/A, `grain_across`); None: ``sigma_t``.
     """
-    if not tail:
+    if not has_tail(tail):
         return gaussian_peak(dq_r2, dq_t2, sigma_r, sigma_t)
+    sa = sigma_t if sigma_a is None else sigma_a
     return gaussian_peak(dq_r2, dq_1_2, sigma_r, sigma_t) * across_sphere_profile(
-        jnp.maximum(dq_t2 - dq_1_2, 0.0) / sigma_t ** 2, tail)
+        jnp.maximum(dq_t2 - dq_1_2, 0.0) / sa ** 2, tail)
 
 
 def chord_on_e1(gn_x, gn_y, qx, qy):
@@ -252,6 +363,18 @@ def tail_reach(tail: float, nsigma: float) -> float:
     return float(np.sqrt(max(u_cut, nsigma ** 2)) / nsigma)
 
 
+#: bound on the ratio of `grain_across`'s sigma to the tangential sigma ``sqrt(s^2 + (|G|
+#: sigma_mosaic)^2)``: a Voigt's FWHM is at most ``f_G + f_L``, and ``f_G <= max(SPHERE_FWHM_G,
+#: 2 sqrt(2 ln 2)) sigma_t``, ``f_L <= SPHERE_FWHM_L sigma_t``
+GRAIN_REACH = (max(SPHERE_FWHM_G, GAUSS_FWHM) + SPHERE_FWHM_L) / GAUSS_FWHM
+
+
+def sl_reach(shape: str, tail: float, nsigma: float) -> float:
+    """`tail_reach` of a SL shape: with "grain" that of a whole Lorentzian (eta <= 1) of the
+    widest sigma `grain_across` gives (`GRAIN_REACH` times the tangential sigma)."""
+    return tail_reach(1.0, nsigma) * GRAIN_REACH if shape == "grain" else tail_reach(tail, nsigma)
+
+
 def sl_tail_integral(tail: float) -> float:
     """Integral of `across_sphere_profile` over that of its Gaussian (unitless).
 
@@ -262,7 +385,7 @@ def sl_tail_integral(tail: float) -> float:
     return (1.0 - tail) + tail * TAIL_INTEGRAL_RATIO
 
 
-def shell_sum(q_t, q2, g_rot, g, sigma_r, sigma_t, tail: float = 0.0):
+def shell_sum(q_t, q2, g_rot, g, sigma_r, sigma_t, tail=0.0, sigma_a=None):
     """Sum of the peaks of one shell (reflections of equal |G| = g) at points q.
 
     Parameters
@@ -296,10 +419,10 @@ def shell_sum(q_t, q2, g_rot, g, sigma_r, sigma_t, tail: float = 0.0):
     dr = qa - g
     dt2 = (2.0 * g * g) * jnp.maximum(1.0 - c / jnp.maximum(qa, 1e-12)[None, :], 0.0)
     t1 = None
-    if tail:
+    if has_tail(tail):
         c1 = chord_on_e1(gn[:, 0:1], gn[:, 1:2], q_t[0][None, :], q_t[1][None, :])
         t1 = (g * g) * c1 * c1
-    return jnp.sum(sl_peak((dr * dr)[None, :], dt2, t1, sigma_r, sigma_t, tail), axis=0)
+    return jnp.sum(sl_peak((dr * dr)[None, :], dt2, t1, sigma_r, sigma_t, tail, sigma_a), axis=0)
 
 
 def bin_frame(q_lab: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -332,7 +455,7 @@ def bin_frame(q_lab: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.nda
     return e1.T.copy(), local
 
 
-def binned_shell_sum(q_t, q2, e1, local, g_rot, g, sigma_r, sigma_t, tail: float = 0.0):
+def binned_shell_sum(q_t, q2, e1, local, g_rot, g, sigma_r, sigma_t, tail=0.0, sigma_a=None):
     """Mean of the peaks of one shell over the pixels of reduced bins, to second order.
 
     Parameters
@@ -386,10 +509,10 @@ def binned_shell_sum(q_t, q2, e1, local, g_rot, g, sigma_r, sigma_t, tail: float
     gn = g_rot / g
     c = gn[:, 0:1] * q_t[0][None, :] + gn[:, 1:2] * q_t[1][None, :] + gn[:, 2:3] * q_t[2][None, :]
     c1 = gn[:, 0:1] * e1[0][None, :] + gn[:, 1:2] * e1[1][None, :] + gn[:, 2:3] * e1[2][None, :]
-    return jnp.sum(binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail), axis=0)
+    return jnp.sum(binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail, sigma_a), axis=0)
 
 
-def binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail: float = 0.0):
+def binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail=0.0, sigma_a=None):
     """Unit-height peak averaged over a bin's pixels, per (reflection, point) pair (`binned_shell_sum`).
 
     Parameters
@@ -399,7 +522,8 @@ def binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail: float = 0.0):
         `bin_frame`), each broadcasting like ``qa`` against ``c``.
     g : ``|G|`` (1/A); sigma_r, sigma_t : radial and tangential sigmas (1/A).
     tail : the Lorentzian share across the Ewald sphere (`across_sphere_profile`; static, 0 for
-        the Gaussian).
+        the Gaussian, or traced with the "grain" shape); sigma_a : the across-sphere profile's
+        sigma (1/A, `grain_across`; None: ``sigma_t``).
 
     Returns
     -------
@@ -418,14 +542,16 @@ def binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail: float = 0.0):
     det = m00 * m11 - m01 * m01
     # exponent d^T M^-1 d over (x0, x1), and the rest of the chord over the e2 variance
     k00, k01, k11, k22 = m11 / det, -2.0 * m01 / det, m00 / det, 1.0 / m22
-    if not tail:
+    if not has_tail(tail):
         arg = k00 * x0 * x0 + k01 * x0 * x1 + (k11 - k22) * x1 * x1 + k22 * dt2
         return jnp.exp(-0.5 * arg) * jax.lax.rsqrt(det * m22)
-    # the e2 factor (across the sphere) as a pseudo-Voigt: its Gaussian part convolved with the
-    # bins' e2 spread as above, its Lorentzian part at the centroid
-    u = jnp.maximum(dt2 - x1 * x1, 0.0)
+    # the e2 factor (across the sphere) as a pseudo-Voigt of sigma sigma_a: its Gaussian part
+    # convolved with the bins' e2 spread as above, its Lorentzian part at the centroid
+    ra2 = 1.0 if sigma_a is None else (sigma_t / sigma_a) ** 2
+    u = jnp.maximum(dt2 - x1 * x1, 0.0) * ra2
+    m22a = m22 if sigma_a is None else 1.0 + local[3] * at * at * ra2
     core = jnp.exp(-0.5 * (k00 * x0 * x0 + k01 * x0 * x1 + k11 * x1 * x1)) * jax.lax.rsqrt(det)
-    across = (1.0 - tail) * jnp.exp(-0.5 * k22 * u) * jax.lax.rsqrt(m22) + tail / (1.0 + u / (TAIL_HWHM * TAIL_HWHM))
+    across = (1.0 - tail) * jnp.exp(-0.5 * u / m22a) * jax.lax.rsqrt(m22a) + tail / (1.0 + u / (TAIL_HWHM * TAIL_HWHM))
     return core * across
 
 
@@ -637,7 +763,7 @@ def build_support(pixels: PixelSet, structure: Structure, params: ModelParams, *
     para = structure.sl_paracrystal * wf
     # a tail across the Ewald sphere reaches further than the Gaussian off the sphere: the members
     # are kept out to where its Lorentzian falls below the cut (the bands are radial, unchanged)
-    reach_t = tail_reach(structure.sl_peak_tail, n)
+    reach_t = sl_reach(structure.sl_peak_shape, structure.sl_peak_tail, n)
     sl_all = _lattice_support(q_lab, qabs, order, structure.sl_hkl, rot_sl, a_values,
                               lambda g: sl_peak_widths(g, sr, mosaic, structure.sl_peak_shape, para)[0],
                               lambda g: sl_peak_widths(g, sr, mosaic, structure.sl_peak_shape, para)[1] * reach_t,
@@ -694,6 +820,15 @@ def sl_widths(layout: _Layout, g, p: ModelParams):
                           layout.sl_tail)
 
 
+def sl_across(layout: _Layout, g, p: ModelParams):
+    """``(eta, sigma_a)`` of the SL profile across the Ewald sphere at |G| = ``g``: `grain_across`
+    with the "grain" shape (traced), else ``(model.sl_peak_tail, None)`` (static; the tangential
+    sigma). Also `fits.scan.window`."""
+    if layout.sl_shape == "grain":
+        return grain_across(g, p.sl_radial_width, p.sl_mosaic)
+    return layout.sl_tail, None
+
+
 #: the terms the model is linear in, named by their scale parameter (`ModelParams`)
 TERMS = ("sl_scale", "diffuse_scale", "al_scale", "background")
 
@@ -748,11 +883,12 @@ def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str,
                 g = float(TWO_PI * np.sqrt(n2)) / p.lattice_constant
                 g_rot = (TWO_PI / p.lattice_constant) * jnp.matmul(arrays["sl_hkl"][i], rot.T, precision=EXACT)
                 sr, st, height = sl_widths(layout, g, p)
+                eta, sa = sl_across(layout, g, p)
                 if layout.binned:
                     vals = binned_shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], arrays["sl_frame"][i],
-                                            arrays["sl_spread"][i], g_rot, g, sr, st, layout.sl_tail)
+                                            arrays["sl_spread"][i], g_rot, g, sr, st, eta, sa)
                 else:
-                    vals = shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], g_rot, g, sr, st, layout.sl_tail)
+                    vals = shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], g_rot, g, sr, st, eta, sa)
                 sl = sl.at[pts].add(bragg[pts] * (height * vals), indices_are_sorted=True, unique_indices=True)
             out["sl_scale"] = place(sl)
     if "al_scale" in parts:
@@ -960,7 +1096,7 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
     def block(q):
         qa = jnp.linalg.norm(q, axis=1)
 
-        def peaks(G, sr, st, tail=0.0):
+        def peaks(G, sr, st, tail=0.0, sa=None):
             gn = jnp.linalg.norm(G, axis=1)
             # radial |q| - |G| and chord |G| |q_hat - G_hat| (module docstring)
             dr = qa[:, None] - gn[None, :]
@@ -971,7 +1107,7 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
             e1 = jnp.stack([-u[:, 1], u[:, 0], jnp.zeros_like(qa)], axis=1)
             e1 = e1 / jnp.maximum(jnp.linalg.norm(e1, axis=1), 1e-12)[:, None]
             t1 = jnp.sum(chord * e1[:, None, :], axis=2) ** 2
-            return sl_peak(dr * dr, dt2, t1, sr, st, tail)
+            return sl_peak(dr * dr, dt2, t1, sr, st, tail, sa)
 
         ff = sphere_form_factor(qa, p.radius, p.radius_sigma, n_nodes=nodes, n_sigma=nsigma)
         bragg = sl_peak_factor(qa, p.radius, p.radius_sigma, structure.sl_peak_weighting, n_nodes=nodes,
@@ -979,7 +1115,11 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
         gn_sl = jnp.linalg.norm(sl_g, axis=1)
         sr, st, height = sl_peak_widths(gn_sl, p.sl_radial_width, p.sl_mosaic, structure.sl_peak_shape,
                                         structure.sl_paracrystal, structure.sl_peak_tail)
-        sl = jnp.sum(height * peaks(sl_g, sr, st, structure.sl_peak_tail), axis=1)
+        if structure.sl_peak_shape == "grain":
+            eta, sa = grain_across(gn_sl, p.sl_radial_width, p.sl_mosaic)
+        else:
+            eta, sa = structure.sl_peak_tail, None
+        sl = jnp.sum(height * peaks(sl_g, sr, st, eta, sa), axis=1)
         gn_al = jnp.linalg.norm(al_g, axis=1)
         al = peaks(al_g, p.al_radial_width, al_tangential_sigma(gn_al, p.al_radial_width, p.disorder))
         al_h = al_peak_height(gn_al, p.al_radial_width, p.disorder, structure.al_lattice_constant,

@@ -16,6 +16,8 @@ from xmodel.pattern import (
     across_sphere_profile,
     al_peak_height,
     chord_on_e1,
+    grain_across,
+    has_tail,
     sl_peak_widths,
 )
 from xmodel.pixels import weight_at
@@ -46,13 +48,14 @@ def ewald_projection(g_lab: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarra
     return k * v / norm[:, None] - k_i, norm - k
 
 
-def peak_log_value(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t, tail: float = 0.0) -> np.ndarray:
+def peak_log_value(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t, tail=0.0, sigma_a=None) -> np.ndarray:
     """Logarithm of the unit-height peak of G at q (`xmodel.pattern.sl_peak`): ``-peak_exponent / 2``
     without a tail, else the Gaussian's part in the detector plane plus the log of
     `xmodel.pattern.across_sphere_profile` (the chord's part along ``e1 = e_beam x q_hat``,
-    `xmodel.pattern.chord_on_e1`). Broadcasts over leading axes; finite where the peak underflows.
+    `xmodel.pattern.chord_on_e1`), of sigma ``sigma_a`` (default ``sigma_t``; the "grain" shape's,
+    `xmodel.pattern.grain_across`). Broadcasts over leading axes; finite where the peak underflows.
     """
-    if not tail:
+    if not has_tail(tail):
         return -0.5 * peak_exponent(q_lab, g_lab, sigma_r, sigma_t)
     qa = np.linalg.norm(q_lab, axis=-1)
     ga = np.linalg.norm(g_lab, axis=-1)
@@ -60,7 +63,7 @@ def peak_log_value(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t, tail:
     chord = u * ga[..., None] - g_lab
     gn = g_lab / np.maximum(ga, 1e-12)[..., None]
     t1 = (ga * chord_on_e1(gn[..., 0], gn[..., 1], q_lab[..., 0], q_lab[..., 1])) ** 2
-    across = np.maximum(np.sum(chord * chord, axis=-1) - t1, 0.0) / sigma_t ** 2
+    across = np.maximum(np.sum(chord * chord, axis=-1) - t1, 0.0) / (sigma_t if sigma_a is None else sigma_a) ** 2
     return -0.5 * ((qa - ga) ** 2 / sigma_r ** 2 + t1 / sigma_t ** 2) + np.log(across_sphere_profile(across, tail))
 
 
@@ -76,7 +79,7 @@ def peak_exponent(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t) -> np.
     return (qa - ga) ** 2 / sigma_r ** 2 + np.sum(chord * chord, axis=-1) / sigma_t ** 2
 
 
-def _brightest_on_sphere(geom, g_lab, q_near, sigma_r, sigma_t, n: int = 601, tail: float = 0.0) -> np.ndarray:
+def _brightest_on_sphere(geom, g_lab, q_near, sigma_r, sigma_t, n: int = 601, tail=0.0, sigma_a=None) -> np.ndarray:
     """Point of the Ewald sphere where each reflection's peak is largest.
 
     The peak is symmetric about G and the sphere about e3, so the maximum lies in the
@@ -89,11 +92,13 @@ def _brightest_on_sphere(geom, g_lab, q_near, sigma_r, sigma_t, n: int = 601, ta
     t = np.linspace(-1.0, 1.0, n)
     qs = np.clip(gabs[:, None] + span[:, None] * t[None, :], 1e-9, 2 * geom.k * (1 - 1e-9))
     pts = geom.q_lab_from_polar(qs, np.broadcast_to(chi[:, None], qs.shape))
-    e = peak_log_value(pts, g_lab[:, None, :], sigma_r[:, None], sigma_t[:, None], tail)
+    col = (lambda x: x) if sigma_a is None else (lambda x: np.asarray(x)[:, None])
+    e = peak_log_value(pts, g_lab[:, None, :], sigma_r[:, None], sigma_t[:, None], col(tail),
+                       None if sigma_a is None else col(sigma_a))
     best = np.argmax(e, axis=1)
     out = pts[np.arange(len(best)), best]
     # keep the Euclidean projection where it is at least as bright (e.g. G on the sphere)
-    e0 = peak_log_value(q_near, g_lab, sigma_r, sigma_t, tail)
+    e0 = peak_log_value(q_near, g_lab, sigma_r, sigma_t, tail, sigma_a)
     take = e0 >= e[np.arange(len(best)), best]
     out[take] = q_near[take]
     return out
@@ -135,12 +140,14 @@ def reflection_table(experiment: Experiment, structure: Structure, params: Model
             sr, st, norm = sl_peak_widths(gabs, float(p.sl_radial_width), float(p.sl_mosaic),
                                           structure.sl_peak_shape, structure.sl_paracrystal, structure.sl_peak_tail)
             sr = np.broadcast_to(np.asarray(sr, float), gabs.shape)
-            tail = structure.sl_peak_tail
+            tail, sa = structure.sl_peak_tail, None
+            if structure.sl_peak_shape == "grain":
+                tail, sa = grain_across(gabs, float(p.sl_radial_width), float(p.sl_mosaic))
         else:
-            tail = 0.0
+            tail, sa = 0.0, None
             sr = np.full(gabs.shape, float(p.al_radial_width))
             st = np.sqrt(sr ** 2 + (gabs * float(p.disorder)) ** 2)
-        q_star = _brightest_on_sphere(geom, g, q_near, sr, st, tail=tail)
+        q_star = _brightest_on_sphere(geom, g, q_near, sr, st, tail=tail, sigma_a=sa)
         qs_abs = np.linalg.norm(q_star, axis=1)
         if name == "SL":
             ff = np.asarray(sl_peak_factor(qs_abs, float(p.radius), float(p.radius_sigma),

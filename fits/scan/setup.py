@@ -22,7 +22,7 @@ from xmodel import orientation
 from xmodel.allocator import tune_allocator
 from xmodel.experiment import Experiment
 from xmodel.parameters import ModelParams, params_from_config, structure_from_config
-from xmodel.pattern import PatternModel, sl_peak_widths
+from xmodel.pattern import SIZE_SHAPES, PatternModel, sl_peak_widths
 from xmodel.pixels import PixelSet, weight_at
 from xmodel.reduced import ReducedScan, open_reduced
 from xmodel.reduction import PolarBins, build_bin_map
@@ -318,7 +318,7 @@ class FitSetup:
                                    lattice_constant=a0, step_deg=settings.search.step_deg,
                                    mosaic_deg=float(np.degrees(template.sl_mosaic)),
                                    size_sigma=(float(template.sl_radial_width)
-                                               if structure.sl_peak_shape == "crystal" else 0.0),
+                                               if structure.sl_peak_shape in SIZE_SHAPES else 0.0),
                                    cache_dir=settings.run.cache_dir)
         weight = np.ones(index.size) if counts is None else counts.reshape(-1)[index]
         return cls(model=model, template=template, bank=bank, q=q, chi_deg=chi, index=index, weight=weight,

@@ -113,43 +113,60 @@ def test_tail_model_equals_dense_with_pruned_support_and_its_gradients_float64()
     # the tail lights reflections the Gaussian model leaves dark
     gauss = dense_pattern(px, dataclasses.replace(st, sl_peak_tail=0.0), params, dtype=jnp.float64)
     assert np.max(np.abs(dense - gauss)) > 1e-2 * sl.max()
+    check_point_and_binned_gradients(px, st, params, seed=5)
+
+
+def check_point_and_binned_gradients(px, st, params, seed: int) -> None:
+    """`_check_gradients` of the point model on ``px`` and of the same points as 1 % radial bins
+    (seeds ``seed`` and ``seed + 1``), float64, unpruned support."""
     params = _fd_params(params)
     opts = {"dtype": jnp.float64, "orientation_margin_deg": None, "width_factor": 2.0}
-    _check_gradients(PatternModel(px, st, params, **opts), params, seed=5)
+    _check_gradients(PatternModel(px, st, params, **opts), params, seed=seed)
     u = px.q_lab / np.maximum(px.q_abs, 1e-12)[:, None]
     spread = (0.01 * px.q_abs[:, None, None]) ** 2 / 12 * u[:, :, None] * u[:, None, :]
     binned = PixelSet(px.q_lab, px.weight, px.valid, px.shape, "polar", spread)
-    _check_gradients(PatternModel(binned, st, params, **opts), params, seed=6)
+    _check_gradients(PatternModel(binned, st, params, **opts), params, seed=seed + 1)
 
 
 def test_binned_tail_peak_equals_the_mean_over_the_bins_pixels():
     """As `test_pattern.test_binned_peak_equals_the_mean_over_the_bins_pixels`, with the tail and
     the reflection lifted off the sphere by two tangential sigmas (the tail's regime)."""
-    ss, bss = jax.jit(shell_sum, static_argnums=6), jax.jit(binned_shell_sum, static_argnums=8)
     ex, _, params = _setup(jnp.float64)
-    geo = ex.geometry
     g = 2 * np.pi * np.sqrt(3.0) / float(params.lattice_constant)
-    sr, stn = float(params.sl_radial_width), g * np.radians(1.0)
+    err = binned_tail_error(ex.geometry, g, float(params.sl_radial_width), g * np.radians(1.0), TAIL)
+    assert err < 2e-3, err
+
+
+def binned_tail_error(geo, g: float, sr: float, st: float, tail, sigma_a=None) -> float:
+    """Largest difference between `binned_shell_sum` and the mean of `shell_sum` over the pixels of
+    1 % x 1 deg bins about a reflection of modulus ``g`` at chi 30 deg, lifted off the sphere by
+    0.5 and 2 tangential sigmas, with the given across-sphere profile (`shell_sum`'s ``tail``,
+    ``sigma_a``)."""
+    ss, bss = jax.jit(shell_sum), jax.jit(binned_shell_sum)
     errs = []
     for lift in (0.5, 2.0):
-        g_vec = geo.q_lab_from_polar(np.array([g]), np.array([30.0])).reshape(3) + np.array([0.0, 0.0, lift * stn])
+        g_vec = geo.q_lab_from_polar(np.array([g]), np.array([30.0])).reshape(3) + np.array([0.0, 0.0, lift * st])
         g_vec = (g / np.linalg.norm(g_vec)) * g_vec
         for dq in (-1.0, 0.0, 0.5):
             for dchi in (-1.0, -0.5, 0.0):
                 q_lo = g + dq * 0.01 * g
                 pts, cen = _bin_pixels(geo, q_lo, q_lo + 0.01 * g, 30.0 + dchi, 31.0 + dchi)
                 truth = float(np.mean(ss(jnp.asarray(pts.T), jnp.asarray(np.sum(pts ** 2, axis=1)),
-                                         jnp.asarray(g_vec[None]), g, sr, stn, TAIL)))
+                                         jnp.asarray(g_vec[None]), g, sr, st, tail, sigma_a)))
                 frame, local = bin_frame(cen[None], np.cov(pts.T, bias=True)[None])
                 got = float(bss(jnp.asarray(cen[:, None]), jnp.asarray(np.sum(cen ** 2)[None]), jnp.asarray(frame),
-                                jnp.asarray(local), jnp.asarray(g_vec[None]), g, sr, stn, TAIL)[0])
+                                jnp.asarray(local), jnp.asarray(g_vec[None]), g, sr, st, tail, sigma_a)[0])
                 errs.append(abs(got - truth))
-    assert max(errs) < 2e-3, max(errs)
+    return max(errs)
 
 
 def test_reflection_table_follows_the_tail():
     """The table's SL heights are the model's SL intensity at the table's pixels with the tail."""
-    ex, st, params = _setup()
+    assert_table_follows_the_model(*_setup())
+
+
+def assert_table_follows_the_model(ex, st, params) -> None:
+    """The reflection table's SL heights equal the dense model's SL intensity at its pixels."""
     params = params.replace(diffuse_scale=0.0, al_scale=0.0, background=0.0)
     rows = [r for r in reflection_table(ex, st, params, min_relative=0.05) if r["lattice"] == "SL"]
     assert rows

@@ -18,10 +18,10 @@ CHI = np.arange(180) * 2.0 - 179.0
 Q = np.concatenate([np.geomspace(0.06, 0.14, 45), np.geomspace(1.80, 1.88, 8)])
 
 
-def red_window_models(dtype=None) -> dict:
+def red_window_models(dtype=None, overrides=()) -> dict:
     """The red domain's orientation-free model on the fit points of a 2 deg polar grid, windowed
-    (``dtype``: of the template's leaves, as `params_from_config`)."""
-    cfg = load_config(default_paths("red"))
+    (``dtype``: of the template's leaves, as `params_from_config`; ``overrides``: ``--set`` values)."""
+    cfg = load_config(default_paths("red"), list(overrides))
     sup = FitSettings().support
     template = params_from_config(cfg) if dtype is None else params_from_config(cfg, dtype=dtype)
     a0 = float(template.lattice_constant)
