@@ -820,13 +820,19 @@ def sl_widths(layout: _Layout, g, p: ModelParams):
                           layout.sl_tail)
 
 
-def sl_across(layout: _Layout, g, p: ModelParams):
+def sl_across_profile(shape: str, tail: float, g, size_sigma, sl_mosaic):
     """``(eta, sigma_a)`` of the SL profile across the Ewald sphere at |G| = ``g``: `grain_across`
-    with the "grain" shape (traced), else ``(model.sl_peak_tail, None)`` (static; the tangential
-    sigma). Also `fits.scan.window`."""
-    if layout.sl_shape == "grain":
-        return grain_across(g, p.sl_radial_width, p.sl_mosaic)
-    return layout.sl_tail, None
+    with the "grain" shape (traced with the parameters), else ``(tail, None)`` (``model.sl_peak_tail``,
+    static; sigma_a None: the tangential sigma). Also `dense_pattern` and `xmodel.peaks`."""
+    if shape == "grain":
+        return grain_across(g, size_sigma, sl_mosaic)
+    return tail, None
+
+
+def sl_across(layout: _Layout, g, p: ModelParams):
+    """`sl_across_profile` of the model's SL shape at |G| = ``g`` for parameters ``p`` (also
+    `fits.scan.window`)."""
+    return sl_across_profile(layout.sl_shape, layout.sl_tail, g, p.sl_radial_width, p.sl_mosaic)
 
 
 #: the terms the model is linear in, named by their scale parameter (`ModelParams`)
@@ -1115,10 +1121,8 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
         gn_sl = jnp.linalg.norm(sl_g, axis=1)
         sr, st, height = sl_peak_widths(gn_sl, p.sl_radial_width, p.sl_mosaic, structure.sl_peak_shape,
                                         structure.sl_paracrystal, structure.sl_peak_tail)
-        if structure.sl_peak_shape == "grain":
-            eta, sa = grain_across(gn_sl, p.sl_radial_width, p.sl_mosaic)
-        else:
-            eta, sa = structure.sl_peak_tail, None
+        eta, sa = sl_across_profile(structure.sl_peak_shape, structure.sl_peak_tail, gn_sl, p.sl_radial_width,
+                                    p.sl_mosaic)
         sl = jnp.sum(height * peaks(sl_g, sr, st, eta, sa), axis=1)
         gn_al = jnp.linalg.norm(al_g, axis=1)
         al = peaks(al_g, p.al_radial_width, al_tangential_sigma(gn_al, p.al_radial_width, p.disorder))

@@ -16,8 +16,8 @@ from xmodel.pattern import (
     across_sphere_profile,
     al_peak_height,
     chord_on_e1,
-    grain_across,
     has_tail,
+    sl_across_profile,
     sl_peak_widths,
 )
 from xmodel.pixels import weight_at
@@ -92,7 +92,9 @@ def _brightest_on_sphere(geom, g_lab, q_near, sigma_r, sigma_t, n: int = 601, ta
     t = np.linspace(-1.0, 1.0, n)
     qs = np.clip(gabs[:, None] + span[:, None] * t[None, :], 1e-9, 2 * geom.k * (1 - 1e-9))
     pts = geom.q_lab_from_polar(qs, np.broadcast_to(chi[:, None], qs.shape))
-    col = (lambda x: x) if sigma_a is None else (lambda x: np.asarray(x)[:, None])
+    def col(x):          # per-reflection values against the searched points; scalars as they are
+        return np.asarray(x)[:, None] if np.ndim(x) else x
+
     e = peak_log_value(pts, g_lab[:, None, :], sigma_r[:, None], sigma_t[:, None], col(tail),
                        None if sigma_a is None else col(sigma_a))
     best = np.argmax(e, axis=1)
@@ -140,9 +142,8 @@ def reflection_table(experiment: Experiment, structure: Structure, params: Model
             sr, st, norm = sl_peak_widths(gabs, float(p.sl_radial_width), float(p.sl_mosaic),
                                           structure.sl_peak_shape, structure.sl_paracrystal, structure.sl_peak_tail)
             sr = np.broadcast_to(np.asarray(sr, float), gabs.shape)
-            tail, sa = structure.sl_peak_tail, None
-            if structure.sl_peak_shape == "grain":
-                tail, sa = grain_across(gabs, float(p.sl_radial_width), float(p.sl_mosaic))
+            tail, sa = sl_across_profile(structure.sl_peak_shape, structure.sl_peak_tail, gabs,
+                                         float(p.sl_radial_width), float(p.sl_mosaic))
         else:
             tail, sa = 0.0, None
             sr = np.full(gabs.shape, float(p.al_radial_width))
