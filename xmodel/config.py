@@ -253,8 +253,8 @@ class ModelConfig:
         for now, `DEFAULT_SL_PEAK_SHAPE`; the model of earlier versions: radial sigma ``sigma_r``,
         tangential ``|G| sigma_mosaic``, height ``sl_scale`` whatever the widths, so the
         integrated intensity grows as ``|G|^2``), or "grain" ("crystal" with, across the Ewald
-        sphere, the pseudo-Voigt of the grain's shape transform, a Lorentzian of half width
-        ``3 / (4 R)`` with ``R`` from the size width, convolved with the mosaic:
+        sphere, the profile of the grain's shape transform, a pseudo-Voigt of eta 0.352 and FWHM
+        ``3.37 / R`` with ``R`` from the size width, convolved with the mosaic's Gaussian:
         `xmodel.pattern.grain_across`; ``sl_peak_tail`` stays 0).
     sl_paracrystal : float
         Paracrystal (Hosemann) growth of the SL radial width with the "crystal" and "grain" shapes (A, >= 0):
