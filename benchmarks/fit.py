@@ -7,7 +7,8 @@ Fits the reduced scan (its first ``--frames`` frames, whole rows of a raster sca
 frame keeps its scan neighbours) as ``xmodel fit`` does (`fits.scan.driver.fit_scan`): the main
 pass in batches of ``fit.batch`` frames (`fits.scan.frames.fit_frames`: template search,
 refinement of the matches, linear stage, Levenberg-Marquardt refinement, mixed flag), then the
-neighbour passes (`fits.scan.neighbours.neighbour_passes`). Prints wall and CPU seconds per frame
+neighbour passes (`fits.scan.neighbours.neighbour_passes`) and the neighbour-grain mixed test
+(`fits.scan.second_grain.flag_second_grains`). Prints wall and CPU seconds per frame
 amortised over the frames fitted and per stage, the machine (usable cores, CPU model, library
 versions), the load average before and after, and the command line. On a loaded machine the
 fair figure is the CPU time per frame divided by the cores (printed too).
@@ -56,6 +57,7 @@ from fits.scan import results as store
 from fits.scan.driver import fit_batches
 from fits.scan.neighbours import neighbour_passes
 from fits.scan.results import read_fits
+from fits.scan.second_grain import flag_second_grains
 from fits.scan.settings import settings_from_config
 from fits.scan.setup import setup_from_reduction
 from fits.scan.tiles import fit_tiles
@@ -226,8 +228,9 @@ def main() -> None:
     shutil.copyfile(fits, main_only)
     nb_tm: dict = {}
     wall_nb, cpu_nb = timed(neighbour_passes, fits, reduced, setup, settings, False, timings=nb_tm)
+    wall_sg, cpu_sg = timed(flag_second_grains, fits, reduced, setup, settings, False)
     trials_nb = trials.total - trials_main
-    wall, cpu = wall_setup + wall_main + wall_nb, cpu_setup + cpu_main + cpu_nb
+    wall, cpu = wall_setup + wall_main + wall_nb + wall_sg, cpu_setup + cpu_main + cpu_nb + cpu_sg
     c = cores()
     print(f"{n} frames ({reduced.name}), whole fit with the neighbour passes: {wall / n:.3f} s per frame amortised "
           f"(wall {wall:.0f} s), {cpu / n:.3f} CPU-s per frame = {cpu / n / c:.3f} s per frame on {c} cores")
@@ -236,6 +239,7 @@ def main() -> None:
           f"{stages(main_tm, n)}")
     print(f"  neighbour passes: {wall_nb / n:.3f} s per frame ({cpu_nb / n:.3f} CPU-s); per stage, s per frame: "
           f"{stages(nb_tm, n)}")
+    print(f"  neighbour-grain mixed test: {wall_sg / n:.3f} s per frame ({cpu_sg / n:.3f} CPU-s)")
     print(f"  Levenberg-Marquardt trials (each a model evaluation, an accepted one also a Jacobian): main pass "
           f"{trials_main} ({trials_main / n:.2f} per frame), neighbour passes {trials_nb} ({trials_nb / n:.2f} per frame)")
     if not a.no_baseline:
@@ -243,6 +247,7 @@ def main() -> None:
         shutil.copyfile(main_only, plain)
         base = settings.replace(source="benchmarks/fit.py", give_up_factor=float("inf"))
         wall_b, cpu_b = timed(neighbour_passes, plain, reduced, setup, base, False, reuse=False)
+        flag_second_grains(plain, reduced, setup, base, False)          # as on the fits, untimed
         print(f"  neighbour passes without the early stop and without reuse between passes: {wall_b / n:.3f} s per "
               f"frame ({cpu_b / n:.3f} CPU-s); with them {wall_nb / wall_b:.2f} x the wall time, "
               f"{cpu_nb / cpu_b:.2f} x the CPU time; frames whose fit differs: {differing(fits, plain)}")

@@ -21,6 +21,7 @@ from fits.scan import results as store
 from fits.scan.frames import fit_frames
 from fits.scan.neighbours import neighbour_passes
 from fits.scan.pipeline import in_order
+from fits.scan.second_grain import flag_second_grains
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup, setup_from_reduction
 from fits.status import FitStatus
@@ -70,7 +71,7 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
     store.link_reduction(out, results)
     done = store.prepare(out, n, results, cfg, settings)
     store.roll_back(out)                  # the rows of a neighbour pass a killed run did not record
-    if done >= n and store.progress(out)[1] >= settings.neighbours.neighbour_passes:
+    if done >= n and store.progress(out)[1] >= settings.neighbours.neighbour_passes and store.second_grains_done(out):
         store.write_maps(out, scan)
         return out
     if scheduler is not None:
@@ -99,6 +100,7 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
                 break
     bar.close()
     neighbour_passes(out, scan, setup, settings, progress)
+    flag_second_grains(out, scan, setup, settings, progress)
     store.write_maps(out, scan)
     return out
 

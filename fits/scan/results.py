@@ -5,7 +5,8 @@ One row per scan point (frame). Status codes are `fits.status.FitStatus` codes, 
 group's ``status_codes`` attribute. Besides the datasets the group holds the run's provenance:
 ``settings`` (JSON, every `fits.scan.settings.FitSettings` key), ``config`` (JSON, the resolved
 `xmodel.config.Config.to_dict`), ``config_sources``, ``source`` (the reduced scan), and the
-progress attributes ``frames_done`` and ``neighbour_passes_done`` (a killed run resumes there).
+progress attributes ``frames_done``, ``neighbour_passes_done`` and ``second_grains_done`` (the
+neighbour-grain mixed test, `fits.scan.second_grain`, ran; a killed run resumes there).
 A resume with other settings, another config or another reduction is refused with the
 differing keys named (`prepare`), and so is a group whose progress or datasets do not fit the
 scan (a truncated or hand-edited file); a group in which no frame was written yet is simply
@@ -16,7 +17,8 @@ neighbour pass (`write_frames`) first keeps the rows it replaces in the subgroup
 `set_neighbour_passes_done` records the pass (with the frames it changed, attribute
 ``neighbour_changed``, which the next pass starts from) before it drops them; a run killed in
 between is put back to the state before the pass by `roll_back`, so that the resumed pass starts
-from the same rows as an uninterrupted one and gives the same result.
+from the same rows as an uninterrupted one and gives the same result. The neighbour-grain mixed
+test writes its rows the same way and `set_second_grains_done` records it.
 
 NeXus (`xmodel.nexus`): ``/entry/fits`` is an NXprocess (fields ``program``, ``version``,
 ``date``, ``command_line``, ``environment`` = the software and JAX devices of the process that
@@ -511,6 +513,28 @@ def set_neighbour_passes_done(out: Path, k: int, changed: list[int] | None = Non
         raise write_failure(out, err, f"the progress of neighbour pass {k}",
                             "Every frame's fit of the main pass is saved, and the pass is put back and run "
                             "again when the run resumes", "finish the scan") from err
+
+
+def second_grains_done(out: Path) -> bool:
+    """True when the neighbour-grain mixed test (`fits.scan.second_grain.flag_second_grains`) ran on ``out``."""
+    with h5py.File(out, "r") as f:
+        return bool(f[FITS].attrs.get("second_grains_done", False))
+
+
+def set_second_grains_done(out: Path) -> None:
+    """Record that the neighbour-grain mixed test ran, then drop the rows kept for a roll back."""
+    try:
+        with h5py.File(out, "a") as f:
+            g = f[FITS]
+            g.attrs["second_grains_done"] = True
+            f.flush()
+            if UNDO in g:
+                del g[UNDO]
+            f.flush()
+    except OSError as err:
+        raise write_failure(out, err, "the progress of the neighbour-grain mixed test",
+                            "Every frame's fit is saved, and the test is run again when the run resumes",
+                            "finish the scan") from err
 
 
 def has_fits(path: str | Path) -> bool:

@@ -225,6 +225,12 @@ class EvidenceSettings:
                                ge=0, inf=True)
     mixed_al_band_sigma: float = _s(3.0, "number", "AL radial sigmas", "half-width of the AL shells searched "
                                     "for a second NC orientation", gt=0)
+    second_grain_deg: float = _s(15.0, "number", "deg", "misorientation from a frame's fit beyond which an ok scan "
+                                 "neighbour whose orientation agrees with its own neighbours counts as a second "
+                                 "grain: the frame is mixed when that orientation's SL peaks, added to its fit, "
+                                 "gain sl_min_gain (fits.scan.second_grain). 15 deg is the high-angle boundary "
+                                 "(Read & Shockley 1950): below it a lattice bends, as across a boundary's tilt "
+                                 "gradient (inf: no such test)", gt=0, inf=True)
 
 
 @dataclass(frozen=True)

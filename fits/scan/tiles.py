@@ -44,6 +44,7 @@ import numpy as np
 from fits.scan import results as store
 from fits.scan.driver import fit_batches
 from fits.scan.neighbours import doubtful, neighbour_pass, neighbours
+from fits.scan.second_grain import flag_second_grains
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup, setup_from_reduction
 from xmodel import nexus
@@ -384,6 +385,8 @@ def fit_tiles(out: Path, scan: ReducedScan, cfg, settings: FitSettings, schedule
         complete = bool(done.all()) and _passes(out, scan, cfg, settings, client, shared, options, tile, budget,
                                                 report, progress, setup)
         t2 = time.perf_counter()
+    if complete:                    # in this process: the frames at boundaries, a model evaluation per pair
+        flag_second_grains(out, scan, setup or setup_from_reduction(scan, cfg, settings), settings, progress)
     store.write_maps(out, scan)
     if complete:
         _drop_state(out)
