@@ -482,10 +482,11 @@ def _sigkill_after_checkpoint(scan: dict, out: Path, frame: int) -> int:
 
 
 def test_kills_at_every_stage_resume_to_the_uninterrupted_result(scan, tmp_path, monkeypatch, caplog):
-    """One run interrupted five times: after the first batch (stop_after), by a real SIGKILL of
+    """One run interrupted six times: after the first batch (stop_after), by a real SIGKILL of
     `xmodel fit` right after its next checkpoint, inside the first neighbour pass after its rows
-    were written but before it was recorded, between the two passes, and while the maps are
-    written. The final file equals the uninterrupted run in every dataset."""
+    were written but before it was recorded, between the two passes, before the neighbour-grain
+    test was recorded, and while the maps are written. The final file equals the uninterrupted run
+    in every dataset."""
     cfg, settings, setup, path = scan["cfg"], scan["settings"], scan["setup"], scan["path"]
     out = tmp_path / "killed.h5"
 
@@ -528,6 +529,17 @@ def test_kills_at_every_stage_resume_to_the_uninterrupted_result(scan, tmp_path,
     assert store.progress(out) == (4, 1) and store.changed_frames(out) == changed_rows.tolist()
     assert f"put back the rows of {changed_rows.size} frames of neighbour pass 1" in caplog.text
     monkeypatch.setattr(neighbours, "neighbour_pass", real_pass)
+
+    real_second = store.set_second_grains_done
+
+    def killed_before_second_grains(*a, **k):
+        raise Killed("kill before the neighbour-grain test was recorded")
+
+    monkeypatch.setattr(store, "set_second_grains_done", killed_before_second_grains)
+    with pytest.raises(Killed):
+        resume()
+    assert store.progress(out)[1] == settings.neighbours.neighbour_passes and not store.second_grains_done(out)
+    monkeypatch.setattr(store, "set_second_grains_done", real_second)
 
     real_maps = store._write_maps
 
