@@ -27,36 +27,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from fits.batch import effective_dispersion
 from fits.scan import results as store
 from fits.scan.neighbours import neighbours
-from fits.scan.second_grain import second_grain_gains, second_grain_pairs
+from fits.scan.second_grain import largest_gains, second_grain_pairs
 from fits.scan.settings import settings_from_config
 from fits.scan.setup import setup_from_reduction
-from fits.scan.starts import params_from_row, stack_params
 from fits.status import FitStatus
 from xmodel.config import load_config
 from xmodel.reduced import open_reduced
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def gains(pairs: list[tuple[int, int]], r: dict, scan, setup, settings, chunk: int = 32) -> dict[int, tuple]:
-    """Frame -> (gain over its dispersion, share, neighbour) of its pair with the largest gain."""
-    frames = sorted({i for i, _ in pairs})
-    row = {f: j for j, f in enumerate(frames)}
-    obs_all = setup.mask_spikes(scan.polar(frames), settings.search).reshape(len(frames), -1)[:, setup.index]
-    best: dict[int, tuple] = {}
-    for s0 in range(0, len(pairs), chunk):
-        pp = pairs[s0:s0 + chunk]
-        g, share = second_grain_gains(setup, stack_params([params_from_row(r, i, setup, settings) for i, _ in pp]),
-                                      stack_params([params_from_row(r, k, setup, settings) for _, k in pp]),
-                                      obs_all[[row[i] for i, _ in pp]])
-        for (i, k), gi, sh in zip(pp, g, share):
-            cur = (float(gi / effective_dispersion(r["dispersion"][i])), float(sh), k)
-            if i not in best or cur[0] > best[i][0]:
-                best[i] = cur
-    return best
 
 
 def main() -> None:
@@ -83,7 +63,7 @@ def main() -> None:
         mixed = np.asarray(f["truth/mixed"], bool)
         share_true = np.asarray(f["truth/second_fraction"], float)
     pairs = second_grain_pairs(r, neighbours(scan.positions_um, settings.neighbours.neighbour_radius_steps), settings)
-    best = gains(pairs, r, scan, setup, settings)
+    best = largest_gains(r, pairs, scan, setup, settings)
     limit = settings.evidence.sl_min_gain
     flagged = r["status"] == FitStatus.MIXED.code
     print(f"second_grain_deg = {settings.evidence.second_grain_deg:g}, sl_min_gain = {limit:g}; "

@@ -413,8 +413,7 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     # quasi-likelihood ratios: the gains divided by the winner's dispersion max(phi, 1)
     phi = np.array([best[i].dispersion for i in improved])
     sl_gain, al_gain = sl_raw / phi, al_raw / phi
-    out = {k: (v.astype(object) if v.dtype.kind == "U" else v.copy()) for k, v in r.items()
-           if isinstance(v, np.ndarray)}
+    out = store.editable_rows(r)
     kept, from_nb = [], []
     for j, i in enumerate(improved):
         had_fit = np.isfinite(r["objective"][i])

@@ -552,6 +552,13 @@ def read_fits(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
+def editable_rows(r: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Copies of the per-frame arrays of ``r`` (`read_fits`) to change rows of and write back
+    (`write_frames`): strings as object arrays, so that a longer message fits."""
+    return {k: (v.astype(object) if v.dtype.kind == "U" else v.copy()) for k, v in r.items()
+            if isinstance(v, np.ndarray)}
+
+
 def read_rows(path: str | Path, index: np.ndarray, n_frames: int | None = None) -> dict[str, np.ndarray]:
     """Rows ``index`` of every per-frame dataset of ``/entry/fits`` (``n_frames``: the frames the
     caller's reduction has; the fits must have as many)."""

@@ -120,6 +120,28 @@ def second_grain_gains(setup: FitSetup, own, other, obs: np.ndarray) -> tuple[np
     return gain, sl_sec / np.maximum(sl_own + sl_sec, 1e-30)
 
 
+def largest_gains(r: dict[str, np.ndarray], pairs: list[tuple[int, int]], scan: ReducedScan, setup: FitSetup,
+                  settings: FitSettings) -> dict[int, tuple[float, float, int]]:
+    """Frame -> (gain over its dispersion ``max(phi, 1)``, share, neighbour) of its pair with the
+    largest `second_grain_gains`, the frames read (hot pixels masked) ``run.batch`` at a time."""
+    frames = sorted({i for i, _ in pairs})
+    best: dict[int, tuple[float, float, int]] = {}
+    batch = settings.run.batch
+    for s0 in range(0, len(frames), batch):
+        chunk = frames[s0:s0 + batch]
+        obs = setup.mask_spikes(scan.polar(chunk), settings.search).reshape(len(chunk), -1)[:, setup.index]
+        row = {f: j for j, f in enumerate(chunk)}
+        pp = [(i, k) for i, k in pairs if i in row]
+        gain, share = second_grain_gains(setup, stack_params([params_from_row(r, i, setup, settings) for i, _ in pp]),
+                                         stack_params([params_from_row(r, k, setup, settings) for _, k in pp]),
+                                         obs[[row[i] for i, _ in pp]])
+        for (i, k), g, sh in zip(pp, gain, share):
+            g = float(g / effective_dispersion(r["dispersion"][i]))
+            if i not in best or g > best[i][0]:
+                best[i] = (g, float(sh), k)
+    return best
+
+
 def flag_second_grains(out: Path, results: ReducedScan | str | Path, setup: FitSetup, settings: FitSettings,
                        progress: bool = True) -> list[int]:
     """Mark MIXED the frames whose data need a neighbour grain's SL peaks beside their fit; returns them.
@@ -127,9 +149,9 @@ def flag_second_grains(out: Path, results: ReducedScan | str | Path, setup: FitS
     Runs once the main pass and the neighbour passes are done, and once: the fits file records it
     (`fits.scan.results.second_grains_done`); a run killed while writing puts the rows back
     (`fits.scan.results.roll_back`) and tests again. For each pair of `second_grain_pairs`, the
-    gain of `second_grain_gains` over the frame's dispersion ``max(phi, 1)``; a frame whose largest
-    gain reaches ``evidence.sl_min_gain`` (the SL term's evidence threshold of the neighbour
-    passes: a neighbour's orientation is no fit of the frame's own, as there) becomes
+    gain of `second_grain_gains` over the frame's dispersion ``max(phi, 1)`` (`largest_gains`); a
+    frame whose largest gain reaches ``evidence.sl_min_gain`` (the SL term's evidence threshold of
+    the neighbour passes: a neighbour's orientation is no fit of the frame's own, as there) becomes
     `FitStatus.MIXED`, its values those of its own fit, its message naming the neighbour.
 
     Validation: tests/fits/scan/test_second_grain.py; the twins' mixed frames in
@@ -147,26 +169,11 @@ def flag_second_grains(out: Path, results: ReducedScan | str | Path, setup: FitS
     r = store.read_fits(out)
     pairs = second_grain_pairs(r, neighbours(scan.positions_um, settings.neighbours.neighbour_radius_steps),
                                settings)
-    frames = sorted({i for i, _ in pairs})
-    best: dict[int, tuple[float, float, int]] = {}
-    batch = settings.run.batch
-    for s0 in range(0, len(frames), batch):
-        chunk = frames[s0:s0 + batch]
-        obs = setup.mask_spikes(scan.polar(chunk), settings.search).reshape(len(chunk), -1)[:, setup.index]
-        row = {f: j for j, f in enumerate(chunk)}
-        pp = [(i, k) for i, k in pairs if i in row]
-        gain, share = second_grain_gains(setup, stack_params([params_from_row(r, i, setup, settings) for i, _ in pp]),
-                                         stack_params([params_from_row(r, k, setup, settings) for _, k in pp]),
-                                         obs[[row[i] for i, _ in pp]])
-        for (i, k), g, sh in zip(pp, gain, share):
-            g = float(g / effective_dispersion(r["dispersion"][i]))
-            if i not in best or g > best[i][0]:
-                best[i] = (g, float(sh), k)
+    best = largest_gains(r, pairs, scan, setup, settings)
     limit = settings.evidence.sl_min_gain
     mixed = sorted(i for i, (g, _, _) in best.items() if g >= limit)
     if mixed:
-        rows = {k: (v.astype(object) if v.dtype.kind == "U" else v.copy()) for k, v in r.items()
-                if isinstance(v, np.ndarray)}
+        rows = store.editable_rows(r)
         for i in mixed:
             g, sh, k = best[i]
             st = FitStatus.from_code(rows["status"][i])

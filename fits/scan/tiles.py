@@ -263,8 +263,7 @@ def _stage(out: Path, t: int, frames: np.ndarray, rows: dict[str, np.ndarray]) -
 
 def _apply_pass(out: Path, r: dict[str, np.ndarray]) -> np.ndarray:
     """Write the staged rows of the finished pass into the fits; returns the frames changed."""
-    values = {k: (v.astype(object) if v.dtype.kind == "U" else v.copy()) for k, v in r.items()
-              if k in store.ALL_DATASETS}
+    values = {k: v for k, v in store.editable_rows(r).items() if k in store.ALL_DATASETS}
     changed = []
     with h5py.File(out, "r") as f:
         for g in f[TILES]["pass"].values():
@@ -385,7 +384,7 @@ def fit_tiles(out: Path, scan: ReducedScan, cfg, settings: FitSettings, schedule
         complete = bool(done.all()) and _passes(out, scan, cfg, settings, client, shared, options, tile, budget,
                                                 report, progress, setup)
         t2 = time.perf_counter()
-    if complete:                    # in this process: the frames at boundaries, a model evaluation per pair
+    if complete and not store.second_grains_done(out):   # here: a model evaluation per boundary pair
         flag_second_grains(out, scan, setup or setup_from_reduction(scan, cfg, settings), settings, progress)
     store.write_maps(out, scan)
     if complete:
