@@ -54,7 +54,7 @@ from fits.status import FitStatus
 
 
 def recompute_stderr(fits_h5: str, results_h5: str, configs: list[str], frames: np.ndarray,
-                     chunk: int = 16) -> dict[str, np.ndarray]:
+                     chunk: int = 16, overrides: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Standard errors at the stored fits of ``frames`` with this version's rules, as
     `fits.scan.truth.pull_table`'s ``stderr`` (NaN for the other frames).
 
@@ -69,14 +69,16 @@ def recompute_stderr(fits_h5: str, results_h5: str, configs: list[str], frames: 
         angle_covariance,
         lab_rotation_covariance,
     )
-    from fits.scan.settings import FitSettings
+    from fits.scan.settings import FitSettings, settings_from_config
     from fits.scan.setup import setup_from_reduction
     from fits.scan.starts import frame_checks, params_from_row, stack_params
     from xmodel.config import load_config
     from xmodel.reduced import open_reduced
 
-    cfg = load_config(configs)
-    settings = FitSettings.of(source=f"{fits_h5} settings", **read_settings(fits_h5))
+    cfg = load_config(configs, overrides)
+    # the stored settings, then --set fit.KEY=VALUE (e.g. fit.error_tile_q=inf: the errors without
+    # the cluster-robust widening)
+    settings = settings_from_config(cfg, FitSettings.of(source=f"{fits_h5} settings", **read_settings(fits_h5)))
     fit = read_fits(fits_h5)
     n = fit["status"].shape[0]
     scan = open_reduced(results_h5)
@@ -88,11 +90,13 @@ def recompute_stderr(fits_h5: str, results_h5: str, configs: list[str], frames: 
     t0 = time.perf_counter()
     for c0 in range(0, frames.size, chunk):
         rows = np.asarray(frames[c0:c0 + chunk], int)
-        obs = scan.polar(rows).reshape(rows.size, -1)[:, setup.index]
+        # hot pixels out, as the fit took them out (`fits.scan.setup.FitSetup.mask_spikes`)
+        obs = setup.mask_spikes(scan.polar(rows), settings.search).reshape(rows.size, -1)[:, setup.index]
         valid, bad = frame_checks(obs, setup.weight)
         w = np.where(valid & ~bad[:, None], setup.weight[None, :], 0.0)
         p = stack_params([params_from_row(fit, int(i), setup, settings) for i in rows])
-        c = covariance_at(np.where(valid, obs, 0.0), w, setup.model, p, vary)
+        c = covariance_at(np.where(valid, obs, 0.0), w, setup.model, p, vary, prior=settings.refine.prior(),
+                          clusters=setup.error_clusters(settings.refine))
         out["lattice_constant_stderr"][rows] = c.stderr["lattice_constant"]
         out["disorder_deg_stderr"][rows] = np.where(np.isfinite(fit["disorder_deg"][rows]),
                                                     c.stderr["disorder_deg"], np.nan)
@@ -205,6 +209,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="the reduction the fits were made from: recompute the standard errors at the stored fits")
     ap.add_argument("--config", action="append", default=None,
                     help="configs of the fit (default: configs/experiment/p10_eiger4m.toml configs/domains/red.toml)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for --recompute, as xmodel fit's --set (model.*, fit.*; repeatable)")
+    ap.add_argument("--reference", default="auto", choices=("auto", "domain", "grains"),
+                    help="true orientation and lattice constant: the grains in the beam where the truth has them "
+                         "(auto, the realistic twin) or the domain's")
     ap.add_argument("--refit", metavar="RESULTS", action="append", default=[],
                     help="refit the interior and every 5th boundary in-domain ok frame by the main pass on this "
                          "reduction of the same master (e.g. on other bins) and print their pulls (repeatable)")
@@ -218,9 +227,9 @@ def main(argv: list[str] | None = None) -> None:
             return
     if args.fits is None or args.truth is None:
         ap.error("give FITS.h5 and TRUTH.h5 (or --line-mc N alone)")
-    print(format_pull_table(pull_table(args.fits, args.truth)))
+    print(format_pull_table(pull_table(args.fits, args.truth, reference=args.reference)))
     if args.misfit_deg is not None:
-        t = pull_table(args.fits, args.truth, misfit_deg=args.misfit_deg)
+        t = pull_table(args.fits, args.truth, misfit_deg=args.misfit_deg, reference=args.reference)
         print(f"\nWithout the {t['lattice_constant']['misfits']} frames more than {args.misfit_deg:g} deg off "
               "(a wrong orientation):")
         print(format_pull_table(t))
@@ -238,12 +247,13 @@ def main(argv: list[str] | None = None) -> None:
         inside = (np.asarray(tr["label"]) >= 0) & ~np.asarray(tr["empty"], bool) & ~np.asarray(tr["mixed"], bool)
         frames = np.flatnonzero(inside & (np.asarray(fit["status"]) == FitStatus.OK.code))
         configs = args.config or [str(p) for p in default_paths("red")]
-        stderr = recompute_stderr(args.fits, args.recompute, configs, frames)
+        stderr = recompute_stderr(args.fits, args.recompute, configs, frames, overrides=tuple(args.overrides))
         print(f"\nStandard errors recomputed at the stored fits ({frames.size} frames; angles on their reported axes):")
-        print(format_pull_table(pull_table(args.fits, args.truth, stderr=stderr)))
+        print(format_pull_table(pull_table(args.fits, args.truth, stderr=stderr, reference=args.reference)))
         if args.misfit_deg is not None:
             print(f"\nThe same without the frames more than {args.misfit_deg:g} deg off:")
-            print(format_pull_table(pull_table(args.fits, args.truth, misfit_deg=args.misfit_deg, stderr=stderr)))
+            print(format_pull_table(pull_table(args.fits, args.truth, misfit_deg=args.misfit_deg, stderr=stderr,
+                                                reference=args.reference)))
     for results in args.refit:
         from xmodel.config import default_paths
 

@@ -41,6 +41,10 @@ Algorithm, per frame (edge units, `fits.parameters`):
   by ``sqrt(phi)``. For the Pearson ("weighted") kind the covariance is scaled by
   ``X^2 / (n - p)`` itself (least squares with unknown variance). ``inf`` where the matrix is
   singular in that direction.
+* With ``clusters`` (the scan fits: `fits.scan.setup.FitSetup.error_clusters`) each parameter's
+  variance is widened to the cluster-robust sandwich's where that is larger (`fits.robust`): a
+  misfit of the peak shapes leaves residuals that share a sign over a reflection's footprint,
+  which the dispersion, one number for the whole frame, does not see.
 
 * A Gaussian prior on some parameters (``prior``, `fits.objective.check_prior`) adds its
   residuals ``(x - mean) / sigma``: the objective becomes ``D + sum ((x - mean) / sigma)^2``, its
@@ -94,9 +98,11 @@ from fits.objective import (
     null_deviance,
     poisson_deviance,
     residual_function,
+    split_jacobian,
     split_residual_function,
 )
 from fits.parameters import check_names, pack, parameter_bounds, unpack
+from fits.robust import occupied, robust_covariance, sandwich, score_program, with_prior
 from fits.status import FitStatus
 from xmodel.parameters import ModelParams
 from xmodel.pattern import PatternModel
@@ -309,22 +315,8 @@ def _bounds(names, bounds):
 
 
 def _normal_equations(split, x, nonlinear, linear):
-    """``J^T J`` and ``J^T r`` at ``x`` from two forward-mode passes.
-
-    ``split(x_nonlinear, x_linear)`` is the residual with the parameters in two groups. The
-    tangents of the nonlinear group (orientation, a, widths) go through the whole model; those of
-    the linear scales (`xmodel.pattern.TERMS`) are taken with the nonlinear group held constant,
-    so JAX's symbolic zero tangents skip every peak sum and they cost one product each.
-    """
-    x_nl, x_lin = x[nonlinear], x[linear]
-    cols = []
-    r = None
-    for k, (v, fn) in enumerate(((x_nl, lambda t: split(t, x_lin)), (x_lin, lambda t: split(x_nl, t)))):
-        if v.shape[0] == 0:
-            continue
-        r, jvp = jax.linearize(fn, v)
-        cols.append(jax.vmap(jvp, out_axes=1)(jnp.eye(v.shape[0], dtype=v.dtype)))
-    jac = jnp.concatenate(cols, axis=1)[:, np.argsort(np.concatenate([nonlinear, linear]))]
+    """``J^T J`` and ``J^T r`` at ``x`` (`fits.objective.split_jacobian`: two forward-mode passes)."""
+    jac, r = split_jacobian(split, x, nonlinear, linear)
     return jnp.matmul(jac.T, jac, precision=EXACT), jnp.matmul(jac.T, r, precision=EXACT)
 
 
@@ -458,11 +450,36 @@ def _stack(init: ModelParams, b: int) -> ModelParams:
     return init
 
 
+def _check_clusters(clusters, n_points: int, n_prior: int) -> np.ndarray:
+    """(P + K,) clusters of the points and of the prior's residuals (`fits.robust.with_prior`)."""
+    c = np.asarray(clusters)
+    if c.shape != (n_points,) or c.dtype.kind not in "iu" or (c.size and c.min() < 0):
+        raise ValueError(f"clusters must be ({n_points},) non-negative integers, one per point "
+                         f"(fits.robust.tile_clusters); got shape {c.shape}, dtype {c.dtype}")
+    return with_prior(c, n_prior)
+
+
+def _widen_to_sandwich(var: np.ndarray, cov: np.ndarray, robust: Mapping[int, tuple], ids: np.ndarray | None,
+                       weight: np.ndarray, n_prior: int, fitted: np.ndarray) -> None:
+    """Widen the (dispersion-scaled) ``var`` and ``cov`` of the fitted frames in place to the
+    cluster-robust sandwich where it is wider (`fits.robust.robust_covariance`)."""
+    if ids is None:
+        return
+    for i, (a, bmat) in robust.items():
+        if not fitted[i]:
+            continue
+        c = occupied(ids[:weight.shape[1]], weight[i], n_prior)
+        cov[i] = robust_covariance(cov[i], sandwich(a, bmat, c))
+        d = np.diag(cov[i])
+        var[i] = np.where(np.isfinite(d) & (d > 0), d, var[i])
+
+
 def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Sequence[str], *,
               bounds: dict[str, tuple[float, float]] | None = None, max_iter: int = 50,
               kind: str = "deviance", tol: float = 1e-6,
               no_signal_deviance: float | None = None, stop_above: np.ndarray | float | None = None,
-              give_up: GiveUp | None = None, prior: Mapping[str, tuple[float, float]] | None = None) -> BatchFit:
+              give_up: GiveUp | None = None, prior: Mapping[str, tuple[float, float]] | None = None,
+              clusters: np.ndarray | None = None) -> BatchFit:
     """Fit B frames at once; one status per frame, never an exception for a bad frame.
 
     Parameters
@@ -494,6 +511,10 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
         posteriori estimate) and the covariance is that of the posterior's normal approximation
         (the prior rows in ``J^T J``), scaled by the dispersion like the rest; the deviance gain
         of the no-signal test does not include it. None: maximum likelihood.
+    clusters : (P,) integer cluster of every point (`fits.robust.tile_clusters`), or None. With
+        them the covariance is the quasi-likelihood one widened to the cluster-robust sandwich
+        wherever that is wider (`fits.robust.robust_covariance`): error bars that hold when the
+        model misses the peak shapes. None: the quasi-likelihood covariance alone.
 
     Returns
     -------
@@ -529,6 +550,7 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     if np.any(np.isnan(target)):
         raise ValueError("fit_batch: stop_above holds NaN; pass inf for frames without a target")
     lo, hi = _bounds(names, bounds)
+    ids = None if clusters is None else _check_clusters(clusters, obs.shape[1], len(prior_t))
     init = _stack(init, b)
     x0 = np.clip(np.asarray(pack(init, names), np.float64), lo, hi)
 
@@ -547,6 +569,7 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     cov = np.full((b, n, n), np.nan)
     cost, gain, pearson = np.full(b, np.inf), np.zeros(b), np.full(b, np.nan)
     n_iter, done, gave_up = np.zeros(b, np.int64), np.zeros(b, bool), np.zeros(b, bool)
+    robust: dict[int, tuple] = {}
     if good.any():
         run = compiled(model, ("batch", names, kind, prior_t), _build_batch)
         _, arrays = intensity_function(model)
@@ -557,11 +580,16 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
         rule_j = (jnp.asarray(int(rule.after)), jnp.asarray(float(rule.factor), dtype),
                   jnp.asarray(float(rule.gap), dtype))
         leaves = jax.tree_util.tree_map(np.asarray, init)
+        scores = None if ids is None else score_program(model, names, kind, prior_t, int(ids.max()) + 1)
+        ids_j = None if ids is None else jnp.asarray(ids)
 
         def one(i):
             p_i = jax.tree_util.tree_map(lambda v: v[i], leaves)
-            out = run(arrays, jnp.asarray(x0[i], dtype), p_i, jnp.asarray(obs_c[i], dtype),
-                      jnp.asarray(w_c[i], dtype), lo_j, hi_j, it_j, tol_j, (jnp.asarray(target[i], dtype),) + rule_j)
+            o_i, w_i = jnp.asarray(obs_c[i], dtype), jnp.asarray(w_c[i], dtype)
+            out = run(arrays, jnp.asarray(x0[i], dtype), p_i, o_i, w_i, lo_j, hi_j, it_j, tol_j,
+                      (jnp.asarray(target[i], dtype),) + rule_j)
+            if scores is not None and not bool(np.asarray(out[8])):   # not given up: the information
+                out = tuple(out) + tuple(scores(arrays, out[0], p_i, o_i, w_i, ids_j))   # and scores there
             return tuple(np.asarray(o) for o in out)
 
         rows = [int(i) for i in np.flatnonzero(good)]
@@ -584,13 +612,16 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
             if isinstance(out, Exception):
                 status[i], messages[i] = FitStatus.FAILED, f"the fit of frame {i} raised {type(out).__name__}: {out}"
             else:
-                x[i], var[i], cov[i], cost[i], n_iter[i], done[i], gain[i], pearson[i], gave_up[i] = out
+                x[i], var[i], cov[i], cost[i], n_iter[i], done[i], gain[i], pearson[i], gave_up[i] = out[:9]
+                if len(out) > 9:
+                    robust[i] = out[9:]
 
     n_valid = (w_c > 0).sum(axis=1)
     fitted = np.isfinite(cost)
     dispersion, factor = covariance_scale(kind, np.where(fitted, pearson, np.nan), cost, n_valid, n)
     var = var * factor[:, None]
     cov = cov * factor[:, None, None]
+    _widen_to_sandwich(var, cov, robust, ids, w_c, len(prior_t), fitted & np.all(np.isfinite(x), axis=1))
     lr_scale = effective_dispersion(dispersion)
     k = sum(1 for nm in names if nm not in _PEAKLESS)
     threshold = float(scipy.stats.chi2.isf(_NO_SIGNAL_P, max(k, 1))) if no_signal_deviance is None \
@@ -645,7 +676,8 @@ def _build_covariance(model: PatternModel, names: tuple[str, ...], kind: str, pr
 
 
 def covariance_at(observed, weight, model: PatternModel, params: ModelParams, vary: Sequence[str], *,
-                  kind: str = "deviance", prior: Mapping[str, tuple[float, float]] | None = None) -> BatchFit:
+                  kind: str = "deviance", prior: Mapping[str, tuple[float, float]] | None = None,
+                  clusters: np.ndarray | None = None) -> BatchFit:
     """The standard errors and covariance of B frames at given parameters, without fitting.
 
     What `fit_batch` reports at its solution, for parameters found elsewhere (a stored scan fit
@@ -662,6 +694,7 @@ def covariance_at(observed, weight, model: PatternModel, params: ModelParams, va
     kind : "deviance" or "weighted".
     prior : Gaussian priors as for `fit_batch` (the fit's, so that the covariance is the one it
         reports).
+    clusters : (P,) clusters of the points for the cluster-robust widening, as for `fit_batch`.
 
     Returns
     -------
@@ -687,21 +720,27 @@ def covariance_at(observed, weight, model: PatternModel, params: ModelParams, va
     var, cov = np.full((b, n), np.inf), np.full((b, n, n), np.nan)
     cost, pearson = np.full(b, np.inf), np.full(b, np.nan)
     status, messages = [FitStatus.OK] * b, [""] * b
+    ids = None if clusters is None else _check_clusters(clusters, obs.shape[1], len(prior_t))
     run = compiled(model, ("covariance", names, kind, prior_t), _build_covariance)
+    scores = None if ids is None else score_program(model, names, kind, prior_t, int(ids.max()) + 1)
     _, arrays = intensity_function(model)
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     leaves = jax.tree_util.tree_map(np.asarray, params)
+    robust: dict[int, tuple] = {}
     for i in range(b):
         bad = check_observed(obs[i], w[i], where=f"frame {i}")
         if bad is not None:
             status[i], messages[i] = FitStatus.BAD_DATA, bad
             continue
         p_i = jax.tree_util.tree_map(lambda v, k=i: v[k], leaves)
-        out = run(arrays, jnp.asarray(x[i], dtype), p_i, jnp.asarray(np.where(w[i] > 0, obs[i], 0.0), dtype),
-                  jnp.asarray(w[i], dtype))
-        var[i], cov[i], cost[i], pearson[i] = (np.asarray(o) for o in out)
+        x_i, o_i = jnp.asarray(x[i], dtype), jnp.asarray(np.where(w[i] > 0, obs[i], 0.0), dtype)
+        w_i = jnp.asarray(w[i], dtype)
+        var[i], cov[i], cost[i], pearson[i] = (np.asarray(o) for o in run(arrays, x_i, p_i, o_i, w_i))
+        if scores is not None:
+            robust[i] = tuple(np.asarray(o) for o in scores(arrays, x_i, p_i, o_i, w_i, jnp.asarray(ids)))
     dispersion, factor = covariance_scale(kind, pearson, cost, (w > 0).sum(axis=1), n)
     var, cov = var * factor[:, None], cov * factor[:, None, None]
+    _widen_to_sandwich(var, cov, robust, ids, w, len(prior_t), np.isfinite(cost) & np.all(np.isfinite(x), axis=1))
     stderr = np.sqrt(var)
     return BatchFit(params=params, values={nm: x[:, j].copy() for j, nm in enumerate(names)},
                     stderr={nm: stderr[:, j].copy() for j, nm in enumerate(names)}, objective=cost,

@@ -286,6 +286,28 @@ def split_residual_function(model: PatternModel, names: Sequence[str], kind: str
     return residuals, (nonlinear, linear)
 
 
+def split_jacobian(split: Callable, x, nonlinear: np.ndarray, linear: np.ndarray):
+    """``(J, r)``: the (P, n) Jacobian of the residuals at ``x`` and the residuals, from two
+    forward-mode passes (traceable).
+
+    ``split(x_nonlinear, x_linear)`` is the residual with the parameters in two groups
+    (`split_residual_function`). The tangents of the nonlinear group (orientation, a, widths) go
+    through the whole model; those of the linear scales (`xmodel.pattern.TERMS`) are taken with
+    the nonlinear group held constant, so JAX's symbolic zero tangents skip every peak sum and
+    they cost one product each. The columns are in the order of ``x``.
+    """
+    x_nl, x_lin = x[nonlinear], x[linear]
+    cols = []
+    r = None
+    for v, fn in ((x_nl, lambda t: split(t, x_lin)), (x_lin, lambda t: split(x_nl, t))):
+        if v.shape[0] == 0:
+            continue
+        r, jvp = jax.linearize(fn, v)
+        cols.append(jax.vmap(jvp, out_axes=1)(jnp.eye(v.shape[0], dtype=v.dtype)))
+    jac = jnp.concatenate(cols, axis=1)[:, np.argsort(np.concatenate([nonlinear, linear]))]
+    return jac, r
+
+
 _COMPILED: weakref.WeakKeyDictionary[PatternModel, dict] = weakref.WeakKeyDictionary()
 
 

@@ -274,7 +274,7 @@ def _line_covariances(polar: np.ndarray, setup: FitSetup, settings: FitSettings,
     valid, bad = frame_checks(obs, setup.weight)
     w = np.where(valid & ~bad[:, None], setup.weight[None, :], 0.0)
     c = covariance_at(np.where(valid, obs, 0.0), w, setup.model, stack_params([params[i] for i in rows]), vary,
-                      prior=settings.refine.prior())
+                      prior=settings.refine.prior(), clusters=setup.error_clusters(settings.refine))
     j = [vary.index(n) for n in ORIENTATION_PARAMETERS]
     t1 = np.degrees([float(params[i].tilt1) for i in rows])
     t2 = np.degrees([float(params[i].tilt2) for i in rows])

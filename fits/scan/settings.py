@@ -187,6 +187,19 @@ class RefineSettings:
     scale_floor: float = _s(1e-3, "number", "counts", "smallest starting sl/diffuse/al scale, so that none "
                             "starts on its bound", gt=0)
     background_floor: float = _s(1e-4, "number", "counts", "smallest starting background", gt=0)
+    error_tile_chi_deg: float = _s(
+        4.0, "number", "deg", "standard errors are widened to the cluster-robust sandwich wherever it is wider "
+        "(fits.robust): the score summed over tiles of the polar grid this wide along chi, about an SL spot's FWHM "
+        "for the 1 deg mosaic, so that a misfit peak shape, whose residuals share a sign over its footprint, counts "
+        "as one error and not as many independent ones; inf: the quasi-likelihood errors alone", gt=0, inf=True)
+    error_tile_q: float = _s(
+        0.04, "number", "relative (dq / q)", "... and this wide in q (a spot's radial FWHM at the first SL shells "
+        "for the 0.0015 1/A radial width is 2.7-4.9 %); inf: the quasi-likelihood errors alone", gt=0, inf=True)
+
+    @property
+    def robust_errors(self) -> bool:
+        """Whether the standard errors are widened to the cluster-robust sandwich (both tiles finite)."""
+        return math.isfinite(self.error_tile_chi_deg) and math.isfinite(self.error_tile_q)
 
     def prior(self) -> dict[str, tuple[float, float]]:
         """The Gaussian prior of the refinement, ``{name: (mean, sigma)}`` in edge units

@@ -206,6 +206,7 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
         return np.where(valid, o, 0.0)[inv], np.where(valid & ~bad[:, None], setup.weight[None, :], 0.0)[inv]
 
     rs = settings.refine
+    clusters = setup.error_clusters(rs)
     size = len(starts) if chunk is None else int(chunk)
     def refine_chunk(s0: int) -> list[Candidate]:
         part = list(starts[s0:s0 + size])
@@ -221,7 +222,7 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
         if np.isfinite(target).any():
             stop = {"stop_above": target, "give_up": GiveUp(rs.give_up_after, rs.give_up_factor, rs.give_up_gap)}
         f = fit_batch(y_rows, w_rows, setup.model, p0, list(rs.vary), bounds={"lattice_constant": setup.a_range},
-                      max_iter=rs.max_iter, tol=rs.tol, prior=rs.prior(), **stop)
+                      max_iter=rs.max_iter, tol=rs.tol, prior=rs.prior(), clusters=clusters, **stop)
         return [Candidate(frame=s.frame, objective=float(f.objective[k]) if np.isfinite(f.objective[k]) else np.inf,
                           status=f.status[k], params=jax.tree_util.tree_map(lambda x, k=k: x[k], f.params),
                           source=s.source, order=s.order or (s0 + k,), fit=f, row=k)

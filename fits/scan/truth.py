@@ -374,7 +374,7 @@ def _pull_stats(pull: np.ndarray) -> dict:
 
 
 def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | None = None,
-               stderr: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
+               stderr: dict[str, np.ndarray] | None = None, reference: str = "auto") -> dict[str, dict]:
     """Pulls ``(fitted - true) / stderr`` of a scan fit on the twin, over in-domain ok frames.
 
     Parameters
@@ -388,6 +388,8 @@ def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | No
         or ``orientation_stderr_deg`` to an (N,) array (e.g. recomputed at the stored fits,
         benchmarks/pulls.py --recompute); frames where a given array is NaN are left out of that
         parameter.
+    reference : what the fits are measured from (`references`): "auto" (the grains in the beam
+        where the truth has them, the realistic twin; else the domain), "domain" or "grains".
 
     Returns
     -------
@@ -412,11 +414,11 @@ def pull_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float | No
     (tests/fits/scan/test_truth.py).
     """
     fit, tr, _ = _fits_and_truth(fits_h5, truth_h5)
-    return pull_table_of(fit, tr, misfit_deg, stderr)
+    return pull_table_of(fit, tr, misfit_deg, stderr, reference)
 
 
 def pull_table_of(fit: dict[str, np.ndarray], tr: dict[str, np.ndarray], misfit_deg: float | None = None,
-                  stderr: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
+                  stderr: dict[str, np.ndarray] | None = None, reference: str = "auto") -> dict[str, dict]:
     """`pull_table` of per-frame arrays: ``fit`` in the ``/entry/fits`` layout (e.g.
     `fits.scan.frames.fit_frames` output) and ``tr`` the `read_truth` arrays of the same frames."""
     n = int(np.asarray(fit["status"]).shape[0])
@@ -429,9 +431,10 @@ def pull_table_of(fit: dict[str, np.ndarray], tr: dict[str, np.ndarray], misfit_
     use = inside & (np.asarray(fit["status"], int) == FitStatus.OK.code)
     t1 = np.asarray(fit["tilt1_deg"], float)
     t2 = np.asarray(fit["tilt2_deg"], float)
-    err = {"lattice_constant": np.asarray(fit["lattice_constant"], float) - np.asarray(tr["lattice_constant"], float),
+    R_ref, a_ref = references(tr, reference)
+    err = {"lattice_constant": np.asarray(fit["lattice_constant"], float) - a_ref,
            "disorder_deg": np.asarray(fit["disorder_deg"], float) - np.asarray(tr["disorder_deg"], float)}
-    ang = orientation_errors(fit["orientation_matrix"], tr["orientation_matrix"], t1, t2)
+    ang = orientation_errors(np.asarray(fit["orientation_matrix"], float), R_ref, t1, t2)
     for j, k in enumerate(("tilt1_deg", "tilt2_deg", "inplane_deg")):
         err[k] = ang[:, j]
     mis = np.linalg.norm(ang, axis=1)
@@ -508,10 +511,7 @@ def bias_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float = 5.
         For another ``reference``, or "grains" with a truth file that has no grains' mean.
     """
     fit, tr, n = _fits_and_truth(fits_h5, truth_h5)
-    R_ref = orientation_reference(tr, reference, truth_h5)
-    a_ref = grain_lattice_reference(tr)
-    if a_ref is None or resolve_reference(tr, reference, truth_h5) != "grains":
-        a_ref = np.asarray(tr["lattice_constant"], float)
+    R_ref, a_ref = references(tr, reference, truth_h5)
     label = np.asarray(tr["label"], int)
     inside = (label >= 0) & ~np.asarray(tr["empty"], bool) & ~np.asarray(tr["mixed"], bool)
     if "sl_visible" in tr:
@@ -548,6 +548,18 @@ def bias_table(fits_h5: str | Path, truth_h5: str | Path, misfit_deg: float = 5.
                         "median": float(np.median(e)) if e.size else np.nan}
         out[g] = row
     return out
+
+
+def references(tr: dict[str, np.ndarray], reference: str = "auto", source="the truth file"
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3, 3) true orientations and (N,) true lattice constants (A) to measure fits from: the
+    grains' (`grain_reference`, `grain_lattice_reference`) where ``reference`` resolves to
+    "grains" (`resolve_reference`) and the truth has them, else the domain's."""
+    R_ref = orientation_reference(tr, reference, source)
+    a_ref = grain_lattice_reference(tr)
+    if a_ref is None or resolve_reference(tr, reference, source) != "grains":
+        a_ref = np.asarray(tr["lattice_constant"], float)
+    return R_ref, a_ref
 
 
 def orientation_reference(tr: dict[str, np.ndarray], reference: str = "auto", source="the truth file") -> np.ndarray:

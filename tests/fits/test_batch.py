@@ -299,3 +299,71 @@ def test_a_prior_moves_the_fit_as_a_gaussian_update_and_a_wrong_prior_is_an_erro
             fit_batch(frames[:1], weights[:1], model, init, VARY, prior={"tilt1_deg": bad})
     with pytest.raises(ValueError, match=r"expected \(mean, sigma\)"):
         fit_batch(frames[:1], weights[:1], model, init, VARY, prior={"tilt1_deg": 2.0})
+
+
+def _polar_clusters():
+    """`fits.robust.tile_clusters` of every point of the shared yellow polar grid (conftest)."""
+    from fits.robust import tile_clusters
+
+    q = np.concatenate([np.linspace(0.065, 0.155, 45), np.linspace(1.75, 2.2, 25)])
+    chi = np.linspace(-120, 30, 40)
+    return tile_clusters(chi, q, np.arange(chi.size * q.size))
+
+
+def test_cluster_robust_errors_are_the_sandwich_where_wider_and_quasi_likelihood_on_a_right_model(scan):
+    """With clusters, `covariance_at` and `fit_batch` report the quasi-likelihood covariance
+    widened to the sandwich (`fits.robust.robust_covariance`) of a reference built from
+    ``jax.jacfwd`` and numpy sums; on Poisson frames of the model itself the sandwich estimates
+    the quasi-likelihood errors; on a frame whose SL peaks are wider than the model's (a
+    peak-shape misfit) the lattice constant's and the angles' errors widen several times."""
+    from fits.batch import covariance_at
+    from fits.objective import residual_function
+    from fits.robust import robust_covariance, sandwich
+
+    model, frames, weights, init, truths, fit = scan
+    ids = _polar_clusters()
+    rows = np.array([0, 1, 2, 5])
+    params = jax.tree_util.tree_map(lambda x: x[rows], fit.params)
+    c = covariance_at(frames[rows], weights[rows], model, params, VARY, clusters=ids)
+    from fits.objective import intensity_function
+
+    _, arrays = intensity_function(model)
+    res = residual_function(model, VARY, "deviance")
+    sand = []
+    for k, i in enumerate(rows):
+        p_i = jax.tree_util.tree_map(lambda x, i=i: x[i], fit.params)
+        x = pack(p_i, VARY)
+        o, w = np.where(weights[i] > 0, frames[i], 0.0), weights[i]
+        r = np.asarray(res(arrays, x, p_i, o, w))
+        jac = np.asarray(jax.jacfwd(lambda v, p_i=p_i, o=o, w=w: res(arrays, v, p_i, o, w))(x))
+        g = np.zeros((ids.max() + 1, len(VARY)))
+        np.add.at(g, ids, jac * r[:, None])
+        expected = robust_covariance(fit.covariance[i], sandwich(jac.T @ jac, g.T @ g, np.unique(ids[w > 0]).size))
+        np.testing.assert_allclose(c.covariance[k], expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
+        # a right model: within the sandwich's noise of the quasi-likelihood errors
+        ratio = np.sqrt(np.diag(c.covariance[k]) / np.diag(fit.covariance[i]))
+        sand.append(np.sqrt(np.diag(sandwich(jac.T @ jac, g.T @ g, np.unique(ids[w > 0]).size))
+                            / np.diag(fit.covariance[i])))
+        np.testing.assert_allclose(ratio, np.maximum(sand[-1], 1.0), rtol=1e-6)
+    # the sandwich estimates the same errors as the quasi-likelihood, within its noise (few clusters
+    # hold the SL peaks of this small grid: about +-30 % per frame and parameter)
+    assert 0.75 < np.median(sand) < 1.25, np.round(sand, 2)
+    # fit_batch with clusters reports what covariance_at does at its solution
+    two = jax.tree_util.tree_map(lambda x: x[:2], init)
+    f = fit_batch(frames[:2], weights[:2], model, two, VARY, clusters=ids)
+    at = covariance_at(frames[:2], weights[:2], model, f.params, VARY, clusters=ids)
+    np.testing.assert_allclose(f.covariance, at.covariance, rtol=1e-5, atol=1e-9 * np.abs(at.covariance).max())
+    # SL peaks 1.6 times wider than the model's: residuals of one sign over each peak's footprint
+    t = truths[0]
+    wide = np.asarray(model(t.replace(sl_radial_width=1.6 * t.sl_radial_width, sl_mosaic=1.6 * t.sl_mosaic)))
+    s = float(np.sum(np.asarray(model(t)) * weights[0])) / float(np.sum(wide * weights[0]))
+    counts = poisson_counts(wide * s * weights[0], seed=11).astype(float)
+    frame = np.where(weights[0] > 0, counts / np.where(weights[0] > 0, weights[0], 1.0), np.nan)[None]
+    quasi = fit_batch(frame, weights[:1], model, t, VARY)
+    robust = covariance_at(frame, weights[:1], model, quasi.params, VARY, clusters=ids)
+    gain = {k: float(robust.stderr[k][0] / quasi.stderr[k][0]) for k in VARY}
+    assert quasi.status[0] is FitStatus.OK, quasi.messages
+    # the quasi-likelihood errors (dispersion 250) are 2-5 times too small for a, the angles, sl_scale
+    assert gain["lattice_constant"] > 2 and min(gain[k] for k in ("tilt1_deg", "inplane_deg", "sl_scale")) > 2, gain
+    with pytest.raises(ValueError, match="clusters must be"):
+        covariance_at(frames[:1], weights[:1], model, quasi.params, VARY, clusters=ids[:-1])
