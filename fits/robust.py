@@ -12,7 +12,7 @@ quasi-likelihood ones there.
 The sandwich estimator (Huber 1967; White 1980, doi:10.2307/1912934) measures the spread of the
 fit's score instead of assuming it; summing the score over clusters of neighbouring points
 before squaring lets the residuals be correlated within a cluster (Liang & Zeger 1986,
-doi:10.1093/biomet/73.1.13; Cameron & Miller 2015, doi:10.3368/jhr.50.2.317):
+doi:10.1093/biomet/73.1.13; Cameron & Miller 2015, doi:10.3368/jhr.50.2.317)::
 
     C_s = c / (c - 1) A^-1 (sum_k g_k g_k^T) A^-1,   A = J^T J,   g_k = sum_{i in k} J_i r_i
 
