@@ -1,6 +1,7 @@
 """Which size weighting the Bragg peaks of a polydisperse crystal follow: |<F>|^2 (decoupling
 approximation) or <|F|^2> (the size-averaged form factor). The real-space simulator decides,
 and the model's model.sl_peak_weighting choices are checked against it."""
+import jax
 import numpy as np
 import pytest
 
@@ -54,7 +55,7 @@ def test_model_sl_peaks_follow_the_configured_weighting():
     for weighting in ("average", "decoupling"):
         structure = Structure.build(lattice_constant=float(params.lattice_constant), sl_peak_weighting=weighting)
         model = PatternModel(pixels, structure, params)
-        terms[weighting] = np.asarray(model.components(("sl_scale",))(model.arrays, params)[0], float)
+        terms[weighting] = np.asarray(jax.jit(model.components(("sl_scale",)))(model.arrays, params)[0], float)
     qabs = np.linalg.norm(pixels.q_lab, axis=1)
     on = terms["average"] > 1e-3 * terms["average"].max()
     assert on.sum() > 50

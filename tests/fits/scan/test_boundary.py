@@ -29,20 +29,31 @@ CHI = np.arange(180) * 2.0 - 179.0
 Q = np.concatenate([np.geomspace(0.06, 0.24, 80), np.geomspace(1.72, 2.3, 24)])
 
 
-def test_fit_line_follows_a_known_rotation_ramp():
+@pytest.fixture(scope="module")
+def yellow_line():
+    """The yellow domain's scan-fit setup on the coarse polar grid and the parameters its frames
+    are made with, ``(setup, p0)``. The line fits share it, and so its compiled programs; a setup
+    depends on the support and search settings only, which the fits here leave at the defaults."""
+    from fits.scan.settings import FitSettings
+    from fits.scan.setup import FitSetup
+    from xmodel.config import default_paths, load_config
+    from xmodel.parameters import params_from_config
+
+    cfg = load_config(default_paths("yellow"))
+    setup = FitSetup.build(cfg, Q, CHI, None, FitSettings())
+    p0 = params_from_config(cfg).replace(sl_scale=3000.0, diffuse_scale=45.0, al_scale=20.0, background=0.05)
+    return setup, p0
+
+
+def test_fit_line_follows_a_known_rotation_ramp(yellow_line):
     """Certified-fit style: a yellow domain tilted out of plane by 0 .. 6 deg along a line of 5
     points, plus a point without signal; fit_line's rotation is within 1 deg of the truth."""
     from fits.scan.boundary import fit_line
     from fits.scan.settings import FitSettings
-    from fits.scan.setup import FitSetup
-    from xmodel.config import default_paths, load_config
     from xmodel.noise import poisson_counts
-    from xmodel.parameters import params_from_config
 
     settings = FitSettings.of(batch=1, max_iter=20, n_candidates=2, tol=2e-5)
-    cfg = load_config(default_paths("yellow"))
-    setup = FitSetup.build(cfg, Q, CHI, None, settings)
-    p0 = params_from_config(cfg).replace(sl_scale=3000.0, diffuse_scale=45.0, al_scale=20.0, background=0.05)
+    setup, p0 = yellow_line
     ramp = np.array([0.0, 0.0, 0.0, 3.0, 6.0])
     frames, truth = [], []
     for i, t in enumerate(ramp):
@@ -113,22 +124,17 @@ def test_scan_fit_rows_takes_the_line_points(tmp_path):
         scan_fit_rows(tmp_path / "fits.h5", np.array([0]), 9)
 
 
-def test_fit_line_starts_from_the_scan_fit_and_reports_rotation_to_the_bulk():
+def test_fit_line_starts_from_the_scan_fit_and_reports_rotation_to_the_bulk(yellow_line):
     """Certified-fit style, no search (min_significance = inf): a yellow line that starts tilted
     (4 deg), crosses the bulk (3 points) and jumps by 35 deg at its end, where no warm start
     reaches. The scan fit's orientations (0.4 deg off the truth) start every point; the fit
     recovers each orientation within 0.5 deg and the rotation to the bulk plateau within 1 deg."""
     from fits.scan.boundary import fit_line
     from fits.scan.settings import FitSettings
-    from fits.scan.setup import FitSetup
-    from xmodel.config import default_paths, load_config
     from xmodel.noise import poisson_counts
-    from xmodel.parameters import params_from_config
 
     settings = FitSettings.of(batch=1, max_iter=20, n_candidates=2, tol=2e-5, min_significance=np.inf)
-    cfg = load_config(default_paths("yellow"))
-    setup = FitSetup.build(cfg, Q, CHI, None, settings)
-    p0 = params_from_config(cfg).replace(sl_scale=3000.0, diffuse_scale=45.0, al_scale=20.0, background=0.05)
+    setup, p0 = yellow_line
     tilt1 = np.radians([4.0, 0.0, 0.0, 0.0, 0.0])
     inplane = np.radians([0.0, 0.0, 0.0, 0.0, 35.0])
     frames, truth = [], []
@@ -237,22 +243,18 @@ def test_scan_bulk_orientation_is_the_domains_plateau_over_the_map():
     assert scan_bulk_orientation(R, np.full(len(R), FitStatus.NO_SIGNAL.code), line, 1.0, 0.5) is None
 
 
-def test_a_mixed_point_keeps_the_lines_grain():
+def test_a_mixed_point_keeps_the_lines_grain(yellow_line):
     """Three yellow points along a line, the third with a second grain 30 deg away about the beam
     whose SL peaks are three times as strong, and a scan fit that took the second grain there:
     the lower deviance alone would jump to it; fit_line keeps the line's own grain and flags the
     point mixed."""
     from fits.scan.boundary import fit_line
     from fits.scan.settings import FitSettings
-    from fits.scan.setup import FitSetup
-    from xmodel.config import default_paths, load_config
     from xmodel.noise import poisson_counts
-    from xmodel.parameters import FWHM_PER_SIGMA, params_from_config
+    from xmodel.parameters import FWHM_PER_SIGMA
 
     settings = FitSettings.of(batch=1, max_iter=20, n_candidates=2, tol=2e-5)
-    cfg = load_config(default_paths("yellow"))
-    setup = FitSetup.build(cfg, Q, CHI, None, settings)
-    p0 = params_from_config(cfg).replace(sl_scale=3000.0, diffuse_scale=45.0, al_scale=20.0, background=0.05)
+    setup, p0 = yellow_line
     R_own = np.asarray(p0.sl_orientation(), float)
     R2 = orientation.rotation_about_axis(2, np.radians(30.0)) @ R_own
     p2 = p0.replace(base_orientation=R2, inplane=0.0, tilt1=0.0, tilt2=0.0, sl_scale=9000.0, diffuse_scale=0.0,
