@@ -33,8 +33,8 @@ No parameter is reported more precise than either estimate says: its variance is
 the two, ``C_jj = max(C_q,jj, C_s,jj)``, and the correlations are the quasi-likelihood ones
 (``C = S C_q S``, `robust_covariance`). The correlations come from the model's geometry
 (``J``), which both share; the sandwich's off-diagonal terms are its noisiest part, and a bound
-of both matrices in the Loewner order (``C_q + [C_s - C_q]_+``) widened single parameters by
-up to twice their larger variance where strongly correlated parameters traded error. On a right
+of both matrices in the Loewner order (``C_q + [C_s - C_q]_+``) widened single parameters' errors
+to up to 2.2 times the larger of the two where strongly correlated parameters traded error. On a right
 model ``C_s`` scatters about ``C_q`` (tests/fits/test_robust.py, tests/fits/test_batch.py) and
 ``C`` stays within that scatter above it; under misfit it follows ``C_s``.
 """
