@@ -42,9 +42,10 @@ Algorithm, per frame (edge units, `fits.parameters`):
   ``X^2 / (n - p)`` itself (least squares with unknown variance). ``inf`` where the matrix is
   singular in that direction.
 * With ``clusters`` (the scan fits: `fits.scan.setup.FitSetup.error_clusters`) each parameter's
-  variance is widened to the cluster-robust sandwich's where that is larger (`fits.robust`): a
-  misfit of the peak shapes leaves residuals that share a sign over a reflection's footprint,
-  which the dispersion, one number for the whole frame, does not see.
+  variance is widened to the cluster-robust sandwiches' where they are larger (`fits.robust`:
+  tiles of about a spot, and whole rings): a misfit of the peak shapes leaves residuals that
+  share a sign over a reflection's footprint, or over a shell, which the dispersion, one number
+  for the whole frame, does not see.
 
 * A Gaussian prior on some parameters (``prior``, `fits.objective.check_prior`) adds its
   residuals ``(x - mean) / sigma``: the objective becomes ``D + sum ((x - mean) / sigma)^2``, its
@@ -451,12 +452,19 @@ def _stack(init: ModelParams, b: int) -> ModelParams:
 
 
 def _check_clusters(clusters, n_points: int, n_prior: int) -> np.ndarray:
-    """(P + K,) clusters of the points and of the prior's residuals (`fits.robust.with_prior`)."""
+    """(S, P + K) clusters of the points and of the prior's residuals, one row per clustering
+    (`fits.robust.with_prior`)."""
     c = np.asarray(clusters)
-    if c.shape != (n_points,) or c.dtype.kind not in "iu" or (c.size and c.min() < 0):
-        raise ValueError(f"clusters must be ({n_points},) non-negative integers, one per point "
-                         f"(fits.robust.tile_clusters); got shape {c.shape}, dtype {c.dtype}")
-    return with_prior(c, n_prior)
+    c2 = c[None] if c.ndim == 1 else c
+    if c2.ndim != 2 or c2.shape[0] < 1 or c2.shape[1] != n_points or c.dtype.kind not in "iu" or \
+            (c.size and c.min() < 0):
+        raise ValueError(f"clusters must be ({n_points},) or (S, {n_points}) non-negative integers, one per point "
+                         f"and clustering (fits.robust.tile_clusters); got shape {c.shape}, dtype {c.dtype}")
+    return with_prior(c2, n_prior)
+
+
+def _score_program(model, names, kind, prior_t, ids):
+    return None if ids is None else score_program(model, names, kind, prior_t, [int(r.max()) + 1 for r in ids])
 
 
 def _widen_to_sandwich(var: np.ndarray, cov: np.ndarray, robust: Mapping[int, tuple], ids: np.ndarray | None,
@@ -465,11 +473,12 @@ def _widen_to_sandwich(var: np.ndarray, cov: np.ndarray, robust: Mapping[int, tu
     cluster-robust sandwich where it is wider (`fits.robust.robust_covariance`)."""
     if ids is None:
         return
-    for i, (a, bmat) in robust.items():
+    for i, (a, bmats) in robust.items():
         if not fitted[i]:
             continue
-        c = occupied(ids[:weight.shape[1]], weight[i], n_prior)
-        cov[i] = robust_covariance(cov[i], sandwich(a, bmat, c))
+        for row, bmat in zip(ids, bmats):        # each clustering widens what the last left
+            c = occupied(row[:weight.shape[1]], weight[i], n_prior)
+            cov[i] = robust_covariance(cov[i], sandwich(a, bmat, c))
         d = np.diag(cov[i])
         var[i] = np.where(np.isfinite(d) & (d > 0), d, var[i])
 
@@ -511,10 +520,12 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
         posteriori estimate) and the covariance is that of the posterior's normal approximation
         (the prior rows in ``J^T J``), scaled by the dispersion like the rest; the deviance gain
         of the no-signal test does not include it. None: maximum likelihood.
-    clusters : (P,) integer cluster of every point (`fits.robust.tile_clusters`), or None. With
-        them the covariance is the quasi-likelihood one widened to the cluster-robust sandwich
-        wherever that is wider (`fits.robust.robust_covariance`): error bars that hold when the
-        model misses the peak shapes. None: the quasi-likelihood covariance alone.
+    clusters : (P,) integer cluster of every point (`fits.robust.tile_clusters`), or (S, P) for
+        S clusterings (tiles and whole rings, `fits.robust.ring_clusters`), or None. With them
+        each parameter's variance is the quasi-likelihood one widened to the cluster-robust
+        sandwich of each clustering wherever that is wider (`fits.robust.robust_covariance`):
+        error bars that hold when the model misses the peak shapes. None: the quasi-likelihood
+        covariance alone.
 
     Returns
     -------
@@ -580,7 +591,7 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
         rule_j = (jnp.asarray(int(rule.after)), jnp.asarray(float(rule.factor), dtype),
                   jnp.asarray(float(rule.gap), dtype))
         leaves = jax.tree_util.tree_map(np.asarray, init)
-        scores = None if ids is None else score_program(model, names, kind, prior_t, int(ids.max()) + 1)
+        scores = _score_program(model, names, kind, prior_t, ids)
         ids_j = None if ids is None else jnp.asarray(ids)
 
         def one(i):
@@ -694,7 +705,8 @@ def covariance_at(observed, weight, model: PatternModel, params: ModelParams, va
     kind : "deviance" or "weighted".
     prior : Gaussian priors as for `fit_batch` (the fit's, so that the covariance is the one it
         reports).
-    clusters : (P,) clusters of the points for the cluster-robust widening, as for `fit_batch`.
+    clusters : (P,) or (S, P) clusters of the points for the cluster-robust widening, as for
+        `fit_batch`.
 
     Returns
     -------
@@ -722,7 +734,7 @@ def covariance_at(observed, weight, model: PatternModel, params: ModelParams, va
     status, messages = [FitStatus.OK] * b, [""] * b
     ids = None if clusters is None else _check_clusters(clusters, obs.shape[1], len(prior_t))
     run = compiled(model, ("covariance", names, kind, prior_t), _build_covariance)
-    scores = None if ids is None else score_program(model, names, kind, prior_t, int(ids.max()) + 1)
+    scores = _score_program(model, names, kind, prior_t, ids)
     _, arrays = intensity_function(model)
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     leaves = jax.tree_util.tree_map(np.asarray, params)

@@ -195,6 +195,11 @@ class RefineSettings:
     error_tile_q: float = _s(
         0.04, "number", "relative (dq / q)", "... and this wide in q (a spot's radial FWHM at the first SL shells "
         "for the 0.0015 1/A radial width is 2.7-4.9 %); inf: the quasi-likelihood errors alone", gt=0, inf=True)
+    error_ring_q: float = _s(
+        0.04, "number", "relative (dq / q)", "... and to the sandwich of whole rings this wide in q, a second "
+        "clustering for a misfit shared over a shell (a peak-profile misfit moves every spot of a ring alike), "
+        "where the lattice constant draws its information; each parameter's variance is the largest of the three "
+        "(fits.robust); inf: the tiles alone", gt=0, inf=True)
 
     @property
     def robust_errors(self) -> bool:

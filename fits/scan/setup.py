@@ -9,12 +9,13 @@ reads the range from `FitSetup.a_range`.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import jax.numpy as jnp
 import numpy as np
 
-from fits.robust import tile_clusters
+from fits.robust import ring_clusters, tile_clusters
 from fits.scan.search import mask_spikes, mask_spikes_on_points
 from fits.scan.settings import FitSettings, SearchSettings
 from fits.scan.templates import TemplateBank, build_template_bank
@@ -245,12 +246,16 @@ class FitSetup:
         return mask_spikes(polar, self.q, **self._spike_options(search))
 
     def error_clusters(self, refine) -> np.ndarray | None:
-        """(P,) cluster of every fit point for the cluster-robust standard errors (`fits.robust`:
-        tiles of ``refine.error_tile_chi_deg`` by ``refine.error_tile_q``), or None when
-        ``refine`` (`RefineSettings`) asks for the quasi-likelihood errors alone."""
+        """(S, P) clusters of every fit point for the cluster-robust standard errors (`fits.robust`):
+        tiles of ``refine.error_tile_chi_deg`` by ``refine.error_tile_q`` and, unless
+        ``refine.error_ring_q`` is inf, whole rings of that width; None when ``refine``
+        (`RefineSettings`) asks for the quasi-likelihood errors alone."""
         if not refine.robust_errors:
             return None
-        return tile_clusters(self.chi_deg, self.q, self.index, refine.error_tile_chi_deg, refine.error_tile_q)
+        rows = [tile_clusters(self.chi_deg, self.q, self.index, refine.error_tile_chi_deg, refine.error_tile_q)]
+        if math.isfinite(refine.error_ring_q):
+            rows.append(ring_clusters(self.q, self.index, refine.error_ring_q))
+        return np.stack(rows)
 
     def mask_spikes_on_points(self, obs: np.ndarray, search: SearchSettings) -> np.ndarray:
         """(B, P) float64 counts on the fit points with their hot pixels NaN, as `mask_spikes` on the

@@ -301,13 +301,15 @@ def test_a_prior_moves_the_fit_as_a_gaussian_update_and_a_wrong_prior_is_an_erro
         fit_batch(frames[:1], weights[:1], model, init, VARY, prior={"tilt1_deg": 2.0})
 
 
-def _polar_clusters():
-    """`fits.robust.tile_clusters` of every point of the shared yellow polar grid (conftest)."""
-    from fits.robust import tile_clusters
+def _polar_clusters(rings: bool = False):
+    """`fits.robust.tile_clusters` of every point of the shared yellow polar grid (conftest), or
+    its `fits.robust.ring_clusters`."""
+    from fits.robust import ring_clusters, tile_clusters
 
     q = np.concatenate([np.linspace(0.065, 0.155, 45), np.linspace(1.75, 2.2, 25)])
     chi = np.linspace(-120, 30, 40)
-    return tile_clusters(chi, q, np.arange(chi.size * q.size))
+    index = np.arange(chi.size * q.size)
+    return ring_clusters(q, index) if rings else tile_clusters(chi, q, index)
 
 
 def test_cluster_robust_errors_are_the_sandwich_where_wider_and_quasi_likelihood_on_a_right_model(scan):
@@ -346,6 +348,15 @@ def test_cluster_robust_errors_are_the_sandwich_where_wider_and_quasi_likelihood
         sand.append(np.sqrt(np.diag(sandwich(jac.T @ jac, g.T @ g, np.unique(ids[w > 0]).size))
                             / np.diag(fit.covariance[i])))
         np.testing.assert_allclose(ratio, np.maximum(sand[-1], 1.0), rtol=1e-6)
+    # two clusterings (tiles and whole rings): each widens what the last left, per parameter
+    rings = _polar_clusters(rings=True)
+    g2 = np.zeros((rings.max() + 1, len(VARY)))
+    np.add.at(g2, rings, jac * r[:, None])
+    expected = robust_covariance(expected, sandwich(jac.T @ jac, g2.T @ g2, np.unique(rings[w > 0]).size))
+    c2 = covariance_at(frames[rows[-1:]], weights[rows[-1:]], model, jax.tree_util.tree_map(lambda x: x[-1:], params),
+                       VARY, clusters=np.stack([ids, rings]))
+    np.testing.assert_allclose(c2.covariance[0], expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
+    assert np.all(np.diag(c2.covariance[0]) >= np.diag(c.covariance[-1]) * (1 - 1e-9))
     # the sandwich estimates the same errors as the quasi-likelihood, within its noise (few clusters
     # hold the SL peaks of this small grid: about +-30 % per frame and parameter)
     assert 0.75 < np.median(sand) < 1.25, np.round(sand, 2)

@@ -4,7 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fits.robust import occupied, robust_covariance, sandwich, tile_clusters, with_prior
+from fits.robust import (
+    occupied,
+    ring_clusters,
+    robust_covariance,
+    sandwich,
+    tile_clusters,
+    with_prior,
+)
 
 
 def test_tiles_follow_chi_in_degrees_and_q_relative():
@@ -22,15 +29,32 @@ def test_tiles_follow_chi_in_degrees_and_q_relative():
     # a subset of the grid: the tiles of its points only
     sub = tile_clusters(chi, q, index[::7], 4.0, 0.04)
     assert sub.max() == np.unique(sub).size - 1
-    with pytest.raises(ValueError, match="positive and finite"):
+    with pytest.raises(ValueError, match="positive along chi"):
         tile_clusters(chi, q, index, 0.0, 0.04)
+    with pytest.raises(ValueError, match="positive and finite in q"):
+        tile_clusters(chi, q, index, 4.0, np.inf)
     with pytest.raises(ValueError, match="outside"):
         tile_clusters(chi, q, np.array([chi.size * q.size]), 4.0, 0.04)
+
+
+def test_rings_hold_every_chi_of_a_q_band():
+    """Whole rings: points share a cluster exactly when they share a 4 % band of q, whatever chi."""
+    chi = np.arange(-10.0, 10.0, 1.0)
+    q = 0.05 * 1.01 ** np.arange(30)
+    index = np.arange(chi.size * q.size)
+    ids = ring_clusters(q, index, 0.04)
+    col = index % q.size
+    t_q = np.floor(np.log(q[col] / q[0]) / np.log(1.04))
+    np.testing.assert_array_equal(ids[:, None] == ids[None, :], t_q[:, None] == t_q[None, :])
+    np.testing.assert_array_equal(ids, tile_clusters(chi, q, index, np.inf, 0.04))
 
 
 def test_prior_residuals_are_clusters_of_their_own_and_empty_clusters_do_not_count():
     ids = with_prior(np.array([0, 0, 1, 2]), 2)
     np.testing.assert_array_equal(ids, [0, 0, 1, 2, 3, 4])
+    # several clusterings: each row its own prior clusters
+    np.testing.assert_array_equal(with_prior(np.array([[0, 0, 1, 2], [0, 0, 0, 0]]), 2),
+                                  [[0, 0, 1, 2, 3, 4], [0, 0, 0, 0, 1, 2]])
     assert occupied(ids[:4], np.array([1.0, 0.0, 0.0, 2.0]), n_prior=2) == 4      # clusters 0 and 2, two priors
 
 
