@@ -195,6 +195,28 @@ def test_the_simulator_is_independent_of_the_gaussian_peak_model():
     assert "xmodel.geometry" in closure and "xmodel.twin" in closure
 
 
+def test_a_grain_with_a_gaussian_edge_has_the_spheres_radius_of_gyration():
+    """``edge = "gaussian"``: sites occupied with probability exp(-r^2 / 2 s^2), s = D / (2 sqrt 5),
+    have the sphere's radius of gyration sqrt(3/5) D / 2 and hold a third of its NCs
+    ((2 pi)^(3/2) s^3 against 4 pi (D/2)^3 / 3); the default draws as before."""
+    rot = random_rotations(np.random.default_rng(3), 1, 0.5)[0]
+    kw = {"lattice_constant": A_SL, "diameter": 2400.0, "orientation": rot, "radius": 34.0, "radius_sigma": 2.5,
+          "displacement": 0.0}
+    sphere = fcc_grain(np.random.default_rng(0), **kw)
+    soft = fcc_grain(np.random.default_rng(0), edge="gaussian", **kw)
+    rg = {k: float(np.sqrt(np.mean(np.sum(g.positions ** 2, axis=1)))) for k, g in (("sphere", sphere), ("soft", soft))}
+    assert rg["sphere"] == pytest.approx(np.sqrt(3 / 5) * 1200.0, rel=0.02)
+    assert rg["soft"] == pytest.approx(rg["sphere"], rel=0.03)
+    assert soft.n / sphere.n == pytest.approx((2 * np.pi) ** 1.5 / 5 ** 1.5 / (4 * np.pi / 3), rel=0.05)
+    # the soft grain's sites are lattice sites, its lattice constant the sphere's
+    np.testing.assert_allclose(np.rint(2 * soft.sites), 2 * soft.sites, atol=1e-12)
+    assert soft.lattice_constant_normal_to(np.array([0.0, 0.0, 1.0])) == pytest.approx(A_SL, rel=1e-9)
+    again = fcc_grain(np.random.default_rng(0), edge="sharp", **kw)
+    np.testing.assert_array_equal(again.positions, sphere.positions)
+    with pytest.raises(ValueError, match="edge 'fuzzy' is unknown"):
+        fcc_grain(np.random.default_rng(0), edge="fuzzy", **kw)
+
+
 def test_settings_errors_name_the_file_and_key(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(f'twin = "{ROOT / "configs" / "demo.toml"}"\n[grains]\ncount = 0\n')
@@ -208,6 +230,9 @@ def test_settings_errors_name_the_file_and_key(tmp_path):
         load_settings(bad)
     bad.write_text(f'twin = "{ROOT / "configs" / "demo.toml"}"\n[grains]\ndisplacement_model = "fractal"\n')
     with pytest.raises(RealspaceError, match=r'displacement_model = \'fractal\' is invalid; expected "gaussian" or'):
+        load_settings(bad)
+    bad.write_text(f'twin = "{ROOT / "configs" / "demo.toml"}"\n[grains]\nedge = "fuzzy"\n')
+    with pytest.raises(RealspaceError, match=r'edge = \'fuzzy\' is invalid; expected "sharp" or "gaussian"'):
         load_settings(bad)
     with pytest.raises(RealspaceError, match="does not exist"):
         load_settings(tmp_path / "none.toml")

@@ -311,7 +311,7 @@ class RealspaceScan:
                 rng, lattice_constant=a, diameter=rng.uniform(*s["grains.diameter_A"]),
                 orientation=rots[g] @ r_sl, radius=radius, radius_sigma=sigma,
                 displacement=s["grains.displacement"], displacement_model=s["grains.displacement_model"],
-                radius_step=s["nanocrystals.radius_step_A"]) for g in range(n_grains))
+                radius_step=s["nanocrystals.radius_step_A"], edge=s["grains.edge"]) for g in range(n_grains))
             m = max(8, int(round(s["nanocrystals.sampled"] * w)))
             owner = rng.integers(0, n_grains, m)
             al_ideal = rots[owner] @ r_sl @ self.relationships[k]

@@ -7,7 +7,7 @@ efficiencies) and adds the tables of the real-space simulator::
     set = ["scan.shape=[21, 21]"]      # overrides of the twin, as `--set`
     name = "twin_realistic"            # output name (default: this file's stem)
 
-    [grains]        count, diameter_A, displacement, displacement_model, mosaic_deg
+    [grains]        count, diameter_A, displacement, displacement_model, edge, mosaic_deg
     [nanocrystals]  sampled, shape_cutoff, radius_step_A
     [saxs]          q_max, q_max_incoherent
     [waxs]          binning
@@ -37,6 +37,8 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "diameter_A": ([900.0, 1300.0], 200.0, 5000.0, "range of grain diameters (A), drawn uniformly"),
         "displacement": (0.03, 0.0, 0.2, "rms NC displacement per component / NN distance"),
         "displacement_model": ("cumulative", None, None, '"gaussian" or "cumulative" (paracrystal)'),
+        "edge": ("sharp", None, None, ('"sharp" (a sphere) or "gaussian" (a diffuse boundary of the same '
+                                       'radius of gyration, no Porod tails; xmodel.realspace.particles.fcc_grain)')),
         "mosaic_deg": (0.5, 0.0, 10.0, "sd of each grain's rotation vector about the domain orientation (deg)"),
     },
     "nanocrystals": {
@@ -92,6 +94,10 @@ def _check(path: Path, table: str, key: str, value):
     if key == "displacement_model":
         if value not in ("gaussian", "cumulative"):
             raise RealspaceError(f'{where} is invalid; expected "gaussian" or "cumulative".')
+        return value
+    if key == "edge":
+        if value not in ("sharp", "gaussian"):
+            raise RealspaceError(f'{where} is invalid; expected "sharp" or "gaussian".')
         return value
     if isinstance(default, list):
         if (not isinstance(value, list) or len(value) != 2
