@@ -118,11 +118,14 @@ def sl_peak_widths(g, sl_radial_width, sl_mosaic, shape: str = "mosaic", paracry
       |G| (Warren, "X-ray Diffraction", 1969, ch. 13; for a sphere ``|Phi|^2 ~ exp(-q^2 R^2 / 5)``,
       a sigma of ``sqrt(5/2) / R``). ``sl_radial_width`` is taken as that isotropic term: it is
       the radial width where the |G|-dependent terms vanish, so one parameter describes both
-      directions and the parameter set stays as it is.
+      directions and the parameter set stays as it is. The size term is a ball about G, not a
+      cap on the sphere ``|q| = |G|``: its tangential variance is taken at each point's ``|q|``
+      (`ball_sigmas`), ``sigma_r^2 |G| / |q|``, so that with no mosaic the peak is exactly
+      ``exp(-|q - G|^2 / 2 sigma_r^2)``.
     * Mosaic: a spread of grain orientations moves G over its sphere, ``|G| sigma_mosaic``
       tangentially; convolved with the size term the tangential sigma is
-      ``sigma_t = sqrt(sigma_r^2 + (|G| sigma_mosaic)^2)`` (the AL peaks' form,
-      `al_tangential_sigma`).
+      ``sigma_t = sqrt(sigma_r^2 + (|G| sigma_mosaic)^2)`` at ``|q| = |G|`` (the AL peaks' form,
+      `al_tangential_sigma`), ``sqrt(sigma_r^2 |G| / |q| + (|G| sigma_mosaic)^2)`` elsewhere.
     * Paracrystal: cumulative lattice disorder (an ideal paracrystal, Hosemann & Bagchi, "Direct
       Analysis of Diffraction by Matter", 1962; Guinier, "X-ray Diffraction", 1963, ch. 9)
       broadens the reflection of order h radially by an integral breadth growing as h^2, ``(pi/2)
@@ -323,6 +326,45 @@ def has_tail(tail) -> bool:
     return not (isinstance(tail, (int, float)) and tail == 0)
 
 
+def sl_size_variance(shape: str, sl_radial_width):
+    """The size (Scherrer) part of a SL reflection's tangential variance, ``sl_radial_width^2``
+    (1/A^2), for the shapes with a size width (`SIZE_SHAPES`); None for "mosaic", whose peak is a
+    cap by construction (`ball_sigmas`)."""
+    return sl_radial_width * sl_radial_width if shape in SIZE_SHAPES else None
+
+
+def ball_sigmas(qa, g, sigma_t, sigma_a, size_var):
+    """Tangential and across-sphere sigmas at ``|q| = qa`` of a peak whose size term is a ball.
+
+    A spread of orientations moves G over its sphere: the peak is a cap, Gaussian in ``|q| - g``
+    and in the chord ``g |q_hat - G_hat|`` (`shell_sum`). A finite grain's size broadening is a
+    ball about G, ``|q - G|^2 = (|q| - g)^2 + (|q| / g) chord^2``: its tangential variance at
+    ``|q|`` is ``sigma_s^2 g / |q|``. The ball convolved with the cap (small angles) has the
+    tangential variance ``sigma_s^2 g / |q| + (g sigma_mosaic)^2``, i.e. ``sigma_t^2 + size_var
+    (g / |q| - 1)`` with ``size_var = sigma_s^2`` (`sl_size_variance`); the across-sphere sigma
+    is scaled by the same factor. Without it a ball's ridge, at ``|q| = g cos theta`` along a
+    detector row at angle theta from G and at the in-plane ``sqrt(g^2 - h^2)`` for a centre ``h``
+    off the Ewald sphere, lies inside the cap's ``|q| = g``, and a fit puts the lattice
+    constant high by about ``(w / g)^2 / 2`` and ``h^2 / 2 g^2`` (docs/validation.md, "Where the
+    lattice-constant bias comes from"; `benchmarks/peak_geometry_bias.py`).
+
+    Parameters
+    ----------
+    qa : ``|q|`` (1/A); g : ``|G|`` (1/A); sigma_t : tangential sigma at ``|q| = g`` (1/A);
+        sigma_a : across-sphere sigma (1/A) or None; size_var : ``sigma_s^2`` (1/A^2) or None
+        (the cap: the sigmas as given). Numpy or JAX; broadcasts.
+
+    Returns
+    -------
+    (sigma_t, sigma_a) at ``qa`` (sigma_a None where given None).
+    """
+    if size_var is None:
+        return sigma_t, sigma_a
+    xp = _array_module(qa)
+    st = xp.sqrt(sigma_t * sigma_t + size_var * (g / xp.maximum(qa, 1e-12) - 1.0))
+    return st, (None if sigma_a is None else sigma_a * (st / sigma_t))
+
+
 def sl_peak(dq_r2, dq_t2, dq_1_2, sigma_r, sigma_t, tail=0.0, sigma_a=None):
     """SL peak of unit height: `gaussian_peak` with the profile across the Ewald sphere
     `across_sphere_profile`.
@@ -385,7 +427,7 @@ def sl_tail_integral(tail: float) -> float:
     return (1.0 - tail) + tail * TAIL_INTEGRAL_RATIO
 
 
-def shell_sum(q_t, q2, g_rot, g, sigma_r, sigma_t, tail=0.0, sigma_a=None):
+def shell_sum(q_t, q2, g_rot, g, sigma_r, sigma_t, tail=0.0, sigma_a=None, size_var=None):
     """Sum of the peaks of one shell (reflections of equal |G| = g) at points q.
 
     Parameters
@@ -395,6 +437,8 @@ def shell_sum(q_t, q2, g_rot, g, sigma_r, sigma_t, tail=0.0, sigma_a=None):
     sigma_r, sigma_t : radial and tangential sigmas (1/A).
     tail : the Lorentzian share of the profile across the Ewald sphere (`across_sphere_profile`;
         a static number, 0 for the Gaussian peak).
+    size_var : the size part of ``sigma_t^2`` (`sl_size_variance`), which is a ball about G and
+        not a cap (`ball_sigmas`); None: a cap.
 
     Notes
     -----
@@ -422,6 +466,7 @@ def shell_sum(q_t, q2, g_rot, g, sigma_r, sigma_t, tail=0.0, sigma_a=None):
     if has_tail(tail):
         c1 = chord_on_e1(gn[:, 0:1], gn[:, 1:2], q_t[0][None, :], q_t[1][None, :])
         t1 = (g * g) * c1 * c1
+    sigma_t, sigma_a = ball_sigmas(qa[None, :], g, sigma_t, sigma_a, size_var)
     return jnp.sum(sl_peak((dr * dr)[None, :], dt2, t1, sigma_r, sigma_t, tail, sigma_a), axis=0)
 
 
@@ -455,7 +500,7 @@ def bin_frame(q_lab: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.nda
     return e1.T.copy(), local
 
 
-def binned_shell_sum(q_t, q2, e1, local, g_rot, g, sigma_r, sigma_t, tail=0.0, sigma_a=None):
+def binned_shell_sum(q_t, q2, e1, local, g_rot, g, sigma_r, sigma_t, tail=0.0, sigma_a=None, size_var=None):
     """Mean of the peaks of one shell over the pixels of reduced bins, to second order.
 
     Parameters
@@ -509,10 +554,10 @@ def binned_shell_sum(q_t, q2, e1, local, g_rot, g, sigma_r, sigma_t, tail=0.0, s
     gn = g_rot / g
     c = gn[:, 0:1] * q_t[0][None, :] + gn[:, 1:2] * q_t[1][None, :] + gn[:, 2:3] * q_t[2][None, :]
     c1 = gn[:, 0:1] * e1[0][None, :] + gn[:, 1:2] * e1[1][None, :] + gn[:, 2:3] * e1[2][None, :]
-    return jnp.sum(binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail, sigma_a), axis=0)
+    return jnp.sum(binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail, sigma_a, size_var), axis=0)
 
 
-def binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail=0.0, sigma_a=None):
+def binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail=0.0, sigma_a=None, size_var=None):
     """Unit-height peak averaged over a bin's pixels, per (reflection, point) pair (`binned_shell_sum`).
 
     Parameters
@@ -524,6 +569,8 @@ def binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail=0.0, sigma_a=None):
     tail : the Lorentzian share across the Ewald sphere (`across_sphere_profile`; static, 0 for
         the Gaussian, or traced with the "grain" shape); sigma_a : the across-sphere profile's
         sigma (1/A, `grain_across`; None: ``sigma_t``).
+    size_var : the size part of ``sigma_t^2``, a ball about G (`ball_sigmas`, taken at the
+        centroid's ``|q|``); None: a cap.
 
     Returns
     -------
@@ -531,6 +578,7 @@ def binned_peak(qa, c, c1, local, g, sigma_r, sigma_t, tail=0.0, sigma_a=None):
     ``C + S'`` at the centroid times ``sqrt(det C / det(C + S'))`` (derivation and validation
     in `binned_shell_sum`; with a zero spread `gaussian_peak`).
     """
+    sigma_t, sigma_a = ball_sigmas(qa, g, sigma_t, sigma_a, size_var)
     x0 = (qa - g) / sigma_r
     x1 = (-g / sigma_t) * c1
     dt2 = ((2.0 * g * g) / sigma_t ** 2) * jnp.maximum(1.0 - c / jnp.maximum(qa, 1e-12), 0.0)
@@ -890,11 +938,12 @@ def _terms(layout: _Layout, arrays: dict, params: ModelParams, parts: tuple[str,
                 g_rot = (TWO_PI / p.lattice_constant) * jnp.matmul(arrays["sl_hkl"][i], rot.T, precision=EXACT)
                 sr, st, height = sl_widths(layout, g, p)
                 eta, sa = sl_across(layout, g, p)
+                ball = sl_size_variance(layout.sl_shape, p.sl_radial_width)
                 if layout.binned:
                     vals = binned_shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], arrays["sl_frame"][i],
-                                            arrays["sl_spread"][i], g_rot, g, sr, st, eta, sa)
+                                            arrays["sl_spread"][i], g_rot, g, sr, st, eta, sa, ball)
                 else:
-                    vals = shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], g_rot, g, sr, st, eta, sa)
+                    vals = shell_sum(arrays["sl_q"][i], arrays["sl_q2"][i], g_rot, g, sr, st, eta, sa, ball)
                 sl = sl.at[pts].add(bragg[pts] * (height * vals), indices_are_sorted=True, unique_indices=True)
             out["sl_scale"] = place(sl)
     if "al_scale" in parts:
@@ -1102,8 +1151,9 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
     def block(q):
         qa = jnp.linalg.norm(q, axis=1)
 
-        def peaks(G, sr, st, tail=0.0, sa=None):
+        def peaks(G, sr, st, tail=0.0, sa=None, size_var=None):
             gn = jnp.linalg.norm(G, axis=1)
+            st, sa = ball_sigmas(qa[:, None], gn[None, :], st, sa, size_var)
             # radial |q| - |G| and chord |G| |q_hat - G_hat| (module docstring)
             dr = qa[:, None] - gn[None, :]
             u = q / jnp.maximum(qa, 1e-12)[:, None]
@@ -1123,7 +1173,8 @@ def dense_pattern(pixels: PixelSet, structure: Structure, params: ModelParams, *
                                         structure.sl_paracrystal, structure.sl_peak_tail)
         eta, sa = sl_across_profile(structure.sl_peak_shape, structure.sl_peak_tail, gn_sl, p.sl_radial_width,
                                     p.sl_mosaic)
-        sl = jnp.sum(height * peaks(sl_g, sr, st, eta, sa), axis=1)
+        sl = jnp.sum(height * peaks(sl_g, sr, st, eta, sa, sl_size_variance(structure.sl_peak_shape,
+                                                                               p.sl_radial_width)), axis=1)
         gn_al = jnp.linalg.norm(al_g, axis=1)
         al = peaks(al_g, p.al_radial_width, al_tangential_sigma(gn_al, p.al_radial_width, p.disorder))
         al_h = al_peak_height(gn_al, p.al_radial_width, p.disorder, structure.al_lattice_constant,

@@ -15,10 +15,12 @@ from xmodel.parameters import ModelParams, Structure
 from xmodel.pattern import (
     across_sphere_profile,
     al_peak_height,
+    ball_sigmas,
     chord_on_e1,
     has_tail,
     sl_across_profile,
     sl_peak_widths,
+    sl_size_variance,
 )
 from xmodel.pixels import weight_at
 
@@ -48,13 +50,17 @@ def ewald_projection(g_lab: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarra
     return k * v / norm[:, None] - k_i, norm - k
 
 
-def peak_log_value(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t, tail=0.0, sigma_a=None) -> np.ndarray:
+def peak_log_value(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t, tail=0.0, sigma_a=None,
+                   size_var=None) -> np.ndarray:
     """Logarithm of the unit-height peak of G at q (`xmodel.pattern.sl_peak`): ``-peak_exponent / 2``
     without a tail, else the Gaussian's part in the detector plane plus the log of
     `xmodel.pattern.across_sphere_profile` (the chord's part along ``e1 = e_beam x q_hat``,
     `xmodel.pattern.chord_on_e1`), of sigma ``sigma_a`` (default ``sigma_t``; the "grain" shape's,
-    `xmodel.pattern.grain_across`). Broadcasts over leading axes; finite where the peak underflows.
+    `xmodel.pattern.grain_across`). ``size_var``: the size part of ``sigma_t^2``, a ball about G
+    (`xmodel.pattern.ball_sigmas`). Broadcasts over leading axes; finite where the peak underflows.
     """
+    sigma_t, sigma_a = ball_sigmas(np.linalg.norm(q_lab, axis=-1), np.linalg.norm(g_lab, axis=-1), sigma_t,
+                                   sigma_a, size_var)
     if not has_tail(tail):
         return -0.5 * peak_exponent(q_lab, g_lab, sigma_r, sigma_t)
     qa = np.linalg.norm(q_lab, axis=-1)
@@ -79,7 +85,8 @@ def peak_exponent(q_lab: np.ndarray, g_lab: np.ndarray, sigma_r, sigma_t) -> np.
     return (qa - ga) ** 2 / sigma_r ** 2 + np.sum(chord * chord, axis=-1) / sigma_t ** 2
 
 
-def _brightest_on_sphere(geom, g_lab, q_near, sigma_r, sigma_t, n: int = 601, tail=0.0, sigma_a=None) -> np.ndarray:
+def _brightest_on_sphere(geom, g_lab, q_near, sigma_r, sigma_t, n: int = 601, tail=0.0, sigma_a=None,
+                         size_var=None) -> np.ndarray:
     """Point of the Ewald sphere where each reflection's peak is largest.
 
     The peak is symmetric about G and the sphere about e3, so the maximum lies in the
@@ -96,11 +103,11 @@ def _brightest_on_sphere(geom, g_lab, q_near, sigma_r, sigma_t, n: int = 601, ta
         return np.asarray(x)[:, None] if np.ndim(x) else x
 
     e = peak_log_value(pts, g_lab[:, None, :], sigma_r[:, None], sigma_t[:, None], col(tail),
-                       None if sigma_a is None else col(sigma_a))
+                       None if sigma_a is None else col(sigma_a), size_var)
     best = np.argmax(e, axis=1)
     out = pts[np.arange(len(best)), best]
     # keep the Euclidean projection where it is at least as bright (e.g. G on the sphere)
-    e0 = peak_log_value(q_near, g_lab, sigma_r, sigma_t, tail, sigma_a)
+    e0 = peak_log_value(q_near, g_lab, sigma_r, sigma_t, tail, sigma_a, size_var)
     take = e0 >= e[np.arange(len(best)), best]
     out[take] = q_near[take]
     return out
@@ -144,11 +151,12 @@ def reflection_table(experiment: Experiment, structure: Structure, params: Model
             sr = np.broadcast_to(np.asarray(sr, float), gabs.shape)
             tail, sa = sl_across_profile(structure.sl_peak_shape, structure.sl_peak_tail, gabs,
                                          float(p.sl_radial_width), float(p.sl_mosaic))
+            ball = sl_size_variance(structure.sl_peak_shape, float(p.sl_radial_width))
         else:
-            tail, sa = 0.0, None
+            tail, sa, ball = 0.0, None, None
             sr = np.full(gabs.shape, float(p.al_radial_width))
             st = np.sqrt(sr ** 2 + (gabs * float(p.disorder)) ** 2)
-        q_star = _brightest_on_sphere(geom, g, q_near, sr, st, tail=tail, sigma_a=sa)
+        q_star = _brightest_on_sphere(geom, g, q_near, sr, st, tail=tail, sigma_a=sa, size_var=ball)
         qs_abs = np.linalg.norm(q_star, axis=1)
         if name == "SL":
             ff = np.asarray(sl_peak_factor(qs_abs, float(p.radius), float(p.radius_sigma),
@@ -159,7 +167,7 @@ def reflection_table(experiment: Experiment, structure: Structure, params: Model
             amp = float(p.al_scale) * structure.al_weight * np.asarray(al_peak_height(
                 gabs, float(p.al_radial_width), float(p.disorder), structure.al_lattice_constant,
                 structure.al_peak_intensity), float)
-        height = amp * np.exp(peak_log_value(q_star, g, sr, st, tail))
+        height = amp * np.exp(peak_log_value(q_star, g, sr, st, tail, sa, ball))
         row, col = geom.pixel_from_q_lab(q_star)
         row = np.asarray(row, float).reshape(-1)
         col = np.asarray(col, float).reshape(-1)

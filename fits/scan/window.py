@@ -57,6 +57,7 @@ from xmodel.parameters import ModelParams
 from xmodel.pattern import (
     TERMS,
     PatternModel,
+    ball_sigmas,
     bin_frame,
     binned_peak,
     chord_on_e1,
@@ -65,6 +66,7 @@ from xmodel.pattern import (
     sl_across,
     sl_peak,
     sl_peak_widths,
+    sl_size_variance,
     sl_widths,
 )
 from xmodel.precision import EXACT
@@ -283,16 +285,18 @@ def _sl_windowed(layout, windows: _Windows, arrays: dict, p: ModelParams, bragg)
         gn = g_rot / g
         sr, st, height = sl_widths(layout, g, p)
         eta, sa = sl_across(layout, g, p)
+        ball = sl_size_variance(layout.sl_shape, p.sl_radial_width)
         c = gn[:, 0:1] * qx[k] + gn[:, 1:2] * qy[k] + gn[:, 2:3] * qz[k]
         if "win_frame" in arrays:      # reduced bins: the peak's mean over the bin's pixels
             e1 = arrays["win_frame"]
             c1 = gn[:, 0:1] * e1[0][k] + gn[:, 1:2] * e1[1][k] + gn[:, 2:3] * e1[2][k]
-            vals = binned_peak(qa, c, c1, arrays["win_spread"][:, k], g, sr, st, eta, sa)
+            vals = binned_peak(qa, c, c1, arrays["win_spread"][:, k], g, sr, st, eta, sa, ball)
         else:
             dr = qa - g
             dt2 = (2.0 * g * g) * jnp.maximum(1.0 - c / jnp.maximum(qa, 1e-12), 0.0)
             t1 = (g * g) * chord_on_e1(gn[:, 0:1], gn[:, 1:2], qx[k], qy[k]) ** 2 if has_tail(eta) else None
-            vals = sl_peak(dr * dr, dt2, t1, sr, st, eta, sa)
+            st_q, sa_q = ball_sigmas(qa, g, st, sa, ball)
+            vals = sl_peak(dr * dr, dt2, t1, sr, st_q, eta, sa_q)
         sl = sl.at[jnp.where(valid, win, windows.n_saxs)].add(jnp.where(valid, (height * vals) * bragg[k], 0.0))
     return sl[:windows.n_saxs]
 

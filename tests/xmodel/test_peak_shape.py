@@ -150,3 +150,36 @@ def test_reflection_table_follows_the_shape():
         heights[shape] = {tuple(r["hkl"]): r["intensity"] for r in rows}
     common = heights["mosaic"].keys() & heights["crystal"].keys()
     assert common and max(abs(heights["crystal"][k] / heights["mosaic"][k] - 1) for k in common) > 0.1
+
+
+def test_size_broadening_is_a_ball_and_mosaic_a_cap():
+    """With a size width the peak is a ball about G: with no mosaic, `shell_sum` is exactly
+    ``exp(-|q - G|^2 / 2 sigma^2)`` (`xmodel.pattern.ball_sigmas`), in 3D, off the sphere too;
+    without ``size_var`` it is the cap, Gaussian in ``|q| - |G|`` and the chord; the binned peak
+    with no spread equals it."""
+    from xmodel.pattern import binned_peak, shell_sum
+
+    rng = np.random.default_rng(4)
+    G = np.array([0.05, 0.06, 0.01])
+    g = float(np.linalg.norm(G))
+    sigma = 3e-3
+    q = G[None, :] + rng.normal(scale=2 * sigma, size=(400, 3))
+    q2 = np.sum(q * q, axis=1)
+    ball = shell_sum(jnp.asarray(q.T), jnp.asarray(q2), jnp.asarray(G[None]), g, sigma, sigma, size_var=sigma ** 2)
+    np.testing.assert_allclose(np.asarray(ball), np.exp(-0.5 * np.sum((q - G) ** 2, axis=1) / sigma ** 2),
+                               rtol=1e-10, atol=1e-14)
+    cap = shell_sum(jnp.asarray(q.T), jnp.asarray(q2), jnp.asarray(G[None]), g, sigma, sigma)
+    qa = np.sqrt(q2)
+    chord2 = g * g * np.sum((q / qa[:, None] - G / g) ** 2, axis=1)
+    np.testing.assert_allclose(np.asarray(cap), np.exp(-0.5 * ((qa - g) ** 2 + chord2) / sigma ** 2), rtol=1e-10)
+    # size and mosaic: the tangential variance sigma_s^2 g / |q| + (g sigma_m)^2
+    mosaic = np.radians(1.0)
+    st = np.sqrt(sigma ** 2 + (g * mosaic) ** 2)
+    both = shell_sum(jnp.asarray(q.T), jnp.asarray(q2), jnp.asarray(G[None]), g, sigma, st, size_var=sigma ** 2)
+    expected = np.exp(-0.5 * ((qa - g) ** 2 / sigma ** 2 + chord2 / (sigma ** 2 * g / qa + (g * mosaic) ** 2)))
+    np.testing.assert_allclose(np.asarray(both), expected, rtol=1e-10)
+    c = (q @ G) / g
+    binned = binned_peak(jnp.asarray(qa), jnp.asarray(c[None]), jnp.asarray(np.zeros((1, qa.size))),
+                         jnp.zeros((4, qa.size)), g, sigma, st, size_var=sigma ** 2)
+    on_plane = np.exp(-0.5 * ((qa - g) ** 2 / sigma ** 2 + chord2 / (sigma ** 2 * g / qa + (g * mosaic) ** 2)))
+    np.testing.assert_allclose(np.asarray(binned)[0], on_plane, rtol=1e-9)
