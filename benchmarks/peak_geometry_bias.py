@@ -10,9 +10,14 @@ it, and prints the relative error of the lattice constant ``|G_true| / |G_fit| -
 column puts the factor ``|q| / |G|`` on the cap's chord, in the detector's surface and across the
 sphere (docs/validation.md, "Where the lattice-constant bias comes from").
 
+A second table gives the bias of a fit that holds the radial width at the config's ``s`` while
+the grain's spots have ``w``: a Gaussian spot of radial sigma ``s`` times the Bragg factor ``B``
+has its centroid at ``s^2 d ln B / dq`` from G, so the shell moves by ``(w^2 - s^2) d ln B / dq``
+(``B`` = `xmodel.form_factor.sphere_form_factor`, NC radius 34 +- 2.5 A, converged, 6 sigma).
+
     python benchmarks/peak_geometry_bias.py --grain-diameter 1100 1800
 
-Seconds on one core; no JAX.
+Seconds on one core.
 """
 from __future__ import annotations
 
@@ -53,6 +58,8 @@ def main(argv=None) -> None:
                     help="grain diameters (A)")
     ap.add_argument("--offsets", type=float, nargs="+", default=[0.0, 1.0, 2.0],
                     help="spot centres' distances from the Ewald sphere, in ball widths w")
+    ap.add_argument("--held-width", type=float, default=0.0015,
+                    help="radial sigma the fit holds (1/A; superlattice.radial_width of the configs)")
     args = ap.parse_args(argv)
     print("| grain diameter (A) | shell | h / w | a error, cap (%) | a error, cap with |q|/|G| (%) |")
     print("|---|---|---|---|---|")
@@ -62,6 +69,19 @@ def main(argv=None) -> None:
             for k in args.offsets:
                 print(f"| {d:.0f} | {name} | {k:g} | {fitted_bias(g, w, k * w, False):+.3f} | "
                       f"{fitted_bias(g, w, k * w, True):+.3f} |")
+    from xmodel.form_factor import sphere_form_factor
+
+    print("\n| grain diameter (A) | shell | d ln B / dq (A) | a error, radial width held at "
+          f"{args.held_width:g} 1/A (%) |")
+    print("|---|---|---|---|")
+    for d in args.grain_diameter:
+        w = np.sqrt(2.5) / (0.5 * d)
+        for name, g in SHELLS.items():
+            h = 1e-5
+            b = np.log(np.asarray(sphere_form_factor(np.array([g - h, g + h]), 34.0, 2.5, n_nodes=80, n_sigma=6.0),
+                                  float))
+            slope = (b[1] - b[0]) / (2 * h)
+            print(f"| {d:.0f} | {name} | {slope:.1f} | {-100.0 * (w * w - args.held_width ** 2) * slope / g:+.3f} |")
 
 
 if __name__ == "__main__":

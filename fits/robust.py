@@ -30,9 +30,10 @@ SL information still spreads over hundreds of them (the sandwich's own relative 
 ``sqrt(2 / c_eff)`` for the ``c_eff`` clusters that carry a parameter's information).
 
 A second clustering, whole rings of `RING_Q` relative width in q (`ring_clusters`), catches
-what the tiles split: a misfit shared over a shell, such as the intensity a finite grain's
-profile carries to lower q on every spot of a ring, which is where the lattice constant draws
-its information. On the realistic twin the lattice constant's pulls have a standard deviation of
+what the tiles split: a misfit shared over a shell, such as the shift to lower q that a finite
+grain's wide spots show under the falling form factor on every spot of a ring (docs/validation.md,
+"Where the lattice-constant bias comes from"), which is where the lattice constant draws its
+information. On the realistic twin the lattice constant's pulls have a standard deviation of
 1.70 with the tiles and 1.02 with the larger of both (docs/validation.md, "Error bars under
 mismatch"); the rings alone leave the angles at 2.2-2.7, the tiles at 1.7-2.0. Each clustering
 gives its own sandwich (`sandwich`), and one Jacobian serves both (`score_program`).
