@@ -102,7 +102,7 @@ from fits.objective import (
     split_jacobian,
     split_residual_function,
 )
-from fits.parameters import check_names, pack, parameter_bounds, unpack
+from fits.parameters import check_names, floor_hits, pack, parameter_bounds, unpack
 from fits.robust import occupied, robust_covariance, sandwich, score_program, with_prior
 from fits.status import FitStatus
 from xmodel.parameters import ModelParams
@@ -637,7 +637,7 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
     k = sum(1 for nm in names if nm not in _PEAKLESS)
     threshold = float(scipy.stats.chi2.isf(_NO_SIGNAL_P, max(k, 1))) if no_signal_deviance is None \
         else float(no_signal_deviance)
-    at_bound = (np.isclose(x, lo[None, :]) & np.isfinite(lo)) | (np.isclose(x, hi[None, :]) & np.isfinite(hi))
+    at_bound, at_floor = floor_hits(names, x, lo, hi)
     for i in range(b):
         if status[i] is not None:
             continue
@@ -662,6 +662,8 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
             messages[i] = f"frame {i}: at a bound: {', '.join(np.asarray(names)[at_bound[i]])}"
         else:
             status[i], messages[i] = FitStatus.OK, f"frame {i}: converged in {n_iter[i]} iterations"
+        if status[i] in (FitStatus.OK, FitStatus.AT_BOUND) and at_floor[i].any():
+            messages[i] += f"; unresolved (at their floor): {', '.join(np.asarray(names)[at_floor[i]])}"
     stderr = np.sqrt(var)
     params = jax.tree_util.tree_map(np.asarray, unpack(jnp.asarray(x), names, init))      # rows indexed on the host
     return BatchFit(params=params, values={nm: x[:, j].copy() for j, nm in enumerate(names)},

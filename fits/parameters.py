@@ -49,6 +49,9 @@ class ParamSpec:
     field : the `ModelParams` field it fills.
     index : component of a vector field (``misorientation``), else None.
     to_internal : factor from edge to internal units (``internal = edge * to_internal``).
+    floor : ``min`` is the parameter's physical floor (a peak width: zero, or as good as zero
+        next to the detector's resolution). A fit that ends there has measured the width as
+        unresolved, a value like any other, not run into a limit of the search: `floor_hits`.
     """
 
     name: str
@@ -61,6 +64,7 @@ class ParamSpec:
     field: str
     index: int | None = None
     to_internal: float = 1.0
+    floor: bool = False
 
 
 _INF = math.inf
@@ -70,10 +74,10 @@ PARAMETER_TABLE: tuple[ParamSpec, ...] = (
     ParamSpec("lattice_constant", "A", 150.0, 100.0, 250.0, True,
               "SL cubic lattice constant a", "lattice_constant"),
     ParamSpec("sl_radial_width", "1/A", 0.0015, 1e-5, 0.02, False,
-              "radial Gaussian sigma of SL peaks", "sl_radial_width"),
+              "radial Gaussian sigma of SL peaks", "sl_radial_width", floor=True),
     ParamSpec("mosaic_deg", "deg", 1.0, 0.01, 20.0, False,
               "SL mosaic spread (tangential sigma of SL peaks is |G| times this)", "sl_mosaic",
-              to_internal=_DEG),
+              to_internal=_DEG, floor=True),
     ParamSpec("sl_scale", "counts", 5.0e3, 0.0, _INF, True,
               "SL peak height at P(q) = 1, per pixel at unit solid angle", "sl_scale"),
     ParamSpec("diffuse_scale", "counts", 50.0, 0.0, _INF, True,
@@ -85,7 +89,7 @@ PARAMETER_TABLE: tuple[ParamSpec, ...] = (
     ParamSpec("al_scale", "counts", 20.0, 0.0, _INF, True,
               "height of the 200 AL peak per pixel at unit solid angle", "al_scale"),
     ParamSpec("al_radial_width", "1/A", 0.039, 1e-3, 0.3, False,
-              "Scherrer radial sigma of AL peaks", "al_radial_width"),
+              "Scherrer radial sigma of AL peaks", "al_radial_width", floor=True),
     ParamSpec("disorder_deg", "deg", 15.0, 0.0, 90.0, True,
               "NC orientational disorder dPhi (FWHM, Eq. 7)", "disorder",
               to_internal=_DEG / FWHM_PER_SIGMA),
@@ -140,6 +144,24 @@ def check_names(names: Sequence[str]) -> tuple[str, ...]:
             raise ValueError(f"fit parameter {n!r} is listed twice in {list(names)}; list each name once")
         seen.add(n)
     return names
+
+
+def floor_hits(names: Sequence[str], x: np.ndarray, lo: np.ndarray, hi: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Which fitted values lie on a bound: (limits, floors), two bool arrays shaped like ``x``.
+
+    ``x`` (..., len(names)) edge-unit values, ``lo``/``hi`` (len(names),) their bounds. A value
+    on the lower bound of a parameter whose table row has ``floor`` (a peak width) counts as a
+    floor: the fit measured the width as unresolved, and its status is not "at a bound" for
+    it. Every other value on a finite bound counts as a limit (`FitStatus.AT_BOUND`): the
+    data would have taken the fit further than it was allowed to go.
+    """
+    x = np.asarray(x, np.float64)
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    on_lo = np.isclose(x, lo) & np.isfinite(lo)
+    on_hi = np.isclose(x, hi) & np.isfinite(hi)
+    floor = np.array([spec(n).floor for n in names], bool)
+    return (on_lo & ~floor) | on_hi, on_lo & floor
 
 
 def check_bounds(bounds: dict[str, tuple[float, float]] | None, varying: Sequence[str] | None = None,

@@ -43,6 +43,7 @@ from fits.parameters import (
     PARAMETER_TABLE,
     check_names,
     edge_value,
+    floor_hits,
     from_lmfit,
     to_lmfit,
 )
@@ -136,14 +137,14 @@ def _scale_errors(result, observed, weight, model: PatternModel, fitted: ModelPa
     return float(dispersion)
 
 
-def _at_bound(lp, names) -> list[str]:
-    out = []
-    for n in names:
-        p = lp[n]
-        if (np.isfinite(p.min) and np.allclose(p.value, p.min)) or \
-                (np.isfinite(p.max) and np.allclose(p.value, p.max)):
-            out.append(n)
-    return out
+def _at_bound(lp, names) -> tuple[list[str], list[str]]:
+    """Names of the varying parameters on a limit and on their floor (`fits.parameters.floor_hits`)."""
+    names = list(names)
+    x = np.array([lp[n].value for n in names], np.float64)
+    lo = np.array([lp[n].min for n in names], np.float64)
+    hi = np.array([lp[n].max for n in names], np.float64)
+    limit, floor = floor_hits(names, x, lo, hi)
+    return [n for n, b in zip(names, limit) if b], [n for n, b in zip(names, floor) if b]
 
 
 def lmfit_problem(observed, weight, model: PatternModel, init: ModelParams, parameters,
@@ -261,7 +262,7 @@ def fit_pattern(observed, weight, model: PatternModel, init: ModelParams, vary: 
               for n in names}
     correl = {n: {k: float(v) for k, v in (result.params[n].correl or {}).items()} for n in names}
     message = result.message
-    at_bound = _at_bound(result.params, names)
+    at_bound, at_floor = _at_bound(result.params, names)
     if (getattr(result, "aborted", False) or getattr(result, "ier", 1) == 5) and at_bound:
         # A parameter held at its bound by lmfit's sin transform has a vanishing derivative, so
         # MINPACK's tolerances may never be met there: the bound, not the start, is the cause.
@@ -278,6 +279,8 @@ def fit_pattern(observed, weight, model: PatternModel, init: ModelParams, vary: 
         message = f"{result.message} At a bound: {', '.join(at_bound)}."
     else:
         status = FitStatus.OK
+    if at_floor and status in (FitStatus.OK, FitStatus.AT_BOUND):
+        message = f"{message} Unresolved (at their floor): {', '.join(at_floor)}."
     if throw and status is FitStatus.NOT_CONVERGED:
         raise RuntimeError(f"fit_pattern did not converge: {message}; raise max_nfev, start closer "
                            "(e.g. from the global search), or pass throw=False to get the partial result")

@@ -29,6 +29,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from fits.batch import effective_dispersion, pearson_statistic
+from fits.parameters import edge_value
 from fits.scan.angles import (
     COVARIANCE_KEY,
     ORIENTATION_PARAMETERS,
@@ -38,7 +39,7 @@ from fits.scan.angles import (
 )
 from fits.scan.linear import component_images, linear_scales, variant_scales
 from fits.scan.mixed import flag_mixed
-from fits.scan.results import STDERR_OF, empty_results
+from fits.scan.results import STDERR_OF, WIDTHS, empty_results
 from fits.scan.search import refine_matches, search_orientations
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
@@ -313,6 +314,9 @@ def store_fit(out: dict[str, np.ndarray], i: int, f, k: int, configuration: str 
     out["lattice_constant"][i] = float(p.lattice_constant)
     for name in ("sl_scale", "diffuse_scale", "al_scale", "background"):
         out[name][i] = float(getattr(p, name))
+    for name in WIDTHS:                       # absent from the rows of a file written before they were stored
+        if name in out:
+            out[name][i] = float(edge_value(p, name))
     if configuration is not None:
         out["disorder_deg"][i] = float(np.degrees(p.disorder)) * FWHM_PER_SIGMA
         out["configuration"][i] = configuration
@@ -324,12 +328,17 @@ def store_fit(out: dict[str, np.ndarray], i: int, f, k: int, configuration: str 
     out["objective"][i] = float(f.objective[k])
     msg = re.sub(r"^frame \d+: ", "", f.messages[k]) if f.messages[k] else st.value
     if configuration is None and st is FitStatus.AT_BOUND:
-        held = set(msg.split("at a bound:")[-1].replace(" ", "").split(","))
+        limit, _, floors = msg.split("at a bound:")[-1].partition(";")
+        held = set(limit.replace(" ", "").split(","))
         if held <= {"al_scale", "disorder_deg"}:     # no AL signal: these are not measured
-            st, msg = FitStatus.OK, f"converged in {f.n_iter[k]} iterations"
+            st, msg = FitStatus.OK, f"converged in {f.n_iter[k]} iterations" + (f";{floors}" if floors else "")
+    if st is FitStatus.AT_BOUND and any(w in msg.split("at a bound:")[-1].partition(";")[0] for w in WIDTHS):
+        msg += " (a width at fit.width_factor times the config's, the reach of the fit points: raise it)"
     out["status"][i] = st.code
     out["message"][i] = msg
     for name in STDERR_OF:
+        if name + "_stderr" not in out:
+            continue
         undetermined = configuration is None and name in ("al_scale", "disorder_deg")
         out[name + "_stderr"][i] = float(f.stderr[name][k]) if name in f.stderr and not undetermined else np.nan
     out["dispersion"][i] = float(f.dispersion[k]) if len(f.dispersion) else np.nan

@@ -197,9 +197,9 @@ def term_gains(setup: FitSetup, params, obs: np.ndarray, *, sigma_q: float = Sea
 
 def start_key(r: dict, k: int) -> bytes:
     """What a start from row ``k`` of the fits ``r`` depends on (`params_from_row`), as bytes."""
-    return b"".join(np.ascontiguousarray(np.asarray(r[name][k], np.float64)).tobytes()
-                    for name in ("orientation_matrix", "lattice_constant", "sl_scale", "diffuse_scale", "al_scale",
-                                 "background", "disorder_deg", "relationship"))
+    names = ("orientation_matrix", "lattice_constant", "sl_scale", "diffuse_scale", "al_scale", "background",
+             "disorder_deg", "relationship") + tuple(w for w in store.WIDTHS if w in r)
+    return b"".join(np.ascontiguousarray(np.asarray(r[name][k], np.float64)).tobytes() for name in names)
 
 
 class FramePoints:

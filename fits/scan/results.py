@@ -66,6 +66,12 @@ FIT_DATASETS = {
     "relationship": ("", ("AL crystal -> SL crystal (N, 3, 3) of the fit: the symmetric variant S R_or of the "
                          "configuration that matches the WAXS peaks (xmodel.orientation.relationship_variants), "
                          "times the NC misorientation R_mis where mis1_deg..mis3_deg are refined (fit.vary)")),
+    "sl_radial_width": ("1/angstrom", ("radial Gaussian sigma of the SL peaks: refined where fit.vary lists it "
+                                        "(a grain's Scherrer width), else the config's")),
+    "mosaic_deg": ("degree", ("SL mosaic spread (tangential sigma of the SL peaks over |G|): refined where "
+                              "fit.vary lists it, else the config's")),
+    "al_radial_width": ("1/angstrom", ("radial Gaussian sigma of the AL peaks (Scherrer width of the NCs): "
+                                       "refined where fit.vary lists it, else the config's")),
     "sl_scale": ("counts", "SL peak height at P(q) = 1 per pixel at unit solid angle"),
     "diffuse_scale": ("counts", "isotropic diffuse SAXS scale"),
     "al_scale": ("counts", "200 AL peak height per pixel at unit solid angle"),
@@ -96,9 +102,14 @@ FIT_DATASETS = {
     "status": ("", "fits.status.FitStatus code (the group's status_codes attribute)"),
     "message": ("", "status message"),
 }
+#: the peak widths the fit may refine (`fits.parameters` names), stored with every fit
+WIDTHS = ("sl_radial_width", "mosaic_deg", "al_radial_width")
 #: parameters with a standard error, written as ``<name>_stderr``
 STDERR_OF = ("lattice_constant", "tilt1_deg", "tilt2_deg", "inplane_deg", "disorder_deg", "sl_scale",
-             "diffuse_scale", "al_scale", "background")
+             "diffuse_scale", "al_scale", "background", "sl_radial_width", "mosaic_deg", "al_radial_width")
+#: datasets added to the schema after its first version: a file without them was written by an
+#: older xmodel (`prepare` says so instead of calling it damaged)
+ADDED_LATER = WIDTHS + tuple(k + "_stderr" for k in WIDTHS)
 #: every dataset of the group, in writing order
 ALL_DATASETS = tuple(FIT_DATASETS) + tuple(k + "_stderr" for k in STDERR_OF)
 #: per-frame datasets shown as scan maps by `write_maps` (the first is the default plot)
@@ -218,6 +229,9 @@ def _check_layout(out: Path, g: h5py.Group, n: int) -> None:
     for k in ALL_DATASETS:
         ds = g.get(k)
         want = (n,) + row_shape(k)
+        if ds is None and k in ADDED_LATER:
+            raise ValueError(f"{out}: /{FITS} was written by an older xmodel, without the dataset {k!r}; "
+                             f"delete /{FITS} (or the file) or choose another --out, and run again.")
         if not isinstance(ds, h5py.Dataset):
             raise _damaged(out, f"the dataset {k!r} is missing")
         if ds.shape != want:

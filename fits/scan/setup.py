@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import jax.numpy as jnp
 import numpy as np
 
+from fits.parameters import spec
 from fits.robust import ring_clusters, tile_clusters
 from fits.scan.search import mask_spikes, mask_spikes_on_points
 from fits.scan.settings import FitSettings, SearchSettings
@@ -223,6 +225,37 @@ class FitSetup:
     relationships: dict = field(default_factory=lambda: {
         c: np.asarray(orientation.orientation_relationship(c), np.float64) for c in CONFIGURATIONS})
     pixel_counts: np.ndarray | None = None
+
+    def bounds(self, vary: Sequence[str]) -> dict[str, tuple[float, float]]:
+        """``{name: (min, max)}`` (edge units) of the varying parameters the scan fit bounds itself.
+
+        The lattice constant stays within ``a_range`` and each refined peak width
+        (``sl_radial_width``, ``mosaic_deg``, ``al_radial_width``) between its floor in the table
+        (`fits.parameters.PARAMETER_TABLE`) and ``width_factor`` times the template's: the fit
+        points and the SL windows reach that far and no farther (`fit_point_index`,
+        `fits.scan.window.windowed_model`), so a wider peak would be cut by the support. A fit
+        that ends on such a ceiling is at a bound; raise ``fit.width_factor`` to let it go on.
+
+        Raises
+        ------
+        ValueError
+            If a width's ceiling falls on or below its floor (a template width at the floor).
+        """
+        out = {"lattice_constant": tuple(float(a) for a in self.a_range)} if "lattice_constant" in vary else {}
+        wf = max(1.0, float(self.width_factor))
+        widths = {"sl_radial_width": float(self.template.sl_radial_width),
+                  "mosaic_deg": math.degrees(float(self.template.sl_mosaic)),
+                  "al_radial_width": float(self.template.al_radial_width)}
+        for name, value in widths.items():
+            if name not in vary:
+                continue
+            lo, top = spec(name).min, spec(name).max
+            hi = min(top, wf * value)
+            if not hi > lo:
+                raise ValueError(f"{name} = {value:g} {spec(name).units} of the config times fit.width_factor = "
+                                 f"{wf:g} is not above its floor {lo:g}: give the config a wider starting width")
+            out[name] = (lo, hi)
+        return out
 
     def bin_pixels(self) -> np.ndarray:
         """(C, Q) detector pixels per polar bin: ``pixel_counts``, or without them the fit points'

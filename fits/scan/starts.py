@@ -27,7 +27,9 @@ import jax
 import numpy as np
 
 from fits.batch import BatchFit, GiveUp, effective_dispersion, fit_batch
+from fits.parameters import spec
 from fits.scan.pipeline import in_order
+from fits.scan.results import WIDTHS
 from fits.scan.settings import FitSettings
 from fits.scan.setup import FitSetup
 from fits.status import FitStatus
@@ -158,7 +160,22 @@ def params_from_row(r: dict, k: int, setup: FitSetup, settings: FitSettings) -> 
         al_scale=max(float(np.nan_to_num(r["al_scale"][k])), fl),
         background=max(float(np.nan_to_num(r["background"][k])), bg),
         disorder=np.radians(dis) / FWHM_PER_SIGMA if np.isfinite(dis) else template.disorder,
-        relationship=rel if np.all(np.isfinite(rel)) else template.relationship)
+        relationship=rel if np.all(np.isfinite(rel)) else template.relationship, **row_widths(r, k, setup, settings))
+
+
+def row_widths(r: dict, k: int, setup: FitSetup, settings: FitSettings) -> dict:
+    """The peak widths of row ``k`` of a fit result that the fit refines (``fit.vary``), as
+    `ModelParams` fields (internal units) clipped into the fit's bounds (`FitSetup.bounds`); the
+    template's widths (none here) where the row has none or the fit holds them."""
+    bounds = setup.bounds(settings.refine.vary)
+    out = {}
+    for name in WIDTHS:
+        value = np.asarray(r.get(name, np.nan), np.float64)
+        value = float(value[k]) if value.ndim else float(value)
+        if name in bounds and np.isfinite(value):
+            s = spec(name)
+            out[s.field] = float(np.clip(value, *bounds[name])) * s.to_internal
+    return out
 
 
 def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], settings: FitSettings, *,
@@ -221,7 +238,7 @@ def refine_starts(setup: FitSetup, obs: np.ndarray, starts: Sequence[Start], set
         stop = {}
         if np.isfinite(target).any():
             stop = {"stop_above": target, "give_up": GiveUp(rs.give_up_after, rs.give_up_factor, rs.give_up_gap)}
-        f = fit_batch(y_rows, w_rows, setup.model, p0, list(rs.vary), bounds={"lattice_constant": setup.a_range},
+        f = fit_batch(y_rows, w_rows, setup.model, p0, list(rs.vary), bounds=setup.bounds(rs.vary),
                       max_iter=rs.max_iter, tol=rs.tol, prior=rs.prior(), clusters=clusters, **stop)
         return [Candidate(frame=s.frame, objective=float(f.objective[k]) if np.isfinite(f.objective[k]) else np.inf,
                           status=f.status[k], params=jax.tree_util.tree_map(lambda x, k=k: x[k], f.params),

@@ -137,6 +137,26 @@ def test_not_converged_at_bound_and_argument_errors(scan):
     fit = fit_batch(frames, weights, model, init, VARY, bounds={"lattice_constant": (140.0, 148.0)})
     assert fit.status[1] is FitStatus.AT_BOUND and fit.values["lattice_constant"][1] == pytest.approx(148.0)
     assert "lattice_constant" in fit.messages[1]
+
+
+
+def test_a_width_at_its_floor_is_a_measurement_and_at_its_ceiling_a_bound(scan, monkeypatch):
+    """A parameter whose table minimum is its physical floor (a peak width, `ParamSpec.floor`)
+    ends the fit OK there, with a note; the same parameter on its maximum is at a bound. The
+    lattice constant stands in for a width here (same compiled program, traced bounds)."""
+    import dataclasses
+
+    from fits import parameters
+    row = parameters.spec("lattice_constant")
+    monkeypatch.setitem(parameters._BY_NAME, "lattice_constant", dataclasses.replace(row, floor=True))
+    model, frames, weights, init, _, _ = scan
+    fit = fit_batch(frames, weights, model, init, VARY, bounds={"lattice_constant": (148.0, 151.0)})
+    assert fit.values["lattice_constant"][0] == pytest.approx(148.0)          # truth 147.5: on the floor
+    assert fit.status[0] is FitStatus.OK, fit.messages[0]
+    assert fit.messages[0].endswith("unresolved (at their floor): lattice_constant")
+    assert fit.values["lattice_constant"][5] == pytest.approx(151.0)          # truth 152.5: on the ceiling
+    assert fit.status[5] is FitStatus.AT_BOUND and "unresolved" not in fit.messages[5]
+    assert fit.status[2] is FitStatus.OK and "unresolved" not in fit.messages[2]
     sub = jax.tree_util.tree_map(lambda x: x[:2], init)
     with pytest.raises(ValueError, match=r"init holds parameters for \(6,\) frames but observed has 2"):
         fit_batch(frames[:2], weights[:2], model, init, VARY)

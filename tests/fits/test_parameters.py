@@ -205,3 +205,14 @@ def test_check_observed_messages():
     assert "same shape" in objective.check_observed(np.ones(4), w)
     with pytest.raises(ValueError, match=r"unknown objective kind 'chi2'; valid kinds are \['deviance', 'weighted'\]"):
         objective._residuals_of("chi2")
+
+
+def test_floor_hits_tell_a_width_at_its_floor_from_a_parameter_at_a_limit():
+    from fits.parameters import floor_hits
+    names = ["lattice_constant", "mosaic_deg", "sl_radial_width", "al_radial_width"]
+    lo = np.array([140.0, 0.01, 1e-5, 1e-3])
+    hi = np.array([160.0, 2.5, 3.75e-3, np.inf])
+    limit, floor = floor_hits(names, np.array([[140.0, 0.01, 1e-5, 0.5], [150.0, 2.5, 3.75e-3, 1e-3]]), lo, hi)
+    np.testing.assert_array_equal(limit, [[True, False, False, False], [False, True, True, False]])
+    np.testing.assert_array_equal(floor, [[False, True, True, False], [False, False, False, True]])
+    assert [s.name for s in PARAMETER_TABLE if s.floor] == ["sl_radial_width", "mosaic_deg", "al_radial_width"]

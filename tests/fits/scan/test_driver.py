@@ -67,6 +67,11 @@ def test_scan_fit_writes_every_dataset_and_resumes(scan):
     assert np.all(np.abs(fits["dispersion"][:2] - 1.0) < 0.3), fits["dispersion"]
     assert np.all(np.isnan(fits["dispersion"][2:])) and np.all(np.isnan(fits["orientation_stderr_deg"][2:]))
     assert np.all(np.isfinite(fits["orientation_stderr_deg"][:2]) & (fits["orientation_stderr_deg"][:2] > 0))
+    # the widths the default fit holds are stored as the config's, without an error
+    template = scan["setup"].template
+    np.testing.assert_allclose(fits["sl_radial_width"][:2], float(template.sl_radial_width), rtol=1e-6)
+    np.testing.assert_allclose(fits["mosaic_deg"][:2], np.degrees(float(template.sl_mosaic)), rtol=1e-6)
+    assert np.all(np.isnan(fits["sl_radial_width_stderr"])) and np.all(np.isnan(fits["sl_radial_width"][2:]))
     with h5py.File(scan["out"], "r") as f:
         assert f["entry/fits/lattice_constant"].attrs["units"] == "angstrom"
         assert "entry/reduction/polar" in f          # linked from the reduction file
@@ -314,3 +319,22 @@ def test_a_refined_nc_misorientation_is_stored_in_the_relationship(scan):
     r = fit_frames(polar.reshape(1, CHI.size, Q.size), setup, settings.replace(misorientation_prior_deg=0.01))
     held = np.asarray(r["relationship"][0], float)
     assert np.degrees(orientation.misorientation_angle(held, np.asarray(p.relationship, float))) < 0.05
+
+
+def test_refined_peak_widths_are_recovered_and_stored(scan):
+    """With sl_radial_width and mosaic_deg in fit.vary the scan fit recovers the widths a frame was
+    made with (here 1.3 and 0.7 times the config's) and stores them with their Poisson errors."""
+    from fits.scan.frames import fit_frames
+    from fits.scan.settings import DEFAULT_VARY
+
+    setup, p = scan["setup"], scan["truth"][0]
+    truth = p.replace(sl_radial_width=1.3 * float(p.sl_radial_width), sl_mosaic=0.7 * float(p.sl_mosaic))
+    polar = np.full((1, CHI.size * Q.size), np.nan)
+    polar[0, setup.index] = np.asarray(setup.model(truth), float)        # expected counts
+    settings = SETTINGS.replace(vary=(*DEFAULT_VARY, "sl_radial_width", "mosaic_deg"))
+    r = fit_frames(polar.reshape(1, CHI.size, Q.size), setup, settings)
+    assert FitStatus.from_code(int(r["status"][0])) is FitStatus.OK, r["message"]
+    for name, want in (("sl_radial_width", float(truth.sl_radial_width)),
+                       ("mosaic_deg", np.degrees(float(truth.sl_mosaic)))):
+        err = float(r[name + "_stderr"][0])
+        assert 0 < err < 0.2 * want and abs(float(r[name][0]) / want - 1) < 2e-3, (name, r[name][0], want, err)

@@ -140,3 +140,26 @@ def test_centroids_on_the_detector_the_reduction_read(monkeypatch):
         except _Stop:
             pass
     assert seen == [tuple(binned.geometry.shape), tuple(full.geometry.shape), tuple(full.geometry.shape)]
+
+
+def test_fit_bounds_keep_the_widths_within_the_reach_of_the_fit_points():
+    """A refined width may grow to width_factor times the config's (the support's reach, where the
+    fit points and SL windows end) and shrink to its floor; the lattice constant stays in a_range."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from xmodel.parameters import params_from_config
+    template = params_from_config(load_config(default_paths("red")))
+    setup = SimpleNamespace(a_range=(130.0, 160.0), width_factor=2.5, template=template)
+    vary = ["lattice_constant", "sl_radial_width", "mosaic_deg", "al_radial_width", "sl_scale"]
+    b = scan_setup.FitSetup.bounds(setup, vary)
+    assert set(b) == {"lattice_constant", "sl_radial_width", "mosaic_deg", "al_radial_width"}
+    assert b["lattice_constant"] == (130.0, 160.0)
+    assert b["sl_radial_width"] == pytest.approx((1e-5, 2.5 * float(template.sl_radial_width)))
+    assert b["mosaic_deg"] == pytest.approx((0.01, 2.5 * np.degrees(float(template.sl_mosaic))))
+    assert b["al_radial_width"] == pytest.approx((1e-3, 2.5 * float(template.al_radial_width)))
+    assert scan_setup.FitSetup.bounds(setup, ["sl_scale"]) == {}
+    thin = SimpleNamespace(a_range=(130.0, 160.0), width_factor=1.0, template=template.replace(sl_radial_width=1e-5))
+    with pytest.raises(ValueError, match=r"sl_radial_width = 1e-05 1/A of the config times fit.width_factor = 1"):
+        scan_setup.FitSetup.bounds(thin, ["sl_radial_width"])
