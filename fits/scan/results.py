@@ -363,7 +363,8 @@ def _write_maps(g: h5py.Group, scan: ReducedScan) -> None:
         return
     axes = scan.map_axes()
     first = None
-    for key in MAP_DATASETS:
+    refined = [w for w in WIDTHS if w in str(g.attrs.get("vary", "")).split(",")]
+    for key in MAP_DATASETS + tuple(refined):     # a refined width is a map too (a grain's Scherrer size)
         if key not in g:
             continue
         units, _ = _units_description(key)

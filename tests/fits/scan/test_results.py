@@ -50,3 +50,30 @@ def test_fits_of_an_older_version_are_not_resumed(tmp_path):
         g.attrs["frames_done"] = 3
     with pytest.raises(ValueError, match=r"3 frames done\) written by an older xmodel"):
         store.prepare(out, 5, tmp_path / "results.h5", load_config(default_paths("red")), FitSettings())
+
+
+def test_refined_widths_get_maps_and_held_ones_do_not(tmp_path):
+    """The maps of a fit that refines the SL widths include them (a grain's Scherrer size across
+    the scan); a fit that holds them maps only the default datasets."""
+    from types import SimpleNamespace
+
+    from fits.scan.settings import DEFAULT_VARY
+    cfg = load_config(default_paths("red"))
+    scan = SimpleNamespace(grid=object(), map_axes=lambda: [("y", np.arange(2.0), "um", "y"),
+                                                            ("x", np.arange(3.0), "um", "x")],
+                           map_image=lambda v: np.asarray(v).reshape(2, 3))
+    for name, vary, want in (("held.h5", DEFAULT_VARY, False),
+                             ("refined.h5", (*DEFAULT_VARY, "sl_radial_width", "mosaic_deg"), True)):
+        out = tmp_path / name
+        store.prepare(out, 6, tmp_path / "results.h5", cfg, FitSettings.of(vary=vary))
+        rows = store.empty_results(6)
+        rows["sl_radial_width"][:] = np.linspace(1e-3, 3e-3, 6)
+        store.write_batch(out, 0, 6, rows)
+        store.write_maps(out, scan)
+        with h5py.File(out, "r") as f:
+            maps = f["entry/fits/maps"]
+            assert ("sl_radial_width" in maps and "mosaic_deg" in maps) is want
+            assert "al_radial_width" not in maps
+            if want:
+                np.testing.assert_allclose(maps["sl_radial_width/sl_radial_width"][()].ravel(), rows["sl_radial_width"])
+                assert maps["sl_radial_width/sl_radial_width"].attrs["units"] == "1/angstrom"
