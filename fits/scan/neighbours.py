@@ -160,6 +160,10 @@ def term_gains(setup: FitSetup, params, obs: np.ndarray, *, sigma_q: float = Sea
     ``max(m, s)``: a nuisance term for an excess that runs along q at fixed chi. An SL spot put
     on a parasitic streak then gains only what stands above the streak; an SL peak, localised in
     q (radial sigma about ``sigma_q``), keeps its gain, its surroundings holding the background.
+    The surroundings lie 3-5 radial sigmas of the frame's own SL peaks away where the fit refined
+    that sigma above ``sigma_q`` (``sl_radial_width`` in ``fit.vary``): inside them a wide peak
+    would cover its own surroundings, and an SL term widened over a streak would keep the
+    streak's gain.
     """
     obs = np.asarray(obs, np.float64)
     C, Q = setup.chi_deg.size, setup.q.size
@@ -174,8 +178,14 @@ def term_gains(setup: FitSetup, params, obs: np.ndarray, *, sigma_q: float = Sea
     sl_term = scales[:, sl:sl + 1] * comps[:, sl]
     img = np.full((obs.shape[0], C * Q), np.nan)
     img[:, setup.index] = np.where(valid, obs - sl_term, np.nan)
-    around, n_around = radial_surroundings(img.reshape(-1, C, Q), setup.q, 4.0 * sigma_q, sigma_q,
-                                           setup.bin_pixels())
+    # each frame's surroundings at 3-5 sigmas of its SL peaks (frames of equal width together)
+    sigma = np.maximum(float(sigma_q), np.broadcast_to(np.asarray(params.sl_radial_width, np.float64).reshape(-1),
+                                                       (obs.shape[0],)))
+    around, n_around = np.full((obs.shape[0], C, Q), np.nan), np.zeros((obs.shape[0], C, Q))
+    for s in np.unique(sigma):
+        rows = sigma == s
+        around[rows], n_around[rows] = radial_surroundings(img[rows].reshape(-1, C, Q), setup.q, 4.0 * s, s,
+                                                           setup.bin_pixels())
     around = around.reshape(obs.shape[0], -1)[:, setup.index]
     n_around = n_around.reshape(obs.shape[0], -1)[:, setup.index]
     level = np.maximum(mu - sl_term, 1e-6)

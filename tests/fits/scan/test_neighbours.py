@@ -289,3 +289,44 @@ def test_an_sl_spot_on_a_streak_gains_nothing_a_real_one_keeps_its_gain(pair, mo
     plain, _ = nb.term_gains(setup, fitted, obs)
     assert plain[0] > gate > local[0], (plain, local)
     assert local[1] > 10 * gate and local[1] > 0.8 * plain[1], (plain, local)
+
+
+def test_a_widened_sl_term_is_judged_by_the_surroundings_of_its_own_width(pair, monkeypatch):
+    """With the SL radial width refined, the surroundings lie 3-5 of the frame's own sigmas away
+    (a wide term would otherwise cover its own surroundings): the surroundings follow each frame's
+    width, an SL term widened to the fit's ceiling over a streak gains less than the gate and the
+    true frame keeps its gain. (On the realistic twin, whose widths run to 2.5 times the config's,
+    the surroundings of the config's width let 16 empty frames through; docs/validation.md.)"""
+    import fits.scan.neighbours as nb
+    from fits.scan.linear import COMPONENTS, component_images, linear_scales
+    from fits.scan.starts import stack_params
+
+    setup, p = pair["setup"], pair["truth"]
+    gate = SETTINGS.evidence.sl_min_gain
+    wide = p.replace(sl_radial_width=setup.width_factor * float(p.sl_radial_width))
+    sl = np.asarray(component_images(setup.model, stack_params([wide])), float)[0, COMPONENTS.index("sl_scale")]
+    c = int(np.argmax(np.bincount(setup.index // Q.size, weights=sl, minlength=CHI.size)))
+    row = (setup.index // Q.size == c) & (Q[setup.index % Q.size] < 1.0)
+    mu = np.asarray(setup.model(p.replace(sl_scale=0.0)), float) + np.where(row, 20.0, 0.0)
+    obs = np.stack([poisson_counts(mu, seed=7), poisson_counts(np.asarray(setup.model(p), float), seed=8)]).astype(float)
+    comps = np.asarray(component_images(setup.model, stack_params([wide, wide])), float)
+    scales, _ = linear_scales(comps, obs, np.ones(obs.shape, bool))
+    fitted = stack_params([wide.replace(**dict(zip(COMPONENTS, s))) for s in scales])
+    calls = []
+    surroundings = nb.radial_surroundings
+
+    def spy(img, q, offset, half_width, pixels=None):
+        calls.append((img.shape[0], offset, half_width))
+        return surroundings(img, q, offset, half_width, pixels)
+
+    monkeypatch.setattr(nb, "radial_surroundings", spy)
+    local, _ = nb.term_gains(setup, fitted, obs)
+    w = float(wide.sl_radial_width)
+    assert len(calls) == 1 and calls[0][1:] == pytest.approx((4 * w, w))
+    assert gate > local[0] and local[1] > 10 * gate, local
+    # a batch of two widths: each frame at its own
+    calls.clear()
+    nb.term_gains(setup, stack_params([p.replace(sl_scale=1.0), wide.replace(sl_scale=1.0)]), obs)
+    sigma_q = SETTINGS.search.ring_sigma_q
+    held = max(sigma_q, float(p.sl_radial_width))
+    np.testing.assert_allclose(sorted(c[1:] for c in calls), [(4 * held, held), (4 * w, w)], rtol=1e-6)
