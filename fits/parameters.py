@@ -302,11 +302,13 @@ def from_lmfit(lp, template: ModelParams) -> ModelParams:
 
 
 def table_markdown() -> str:
-    """The parameter table as a Markdown table (for docs/)."""
+    """The parameter table as a Markdown table (for docs/); "(floor)" marks a minimum that is the
+    parameter's physical floor (`ParamSpec.floor`)."""
     lines = ["| name | units | default | min | max | varies | ModelParams field | description |",
              "|---|---|---|---|---|---|---|---|"]
     for s in PARAMETER_TABLE:
         field = s.field if s.index is None else f"{s.field}[{s.index}]"
-        lines.append(f"| `{s.name}` | {s.units} | {s.default:g} | {s.min:g} | {s.max:g} | "
+        low = f"{s.min:g} (floor)" if s.floor else f"{s.min:g}"
+        lines.append(f"| `{s.name}` | {s.units} | {s.default:g} | {low} | {s.max:g} | "
                      f"{'yes' if s.vary else 'no'} | `{field}` | {s.description} |")
     return "\n".join(lines) + "\n"

@@ -101,7 +101,9 @@ class SupportSettings:
         (0.85, 1.05), "pair", "of the config's superlattice.lattice_constant",
         "compressed boundary points reach -13 % (paper Table S3); +5 % covers the bulk's spread", ge=0.5, le=2)
     width_factor: float = _s(
-        1.5, "number", "", "radial widths may grow by this factor in a fit (disorder broadens the peaks)", ge=1, le=10)
+        1.5, "number", "", "the fit points and SL windows cover peaks this many times as wide as the config's "
+        "(disorder broadens them); a width in fit.vary may grow to it and no further (at a bound there)",
+        ge=1, le=10)
     band_nsigma: float = _s(
         4.0, "number", "radial sigmas", "half-width of the SL and AL q-bands kept as fit points: "
         "the Gaussian peaks are below 3e-4 of their height outside", gt=0, le=20)
