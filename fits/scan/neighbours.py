@@ -205,6 +205,16 @@ def term_gains(setup: FitSetup, params, obs: np.ndarray, *, sigma_q: float = Sea
     return sl_gain, al_gain
 
 
+def sl_width_ceiling(setup: FitSetup, settings: FitSettings) -> float:
+    """The SL radial width's ceiling (1/A) in the fit (`FitSetup.bounds`), inf where it is held.
+
+    A refined width on its ceiling is only a lower bound: the SL gain's radial surroundings
+    (`term_gains`), placed by that width, cannot tell such a term from a broad feature (a streak,
+    a shadow's edge), so `neighbour_pass` gives no fit to a frame without one on such a term.
+    """
+    return float(setup.bounds(settings.refine.vary).get("sl_radial_width", (0.0, np.inf))[1])
+
+
 def start_key(r: dict, k: int) -> bytes:
     """What a start from row ``k`` of the fits ``r`` depends on (`params_from_row`), as bytes."""
     names = ("orientation_matrix", "lattice_constant", "sl_scale", "diffuse_scale", "al_scale", "background",
@@ -279,7 +289,9 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     `fits.scan.starts.replaces` (``replace_margin``; in a near tie, e.g. a pseudo-symmetric twin,
     the fit that agrees with most of the ok neighbours). A frame that had no fit must also need
     its SL term: the deviance gain of the SL peaks (`term_gains`) reaches ``sl_min_gain``, so a
-    neighbour's orientation never turns noise or WAXS-only signal into an SL fit. A refitted
+    neighbour's orientation never turns noise or WAXS-only signal into an SL fit; where the fit
+    refines ``sl_radial_width``, that width must also end below its ceiling (`FitSetup.bounds`),
+    for the gain's radial surroundings are placed by it. A refitted
     frame keeps the neighbour's configuration only if its own AL term gains ``al_min_gain``.
     Every deviance difference here (``replace_margin``, ``sl_min_gain``, ``al_min_gain``) is
     divided by the winning fit's dispersion ``max(phi, 1)`` (quasi-likelihood, McCullagh & Nelder,
@@ -425,10 +437,13 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     sl_gain, al_gain = sl_raw / phi, al_raw / phi
     out = store.editable_rows(r)
     kept, from_nb = [], []
+    ceiling = sl_width_ceiling(setup, settings)
     for j, i in enumerate(improved):
         had_fit = np.isfinite(r["objective"][i])
         if not had_fit and sl_gain[j] < ev.sl_min_gain:
             continue                                   # no SL peaks in it after all (noise, WAXS only)
+        if not had_fit and np.isclose(float(np.asarray(best[i].params.sl_radial_width)), ceiling):
+            continue                                   # peaks as wide as the support: not shown to be SL peaks
         kept.append(j)
         c = best[i]
         if c.result is None:

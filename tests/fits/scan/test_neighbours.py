@@ -330,3 +330,28 @@ def test_a_widened_sl_term_is_judged_by_the_surroundings_of_its_own_width(pair, 
     sigma_q = SETTINGS.search.ring_sigma_q
     held = max(sigma_q, float(p.sl_radial_width))
     np.testing.assert_allclose(sorted(c[1:] for c in calls), [(4 * held, held), (4 * w, w)], rtol=1e-6)
+
+
+def test_a_frame_without_a_fit_takes_none_whose_sl_width_is_on_its_ceiling(pair, monkeypatch):
+    """A frame left without a fit is given its neighbour's when the SL term gains enough; not when
+    the fit's SL radial width ends on its ceiling (a lower bound of the width, by which the gain's
+    radial surroundings are placed). Here the ceiling is put at the config's width, where the
+    held width stays."""
+    import fits.scan.neighbours as nb
+
+    setup, p = pair["setup"], pair["truth"]
+    assert nb.sl_width_ceiling(setup, SETTINGS) == np.inf           # held widths: no ceiling
+    results = {}
+    for name, ceiling in (("admitted.h5", None), ("refused.h5", float(p.sl_radial_width))):
+        out = _fitted(pair, name)
+        with h5py.File(out, "a") as f:                           # the frame's fit is gone
+            g = f["entry/fits"]
+            g["status"][1] = FitStatus.NO_SIGNAL.code
+            for k in ("objective", "lattice_constant", "orientation_matrix", "sl_scale"):
+                g[k][1] = np.nan
+        if ceiling is not None:
+            monkeypatch.setattr(nb, "sl_width_ceiling", lambda *a, c=ceiling: c)
+        results[name] = neighbour_pass(out, pair["path"], setup, SETTINGS, progress=False, research=False)
+        results[name + " status"] = int(read_fits(out)["status"][1])
+    assert results["admitted.h5"] == [1] and results["admitted.h5 status"] == FitStatus.OK.code
+    assert results["refused.h5"] == [] and results["refused.h5 status"] == FitStatus.NO_SIGNAL.code
