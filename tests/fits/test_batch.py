@@ -197,8 +197,7 @@ def test_split_jacobian_equals_jacfwd(scan):
 def test_null_deviance_equals_long_em():
     """EM + projected Newton (12 iterations) reaches the minimum that 3000 EM steps approach,
     also with the optimum on the bound c = 0."""
-    from fits.objective import poisson_deviance
-    from fits.objective import null_deviance
+    from fits.objective import null_deviance, poisson_deviance
 
     rng = np.random.default_rng(2)
     a = rng.uniform(0.5, 1.5, 4000)

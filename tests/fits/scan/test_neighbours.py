@@ -337,18 +337,21 @@ def test_a_frame_without_a_fit_takes_none_whose_sl_width_is_on_its_ceiling(pair,
     the fit's SL radial width ends on its ceiling (a lower bound of the width, by which the gain's
     radial surroundings are placed). Here the ceiling is put at the config's width, where the
     held width stays."""
+    import shutil
+
     import fits.scan.neighbours as nb
 
     setup, p = pair["setup"], pair["truth"]
     assert nb.sl_width_ceiling(setup, SETTINGS) == np.inf           # held widths: no ceiling
     results = {}
+    fitted = _fitted(pair, "without.h5")
+    with h5py.File(fitted, "a") as f:                            # the frame's fit is gone
+        g = f["entry/fits"]
+        g["status"][1] = FitStatus.NO_SIGNAL.code
+        for k in ("objective", "lattice_constant", "orientation_matrix", "sl_scale"):
+            g[k][1] = np.nan
     for name, ceiling in (("admitted.h5", None), ("refused.h5", float(p.sl_radial_width))):
-        out = _fitted(pair, name)
-        with h5py.File(out, "a") as f:                           # the frame's fit is gone
-            g = f["entry/fits"]
-            g["status"][1] = FitStatus.NO_SIGNAL.code
-            for k in ("objective", "lattice_constant", "orientation_matrix", "sl_scale"):
-                g[k][1] = np.nan
+        out = shutil.copy(fitted, pair["tmp"] / name)
         if ceiling is not None:
             monkeypatch.setattr(nb, "sl_width_ceiling", lambda *a, c=ceiling: c)
         results[name] = neighbour_pass(out, pair["path"], setup, SETTINGS, progress=False, research=False)
