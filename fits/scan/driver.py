@@ -82,6 +82,7 @@ def fit_scan(results: str | Path, cfg, out: str | Path | None = None, settings: 
                   tile=tile or DEFAULT_TILE)
         return out
     setup = setup or setup_from_reduction(scan, cfg, settings)
+    setup.bounds(settings.refine.vary)        # a width that cannot be refined: say so before the first batch
     batch = settings.run.batch
     t0 = time.perf_counter()
     bar = progress_bar(n, desc="xmodel fit", unit="frames", enabled=bool(progress), initial=done)

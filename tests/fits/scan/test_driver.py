@@ -1,6 +1,8 @@
 """Tests of the scan fit (fits/scan/driver.py, frames.py, setup.py, mixed.py) and fits/scan/truth.py:
 a tiny results file fitted end to end, resumed, with an empty and a broken frame, Conf1 and Conf2
 recovered; the resume fingerprint; truth comparison."""
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
@@ -338,3 +340,17 @@ def test_refined_peak_widths_are_recovered_and_stored(scan):
                        ("mosaic_deg", np.degrees(float(truth.sl_mosaic)))):
         err = float(r[name + "_stderr"][0])
         assert 0 < err < 0.2 * want and abs(float(r[name][0]) / want - 1) < 2e-3, (name, r[name][0], want, err)
+
+
+def test_a_width_that_cannot_grow_is_refused_before_the_first_frame(scan, tmp_path):
+    """A refined width whose config value times fit.width_factor is not above its floor is refused
+    with the width and the setting named, before any frame is fitted."""
+    from fits.scan.settings import DEFAULT_VARY
+
+    setup = scan["setup"]
+    thin = dataclasses.replace(setup, template=setup.template.replace(sl_mosaic=np.radians(0.005)))
+    settings = SETTINGS.replace(vary=(*DEFAULT_VARY, "mosaic_deg"))
+    out = tmp_path / "fits.h5"
+    with pytest.raises(ValueError, match=r"mosaic_deg = 0.005 deg of the config times fit.width_factor = 1.5"):
+        fit_scan(scan["path"], scan["cfg"], out, settings, progress=False, setup=thin)
+    assert read_fits(out)["frames_done"] == 0
