@@ -304,8 +304,8 @@ def store_fit(out: dict[str, np.ndarray], i: int, f, k: int, configuration: str 
 
     ``configuration`` is the Conf1/Conf2 name the row was fitted with, or None when the frame
     has no AL signal (configuration, relationship and disorder are then not determined, and
-    ``al_scale``/``disorder_deg`` at a bound do not count). Returns the SL orientation (3, 3) and
-    the fitted `ModelParams` of the row.
+    ``al_scale``/``disorder_deg``/``al_radial_width`` at a bound do not count). Returns the SL
+    orientation (3, 3) and the fitted `ModelParams` of the row.
     """
     p = jax.tree_util.tree_map(lambda x: x[k], f.params)
     st = f.status[k]
@@ -330,7 +330,7 @@ def store_fit(out: dict[str, np.ndarray], i: int, f, k: int, configuration: str 
     if configuration is None and st is FitStatus.AT_BOUND:
         limit, _, floors = msg.split("at a bound:")[-1].partition(";")
         held = set(limit.replace(" ", "").split(","))
-        if held <= {"al_scale", "disorder_deg"}:     # no AL signal: these are not measured
+        if held <= {"al_scale", "disorder_deg", "al_radial_width"}:     # no AL signal: these are not measured
             st, msg = FitStatus.OK, f"converged in {f.n_iter[k]} iterations" + (f";{floors}" if floors else "")
     if st is FitStatus.AT_BOUND and any(w in msg.split("at a bound:")[-1].partition(";")[0] for w in WIDTHS):
         msg += " (a width at fit.width_factor times the config's, the reach of the fit points: raise it)"
@@ -339,7 +339,7 @@ def store_fit(out: dict[str, np.ndarray], i: int, f, k: int, configuration: str 
     for name in STDERR_OF:
         if name + "_stderr" not in out:
             continue
-        undetermined = configuration is None and name in ("al_scale", "disorder_deg")
+        undetermined = configuration is None and name in ("al_scale", "disorder_deg", "al_radial_width")
         out[name + "_stderr"][i] = float(f.stderr[name][k]) if name in f.stderr and not undetermined else np.nan
     out["dispersion"][i] = float(f.dispersion[k]) if len(f.dispersion) else np.nan
     out["orientation_stderr_deg"][i] = np.nan
