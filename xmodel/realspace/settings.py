@@ -23,6 +23,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xmodel.realspace.particles import DISPLACEMENTS, EDGES
+
 __all__ = ["DEFAULTS", "RealspaceError", "RealspaceSettings", "load_settings"]
 
 
@@ -91,13 +93,11 @@ class RealspaceSettings:
 def _check(path: Path, table: str, key: str, value):
     default, lo, hi, meaning = DEFAULTS[table][key]
     where = f"{path}: [{table}] {key} = {value!r}"
-    if key == "displacement_model":
-        if value not in ("gaussian", "cumulative"):
-            raise RealspaceError(f'{where} is invalid; expected "gaussian" or "cumulative".')
-        return value
-    if key == "edge":
-        if value not in ("sharp", "gaussian"):
-            raise RealspaceError(f'{where} is invalid; expected "sharp" or "gaussian".')
+    choices = {"displacement_model": DISPLACEMENTS, "edge": EDGES}.get(key)
+    if choices is not None:
+        if value not in choices:
+            expected = " or ".join('"' + c + '"' for c in choices)
+            raise RealspaceError(f"{where} is invalid; expected {expected}.")
         return value
     if isinstance(default, list):
         if (not isinstance(value, list) or len(value) != 2
