@@ -262,6 +262,24 @@ def test_neighbours_of_a_snake_scan_with_encoder_jitter_are_its_grid_neighbours(
         assert adjacent <= set(nb.tolist()) and np.all(dist[nb] <= 1.5), (i, rc[i])
 
 
+def _streak_and_true_frame(setup, truth, model, seeds):
+    """Two frames and their fits by the linear scales of ``model``'s terms: the NCs' AL peaks with
+    a streak along q (a row of chi, 20 counts per pixel at every q < 1 1/A) through ``model``'s
+    brightest SL spot, and the true frame of ``truth``. Returns (obs, fitted params, scales)."""
+    from fits.scan.linear import COMPONENTS, component_images, linear_scales
+    from fits.scan.starts import stack_params
+
+    sl = np.asarray(component_images(setup.model, stack_params([model])), float)[0, COMPONENTS.index("sl_scale")]
+    c = int(np.argmax(np.bincount(setup.index // Q.size, weights=sl, minlength=CHI.size)))
+    row = (setup.index // Q.size == c) & (Q[setup.index % Q.size] < 1.0)
+    mu = np.asarray(setup.model(truth.replace(sl_scale=0.0)), float) + np.where(row, 20.0, 0.0)
+    obs = np.stack([poisson_counts(mu, seed=seeds[0]),
+                    poisson_counts(np.asarray(setup.model(truth), float), seed=seeds[1])]).astype(float)
+    comps = np.asarray(component_images(setup.model, stack_params([model, model])), float)
+    scales, _ = linear_scales(comps, obs, np.ones(obs.shape, bool))
+    return obs, stack_params([model.replace(**dict(zip(COMPONENTS, s))) for s in scales]), scales
+
+
 def test_an_sl_spot_on_a_streak_gains_nothing_a_real_one_keeps_its_gain(pair, monkeypatch):
     """A frame of the NCs' AL peaks and a streak along q (a row of chi, 20 counts per pixel at every
     q) through the brightest SL spot of the true orientation, fitted by the linear scales at that
@@ -269,21 +287,12 @@ def test_an_sl_spot_on_a_streak_gains_nothing_a_real_one_keeps_its_gain(pair, mo
     against the model without it, but nothing once both follow the streak's radial surroundings
     (`term_gains`); the true frame's SL gain stays far above the gate."""
     import fits.scan.neighbours as nb
-    from fits.scan.linear import COMPONENTS, component_images, linear_scales
-    from fits.scan.starts import stack_params
+    from fits.scan.linear import COMPONENTS
 
     setup, p = pair["setup"], pair["truth"]
     gate = SETTINGS.evidence.sl_min_gain
-    params = stack_params([p])
-    sl = np.asarray(component_images(setup.model, params), float)[0, COMPONENTS.index("sl_scale")]
-    c = int(np.argmax(np.bincount(setup.index // Q.size, weights=sl, minlength=CHI.size)))
-    row = (setup.index // Q.size == c) & (Q[setup.index % Q.size] < 1.0)
-    mu = np.asarray(setup.model(p.replace(sl_scale=0.0)), float) + np.where(row, 20.0, 0.0)
-    obs = np.stack([poisson_counts(mu, seed=5), poisson_counts(np.asarray(setup.model(p), float), seed=6)]).astype(float)
-    comps = np.asarray(component_images(setup.model, stack_params([p, p])), float)
-    scales, _ = linear_scales(comps, obs, np.ones(obs.shape, bool))
+    obs, fitted, scales = _streak_and_true_frame(setup, p, p, seeds=(5, 6))
     assert scales[0, COMPONENTS.index("sl_scale")] > 0           # the SL spot takes up part of the streak
-    fitted = stack_params([p.replace(**dict(zip(COMPONENTS, s))) for s in scales])
     local, _ = nb.term_gains(setup, fitted, obs)
     monkeypatch.setattr(nb, "radial_surroundings", lambda img, *a, **k: (np.full(img.shape, np.nan), np.zeros(img.shape)))
     plain, _ = nb.term_gains(setup, fitted, obs)
@@ -295,23 +304,17 @@ def test_a_widened_sl_term_is_judged_by_the_surroundings_of_its_own_width(pair, 
     """With the SL radial width refined, the surroundings lie 3-5 of the frame's own sigmas away
     (a wide term would otherwise cover its own surroundings): the surroundings follow each frame's
     width, an SL term widened to the fit's ceiling over a streak gains less than the gate and the
-    true frame keeps its gain. (On the realistic twin, whose widths run to 2.5 times the config's,
-    the surroundings of the config's width let 16 empty frames through; docs/validation.md.)"""
+    true frame keeps its gain. The placement is what this test pins: at this grid's ceiling (1.5
+    times the config's width) the gain stays under the gate with the config's surroundings too; on
+    the realistic twin, whose widths run to 2.5 times, those let 16 empty frames through
+    (docs/validation.md)."""
     import fits.scan.neighbours as nb
-    from fits.scan.linear import COMPONENTS, component_images, linear_scales
     from fits.scan.starts import stack_params
 
     setup, p = pair["setup"], pair["truth"]
     gate = SETTINGS.evidence.sl_min_gain
     wide = p.replace(sl_radial_width=setup.width_factor * float(p.sl_radial_width))
-    sl = np.asarray(component_images(setup.model, stack_params([wide])), float)[0, COMPONENTS.index("sl_scale")]
-    c = int(np.argmax(np.bincount(setup.index // Q.size, weights=sl, minlength=CHI.size)))
-    row = (setup.index // Q.size == c) & (Q[setup.index % Q.size] < 1.0)
-    mu = np.asarray(setup.model(p.replace(sl_scale=0.0)), float) + np.where(row, 20.0, 0.0)
-    obs = np.stack([poisson_counts(mu, seed=7), poisson_counts(np.asarray(setup.model(p), float), seed=8)]).astype(float)
-    comps = np.asarray(component_images(setup.model, stack_params([wide, wide])), float)
-    scales, _ = linear_scales(comps, obs, np.ones(obs.shape, bool))
-    fitted = stack_params([wide.replace(**dict(zip(COMPONENTS, s))) for s in scales])
+    obs, fitted, _ = _streak_and_true_frame(setup, p, wide, seeds=(7, 8))
     calls = []
     surroundings = nb.radial_surroundings
 
