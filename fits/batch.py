@@ -102,7 +102,14 @@ from fits.objective import (
     split_jacobian,
     split_residual_function,
 )
-from fits.parameters import check_names, floor_hits, pack, parameter_bounds, unpack
+from fits.parameters import (
+    check_names,
+    floor_hits,
+    floor_note,
+    pack,
+    parameter_bounds,
+    unpack,
+)
 from fits.robust import occupied, robust_covariance, sandwich, score_program, with_prior
 from fits.status import FitStatus
 from xmodel.parameters import ModelParams
@@ -139,6 +146,8 @@ class BatchFit:
     names : the varying parameters, the order of ``covariance``.
     status : B `FitStatus` values; ``messages`` a sentence per frame.
     gave_up : (B,) the fit was given up (``stop_above``, `GiveUp`; status NOT_CONVERGED).
+    limits, floors : (B, p) the varying parameters (``names`` order) that ended on a bound, and
+        the widths on their floor (`fits.parameters.floor_hits`); empty where not fitted here.
     """
 
     params: ModelParams
@@ -153,6 +162,8 @@ class BatchFit:
     covariance: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
     names: tuple[str, ...] = ()
     gave_up: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    limits: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
+    floors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))
 
     def effective_dispersion(self) -> np.ndarray:
         """(B,) ``max(phi, 1)``: what the likelihood-ratio statistics of these fits are divided by
@@ -662,14 +673,15 @@ def fit_batch(observed, weight, model: PatternModel, init: ModelParams, vary: Se
             messages[i] = f"frame {i}: at a bound: {', '.join(np.asarray(names)[at_bound[i]])}"
         else:
             status[i], messages[i] = FitStatus.OK, f"frame {i}: converged in {n_iter[i]} iterations"
-        if status[i] in (FitStatus.OK, FitStatus.AT_BOUND) and at_floor[i].any():
-            messages[i] += f"; unresolved (at their floor): {', '.join(np.asarray(names)[at_floor[i]])}"
+        if status[i] in (FitStatus.OK, FitStatus.AT_BOUND):
+            messages[i] += floor_note(np.asarray(names)[at_floor[i]])
     stderr = np.sqrt(var)
     params = jax.tree_util.tree_map(np.asarray, unpack(jnp.asarray(x), names, init))      # rows indexed on the host
     return BatchFit(params=params, values={nm: x[:, j].copy() for j, nm in enumerate(names)},
                     stderr={nm: stderr[:, j].copy() for j, nm in enumerate(names)}, objective=cost,
                     n_iter=n_iter, status=list(status), messages=messages, deviance_gain=gain,
-                    dispersion=dispersion, covariance=cov, names=tuple(names), gave_up=gave_up)
+                    dispersion=dispersion, covariance=cov, names=tuple(names), gave_up=gave_up,
+                    limits=at_bound, floors=at_floor)
 
 
 def _build_covariance(model: PatternModel, names: tuple[str, ...], kind: str, prior: Prior = ()):

@@ -164,6 +164,11 @@ def floor_hits(names: Sequence[str], x: np.ndarray, lo: np.ndarray, hi: np.ndarr
     return (on_lo & ~floor) | on_hi, on_lo & floor
 
 
+def floor_note(names: Sequence[str]) -> str:
+    """The sentence a fit's message gains for the widths ``names`` on their floor ('' for none)."""
+    return f"; unresolved (at their floor): {', '.join(names)}" if len(names) else ""
+
+
 def check_bounds(bounds: dict[str, tuple[float, float]] | None, varying: Sequence[str] | None = None,
                  owner: str = "") -> dict[str, tuple[float, float]]:
     """User bounds ``{name: (min, max)}`` (edge units) as floats, after checking them.

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from fits.batch import effective_dispersion, pearson_statistic
-from fits.parameters import edge_value
+from fits.parameters import edge_value, floor_note
 from fits.scan.angles import (
     COVARIANCE_KEY,
     ORIENTATION_PARAMETERS,
@@ -283,6 +283,10 @@ def linear_dispersion(comps_all: np.ndarray, sc_all: np.ndarray, best: np.ndarra
     return out
 
 
+#: what a frame without AL signal does not measure: its bounds do not count, its errors are NaN
+NOT_MEASURED_WITHOUT_AL = {"al_scale", "disorder_deg", "al_radial_width"}
+
+
 def fitted_relationship(p: ModelParams) -> np.ndarray:
     """AL crystal -> SL crystal (3, 3) of fitted parameters ``p``: ``R_or R_mis``.
 
@@ -327,19 +331,18 @@ def store_fit(out: dict[str, np.ndarray], i: int, f, k: int, configuration: str 
         out["relationship"][i] = np.nan
     out["objective"][i] = float(f.objective[k])
     msg = re.sub(r"^frame \d+: ", "", f.messages[k]) if f.messages[k] else st.value
-    if configuration is None and st is FitStatus.AT_BOUND:
-        limit, _, floors = msg.split("at a bound:")[-1].partition(";")
-        held = set(limit.replace(" ", "").split(","))
-        if held <= {"al_scale", "disorder_deg", "al_radial_width"}:     # no AL signal: these are not measured
-            st, msg = FitStatus.OK, f"converged in {f.n_iter[k]} iterations" + (f";{floors}" if floors else "")
-    if st is FitStatus.AT_BOUND and any(w in msg.split("at a bound:")[-1].partition(";")[0] for w in WIDTHS):
+    names = np.asarray(f.names)
+    limits = set(names[f.limits[k]]) if len(f.limits) else set()
+    if configuration is None and st is FitStatus.AT_BOUND and limits and limits <= NOT_MEASURED_WITHOUT_AL:
+        st, msg = FitStatus.OK, f"converged in {f.n_iter[k]} iterations" + floor_note(names[f.floors[k]])
+    if st is FitStatus.AT_BOUND and limits & set(WIDTHS):
         msg += " (a width at fit.width_factor times the config's, the reach of the fit points: raise it)"
     out["status"][i] = st.code
     out["message"][i] = msg
     for name in STDERR_OF:
         if name + "_stderr" not in out:
             continue
-        undetermined = configuration is None and name in ("al_scale", "disorder_deg", "al_radial_width")
+        undetermined = configuration is None and name in NOT_MEASURED_WITHOUT_AL
         out[name + "_stderr"][i] = float(f.stderr[name][k]) if name in f.stderr and not undetermined else np.nan
     out["dispersion"][i] = float(f.dispersion[k]) if len(f.dispersion) else np.nan
     out["orientation_stderr_deg"][i] = np.nan
