@@ -238,6 +238,22 @@ def test_settings_errors_name_the_file_and_key(tmp_path):
         load_settings(tmp_path / "none.toml")
 
 
+def test_settings_overrides_reach_the_simulator_and_the_twin():
+    """``--set`` of a simulator key replaces the file's value (checked as the file's are); any
+    other goes to the twin after the file's ``set`` list."""
+    path = ROOT / "configs" / "twin_realistic.toml"
+    s = load_settings(path, ["grains.mosaic_deg=0", "nuisance.hot_pixels=0", "seed=3"])
+    assert s["grains.mosaic_deg"] == 0 and s["nuisance.hot_pixels"] == 0
+    assert s["grains.count"] == load_settings(path)["grains.count"]
+    assert s.overrides[-1] == "seed=3" and s.overrides[:-1] == load_settings(path).overrides
+    with pytest.raises(RealspaceError, match=r"mosaic_deg = 20 \(from --set 'grains.mosaic_deg=20'\) is out of range"):
+        load_settings(path, ["grains.mosaic_deg=20"])
+    with pytest.raises(RealspaceError, match=r"unknown key \[grains\] 'mosaic' of the real-space simulator"):
+        load_settings(path, ["grains.mosaic=1"])
+    with pytest.raises(RealspaceError, match="has no '='"):
+        load_settings(path, ["grains.mosaic_deg"])
+
+
 def test_shipped_realistic_configs_load():
     for name, shape in (("twin_realistic_demo.toml", (7, 7)), ("twin_realistic.toml", (21, 21))):
         s = load_settings(ROOT / "configs" / name)

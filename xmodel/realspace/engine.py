@@ -412,7 +412,8 @@ def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overri
     out_dir
         Output folder (created if missing).
     overrides
-        ``--set`` strings for the twin it names (``scan.shape=[3,3]``, ``seed=3``).
+        ``--set`` strings: the simulator's keys (``grains.mosaic_deg=0``) or the twin's
+        (``scan.shape=[3,3]``, ``seed=3``); `xmodel.realspace.settings.load_settings`.
     progress
         Print frames done / total, rate and ETA on stderr.
     restart
@@ -444,8 +445,8 @@ def synthesize_realspace(config_path: str | Path, out_dir: str | Path, *, overri
     )
     from xmodel.twin import TRUTH_UNITS
 
-    settings = load_settings(config_path)
-    scan = RealspaceScan(settings, overrides)
+    settings = load_settings(config_path, overrides)
+    scan = RealspaceScan(settings)
     sample = scan.sample
     out_dir = Path(out_dir)
     record = synthesis_settings(sample, engine="realspace", overrides=list(overrides),

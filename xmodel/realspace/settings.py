@@ -15,7 +15,9 @@ efficiencies) and adds the tables of the real-space simulator::
                     streak_angle_deg, streak_width_px, streak_length_px, flux_drift,
                     flux_period_frames, flux_jitter, hot_pixels, dead_pixels, hot_counts
 
-Every key, its unit and default is in `DEFAULTS`; docs/realspace.md explains each.
+Every key, its unit and default is in `DEFAULTS`; docs/realspace.md explains each. ``--set``
+overrides (`load_settings`) reach both: ``grains.mosaic_deg=0`` sets a key of these tables,
+``scan.shape=[5,5]`` one of the twin.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xmodel.config import ConfigError, parse_override
 from xmodel.realspace.particles import DISPLACEMENTS, EDGES
 
 __all__ = ["DEFAULTS", "RealspaceError", "RealspaceSettings", "load_settings"]
@@ -90,9 +93,9 @@ class RealspaceSettings:
         return self.values[table][name]
 
 
-def _check(path: Path, table: str, key: str, value):
+def _check(path: Path, table: str, key: str, value, origin: str = ""):
     default, lo, hi, meaning = DEFAULTS[table][key]
-    where = f"{path}: [{table}] {key} = {value!r}"
+    where = f"{path}: [{table}] {key} = {value!r}{origin}"
     choices = {"displacement_model": DISPLACEMENTS, "edge": EDGES}.get(key)
     if choices is not None:
         if value not in choices:
@@ -116,14 +119,25 @@ def _check(path: Path, table: str, key: str, value):
     return value
 
 
-def load_settings(path: str | Path) -> RealspaceSettings:
+def load_settings(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> RealspaceSettings:
     """Read and check a realistic-twin TOML (module docstring).
+
+    Parameters
+    ----------
+    path
+        The realistic-twin TOML (e.g. ``configs/twin_realistic.toml``).
+    overrides
+        ``--set`` strings, ``"table.key=value"``: those of the simulator's tables (`DEFAULTS`,
+        e.g. ``grains.mosaic_deg=0``) replace the file's value and are checked as it is; the
+        others are appended to the twin's overrides (``settings.overrides``, after the file's
+        ``set`` list) and checked by `xmodel.twin.load_twin`.
 
     Raises
     ------
     RealspaceError
         Missing file or twin, invalid TOML, an unknown table or key, a value of the wrong
-        type or range; the message names the file, the key and what is expected.
+        type or range; the message names the file (or the ``--set``), the key and what is
+        expected.
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
@@ -144,6 +158,7 @@ def load_settings(path: str | Path) -> RealspaceSettings:
     twin = (path.parent / data["twin"]).resolve()
     if not twin.is_file():
         raise RealspaceError(f"{path}: twin = {data['twin']!r} names {twin}, which does not exist.")
+    overrides_given = list(overrides)
     overrides = data.get("set", [])
     if not isinstance(overrides, list) or not all(isinstance(s, str) for s in overrides):
         raise RealspaceError(f'{path}: set = {overrides!r} is invalid; expected a list of "table.key=value" strings.')
@@ -154,5 +169,18 @@ def load_settings(path: str | Path) -> RealspaceSettings:
             if key not in keys:
                 raise RealspaceError(f"{path}: unknown key [{table}] {key!r}; valid keys are {list(keys)}.")
         values[table] = {k: _check(path, table, k, given[k]) if k in given else d[0] for k, d in keys.items()}
+    twin_overrides = list(overrides)
+    for text in overrides_given:
+        try:
+            table, key, value = parse_override(text)
+        except ConfigError as exc:
+            raise RealspaceError(str(exc)) from None
+        if table not in DEFAULTS:
+            twin_overrides.append(text)
+            continue
+        if key not in DEFAULTS[table]:
+            raise RealspaceError(f"--set {text!r}: unknown key [{table}] {key!r} of the real-space simulator; "
+                                 f"valid keys are {list(DEFAULTS[table])}.")
+        values[table][key] = _check(path, table, key, value, f" (from --set {text!r})")
     name = data.get("name", path.stem)
-    return RealspaceSettings(path=path, twin=twin, overrides=tuple(overrides), name=str(name), values=values)
+    return RealspaceSettings(path=path, twin=twin, overrides=tuple(twin_overrides), name=str(name), values=values)

@@ -96,7 +96,7 @@ def render_point(config: str | Path, point: int | None = None, overrides=()) -> 
     ----------
     config : a realistic-twin TOML (`xmodel.realspace.settings.load_settings`).
     point : the scan point (frame index); None: `bulk_point`.
-    overrides : ``--set`` strings for the twin it names (as ``xmodel synth --set``).
+    overrides : ``--set`` strings for the simulator or the twin it names (as ``xmodel synth --set``).
 
     Returns
     -------
@@ -110,8 +110,8 @@ def render_point(config: str | Path, point: int | None = None, overrides=()) -> 
         ``point`` outside the scan (the message names the twin and its number of points);
         the errors of `load_settings` and `xmodel.twin.load_twin` for a bad file.
     """
-    settings = load_settings(config)
-    scan = RealspaceScan(settings, overrides)
+    settings = load_settings(config, overrides)
+    scan = RealspaceScan(settings)
     truth = point_truth(scan.sample, scan.comps)
     n = scan.sample.n_points
     i = bulk_point(truth) if point is None else int(point)
