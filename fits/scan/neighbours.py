@@ -291,7 +291,10 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     its SL term: the deviance gain of the SL peaks (`term_gains`) reaches ``sl_min_gain``, so a
     neighbour's orientation never turns noise or WAXS-only signal into an SL fit; where the fit
     refines ``sl_radial_width``, that width must also end below its ceiling (`FitSetup.bounds`),
-    for the gain's radial surroundings are placed by it. A refitted
+    for the gain's radial surroundings are placed by it. This rule sorts the candidates of such a
+    frame before their deviances do: one it refuses neither wins the frame nor sets the deviance
+    a neighbour start must end below (a re-search fit whose wide SL term takes up the background
+    can lie far below a start that finds the frame's weak SL peaks). A refitted
     frame keeps the neighbour's configuration only if its own AL term gains ``al_min_gain``.
     Every deviance difference here (``replace_margin``, ``sl_min_gain``, ``al_min_gain``) is
     divided by the winning fit's dispersion ``max(phi, 1)`` (quasi-likelihood, McCullagh & Nelder,
@@ -336,6 +339,30 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         st_ok = c.status.success or (c.result is not None and c.status is FitStatus.MIXED)
         return st_ok and np.isfinite(c.objective)
 
+    # a frame without a fit takes only a fit whose SL term it needs: the deviance gain of the SL
+    # peaks over the fit's dispersion reaches sl_min_gain, and, where the fit refines the SL radial
+    # width, that width ends below its ceiling (the gain's radial surroundings are placed by it).
+    # The rule picks among the candidates, before the deviance does: a re-search fit whose wide SL
+    # term takes up the frame's background can lie far below a neighbour start that finds the
+    # frame's weak SL peaks, and must neither win the frame nor make that start give up.
+    had_fit = np.isfinite(r["objective"])
+    ceiling = sl_width_ceiling(setup, settings)
+    refused: set[tuple[int, tuple]] = set()
+
+    def refuse_unneeded(cs: Sequence[Candidate]) -> None:
+        cs = [c for c in cs if not had_fit[c.frame] and usable(c)]
+        for s0 in range(0, len(cs), batch):
+            chunk = cs[s0:s0 + batch]
+            sl, _ = term_gains(setup, stack_params([c.params for c in chunk]), points.rows([c.frame for c in chunk]),
+                               spikes_masked=True)
+            for c, gain in zip(chunk, sl):
+                if (gain / c.dispersion < ev.sl_min_gain
+                        or np.isclose(float(np.asarray(c.params.sl_radial_width)), ceiling)):
+                    refused.add((c.frame, c.order))
+
+    def admitted(c: Candidate) -> bool:
+        return usable(c) and (c.frame, c.order) not in refused
+
     # what a refit must end below to be of use: the frame's deviance plus the replace margin (a
     # near tie can still win); the dispersion of a refit that ties is the frame's own (their
     # Pearson statistics differ by the deviance difference)
@@ -372,9 +399,10 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
             if progress:
                 log.info("xmodel fit: neighbour pass, re-searched %d/%d frames on %d lattice constants",
                          min(s0 + batch, len(frames)), len(frames), grid.size)
+        refuse_unneeded(cands)
         # a frame the re-search gave a clearly better ok fit that agrees with most of its ok
         # neighbours needs no neighbour starts
-        settled = {i for i, c in choose(cands, usable).items()
+        settled = {i for i, c in choose(cands, admitted).items()
                    if c.status is FitStatus.OK and agrees_nb(i, orientation_of(c))
                    and not (np.isfinite(r["objective"][i])
                             and r["objective"][i] <= c.objective + ns.replace_margin * c.dispersion)}
@@ -384,8 +412,8 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
     else:
         for s0 in range(0, len(frames), batch):
             points.put(s0, points.of_polar(masked(frames[s0:s0 + batch])))
-    # ... and below the best usable re-search fit
-    for i, c in choose(cands, usable).items():
+    # ... and below the best admitted re-search fit
+    for i, c in choose(cands, admitted).items():
         target[i] = min(target[i], c.objective)
     row_of = points.row
     obs = points.values
@@ -411,8 +439,9 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
         known[n] = Candidate(frame=frames[c.frame], objective=c.objective, status=c.status, params=c.params,
                              source=c.source, order=c.order, fit=c.fit, row=c.row)
         memo[pairs[n]] = (keys[n], known[n], float(target[pairs[n][0]]))
+    refuse_unneeded([known[n] for n in range(len(pairs))])
     cands += [known[n] for n in range(len(pairs))]
-    best = choose(cands, usable)
+    best = choose(cands, admitted)
     # a fit is replaced by one that explains the frame clearly better; near ties are the
     # pseudo-symmetric twins of a pattern (a Conf2 frame and a Conf1 orientation 45 deg away fit
     # some twin frames within 0-2 deviance units), which the frame alone cannot decide: there the
@@ -421,30 +450,22 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
                 if replaces(c.objective, r["objective"][i], ns.replace_margin,
                             old_fitted=bool(np.all(np.isfinite(R[i]))),
                             old_agrees=agrees_nb(i, R[i]), new_agrees=agrees_nb(i, orientation_of(c)),
-                            dispersion=best[i].dispersion)]
+                            dispersion=c.dispersion)]
     if not improved:
         return []
     t = clock()
-    # the fitted parameters of each winner, and how much its SL and AL terms are needed
+    # how much each winner's AL term is needed (its SL term was judged above, `refuse_unneeded`),
     # a batch at a time: the radial surroundings are taken on whole polar images (1.4 MB a frame, and
     # their temporaries), and a first pass over a full scan improves thousands of frames
     gains = [term_gains(setup, stack_params([best[i].params for i in improved[s0:s0 + batch]]),
                         points.rows(improved[s0:s0 + batch]), spikes_masked=True)
              for s0 in range(0, len(improved), batch)]
-    sl_raw, al_raw = np.concatenate([g[0] for g in gains]), np.concatenate([g[1] for g in gains])
-    # quasi-likelihood ratios: the gains divided by the winner's dispersion max(phi, 1)
-    phi = np.array([best[i].dispersion for i in improved])
-    sl_gain, al_gain = sl_raw / phi, al_raw / phi
+    al_raw = np.concatenate([g[1] for g in gains])
+    # a quasi-likelihood ratio: the gain divided by the winner's dispersion max(phi, 1)
+    al_gain = al_raw / np.array([best[i].dispersion for i in improved])
     out = store.editable_rows(r)
-    kept, from_nb = [], []
-    ceiling = sl_width_ceiling(setup, settings)
+    from_nb = []
     for j, i in enumerate(improved):
-        had_fit = np.isfinite(r["objective"][i])
-        if not had_fit and sl_gain[j] < ev.sl_min_gain:
-            continue                                   # no SL peaks in it after all (noise, WAXS only)
-        if not had_fit and np.isclose(float(np.asarray(best[i].params.sl_radial_width)), ceiling):
-            continue                                   # peaks as wide as the support: not shown to be SL peaks
-        kept.append(j)
         c = best[i]
         if c.result is None:
             k = pairs[c.order[1]][1]
@@ -466,17 +487,13 @@ def neighbour_pass(fits_path: str | Path, results: ReducedScan | str | Path, set
                 if k in out:
                     out[k][i] = v[0]
             out["message"][i] = f"{out['message'][i]} (searched again on {grid.size} lattice constants)"
-    if not kept:
-        tm["neighbour_mixed"] = tm.get("neighbour_mixed", 0.0) + clock() - t
-        return []
-    done = [improved[j] for j in kept]
     refit = [improved[j] for j in from_nb]
     for s0 in range(0, len(refit), batch):            # read again, a batch at a time
         idx = refit[s0:s0 + batch]
         flag_mixed(out, np.array(idx), masked(idx), setup, stack_params([best[i].params for i in idx]), settings,
                    spikes_masked=True)
-    idx = np.array(done)
+    idx = np.array(improved)
     report_angles(out, idx, settings.search.zones)
     store.write_frames(fits_path, idx, out)
     tm["neighbour_mixed"] = tm.get("neighbour_mixed", 0.0) + clock() - t
-    return sorted(done)
+    return sorted(improved)

@@ -361,3 +361,36 @@ def test_a_frame_without_a_fit_takes_none_whose_sl_width_is_on_its_ceiling(pair,
         results[name + " status"] = int(read_fits(out)["status"][1])
     assert results["admitted.h5"] == [1] and results["admitted.h5 status"] == FitStatus.OK.code
     assert results["refused.h5"] == [] and results["refused.h5 status"] == FitStatus.NO_SIGNAL.code
+
+
+def test_a_refused_research_fit_does_not_keep_a_frame_from_its_neighbours_start(pair, monkeypatch):
+    """A frame without a fit whose re-search returns a fit far below every other in deviance but
+    without the SL term the frame needs (its SL scale zero: no SL gain) still takes its neighbour's
+    start: the SL-gain rule sorts the candidates before the deviance does, so the refused fit
+    neither wins the frame nor makes the neighbour start give up below its deviance."""
+    import shutil
+
+    import fits.scan.neighbours as nb
+
+    real = nb.fit_frames
+
+    def sl_free_and_low(*args, **kw):
+        rs = real(*args, **kw)
+        rs["sl_scale"] = np.zeros_like(rs["sl_scale"])
+        rs["objective"] = np.full_like(rs["objective"], 1.0)
+        rs["status"] = np.full_like(rs["status"], FitStatus.OK.code)
+        return rs
+
+    monkeypatch.setattr(nb, "fit_frames", sl_free_and_low)
+    fitted = _fitted(pair, "refused_research.h5")
+    with h5py.File(fitted, "a") as f:                            # the frame's fit is gone
+        g = f["entry/fits"]
+        g["status"][1] = FitStatus.NO_SIGNAL.code
+        for k in ("objective", "lattice_constant", "orientation_matrix", "sl_scale"):
+            g[k][1] = np.nan
+    out = shutil.copy(fitted, pair["tmp"] / "refused_research_pass.h5")
+    assert neighbour_pass(out, pair["path"], pair["setup"], SETTINGS, progress=False, research=True) == [1]
+    fits = read_fits(out)
+    assert fits["status"][1] == FitStatus.OK.code and "started from neighbour frame 0" in fits["message"][1]
+    assert fits["sl_scale"][1] > 0 and fits["objective"][1] > 1.0
+    assert _mis_deg(pair["truth"], fits["orientation_matrix"][1]) < 2.5
