@@ -169,15 +169,14 @@ class RealspaceScan:
     Parameters
     ----------
     settings
-        A parsed realistic-twin file (`xmodel.realspace.settings.load_settings`).
-    overrides
-        Extra ``--set`` overrides of the twin (after the file's ``set`` list).
+        A parsed realistic-twin file (`xmodel.realspace.settings.load_settings`, which also takes
+        the ``--set`` overrides, of the simulator's tables and of the twin's).
     """
 
-    def __init__(self, settings: RealspaceSettings, overrides=()):
+    def __init__(self, settings: RealspaceSettings):
         self.settings = settings
         s = settings
-        self.sample: TwinSample = load_twin(s.twin, tuple(s.overrides) + tuple(overrides))
+        self.sample: TwinSample = load_twin(s.twin, s.overrides)
         self.comps = components(self.sample)
         cfg0 = self.sample.domains[0].config
         self.experiment = Experiment.from_config(cfg0)

@@ -158,10 +158,9 @@ def load_settings(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
     twin = (path.parent / data["twin"]).resolve()
     if not twin.is_file():
         raise RealspaceError(f"{path}: twin = {data['twin']!r} names {twin}, which does not exist.")
-    overrides_given = list(overrides)
-    overrides = data.get("set", [])
-    if not isinstance(overrides, list) or not all(isinstance(s, str) for s in overrides):
-        raise RealspaceError(f'{path}: set = {overrides!r} is invalid; expected a list of "table.key=value" strings.')
+    file_set = data.get("set", [])
+    if not isinstance(file_set, list) or not all(isinstance(s, str) for s in file_set):
+        raise RealspaceError(f'{path}: set = {file_set!r} is invalid; expected a list of "table.key=value" strings.')
     values = {}
     for table, keys in DEFAULTS.items():
         given = data.get(table, {})
@@ -169,8 +168,8 @@ def load_settings(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
             if key not in keys:
                 raise RealspaceError(f"{path}: unknown key [{table}] {key!r}; valid keys are {list(keys)}.")
         values[table] = {k: _check(path, table, k, given[k]) if k in given else d[0] for k, d in keys.items()}
-    twin_overrides = list(overrides)
-    for text in overrides_given:
+    twin_overrides = list(file_set)
+    for text in overrides:
         try:
             table, key, value = parse_override(text)
         except ConfigError as exc:
