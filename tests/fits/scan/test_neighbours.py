@@ -85,6 +85,17 @@ def _fitted(pair, name):
     return out
 
 
+def _without_fit(pair, name):
+    """A fresh copy of the pair's scan fit whose second frame has lost its fit (no signal)."""
+    out = _fitted(pair, name)
+    with h5py.File(out, "a") as f:
+        g = f["entry/fits"]
+        g["status"][1] = FitStatus.NO_SIGNAL.code
+        for k in ("objective", "lattice_constant", "orientation_matrix", "sl_scale"):
+            g[k][1] = np.nan
+    return out
+
+
 def _mis_deg(p, R) -> float:
     return float(np.degrees(orientation.misorientation_angle(np.asarray(p.sl_orientation(), float), R)))
 
@@ -347,12 +358,7 @@ def test_a_frame_without_a_fit_takes_none_whose_sl_width_is_on_its_ceiling(pair,
     setup, p = pair["setup"], pair["truth"]
     assert nb.sl_width_ceiling(setup, SETTINGS) == np.inf           # held widths: no ceiling
     results = {}
-    fitted = _fitted(pair, "without.h5")
-    with h5py.File(fitted, "a") as f:                            # the frame's fit is gone
-        g = f["entry/fits"]
-        g["status"][1] = FitStatus.NO_SIGNAL.code
-        for k in ("objective", "lattice_constant", "orientation_matrix", "sl_scale"):
-            g[k][1] = np.nan
+    fitted = _without_fit(pair, "without.h5")
     for name, ceiling in (("admitted.h5", None), ("refused.h5", float(p.sl_radial_width))):
         out = shutil.copy(fitted, pair["tmp"] / name)
         if ceiling is not None:
@@ -382,12 +388,7 @@ def test_a_refused_research_fit_does_not_keep_a_frame_from_its_neighbours_start(
         return rs
 
     monkeypatch.setattr(nb, "fit_frames", sl_free_and_low)
-    fitted = _fitted(pair, "refused_research.h5")
-    with h5py.File(fitted, "a") as f:                            # the frame's fit is gone
-        g = f["entry/fits"]
-        g["status"][1] = FitStatus.NO_SIGNAL.code
-        for k in ("objective", "lattice_constant", "orientation_matrix", "sl_scale"):
-            g[k][1] = np.nan
+    fitted = _without_fit(pair, "refused_research.h5")
     out = shutil.copy(fitted, pair["tmp"] / "refused_research_pass.h5")
     assert neighbour_pass(out, pair["path"], pair["setup"], SETTINGS, progress=False, research=True) == [1]
     fits = read_fits(out)
